@@ -1,0 +1,218 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_FOLLOWER: _ClassVar[Role]
+    ROLE_CANDIDATE: _ClassVar[Role]
+    ROLE_LEADER: _ClassVar[Role]
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    MODE_CLASSIC: _ClassVar[Mode]
+    MODE_QUORUM: _ClassVar[Mode]
+ROLE_UNSPECIFIED: Role
+ROLE_FOLLOWER: Role
+ROLE_CANDIDATE: Role
+ROLE_LEADER: Role
+MODE_UNSPECIFIED: Mode
+MODE_CLASSIC: Mode
+MODE_QUORUM: Mode
+
+class PeerMessage(_message.Message):
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning")
+    SENDER_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    RESIGNING_FIELD_NUMBER: _ClassVar[int]
+    sender_id: int
+    receiver_id: int
+    epoch: int
+    round: int
+    resigning: bool
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "granted", "promised_epoch")
+    SENDER_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    PROMISED_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    sender_id: int
+    receiver_id: int
+    epoch: int
+    round: int
+    granted: bool
+    promised_epoch: int
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., granted: _Optional[bool] = ..., promised_epoch: _Optional[int] = ...) -> None: ...
+
+class PeerReply(_message.Message):
+    __slots__ = ("ack",)
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    ack: Ack
+    def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+
+class GetLeaderRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LeaderInfo(_message.Message):
+    __slots__ = ("known", "leader_id", "epoch", "node_id", "role", "lease_valid", "view_time_unix_ns")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_VALID_FIELD_NUMBER: _ClassVar[int]
+    VIEW_TIME_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    leader_id: int
+    epoch: int
+    node_id: int
+    role: Role
+    lease_valid: bool
+    view_time_unix_ns: int
+    def __init__(self, known: _Optional[bool] = ..., leader_id: _Optional[int] = ..., epoch: _Optional[int] = ..., node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., lease_valid: _Optional[bool] = ..., view_time_unix_ns: _Optional[int] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PeerView(_message.Message):
+    __slots__ = ("id", "address", "last_heard_ms", "reachable")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_MS_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    address: str
+    last_heard_ms: int
+    reachable: bool
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., last_heard_ms: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("node_id", "role", "mode", "epoch", "promised_epoch", "promised_to", "has_leader", "leader_id", "lease_valid", "peers", "elections_started", "elections_won", "stepdowns", "messages_sent", "messages_received", "leader_changes", "uptime_ms")
+    class MessagesSentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class MessagesReceivedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PROMISED_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PROMISED_TO_FIELD_NUMBER: _ClassVar[int]
+    HAS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_VALID_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    ELECTIONS_STARTED_FIELD_NUMBER: _ClassVar[int]
+    ELECTIONS_WON_FIELD_NUMBER: _ClassVar[int]
+    STEPDOWNS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_SENT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    LEADER_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    role: Role
+    mode: Mode
+    epoch: int
+    promised_epoch: int
+    promised_to: int
+    has_leader: bool
+    leader_id: int
+    lease_valid: bool
+    peers: _containers.RepeatedCompositeFieldContainer[PeerView]
+    elections_started: int
+    elections_won: int
+    stepdowns: int
+    messages_sent: _containers.ScalarMap[str, int]
+    messages_received: _containers.ScalarMap[str, int]
+    leader_changes: int
+    uptime_ms: int
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., epoch: _Optional[int] = ..., promised_epoch: _Optional[int] = ..., promised_to: _Optional[int] = ..., has_leader: _Optional[bool] = ..., leader_id: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerView, _Mapping]]] = ..., elections_started: _Optional[int] = ..., elections_won: _Optional[int] = ..., stepdowns: _Optional[int] = ..., messages_sent: _Optional[_Mapping[str, int]] = ..., messages_received: _Optional[_Mapping[str, int]] = ..., leader_changes: _Optional[int] = ..., uptime_ms: _Optional[int] = ...) -> None: ...
+
+class WriteRequest(_message.Message):
+    __slots__ = ("writer_id", "epoch", "key", "value")
+    WRITER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    writer_id: int
+    epoch: int
+    key: str
+    value: bytes
+    def __init__(self, writer_id: _Optional[int] = ..., epoch: _Optional[int] = ..., key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class WriteReply(_message.Message):
+    __slots__ = ("accepted", "highest_epoch", "seq", "reason")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    highest_epoch: int
+    seq: int
+    reason: str
+    def __init__(self, accepted: _Optional[bool] = ..., highest_epoch: _Optional[int] = ..., seq: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReadLogRequest(_message.Message):
+    __slots__ = ("after_seq", "limit")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    limit: int
+    def __init__(self, after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class LogEntry(_message.Message):
+    __slots__ = ("seq", "writer_id", "epoch", "key", "value", "accepted", "reason", "recorded_unix_ns", "recorded_monotonic_ns")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    WRITER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_MONOTONIC_NS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    writer_id: int
+    epoch: int
+    key: str
+    value: bytes
+    accepted: bool
+    reason: str
+    recorded_unix_ns: int
+    recorded_monotonic_ns: int
+    def __init__(self, seq: _Optional[int] = ..., writer_id: _Optional[int] = ..., epoch: _Optional[int] = ..., key: _Optional[str] = ..., value: _Optional[bytes] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., recorded_unix_ns: _Optional[int] = ..., recorded_monotonic_ns: _Optional[int] = ...) -> None: ...
+
+class ReadLogReply(_message.Message):
+    __slots__ = ("entries", "highest_epoch", "highest_epoch_writer")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_EPOCH_WRITER_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
+    highest_epoch: int
+    highest_epoch_writer: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., highest_epoch: _Optional[int] = ..., highest_epoch_writer: _Optional[int] = ...) -> None: ...
