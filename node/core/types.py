@@ -1,0 +1,201 @@
+"""Events in, events out: the vocabulary of the pure election core.
+
+Nothing here touches a socket, a clock or a global random generator. Time is an integer count of
+ticks supplied by the caller (the runtime maps its monotonic clock onto ticks; the simulator just
+counts). Messages are frozen values; the caller moves them between nodes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Role(str, enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class Mode(str, enum.Enum):
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+
+
+class MsgType(str, enum.Enum):
+    ELECTION = "election"
+    ALIVE = "alive"
+    COORDINATOR = "coordinator"
+    COORDINATOR_ACK = "coordinator_ack"
+    HEARTBEAT = "heartbeat"
+    HEARTBEAT_ACK = "heartbeat_ack"
+
+
+# Acks answer a request on the same call (gRPC response); everything else is a call of its own.
+REPLY_TYPE = {MsgType.COORDINATOR: MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT: MsgType.HEARTBEAT_ACK}
+
+
+@dataclass(frozen=True)
+class Message:
+    type: MsgType
+    src: int
+    dst: int
+    epoch: int
+    round: int = 0
+    granted: bool = False
+    # On acks: the highest epoch the sender has promised (tells a stale leader it is stale).
+    promised_epoch: int = 0
+    # On heartbeats: the leader is resigning, followers may elect at once.
+    resigning: bool = False
+
+
+@dataclass(frozen=True)
+class Promise:
+    """The durable part of a node: the highest epoch it has promised, and to whom (0 = nobody).
+
+    It must reach stable storage before any message that reveals it leaves the node; otherwise a
+    crash-restart could acknowledge two leaders for one epoch.
+    """
+
+    epoch: int = 0
+    leader_id: int = 0
+
+
+class PlantedBug(str, enum.Enum):
+    """Deliberate defects for proving the checkers catch them. Test-only; see node.config."""
+
+    DOUBLE_ACK = "double-ack"  # acknowledges any coordinator, even a second one in the same epoch
+    IGNORE_LEASE = "ignore-lease"  # a leader never steps down when its lease runs out
+    FORGET_PROMISE = "forget-promise"  # the promise is not kept across restarts
+    STALE_STORE = "stale-store"  # the fenced store accepts any epoch (store side)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """All durations in ticks. Safety needs leader_lease < follower_promise <= election_timeout.
+
+    The leader counts its lease from the moment it *sent* the acknowledged round; a follower counts
+    its promise from the moment it *received* the message it acknowledged. Receipt is never before
+    sending, so with follower_promise >= leader_lease the follower's promise outlasts the leader's
+    belief, and two leases cannot overlap (given clocks that run at the same rate).
+    """
+
+    heartbeat_interval_ticks: int = 10
+    election_timeout_ticks: int = 50
+    leader_lease_ticks: int = 35
+    follower_promise_ticks: int = 40
+    alive_wait_ticks: int = 10
+    coordinator_wait_ticks: int = 25
+    # Lower ids wait longer before starting an election, so the highest live node usually goes
+    # first and the election needs no contest (Bully order without its O(n^2) messages).
+    rank_stagger_ticks: int = 2
+    jitter_ticks: int = 5
+
+    def __post_init__(self) -> None:
+        positive = {k: v for k, v in self.__dict__.items() if k not in ("rank_stagger_ticks", "jitter_ticks")}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.rank_stagger_ticks < 0 or self.jitter_ticks < 0:
+            raise ValueError("rank_stagger_ticks and jitter_ticks must be >= 0")
+        if not self.leader_lease_ticks < self.follower_promise_ticks <= self.election_timeout_ticks:
+            raise ValueError(
+                "need leader_lease_ticks < follower_promise_ticks <= election_timeout_ticks, got "
+                f"{self.leader_lease_ticks}, {self.follower_promise_ticks}, {self.election_timeout_ticks}"
+            )
+        if self.heartbeat_interval_ticks >= self.leader_lease_ticks:
+            raise ValueError("heartbeat_interval_ticks must be shorter than leader_lease_ticks")
+
+    @classmethod
+    def from_ms(cls, heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int) -> "Timing":
+        """Derive every duration from the two user-facing knobs."""
+        if tick_ms <= 0:
+            raise ValueError(f"tick_ms must be > 0, got {tick_ms}")
+        hb = max(1, round(heartbeat_interval_ms / tick_ms))
+        et = max(1, round(election_timeout_ms / tick_ms))
+        return cls(
+            heartbeat_interval_ticks=hb,
+            election_timeout_ticks=et,
+            leader_lease_ticks=max(hb + 1, et * 7 // 10),
+            follower_promise_ticks=max(hb + 2, et * 8 // 10),
+            alive_wait_ticks=hb,
+            coordinator_wait_ticks=max(2 * hb, et // 2),
+            rank_stagger_ticks=max(1, hb // 5),
+            jitter_ticks=max(1, hb // 2),
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    node_id: int
+    members: tuple[int, ...]
+    timing: Timing = field(default_factory=Timing)
+    planted_bugs: frozenset[PlantedBug] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.node_id <= 0:
+            raise ValueError(f"node id must be a positive integer, got {self.node_id}")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError(f"duplicate ids in membership {self.members}")
+        if self.node_id not in self.members:
+            raise ValueError(f"node {self.node_id} is not in membership {self.members}")
+        if any(m <= 0 for m in self.members):
+            raise ValueError(f"member ids must be positive, got {self.members}")
+
+    @property
+    def peers(self) -> tuple[int, ...]:
+        return tuple(m for m in self.members if m != self.node_id)
+
+    @property
+    def majority(self) -> int:
+        return len(self.members) // 2 + 1
+
+
+# ---- what comes out of a step --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ElectionStarted:
+    epoch: int
+
+
+@dataclass(frozen=True)
+class BecameLeader:
+    epoch: int
+
+
+@dataclass(frozen=True)
+class SteppedDown:
+    epoch: int
+    reason: str  # "lease_expired", "higher_epoch", "higher_leader", "resigned"
+    # The tick at which the lease had run out (may be earlier than now after a pause), or None.
+    lease_end_tick: int | None = None
+
+
+Event = ElectionStarted | BecameLeader | SteppedDown
+
+
+@dataclass(frozen=True)
+class Output:
+    """Do these in order: persist the promise (fsync), then send the messages, then report events."""
+
+    persist: Promise | None = None
+    messages: tuple[Message, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class View:
+    node_id: int
+    role: Role
+    epoch: int
+    leader_id: int | None
+    # Quorum: a leader whose lease is valid now. Classic: any leader (it has no lease).
+    lease_valid: bool
+
+
+@dataclass
+class Stats:
+    elections_started: int = 0
+    elections_won: int = 0
+    stepdowns: int = 0
