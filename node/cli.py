@@ -1,0 +1,301 @@
+"""`bullyproof`: run a node or the store, start a local cluster, break it, ask who leads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, NodeSettings, check_timings, parse_peers, parse_planted_bugs
+from .core import Mode
+
+DEFAULT_DIR = "runs/local"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _timing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--heartbeat-interval-ms", type=_positive, default=100, help="leader heartbeat period (default 100)")
+    p.add_argument("--election-timeout-ms", type=_positive, default=500, help="follower timeout before electing (default 500)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bullyproof", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("node", help="run one node process")
+    p.add_argument("--id", type=_positive, required=True, help="this node's id (Bully order: highest wins)")
+    p.add_argument("--listen", required=True, help="HOST:PORT for the Peer service")
+    p.add_argument("--client-listen", required=True, help="HOST:PORT for Leadership, health and reflection")
+    p.add_argument("--peers", required=True, help="ID=HOST:PORT,... (every other member)")
+    p.add_argument("--mode", choices=[m.value for m in Mode], default="quorum")
+    p.add_argument("--state-dir", required=True, help="where the durable promise lives")
+    _timing_args(p)
+    p.add_argument("--tick-ms", type=_positive, default=10, help="core clock resolution (default 10)")
+    p.add_argument("--store", help="HOST:PORT of the fenced store; the leader writes to it while it leads")
+    p.add_argument("--write-period-ms", type=_positive, default=100, help="leader duty write period (default 100)")
+    p.add_argument("--events", help="append history events (JSON lines) to this file")
+    p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
+
+    p = sub.add_parser("store", help="run the fenced store process", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("cluster", help="start or stop a local cluster")
+    csub = p.add_subparsers(dest="cluster_command", required=True)
+    up = csub.add_parser("up", help="start N nodes and the store; print leadership changes until Ctrl-C")
+    up.add_argument("--nodes", type=_positive, default=5)
+    up.add_argument("--mode", choices=[m.value for m in Mode], default="quorum")
+    up.add_argument("--dir", default=DEFAULT_DIR, help=f"run directory (default {DEFAULT_DIR})")
+    _timing_args(up)
+    up.add_argument("--detach", action="store_true", help="start, wait for a leader, and return (stop with cluster down)")
+    down = csub.add_parser("down", help="stop everything a cluster up started")
+    down.add_argument("--dir", default=DEFAULT_DIR)
+
+    for action, text in [("kill", "SIGKILL"), ("pause", "SIGSTOP"), ("resume", "SIGCONT"), ("restart", "SIGKILL and start again")]:
+        p = sub.add_parser(action, help=f"{text} a node (or 'store')")
+        p.add_argument("target", help="node id, or 'store'")
+        p.add_argument("--dir", default=DEFAULT_DIR)
+
+    p = sub.add_parser("leader", help="print the current leader and epoch as JSON")
+    p.add_argument("--dir", default=DEFAULT_DIR)
+
+    p = sub.add_parser("status", help="print every node's status as JSON")
+    p.add_argument("--dir", default=DEFAULT_DIR)
+
+    p = sub.add_parser("compose", help="write docker-compose.yml from the cluster description")
+    p.add_argument("--nodes", type=_positive, default=5)
+    p.add_argument("--mode", choices=[m.value for m in Mode], default="quorum")
+    p.add_argument("--output", default="docker-compose.yml")
+    p.add_argument("--check", action="store_true", help="fail if the file differs from what would be written")
+
+    p = sub.add_parser("sim", help="replay a deterministic simulation by seed", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from .runtime import run_node
+
+    settings = NodeSettings(
+        node_id=args.id,
+        peer_listen=args.listen,
+        client_listen=args.client_listen,
+        peers=parse_peers(args.peers, args.id),
+        mode=Mode(args.mode),
+        state_dir=Path(args.state_dir),
+        heartbeat_interval_ms=args.heartbeat_interval_ms,
+        election_timeout_ms=args.election_timeout_ms,
+        tick_ms=args.tick_ms,
+        store=args.store,
+        write_period_ms=args.write_period_ms,
+        events_path=Path(args.events) if args.events else None,
+        planted_bugs=parse_planted_bugs(args.planted_bug),
+    )
+    if not settings.peers:
+        raise ConfigError("--peers is empty: a cluster needs other members")
+    from .state import PromiseStore, StateError
+
+    try:
+        PromiseStore(settings.state_dir).load()
+    except StateError as exc:
+        raise ConfigError(str(exc)) from None
+    return run_node(settings)
+
+
+def _stamp() -> str:
+    t = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
+class _Follower:
+    """Tails every node's events file and prints one line per leadership change."""
+
+    def __init__(self, data: dict) -> None:
+        self.offsets: dict[str, int] = {}
+        self.data = data
+
+    def poll(self) -> None:
+        for n in self.data["nodes"]:
+            path = n["events"]
+            try:
+                with open(path) as f:
+                    f.seek(self.offsets.get(path, 0))
+                    chunk = f.read()
+                    # Only consume whole lines; a half-written one is read next time.
+                    end = chunk.rfind("\n") + 1
+                    self.offsets[path] = self.offsets.get(path, 0) + len(chunk[:end].encode())
+            except FileNotFoundError:
+                continue
+            for line in chunk[:end].splitlines():
+                ev = json.loads(line)
+                if ev.get("kind") != "view":
+                    continue
+                if ev["role"] == "leader":
+                    print(f"{_stamp()}  node {ev['node']} leads  epoch {ev['epoch']}", flush=True)
+                elif ev.get("reason") in ("lease_expired", "higher_epoch", "higher_leader", "resigned"):
+                    print(f"{_stamp()}  node {ev['node']} stepped down  epoch {ev['epoch']} ({ev['reason']})", flush=True)
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    from .cluster import LocalCluster, local_spec, wait_for, agreed_leader, views_of
+
+    spec = local_spec(args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms)
+    check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)
+    cluster = LocalCluster(spec, Path(args.dir))
+    data = cluster.start(launcher_pid=None if args.detach else os.getpid())
+    print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {spec.store_address}, dir {cluster.dir}", flush=True)
+    print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
+    t0 = time.monotonic()
+    try:
+        leader, epoch = wait_for(lambda: agreed_leader(views_of(cluster.client_addresses(), 0.3)), 15.0, what="a leader")
+    except TimeoutError as exc:
+        cluster.stop()
+        raise ConfigError(f"{exc}; see the logs in {cluster.dir}/node-*/node.log") from None
+    print(f"{_stamp()}  agreed: node {leader} leads epoch {epoch} ({(time.monotonic() - t0) * 1000:.0f} ms after launch)", flush=True)
+    if args.detach:
+        return 0
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    follower = _Follower(data)
+    try:
+        while not stop:
+            follower.poll()
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    print("stopping...", flush=True)
+    cluster.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+def cmd_cluster_down(args: argparse.Namespace) -> int:
+    from .cluster import LocalCluster, pid_alive, read_cluster_file, signal_pid, stop_pids, wait_for
+
+    data = read_cluster_file(Path(args.dir))
+    launcher = data.get("launcher_pid")
+    if launcher and pid_alive(launcher):
+        signal_pid(launcher, signal.SIGTERM)  # the launcher stops its processes and exits
+        wait_for(lambda: not pid_alive(launcher), 10.0, what=f"launcher pid {launcher} to exit")
+    stop_pids([n["pid"] for n in data["nodes"]])
+    stop_pids([data["store"]["pid"]])
+    if data.get("toxiproxy_pid"):
+        stop_pids([data["toxiproxy_pid"]])
+    print(f"stopped cluster in {args.dir}")
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from .cluster import process_fault
+
+    rec = process_fault(Path(args.dir), args.target, args.command)
+    print(json.dumps({"action": args.command, "target": args.target, "pid": rec["pid"]}))
+    return 0
+
+
+def cmd_leader(args: argparse.Namespace) -> int:
+    from .cluster import ROLE_NAME, agreed_leader, read_cluster_file, views_of
+
+    data = read_cluster_file(Path(args.dir))
+    views = views_of({n["id"]: n["client_address"] for n in data["nodes"]})
+    agreed = agreed_leader(views)
+    out = {
+        "leader": agreed[0] if agreed else None,
+        "epoch": agreed[1] if agreed else None,
+        "agreed": agreed is not None,
+        "nodes": {
+            str(nid): None if v is None else {
+                "leader": v.leader_id if v.known else None, "epoch": v.epoch, "role": ROLE_NAME.get(v.role, "?"),
+                "lease_valid": v.lease_valid,
+            }
+            for nid, v in views.items()
+        },
+    }
+    print(json.dumps(out))
+    return 0 if agreed else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from .api import bullyproof_pb2 as pb
+    from .api import bullyproof_pb2_grpc as pb_grpc
+    from .cluster import OBSERVER_CHANNEL_OPTIONS, read_cluster_file
+
+    data = read_cluster_file(Path(args.dir))
+    out = {}
+    for n in data["nodes"]:
+        try:
+            with grpc.insecure_channel(n["client_address"], options=OBSERVER_CHANNEL_OPTIONS) as ch:
+                st = pb_grpc.LeadershipStub(ch).GetStatus(pb.GetStatusRequest(), timeout=0.5)
+            out[str(n["id"])] = MessageToDict(st, preserving_proto_field_name=True)
+        except grpc.RpcError as exc:
+            out[str(n["id"])] = {"error": exc.code().name}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from .compose import compose_spec, render_compose
+
+    text = render_compose(compose_spec(args.nodes, args.mode))
+    path = Path(args.output)
+    if args.check:
+        current = path.read_text() if path.exists() else ""
+        if current != text:
+            print(f"{path} is out of date; run: bullyproof compose --output {path}", file=sys.stderr)
+            return 1
+        print(f"{path} matches the cluster description")
+        return 0
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "store":
+            from .store_server import main as store_main
+
+            return store_main(args.rest)
+        if args.command == "sim":
+            from .sim import main as sim_main
+
+            return sim_main(args.rest)
+        if args.command == "node":
+            return cmd_node(args)
+        if args.command == "cluster":
+            return cmd_cluster_up(args) if args.cluster_command == "up" else cmd_cluster_down(args)
+        if args.command in ("kill", "pause", "resume", "restart"):
+            return cmd_process(args)
+        if args.command == "leader":
+            return cmd_leader(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "compose":
+            return cmd_compose(args)
+    except ConfigError as exc:
+        print(f"bullyproof: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""One cluster description, two renderings: local processes (this module) and docker compose.
+
+`ClusterSpec` says which nodes exist, where they listen and how they are tuned. `LocalCluster`
+starts it as real processes on loopback and records `DIR/cluster.json`; `render_compose` turns the
+same description into docker-compose.yml, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import grpc
+
+from .api import bullyproof_pb2 as pb
+from .api import bullyproof_pb2_grpc as pb_grpc
+from .config import ConfigError
+
+CLUSTER_FILE = "cluster.json"
+ROLE_NAME = {pb.ROLE_FOLLOWER: "follower", pb.ROLE_CANDIDATE: "candidate", pb.ROLE_LEADER: "leader"}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    id: int
+    peer_address: str  # where its Peer service listens
+    client_address: str  # Leadership, health, reflection (the observer's unproxied port)
+    # How this node dials each peer: the peer's own address, or a Toxiproxy listener for link id->peer.
+    dial: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    nodes: tuple[NodeSpec, ...]
+    store_address: str
+    mode: str = "quorum"
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 500
+    write_period_ms: int = 100
+    # Where each node dials the store (a proxy per node in chaos runs); defaults to store_address.
+    store_dial: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("classic", "quorum"):
+            raise ConfigError(f"mode must be classic or quorum, got {self.mode!r}")
+        if not self.nodes:
+            raise ConfigError("a cluster needs at least one node")
+
+    def node(self, node_id: int) -> NodeSpec:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise ConfigError(f"no node {node_id} in this cluster (nodes: {', '.join(str(n.id) for n in self.nodes)})")
+
+    def node_args(self, node: NodeSpec, state_dir: str, events_path: str | None) -> list[str]:
+        """The `bullyproof node` arguments for one node: the single source for local and compose."""
+        peers = ",".join(f"{p.id}={node.dial.get(p.id, p.peer_address)}" for p in self.nodes if p.id != node.id)
+        args = [
+            "node",
+            "--id", str(node.id),
+            "--listen", node.peer_address,
+            "--client-listen", node.client_address,
+            "--peers", peers,
+            "--mode", self.mode,
+            "--state-dir", state_dir,
+            "--heartbeat-interval-ms", str(self.heartbeat_interval_ms),
+            "--election-timeout-ms", str(self.election_timeout_ms),
+            "--store", self.store_dial.get(node.id, self.store_address),
+            "--write-period-ms", str(self.write_period_ms),
+        ]
+        if events_path:
+            args += ["--events", events_path]
+        return args
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, election_timeout_ms: int = 500,
+               host: str = "127.0.0.1") -> ClusterSpec:
+    if not 1 <= n <= 25:
+        raise ConfigError(f"--nodes must be between 1 and 25, got {n}")
+    nodes = tuple(
+        NodeSpec(i, f"{host}:{free_port(host)}", f"{host}:{free_port(host)}") for i in range(1, n + 1)
+    )
+    return ClusterSpec(nodes, f"{host}:{free_port(host)}", mode, heartbeat_interval_ms, election_timeout_ms)
+
+
+# ---- talking to nodes ------------------------------------------------------------------------
+
+
+# A fresh channel per question, with its own subchannel: gRPC otherwise shares subchannels across
+# channels, and one that failed while a node was starting sits in backoff (up to 120 s).
+OBSERVER_CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 200),
+]
+
+
+def get_leader(address: str, timeout_s: float = 0.5) -> pb.LeaderInfo | None:
+    try:
+        with grpc.insecure_channel(address, options=OBSERVER_CHANNEL_OPTIONS) as ch:
+            return pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=timeout_s)
+    except grpc.RpcError:
+        return None
+
+
+def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.LeaderInfo | None]:
+    return {nid: get_leader(addr, timeout_s) for nid, addr in nodes.items()}
+
+
+def agreed_leader(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | None:
+    """(leader, epoch) if every answering node names the same one and it says it leads."""
+    answers = [v for v in views.values() if v is not None]
+    if not answers or not all(v.known for v in answers):
+        return None
+    pairs = {(v.leader_id, v.epoch) for v in answers}
+    if len(pairs) != 1:
+        return None
+    leader, epoch = pairs.pop()
+    own = views.get(leader)
+    if own is None or own.role != pb.ROLE_LEADER:
+        return None
+    return leader, epoch
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.02, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; return its value or raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.1f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+# ---- the cluster file ------------------------------------------------------------------------
+
+
+def read_cluster_file(directory: Path) -> dict[str, Any]:
+    path = directory / CLUSTER_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no cluster at {directory}: {path} does not exist (start one with: bullyproof cluster up --dir {directory})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+
+
+@contextlib.contextmanager
+def locked_cluster_file(directory: Path) -> Iterator[dict[str, Any]]:
+    """Read-modify-write cluster.json under a lock (restart from another terminal updates pids)."""
+    with open(directory / ".cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = read_cluster_file(directory)
+        yield data
+        tmp = directory / (CLUSTER_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, directory / CLUSTER_FILE)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the launcher's terminal must not kill nodes abruptly
+            env=env,
+        )
+    return proc.pid
+
+
+def signal_pid(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop_pids(pids: list[int], grace_s: float = 3.0) -> None:
+    """SIGCONT (a paused process cannot exit), SIGTERM, then SIGKILL whatever is left."""
+    for pid in pids:
+        signal_pid(pid, signal.SIGCONT)
+        signal_pid(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in pids:
+        if pid_alive(pid):
+            signal_pid(pid, signal.SIGKILL)
+    for pid in pids:  # reap our own children so they do not linger as zombies
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+class LocalCluster:
+    """Real node and store processes on loopback, recorded in DIR/cluster.json."""
+
+    def __init__(self, spec: ClusterSpec, directory: Path, env: dict[str, str] | None = None,
+                 extra_node_args: list[str] | None = None, extra: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.dir = directory.resolve()
+        self.env = env
+        self.extra_node_args = extra_node_args or []
+        self.extra = extra or {}
+
+    @staticmethod
+    def python_argv(args: list[str]) -> list[str]:
+        return [sys.executable, "-m", "node.cli", *args]
+
+    def node_argv(self, node: NodeSpec) -> list[str]:
+        ndir = self.dir / f"node-{node.id}"
+        args = self.spec.node_args(node, str(ndir / "state"), str(ndir / "events.jsonl"))
+        return self.python_argv(args + self.extra_node_args)
+
+    def store_argv(self) -> list[str]:
+        return self.python_argv(["store", "--listen", self.spec.store_address, "--data-dir", str(self.dir / "store")])
+
+    def start(self, launcher_pid: int | None = None) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        existing = self.dir / CLUSTER_FILE
+        if existing.exists():
+            old = read_cluster_file(self.dir)
+            alive = [p for p in _all_pids(old) if pid_alive(p)]
+            if alive:
+                raise ConfigError(f"a cluster is already running in {self.dir} (pids {alive}); stop it with: bullyproof cluster down --dir {self.dir}")
+        store_pid = spawn(self.store_argv(), self.dir / "store" / "store.log", self.env)
+        data: dict[str, Any] = {
+            "dir": str(self.dir),
+            "mode": self.spec.mode,
+            "heartbeat_interval_ms": self.spec.heartbeat_interval_ms,
+            "election_timeout_ms": self.spec.election_timeout_ms,
+            "launcher_pid": launcher_pid,
+            "store": {"address": self.spec.store_address, "pid": store_pid, "argv": self.store_argv()},
+            "nodes": [],
+            "spec": asdict(self.spec),
+            **self.extra,
+        }
+        for node in self.spec.nodes:
+            argv = self.node_argv(node)
+            pid = spawn(argv, self.dir / f"node-{node.id}" / "node.log", self.env)
+            data["nodes"].append({
+                "id": node.id, "pid": pid, "peer_address": node.peer_address,
+                "client_address": node.client_address, "argv": argv,
+                "events": str(self.dir / f"node-{node.id}" / "events.jsonl"),
+            })
+        tmp = self.dir / (CLUSTER_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, existing)
+        return data
+
+    def client_addresses(self) -> dict[int, str]:
+        return {n.id: n.client_address for n in self.spec.nodes}
+
+    def wait_for_agreement(self, timeout_s: float, exclude: set[int] = frozenset(), differs_from: tuple[int, int] | None = None) -> tuple[int, int]:
+        addrs = {k: v for k, v in self.client_addresses().items() if k not in exclude}
+
+        def check() -> tuple[int, int] | None:
+            agreed = agreed_leader(views_of(addrs, 0.3))
+            if agreed and agreed != differs_from and all(v is not None for v in views_of(addrs, 0.3).values()):
+                return agreed
+            return None
+
+        return wait_for(check, timeout_s, what=f"all of nodes {sorted(addrs)} to agree on a leader")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ConfigError):
+            data = read_cluster_file(self.dir)
+            stop_pids([n["pid"] for n in data["nodes"]])
+            stop_pids([data["store"]["pid"]])
+
+
+def _all_pids(data: dict[str, Any]) -> list[int]:
+    pids = [n["pid"] for n in data.get("nodes", [])]
+    if "store" in data:
+        pids.append(data["store"]["pid"])
+    return pids
+
+
+def node_record(data: dict[str, Any], node_id: int) -> dict[str, Any]:
+    for n in data["nodes"]:
+        if n["id"] == node_id:
+            return n
+    raise ConfigError(f"no node {node_id} in this cluster (nodes: {', '.join(str(n['id']) for n in data['nodes'])})")
+
+
+def process_fault(directory: Path, target: str, action: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """kill | pause | resume | restart a node (by id) or the store ("store"), by pid from cluster.json."""
+    with locked_cluster_file(directory) as data:
+        rec = data["store"] if target == "store" else node_record(data, _node_id(target))
+        log = Path(data["dir"]) / ("store/store.log" if target == "store" else f"node-{rec['id']}/node.log")
+        pid = rec["pid"]
+        if action == "kill":
+            signal_pid(pid, signal.SIGKILL)
+        elif action == "pause":
+            signal_pid(pid, signal.SIGSTOP)
+        elif action == "resume":
+            signal_pid(pid, signal.SIGCONT)
+        elif action == "restart":
+            signal_pid(pid, signal.SIGCONT)
+            signal_pid(pid, signal.SIGKILL)
+            wait_for(lambda: not pid_alive(pid), 5.0, what=f"pid {pid} to exit")
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+            rec["pid"] = spawn(rec["argv"], log, env)
+        else:
+            raise ConfigError(f"unknown action {action!r}")
+        return dict(rec)
+
+
+def _node_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"node must be a node id (an integer) or 'store', got {text!r}") from None
+
+
+def with_dial(spec: ClusterSpec, dial: dict[int, dict[int, str]], store_dial: dict[int, str]) -> ClusterSpec:
+    """The same cluster, with each node dialling its peers and the store through given addresses."""
+    nodes = tuple(replace(n, dial=dial.get(n.id, {})) for n in spec.nodes)
+    return replace(spec, nodes=nodes, store_dial=store_dial)

@@ -1,0 +1,118 @@
+"""Node settings: parsed and checked once, with one-line errors that name the problem."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .core import Mode, PlantedBug, Timing
+
+# Planted bugs exist to prove the checkers work. Only a test harness sets this variable; no config
+# file, flag default or compose service can switch a bug on without it.
+PLANTED_BUGS_ENV = "BULLYPROOF_TEST_ONLY_PLANTED_BUGS"
+
+DEFAULT_TICK_MS = 10
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message says which and why, in one line."""
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{what} {text!r} is not HOST:PORT")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} has a non-numeric port") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what} {text!r} has port {port} outside 0..65535")
+    return host, port
+
+
+def parse_peers(text: str, self_id: int) -> dict[int, str]:
+    """'2=127.0.0.1:7002,3=127.0.0.1:7003' -> {2: '127.0.0.1:7002', 3: ...}."""
+    peers: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        ident, sep, address = item.partition("=")
+        if not sep:
+            raise ConfigError(f"peer {item!r} is not ID=HOST:PORT")
+        try:
+            peer_id = int(ident)
+        except ValueError:
+            raise ConfigError(f"peer id {ident!r} is not an integer") from None
+        if peer_id <= 0:
+            raise ConfigError(f"peer id {peer_id} must be positive")
+        if peer_id == self_id:
+            raise ConfigError(f"peer list names this node's own id {self_id}")
+        if peer_id in peers:
+            raise ConfigError(f"peer id {peer_id} appears twice")
+        parse_address(address, f"peer {peer_id} address")
+        peers[peer_id] = address
+    return peers
+
+
+def parse_planted_bugs(names: list[str], environ: dict[str, str] | None = None) -> frozenset[PlantedBug]:
+    if not names:
+        return frozenset()
+    environ = os.environ if environ is None else environ
+    if environ.get(PLANTED_BUGS_ENV) != "1":
+        raise ConfigError(f"planted bugs are test-only: set {PLANTED_BUGS_ENV}=1 in a test harness to use them")
+    try:
+        return frozenset(PlantedBug(n) for n in names)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; known: {', '.join(b.value for b in PlantedBug)}") from None
+
+
+def check_timings(heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int = DEFAULT_TICK_MS) -> Timing:
+    if heartbeat_interval_ms <= 0 or election_timeout_ms <= 0:
+        raise ConfigError("--heartbeat-interval-ms and --election-timeout-ms must be positive")
+    if election_timeout_ms < 3 * heartbeat_interval_ms:
+        raise ConfigError(
+            f"--election-timeout-ms ({election_timeout_ms}) must be at least 3x "
+            f"--heartbeat-interval-ms ({heartbeat_interval_ms}) so a lease survives a lost heartbeat"
+        )
+    if not 1 <= tick_ms <= heartbeat_interval_ms:
+        raise ConfigError(f"--tick-ms must be between 1 and the heartbeat interval, got {tick_ms}")
+    try:
+        return Timing.from_ms(heartbeat_interval_ms, election_timeout_ms, tick_ms)
+    except ValueError as exc:
+        raise ConfigError(f"timings do not fit together: {exc}") from None
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    node_id: int
+    peer_listen: str  # where the Peer service listens (what proxies point at)
+    client_listen: str  # Leadership, health and reflection, for other services and the observer
+    peers: dict[int, str]  # id -> address this node dials for that peer (maybe a proxy)
+    mode: Mode
+    state_dir: Path
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 500
+    tick_ms: int = DEFAULT_TICK_MS
+    store: str | None = None
+    write_period_ms: int = 100
+    events_path: Path | None = None
+    planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if self.node_id <= 0:
+            raise ConfigError(f"--id must be a positive integer, got {self.node_id}")
+        parse_address(self.peer_listen, "--listen")
+        parse_address(self.client_listen, "--client-listen")
+        if self.store:
+            parse_address(self.store, "--store")
+        check_timings(self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms)
+        if self.write_period_ms <= 0:
+            raise ConfigError(f"--write-period-ms must be positive, got {self.write_period_ms}")
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return tuple(sorted([self.node_id, *self.peers]))
+
+    @property
+    def timing(self) -> Timing:
+        return Timing.from_ms(self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms)

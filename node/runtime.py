@@ -1,0 +1,378 @@
+"""The node process: the only place with asyncio, grpc.aio, clocks and disks.
+
+It feeds the pure elector (node.core) with ticks from the monotonic clock and with validated peer
+messages, and carries out what comes back in order: persist the promise (fsync), then send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .api import bullyproof_pb2 as pb
+from .api import bullyproof_pb2_grpc as pb_grpc
+from .config import NodeSettings
+from .core import REPLY_TYPE, BecameLeader, Config, Message, Output, Role, SteppedDown, View, make_elector
+from .state import PromiseStore
+from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
+
+MODE_PB = {"classic": pb.MODE_CLASSIC, "quorum": pb.MODE_QUORUM}
+
+
+def channel_options(heartbeat_interval_ms: int) -> list[tuple[str, Any]]:
+    """Reconnect fast: gRPC's default backoff grows to 120 s, so a healed link would sit unused.
+
+    Keepalive makes an idle channel behind a blackhole notice; every call also has a deadline.
+    """
+    backoff_ms = max(20, heartbeat_interval_ms // 2)
+    return [
+        ("grpc.initial_reconnect_backoff_ms", backoff_ms),
+        ("grpc.min_reconnect_backoff_ms", backoff_ms),
+        ("grpc.max_reconnect_backoff_ms", heartbeat_interval_ms),
+        ("grpc.keepalive_time_ms", max(1000, 10 * heartbeat_interval_ms)),
+        ("grpc.keepalive_timeout_ms", max(1000, 10 * heartbeat_interval_ms)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+class EventLog:
+    """History lines for the chaos checkers (JSON, one per event) and human log lines on stdout."""
+
+    def __init__(self, node_id: int, path: Path | None) -> None:
+        self.node_id = node_id
+        self.file = open(path, "a", buffering=1) if path else None  # line-buffered: survives SIGKILL
+
+    def record(self, kind: str, **fields: Any) -> None:
+        if self.file:
+            self.file.write(json.dumps({"t_ns": time.monotonic_ns(), "kind": kind, "node": self.node_id, **fields}) + "\n")
+
+    def log(self, msg: str, epoch: int, level: str = "info", **fields: Any) -> None:
+        line = {"ts": round(time.time(), 3), "level": level, "node": self.node_id, "epoch": epoch, "msg": msg, **fields}
+        print(json.dumps(line), flush=True)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+@dataclass
+class PeerState:
+    address: str
+    channel: grpc.aio.Channel
+    stub: pb_grpc.PeerStub
+    last_heard_ns: int = 0
+    reachable: bool = True
+
+
+class NodeRuntime:
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.id = settings.node_id
+        self.tick_ns = settings.tick_ms * 1_000_000
+        self.t0_ns = time.monotonic_ns()
+        self.started_unix = time.time()
+        self.promises = PromiseStore(settings.state_dir)
+        config = Config(settings.node_id, settings.members, settings.timing, settings.planted_bugs)
+        # Seeded per node and boot, so a run's randomness is reproducible from its log line.
+        seed = hash((settings.node_id, self.t0_ns)) & 0xFFFFFFFF
+        self.elector = make_elector(settings.mode, config, self.promises.load(), random.Random(seed), self.now())
+        self.events = EventLog(self.id, settings.events_path)
+        self.sent: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()
+        self.leader_changes = 0
+        self.view: View = self.elector.view(self.now())
+        self.peers: dict[int, PeerState] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.stopping = asyncio.Event()
+        self.server: grpc.aio.Server | None = None
+        self.health = health.HealthServicer()
+        self.rpc_timeout_s = settings.heartbeat_interval_ms / 1000
+        self.events.log("boot", self.view.epoch, seed=seed, mode=str(settings.mode.value), promise=self.elector.promise.__dict__)
+        self.events.record("process", action="start", pid=_pid())
+        self._record_view("boot")
+
+    # ---- time ----------------------------------------------------------------------------
+
+    def now(self) -> int:
+        return (time.monotonic_ns() - self.t0_ns) // self.tick_ns
+
+    def tick_to_ns(self, tick: int) -> int:
+        return self.t0_ns + tick * self.tick_ns
+
+    # ---- carrying out the elector's output -------------------------------------------------
+
+    def apply(self, out: Output, reply_to: Message | None = None) -> Message | None:
+        """Persist, then send; returns the reply to `reply_to` (sent on the same call) if any."""
+        if out.persist is not None:
+            self.promises.save(out.persist)  # fsync before anything that reveals it
+        reply = None
+        for msg in out.messages:
+            if reply_to is not None and msg.dst == reply_to.src and msg.type == REPLY_TYPE.get(reply_to.type):
+                reply = msg
+            else:
+                self._spawn(self._send(msg))
+        for ev in out.events:
+            self._on_event(ev)
+        self._refresh_view()
+        return reply
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, BecameLeader):
+            self.events.log("became leader", ev.epoch)
+        elif isinstance(ev, SteppedDown):
+            self.events.log("stepped down", ev.epoch, reason=ev.reason)
+            self._stepdown = ev
+
+    _stepdown: SteppedDown | None = None
+
+    def _refresh_view(self) -> None:
+        view = self.elector.view(self.now())
+        if (view.role, view.epoch, view.leader_id) != (self.view.role, self.view.epoch, self.view.leader_id):
+            if view.leader_id != self.view.leader_id:
+                self.leader_changes += 1
+            self.view = view
+            self._record_view()
+        else:
+            self.view = view
+        self._stepdown = None
+        self.health.set("leader", health_pb2.HealthCheckResponse.SERVING if view.lease_valid else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def _record_view(self, reason: str = "") -> None:
+        v = self.view
+        fields: dict[str, Any] = {"role": v.role.value, "epoch": v.epoch, "leader": v.leader_id}
+        sd = self._stepdown
+        if sd is not None:
+            fields["reason"] = sd.reason
+            if sd.lease_end_tick is not None:
+                fields["lease_end_ns"] = self.tick_to_ns(sd.lease_end_tick)
+        elif reason:
+            fields["reason"] = reason
+        self.events.record("view", **fields)
+        self.events.log(f"view: {v.role.value}, leader {v.leader_id}", v.epoch, leader=v.leader_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, msg: Message) -> None:
+        peer = self.peers[msg.dst]
+        rpc = RPC_NAME[msg.type]
+        self.sent[msg.type.value] += 1
+        try:
+            reply = await getattr(peer.stub, rpc)(message_to_pb(msg), timeout=self.rpc_timeout_s)
+        except grpc.aio.AioRpcError:
+            peer.reachable = False
+            self.apply(self.elector.send_failed(self.now(), msg))
+            return
+        peer.reachable = True
+        peer.last_heard_ns = time.monotonic_ns()
+        if reply.HasField("ack"):
+            answer = ack_from_pb(msg, reply.ack)
+            if answer is not None:
+                self.received[answer.type.value] += 1
+                self.apply(self.elector.step(self.now(), answer))
+
+    # ---- inbound peer messages -----------------------------------------------------------
+
+    async def handle_peer(self, rpc: str, req: pb.PeerMessage, context: grpc.aio.ServicerContext) -> pb.PeerReply:
+        rejection = check_peer_message(rpc, req, self.id, self.settings.members)
+        if rejection is not None:
+            await context.abort(rejection.code, rejection.detail)
+        msg = message_from_pb(rpc, req)
+        self.received[msg.type.value] += 1
+        self.peers[msg.src].last_heard_ns = time.monotonic_ns()
+        reply = self.apply(self.elector.step(self.now(), msg), reply_to=msg)
+        if reply is None:
+            return pb.PeerReply()
+        self.sent[reply.type.value] += 1
+        return pb.PeerReply(ack=ack_to_pb(reply))
+
+    # ---- client-facing answers ---------------------------------------------------------------
+
+    def leader_info(self) -> pb.LeaderInfo:
+        v = self.elector.view(self.now())
+        return pb.LeaderInfo(
+            known=v.leader_id is not None,
+            leader_id=v.leader_id or 0,
+            epoch=v.epoch if v.leader_id is not None else 0,
+            node_id=self.id,
+            role=ROLE_PB[v.role],
+            lease_valid=v.lease_valid,
+            view_time_unix_ns=time.time_ns(),
+        )
+
+    def status(self) -> pb.NodeStatus:
+        v = self.elector.view(self.now())
+        now_ns = time.monotonic_ns()
+        stats = self.elector.stats
+        return pb.NodeStatus(
+            node_id=self.id,
+            role=ROLE_PB[v.role],
+            mode=MODE_PB[self.settings.mode.value],
+            epoch=v.epoch,
+            promised_epoch=self.elector.promise.epoch,
+            promised_to=self.elector.promise.leader_id,
+            has_leader=v.leader_id is not None,
+            leader_id=v.leader_id or 0,
+            lease_valid=v.lease_valid,
+            peers=[
+                pb.PeerView(
+                    id=pid,
+                    address=p.address,
+                    last_heard_ms=(now_ns - p.last_heard_ns) // 1_000_000 if p.last_heard_ns else -1,
+                    reachable=p.reachable,
+                )
+                for pid, p in sorted(self.peers.items())
+            ],
+            elections_started=stats.elections_started,
+            elections_won=stats.elections_won,
+            stepdowns=stats.stepdowns,
+            messages_sent=dict(self.sent),
+            messages_received=dict(self.received),
+            leader_changes=self.leader_changes,
+            uptime_ms=int((time.time() - self.started_unix) * 1000),
+        )
+
+    # ---- the leader's duty: fenced writes while it believes it leads ---------------------------
+
+    async def leader_duty(self) -> None:
+        assert self.settings.store
+        period_s = self.settings.write_period_ms / 1000
+        async with grpc.aio.insecure_channel(self.settings.store, options=channel_options(self.settings.heartbeat_interval_ms)) as ch:
+            stub = pb_grpc.FencedStoreStub(ch)
+            counter = 0
+            while not self.stopping.is_set():
+                await asyncio.sleep(period_s)
+                v = self.elector.view(self.now())  # re-checked right before writing (pauses happen)
+                if v.role != Role.LEADER or not v.lease_valid:
+                    continue
+                counter += 1
+                key = f"duty/{self.id}/{v.epoch}/{counter}"
+                req = pb.WriteRequest(writer_id=self.id, epoch=v.epoch, key=key, value=str(counter).encode())
+                try:
+                    reply = await stub.Write(req, timeout=max(0.5, self.rpc_timeout_s))
+                except grpc.aio.AioRpcError as exc:
+                    self.events.record("write", epoch=v.epoch, key=key, accepted=None, seq=None, error=exc.code().name)
+                    continue
+                self.events.record(
+                    "write", epoch=v.epoch, key=key, accepted=reply.accepted, seq=reply.seq, error=reply.reason or None
+                )
+                if not reply.accepted:
+                    self.events.log("store rejected write", v.epoch, level="warning", reason=reply.reason)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        opts = channel_options(s.heartbeat_interval_ms)
+        for pid, address in s.peers.items():
+            channel = grpc.aio.insecure_channel(address, options=opts)
+            self.peers[pid] = PeerState(address, channel, pb_grpc.PeerStub(channel))
+        self.server = grpc.aio.server()
+        pb_grpc.add_PeerServicer_to_server(PeerServicer(self), self.server)
+        pb_grpc.add_LeadershipServicer_to_server(LeadershipServicer(self), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [pb.DESCRIPTOR.services_by_name[n].full_name for n in ("Peer", "Leadership")]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        peer_port = self.server.add_insecure_port(s.peer_listen)
+        client_port = self.server.add_insecure_port(s.client_listen)
+        await self.server.start()
+        for name in ("", *names):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.health.set("leader", health_pb2.HealthCheckResponse.NOT_SERVING)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        host = s.peer_listen.rpartition(":")[0]
+        print(json.dumps({"event": "listening", "node": self.id, "peer_address": f"{host}:{peer_port}",
+                          "client_address": f"{s.client_listen.rpartition(':')[0]}:{client_port}", "pid": _pid()}), flush=True)
+        try:
+            if s.store:
+                self._spawn(self.leader_duty())
+            await self._tick_loop()
+        finally:
+            await self._shutdown()
+
+    async def _tick_loop(self) -> None:
+        tick_s = self.settings.tick_ms / 1000
+        while not self.stopping.is_set():
+            self.apply(self.elector.tick(self.now()))
+            try:
+                await asyncio.wait_for(self.stopping.wait(), tick_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _shutdown(self) -> None:
+        # A leader resigns first so the others elect at once instead of waiting out a timeout.
+        if self.elector.view(self.now()).role == Role.LEADER:
+            self.apply(self.elector.resign(self.now()))
+            pending = [t for t in self.tasks if not t.done()]
+            if pending:
+                await asyncio.wait(pending, timeout=self.rpc_timeout_s * 2)
+        self.events.log("shutting down", self.view.epoch)
+        self.events.record("process", action="stop", pid=_pid())
+        for task in list(self.tasks):
+            task.cancel()
+        if self.server is not None:
+            await self.server.stop(grace=0.5)
+        for p in self.peers.values():
+            await p.channel.close()
+        self.events.close()
+
+
+class PeerServicer(pb_grpc.PeerServicer):
+    """Thin: validation and conversion live in node.wire, decisions in node.core."""
+
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    async def Election(self, request, context):
+        return await self.node.handle_peer("Election", request, context)
+
+    async def Alive(self, request, context):
+        return await self.node.handle_peer("Alive", request, context)
+
+    async def Coordinator(self, request, context):
+        return await self.node.handle_peer("Coordinator", request, context)
+
+    async def Heartbeat(self, request, context):
+        return await self.node.handle_peer("Heartbeat", request, context)
+
+
+class LeadershipServicer(pb_grpc.LeadershipServicer):
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    async def GetLeader(self, request, context):
+        return self.node.leader_info()
+
+    async def GetStatus(self, request, context):
+        return self.node.status()
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def run_node(settings: NodeSettings) -> int:
+    try:
+        asyncio.run(NodeRuntime(settings).run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+

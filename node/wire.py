@@ -1,0 +1,100 @@
+"""Between protobuf and the core: validate what arrived, convert both ways.
+
+Validation is a pure function so the servicer stays thin and the rules have one home. A request that
+fails it changes nothing: it never reaches the elector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from .api import bullyproof_pb2 as pb
+from .core import REPLY_TYPE, Message, MsgType, Role
+
+# Epochs count elections; anything near 2**63 is corruption or an attack, not history.
+MAX_EPOCH = 2**62
+
+RPC_TYPE = {
+    "Election": MsgType.ELECTION,
+    "Alive": MsgType.ALIVE,
+    "Coordinator": MsgType.COORDINATOR,
+    "Heartbeat": MsgType.HEARTBEAT,
+}
+RPC_NAME = {t: name for name, t in RPC_TYPE.items()}
+
+ROLE_PB = {Role.FOLLOWER: pb.ROLE_FOLLOWER, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.LEADER: pb.ROLE_LEADER}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    code: grpc.StatusCode
+    detail: str
+
+
+def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tuple[int, ...]) -> Rejection | None:
+    """Why this request must be refused, or None. Order: who sent it, to whom, then its fields."""
+    if req.sender_id not in members or req.sender_id == self_id:
+        return Rejection(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"sender {req.sender_id} is not a peer of node {self_id} (members: {', '.join(map(str, members))})",
+        )
+    if req.receiver_id != self_id:
+        return Rejection(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"message addressed to node {req.receiver_id} reached node {self_id}; check the peer address map",
+        )
+    if req.epoch > MAX_EPOCH:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"epoch {req.epoch} is impossible (max {MAX_EPOCH})")
+    if rpc in ("Coordinator", "Heartbeat") and req.epoch == 0:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs an epoch >= 1, got 0")
+    if rpc == "Heartbeat":
+        if req.round == 0 and not req.resigning:
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "Heartbeat needs a round >= 1 (or resigning=true)")
+    else:
+        if req.round:
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"round is only meaningful on Heartbeat, got {req.round} on {rpc}")
+        if req.resigning:
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"resigning is only meaningful on Heartbeat, not {rpc}")
+    return None
+
+
+def message_from_pb(rpc: str, req: pb.PeerMessage) -> Message:
+    return Message(
+        RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning
+    )
+
+
+def message_to_pb(msg: Message) -> pb.PeerMessage:
+    return pb.PeerMessage(
+        sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning
+    )
+
+
+def ack_to_pb(msg: Message) -> pb.Ack:
+    return pb.Ack(
+        sender_id=msg.src,
+        receiver_id=msg.dst,
+        epoch=msg.epoch,
+        round=msg.round,
+        granted=msg.granted,
+        promised_epoch=msg.promised_epoch,
+    )
+
+
+def ack_from_pb(request: Message, ack: pb.Ack) -> Message | None:
+    """The reply to `request` as a core message, or None if it does not answer that request."""
+    if ack.sender_id != request.dst or ack.receiver_id != request.src or ack.epoch != request.epoch:
+        return None
+    if ack.promised_epoch > MAX_EPOCH:
+        return None
+    return Message(
+        REPLY_TYPE[request.type],
+        ack.sender_id,
+        ack.receiver_id,
+        ack.epoch,
+        round=ack.round,
+        granted=ack.granted,
+        promised_epoch=ack.promised_epoch,
+    )
