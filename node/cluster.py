@@ -167,6 +167,7 @@ def read_cluster_file(directory: Path) -> dict[str, Any]:
 @contextlib.contextmanager
 def locked_cluster_file(directory: Path) -> Iterator[dict[str, Any]]:
     """Read-modify-write cluster.json under a lock (restart from another terminal updates pids)."""
+    read_cluster_file(directory)  # a clear error before touching anything if there is no cluster
     with open(directory / ".cluster.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = read_cluster_file(directory)

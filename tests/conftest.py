@@ -1,0 +1,32 @@
+"""Shared fixtures: real processes, owned by the test that starts them and stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from node.cluster import LocalCluster, local_spec  # noqa: E402
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    started: list[LocalCluster] = []
+
+    def make(n: int = 5, mode: str = "quorum", env: dict[str, str] | None = None, **timing: int) -> LocalCluster:
+        cluster = LocalCluster(local_spec(n, mode, **timing), tmp_path / f"cluster-{len(started)}",
+                               env={**os.environ, **(env or {})})
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.stop()
