@@ -1,0 +1,31 @@
+# The two commands README gives: `make cluster` and `make test`. Both set up from scratch.
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: setup tools cluster test check bench
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Toxiproxy server, built from the Go module proxy at a pinned version into .tools/bin.
+tools:
+	bash .ci/install-tools
+
+cluster: setup tools
+	$(BIN)/bullyproof cluster up
+
+# Generated code and compose file must match their sources; then every test, in parallel.
+check: setup
+	$(BIN)/python proto/gen.py --check
+	$(BIN)/bullyproof compose --check
+
+test: setup tools check
+	$(BIN)/pytest -n auto
+
+bench: setup
+	$(BIN)/python -m node.bench
