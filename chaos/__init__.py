@@ -1,0 +1,1 @@
+"""Chaos harness: Toxiproxy-wired clusters, nemeses, workload, history and checkers."""
