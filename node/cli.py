@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mode", choices=[m.value for m in Mode], default="quorum")
     up.add_argument("--dir", default=DEFAULT_DIR, help=f"run directory (default {DEFAULT_DIR})")
     _timing_args(up)
+    up.add_argument("--direct", action="store_true", help="no Toxiproxy: nodes dial each other directly (no network faults)")
     up.add_argument("--detach", action="store_true", help="start, wait for a leader, and return (stop with cluster down)")
     down = csub.add_parser("down", help="stop everything a cluster up started")
     down.add_argument("--dir", default=DEFAULT_DIR)
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=[m.value for m in Mode], default="quorum")
     p.add_argument("--output", default="docker-compose.yml")
     p.add_argument("--check", action="store_true", help="fail if the file differs from what would be written")
+
+    p = sub.add_parser("chaos", help="faults on a running cluster, or a whole checked scenario (bullyproof chaos -h)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("sim", help="replay a deterministic simulation by seed", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -149,19 +153,32 @@ class _Follower:
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
-    from .cluster import LocalCluster, local_spec, wait_for, agreed_leader, views_of
+    from .cluster import LocalCluster, agreed_leader, local_spec, read_cluster_file, views_of, wait_for
 
-    spec = local_spec(args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms)
     check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)
-    cluster = LocalCluster(spec, Path(args.dir))
-    data = cluster.start(launcher_pid=None if args.detach else os.getpid())
-    print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {spec.store_address}, dir {cluster.dir}", flush=True)
+    launcher_pid = None if args.detach else os.getpid()
+    if args.direct:
+        cluster = LocalCluster(local_spec(args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms), Path(args.dir))
+        cluster.start(launcher_pid)
+        wiring = "direct links"
+    else:
+        from chaos.harness import ChaosCluster  # composition root, see main()
+
+        cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms)
+        cc.start(launcher_pid)
+        cluster = cc.cluster
+        wiring = f"every link through Toxiproxy at {read_cluster_file(cluster.dir)['toxiproxy_api']}"
+    data = read_cluster_file(cluster.dir)
+    spec = cluster.spec
+    print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {spec.store_address}, {wiring}, dir {cluster.dir}", flush=True)
     print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
     t0 = time.monotonic()
     try:
         leader, epoch = wait_for(lambda: agreed_leader(views_of(cluster.client_addresses(), 0.3)), 15.0, what="a leader")
     except TimeoutError as exc:
         cluster.stop()
+        if not args.direct:
+            cc.stop()
         raise ConfigError(f"{exc}; see the logs in {cluster.dir}/node-*/node.log") from None
     print(f"{_stamp()}  agreed: node {leader} leads epoch {epoch} ({(time.monotonic() - t0) * 1000:.0f} ms after launch)", flush=True)
     if args.detach:
@@ -176,7 +193,10 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     print("stopping...", flush=True)
-    cluster.stop()
+    if args.direct:
+        cluster.stop()
+    else:
+        cc.stop()
     print("stopped", flush=True)
     return 0
 
@@ -268,16 +288,22 @@ def cmd_compose(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        if args.command == "store":
+        # These own their arguments entirely (argparse's REMAINDER would choke on leading options).
+        if argv[:1] == ["store"]:
             from .store_server import main as store_main
 
-            return store_main(args.rest)
-        if args.command == "sim":
+            return store_main(argv[1:])
+        if argv[:1] == ["chaos"]:
+            # The CLI is the composition root: the only node module allowed to reach into chaos/.
+            from chaos.cli import main as chaos_main
+
+            return chaos_main(argv[1:])
+        if argv[:1] == ["sim"]:
             from .sim import main as sim_main
 
-            return sim_main(args.rest)
+            return sim_main(argv[1:])
+        args = parser.parse_args(argv)
         if args.command == "node":
             return cmd_node(args)
         if args.command == "cluster":

@@ -1,0 +1,177 @@
+"""`bullyproof chaos ...`: break a running cluster by hand, or run a whole scenario and check it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from node.config import ConfigError
+from node.core import PlantedBug
+
+DEFAULT_DIR = "runs/local"
+
+
+def parse_ms(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 200ms or 1.5s")
+    value = float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
+    return int(value)
+
+
+def parse_group(text: str) -> list[int]:
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"group {text!r} is not a comma-separated list of node ids") from None
+    if not ids:
+        raise ConfigError("empty group in partition")
+    return ids
+
+
+def parse_links(text: str, ids: list[int]) -> list[tuple[int, int]]:
+    """'3->1' one link; '3->*' every link out of 3; '*->3' into 3; '*' every peer link."""
+    if text == "*":
+        return [(a, b) for a in ids for b in ids if a != b]
+    src, arrow, dst = text.partition("->")
+    if not arrow:
+        raise ConfigError(f"link {text!r} is not SRC->DST (use * for all)")
+
+    def side(part: str) -> list[int]:
+        if part == "*":
+            return ids
+        try:
+            node = int(part)
+        except ValueError:
+            raise ConfigError(f"{part!r} in link {text!r} is not a node id or *") from None
+        if node not in ids:
+            raise ConfigError(f"no node {node} in this cluster (nodes: {', '.join(map(str, ids))})")
+        return [node]
+
+    links = [(a, b) for a in side(src) for b in side(dst) if a != b]
+    if not links:
+        raise ConfigError(f"link {text!r} names no link between two different nodes")
+    return links
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bullyproof chaos", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="print scenario names, one per line")
+
+    p = sub.add_parser("run", help="run a scenario start to finish and print its report")
+    p.add_argument("scenario")
+    p.add_argument("--mode", choices=["classic", "quorum"], default="quorum")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--dir", help="where to keep the run (default: a new temp dir)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
+
+    def on_cluster(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--dir", default=DEFAULT_DIR)
+        return sp
+
+    p = on_cluster("partition", "split the cluster: bullyproof chaos partition 1,2 / 3,4,5")
+    p.add_argument("groups", nargs="+", help="groups of ids separated by /")
+    on_cluster("heal", "remove every network fault")
+    p = on_cluster("blackhole", "silently drop every link to and from a node")
+    p.add_argument("node", type=int)
+    p = on_cluster("refuse", "refuse connections into a node (proxies disabled)")
+    p.add_argument("node", type=int)
+    p = on_cluster("cut", "drop one direction only: bullyproof chaos cut '5->1'")
+    p.add_argument("link")
+    p = on_cluster("latency", "add latency: bullyproof chaos latency '3->1' 200ms --jitter 50ms")
+    p.add_argument("link")
+    p.add_argument("latency", type=parse_ms)
+    p.add_argument("--jitter", type=parse_ms, default=0)
+    p = on_cluster("bandwidth", "limit bandwidth in KB/s: bullyproof chaos bandwidth '*' 5")
+    p.add_argument("link")
+    p.add_argument("rate_kbps", type=int)
+    p = on_cluster("slicer", "slice data into small delayed chunks")
+    p.add_argument("link")
+    p = on_cluster("reset-peer", "reset connections (TCP RST)")
+    p.add_argument("link")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from .scenarios import DESCRIPTIONS, SCENARIOS
+
+    if args.action == "list":
+        for name in SCENARIOS:
+            print(name)
+        return 0
+    if args.action == "run":
+        return cmd_run(args)
+
+    from .harness import ChaosCluster
+
+    cc = ChaosCluster.attach(Path(args.dir))
+    ids = cc.ids
+    try:
+        if args.action == "partition":
+            groups = [parse_group(g) for g in " ".join(args.groups).split("/")]
+            named = [n for g in groups for n in g]
+            unknown = sorted(set(named) - set(ids))
+            if unknown:
+                raise ConfigError(f"no node {unknown[0]} in this cluster (nodes: {', '.join(map(str, ids))})")
+            if len(set(named)) != len(named):
+                raise ConfigError("a node appears in two groups")
+            rest = [n for n in ids if n not in named]
+            if rest:
+                groups.append(rest)  # nodes not named form a group of their own
+            cc.partition(groups)
+            detail = {"groups": groups}
+        elif args.action == "heal":
+            cc.heal()
+            detail = {}
+        elif args.action in ("blackhole", "refuse"):
+            if args.node not in ids:
+                raise ConfigError(f"no node {args.node} in this cluster (nodes: {', '.join(map(str, ids))})")
+            getattr(cc, args.action)(args.node)
+            detail = {"node": args.node}
+        elif args.action == "cut":
+            links = parse_links(args.link, ids)
+            cc.cut("cut", links, {"links": [f"{a}->{b}" for a, b in links]})
+            detail = {"links": [f"{a}->{b}" for a, b in links]}
+        else:
+            links = parse_links(args.link, ids)
+            type_, attrs, streams = {
+                "latency": ("latency", {"latency": getattr(args, "latency", 0), "jitter": getattr(args, "jitter", 0)}, ("upstream",)),
+                "bandwidth": ("bandwidth", {"rate": getattr(args, "rate_kbps", 0)}, ("upstream", "downstream")),
+                "slicer": ("slicer", {"average_size": 16, "size_variation": 8, "delay": 500}, ("upstream", "downstream")),
+                "reset-peer": ("reset_peer", {"timeout": 0}, ("upstream",)),
+            }[args.action]
+            cc.degrade(args.action, links, type_, attrs, streams)
+            detail = {"links": [f"{a}->{b}" for a, b in links], **attrs}
+    finally:
+        if cc.history:
+            cc.history.close()
+    print(json.dumps({"fault": args.action, **detail}))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from node.config import parse_planted_bugs
+
+    from .runner import run_scenario
+    from .scenarios import SCENARIOS
+
+    if args.scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {args.scenario!r}; see: bullyproof chaos list")
+    bugs: frozenset[PlantedBug] = parse_planted_bugs(args.planted_bug)
+    print(f"running {args.scenario} ({args.mode}) with seed {args.seed}", file=sys.stderr, flush=True)
+    result = run_scenario(args.scenario, args.mode, args.seed, Path(args.dir) if args.dir else None,
+                          nodes=args.nodes, planted_bugs=bugs)
+    if args.json:
+        print(json.dumps(result.to_json_dict()))
+    else:
+        print(result.text)
+        print(f"history: {result.directory / 'history.jsonl'}\ntimeline: {result.directory / 'timeline.png'}")
+    return 0

@@ -1,0 +1,309 @@
+"""A cluster wired through a real Toxiproxy server: one proxy per directed link, and faults on them.
+
+Node a dials peer b only through proxy "a->b" (so one-way partitions exist), and the store through
+"a->store". The observer (this harness, `bullyproof leader`) talks to each node's client port
+directly and is never partitioned. Every fault and process action is written to the harness's
+history file with a monotonic timestamp; `collect_history` merges it with the nodes' own events and
+the store's log into one history for the checkers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import grpc
+
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.cluster import (
+    ClusterSpec,
+    LocalCluster,
+    NodeSpec,
+    agreed_leader,
+    free_port,
+    local_spec,
+    process_fault,
+    read_cluster_file,
+    views_of,
+    with_dial,
+)
+from node.config import PLANTED_BUGS_ENV, ConfigError
+from node.core import PlantedBug
+
+from .history import HistoryWriter, sort_events
+from .toxiproxy import Toxiproxy, ToxiproxyServer
+
+HARNESS_EVENTS = "harness.jsonl"
+HISTORY = "history.jsonl"
+STORE = "store"
+
+
+def link_name(src: int | str, dst: int | str) -> str:
+    return f"{src}->{dst}"
+
+
+def wire_links(spec: ClusterSpec, api: Toxiproxy) -> tuple[ClusterSpec, dict[str, str]]:
+    """Create one proxy per directed peer link and per node->store link; return the rewired spec."""
+    links: dict[str, str] = {}
+    dial: dict[int, dict[int, str]] = {}
+    store_dial: dict[int, str] = {}
+    for a in spec.nodes:
+        dial[a.id] = {}
+        for b in spec.nodes:
+            if a.id == b.id:
+                continue
+            listen = f"127.0.0.1:{free_port()}"
+            api.create_proxy(link_name(a.id, b.id), listen, b.peer_address)
+            dial[a.id][b.id] = links[link_name(a.id, b.id)] = listen
+        listen = f"127.0.0.1:{free_port()}"
+        api.create_proxy(link_name(a.id, STORE), listen, spec.store_address)
+        store_dial[a.id] = links[link_name(a.id, STORE)] = listen
+    return with_dial(spec, dial, store_dial), links
+
+
+@dataclass
+class ChaosCluster:
+    """Toxiproxy + store + N nodes, all started and stopped by this object (by pid)."""
+
+    directory: Path
+    nodes: int = 5
+    mode: str = "quorum"
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 500
+    planted_bugs: frozenset[PlantedBug] = frozenset()
+    seed: int = 0
+    scenario: str = "manual"
+    direct: bool = False  # skip Toxiproxy: nodes dial each other directly
+    toxiproxy: ToxiproxyServer | None = None
+    api: Toxiproxy | None = None
+    cluster: LocalCluster | None = None
+    history: HistoryWriter | None = None
+    active: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # fault name -> toxics
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self, launcher_pid: int | None = None) -> "ChaosCluster":
+        self.directory = self.directory.resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        spec = local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms)
+        extra: dict[str, Any] = {}
+        if not self.direct:
+            self.toxiproxy = ToxiproxyServer().start()
+            self.api = self.toxiproxy.client()
+            spec, links = wire_links(spec, self.api)
+            extra = {"toxiproxy_api": f"{self.toxiproxy.host}:{self.toxiproxy.port}", "toxiproxy_pid": self.toxiproxy.pid, "links": links}
+        env = dict(os.environ)
+        extra_args: list[str] = []
+        if self.planted_bugs:
+            env[PLANTED_BUGS_ENV] = "1"
+            for bug in sorted(self.planted_bugs, key=lambda b: b.value):
+                extra_args += ["--planted-bug", bug.value]
+        self.history = HistoryWriter(self.directory / HARNESS_EVENTS)
+        self.history.write({
+            "kind": "meta", "seed": self.seed, "mode": self.mode, "scenario": self.scenario,
+            "nodes": [n.id for n in spec.nodes], "election_timeout_ms": self.election_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+            "planted_bugs": sorted(b.value for b in self.planted_bugs),
+        })
+        self.cluster = LocalCluster(spec, self.directory, env=env, extra_node_args=extra_args, extra=extra)
+        try:
+            self.cluster.start(launcher_pid)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    @classmethod
+    def attach(cls, directory: Path) -> "ChaosCluster":
+        """Drive a cluster that another process started (bullyproof cluster up), via cluster.json."""
+        data = read_cluster_file(directory)
+        api = data.get("toxiproxy_api")
+        if not api:
+            raise ConfigError(f"the cluster in {directory} was started --direct: it has no Toxiproxy to inject faults with")
+        host, _, port = api.rpartition(":")
+        spec = ClusterSpec(tuple(NodeSpec(n["id"], n["peer_address"], n["client_address"]) for n in data["nodes"]),
+                           data["store"]["address"], data["mode"], data["heartbeat_interval_ms"], data["election_timeout_ms"])
+        cc = cls(Path(directory), len(spec.nodes), spec.mode, spec.heartbeat_interval_ms, spec.election_timeout_ms)
+        cc.directory = Path(directory).resolve()
+        cc.api = Toxiproxy(host, int(port))
+        cc.cluster = LocalCluster(spec, cc.directory)
+        cc.history = HistoryWriter(cc.directory / HARNESS_EVENTS)
+        return cc
+
+    def stop(self) -> None:
+        """Always safe: resumes paused processes, stops every pid this cluster started."""
+        if self.cluster is not None:
+            self.cluster.stop()
+        if self.toxiproxy is not None:
+            self.toxiproxy.stop()
+        if self.history is not None:
+            self.history.close()
+
+    def __enter__(self) -> "ChaosCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def ids(self) -> list[int]:
+        assert self.cluster is not None
+        return [n.id for n in self.cluster.spec.nodes]
+
+    def record(self, kind: str, **fields: Any) -> None:
+        assert self.history is not None
+        self.history.write({"kind": kind, **fields})
+
+    # ---- observation ---------------------------------------------------------------------
+
+    def views(self) -> dict[int, pb.LeaderInfo | None]:
+        assert self.cluster is not None
+        return views_of(self.cluster.client_addresses(), 0.3)
+
+    def leader(self) -> tuple[int, int] | None:
+        return agreed_leader(self.views())
+
+    def current_leader(self) -> int | None:
+        """The node that claims leadership right now with the highest epoch (may be unagreed)."""
+        claims = [(v.epoch, nid) for nid, v in self.views().items() if v is not None and v.role == pb.ROLE_LEADER]
+        return max(claims)[1] if claims else None
+
+    def wait_for_leader(self, timeout_s: float = 15.0, exclude: Iterable[int] = ()) -> tuple[int, int]:
+        assert self.cluster is not None
+        return self.cluster.wait_for_agreement(timeout_s, exclude=set(exclude))
+
+    # ---- process faults ------------------------------------------------------------------
+
+    def process(self, target: int | str, action: str) -> None:
+        """kill | pause | resume | restart a node or the store; recorded before it happens."""
+        pid = self._pid(target)
+        self.record("process", node=target, action=action, pid=pid)
+        rec = process_fault(self.directory, str(target), action, env=self.cluster.env if self.cluster else None)
+        if action == "restart":
+            self.record("process", node=target, action="start", pid=rec["pid"])
+
+    def _pid(self, target: int | str) -> int:
+        data = read_cluster_file(self.directory)
+        if target == STORE:
+            return data["store"]["pid"]
+        return next(n["pid"] for n in data["nodes"] if n["id"] == target)
+
+    # ---- network faults through Toxiproxy ------------------------------------------------
+
+    def _toxic(self, fault: str, link: str, type_: str, attributes: dict[str, Any], stream: str) -> None:
+        assert self.api is not None, "network faults need Toxiproxy (this cluster was started --direct)"
+        name = f"{fault}-{type_}-{stream}-{len(self.active.get(fault, []))}"
+        self.api.add_toxic(link, name, type_, stream, attributes)
+        self.active.setdefault(fault, []).append((link, name))
+
+    def _links(self, pairs: Iterable[tuple[int | str, int | str]]) -> list[str]:
+        return [link_name(a, b) for a, b in pairs]
+
+    def cut(self, fault: str, pairs: Iterable[tuple[int, int]], detail: dict[str, Any]) -> None:
+        """Silently drop everything on the given directed links (timeout toxic 0, both streams)."""
+        self.record("fault", action="start", name=fault, detail=detail)
+        for link in self._links(pairs):
+            for stream in ("upstream", "downstream"):
+                self._toxic(fault, link, "timeout", {"timeout": 0}, stream)
+
+    def partition(self, groups: list[list[int]], fault: str = "partition") -> None:
+        pairs = [(a, b) for g1, g2 in itertools.permutations(groups, 2) for a in g1 for b in g2]
+        self.cut(fault, pairs, {"groups": groups})
+
+    def one_way(self, src: int, dsts: Iterable[int], fault: str = "one-way") -> None:
+        dsts = list(dsts)
+        self.cut(fault, [(src, d) for d in dsts], {"from": src, "to": dsts})
+
+    def blackhole(self, node: int, fault: str = "blackhole") -> None:
+        others = [n for n in self.ids if n != node]
+        self.cut(fault, [(node, o) for o in others] + [(o, node) for o in others], {"node": node})
+
+    def reachability(self, allowed: dict[int, set[int]], fault: str) -> None:
+        """Cut every directed peer link a->b where b is not in allowed[a] (bridge, ring)."""
+        pairs = [(a, b) for a in self.ids for b in self.ids if a != b and b not in allowed[a]]
+        self.cut(fault, pairs, {"allowed": {str(k): sorted(v) for k, v in allowed.items()}})
+
+    def refuse(self, node: int, fault: str = "refuse") -> None:
+        """Disable every proxy into `node`: connections are refused (and held ones closed)."""
+        assert self.api is not None
+        self.record("fault", action="start", name=fault, detail={"node": node})
+        for o in self.ids:
+            if o != node:
+                self.api.set_enabled(link_name(o, node), False)
+                self.active.setdefault(fault, []).append((link_name(o, node), ""))
+
+    def degrade(self, fault: str, links: Iterable[tuple[int | str, int | str]], type_: str,
+                attributes: dict[str, Any], streams: tuple[str, ...] = ("downstream",)) -> None:
+        """latency / bandwidth / slicer / reset_peer on the given links."""
+        links = list(links)
+        self.record("fault", action="start", name=fault, detail={"type": type_, "links": [link_name(*l) for l in links], **attributes})
+        for link in self._links(links):
+            for stream in streams:
+                self._toxic(fault, link, type_, attributes, stream)
+
+    def all_peer_links(self) -> list[tuple[int, int]]:
+        return [(a, b) for a in self.ids for b in self.ids if a != b]
+
+    def clear(self, fault: str) -> None:
+        assert self.api is not None
+        for link, toxic in self.active.pop(fault, []):
+            if toxic:
+                self.api.remove_toxic(link, toxic)
+            else:
+                self.api.set_enabled(link, True)
+        self.record("fault", action="stop", name=fault)
+
+    def heal(self) -> None:
+        """Remove every network fault at once (Toxiproxy /reset re-enables proxies, drops toxics)."""
+        if self.api is not None:
+            for fault in list(self.active):
+                self.record("fault", action="stop", name=fault)
+            self.active.clear()
+            self.api.reset()
+        self.record("heal")
+
+
+# ---- merging the history -------------------------------------------------------------------------
+
+
+def store_events(address: str) -> list[dict[str, Any]]:
+    """The store's durable log as history events (its own decision times)."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    with grpc.insecure_channel(address) as ch:
+        stub = pb_grpc.FencedStoreStub(ch)
+        while True:
+            reply = stub.ReadLog(pb.ReadLogRequest(after_seq=after, limit=5000), timeout=5)
+            for e in reply.entries:
+                events.append({
+                    "t_ns": e.recorded_monotonic_ns, "kind": "store", "seq": e.seq, "writer": e.writer_id,
+                    "epoch": e.epoch, "key": e.key, "accepted": e.accepted, "reason": e.reason,
+                })
+            if not reply.entries:
+                return events
+            after = reply.entries[-1].seq
+
+
+def collect_history(directory: Path, store_address: str | None = None) -> list[dict[str, Any]]:
+    """Merge harness events, every node's events and the store log into DIR/history.jsonl."""
+    data = read_cluster_file(directory)
+    events: list[dict[str, Any]] = []
+    for path in [directory / HARNESS_EVENTS, *(Path(n["events"]) for n in data["nodes"])]:
+        with contextlib.suppress(FileNotFoundError):
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError):  # a line cut short by SIGKILL
+                    events.append(json.loads(line))
+    events.extend(store_events(store_address or data["store"]["address"]))
+    events = sort_events(events)
+    # meta first, whatever its timestamp
+    events.sort(key=lambda e: e["kind"] != "meta")
+    with open(directory / HISTORY, "w") as f:
+        for e in events:
+            f.write(json.dumps(e) + "\n")
+    return events

@@ -1,0 +1,216 @@
+"""Named chaos scenarios: each breaks a running ChaosCluster in one way, then heals it.
+
+A scenario only acts (faults, pauses, kills) and waits; it never judges. The verdict comes from the
+checkers, over the recorded history. Durations are in election timeouts so a scenario means the
+same thing at any timing; every random choice comes from the seeded `rng`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .harness import STORE, ChaosCluster
+
+
+@dataclass(frozen=True)
+class Context:
+    cc: ChaosCluster
+    rng: random.Random
+
+    def wait(self, election_timeouts: float) -> None:
+        time.sleep(election_timeouts * self.cc.election_timeout_ms / 1000)
+
+    def leader(self) -> int:
+        """The leader to aim at: the agreed one, else whoever claims it with the highest epoch."""
+        agreed = self.cc.leader()
+        if agreed:
+            return agreed[0]
+        claimed = self.cc.current_leader()
+        return claimed if claimed is not None else max(self.cc.ids)
+
+
+Scenario = Callable[[Context], None]
+SCENARIOS: dict[str, Scenario] = {}
+DESCRIPTIONS: dict[str, str] = {}
+
+
+def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
+    def register(fn: Scenario) -> Scenario:
+        SCENARIOS[name] = fn
+        DESCRIPTIONS[name] = description
+        return fn
+
+    return register
+
+
+@scenario("leader-blackholed", "every link to and from the leader silently drops; then heal")
+def leader_blackholed(ctx: Context) -> None:
+    ctx.cc.blackhole(ctx.leader())
+    ctx.wait(4)
+    ctx.cc.heal()
+
+
+@scenario("partition-leader-minority", "majority/minority partition with the old leader in the minority")
+def partition_leader_minority(ctx: Context) -> None:
+    ids = ctx.cc.ids
+    leader = ctx.leader()
+    others = [n for n in ids if n != leader]
+    ctx.rng.shuffle(others)
+    minority_size = (len(ids) - 1) // 2  # leader + these stay below a majority
+    minority = sorted([leader, *others[: minority_size - 1]])
+    majority = sorted(n for n in ids if n not in minority)
+    ctx.cc.partition([minority, majority])
+    ctx.wait(4)
+    ctx.cc.heal()
+
+
+@scenario("random-halves", "a random split into two halves; then heal")
+def random_halves(ctx: Context) -> None:
+    ids = list(ctx.cc.ids)
+    ctx.rng.shuffle(ids)
+    cut = ctx.rng.randint(1, len(ids) - 1)
+    ctx.cc.partition([sorted(ids[:cut]), sorted(ids[cut:])])
+    ctx.wait(4)
+    ctx.cc.heal()
+
+
+@scenario("one-way", "the leader's outgoing links drop (it still hears everyone); then heal")
+def one_way(ctx: Context) -> None:
+    leader = ctx.leader()
+    ctx.cc.one_way(leader, [n for n in ctx.cc.ids if n != leader])
+    ctx.wait(4)
+    ctx.cc.heal()
+
+
+@scenario("bridge", "two halves that cannot talk, and one node in the middle that talks to both")
+def bridge(ctx: Context) -> None:
+    ids = list(ctx.cc.ids)
+    leader = ctx.leader()
+    others = [n for n in ids if n != leader]
+    ctx.rng.shuffle(others)
+    middle = others[0]
+    rest = [leader, *others[1:]]
+    half = len(rest) // 2
+    a, b = set(rest[:half]), set(rest[half:])  # the leader lands in the smaller side `a`
+    allowed = {n: (a | {middle} if n in a else b | {middle} if n in b else set(ids)) - {n} for n in ids}
+    ctx.cc.reachability(allowed, "bridge")
+    ctx.wait(4)
+    ctx.cc.heal()
+
+
+@scenario("majorities-ring", "each node sees a majority, but every node's majority is different")
+def majorities_ring(ctx: Context) -> None:
+    ids = list(ctx.cc.ids)
+    ctx.rng.shuffle(ids)
+    n = len(ids)
+    reach = n // 2  # neighbours on each side: self + 2*reach >= majority
+    allowed = {}
+    for i, node in enumerate(ids):
+        near = {ids[(i + k) % n] for k in range(-(reach // 2 + reach % 2), reach // 2 + reach % 2 + 1)}
+        allowed[node] = near - {node}
+    ctx.cc.reachability(allowed, "majorities-ring")
+    ctx.wait(4)
+    ctx.cc.heal()
+
+
+@scenario("leader-pause", "SIGSTOP the leader for longer than its lease, then SIGCONT it")
+def leader_pause(ctx: Context) -> None:
+    leader = ctx.leader()
+    ctx.cc.process(leader, "pause")
+    ctx.wait(4)
+    ctx.cc.process(leader, "resume")
+    ctx.cc.heal()
+
+
+@scenario("flapping-link", "the leader's links drop and return, again and again, near the timeout")
+def flapping_link(ctx: Context) -> None:
+    leader = ctx.leader()
+    for i in range(5):
+        ctx.cc.blackhole(leader, fault=f"flap-{i}")
+        ctx.wait(ctx.rng.uniform(0.5, 1.5))
+        ctx.cc.clear(f"flap-{i}")
+        ctx.wait(ctx.rng.uniform(0.3, 1.0))
+    ctx.cc.heal()
+
+
+@scenario("latency-near-timeout", "every peer link slowed to about half an election timeout, with jitter")
+def latency_near_timeout(ctx: Context) -> None:
+    et = ctx.cc.election_timeout_ms
+    ctx.cc.degrade("latency", ctx.cc.all_peer_links(), "latency", {"latency": et // 2, "jitter": et // 5})
+    ctx.wait(5)
+    ctx.cc.heal()
+
+
+@scenario("kill-restart-loop", "SIGKILL the leader and restart it, three times")
+def kill_restart_loop(ctx: Context) -> None:
+    for _ in range(3):
+        leader = ctx.leader()
+        ctx.cc.process(leader, "kill")
+        ctx.wait(2.5)
+        ctx.cc.process(leader, "restart")
+        ctx.wait(2)
+    ctx.cc.heal()
+
+
+@scenario("full-restart", "SIGKILL every node, restart all but the old leader, then the old leader")
+def full_restart(ctx: Context) -> None:
+    # Only durable promises carry epochs across this: a cluster that forgot them would reuse one.
+    leader = ctx.leader()
+    for node in ctx.cc.ids:
+        ctx.cc.process(node, "kill")
+    ctx.wait(0.5)
+    for node in ctx.cc.ids:
+        if node != leader:
+            ctx.cc.process(node, "restart")
+    ctx.wait(3)
+    ctx.cc.process(leader, "restart")
+    ctx.wait(1)
+    ctx.cc.heal()
+
+
+@scenario("store-restart", "SIGKILL and restart the fenced store while the leader writes")
+def store_restart(ctx: Context) -> None:
+    ctx.wait(1)
+    ctx.cc.process(STORE, "restart")
+    ctx.wait(2)
+    ctx.cc.heal()
+
+
+@scenario("random-mix", "a seeded random mix of the faults above over several rounds, with heal phases")
+def random_mix(ctx: Context) -> None:
+    ids = ctx.cc.ids
+    for round_ in range(4):
+        kind = ctx.rng.choice(["halves", "isolate", "one-way", "pause", "kill", "latency", "bandwidth", "slicer", "reset"])
+        leader = ctx.leader()
+        victim = ctx.rng.choice([leader, ctx.rng.choice(ids)])
+        fault = f"mix-{round_}-{kind}"
+        if kind == "halves":
+            shuffled = ctx.rng.sample(ids, len(ids))
+            cut = ctx.rng.randint(1, len(ids) - 1)
+            ctx.cc.partition([sorted(shuffled[:cut]), sorted(shuffled[cut:])], fault)
+        elif kind == "isolate":
+            ctx.cc.blackhole(victim, fault)
+        elif kind == "one-way":
+            ctx.cc.one_way(victim, ctx.rng.sample([n for n in ids if n != victim], 2), fault)
+        elif kind == "pause":
+            ctx.cc.process(victim, "pause")
+        elif kind == "kill":
+            ctx.cc.process(victim, "kill")
+        elif kind == "latency":
+            ctx.cc.degrade(fault, ctx.cc.all_peer_links(), "latency", {"latency": ctx.rng.randint(20, 200), "jitter": 30})
+        elif kind == "bandwidth":
+            ctx.cc.degrade(fault, ctx.cc.all_peer_links(), "bandwidth", {"rate": ctx.rng.choice([1, 4, 16])})
+        elif kind == "slicer":
+            ctx.cc.degrade(fault, ctx.cc.all_peer_links(), "slicer", {"average_size": 16, "size_variation": 8, "delay": 500})
+        elif kind == "reset":
+            ctx.cc.degrade(fault, [(victim, n) for n in ids if n != victim], "reset_peer", {"timeout": 0}, ("upstream",))
+        ctx.wait(ctx.rng.uniform(1.5, 3))
+        if kind == "pause":
+            ctx.cc.process(victim, "resume")
+        elif kind == "kill":
+            ctx.cc.process(victim, "restart")
+        ctx.cc.heal()
+        ctx.wait(2)
