@@ -1,0 +1,130 @@
+"""The fenced store process: FencedStore over gRPC, plus health and reflection (`bullyproof store`).
+
+Stdout carries exactly one line, the listening event, so a launcher can learn the port it got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .api import bullyproof_pb2 as pb
+from .api import bullyproof_pb2_grpc as pb_grpc
+from .config import ConfigError, parse_address
+from .store import DEFAULT_LIMIT, FencedStoreDB, StoreInputError, StoreOpenError
+
+DB_FILE = "store.sqlite3"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FencedStore"].full_name
+STOP_GRACE_S = 1.0
+
+
+class FencedStoreServicer(pb_grpc.FencedStoreServicer):
+    """Thin: decode, call FencedStoreDB in a worker thread (SQLite blocks), encode."""
+
+    def __init__(self, db: FencedStoreDB) -> None:
+        self.db = db
+        # One writer: writes are decided in arrival order and never park several threads on the DB.
+        # (The DB's own lock keeps a decision atomic even if a cancelled RPC leaves its thread running.)
+        self.write_lock = asyncio.Lock()
+
+    async def Write(self, request: pb.WriteRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
+        try:
+            async with self.write_lock:
+                d = await asyncio.to_thread(self.db.write, request.writer_id, request.epoch, request.key, request.value)
+        except StoreInputError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.WriteReply(accepted=d.accepted, highest_epoch=d.highest_epoch, seq=d.seq, reason=d.reason)
+
+    async def ReadLog(self, request: pb.ReadLogRequest, context: grpc.aio.ServicerContext) -> pb.ReadLogReply:
+        try:
+            entries, highest_epoch, owner_id = await asyncio.to_thread(
+                self.db.read_log, request.after_seq, request.limit or DEFAULT_LIMIT
+            )
+        except StoreInputError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.ReadLogReply(
+            entries=[pb.LogEntry(**asdict(e)) for e in entries], highest_epoch=highest_epoch, highest_epoch_writer=owner_id
+        )
+
+
+async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None = None) -> None:
+    """Serve the store on `listen` (HOST:PORT, port 0 = any free port) until SIGTERM/SIGINT or cancellation.
+
+    `ready(port)` is called with the bound port once every service reports SERVING.
+    Raises ConfigError for a bad or unbindable address, StoreOpenError for an unusable database.
+    """
+    parse_address(listen, "--listen")
+    db = FencedStoreDB(db_path)
+    # No SO_REUSEPORT: a second store on the same port must fail to bind, not share the traffic.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_servicer = health.aio.HealthServicer()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        pb_grpc.add_FencedStoreServicer_to_server(FencedStoreServicer(db), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        try:
+            port = server.add_insecure_port(listen)
+        except RuntimeError:
+            raise ConfigError(f"--listen {listen!r}: cannot bind (address in use, or host not local?)") from None
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        if ready is not None:
+            ready(port)
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(grace=STOP_GRACE_S)
+        db.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bullyproof store", description="Run the fenced store: accepts a write only if its epoch is current."
+    )
+    parser.add_argument("--listen", required=True, metavar="HOST:PORT",
+                        help="address for FencedStore, health and reflection (port 0: any free port)")
+    parser.add_argument("--data-dir", required=True, type=Path, metavar="DIR",
+                        help=f"directory of the durable log, DIR/{DB_FILE} (created if missing)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 with a usage line and a one-line error
+
+    try:
+        host, _ = parse_address(args.listen, "--listen")
+        try:
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--data-dir {str(args.data_dir)!r}: cannot create it ({exc.strerror})") from None
+
+        def announce(port: int) -> None:
+            print(json.dumps({"event": "listening", "address": f"{host}:{port}", "pid": os.getpid()}), flush=True)
+
+        asyncio.run(serve(args.listen, args.data_dir / DB_FILE, announce))
+    except (ConfigError, StoreOpenError) as exc:
+        print(f"bullyproof store: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,132 @@
+"""Real node processes, real gRPC, the real store: elect, fail over, fence, remember promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import grpc
+import pytest
+
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.cluster import process_fault, read_cluster_file, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def read_events(cluster, node_id: int) -> list[dict]:
+    path = cluster.dir / f"node-{node_id}" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def store_log(cluster) -> list[pb.LogEntry]:
+    with grpc.insecure_channel(cluster.spec.store_address) as ch:
+        return list(pb_grpc.FencedStoreStub(ch).ReadLog(pb.ReadLogRequest(), timeout=2).entries)
+
+
+def status(cluster, node_id: int) -> pb.NodeStatus:
+    with grpc.insecure_channel(cluster.spec.node(node_id).client_address) as ch:
+        return pb_grpc.LeadershipStub(ch).GetStatus(pb.GetStatusRequest(), timeout=2)
+
+
+def test_five_nodes_elect_one_leader_all_agree(make_cluster):
+    cluster = make_cluster(5)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    assert leader == 5, "with everyone up, Bully order makes the highest id the leader"
+    assert epoch >= 1
+    st = status(cluster, leader)
+    assert st.role == pb.ROLE_LEADER and st.lease_valid and st.elections_won >= 1
+    assert {p.id for p in st.peers} == {1, 2, 3, 4}
+
+
+def test_sigkill_leader_then_survivors_agree_on_a_new_leader_with_higher_epoch(make_cluster):
+    cluster = make_cluster(5)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    process_fault(cluster.dir, str(leader), "kill")
+    new_leader, new_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={leader}, differs_from=(leader, epoch))
+    assert new_leader != leader
+    assert new_epoch > epoch
+
+
+def test_paused_leader_steps_down_and_fencing_rejects_its_epoch(make_cluster):
+    cluster = make_cluster(5)
+    old, old_epoch = cluster.wait_for_agreement(timeout_s=15)
+    # The old leader's duty writes reach the store while it leads.
+    wait_for(lambda: any(e.writer_id == old and e.accepted for e in store_log(cluster)), 10, what="a duty write")
+
+    process_fault(cluster.dir, str(old), "pause")
+    try:
+        new, new_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={old}, differs_from=(old, old_epoch))
+        assert new_epoch > old_epoch
+        wait_for(lambda: any(e.writer_id == new and e.epoch == new_epoch and e.accepted for e in store_log(cluster)),
+                 10, what="the new leader's first accepted write")
+    finally:
+        process_fault(cluster.dir, str(old), "resume")
+
+    # Rule 5: on waking, the old leader re-checks its lease and steps down instead of acting.
+    def stepped_down():
+        return [e for e in read_events(cluster, old) if e["kind"] == "view" and e.get("reason") == "lease_expired"]
+
+    down = wait_for(stepped_down, 10, what="the resumed leader to report lease_expired")[-1]
+    assert down["lease_end_ns"] <= down["t_ns"], "the lease ran out while it was paused"
+
+    # A write stamped with the old epoch (as one in flight across the pause would be) is refused...
+    with grpc.insecure_channel(cluster.spec.store_address) as ch:
+        reply = pb_grpc.FencedStoreStub(ch).Write(
+            pb.WriteRequest(writer_id=old, epoch=old_epoch, key="in-flight", value=b"stale"), timeout=2)
+    assert not reply.accepted and "stale" in reply.reason
+    assert reply.highest_epoch >= new_epoch
+
+    # ...while the new leader's keep being accepted, and nothing older got in after it.
+    log = store_log(cluster)
+    first_new = min(e.seq for e in log if e.epoch == new_epoch and e.accepted)
+    later_old = [e for e in log if e.seq > first_new and e.epoch < new_epoch]
+    assert later_old and all(not e.accepted for e in later_old)
+    wait_for(lambda: any(e.seq > reply.seq and e.epoch >= new_epoch and e.accepted for e in store_log(cluster)),
+             10, what="accepted writes after the stale one")
+
+
+def test_restarted_node_never_acknowledges_an_epoch_it_has_passed(make_cluster):
+    cluster = make_cluster(3)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    follower = min(n.id for n in cluster.spec.nodes if n.id != leader)
+    other = next(n.id for n in cluster.spec.nodes if n.id not in (leader, follower))
+    before = status(cluster, follower).promised_epoch
+    assert before == epoch
+
+    process_fault(cluster.dir, str(follower), "restart")
+    address = cluster.spec.node(follower).peer_address
+
+    def ask(e: int) -> pb.Ack | None:
+        try:
+            with grpc.insecure_channel(address) as ch:
+                return pb_grpc.PeerStub(ch).Coordinator(
+                    pb.PeerMessage(sender_id=other, receiver_id=follower, epoch=e), timeout=1).ack
+        except grpc.RpcError:
+            return None
+
+    for stale in range(1, epoch + 1):
+        ack = wait_for(lambda: ask(stale), 10, what="the restarted node to answer")
+        assert not ack.granted, f"restarted node acknowledged epoch {stale} after promising {epoch}"
+        assert ack.promised_epoch >= epoch
+    assert status(cluster, follower).promised_epoch >= epoch
+
+
+def test_sigterm_leader_resigns_and_others_take_over(make_cluster):
+    cluster = make_cluster(5)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    pid = next(n["pid"] for n in read_cluster_file(cluster.dir)["nodes"] if n["id"] == leader)
+    os.kill(pid, signal.SIGTERM)
+    new_leader, new_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={leader}, differs_from=(leader, epoch))
+    assert new_epoch > epoch
+    views = [e for e in read_events(cluster, leader) if e["kind"] == "view"]
+    assert any(e.get("reason") == "resigned" for e in views)
+
+
+def test_classic_mode_elects_highest(make_cluster):
+    cluster = make_cluster(3, mode="classic")
+    leader, _ = cluster.wait_for_agreement(timeout_s=15)
+    assert leader == 3
+    assert status(cluster, 3).mode == pb.MODE_CLASSIC
