@@ -26,7 +26,6 @@ from node.cluster import (
     LocalCluster,
     NodeSpec,
     agreed_leader,
-    free_port,
     local_spec,
     process_fault,
     read_cluster_file,
@@ -34,6 +33,7 @@ from node.cluster import (
     with_dial,
 )
 from node.config import PLANTED_BUGS_ENV, ConfigError
+from node.ports import free_port
 from node.core import PlantedBug
 
 from .history import HistoryWriter, sort_events
@@ -99,11 +99,12 @@ class ChaosCluster:
             spec, links = wire_links(spec, self.api)
             extra = {"toxiproxy_api": f"{self.toxiproxy.host}:{self.toxiproxy.port}", "toxiproxy_pid": self.toxiproxy.pid, "links": links}
         env = dict(os.environ)
-        extra_args: list[str] = []
+        node_args: list[str] = []
+        store_args: list[str] = []
         if self.planted_bugs:
             env[PLANTED_BUGS_ENV] = "1"
             for bug in sorted(self.planted_bugs, key=lambda b: b.value):
-                extra_args += ["--planted-bug", bug.value]
+                (store_args if bug == PlantedBug.STALE_STORE else node_args).extend(["--planted-bug", bug.value])
         self.history = HistoryWriter(self.directory / HARNESS_EVENTS)
         self.history.write({
             "kind": "meta", "seed": self.seed, "mode": self.mode, "scenario": self.scenario,
@@ -111,7 +112,8 @@ class ChaosCluster:
             "heartbeat_interval_ms": self.heartbeat_interval_ms,
             "planted_bugs": sorted(b.value for b in self.planted_bugs),
         })
-        self.cluster = LocalCluster(spec, self.directory, env=env, extra_node_args=extra_args, extra=extra)
+        self.cluster = LocalCluster(spec, self.directory, env=env, extra_node_args=node_args, extra=extra,
+                                    extra_store_args=store_args)
         try:
             self.cluster.start(launcher_pid)
         except Exception:

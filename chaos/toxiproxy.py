@@ -26,6 +26,7 @@ from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from chaos.tools import toxiproxy_server_path
+from node.ports import free_port
 
 Stream = Literal["upstream", "downstream"]
 STREAMS: tuple[Stream, Stream] = ("upstream", "downstream")
@@ -198,7 +199,7 @@ class ToxiproxyServer:
     def start(self, attempts: int = 3) -> ToxiproxyServer:
         binary = self.binary or toxiproxy_server_path()
         for _ in range(attempts):
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
             self._spawn([str(binary), "-host", self.host, "-port", str(self.port)])
             if self._wait_ready():
                 return self
@@ -272,12 +273,6 @@ def _check_name(name: str) -> None:
     # The server's router decodes %2F before matching, so such a name could be created but never addressed.
     if not name or "/" in name:
         raise ValueError(f"Toxiproxy names must be non-empty and contain no '/': {name!r}")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _owns_listener(pid: int, port: int) -> bool:

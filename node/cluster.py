@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import grpc
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
 from .config import ConfigError
+from .ports import free_port
 
 CLUSTER_FILE = "cluster.json"
 ROLE_NAME = {pb.ROLE_FOLLOWER: "follower", pb.ROLE_CANDIDATE: "candidate", pb.ROLE_LEADER: "leader"}
@@ -81,12 +81,6 @@ class ClusterSpec:
         if events_path:
             args += ["--events", events_path]
         return args
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, election_timeout_ms: int = 500,
@@ -231,11 +225,13 @@ class LocalCluster:
     """Real node and store processes on loopback, recorded in DIR/cluster.json."""
 
     def __init__(self, spec: ClusterSpec, directory: Path, env: dict[str, str] | None = None,
-                 extra_node_args: list[str] | None = None, extra: dict[str, Any] | None = None) -> None:
+                 extra_node_args: list[str] | None = None, extra: dict[str, Any] | None = None,
+                 extra_store_args: list[str] | None = None) -> None:
         self.spec = spec
         self.dir = directory.resolve()
         self.env = env
         self.extra_node_args = extra_node_args or []
+        self.extra_store_args = extra_store_args or []
         self.extra = extra or {}
 
     @staticmethod
@@ -248,7 +244,8 @@ class LocalCluster:
         return self.python_argv(args + self.extra_node_args)
 
     def store_argv(self) -> list[str]:
-        return self.python_argv(["store", "--listen", self.spec.store_address, "--data-dir", str(self.dir / "store")])
+        return self.python_argv(["store", "--listen", self.spec.store_address, "--data-dir", str(self.dir / "store"),
+                                 *self.extra_store_args])
 
     def start(self, launcher_pid: int | None = None) -> dict[str, Any]:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
-from .config import NodeSettings
+from .config import ConfigError, NodeSettings
 from .core import REPLY_TYPE, BecameLeader, Config, Message, Output, Role, SteppedDown, View, make_elector
 from .state import PromiseStore
 from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
@@ -283,14 +283,18 @@ class NodeRuntime:
         for pid, address in s.peers.items():
             channel = grpc.aio.insecure_channel(address, options=opts)
             self.peers[pid] = PeerState(address, channel, pb_grpc.PeerStub(channel))
-        self.server = grpc.aio.server()
+        # No SO_REUSEPORT: a second process on our port must fail, not silently share it.
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_PeerServicer_to_server(PeerServicer(self), self.server)
         pb_grpc.add_LeadershipServicer_to_server(LeadershipServicer(self), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [pb.DESCRIPTOR.services_by_name[n].full_name for n in ("Peer", "Leadership")]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
-        peer_port = self.server.add_insecure_port(s.peer_listen)
-        client_port = self.server.add_insecure_port(s.client_listen)
+        try:
+            peer_port = self.server.add_insecure_port(s.peer_listen)
+            client_port = self.server.add_insecure_port(s.client_listen)
+        except RuntimeError:
+            raise ConfigError(f"cannot listen on {s.peer_listen} and {s.client_listen}: address in use or not local") from None
         await self.server.start()
         for name in ("", *names):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -105,8 +105,9 @@ class FencedStoreDB:
     can never interleave with another write. Only one FencedStoreDB (in any process) may hold a file.
     """
 
-    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0, accept_stale: bool = False) -> None:
         self.path = path
+        self.accept_stale = accept_stale  # PlantedBug.STALE_STORE: test-only, see node.config
         self._lock = threading.Lock()
         # Autocommit: each INSERT is its own transaction, committed (and fsynced) before it returns.
         self._conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
@@ -140,14 +141,14 @@ class FencedStoreDB:
     def write(self, writer_id: int, epoch: int, key: str, value: bytes) -> WriteDecision:
         check_write(writer_id, epoch, key, value)
         with self._lock:
-            reason = decide(self.highest_epoch, self.owner_id, writer_id, epoch)
+            reason = None if self.accept_stale else decide(self.highest_epoch, self.owner_id, writer_id, epoch)
             cur = self._conn.execute(
                 "INSERT INTO log (writer_id, epoch, key, value, accepted, reason, recorded_unix_ns, recorded_monotonic_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (writer_id, epoch, key, bytes(value), reason is None, reason or "", time.time_ns(), time.monotonic_ns()),
             )
             # Memory changes only after the row is durable: a failed commit leaves the state as it was.
-            if reason is None:
+            if reason is None and epoch >= self.highest_epoch:
                 self.highest_epoch, self.owner_id = epoch, writer_id
             return WriteDecision(reason is None, self.highest_epoch, cur.lastrowid, reason or "")
 

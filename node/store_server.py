@@ -21,7 +21,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
-from .config import ConfigError, parse_address
+from .config import ConfigError, parse_address, parse_planted_bugs
+from .core import PlantedBug
 from .store import DEFAULT_LIMIT, FencedStoreDB, StoreInputError, StoreOpenError
 
 DB_FILE = "store.sqlite3"
@@ -58,14 +59,15 @@ class FencedStoreServicer(pb_grpc.FencedStoreServicer):
         )
 
 
-async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None = None) -> None:
+async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None = None,
+                planted_bugs: frozenset[PlantedBug] = frozenset()) -> None:
     """Serve the store on `listen` (HOST:PORT, port 0 = any free port) until SIGTERM/SIGINT or cancellation.
 
     `ready(port)` is called with the bound port once every service reports SERVING.
     Raises ConfigError for a bad or unbindable address, StoreOpenError for an unusable database.
     """
     parse_address(listen, "--listen")
-    db = FencedStoreDB(db_path)
+    db = FencedStoreDB(db_path, accept_stale=PlantedBug.STALE_STORE in planted_bugs)
     # No SO_REUSEPORT: a second store on the same port must fail to bind, not share the traffic.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health_servicer = health.aio.HealthServicer()
@@ -103,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address for FencedStore, health and reflection (port 0: any free port)")
     parser.add_argument("--data-dir", required=True, type=Path, metavar="DIR",
                         help=f"directory of the durable log, DIR/{DB_FILE} (created if missing)")
+    parser.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
     return parser
 
 
@@ -119,7 +122,8 @@ def main(argv: list[str]) -> int:
         def announce(port: int) -> None:
             print(json.dumps({"event": "listening", "address": f"{host}:{port}", "pid": os.getpid()}), flush=True)
 
-        asyncio.run(serve(args.listen, args.data_dir / DB_FILE, announce))
+        bugs = parse_planted_bugs(args.planted_bug)
+        asyncio.run(serve(args.listen, args.data_dir / DB_FILE, announce, bugs))
     except (ConfigError, StoreOpenError) as exc:
         print(f"bullyproof store: error: {exc}", file=sys.stderr)
         return 2
