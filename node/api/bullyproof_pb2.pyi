@@ -28,18 +28,20 @@ MODE_CLASSIC: Mode
 MODE_QUORUM: Mode
 
 class PeerMessage(_message.Message):
-    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning")
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning", "successor_id")
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     RESIGNING_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_ID_FIELD_NUMBER: _ClassVar[int]
     sender_id: int
     receiver_id: int
     epoch: int
     round: int
     resigning: bool
-    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ...) -> None: ...
+    successor_id: int
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("sender_id", "receiver_id", "epoch", "round", "granted", "promised_epoch")
@@ -62,6 +64,36 @@ class PeerReply(_message.Message):
     ACK_FIELD_NUMBER: _ClassVar[int]
     ack: Ack
     def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+
+class WatchLeaderRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResignRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResignReply(_message.Message):
+    __slots__ = ("epoch",)
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    def __init__(self, epoch: _Optional[int] = ...) -> None: ...
+
+class TransferRequest(_message.Message):
+    __slots__ = ("target_id", "timeout_ms")
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    target_id: int
+    timeout_ms: int
+    def __init__(self, target_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class TransferReply(_message.Message):
+    __slots__ = ("leader_id", "epoch")
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    leader_id: int
+    epoch: int
+    def __init__(self, leader_id: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class GetLeaderRequest(_message.Message):
     __slots__ = ()

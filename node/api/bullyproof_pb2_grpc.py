@@ -270,6 +270,21 @@ class LeadershipStub:
                 request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.WatchLeader = channel.unary_stream(
+                '/bullyproof.v1.Leadership/WatchLeader',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.WatchLeaderRequest.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.LeaderInfo.FromString,
+                _registered_method=True)
+        self.Resign = channel.unary_unary(
+                '/bullyproof.v1.Leadership/Resign',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.ResignRequest.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.ResignReply.FromString,
+                _registered_method=True)
+        self.TransferLeadership = channel.unary_unary(
+                '/bullyproof.v1.Leadership/TransferLeadership',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.TransferRequest.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.TransferReply.FromString,
+                _registered_method=True)
 
 
 class LeadershipServicer:
@@ -290,6 +305,30 @@ class LeadershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchLeader(self, request, context):
+        """The current view at once, then every change, including "no leader known" (known=false).
+        A slow reader gets the latest view, never an unbounded backlog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resign(self, request, context):
+        """Ask the leader to step down and hand over without a full election timeout.
+        FAILED_PRECONDITION if the answering node is not the leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLeadership(self, request, context):
+        """Move leadership to target_id (maintenance). Succeeds once the target leads with a higher epoch;
+        otherwise fails with a clear status and, if the target was never reached, the old leader stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -302,6 +341,21 @@ def add_LeadershipServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.GetStatusRequest.FromString,
                     response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.NodeStatus.SerializeToString,
+            ),
+            'WatchLeader': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLeader,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.WatchLeaderRequest.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.LeaderInfo.SerializeToString,
+            ),
+            'Resign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resign,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.ResignRequest.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.ResignReply.SerializeToString,
+            ),
+            'TransferLeadership': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeadership,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.TransferRequest.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.TransferReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +415,87 @@ class Leadership:
             '/bullyproof.v1.Leadership/GetStatus',
             bullyproof_dot_v1_dot_bullyproof__pb2.GetStatusRequest.SerializeToString,
             bullyproof_dot_v1_dot_bullyproof__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLeader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bullyproof.v1.Leadership/WatchLeader',
+            bullyproof_dot_v1_dot_bullyproof__pb2.WatchLeaderRequest.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.LeaderInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bullyproof.v1.Leadership/Resign',
+            bullyproof_dot_v1_dot_bullyproof__pb2.ResignRequest.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.ResignReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeadership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bullyproof.v1.Leadership/TransferLeadership',
+            bullyproof_dot_v1_dot_bullyproof__pb2.TransferRequest.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.TransferReply.FromString,
             options,
             channel_credentials,
             insecure,
