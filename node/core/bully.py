@@ -390,6 +390,8 @@ class QuorumBully(BullyElector):
     def _on_coordinator_ack(self, msg: Message, batch: _Batch) -> None:
         if self.phase != _Phase.PROPOSING or msg.epoch != self.proposal_epoch:
             return
+        if self.now >= self.proposal_sent_at + self.timing.leader_lease_ticks:
+            return  # a late majority (we were paused, the acks were held) brings a lease already over
         (self.grants if msg.granted else self.refusals).add(msg.src)
         self._count_grants(batch)
 
@@ -414,6 +416,8 @@ class QuorumBully(BullyElector):
         self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
         self.round += 1
         self.rounds[self.round] = (self.now, {self.id})
+        if has_majority({self.id}, len(self.config.members)):  # a cluster of one: no ack will come
+            self.lease_until = self.now + self.timing.leader_lease_ticks
         # Rounds older than a lease can no longer extend it.
         for r in [r for r, (sent, _) in self.rounds.items() if sent + self.timing.leader_lease_ticks <= self.now]:
             del self.rounds[r]
@@ -424,9 +428,11 @@ class QuorumBully(BullyElector):
         if self.phase != _Phase.LEADING:
             return
         if not msg.granted:
-            if msg.promised_epoch > self.epoch:
+            if msg.promised_epoch > self.epoch or msg.epoch == msg.promised_epoch == self.epoch:
                 # Someone promised a newer epoch: a successor may be forming. Leave now; staying
-                # could only delay it (our lease would run out anyway).
+                # could only delay it (our lease would run out anyway). Or it refused our current
+                # epoch having promised it to another candidate: it can never follow us in this
+                # epoch, only in a new one.
                 self._step_down("higher_epoch", batch, lease_end_tick=min(self.lease_until, self.now))
             return
         if msg.epoch != self.epoch or msg.round not in self.rounds:

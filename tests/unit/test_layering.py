@@ -1,0 +1,104 @@
+"""Layering, enforced (as trio does): the core is pure, and nothing in node/ reaches into chaos/.
+
+See DESIGN.md section 2: node/core has no asyncio, no grpc, no clock, no global random.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ROOT / "node" / "core"
+CORE_FILES = sorted(CORE.glob("*.py"))
+NODE_FILES = sorted((ROOT / "node").rglob("*.py"))
+
+# Pure standard-library modules the core may use; anything else needs a reason and a review.
+CORE_ALLOWED = {"__future__", "abc", "collections", "collections.abc", "dataclasses", "enum", "functools",
+                "itertools", "math", "random", "typing"}
+CORE_FORBIDDEN = {"time", "asyncio", "grpc", "socket", "os", "threading", "subprocess"}
+# random may appear only as a type and a constructor: seeded generators are passed in.
+RANDOM_ALLOWED_ATTRS = {"Random"}
+
+
+def imported_modules(tree: ast.AST) -> list[tuple[int, str, int]]:
+    """(line, module, relative level) for every import statement, wherever it is in the file."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, 0) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, node.module or "", node.level))
+    return found
+
+
+def parse(path: Path) -> ast.AST:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def test_the_core_exists() -> None:
+    assert {p.name for p in CORE_FILES} >= {"__init__.py", "types.py", "bully.py", "votes.py"}
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
+def test_core_imports_only_pure_stdlib(path: Path) -> None:
+    for line, module, level in imported_modules(parse(path)):
+        where = f"{path.name}:{line}"
+        if level:
+            assert level == 1, f"{where}: the core must not import from outside node/core ({'.' * level}{module})"
+            continue
+        top = module.split(".")[0]
+        assert top not in CORE_FORBIDDEN, f"{where}: the core must not import {module}"
+        assert module in CORE_ALLOWED, f"{where}: {module} is not allowed"
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
+def test_core_uses_no_global_random(path: Path) -> None:
+    tree = parse(path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "random":
+            names = {alias.name for alias in node.names}
+            assert names <= RANDOM_ALLOWED_ATTRS, f"{path.name}:{node.lineno}: from random import {names}"
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "random":
+            assert node.attr in RANDOM_ALLOWED_ATTRS, (
+                f"{path.name}:{node.lineno}: random.{node.attr} uses the global generator; take a seeded Random"
+            )
+
+
+# The CLI is the composition root: its `chaos` subcommand may load chaos/ lazily, inside a function,
+# so that running a node never imports it. No other node module may, and nobody at module level.
+COMPOSITION_ROOTS = {"node/cli.py"}
+
+
+def chaos_imports(tree: ast.AST) -> list[tuple[int, bool]]:
+    """(line, inside a function) for every import of chaos."""
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                modules = [a.name for a in child.names] if isinstance(child, ast.Import) else [child.module or ""]
+                level = getattr(child, "level", 0)
+                if level == 0 and any(m.split(".")[0] == "chaos" for m in modules):
+                    found.append((child.lineno, in_function))
+            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    visit(tree, False)
+    return found
+
+
+@pytest.mark.parametrize("path", NODE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_node_never_imports_chaos(path: Path) -> None:
+    name = str(path.relative_to(ROOT))
+    for line, in_function in chaos_imports(parse(path)):
+        assert name in COMPOSITION_ROOTS and in_function, f"{name}:{line}: node/ must not import chaos"
+
+
+def test_the_checks_would_catch_a_violation() -> None:
+    """The scanners above see imports anywhere in a file and calls on the global random module."""
+    bad = ast.parse("import chaos.x\ndef f():\n    import time\n    from chaos import y\n    return random.random()\n")
+    assert ("time", 0) in [(m, lvl) for _, m, lvl in imported_modules(bad)]
+    assert any(isinstance(n, ast.Attribute) and n.attr == "random" for n in ast.walk(bad))
+    assert chaos_imports(bad) == [(1, False), (4, True)]
