@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick-ms", type=_positive, default=10, help="core clock resolution (default 10)")
     p.add_argument("--store", help="HOST:PORT of the fenced store; the leader writes to it while it leads")
     p.add_argument("--write-period-ms", type=_positive, default=100, help="leader duty write period (default 100)")
+    p.add_argument("--preempt-hold-down-ms", type=int, default=3000,
+                   help="quorum: a higher node takes over only after this long healthy (default 3000; 0 = never)")
     p.add_argument("--events", help="append history events (JSON lines) to this file")
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
 
@@ -104,6 +106,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         tick_ms=args.tick_ms,
         store=args.store,
         write_period_ms=args.write_period_ms,
+        preempt_hold_down_ms=args.preempt_hold_down_ms,
         events_path=Path(args.events) if args.events else None,
         planted_bugs=parse_planted_bugs(args.planted_bug),
     )
@@ -148,7 +151,7 @@ class _Follower:
                     continue
                 if ev["role"] == "leader":
                     print(f"{_stamp()}  node {ev['node']} leads  epoch {ev['epoch']}", flush=True)
-                elif ev.get("reason") in ("lease_expired", "higher_epoch", "higher_leader", "resigned"):
+                elif ev.get("reason") in ("lease_expired", "higher_leader", "resigned", "preempted"):
                     print(f"{_stamp()}  node {ev['node']} stepped down  epoch {ev['epoch']} ({ev['reason']})", flush=True)
 
 

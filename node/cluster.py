@@ -47,6 +47,7 @@ class ClusterSpec:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 500
     write_period_ms: int = 100
+    preempt_hold_down_ms: int = 3000
     # Where each node dials the store (a proxy per node in chaos runs); defaults to store_address.
     store_dial: dict[int, str] = field(default_factory=dict)
 
@@ -77,6 +78,7 @@ class ClusterSpec:
             "--election-timeout-ms", str(self.election_timeout_ms),
             "--store", self.store_dial.get(node.id, self.store_address),
             "--write-period-ms", str(self.write_period_ms),
+            "--preempt-hold-down-ms", str(self.preempt_hold_down_ms),
         ]
         if events_path:
             args += ["--events", events_path]

@@ -95,6 +95,7 @@ class NodeSettings:
     tick_ms: int = DEFAULT_TICK_MS
     store: str | None = None
     write_period_ms: int = 100
+    preempt_hold_down_ms: int = 3000
     events_path: Path | None = None
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
 
@@ -108,6 +109,8 @@ class NodeSettings:
         check_timings(self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms)
         if self.write_period_ms <= 0:
             raise ConfigError(f"--write-period-ms must be positive, got {self.write_period_ms}")
+        if self.preempt_hold_down_ms < 0:
+            raise ConfigError(f"--preempt-hold-down-ms must be >= 0 (0 = never preempt), got {self.preempt_hold_down_ms}")
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -115,4 +118,4 @@ class NodeSettings:
 
     @property
     def timing(self) -> Timing:
-        return Timing.from_ms(self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms)
+        return Timing.from_ms(self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms, self.preempt_hold_down_ms)

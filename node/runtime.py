@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -95,6 +95,8 @@ class NodeRuntime:
         self.received: Counter[str] = Counter()
         self.leader_changes = 0
         self.view: View = self.elector.view(self.now())
+        self.view_seq = 0
+        self.view_changed = asyncio.Event()
         self.peers: dict[int, PeerState] = {}
         self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
@@ -146,8 +148,10 @@ class NodeRuntime:
                 self.leader_changes += 1
             self.view = view
             self._record_view()
-        else:
+            self._notify_watchers()
+        elif view.lease_valid != self.view.lease_valid:
             self.view = view
+            self._notify_watchers()
         self._stepdown = None
         self.health.set("leader", health_pb2.HealthCheckResponse.SERVING if view.lease_valid else health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -163,6 +167,28 @@ class NodeRuntime:
             fields["reason"] = reason
         self.events.record("view", **fields)
         self.events.log(f"view: {v.role.value}, leader {v.leader_id}", v.epoch, leader=v.leader_id)
+
+    def _notify_watchers(self) -> None:
+        self.view_seq += 1
+        changed, self.view_changed = self.view_changed, asyncio.Event()
+        changed.set()
+
+    async def watch(self) -> AsyncIterator[pb.LeaderInfo]:
+        """The current view, then each change. A slow reader skips to the latest (no backlog)."""
+        seen = -1
+        while not self.stopping.is_set():
+            changed = self.view_changed
+            if self.view_seq != seen:
+                seen = self.view_seq
+                yield self.leader_info()
+                continue
+            waiter = asyncio.ensure_future(changed.wait())
+            stop = asyncio.ensure_future(self.stopping.wait())
+            try:
+                await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stop.cancel()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -248,6 +274,49 @@ class NodeRuntime:
             uptime_ms=int((time.time() - self.started_unix) * 1000),
         )
 
+    # ---- handing leadership over ----------------------------------------------------------------
+
+    def not_leader_detail(self) -> str:
+        v = self.elector.view(self.now())
+        leader = f"node {v.leader_id} leads epoch {v.epoch}" if v.leader_id else "no leader is known"
+        return f"node {self.id} is not the leader ({leader}); ask the leader"
+
+    def resign(self, successor: int = 0) -> int | None:
+        """Step down now (telling followers, and whom to let go first); the epoch given up, or None."""
+        v = self.elector.view(self.now())
+        if v.role != Role.LEADER:
+            return None
+        self.apply(self.elector.resign(self.now(), successor))
+        return v.epoch
+
+    async def transfer(self, target: int, timeout_ms: int) -> tuple[int, int]:
+        if target == self.id or target not in self.settings.members:
+            raise TransferError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"target {target} must be another member ({', '.join(map(str, self.settings.peers))})")
+        v = self.elector.view(self.now())
+        if v.role != Role.LEADER:
+            raise TransferError(grpc.StatusCode.FAILED_PRECONDITION, self.not_leader_detail())
+        peer = self.peers[target]
+        recent_ns = 2 * self.settings.heartbeat_interval_ms * 1_000_000
+        if not peer.reachable or time.monotonic_ns() - peer.last_heard_ns > recent_ns:
+            # Checked before stepping down: an unreachable target leaves the current leader in place.
+            raise TransferError(grpc.StatusCode.UNAVAILABLE,
+                                f"node {target} has not answered recently; node {self.id} keeps leading epoch {v.epoch}")
+        self.resign(successor=target)
+        timeout_s = (timeout_ms or 4 * self.settings.election_timeout_ms) / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for info in self.watch():
+                    if info.known and info.leader_id == target and info.epoch > v.epoch:
+                        return info.leader_id, info.epoch
+                    if info.known and info.leader_id != target:
+                        break  # someone else won; report it
+        except TimeoutError:
+            pass
+        now_v = self.elector.view(self.now())
+        raise TransferError(grpc.StatusCode.ABORTED,
+                            f"node {target} did not take over (now: leader {now_v.leader_id} epoch {now_v.epoch})")
+
     # ---- the leader's duty: fenced writes while it believes it leads ---------------------------
 
     async def leader_duty(self) -> None:
@@ -323,8 +392,7 @@ class NodeRuntime:
 
     async def _shutdown(self) -> None:
         # A leader resigns first so the others elect at once instead of waiting out a timeout.
-        if self.elector.view(self.now()).role == Role.LEADER:
-            self.apply(self.elector.resign(self.now()))
+        if self.resign() is not None:
             pending = [t for t in self.tasks if not t.done()]
             if pending:
                 await asyncio.wait(pending, timeout=self.rpc_timeout_s * 2)
@@ -337,6 +405,13 @@ class NodeRuntime:
         for p in self.peers.values():
             await p.channel.close()
         self.events.close()
+
+
+class TransferError(Exception):
+    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
 
 
 class PeerServicer(pb_grpc.PeerServicer):
@@ -367,6 +442,23 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
 
     async def GetStatus(self, request, context):
         return self.node.status()
+
+    async def WatchLeader(self, request, context):
+        async for info in self.node.watch():
+            yield info
+
+    async def Resign(self, request, context):
+        epoch = self.node.resign()
+        if epoch is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.node.not_leader_detail())
+        return pb.ResignReply(epoch=epoch)
+
+    async def TransferLeadership(self, request, context):
+        try:
+            leader, epoch = await self.node.transfer(request.target_id, request.timeout_ms)
+        except TransferError as exc:
+            await context.abort(exc.code, exc.detail)
+        return pb.TransferReply(leader_id=leader, epoch=epoch)
 
 
 def _pid() -> int:

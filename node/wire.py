@@ -49,6 +49,10 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"epoch {req.epoch} is impossible (max {MAX_EPOCH})")
     if rpc in ("Coordinator", "Heartbeat") and req.epoch == 0:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs an epoch >= 1, got 0")
+    if req.successor_id and not (rpc == "Heartbeat" and req.resigning):
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "successor_id is only meaningful on a resigning Heartbeat")
+    if req.successor_id and req.successor_id not in members:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"successor {req.successor_id} is not a member")
     if rpc == "Heartbeat":
         if req.round == 0 and not req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "Heartbeat needs a round >= 1 (or resigning=true)")
@@ -62,13 +66,15 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
 
 def message_from_pb(rpc: str, req: pb.PeerMessage) -> Message:
     return Message(
-        RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning
+        RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning,
+        successor=req.successor_id,
     )
 
 
 def message_to_pb(msg: Message) -> pb.PeerMessage:
     return pb.PeerMessage(
-        sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning
+        sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning,
+        successor_id=msg.successor,
     )
 
 

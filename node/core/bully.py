@@ -113,19 +113,37 @@ class BullyElector:
                 self._propose(batch)
         return batch.freeze()
 
-    def resign(self, now: int) -> Output:
-        """Step down on purpose and tell followers, so they elect without waiting out a timeout."""
+    def resign(self, now: int, successor: int = 0) -> Output:
+        """Step down on purpose and tell followers, so they elect without waiting out a timeout.
+
+        With a successor (a transfer), followers let that node go first and it proposes at once.
+        """
         batch = _Batch()
         self._advance(now, batch)
         if self.phase == _Phase.LEADING:
-            epoch = self.epoch
-            self._step_down("resigned", batch)
-            for peer in self.config.peers:
-                self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True)
-            # Abstain for a while: otherwise, being the highest id, we would simply win again.
-            self.abstain_until = self.now + self.timing.election_timeout_ticks
-            self.election_deadline = self.abstain_until
+            if successor and successor not in self.config.peers:
+                raise ValueError(f"successor {successor} is not a peer of node {self.id}")
+            self._resign(batch, "resigned", successor)
         return batch.freeze()
+
+    def _resign(self, batch: _Batch, reason: str, successor: int = 0) -> None:
+        epoch = self.epoch
+        self._step_down(reason, batch, lease_end_tick=self.now)
+        for peer in self.config.peers:
+            self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor)
+        # Abstain for a while: otherwise, being the highest id, we would simply win again.
+        self.abstain_until = self.now + self.timing.election_timeout_ticks
+        self.election_deadline = self.abstain_until
+
+    def _released(self, msg: Message, batch: _Batch) -> None:
+        """Our leader resigned (msg is its resigning heartbeat): elect soon, successor first."""
+        self.leader_id = None
+        if msg.successor == self.id:
+            self._propose(batch)  # skip Election: the old leader chose us, higher ids included
+        elif msg.successor:
+            self.election_deadline = self.now + self._election_delay()  # give the successor its turn
+        else:
+            self.election_deadline = self.now + self._quick_delay()
 
     def view(self, now: int) -> View:
         role = {
@@ -306,7 +324,7 @@ class ClassicBully(BullyElector):
             self._send(batch, MsgType.COORDINATOR, msg.src)  # textbook: re-announce
 
     def _accept_leader(self, msg: Message, batch: _Batch) -> None:
-        if msg.src < self.id:
+        if msg.src < self.id and self.now >= self.abstain_until:
             # A lower node claims leadership: bully it (textbook: hold an election, which the
             # higher node wins at once, with a fresh epoch above everything seen).
             if self.phase == _Phase.LEADING:
@@ -326,8 +344,7 @@ class ClassicBully(BullyElector):
     def _on_heartbeat(self, msg: Message, batch: _Batch) -> None:
         if msg.resigning:
             if self.leader_id == msg.src:
-                self.leader_id = None
-                self.election_deadline = self.now + self._quick_delay()
+                self._released(msg, batch)
             return
         if self.leader_id == msg.src and self.phase == _Phase.IDLE:
             self.epoch = msg.epoch
@@ -358,6 +375,12 @@ class QuorumBully(BullyElector):
         self.round = 0
         self.next_heartbeat = 0
         self.rounds: dict[int, tuple[int, set[int]]] = {}  # round -> (sent_at tick, granted by)
+        self.reassert_epoch = 0  # a fresh epoch the leader is asking a majority to accept
+        self.reassert_sent_at = 0
+        self.reassert_retry_at = 0
+        # Per peer: when its current unbroken run of granted heartbeat acks began, and its last ack.
+        self.ack_streak_start: dict[int, int] = {}
+        self.last_ack: dict[int, int] = {}
 
     def _lease_valid(self, now: int) -> bool:
         return self.phase == _Phase.LEADING and now < self.lease_until
@@ -387,7 +410,38 @@ class QuorumBully(BullyElector):
             self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch)
         self._count_grants(batch)
 
+    def _reassert(self, batch: _Batch) -> None:
+        if self.reassert_epoch or self.now < self.reassert_retry_at:
+            return  # one at a time, and not on every refused heartbeat
+        epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
+        self._make_promise(Promise(epoch, self.id), batch)
+        self.reassert_epoch = epoch
+        self.reassert_sent_at = self.now
+        self.reassert_retry_at = self.now + self.timing.election_timeout_ticks
+        self.grants = {self.id}
+        self.refusals = set()
+        for peer in self.config.peers:
+            self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch)
+
+    def _on_reassert_ack(self, msg: Message, batch: _Batch) -> None:
+        if self.now >= self.reassert_sent_at + self.timing.leader_lease_ticks:
+            self.reassert_epoch = 0  # too late to extend anything; a later refusal retries
+            return
+        (self.grants if msg.granted else self.refusals).add(msg.src)
+        n = len(self.config.members)
+        if has_majority(self.grants, n):
+            self.epoch = self.reassert_epoch
+            self.reassert_epoch = 0
+            self.lease_until = max(self.lease_until, self.reassert_sent_at + self.timing.leader_lease_ticks)
+            self.rounds = {}
+            batch.events.append(BecameLeader(self.epoch))
+        elif majority_impossible(self.refusals, n):
+            self.reassert_epoch = 0  # keep leading the old epoch while its lease lasts
+
     def _on_coordinator_ack(self, msg: Message, batch: _Batch) -> None:
+        if self.phase == _Phase.LEADING and self.reassert_epoch and msg.epoch == self.reassert_epoch:
+            self._on_reassert_ack(msg, batch)
+            return
         if self.phase != _Phase.PROPOSING or msg.epoch != self.proposal_epoch:
             return
         if self.now >= self.proposal_sent_at + self.timing.leader_lease_ticks:
@@ -403,6 +457,8 @@ class QuorumBully(BullyElector):
             self.lease_until = self.proposal_sent_at + self.timing.leader_lease_ticks
             self.round = 0
             self.rounds = {}
+            self.reassert_epoch = self.reassert_retry_at = 0
+            self.ack_streak_start, self.last_ack = {}, {}
             self.next_heartbeat = self.now
             self._on_leader_timers(batch)
         elif majority_impossible(self.refusals, n):
@@ -410,8 +466,29 @@ class QuorumBully(BullyElector):
 
     # -- leading -------------------------------------------------------------------------------
 
+    def _preferred_successor(self) -> int | None:
+        """A higher node that has acked every heartbeat for the whole hold-down, if any.
+
+        Bully prefers the highest id, but preempting on every return would make a flapping node
+        cause an election per flap; an unbroken run of acks as long as the hold-down must come first.
+        """
+        hold = self.timing.preempt_hold_down_ticks
+        if not hold:
+            return None
+        fresh = 2 * self.timing.heartbeat_interval_ticks
+        ready = [
+            p for p in self.config.peers
+            if p > self.id and p in self.last_ack and self.now - self.last_ack[p] <= fresh
+            and self.now - self.ack_streak_start[p] >= hold
+        ]
+        return max(ready) if ready else None
+
     def _on_leader_timers(self, batch: _Batch) -> None:
         if self.now < self.next_heartbeat:
+            return
+        successor = self._preferred_successor()
+        if successor is not None:
+            self._resign(batch, "preempted", successor)
             return
         self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
         self.round += 1
@@ -429,14 +506,18 @@ class QuorumBully(BullyElector):
             return
         if not msg.granted:
             if msg.promised_epoch > self.epoch or msg.epoch == msg.promised_epoch == self.epoch:
-                # Someone promised a newer epoch: a successor may be forming. Leave now; staying
-                # could only delay it (our lease would run out anyway). Or it refused our current
-                # epoch having promised it to another candidate: it can never follow us in this
-                # epoch, only in a new one.
-                self._step_down("higher_epoch", batch, lease_end_tick=min(self.lease_until, self.now))
+                # This node promised a newer epoch (a candidate cut off from us, say), or promised
+                # our own epoch to another candidate: it can never follow us in this epoch. Rather
+                # than step down (and depose a healthy leader after every heal), move our
+                # leadership to a fresh epoch with a majority's consent; our lease stands meanwhile.
+                self._reassert(batch)
             return
         if msg.epoch != self.epoch or msg.round not in self.rounds:
             return
+        last = self.last_ack.get(msg.src)
+        if last is None or self.now - last > 2 * self.timing.heartbeat_interval_ticks:
+            self.ack_streak_start[msg.src] = self.now  # a new unbroken run of acks begins
+        self.last_ack[msg.src] = self.now
         sent_at, granted_by = self.rounds[msg.round]
         granted_by.add(msg.src)
         if has_majority(granted_by, len(self.config.members)):
@@ -453,6 +534,8 @@ class QuorumBully(BullyElector):
             return False
         if same:
             return True
+        if leader == self.promise.leader_id and epoch > self.promise.epoch and self.phase == _Phase.IDLE:
+            return True  # the leader we follow moves to a fresh epoch (reassert): no second leader
         if self.phase == _Phase.LEADING:
             return False  # our own lease is live (_advance already dropped an expired one)
         # A live promise to another leader (or, after boot, to whoever we promised) blocks.
@@ -475,9 +558,8 @@ class QuorumBully(BullyElector):
     def _on_heartbeat(self, msg: Message, batch: _Batch) -> None:
         if msg.resigning:
             if self.leader_id == msg.src and self.epoch == msg.epoch:
-                self.leader_id = None
                 self.promise_until = self.now  # the leader released its lease
-                self.election_deadline = self.now + self._quick_delay()
+                self._released(msg, batch)
             return
         granted = self._may_acknowledge(msg.src, msg.epoch)
         if granted:

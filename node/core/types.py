@@ -45,8 +45,10 @@ class Message:
     granted: bool = False
     # On acks: the highest epoch the sender has promised (tells a stale leader it is stale).
     promised_epoch: int = 0
-    # On heartbeats: the leader is resigning, followers may elect at once.
+    # On heartbeats: the leader is resigning, followers may elect at once...
     resigning: bool = False
+    # ...letting this node (a transfer target) go first; 0 = no one in particular.
+    successor: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,18 @@ class Timing:
     # first and the election needs no contest (Bully order without its O(n^2) messages).
     rank_stagger_ticks: int = 2
     jitter_ticks: int = 5
+    # Quorum: a higher node takes over from a lower leader only after acking every heartbeat this
+    # long (0 = never preempt). Classic Bully preempts at once, which is its ping-pong problem.
+    preempt_hold_down_ticks: int = 0
 
     def __post_init__(self) -> None:
-        positive = {k: v for k, v in self.__dict__.items() if k not in ("rank_stagger_ticks", "jitter_ticks")}
+        optional = ("rank_stagger_ticks", "jitter_ticks", "preempt_hold_down_ticks")
+        positive = {k: v for k, v in self.__dict__.items() if k not in optional}
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
-        if self.rank_stagger_ticks < 0 or self.jitter_ticks < 0:
-            raise ValueError("rank_stagger_ticks and jitter_ticks must be >= 0")
+        if self.rank_stagger_ticks < 0 or self.jitter_ticks < 0 or self.preempt_hold_down_ticks < 0:
+            raise ValueError("rank_stagger_ticks, jitter_ticks and preempt_hold_down_ticks must be >= 0")
         if not self.leader_lease_ticks < self.follower_promise_ticks <= self.election_timeout_ticks:
             raise ValueError(
                 "need leader_lease_ticks < follower_promise_ticks <= election_timeout_ticks, got "
@@ -107,7 +113,8 @@ class Timing:
             raise ValueError("heartbeat_interval_ticks must be shorter than leader_lease_ticks")
 
     @classmethod
-    def from_ms(cls, heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int) -> "Timing":
+    def from_ms(cls, heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int,
+                preempt_hold_down_ms: int = 0) -> "Timing":
         """Derive every duration from the two user-facing knobs."""
         if tick_ms <= 0:
             raise ValueError(f"tick_ms must be > 0, got {tick_ms}")
@@ -122,6 +129,7 @@ class Timing:
             coordinator_wait_ticks=max(2 * hb, et // 2),
             rank_stagger_ticks=max(1, hb // 5),
             jitter_ticks=max(1, hb // 2),
+            preempt_hold_down_ticks=-(-preempt_hold_down_ms // tick_ms),
         )
 
 
