@@ -14,7 +14,7 @@ paused re-checks its lease before it does anything else.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .types import (
     REPLY_TYPE,
@@ -384,6 +384,14 @@ class QuorumBully(BullyElector):
 
     def _lease_valid(self, now: int) -> bool:
         return self.phase == _Phase.LEADING and now < self.lease_until
+
+    def view(self, now: int) -> View:
+        v = super().view(now)
+        if v.role == Role.FOLLOWER and v.leader_id is not None and now >= self.promise_until:
+            # Not heard within the promise period: the leader may be gone. Say "no leader known"
+            # rather than name one we can no longer vouch for (watchers must see that state).
+            return replace(v, leader_id=None)
+        return v
 
     def _advance(self, now: int, batch: _Batch) -> None:
         super()._advance(now, batch)
