@@ -289,10 +289,11 @@ class LocalCluster:
         addrs = {k: v for k, v in self.client_addresses().items() if k not in exclude}
 
         def check() -> tuple[int, int] | None:
-            agreed = agreed_leader(views_of(addrs, 0.3))
-            if agreed and agreed != differs_from and all(v is not None for v in views_of(addrs, 0.3).values()):
-                return agreed
-            return None
+            views = views_of(addrs, 0.3)
+            if any(v is None for v in views.values()):
+                return None  # every node must answer, not just a quorum
+            agreed = agreed_leader(views)
+            return agreed if agreed != differs_from else None
 
         return wait_for(check, timeout_s, what=f"all of nodes {sorted(addrs)} to agree on a leader")
 

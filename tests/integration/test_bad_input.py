@@ -82,6 +82,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
           "--heartbeat-interval-ms", "300", "--election-timeout-ms", "500"], "at least 3x"),
         (["node", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x",
           "--planted-bug", "double-ack"], "test-only"),
+        (["store", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--planted-bug", "stale-store"], "test-only"),
         (["cluster", "up", "--nodes", "0"], "must be positive"),
         (["cluster", "up", "--nodes", "30", "--dir", "/tmp/never"], "between 1 and 25"),
         (["leader", "--dir", "/nonexistent/cluster"], "no cluster at"),

@@ -1,0 +1,36 @@
+"""Each deliberately broken variant must make at least one scenario fail its checks.
+
+Planted bugs are a test-only switch: the node and store refuse them unless the harness sets
+BULLYPROOF_TEST_ONLY_PLANTED_BUGS=1 (tests/integration/test_bad_input.py shows the refusal).
+Seeds are fixed and printed; replay with the command shown.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos.runner import run_scenario
+from node.core import PlantedBug
+
+pytestmark = pytest.mark.chaos
+
+CASES = [
+    # bug, scenario, mode, seed, properties of which at least one must fail
+    (PlantedBug.IGNORE_LEASE, "partition-leader-minority", "quorum", 3, {"P3"}),
+    # The bridge node acknowledges the far side's candidate despite its live lease to the leader.
+    (PlantedBug.DOUBLE_ACK, "bridge", "quorum", 4, {"P1", "P3"}),
+    # Restarted without their promises, nodes reuse epoch numbers a different leader already had.
+    (PlantedBug.FORGET_PROMISE, "full-restart", "quorum", 3, {"P1"}),
+    # Textbook Bully's stale leader keeps writing; a store that accepts stale epochs lets it in.
+    (PlantedBug.STALE_STORE, "partition-leader-minority", "classic", 3, {"P2"}),
+]
+
+
+@pytest.mark.parametrize("bug, scenario, mode, seed, expected", CASES, ids=[c[0].value for c in CASES])
+def test_planted_bug_is_caught(bug, scenario, mode, seed, expected, tmp_path):
+    print(f"\nreplay: BULLYPROOF_TEST_ONLY_PLANTED_BUGS=1 bullyproof chaos run {scenario} --mode {mode} "
+          f"--seed {seed} --planted-bug {bug.value}")
+    result = run_scenario(scenario, mode, seed, tmp_path / "run", planted_bugs=frozenset({bug}))
+    print(result.text)
+    caught = expected & set(result.report.violations)
+    assert caught, f"{bug.value} went unnoticed in {scenario}: violations {result.report.violations}\n{result.text}"
