@@ -23,6 +23,7 @@ cluster: setup tools
 check: setup
 	$(BIN)/python proto/gen.py --check
 	$(BIN)/bullyproof compose --check
+	bash proto/gen_go.sh --check
 
 test: setup tools check
 	$(BIN)/pytest -n auto

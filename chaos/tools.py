@@ -1,7 +1,8 @@
-"""Project-local external tools: the Toxiproxy server binary, installed on first use.
+"""Project-local external tools, installed on first use with `go install` at pinned versions:
+the Toxiproxy server (chaos tests) and grpcurl (drives a node the way an operator would).
 
-`.ci/install-tools` performs the same install from bash; both pin the same version
-(tests/chaos/test_toxiproxy.py checks that the two pins agree).
+`.ci/install-tools` performs the same installs from bash; both pin the same versions
+(tests/chaos/test_toxiproxy.py and tests/integration/test_grpcurl.py check that the pins agree).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ TOXIPROXY_PACKAGE = f"{TOXIPROXY_MODULE}/cmd/server@v{TOXIPROXY_VERSION}"
 # `go install` leaves toxiproxy.Version at "git"; the upstream release build stamps it like this.
 TOXIPROXY_LDFLAGS = f"-X {TOXIPROXY_MODULE}.Version={TOXIPROXY_VERSION}"
 
+GRPCURL_VERSION = "1.9.3"
+GRPCURL_PACKAGE = f"github.com/fullstorydev/grpcurl/cmd/grpcurl@v{GRPCURL_VERSION}"
+# `go install` leaves main.version at "dev build <no version set>"; the upstream release build stamps it like this.
+GRPCURL_LDFLAGS = f"-X main.version=v{GRPCURL_VERSION}"
+
 INSTALL_TIMEOUT_S = 900.0
 LOCK_TIMEOUT_S = 960.0  # longer than one install, so a waiter outlives the installer
 
@@ -38,55 +44,62 @@ class ToolInstallError(RuntimeError):
 @lru_cache(maxsize=None)  # exceptions are not cached, so a failed install is retried
 def toxiproxy_server_path() -> Path:
     """Return `.tools/bin/toxiproxy-server` at the pinned version, installing it if needed."""
-    binary = BIN_DIR / "toxiproxy-server"
-    if _reports_version(binary, TOXIPROXY_VERSION):
+    # Prints e.g. "toxiproxy-server version 2.12.0" (on stdout).
+    return _go_tool(BIN_DIR / "toxiproxy-server", TOXIPROXY_PACKAGE, TOXIPROXY_LDFLAGS, "server", TOXIPROXY_VERSION)
+
+
+@lru_cache(maxsize=None)
+def grpcurl_path() -> Path:
+    """Return `.tools/bin/grpcurl` at the pinned version, installing it if needed."""
+    # Prints e.g. "grpcurl v1.9.3" (on stderr).
+    return _go_tool(BIN_DIR / "grpcurl", GRPCURL_PACKAGE, GRPCURL_LDFLAGS, "grpcurl", f"v{GRPCURL_VERSION}")
+
+
+def _go_tool(binary: Path, package: str, ldflags: str, built_name: str, version: str) -> Path:
+    """`binary` if it reports `version`; otherwise `go install package` (under the lock) and rename it there."""
+    if _reports_version(binary, version):
         return binary
-    return _install_toxiproxy_locked(binary)
-
-
-def _install_toxiproxy_locked(binary: Path) -> Path:
     BIN_DIR.mkdir(parents=True, exist_ok=True)
     with _flock(LOCK_PATH, LOCK_TIMEOUT_S):
         # Another process (xdist worker, install script) may have installed it while we waited.
-        if not _reports_version(binary, TOXIPROXY_VERSION):
-            _go_install_toxiproxy(binary)
-    if not _reports_version(binary, TOXIPROXY_VERSION):
-        raise ToolInstallError(f"{binary} was installed but does not report version {TOXIPROXY_VERSION}")
+        if not _reports_version(binary, version):
+            _go_install(binary, package, ldflags, built_name)
+    if not _reports_version(binary, version):
+        raise ToolInstallError(f"{binary} was installed but does not report version {version}")
     return binary
 
 
-def _go_install_toxiproxy(binary: Path) -> None:
+def _go_install(binary: Path, package: str, ldflags: str, built_name: str) -> None:
     go = shutil.which("go")
     if go is None:
         raise ToolInstallError(
-            "`go` is not on PATH: it is needed once to install the Toxiproxy server into "
+            f"`go` is not on PATH: it is needed once to install {binary.name} into "
             f"{BIN_DIR} (or run .ci/install-tools on a machine with Go)")
-    print(f"bullyproof: installing toxiproxy-server v{TOXIPROXY_VERSION} into {BIN_DIR} (go install) ...",
-          file=sys.stderr, flush=True)
+    print(f"bullyproof: installing {package} into {BIN_DIR} (go install) ...", file=sys.stderr, flush=True)
     # Install into a private dir, then rename: readers never see a half-written binary.
     with tempfile.TemporaryDirectory(dir=TOOLS_DIR, prefix="gobin-") as gobin:
         env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
         try:
-            done = subprocess.run([go, "install", "-ldflags", TOXIPROXY_LDFLAGS, TOXIPROXY_PACKAGE],
+            done = subprocess.run([go, "install", "-ldflags", ldflags, package],
                                   env=env, cwd=TOOLS_DIR, capture_output=True, text=True,
                                   timeout=INSTALL_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
-            raise ToolInstallError(f"go install {TOXIPROXY_PACKAGE} took over {INSTALL_TIMEOUT_S:.0f} s") from exc
+            raise ToolInstallError(f"go install {package} took over {INSTALL_TIMEOUT_S:.0f} s") from exc
         if done.returncode != 0:
-            raise ToolInstallError(f"go install {TOXIPROXY_PACKAGE} failed ({done.returncode}):\n"
+            raise ToolInstallError(f"go install {package} failed ({done.returncode}):\n"
                                    f"{done.stdout}{done.stderr}")
-        os.replace(Path(gobin) / "server", binary)
+        os.replace(Path(gobin) / built_name, binary)
 
 
 def _reports_version(binary: Path, version: str) -> bool:
+    """True if `binary -version` succeeds and its last word (stdout or stderr) is `version`."""
     if not os.access(binary, os.X_OK):
         return False
     try:
         out = subprocess.run([str(binary), "-version"], capture_output=True, text=True, timeout=10.0)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    # Prints e.g. "toxiproxy-server version 2.12.0".
-    return out.returncode == 0 and out.stdout.split()[-1:] == [version]
+    return out.returncode == 0 and (out.stdout + out.stderr).split()[-1:] == [version]
 
 
 class _flock:
@@ -117,3 +130,4 @@ class _flock:
 
 if __name__ == "__main__":
     print(toxiproxy_server_path())
+    print(grpcurl_path())
