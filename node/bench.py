@@ -1,6 +1,8 @@
-"""Benchmarks (not tests): cold start and failover of a real local cluster, printed as numbers.
+"""Benchmarks (not tests): numbers from a real local cluster, printed as JSON.
 
-    python -m node.bench [--nodes 5] [--kills 20] [--mode quorum]
+    python -m node.bench [--nodes 5] [--kills 20] [--mode quorum]     # cold start + failover
+    python -m node.bench --what query [--queries 5000]                 # GetLeader latency, throughput
+    python -m node.bench --what watch [--kills 10]                     # leader change -> WatchLeader event
 
 Cold start: launch N node processes (and the store) -> every node agrees on one leader.
 Failover: SIGKILL the leader -> every survivor agrees on a new leader (then the old one restarts).
@@ -75,6 +77,112 @@ def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_i
     }
 
 
+def bench_query(queries: int, concurrency: int = 32) -> dict:
+    """GetLeader on one node over loopback: sequential latency, then concurrent throughput."""
+    import asyncio
+
+    import grpc
+
+    from .api import bullyproof_pb2 as pb
+    from .api import bullyproof_pb2_grpc as pb_grpc
+
+    async def measure(address: str) -> dict:
+        async with grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.LeadershipStub(ch)
+            req = pb.GetLeaderRequest()
+            for _ in range(200):  # warm up the channel
+                await stub.GetLeader(req, timeout=1)
+            lat_s = []
+            for _ in range(queries):
+                t = time.perf_counter()
+                await stub.GetLeader(req, timeout=1)
+                lat_s.append(time.perf_counter() - t)
+            per_worker = queries // concurrency
+
+            async def worker() -> None:
+                for _ in range(per_worker):
+                    await stub.GetLeader(req, timeout=1)
+
+            t = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed_s = time.perf_counter() - t
+        lat_ms = sorted(x * 1000 for x in lat_s)
+        return {
+            "queries": queries,
+            "p50_ms": round(lat_ms[len(lat_ms) // 2], 3),
+            "p99_ms": round(lat_ms[int(len(lat_ms) * 0.99)], 3),
+            "throughput_per_s": round(per_worker * concurrency / elapsed_s),
+            "concurrency": concurrency,
+        }
+
+    with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
+        cluster = LocalCluster(local_spec(3), Path(tmp))
+        cluster.start()
+        try:
+            leader, _ = cluster.wait_for_agreement(30)
+            follower = min(n for n in cluster.client_addresses() if n != leader)
+            return {"leader_node": asyncio.run(measure(cluster.spec.node(leader).client_address)),
+                    "follower_node": asyncio.run(measure(cluster.spec.node(follower).client_address))}
+        finally:
+            cluster.stop()
+
+
+def bench_watch(kills: int) -> dict:
+    """Delay from a node's own view change (its history timestamp) to a WatchLeader subscriber."""
+    import queue
+    import threading
+
+    import grpc
+
+    from .api import bullyproof_pb2 as pb
+    from .api import bullyproof_pb2_grpc as pb_grpc
+
+    delays_ms: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
+        cluster = LocalCluster(local_spec(5), Path(tmp))
+        cluster.start()
+        try:
+            current = cluster.wait_for_agreement(30)
+            watched = 1  # node 1 is never the one killed below
+            received: queue.Queue = queue.Queue()
+            channel = grpc.insecure_channel(cluster.spec.node(watched).client_address)
+            stream = pb_grpc.LeadershipStub(channel).WatchLeader(pb.WatchLeaderRequest())
+
+            def pump() -> None:
+                try:
+                    for info in stream:
+                        received.put((time.monotonic_ns(), info))
+                except grpc.RpcError:
+                    pass
+
+            threading.Thread(target=pump, daemon=True).start()
+            for _ in range(kills):
+                old = current
+                process_fault(cluster.dir, str(old[0]), "kill")
+                current = cluster.wait_for_agreement(30, exclude={old[0]}, differs_from=old)
+                process_fault(cluster.dir, str(old[0]), "restart")
+                current = cluster.wait_for_agreement(30)
+                time.sleep(0.5)
+            stream.cancel()
+            channel.close()
+            events = [json.loads(line) for line in (cluster.dir / f"node-{watched}" / "events.jsonl").read_text().splitlines()]
+            views = [e for e in events if e["kind"] == "view"]
+            got = []
+            while not received.empty():
+                got.append(received.get())
+            # Match each streamed view to the node's own view-change record (same leader and epoch).
+            for t_recv, info in got[1:]:
+                leader = info.leader_id if info.known else None
+                epoch = info.epoch if info.known else None
+                for v in reversed(views):
+                    if v["t_ns"] <= t_recv and v["leader"] == leader and (epoch is None or v["epoch"] == epoch):
+                        delays_ms.append((t_recv - v["t_ns"]) / 1e6)
+                        break
+        finally:
+            cluster.stop()
+    return {"changes_observed": len(delays_ms), **summary_ms([d / 1000 for d in delays_ms])}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5)
@@ -82,8 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["classic", "quorum"], default="quorum")
     parser.add_argument("--election-timeout-ms", type=int, default=500)
     parser.add_argument("--heartbeat-interval-ms", type=int, default=100)
+    parser.add_argument("--what", choices=["failover", "query", "watch"], default="failover")
+    parser.add_argument("--queries", type=int, default=5000)
     args = parser.parse_args(argv)
-    result = run(args.nodes, args.kills, args.mode, args.election_timeout_ms, args.heartbeat_interval_ms)
+    if args.what == "query":
+        result = bench_query(args.queries)
+    elif args.what == "watch":
+        result = bench_watch(args.kills)
+    else:
+        result = run(args.nodes, args.kills, args.mode, args.election_timeout_ms, args.heartbeat_interval_ms)
     print(json.dumps(result, indent=2))
     return 0
 
