@@ -185,7 +185,8 @@ def store_restart(ctx: Context) -> None:
 def random_mix(ctx: Context) -> None:
     ids = ctx.cc.ids
     for round_ in range(4):
-        kind = ctx.rng.choice(["halves", "isolate", "one-way", "pause", "kill", "latency", "bandwidth", "slicer", "reset"])
+        kind = ctx.rng.choice(["halves", "isolate", "refuse", "one-way", "pause", "kill", "latency", "bandwidth",
+                               "slicer", "reset", "store"])
         leader = ctx.leader()
         victim = ctx.rng.choice([leader, ctx.rng.choice(ids)])
         fault = f"mix-{round_}-{kind}"
@@ -195,6 +196,10 @@ def random_mix(ctx: Context) -> None:
             ctx.cc.partition([sorted(shuffled[:cut]), sorted(shuffled[cut:])], fault)
         elif kind == "isolate":
             ctx.cc.blackhole(victim, fault)
+        elif kind == "refuse":
+            ctx.cc.refuse(victim, fault)
+        elif kind == "store":
+            ctx.cc.process(STORE, "restart")
         elif kind == "one-way":
             ctx.cc.one_way(victim, ctx.rng.sample([n for n in ids if n != victim], 2), fault)
         elif kind == "pause":
