@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preempt-hold-down-ms", type=int, default=3000,
                    help="quorum: a higher node takes over only after this long healthy (default 3000; 0 = never)")
     p.add_argument("--events", help="append history events (JSON lines) to this file")
+    p.add_argument("--metrics-listen", help="HOST:PORT to serve Prometheus metrics over HTTP (default: no metrics server)")
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
 
     p = sub.add_parser("store", help="run the fenced store process", add_help=False)
@@ -108,6 +109,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         write_period_ms=args.write_period_ms,
         preempt_hold_down_ms=args.preempt_hold_down_ms,
         events_path=Path(args.events) if args.events else None,
+        metrics_listen=args.metrics_listen,
         planted_bugs=parse_planted_bugs(args.planted_bug),
     )
     if not settings.peers:

@@ -37,6 +37,7 @@ class NodeSpec:
     client_address: str  # Leadership, health, reflection (the observer's unproxied port)
     # How this node dials each peer: the peer's own address, or a Toxiproxy listener for link id->peer.
     dial: dict[int, str] = field(default_factory=dict)
+    metrics_address: str | None = None  # Prometheus /metrics over HTTP; None = no metrics server
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class ClusterSpec:
             "--write-period-ms", str(self.write_period_ms),
             "--preempt-hold-down-ms", str(self.preempt_hold_down_ms),
         ]
+        if node.metrics_address:
+            args += ["--metrics-listen", node.metrics_address]
         if events_path:
             args += ["--events", events_path]
         return args
@@ -90,7 +93,8 @@ def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, e
     if not 1 <= n <= 25:
         raise ConfigError(f"--nodes must be between 1 and 25, got {n}")
     nodes = tuple(
-        NodeSpec(i, f"{host}:{free_port(host)}", f"{host}:{free_port(host)}") for i in range(1, n + 1)
+        NodeSpec(i, f"{host}:{free_port(host)}", f"{host}:{free_port(host)}", metrics_address=f"{host}:{free_port(host)}")
+        for i in range(1, n + 1)
     )
     return ClusterSpec(nodes, f"{host}:{free_port(host)}", mode, heartbeat_interval_ms, election_timeout_ms)
 
@@ -274,7 +278,7 @@ class LocalCluster:
             pid = spawn(argv, self.dir / f"node-{node.id}" / "node.log", self.env)
             data["nodes"].append({
                 "id": node.id, "pid": pid, "peer_address": node.peer_address,
-                "client_address": node.client_address, "argv": argv,
+                "client_address": node.client_address, "metrics_address": node.metrics_address, "argv": argv,
                 "events": str(self.dir / f"node-{node.id}" / "events.jsonl"),
             })
         tmp = self.dir / (CLUSTER_FILE + ".tmp")

@@ -97,6 +97,7 @@ class NodeSettings:
     write_period_ms: int = 100
     preempt_hold_down_ms: int = 3000
     events_path: Path | None = None
+    metrics_listen: str | None = None  # HOST:PORT for Prometheus /metrics over HTTP; None = no server
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -106,6 +107,8 @@ class NodeSettings:
         parse_address(self.client_listen, "--client-listen")
         if self.store:
             parse_address(self.store, "--store")
+        if self.metrics_listen is not None:
+            parse_address(self.metrics_listen, "--metrics-listen")
         check_timings(self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms)
         if self.write_period_ms <= 0:
             raise ConfigError(f"--write-period-ms must be positive, got {self.write_period_ms}")

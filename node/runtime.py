@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import signal
+import sys
+import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +28,8 @@ from grpc_reflection.v1alpha import reflection
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
 from .config import ConfigError, NodeSettings
-from .core import REPLY_TYPE, BecameLeader, Config, Message, Output, Role, SteppedDown, View, make_elector
+from .core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, Role, SteppedDown, View, make_elector
+from .metrics import NodeMetrics
 from .state import PromiseStore
 from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
 
@@ -50,11 +55,16 @@ def channel_options(heartbeat_interval_ms: int) -> list[tuple[str, Any]]:
 
 
 class EventLog:
-    """History lines for the chaos checkers (JSON, one per event) and human log lines on stdout."""
+    """History lines for the chaos checkers (JSON, one per event) and log lines on stdout.
+
+    Every stdout line is one JSON object with ts, level, node, epoch and msg, whichever thread
+    writes it (the metrics server logs from its own), so lines never interleave.
+    """
 
     def __init__(self, node_id: int, path: Path | None) -> None:
         self.node_id = node_id
         self.file = open(path, "a", buffering=1) if path else None  # line-buffered: survives SIGKILL
+        self._stdout_lock = threading.Lock()
 
     def record(self, kind: str, **fields: Any) -> None:
         if self.file:
@@ -62,11 +72,49 @@ class EventLog:
 
     def log(self, msg: str, epoch: int, level: str = "info", **fields: Any) -> None:
         line = {"ts": round(time.time(), 3), "level": level, "node": self.node_id, "epoch": epoch, "msg": msg, **fields}
-        print(json.dumps(line), flush=True)
+        text = json.dumps(line, default=str) + "\n"
+        with self._stdout_lock:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def error(self, msg: str, epoch: int, exc: BaseException | None = None, **fields: Any) -> None:
+        if exc is not None:
+            fields["error"] = repr(exc)
+            fields["traceback"] = "".join(traceback.format_exception(exc))
+        self.log(msg, epoch, level="error", **fields)
 
     def close(self) -> None:
         if self.file:
             self.file.close()
+
+
+class JsonLogHandler(logging.Handler):
+    """Python `logging` (asyncio, grpc, warnings) as EventLog lines: node and epoch on every one."""
+
+    def __init__(self, events: EventLog, epoch: Callable[[], int]) -> None:
+        super().__init__()
+        self.events = events
+        self.epoch = epoch
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = repr(record.exc_info[1])
+                fields["traceback"] = "".join(traceback.format_exception(*record.exc_info))
+            self.events.log(record.getMessage(), self.epoch(), level=record.levelname.lower(), **fields)
+        except Exception:
+            self.handleError(record)
+
+
+def route_logging(events: EventLog, epoch: Callable[[], int]) -> None:
+    """Send the process's Python logging through `events` instead of bare text on stderr."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(JsonLogHandler(events, epoch))
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
 
 
 @dataclass
@@ -91,6 +139,7 @@ class NodeRuntime:
         seed = hash((settings.node_id, self.t0_ns)) & 0xFFFFFFFF
         self.elector = make_elector(settings.mode, config, self.promises.load(), random.Random(seed), self.now())
         self.events = EventLog(self.id, settings.events_path)
+        self.metrics = NodeMetrics(self.id)
         self.sent: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
         self.leader_changes = 0
@@ -133,10 +182,14 @@ class NodeRuntime:
         return reply
 
     def _on_event(self, ev: Any) -> None:
-        if isinstance(ev, BecameLeader):
+        if isinstance(ev, ElectionStarted):
+            self.metrics.election_started()
+        elif isinstance(ev, BecameLeader):
             self.events.log("became leader", ev.epoch)
+            self.metrics.election_won()
         elif isinstance(ev, SteppedDown):
             self.events.log("stepped down", ev.epoch, reason=ev.reason)
+            self.metrics.stepped_down(ev.reason)
             self._stepdown = ev
 
     _stepdown: SteppedDown | None = None
@@ -146,6 +199,7 @@ class NodeRuntime:
         if (view.role, view.epoch, view.leader_id) != (self.view.role, self.view.epoch, self.view.leader_id):
             if view.leader_id != self.view.leader_id:
                 self.leader_changes += 1
+                self.metrics.leader_changed()
             self.view = view
             self._record_view()
             self._notify_watchers()
@@ -153,6 +207,7 @@ class NodeRuntime:
             self.view = view
             self._notify_watchers()
         self._stepdown = None
+        self.metrics.view_changed(view, self.elector.promise.epoch, self.elector.stats.lease_renewals)
         self.health.set("leader", health_pb2.HealthCheckResponse.SERVING if view.lease_valid else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def _record_view(self, reason: str = "") -> None:
@@ -193,15 +248,21 @@ class NodeRuntime:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.events.error("task failed", self.view.epoch, task.exception(), task=task.get_coro().__qualname__)
 
     async def _send(self, msg: Message) -> None:
         peer = self.peers[msg.dst]
         rpc = RPC_NAME[msg.type]
-        self.sent[msg.type.value] += 1
+        self._count_sent(msg)
         try:
             reply = await getattr(peer.stub, rpc)(message_to_pb(msg), timeout=self.rpc_timeout_s)
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as exc:
+            self.metrics.rpc_failed(exc.code().name, msg.dst)
             peer.reachable = False
             self.apply(self.elector.send_failed(self.now(), msg))
             return
@@ -210,7 +271,7 @@ class NodeRuntime:
         if reply.HasField("ack"):
             answer = ack_from_pb(msg, reply.ack)
             if answer is not None:
-                self.received[answer.type.value] += 1
+                self._count_received(answer)
                 self.apply(self.elector.step(self.now(), answer))
 
     # ---- inbound peer messages -----------------------------------------------------------
@@ -220,13 +281,21 @@ class NodeRuntime:
         if rejection is not None:
             await context.abort(rejection.code, rejection.detail)
         msg = message_from_pb(rpc, req)
-        self.received[msg.type.value] += 1
+        self._count_received(msg)
         self.peers[msg.src].last_heard_ns = time.monotonic_ns()
         reply = self.apply(self.elector.step(self.now(), msg), reply_to=msg)
         if reply is None:
             return pb.PeerReply()
-        self.sent[reply.type.value] += 1
+        self._count_sent(reply)
         return pb.PeerReply(ack=ack_to_pb(reply))
+
+    def _count_sent(self, msg: Message) -> None:
+        self.sent[msg.type.value] += 1
+        self.metrics.message_sent(msg.type.value)
+
+    def _count_received(self, msg: Message) -> None:
+        self.received[msg.type.value] += 1
+        self.metrics.message_received(msg.type.value)
 
     # ---- client-facing answers ---------------------------------------------------------------
 
@@ -364,6 +433,7 @@ class NodeRuntime:
             client_port = self.server.add_insecure_port(s.client_listen)
         except RuntimeError:
             raise ConfigError(f"cannot listen on {s.peer_listen} and {s.client_listen}: address in use or not local") from None
+        metrics_port = self._start_metrics()
         await self.server.start()
         for name in ("", *names):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -371,15 +441,25 @@ class NodeRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        host = s.peer_listen.rpartition(":")[0]
-        print(json.dumps({"event": "listening", "node": self.id, "peer_address": f"{host}:{peer_port}",
-                          "client_address": f"{s.client_listen.rpartition(':')[0]}:{client_port}", "pid": _pid()}), flush=True)
+        addresses = {"peer_address": f"{_host(s.peer_listen)}:{peer_port}", "client_address": f"{_host(s.client_listen)}:{client_port}"}
+        if s.metrics_listen is not None:
+            addresses["metrics_address"] = f"{_host(s.metrics_listen)}:{metrics_port}"
+        self.events.log("listening", self.view.epoch, event="listening", **addresses, pid=_pid())
         try:
             if s.store:
                 self._spawn(self.leader_duty())
             await self._tick_loop()
         finally:
             await self._shutdown()
+
+    def _start_metrics(self) -> int | None:
+        listen = self.settings.metrics_listen
+        if listen is None:
+            return None
+        try:
+            return self.metrics.start(listen, on_error=lambda msg, exc: self.events.error(msg, self.view.epoch, exc))
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
 
     async def _tick_loop(self) -> None:
         tick_s = self.settings.tick_ms / 1000
@@ -400,8 +480,10 @@ class NodeRuntime:
         self.events.record("process", action="stop", pid=_pid())
         for task in list(self.tasks):
             task.cancel()
+        metrics_stopped = asyncio.ensure_future(asyncio.to_thread(self.metrics.stop))
         if self.server is not None:
             await self.server.stop(grace=0.5)
+        await metrics_stopped
         for p in self.peers.values():
             await p.channel.close()
         self.events.close()
@@ -465,10 +547,21 @@ def _pid() -> int:
     return os.getpid()
 
 
+def _host(listen: str) -> str:
+    return listen.rpartition(":")[0]
+
+
 def run_node(settings: NodeSettings) -> int:
+    node = NodeRuntime(settings)
+    route_logging(node.events, lambda: node.view.epoch)
     try:
-        asyncio.run(NodeRuntime(settings).run())
+        asyncio.run(node.run())
     except KeyboardInterrupt:
         pass
+    except ConfigError:
+        raise  # the CLI reports it in one line on stderr, exit status 2
+    except Exception as exc:
+        node.events.error("node crashed", node.view.epoch, exc)
+        return 1
     return 0
 

@@ -528,8 +528,9 @@ class QuorumBully(BullyElector):
         self.last_ack[msg.src] = self.now
         sent_at, granted_by = self.rounds[msg.round]
         granted_by.add(msg.src)
-        if has_majority(granted_by, len(self.config.members)):
-            self.lease_until = max(self.lease_until, sent_at + self.timing.leader_lease_ticks)
+        if has_majority(granted_by, len(self.config.members)) and sent_at + self.timing.leader_lease_ticks > self.lease_until:
+            self.lease_until = sent_at + self.timing.leader_lease_ticks
+            self.stats.lease_renewals += 1
 
     # -- following -----------------------------------------------------------------------------
 

@@ -207,3 +207,4 @@ class Stats:
     elections_started: int = 0
     elections_won: int = 0
     stepdowns: int = 0
+    lease_renewals: int = 0  # quorum leader: a majority-acked heartbeat round extended the lease

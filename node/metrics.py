@@ -1,0 +1,127 @@
+"""Prometheus metrics of one node, served over HTTP on the node's metrics address.
+
+Each NodeMetrics has its own CollectorRegistry (never the process-global one), so several nodes in
+one process — tests, embedders — cannot clash. The runtime calls one method per thing that happened;
+the gauge and histogram bookkeeping stays here.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from .config import parse_address
+from .core import Role, View
+
+PREFIX = "bullyproof"
+# From ElectionStarted until the node has a leader again (detection time is not included: on
+# loopback a contest-free election takes milliseconds, a contested or partitioned one seconds).
+ELECTION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+class NodeMetrics:
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"{PREFIX}_{name}", doc, registry=r)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            # prometheus_client appends `_total` to counters itself.
+            return Counter(f"{PREFIX}_{name}", doc, labels, registry=r)
+
+        self.has_leader = gauge("has_leader", "1 if this node knows a leader (itself or another), else 0")
+        self.is_leader = gauge("is_leader", "1 if this node is the leader, else 0")
+        self.epoch = gauge("epoch", "epoch (fencing token) of this node's current view")
+        self.promised_epoch = gauge("promised_epoch", "highest epoch this node has durably promised")
+        self.lease_valid = gauge("lease_valid", "1 if this node leads with a valid lease (classic: leads at all)")
+        self.leader_changes = counter("leader_changes", "times the leader this node knows changed (incl. to none)")
+        self.elections_started = counter("elections_started", "elections this node started")
+        self.elections_won = counter("elections_won", "elections this node won (became leader)")
+        self.election_duration = Histogram(
+            f"{PREFIX}_election_duration_seconds",
+            "from this node starting an election until it has a leader again (itself or another)",
+            buckets=ELECTION_BUCKETS_S, registry=r,
+        )
+        self.messages_sent = counter("messages_sent", "peer messages sent, by type", ("type",))
+        self.messages_received = counter("messages_received", "peer messages received, by type", ("type",))
+        self.rpc_errors = counter("rpc_errors", "peer RPCs that failed, by gRPC status code and peer id", ("code", "peer"))
+        self.lease_renewals = counter("lease_renewals", "times the leader's lease was extended by a majority-acked round")
+        self.stepdowns = counter("stepdowns", "times this node stopped leading, by reason", ("reason",))
+
+        self._election_started_s: float | None = None
+        self._lease_renewals_seen = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    # ---- what happened (one call per event, from the runtime) --------------------------------
+
+    def view_changed(self, view: View, promised_epoch: int, lease_renewals: int) -> None:
+        """After every elector step: the node's view, its promise, and the core's renewal count."""
+        has_leader = view.leader_id is not None
+        self.has_leader.set(has_leader)
+        self.is_leader.set(view.role == Role.LEADER)
+        self.epoch.set(view.epoch)
+        self.promised_epoch.set(promised_epoch)
+        self.lease_valid.set(view.lease_valid)
+        if lease_renewals > self._lease_renewals_seen:
+            self.lease_renewals.inc(lease_renewals - self._lease_renewals_seen)
+            self._lease_renewals_seen = lease_renewals
+        if has_leader and self._election_started_s is not None:
+            self.election_duration.observe(time.monotonic() - self._election_started_s)
+            self._election_started_s = None
+
+    def leader_changed(self) -> None:
+        self.leader_changes.inc()
+
+    def election_started(self) -> None:
+        self.elections_started.inc()
+        if self._election_started_s is None:  # a retry continues the same leaderless stretch
+            self._election_started_s = time.monotonic()
+
+    def election_won(self) -> None:
+        self.elections_won.inc()
+
+    def stepped_down(self, reason: str) -> None:
+        self.stepdowns.labels(reason=reason).inc()
+
+    def message_sent(self, type_: str) -> None:
+        self.messages_sent.labels(type=type_).inc()
+
+    def message_received(self, type_: str) -> None:
+        self.messages_received.labels(type=type_).inc()
+
+    def rpc_failed(self, code: str, peer: int) -> None:
+        self.rpc_errors.labels(code=code, peer=str(peer)).inc()
+
+    # ---- serving -------------------------------------------------------------------------------
+
+    def start(self, listen: str, on_error: Callable[[str, BaseException | None], None] | None = None) -> int:
+        """Serve /metrics on HOST:PORT (port 0: any free port); returns the bound port."""
+        host, port = parse_address(listen, "--metrics-listen")
+        server, thread = start_http_server(port, addr=host.strip("[]"), registry=self.registry)
+        if on_error is not None:
+            # socketserver prints request errors (a scraper hanging up, say) to stderr; keep the
+            # node's output one JSON object per line instead.
+            def handle_error(request: Any, client_address: Any) -> None:
+                on_error(f"metrics request from {client_address} failed", sys.exc_info()[1])
+
+            server.handle_error = handle_error
+        self._server, self._thread = server, thread
+        return server.server_port
+
+    def stop(self) -> None:
+        """Stop serving (blocks up to the server's 0.5 s poll interval)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._server = self._thread = None

@@ -1,0 +1,166 @@
+"""Prometheus metrics per node over HTTP, and one JSON object per line in every node's log."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from node.cluster import process_fault, read_cluster_file, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(address: str) -> dict[str, list]:
+    """{sample name: [Sample, ...]} from one node's /metrics."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def value(samples: dict[str, list], name: str, **labels: str) -> float:
+    """The one sample `name` whose labels include `labels` (0 if the labelled child does not exist yet)."""
+    found = [s.value for s in samples.get(name, []) if labels.items() <= s.labels.items()]
+    assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
+    return found[0] if found else 0.0
+
+
+def metrics_addresses(cluster) -> dict[int, str]:
+    addresses = {n["id"]: n["metrics_address"] for n in read_cluster_file(cluster.dir)["nodes"]}
+    assert all(addresses.values()), addresses
+    return addresses
+
+
+def scrape_all(addresses: dict[int, str]) -> dict[int, dict[str, list]]:
+    return {nid: scrape(addr) for nid, addr in addresses.items()}
+
+
+def test_metrics_show_leader_epoch_heartbeats_and_failover(make_cluster):
+    cluster = make_cluster(5)
+    addresses = metrics_addresses(cluster)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+
+    # Gauges follow the view; the agreed view may take a tick or two to land in every registry.
+    def settled() -> dict[int, dict[str, list]] | None:
+        m = scrape_all(addresses)
+        ok = all(
+            value(s, "bullyproof_has_leader") == 1
+            and value(s, "bullyproof_is_leader") == (1 if nid == leader else 0)
+            and value(s, "bullyproof_epoch") == epoch
+            for nid, s in m.items()
+        )
+        return m if ok else None
+
+    m = wait_for(settled, 10, interval_s=0.1, what="metrics to show the agreed leader and epoch")
+    lm = m[leader]
+    assert value(lm, "bullyproof_elections_won_total") >= 1
+    assert value(lm, "bullyproof_promised_epoch") >= epoch
+    assert value(lm, "bullyproof_lease_valid") == 1
+    assert value(lm, "bullyproof_elections_started_total") >= 1
+    assert value(lm, "bullyproof_election_duration_seconds_count") >= 1
+    wait_for(lambda: value(scrape(addresses[leader]), "bullyproof_lease_renewals_total") > 0, 10, interval_s=0.1,
+             what="the leader to renew its lease")
+    for nid, s in m.items():
+        if nid != leader:
+            assert value(s, "bullyproof_messages_received_total", type="heartbeat") > 0, nid
+
+    # Heartbeats keep going out: the counter grows between scrapes (no claim about how fast).
+    sent_before = value(lm, "bullyproof_messages_sent_total", type="heartbeat")
+    wait_for(lambda: value(scrape(addresses[leader]), "bullyproof_messages_sent_total", type="heartbeat") > sent_before,
+             10, interval_s=0.1, what="the leader to send more heartbeats")
+
+    before = scrape_all(addresses)
+    process_fault(cluster.dir, str(leader), "kill")
+    new_leader, new_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={leader}, differs_from=(leader, epoch))
+    survivors = {nid: addr for nid, addr in addresses.items() if nid != leader}
+
+    def failed_over() -> dict[int, dict[str, list]] | None:
+        m = scrape_all(survivors)
+        ok = (
+            value(m[new_leader], "bullyproof_is_leader") == 1
+            and value(m[new_leader], "bullyproof_elections_won_total")
+            > value(before[new_leader], "bullyproof_elections_won_total")
+            and all(
+                value(s, "bullyproof_leader_changes_total") > value(before[nid], "bullyproof_leader_changes_total")
+                and value(s, "bullyproof_epoch") >= new_epoch
+                for nid, s in m.items()
+            )
+            # The new leader's heartbeats to the dead node fail (refused, or past their deadline).
+            and sum(s.value for s in m[new_leader].get("bullyproof_rpc_errors_total", []) if s.labels["peer"] == str(leader)) > 0
+        )
+        return m if ok else None
+
+    wait_for(failed_over, 10, interval_s=0.1, what="metrics to show the failover")
+
+
+def test_every_log_line_is_json_with_node_and_epoch(make_cluster):
+    cluster = make_cluster(3)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    process_fault(cluster.dir, str(leader), "kill")
+    cluster.wait_for_agreement(timeout_s=15, exclude={leader}, differs_from=(leader, epoch))
+    cluster.stop()  # survivors log their shutdown too
+
+    for n in read_cluster_file(cluster.dir)["nodes"]:
+        lines = (cluster.dir / f"node-{n['id']}" / "node.log").read_text().splitlines()
+        assert lines, n["id"]
+        listening = []
+        for line in lines:
+            obj = json.loads(line)  # stderr goes to the same file: anything else fails here
+            assert isinstance(obj, dict) and obj["node"] == n["id"] and isinstance(obj["epoch"], int), line
+            assert {"ts", "level", "msg"} <= obj.keys(), line
+            if obj.get("event") == "listening":
+                listening.append(obj)
+        assert len(listening) == 1, n["id"]
+        assert listening[0]["metrics_address"] == n["metrics_address"]
+
+
+def start_lone_node(tmp_path, *extra: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "node.cli", "node", "--id", "1", "--listen", "127.0.0.1:0",
+            "--client-listen", "127.0.0.1:0", "--peers", "2=127.0.0.1:1", "--state-dir", str(tmp_path / "state"), *extra]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def listening_line(proc: subprocess.Popen) -> dict:
+    for line in proc.stdout:  # the node logs boot lines first; the test's timeout bounds this
+        obj = json.loads(line)
+        if obj.get("event") == "listening":
+            return obj
+    raise AssertionError(f"no listening line; stderr: {proc.stderr.read()}")
+
+
+@pytest.mark.parametrize("metrics", [False, True], ids=["without", "with"])
+def test_metrics_server_is_optional_and_port_0_reports_the_bound_port(tmp_path, metrics):
+    proc = start_lone_node(tmp_path, *(["--metrics-listen", "127.0.0.1:0"] if metrics else []))
+    try:
+        line = listening_line(proc)
+        assert line["node"] == 1 and line["epoch"] == 0
+        if not metrics:
+            assert "metrics_address" not in line
+            return
+        host, _, port = line["metrics_address"].rpartition(":")
+        assert host == "127.0.0.1" and int(port) > 0
+        m = scrape(line["metrics_address"])
+        assert value(m, "bullyproof_has_leader") == 0 and value(m, "bullyproof_is_leader") == 0
+        assert "python_gc_objects_collected_total" not in m, "a node's registry must not be the global one"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_metrics_address_in_use_is_a_one_line_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = start_lone_node(tmp_path, "--metrics-listen", f"127.0.0.1:{taken.getsockname()[1]}")
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [err.strip()] and "cannot serve metrics on" in err, err
