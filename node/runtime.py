@@ -154,7 +154,7 @@ class NodeRuntime:
         self.rpc_timeout_s = settings.heartbeat_interval_ms / 1000
         self.events.log("boot", self.view.epoch, seed=seed, mode=str(settings.mode.value), promise=self.elector.promise.__dict__)
         self.events.record("process", action="start", pid=_pid())
-        self._record_view("boot")
+        self._record_view(self.view, "boot")
 
     # ---- time ----------------------------------------------------------------------------
 
@@ -200,18 +200,15 @@ class NodeRuntime:
             if view.leader_id != self.view.leader_id:
                 self.leader_changes += 1
                 self.metrics.leader_changed()
-            self.view = view
-            self._record_view()
-            self._notify_watchers()
+            self._record_view(view)
+            self._notify_watchers(view)
         elif view.lease_valid != self.view.lease_valid:
-            self.view = view
-            self._notify_watchers()
+            self._notify_watchers(view)
         self._stepdown = None
         self.metrics.view_changed(view, self.elector.promise.epoch, self.elector.stats.lease_renewals)
-        self.health.set("leader", health_pb2.HealthCheckResponse.SERVING if view.lease_valid else health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    def _record_view(self, reason: str = "") -> None:
-        v = self.view
+    def _record_view(self, view: View, reason: str = "") -> None:
+        self.view = v = view
         fields: dict[str, Any] = {"role": v.role.value, "epoch": v.epoch, "leader": v.leader_id}
         sd = self._stepdown
         if sd is not None:
@@ -223,7 +220,11 @@ class NodeRuntime:
         self.events.record("view", **fields)
         self.events.log(f"view: {v.role.value}, leader {v.leader_id}", v.epoch, leader=v.leader_id)
 
-    def _notify_watchers(self) -> None:
+    def _notify_watchers(self, view: View) -> None:
+        """Wake WatchLeader streams, and keep health service "leader" true only with a valid lease."""
+        self.view = view
+        serving = health_pb2.HealthCheckResponse.SERVING if view.lease_valid else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set("leader", serving)
         self.view_seq += 1
         changed, self.view_changed = self.view_changed, asyncio.Event()
         changed.set()
