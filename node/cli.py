@@ -158,33 +158,25 @@ class _Follower:
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
-    from .cluster import LocalCluster, agreed_leader, local_spec, read_cluster_file, views_of, wait_for
+    from chaos.harness import ChaosCluster  # composition root, see main()
+
+    from .cluster import read_cluster_file
 
     check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)
-    launcher_pid = None if args.detach else os.getpid()
-    if args.direct:
-        cluster = LocalCluster(local_spec(args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms), Path(args.dir))
-        cluster.start(launcher_pid)
-        wiring = "direct links"
-    else:
-        from chaos.harness import ChaosCluster  # composition root, see main()
-
-        cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms)
-        cc.start(launcher_pid)
-        cluster = cc.cluster
-        wiring = f"every link through Toxiproxy at {read_cluster_file(cluster.dir)['toxiproxy_api']}"
-    data = read_cluster_file(cluster.dir)
-    spec = cluster.spec
-    print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {spec.store_address}, {wiring}, dir {cluster.dir}", flush=True)
-    print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
+    cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms,
+                      direct=args.direct)
     t0 = time.monotonic()
+    cc.start(launcher_pid=None if args.detach else os.getpid())
+    data = read_cluster_file(cc.directory)
+    wiring = "direct links" if args.direct else f"every link through Toxiproxy at {data['toxiproxy_api']}"
+    print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {data['store']['address']}, {wiring}, dir {cc.directory}",
+          flush=True)
+    print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
     try:
-        leader, epoch = wait_for(lambda: agreed_leader(views_of(cluster.client_addresses(), 0.3)), 15.0, what="a leader")
+        leader, epoch = cc.wait_for_leader(timeout_s=15.0)
     except TimeoutError as exc:
-        cluster.stop()
-        if not args.direct:
-            cc.stop()
-        raise ConfigError(f"{exc}; see the logs in {cluster.dir}/node-*/node.log") from None
+        cc.stop()
+        raise ConfigError(f"{exc}; see the logs in {cc.directory}/node-*/node.log") from None
     print(f"{_stamp()}  agreed: node {leader} leads epoch {epoch} ({(time.monotonic() - t0) * 1000:.0f} ms after launch)", flush=True)
     if args.detach:
         return 0
@@ -198,10 +190,7 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     print("stopping...", flush=True)
-    if args.direct:
-        cluster.stop()
-    else:
-        cc.stop()
+    cc.stop()
     print("stopped", flush=True)
     return 0
 
