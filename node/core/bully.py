@@ -311,11 +311,14 @@ class ClassicBully(BullyElector):
             if peer < self.id:
                 self._send(batch, MsgType.COORDINATOR, peer)
 
+    round = 0
+
     def _on_leader_timers(self, batch: _Batch) -> None:
         if self.now >= self.next_heartbeat:
             self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
+            self.round += 1  # classic needs no rounds, but the wire contract numbers every heartbeat
             for peer in self.config.peers:
-                self._send(batch, MsgType.HEARTBEAT, peer)
+                self._send(batch, MsgType.HEARTBEAT, peer, round=self.round)
 
     def _answer_election(self, msg: Message, batch: _Batch) -> None:
         if self.phase == _Phase.IDLE:
