@@ -180,6 +180,14 @@ class ChaosCluster:
         assert self.cluster is not None
         return self.cluster.wait_for_agreement(timeout_s, exclude=set(exclude))
 
+    def transfer(self, target: int) -> tuple[int, int]:
+        """Ask the agreed leader to hand leadership to `target` (TransferLeadership); recorded."""
+        leader, epoch = self.wait_for_leader()
+        self.record("transfer", node=leader, target=target, epoch=epoch)
+        with grpc.insecure_channel(self.cluster.spec.node(leader).client_address) as ch:
+            reply = pb_grpc.LeadershipStub(ch).TransferLeadership(pb.TransferRequest(target_id=target), timeout=10)
+        return reply.leader_id, reply.epoch
+
     # ---- process faults ------------------------------------------------------------------
 
     def process(self, target: int | str, action: str) -> None:

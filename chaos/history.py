@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
-KINDS = frozenset({"meta", "view", "write", "store", "process", "fault", "heal"})
+KINDS = frozenset({"meta", "view", "write", "store", "process", "fault", "heal", "transfer"})
 
 # Process actions after which a node process is not running (or not scheduled) any more.
 DOWN_ACTIONS = frozenset({"kill", "pause", "stop"})

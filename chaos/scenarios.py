@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import grpc
+
 from .harness import STORE, ChaosCluster
 
 
@@ -156,19 +158,24 @@ def kill_restart_loop(ctx: Context) -> None:
     ctx.cc.heal()
 
 
-@scenario("full-restart", "SIGKILL every node, restart all but the old leader, then the old leader")
+@scenario("full-restart", "leadership handed down the low ids, every node SIGKILLed, restarted highest-last")
 def full_restart(ctx: Context) -> None:
-    # Only durable promises carry epochs across this: a cluster that forgot them would reuse one.
-    leader = ctx.leader()
-    for node in ctx.cc.ids:
+    # Epochs climb through several leaders (the highest id first, then the low ids by transfer,
+    # never the second-highest). After the restart the second-highest leads first, and only durable
+    # promises keep its epoch above all of those: a cluster that forgot them reuses one (P1).
+    ids = sorted(ctx.cc.ids)
+    highest = ids[-1]
+    for target in ids[:-2]:
+        with contextlib.suppress(grpc.RpcError, TimeoutError):
+            ctx.cc.transfer(target)
+    for node in ids:
         ctx.cc.process(node, "kill")
     ctx.wait(0.5)
-    for node in ctx.cc.ids:
-        if node != leader:
-            ctx.cc.process(node, "restart")
+    for node in ids[:-1]:
+        ctx.cc.process(node, "restart")
     with contextlib.suppress(TimeoutError):  # the checkers judge; we only wait for a chance to lead
-        ctx.cc.wait_for_leader(timeout_s=20 * ctx.cc.election_timeout_ms / 1000, exclude=[leader])
-    ctx.cc.process(leader, "restart")
+        ctx.cc.wait_for_leader(timeout_s=20 * ctx.cc.election_timeout_ms / 1000, exclude=[highest])
+    ctx.cc.process(highest, "restart")
     ctx.wait(1)
     ctx.cc.heal()
 
