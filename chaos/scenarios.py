@@ -26,6 +26,18 @@ class Context:
     def wait(self, election_timeouts: float) -> None:
         time.sleep(election_timeouts * self.cc.election_timeout_ms / 1000)
 
+    def hold_then_heal(self, election_timeouts: float = 4) -> None:
+        """Keep the fault long enough for leases to run out and a new leader to form, then heal."""
+        self.wait(election_timeouts)
+        self.cc.heal()
+
+    def leader_and_others(self) -> tuple[int, list[int]]:
+        """The leader to aim at, and every other node in a seeded random order."""
+        leader = self.leader()
+        others = [n for n in self.cc.ids if n != leader]
+        self.rng.shuffle(others)
+        return leader, others
+
     def leader(self) -> int:
         """The leader to aim at: the agreed one, else whoever claims it with the highest epoch."""
         agreed = self.cc.leader()
@@ -52,22 +64,18 @@ def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
 @scenario("leader-blackholed", "every link to and from the leader silently drops; then heal")
 def leader_blackholed(ctx: Context) -> None:
     ctx.cc.blackhole(ctx.leader())
-    ctx.wait(4)
-    ctx.cc.heal()
+    ctx.hold_then_heal()
 
 
 @scenario("partition-leader-minority", "majority/minority partition with the old leader in the minority")
 def partition_leader_minority(ctx: Context) -> None:
     ids = ctx.cc.ids
-    leader = ctx.leader()
-    others = [n for n in ids if n != leader]
-    ctx.rng.shuffle(others)
+    leader, others = ctx.leader_and_others()
     minority_size = (len(ids) - 1) // 2  # leader + these stay below a majority
     minority = sorted([leader, *others[: minority_size - 1]])
     majority = sorted(n for n in ids if n not in minority)
     ctx.cc.partition([minority, majority])
-    ctx.wait(4)
-    ctx.cc.heal()
+    ctx.hold_then_heal()
 
 
 @scenario("random-halves", "a random split into two halves; then heal")
@@ -76,32 +84,27 @@ def random_halves(ctx: Context) -> None:
     ctx.rng.shuffle(ids)
     cut = ctx.rng.randint(1, len(ids) - 1)
     ctx.cc.partition([sorted(ids[:cut]), sorted(ids[cut:])])
-    ctx.wait(4)
-    ctx.cc.heal()
+    ctx.hold_then_heal()
 
 
 @scenario("one-way", "the leader's outgoing links drop (it still hears everyone); then heal")
 def one_way(ctx: Context) -> None:
     leader = ctx.leader()
     ctx.cc.one_way(leader, [n for n in ctx.cc.ids if n != leader])
-    ctx.wait(4)
-    ctx.cc.heal()
+    ctx.hold_then_heal()
 
 
 @scenario("bridge", "two halves that cannot talk, and one node in the middle that talks to both")
 def bridge(ctx: Context) -> None:
     ids = list(ctx.cc.ids)
-    leader = ctx.leader()
-    others = [n for n in ids if n != leader]
-    ctx.rng.shuffle(others)
+    leader, others = ctx.leader_and_others()
     middle = others[0]
     rest = [leader, *others[1:]]
     half = len(rest) // 2
     a, b = set(rest[:half]), set(rest[half:])  # the leader lands in the smaller side `a`
     allowed = {n: (a | {middle} if n in a else b | {middle} if n in b else set(ids)) - {n} for n in ids}
     ctx.cc.reachability(allowed, "bridge")
-    ctx.wait(4)
-    ctx.cc.heal()
+    ctx.hold_then_heal()
 
 
 @scenario("majorities-ring", "each node sees a majority, but every node's majority is different")
@@ -109,14 +112,13 @@ def majorities_ring(ctx: Context) -> None:
     ids = list(ctx.cc.ids)
     ctx.rng.shuffle(ids)
     n = len(ids)
-    reach = n // 2  # neighbours on each side: self + 2*reach >= majority
+    side = (n // 2 + 1) // 2  # fewest neighbours per side so that self + 2*side is a majority
     allowed = {}
     for i, node in enumerate(ids):
-        near = {ids[(i + k) % n] for k in range(-(reach // 2 + reach % 2), reach // 2 + reach % 2 + 1)}
+        near = {ids[(i + k) % n] for k in range(-side, side + 1)}
         allowed[node] = near - {node}
     ctx.cc.reachability(allowed, "majorities-ring")
-    ctx.wait(4)
-    ctx.cc.heal()
+    ctx.hold_then_heal()
 
 
 @scenario("leader-pause", "SIGSTOP the leader for longer than its lease, then SIGCONT it")
