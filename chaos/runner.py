@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from dataclasses import dataclass
@@ -33,8 +34,6 @@ class RunResult:
     text: str
 
     def to_json_dict(self) -> dict[str, Any]:
-        import json
-
         out = json.loads(self.report.to_json())
         out.update(
             scenario=self.scenario, mode=self.mode, seed=self.seed, directory=str(self.directory),
@@ -67,8 +66,6 @@ def run_scenario(name: str, mode: str = "quorum", seed: int = 0, directory: Path
     text = text_report(report, events, name, seed)
     (directory / "report.txt").write_text(text)
     result = RunResult(name, mode, seed, report, directory, events, text)
-    import json
-
     (directory / "report.json").write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     timeline_png(events, directory / "timeline.png", f"{name} ({mode}, seed {seed})")
     return result

@@ -13,11 +13,19 @@ poll interval of observation delay.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import queue
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import grpc
+
+from .api import bullyproof_pb2 as pb
+from .api import bullyproof_pb2_grpc as pb_grpc
 
 from .cluster import LocalCluster, agreed_leader, local_spec, process_fault, views_of, wait_for
 
@@ -79,13 +87,6 @@ def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_i
 
 def bench_query(queries: int, concurrency: int = 32) -> dict:
     """GetLeader on one node over loopback: sequential latency, then concurrent throughput."""
-    import asyncio
-
-    import grpc
-
-    from .api import bullyproof_pb2 as pb
-    from .api import bullyproof_pb2_grpc as pb_grpc
-
     async def measure(address: str) -> dict:
         async with grpc.aio.insecure_channel(address) as ch:
             stub = pb_grpc.LeadershipStub(ch)
@@ -129,14 +130,6 @@ def bench_query(queries: int, concurrency: int = 32) -> dict:
 
 def bench_watch(kills: int) -> dict:
     """Delay from a node's own view change (its history timestamp) to a WatchLeader subscriber."""
-    import queue
-    import threading
-
-    import grpc
-
-    from .api import bullyproof_pb2 as pb
-    from .api import bullyproof_pb2_grpc as pb_grpc
-
     delays_ms: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
         cluster = LocalCluster(local_spec(5), Path(tmp))
