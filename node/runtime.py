@@ -466,10 +466,9 @@ class NodeRuntime:
         tick_s = self.settings.tick_ms / 1000
         while not self.stopping.is_set():
             self.apply(self.elector.tick(self.now()))
-            try:
-                await asyncio.wait_for(self.stopping.wait(), tick_s)
-            except asyncio.TimeoutError:
-                pass
+            # A plain sleep: wait_for(event) built a task and a timer every tick (a fifth of idle CPU).
+            # A stop request is noticed within one tick.
+            await asyncio.sleep(tick_s)
 
     async def _shutdown(self) -> None:
         # A leader resigns first so the others elect at once instead of waiting out a timeout.
