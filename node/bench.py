@@ -27,16 +27,7 @@ import grpc
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
 
-from .cluster import LocalCluster, agreed_leader, local_spec, process_fault, views_of, wait_for
-
-
-def _agreement(cluster: LocalCluster, exclude: set[int], differs_from: tuple[int, int] | None) -> tuple[int, int] | None:
-    addrs = {k: v for k, v in cluster.client_addresses().items() if k not in exclude}
-    views = views_of(addrs, 0.2)
-    if any(v is None for v in views.values()):
-        return None
-    agreed = agreed_leader(views)
-    return agreed if agreed and agreed != differs_from else None
+from .cluster import LocalCluster, local_spec, process_fault
 
 
 def summary_ms(samples_s: list[float]) -> dict[str, float]:
@@ -55,20 +46,20 @@ def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_i
         t0 = time.monotonic()
         cluster.start()
         try:
-            current = wait_for(lambda: _agreement(cluster, set(), None), 30, interval_s=0.01, what="first leader")
+            current = cluster.wait_for_agreement(30, interval_s=0.01, rpc_timeout_s=0.2)
             cold_start_s = time.monotonic() - t0
             failovers: list[float] = []
             for _ in range(kills):
                 old = current
                 t_kill = time.monotonic()
                 process_fault(cluster.dir, str(old[0]), "kill")
-                current = wait_for(lambda: _agreement(cluster, {old[0]}, old), 30, interval_s=0.01, what="failover")
+                current = cluster.wait_for_agreement(30, exclude={old[0]}, differs_from=old, interval_s=0.01, rpc_timeout_s=0.2)
                 failovers.append(time.monotonic() - t_kill)
                 process_fault(cluster.dir, str(old[0]), "restart")
                 # Let the restarted node rejoin (its boot promise period passes) before the next kill.
-                current = wait_for(lambda: _agreement(cluster, set(), None), 30, interval_s=0.01, what="rejoin")
+                current = cluster.wait_for_agreement(30, interval_s=0.01, rpc_timeout_s=0.2)
                 time.sleep(election_timeout_ms / 1000)
-                current = wait_for(lambda: _agreement(cluster, set(), None), 30, interval_s=0.01, what="steady")
+                current = cluster.wait_for_agreement(30, interval_s=0.01, rpc_timeout_s=0.2)
         finally:
             cluster.stop()
     return {

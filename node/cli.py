@@ -196,17 +196,14 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
-    from .cluster import LocalCluster, pid_alive, read_cluster_file, signal_pid, stop_pids, wait_for
+    from .cluster import pid_alive, read_cluster_file, signal_pid, stop_recorded, wait_for
 
     data = read_cluster_file(Path(args.dir))
     launcher = data.get("launcher_pid")
     if launcher and pid_alive(launcher):
         signal_pid(launcher, signal.SIGTERM)  # the launcher stops its processes and exits
         wait_for(lambda: not pid_alive(launcher), 10.0, what=f"launcher pid {launcher} to exit")
-    stop_pids([n["pid"] for n in data["nodes"]])
-    stop_pids([data["store"]["pid"]])
-    if data.get("toxiproxy_pid"):
-        stop_pids([data["toxiproxy_pid"]])
+    stop_recorded(Path(args.dir))
     print(f"stopped cluster in {args.dir}")
     return 0
 

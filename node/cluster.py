@@ -289,23 +289,32 @@ class LocalCluster:
     def client_addresses(self) -> dict[int, str]:
         return {n.id: n.client_address for n in self.spec.nodes}
 
-    def wait_for_agreement(self, timeout_s: float, exclude: set[int] = frozenset(), differs_from: tuple[int, int] | None = None) -> tuple[int, int]:
+    def wait_for_agreement(self, timeout_s: float, exclude: set[int] = frozenset(),
+                           differs_from: tuple[int, int] | None = None, interval_s: float = 0.02,
+                           rpc_timeout_s: float = 0.3) -> tuple[int, int]:
         addrs = {k: v for k, v in self.client_addresses().items() if k not in exclude}
 
         def check() -> tuple[int, int] | None:
-            views = views_of(addrs, 0.3)
+            views = views_of(addrs, rpc_timeout_s)
             if any(v is None for v in views.values()):
                 return None  # every node must answer, not just a quorum
             agreed = agreed_leader(views)
             return agreed if agreed != differs_from else None
 
-        return wait_for(check, timeout_s, what=f"all of nodes {sorted(addrs)} to agree on a leader")
+        return wait_for(check, timeout_s, interval_s, what=f"all of nodes {sorted(addrs)} to agree on a leader")
 
     def stop(self) -> None:
         with contextlib.suppress(ConfigError):
-            data = read_cluster_file(self.dir)
-            stop_pids([n["pid"] for n in data["nodes"]])
-            stop_pids([data["store"]["pid"]])
+            stop_recorded(self.dir)
+
+
+def stop_recorded(directory: Path) -> None:
+    """Stop every process cluster.json records, by pid: nodes, then the store, then Toxiproxy."""
+    data = read_cluster_file(directory)
+    stop_pids([n["pid"] for n in data["nodes"]])
+    stop_pids([data["store"]["pid"]])
+    if data.get("toxiproxy_pid"):
+        stop_pids([data["toxiproxy_pid"]])
 
 
 def _all_pids(data: dict[str, Any]) -> list[int]:
