@@ -60,7 +60,8 @@ def parse_links(text: str, ids: list[int]) -> list[tuple[int, int]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bullyproof chaos", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help="print scenario names, one per line")
+    p = sub.add_parser("list", help="print scenario names, one per line")
+    p.add_argument("--describe", action="store_true", help="add what each scenario does")
 
     p = sub.add_parser("run", help="run a scenario start to finish and print its report")
     p.add_argument("scenario")
@@ -105,7 +106,7 @@ def main(argv: list[str]) -> int:
 
     if args.action == "list":
         for name in SCENARIOS:
-            print(name)
+            print(f"{name:28s}{DESCRIPTIONS[name]}" if args.describe else name)
         return 0
     if args.action == "run":
         return cmd_run(args)

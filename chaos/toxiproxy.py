@@ -9,10 +9,8 @@ non-2xx raises ToxiproxyError with the status and body. Like the library, update
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
