@@ -408,6 +408,13 @@ class QuorumBully(BullyElector):
     # -- winning ---------------------------------------------------------------------------
 
     def _propose(self, batch: _Batch) -> None:
+        if self._inside_promise_window() and PlantedBug.BOOT_SELF_VOTE not in self.config.planted_bugs:
+            # Our vote for ourselves is a grant like any other: while we may still owe another
+            # leader our promise (rule 4; after a restart we cannot know we don't), we give it to
+            # no one, ourselves included. Try again when the window ends.
+            self.phase = _Phase.IDLE
+            self.election_deadline = max(self.election_deadline, self.promise_until)
+            return
         epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
         self._make_promise(Promise(epoch, self.id), batch)  # we vote for ourselves, durably
         self.phase = _Phase.PROPOSING
@@ -536,6 +543,10 @@ class QuorumBully(BullyElector):
             self.stats.lease_renewals += 1
 
     # -- following -----------------------------------------------------------------------------
+
+    def _inside_promise_window(self) -> bool:
+        """True while our promise to another node may still be live (rule 4)."""
+        return self.now < self.promise_until and self.promise.leader_id not in (0, self.id)
 
     def _may_acknowledge(self, leader: int, epoch: int) -> bool:
         """Rules 2 and 4: one leader per epoch, never below the promise, honour a live lease."""

@@ -70,6 +70,7 @@ class PlantedBug(str, enum.Enum):
     IGNORE_LEASE = "ignore-lease"  # a leader never steps down when its lease runs out
     FORGET_PROMISE = "forget-promise"  # the promise is not kept across restarts
     STALE_STORE = "stale-store"  # the fenced store accepts any epoch (store side)
+    BOOT_SELF_VOTE = "boot-self-vote"  # votes for itself inside the promise window it honours after boot
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,50 @@ def test_restart_keeps_the_promise_and_honours_the_boot_promise_period() -> None
     assert only_reply(net.inject(coordinator(4, 1, 8))).granted
 
 
+def quick_restart_inside_the_promise_window(planted_bugs: frozenset[PlantedBug] = frozenset()) -> Network:
+    """The reviewed split brain (issue: split brain after a quick restart), step by step.
+
+    Node 2 leads (3 was down during the election), 2->1 is cut one way so 2's lease rests on 3's
+    acks, and 3 crashes and restarts right after acknowledging a round, just before node 1 times
+    out and asks it to elect.
+    """
+    net = Network(0, 3, Mode.QUORUM, planted_bugs=planted_bugs)
+    net.crash(3)
+    assert net.run_until_agreed(SETTLE_TICKS) is not None and net.agreed_leader()[0] == 2
+    net.restart(3)
+    net.run(2 * T.election_timeout_ticks)
+    assert net.agreed_leader()[0] == 2  # no hold-down preemption in the core's default timing
+    net.cut(2, 1)
+    net.run(2)  # a heartbeat already on the wire still arrives
+    deadline = net.elector(1).election_deadline  # node 1 sends Election at this tick
+    while net.now < deadline:
+        net.tick()
+        just_acked = net.elector(3).promise_until == net.now + T.follower_promise_ticks
+        if just_acked and 0 < deadline + 1 - net.now < T.heartbeat_interval_ticks:
+            net.crash(3)
+            net.restart(3)
+            break
+    else:
+        raise AssertionError("the schedule did not line up")
+    net.run(T.election_timeout_ticks)
+    return net
+
+
+def test_a_quick_restart_inside_a_promise_window_does_not_vote_for_itself() -> None:
+    net = quick_restart_inside_the_promise_window()
+    assert net.no_overlapping_leadership() and net.unique_leader_per_epoch(), net.violations()
+    assert not events_of(net, 3, BecameLeader, since_tick=net.now - T.election_timeout_ticks)  # it waited
+    net.heal()
+    assert net.run_until_agreed(SETTLE_TICKS) is not None
+    assert net.no_overlapping_leadership() and net.unique_leader_per_epoch(), net.violations()
+
+
+def test_boot_self_vote_bug_splits_the_brain() -> None:
+    """The same schedule with the old rule planted back in: two leaders at once."""
+    net = quick_restart_inside_the_promise_window(frozenset({PlantedBug.BOOT_SELF_VOTE}))
+    assert any(v.startswith("P3") for v in net.violations()), net.violations()
+
+
 def test_forget_promise_bug_acknowledges_below_the_old_promise() -> None:
     """The planted defect the property tests must catch, shown directly."""
     net = Network(0, 5, Mode.QUORUM, planted_bugs=frozenset({PlantedBug.FORGET_PROMISE}))
