@@ -1,6 +1,8 @@
 """The node's durable promise: one small JSON file, replaced atomically and fsynced.
 
 Written before any message that reveals it leaves the node (DESIGN.md: persist before you send).
+A promise that cannot be written, or read back, is never guessed at: saving raises PersistError
+(the node fail-stops) and loading raises StateError (the node refuses to start).
 """
 
 from __future__ import annotations
@@ -12,45 +14,83 @@ from pathlib import Path
 from .core import Promise
 
 PROMISE_FILE = "promise.json"
+# The write-ahead copy, renamed over PROMISE_FILE once fsynced. One left behind is only an aborted
+# write (the rename is atomic): load ignores it and the next save overwrites it.
+PROMISE_TMP = "promise.tmp"
 
 
 class StateError(Exception):
     """The state directory holds something we cannot trust; refuse to start rather than guess."""
 
 
+class PersistError(StateError):
+    """A promise could not be made durable. The node must stop without revealing it."""
+
+    def __init__(self, target: Path, path: Path, error: OSError) -> None:
+        reason = f"[Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
+        where = "" if path == target else f"{path}: "
+        super().__init__(f"cannot persist the promise to {target}: {where}{reason}")
+        self.target = target  # the promise file
+        self.path = path  # what failed: the temp file, the promise file (rename) or the directory (fsync)
+        self.error = error
+
+
 class PromiseStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.path = state_dir / PROMISE_FILE
-        state_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = state_dir / PROMISE_TMP
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot use {state_dir} as the state directory: {exc.strerror or exc}") from exc
 
     def load(self) -> Promise:
         try:
-            raw = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return Promise()
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        if not raw.strip():
+            # A 0-byte file is a promise we lost, not "no promise": starting from scratch could vote twice.
+            raise StateError(f"{self.path} is empty (truncated); move it away only if you know this node's history")
         try:
             data = json.loads(raw)
-            promise = Promise(epoch=int(data["epoch"]), leader_id=int(data["leader_id"]))
+            if not isinstance(data, dict):
+                raise TypeError(f"expected an object, got {type(data).__name__}")
+            epoch, leader_id = data["epoch"], data["leader_id"]
+            if not all(type(v) is int for v in (epoch, leader_id)):
+                raise TypeError(f"epoch and leader_id must be integers, got {epoch!r} and {leader_id!r}")
         except (ValueError, KeyError, TypeError) as exc:
-            raise StateError(f"{self.path} is corrupt ({exc}); move it away only if you know this node's history") from exc
-        if promise.epoch < 0 or promise.leader_id < 0:
-            raise StateError(f"{self.path} holds negative values: {raw.strip()}")
-        return promise
+            detail = " ".join(str(exc).split())  # one line, whatever the parser said
+            raise StateError(f"{self.path} is corrupt ({type(exc).__name__}: {detail}); "
+                             "move it away only if you know this node's history") from exc
+        if epoch < 0 or leader_id < 0:
+            raise StateError(f"{self.path} holds negative values: epoch {epoch}, leader_id {leader_id}")
+        return Promise(epoch=epoch, leader_id=leader_id)
 
     def save(self, promise: Promise) -> None:
-        tmp = self.path.with_suffix(".tmp")
+        """Write, fsync, rename over the old file, fsync the directory; PersistError if any step fails."""
         data = json.dumps({"epoch": promise.epoch, "leader_id": promise.leader_id}).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        path = self.tmp_path
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        # The rename itself must be durable too, or a crash could bring back the old file.
-        dir_fd = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            path = self.path
+            os.replace(self.tmp_path, self.path)
+            # The rename itself must be durable too, or a crash could bring back the old file.
+            path = self.state_dir
+            dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise PersistError(self.path, path, exc) from exc

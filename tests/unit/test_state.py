@@ -1,0 +1,93 @@
+"""The promise file: saved durably or not at all (PersistError), loaded exactly or refused (StateError)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from node.core import Promise
+from node.state import PROMISE_FILE, PROMISE_TMP, PersistError, PromiseStore, StateError
+
+
+def test_save_then_load_round_trips_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    store = PromiseStore(tmp_path)
+    assert store.load() == Promise()
+    store.save(Promise(epoch=7, leader_id=3))
+    assert PromiseStore(tmp_path).load() == Promise(epoch=7, leader_id=3)
+    assert not (tmp_path / PROMISE_TMP).exists()
+
+
+def test_save_failure_raises_a_clear_error_naming_the_file(tmp_path: Path) -> None:
+    store = PromiseStore(tmp_path)
+    store.save(Promise(epoch=1, leader_id=2))
+    # A real fault, one that root cannot bypass: the temp file's name is taken by a directory.
+    (tmp_path / PROMISE_TMP).mkdir()
+    with pytest.raises(PersistError) as info:
+        store.save(Promise(epoch=2, leader_id=3))
+    exc = info.value
+    assert isinstance(exc, StateError) and isinstance(exc.error, OSError)
+    assert exc.error.errno == errno.EISDIR
+    assert exc.target == tmp_path / PROMISE_FILE and exc.path == tmp_path / PROMISE_TMP
+    message = str(exc)
+    assert str(tmp_path / PROMISE_FILE) in message and str(tmp_path / PROMISE_TMP) in message
+    assert "Is a directory" in message and "\n" not in message
+    assert store.load() == Promise(epoch=1, leader_id=2), "the old promise is untouched"
+
+
+def test_save_failure_on_the_rename_names_the_promise_file(tmp_path: Path) -> None:
+    store = PromiseStore(tmp_path)
+    (tmp_path / PROMISE_FILE).mkdir()  # os.replace(file, directory) fails
+    with pytest.raises(PersistError) as info:
+        store.save(Promise(epoch=1, leader_id=2))
+    assert info.value.path == tmp_path / PROMISE_FILE
+    assert str(info.value).startswith(f"cannot persist the promise to {tmp_path / PROMISE_FILE}: [Errno")
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", "empty"),
+        (b"\n", "empty"),
+        (b'{"epoch": 4, "lea', "corrupt"),
+        (b'{"epoch": 4}', "corrupt"),
+        (b"\x00\xff\xfegarbage\x9c", "corrupt"),
+        (b"[4, 2]", "corrupt"),
+        (b'{"epoch": "4", "leader_id": 2}', "corrupt"),
+        (b'{"epoch": 4.5, "leader_id": 2}', "corrupt"),
+        (b'{"epoch": true, "leader_id": 2}', "corrupt"),
+        (b'{"epoch": -1, "leader_id": 2}', "negative"),
+    ],
+    ids=["empty", "newline", "half-object", "missing-field", "garbage", "list", "string", "float", "bool", "negative"],
+)
+def test_a_bad_promise_file_is_refused_with_one_line_naming_it(tmp_path: Path, content: bytes, words: str) -> None:
+    (tmp_path / PROMISE_FILE).write_bytes(content)
+    with pytest.raises(StateError) as info:
+        PromiseStore(tmp_path).load()
+    message = str(info.value)
+    assert str(tmp_path / PROMISE_FILE) in message and words in message and "\n" not in message
+    assert (tmp_path / PROMISE_FILE).read_bytes() == content, "the evidence is left as it was"
+
+
+def test_an_unreadable_promise_file_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / PROMISE_FILE).mkdir()
+    with pytest.raises(StateError, match="cannot read"):
+        PromiseStore(tmp_path).load()
+
+
+def test_a_leftover_temp_file_is_an_aborted_write_and_ignored(tmp_path: Path) -> None:
+    store = PromiseStore(tmp_path)
+    store.save(Promise(epoch=3, leader_id=1))
+    (tmp_path / PROMISE_TMP).write_bytes(b'{"epoch": 9, "lea')  # crashed mid-write, before the rename
+    assert store.load() == Promise(epoch=3, leader_id=1)
+    store.save(Promise(epoch=4, leader_id=1))  # and the next save overwrites it
+    assert store.load() == Promise(epoch=4, leader_id=1) and not (tmp_path / PROMISE_TMP).exists()
+
+
+def test_a_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a directory")
+    with pytest.raises(StateError, match="state directory"):
+        PromiseStore(tmp_path / "state")
+    assert os.path.isfile(tmp_path / "state")
