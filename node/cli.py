@@ -14,6 +14,7 @@ from .config import ConfigError, NodeSettings, check_timings, parse_peers, parse
 from .core import Mode
 
 DEFAULT_DIR = "runs/local"
+EXIT_STORAGE_FAULT = 3  # `node` stopped because its promise could not be persisted (fail-stop)
 
 
 def _positive(text: str) -> int:
@@ -114,13 +115,18 @@ def cmd_node(args: argparse.Namespace) -> int:
     )
     if not settings.peers:
         raise ConfigError("--peers is empty: a cluster needs other members")
-    from .state import PromiseStore, StateError
+    from .state import PersistError, PromiseStore, StateError
 
     try:
         PromiseStore(settings.state_dir).load()
     except StateError as exc:
-        raise ConfigError(str(exc)) from None
-    return run_node(settings)
+        raise ConfigError(str(exc)) from None  # refuse to start: never from scratch over a bad promise
+    try:
+        return run_node(settings)
+    except PersistError as exc:
+        # Fail-stop: the node's log has the same line as JSON; it sent nothing that revealed the promise.
+        print(f"bullyproof: error: node {settings.node_id} stopped: {exc}", file=sys.stderr)
+        return EXIT_STORAGE_FAULT
 
 
 def _stamp() -> str:

@@ -1,7 +1,9 @@
 """The node process: the only place with asyncio, grpc.aio, clocks and disks.
 
 It feeds the pure elector (node.core) with ticks from the monotonic clock and with validated peer
-messages, and carries out what comes back in order: persist the promise (fsync), then send.
+messages, and carries out what comes back in order: persist the promise (fsync), then send. If the
+promise cannot be persisted the node fail-stops: nothing that could reveal it leaves, and the
+process exits (run_node raises PersistError; the CLI exits 3).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .api import bullyproof_pb2_grpc as pb_grpc
 from .config import ConfigError, NodeSettings
 from .core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, Role, SteppedDown, View, make_elector
 from .metrics import NodeMetrics
-from .state import PromiseStore
+from .state import PersistError, PromiseStore
 from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
 
 MODE_PB = {"classic": pb.MODE_CLASSIC, "quorum": pb.MODE_QUORUM}
@@ -132,6 +134,7 @@ class NodeRuntime:
         self.id = settings.node_id
         self.tick_ns = settings.tick_ms * 1_000_000
         self.t0_ns = time.monotonic_ns()
+        self.failed: PersistError | None = None  # set once a promise could not be made durable
         self.started_unix = time.time()
         self.promises = PromiseStore(settings.state_dir)
         config = Config(settings.node_id, settings.members, settings.timing, settings.planted_bugs)
@@ -167,9 +170,19 @@ class NodeRuntime:
     # ---- carrying out the elector's output -------------------------------------------------
 
     def apply(self, out: Output, reply_to: Message | None = None) -> Message | None:
-        """Persist, then send; returns the reply to `reply_to` (sent on the same call) if any."""
+        """Persist, then send; returns the reply to `reply_to` (sent on the same call) if any.
+
+        Raises PersistError, having sent nothing, if the promise could not be made durable (or one
+        could not be earlier): the elector now holds a promise the disk does not, so the node stops.
+        """
+        if self.failed is not None:
+            raise self.failed
         if out.persist is not None:
-            self.promises.save(out.persist)  # fsync before anything that reveals it
+            try:
+                self.promises.save(out.persist)  # fsync before anything that reveals it
+            except PersistError as exc:
+                self._fail_stop(exc)
+                raise
         reply = None
         for msg in out.messages:
             if reply_to is not None and msg.dst == reply_to.src and msg.type == REPLY_TYPE.get(reply_to.type):
@@ -180,6 +193,16 @@ class NodeRuntime:
             self._on_event(ev)
         self._refresh_view()
         return reply
+
+    def _fail_stop(self, exc: PersistError) -> None:
+        """Mark the node failed and stop it; every later apply() raises, so nothing more is sent."""
+        self.failed = exc
+        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set("leader", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.events.log(f"fail-stop: {exc}; stopping without answering", self.view.epoch, level="error",
+                        event="persist_failed", file=str(exc.target), failed_path=str(exc.path),
+                        os_error=exc.error.strerror or str(exc.error), errno=exc.error.errno)
+        self.stopping.set()
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, ElectionStarted):
@@ -253,7 +276,7 @@ class NodeRuntime:
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), PersistError):
             self.events.error("task failed", self.view.epoch, task.exception(), task=task.get_coro().__qualname__)
 
     async def _send(self, msg: Message) -> None:
@@ -281,10 +304,16 @@ class NodeRuntime:
         rejection = check_peer_message(rpc, req, self.id, self.settings.members)
         if rejection is not None:
             await context.abort(rejection.code, rejection.detail)
+        if self.failed is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.id} is stopping: {self.failed}")
         msg = message_from_pb(rpc, req)
         self._count_received(msg)
         self.peers[msg.src].last_heard_ns = time.monotonic_ns()
-        reply = self.apply(self.elector.step(self.now(), msg), reply_to=msg)
+        try:
+            reply = self.apply(self.elector.step(self.now(), msg), reply_to=msg)
+        except PersistError as exc:
+            # The ack would reveal a promise the disk does not hold: no answer but an error.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.id} is stopping: {exc}")
         if reply is None:
             return pb.PeerReply()
         self._count_sent(reply)
@@ -450,6 +479,8 @@ class NodeRuntime:
             if s.store:
                 self._spawn(self.leader_duty())
             await self._tick_loop()
+        except PersistError:
+            pass  # already recorded in self.failed; run_node reports it
         finally:
             await self._shutdown()
 
@@ -465,14 +496,15 @@ class NodeRuntime:
     async def _tick_loop(self) -> None:
         tick_s = self.settings.tick_ms / 1000
         while not self.stopping.is_set():
-            self.apply(self.elector.tick(self.now()))
+            self.apply(self.elector.tick(self.now()))  # PersistError ends the loop (fail-stop)
             # A plain sleep: wait_for(event) built a task and a timer every tick (a fifth of idle CPU).
             # A stop request is noticed within one tick.
             await asyncio.sleep(tick_s)
 
     async def _shutdown(self) -> None:
-        # A leader resigns first so the others elect at once instead of waiting out a timeout.
-        if self.resign() is not None:
+        # A leader resigns first so the others elect at once instead of waiting out a timeout; a failed
+        # node sends nothing at all (its elector holds a promise the disk does not).
+        if self.failed is None and self.resign() is not None:
             pending = [t for t in self.tasks if not t.done()]
             if pending:
                 await asyncio.wait(pending, timeout=self.rpc_timeout_s * 2)
@@ -482,7 +514,7 @@ class NodeRuntime:
             task.cancel()
         metrics_stopped = asyncio.ensure_future(asyncio.to_thread(self.metrics.stop))
         if self.server is not None:
-            await self.server.stop(grace=0.5)
+            await self.server.stop(grace=0 if self.failed else 0.5)
         await metrics_stopped
         for p in self.peers.values():
             await p.channel.close()
@@ -519,23 +551,33 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
 
+    async def _refuse_if_failed(self, context) -> None:
+        # After a fail-stop the view may show a promise the disk does not hold: answer nothing from it.
+        if self.node.failed is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.node.id} is stopping: {self.node.failed}")
+
     async def GetLeader(self, request, context):
+        await self._refuse_if_failed(context)
         return self.node.leader_info()
 
     async def GetStatus(self, request, context):
+        await self._refuse_if_failed(context)
         return self.node.status()
 
     async def WatchLeader(self, request, context):
+        await self._refuse_if_failed(context)
         async for info in self.node.watch():
             yield info
 
     async def Resign(self, request, context):
+        await self._refuse_if_failed(context)
         epoch = self.node.resign()
         if epoch is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.node.not_leader_detail())
         return pb.ResignReply(epoch=epoch)
 
     async def TransferLeadership(self, request, context):
+        await self._refuse_if_failed(context)
         try:
             leader, epoch = await self.node.transfer(request.target_id, request.timeout_ms)
         except TransferError as exc:
@@ -552,6 +594,11 @@ def _host(listen: str) -> str:
 
 
 def run_node(settings: NodeSettings) -> int:
+    """Run until stopped; 0 on a clean stop, 1 on a crash.
+
+    Raises PersistError after a fail-stop (the CLI reports it in one line, exit EXIT_STORAGE_FAULT),
+    and ConfigError for settings that cannot work (one line, exit status 2).
+    """
     node = NodeRuntime(settings)
     route_logging(node.events, lambda: node.view.epoch)
     try:
@@ -560,8 +607,13 @@ def run_node(settings: NodeSettings) -> int:
         pass
     except ConfigError:
         raise  # the CLI reports it in one line on stderr, exit status 2
+    except PersistError:
+        pass  # node.failed holds it
     except Exception as exc:
-        node.events.error("node crashed", node.view.epoch, exc)
-        return 1
+        if node.failed is None:
+            node.events.error("node crashed", node.view.epoch, exc)
+            return 1
+    if node.failed is not None:
+        raise node.failed
     return 0
 
