@@ -1,9 +1,10 @@
 """The node process: the only place with asyncio, grpc.aio, clocks and disks.
 
-It feeds the pure elector (node.core) with ticks from the monotonic clock and with validated peer
-messages, and carries out what comes back in order: persist the promise (fsync), then send. If the
-promise cannot be persisted the node fail-stops: nothing that could reveal it leaves, and the
-process exits (run_node raises PersistError; the CLI exits 3).
+It feeds the pure elector (node.core) with ticks from the lease clock (node.clock: CLOCK_BOOTTIME,
+which counts suspend) and with validated peer messages, and carries out what comes back in order:
+persist the promise (fsync), then send. If the promise cannot be persisted the node fail-stops:
+nothing that could reveal it leaves, and the process exits (run_node raises PersistError; the CLI
+exits 3).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
 from .config import ConfigError, NodeSettings
 from .core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, Role, SteppedDown, View, make_elector
+from .clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
 from .metrics import NodeMetrics
 from .state import PersistError, PromiseStore
 from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
@@ -133,13 +135,15 @@ class NodeRuntime:
         self.settings = settings
         self.id = settings.node_id
         self.tick_ns = settings.tick_ms * 1_000_000
-        self.t0_ns = time.monotonic_ns()
+        # Ticks count on the lease clock; the same instant on the monotonic clock converts lease ends
+        # back to history time (tick_to_ns).
+        self.t0 = ClockPair.now()
         self.failed: PersistError | None = None  # set once a promise could not be made durable
         self.started_unix = time.time()
         self.promises = PromiseStore(settings.state_dir)
         config = Config(settings.node_id, settings.members, settings.timing, settings.planted_bugs)
         # Seeded per node and boot, so a run's randomness is reproducible from its log line.
-        seed = hash((settings.node_id, self.t0_ns)) & 0xFFFFFFFF
+        seed = hash((settings.node_id, self.t0.lease_ns)) & 0xFFFFFFFF
         self.elector = make_elector(settings.mode, config, self.promises.load(), random.Random(seed), self.now())
         self.events = EventLog(self.id, settings.events_path)
         self.metrics = NodeMetrics(self.id)
@@ -155,17 +159,20 @@ class NodeRuntime:
         self.server: grpc.aio.Server | None = None
         self.health = health.HealthServicer()
         self.rpc_timeout_s = settings.heartbeat_interval_ms / 1000
-        self.events.log("boot", self.view.epoch, seed=seed, mode=str(settings.mode.value), promise=self.elector.promise.__dict__)
+        self.events.log("boot", self.view.epoch, seed=seed, mode=str(settings.mode.value), promise=self.elector.promise.__dict__,
+                        lease_clock=LEASE_CLOCK_NAME)
         self.events.record("process", action="start", pid=_pid())
         self._record_view(self.view, "boot")
 
     # ---- time ----------------------------------------------------------------------------
 
     def now(self) -> int:
-        return (time.monotonic_ns() - self.t0_ns) // self.tick_ns
+        """The core's clock: ticks since boot on the lease clock (suspend counts as time gone)."""
+        return (lease_clock_ns() - self.t0.lease_ns) // self.tick_ns
 
     def tick_to_ns(self, tick: int) -> int:
-        return self.t0_ns + tick * self.tick_ns
+        """A tick as a history timestamp (CLOCK_MONOTONIC, the clock every t_ns is on)."""
+        return self.t0.to_monotonic_ns(self.t0.lease_ns + tick * self.tick_ns)
 
     # ---- carrying out the elector's output -------------------------------------------------
 
