@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return chaos_main(argv[1:])
         if argv[:1] == ["sim"]:
-            from .sim import main as sim_main
+            from .explore import main as sim_main
 
             return sim_main(argv[1:])
         args = parser.parse_args(argv)

@@ -1,26 +1,33 @@
 """Deterministic simulator: the pure election core joined by a seeded, tick-based in-memory network.
 
-Every elector is the real one from `make_elector`; only the world around it is simulated. Per tick the
-network delivers the messages that are due, then ticks every running node. Faults: delay, drop, one-way
-cuts, isolation, partitions, crash + restart (from the persisted promise only), pause (SIGSTOP-like:
-messages queue up and arrive on resume). A message to a crashed node comes back to its sender as
-`send_failed` one tick later (connection refused); a cut or dropped message just vanishes (blackhole).
+Every elector is the real one from `make_elector`; only the world around it is simulated, and the
+world can do everything the runtime can: delay (also past the lease), drop, duplicate and reorder
+messages; cut links one way, isolate, partition; crash a node and restart it after any delay, zero
+included (from its persisted promise only); pause it (SIGSTOP-like: its inbound messages queue up and
+arrive on resume); resign, transfer, and hold-down preemption (a timing setting); run each node's
+clock at its own rate (skew); and a fenced store that leaders claim and write, with the store's own
+rule. A message to a crashed node comes back to its sender as `send_failed` one tick later
+(connection refused); a cut or dropped message just vanishes (blackhole).
 
-The history records view changes, BecameLeader / SteppedDown events and leadership intervals, and the
-checks below read only that history. A run is fully determined by its seed:
+Time: the network counts global ticks; each node sees `floor(global * rate)` on its own clock.
 
-    python -m node.sim --seed 7 --mode quorum --nodes 5 --rounds 20
+The history records view changes, BecameLeader / SteppedDown events, leadership intervals, every
+granted acknowledgement with the promise window it stands for, releases (resigning heartbeats
+received) and the store's log. The properties below read only that history. Faults and schedules
+live in node/explore.py, which drives this network:
+
+    bullyproof sim explore --budget-s 60
 """
 
 from __future__ import annotations
 
-import argparse
 import heapq
+import math
 import random
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 from node.core import (
     BecameLeader,
@@ -39,6 +46,11 @@ from node.core import (
     View,
     make_elector,
 )
+from node.store import decide as store_decide
+
+# Modes whose acknowledgements are promises with a window (the grant-based checks apply to them).
+PROMISING_MODES = frozenset({Mode.QUORUM})
+ACK_TYPES = frozenset({MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT_ACK})
 
 # ---- what the history holds ---------------------------------------------------------------------
 
@@ -67,7 +79,7 @@ class FaultRecord:
 
 @dataclass(frozen=True)
 class Interval:
-    """A node's leadership, [start_tick, end_tick) in ticks; end_tick None while it lasts.
+    """A node's leadership, [start_tick, end_tick) in global ticks; end_tick None while it lasts.
 
     It ends at the stepdown or the crash, or at the lease end when the lease ran out first (the
     node was paused and could not notice).
@@ -80,11 +92,55 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class Grant:
+    """`follower` acknowledged `leader` for `epoch`: it promised to back no one else until `until_tick`.
+
+    The window is the protocol's (Timing.follower_promise_ticks on the follower's own clock), not
+    whatever the follower's code believes: the checker does not trust the node.
+    """
+
+    tick: int
+    follower: int
+    leader: int
+    epoch: int
+    until_tick: int
+    order: int = 0  # position among grants and releases: several may happen within one tick
+
+
+@dataclass(frozen=True)
+class Release:
+    """`follower` received `leader`'s resigning heartbeat for `epoch`: its promises to it end here."""
+
+    tick: int
+    follower: int
+    leader: int
+    epoch: int
+    order: int = 0
+
+
+@dataclass(frozen=True)
+class StoreRecord:
+    tick: int  # when the store decided
+    sent_tick: int
+    writer: int
+    epoch: int
+    accepted: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class _InFlight:
     recipient: int
     incarnation: int  # a message never reaches a later incarnation (its connection died)
     msg: Message
     failed: bool  # a send_failed notice for msg, going back to its sender
+
+
+@dataclass(frozen=True)
+class _StoreWrite:
+    writer: int
+    epoch: int
+    sent_tick: int
 
 
 @dataclass
@@ -96,6 +152,7 @@ class _Node:
     paused_since_tick: int = 0
     held: list[_InFlight] = field(default_factory=list)
     last_view: tuple[Role | None, int, int | None] | None = None
+    next_write_tick: int = 0
 
 
 # ---- the network --------------------------------------------------------------------------------
@@ -111,6 +168,7 @@ class Network:
         mode: Mode | str,
         timing: Timing = Timing(),
         planted_bugs: frozenset[PlantedBug] = frozenset(),
+        clock_rates: dict[int, Fraction] | None = None,
     ) -> None:
         if n <= 0:
             raise ValueError(f"need at least one node, got {n}")
@@ -124,7 +182,12 @@ class Network:
         self.min_delay_ticks = 1
         self.max_delay_ticks = 1
         self.drop_probability = 0.0
+        self.duplicate_probability = 0.0
         self.cut_links: set[tuple[int, int]] = set()
+        self.rates: dict[int, Fraction] = {m: Fraction(1) for m in self.members}
+        for node, rate in (clock_rates or {}).items():
+            self._check_rate(node, rate)
+            self.rates[node] = Fraction(rate)
         self.persisted: dict[int, Promise] = {m: Promise() for m in self.members}
         self.sent: Counter[MsgType] = Counter()
         self.delivered: Counter[MsgType] = Counter()
@@ -134,12 +197,33 @@ class Network:
         self.events: list[NodeEvent] = []
         self.faults: list[FaultRecord] = []
         self.intervals: list[Interval] = []
+        self.grants: list[Grant] = []
+        self.releases: list[Release] = []
+        self.crashes: list[tuple[int, int]] = []  # (tick, node)
+        self.store_log: list[StoreRecord] = []
+        self.store_highest_epoch = 0
+        self.store_owner = 0
         self._open_interval: dict[int, int] = {}  # node -> index into intervals
-        self._queue: list[tuple[int, int, _InFlight]] = []
+        self._queue: list[tuple[int, int, _InFlight | _StoreWrite]] = []
         self._seq = 0
         self._nodes = {m: _Node(self._build_elector(m, 0)) for m in self.members}
         for m in self.members:
             self._record_view(m)
+
+    # -- clocks ----------------------------------------------------------------------------------
+
+    def local(self, node: int, tick: int | None = None) -> int:
+        """What node's clock reads at global `tick` (default: now)."""
+        return math.floor((self.now if tick is None else tick) * self.rates[node])
+
+    def global_tick(self, node: int, local_tick: int) -> int:
+        """The first global tick at which node's clock reads at least `local_tick`."""
+        return math.ceil(local_tick / self.rates[node])
+
+    @staticmethod
+    def _check_rate(node: int, rate: Fraction | float) -> None:
+        if not 0.5 <= rate <= 2:
+            raise ValueError(f"clock rate of node {node} must be within 0.5..2, got {float(rate)}")
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -154,6 +238,13 @@ class Network:
             raise ValueError(f"drop probability must be in [0, 1), got {probability}")
         self.drop_probability = probability
         self._fault(f"drop {probability:.2f}")
+
+    def set_duplicate(self, probability: float) -> None:
+        """Deliver each message a second time, with its own delay, with this probability."""
+        if not 0.0 <= probability < 1.0:
+            raise ValueError(f"duplicate probability must be in [0, 1), got {probability}")
+        self.duplicate_probability = probability
+        self._fault(f"duplicate {probability:.2f}")
 
     def cut(self, a: int, b: int) -> None:
         """Drop every message a->b (one way only)."""
@@ -177,9 +268,9 @@ class Network:
         self._fault("partition " + " | ".join(",".join(map(str, sorted(g))) for g in sets))
 
     def heal(self) -> None:
-        """Restore the links: no cuts, no drops, one-tick delay. Processes stay as they are."""
+        """Restore the links: no cuts, drops or duplicates, one-tick delay. Processes and clocks stay."""
         self.cut_links.clear()
-        self.drop_probability = 0.0
+        self.drop_probability = self.duplicate_probability = 0.0
         self.min_delay_ticks = self.max_delay_ticks = 1
         self._fault("heal")
 
@@ -189,10 +280,11 @@ class Network:
         if state.paused_until_tick is not None:
             # It never woke up to notice its lease ran out: its leadership ended with the lease.
             ticks = range(state.paused_since_tick, self.now)
-            end_tick = next((t for t in ticks if not state.elector.view(t).lease_valid), self.now)
+            end_tick = next((t for t in ticks if not state.elector.view(self.local(node, t)).lease_valid), self.now)
         state.crashed = True
         state.paused_until_tick = None
         state.held.clear()
+        self.crashes.append((self.now, node))
         self._close_interval(node, end_tick)
         self._fault(f"crash {node}")
         self._record_view(node)
@@ -206,6 +298,19 @@ class Network:
         self._nodes[node] = _Node(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
         self._fault(f"restart {node} with {self.persisted[node]}")
         self._record_view(node)
+
+    def restart_all(self) -> None:
+        """Every node SIGKILLed and restarted at once (a power cut): only what was persisted survives."""
+        for m in self.members:
+            if not self._nodes[m].crashed:
+                self.crash(m)
+        for m in self.members:
+            self.restart(m)
+
+    def crash_restart(self, node: int) -> None:
+        """SIGKILL and an immediate restart, within one tick (a fast supervisor)."""
+        self.crash(node)
+        self.restart(node)
 
     def pause(self, node: int, ticks: int) -> None:
         """Stop the node for `ticks` (SIGSTOP): no ticks, messages to it queue up until it resumes."""
@@ -248,7 +353,8 @@ class Network:
             self._deliver(heapq.heappop(self._queue)[2])
         for m in self.members:
             if self.running(m):
-                self._apply(m, self._nodes[m].elector.tick(self.now))
+                self._apply(m, self._nodes[m].elector.tick(self.local(m)))
+                self._leader_duty(m)
 
     def run(self, ticks: int) -> None:
         for _ in range(ticks):
@@ -267,16 +373,21 @@ class Network:
         """Deliver a hand-made message to msg.dst right now (tests); its output goes through the network."""
         if not self.running(msg.dst):
             raise ValueError(f"node {msg.dst} is not running")
-        out = self._nodes[msg.dst].elector.step(self.now, msg)
+        out = self._nodes[msg.dst].elector.step(self.local(msg.dst), msg)
         self._apply(msg.dst, out)
         return out
 
-    def resign(self, node: int) -> Output:
+    def resign(self, node: int, successor: int = 0) -> Output:
+        """Resign (with a successor: a leadership transfer); nothing happens unless node leads."""
         if not self.running(node):
             raise ValueError(f"node {node} is not running")
-        out = self._nodes[node].elector.resign(self.now)
+        out = self._nodes[node].elector.resign(self.local(node), successor)
+        self._fault(f"resign {node}" + (f" to {successor}" if successor else ""))
         self._apply(node, out)
         return out
+
+    def transfer(self, node: int, successor: int) -> Output:
+        return self.resign(node, successor)
 
     # -- looking -----------------------------------------------------------------------------------
 
@@ -284,19 +395,22 @@ class Network:
         state = self._nodes[node]
         return not state.crashed and state.paused_until_tick is None
 
+    def crashed(self, node: int) -> bool:
+        return self._nodes[node].crashed
+
     def elector(self, node: int) -> BullyElector:
         return self._nodes[node].elector
 
     def view(self, node: int) -> View | None:
-        return None if self._nodes[node].crashed else self._nodes[node].elector.view(self.now)
+        return None if self._nodes[node].crashed else self._nodes[node].elector.view(self.local(node))
 
     def leaders(self) -> list[int]:
         """Running nodes that are leader in their own view now."""
-        return [m for m in self.members if self.running(m) and self.elector(m).view(self.now).role == Role.LEADER]
+        return [m for m in self.members if self.running(m) and self.view(m).role == Role.LEADER]
 
     def agreed_leader(self) -> tuple[int, int] | None:
         """(leader, epoch) if every running node follows it and it leads (with a valid lease) itself."""
-        views = [self.elector(m).view(self.now) for m in self.members if self.running(m)]
+        views = [self.view(m) for m in self.members if self.running(m)]
         if not views or views[0].leader_id is None:
             return None
         leader, epoch = views[0].leader_id, views[0].epoch
@@ -304,7 +418,7 @@ class Network:
             return None
         if not self.running(leader):
             return None
-        own = self.elector(leader).view(self.now)
+        own = self.view(leader)
         return (leader, epoch) if own.role == Role.LEADER and own.lease_valid else None
 
     # -- properties (read only the history) ---------------------------------------------------------
@@ -318,7 +432,8 @@ class Network:
         return not self._p3_violations()
 
     def violations(self) -> list[str]:
-        return self._p1_violations() + self._p3_violations()
+        """Every safety property that failed, each line starting with its id (P1, P2, P3, P3g)."""
+        return self._p1_violations() + self._p2_violations() + self._p3_violations() + self.grant_violations()
 
     def _p1_violations(self) -> list[str]:
         winners: dict[int, set[int]] = {}
@@ -327,29 +442,150 @@ class Network:
                 winners.setdefault(e.event.epoch, set()).add(e.node)
         return [f"P1: epoch {ep} has leaders {sorted(ns)}" for ep, ns in sorted(winners.items()) if len(ns) > 1]
 
-    def _p3_violations(self) -> list[str]:
-        spans = sorted(
-            ((i.start_tick, self.now if i.end_tick is None else i.end_tick, i) for i in self.intervals),
-            key=lambda span: span[:2],
-        )
+    def _p2_violations(self) -> list[str]:
+        """P2: the store never accepts an epoch below one it accepted, nor one epoch from two writers."""
         found = []
-        for k, (start, end, a) in enumerate(spans):
-            for start2, end2, b in spans[k + 1 :]:
-                if start2 >= end:
-                    break
-                if a.node != b.node and start < end2:
-                    found.append(
-                        f"P3: node {a.node} epoch {a.epoch} [{start},{end}) overlaps "
-                        f"node {b.node} epoch {b.epoch} [{start2},{end2})"
-                    )
+        highest = 0
+        owner: dict[int, int] = {}
+        for r in self.store_log:
+            if not r.accepted:
+                continue
+            if r.epoch < highest:
+                found.append(f"P2: store accepted epoch {r.epoch} from node {r.writer} at tick {r.tick} after epoch {highest}")
+            if owner.setdefault(r.epoch, r.writer) != r.writer:
+                found.append(f"P2: store accepted epoch {r.epoch} from nodes {owner[r.epoch]} and {r.writer}")
+            highest = max(highest, r.epoch)
         return found
+
+    def closed_intervals(self) -> list[Interval]:
+        return [i if i.end_tick is not None else replace(i, end_tick=self.now) for i in self.intervals]
+
+    def _p3_violations(self) -> list[str]:
+        return [
+            f"P3: node {a.node} epoch {a.epoch} [{a.start_tick},{a.end_tick}) overlaps "
+            f"node {b.node} epoch {b.epoch} [{b.start_tick},{b.end_tick})"
+            for a, b in _overlapping_pairs(self.closed_intervals())
+        ]
+
+    # -- the checker that does not trust the leader: what followers granted ----------------------------
+
+    def backed_intervals(self) -> list[tuple[Interval, int]]:
+        """Each leadership interval with the tick until which a majority's promises backed it.
+
+        From the interval's start, count the leader itself (until it grants another node or crashes)
+        and every other member holding a live grant to it (from its grant until the window ends or a
+        release arrives). The interval is backed until that count first drops below a majority.
+        """
+        return [(i, self._backed_until(i.node, i.start_tick)) for i in self.closed_intervals()]
+
+    def grant_violations(self) -> list[str]:
+        """P3 judged from the followers' grants (promising modes only).
+
+        * two leaders whose grant-backed spans overlap: some member backed both at once;
+        * a leader that acted (by its own report) after its majority's promises had run out.
+        """
+        if self.mode not in PROMISING_MODES:
+            return []
+        backed = self.backed_intervals()
+        found = self._double_promises()
+        found += [
+            f"P3g: node {i.node} epoch {i.epoch} led until tick {i.end_tick} but a majority's promises "
+            f"backed it only until tick {until} (from tick {i.start_tick})"
+            for i, until in backed
+            if i.end_tick > until
+        ]
+        spans = [replace(i, end_tick=until) for i, until in backed if until > i.start_tick]
+        found += [
+            f"P3g: grants backed node {a.node} epoch {a.epoch} [{a.start_tick},{a.end_tick}) and "
+            f"node {b.node} epoch {b.epoch} [{b.start_tick},{b.end_tick}) at once"
+            for a, b in _overlapping_pairs(spans)
+        ]
+        return found
+
+    def _double_promises(self) -> list[str]:
+        """Rule 4 itself: no member grants a node (itself included) while its grant to another lives."""
+        found = []
+        ordered = sorted([*self.grants, *self.releases], key=lambda e: e.order)
+        live: dict[int, dict[int, tuple[int, int]]] = {}  # member -> leader -> (until_tick, epoch)
+        for e in ordered:
+            tick = e.tick
+            mine = live.setdefault(e.follower, {})
+            if isinstance(e, Release):
+                if e.leader in mine and mine[e.leader][1] <= e.epoch:
+                    del mine[e.leader]
+                continue
+            for other, (until, epoch) in mine.items():
+                if other != e.leader and until > tick:
+                    whom = "itself" if e.leader == e.follower else f"node {e.leader}"
+                    found.append(f"P3g: node {e.follower} granted {whom} (epoch {e.epoch}) at tick {tick} while its "
+                                 f"promise to node {other} (epoch {epoch}) lasted until tick {until}")
+            if e.leader != e.follower:
+                until, epoch = mine.get(e.leader, (0, 0))
+                mine[e.leader] = (max(until, e.until_tick), max(epoch, e.epoch))
+        return found
+
+    def disagreement(self) -> str | None:
+        """When the self-reported P3 and the grant-based one disagree, say how."""
+        if self.mode not in PROMISING_MODES:
+            return None
+        own, grants = bool(self._p3_violations()), bool(self.grant_violations())
+        if own == grants:
+            return None
+        if own:
+            return "leaders' own reports overlap, followers' grants do not"
+        return "followers' grants show unsafe leadership the leaders' own reports do not"
+
+    def _backed_until(self, leader: int, start_tick: int) -> int:
+        majority = len(self.members) // 2 + 1
+        spans: dict[int, list[tuple[int, int]]] = {}  # member -> when it backed the leader
+        # Its own vote lasts until it crashes (an interval lasts at least its first tick, as in
+        # _close_interval) or until it grants another node.
+        crashed = next((t for t, n in self.crashes if n == leader and t >= start_tick), None)
+        self_end = self.now + 1 if crashed is None else max(crashed, start_tick + 1)
+        for g in self.grants:
+            if g.follower == leader and g.leader != leader and g.tick >= start_tick:
+                self_end = min(self_end, g.tick)  # its own vote went to another node
+            if g.leader != leader or g.follower == leader or g.until_tick <= start_tick:
+                continue
+            end = g.until_tick
+            for r in self.releases:
+                if r.follower == g.follower and r.leader == leader and r.epoch >= g.epoch and g.tick <= r.tick < end:
+                    end = r.tick
+            spans.setdefault(g.follower, []).append((g.tick, end))
+        spans[leader] = [(start_tick, self_end)]
+        # Sweep: each member's spans merged, then +1/-1 where a member starts/stops backing.
+        delta: Counter[int] = Counter()
+        for member_spans in spans.values():
+            for s, e in _merged(member_spans):
+                if e > start_tick:
+                    delta[max(s, start_tick)] += 1
+                    delta[e] -= 1
+        backers = 0
+        for t in sorted(delta):
+            backers += delta[t]
+            if t >= start_tick and backers < majority:
+                return t
+        return self.now + 1
+
+    # -- what fencing did ------------------------------------------------------------------------------
+
+    def accepted_after_lease_end(self) -> list[tuple[StoreRecord, int]]:
+        """Store writes accepted after their writer's leadership of that epoch had ended, with the lateness."""
+        late = []
+        for r in self.store_log:
+            if not r.accepted:
+                continue
+            ends = [i.end_tick for i in self.closed_intervals() if i.node == r.writer and i.epoch == r.epoch]
+            if ends and all(e <= r.tick for e in ends):
+                late.append((r, r.tick - max(ends)))
+        return late
 
     # -- internals ---------------------------------------------------------------------------------
 
     def _build_elector(self, node: int, incarnation: int) -> BullyElector:
         config = Config(node, self.members, self.timing, self.planted_bugs)
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
-        return make_elector(self.mode, config, self.persisted[node], rng, self.now)
+        return make_elector(self.mode, config, self.persisted[node], rng, self.local(node))
 
     def _check_member(self, *nodes: int) -> None:
         for node in nodes:
@@ -370,15 +606,29 @@ class Network:
         # Persist before send: the promise is durable before any message of this output leaves.
         if out.persist is not None:
             self.persisted[node] = out.persist
+            if out.persist.leader_id == node:  # a vote for itself: a grant, as far as rule 4 goes
+                self.grants.append(Grant(self.now, node, node, out.persist.epoch, self.now, self._next_seq()))
         for msg in out.messages:
+            if msg.type in ACK_TYPES and msg.granted:
+                window_end = self.global_tick(node, self.local(node) + self.timing.follower_promise_ticks)
+                self.grants.append(Grant(self.now, node, msg.dst, msg.epoch, window_end, self._next_seq()))
             self._send(msg)
         for event in out.events:
             self._record_event(node, event)
         self._record_view(node)
 
+    def _leader_duty(self, node: int) -> None:
+        """What the runtime's leader does with the store: claim the epoch at once, then write regularly."""
+        state = self._nodes[node]
+        v = state.elector.view(self.local(node))
+        if v.role != Role.LEADER or not v.lease_valid or self.now < state.next_write_tick:
+            return
+        state.next_write_tick = self.now + self.timing.heartbeat_interval_ticks
+        self._transmit(_StoreWrite(node, v.epoch, self.now))
+
     def _send(self, msg: Message) -> None:
         self.sent[msg.type] += 1
-        if (msg.src, msg.dst) in self.cut_links or self.rng.random() < self.drop_probability:
+        if (msg.src, msg.dst) in self.cut_links:
             self.dropped += 1  # blackhole: the sender learns nothing
             return
         target = self._nodes[msg.dst]
@@ -386,26 +636,51 @@ class Network:
             self.refused += 1
             self._enqueue(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
             return
-        delay = self.rng.randint(self.min_delay_ticks, self.max_delay_ticks)
-        self._enqueue(self.now + delay, _InFlight(msg.dst, target.incarnation, msg, failed=False))
+        self._transmit(_InFlight(msg.dst, target.incarnation, msg, failed=False))
 
-    def _enqueue(self, due_tick: int, item: _InFlight) -> None:
+    def _transmit(self, item: _InFlight | _StoreWrite) -> None:
+        """Lose it, or deliver it after a random delay, maybe twice (duplicates)."""
+        if self.rng.random() < self.drop_probability:
+            self.dropped += 1
+            return
+        copies = 2 if self.duplicate_probability and self.rng.random() < self.duplicate_probability else 1
+        for _ in range(copies):
+            self._enqueue(self.now + self.rng.randint(self.min_delay_ticks, self.max_delay_ticks), item)
+
+    def _next_seq(self) -> int:
         self._seq += 1
-        heapq.heappush(self._queue, (due_tick, self._seq, item))
+        return self._seq
 
-    def _deliver(self, item: _InFlight) -> None:
+    def _enqueue(self, due_tick: int, item: _InFlight | _StoreWrite) -> None:
+        heapq.heappush(self._queue, (due_tick, self._next_seq(), item))
+
+    def _deliver(self, item: _InFlight | _StoreWrite) -> None:
+        if isinstance(item, _StoreWrite):
+            self._store_decide(item)
+            return
         state = self._nodes[item.recipient]
         if state.crashed or state.incarnation != item.incarnation:
             return
         if state.paused_until_tick is not None:
             state.held.append(item)
             return
+        now = self.local(item.recipient)
         if item.failed:
-            out = state.elector.send_failed(self.now, item.msg)
+            out = state.elector.send_failed(now, item.msg)
         else:
             self.delivered[item.msg.type] += 1
-            out = state.elector.step(self.now, item.msg)
+            if item.msg.type == MsgType.HEARTBEAT and item.msg.resigning:
+                self.releases.append(Release(self.now, item.recipient, item.msg.src, item.msg.epoch, self._next_seq()))
+            out = state.elector.step(now, item.msg)
         self._apply(item.recipient, out)
+
+    def _store_decide(self, write: _StoreWrite) -> None:
+        reason = store_decide(self.store_highest_epoch, self.store_owner, write.writer, write.epoch)
+        if PlantedBug.STALE_STORE in self.planted_bugs:
+            reason = None
+        if reason is None and write.epoch >= self.store_highest_epoch:
+            self.store_highest_epoch, self.store_owner = write.epoch, write.writer
+        self.store_log.append(StoreRecord(self.now, write.sent_tick, write.writer, write.epoch, reason is None, reason or ""))
 
     def _record_event(self, node: int, event: Event) -> None:
         self.events.append(NodeEvent(self.now, node, event))
@@ -413,11 +688,12 @@ class Network:
             self._close_interval(node, self.now)  # classic re-proposes while leading
             self._open_interval[node] = len(self.intervals)
             self.intervals.append(Interval(node, event.epoch, self.now))
+            self._nodes[node].next_write_tick = self.now  # the new epoch's first store action: a claim
         elif isinstance(event, SteppedDown):
             end_tick = self.now
             # After a pause the lease ran out before the node could notice; it did nothing since.
             if event.reason == "lease_expired" and event.lease_end_tick is not None:
-                end_tick = min(end_tick, event.lease_end_tick)
+                end_tick = min(end_tick, self.global_tick(node, event.lease_end_tick))
             self._close_interval(node, end_tick)
 
     def _close_interval(self, node: int, end_tick: int) -> None:
@@ -433,121 +709,38 @@ class Network:
         if state.crashed:
             key: tuple[Role | None, int, int | None] = (None, 0, None)
         else:
-            v = state.elector.view(self.now)
+            v = state.elector.view(self.local(node))
             key = (v.role, v.epoch, v.leader_id)
         if key != state.last_view:
             state.last_view = key
             self.views.append(ViewChange(self.now, node, *key))
 
 
-# ---- random fault schedules ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """Call Network.<action>(*args) (the action "run" calls nothing), then run `run_ticks` ticks."""
-
-    action: str
-    args: tuple[object, ...] = ()
-    run_ticks: int = 0
-
-
-@dataclass(frozen=True)
-class Schedule:
-    seed: int
-    n: int
-    mode: Mode
-    steps: tuple[Step, ...]
-    timing: Timing
-    heal_ticks: int  # after the last step (heal_all), agreement must come within this many ticks
-
-
-@dataclass(frozen=True)
-class ScheduleResult:
-    net: Network
-    heal_tick: int
-    agreed_after_ticks: int | None
-
-
-def random_schedule(seed: int, n: int, mode: Mode | str, rounds: int, timing: Timing = Timing()) -> Schedule:
-    """`rounds` random faults (each followed by a random run), then heal_all and a long heal phase."""
-    if n < 2:
-        raise ValueError(f"a fault schedule needs at least 2 nodes, got {n}")
-    rng = random.Random(f"{seed}:schedule")
-    members = list(range(1, n + 1))
-    crashed: set[int] = set()
-    paused_until: dict[int, int] = {}
-    now = 0
-    steps: list[Step] = [Step("run", (), timing.election_timeout_ticks * 2)]  # a leader first, usually
-    now += steps[0].run_ticks
-    for _ in range(rounds):
-        running = [m for m in members if m not in crashed and paused_until.get(m, 0) <= now]
-        choices = ["drop", "delay", "cut", "partition", "isolate", "heal", "crash", "crash", "pause", "pause"]
-        if crashed:
-            choices += ["restart"] * 3
-        kind = rng.choice(choices)
-        if kind in ("crash", "pause", "isolate") and not running:
-            kind = "heal"
-        if kind == "drop":
-            step = Step("set_drop", (rng.choice([0.05, 0.1, 0.2, 0.4]),))
-        elif kind == "delay":
-            low = rng.randint(1, 4)
-            step = Step("set_delay", (low, low + rng.randint(0, timing.heartbeat_interval_ticks + 5)))
-        elif kind == "cut":
-            a, b = rng.sample(members, 2)
-            step = Step("cut", (a, b))
-        elif kind == "partition":
-            shuffled = rng.sample(members, n)
-            cuts = sorted(rng.sample(range(1, n), rng.randint(1, min(2, n - 1))))
-            bounds = [0, *cuts, n]
-            step = Step("partition", (tuple(tuple(sorted(shuffled[i:j])) for i, j in zip(bounds, bounds[1:])),))
-        elif kind == "isolate":
-            step = Step("isolate", (rng.choice(running),))
-        elif kind == "heal":
-            step = Step("heal")
-        elif kind == "crash":
-            victim = rng.choice([m for m in members if m not in crashed])
-            crashed.add(victim)
-            paused_until.pop(victim, None)
-            step = Step("crash", (victim,))
-        elif kind == "restart":
-            revived = rng.choice(sorted(crashed))
-            crashed.discard(revived)
-            step = Step("restart", (revived,))
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Half-open spans merged where they overlap or touch."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
         else:
-            # Mostly longer than the lease: the node must find out on resume that it lost it.
-            ticks = rng.randint(timing.leader_lease_ticks + 1, 3 * timing.election_timeout_ticks)
-            if rng.random() < 0.3:
-                ticks = rng.randint(1, timing.leader_lease_ticks)
-            victim = rng.choice(running)
-            paused_until[victim] = now + ticks
-            step = Step("pause", (victim, ticks))
-        step = replace(step, run_ticks=rng.randint(1, 2 * timing.election_timeout_ticks))
-        steps.append(step)
-        now += step.run_ticks
-    steps.append(Step("heal_all"))
-    return Schedule(seed, n, Mode(mode), tuple(steps), timing, heal_ticks=6 * timing.election_timeout_ticks)
+            out.append((s, e))
+    return out
 
 
-def run_schedule(schedule: Schedule, planted_bugs: frozenset[PlantedBug] = frozenset()) -> ScheduleResult:
-    net = Network(schedule.seed, schedule.n, schedule.mode, schedule.timing, planted_bugs)
-    for step in schedule.steps:
-        if step.action != "run":
-            getattr(net, step.action)(*step.args)
-        net.run(step.run_ticks)
-    heal_tick = net.now
-    return ScheduleResult(net, heal_tick, net.run_until_agreed(schedule.heal_ticks))
+def _overlapping_pairs(intervals: Sequence[Interval]) -> list[tuple[Interval, Interval]]:
+    """Pairs of closed intervals of different nodes that share a tick."""
+    spans = sorted(intervals, key=lambda i: (i.start_tick, i.end_tick))
+    found = []
+    for k, a in enumerate(spans):
+        for b in spans[k + 1 :]:
+            if b.start_tick >= a.end_tick:
+                break
+            if a.node != b.node:
+                found.append((a, b))
+    return found
 
 
-def replay_command(seed: int, mode: Mode | str, n: int, rounds: int, planted_bugs: Iterable[PlantedBug] = ()) -> str:
-    bugs = "".join(f" --bug {b.value}" for b in planted_bugs)
-    return f"python -m node.sim --seed {seed} --mode {Mode(mode).value} --nodes {n} --rounds {rounds}{bugs}"
-
-
-# ---- replaying one seed -------------------------------------------------------------------------
-
-
-def _describe(event: Event) -> str:
+def describe_event(event: Event) -> str:
     if isinstance(event, SteppedDown):
         return f"stepped down epoch {event.epoch} ({event.reason}, lease_end_tick={event.lease_end_tick})"
     if isinstance(event, BecameLeader):
@@ -555,40 +748,13 @@ def _describe(event: Event) -> str:
     return f"election started (highest epoch seen {event.epoch})"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.sim", description="Replay one simulated fault schedule.")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.QUORUM.value)
-    parser.add_argument("--nodes", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--bug", action="append", default=[], choices=[b.value for b in PlantedBug])
-    parser.add_argument("--views", action="store_true", help="also print every view change")
-    args = parser.parse_args(argv)
-
-    schedule = random_schedule(args.seed, args.nodes, args.mode, args.rounds)
-    result = run_schedule(schedule, planted_bugs=frozenset(PlantedBug(b) for b in args.bug))
-    net = result.net
+def timeline(net: Network, views: bool = False) -> list[str]:
+    """The run as text lines: faults, node events (and view changes), in tick order."""
     lines: list[tuple[int, int, str]] = [(f.tick, 0, f"fault  {f.description}") for f in net.faults]
-    lines += [(e.tick, 1, f"node {e.node}: {_describe(e.event)}") for e in net.events]
-    if args.views:
+    lines += [(e.tick, 1, f"node {e.node}: {describe_event(e.event)}") for e in net.events]
+    if views:
         lines += [
             (v.tick, 2, f"view {v.node}: {v.role.value if v.role else 'crashed'} epoch {v.epoch} leader {v.leader_id}")
             for v in net.views
         ]
-    for tick, _, text in sorted(lines, key=lambda line: (line[0], line[1])):
-        print(f"{tick:6d}  {text}")
-    counts = ", ".join(f"{t.value}={net.sent[t]}" for t in MsgType)
-    print(f"messages sent: {counts}; dropped {net.dropped}, refused {net.refused}")
-    violations = net.violations()
-    for v in violations:
-        print(f"VIOLATION {v}")
-    if result.agreed_after_ticks is None:
-        print(f"NO AGREEMENT within {schedule.heal_ticks} ticks after the final heal at tick {result.heal_tick}")
-    else:
-        leader, epoch = net.agreed_leader() or (None, None)
-        print(f"agreed on leader {leader} epoch {epoch} {result.agreed_after_ticks} ticks after the final heal")
-    return 1 if violations or result.agreed_after_ticks is None else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return [f"{tick:6d}  {text}" for tick, _, text in sorted(lines, key=lambda line: (line[0], line[1]))]

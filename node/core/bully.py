@@ -128,6 +128,13 @@ class BullyElector:
 
     def _resign(self, batch: _Batch, reason: str, successor: int = 0) -> None:
         epoch = self.epoch
+        early = PlantedBug.EARLY_RELEASE in self.config.planted_bugs
+        if early and self.phase == _Phase.LEADING and self.release_pending is None:
+            self.release_pending = (reason, successor, self.now)  # finished by _on_leader_timers
+            for peer in self.config.peers:
+                self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor)
+            return
+        self.release_pending = None
         self._step_down(reason, batch, lease_end_tick=self.now)
         for peer in self.config.peers:
             self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor)
@@ -177,6 +184,8 @@ class BullyElector:
 
     def _advance(self, now: int, batch: _Batch) -> None:
         self.now = max(self.now, now)
+        if self._unsaved is not None and self.now >= self._unsaved_since + self.timing.heartbeat_interval_ticks:
+            batch.persist, self._unsaved = self._unsaved, None
 
     def _on_leader_timers(self, batch: _Batch) -> None:
         raise NotImplementedError
@@ -215,8 +224,16 @@ class BullyElector:
     def _make_promise(self, promise: Promise, batch: _Batch) -> None:
         if promise != self.promise:
             self.promise = promise
-            batch.persist = promise
+            if PlantedBug.PERSIST_AFTER_REPLY in self.config.planted_bugs:
+                # Write-behind: flushed a heartbeat interval later, long after the ack revealed it.
+                self._unsaved_since = self.now if self._unsaved is None else self._unsaved_since
+                self._unsaved = promise
+            else:
+                batch.persist = promise
         self._see_epoch(promise.epoch)
+
+    _unsaved: Promise | None = None  # PlantedBug.PERSIST_AFTER_REPLY only
+    _unsaved_since = 0
 
     def _on_timers(self, batch: _Batch) -> None:
         now = self.now
@@ -262,7 +279,10 @@ class BullyElector:
         self.epoch = epoch
         self.election_deadline = self.now + self._election_delay()
 
+    release_pending: tuple[str, int, int] | None = None  # PlantedBug.EARLY_RELEASE only
+
     def _become_leader(self, epoch: int, batch: _Batch) -> None:
+        self.release_pending = None
         self.phase = _Phase.LEADING
         self.leader_id = self.id
         self.epoch = epoch
@@ -429,8 +449,11 @@ class QuorumBully(BullyElector):
         self._count_grants(batch)
 
     def _reassert(self, batch: _Batch) -> None:
-        if self.reassert_epoch or self.now < self.reassert_retry_at:
-            return  # one at a time, and not on every refused heartbeat
+        # One at a time, and not on every refused heartbeat. A reassert whose every message was lost
+        # gets no answer at all: once a lease has passed it can extend nothing, so it is over.
+        pending = self.reassert_epoch and self.now < self.reassert_sent_at + self.timing.leader_lease_ticks
+        if pending or self.now < self.reassert_retry_at:
+            return
         epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
         self._make_promise(Promise(epoch, self.id), batch)
         self.reassert_epoch = epoch
@@ -446,7 +469,7 @@ class QuorumBully(BullyElector):
             self.reassert_epoch = 0  # too late to extend anything; a later refusal retries
             return
         (self.grants if msg.granted else self.refusals).add(msg.src)
-        n = len(self.config.members)
+        n = self._voters()
         if has_majority(self.grants, n):
             self.epoch = self.reassert_epoch
             self.reassert_epoch = 0
@@ -467,8 +490,18 @@ class QuorumBully(BullyElector):
         (self.grants if msg.granted else self.refusals).add(msg.src)
         self._count_grants(batch)
 
-    def _count_grants(self, batch: _Batch) -> None:
+    def _voters(self) -> int:
+        """The cluster size that votes are counted against: the full membership."""
         n = len(self.config.members)
+        if PlantedBug.HALF_IS_MAJORITY in self.config.planted_bugs and n % 2 == 0:
+            return n - 1  # a majority of n-1 is exactly half of n
+        return n
+
+    def _has_majority(self, granted_by: set[int]) -> bool:
+        return has_majority(granted_by, self._voters())
+
+    def _count_grants(self, batch: _Batch) -> None:
+        n = self._voters()
         if has_majority(self.grants, n):
             self._become_leader(self.proposal_epoch, batch)
             # The Coordinator round counts as the first lease round: it was sent at proposal time.
@@ -502,6 +535,11 @@ class QuorumBully(BullyElector):
         return max(ready) if ready else None
 
     def _on_leader_timers(self, batch: _Batch) -> None:
+        if self.release_pending is not None:  # PlantedBug.EARLY_RELEASE: one more interval as leader
+            reason, successor, released_at = self.release_pending
+            if self.now >= released_at + self.timing.heartbeat_interval_ticks:
+                self._resign(batch, reason, successor)
+            return
         if self.now < self.next_heartbeat:
             return
         successor = self._preferred_successor()
@@ -511,7 +549,7 @@ class QuorumBully(BullyElector):
         self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
         self.round += 1
         self.rounds[self.round] = (self.now, {self.id})
-        if has_majority({self.id}, len(self.config.members)):  # a cluster of one: no ack will come
+        if self._has_majority({self.id}):  # a cluster of one: no ack will come
             self.lease_until = self.now + self.timing.leader_lease_ticks
         # Rounds older than a lease can no longer extend it.
         for r in [r for r, (sent, _) in self.rounds.items() if sent + self.timing.leader_lease_ticks <= self.now]:
@@ -530,6 +568,9 @@ class QuorumBully(BullyElector):
                 # leadership to a fresh epoch with a majority's consent; our lease stands meanwhile.
                 self._reassert(batch)
             return
+        bugs = self.config.planted_bugs
+        if PlantedBug.WRONG_ROUND_ACK in bugs and self.rounds and msg.epoch == self.epoch:
+            msg = replace(msg, round=max(self.rounds))
         if msg.epoch != self.epoch or msg.round not in self.rounds:
             return
         last = self.last_ack.get(msg.src)
@@ -538,7 +579,9 @@ class QuorumBully(BullyElector):
         self.last_ack[msg.src] = self.now
         sent_at, granted_by = self.rounds[msg.round]
         granted_by.add(msg.src)
-        if has_majority(granted_by, len(self.config.members)) and sent_at + self.timing.leader_lease_ticks > self.lease_until:
+        if PlantedBug.LEASE_FROM_RECEIPT in bugs:
+            sent_at = self.now
+        if self._has_majority(granted_by) and sent_at + self.timing.leader_lease_ticks > self.lease_until:
             self.lease_until = sent_at + self.timing.leader_lease_ticks
             self.stats.lease_renewals += 1
 
@@ -570,7 +613,12 @@ class QuorumBully(BullyElector):
             self._follow(leader, epoch)
         else:
             self.election_deadline = self.now + self._election_delay()
-        self.promise_until = self.now + self.timing.follower_promise_ticks
+        self.promise_until = self.now + self._promise_ticks()
+
+    def _promise_ticks(self) -> int:
+        if PlantedBug.SHORT_PROMISE in self.config.planted_bugs:
+            return self.timing.leader_lease_ticks // 2
+        return self.timing.follower_promise_ticks
 
     def _on_coordinator(self, msg: Message, batch: _Batch) -> None:
         granted = self._may_acknowledge(msg.src, msg.epoch)

@@ -71,6 +71,12 @@ class PlantedBug(str, enum.Enum):
     FORGET_PROMISE = "forget-promise"  # the promise is not kept across restarts
     STALE_STORE = "stale-store"  # the fenced store accepts any epoch (store side)
     BOOT_SELF_VOTE = "boot-self-vote"  # votes for itself inside the promise window it honours after boot
+    PERSIST_AFTER_REPLY = "persist-after-reply"  # a promise is written behind: on disk a heartbeat interval after the ack
+    WRONG_ROUND_ACK = "wrong-round-ack"  # a heartbeat ack is credited to the newest round, not its own
+    EARLY_RELEASE = "early-release"  # a resigning leader releases its followers, then leads one more interval
+    LEASE_FROM_RECEIPT = "lease-from-receipt"  # the lease is renewed from when the ack arrived, not when sent
+    HALF_IS_MAJORITY = "half-is-majority"  # in an even-sized cluster, half the members count as a majority
+    SHORT_PROMISE = "short-promise"  # a follower honours its promise for only half the leader's lease
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from node.core import REPLY_TYPE, Message, MsgType
-from node.sim import Network, random_schedule, run_schedule
+from node.explore import SwarmSettings, run_schedule, swarm_schedule
+from node.sim import Network
 from node.wire import RPC_NAME, check_peer_message, message_from_pb, message_to_pb
 
 ACKS = set(REPLY_TYPE.values())
 
 
 @pytest.mark.parametrize("mode", ["classic", "quorum"])
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(12))
 def test_every_request_the_core_sends_is_valid_on_the_wire(mode, seed, monkeypatch):
     checked: list[Message] = []
     original = Network._send
@@ -27,8 +28,7 @@ def test_every_request_the_core_sends_is_valid_on_the_wire(mode, seed, monkeypat
         original(net, msg)
 
     monkeypatch.setattr(Network, "_send", validating_send)
-    result = run_schedule(random_schedule(seed, 5, mode, rounds=15))
-    net = result.net
+    net = run_schedule(swarm_schedule(seed, SwarmSettings(nodes=5, mode=mode))).net
     for leader in net.leaders():
         net.resign(leader)  # resigning heartbeats too
     net.run(100)
