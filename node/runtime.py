@@ -285,11 +285,30 @@ class NodeRuntime:
         msg = message_from_pb(rpc, req)
         self._count_received(msg)
         self.peers[msg.src].last_heard_ns = time.monotonic_ns()
+        promise_until = getattr(self.elector, "promise_until", None)  # quorum mode only
         reply = self.apply(self.elector.step(self.now(), msg), reply_to=msg)
+        if promise_until is not None:
+            self._record_promise(msg, reply, promise_until)
         if reply is None:
             return pb.PeerReply()
         self._count_sent(reply)
         return pb.PeerReply(ack=ack_to_pb(reply))
+
+    def _record_promise(self, msg: Message, reply: Message | None, promise_until_before: int) -> None:
+        """Quorum: history of what this follower promised, for the checker that does not trust leaders.
+
+        A granted ack is a "grant" (recorded after the promise is on disk, before the ack leaves);
+        a promise cut short (a resigning leader released it) is a "release".
+        """
+        promise_until = self.elector.promise_until
+        if reply is not None and reply.granted:
+            self.events.record(
+                "grant", leader=reply.dst, epoch=reply.epoch,
+                promise_ms=self.elector.timing.follower_promise_ticks * self.settings.tick_ms,
+                until_ns=self.tick_to_ns(promise_until),
+            )
+        elif promise_until < promise_until_before:
+            self.events.record("release", leader=msg.src, epoch=msg.epoch)
 
     def _count_sent(self, msg: Message) -> None:
         self.sent[msg.type.value] += 1
