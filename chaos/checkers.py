@@ -487,6 +487,8 @@ def grant_backed_intervals(events: Events) -> dict[int, list[Span]]:
     members = _members(ordered)
     majority = len(members) // 2 + 1
     windows = grant_windows(ordered)
+    origin = ordered[0]["t_ns"] if ordered else 0
+    horizon = max([ordered[-1]["t_ns"] if ordered else 0] + [w.end_ns for w in windows]) + 1
     backed: dict[int, list[Span]] = {}
     for leader in sorted(members):
         supporters: dict[int, list[Span]] = {}
@@ -495,8 +497,6 @@ def grant_backed_intervals(events: Events) -> dict[int, list[Span]]:
                 supporters.setdefault(window.node, []).append(Span(window.start_ns, window.end_ns))
         # The node's own vote: always, except while it holds a live grant to another node.
         own_grants = _union((w.start_ns, w.end_ns) for w in windows if w.node == leader and w.leader != leader)
-        origin = ordered[0]["t_ns"] if ordered else 0
-        horizon = max([ordered[-1]["t_ns"] if ordered else 0] + [w.end_ns for w in windows]) + 1
         self_vote = _subtract(Span(origin, horizon), own_grants)
         boundaries: list[tuple[int, int]] = []  # (t, +1/-1); ends sort before starts at equal t
         for spans in [self_vote, *(_union((sp.start_ns, sp.end_ns) for sp in v) for v in supporters.values())]:
@@ -553,8 +553,9 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
         for a, b, span in grant_overlaps
     ]
     # (b) self-reported leadership outside the node's grants
+    self_reported = leadership_intervals(ordered)
     outside = []
-    for interval in leadership_intervals(ordered):
+    for interval in self_reported:
         gaps = _subtract(Span(interval.start_ns, interval.end_ns), backed.get(interval.node, []))
         if gaps:
             outside_ms = sum(gap.duration_ms for gap in gaps)
@@ -589,7 +590,6 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
                 f"P3 saw nodes {a} and {b} lead together from {_rel(overlap.start_ns, origin_ns)} "
                 f"for {overlap.duration_ms:.1f} ms; the followers' grants back no such overlap"
             )
-    self_reported = [i for i in leadership_intervals(ordered)]
     for a, b, span in grant_overlaps:
         led_a = [Span(i.start_ns, i.end_ns) for i in self_reported if i.node == a]
         led_b = [Span(i.start_ns, i.end_ns) for i in self_reported if i.node == b]
