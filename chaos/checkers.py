@@ -1,5 +1,10 @@
 """Checkers for the properties of DESIGN.md section 3 (P1..P5), judged from a recorded history alone.
 
+P3 is judged twice: from what leaders reported about themselves (views and lease ends), and, as
+P3g, from what followers granted (their "grant" and "release" events), which does not trust the
+leaders at all (DESIGN.md section 7). P3g is enforced in quorum mode; classic Bully makes no
+promises, so there it does not apply.
+
 Every checker takes the events of one run (any order; they are sorted by t_ns here) and returns a
 CheckResult whose evidence names nodes, epochs and times relative to the first event, so a failure
 can be read without opening the history. Classic mode runs the same checks; finding P1/P3 violations
@@ -15,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.history import (
+    CLAIM_KEY_PREFIX,
     DEAD_OR_FRESH_ACTIONS,
     DOWN_ACTIONS,
     Interval,
@@ -75,7 +81,7 @@ class Report:
     bound_ms: float
     results: list[CheckResult]
     violations: list[str]  # ids of the failed checks
-    split_brain: bool  # P1 or P3 failed
+    split_brain: bool  # P1 or P3 failed, or (quorum) two nodes' grant-backed intervals overlapped
     stale_writes_rejected: int
     fencing: dict[str, Any]
     failover: list[dict[str, Any]]
@@ -378,6 +384,250 @@ def check_no_overlap(events: Events) -> CheckResult:
     )
 
 
+# ---------------------------------------------------------------------------------------------------
+# P3g: overlap judged from what followers granted
+
+
+@dataclass(frozen=True)
+class Span:
+    """[start_ns, end_ns) on the shared monotonic clock."""
+
+    start_ns: int
+    end_ns: int
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass(frozen=True)
+class GrantWindow:
+    """Follower ``node`` promised ``leader`` (last at ``epoch``) to refuse everyone else meanwhile."""
+
+    node: int
+    leader: int
+    epoch: int
+    start_ns: int
+    end_ns: int
+
+
+def grant_windows(events: Events) -> list[GrantWindow]:
+    """Every follower promise from the "grant" events, cut short by "release" events, by start.
+
+    A grant at t lasts until its ``until_ns`` (the follower's exact promise end) or, without one,
+    ``t + promise_ms``. A release by a follower for a leader ends every window of that follower to
+    that leader still open at that moment (the core keeps one promise deadline per node). Granting
+    another leader does *not* end a window: the promise was made, and breaking it is what we look for.
+    """
+    ordered = sort_events(events)
+    windows: list[list[Any]] = []  # [node, leader, epoch, start, end], end mutable for releases
+    for event in ordered:
+        if event["kind"] == "grant":
+            start = event["t_ns"]
+            end = event.get("until_ns", start + int(event["promise_ms"] * 1_000_000))
+            if end > start:
+                windows.append([event["node"], event["leader"], event["epoch"], start, end])
+        elif event["kind"] == "release":
+            t_ns = event["t_ns"]
+            for window in windows:
+                if window[0] == event["node"] and window[1] == event["leader"] and window[3] <= t_ns < window[4]:
+                    window[4] = t_ns
+    found = [GrantWindow(*window) for window in windows if window[4] > window[3]]
+    return sorted(found, key=lambda w: (w.start_ns, w.node))
+
+
+def _union(spans: Iterable[tuple[int, int]]) -> list[Span]:
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [Span(start, end) for start, end in merged]
+
+
+def _subtract(span: Span, covers: Sequence[Span]) -> list[Span]:
+    """The parts of ``span`` outside every span in ``covers`` (which are sorted and disjoint)."""
+    gaps = []
+    cursor = span.start_ns
+    for cover in covers:
+        if cover.end_ns <= cursor:
+            continue
+        if cover.start_ns >= span.end_ns:
+            break
+        if cover.start_ns > cursor:
+            gaps.append(Span(cursor, cover.start_ns))
+        cursor = max(cursor, cover.end_ns)
+    if cursor < span.end_ns:
+        gaps.append(Span(cursor, span.end_ns))
+    return gaps
+
+
+def _intersect(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
+    out = []
+    for x in a:
+        for y in b:
+            start, end = max(x.start_ns, y.start_ns), min(x.end_ns, y.end_ns)
+            if start < end:
+                out.append(Span(start, end))
+    return sorted(out, key=lambda span: span.start_ns)
+
+
+def grant_backed_intervals(events: Events) -> dict[int, list[Span]]:
+    """For each node, when a majority of the membership stood behind it by their own promises.
+
+    At time t a node's support is its own vote plus every other node holding a live grant window
+    to it. Its own vote does not count while it holds a live grant to another node: a node that
+    promised someone else must not vote for itself (that is the quick-restart split brain). The
+    membership is the meta event's node list (plus any node seen in the history).
+    """
+    ordered = sort_events(events)
+    members = _members(ordered)
+    majority = len(members) // 2 + 1
+    windows = grant_windows(ordered)
+    origin = ordered[0]["t_ns"] if ordered else 0
+    horizon = max([ordered[-1]["t_ns"] if ordered else 0] + [w.end_ns for w in windows]) + 1
+    backed: dict[int, list[Span]] = {}
+    for leader in sorted(members):
+        supporters: dict[int, list[Span]] = {}
+        for window in windows:
+            if window.leader == leader and window.node != leader:
+                supporters.setdefault(window.node, []).append(Span(window.start_ns, window.end_ns))
+        # The node's own vote: always, except while it holds a live grant to another node.
+        own_grants = _union((w.start_ns, w.end_ns) for w in windows if w.node == leader and w.leader != leader)
+        self_vote = _subtract(Span(origin, horizon), own_grants)
+        boundaries: list[tuple[int, int]] = []  # (t, +1/-1); ends sort before starts at equal t
+        for spans in [self_vote, *(_union((sp.start_ns, sp.end_ns) for sp in v) for v in supporters.values())]:
+            for span in spans:
+                boundaries.append((span.start_ns, 1))
+                boundaries.append((span.end_ns, -1))
+        boundaries.sort()
+        count, opened, spans_out = 0, None, []
+        for t_ns, delta in boundaries:
+            count += delta
+            if count >= majority and opened is None:
+                opened = t_ns
+            elif count < majority and opened is not None:
+                if t_ns > opened:
+                    spans_out.append((opened, t_ns))
+                opened = None
+        backed[leader] = _union(spans_out)
+    return {node: spans for node, spans in backed.items() if spans}
+
+
+def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckResult:
+    """P3g: leadership judged from the followers' promises, not from what leaders believed.
+
+    (a) the grant-backed intervals of different nodes never overlap (in quorum mode that would need
+    a follower to break its promise); (b) every self-reported leadership interval lies inside its
+    node's grant-backed intervals (a leader acting without a majority's live promises is unsafe even
+    if no second leader appeared), with the time outside reported per interval; (c) any
+    disagreement with P3 (the leaders' own reports) is listed. (a) and (b) fail the check; (c) is
+    for the reader. No slack is allowed: a follower's promise (0.8 election timeouts from when it
+    received the request, on its tick clock) outlasts the leader's lease (0.7 from when it sent it),
+    so a correct run is inside its grants to the nanosecond. Classic mode: not applicable.
+    """
+    ordered = sort_events(events)
+    origin_ns = _origin_ns(ordered)
+    name = "no overlap by followers' grants"
+    if mode == "classic":
+        return CheckResult(
+            "P3g", name, True, ["not applicable in classic mode: followers make no promises"],
+            {"applicable": False},
+        )
+    backed = grant_backed_intervals(ordered)
+    grants = sum(1 for event in ordered if event["kind"] == "grant")
+    # (a) grant-backed intervals of different nodes overlapping
+    grant_overlaps = []
+    nodes = sorted(backed)
+    for i, first in enumerate(nodes):
+        for second in nodes[i + 1 :]:
+            for span in _intersect(backed[first], backed[second]):
+                grant_overlaps.append((first, second, span))
+    grant_overlaps.sort(key=lambda item: item[2].start_ns)
+    evidence = [
+        f"nodes {a} and {b} were both backed by a majority's live promises from "
+        f"{_rel(span.start_ns, origin_ns)} for {span.duration_ms:.1f} ms"
+        for a, b, span in grant_overlaps
+    ]
+    # (b) self-reported leadership outside the node's grants
+    self_reported = leadership_intervals(ordered)
+    outside = []
+    for interval in self_reported:
+        gaps = _subtract(Span(interval.start_ns, interval.end_ns), backed.get(interval.node, []))
+        if gaps:
+            outside_ms = sum(gap.duration_ms for gap in gaps)
+            outside.append(
+                {
+                    "node": interval.node,
+                    "epoch": interval.epoch,
+                    "start_ns": interval.start_ns,
+                    "end_ns": interval.end_ns,
+                    "outside_ms": outside_ms,
+                    "gaps": [[gap.start_ns, gap.end_ns] for gap in gaps],
+                }
+            )
+            first_gap = gaps[0]
+            evidence.append(
+                f"node {interval.node} led epoch {interval.epoch} ({_rel(interval.start_ns, origin_ns)} "
+                f"for {interval.duration_ms:.1f} ms) {outside_ms:.1f} ms outside a majority's live "
+                f"promises, first from {_rel(first_gap.start_ns, origin_ns)} for "
+                f"{first_gap.duration_ms:.1f} ms"
+            )
+    if outside and not grants:
+        evidence.append("the history has no grant events at all: nodes recorded no promises")
+    # (c) disagreement with the leaders' own reports
+    disagreements = []
+    for overlap in overlaps(ordered):
+        a, b = overlap.first.node, overlap.second.node
+        by_grants = _intersect(
+            _intersect(backed.get(a, []), backed.get(b, [])), [Span(overlap.start_ns, overlap.end_ns)]
+        )
+        if not by_grants:
+            disagreements.append(
+                f"P3 saw nodes {a} and {b} lead together from {_rel(overlap.start_ns, origin_ns)} "
+                f"for {overlap.duration_ms:.1f} ms; the followers' grants back no such overlap"
+            )
+    for a, b, span in grant_overlaps:
+        led_a = [Span(i.start_ns, i.end_ns) for i in self_reported if i.node == a]
+        led_b = [Span(i.start_ns, i.end_ns) for i in self_reported if i.node == b]
+        if not _intersect(_intersect(led_a, led_b), [span]):
+            disagreements.append(
+                f"the followers' grants backed nodes {a} and {b} together from "
+                f"{_rel(span.start_ns, origin_ns)} for {span.duration_ms:.1f} ms; their own reports "
+                "show no overlap (P3 missed it)"
+            )
+    ok = not grant_overlaps and not outside
+    summary = (
+        f"{len(grant_overlaps)} overlaps by grants, {len(outside)} leadership intervals outside "
+        f"their grants, {len(disagreements)} disagreements with P3 ({grants} grants recorded)"
+    )
+    return CheckResult(
+        id="P3g",
+        name=name,
+        ok=ok,
+        evidence=_cap(([summary] if not ok else []) + evidence + disagreements),
+        data={
+            "applicable": True,
+            "summary": summary,
+            "grants": grants,
+            "overlaps": [
+                {"nodes": [a, b], "start_ns": span.start_ns, "end_ns": span.end_ns, "duration_ms": span.duration_ms}
+                for a, b, span in grant_overlaps
+            ],
+            "max_overlap_ms": max((span.duration_ms for _, _, span in grant_overlaps), default=0.0),
+            "outside_grants": outside,
+            "max_outside_ms": max((item["outside_ms"] for item in outside), default=0.0),
+            "disagreements_with_p3": disagreements,
+            "grant_backed": {
+                str(node): [[span.start_ns, span.end_ns] for span in spans] for node, spans in backed.items()
+            },
+        },
+    )
+
+
 def _active_faults(ordered: Sequence[Mapping[str, Any]]) -> list[str]:
     """Network faults still in place at the end of the history (a heal removes all of them)."""
     active: dict[str, None] = {}  # ordered set
@@ -519,8 +769,28 @@ def fencing_summary(events: Events) -> dict[str, Any]:
     ``stale_rejected``: rejected with a reason containing "stale" or "owned". ``unfenced``: writes
     the store accepted (at its decision time) while two or more nodes led at once, from a writer that
     was not the highest-epoch leader among them: the store had not yet seen the newer epoch.
+
+    ``after_lease_end``: writes the store accepted from an epoch whose leadership had already ended
+    when the store decided (the writer no longer led that epoch, nor a newer one of its own; the
+    leadership intervals end at the stepdown view or at ``lease_end_ns``), with the worst lateness
+    in ``after_lease_end_max_ms``. A leader checks its lease right before it sends a write, so such a
+    write was sent inside the lease and reached the store late: held in the network, or the leader
+    was paused between the check and the send. The bound in quorum mode: a write that reaches the
+    store within one RPC deadline (0.5 s, or the heartbeat interval if longer) of being sent is
+    late by less than that deadline; a later one is accepted only until the store accepts a newer
+    epoch, and a successor's first store action is the claim of its epoch, made at once when it
+    starts leading (which, by P3, is after the old lease ended). So lateness is at most
+    max(RPC deadline, time from the old lease's end to the successor's claim reaching the store).
+    ``accepted_unled``: accepted writes from a (writer, epoch) that never led by the history.
+
+    ``claims``: leadership intervals whose first store record (by that node and epoch) is its claim
+    (key ``claim/<node>/<epoch>``), and ``claim_delay_max_ms``: the longest time from a node
+    starting to lead an epoch to the store's decision on its claim. ``not_claimed_first`` lists the
+    (node, epoch) whose first record was something else; ``unclaimed`` counts epochs led without
+    any store record (store unreachable, say).
     """
     ordered = sort_events(events)
+    origin_ns = _origin_ns(ordered)
     records, _ = _store_log(ordered)
     intervals = leadership_intervals(ordered)
     accepted = [record for record in records if record["accepted"]]
@@ -549,12 +819,72 @@ def fencing_summary(events: Events) -> dict[str, Any]:
                     "newest_epoch": top_epoch,
                 }
             )
+    late, unled = _accepted_after_lease_end(accepted, intervals, origin_ns)
+    claims = _claims(records, intervals, origin_ns)
     return {
         "accepted": len(accepted),
         "rejected": len(rejected),
         "stale_rejected": len(stale),
         "unfenced": len(unfenced),
         "unfenced_writes": unfenced,
+        "after_lease_end": len(late),
+        "after_lease_end_max_ms": max((item["late_ms"] for item in late), default=0.0),
+        "after_lease_end_writes": late,
+        "accepted_unled": len(unled),
+        "accepted_unled_writes": unled,
+        **claims,
+    }
+
+
+def _accepted_after_lease_end(
+    accepted: Sequence[Mapping[str, Any]], intervals: Sequence[Interval], origin_ns: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    late, unled = [], []
+    for record in accepted:
+        t_ns, writer, epoch = record["t_ns"], record["writer"], record["epoch"]
+        own = [i for i in intervals if i.node == writer and i.epoch >= epoch]
+        if any(i.start_ns <= t_ns <= i.end_ns for i in own):
+            continue  # it leads this epoch, or moved on to a newer epoch of its own (or ends right now)
+        led = any(i.epoch == epoch and i.start_ns <= t_ns for i in own)
+        ended = [i.end_ns for i in own if i.end_ns < t_ns] if led else []
+        item = {
+            "seq": record["seq"],
+            "writer": writer,
+            "epoch": epoch,
+            "key": record["key"],
+            "t_ns": t_ns,
+            "at": _rel(t_ns, origin_ns),
+        }
+        if ended:
+            late.append({**item, "lease_end_ns": max(ended), "late_ms": (t_ns - max(ended)) / 1e6})
+        else:
+            unled.append(item)
+    return late, unled
+
+
+def _claims(records: Sequence[Mapping[str, Any]], intervals: Sequence[Interval], origin_ns: int) -> dict[str, Any]:
+    first_record: dict[tuple[int, int], Mapping[str, Any]] = {}
+    for record in records:  # in seq order: the store's decision order
+        first_record.setdefault((record["writer"], record["epoch"]), record)
+    started: dict[tuple[int, int], int] = {}
+    for interval in intervals:
+        started.setdefault((interval.node, interval.epoch), interval.start_ns)
+    claimed, not_first, delays = 0, [], []
+    unclaimed = 0
+    for (node, epoch), start_ns in sorted(started.items(), key=lambda item: item[1]):
+        record = first_record.get((node, epoch))
+        if record is None:
+            unclaimed += 1
+        elif record["key"].startswith(CLAIM_KEY_PREFIX):
+            claimed += 1
+            delays.append((record["t_ns"] - start_ns) / 1e6)
+        else:
+            not_first.append({"node": node, "epoch": epoch, "first_key": record["key"], "led_from": _rel(start_ns, origin_ns)})
+    return {
+        "claims": claimed,
+        "claim_delay_max_ms": max(delays, default=None),
+        "not_claimed_first": not_first,
+        "unclaimed": unclaimed,
     }
 
 
@@ -600,14 +930,17 @@ def check_all(events: Events, mode: str, bound_ms: float) -> Report:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     ordered = sort_events(events)
+    by_grants = check_no_overlap_by_grants(ordered, mode)
     results = [
         check_unique_leader_per_epoch(ordered),
         check_store_monotonic(ordered),
         check_no_overlap(ordered),
+        by_grants,
         check_agreement_after_heal(ordered, bound_ms),
         check_no_lost_writes(ordered),
     ]
     violations = [result.id for result in results if not result.ok]
+    grant_split = by_grants.data.get("applicable", False) and bool(by_grants.data["overlaps"])
     fencing = fencing_summary(ordered)
     recovery_ms = next(result.data["recovery_ms"] for result in results if result.id == "P4")
     return Report(
@@ -615,7 +948,7 @@ def check_all(events: Events, mode: str, bound_ms: float) -> Report:
         bound_ms=bound_ms,
         results=results,
         violations=violations,
-        split_brain="P1" in violations or "P3" in violations,
+        split_brain="P1" in violations or "P3" in violations or grant_split,
         stale_writes_rejected=fencing["stale_rejected"],
         fencing=fencing,
         failover=failover_times(ordered),

@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
-KINDS = frozenset({"meta", "view", "write", "store", "process", "fault", "heal", "transfer"})
+from node.store import CLAIM_KEY_PREFIX, claim_key  # noqa: F401  (re-exported: the key contract)
+
+KINDS = frozenset(
+    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release"}
+)
 
 # Process actions after which a node process is not running (or not scheduled) any more.
 DOWN_ACTIONS = frozenset({"kill", "pause", "stop"})
@@ -50,6 +54,12 @@ class ViewEvent(TypedDict):
 
 
 class WriteEvent(TypedDict):
+    """A write attempt as its writer saw it, recorded when the reply (or the deadline) came.
+
+    A key starting with ``claim/`` (``claim_key``) is a new leader's claim of its epoch: its first
+    store action, made at once when it starts leading an epoch, so the store fences older epochs.
+    """
+
     t_ns: int
     kind: Literal["write"]
     node: int
@@ -58,6 +68,7 @@ class WriteEvent(TypedDict):
     accepted: bool | None  # None: no reply (timeout), outcome unknown
     seq: int | None
     error: str | None
+    sent_ns: NotRequired[int]  # when the request left the writer (t_ns is when its answer came)
 
 
 class StoreEvent(TypedDict):
@@ -69,6 +80,34 @@ class StoreEvent(TypedDict):
     key: str
     accepted: bool
     reason: str
+
+
+class GrantEvent(TypedDict):
+    """Quorum mode: follower ``node`` sent a granted ack (Coordinator or Heartbeat) to ``leader``.
+
+    From then on it refuses every other leader until its promise ends: ``until_ns`` (exact, from its
+    tick clock) when present, else ``t_ns + promise_ms`` — unless a ``release`` cuts it short.
+    ``t_ns`` is taken when the ack is sent, after the promise was made durable.
+    """
+
+    t_ns: int
+    kind: Literal["grant"]
+    node: int
+    leader: int
+    epoch: int
+    promise_ms: int  # follower_promise_ticks * tick_ms
+    until_ns: NotRequired[int]
+
+
+class ReleaseEvent(TypedDict):
+    """Quorum mode: follower ``node`` honoured ``leader``'s resigning heartbeat for ``epoch``: its
+    promise to that leader ended at ``t_ns`` (before its window would have)."""
+
+    t_ns: int
+    kind: Literal["release"]
+    node: int
+    leader: int
+    epoch: int
 
 
 class ProcessEvent(TypedDict):
@@ -92,7 +131,17 @@ class HealEvent(TypedDict):
     kind: Literal["heal"]
 
 
-Event = MetaEvent | ViewEvent | WriteEvent | StoreEvent | ProcessEvent | FaultEvent | HealEvent
+Event = (
+    MetaEvent
+    | ViewEvent
+    | WriteEvent
+    | StoreEvent
+    | GrantEvent
+    | ReleaseEvent
+    | ProcessEvent
+    | FaultEvent
+    | HealEvent
+)
 
 
 @dataclass(frozen=True)

@@ -60,10 +60,22 @@ def text_report(report: Report, events: list[dict[str, Any]], scenario: str, see
         f"store: {f.get('accepted', 0)} writes accepted, {f.get('rejected', 0)} rejected "
         f"({f.get('stale_rejected', 0)} stale epochs fenced off, {f.get('unfenced', 0)} written by a second leader that fencing could not stop)"
     )
+    late = f.get("after_lease_end", 0)
+    worst = f" (worst {f.get('after_lease_end_max_ms', 0.0):.1f} ms late)" if late else ""
+    lines.append(f"       {late} accepted after the writer's lease had ended{worst}")
+    delay = f.get("claim_delay_max_ms")
+    delay_text = "" if delay is None else f", at most {delay:.1f} ms after it began to lead"
+    not_first = len(f.get("not_claimed_first", []))
+    lines.append(
+        f"       {f.get('claims', 0)} epochs claimed by their leader's first store action{delay_text}"
+        + (f"; {not_first} began with another write" if not_first else "")
+        + (f"; {f.get('unclaimed', 0)} led without reaching the store" if f.get("unclaimed") else "")
+    )
     lines.append("")
     lines.append("properties:")
     for r in report.results:
-        lines.append(f"  {'PASS' if r.ok else 'FAIL'}  {r.id} {r.name}")
+        verdict = "N/A " if r.data.get("applicable") is False else ("PASS" if r.ok else "FAIL")
+        lines.append(f"  {verdict}  {r.id} {r.name}")
         for ev in r.evidence[:8]:
             lines.append(f"        {ev}")
     lines.append("")

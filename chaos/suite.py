@@ -3,7 +3,8 @@
     python -m chaos.suite [--modes quorum,classic] [--seed 1] [--bugs]
 
 Per scenario and mode: the violated properties, how often and for how long two leaders coexisted,
-what fencing did, failover and recovery times. With --bugs: which planted bug each scenario catches.
+what fencing did (and how many writes it accepted after their lease ended, and how soon new leaders
+claimed their epochs), failover and recovery times. With --bugs: which planted bug each scenario catches.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def summarize(result) -> dict:
         "two_leaders_total_ms": round(overlap.get("total_overlap_ms", 0.0)),
         "stale_rejected": report.fencing.get("stale_rejected", 0),
         "unfenced": report.fencing.get("unfenced", 0),
+        "late_accepted": report.fencing.get("after_lease_end", 0),
+        "late_max_ms": round(report.fencing.get("after_lease_end_max_ms", 0.0), 1),
+        "claim_delay_max_ms": _round(report.fencing.get("claim_delay_max_ms")),
         "failover_ms": [round(f) for f in failovers],
         "recovery_ms": None if report.recovery_ms is None else round(report.recovery_ms),
     }
@@ -67,10 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def _row(r: dict) -> str:
     return (f"{r['scenario']:26s} {r['mode']:8s} violations={','.join(r['violations']) or '-':12s} "
             f"two-leaders={r['two_leaders_times']}x max {r['two_leaders_max_ms']}ms "
             f"stale-rejected={r['stale_rejected']} unfenced={r['unfenced']} "
+            f"late-accepted={r['late_accepted']} (max {r['late_max_ms']}ms) claim<={r['claim_delay_max_ms']}ms "
             f"failover={r['failover_ms']} recovery={r['recovery_ms']}ms")
 
 

@@ -35,6 +35,7 @@ from .core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Ou
 from .clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
 from .metrics import NodeMetrics
 from .state import PersistError, PromiseStore
+from .store import claim_key
 from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
 
 MODE_PB = {"classic": pb.MODE_CLASSIC, "quorum": pb.MODE_QUORUM}
@@ -316,15 +317,34 @@ class NodeRuntime:
         msg = message_from_pb(rpc, req)
         self._count_received(msg)
         self.peers[msg.src].last_heard_ns = time.monotonic_ns()
+        promise_until = getattr(self.elector, "promise_until", None)  # quorum mode only
         try:
             reply = self.apply(self.elector.step(self.now(), msg), reply_to=msg)
         except PersistError as exc:
             # The ack would reveal a promise the disk does not hold: no answer but an error.
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.id} is stopping: {exc}")
+        if promise_until is not None:
+            self._record_promise(msg, reply, promise_until)
         if reply is None:
             return pb.PeerReply()
         self._count_sent(reply)
         return pb.PeerReply(ack=ack_to_pb(reply))
+
+    def _record_promise(self, msg: Message, reply: Message | None, promise_until_before: int) -> None:
+        """Quorum: history of what this follower promised, for the checker that does not trust leaders.
+
+        A granted ack is a "grant" (recorded after the promise is on disk, before the ack leaves);
+        a promise cut short (a resigning leader released it) is a "release".
+        """
+        promise_until = self.elector.promise_until
+        if reply is not None and reply.granted:
+            self.events.record(
+                "grant", leader=reply.dst, epoch=reply.epoch,
+                promise_ms=self.elector.timing.follower_promise_ticks * self.settings.tick_ms,
+                until_ns=self.tick_to_ns(promise_until),
+            )
+        elif promise_until < promise_until_before:
+            self.events.record("release", leader=msg.src, epoch=msg.epoch)
 
     def _count_sent(self, msg: Message) -> None:
         self.sent[msg.type.value] += 1
@@ -426,29 +446,64 @@ class NodeRuntime:
     # ---- the leader's duty: fenced writes while it believes it leads ---------------------------
 
     async def leader_duty(self) -> None:
+        """Fenced writes while this node leads with a valid lease, over one channel to the store.
+
+        The first store action in every epoch this node leads (elected, or moved to a fresh epoch by
+        a reassert) is a claim of that epoch (key ``claim/<node>/<epoch>``), sent as soon as the view
+        changes rather than after a write period: from the moment the store accepts it, any older
+        leader's write still in flight is rejected. Duty writes follow every ``write_period_ms``, in
+        an epoch only after its claim was answered (or timed out).
+        """
         assert self.settings.store
-        period_s = self.settings.write_period_ms / 1000
         async with grpc.aio.insecure_channel(self.settings.store, options=channel_options(self.settings.heartbeat_interval_ms)) as ch:
             stub = pb_grpc.FencedStoreStub(ch)
-            counter = 0
-            while not self.stopping.is_set():
-                await asyncio.sleep(period_s)
-                v = self.elector.view(self.now())  # re-checked right before writing (pauses happen)
-                if v.role != Role.LEADER or not v.lease_valid:
-                    continue
-                counter += 1
-                key = f"duty/{self.id}/{v.epoch}/{counter}"
-                req = pb.WriteRequest(writer_id=self.id, epoch=v.epoch, key=key, value=str(counter).encode())
-                try:
-                    reply = await stub.Write(req, timeout=max(0.5, self.rpc_timeout_s))
-                except grpc.aio.AioRpcError as exc:
-                    self.events.record("write", epoch=v.epoch, key=key, accepted=None, seq=None, error=exc.code().name)
-                    continue
-                self.events.record(
-                    "write", epoch=v.epoch, key=key, accepted=reply.accepted, seq=reply.seq, error=reply.reason or None
-                )
-                if not reply.accepted:
-                    self.events.log("store rejected write", v.epoch, level="warning", reason=reply.reason)
+            claimed = _Claimed()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._claim_loop(stub, claimed))
+                group.create_task(self._duty_loop(stub, claimed))
+
+    async def _claim_loop(self, stub: pb_grpc.FencedStoreStub, claimed: "_Claimed") -> None:
+        while not self.stopping.is_set():
+            changed = self.view_changed  # taken before looking: a change from here on wakes us
+            v = self.elector.view(self.now())
+            if v.role == Role.LEADER and v.lease_valid and v.epoch > claimed.sent:
+                claimed.sent = v.epoch
+                await self._store_write(stub, v.epoch, claim_key(self.id, v.epoch), b"")
+                claimed.answered = max(claimed.answered, v.epoch)
+                continue
+            waiter = asyncio.ensure_future(changed.wait())
+            stop = asyncio.ensure_future(self.stopping.wait())
+            try:
+                await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stop.cancel()
+
+    async def _duty_loop(self, stub: pb_grpc.FencedStoreStub, claimed: "_Claimed") -> None:
+        period_s = self.settings.write_period_ms / 1000
+        counter = 0
+        while not self.stopping.is_set():
+            await asyncio.sleep(period_s)
+            v = self.elector.view(self.now())  # re-checked right before writing (pauses happen)
+            if v.role != Role.LEADER or not v.lease_valid or v.epoch > claimed.answered:
+                continue
+            counter += 1
+            await self._store_write(stub, v.epoch, f"duty/{self.id}/{v.epoch}/{counter}", str(counter).encode())
+
+    async def _store_write(self, stub: pb_grpc.FencedStoreStub, epoch: int, key: str, value: bytes) -> None:
+        """One fenced write, recorded in the history as a "write" event when its answer comes."""
+        req = pb.WriteRequest(writer_id=self.id, epoch=epoch, key=key, value=value)
+        sent_ns = time.monotonic_ns()
+        try:
+            reply = await stub.Write(req, timeout=max(0.5, self.rpc_timeout_s))
+        except grpc.aio.AioRpcError as exc:
+            self.events.record("write", epoch=epoch, key=key, accepted=None, seq=None, error=exc.code().name, sent_ns=sent_ns)
+            return
+        self.events.record(
+            "write", epoch=epoch, key=key, accepted=reply.accepted, seq=reply.seq, error=reply.reason or None, sent_ns=sent_ns
+        )
+        if not reply.accepted:
+            self.events.log("store rejected write", epoch, level="warning", reason=reply.reason, key=key)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -526,6 +581,14 @@ class NodeRuntime:
         for p in self.peers.values():
             await p.channel.close()
         self.events.close()
+
+
+@dataclass
+class _Claimed:
+    """The newest epoch whose claim was sent, and the newest whose claim was answered (or timed out)."""
+
+    sent: int = 0
+    answered: int = 0
 
 
 class TransferError(Exception):

@@ -21,6 +21,15 @@ MAX_VALUE_BYTES = 64 * 1024
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 
+# A new leader's first store action is a write under this key (an ordinary write: the store needs no
+# special case): it raises the highest accepted epoch at once, so an older leader's write still in
+# flight is rejected from then on instead of after the new leader's first duty period.
+CLAIM_KEY_PREFIX = "claim/"
+
+
+def claim_key(writer_id: int, epoch: int) -> str:
+    return f"{CLAIM_KEY_PREFIX}{writer_id}/{epoch}"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
     seq INTEGER PRIMARY KEY,

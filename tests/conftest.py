@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -20,9 +21,12 @@ from node.cluster import LocalCluster, local_spec  # noqa: E402
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     started: list[LocalCluster] = []
 
-    def make(n: int = 5, mode: str = "quorum", env: dict[str, str] | None = None, **timing: int) -> LocalCluster:
-        cluster = LocalCluster(local_spec(n, mode, **timing), tmp_path / f"cluster-{len(started)}",
-                               env={**os.environ, **(env or {})})
+    def make(n: int = 5, mode: str = "quorum", env: dict[str, str] | None = None,
+             write_period_ms: int | None = None, **timing: int) -> LocalCluster:
+        spec = local_spec(n, mode, **timing)
+        if write_period_ms is not None:
+            spec = dataclasses.replace(spec, write_period_ms=write_period_ms)
+        cluster = LocalCluster(spec, tmp_path / f"cluster-{len(started)}", env={**os.environ, **(env or {})})
         started.append(cluster)
         cluster.start()
         return cluster

@@ -88,6 +88,49 @@ def test_paused_leader_steps_down_and_fencing_rejects_its_epoch(make_cluster):
              10, what="accepted writes after the stale one")
 
 
+def test_a_new_leaders_first_store_record_is_its_claim_and_it_comes_at_once(make_cluster):
+    """Part of fencing: the store learns a new epoch when its leader starts, not a write period later.
+
+    Duty writes come every 5 s here, so only the claim can explain a store record within a second.
+    """
+    cluster = make_cluster(3, write_period_ms=5000)
+
+    def check_claim(leader: int, epoch: int) -> None:
+        became = next(e for e in read_events(cluster, leader)
+                      if e["kind"] == "view" and e["role"] == "leader" and e["epoch"] == epoch)
+        first = wait_for(lambda: next((e for e in store_log(cluster) if e.writer_id == leader and e.epoch == epoch), None),
+                         5, what=f"node {leader}'s first store record in epoch {epoch}")
+        assert first.key == f"claim/{leader}/{epoch}" and first.accepted, first
+        delay_ms = (first.recorded_monotonic_ns - became["t_ns"]) / 1e6
+        assert 0 <= delay_ms < 1000, f"the claim reached the store {delay_ms:.0f} ms after node {leader} began to lead"
+        writes = wait_for(lambda: [e for e in read_events(cluster, leader) if e["kind"] == "write"], 5, what="the write event")
+        assert writes[0]["key"] == first.key and writes[0]["accepted"] and writes[0]["seq"] == first.seq
+        assert writes[0]["sent_ns"] >= became["t_ns"]
+
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    check_claim(leader, epoch)
+    process_fault(cluster.dir, str(leader), "kill")
+    new, new_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={leader}, differs_from=(leader, epoch))
+    check_claim(new, new_epoch)
+    # From the claim on, the old epoch is fenced off, before the new leader's first duty write.
+    with grpc.insecure_channel(cluster.spec.store_address) as ch:
+        reply = pb_grpc.FencedStoreStub(ch).Write(
+            pb.WriteRequest(writer_id=leader, epoch=epoch, key="in-flight", value=b"late"), timeout=2)
+    assert not reply.accepted and "stale" in reply.reason
+    assert not [e for e in store_log(cluster) if e.key.startswith(f"duty/{new}/")], "a duty write came first"
+
+
+def test_quorum_followers_record_what_they_grant(make_cluster):
+    cluster = make_cluster(3)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    for node in (n.id for n in cluster.spec.nodes if n.id != leader):
+        grants = wait_for(lambda: [e for e in read_events(cluster, node) if e["kind"] == "grant" and e["leader"] == leader],
+                          5, what=f"node {node} to record a grant")
+        # 0.8 election timeouts from receipt, on the follower's 10 ms ticks
+        assert all(g["epoch"] == epoch and g["promise_ms"] == 400 for g in grants)
+        assert all(g["t_ns"] < g["until_ns"] <= g["t_ns"] + 400_000_000 for g in grants)
+
+
 def test_restarted_node_never_acknowledges_an_epoch_it_has_passed(make_cluster):
     cluster = make_cluster(3)
     leader, epoch = cluster.wait_for_agreement(timeout_s=15)
@@ -130,3 +173,5 @@ def test_classic_mode_elects_highest(make_cluster):
     leader, _ = cluster.wait_for_agreement(timeout_s=15)
     assert leader == 3
     assert status(cluster, 3).mode == pb.MODE_CLASSIC
+    # Classic followers promise nothing, so they record no grants (P3g does not apply there).
+    assert not [e for n in (1, 2) for e in read_events(cluster, n) if e["kind"] in ("grant", "release")]

@@ -16,10 +16,13 @@ from chaos.checkers import (
     check_all,
     check_no_lost_writes,
     check_no_overlap,
+    check_no_overlap_by_grants,
     check_store_monotonic,
     check_unique_leader_per_epoch,
     failover_times,
     fencing_summary,
+    grant_backed_intervals,
+    grant_windows,
     overlaps,
 )
 from chaos.history import HistoryWriter, Interval, leadership_intervals, read_history
@@ -103,6 +106,19 @@ class History:
             at_ms, "store", seq=seq, writer=writer, epoch=epoch, key=key, accepted=accepted,
             reason=reason,
         )
+
+    def grant(
+        self, at_ms: float, node: int, leader: int, epoch: int, promise_ms: int = 240,
+        until_ms: float | None = None,
+    ) -> History:
+        """Follower ``node`` acks ``leader``: it promises to refuse others for ``promise_ms``."""
+        fields: dict[str, Any] = {"node": node, "leader": leader, "epoch": epoch, "promise_ms": promise_ms}
+        if until_ms is not None:
+            fields["until_ns"] = ns(until_ms)
+        return self.add(at_ms, "grant", **fields)
+
+    def release(self, at_ms: float, node: int, leader: int, epoch: int) -> History:
+        return self.add(at_ms, "release", node=node, leader=leader, epoch=epoch)
 
     def fault(self, at_ms: float, action: str, name: str) -> History:
         return self.add(at_ms, "fault", action=action, name=name, detail={})
@@ -332,13 +348,124 @@ def test_p3_resumed_classic_leader_overlaps_the_new_leader() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# P3g: overlap judged from the followers' grants
+
+
+def test_p3g_passes_when_every_leadership_lies_inside_a_majority_of_grants() -> None:
+    history = partition_heal()
+    result = check_no_overlap_by_grants(history.events)
+    assert result.ok, result.evidence
+    assert result.id == "P3g" and result.evidence == []
+    assert result.data["overlaps"] == [] and result.data["outside_grants"] == []
+    assert result.data["grants"] == 11
+    backed = grant_backed_intervals(history.events)
+    assert [(s.start_ns, s.end_ns) for s in backed[3]] == [(ns(5), ns(395))]
+    # Node 2's own vote counts only once its promise to 3 is over (395 ms); 1 grants it at 398.
+    assert [(s.start_ns, s.end_ns) for s in backed[2]] == [(ns(398), ns(1100 + 240))]
+
+
+def test_p3g_fails_when_a_follower_grants_two_leaders_inside_one_window() -> None:
+    # Leader 3 reports stepping down in time (P3 sees nothing), but node 1 acked 3 at 50 ms
+    # (promise until 290 ms) and then node 2 at 100 ms: both had a majority's promises.
+    history = History().grant(5, 1, 3, 1).lead(10, 3, 1).follow(12, 1, 3, 1).follow(12, 2, 3, 1)
+    history.grant(50, 1, 3, 1).step_down(99, 3, 1, lease_end_ms=99)
+    history.grant(100, 1, 2, 2).lead(101, 2, 2).grant(150, 1, 2, 2)
+    assert check_no_overlap(history.events).ok
+    result = check_no_overlap_by_grants(history.events)
+    assert not result.ok
+    assert result.data["overlaps"] == [
+        {"nodes": [2, 3], "start_ns": ns(100), "end_ns": ns(290), "duration_ms": pytest.approx(190.0)}
+    ]
+    assert result.evidence[1] == (
+        "nodes 2 and 3 were both backed by a majority's live promises from t=+0.100s for 190.0 ms"
+    )
+    assert result.data["disagreements_with_p3"] == [
+        "the followers' grants backed nodes 2 and 3 together from t=+0.100s for 190.0 ms; their own "
+        "reports show no overlap (P3 missed it)"
+    ]
+    report = check_all(history.events, "quorum", bound_ms=500)
+    assert "P3g" in report.violations and "P3" not in report.violations
+    assert report.split_brain
+
+
+def test_p3g_fails_when_a_leader_outlives_its_grants() -> None:
+    # The only grant (node 1 at 5 ms) lasts until 245 ms; the leader believes its lease ran to 390.
+    history = History().grant(5, 1, 3, 1).lead(10, 3, 1).step_down(400, 3, 1, lease_end_ms=390)
+    result = check_no_overlap_by_grants(history.events)
+    assert not result.ok
+    assert check_no_overlap(history.events).ok  # no second leader: P3 alone would not notice
+    [outside] = result.data["outside_grants"]
+    assert outside["node"] == 3 and outside["epoch"] == 1
+    assert outside["outside_ms"] == pytest.approx(145.0)
+    assert outside["gaps"] == [[ns(245), ns(390)]]
+    assert result.evidence[1] == (
+        "node 3 led epoch 1 (t=+0.010s for 380.0 ms) 145.0 ms outside a majority's live promises, "
+        "first from t=+0.245s for 145.0 ms"
+    )
+
+
+def test_p3g_exact_promise_end_wins_over_the_nominal_window() -> None:
+    # until_ns is the follower's own promise end (its tick clock); it may be shorter than t + promise_ms.
+    history = History().grant(5, 1, 3, 1, until_ms=238).lead(10, 3, 1).step_down(300, 3, 1, lease_end_ms=240)
+    [window] = grant_windows(history.events)
+    assert window.end_ns == ns(238)
+    result = check_no_overlap_by_grants(history.events)
+    assert result.data["outside_grants"][0]["outside_ms"] == pytest.approx(2.0)
+
+
+def test_p3g_a_release_ends_the_promise_to_a_resigning_leader() -> None:
+    history = History().grant(5, 1, 3, 1).grant(5, 2, 3, 1).lead(10, 3, 1)
+    history.view(200, 3, "follower", 1, None, reason="resigned", lease_end_ms=200)
+    history.release(201, 1, 3, 1).release(201, 2, 3, 1)
+    history.grant(202, 1, 2, 2).grant(203, 3, 2, 2).lead(204, 2, 2)
+    assert check_no_overlap_by_grants(history.events).ok
+    # Without the releases, 1 and 2 would still owe node 3 their promises until 245 ms.
+    unreleased = [event for event in history.events if event["kind"] != "release"]
+    result = check_no_overlap_by_grants(unreleased)
+    assert not result.ok and result.data["overlaps"][0]["nodes"] == [2, 3]
+
+
+def test_p3g_a_node_promised_to_another_does_not_vote_for_itself() -> None:
+    # Node 2 acked leader 3 at 100 ms (until 340) and then, restarted, proposed itself: with node
+    # 1's grant alone it has no majority (its own vote is owed to 3), so its leadership is unbacked.
+    history = History().grant(5, 1, 3, 1).grant(100, 2, 3, 1).lead(10, 3, 1)
+    history.step_down(150, 3, 1, lease_end_ms=150).process(160, 2, "kill").process(170, 2, "restart")
+    history.grant(250, 1, 2, 2).lead(251, 2, 2).follow(300, 2, None, 2)
+    result = check_no_overlap_by_grants(history.events)
+    assert not result.ok
+    [outside] = result.data["outside_grants"]
+    assert (outside["node"], outside["epoch"], outside["outside_ms"]) == (2, 2, pytest.approx(49.0))
+
+
+def test_p3g_does_not_apply_in_classic_mode() -> None:
+    result = check_no_overlap_by_grants(classic_split_brain().events, mode="classic")
+    assert result.ok and result.data == {"applicable": False}
+    assert result.evidence == ["not applicable in classic mode: followers make no promises"]
+
+
+def test_p3g_a_quorum_history_without_grants_cannot_pass() -> None:
+    result = check_no_overlap_by_grants(settled().events)
+    assert not result.ok
+    assert result.evidence[-1] == "the history has no grant events at all: nodes recorded no promises"
+
+
+# ---------------------------------------------------------------------------------------------------
 # P4 and agreement
 
 
 def partition_heal() -> History:
-    """Node 3 is cut off at 100 ms, 1 and 2 elect 2 at 400 ms; heal at 1000 ms; 3 follows at 1150."""
+    """Node 3 is cut off at 100 ms, 1 and 2 elect 2 at 400 ms; heal at 1000 ms; 3 follows at 1150.
+
+    With the followers' grants (promises of 240 ms) that back it: 1 and 2 grant 3 until 395 ms
+    (3's lease ends at 390), then 1 grants 2 from 398 ms, and 3 joins at 1100 ms.
+    """
     history = settled().fault(100, "start", "isolate-leader").lead(400, 2, 2).follow(410, 1, 2, 2)
     history.step_down(500, 3, 1, lease_end_ms=390).heal(1000).follow(1150, 3, 2, 2)
+    for at_ms in (5, 55, 155):
+        history.grant(at_ms, 1, 3, 1).grant(at_ms, 2, 3, 1)
+    for at_ms in (398, 600, 800, 1000):
+        history.grant(at_ms, 1, 2, 2)
+    history.grant(1100, 3, 2, 2)
     return history
 
 
@@ -501,6 +628,40 @@ def test_fencing_summary_quorum_history_has_nothing_unfenced() -> None:
     assert fencing_summary(history.events)["unfenced"] == 0
 
 
+def test_fencing_summary_counts_writes_accepted_after_the_lease_ended() -> None:
+    # Leader 3's lease ended at 180 ms; a duty write it sent in time reaches the store at 300 ms
+    # and is accepted (no newer epoch yet). Node 2 leads epoch 2 at 400 and claims it at once: from
+    # then on node 3's next late write is rejected.
+    history = settled().store(15, 1, 3, 1, "claim/3/1").store(60, 2, 3, 1, "duty/3/1/1")
+    history.step_down(250, 3, 1, lease_end_ms=180).store(300, 3, 3, 1, "duty/3/1/2")
+    history.lead(400, 2, 2).store(403, 4, 2, 2, "claim/2/2")
+    history.store(420, 5, 3, 1, "duty/3/1/3", accepted=False, reason="stale epoch 1 < 2")
+    summary = fencing_summary(history.events)
+    assert summary["after_lease_end"] == 1
+    assert summary["after_lease_end_max_ms"] == pytest.approx(120.0)
+    [late] = summary["after_lease_end_writes"]
+    assert (late["seq"], late["writer"], late["epoch"], late["lease_end_ns"]) == (3, 3, 1, ns(180))
+    assert summary["accepted_unled"] == 0
+    assert summary["claims"] == 2 and summary["not_claimed_first"] == [] and summary["unclaimed"] == 0
+    assert summary["claim_delay_max_ms"] == pytest.approx(5.0)
+
+
+def test_a_write_from_an_epoch_the_writer_moved_beyond_itself_is_not_late() -> None:
+    # A reassert: node 3 moves from epoch 1 to epoch 2 and keeps leading; its epoch-1 write lands after.
+    history = settled().view(100, 3, "leader", 2, 3, reason="reassert").store(105, 1, 3, 1, "duty/3/1/1")
+    history.store(106, 2, 3, 2, "claim/3/2")
+    summary = fencing_summary(history.events)
+    assert summary["after_lease_end"] == 0 and summary["accepted_unled"] == 0
+    assert summary["not_claimed_first"] == [{"node": 3, "epoch": 1, "first_key": "duty/3/1/1", "led_from": "t=+0.010s"}]
+    assert summary["claims"] == 1
+
+
+def test_fencing_summary_reports_writes_from_an_epoch_that_never_led() -> None:
+    summary = fencing_summary(settled().store(50, 1, 2, 5, "duty/2/5/1").events)
+    assert summary["accepted_unled"] == 1 and summary["after_lease_end"] == 0
+    assert summary["unclaimed"] == 1  # node 3 led epoch 1 and never reached the store
+
+
 def test_failover_after_killing_the_leader() -> None:
     history = kill_leader_failover().process(450, 1, "pause")  # not the leader: no failover entry
     assert failover_times(history.events) == [
@@ -533,13 +694,13 @@ def test_check_all_on_a_clean_quorum_run() -> None:
     assert report.recovery_ms == pytest.approx(150.0)
     assert [entry["failover_ms"] for entry in report.failover] == [pytest.approx(1050.0)]
     decoded = json.loads(report.to_json())
-    assert [result["id"] for result in decoded["results"]] == ["P1", "P2", "P3", "P4", "P5"]
+    assert [result["id"] for result in decoded["results"]] == ["P1", "P2", "P3", "P3g", "P4", "P5"]
 
 
 def test_check_all_detects_classic_split_brain_and_fencing() -> None:
     report = check_all(classic_split_brain().events, "classic", bound_ms=500)
     assert report.split_brain
-    assert report.violations == ["P3"]
+    assert report.violations == ["P3"]  # P3g does not apply: classic followers promise nothing
     assert report.stale_writes_rejected == 1
     p3 = next(result for result in report.results if result.id == "P3")
     assert p3.data["summary"] == "two leaders coexisted 1 time for up to 200.0 ms"
