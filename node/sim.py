@@ -276,11 +276,7 @@ class Network:
 
     def crash(self, node: int) -> None:
         state = self._live_state(node, "crash")
-        end_tick = self.now
-        if state.paused_until_tick is not None:
-            # It never woke up to notice its lease ran out: its leadership ended with the lease.
-            ticks = range(state.paused_since_tick, self.now)
-            end_tick = next((t for t in ticks if not state.elector.view(self.local(node, t)).lease_valid), self.now)
+        end_tick = self._paused_lease_end(node)
         state.crashed = True
         state.paused_until_tick = None
         state.held.clear()
@@ -288,6 +284,14 @@ class Network:
         self._close_interval(node, end_tick)
         self._fault(f"crash {node}")
         self._record_view(node)
+
+    def _paused_lease_end(self, node: int) -> int:
+        """Now, or for a paused node when its lease ran out: it never woke up to notice."""
+        state = self._nodes[node]
+        if state.paused_until_tick is None:
+            return self.now
+        ticks = range(state.paused_since_tick, self.now)
+        return next((t for t in ticks if not state.elector.view(self.local(node, t)).lease_valid), self.now)
 
     def restart(self, node: int) -> None:
         """Rebuild the node from nothing but its last persisted promise."""
@@ -458,7 +462,11 @@ class Network:
         return found
 
     def closed_intervals(self) -> list[Interval]:
-        return [i if i.end_tick is not None else replace(i, end_tick=self.now) for i in self.intervals]
+        """Every interval, the open ones ending now (or where a paused leader's lease ran out)."""
+        return [
+            i if i.end_tick is not None else replace(i, end_tick=max(i.start_tick + 1, self._paused_lease_end(i.node)))
+            for i in self.intervals
+        ]
 
     def _p3_violations(self) -> list[str]:
         return [
