@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup tools cluster test check bench
+.PHONY: setup tools cluster test check explore bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -25,8 +25,13 @@ check: setup
 	$(BIN)/bullyproof compose --check
 	bash proto/gen_go.sh --check
 
-test: setup tools check
+test: setup tools check explore
 	$(BIN)/pytest -n auto
+
+# The explorer guards every protocol or timing change: a minute of aimed fault schedules (seed 0),
+# exit 1 with a minimal replayable schedule if any property fails.
+explore: setup
+	$(BIN)/bullyproof sim explore --budget-s 60 --seed 0
 
 bench: setup
 	$(BIN)/python -m node.bench
