@@ -269,13 +269,17 @@ class NodeRuntime:
                 seen = self.view_seq
                 yield self.leader_info()
                 continue
-            waiter = asyncio.ensure_future(changed.wait())
-            stop = asyncio.ensure_future(self.stopping.wait())
-            try:
-                await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stop.cancel()
+            await self._until_changed_or_stopping(changed)
+
+    async def _until_changed_or_stopping(self, changed: asyncio.Event) -> None:
+        """Wait for the view change `changed` stands for, or for the node to stop."""
+        waiter = asyncio.ensure_future(changed.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stop.cancel()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -471,13 +475,7 @@ class NodeRuntime:
                 await self._store_write(stub, v.epoch, claim_key(self.id, v.epoch), b"")
                 claimed.answered = max(claimed.answered, v.epoch)
                 continue
-            waiter = asyncio.ensure_future(changed.wait())
-            stop = asyncio.ensure_future(self.stopping.wait())
-            try:
-                await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stop.cancel()
+            await self._until_changed_or_stopping(changed)
 
     async def _duty_loop(self, stub: pb_grpc.FencedStoreStub, claimed: "_Claimed") -> None:
         period_s = self.settings.write_period_ms / 1000
