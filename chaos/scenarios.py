@@ -47,15 +47,36 @@ class Context:
         return claimed if claimed is not None else max(self.cc.ids)
 
 
+@dataclass(frozen=True)
+class ScenarioTiming:
+    """The cluster timing a scenario runs at unless the caller overrides it (run_scenario, CLI flags).
+
+    Most scenarios mean the same at any timing (their waits are in election timeouts) and use the
+    cluster defaults; a scenario that lines faults up against heartbeat rounds declares its own.
+    """
+
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 500
+    preempt_hold_down_ms: int = 3000  # 0 = a higher node never takes over from a lower leader
+
+    def describe(self) -> str:
+        hold = "no preemption" if not self.preempt_hold_down_ms else f"preempt hold-down {self.preempt_hold_down_ms} ms"
+        return f"heartbeat {self.heartbeat_interval_ms} ms, election timeout {self.election_timeout_ms} ms, {hold}"
+
+
+DEFAULT_TIMING = ScenarioTiming()
+
 Scenario = Callable[[Context], None]
 SCENARIOS: dict[str, Scenario] = {}
 DESCRIPTIONS: dict[str, str] = {}
+TIMINGS: dict[str, ScenarioTiming] = {}
 
 
-def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
+def scenario(name: str, description: str, timing: ScenarioTiming = DEFAULT_TIMING) -> Callable[[Scenario], Scenario]:
     def register(fn: Scenario) -> Scenario:
         SCENARIOS[name] = fn
         DESCRIPTIONS[name] = description
+        TIMINGS[name] = timing
         return fn
 
     return register
