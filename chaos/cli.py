@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--dir", help="where to keep the run (default: a new temp dir)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--heartbeat-interval-ms", type=int, help="default: the scenario's own (chaos list --describe)")
+    p.add_argument("--election-timeout-ms", type=int, help="default: the scenario's own")
+    p.add_argument("--preempt-hold-down-ms", type=int, help="default: the scenario's own (0 = never preempt)")
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
 
     def on_cluster(name: str, help_: str) -> argparse.ArgumentParser:
@@ -102,11 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from .scenarios import DESCRIPTIONS, SCENARIOS
+    from .scenarios import DEFAULT_TIMING, DESCRIPTIONS, SCENARIOS, TIMINGS
 
     if args.action == "list":
         for name in SCENARIOS:
-            print(f"{name:28s}{DESCRIPTIONS[name]}" if args.describe else name)
+            own = f" ({TIMINGS[name].describe()})" if TIMINGS[name] != DEFAULT_TIMING else ""
+            print(f"{name:28s}{DESCRIPTIONS[name]}{own}" if args.describe else name)
         return 0
     if args.action == "run":
         return cmd_run(args)
@@ -161,15 +165,18 @@ def main(argv: list[str]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from node.config import parse_planted_bugs
 
-    from .runner import run_scenario
+    from .runner import run_scenario, scenario_timing
     from .scenarios import SCENARIOS
 
     if args.scenario not in SCENARIOS:
         raise ConfigError(f"unknown scenario {args.scenario!r}; see: bullyproof chaos list")
     bugs: frozenset[PlantedBug] = parse_planted_bugs(args.planted_bug)
-    print(f"running {args.scenario} ({args.mode}) with seed {args.seed}", file=sys.stderr, flush=True)
+    timing = scenario_timing(args.scenario, args.heartbeat_interval_ms, args.election_timeout_ms, args.preempt_hold_down_ms)
+    print(f"running {args.scenario} ({args.mode}) with seed {args.seed}; {timing.describe()}", file=sys.stderr, flush=True)
     result = run_scenario(args.scenario, args.mode, args.seed, Path(args.dir) if args.dir else None,
-                          nodes=args.nodes, planted_bugs=bugs)
+                          nodes=args.nodes, heartbeat_interval_ms=timing.heartbeat_interval_ms,
+                          election_timeout_ms=timing.election_timeout_ms,
+                          preempt_hold_down_ms=timing.preempt_hold_down_ms, planted_bugs=bugs)
     if args.json:
         print(json.dumps(result.to_json_dict()))
     else:

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -80,6 +80,7 @@ class ChaosCluster:
     seed: int = 0
     scenario: str = "manual"
     direct: bool = False  # skip Toxiproxy: nodes dial each other directly
+    preempt_hold_down_ms: int = 3000  # quorum: how long a higher node acks before it takes over (0 = never)
     toxiproxy: ToxiproxyServer | None = None
     api: Toxiproxy | None = None
     cluster: LocalCluster | None = None
@@ -91,7 +92,8 @@ class ChaosCluster:
     def start(self, launcher_pid: int | None = None) -> "ChaosCluster":
         self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
-        spec = local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms)
+        spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms),
+                       preempt_hold_down_ms=self.preempt_hold_down_ms)
         extra: dict[str, Any] = {}
         if not self.direct:
             self.toxiproxy = ToxiproxyServer().start()
@@ -109,7 +111,7 @@ class ChaosCluster:
         self.history.write({
             "kind": "meta", "seed": self.seed, "mode": self.mode, "scenario": self.scenario,
             "nodes": [n.id for n in spec.nodes], "election_timeout_ms": self.election_timeout_ms,
-            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms, "preempt_hold_down_ms": self.preempt_hold_down_ms,
             "planted_bugs": sorted(b.value for b in self.planted_bugs),
         })
         self.cluster = LocalCluster(spec, self.directory, env=env, extra_node_args=node_args, extra=extra,

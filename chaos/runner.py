@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from node.config import ConfigError, check_timings
 from node.core import PlantedBug
 
 from .checkers import Report, check_all
 from .harness import ChaosCluster, collect_history
 from .report import text_report, timeline_png
-from .scenarios import SCENARIOS, Context
+from .scenarios import SCENARIOS, TIMINGS, Context, ScenarioTiming
 
 # P4: after the last heal, all live nodes must agree within this many election timeouts.
 RECOVERY_BOUND_ELECTION_TIMEOUTS = 10
@@ -32,25 +33,47 @@ class RunResult:
     directory: Path
     events: list[dict[str, Any]]
     text: str
+    timing: ScenarioTiming = ScenarioTiming()
+
+    def replay(self) -> str:
+        flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in asdict(self.timing).items()
+                        if v != getattr(TIMINGS.get(self.scenario, self.timing), k))
+        return f"bullyproof chaos run {self.scenario} --mode {self.mode} --seed {self.seed}{flags}"
 
     def to_json_dict(self) -> dict[str, Any]:
         out = json.loads(self.report.to_json())
         out.update(
             scenario=self.scenario, mode=self.mode, seed=self.seed, directory=str(self.directory),
             history=str(self.directory / "history.jsonl"), timeline=str(self.directory / "timeline.png"),
-            replay=f"bullyproof chaos run {self.scenario} --mode {self.mode} --seed {self.seed}",
+            **asdict(self.timing), replay=self.replay(),
         )
         return out
 
 
-def run_scenario(name: str, mode: str = "quorum", seed: int = 0, directory: Path | None = None,
-                 nodes: int = 5, heartbeat_interval_ms: int = 100, election_timeout_ms: int = 500,
-                 planted_bugs: frozenset[PlantedBug] = frozenset()) -> RunResult:
+def scenario_timing(name: str, heartbeat_interval_ms: int | None = None, election_timeout_ms: int | None = None,
+                    preempt_hold_down_ms: int | None = None) -> ScenarioTiming:
+    """The scenario's own timing (TIMINGS), with whatever the caller set explicitly on top; checked."""
     if name not in SCENARIOS:
         raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    overrides = {"heartbeat_interval_ms": heartbeat_interval_ms, "election_timeout_ms": election_timeout_ms,
+                 "preempt_hold_down_ms": preempt_hold_down_ms}
+    timing = replace(TIMINGS[name], **{k: v for k, v in overrides.items() if v is not None})
+    check_timings(timing.heartbeat_interval_ms, timing.election_timeout_ms)
+    if timing.preempt_hold_down_ms < 0:
+        raise ConfigError(f"--preempt-hold-down-ms must be >= 0 (0 = never preempt), got {timing.preempt_hold_down_ms}")
+    return timing
+
+
+def run_scenario(name: str, mode: str = "quorum", seed: int = 0, directory: Path | None = None,
+                 nodes: int = 5, heartbeat_interval_ms: int | None = None, election_timeout_ms: int | None = None,
+                 preempt_hold_down_ms: int | None = None,
+                 planted_bugs: frozenset[PlantedBug] = frozenset()) -> RunResult:
+    """Timings left as None are the scenario's own (chaos.scenarios.TIMINGS), else the cluster defaults."""
+    timing = scenario_timing(name, heartbeat_interval_ms, election_timeout_ms, preempt_hold_down_ms)
     directory = Path(directory or tempfile.mkdtemp(prefix=f"bullyproof-{name}-{mode}-{seed}-"))
-    bound_ms = RECOVERY_BOUND_ELECTION_TIMEOUTS * election_timeout_ms
-    cc = ChaosCluster(directory, nodes, mode, heartbeat_interval_ms, election_timeout_ms, planted_bugs, seed, name)
+    bound_ms = RECOVERY_BOUND_ELECTION_TIMEOUTS * timing.election_timeout_ms
+    cc = ChaosCluster(directory, nodes, mode, timing.heartbeat_interval_ms, timing.election_timeout_ms, planted_bugs,
+                      seed, name, preempt_hold_down_ms=timing.preempt_hold_down_ms)
     with cc:
         cc.wait_for_leader(timeout_s=20)
         ctx = Context(cc, random.Random(seed))
@@ -65,7 +88,7 @@ def run_scenario(name: str, mode: str = "quorum", seed: int = 0, directory: Path
     report = check_all(events, mode, bound_ms)
     text = text_report(report, events, name, seed)
     (directory / "report.txt").write_text(text)
-    result = RunResult(name, mode, seed, report, directory, events, text)
+    result = RunResult(name, mode, seed, report, directory, events, text, timing)
     (directory / "report.json").write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     timeline_png(events, directory / "timeline.png", f"{name} ({mode}, seed {seed})")
     return result

@@ -15,6 +15,10 @@ from typing import Callable
 
 import grpc
 
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.cluster import OBSERVER_CHANNEL_OPTIONS
+
 from .harness import STORE, ChaosCluster
 
 
@@ -47,15 +51,36 @@ class Context:
         return claimed if claimed is not None else max(self.cc.ids)
 
 
+@dataclass(frozen=True)
+class ScenarioTiming:
+    """The cluster timing a scenario runs at unless the caller overrides it (run_scenario, CLI flags).
+
+    Most scenarios mean the same at any timing (their waits are in election timeouts) and use the
+    cluster defaults; a scenario that lines faults up against heartbeat rounds declares its own.
+    """
+
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 500
+    preempt_hold_down_ms: int = 3000  # 0 = a higher node never takes over from a lower leader
+
+    def describe(self) -> str:
+        hold = "no preemption" if not self.preempt_hold_down_ms else f"preempt hold-down {self.preempt_hold_down_ms} ms"
+        return f"heartbeat {self.heartbeat_interval_ms} ms, election timeout {self.election_timeout_ms} ms, {hold}"
+
+
+DEFAULT_TIMING = ScenarioTiming()
+
 Scenario = Callable[[Context], None]
 SCENARIOS: dict[str, Scenario] = {}
 DESCRIPTIONS: dict[str, str] = {}
+TIMINGS: dict[str, ScenarioTiming] = {}
 
 
-def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
+def scenario(name: str, description: str, timing: ScenarioTiming = DEFAULT_TIMING) -> Callable[[Scenario], Scenario]:
     def register(fn: Scenario) -> Scenario:
         SCENARIOS[name] = fn
         DESCRIPTIONS[name] = description
+        TIMINGS[name] = timing
         return fn
 
     return register
@@ -180,6 +205,109 @@ def full_restart(ctx: Context) -> None:
     ctx.cc.process(highest, "restart")
     ctx.wait(1)
     ctx.cc.heal()
+
+
+class _Rounds:
+    """How many heartbeats one node has received (GetStatus on its unproxied client port), polled
+    closely enough to line a fault up against the leader's heartbeat rounds."""
+
+    def __init__(self, cc: ChaosCluster, node: int) -> None:
+        assert cc.cluster is not None
+        self.channel = grpc.insecure_channel(cc.cluster.spec.node(node).client_address, options=OBSERVER_CHANNEL_OPTIONS)
+        self.stub = pb_grpc.LeadershipStub(self.channel)
+
+    def count(self) -> int | None:
+        try:
+            return self.stub.GetStatus(pb.GetStatusRequest(), timeout=0.3).messages_received.get("heartbeat", 0)
+        except grpc.RpcError:
+            return None
+
+    def next_round(self, timeout_s: float) -> float | None:
+        """Wait for the next heartbeat to arrive; the monotonic time it was seen, or None."""
+        deadline = time.monotonic() + timeout_s
+        before = self.count()
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+            now = self.count()
+            if before is None:
+                before = now
+            elif now is not None and now > before:
+                return time.monotonic()
+        return None
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+@scenario(
+    "quick-restart-in-lease",
+    "leader cut one way from a minority; a follower its lease rests on is SIGKILLed, restarted and asked to elect",
+    timing=ScenarioTiming(heartbeat_interval_ms=1000, election_timeout_ms=3000, preempt_hold_down_ms=0),
+)
+def quick_restart_in_lease(ctx: Context) -> None:
+    # The reviewed split brain (tests/unit/test_core.py, quick_restart_inside_the_promise_window) on
+    # real processes. A lower node L leads and the highest node R follows it (hence no preemption
+    # in this scenario's timing). L's links to a minority C are cut one way, so its lease rests on
+    # a bare majority that includes R. R is SIGKILLed and restarted at once, just before L's next
+    # round would reach it: it boots inside its promise window to L, knowing no leader. The highest
+    # of C has stopped hearing L, times out and sends Election to R, while L's lease (from the last
+    # round R acknowledged) still runs and before L's next round reaches R. R is the highest id:
+    # no one answers it Alive. A node that voted for itself there (planted bug boot-self-vote)
+    # would win C's votes and lead beside L (P3); the fixed node waits out its window.
+    #
+    # Times, with heartbeat H = 1 s and election timeout ET = 3 s (Timing.from_ms): L's lease runs
+    # 0.7 ET = 2.1 s from sending a round, a follower's promise 0.8 ET = 2.4 s from receipt, and a
+    # follower elects ET + rank * H/5 + U(0, H/2) after the last round it heard. Cut right after
+    # round h: the highest of C (rank 2, only L and R are above it) sends Election at h + 3.4-3.9 s,
+    # between rounds h+3 and h+4, its promise to L long over. R acknowledges rounds h+1 and h+2,
+    # so L's lease runs to h + 4.1 s. Killed and restarted 50 ms before L sends round h+3, R misses
+    # it (and L's channel to R then backs off for about H/2) and is back in about 0.1-0.3 s, before
+    # the Election. L answers that Election with a round of its own, at once: the 50 ms of latency
+    # on L->R keeps that round behind the Election at R (one hop, though over a fresh connection).
+    cc = ctx.cc
+    ids = sorted(cc.ids)
+    if len(ids) < 3:  # no minority to cut off: only the quick restart of a follower
+        leader = ctx.leader()
+        cc.process(next(n for n in ids if n != leader), "restart")
+        ctx.hold_then_heal(1)
+        return
+    leader = ctx.leader()
+    if leader == ids[-1]:
+        with contextlib.suppress(grpc.RpcError, TimeoutError):
+            cc.transfer(ids[-2])  # so that the highest id can be the follower that restarts
+        with contextlib.suppress(TimeoutError):
+            cc.wait_for_leader(timeout_s=4 * cc.election_timeout_ms / 1000)
+        leader = ctx.leader()
+    restarted = max(n for n in ids if n != leader)
+    others = sorted((n for n in ids if n not in (leader, restarted)), reverse=True)
+    first, rest = others[0], others[1:]  # the highest of the others times out first
+    ctx.rng.shuffle(rest)
+    cut = [first, *rest[: len(ids) - (len(ids) // 2 + 1) - 1]]  # everyone beyond a bare majority
+
+    period_s = cc.heartbeat_interval_ms / 1000
+    latency_s = 0.05
+    watch_cut, watch_restarted = _Rounds(cc, first), _Rounds(cc, restarted)
+    try:
+        round_h = watch_cut.next_round(3 * period_s)
+        if round_h is None:
+            return
+        cc.one_way(leader, cut)  # round h is the last they hear
+        cc.degrade("slow-leader-link", [(leader, restarted)], "latency", {"latency": int(latency_s * 1000), "jitter": 0},
+                   ("upstream",))
+        time.sleep(max(0.0, round_h + period_s / 2 - time.monotonic()))
+        round_1 = watch_restarted.next_round(3 * period_s)
+        round_2 = watch_restarted.next_round(3 * period_s) if round_1 is not None else None
+        if round_2 is None:
+            return
+        period = min(max(round_2 - round_1, 0.9 * period_s), 1.1 * period_s)
+        sent_3 = round_2 + period - latency_s  # when L will send round h+3 (and dial R anew)
+        time.sleep(max(0.0, sent_3 - 0.05 - time.monotonic()))
+        cc.process(restarted, "restart")
+    finally:
+        watch_cut.close()
+        watch_restarted.close()
+        ctx.wait(0.7)  # past the end of L's lease: whatever was going to happen has happened
+        cc.heal()
 
 
 @scenario("store-restart", "SIGKILL and restart the fenced store while the leader writes")

@@ -26,6 +26,13 @@ def test_list_names_every_scenario_one_per_line():
     assert "partition-leader-minority" in out and "random-mix" in out and len(out) == len(set(out)) >= 11
 
 
+def test_a_scenario_with_its_own_timing_says_so_and_checks_overrides():
+    described = cli("chaos", "list", "--describe").stdout
+    assert "quick-restart-in-lease" in described and "heartbeat 1000 ms, election timeout 3000 ms" in described
+    bad = cli("chaos", "run", "quick-restart-in-lease", "--election-timeout-ms", "500")
+    assert bad.returncode == 2 and "at least 3x" in bad.stderr, bad.stderr
+
+
 def test_run_json_reports_properties_and_seed(tmp_path):
     result = cli("chaos", "run", "leader-blackholed", "--mode", "classic", "--seed", "11", "--json", "--dir", str(tmp_path / "r"))
     assert result.returncode == 0, result.stderr

@@ -21,6 +21,9 @@ CASES = [
     (PlantedBug.DOUBLE_ACK, "bridge", "quorum", 4, {"P1", "P3"}),
     # Restarted without their promises, nodes reuse epoch numbers a different leader already had.
     (PlantedBug.FORGET_PROMISE, "full-restart", "quorum", 3, {"P1"}),
+    # Restarted inside its promise window to a leader whose lease still runs, a node asked to elect
+    # votes for itself, and the minority that lost the leader makes it a second leader.
+    (PlantedBug.BOOT_SELF_VOTE, "quick-restart-in-lease", "quorum", 1, {"P1", "P3"}),
     # Textbook Bully's stale leader keeps writing; a store that accepts stale epochs lets it in.
     (PlantedBug.STALE_STORE, "partition-leader-minority", "classic", 3, {"P2"}),
 ]
