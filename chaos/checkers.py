@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from node.core import mode_info
+
 from chaos.history import (
     CLAIM_KEY_PREFIX,
     DEAD_OR_FRESH_ACTIONS,
@@ -30,7 +32,6 @@ from chaos.history import (
 
 Events = Iterable[Mapping[str, Any]]
 
-MODES = ("classic", "quorum")
 # Longer evidence lists are cut, with a count of what was left out: a report must stay readable.
 EVIDENCE_LIMIT = 50
 
@@ -532,9 +533,9 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
     ordered = sort_events(events)
     origin_ns = _origin_ns(ordered)
     name = "no overlap by followers' grants"
-    if mode == "classic":
+    if not mode_info(mode).promises:
         return CheckResult(
-            "P3g", name, True, ["not applicable in classic mode: followers make no promises"],
+            "P3g", name, True, [f"not applicable in {mode} mode: followers make no promises"],
             {"applicable": False},
         )
     backed = grant_backed_intervals(ordered)
@@ -927,8 +928,7 @@ def failover_times(events: Events) -> list[dict[str, Any]]:
 
 def check_all(events: Events, mode: str, bound_ms: float) -> Report:
     """Run every check on one history; ``bound_ms`` is P4's bound on agreement after the heal."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    mode_info(mode)  # a clear error for an unknown mode
     ordered = sort_events(events)
     by_grants = check_no_overlap_by_grants(ordered, mode)
     results = [

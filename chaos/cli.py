@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from node.config import ConfigError
-from node.core import PlantedBug
+from node.core import DEFAULT_MODE, PlantedBug, mode_names
 
 DEFAULT_DIR = "runs/local"
 
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a scenario start to finish and print its report")
     p.add_argument("scenario")
-    p.add_argument("--mode", choices=["classic", "quorum"], default="quorum")
+    p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--dir", help="where to keep the run (default: a new temp dir)")

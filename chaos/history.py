@@ -33,7 +33,7 @@ class MetaEvent(TypedDict):
     t_ns: int
     kind: Literal["meta"]
     seed: int
-    mode: Literal["classic", "quorum"]
+    mode: str  # a name from node.core.REGISTRY
     scenario: str
     nodes: list[int]
     election_timeout_ms: int

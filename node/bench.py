@@ -28,6 +28,7 @@ from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
 
 from .cluster import LocalCluster, local_spec, process_fault
+from .core import DEFAULT_MODE, mode_names
 
 
 def summary_ms(samples_s: list[float]) -> dict[str, float]:
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--mode", choices=["classic", "quorum"], default="quorum")
+    parser.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     parser.add_argument("--election-timeout-ms", type=int, default=500)
     parser.add_argument("--heartbeat-interval-ms", type=int, default=100)
     parser.add_argument("--what", choices=["failover", "query", "watch"], default="failover")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, NodeSettings, check_timings, parse_peers, parse_planted_bugs
-from .core import Mode
+from .core import DEFAULT_MODE, Mode, mode_names
 
 DEFAULT_DIR = "runs/local"
 EXIT_STORAGE_FAULT = 3  # `node` stopped because its promise could not be persisted (fail-stop)
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", required=True, help="HOST:PORT for the Peer service")
     p.add_argument("--client-listen", required=True, help="HOST:PORT for Leadership, health and reflection")
     p.add_argument("--peers", required=True, help="ID=HOST:PORT,... (every other member)")
-    p.add_argument("--mode", choices=[m.value for m in Mode], default="quorum")
+    p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--state-dir", required=True, help="where the durable promise lives")
     _timing_args(p)
     p.add_argument("--tick-ms", type=_positive, default=10, help="core clock resolution (default 10)")
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="cluster_command", required=True)
     up = csub.add_parser("up", help="start N nodes and the store; print leadership changes until Ctrl-C")
     up.add_argument("--nodes", type=_positive, default=5)
-    up.add_argument("--mode", choices=[m.value for m in Mode], default="quorum")
+    up.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     up.add_argument("--dir", default=DEFAULT_DIR, help=f"run directory (default {DEFAULT_DIR})")
     _timing_args(up)
     up.add_argument("--direct", action="store_true", help="no Toxiproxy: nodes dial each other directly (no network faults)")
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compose", help="write docker-compose.yml from the cluster description")
     p.add_argument("--nodes", type=_positive, default=5)
-    p.add_argument("--mode", choices=[m.value for m in Mode], default="quorum")
+    p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--output", default="docker-compose.yml")
     p.add_argument("--check", action="store_true", help="fail if the file differs from what would be written")
 

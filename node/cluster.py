@@ -24,6 +24,7 @@ import grpc
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
 from .config import ConfigError
+from .core import mode_names
 from .ports import free_port
 
 CLUSTER_FILE = "cluster.json"
@@ -53,8 +54,8 @@ class ClusterSpec:
     store_dial: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("classic", "quorum"):
-            raise ConfigError(f"mode must be classic or quorum, got {self.mode!r}")
+        if self.mode not in mode_names():
+            raise ConfigError(f"mode must be one of {', '.join(mode_names())}, got {self.mode!r}")
         if not self.nodes:
             raise ConfigError("a cluster needs at least one node")
 

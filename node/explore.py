@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from pathlib import Path
 
-from node.core import Mode, PlantedBug, Role, Timing
+from node.core import DEFAULT_MODE, Mode, PlantedBug, Role, Timing, mode_names
 from node.sim import Network, timeline
 
 # The clock-rate error the lease rule tolerates (either way, per node): the leader's lease (0.7 ET
@@ -621,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def swarm_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--nodes", type=int, choices=range(1, 8), metavar="N", help="membership size (default: random 1..7)")
-        p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.QUORUM.value)
+        p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--drift", choices=["within", "beyond", "none"], default="within",
                        help=f"clock-rate skew: within the ±{CLOCK_DRIFT_BOUND:.0%} bound (default), beyond it, or none")

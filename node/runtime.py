@@ -31,14 +31,14 @@ from grpc_reflection.v1alpha import reflection
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
 from .config import ConfigError, NodeSettings
-from .core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, Role, SteppedDown, View, make_elector
+from .core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, Role, SteppedDown, View, make_elector, mode_names
 from .clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
 from .metrics import NodeMetrics
 from .state import PersistError, PromiseStore
 from .store import claim_key
 from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
 
-MODE_PB = {"classic": pb.MODE_CLASSIC, "quorum": pb.MODE_QUORUM}
+MODE_PB = {name: pb.Mode.Value(f"MODE_{name.upper()}") for name in mode_names()}  # the .proto lists every mode
 
 
 def channel_options(heartbeat_interval_ms: int) -> list[tuple[str, Any]]:

@@ -31,7 +31,7 @@ from fractions import Fraction
 
 from node.core import (
     BecameLeader,
-    BullyElector,
+    Elector,
     Config,
     Event,
     Message,
@@ -45,11 +45,10 @@ from node.core import (
     Timing,
     View,
     make_elector,
+    mode_info,
 )
 from node.store import decide as store_decide
 
-# Modes whose acknowledgements are promises with a window (the grant-based checks apply to them).
-PROMISING_MODES = frozenset({Mode.QUORUM})
 ACK_TYPES = frozenset({MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT_ACK})
 
 # ---- what the history holds ---------------------------------------------------------------------
@@ -145,7 +144,7 @@ class _StoreWrite:
 
 @dataclass
 class _Node:
-    elector: BullyElector
+    elector: Elector
     incarnation: int = 0
     crashed: bool = False
     paused_until_tick: int | None = None
@@ -402,7 +401,7 @@ class Network:
     def crashed(self, node: int) -> bool:
         return self._nodes[node].crashed
 
-    def elector(self, node: int) -> BullyElector:
+    def elector(self, node: int) -> Elector:
         return self._nodes[node].elector
 
     def view(self, node: int) -> View | None:
@@ -492,7 +491,7 @@ class Network:
         * two leaders whose grant-backed spans overlap: some member backed both at once;
         * a leader that acted (by its own report) after its majority's promises had run out.
         """
-        if self.mode not in PROMISING_MODES:
+        if not mode_info(self.mode).promises:
             return []
         backed = self.backed_intervals()
         found = self._double_promises()
@@ -534,7 +533,7 @@ class Network:
 
     def disagreement(self) -> str | None:
         """When the self-reported P3 and the grant-based one disagree, say how."""
-        if self.mode not in PROMISING_MODES:
+        if not mode_info(self.mode).promises:
             return None
         own, grants = bool(self._p3_violations()), bool(self.grant_violations())
         if own == grants:
@@ -590,7 +589,7 @@ class Network:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _build_elector(self, node: int, incarnation: int) -> BullyElector:
+    def _build_elector(self, node: int, incarnation: int) -> Elector:
         config = Config(node, self.members, self.timing, self.planted_bugs)
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
         return make_elector(self.mode, config, self.persisted[node], rng, self.local(node))

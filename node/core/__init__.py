@@ -1,10 +1,12 @@
 """The election protocol as a pure state machine: messages and clock ticks in, messages and effects out.
 
-No asyncio, no grpc, no clock, no global random: see DESIGN.md section 2. tests/unit/test_layering.py
-enforces it.
+No asyncio, no grpc, no clock, no global random: see docs/design.md. tests/unit/test_layering.py
+enforces it. Every algorithm implements `Elector`; `modes.REGISTRY` is the one list of them.
 """
 
-from .bully import BullyElector, ClassicBully, QuorumBully, make_elector
+from .bully import BullyElector, ClassicBully, QuorumBully
+from .elector import Elector
+from .modes import DEFAULT_MODE, REGISTRY, Mode, ModeInfo, make_elector, mode_info, mode_names
 from .types import (
     REPLY_TYPE,
     BecameLeader,
@@ -12,11 +14,11 @@ from .types import (
     ElectionStarted,
     Event,
     Message,
-    Mode,
     MsgType,
     Output,
     PlantedBug,
     Promise,
+    Reason,
     Role,
     Stats,
     SteppedDown,
@@ -24,10 +26,9 @@ from .types import (
     View,
 )
 
-Elector = BullyElector  # the one interface: tick, step, send_failed, resign, view
-
 __all__ = [
-    "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config", "ElectionStarted", "Elector",
-    "Event", "Message", "Mode", "MsgType", "Output", "PlantedBug", "Promise", "QuorumBully", "Role",
-    "Stats", "SteppedDown", "Timing", "View", "make_elector",
+    "DEFAULT_MODE", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
+    "ElectionStarted", "Elector", "Event", "Message", "Mode", "ModeInfo", "MsgType", "Output", "PlantedBug",
+    "Promise", "QuorumBully", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "make_elector",
+    "mode_info", "mode_names",
 ]

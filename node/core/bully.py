@@ -23,10 +23,10 @@ from .types import (
     ElectionStarted,
     Event,
     Message,
-    Mode,
     MsgType,
     Output,
     PlantedBug,
+    Reason,
     Promise,
     Role,
     Stats,
@@ -59,7 +59,6 @@ class _Phase:
 class BullyElector:
     """Shared Bully machinery. Subclasses decide what winning and following require."""
 
-    mode: Mode
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
         self.config = config
@@ -123,10 +122,10 @@ class BullyElector:
         if self.phase == _Phase.LEADING:
             if successor and successor not in self.config.peers:
                 raise ValueError(f"successor {successor} is not a peer of node {self.id}")
-            self._resign(batch, "resigned", successor)
+            self._resign(batch, Reason.RESIGNED, successor)
         return batch.freeze()
 
-    def _resign(self, batch: _Batch, reason: str, successor: int = 0) -> None:
+    def _resign(self, batch: _Batch, reason: Reason, successor: int = 0) -> None:
         epoch = self.epoch
         early = PlantedBug.EARLY_RELEASE in self.config.planted_bugs
         if early and self.phase == _Phase.LEADING and self.release_pending is None:
@@ -279,7 +278,7 @@ class BullyElector:
         self.epoch = epoch
         self.election_deadline = self.now + self._election_delay()
 
-    release_pending: tuple[str, int, int] | None = None  # PlantedBug.EARLY_RELEASE only
+    release_pending: tuple[Reason, int, int] | None = None  # PlantedBug.EARLY_RELEASE only
 
     def _become_leader(self, epoch: int, batch: _Batch) -> None:
         self.release_pending = None
@@ -289,7 +288,7 @@ class BullyElector:
         self.stats.elections_won += 1
         batch.events.append(BecameLeader(epoch))
 
-    def _step_down(self, reason: str, batch: _Batch, lease_end_tick: int | None = None) -> None:
+    def _step_down(self, reason: Reason, batch: _Batch, lease_end_tick: int | None = None) -> None:
         self.stats.stepdowns += 1
         batch.events.append(SteppedDown(self.epoch, reason, lease_end_tick))
         self.phase = _Phase.IDLE
@@ -314,8 +313,6 @@ class BullyElector:
 
 class ClassicBully(BullyElector):
     """The textbook Bully algorithm. No acks, no lease, no durable promise needed."""
-
-    mode = Mode.CLASSIC
 
     def _lease_valid(self, now: int) -> bool:
         return self.phase == _Phase.LEADING
@@ -356,7 +353,7 @@ class ClassicBully(BullyElector):
                 self._start_election(batch)
             return
         if self.phase == _Phase.LEADING:
-            self._step_down("higher_leader", batch)
+            self._step_down(Reason.HIGHER_LEADER, batch)
         self._make_promise(Promise(max(msg.epoch, self.promise.epoch), msg.src), batch)
         self._follow(msg.src, msg.epoch)
 
@@ -379,8 +376,6 @@ class ClassicBully(BullyElector):
 
 class QuorumBully(BullyElector):
     """Bully ordering with majority-acknowledged leadership, leases and durable promises."""
-
-    mode = Mode.QUORUM
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
         super().__init__(config, promise, rng, now)
@@ -423,7 +418,7 @@ class QuorumBully(BullyElector):
             and self.now >= self.lease_until
             and PlantedBug.IGNORE_LEASE not in self.config.planted_bugs
         ):
-            self._step_down("lease_expired", batch, lease_end_tick=self.lease_until)
+            self._step_down(Reason.LEASE_EXPIRED, batch, lease_end_tick=self.lease_until)
 
     # -- winning ---------------------------------------------------------------------------
 
@@ -544,7 +539,7 @@ class QuorumBully(BullyElector):
             return
         successor = self._preferred_successor()
         if successor is not None:
-            self._resign(batch, "preempted", successor)
+            self._resign(batch, Reason.PREEMPTED, successor)
             return
         self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
         self.round += 1
@@ -645,8 +640,3 @@ class QuorumBully(BullyElector):
         elif self.phase == _Phase.IDLE and (self.leader_id is None or self.now >= self.promise_until):
             self._start_election(batch)
 
-
-def make_elector(mode: Mode | str, config: Config, promise: Promise, rng: random.Random, now: int) -> BullyElector:
-    """The one factory the runtime and the simulator use; adding an algorithm means adding here."""
-    cls = {Mode.CLASSIC: ClassicBully, Mode.QUORUM: QuorumBully}[Mode(mode)]
-    return cls(config, promise, rng, now)

@@ -17,11 +17,6 @@ class Role(str, enum.Enum):
     LEADER = "leader"
 
 
-class Mode(str, enum.Enum):
-    CLASSIC = "classic"
-    QUORUM = "quorum"
-
-
 class MsgType(str, enum.Enum):
     ELECTION = "election"
     ALIVE = "alive"
@@ -179,10 +174,23 @@ class BecameLeader:
     epoch: int
 
 
+class Reason(str, enum.Enum):
+    """Why a leader stepped down (also the label of the stepdowns metric)."""
+
+    LEASE_EXPIRED = "lease_expired"  # its majority's acks stopped coming (quorum stepdown)
+    HIGHER_EPOCH = "higher_epoch"  # it learned of a newer epoch
+    HIGHER_LEADER = "higher_leader"  # classic Bully: a higher node claimed leadership
+    RESIGNED = "resigned"  # asked to (Resign, TransferLeadership, shutdown)
+    PREEMPTED = "preempted"  # handed over to a preferred higher node after the hold-down
+
+    def __str__(self) -> str:  # metrics labels and log lines want the bare name
+        return self.value
+
+
 @dataclass(frozen=True)
 class SteppedDown:
     epoch: int
-    reason: str  # "lease_expired", "higher_epoch", "higher_leader", "resigned"
+    reason: Reason
     # The tick at which the lease had run out (may be earlier than now after a pause), or None.
     lease_end_tick: int | None = None
 

@@ -1,0 +1,60 @@
+"""The registry of election modes: the one list of algorithms in the codebase.
+
+Everything that needs to know which modes exist (the CLI's choices, the cluster description, the
+runtime, the simulator, the checkers, the history) asks this module. Adding a mode means: a core
+module with an Elector, one entry here, its RPCs in the .proto (and node/wire.py), and its scenarios.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .bully import ClassicBully, QuorumBully
+from .elector import Elector
+from .types import Config, Promise
+
+
+@dataclass(frozen=True)
+class ModeInfo:
+    name: str
+    summary: str
+    factory: Callable[[Config, Promise, random.Random, int], Elector]
+    # Acknowledgements are promises with a window (Timing.follower_promise_ticks): the checkers judge
+    # leadership from the followers' grants (P3g), and P1/P3 must hold.
+    promises: bool
+    # Can leadership be handed over on request (Resign, TransferLeadership)?
+    transfers: bool = True
+
+
+REGISTRY: dict[str, ModeInfo] = {
+    info.name: info
+    for info in (
+        ModeInfo("classic", "textbook Bully: the highest reachable id wins without consent", ClassicBully, promises=False),
+        ModeInfo("quorum", "Bully ordering with majority-acknowledged leadership, leases and durable promises",
+                 QuorumBully, promises=True),
+    )
+}
+
+DEFAULT_MODE = "quorum"
+
+# The names as an enum, for code that likes Mode.QUORUM; built from the registry, not a second list.
+Mode = enum.Enum("Mode", {name.upper(): name for name in REGISTRY}, type=str)  # type: ignore[misc]
+
+
+def mode_info(mode: str) -> ModeInfo:
+    try:
+        return REGISTRY[str(Mode(mode).value)]
+    except ValueError:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def mode_names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def make_elector(mode: str, config: Config, promise: Promise, rng: random.Random, now: int) -> Elector:
+    """The one factory the runtime and the simulator use."""
+    return mode_info(mode).factory(config, promise, rng, now)
