@@ -241,7 +241,7 @@ class _Runner:
                 e, v, now = net.elector(m), net.view(m), net.local(m)
                 if event == "lease-end" and v.role == Role.LEADER and 0 <= getattr(e, "lease_until", now) - now <= 2:
                     candidates.append(m)
-                elif event == "deadline" and v.role == Role.FOLLOWER and 0 <= e.election_deadline - now <= 1:
+                elif event == "deadline" and v.role == Role.FOLLOWER and 0 <= getattr(e, "election_deadline", -9) - now <= 1:
                     candidates.append(m)
                 elif event == "leader" and v.role == Role.LEADER:
                     candidates.append(m)

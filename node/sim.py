@@ -38,6 +38,7 @@ from node.core import (
     Mode,
     MsgType,
     Output,
+    PROMISE_REPLY_TYPES,
     PlantedBug,
     Promise,
     Role,
@@ -49,7 +50,6 @@ from node.core import (
 )
 from node.store import decide as store_decide
 
-ACK_TYPES = frozenset({MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT_ACK})
 
 # ---- what the history holds ---------------------------------------------------------------------
 
@@ -616,7 +616,7 @@ class Network:
             if out.persist.leader_id == node:  # a vote for itself: a grant, as far as rule 4 goes
                 self.grants.append(Grant(self.now, node, node, out.persist.epoch, self.now, self._next_seq()))
         for msg in out.messages:
-            if msg.type in ACK_TYPES and msg.granted:
+            if msg.type in PROMISE_REPLY_TYPES and msg.granted:
                 window_end = self.global_tick(node, self.local(node) + self.timing.follower_promise_ticks)
                 self.grants.append(Grant(self.now, node, msg.dst, msg.epoch, window_end, self._next_seq()))
             self._send(msg)

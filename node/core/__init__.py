@@ -8,6 +8,7 @@ from .bully import BullyElector, ClassicBully, QuorumBully
 from .elector import Elector
 from .modes import DEFAULT_MODE, REGISTRY, Mode, ModeInfo, make_elector, mode_info, mode_names
 from .types import (
+    PROMISE_REPLY_TYPES,
     REPLY_TYPE,
     BecameLeader,
     Config,
@@ -27,7 +28,7 @@ from .types import (
 )
 
 __all__ = [
-    "DEFAULT_MODE", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
+    "DEFAULT_MODE", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
     "ElectionStarted", "Elector", "Event", "Message", "Mode", "ModeInfo", "MsgType", "Output", "PlantedBug",
     "Promise", "QuorumBully", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "make_elector",
     "mode_info", "mode_names",

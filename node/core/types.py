@@ -28,6 +28,9 @@ class MsgType(str, enum.Enum):
 
 # Acks answer a request on the same call (gRPC response); everything else is a call of its own.
 REPLY_TYPE = {MsgType.COORDINATOR: MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT: MsgType.HEARTBEAT_ACK}
+# Replies whose granted=True is a promise (in modes that make promises): the follower backs no one
+# else, itself included, for Timing.follower_promise_ticks unless the leader releases it first.
+PROMISE_REPLY_TYPES = frozenset({MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT_ACK})
 
 
 @dataclass(frozen=True)
