@@ -597,22 +597,25 @@ class TransferError(Exception):
 
 
 class PeerServicer(pb_grpc.PeerServicer):
-    """Thin: validation and conversion live in node.wire, decisions in node.core."""
+    """Thin: validation and conversion live in node.wire, decisions in node.core.
+
+    One method per RPC of service Peer, made from the .proto: a new mode's RPCs need no code here.
+    """
 
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
 
-    async def Election(self, request, context):
-        return await self.node.handle_peer("Election", request, context)
 
-    async def Alive(self, request, context):
-        return await self.node.handle_peer("Alive", request, context)
+def _peer_rpc(rpc: str) -> Callable[..., Any]:
+    async def handle(self: PeerServicer, request: pb.PeerMessage, context: grpc.aio.ServicerContext) -> pb.PeerReply:
+        return await self.node.handle_peer(rpc, request, context)
 
-    async def Coordinator(self, request, context):
-        return await self.node.handle_peer("Coordinator", request, context)
+    handle.__name__ = rpc
+    return handle
 
-    async def Heartbeat(self, request, context):
-        return await self.node.handle_peer("Heartbeat", request, context)
+
+for _rpc in pb.DESCRIPTOR.services_by_name["Peer"].methods_by_name:
+    setattr(PeerServicer, _rpc, _peer_rpc(_rpc))
 
 
 class LeadershipServicer(pb_grpc.LeadershipServicer):

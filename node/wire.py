@@ -16,13 +16,18 @@ from .core import REPLY_TYPE, Message, MsgType, Role
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
 MAX_EPOCH = 2**62
 
-RPC_TYPE = {
-    "Election": MsgType.ELECTION,
-    "Alive": MsgType.ALIVE,
-    "Coordinator": MsgType.COORDINATOR,
-    "Heartbeat": MsgType.HEARTBEAT,
-}
+
+def rpc_name(type_: MsgType) -> str:
+    """A request's RPC in service Peer is its message type in CamelCase (REQUEST_VOTE: RequestVote)."""
+    return "".join(part.capitalize() for part in type_.name.split("_"))
+
+
+# Every request type of every mode (replies travel back on the same call, or not at all).
+RPC_TYPE = {rpc_name(t): t for t in MsgType if t not in set(REPLY_TYPE.values())}
 RPC_NAME = {t: name for name, t in RPC_TYPE.items()}
+# What each RPC may carry beyond sender, receiver and epoch (everything else must be unset).
+EPOCH_REQUIRED = frozenset({"Coordinator", "Heartbeat", "PreVote", "RequestVote", "RingCoordinator"})
+RING_RPCS = frozenset({"RingElection", "RingCoordinator"})
 
 ROLE_PB = {Role.FOLLOWER: pb.ROLE_FOLLOWER, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.LEADER: pb.ROLE_LEADER}
 
@@ -47,7 +52,9 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
         )
     if req.epoch > MAX_EPOCH:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"epoch {req.epoch} is impossible (max {MAX_EPOCH})")
-    if rpc in ("Coordinator", "Heartbeat") and req.epoch == 0:
+    if rpc not in RPC_TYPE:
+        return Rejection(grpc.StatusCode.UNIMPLEMENTED, f"no peer RPC {rpc!r}")
+    if rpc in EPOCH_REQUIRED and req.epoch == 0:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs an epoch >= 1, got 0")
     if req.successor_id and not (rpc == "Heartbeat" and req.resigning):
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "successor_id is only meaningful on a resigning Heartbeat")
@@ -61,20 +68,27 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"round is only meaningful on Heartbeat, got {req.round} on {rpc}")
         if req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"resigning is only meaningful on Heartbeat, not {rpc}")
+    if rpc in RING_RPCS:
+        if req.initiator_id not in members:
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"initiator {req.initiator_id} is not a member")
+        if any(i not in members for i in req.ring_ids) or len(set(req.ring_ids)) != len(req.ring_ids):
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids {list(req.ring_ids)} must be distinct members")
+    elif req.ring_ids or req.initiator_id:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}")
     return None
 
 
 def message_from_pb(rpc: str, req: pb.PeerMessage) -> Message:
     return Message(
         RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning,
-        successor=req.successor_id,
+        successor=req.successor_id, ids=tuple(req.ring_ids), initiator=req.initiator_id,
     )
 
 
 def message_to_pb(msg: Message) -> pb.PeerMessage:
     return pb.PeerMessage(
         sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning,
-        successor_id=msg.successor,
+        successor_id=msg.successor, ring_ids=msg.ids, initiator_id=msg.initiator,
     )
 
 

@@ -19,6 +19,8 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_UNSPECIFIED: _ClassVar[Mode]
     MODE_CLASSIC: _ClassVar[Mode]
     MODE_QUORUM: _ClassVar[Mode]
+    MODE_RING: _ClassVar[Mode]
+    MODE_RAFT: _ClassVar[Mode]
 ROLE_UNSPECIFIED: Role
 ROLE_FOLLOWER: Role
 ROLE_CANDIDATE: Role
@@ -26,22 +28,28 @@ ROLE_LEADER: Role
 MODE_UNSPECIFIED: Mode
 MODE_CLASSIC: Mode
 MODE_QUORUM: Mode
+MODE_RING: Mode
+MODE_RAFT: Mode
 
 class PeerMessage(_message.Message):
-    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning", "successor_id")
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning", "successor_id", "ring_ids", "initiator_id")
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     RESIGNING_FIELD_NUMBER: _ClassVar[int]
     SUCCESSOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RING_IDS_FIELD_NUMBER: _ClassVar[int]
+    INITIATOR_ID_FIELD_NUMBER: _ClassVar[int]
     sender_id: int
     receiver_id: int
     epoch: int
     round: int
     resigning: bool
     successor_id: int
-    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ...) -> None: ...
+    ring_ids: _containers.RepeatedScalarFieldContainer[int]
+    initiator_id: int
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ..., ring_ids: _Optional[_Iterable[int]] = ..., initiator_id: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("sender_id", "receiver_id", "epoch", "round", "granted", "promised_epoch")

@@ -31,6 +31,11 @@ class PeerStub:
     fencing token). The receiver checks all three before it touches any state.
     Election and Alive are one-way (the reply is empty). Coordinator and Heartbeat are answered
     on the same call with an Ack, so an acknowledgement travels the same link as its request.
+
+    Which mode uses which RPC (an RPC's name is its message type in node/core, in CamelCase):
+    classic, quorum (Bully): Election, Alive, Coordinator, Heartbeat
+    raft:                    PreVote, RequestVote, Heartbeat
+    ring:                    RingElection, RingCoordinator, Heartbeat
     ---------------------------------------------------------------------------------------------
     """
 
@@ -60,6 +65,26 @@ class PeerStub:
                 request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
                 response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
                 _registered_method=True)
+        self.PreVote = channel.unary_unary(
+                '/bullyproof.v1.Peer/PreVote',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+                _registered_method=True)
+        self.RequestVote = channel.unary_unary(
+                '/bullyproof.v1.Peer/RequestVote',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+                _registered_method=True)
+        self.RingElection = channel.unary_unary(
+                '/bullyproof.v1.Peer/RingElection',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+                _registered_method=True)
+        self.RingCoordinator = channel.unary_unary(
+                '/bullyproof.v1.Peer/RingCoordinator',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -68,6 +93,11 @@ class PeerServicer:
     fencing token). The receiver checks all three before it touches any state.
     Election and Alive are one-way (the reply is empty). Coordinator and Heartbeat are answered
     on the same call with an Ack, so an acknowledgement travels the same link as its request.
+
+    Which mode uses which RPC (an RPC's name is its message type in node/core, in CamelCase):
+    classic, quorum (Bully): Election, Alive, Coordinator, Heartbeat
+    raft:                    PreVote, RequestVote, Heartbeat
+    ring:                    RingElection, RingCoordinator, Heartbeat
     ---------------------------------------------------------------------------------------------
     """
 
@@ -99,6 +129,34 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreVote(self, request, context):
+        """Raft: "would you vote for me in term epoch?" (no promise is made; nothing is persisted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestVote(self, request, context):
+        """Raft: "vote for me in term epoch": one vote per term, persisted before the granted Ack.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RingElection(self, request, context):
+        """Ring: the election token, carrying the ids collected so far (ring_ids) and its initiator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RingCoordinator(self, request, context):
+        """Ring: the elected coordinator (initiator names it), circulated once around the ring.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +180,26 @@ def add_PeerServicer_to_server(servicer, server):
                     request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.FromString,
                     response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.SerializeToString,
             ),
+            'PreVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreVote,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.SerializeToString,
+            ),
+            'RequestVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestVote,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.SerializeToString,
+            ),
+            'RingElection': grpc.unary_unary_rpc_method_handler(
+                    servicer.RingElection,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.SerializeToString,
+            ),
+            'RingCoordinator': grpc.unary_unary_rpc_method_handler(
+                    servicer.RingCoordinator,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'bullyproof.v1.Peer', rpc_method_handlers)
@@ -136,6 +214,11 @@ class Peer:
     fencing token). The receiver checks all three before it touches any state.
     Election and Alive are one-way (the reply is empty). Coordinator and Heartbeat are answered
     on the same call with an Ack, so an acknowledgement travels the same link as its request.
+
+    Which mode uses which RPC (an RPC's name is its message type in node/core, in CamelCase):
+    classic, quorum (Bully): Election, Alive, Coordinator, Heartbeat
+    raft:                    PreVote, RequestVote, Heartbeat
+    ring:                    RingElection, RingCoordinator, Heartbeat
     ---------------------------------------------------------------------------------------------
     """
 
@@ -235,6 +318,114 @@ class Peer:
             request,
             target,
             '/bullyproof.v1.Peer/Heartbeat',
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bullyproof.v1.Peer/PreVote',
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bullyproof.v1.Peer/RequestVote',
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RingElection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bullyproof.v1.Peer/RingElection',
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RingCoordinator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bullyproof.v1.Peer/RingCoordinator',
             bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
             bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
             options,

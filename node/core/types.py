@@ -47,6 +47,9 @@ class Message:
     resigning: bool = False
     # ...letting this node (a transfer target) go first; 0 = no one in particular.
     successor: int = 0
+    # Ring tokens: the ids collected so far, and the node that started the token.
+    ids: tuple[int, ...] = ()
+    initiator: int = 0
 
 
 @dataclass(frozen=True)
