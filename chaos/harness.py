@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.channels import observer_channel
 from node.cluster import (
     ClusterSpec,
     LocalCluster,
@@ -186,7 +186,7 @@ class ChaosCluster:
         """Ask the agreed leader to hand leadership to `target` (TransferLeadership); recorded."""
         leader, epoch = self.wait_for_leader()
         self.record("transfer", node=leader, target=target, epoch=epoch)
-        with grpc.insecure_channel(self.cluster.spec.node(leader).client_address) as ch:
+        with observer_channel(self.cluster.spec.node(leader).client_address) as ch:
             reply = pb_grpc.LeadershipStub(ch).TransferLeadership(pb.TransferRequest(target_id=target), timeout=10)
         return reply.leader_id, reply.epoch
 
@@ -288,7 +288,7 @@ def store_events(address: str) -> list[dict[str, Any]]:
     """The store's durable log as history events (its own decision times)."""
     events: list[dict[str, Any]] = []
     after = 0
-    with grpc.insecure_channel(address) as ch:
+    with observer_channel(address) as ch:
         stub = pb_grpc.FencedStoreStub(ch)
         while True:
             reply = stub.ReadLog(pb.ReadLogRequest(after_seq=after, limit=5000), timeout=5)

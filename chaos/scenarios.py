@@ -17,7 +17,7 @@ import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.cluster import OBSERVER_CHANNEL_OPTIONS
+from node.channels import observer_channel
 
 from .harness import STORE, ChaosCluster
 
@@ -213,7 +213,7 @@ class _Rounds:
 
     def __init__(self, cc: ChaosCluster, node: int) -> None:
         assert cc.cluster is not None
-        self.channel = grpc.insecure_channel(cc.cluster.spec.node(node).client_address, options=OBSERVER_CHANNEL_OPTIONS)
+        self.channel = observer_channel(cc.cluster.spec.node(node).client_address)
         self.stub = pb_grpc.LeadershipStub(self.channel)
 
     def count(self) -> int | None:

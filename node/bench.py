@@ -26,6 +26,7 @@ import grpc
 
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
+from .channels import client_channel, observer_channel
 
 from .cluster import LocalCluster, local_spec, process_fault
 from .core import DEFAULT_MODE, mode_names
@@ -80,7 +81,7 @@ def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_i
 def bench_query(queries: int, concurrency: int = 32) -> dict:
     """GetLeader on one node over loopback: sequential latency, then concurrent throughput."""
     async def measure(address: str) -> dict:
-        async with grpc.aio.insecure_channel(address) as ch:
+        async with client_channel(address) as ch:
             stub = pb_grpc.LeadershipStub(ch)
             req = pb.GetLeaderRequest()
             for _ in range(200):  # warm up the channel
@@ -130,7 +131,7 @@ def bench_watch(kills: int) -> dict:
             current = cluster.wait_for_agreement(30)
             watched = 1  # node 1 is never the one killed below
             received: queue.Queue = queue.Queue()
-            channel = grpc.insecure_channel(cluster.spec.node(watched).client_address)
+            channel = observer_channel(cluster.spec.node(watched).client_address)
             stream = pb_grpc.LeadershipStub(channel).WatchLeader(pb.WatchLeaderRequest())
 
             def pump() -> None:

@@ -250,13 +250,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from .api import bullyproof_pb2 as pb
     from .api import bullyproof_pb2_grpc as pb_grpc
-    from .cluster import OBSERVER_CHANNEL_OPTIONS, read_cluster_file
+    from .channels import observer_channel
+    from .cluster import read_cluster_file
 
     data = read_cluster_file(Path(args.dir))
     out = {}
     for n in data["nodes"]:
         try:
-            with grpc.insecure_channel(n["client_address"], options=OBSERVER_CHANNEL_OPTIONS) as ch:
+            with observer_channel(n["client_address"]) as ch:
                 st = pb_grpc.LeadershipStub(ch).GetStatus(pb.GetStatusRequest(), timeout=0.5)
             out[str(n["id"])] = MessageToDict(st, preserving_proto_field_name=True)
         except grpc.RpcError as exc:

@@ -23,6 +23,7 @@ import grpc
 
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
+from .channels import observer_channel
 from .config import ConfigError
 from .core import mode_names
 from .ports import free_port
@@ -105,17 +106,9 @@ def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, e
 
 # A fresh channel per question, with its own subchannel: gRPC otherwise shares subchannels across
 # channels, and one that failed while a node was starting sits in backoff (up to 120 s).
-OBSERVER_CHANNEL_OPTIONS = [
-    ("grpc.use_local_subchannel_pool", 1),
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 200),
-]
-
-
 def get_leader(address: str, timeout_s: float = 0.5) -> pb.LeaderInfo | None:
     try:
-        with grpc.insecure_channel(address, options=OBSERVER_CHANNEL_OPTIONS) as ch:
+        with observer_channel(address) as ch:
             return pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=timeout_s)
     except grpc.RpcError:
         return None

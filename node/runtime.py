@@ -30,6 +30,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
+from . import channels
+from .channels import peer_channel
 from .config import ConfigError, NodeSettings
 from .core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, Role, SteppedDown, View, make_elector, mode_names
 from .clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
@@ -39,24 +41,6 @@ from .store import claim_key
 from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
 
 MODE_PB = {name: pb.Mode.Value(f"MODE_{name.upper()}") for name in mode_names()}  # the .proto lists every mode
-
-
-def channel_options(heartbeat_interval_ms: int) -> list[tuple[str, Any]]:
-    """Reconnect fast: gRPC's default backoff grows to 120 s, so a healed link would sit unused.
-
-    Keepalive makes an idle channel behind a blackhole notice; every call also has a deadline.
-    """
-    backoff_ms = max(20, heartbeat_interval_ms // 2)
-    return [
-        ("grpc.initial_reconnect_backoff_ms", backoff_ms),
-        ("grpc.min_reconnect_backoff_ms", backoff_ms),
-        ("grpc.max_reconnect_backoff_ms", heartbeat_interval_ms),
-        ("grpc.keepalive_time_ms", max(1000, 10 * heartbeat_interval_ms)),
-        ("grpc.keepalive_timeout_ms", max(1000, 10 * heartbeat_interval_ms)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.enable_retries", 0),
-    ]
 
 
 class EventLog:
@@ -459,7 +443,7 @@ class NodeRuntime:
         an epoch only after its claim was answered (or timed out).
         """
         assert self.settings.store
-        async with grpc.aio.insecure_channel(self.settings.store, options=channel_options(self.settings.heartbeat_interval_ms)) as ch:
+        async with peer_channel(self.settings.store, self.settings.heartbeat_interval_ms) as ch:
             stub = pb_grpc.FencedStoreStub(ch)
             claimed = _Claimed()
             async with asyncio.TaskGroup() as group:
@@ -507,12 +491,10 @@ class NodeRuntime:
 
     async def run(self) -> None:
         s = self.settings
-        opts = channel_options(s.heartbeat_interval_ms)
         for pid, address in s.peers.items():
-            channel = grpc.aio.insecure_channel(address, options=opts)
+            channel = peer_channel(address, s.heartbeat_interval_ms)
             self.peers[pid] = PeerState(address, channel, pb_grpc.PeerStub(channel))
-        # No SO_REUSEPORT: a second process on our port must fail, not silently share it.
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = channels.server()
         pb_grpc.add_PeerServicer_to_server(PeerServicer(self), self.server)
         pb_grpc.add_LeadershipServicer_to_server(LeadershipServicer(self), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

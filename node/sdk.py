@@ -35,6 +35,7 @@ import grpc
 
 from .api import bullyproof_pb2 as pb
 from .api import bullyproof_pb2_grpc as pb_grpc
+from .channels import client_channel
 
 __all__ = [
     "Backoff",
@@ -52,19 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# gRPC's default reconnect backoff grows to 120 s: a node that restarts would sit unused that long.
-# A local subchannel pool keeps one client's failed connection attempts from delaying another's.
-# No keepalive pings: a server with gRPC's default ping policy closes a connection that pings an idle
-# stream more often than every 5 minutes; liveness comes from deadline-bound calls instead.
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.use_local_subchannel_pool", 1),
-    ("grpc.enable_retries", 0),
-)
-
 
 # ---- values -----------------------------------------------------------------------------------
 
@@ -303,7 +291,7 @@ class LeaderClient:
     def _stub(self, address: str) -> pb_grpc.LeadershipStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = client_channel(address)
         return pb_grpc.LeadershipStub(channel)
 
     async def _ask(self, address: str) -> pb.LeaderInfo | None:
@@ -432,7 +420,7 @@ class Leadership:
         Work must not swallow CancelledError: run() waits for it to finish.
         """
         inbox: asyncio.Queue[_Signal] = asyncio.Queue()
-        async with grpc.aio.insecure_channel(self.node_address, options=CHANNEL_OPTIONS) as channel:
+        async with client_channel(self.node_address) as channel:
             stub = pb_grpc.LeadershipStub(channel)
             watcher = asyncio.create_task(self._watch(stub, inbox))
             watcher.add_done_callback(lambda task: _relay_failure(task, inbox))
@@ -578,7 +566,7 @@ class FencedWriter:
         grpc.aio.AioRpcError if the store does not answer within deadline_s (the write may or may not
         have been recorded) or rejects the input (INVALID_ARGUMENT)."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.store_address, options=CHANNEL_OPTIONS)
+            self._channel = client_channel(self.store_address)
         request = pb.WriteRequest(writer_id=self.writer_id, epoch=token.epoch, key=key, value=value)
         reply = await pb_grpc.FencedStoreStub(self._channel).Write(request, timeout=self.deadline_s)
         if not reply.accepted:

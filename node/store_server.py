@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .api import bullyproof_pb2 as pb
+from . import channels
 from .api import bullyproof_pb2_grpc as pb_grpc
 from .config import ConfigError, parse_address, parse_planted_bugs
 from .core import PlantedBug
@@ -68,8 +69,7 @@ async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None 
     """
     parse_address(listen, "--listen")
     db = FencedStoreDB(db_path, accept_stale=PlantedBug.STALE_STORE in planted_bugs)
-    # No SO_REUSEPORT: a second store on the same port must fail to bind, not share the traffic.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = channels.server()
     health_servicer = health.aio.HealthServicer()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
