@@ -1,8 +1,8 @@
-"""Checkers for the properties of DESIGN.md section 3 (P1..P5), judged from a recorded history alone.
+"""Checkers for the properties of docs/design.md section 3 (P1..P5, P3g), judged from a recorded history alone.
 
 P3 is judged twice: from what leaders reported about themselves (views and lease ends), and, as
 P3g, from what followers granted (their "grant" and "release" events), which does not trust the
-leaders at all (DESIGN.md section 7). P3g is enforced in quorum mode; classic Bully makes no
+leaders at all (docs/design.md section 7). P3g is enforced in quorum mode; classic Bully makes no
 promises, so there it does not apply.
 
 Every checker takes the events of one run (any order; they are sorted by t_ns here) and returns a

@@ -1,6 +1,6 @@
 """The node's durable promise: one small JSON file, replaced atomically and fsynced.
 
-Written before any message that reveals it leaves the node (DESIGN.md: persist before you send).
+Written before any message that reveals it leaves the node (docs/design.md: persist before you send).
 A promise that cannot be written, or read back, is never guessed at: saving raises PersistError
 (the node fail-stops) and loading raises StateError (the node refuses to start).
 """

@@ -2,7 +2,7 @@
 
 A write is accepted only if its epoch is current: not below the highest epoch ever accepted, and, at
 that epoch, only from the writer that first claimed it. Every attempt, accepted or rejected, becomes
-one row of the log, committed with fsync before the decision is returned (DESIGN.md P2, P5).
+one row of the log, committed with fsync before the decision is returned (docs/design.md P2, P5).
 """
 
 from __future__ import annotations

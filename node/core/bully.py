@@ -2,7 +2,7 @@
 
 * ClassicBully — the textbook algorithm: highest reachable id wins, victory needs nobody's consent,
   a leader never doubts itself. Under a partition it makes two leaders; it exists to be shown failing.
-* QuorumBully — Bully ordering, hardened (DESIGN.md section 3): a leader of epoch e needs a majority
+* QuorumBully — Bully ordering, hardened (docs/design.md section 3): a leader of epoch e needs a majority
   of the full membership to acknowledge Coordinator(e); a node acknowledges at most one leader per
   epoch and persists that promise first; the leader holds a lease renewed by majority-acknowledged
   heartbeats and steps down when it runs out; a follower that heard a live leader refuses others.

@@ -181,7 +181,7 @@ def test_blackhole_drops_silently_and_removal_closes_held_connections(
         with connect(port) as during:  # the proxy still accepts; it just never answers
             assert_silent(during)
             client.remove(fault)
-            # DESIGN.md pitfall: removing a timeout toxic closes the connections it held.
+            # docs/design.md pitfall: removing a timeout toxic closes the connections it held.
             assert_closed(during)
         assert_closed(before)
     assert roundtrip(port) == b"ping"

@@ -1,6 +1,6 @@
 """Layering, enforced (as trio does): the core is pure, and nothing in node/ reaches into chaos/.
 
-See DESIGN.md section 2: node/core has no asyncio, no grpc, no clock, no global random.
+See docs/design.md section 2: node/core has no asyncio, no grpc, no clock, no global random.
 """
 
 from __future__ import annotations
