@@ -116,6 +116,7 @@ class RingElector:
         self.passes: dict[int, _Pass] = {}  # our pass number -> the pass awaiting its ack
         self.pass_seq = 0
         self.round = 0  # heartbeat rounds
+        self.seen_before = promise.epoch  # the highest epoch seen before the message being handled
         self.last_result: tuple[int, int, tuple[int, ...]] | None = None  # the last coordinator lap we passed on
         self.next_heartbeat = 0
 
@@ -141,6 +142,7 @@ class RingElector:
     def step(self, now: int, msg: Message) -> Output:
         batch = _Batch()
         self._advance(now)
+        self.seen_before = max(self.highest_seen_epoch, self.promise.epoch)  # before this message
         self.highest_seen_epoch = max(self.highest_seen_epoch, msg.epoch, msg.promised_epoch)
         handler = {
             MsgType.RING_ELECTION: self._on_token,
@@ -299,8 +301,10 @@ class RingElector:
         if (epoch, coordinator) == current:
             pass  # its heartbeat got here first
         elif coordinator == self.id:
-            if epoch <= self.promise.epoch:  # we led this epoch before a restart: never reuse it
-                epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
+            if epoch <= self.seen_before:
+                # We led this epoch before a restart (never reuse it), or saw it (or a newer one) in
+                # use since the token passed us: lead above everything we have seen instead.
+                epoch = self.seen_before + 1
             self._lead(batch, epoch)
         else:
             if self.phase == _Phase.LEADING:
