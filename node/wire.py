@@ -28,6 +28,8 @@ RPC_NAME = {t: name for name, t in RPC_TYPE.items()}
 # What each RPC may carry beyond sender, receiver and epoch (everything else must be unset).
 EPOCH_REQUIRED = frozenset({"Coordinator", "Heartbeat", "PreVote", "RequestVote", "RingCoordinator"})
 RING_RPCS = frozenset({"RingElection", "RingCoordinator"})
+# Ring passes carry a pass number (round) so that the ack matches its pass.
+ROUND_RPCS = frozenset({"Heartbeat", *RING_RPCS})
 
 ROLE_PB = {Role.FOLLOWER: pb.ROLE_FOLLOWER, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.LEADER: pb.ROLE_LEADER}
 
@@ -64,7 +66,7 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
         if req.round == 0 and not req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "Heartbeat needs a round >= 1 (or resigning=true)")
     else:
-        if req.round:
+        if req.round and rpc not in ROUND_RPCS:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"round is only meaningful on Heartbeat, got {req.round} on {rpc}")
         if req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"resigning is only meaningful on Heartbeat, not {rpc}")

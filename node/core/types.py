@@ -24,6 +24,11 @@ class MsgType(str, enum.Enum):
     COORDINATOR_ACK = "coordinator_ack"
     HEARTBEAT = "heartbeat"
     HEARTBEAT_ACK = "heartbeat_ack"
+    # ---- Ring (node/core/ring.py) ----
+    RING_ELECTION = "ring_election"  # the token: ids collected so far, from `initiator`
+    RING_COORDINATOR = "ring_coordinator"  # the result: max(ids) leads epoch `epoch`; circulates once
+    RING_ACK = "ring_ack"  # a token pass was received (answers both, on the same call)
+    # ---- end Ring ----
 
 
 # Acks answer a request on the same call (gRPC response); everything else is a call of its own.
@@ -31,6 +36,10 @@ REPLY_TYPE = {MsgType.COORDINATOR: MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT: M
 # Replies whose granted=True is a promise (in modes that make promises): the follower backs no one
 # else, itself included, for Timing.follower_promise_ticks unless the leader releases it first.
 PROMISE_REPLY_TYPES = frozenset({MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT_ACK})
+# ---- Ring (node/core/ring.py): every pass of a ring message is acknowledged by the receiver; no
+# promise in it (ring mode makes none). The pass is matched to its ack by `round`. ----
+REPLY_TYPE.update({MsgType.RING_ELECTION: MsgType.RING_ACK, MsgType.RING_COORDINATOR: MsgType.RING_ACK})
+# ---- end Ring ----
 
 
 @dataclass(frozen=True)
@@ -47,9 +56,13 @@ class Message:
     resigning: bool = False
     # ...letting this node (a transfer target) go first; 0 = no one in particular.
     successor: int = 0
-    # Ring tokens: the ids collected so far, and the node that started the token.
+    # ---- Ring (node/core/ring.py) ----
+    # RING_ELECTION: the ids collected so far (initiator first); RING_COORDINATOR: the same list, its
+    # maximum is the coordinator.
     ids: tuple[int, ...] = ()
+    # The node that started this election; a ring message stops when it comes back to it.
     initiator: int = 0
+    # ---- end Ring ----
 
 
 @dataclass(frozen=True)
