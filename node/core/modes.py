@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .bully import ClassicBully, QuorumBully
 from .elector import Elector
+from .raft import RaftElector
 from .types import Config, Promise
 
 
@@ -35,6 +36,8 @@ REGISTRY: dict[str, ModeInfo] = {
         ModeInfo("classic", "textbook Bully: the highest reachable id wins without consent", ClassicBully, promises=False),
         ModeInfo("quorum", "Bully ordering with majority-acknowledged leadership, leases and durable promises",
                  QuorumBully, promises=True),
+        ModeInfo("raft", "Raft election (no log): randomized timeouts, PreVote, one durable vote per term, "
+                 "CheckQuorum leases", RaftElector, promises=True),
     )
 }
 

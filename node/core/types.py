@@ -25,12 +25,23 @@ class MsgType(str, enum.Enum):
     HEARTBEAT = "heartbeat"
     HEARTBEAT_ACK = "heartbeat_ack"
 
+    # -- Raft (node/core/raft.py) --
+    REQUEST_VOTE = "request_vote"  # a candidate asks for this node's one vote in term `epoch`
+    VOTE = "vote"  # its answer; granted=True is a promise (see PROMISE_REPLY_TYPES)
+    PRE_VOTE = "pre_vote"  # "would you vote for me in term `epoch`?" changes nothing, persists nothing
+    PRE_VOTE_ACK = "pre_vote_ack"  # its answer; not a promise
+
 
 # Acks answer a request on the same call (gRPC response); everything else is a call of its own.
 REPLY_TYPE = {MsgType.COORDINATOR: MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT: MsgType.HEARTBEAT_ACK}
 # Replies whose granted=True is a promise (in modes that make promises): the follower backs no one
 # else, itself included, for Timing.follower_promise_ticks unless the leader releases it first.
 PROMISE_REPLY_TYPES = frozenset({MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT_ACK})
+
+# -- Raft (node/core/raft.py): RequestVote and PreVote are answered on the same call; a granted vote
+# is a promise (the voter backs no one else for a promise window), a granted pre-vote is not.
+REPLY_TYPE |= {MsgType.REQUEST_VOTE: MsgType.VOTE, MsgType.PRE_VOTE: MsgType.PRE_VOTE_ACK}
+PROMISE_REPLY_TYPES |= {MsgType.VOTE}
 
 
 @dataclass(frozen=True)
