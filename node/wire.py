@@ -28,8 +28,8 @@ RPC_NAME = {t: name for name, t in RPC_TYPE.items()}
 # What each RPC may carry beyond sender, receiver and epoch (everything else must be unset).
 EPOCH_REQUIRED = frozenset({"Coordinator", "Heartbeat", "PreVote", "RequestVote", "RingCoordinator"})
 RING_RPCS = frozenset({"RingElection", "RingCoordinator"})
-# Ring passes carry a pass number (round) so that the ack matches its pass.
-ROUND_RPCS = frozenset({"Heartbeat", *RING_RPCS})
+# Ring passes and Raft pre-votes carry a number (round) so that the ack matches its request.
+ROUND_RPCS = frozenset({"Heartbeat", "PreVote", *RING_RPCS})
 
 ROLE_PB = {Role.FOLLOWER: pb.ROLE_FOLLOWER, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.LEADER: pb.ROLE_LEADER}
 

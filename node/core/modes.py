@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .bully import ClassicBully, QuorumBully
 from .elector import Elector
+from .raft import RaftElector
 from .ring import RingElector
 from .types import Config, Promise
 
@@ -38,6 +39,8 @@ REGISTRY: dict[str, ModeInfo] = {
                  QuorumBully, promises=True),
         ModeInfo("ring", "textbook Ring election (Chang-Roberts): a token collects the live ids, the highest leads; "
                  "no consent, no lease", RingElector, promises=False, transfers=False),
+        ModeInfo("raft", "Raft election (no log): randomized timeouts, PreVote, one durable vote per term, "
+                 "CheckQuorum leases", RaftElector, promises=True),
     )
 }
 

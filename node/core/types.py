@@ -30,6 +30,12 @@ class MsgType(str, enum.Enum):
     RING_ACK = "ring_ack"  # a token pass was received (answers both, on the same call)
     # ---- end Ring ----
 
+    # -- Raft (node/core/raft.py) --
+    REQUEST_VOTE = "request_vote"  # a candidate asks for this node's one vote in term `epoch`
+    VOTE = "vote"  # its answer; granted=True is a promise (see PROMISE_REPLY_TYPES)
+    PRE_VOTE = "pre_vote"  # "would you vote for me in term `epoch`?" changes nothing, persists nothing
+    PRE_VOTE_ACK = "pre_vote_ack"  # its answer; not a promise
+
 
 # Acks answer a request on the same call (gRPC response); everything else is a call of its own.
 REPLY_TYPE = {MsgType.COORDINATOR: MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT: MsgType.HEARTBEAT_ACK}
@@ -40,6 +46,11 @@ PROMISE_REPLY_TYPES = frozenset({MsgType.COORDINATOR_ACK, MsgType.HEARTBEAT_ACK}
 # promise in it (ring mode makes none). The pass is matched to its ack by `round`. ----
 REPLY_TYPE.update({MsgType.RING_ELECTION: MsgType.RING_ACK, MsgType.RING_COORDINATOR: MsgType.RING_ACK})
 # ---- end Ring ----
+
+# -- Raft (node/core/raft.py): RequestVote and PreVote are answered on the same call; a granted vote
+# is a promise (the voter backs no one else for a promise window), a granted pre-vote is not.
+REPLY_TYPE |= {MsgType.REQUEST_VOTE: MsgType.VOTE, MsgType.PRE_VOTE: MsgType.PRE_VOTE_ACK}
+PROMISE_REPLY_TYPES |= {MsgType.VOTE}
 
 
 @dataclass(frozen=True)

@@ -708,4 +708,4 @@ def test_check_all_detects_classic_split_brain_and_fencing() -> None:
 
 def test_check_all_rejects_an_unknown_mode() -> None:
     with pytest.raises(ValueError, match="mode"):
-        check_all([], "raft", bound_ms=100)
+        check_all([], "paxos", bound_ms=100)  # "raft" is a registered mode now

@@ -30,6 +30,8 @@ from node.sim import Network
 T = Timing()
 SETTLE_TICKS = 10 * T.election_timeout_ticks
 ELECTION_TYPES = (MsgType.ELECTION, MsgType.ALIVE, MsgType.COORDINATOR, MsgType.COORDINATOR_ACK)
+# Tests of the Bully ordering (the highest id wins, Election/Alive); raft has its own (test_raft.py).
+BULLY_MODES = [Mode.CLASSIC, Mode.QUORUM]
 
 
 def settled(n: int, mode: Mode | str, seed: int = 0, timing: Timing = T) -> Network:
@@ -74,7 +76,7 @@ def coordinator(src: int, dst: int, epoch: int) -> Message:
 # ---- electing ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("mode", BULLY_MODES)
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
 def test_cold_start_elects_the_highest_id(mode: Mode, n: int) -> None:
     net = settled(n, mode)
@@ -82,7 +84,7 @@ def test_cold_start_elects_the_highest_id(mode: Mode, n: int) -> None:
     assert net.unique_leader_per_epoch() and net.no_overlapping_leadership()
 
 
-@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("mode", BULLY_MODES)
 def test_leadership_is_stable_without_faults(mode: Mode) -> None:
     net = settled(5, mode)
     net.run(20 * T.election_timeout_ticks)
@@ -99,7 +101,7 @@ def test_single_node_cluster_keeps_its_leadership(mode: Mode) -> None:
     assert not events_of(net, 1, SteppedDown)
 
 
-@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("mode", BULLY_MODES)
 def test_kill_leader_next_highest_wins_with_higher_epoch(mode: Mode) -> None:
     net = settled(5, mode)
     _, old_epoch = net.agreed_leader()
@@ -284,7 +286,7 @@ def test_forget_promise_bug_acknowledges_below_the_old_promise() -> None:
 # ---- handing over ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("mode", BULLY_MODES)
 def test_resign_hands_over_quickly(mode: Mode) -> None:
     net = settled(5, mode)
     resigned_at = net.now
@@ -301,7 +303,7 @@ def test_resign_hands_over_quickly(mode: Mode) -> None:
     assert net.unique_leader_per_epoch() and net.no_overlapping_leadership()
 
 
-@pytest.mark.parametrize("mode", [Mode.CLASSIC, Mode.QUORUM])  # Bully's Alive wait (ring: test_ring.py)
+@pytest.mark.parametrize("mode", BULLY_MODES)
 def test_send_failed_skips_the_alive_wait(mode: Mode) -> None:
     """Connection refused from a crashed higher node means nobody will answer Alive: go at once.
     A paused (silent) higher node gives no such feedback, so the candidate waits alive_wait_ticks."""

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.core import Message, Mode, MsgType, PlantedBug, Promise, Role, Timing
+from node.core import Message, Mode, MsgType, PlantedBug, Promise, Role, Timing, mode_info
 from node.explore import (
     BEYOND_DRIFT,
     CLOCK_DRIFT_BOUND,
@@ -41,6 +41,21 @@ def test_quorum_is_safe_and_agrees_after_heal(seed: int) -> None:
     """Random sizes 1..7, every fault kind, skew within the bound: P1, P2, P3, P3g and P4 hold."""
     outcome = run_schedule(swarm_schedule(seed))
     replay = f"seed {seed}; replay: bullyproof sim run --seed {seed}\n{outcome.schedule.to_script()}"
+    assert not outcome.violations, f"{replay}\n{outcome.violations}"
+
+
+# Every other mode whose acknowledgements are promises gets the same property, with fewer examples
+# (quorum keeps its 400 above; the explorer is the long search).
+OTHER_PROMISING_MODES = [m for m in Mode if mode_info(m).promises and m != Mode.QUORUM]
+
+
+@pytest.mark.parametrize("mode", OTHER_PROMISING_MODES, ids=lambda m: m.value)
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(seed=seeds)
+def test_promising_modes_are_safe_and_agree_after_heal(mode: Mode, seed: int) -> None:
+    """The swarm property over each other promising mode (raft): P1, P2, P3, P3g and P4 hold."""
+    outcome = run_schedule(swarm_schedule(seed, SwarmSettings(mode=mode)))
+    replay = f"seed {seed}; replay: bullyproof sim run --mode {mode.value} --seed {seed}\n{outcome.schedule.to_script()}"
     assert not outcome.violations, f"{replay}\n{outcome.violations}"
 
 

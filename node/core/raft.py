@@ -1,0 +1,394 @@
+"""Raft leader election (election only, no log) as a pure state machine, with the same safety
+machinery as QuorumBully: majority-of-the-full-membership votes, durable one-vote-per-term promises,
+leader leases counted from the sent round (CheckQuorum), and follower promise windows.
+
+* Terms are the epochs (and the fencing tokens). The durable `Promise` is (current term, voted-for);
+  a follower that acknowledges a leader's heartbeat records that leader as its "vote" in the term
+  too, so the persisted promise always names the last node this one backed.
+* Election timeouts are drawn uniformly from [ET, 2 ET) with the seeded rng (ET =
+  Timing.election_timeout_ticks).
+* PreVote (on by default; `RaftElector(..., pre_vote=False)` turns it off): before it increments
+  its term, a node asks PRE_VOTE(term + 1). A peer grants it only if it has no live promise to
+  another node (it heard no live leader or candidate within its promise window), is not a leader
+  with a live lease, and the asked term is >= its own. A pre-vote changes and persists nothing, so a
+  node that was cut off and comes back cannot depose a healthy leader by its inflated term.
+* RequestVote: one vote per term, persisted in the same Output as the VOTE that reveals it.
+  A granted VOTE (and a granted HEARTBEAT_ACK) is a promise: for Timing.follower_promise_ticks the
+  node grants nothing to any other node, and does not vote for itself either (no election starts
+  inside the window). After a restart with any state on disk it honours a full window from boot
+  (towards the node it last promised; towards everybody if it does not know whom).
+* A node inside a promise window, or a leader with a live lease, ignores RequestVote from others
+  (refuses without adopting their term), like etcd's CheckQuorum "in lease" rule.
+* The leader: heartbeats every Timing.heartbeat_interval_ticks; the lease is counted from when it
+  *sent* the majority-acknowledged round (or the RequestVote round that won) and lasts
+  Timing.leader_lease_ticks; it steps down (Reason.LEASE_EXPIRED) when the lease runs out, checked
+  at the top of every entry point.
+* Every reply carries promised_epoch = the responder's current term: a stale leader or candidate
+  learns of a newer term and steps down (Reason.HIGHER_EPOCH).
+* resign(now, successor): resigning heartbeats release the followers' promises; the successor
+  starts an election at once (no pre-vote), the resigner abstains for an election timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+
+from .types import (
+    REPLY_TYPE,
+    BecameLeader,
+    Config,
+    ElectionStarted,
+    Event,
+    Message,
+    MsgType,
+    Output,
+    Promise,
+    Reason,
+    Role,
+    Stats,
+    SteppedDown,
+    View,
+)
+from .votes import has_majority, majority_impossible
+
+
+@dataclass
+class _Batch:
+    persist: Promise | None = None
+    messages: list[Message] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def freeze(self) -> Output:
+        return Output(self.persist, tuple(self.messages), tuple(self.events))
+
+
+class Phase(str, enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"  # asked PRE_VOTE(term + 1); the term is unchanged
+    CANDIDATE = "candidate"  # voted for itself in `term`, asked REQUEST_VOTE
+    LEADER = "leader"
+
+
+class RaftElector:
+    """Raft election with PreVote, CheckQuorum leases and durable, windowed promises."""
+
+    def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int, pre_vote: bool = True) -> None:
+        self.config = config
+        self.timing = config.timing
+        self.id = config.node_id
+        self.rng = rng
+        self.pre_vote = pre_vote
+        self.stats = Stats()
+        self.promise = promise
+        self.term = promise.epoch
+        self.voted_for = promise.leader_id  # whom this node backed in `term` (0: nobody yet)
+        self.phase = Phase.FOLLOWER
+        self.leader_id: int | None = None
+        self.now = now
+        # The live promise: the node we last granted (vote or heartbeat ack), and until when we back
+        # no one else, ourselves included. 0 with a future promise_until blocks everybody.
+        self.promised_to = 0
+        self.promise_until = now
+        if (promise.epoch or promise.leader_id) and promise.leader_id != self.id:
+            # We may have granted just before a crash and cannot know when: a full window from boot.
+            # (A persisted self-vote means no window to another was live when we cast it, and
+            # every later grant would have overwritten it.)
+            self.promised_to = promise.leader_id
+            self.promise_until = now + self.timing.follower_promise_ticks
+        self.election_deadline = now + self._timeout()
+        self.abstain_until = 0
+        # Campaign (pre-vote or vote) state.
+        self.campaign_round = 0
+        self.granted_by: set[int] = set()
+        self.refused_by: set[int] = set()
+        self.election_sent_at = 0
+        # Leader state.
+        self.lease_until = 0
+        self.round = 0
+        self.next_heartbeat = 0
+        self.rounds: dict[int, tuple[int, set[int]]] = {}  # round -> (sent_at tick, granted by)
+
+    # ---- the Elector interface -----------------------------------------------------------------
+
+    def tick(self, now: int) -> Output:
+        batch = _Batch()
+        self._advance(now, batch)
+        if self.phase == Phase.LEADER:
+            if self.now >= self.next_heartbeat:
+                self._send_heartbeats(batch)
+        elif self.now >= self.election_deadline:
+            self._campaign(batch)
+        return batch.freeze()
+
+    def step(self, now: int, msg: Message) -> Output:
+        batch = _Batch()
+        self._advance(now, batch)
+        {
+            MsgType.PRE_VOTE: self._on_pre_vote,
+            MsgType.PRE_VOTE_ACK: self._on_pre_vote_ack,
+            MsgType.REQUEST_VOTE: self._on_request_vote,
+            MsgType.VOTE: self._on_vote,
+            MsgType.HEARTBEAT: self._on_heartbeat,
+            MsgType.HEARTBEAT_ACK: self._on_heartbeat_ack,
+        }[msg.type](msg, batch)
+        return batch.freeze()
+
+    def send_failed(self, now: int, msg: Message) -> Output:
+        """Undeliverable: count it as a refusal, so a hopeless campaign gives up early."""
+        batch = _Batch()
+        self._advance(now, batch)
+        campaign = {MsgType.PRE_VOTE: Phase.PRE_CANDIDATE, MsgType.REQUEST_VOTE: Phase.CANDIDATE}.get(msg.type)
+        if campaign == Phase.CANDIDATE:
+            current = self.phase == campaign and msg.epoch == self.term
+        else:
+            current = self.phase == campaign and msg.epoch == self.term + 1 and msg.round == self.campaign_round
+        if current:
+            self.refused_by.add(msg.dst)
+            self._count(batch)
+        return batch.freeze()
+
+    def resign(self, now: int, successor: int = 0) -> Output:
+        batch = _Batch()
+        self._advance(now, batch)
+        if self.phase == Phase.LEADER:
+            if successor and successor not in self.config.peers:
+                raise ValueError(f"successor {successor} is not a peer of node {self.id}")
+            self._step_down(Reason.RESIGNED, batch, lease_end_tick=self.now)
+            for peer in self.config.peers:
+                self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, resigning=True, successor=successor)
+            # Abstain for a while, or the resigner might simply win again.
+            self.abstain_until = self.now + self.timing.election_timeout_ticks
+            self.election_deadline = self.abstain_until
+        return batch.freeze()
+
+    def view(self, now: int) -> View:
+        role = {
+            Phase.LEADER: Role.LEADER,
+            Phase.CANDIDATE: Role.CANDIDATE,
+            Phase.PRE_CANDIDATE: Role.CANDIDATE,
+        }.get(self.phase, Role.FOLLOWER)
+        leader = self.leader_id
+        if role == Role.FOLLOWER and (now >= self.promise_until or self.promised_to != leader):
+            leader = None  # not heard within the promise window: we can no longer vouch for it
+        lease_valid = self.phase == Phase.LEADER and now < self.lease_until
+        return View(self.id, role, self.term, leader, lease_valid)
+
+    # ---- time ------------------------------------------------------------------------------------
+
+    def _advance(self, now: int, batch: _Batch) -> None:
+        self.now = max(self.now, now)
+        if self.phase == Phase.LEADER and self.now >= self.lease_until:
+            self._step_down(Reason.LEASE_EXPIRED, batch, lease_end_tick=self.lease_until)
+
+    def _timeout(self) -> int:
+        et = self.timing.election_timeout_ticks
+        return et + self.rng.randrange(et)
+
+    def _in_window(self, other: int) -> bool:
+        """A promise to a node other than `other` is live (ourselves: any promise)."""
+        return self.now < self.promise_until and self.promised_to != other
+
+    # ---- terms and promises ------------------------------------------------------------------------
+
+    def _persist(self, batch: _Batch) -> None:
+        promise = Promise(self.term, self.voted_for)
+        if promise != self.promise:
+            self.promise = promise
+            batch.persist = promise  # the caller persists before it sends this batch's messages
+
+    def _observe(self, term: int, batch: _Batch) -> None:
+        """A newer term exists: follow it (without voting yet); a leader or candidate steps down."""
+        if term <= self.term:
+            return
+        if self.phase == Phase.LEADER:
+            self._step_down(Reason.HIGHER_EPOCH, batch)
+        self.phase = Phase.FOLLOWER
+        self.term = term
+        self.voted_for = 0
+        self.leader_id = None
+        self._persist(batch)
+
+    def _back(self, node: int, batch: _Batch) -> None:
+        """Grant `node` (a vote, or an ack of its heartbeat): durable first, then a promise window."""
+        self.phase = Phase.FOLLOWER
+        self.voted_for = node
+        self._persist(batch)
+        self.promised_to = node
+        self.promise_until = self.now + self.timing.follower_promise_ticks
+        self.election_deadline = self.now + self._timeout()
+
+    # ---- campaigning -------------------------------------------------------------------------------
+
+    def _campaign(self, batch: _Batch, skip_pre_vote: bool = False) -> None:
+        if self.now < self.abstain_until:
+            self.phase = Phase.FOLLOWER
+            self.election_deadline = max(self.election_deadline, self.abstain_until)
+            return
+        if self._in_window(self.id):
+            # Our vote for ourselves is a grant like any other: not while we owe another node.
+            self.phase = Phase.FOLLOWER
+            self.election_deadline = max(self.election_deadline, self.promise_until)
+            return
+        self.stats.elections_started += 1
+        batch.events.append(ElectionStarted(self.term))
+        self.leader_id = None
+        if self.pre_vote and not skip_pre_vote:
+            self.phase = Phase.PRE_CANDIDATE
+            self._start_round()
+            for peer in self.config.peers:
+                self._send(batch, MsgType.PRE_VOTE, peer, epoch=self.term + 1, round=self.campaign_round)
+            self._count(batch)
+        else:
+            self._start_election(batch)
+
+    def _start_round(self) -> None:
+        self.campaign_round += 1
+        self.granted_by = {self.id}
+        self.refused_by = set()
+        self.election_deadline = self.now + self._timeout()
+
+    def _start_election(self, batch: _Batch) -> None:
+        if self._in_window(self.id):  # re-checked: a pre-vote round may have outlived a grant
+            self.phase = Phase.FOLLOWER
+            self.election_deadline = max(self.election_deadline, self.promise_until)
+            return
+        self.phase = Phase.CANDIDATE
+        self.term += 1
+        self.voted_for = self.id
+        self._persist(batch)  # our own vote, durable before any RequestVote leaves
+        self._start_round()
+        self.election_sent_at = self.now
+        for peer in self.config.peers:
+            self._send(batch, MsgType.REQUEST_VOTE, peer, epoch=self.term)  # one RequestVote round per term
+        self._count(batch)
+
+    def _count(self, batch: _Batch) -> None:
+        n = len(self.config.members)
+        if has_majority(self.granted_by, n):
+            if self.phase == Phase.PRE_CANDIDATE:
+                self._start_election(batch)
+            elif self.phase == Phase.CANDIDATE:
+                self._become_leader(batch)
+        elif majority_impossible(self.refused_by, n):
+            self.phase = Phase.FOLLOWER
+            self.election_deadline = self.now + self._timeout()
+
+    def _on_pre_vote_ack(self, msg: Message, batch: _Batch) -> None:
+        if not msg.granted:
+            self._observe(msg.promised_epoch, batch)
+        if self.phase != Phase.PRE_CANDIDATE or msg.epoch != self.term + 1 or msg.round != self.campaign_round:
+            return
+        (self.granted_by if msg.granted else self.refused_by).add(msg.src)
+        self._count(batch)
+
+    def _on_vote(self, msg: Message, batch: _Batch) -> None:
+        self._observe(msg.promised_epoch, batch)
+        if self.phase != Phase.CANDIDATE or msg.epoch != self.term:
+            return
+        if self.now >= self.election_sent_at + self.timing.leader_lease_ticks:
+            return  # a late majority (we were paused, the votes were held) brings a lease already over
+        (self.granted_by if msg.granted else self.refused_by).add(msg.src)
+        self._count(batch)
+
+    # ---- answering ---------------------------------------------------------------------------------
+
+    def _reply(self, batch: _Batch, request: Message, granted: bool) -> None:
+        self._send(batch, REPLY_TYPE[request.type], request.src, epoch=request.epoch, round=request.round,
+                   granted=granted, promised_epoch=self.term)
+
+    def _on_pre_vote(self, msg: Message, batch: _Batch) -> None:
+        granted = (
+            self.phase != Phase.LEADER  # _advance already dropped an expired lease
+            and not self._in_window(msg.src)
+            and msg.epoch >= self.term
+        )
+        self._reply(batch, msg, granted)  # nothing changes, nothing is persisted
+
+    def _on_request_vote(self, msg: Message, batch: _Batch) -> None:
+        granted = False
+        # A leader with a live lease, or a node that owes another its promise, ignores the request
+        # (without adopting its term): it must not help depose a live leader.
+        if self.phase != Phase.LEADER and not self._in_window(msg.src) and msg.epoch >= self.term:
+            self._observe(msg.epoch, batch)
+            if self.voted_for in (0, msg.src):
+                self._back(msg.src, batch)
+                granted = True
+        self._reply(batch, msg, granted)
+
+    def _on_heartbeat(self, msg: Message, batch: _Batch) -> None:
+        if msg.resigning:
+            self._on_release(msg, batch)
+            return
+        granted = False
+        stale_or_rival = msg.epoch < self.term or (self.phase == Phase.LEADER and msg.epoch == self.term)
+        if not stale_or_rival and not self._in_window(msg.src):
+            self._observe(msg.epoch, batch)  # a leader of an older term steps down here
+            self._back(msg.src, batch)
+            self.leader_id = msg.src
+            granted = True
+        self._reply(batch, msg, granted)
+
+    def _on_release(self, msg: Message, batch: _Batch) -> None:
+        """A resigning heartbeat: the leader gives up its lease; elect soon, its successor first."""
+        if self.promised_to != msg.src or msg.epoch < self.term:
+            return
+        self.promise_until = self.now
+        self.promised_to = 0
+        self._observe(msg.epoch, batch)
+        if self.leader_id == msg.src:
+            self.leader_id = None
+        if self.phase != Phase.FOLLOWER:
+            return
+        if msg.successor == self.id:
+            self._campaign(batch, skip_pre_vote=True)  # the old leader chose us: go at once
+        elif msg.successor:
+            self.election_deadline = self.now + self._timeout()  # give the successor its turn
+        else:
+            self.election_deadline = self.now + self.rng.randrange(self.timing.election_timeout_ticks // 2 + 1)
+
+    # ---- leading -----------------------------------------------------------------------------------
+
+    def _become_leader(self, batch: _Batch) -> None:
+        self.phase = Phase.LEADER
+        self.leader_id = self.id
+        self.stats.elections_won += 1
+        # The RequestVote round counts as the first lease round: it was sent at election start.
+        self.lease_until = self.election_sent_at + self.timing.leader_lease_ticks
+        self.rounds = {}
+        batch.events.append(BecameLeader(self.term))
+        self._send_heartbeats(batch)
+
+    def _send_heartbeats(self, batch: _Batch) -> None:
+        t = self.timing
+        self.next_heartbeat = self.now + t.heartbeat_interval_ticks
+        self.round += 1
+        self.rounds[self.round] = (self.now, {self.id})
+        if has_majority({self.id}, len(self.config.members)):  # a cluster of one: no ack will come
+            self.lease_until = self.now + t.leader_lease_ticks
+        for r in [r for r, (sent, _) in self.rounds.items() if sent + t.leader_lease_ticks <= self.now]:
+            del self.rounds[r]  # rounds older than a lease can no longer extend it
+        for peer in self.config.peers:
+            self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, round=self.round)
+
+    def _on_heartbeat_ack(self, msg: Message, batch: _Batch) -> None:
+        self._observe(msg.promised_epoch, batch)
+        if self.phase != Phase.LEADER or not msg.granted or msg.epoch != self.term or msg.round not in self.rounds:
+            return
+        sent_at, granted_by = self.rounds[msg.round]
+        granted_by.add(msg.src)
+        lease_end = sent_at + self.timing.leader_lease_ticks
+        if has_majority(granted_by, len(self.config.members)) and lease_end > self.lease_until:
+            self.lease_until = lease_end
+            self.stats.lease_renewals += 1
+
+    def _step_down(self, reason: Reason, batch: _Batch, lease_end_tick: int | None = None) -> None:
+        self.stats.stepdowns += 1
+        batch.events.append(SteppedDown(self.term, reason, lease_end_tick))
+        self.phase = Phase.FOLLOWER
+        self.leader_id = None
+        self.election_deadline = self.now + self._timeout()
+
+    def _send(self, batch: _Batch, type_: MsgType, dst: int, **fields) -> None:
+        batch.messages.append(Message(type_, self.id, dst, **fields))
