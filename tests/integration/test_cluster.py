@@ -12,6 +12,7 @@ import pytest
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.cluster import process_fault, read_cluster_file, wait_for
+from node.core import mode_names
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,20 @@ def test_five_nodes_elect_one_leader_all_agree(make_cluster):
     st = status(cluster, leader)
     assert st.role == pb.ROLE_LEADER and st.lease_valid and st.elections_won >= 1
     assert {p.id for p in st.peers} == {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("mode", mode_names())
+def test_every_mode_elects_and_fails_over_on_real_processes(make_cluster, mode):
+    """Each registered algorithm runs as real node processes over gRPC: elect, then SIGKILL the
+    leader and see the survivors agree on a new leader with a higher epoch; the store fences."""
+    cluster = make_cluster(3, mode=mode)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    assert status(cluster, leader).mode == pb.Mode.Value(f"MODE_{mode.upper()}")
+    process_fault(cluster.dir, str(leader), "kill")
+    new_leader, new_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={leader}, differs_from=(leader, epoch))
+    assert new_leader != leader and new_epoch > epoch
+    wait_for(lambda: any(e.writer_id == new_leader and e.epoch == new_epoch and e.accepted for e in store_log(cluster)),
+             10, what="the new leader's claim or write")
 
 
 def test_sigkill_leader_then_survivors_agree_on_a_new_leader_with_higher_epoch(make_cluster):
