@@ -615,6 +615,42 @@ def cmd_bugs(args: argparse.Namespace) -> int:
     return 0 if all(r["found"] for r in rows) else 1
 
 
+def cmd_figure16(args: argparse.Namespace) -> int:
+    from node.figures import figure16, plot_figure16
+
+    lines = figure16(args.trials, args.seed)
+    rows = [line.to_dict() for line in lines]
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_figure16(lines, args.out / "figure16.png")
+        (args.out / "figure16.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print("election timeout  trials  median  p90    worst  (ms without a leader; 5 raft nodes, leader crashed)")
+        for r in rows:
+            print(f"{r['range_ms']:>16}  {r['trials']:6d}  {r['median_ms']!s:>6}  {r['p90_ms']!s:>5}  {r['worst_ms']!s:>6}"
+                  + (f"  ({r['failed']} without a leader)" if r["failed"] else ""))
+    return 0
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    from node.figures import messages_table, plot_messages
+
+    rows = messages_table(tuple(int(n) for n in args.sizes.split(",")))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_messages(rows, args.out / "messages.png")
+        (args.out / "messages.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print("mode      n  typical  all-at-once  textbook")
+        for r in rows:
+            print(f"{r['mode']:8} {r['n']:2d}  {r['median']!s:>7}  {r['all_at_once']!s:>11}  {r['textbook']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bullyproof sim", description="The deterministic simulator and its explorer.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -652,6 +688,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, default=60.0, help="per bug")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bugs)
+
+    p = sub.add_parser("figure16", help="Raft paper figure 16: time without a leader per election-timeout range")
+    p.add_argument("--trials", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="write figure16.png and figure16.json here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_figure16)
+
+    p = sub.add_parser("messages", help="messages per election after a leader failure, every mode, against the textbook")
+    p.add_argument("--sizes", default="3,5,9,15,25")
+    p.add_argument("--out", type=Path, help="write messages.png and messages.json here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_messages)
     return parser
 
 

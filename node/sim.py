@@ -25,7 +25,7 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -45,7 +45,6 @@ from node.core import (
     SteppedDown,
     Timing,
     View,
-    make_elector,
     mode_info,
 )
 from node.store import decide as store_decide
@@ -168,6 +167,7 @@ class Network:
         timing: Timing = Timing(),
         planted_bugs: frozenset[PlantedBug] = frozenset(),
         clock_rates: dict[int, Fraction] | None = None,
+        elector_factory: Callable[[Config, Promise, random.Random, int], Elector] | None = None,
     ) -> None:
         if n <= 0:
             raise ValueError(f"need at least one node, got {n}")
@@ -175,6 +175,8 @@ class Network:
         self.mode = Mode(mode)
         self.timing = timing
         self.planted_bugs = planted_bugs
+        # An elector other than the mode's own (experiments: e.g. Raft with another timeout range).
+        self.elector_factory = elector_factory or mode_info(self.mode).factory
         self.members = tuple(range(1, n + 1))
         self.now = 0
         self.rng = random.Random(f"{seed}:network")
@@ -592,7 +594,7 @@ class Network:
     def _build_elector(self, node: int, incarnation: int) -> Elector:
         config = Config(node, self.members, self.timing, self.planted_bugs)
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
-        return make_elector(self.mode, config, self.persisted[node], rng, self.local(node))
+        return self.elector_factory(config, self.persisted[node], rng, self.local(node))
 
     def _check_member(self, *nodes: int) -> None:
         for node in nodes:

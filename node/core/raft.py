@@ -74,12 +74,15 @@ class Phase(str, enum.Enum):
 class RaftElector:
     """Raft election with PreVote, CheckQuorum leases and durable, windowed promises."""
 
-    def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int, pre_vote: bool = True) -> None:
+    def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int, pre_vote: bool = True,
+                 timeout_spread_ticks: int | None = None) -> None:
         self.config = config
         self.timing = config.timing
         self.id = config.node_id
         self.rng = rng
         self.pre_vote = pre_vote
+        # Election timeouts are drawn from [ET, ET + spread]; None: [ET, 2 ET), Raft's usual range.
+        self.timeout_spread_ticks = timeout_spread_ticks
         self.stats = Stats()
         self.promise = promise
         self.term = promise.epoch
@@ -184,7 +187,9 @@ class RaftElector:
 
     def _timeout(self) -> int:
         et = self.timing.election_timeout_ticks
-        return et + self.rng.randrange(et)
+        if self.timeout_spread_ticks is None:
+            return et + self.rng.randrange(et)
+        return et + self.rng.randint(0, self.timeout_spread_ticks)
 
     def _in_window(self, other: int) -> bool:
         """A promise to a node other than `other` is live (ourselves: any promise)."""
