@@ -87,7 +87,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         (["cluster", "up", "--nodes", "30", "--dir", "/tmp/never"], "between 1 and 25"),
         (["leader", "--dir", "/nonexistent/cluster"], "no cluster at"),
         (["kill", "7", "--dir", "/nonexistent/cluster"], "no cluster at"),
-        (["cluster", "up", "--mode", "raft"], "invalid choice"),
+        (["cluster", "up", "--mode", "paxos"], "invalid choice"),
     ],
 )
 def test_bad_cli_arguments_give_a_one_line_error(args, words):
