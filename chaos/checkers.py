@@ -926,6 +926,28 @@ def failover_times(events: Events) -> list[dict[str, Any]]:
     return found
 
 
+def availability(events: Events) -> float:
+    """The share of the history's time during which all live nodes agreed on one leader.
+
+    The history's time runs from its first event to its last. Agreement is ``agreement_at``'s (every
+    live node names the same leader and epoch, and that leader, live, says it leads that epoch),
+    followed through the run by the same timeline P4 and the failover times use: a fault that left
+    nodes disagreeing, a leaderless election, a node not yet reporting after a (re)start, and the
+    cold start before the first agreement all count as unavailable. 0.0 for a history without time.
+    """
+    ordered = sort_events(events)
+    if not ordered or ordered[-1]["t_ns"] <= ordered[0]["t_ns"]:
+        return 0.0
+    start_ns, end_ns = ordered[0]["t_ns"], ordered[-1]["t_ns"]
+    timeline = _Timeline(ordered)
+    agreed_ns = 0
+    for index, (t_ns, value) in enumerate(zip(timeline.times_ns, timeline.values)):
+        until_ns = timeline.times_ns[index + 1] if index + 1 < len(timeline.times_ns) else end_ns
+        if value is not None:
+            agreed_ns += until_ns - t_ns
+    return agreed_ns / (end_ns - start_ns)
+
+
 def check_all(events: Events, mode: str, bound_ms: float) -> Report:
     """Run every check on one history; ``bound_ms`` is P4's bound on agreement after the heal."""
     mode_info(mode)  # a clear error for an unknown mode

@@ -12,6 +12,7 @@ import pytest
 from chaos.checkers import (
     Agreement,
     agreement_at,
+    availability,
     check_agreement_after_heal,
     check_all,
     check_no_lost_writes,
@@ -475,6 +476,23 @@ def test_agreement_at_follows_the_cluster() -> None:
     assert agreement_at(history.events, ns(12)) == Agreement(leader=3, epoch=1)
     assert agreement_at(history.events, ns(450)) is None  # node 3 still leads epoch 1
     assert agreement_at(history.events, ns(1150)) == Agreement(leader=2, epoch=2)
+
+
+def test_availability_is_the_share_of_the_history_with_one_agreed_leader() -> None:
+    # Agreed on 3 from 12 ms until 2 leads at 400 ms; again on 2 from 1150 ms to the end at 1350 ms.
+    history = partition_heal().heal(1350)
+    assert availability(history.events) == pytest.approx((388 + 200) / 1350)
+    # The cold start counts too: agreed from 12 ms to the kill at 100 ms, and from 420 ms to 1000 ms.
+    history = kill_leader_failover().write(1000, 2, 2, "k", True, 1)
+    assert availability(history.events) == pytest.approx((88 + 580) / 1000)
+    # A paused follower is not live: the others still agree.
+    assert availability(settled().process(50, 1, "pause").heal(112).events) == pytest.approx(100 / 112)
+
+
+def test_availability_of_a_history_without_time_is_zero() -> None:
+    assert availability([]) == 0.0
+    assert availability(History().events) == 0.0
+    assert availability(History().heal(100).events) == 0.0  # nobody ever led
 
 
 def test_p4_passes_and_measures_recovery_after_the_heal() -> None:
