@@ -35,4 +35,4 @@ explore: setup
 	$(BIN)/bullyproof sim explore --budget-s 40 --seed 0 --mode raft
 
 bench: setup
-	$(BIN)/python -m node.bench
+	$(BIN)/python -m node.client.bench

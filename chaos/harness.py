@@ -21,19 +21,18 @@ from typing import Any, Iterable
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
-from node.cluster import (
+from node.launcher.cluster import (
     ClusterSpec,
     LocalCluster,
     NodeSpec,
-    agreed_leader,
     local_spec,
     process_fault,
     read_cluster_file,
-    views_of,
     with_dial,
 )
+from node.client.observer import agreed_leader, views_of
 from node.config import PLANTED_BUGS_ENV, ConfigError
-from node.ports import free_port
+from node.launcher.ports import free_port
 from node.core import PlantedBug
 
 from .history import HistoryWriter, sort_events

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
-from node.store import CLAIM_KEY_PREFIX, claim_key  # noqa: F401  (re-exported: the key contract)
+from node.store.db import CLAIM_KEY_PREFIX, claim_key  # noqa: F401  (re-exported: the key contract)
 
 KINDS = frozenset(
     {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release"}

@@ -24,7 +24,7 @@ from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from chaos.tools import toxiproxy_server_path
-from node.ports import free_port
+from node.launcher.ports import free_port
 
 Stream = Literal["upstream", "downstream"]
 STREAMS: tuple[Stream, Stream] = ("upstream", "downstream")

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, NodeSettings, check_timings, parse_peers, parse_planted_bugs
-from .core import DEFAULT_MODE, Mode, mode_names
+from node.config import ConfigError, NodeSettings, check_timings, parse_peers, parse_planted_bugs
+from node.core import DEFAULT_MODE, Mode, mode_names
 
 DEFAULT_DIR = "runs/local"
 EXIT_STORAGE_FAULT = 3  # `node` stopped because its promise could not be persisted (fail-stop)
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from .runtime import run_node
+    from node.runtime.node import run_node
 
     settings = NodeSettings(
         node_id=args.id,
@@ -119,7 +119,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     )
     if not settings.peers:
         raise ConfigError("--peers is empty: a cluster needs other members")
-    from .state import PersistError, PromiseStore, StateError
+    from node.runtime.state import PersistError, PromiseStore, StateError
 
     try:
         PromiseStore(settings.state_dir).load()
@@ -170,7 +170,7 @@ class _Follower:
 def cmd_cluster_up(args: argparse.Namespace) -> int:
     from chaos.harness import ChaosCluster  # composition root, see main()
 
-    from .cluster import read_cluster_file
+    from node.launcher.cluster import read_cluster_file
 
     check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)
     cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms,
@@ -206,7 +206,7 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
-    from .cluster import pid_alive, read_cluster_file, signal_pid, stop_recorded, wait_for
+    from node.launcher.cluster import pid_alive, read_cluster_file, signal_pid, stop_recorded, wait_for
 
     data = read_cluster_file(Path(args.dir))
     launcher = data.get("launcher_pid")
@@ -219,7 +219,7 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from .cluster import process_fault
+    from node.launcher.cluster import process_fault
 
     rec = process_fault(Path(args.dir), args.target, args.command)
     print(json.dumps({"action": args.command, "target": args.target, "pid": rec["pid"]}))
@@ -227,7 +227,8 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_leader(args: argparse.Namespace) -> int:
-    from .cluster import ROLE_NAME, agreed_leader, read_cluster_file, views_of
+    from node.client.observer import agreed_leader, views_of
+    from node.launcher.cluster import ROLE_NAME, read_cluster_file
 
     data = read_cluster_file(Path(args.dir))
     views = views_of({n["id"]: n["client_address"] for n in data["nodes"]})
@@ -249,29 +250,22 @@ def cmd_leader(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from .api import bullyproof_pb2 as pb
-    from .api import bullyproof_pb2_grpc as pb_grpc
-    from .channels import observer_channel
-    from .cluster import read_cluster_file
+    from node.client.observer import get_status
+    from node.launcher.cluster import read_cluster_file
 
     data = read_cluster_file(Path(args.dir))
     out = {}
     for n in data["nodes"]:
-        try:
-            with observer_channel(n["client_address"]) as ch:
-                st = pb_grpc.LeadershipStub(ch).GetStatus(pb.GetStatusRequest(), timeout=0.5)
-            out[str(n["id"])] = MessageToDict(st, preserving_proto_field_name=True)
-        except grpc.RpcError as exc:
-            out[str(n["id"])] = {"error": exc.code().name}
+        st = get_status(n["client_address"])
+        out[str(n["id"])] = {"error": st} if isinstance(st, str) else MessageToDict(st, preserving_proto_field_name=True)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def cmd_compose(args: argparse.Namespace) -> int:
-    from .compose import compose_spec, render_compose
+    from node.launcher.compose import compose_spec, render_compose
 
     text = render_compose(compose_spec(args.nodes, args.mode))
     path = Path(args.output)
@@ -293,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # These own their arguments entirely (argparse's REMAINDER would choke on leading options).
         if argv[:1] == ["store"]:
-            from .store_server import main as store_main
+            from node.store.server import main as store_main
 
             return store_main(argv[1:])
         if argv[:1] == ["chaos"]:
@@ -306,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return showdown_main(argv[1:])
         if argv[:1] == ["sim"]:
-            from .explore import main as sim_main
+            from node.sim.explore import main as sim_main
 
             return sim_main(argv[1:])
         args = parser.parse_args(argv)

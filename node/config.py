@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import Mode, PlantedBug, Timing
+from node.core import Mode, PlantedBug, Timing
 
 # Planted bugs exist to prove the checkers work. Only a test harness sets this variable; no config
 # file, flag default or compose service can switch a bug on without it.

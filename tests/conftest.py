@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from node.cluster import LocalCluster, local_spec  # noqa: E402
+from node.launcher.cluster import LocalCluster, local_spec  # noqa: E402
 
 
 @pytest.fixture

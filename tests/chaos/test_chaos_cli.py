@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from node.cluster import read_cluster_file, wait_for
+from node.launcher.cluster import read_cluster_file, wait_for
 
 pytestmark = pytest.mark.chaos
 

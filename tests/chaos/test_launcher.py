@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from node.cluster import pid_alive, process_fault, read_cluster_file, wait_for
+from node.launcher.cluster import pid_alive, process_fault, read_cluster_file, wait_for
 
 pytestmark = pytest.mark.chaos
 

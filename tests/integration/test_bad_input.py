@@ -10,7 +10,7 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.wire import MAX_EPOCH
+from node.runtime.wire import MAX_EPOCH
 
 pytestmark = pytest.mark.integration
 

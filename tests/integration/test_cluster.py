@@ -11,7 +11,7 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.cluster import process_fault, read_cluster_file, wait_for
+from node.launcher.cluster import process_fault, read_cluster_file, wait_for
 from node.core import mode_names
 
 pytestmark = pytest.mark.integration

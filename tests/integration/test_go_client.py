@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaos.tools import ROOT
-from node.ports import free_port
+from node.launcher.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from chaos.tools import GRPCURL_VERSION, ROOT, grpcurl_path
-from node.cluster import wait_for
+from node.launcher.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 

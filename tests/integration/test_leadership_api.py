@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.cluster import process_fault, wait_for
+from node.launcher.cluster import process_fault, wait_for
 
 pytestmark = pytest.mark.integration
 

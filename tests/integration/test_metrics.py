@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.cluster import process_fault, read_cluster_file, wait_for
+from node.launcher.cluster import process_fault, read_cluster_file, wait_for
 
 pytestmark = pytest.mark.integration
 

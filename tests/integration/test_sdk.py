@@ -21,9 +21,9 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.cluster import LocalCluster, pid_alive, process_fault, stop_pids, wait_for
-from node.ports import free_port
-from node.sdk import Fenced, FencedWriter, LeaderClient, LeaderEvent, Leadership, LeaseToken, NodeError
+from node.launcher.cluster import LocalCluster, pid_alive, process_fault, stop_pids, wait_for
+from node.launcher.ports import free_port
+from node.client.sdk import Fenced, FencedWriter, LeaderClient, LeaderEvent, Leadership, LeaseToken, NodeError
 
 pytestmark = pytest.mark.integration
 
@@ -341,7 +341,7 @@ def start_schedulers(cluster: LocalCluster, period_ms: int = 50) -> dict[int, Sc
     procs: dict[int, SchedulerProcess] = {}
     for node_id, address in cluster.client_addresses().items():
         out = cluster.dir / f"scheduler-{node_id}.log"
-        argv = [sys.executable, "-m", "node.examples.scheduler", "--node", address, "--node-id", str(node_id),
+        argv = [sys.executable, "-m", "node.client.examples.scheduler", "--node", address, "--node-id", str(node_id),
                 "--store", cluster.spec.store_address, "--period-ms", str(period_ms)]
         with open(out, "wb") as f:
             proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)

@@ -20,9 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.cluster import LocalCluster, local_spec, pid_alive, wait_for
-from node.ports import free_port
-from node.state import PROMISE_FILE, PROMISE_TMP
+from node.launcher.cluster import LocalCluster, local_spec, pid_alive, wait_for
+from node.launcher.ports import free_port
+from node.runtime.state import PROMISE_FILE, PROMISE_TMP
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.cluster import wait_for
+from node.launcher.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ class StoreProcess:
 
 
 def store_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "node.store_server", *args]
+    return [sys.executable, "-m", "node.store.server", *args]
 
 
 def read_line(proc: subprocess.Popen, timeout_s: float, log_path: Path) -> str:

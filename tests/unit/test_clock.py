@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import node.clock as clock
-import node.runtime as runtime
-from node.clock import ClockPair, lease_clock_ns
+import node.runtime.clock as clock
+import node.runtime.node as runtime
+from node.runtime.clock import ClockPair, lease_clock_ns
 from node.config import NodeSettings
 from node.core import Mode
 

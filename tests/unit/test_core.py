@@ -25,7 +25,7 @@ from node.core import (
     SteppedDown,
     Timing,
 )
-from node.sim import Network
+from node.sim.network import Network
 
 T = Timing()
 SETTLE_TICKS = 10 * T.election_timeout_ticks

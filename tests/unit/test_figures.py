@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from node.figures import election_messages, figure16_line
+from node.sim.figures import election_messages, figure16_line
 
 
 def test_randomized_timeouts_shorten_the_time_without_a_leader() -> None:

@@ -102,3 +102,25 @@ def test_the_checks_would_catch_a_violation() -> None:
     assert ("time", 0) in [(m, lvl) for _, m, lvl in imported_modules(bad)]
     assert any(isinstance(n, ast.Attribute) and n.attr == "random" for n in ast.walk(bad))
     assert chaos_imports(bad) == [(1, False), (4, True)]
+
+
+# Only the parts that talk on the network may use asyncio or grpc: the node process, the store, the
+# client side (SDK, observer, benchmarks), the one module that makes channels and servers, and the
+# generated stubs. The core, the simulator, the launcher and the CLI stay plain Python.
+NETWORK_PARTS = ("node/runtime/", "node/store/", "node/client/", "node/api/", "node/channels.py")
+NETWORK_MODULES = {"asyncio", "grpc", "grpc_health", "grpc_reflection"}
+
+
+@pytest.mark.parametrize("path", NODE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_network_parts_import_asyncio_or_grpc(path: Path) -> None:
+    name = str(path.relative_to(ROOT))
+    if name.startswith(NETWORK_PARTS):
+        return
+    for line, module, level in imported_modules(parse(path)):
+        if not level:
+            assert module.split(".")[0] not in NETWORK_MODULES, f"{name}:{line}: imports {module}; only {NETWORK_PARTS} may"
+
+
+def test_the_folders_show_the_parts() -> None:
+    assert {p.name for p in (ROOT / "node").iterdir() if p.is_dir() and p.name != "__pycache__"} == {
+        "api", "core", "runtime", "store", "client", "sim", "launcher"}

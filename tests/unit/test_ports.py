@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from node import ports
+from node.launcher import ports
 
 
 def slice_for(monkeypatch, worker: str, count: int, uid: str) -> tuple[int, int]:

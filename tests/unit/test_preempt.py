@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from node.core import BecameLeader, Timing
-from node.sim import Network
+from node.sim.network import Network
 
 HOLD_DOWN_TICKS = 150
 

@@ -28,7 +28,7 @@ from node.core import (
     SteppedDown,
     Timing,
 )
-from node.sim import Network
+from node.sim.network import Network
 
 T = Timing()
 ET = T.election_timeout_ticks

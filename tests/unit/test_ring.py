@@ -14,7 +14,7 @@ import pytest
 from node.core import BecameLeader, ElectionStarted, Message, Mode, MsgType, Promise, Reason, Role, SteppedDown, Timing
 from node.core.ring import RingElector
 from node.core.types import Config
-from node.sim import Network
+from node.sim.network import Network
 
 import random
 

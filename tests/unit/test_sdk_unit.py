@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import node.sdk as sdk
+import node.client.sdk as sdk
 from node.api import bullyproof_pb2 as pb
-from node.sdk import Backoff, LeaderEvent, LeaseToken, _call, _EventFilter, is_leading, parse_addresses
+from node.client.sdk import Backoff, LeaderEvent, LeaseToken, _call, _EventFilter, is_leading, parse_addresses
 
 
 def test_public_names_are_exported() -> None:

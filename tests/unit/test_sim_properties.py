@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.core import Message, Mode, MsgType, PlantedBug, Promise, Role, Timing, mode_info
-from node.explore import (
+from node.sim.explore import (
     BEYOND_DRIFT,
     CLOCK_DRIFT_BOUND,
     Schedule,
@@ -25,7 +25,7 @@ from node.explore import (
     runtime_timing,
     swarm_schedule,
 )
-from node.sim import Network
+from node.sim.network import Network
 
 T = Timing()
 SCHEDULES = Path(__file__).parent / "schedules"

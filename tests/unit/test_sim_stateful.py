@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from node.core import Mode, PlantedBug
-from node.explore import Schedule, _Runner, runtime_timing
+from node.sim.explore import Schedule, _Runner, runtime_timing
 
 NODES = st.sampled_from(["L", "F", "T", "1", "2", "3", "4"])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.core import Promise
-from node.state import PROMISE_FILE, PROMISE_TMP, PersistError, PromiseStore, StateError
+from node.runtime.state import PROMISE_FILE, PROMISE_TMP, PersistError, PromiseStore, StateError
 
 
 def test_save_then_load_round_trips_and_leaves_no_temp_file(tmp_path: Path) -> None:

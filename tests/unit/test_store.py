@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.store import (
+from node.store.db import (
     MAX_LIMIT,
     FencedStoreDB,
     StoreInputError,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from node.core import REPLY_TYPE, Message, MsgType, mode_names
-from node.explore import SwarmSettings, run_schedule, swarm_schedule
-from node.sim import Network
-from node.wire import RPC_NAME, check_peer_message, message_from_pb, message_to_pb
+from node.sim.explore import SwarmSettings, run_schedule, swarm_schedule
+from node.sim.network import Network
+from node.runtime.wire import RPC_NAME, check_peer_message, message_from_pb, message_to_pb
 
 ACKS = set(REPLY_TYPE.values())
 

@@ -28,17 +28,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .api import bullyproof_pb2 as pb
-from .api import bullyproof_pb2_grpc as pb_grpc
-from . import channels
-from .channels import peer_channel
-from .config import ConfigError, NodeSettings
-from .core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, Role, SteppedDown, View, make_elector, mode_names
-from .clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
-from .metrics import NodeMetrics
-from .state import PersistError, PromiseStore
-from .store import claim_key
-from .wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node import channels
+from node.channels import peer_channel
+from node.config import ConfigError, NodeSettings
+from node.core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, Role, SteppedDown, View, make_elector, mode_names
+from node.runtime.clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
+from node.runtime.metrics import NodeMetrics
+from node.runtime.state import PersistError, PromiseStore
+from node.store.db import claim_key
+from node.runtime.wire import RPC_NAME, ROLE_PB, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
 
 MODE_PB = {name: pb.Mode.Value(f"MODE_{name.upper()}") for name in mode_names()}  # the .proto lists every mode
 

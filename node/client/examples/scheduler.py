@@ -1,4 +1,4 @@
-"""A periodic job that runs only while the node beside it leads: `python -m node.examples.scheduler`.
+"""A periodic job that runs only while the node beside it leads: `python -m node.client.examples.scheduler`.
 
 Start one scheduler beside each node. Each run writes "tick N" to the fenced store under
 `scheduler/<node-id>/<N>`, stamped with the leadership epoch, so a run from a deposed leader is refused
@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from node.sdk import Fenced, FencedWriter, Leadership, LeaseToken, NodeError, parse_addresses
+from node.client.sdk import Fenced, FencedWriter, Leadership, LeaseToken, NodeError, parse_addresses
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -83,7 +83,7 @@ async def serve(node_address: str, node_id: int, store_address: str, period_ms: 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m node.examples.scheduler",
+        prog="python -m node.client.examples.scheduler",
         description="Run a periodic job only while the node beside it leads, fenced by its epoch.")
     parser.add_argument("--node", required=True, metavar="HOST:PORT",
                         help="client address of the node beside this scheduler")

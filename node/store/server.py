@@ -19,12 +19,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .api import bullyproof_pb2 as pb
-from . import channels
-from .api import bullyproof_pb2_grpc as pb_grpc
-from .config import ConfigError, parse_address, parse_planted_bugs
-from .core import PlantedBug
-from .store import DEFAULT_LIMIT, FencedStoreDB, StoreInputError, StoreOpenError
+from node.api import bullyproof_pb2 as pb
+from node import channels
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.config import ConfigError, parse_address, parse_planted_bugs
+from node.core import PlantedBug
+from node.store.db import DEFAULT_LIMIT, FencedStoreDB, StoreInputError, StoreOpenError
 
 DB_FILE = "store.sqlite3"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FencedStore"].full_name

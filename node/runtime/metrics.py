@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .config import parse_address
-from .core import Role, View
+from node.config import parse_address
+from node.core import Role, View
 
 PREFIX = "bullyproof"
 # From ElectionStarted until the node has a leader again (detection time is not included: on

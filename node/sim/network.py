@@ -14,7 +14,7 @@ Time: the network counts global ticks; each node sees `floor(global * rate)` on 
 The history records view changes, BecameLeader / SteppedDown events, leadership intervals, every
 granted acknowledgement with the promise window it stands for, releases (resigning heartbeats
 received) and the store's log. The properties below read only that history. Faults and schedules
-live in node/explore.py, which drives this network:
+live in node/sim/explore.py, which drives this network:
 
     bullyproof sim explore --budget-s 60
 """
@@ -47,7 +47,7 @@ from node.core import (
     View,
     mode_info,
 )
-from node.store import decide as store_decide
+from node.store.db import decide as store_decide
 
 
 # ---- what the history holds ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from .core import Promise
+from node.core import Promise
 
 PROMISE_FILE = "promise.json"
 # The write-ahead copy, renamed over PROMISE_FILE once fsynced. One left behind is only an aborted

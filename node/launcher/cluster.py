@@ -19,14 +19,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import grpc
-
-from .api import bullyproof_pb2 as pb
-from .api import bullyproof_pb2_grpc as pb_grpc
-from .channels import observer_channel
-from .config import ConfigError
-from .core import mode_names
-from .ports import free_port
+from node.api import bullyproof_pb2 as pb
+from node.client.observer import agreed_leader, views_of
+from node.config import ConfigError
+from node.core import mode_names
+from node.launcher.ports import free_port
 
 CLUSTER_FILE = "cluster.json"
 ROLE_NAME = {pb.ROLE_FOLLOWER: "follower", pb.ROLE_CANDIDATE: "candidate", pb.ROLE_LEADER: "leader"}
@@ -102,35 +99,6 @@ def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, e
 
 
 # ---- talking to nodes ------------------------------------------------------------------------
-
-
-# A fresh channel per question, with its own subchannel: gRPC otherwise shares subchannels across
-# channels, and one that failed while a node was starting sits in backoff (up to 120 s).
-def get_leader(address: str, timeout_s: float = 0.5) -> pb.LeaderInfo | None:
-    try:
-        with observer_channel(address) as ch:
-            return pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=timeout_s)
-    except grpc.RpcError:
-        return None
-
-
-def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.LeaderInfo | None]:
-    return {nid: get_leader(addr, timeout_s) for nid, addr in nodes.items()}
-
-
-def agreed_leader(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | None:
-    """(leader, epoch) if every answering node names the same one and it says it leads."""
-    answers = [v for v in views.values() if v is not None]
-    if not answers or not all(v.known for v in answers):
-        return None
-    pairs = {(v.leader_id, v.epoch) for v in answers}
-    if len(pairs) != 1:
-        return None
-    leader, epoch = pairs.pop()
-    own = views.get(leader)
-    if own is None or own.role != pb.ROLE_LEADER:
-        return None
-    return leader, epoch
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.02, what: str = "condition") -> Any:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from .api import bullyproof_pb2 as pb
-from .core import REPLY_TYPE, Message, MsgType, Role
+from node.api import bullyproof_pb2 as pb
+from node.core import REPLY_TYPE, Message, MsgType, Role
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
 MAX_EPOCH = 2**62

@@ -1,8 +1,8 @@
 """Benchmarks (not tests): numbers from a real local cluster, printed as JSON.
 
-    python -m node.bench [--nodes 5] [--kills 20] [--mode quorum]     # cold start + failover
-    python -m node.bench --what query [--queries 5000]                 # GetLeader latency, throughput
-    python -m node.bench --what watch [--kills 10]                     # leader change -> WatchLeader event
+    python -m node.client.bench [--nodes 5] [--kills 20] [--mode quorum]     # cold start + failover
+    python -m node.client.bench --what query [--queries 5000]                 # GetLeader latency, throughput
+    python -m node.client.bench --what watch [--kills 10]                     # leader change -> WatchLeader event
 
 Cold start: launch N node processes (and the store) -> every node agrees on one leader.
 Failover: SIGKILL the leader -> every survivor agrees on a new leader (then the old one restarts).
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import grpc
 
-from .api import bullyproof_pb2 as pb
-from .api import bullyproof_pb2_grpc as pb_grpc
-from .channels import client_channel, observer_channel
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.channels import client_channel, observer_channel
 
-from .cluster import LocalCluster, local_spec, process_fault
-from .core import DEFAULT_MODE, mode_names
+from node.launcher.cluster import LocalCluster, local_spec, process_fault
+from node.core import DEFAULT_MODE, mode_names
 
 
 def summary_ms(samples_s: list[float]) -> dict[str, float]:

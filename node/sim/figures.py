@@ -21,7 +21,7 @@ from pathlib import Path
 
 from node.core import BecameLeader, MsgType, Role, Timing, mode_info, mode_names
 from node.core.raft import RaftElector
-from node.sim import Network
+from node.sim.network import Network
 
 # Figure 16's lines: election timeouts drawn uniformly from [low, high] ms.
 FIGURE16_RANGES_MS = ((150, 150), (150, 151), (150, 155), (150, 175), (150, 200), (150, 300))

@@ -36,7 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from node.core import DEFAULT_MODE, Mode, PlantedBug, Role, Timing, mode_names
-from node.sim import Network, timeline
+from node.sim.network import Network, timeline
 
 # The clock-rate error the lease rule tolerates (either way, per node): the leader's lease (0.7 ET
 # from send, on its clock) must end before its followers' promises (0.8 ET from receipt, on theirs):
@@ -616,7 +616,7 @@ def cmd_bugs(args: argparse.Namespace) -> int:
 
 
 def cmd_figure16(args: argparse.Namespace) -> int:
-    from node.figures import figure16, plot_figure16
+    from node.sim.figures import figure16, plot_figure16
 
     lines = figure16(args.trials, args.seed)
     rows = [line.to_dict() for line in lines]
@@ -635,7 +635,7 @@ def cmd_figure16(args: argparse.Namespace) -> int:
 
 
 def cmd_messages(args: argparse.Namespace) -> int:
-    from node.figures import messages_table, plot_messages
+    from node.sim.figures import messages_table, plot_messages
 
     rows = messages_table(tuple(int(n) for n in args.sizes.split(",")))
     if args.out:

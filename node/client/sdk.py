@@ -33,9 +33,9 @@ from types import TracebackType
 
 import grpc
 
-from .api import bullyproof_pb2 as pb
-from .api import bullyproof_pb2_grpc as pb_grpc
-from .channels import client_channel
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.channels import client_channel
 
 __all__ = [
     "Backoff",

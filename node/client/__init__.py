@@ -1,0 +1,13 @@
+"""For other services: the Python SDK (asyncio), and blocking observer calls (node.client.observer)."""
+
+from node.client.sdk import (  # noqa: F401
+    Backoff,
+    Fenced,
+    FencedWriter,
+    Leader,
+    LeaderClient,
+    LeaderEvent,
+    Leadership,
+    LeaseToken,
+)
+from node.client.sdk import __all__  # noqa: F401

@@ -1,0 +1,1 @@
+"""Example services built on node.client; run them with `python -m node.client.examples.<name>`."""

@@ -1,0 +1,49 @@
+"""Blocking questions to nodes for the launcher, the CLI, the chaos harness and benchmarks.
+
+A fresh channel per question, with its own subchannel: gRPC otherwise shares subchannels across
+channels, and one that failed while a node was starting sits in backoff (up to 120 s).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.channels import observer_channel
+
+
+def get_leader(address: str, timeout_s: float = 0.5) -> pb.LeaderInfo | None:
+    try:
+        with observer_channel(address) as ch:
+            return pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=timeout_s)
+    except grpc.RpcError:
+        return None
+
+
+def get_status(address: str, timeout_s: float = 0.5) -> pb.NodeStatus | str:
+    """The node's status, or the gRPC status code's name if it did not answer."""
+    try:
+        with observer_channel(address) as ch:
+            return pb_grpc.LeadershipStub(ch).GetStatus(pb.GetStatusRequest(), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        return exc.code().name
+
+
+def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.LeaderInfo | None]:
+    return {nid: get_leader(addr, timeout_s) for nid, addr in nodes.items()}
+
+
+def agreed_leader(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | None:
+    """(leader, epoch) if every answering node names the same one and it says it leads."""
+    answers = [v for v in views.values() if v is not None]
+    if not answers or not all(v.known for v in answers):
+        return None
+    pairs = {(v.leader_id, v.epoch) for v in answers}
+    if len(pairs) != 1:
+        return None
+    leader, epoch = pairs.pop()
+    own = views.get(leader)
+    if own is None or own.role != pb.ROLE_LEADER:
+        return None
+    return leader, epoch
