@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.core import Mode, PlantedBug, Timing
+from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing
 
 # Planted bugs exist to prove the checkers work. Only a test harness sets this variable; no config
 # file, flag default or compose service can switch a bug on without it.
@@ -77,9 +77,18 @@ def check_timings(heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms:
     if not 1 <= tick_ms <= heartbeat_interval_ms:
         raise ConfigError(f"--tick-ms must be between 1 and the heartbeat interval, got {tick_ms}")
     try:
-        return Timing.from_ms(heartbeat_interval_ms, election_timeout_ms, tick_ms)
+        timing = Timing.from_ms(heartbeat_interval_ms, election_timeout_ms, tick_ms)
     except ValueError as exc:
         raise ConfigError(f"timings do not fit together: {exc}") from None
+    if timing.drift_margin < CLOCK_DRIFT_BOUND:
+        # Ticks round the lease and the promise; too few ticks per election timeout leave them too close.
+        raise ConfigError(
+            f"--election-timeout-ms {election_timeout_ms} with --tick-ms {tick_ms} leaves a lease of "
+            f"{timing.leader_lease_ticks} and a promise of {timing.follower_promise_ticks} ticks: safe only while "
+            f"clocks drift less than {timing.drift_margin:.1%} (need {CLOCK_DRIFT_BOUND:.0%}); "
+            "use a smaller --tick-ms or a longer election timeout"
+        )
+    return timing
 
 
 @dataclass(frozen=True)

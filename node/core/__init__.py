@@ -11,6 +11,7 @@ from .modes import DEFAULT_MODE, REGISTRY, Mode, ModeInfo, make_elector, mode_in
 from .types import (
     PROMISE_REPLY_TYPES,
     REPLY_TYPE,
+    CLOCK_DRIFT_BOUND,
     BecameLeader,
     Config,
     ElectionStarted,
@@ -29,7 +30,7 @@ from .types import (
 )
 
 __all__ = [
-    "DEFAULT_MODE", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
+    "CLOCK_DRIFT_BOUND", "DEFAULT_MODE", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
     "ElectionStarted", "Elector", "Event", "Message", "Mode", "ModeInfo", "MsgType", "Output", "PlantedBug",
     "Promise", "QuorumBully", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "make_elector",
     "mode_info", "mode_names",

@@ -384,7 +384,7 @@ class QuorumBully(BullyElector):
         if promise.leader_id:
             # We may have acknowledged a leader just before a crash and forgotten when: honour a
             # full promise period after boot, as if we had just heard it (rule 4 across restarts).
-            self.promise_until = now + self.timing.follower_promise_ticks
+            self.promise_until = now + self.timing.promise_hold_ticks
         self.lease_until = 0
         self.proposal_epoch = 0
         self.proposal_sent_at = 0
@@ -613,7 +613,7 @@ class QuorumBully(BullyElector):
     def _promise_ticks(self) -> int:
         if PlantedBug.SHORT_PROMISE in self.config.planted_bugs:
             return self.timing.leader_lease_ticks // 2
-        return self.timing.follower_promise_ticks
+        return self.timing.promise_hold_ticks
 
     def _on_coordinator(self, msg: Message, batch: _Batch) -> None:
         granted = self._may_acknowledge(msg.src, msg.epoch)

@@ -99,7 +99,7 @@ class RaftElector:
             # (A persisted self-vote means no window to another was live when we cast it, and
             # every later grant would have overwritten it.)
             self.promised_to = promise.leader_id
-            self.promise_until = now + self.timing.follower_promise_ticks
+            self.promise_until = now + self.timing.promise_hold_ticks
         self.election_deadline = now + self._timeout()
         self.abstain_until = 0
         # Campaign (pre-vote or vote) state.
@@ -221,7 +221,7 @@ class RaftElector:
         self.voted_for = node
         self._persist(batch)
         self.promised_to = node
-        self.promise_until = self.now + self.timing.follower_promise_ticks
+        self.promise_until = self.now + self.timing.promise_hold_ticks
         self.election_deadline = self.now + self._timeout()
 
     # ---- campaigning -------------------------------------------------------------------------------

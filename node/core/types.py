@@ -104,6 +104,11 @@ class PlantedBug(str, enum.Enum):
     SHORT_PROMISE = "short-promise"  # a follower honours its promise for only half the leader's lease
 
 
+# The clock-rate error the lease rule is promised to tolerate (and the explorer checks): every timing a
+# node accepts leaves at least this margin (Timing.drift_margin; node.config checks it).
+CLOCK_DRIFT_BOUND = 0.05
+
+
 @dataclass(frozen=True)
 class Timing:
     """All durations in ticks. Safety needs leader_lease < follower_promise <= election_timeout.
@@ -143,6 +148,23 @@ class Timing:
             )
         if self.heartbeat_interval_ticks >= self.leader_lease_ticks:
             raise ValueError("heartbeat_interval_ticks must be shorter than leader_lease_ticks")
+
+    @property
+    def promise_hold_ticks(self) -> int:
+        """How long a follower holds a promise on its own tick clock: the window, plus one tick.
+
+        The runtime floors its clock to ticks, so the tick a follower calls the receipt may be up to
+        one tick earlier than the receipt; the extra tick keeps the promise from ending early.
+        """
+        return self.follower_promise_ticks + 1
+
+    @property
+    def drift_margin(self) -> float:
+        """The largest clock-rate error (per node, either way) under which a lease (L ticks from its
+        send, on the leader's clock) still ends before the promises that back it (P ticks from their
+        receipt, on the followers'): L/(1-d) <= P/(1+d), so d = (P-L)/(P+L)."""
+        lease, promise = self.leader_lease_ticks, self.follower_promise_ticks
+        return (promise - lease) / (promise + lease)
 
     @classmethod
     def from_ms(cls, heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int,

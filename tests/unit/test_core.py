@@ -199,7 +199,7 @@ def test_a_node_never_acknowledges_two_leaders_for_one_epoch() -> None:
     assert not only_reply(net.inject(coordinator(4, 1, 7))).granted
     heartbeat = Message(MsgType.HEARTBEAT, 4, 1, 7, round=1)
     assert not only_reply(net.inject(heartbeat)).granted
-    net.run(T.follower_promise_ticks)  # the live-lease rule no longer blocks; the epoch rule does
+    net.run(T.promise_hold_ticks)  # the live-lease rule no longer blocks; the epoch rule does
     assert not only_reply(net.inject(coordinator(4, 1, 7))).granted
     assert not only_reply(net.inject(coordinator(4, 1, 6))).granted
     assert only_reply(net.inject(coordinator(4, 1, 8))).granted
@@ -225,7 +225,7 @@ def test_restart_keeps_the_promise_and_honours_the_boot_promise_period() -> None
     assert not below.granted and below.promised_epoch == 7
     # It may have acknowledged 3 just before the crash: refuse others for a full promise period.
     assert not only_reply(net.inject(coordinator(4, 1, 8))).granted
-    net.run(T.follower_promise_ticks)
+    net.run(T.promise_hold_ticks)
     assert only_reply(net.inject(coordinator(4, 1, 8))).granted
 
 
@@ -247,7 +247,7 @@ def quick_restart_inside_the_promise_window(planted_bugs: frozenset[PlantedBug] 
     deadline = net.elector(1).election_deadline  # node 1 sends Election at this tick
     while net.now < deadline:
         net.tick()
-        just_acked = net.elector(3).promise_until == net.now + T.follower_promise_ticks
+        just_acked = net.elector(3).promise_until == net.now + T.promise_hold_ticks
         if just_acked and 0 < deadline + 1 - net.now < T.heartbeat_interval_ticks:
             net.crash(3)
             net.restart(3)
@@ -279,7 +279,7 @@ def test_forget_promise_bug_acknowledges_below_the_old_promise() -> None:
     assert only_reply(net.inject(coordinator(3, 1, 7))).granted
     net.crash(1)
     net.restart(1)
-    net.run(T.follower_promise_ticks)  # the bug keeps the boot promise period, loses the epoch
+    net.run(T.promise_hold_ticks)  # the bug keeps the boot promise period, loses the epoch
     assert only_reply(net.inject(coordinator(4, 1, 6))).granted
 
 

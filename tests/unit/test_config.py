@@ -1,0 +1,21 @@
+"""Settings that would break the lease rule are refused with a message that says what to change."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.config import ConfigError, check_timings
+from node.core import CLOCK_DRIFT_BOUND
+
+
+def test_a_timing_whose_ticks_leave_too_little_drift_margin_is_refused() -> None:
+    # 160 ms in 10 ms ticks: lease 11, promise 12 ticks, safe only under 4.3% clock drift.
+    with pytest.raises(ConfigError, match=r"drift less than 4\.3% \(need 5%\).*smaller --tick-ms"):
+        check_timings(50, 160, 10)
+    assert check_timings(50, 160, 5).drift_margin >= CLOCK_DRIFT_BOUND  # finer ticks fix it
+
+
+@pytest.mark.parametrize("heartbeat_ms, election_timeout_ms, tick_ms", [(100, 500, 10), (100, 1000, 10), (50, 500, 10),
+                                                                      (1000, 3000, 10), (100, 500, 100)])
+def test_the_documented_timings_keep_the_margin(heartbeat_ms: int, election_timeout_ms: int, tick_ms: int) -> None:
+    assert check_timings(heartbeat_ms, election_timeout_ms, tick_ms).drift_margin >= CLOCK_DRIFT_BOUND
