@@ -109,6 +109,8 @@ def ack_from_pb(request: Message, ack: pb.Ack) -> Message | None:
     """The reply to `request` as a core message, or None if it does not answer that request."""
     if ack.sender_id != request.dst or ack.receiver_id != request.src or ack.epoch != request.epoch:
         return None
+    if ack.round != request.round:  # an ack credits exactly the round it answers (never a newer one)
+        return None
     if ack.promised_epoch > MAX_EPOCH:
         return None
     return Message(
