@@ -1,0 +1,112 @@
+"""Handing leadership over (Resign, TransferLeadership) and the Leadership service for other services."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.core import Role
+
+if TYPE_CHECKING:
+    from node.runtime.node import NodeRuntime
+
+
+class TransferError(Exception):
+    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class Handover:
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    def not_leader_detail(self) -> str:
+        node = self.node
+        v = node.elector.view(node.now())
+        leader = f"node {v.leader_id} leads epoch {v.epoch}" if v.leader_id else "no leader is known"
+        return f"node {node.id} is not the leader ({leader}); ask the leader"
+
+    def resign(self, successor: int = 0) -> int | None:
+        """Step down now (telling followers, and whom to let go first); the epoch given up, or None."""
+        node = self.node
+        v = node.elector.view(node.now())
+        if v.role != Role.LEADER:
+            return None
+        node.apply(node.elector.resign(node.now(), successor))
+        return v.epoch
+
+    async def transfer(self, target: int, timeout_ms: int) -> tuple[int, int]:
+        node, s = self.node, self.node.settings
+        if target == node.id or target not in s.members:
+            raise TransferError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"target {target} must be another member ({', '.join(map(str, s.peers))})")
+        v = node.elector.view(node.now())
+        if v.role != Role.LEADER:
+            raise TransferError(grpc.StatusCode.FAILED_PRECONDITION, self.not_leader_detail())
+        peer = node.transport.peers[target]
+        recent_ns = 2 * s.heartbeat_interval_ms * 1_000_000
+        if not peer.reachable or time.monotonic_ns() - peer.last_heard_ns > recent_ns:
+            # Checked before stepping down: an unreachable target leaves the current leader in place.
+            raise TransferError(grpc.StatusCode.UNAVAILABLE,
+                                f"node {target} has not answered recently; node {node.id} keeps leading epoch {v.epoch}")
+        self.resign(successor=target)
+        timeout_s = (timeout_ms or 4 * s.election_timeout_ms) / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for info in node.observe.watch():
+                    if info.known and info.leader_id == target and info.epoch > v.epoch:
+                        return info.leader_id, info.epoch
+                    if info.known and info.leader_id != target:
+                        break  # someone else won; report it
+        except TimeoutError:
+            pass
+        now_v = node.elector.view(node.now())
+        raise TransferError(grpc.StatusCode.ABORTED,
+                            f"node {target} did not take over (now: leader {now_v.leader_id} epoch {now_v.epoch})")
+
+
+class LeadershipServicer(pb_grpc.LeadershipServicer):
+    """Thin: answers come from Observation, handovers from Handover."""
+
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+
+    async def _refuse_if_failed(self, context) -> None:
+        # After a fail-stop the view may show a promise the disk does not hold: answer nothing from it.
+        if self.node.failed is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.node.id} is stopping: {self.node.failed}")
+
+    async def GetLeader(self, request, context):
+        await self._refuse_if_failed(context)
+        return self.node.observe.leader_info()
+
+    async def GetStatus(self, request, context):
+        await self._refuse_if_failed(context)
+        return self.node.observe.status()
+
+    async def WatchLeader(self, request, context):
+        await self._refuse_if_failed(context)
+        async for info in self.node.observe.watch():
+            yield info
+
+    async def Resign(self, request, context):
+        await self._refuse_if_failed(context)
+        epoch = self.node.handover.resign()
+        if epoch is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.node.handover.not_leader_detail())
+        return pb.ResignReply(epoch=epoch)
+
+    async def TransferLeadership(self, request, context):
+        await self._refuse_if_failed(context)
+        try:
+            leader, epoch = await self.node.handover.transfer(request.target_id, request.timeout_ms)
+        except TransferError as exc:
+            await context.abort(exc.code, exc.detail)
+        return pb.TransferReply(leader_id=leader, epoch=epoch)

@@ -1,0 +1,134 @@
+"""Observation: the node's view as others see it (history, logs, metrics), WatchLeader, health, status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from grpc_health.v1 import health, health_pb2
+
+from node.api import bullyproof_pb2 as pb
+from node.core import SteppedDown, View, mode_names
+from node.runtime.wire import ROLE_PB
+
+if TYPE_CHECKING:
+    from node.runtime.node import NodeRuntime
+
+MODE_PB = {name: pb.Mode.Value(f"MODE_{name.upper()}") for name in mode_names()}  # the .proto lists every mode
+
+
+class Observation:
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+        self.health = health.HealthServicer()
+        self.leader_changes = 0
+        self.view: View = node.elector.view(node.now())
+        self.view_seq = 0
+        self.view_changed = asyncio.Event()
+        self.stepdown: SteppedDown | None = None  # set by the node's event handling, read by refresh()
+
+    def refresh(self) -> None:
+        """After every elector output: record a changed view, wake watchers, update health and metrics."""
+        node = self.node
+        view = node.elector.view(node.now())
+        if (view.role, view.epoch, view.leader_id) != (self.view.role, self.view.epoch, self.view.leader_id):
+            if view.leader_id != self.view.leader_id:
+                self.leader_changes += 1
+                node.metrics.leader_changed()
+            self.record(view)
+            self._notify_watchers(view)
+        elif view.lease_valid != self.view.lease_valid:
+            self._notify_watchers(view)
+        self.stepdown = None
+        node.metrics.view_changed(view, node.elector.promise.epoch, node.elector.stats.lease_renewals)
+
+    def record(self, view: View, reason: str = "") -> None:
+        node = self.node
+        self.view = v = view
+        fields: dict[str, Any] = {"role": v.role.value, "epoch": v.epoch, "leader": v.leader_id}
+        sd = self.stepdown
+        if sd is not None:
+            fields["reason"] = sd.reason
+            if sd.lease_end_tick is not None:
+                fields["lease_end_ns"] = node.tick_to_ns(sd.lease_end_tick)
+        elif reason:
+            fields["reason"] = reason
+        node.events.record("view", **fields)
+        node.events.log(f"view: {v.role.value}, leader {v.leader_id}", v.epoch, leader=v.leader_id)
+
+    def _notify_watchers(self, view: View) -> None:
+        """Wake WatchLeader streams, and keep health service "leader" true only with a valid lease."""
+        self.view = view
+        serving = health_pb2.HealthCheckResponse.SERVING if view.lease_valid else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set("leader", serving)
+        self.view_seq += 1
+        changed, self.view_changed = self.view_changed, asyncio.Event()
+        changed.set()
+
+    async def watch(self) -> AsyncIterator[pb.LeaderInfo]:
+        """The current view, then each change. A slow reader skips to the latest (no backlog)."""
+        seen = -1
+        while not self.node.stopping.is_set():
+            changed = self.view_changed
+            if self.view_seq != seen:
+                seen = self.view_seq
+                yield self.leader_info()
+                continue
+            await self.until_changed_or_stopping(changed)
+
+    async def until_changed_or_stopping(self, changed: asyncio.Event) -> None:
+        """Wait for the view change `changed` stands for, or for the node to stop."""
+        waiter = asyncio.ensure_future(changed.wait())
+        stop = asyncio.ensure_future(self.node.stopping.wait())
+        try:
+            await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stop.cancel()
+
+    def leader_info(self) -> pb.LeaderInfo:
+        node = self.node
+        v = node.elector.view(node.now())
+        return pb.LeaderInfo(
+            known=v.leader_id is not None,
+            leader_id=v.leader_id or 0,
+            epoch=v.epoch if v.leader_id is not None else 0,
+            node_id=node.id,
+            role=ROLE_PB[v.role],
+            lease_valid=v.lease_valid,
+            view_time_unix_ns=time.time_ns(),
+        )
+
+    def status(self) -> pb.NodeStatus:
+        node = self.node
+        v = node.elector.view(node.now())
+        now_ns = time.monotonic_ns()
+        stats = node.elector.stats
+        return pb.NodeStatus(
+            node_id=node.id,
+            role=ROLE_PB[v.role],
+            mode=MODE_PB[node.settings.mode.value],
+            epoch=v.epoch,
+            promised_epoch=node.elector.promise.epoch,
+            promised_to=node.elector.promise.leader_id,
+            has_leader=v.leader_id is not None,
+            leader_id=v.leader_id or 0,
+            lease_valid=v.lease_valid,
+            peers=[
+                pb.PeerView(
+                    id=pid,
+                    address=p.address,
+                    last_heard_ms=(now_ns - p.last_heard_ns) // 1_000_000 if p.last_heard_ns else -1,
+                    reachable=p.reachable,
+                )
+                for pid, p in sorted(node.transport.peers.items())
+            ],
+            elections_started=stats.elections_started,
+            elections_won=stats.elections_won,
+            stepdowns=stats.stepdowns,
+            messages_sent=dict(node.transport.sent),
+            messages_received=dict(node.transport.received),
+            leader_changes=self.leader_changes,
+            uptime_ms=int((time.time() - node.started_unix) * 1000),
+        )

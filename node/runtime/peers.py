@@ -1,0 +1,139 @@
+"""Peer transport: channels to the other nodes, sending the elector's messages, and the Peer service."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import grpc
+
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.channels import peer_channel
+from node.core import Message
+from node.runtime.state import PersistError
+from node.runtime.wire import RPC_NAME, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
+
+if TYPE_CHECKING:
+    from node.runtime.node import NodeRuntime
+
+
+@dataclass
+class PeerState:
+    address: str
+    channel: grpc.aio.Channel
+    stub: pb_grpc.PeerStub
+    last_heard_ns: int = 0
+    reachable: bool = True
+
+
+class PeerTransport:
+    def __init__(self, node: NodeRuntime) -> None:
+        self.node = node
+        self.peers: dict[int, PeerState] = {}
+        self.sent: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()
+        self.rpc_timeout_s = node.settings.heartbeat_interval_ms / 1000
+
+    def connect(self) -> None:
+        s = self.node.settings
+        for pid, address in s.peers.items():
+            channel = peer_channel(address, s.heartbeat_interval_ms)
+            self.peers[pid] = PeerState(address, channel, pb_grpc.PeerStub(channel))
+
+    async def close(self) -> None:
+        for p in self.peers.values():
+            await p.channel.close()
+
+    async def send(self, msg: Message) -> None:
+        """One request to a peer; its reply (an ack on the same call) goes to the elector."""
+        node = self.node
+        peer = self.peers[msg.dst]
+        self._count_sent(msg)
+        try:
+            reply = await getattr(peer.stub, RPC_NAME[msg.type])(message_to_pb(msg), timeout=self.rpc_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            node.metrics.rpc_failed(exc.code().name, msg.dst)
+            peer.reachable = False
+            node.apply(node.elector.send_failed(node.now(), msg))
+            return
+        peer.reachable = True
+        peer.last_heard_ns = time.monotonic_ns()
+        if reply.HasField("ack"):
+            answer = ack_from_pb(msg, reply.ack)
+            if answer is not None:
+                self._count_received(answer)
+                node.apply(node.elector.step(node.now(), answer))
+
+    async def handle(self, rpc: str, req: pb.PeerMessage, context: grpc.aio.ServicerContext) -> pb.PeerReply:
+        """An inbound peer request: validate, step the elector, answer on the same call."""
+        node = self.node
+        rejection = check_peer_message(rpc, req, node.id, node.settings.members)
+        if rejection is not None:
+            await context.abort(rejection.code, rejection.detail)
+        if node.failed is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {node.failed}")
+        msg = message_from_pb(rpc, req)
+        self._count_received(msg)
+        self.peers[msg.src].last_heard_ns = time.monotonic_ns()
+        promise_until = getattr(node.elector, "promise_until", None)  # modes whose acks are promises
+        try:
+            reply = node.apply(node.elector.step(node.now(), msg), reply_to=msg)
+        except PersistError as exc:
+            # The ack would reveal a promise the disk does not hold: no answer but an error.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {exc}")
+        if promise_until is not None:
+            self._record_promise(msg, reply, promise_until)
+        if reply is None:
+            return pb.PeerReply()
+        self._count_sent(reply)
+        return pb.PeerReply(ack=ack_to_pb(reply))
+
+    def _record_promise(self, msg: Message, reply: Message | None, promise_until_before: int) -> None:
+        """History of what this follower promised, for the checker that does not trust leaders.
+
+        A granted ack is a "grant" (recorded after the promise is on disk, before the ack leaves);
+        a promise cut short (a resigning leader released it) is a "release".
+        """
+        node = self.node
+        promise_until = node.elector.promise_until
+        if reply is not None and reply.granted:
+            node.events.record(
+                "grant", leader=reply.dst, epoch=reply.epoch,
+                promise_ms=node.elector.timing.follower_promise_ticks * node.settings.tick_ms,
+                until_ns=node.tick_to_ns(promise_until),
+            )
+        elif promise_until < promise_until_before:
+            node.events.record("release", leader=msg.src, epoch=msg.epoch)
+
+    def _count_sent(self, msg: Message) -> None:
+        self.sent[msg.type.value] += 1
+        self.node.metrics.message_sent(msg.type.value)
+
+    def _count_received(self, msg: Message) -> None:
+        self.received[msg.type.value] += 1
+        self.node.metrics.message_received(msg.type.value)
+
+
+class PeerServicer(pb_grpc.PeerServicer):
+    """Thin: validation and conversion live in node.runtime.wire, decisions in node.core.
+
+    One method per RPC of service Peer, made from the .proto: a new mode's RPCs need no code here.
+    """
+
+    def __init__(self, transport: PeerTransport) -> None:
+        self.transport = transport
+
+
+def _peer_rpc(rpc: str) -> Callable[..., Any]:
+    async def handle(self: PeerServicer, request: pb.PeerMessage, context: grpc.aio.ServicerContext) -> pb.PeerReply:
+        return await self.transport.handle(rpc, request, context)
+
+    handle.__name__ = rpc
+    return handle
+
+
+for _rpc in pb.DESCRIPTOR.services_by_name["Peer"].methods_by_name:
+    setattr(PeerServicer, _rpc, _peer_rpc(_rpc))
