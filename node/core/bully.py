@@ -14,14 +14,14 @@ paused re-checks its lease before it does anything else.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from .types import (
+    Batch,
     REPLY_TYPE,
     BecameLeader,
     Config,
     ElectionStarted,
-    Event,
     Message,
     MsgType,
     Output,
@@ -34,18 +34,6 @@ from .types import (
     View,
 )
 from .votes import has_majority, majority_impossible
-
-
-@dataclass
-class _Batch:
-    """Collects one step's output; `freeze()` hands it to the caller."""
-
-    persist: Promise | None = None
-    messages: list[Message] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-
-    def freeze(self) -> Output:
-        return Output(self.persist, tuple(self.messages), tuple(self.events))
 
 
 class _Phase:
@@ -81,14 +69,14 @@ class BullyElector:
     # ---- the Elector interface -----------------------------------------------------------
 
     def tick(self, now: int) -> Output:
-        batch = _Batch()
+        batch = Batch()
         self._advance(now, batch)
         self._on_timers(batch)
         return batch.freeze()
 
     def step(self, now: int, msg: Message) -> Output:
         """Handle a message that passed validation (sender is a member, receiver is us)."""
-        batch = _Batch()
+        batch = Batch()
         self._advance(now, batch)
         self._see_epoch(max(msg.epoch, msg.promised_epoch))
         handler = {
@@ -104,7 +92,7 @@ class BullyElector:
 
     def send_failed(self, now: int, msg: Message) -> Output:
         """The transport could not deliver `msg` (refused, deadline exceeded). Optional input."""
-        batch = _Batch()
+        batch = Batch()
         self._advance(now, batch)
         if self.phase == _Phase.ELECTING and msg.type == MsgType.ELECTION:
             self.pending_higher.discard(msg.dst)
@@ -117,7 +105,7 @@ class BullyElector:
 
         With a successor (a transfer), followers let that node go first and it proposes at once.
         """
-        batch = _Batch()
+        batch = Batch()
         self._advance(now, batch)
         if self.phase == _Phase.LEADING:
             if successor and successor not in self.config.peers:
@@ -125,7 +113,7 @@ class BullyElector:
             self._resign(batch, Reason.RESIGNED, successor)
         return batch.freeze()
 
-    def _resign(self, batch: _Batch, reason: Reason, successor: int = 0) -> None:
+    def _resign(self, batch: Batch, reason: Reason, successor: int = 0) -> None:
         epoch = self.epoch
         early = PlantedBug.EARLY_RELEASE in self.config.planted_bugs
         if early and self.phase == _Phase.LEADING and self.release_pending is None:
@@ -141,7 +129,7 @@ class BullyElector:
         self.abstain_until = self.now + self.timing.election_timeout_ticks
         self.election_deadline = self.abstain_until
 
-    def _released(self, msg: Message, batch: _Batch) -> None:
+    def _released(self, msg: Message, batch: Batch) -> None:
         """Our leader resigned (msg is its resigning heartbeat): elect soon, successor first."""
         self.leader_id = None
         if msg.successor == self.id:
@@ -166,27 +154,27 @@ class BullyElector:
     def _lease_valid(self, now: int) -> bool:
         raise NotImplementedError
 
-    def _propose(self, batch: _Batch) -> None:
+    def _propose(self, batch: Batch) -> None:
         raise NotImplementedError
 
-    def _on_coordinator(self, msg: Message, batch: _Batch) -> None:
+    def _on_coordinator(self, msg: Message, batch: Batch) -> None:
         raise NotImplementedError
 
-    def _on_heartbeat(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         raise NotImplementedError
 
-    def _on_coordinator_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_coordinator_ack(self, msg: Message, batch: Batch) -> None:
         pass
 
-    def _on_heartbeat_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         pass
 
-    def _advance(self, now: int, batch: _Batch) -> None:
+    def _advance(self, now: int, batch: Batch) -> None:
         self.now = max(self.now, now)
         if self._unsaved is not None and self.now >= self._unsaved_since + self.timing.heartbeat_interval_ticks:
             batch.persist, self._unsaved = self._unsaved, None
 
-    def _on_leader_timers(self, batch: _Batch) -> None:
+    def _on_leader_timers(self, batch: Batch) -> None:
         raise NotImplementedError
 
     # ---- shared Bully machinery ----------------------------------------------------------------
@@ -205,11 +193,11 @@ class BullyElector:
     def _see_epoch(self, epoch: int) -> None:
         self.highest_seen_epoch = max(self.highest_seen_epoch, epoch)
 
-    def _send(self, batch: _Batch, type_: MsgType, dst: int, **fields) -> None:
+    def _send(self, batch: Batch, type_: MsgType, dst: int, **fields) -> None:
         fields.setdefault("epoch", self.epoch)
         batch.messages.append(Message(type_, self.id, dst, **fields))
 
-    def _reply(self, batch: _Batch, request: Message, granted: bool) -> None:
+    def _reply(self, batch: Batch, request: Message, granted: bool) -> None:
         self._send(
             batch,
             REPLY_TYPE[request.type],
@@ -220,7 +208,7 @@ class BullyElector:
             promised_epoch=self.promise.epoch,
         )
 
-    def _make_promise(self, promise: Promise, batch: _Batch) -> None:
+    def _make_promise(self, promise: Promise, batch: Batch) -> None:
         if promise != self.promise:
             self.promise = promise
             if PlantedBug.PERSIST_AFTER_REPLY in self.config.planted_bugs:
@@ -234,7 +222,7 @@ class BullyElector:
     _unsaved: Promise | None = None  # PlantedBug.PERSIST_AFTER_REPLY only
     _unsaved_since = 0
 
-    def _on_timers(self, batch: _Batch) -> None:
+    def _on_timers(self, batch: Batch) -> None:
         now = self.now
         if self.phase == _Phase.LEADING:
             self._on_leader_timers(batch)
@@ -251,7 +239,7 @@ class BullyElector:
             if now >= self.phase_deadline:
                 self._give_up(batch)
 
-    def _start_election(self, batch: _Batch) -> None:
+    def _start_election(self, batch: Batch) -> None:
         self.stats.elections_started += 1
         if self.leader_id is not None:
             self.leader_id = None
@@ -266,7 +254,7 @@ class BullyElector:
         for peer in higher:
             self._send(batch, MsgType.ELECTION, peer, epoch=self.highest_seen_epoch)
 
-    def _give_up(self, batch: _Batch) -> None:
+    def _give_up(self, batch: Batch) -> None:
         """A proposal failed: back to follower, retry after a randomized timeout."""
         self.phase = _Phase.IDLE
         self.leader_id = None
@@ -280,7 +268,7 @@ class BullyElector:
 
     release_pending: tuple[Reason, int, int] | None = None  # PlantedBug.EARLY_RELEASE only
 
-    def _become_leader(self, epoch: int, batch: _Batch) -> None:
+    def _become_leader(self, epoch: int, batch: Batch) -> None:
         self.release_pending = None
         self.phase = _Phase.LEADING
         self.leader_id = self.id
@@ -288,24 +276,24 @@ class BullyElector:
         self.stats.elections_won += 1
         batch.events.append(BecameLeader(epoch))
 
-    def _step_down(self, reason: Reason, batch: _Batch, lease_end_tick: int | None = None) -> None:
+    def _step_down(self, reason: Reason, batch: Batch, lease_end_tick: int | None = None) -> None:
         self.stats.stepdowns += 1
         batch.events.append(SteppedDown(self.epoch, reason, lease_end_tick))
         self.phase = _Phase.IDLE
         self.leader_id = None
         self.election_deadline = self.now + self._election_delay()
 
-    def _on_election(self, msg: Message, batch: _Batch) -> None:
+    def _on_election(self, msg: Message, batch: Batch) -> None:
         if msg.src > self.id or self.now < self.abstain_until:
             return  # Election goes only to higher ids; a resigning node stays out of the way
         self._send(batch, MsgType.ALIVE, msg.src)
         self._answer_election(msg, batch)
 
-    def _answer_election(self, msg: Message, batch: _Batch) -> None:
+    def _answer_election(self, msg: Message, batch: Batch) -> None:
         if self.phase == _Phase.IDLE:
             self._start_election(batch)
 
-    def _on_alive(self, msg: Message, batch: _Batch) -> None:
+    def _on_alive(self, msg: Message, batch: Batch) -> None:
         if self.phase == _Phase.ELECTING and msg.src > self.id:
             self.phase = _Phase.AWAITING
             self.phase_deadline = self.now + self.timing.coordinator_wait_ticks
@@ -317,7 +305,7 @@ class ClassicBully(BullyElector):
     def _lease_valid(self, now: int) -> bool:
         return self.phase == _Phase.LEADING
 
-    def _propose(self, batch: _Batch) -> None:
+    def _propose(self, batch: Batch) -> None:
         # Victory needs nobody's consent: announce to the lower ids (the textbook's n-2 messages
         # when the second-highest takes over).
         epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
@@ -330,20 +318,20 @@ class ClassicBully(BullyElector):
 
     round = 0
 
-    def _on_leader_timers(self, batch: _Batch) -> None:
+    def _on_leader_timers(self, batch: Batch) -> None:
         if self.now >= self.next_heartbeat:
             self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
             self.round += 1  # classic needs no rounds, but the wire contract numbers every heartbeat
             for peer in self.config.peers:
                 self._send(batch, MsgType.HEARTBEAT, peer, round=self.round)
 
-    def _answer_election(self, msg: Message, batch: _Batch) -> None:
+    def _answer_election(self, msg: Message, batch: Batch) -> None:
         if self.phase == _Phase.IDLE:
             self._start_election(batch)
         elif self.phase == _Phase.LEADING:
             self._send(batch, MsgType.COORDINATOR, msg.src)  # textbook: re-announce
 
-    def _accept_leader(self, msg: Message, batch: _Batch) -> None:
+    def _accept_leader(self, msg: Message, batch: Batch) -> None:
         if msg.src < self.id and self.now >= self.abstain_until:
             # A lower node claims leadership: bully it (textbook: hold an election, which the
             # higher node wins at once, with a fresh epoch above everything seen).
@@ -357,11 +345,11 @@ class ClassicBully(BullyElector):
         self._make_promise(Promise(max(msg.epoch, self.promise.epoch), msg.src), batch)
         self._follow(msg.src, msg.epoch)
 
-    def _on_coordinator(self, msg: Message, batch: _Batch) -> None:
+    def _on_coordinator(self, msg: Message, batch: Batch) -> None:
         self._accept_leader(msg, batch)
         self._reply(batch, msg, granted=self.leader_id == msg.src)
 
-    def _on_heartbeat(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         if msg.resigning:
             if self.leader_id == msg.src:
                 self._released(msg, batch)
@@ -411,7 +399,7 @@ class QuorumBully(BullyElector):
             return replace(v, leader_id=None)
         return v
 
-    def _advance(self, now: int, batch: _Batch) -> None:
+    def _advance(self, now: int, batch: Batch) -> None:
         super()._advance(now, batch)
         if (
             self.phase == _Phase.LEADING
@@ -422,7 +410,7 @@ class QuorumBully(BullyElector):
 
     # -- winning ---------------------------------------------------------------------------
 
-    def _propose(self, batch: _Batch) -> None:
+    def _propose(self, batch: Batch) -> None:
         if self._inside_promise_window() and PlantedBug.BOOT_SELF_VOTE not in self.config.planted_bugs:
             # Our vote for ourselves is a grant like any other: while we may still owe another
             # leader our promise (rule 4; after a restart we cannot know we don't), we give it to
@@ -443,7 +431,7 @@ class QuorumBully(BullyElector):
             self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch)
         self._count_grants(batch)
 
-    def _reassert(self, batch: _Batch) -> None:
+    def _reassert(self, batch: Batch) -> None:
         # One at a time, and not on every refused heartbeat. A reassert whose every message was lost
         # gets no answer at all: once a lease has passed it can extend nothing, so it is over.
         pending = self.reassert_epoch and self.now < self.reassert_sent_at + self.timing.leader_lease_ticks
@@ -459,7 +447,7 @@ class QuorumBully(BullyElector):
         for peer in self.config.peers:
             self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch)
 
-    def _on_reassert_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_reassert_ack(self, msg: Message, batch: Batch) -> None:
         if self.now >= self.reassert_sent_at + self.timing.leader_lease_ticks:
             self.reassert_epoch = 0  # too late to extend anything; a later refusal retries
             return
@@ -474,7 +462,7 @@ class QuorumBully(BullyElector):
         elif majority_impossible(self.refusals, n):
             self.reassert_epoch = 0  # keep leading the old epoch while its lease lasts
 
-    def _on_coordinator_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_coordinator_ack(self, msg: Message, batch: Batch) -> None:
         if self.phase == _Phase.LEADING and self.reassert_epoch and msg.epoch == self.reassert_epoch:
             self._on_reassert_ack(msg, batch)
             return
@@ -495,7 +483,7 @@ class QuorumBully(BullyElector):
     def _has_majority(self, granted_by: set[int]) -> bool:
         return has_majority(granted_by, self._voters())
 
-    def _count_grants(self, batch: _Batch) -> None:
+    def _count_grants(self, batch: Batch) -> None:
         n = self._voters()
         if has_majority(self.grants, n):
             self._become_leader(self.proposal_epoch, batch)
@@ -529,7 +517,7 @@ class QuorumBully(BullyElector):
         ]
         return max(ready) if ready else None
 
-    def _on_leader_timers(self, batch: _Batch) -> None:
+    def _on_leader_timers(self, batch: Batch) -> None:
         if self.release_pending is not None:  # PlantedBug.EARLY_RELEASE: one more interval as leader
             reason, successor, released_at = self.release_pending
             if self.now >= released_at + self.timing.heartbeat_interval_ticks:
@@ -552,7 +540,7 @@ class QuorumBully(BullyElector):
         for peer in self.config.peers:
             self._send(batch, MsgType.HEARTBEAT, peer, round=self.round)
 
-    def _on_heartbeat_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         if self.phase != _Phase.LEADING:
             return
         if not msg.granted:
@@ -602,7 +590,7 @@ class QuorumBully(BullyElector):
         # A live promise to another leader (or, after boot, to whoever we promised) blocks.
         return self.now >= self.promise_until
 
-    def _acknowledge(self, leader: int, epoch: int, batch: _Batch) -> None:
+    def _acknowledge(self, leader: int, epoch: int, batch: Batch) -> None:
         self._make_promise(Promise(epoch, leader), batch)
         if self.phase != _Phase.IDLE or self.leader_id != leader or self.epoch != epoch:
             self._follow(leader, epoch)
@@ -615,13 +603,13 @@ class QuorumBully(BullyElector):
             return self.timing.leader_lease_ticks // 2
         return self.timing.promise_hold_ticks
 
-    def _on_coordinator(self, msg: Message, batch: _Batch) -> None:
+    def _on_coordinator(self, msg: Message, batch: Batch) -> None:
         granted = self._may_acknowledge(msg.src, msg.epoch)
         if granted:
             self._acknowledge(msg.src, msg.epoch, batch)
         self._reply(batch, msg, granted)
 
-    def _on_heartbeat(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         if msg.resigning:
             if self.leader_id == msg.src and self.epoch == msg.epoch:
                 self.promise_until = self.now  # the leader released its lease
@@ -632,7 +620,7 @@ class QuorumBully(BullyElector):
             self._acknowledge(msg.src, msg.epoch, batch)
         self._reply(batch, msg, granted)
 
-    def _answer_election(self, msg: Message, batch: _Batch) -> None:
+    def _answer_election(self, msg: Message, batch: Batch) -> None:
         if self.phase == _Phase.LEADING:
             # The asker cannot hear us: renew at once so it (and the lease) catch up.
             self.next_heartbeat = self.now

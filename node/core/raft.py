@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass, field
 
 from .types import (
+    Batch,
     REPLY_TYPE,
     BecameLeader,
     Config,
     ElectionStarted,
-    Event,
     Message,
     MsgType,
     Output,
@@ -52,16 +51,6 @@ from .types import (
     View,
 )
 from .votes import has_majority, majority_impossible
-
-
-@dataclass
-class _Batch:
-    persist: Promise | None = None
-    messages: list[Message] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-
-    def freeze(self) -> Output:
-        return Output(self.persist, tuple(self.messages), tuple(self.events))
 
 
 class Phase(str, enum.Enum):
@@ -116,7 +105,7 @@ class RaftElector:
     # ---- the Elector interface -----------------------------------------------------------------
 
     def tick(self, now: int) -> Output:
-        batch = _Batch()
+        batch = Batch()
         self._advance(now, batch)
         if self.phase == Phase.LEADER:
             if self.now >= self.next_heartbeat:
@@ -126,7 +115,7 @@ class RaftElector:
         return batch.freeze()
 
     def step(self, now: int, msg: Message) -> Output:
-        batch = _Batch()
+        batch = Batch()
         self._advance(now, batch)
         {
             MsgType.PRE_VOTE: self._on_pre_vote,
@@ -140,7 +129,7 @@ class RaftElector:
 
     def send_failed(self, now: int, msg: Message) -> Output:
         """Undeliverable: count it as a refusal, so a hopeless campaign gives up early."""
-        batch = _Batch()
+        batch = Batch()
         self._advance(now, batch)
         campaign = {MsgType.PRE_VOTE: Phase.PRE_CANDIDATE, MsgType.REQUEST_VOTE: Phase.CANDIDATE}.get(msg.type)
         if campaign == Phase.CANDIDATE:
@@ -153,7 +142,7 @@ class RaftElector:
         return batch.freeze()
 
     def resign(self, now: int, successor: int = 0) -> Output:
-        batch = _Batch()
+        batch = Batch()
         self._advance(now, batch)
         if self.phase == Phase.LEADER:
             if successor and successor not in self.config.peers:
@@ -180,7 +169,7 @@ class RaftElector:
 
     # ---- time ------------------------------------------------------------------------------------
 
-    def _advance(self, now: int, batch: _Batch) -> None:
+    def _advance(self, now: int, batch: Batch) -> None:
         self.now = max(self.now, now)
         if self.phase == Phase.LEADER and self.now >= self.lease_until:
             self._step_down(Reason.LEASE_EXPIRED, batch, lease_end_tick=self.lease_until)
@@ -197,13 +186,13 @@ class RaftElector:
 
     # ---- terms and promises ------------------------------------------------------------------------
 
-    def _persist(self, batch: _Batch) -> None:
+    def _persist(self, batch: Batch) -> None:
         promise = Promise(self.term, self.voted_for)
         if promise != self.promise:
             self.promise = promise
             batch.persist = promise  # the caller persists before it sends this batch's messages
 
-    def _observe(self, term: int, batch: _Batch) -> None:
+    def _observe(self, term: int, batch: Batch) -> None:
         """A newer term exists: follow it (without voting yet); a leader or candidate steps down."""
         if term <= self.term:
             return
@@ -215,7 +204,7 @@ class RaftElector:
         self.leader_id = None
         self._persist(batch)
 
-    def _back(self, node: int, batch: _Batch) -> None:
+    def _back(self, node: int, batch: Batch) -> None:
         """Grant `node` (a vote, or an ack of its heartbeat): durable first, then a promise window."""
         self.phase = Phase.FOLLOWER
         self.voted_for = node
@@ -226,7 +215,7 @@ class RaftElector:
 
     # ---- campaigning -------------------------------------------------------------------------------
 
-    def _campaign(self, batch: _Batch, skip_pre_vote: bool = False) -> None:
+    def _campaign(self, batch: Batch, skip_pre_vote: bool = False) -> None:
         if self.now < self.abstain_until:
             self.phase = Phase.FOLLOWER
             self.election_deadline = max(self.election_deadline, self.abstain_until)
@@ -254,7 +243,7 @@ class RaftElector:
         self.refused_by = set()
         self.election_deadline = self.now + self._timeout()
 
-    def _start_election(self, batch: _Batch) -> None:
+    def _start_election(self, batch: Batch) -> None:
         if self._in_window(self.id):  # re-checked: a pre-vote round may have outlived a grant
             self.phase = Phase.FOLLOWER
             self.election_deadline = max(self.election_deadline, self.promise_until)
@@ -269,7 +258,7 @@ class RaftElector:
             self._send(batch, MsgType.REQUEST_VOTE, peer, epoch=self.term)  # one RequestVote round per term
         self._count(batch)
 
-    def _count(self, batch: _Batch) -> None:
+    def _count(self, batch: Batch) -> None:
         n = len(self.config.members)
         if has_majority(self.granted_by, n):
             if self.phase == Phase.PRE_CANDIDATE:
@@ -280,7 +269,7 @@ class RaftElector:
             self.phase = Phase.FOLLOWER
             self.election_deadline = self.now + self._timeout()
 
-    def _on_pre_vote_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_pre_vote_ack(self, msg: Message, batch: Batch) -> None:
         if not msg.granted:
             self._observe(msg.promised_epoch, batch)
         if self.phase != Phase.PRE_CANDIDATE or msg.epoch != self.term + 1 or msg.round != self.campaign_round:
@@ -288,7 +277,7 @@ class RaftElector:
         (self.granted_by if msg.granted else self.refused_by).add(msg.src)
         self._count(batch)
 
-    def _on_vote(self, msg: Message, batch: _Batch) -> None:
+    def _on_vote(self, msg: Message, batch: Batch) -> None:
         self._observe(msg.promised_epoch, batch)
         if self.phase != Phase.CANDIDATE or msg.epoch != self.term:
             return
@@ -299,11 +288,11 @@ class RaftElector:
 
     # ---- answering ---------------------------------------------------------------------------------
 
-    def _reply(self, batch: _Batch, request: Message, granted: bool) -> None:
+    def _reply(self, batch: Batch, request: Message, granted: bool) -> None:
         self._send(batch, REPLY_TYPE[request.type], request.src, epoch=request.epoch, round=request.round,
                    granted=granted, promised_epoch=self.term)
 
-    def _on_pre_vote(self, msg: Message, batch: _Batch) -> None:
+    def _on_pre_vote(self, msg: Message, batch: Batch) -> None:
         granted = (
             self.phase != Phase.LEADER  # _advance already dropped an expired lease
             and not self._in_window(msg.src)
@@ -311,7 +300,7 @@ class RaftElector:
         )
         self._reply(batch, msg, granted)  # nothing changes, nothing is persisted
 
-    def _on_request_vote(self, msg: Message, batch: _Batch) -> None:
+    def _on_request_vote(self, msg: Message, batch: Batch) -> None:
         granted = False
         # A leader with a live lease, or a node that owes another its promise, ignores the request
         # (without adopting its term): it must not help depose a live leader.
@@ -322,7 +311,7 @@ class RaftElector:
                 granted = True
         self._reply(batch, msg, granted)
 
-    def _on_heartbeat(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         if msg.resigning:
             self._on_release(msg, batch)
             return
@@ -335,7 +324,7 @@ class RaftElector:
             granted = True
         self._reply(batch, msg, granted)
 
-    def _on_release(self, msg: Message, batch: _Batch) -> None:
+    def _on_release(self, msg: Message, batch: Batch) -> None:
         """A resigning heartbeat: the leader gives up its lease; elect soon, its successor first."""
         if self.promised_to != msg.src or msg.epoch < self.term:
             return
@@ -355,7 +344,7 @@ class RaftElector:
 
     # ---- leading -----------------------------------------------------------------------------------
 
-    def _become_leader(self, batch: _Batch) -> None:
+    def _become_leader(self, batch: Batch) -> None:
         self.phase = Phase.LEADER
         self.leader_id = self.id
         self.stats.elections_won += 1
@@ -365,7 +354,7 @@ class RaftElector:
         batch.events.append(BecameLeader(self.term))
         self._send_heartbeats(batch)
 
-    def _send_heartbeats(self, batch: _Batch) -> None:
+    def _send_heartbeats(self, batch: Batch) -> None:
         t = self.timing
         self.next_heartbeat = self.now + t.heartbeat_interval_ticks
         self.round += 1
@@ -377,7 +366,7 @@ class RaftElector:
         for peer in self.config.peers:
             self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, round=self.round)
 
-    def _on_heartbeat_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         self._observe(msg.promised_epoch, batch)
         if self.phase != Phase.LEADER or not msg.granted or msg.epoch != self.term or msg.round not in self.rounds:
             return
@@ -388,12 +377,12 @@ class RaftElector:
             self.lease_until = lease_end
             self.stats.lease_renewals += 1
 
-    def _step_down(self, reason: Reason, batch: _Batch, lease_end_tick: int | None = None) -> None:
+    def _step_down(self, reason: Reason, batch: Batch, lease_end_tick: int | None = None) -> None:
         self.stats.stepdowns += 1
         batch.events.append(SteppedDown(self.term, reason, lease_end_tick))
         self.phase = Phase.FOLLOWER
         self.leader_id = None
         self.election_deadline = self.now + self._timeout()
 
-    def _send(self, batch: _Batch, type_: MsgType, dst: int, **fields) -> None:
+    def _send(self, batch: Batch, type_: MsgType, dst: int, **fields) -> None:
         batch.messages.append(Message(type_, self.id, dst, **fields))

@@ -45,14 +45,14 @@ with Bully (message counts) and shown failing (P1/P3), like ClassicBully.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .types import (
+    Batch,
     REPLY_TYPE,
     BecameLeader,
     Config,
     ElectionStarted,
-    Event,
     Message,
     MsgType,
     Output,
@@ -63,16 +63,6 @@ from .types import (
     SteppedDown,
     View,
 )
-
-
-@dataclass
-class _Batch:
-    persist: Promise | None = None
-    messages: list[Message] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-
-    def freeze(self) -> Output:
-        return Output(self.persist, tuple(self.messages), tuple(self.events))
 
 
 @dataclass
@@ -123,7 +113,7 @@ class RingElector:
     # ---- the Elector interface -----------------------------------------------------------
 
     def tick(self, now: int) -> Output:
-        batch = _Batch()
+        batch = Batch()
         self._advance(now)
         for number, p in list(self.passes.items()):
             if self.now >= p.deadline and number in self.passes:
@@ -140,7 +130,7 @@ class RingElector:
         return batch.freeze()
 
     def step(self, now: int, msg: Message) -> Output:
-        batch = _Batch()
+        batch = Batch()
         self._advance(now)
         self.seen_before = max(self.highest_seen_epoch, self.promise.epoch)  # before this message
         self.highest_seen_epoch = max(self.highest_seen_epoch, msg.epoch, msg.promised_epoch)
@@ -156,7 +146,7 @@ class RingElector:
         return batch.freeze()
 
     def send_failed(self, now: int, msg: Message) -> Output:
-        batch = _Batch()
+        batch = Batch()
         self._advance(now)
         p = self.passes.get(msg.round)
         if msg.type in (MsgType.RING_ELECTION, MsgType.RING_COORDINATOR) and p is not None and p.dst == msg.dst:
@@ -166,7 +156,7 @@ class RingElector:
 
     def resign(self, now: int, successor: int = 0) -> Output:
         """Step down and release the followers; the successor hint is ignored (transfers=False)."""
-        batch = _Batch()
+        batch = Batch()
         self._advance(now)
         if self.phase == _Phase.LEADING:
             epoch = self.epoch
@@ -199,11 +189,11 @@ class RingElector:
         t = self.timing
         return self._rank() * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
 
-    def _send(self, batch: _Batch, type_: MsgType, dst: int, **fields) -> None:
+    def _send(self, batch: Batch, type_: MsgType, dst: int, **fields) -> None:
         fields.setdefault("epoch", self.epoch)
         batch.messages.append(Message(type_, self.id, dst, **fields))
 
-    def _ack(self, batch: _Batch, request: Message) -> None:
+    def _ack(self, batch: Batch, request: Message) -> None:
         """Received (not agreed to anything): the sender may stop trying other successors."""
         self._send(batch, REPLY_TYPE[request.type], request.src, epoch=request.epoch, round=request.round,
                    granted=True)
@@ -212,7 +202,7 @@ class RingElector:
         """The member after `after` in the ring (by id, wrapping around)."""
         return self.ring[(self.ring.index(after) + 1) % len(self.ring)]
 
-    def _pass_on(self, batch: _Batch, msg: Message, after: int) -> None:
+    def _pass_on(self, batch: Batch, msg: Message, after: int) -> None:
         """Send a ring message to the first member after `after`; wrapped around to us: deliver it here."""
         dst = self._successor(after)
         if dst == self.id:
@@ -222,7 +212,7 @@ class RingElector:
         self.passes[self.pass_seq] = _Pass(msg, dst, self.now + self.timing.alive_wait_ticks)
         self._send(batch, msg.type, dst, epoch=msg.epoch, round=self.pass_seq, ids=msg.ids, initiator=msg.initiator)
 
-    def _came_back(self, batch: _Batch, msg: Message) -> None:
+    def _came_back(self, batch: Batch, msg: Message) -> None:
         """Every member after us failed to take the message, so it is back with us."""
         if msg.type == MsgType.RING_COORDINATOR:
             return  # the lap is over (or nobody else is left to tell)
@@ -240,7 +230,7 @@ class RingElector:
     def _abstaining(self) -> bool:
         return self.now < self.abstain_until
 
-    def _start_election(self, batch: _Batch) -> None:
+    def _start_election(self, batch: Batch) -> None:
         self.stats.elections_started += 1
         batch.events.append(ElectionStarted(self.highest_seen_epoch))
         self.phase = _Phase.ELECTING
@@ -253,7 +243,7 @@ class RingElector:
                         ids=(self.id,), initiator=self.id)
         self._pass_on(batch, token, after=self.id)
 
-    def _on_token(self, msg: Message, batch: _Batch) -> None:
+    def _on_token(self, msg: Message, batch: Batch) -> None:
         self._ack(batch, msg)
         if msg.initiator == self.id:
             if self.phase == _Phase.ELECTING:  # our token is back: count it
@@ -273,7 +263,7 @@ class RingElector:
         self._pass_on(batch, Message(MsgType.RING_ELECTION, self.id, self.id, epoch, ids=ids, initiator=msg.initiator),
                       after=self.id)
 
-    def _complete(self, batch: _Batch, token: Message) -> None:
+    def _complete(self, batch: Batch, token: Message) -> None:
         """Our token came back: its highest id coordinates the next epoch; tell the ring once."""
         coordinator = max(token.ids)
         epoch = max(token.epoch, self.highest_seen_epoch, self.promise.epoch) + 1
@@ -285,7 +275,7 @@ class RingElector:
         result = Message(MsgType.RING_COORDINATOR, self.id, self.id, self.epoch, ids=token.ids, initiator=self.id)
         self._pass_on(batch, result, after=self.id)
 
-    def _on_coordinator(self, msg: Message, batch: _Batch) -> None:
+    def _on_coordinator(self, msg: Message, batch: Batch) -> None:
         self._ack(batch, msg)
         if msg.initiator == self.id:
             return  # back at its initiator: everyone has been told
@@ -313,14 +303,14 @@ class RingElector:
         self._pass_on(batch, Message(MsgType.RING_COORDINATOR, self.id, self.id, self.epoch, ids=msg.ids,
                                      initiator=msg.initiator), after=self.id)
 
-    def _on_ring_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_ring_ack(self, msg: Message, batch: Batch) -> None:
         p = self.passes.get(msg.round)
         if p is not None and p.dst == msg.src:
             del self.passes[msg.round]
 
     # ---- leading and following -----------------------------------------------------------------------
 
-    def _lead(self, batch: _Batch, epoch: int) -> None:
+    def _lead(self, batch: Batch, epoch: int) -> None:
         self.promise = Promise(epoch, self.id)
         batch.persist = self.promise  # durable before the heartbeats (in this batch) announce it
         self.highest_seen_epoch = max(self.highest_seen_epoch, epoch)
@@ -331,7 +321,7 @@ class RingElector:
         batch.events.append(BecameLeader(epoch))
         self._heartbeat(batch)
 
-    def _heartbeat(self, batch: _Batch) -> None:
+    def _heartbeat(self, batch: Batch) -> None:
         self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
         self.round += 1
         for peer in self.config.peers:
@@ -343,14 +333,14 @@ class RingElector:
         self.epoch = epoch
         self.election_deadline = self.now + self._election_delay()
 
-    def _step_down(self, batch: _Batch, reason: Reason, lease_end_tick: int | None = None) -> None:
+    def _step_down(self, batch: Batch, reason: Reason, lease_end_tick: int | None = None) -> None:
         self.stats.stepdowns += 1
         batch.events.append(SteppedDown(self.epoch, reason, lease_end_tick))
         self.phase = _Phase.IDLE
         self.leader_id = None
         self.election_deadline = self.now + self._election_delay()
 
-    def _on_heartbeat(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         if msg.resigning:
             if self.leader_id == msg.src and self.phase == _Phase.IDLE:
                 self.leader_id = None  # released: elect soon, highest ids first
@@ -369,11 +359,11 @@ class RingElector:
         else:
             self._reply_heartbeat(batch, msg, granted=False)
 
-    def _reply_heartbeat(self, batch: _Batch, msg: Message, granted: bool) -> None:
+    def _reply_heartbeat(self, batch: Batch, msg: Message, granted: bool) -> None:
         # promised_epoch: the epoch of the leader we follow or are, so a stale leader learns it is stale.
         self._send(batch, MsgType.HEARTBEAT_ACK, msg.src, epoch=msg.epoch, round=msg.round, granted=granted,
                    promised_epoch=self.epoch)
 
-    def _on_heartbeat_ack(self, msg: Message, batch: _Batch) -> None:
+    def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         if self.phase == _Phase.LEADING and not msg.granted and msg.promised_epoch > self.epoch:
             self._step_down(batch, Reason.HIGHER_EPOCH)  # that node follows a newer leader

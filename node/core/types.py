@@ -259,6 +259,18 @@ class Output:
     events: tuple[Event, ...] = ()
 
 
+@dataclass
+class Batch:
+    """Collects one step's output while an elector works; `freeze()` hands it to the caller."""
+
+    persist: Promise | None = None
+    messages: list[Message] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def freeze(self) -> Output:
+        return Output(self.persist, tuple(self.messages), tuple(self.events))
+
+
 @dataclass(frozen=True)
 class View:
     node_id: int
