@@ -47,7 +47,6 @@ class _Phase:
 class BullyElector:
     """Shared Bully machinery. Subclasses decide what winning and following require."""
 
-
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
         self.config = config
         self.timing = config.timing
