@@ -415,16 +415,31 @@ class Network:
 
     def agreed_leader(self) -> tuple[int, int] | None:
         """(leader, epoch) if every running node follows it and it leads (with a valid lease) itself."""
-        views = [self.view(m) for m in self.members if self.running(m)]
-        if not views or views[0].leader_id is None:
+        return self.agreed_among([m for m in self.members if self.running(m)])
+
+    def agreed_among(self, nodes: Sequence[int]) -> tuple[int, int] | None:
+        """Like agreed_leader, among `nodes` only (e.g. the majority side of a partition)."""
+        views = [self.view(m) for m in nodes]
+        if not views or views[0] is None or views[0].leader_id is None or views[0].leader_id not in nodes:
             return None
         leader, epoch = views[0].leader_id, views[0].epoch
-        if any(v.leader_id != leader or v.epoch != epoch for v in views):
-            return None
-        if not self.running(leader):
+        if any(v is None or (v.leader_id, v.epoch) != (leader, epoch) for v in views):
             return None
         own = self.view(leader)
         return (leader, epoch) if own.role == Role.LEADER and own.lease_valid else None
+
+    def run_until(self, predicate: Callable[[], object], max_ticks: int) -> int:
+        """Tick until predicate() holds; the ticks it took. TimeoutError if not within max_ticks."""
+        for taken in range(max_ticks + 1):
+            if predicate():
+                return taken
+            if taken < max_ticks:
+                self.tick()
+        raise TimeoutError(f"condition not reached within {max_ticks} ticks (now {self.now})")
+
+    def events_of(self, node: int, kind: type, since_tick: int = 0) -> list[tuple[int, Event]]:
+        """(tick, event) of every `kind` event of `node` from `since_tick` on."""
+        return [(e.tick, e.event) for e in self.events if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick]
 
     # -- properties (read only the history) ---------------------------------------------------------
 

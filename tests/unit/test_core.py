@@ -6,8 +6,6 @@ Time is in ticks and every run is seeded, so asserting on tick counts and messag
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -40,28 +38,7 @@ def settled(n: int, mode: Mode | str, seed: int = 0, timing: Timing = T) -> Netw
     return net
 
 
-def agreed_among(net: Network, nodes: list[int]) -> tuple[int, int] | None:
-    """Like Network.agreed_leader, restricted to `nodes` (e.g. the majority side of a partition)."""
-    views = [net.view(m) for m in nodes]
-    first = views[0]
-    if first is None or first.leader_id is None or first.leader_id not in nodes:
-        return None
-    if any(v is None or (v.leader_id, v.epoch) != (first.leader_id, first.epoch) for v in views):
-        return None
-    own = net.view(first.leader_id)
-    return (first.leader_id, first.epoch) if own and own.role == Role.LEADER and own.lease_valid else None
 
-
-def run_until(net: Network, predicate: Callable[[], bool], max_ticks: int) -> None:
-    for _ in range(max_ticks + 1):
-        if predicate():
-            return
-        net.tick()
-    raise AssertionError(f"condition not reached within {max_ticks} ticks (now {net.now})")
-
-
-def events_of(net: Network, node: int, kind: type, since_tick: int = 0) -> list[tuple[int, Any]]:
-    return [(e.tick, e.event) for e in net.events if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick]
 
 
 def only_reply(out: Output) -> Message:
@@ -98,7 +75,7 @@ def test_single_node_cluster_keeps_its_leadership(mode: Mode) -> None:
     net = settled(1, mode)
     net.run(20 * T.election_timeout_ticks)
     assert net.agreed_leader() == (1, 1)
-    assert not events_of(net, 1, SteppedDown)
+    assert not net.events_of(1, SteppedDown)
 
 
 @pytest.mark.parametrize("mode", BULLY_MODES)
@@ -117,12 +94,12 @@ def test_isolated_quorum_leader_steps_down_within_its_lease() -> None:
     _, old_epoch = net.agreed_leader()
     isolated_at = net.now
     net.isolate(5)
-    run_until(net, lambda: agreed_among(net, [1, 2, 3, 4]) is not None, SETTLE_TICKS)
+    net.run_until(lambda: net.agreed_among([1, 2, 3, 4]) is not None, SETTLE_TICKS)
 
-    (down_tick, down), = events_of(net, 5, SteppedDown, isolated_at)
+    (down_tick, down), = net.events_of(5, SteppedDown, isolated_at)
     assert down.reason == "lease_expired" and down.epoch == old_epoch
     assert down_tick <= isolated_at + T.leader_lease_ticks
-    (won_tick, won), = events_of(net, 4, BecameLeader, isolated_at)
+    (won_tick, won), = net.events_of(4, BecameLeader, isolated_at)
     assert won.epoch > old_epoch and won_tick >= down.lease_end_tick
     assert net.view(5).role == Role.FOLLOWER
     assert net.unique_leader_per_epoch() and net.no_overlapping_leadership(), net.violations()
@@ -132,7 +109,7 @@ def test_classic_isolated_leader_keeps_leading_split_brain() -> None:
     """The textbook algorithm, shown failing: the old leader never doubts itself."""
     net = settled(5, Mode.CLASSIC)
     net.partition([[4, 5], [1, 2, 3]])
-    run_until(net, lambda: agreed_among(net, [1, 2, 3]) is not None, SETTLE_TICKS)
+    net.run_until(lambda: net.agreed_among([1, 2, 3]) is not None, SETTLE_TICKS)
     assert sorted(net.leaders()) == [3, 5]
     assert not net.no_overlapping_leadership()
 
@@ -157,13 +134,13 @@ def test_candidate_paused_past_its_lease_does_not_announce_a_dead_leadership() -
     held acks, announcing leadership of an epoch whose lease had run out long ago, while 4 led a
     newer epoch. A proposal that outlived its wait must be dropped before any late ack counts."""
     net = Network(0, 5, Mode.QUORUM)
-    run_until(net, lambda: net.view(5).role == Role.CANDIDATE, SETTLE_TICKS)
+    net.run_until(lambda: net.view(5).role == Role.CANDIDATE, SETTLE_TICKS)
     proposed_epoch = net.persisted[5].epoch
     net.pause(5, 2 * T.election_timeout_ticks)
-    run_until(net, lambda: agreed_among(net, [1, 2, 3, 4]) is not None, SETTLE_TICKS)
+    net.run_until(lambda: net.agreed_among([1, 2, 3, 4]) is not None, SETTLE_TICKS)
     net.run(2 * T.election_timeout_ticks)  # 5 resumes, its held acks are delivered
     assert net.running(5)
-    assert proposed_epoch not in [won.epoch for _, won in events_of(net, 5, BecameLeader)]
+    assert proposed_epoch not in [won.epoch for _, won in net.events_of(5, BecameLeader)]
     assert net.unique_leader_per_epoch() and net.no_overlapping_leadership(), net.violations()
 
 
@@ -176,7 +153,7 @@ def test_no_leadership_is_announced_with_a_lease_already_over(delay_ticks: int, 
     net = Network(0, 3, Mode.QUORUM, timing)
     net.set_delay(delay_ticks, delay_ticks)
     net.run(10 * timing.election_timeout_ticks)
-    assert bool(events_of(net, 3, BecameLeader)) == elected
+    assert bool(net.events_of(3, BecameLeader)) == elected
     assert net.unique_leader_per_epoch() and net.no_overlapping_leadership()
 
 
@@ -261,7 +238,7 @@ def quick_restart_inside_the_promise_window(planted_bugs: frozenset[PlantedBug] 
 def test_a_quick_restart_inside_a_promise_window_does_not_vote_for_itself() -> None:
     net = quick_restart_inside_the_promise_window()
     assert net.no_overlapping_leadership() and net.unique_leader_per_epoch(), net.violations()
-    assert not events_of(net, 3, BecameLeader, since_tick=net.now - T.election_timeout_ticks)  # it waited
+    assert not net.events_of(3, BecameLeader, since_tick=net.now - T.election_timeout_ticks)  # it waited
     net.heal()
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert net.no_overlapping_leadership() and net.unique_leader_per_epoch(), net.violations()
@@ -293,8 +270,8 @@ def test_resign_hands_over_quickly(mode: Mode) -> None:
     out = net.resign(5)
     assert [type(e) for e in out.events] == [SteppedDown] and out.events[0].reason == "resigned"
     assert {m.dst for m in out.messages if m.resigning} == {1, 2, 3, 4}
-    run_until(net, lambda: bool(events_of(net, 4, BecameLeader, resigned_at)), T.election_timeout_ticks)
-    handover_ticks = events_of(net, 4, BecameLeader, resigned_at)[0][0] - resigned_at
+    net.run_until(lambda: bool(net.events_of(4, BecameLeader, resigned_at)), T.election_timeout_ticks)
+    handover_ticks = net.events_of(4, BecameLeader, resigned_at)[0][0] - resigned_at
     # A crash costs an election timeout; a resignation only the stagger, jitter and one alive wait.
     assert handover_ticks < T.election_timeout_ticks // 2, handover_ticks
     if mode == Mode.QUORUM:
@@ -315,9 +292,9 @@ def test_send_failed_skips_the_alive_wait(mode: Mode) -> None:
             net.crash(5)
         else:
             net.pause(5, 10 * T.election_timeout_ticks)
-        run_until(net, lambda: bool(events_of(net, 4, BecameLeader, since)), SETTLE_TICKS)
-        started = events_of(net, 4, ElectionStarted, since)[-1][0]
-        return events_of(net, 4, BecameLeader, since)[0][0] - started
+        net.run_until(lambda: bool(net.events_of(4, BecameLeader, since)), SETTLE_TICKS)
+        started = net.events_of(4, ElectionStarted, since)[-1][0]
+        return net.events_of(4, BecameLeader, since)[0][0] - started
 
     assert election_to_victory_ticks("crash") <= 3
     assert election_to_victory_ticks("pause") >= T.alive_wait_ticks
@@ -389,7 +366,7 @@ def failover_messages(n: int, mode: Mode, lowest_first: bool = False) -> Counter
     if lowest_first:
         for m in middle:
             net.pause(m, SETTLE_TICKS)
-        run_until(net, lambda: net.view(1).role == Role.CANDIDATE, SETTLE_TICKS)
+        net.run_until(lambda: net.view(1).role == Role.CANDIDATE, SETTLE_TICKS)
         for m in middle:
             net.resume(m)
     assert net.run_until_agreed(SETTLE_TICKS) is not None

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
@@ -49,27 +47,7 @@ def settled(n: int, seed: int = 0, timing: Timing = T) -> Network:
     return net
 
 
-def run_until(net: Network, predicate: Callable[[], bool], max_ticks: int) -> None:
-    for _ in range(max_ticks + 1):
-        if predicate():
-            return
-        net.tick()
-    raise AssertionError(f"condition not reached within {max_ticks} ticks (now {net.now})")
 
-
-def events_of(net: Network, node: int, kind: type, since_tick: int = 0) -> list[tuple[int, Any]]:
-    return [(e.tick, e.event) for e in net.events if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick]
-
-
-def agreed_among(net: Network, nodes: list[int]) -> tuple[int, int] | None:
-    views = [net.view(m) for m in nodes]
-    first = views[0]
-    if first is None or first.leader_id is None or first.leader_id not in nodes:
-        return None
-    if any(v is None or (v.leader_id, v.epoch) != (first.leader_id, first.epoch) for v in views):
-        return None
-    own = net.view(first.leader_id)
-    return (first.leader_id, first.epoch) if own and own.role == Role.LEADER and own.lease_valid else None
 
 
 def only_reply(out: Output) -> Message:
@@ -128,7 +106,7 @@ def test_kill_leader_a_new_leader_with_a_higher_term_within_a_few_timeouts(seed:
     assert taken is not None and taken <= 4 * ET, taken
     leader, term = net.agreed_leader()
     assert leader != old and term > old_term
-    assert events_of(net, leader, BecameLeader, killed_at)
+    assert net.events_of(leader, BecameLeader, killed_at)
     assert safe(net), net.violations()
 
 
@@ -138,13 +116,13 @@ def test_isolated_leader_steps_down_within_its_lease() -> None:
     isolated_at = net.now
     net.isolate(old)
     rest = [m for m in net.members if m != old]
-    run_until(net, lambda: agreed_among(net, rest) is not None, SETTLE_TICKS)
+    net.run_until(lambda: net.agreed_among(rest) is not None, SETTLE_TICKS)
 
-    (down_tick, down), = events_of(net, old, SteppedDown, isolated_at)
+    (down_tick, down), = net.events_of(old, SteppedDown, isolated_at)
     assert down.reason == "lease_expired" and down.epoch == old_term
     assert down_tick <= isolated_at + T.leader_lease_ticks
-    new, new_term = agreed_among(net, rest)
-    (won_tick, won), = events_of(net, new, BecameLeader, isolated_at)
+    new, new_term = net.agreed_among(rest)
+    (won_tick, won), = net.events_of(new, BecameLeader, isolated_at)
     assert won.epoch == new_term > old_term and won_tick >= down.lease_end_tick
     assert net.view(old).role != Role.LEADER
     assert safe(net), net.violations()
@@ -156,7 +134,7 @@ def test_a_paused_leader_rechecks_its_lease_on_resume() -> None:
     paused_at = net.now
     net.pause(old, 3 * ET)
     net.run(3 * ET + 1)
-    (_, down), = events_of(net, old, SteppedDown, paused_at)
+    (_, down), = net.events_of(old, SteppedDown, paused_at)
     assert down.reason == "lease_expired" and down.lease_end_tick <= paused_at + T.leader_lease_ticks
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert safe(net), net.violations()
@@ -174,7 +152,7 @@ def test_messages_per_election_are_linear() -> None:
         assert net.run_until_agreed(SETTLE_TICKS) is not None
         sent = net.sent - before
         counts[n] = sum(sent[t] for t in VOTE_TYPES)
-        campaigns[n] = sum(len(events_of(net, m, ElectionStarted, crashed_at)) for m in net.members)
+        campaigns[n] = sum(len(net.events_of(m, ElectionStarted, crashed_at)) for m in net.members)
         assert counts[n] <= 4 * (n - 1) * campaigns[n], (n, counts[n], sent)
         assert counts[n] >= 2 * (n - 1)  # one successful campaign at least: every peer asked twice
     print("\nraft: election messages per failover", counts, "campaigns", campaigns)
@@ -246,7 +224,7 @@ def test_a_node_inside_its_promise_window_does_not_vote_for_itself() -> None:
     e.election_deadline = net.local(1) + 1  # time out now, inside the window
     net.run(window_end - net.local(1) - 1)
     assert net.persisted[1] == Promise(1, 3) and net.view(1).role == Role.FOLLOWER
-    assert not events_of(net, 1, ElectionStarted)
+    assert not net.events_of(1, ElectionStarted)
     assert safe(net), net.violations()
 
 
@@ -268,7 +246,7 @@ def test_with_pre_vote_a_rejoining_node_does_not_change_the_leader_or_term() -> 
     leader, term, follower = isolate_a_follower_and_heal(net)
     assert net.elector(follower).stats.elections_started >= 5  # it tried, with pre-votes only
     assert net.agreed_leader() == (leader, term)
-    assert not events_of(net, leader, SteppedDown)
+    assert not net.events_of(leader, SteppedDown)
     assert net.persisted[follower] == Promise(term, leader)
     assert safe(net), net.violations()
 
@@ -276,7 +254,7 @@ def test_with_pre_vote_a_rejoining_node_does_not_change_the_leader_or_term() -> 
 def test_without_pre_vote_a_rejoining_node_deposes_the_leader(no_pre_vote: None) -> None:
     net = settled(5)
     leader, term, follower = isolate_a_follower_and_heal(net)
-    (_, down), = events_of(net, leader, SteppedDown)
+    (_, down), = net.events_of(leader, SteppedDown)
     assert down.reason == "higher_epoch"
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert net.agreed_leader()[1] > term + 5  # the inflated term of the rejoined node won out
@@ -324,7 +302,7 @@ def test_resign_releases_followers_and_another_node_leads_soon() -> None:
     assert taken is not None and taken < ET, taken
     new, new_term = net.agreed_leader()
     assert new != leader and new_term > term  # the resigner abstained
-    assert not events_of(net, leader, ElectionStarted, resigned_at)
+    assert not net.events_of(leader, ElectionStarted, resigned_at)
     assert safe(net), net.violations()
 
 
@@ -335,8 +313,8 @@ def test_transfer_the_successor_elects_at_once_without_pre_vote() -> None:
     before = net.sent.copy()
     transferred_at = net.now
     net.transfer(leader, successor)
-    run_until(net, lambda: bool(events_of(net, successor, BecameLeader, transferred_at)), ET)
-    (won_tick, won), = events_of(net, successor, BecameLeader, transferred_at)
+    net.run_until(lambda: bool(net.events_of(successor, BecameLeader, transferred_at)), ET)
+    (won_tick, won), = net.events_of(successor, BecameLeader, transferred_at)
     assert won_tick - transferred_at <= 3 and won.epoch == term + 1
     assert (net.sent - before)[MsgType.PRE_VOTE] == 0
     assert net.run_until_agreed(ET) is not None and net.agreed_leader() == (successor, term + 1)
@@ -350,7 +328,7 @@ def test_restart_of_every_node_waits_out_the_boot_window_then_elects() -> None:
     net.restart_all()
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert net.agreed_leader()[1] > term
-    first = min(tick for m in net.members for tick, _ in events_of(net, m, ElectionStarted, restarted_at))
+    first = min(tick for m in net.members for tick, _ in net.events_of(m, ElectionStarted, restarted_at))
     assert first >= restarted_at + T.follower_promise_ticks
     assert safe(net), net.violations()
 

@@ -36,31 +36,11 @@ def settled(n: int, seed: int = 0, timing: Timing = T) -> Network:
     return net
 
 
-def events_of(net: Network, node: int, kind: type, since_tick: int = 0) -> list:
-    return [(e.tick, e.event) for e in net.events if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick]
-
 
 def all_events(net: Network, kind: type, since_tick: int = 0) -> list:
     return [e for e in net.events if isinstance(e.event, kind) and e.tick >= since_tick]
 
 
-def agreed_among(net: Network, nodes: list[int]) -> tuple[int, int] | None:
-    views = [net.view(m) for m in nodes]
-    first = views[0]
-    if first is None or first.leader_id not in nodes:
-        return None
-    if any(v is None or (v.leader_id, v.epoch) != (first.leader_id, first.epoch) for v in views):
-        return None
-    own = net.view(first.leader_id)
-    return (first.leader_id, first.epoch) if own.role == Role.LEADER else None
-
-
-def run_until(net: Network, predicate, max_ticks: int) -> None:
-    for _ in range(max_ticks + 1):
-        if predicate():
-            return
-        net.tick()
-    raise AssertionError(f"condition not reached within {max_ticks} ticks (now {net.now})")
 
 
 # ---- electing ---------------------------------------------------------------------------------------
@@ -111,9 +91,9 @@ def test_a_restarted_leader_never_reuses_its_epoch_and_does_not_bully() -> None:
 
 
 def election_ticks(net: Network, node: int, since: int) -> int:
-    run_until(net, lambda: bool(events_of(net, node, BecameLeader, since)), SETTLE_TICKS)
-    started = events_of(net, node, ElectionStarted, since)[-1][0]
-    return events_of(net, node, BecameLeader, since)[0][0] - started
+    net.run_until(lambda: bool(net.events_of(node, BecameLeader, since)), SETTLE_TICKS)
+    started = net.events_of(node, ElectionStarted, since)[-1][0]
+    return net.events_of(node, BecameLeader, since)[0][0] - started
 
 
 def test_a_crashed_successor_is_skipped_at_once() -> None:
@@ -135,7 +115,7 @@ def test_a_silent_successor_is_skipped_after_the_ack_wait() -> None:
     net.pause(2, 10 * T.election_timeout_ticks)  # SIGSTOP: no refusal, no ack
     ticks = election_ticks(net, 4, since)
     assert T.alive_wait_ticks <= ticks <= T.alive_wait_ticks + 6, ticks
-    run_until(net, lambda: agreed_among(net, [1, 3, 4]) == (4, 2), SETTLE_TICKS)
+    net.run_until(lambda: net.agreed_among([1, 3, 4]) == (4, 2), SETTLE_TICKS)
     net.resume(2)
     assert net.run_until_agreed(SETTLE_TICKS) is not None and net.agreed_leader() == (4, 2)
 
@@ -153,7 +133,7 @@ def test_an_initiator_that_dies_mid_lap_does_not_leave_a_token_circling() -> Non
     net = settled(5, timing=SOLO)
     since = net.now
     net.crash(5)
-    run_until(net, lambda: net.view(4).role == Role.CANDIDATE, SETTLE_TICKS)
+    net.run_until(lambda: net.view(4).role == Role.CANDIDATE, SETTLE_TICKS)
     net.tick()
     net.crash(4)  # its token is on the way to 1
     assert net.run_until_agreed(SETTLE_TICKS) is not None and net.agreed_leader()[0] == 3
@@ -217,8 +197,8 @@ def test_suppression_leaves_one_result_lap_for_many_initiators() -> None:
 def test_partition_elects_one_leader_per_side() -> None:
     net = settled(5)
     net.partition([[4, 5], [1, 2, 3]])
-    run_until(net, lambda: agreed_among(net, [1, 2, 3]) is not None, SETTLE_TICKS)
-    assert agreed_among(net, [1, 2, 3]) == (3, 2)
+    net.run_until(lambda: net.agreed_among([1, 2, 3]) is not None, SETTLE_TICKS)
+    assert net.agreed_among([1, 2, 3]) == (3, 2)
     assert sorted(net.leaders()) == [3, 5]  # the old leader never doubts itself: no lease
     assert not net.no_overlapping_leadership()
     assert any(v.startswith("P3") for v in net.violations())
@@ -227,12 +207,12 @@ def test_partition_elects_one_leader_per_side() -> None:
 def test_after_the_heal_the_newer_epoch_wins() -> None:
     net = settled(5)
     net.partition([[4, 5], [1, 2, 3]])
-    run_until(net, lambda: agreed_among(net, [1, 2, 3]) is not None, SETTLE_TICKS)
+    net.run_until(lambda: net.agreed_among([1, 2, 3]) is not None, SETTLE_TICKS)
     healed_at = net.now
     net.heal()
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert net.agreed_leader() == (3, 2)
-    (_, down), = events_of(net, 5, SteppedDown, healed_at)
+    (_, down), = net.events_of(5, SteppedDown, healed_at)
     assert down.reason == Reason.HIGHER_EPOCH
 
 
@@ -241,7 +221,7 @@ def test_split_sides_with_equal_epochs_reunite_under_the_higher_id() -> None:
     net = settled(4)
     net.partition([[1, 2], [3, 4]])
     net.crash(4)
-    run_until(net, lambda: agreed_among(net, [1, 2]) == (2, 2) and agreed_among(net, [3]) == (3, 2), SETTLE_TICKS)
+    net.run_until(lambda: net.agreed_among([1, 2]) == (2, 2) and net.agreed_among([3]) == (3, 2), SETTLE_TICKS)
     assert any(v.startswith("P1") for v in net.violations())  # epoch 2 twice: nothing stops it
     net.heal()
     net.restart(4)
@@ -260,7 +240,7 @@ def test_resign_ignores_the_successor_hint_and_abstains() -> None:
     assert {m.dst for m in out.messages if m.resigning} == {1, 2, 3, 4}
     assert net.run_until_agreed(T.election_timeout_ticks) is not None
     assert net.agreed_leader() == (4, 2)  # the highest id that did not resign, not the hint
-    assert not events_of(net, 5, BecameLeader, resigned_at)
+    assert not net.events_of(5, BecameLeader, resigned_at)
 
 
 def test_a_stale_heartbeat_is_refused_with_the_newer_epoch() -> None:
