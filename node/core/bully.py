@@ -17,8 +17,8 @@ import random
 from dataclasses import replace
 
 from .types import (
-    Batch,
     REPLY_TYPE,
+    Batch,
     BecameLeader,
     Config,
     ElectionStarted,
@@ -26,8 +26,8 @@ from .types import (
     MsgType,
     Output,
     PlantedBug,
-    Reason,
     Promise,
+    Reason,
     Role,
     Stats,
     SteppedDown,
@@ -115,15 +115,16 @@ class BullyElector:
     def _resign(self, batch: Batch, reason: Reason, successor: int = 0) -> None:
         epoch = self.epoch
         early = PlantedBug.EARLY_RELEASE in self.config.planted_bugs
-        if early and self.phase == _Phase.LEADING and self.release_pending is None:
+        keep_leading = early and self.phase == _Phase.LEADING and self.release_pending is None
+        if keep_leading:
             self.release_pending = (reason, successor, self.now)  # finished by _on_leader_timers
-            for peer in self.config.peers:
-                self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor)
-            return
-        self.release_pending = None
-        self._step_down(reason, batch, lease_end_tick=self.now)
+        else:
+            self.release_pending = None
+            self._step_down(reason, batch, lease_end_tick=self.now)
         for peer in self.config.peers:
             self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor)
+        if keep_leading:
+            return
         # Abstain for a while: otherwise, being the highest id, we would simply win again.
         self.abstain_until = self.now + self.timing.election_timeout_ticks
         self.election_deadline = self.abstain_until

@@ -35,8 +35,8 @@ import enum
 import random
 
 from .types import (
-    Batch,
     REPLY_TYPE,
+    Batch,
     BecameLeader,
     Config,
     ElectionStarted,

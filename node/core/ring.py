@@ -48,8 +48,8 @@ import random
 from dataclasses import dataclass
 
 from .types import (
-    Batch,
     REPLY_TYPE,
+    Batch,
     BecameLeader,
     Config,
     ElectionStarted,

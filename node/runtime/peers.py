@@ -12,7 +12,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel
-from node.core import Message
+from node.core import Message, mode_info
 from node.runtime.state import PersistError
 from node.runtime.wire import RPC_NAME, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
 
@@ -36,6 +36,8 @@ class PeerTransport:
         self.sent: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
         self.rpc_timeout_s = node.settings.heartbeat_interval_ms / 1000
+        # Followers in modes whose acks are promises record what they grant (for the P3g checker).
+        self.records_promises = mode_info(node.settings.mode).promises
 
     def connect(self) -> None:
         s = self.node.settings
@@ -78,7 +80,7 @@ class PeerTransport:
         msg = message_from_pb(rpc, req)
         self._count_received(msg)
         self.peers[msg.src].last_heard_ns = time.monotonic_ns()
-        promise_until = getattr(node.elector, "promise_until", None)  # modes whose acks are promises
+        promise_until = node.elector.promise_until if self.records_promises else None
         try:
             reply = node.apply(node.elector.step(node.now(), msg), reply_to=msg)
         except PersistError as exc:

@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.core import BecameLeader, MsgType, Role, Timing, mode_info, mode_names
+from node.core import BecameLeader, MsgType, Timing, mode_info, mode_names
 from node.core.raft import RaftElector
 from node.sim.network import Network
 
@@ -165,4 +165,4 @@ def plot_messages(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["figure16", "figure16_line", "plot_figure16", "messages_table", "plot_messages", "Role"]
+__all__ = ["figure16", "figure16_line", "plot_figure16", "messages_table", "plot_messages"]

@@ -38,9 +38,6 @@ def settled(n: int, mode: Mode | str, seed: int = 0, timing: Timing = T) -> Netw
     return net
 
 
-
-
-
 def only_reply(out: Output) -> Message:
     assert len(out.messages) == 1, out.messages
     return out.messages[0]

@@ -47,9 +47,6 @@ def settled(n: int, seed: int = 0, timing: Timing = T) -> Network:
     return net
 
 
-
-
-
 def only_reply(out: Output) -> Message:
     assert len(out.messages) == 1, out.messages
     return out.messages[0]

@@ -36,11 +36,8 @@ def settled(n: int, seed: int = 0, timing: Timing = T) -> Network:
     return net
 
 
-
 def all_events(net: Network, kind: type, since_tick: int = 0) -> list:
     return [e for e in net.events if isinstance(e.event, kind) and e.tick >= since_tick]
-
-
 
 
 # ---- electing ---------------------------------------------------------------------------------------
