@@ -14,21 +14,32 @@ there is the expected demonstration, and the caller decides what is expected.
 from __future__ import annotations
 
 import json
-from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from node.core import mode_info
 
-from chaos.history import (
-    CLAIM_KEY_PREFIX,
-    DEAD_OR_FRESH_ACTIONS,
-    DOWN_ACTIONS,
+from node.history import (
+    AgreementTimeline,
     Interval,
+    Span,
+    backed_overlaps,
+    backed_spans,
+    epochs_led,
+    grant_windows,
+    history_members,
+    intersect,
     leadership_intervals,
+    outside_backing,
+    overlapping_pairs,
+    own_votes,
+    recorded_promises,
     sort_events,
+    state_at,
+    up_spans,
 )
+from node.store.db import CLAIM_KEY_PREFIX
 
 Events = Iterable[Mapping[str, Any]]
 
@@ -43,14 +54,6 @@ class CheckResult:
     ok: bool
     evidence: list[str]
     data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """All live nodes follow ``leader`` at ``epoch``, and ``leader`` itself leads that epoch."""
-
-    leader: int
-    epoch: int
 
 
 @dataclass(frozen=True)
@@ -115,133 +118,6 @@ def _and(items: Sequence[object]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _members(ordered: Sequence[Mapping[str, Any]]) -> set[int]:
-    """The membership: the meta event's node list, plus any node that reported or was acted on."""
-    members = {
-        event["node"]
-        for event in ordered
-        if event["kind"] in ("view", "process") and isinstance(event["node"], int)
-    }
-    meta = next((event for event in ordered if event["kind"] == "meta"), None)
-    if meta is not None:
-        members.update(meta["nodes"])
-    return members
-
-
-class _ClusterState:
-    """Latest view and liveness of every node, advanced one event at a time."""
-
-    def __init__(self, members: set[int]) -> None:
-        self.members = set(members)
-        self.views: dict[int, Mapping[str, Any]] = {}
-        self.down: dict[int, str] = {}  # node -> the action that took it down (kill, pause, stop)
-
-    def apply(self, event: Mapping[str, Any]) -> None:
-        if event["kind"] == "view":
-            self.members.add(event["node"])
-            self.views[event["node"]] = event
-        elif event["kind"] == "process" and isinstance(event["node"], int):
-            node, action = event["node"], event["action"]
-            self.members.add(node)
-            if action in DOWN_ACTIONS:
-                self.down[node] = action
-            else:
-                self.down.pop(node, None)
-            if action in DEAD_OR_FRESH_ACTIONS:
-                self.views.pop(node, None)
-
-    def live(self) -> list[int]:
-        return sorted(self.members - self.down.keys())
-
-    def agreement(self) -> Agreement | None:
-        live = self.live()
-        if not live or any(node not in self.views for node in live):
-            return None
-        named = {(self.views[node]["leader"], self.views[node]["epoch"]) for node in live}
-        if len(named) != 1:
-            return None
-        leader, epoch = named.pop()
-        if leader not in live:  # also covers "no leader" (None)
-            return None
-        own = self.views[leader]
-        if own["role"] != "leader" or own["epoch"] != epoch:
-            return None
-        return Agreement(leader, epoch)
-
-    def describe(self) -> str:
-        parts = []
-        for node in sorted(self.members):
-            view = self.views.get(node)
-            if node in self.down:
-                parts.append(f"node {node} {'paused' if self.down[node] == 'pause' else 'down'}")
-            elif view is None:
-                parts.append(f"node {node} has reported no view since it started")
-            elif view["role"] == "leader":
-                parts.append(f"node {node} leads epoch {view['epoch']}")
-            elif view["leader"] is None:
-                parts.append(f"node {node} {view['role']} at epoch {view['epoch']} with no leader")
-            else:
-                parts.append(
-                    f"node {node} {view['role']} of {view['leader']} at epoch {view['epoch']}"
-                )
-        return "; ".join(parts)
-
-
-def _state_at(ordered: Sequence[Mapping[str, Any]], t_ns: int) -> _ClusterState:
-    state = _ClusterState(_members(ordered))
-    for event in ordered:
-        if event["t_ns"] > t_ns:
-            break
-        state.apply(event)
-    return state
-
-
-def agreement_at(events: Events, t_ns: int) -> Agreement | None:
-    """The agreement among live nodes once every event at or before ``t_ns`` happened, if any.
-
-    Agreement: every live node (not killed/stopped without a later start/restart, not paused) has
-    reported a view since its process started, all these latest views name the same leader L and
-    epoch e, L is live and L's own latest view is role leader at epoch e.
-    """
-    return _state_at(sort_events(events), t_ns).agreement()
-
-
-class _Timeline:
-    """The agreement over a whole run: the value after each time it changed."""
-
-    def __init__(self, ordered: Sequence[Mapping[str, Any]]) -> None:
-        state = _ClusterState(_members(ordered))
-        self.times_ns: list[int] = []
-        self.values: list[Agreement | None] = []
-        current: Agreement | None = None
-        for index, event in enumerate(ordered):
-            state.apply(event)
-            if index + 1 < len(ordered) and ordered[index + 1]["t_ns"] == event["t_ns"]:
-                continue  # judge only once every event at this instant happened
-            agreement = state.agreement()
-            if agreement != current:
-                self.times_ns.append(event["t_ns"])
-                self.values.append(agreement)
-                current = agreement
-
-    def at(self, t_ns: int) -> Agreement | None:
-        index = bisect_right(self.times_ns, t_ns) - 1
-        return self.values[index] if index >= 0 else None
-
-    def first_from(
-        self, t_ns: int, unlike: Agreement | None = None
-    ) -> tuple[int, Agreement] | None:
-        """The first moment at or after ``t_ns`` with an agreement other than ``unlike``."""
-        current = self.at(t_ns)
-        if current is not None and current != unlike:
-            return t_ns, current
-        for index in range(bisect_right(self.times_ns, t_ns), len(self.times_ns)):
-            value = self.values[index]
-            if value is not None and value != unlike:
-                return self.times_ns[index], value
-        return None
-
-
 def _store_log(ordered: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[str]]:
     """The store's records in seq order, plus a complaint for each seq recorded twice differently.
 
@@ -279,10 +155,11 @@ def check_unique_leader_per_epoch(events: Events) -> CheckResult:
     """P1: at most one node ever becomes leader of a given epoch."""
     ordered = sort_events(events)
     origin_ns = _origin_ns(ordered)
-    first_led_ns: dict[int, dict[int, int]] = {}  # epoch -> node -> first time it led that epoch
-    for event in ordered:
-        if event["kind"] == "view" and event["role"] == "leader":
-            first_led_ns.setdefault(event["epoch"], {}).setdefault(event["node"], event["t_ns"])
+    first_led_ns = epochs_led(
+        (event["node"], event["epoch"], event["t_ns"])
+        for event in ordered
+        if event["kind"] == "view" and event["role"] == "leader"
+    )
     evidence = []
     conflicts = []
     for epoch, leaders in sorted(first_led_ns.items()):
@@ -340,15 +217,10 @@ def check_store_monotonic(events: Events) -> CheckResult:
 
 def overlaps(events: Events) -> list[Overlap]:
     """Every pair of leadership intervals of different nodes that overlap in time, by start."""
-    intervals = leadership_intervals(events)  # sorted by start
-    found = []
-    for index, first in enumerate(intervals):
-        for second in intervals[index + 1 :]:
-            if second.start_ns >= first.end_ns:
-                break  # later intervals start even later
-            if second.node != first.node:
-                found.append(Overlap(first, second, second.start_ns, min(first.end_ns, second.end_ns)))
-    return sorted(found, key=lambda overlap: (overlap.start_ns, overlap.first.node))
+    return [
+        Overlap(first, second, second.start, min(first.end, second.end))
+        for first, second in overlapping_pairs(leadership_intervals(events))
+    ]
 
 
 def check_no_overlap(events: Events) -> CheckResult:
@@ -389,133 +261,23 @@ def check_no_overlap(events: Events) -> CheckResult:
 # P3g: overlap judged from what followers granted
 
 
-@dataclass(frozen=True)
-class Span:
-    """[start_ns, end_ns) on the shared monotonic clock."""
-
-    start_ns: int
-    end_ns: int
-
-    @property
-    def duration_ms(self) -> float:
-        return (self.end_ns - self.start_ns) / 1e6
-
-
-@dataclass(frozen=True)
-class GrantWindow:
-    """Follower ``node`` promised ``leader`` (last at ``epoch``) to refuse everyone else meanwhile."""
-
-    node: int
-    leader: int
-    epoch: int
-    start_ns: int
-    end_ns: int
-
-
-def grant_windows(events: Events) -> list[GrantWindow]:
-    """Every follower promise from the "grant" events, cut short by "release" events, by start.
-
-    A grant at t lasts until its ``until_ns`` (the follower's exact promise end) or, without one,
-    ``t + promise_ms``. A release by a follower for a leader ends every window of that follower to
-    that leader still open at that moment (the core keeps one promise deadline per node). Granting
-    another leader does *not* end a window: the promise was made, and breaking it is what we look for.
-    """
-    ordered = sort_events(events)
-    windows: list[list[Any]] = []  # [node, leader, epoch, start, end], end mutable for releases
-    for event in ordered:
-        if event["kind"] == "grant":
-            start = event["t_ns"]
-            end = event.get("until_ns", start + int(event["promise_ms"] * 1_000_000))
-            if end > start:
-                windows.append([event["node"], event["leader"], event["epoch"], start, end])
-        elif event["kind"] == "release":
-            t_ns = event["t_ns"]
-            for window in windows:
-                if window[0] == event["node"] and window[1] == event["leader"] and window[3] <= t_ns < window[4]:
-                    window[4] = t_ns
-    found = [GrantWindow(*window) for window in windows if window[4] > window[3]]
-    return sorted(found, key=lambda w: (w.start_ns, w.node))
-
-
-def _union(spans: Iterable[tuple[int, int]]) -> list[Span]:
-    merged: list[list[int]] = []
-    for start, end in sorted(spans):
-        if end <= start:
-            continue
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [Span(start, end) for start, end in merged]
-
-
-def _subtract(span: Span, covers: Sequence[Span]) -> list[Span]:
-    """The parts of ``span`` outside every span in ``covers`` (which are sorted and disjoint)."""
-    gaps = []
-    cursor = span.start_ns
-    for cover in covers:
-        if cover.end_ns <= cursor:
-            continue
-        if cover.start_ns >= span.end_ns:
-            break
-        if cover.start_ns > cursor:
-            gaps.append(Span(cursor, cover.start_ns))
-        cursor = max(cursor, cover.end_ns)
-    if cursor < span.end_ns:
-        gaps.append(Span(cursor, span.end_ns))
-    return gaps
-
-
-def _intersect(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
-    out = []
-    for x in a:
-        for y in b:
-            start, end = max(x.start_ns, y.start_ns), min(x.end_ns, y.end_ns)
-            if start < end:
-                out.append(Span(start, end))
-    return sorted(out, key=lambda span: span.start_ns)
-
-
 def grant_backed_intervals(events: Events) -> dict[int, list[Span]]:
     """For each node, when a majority of the membership stood behind it by their own promises.
 
-    At time t a node's support is its own vote plus every other node holding a live grant window
-    to it. Its own vote does not count while it holds a live grant to another node: a node that
-    promised someone else must not vote for itself (that is the quick-restart split brain). The
-    membership is the meta event's node list (plus any node seen in the history).
+    At time t a node's support is its own vote (while its process exists and it holds no live
+    promise to another node: ``node.history.own_votes``) plus every other node holding a live grant
+    window to it. The membership is the meta event's node list (plus any node seen in the history).
     """
     ordered = sort_events(events)
-    members = _members(ordered)
-    majority = len(members) // 2 + 1
-    windows = grant_windows(ordered)
-    origin = ordered[0]["t_ns"] if ordered else 0
-    horizon = max([ordered[-1]["t_ns"] if ordered else 0] + [w.end_ns for w in windows]) + 1
-    backed: dict[int, list[Span]] = {}
-    for leader in sorted(members):
-        supporters: dict[int, list[Span]] = {}
-        for window in windows:
-            if window.leader == leader and window.node != leader:
-                supporters.setdefault(window.node, []).append(Span(window.start_ns, window.end_ns))
-        # The node's own vote: always, except while it holds a live grant to another node.
-        own_grants = _union((w.start_ns, w.end_ns) for w in windows if w.node == leader and w.leader != leader)
-        self_vote = _subtract(Span(origin, horizon), own_grants)
-        boundaries: list[tuple[int, int]] = []  # (t, +1/-1); ends sort before starts at equal t
-        for spans in [self_vote, *(_union((sp.start_ns, sp.end_ns) for sp in v) for v in supporters.values())]:
-            for span in spans:
-                boundaries.append((span.start_ns, 1))
-                boundaries.append((span.end_ns, -1))
-        boundaries.sort()
-        count, opened, spans_out = 0, None, []
-        for t_ns, delta in boundaries:
-            count += delta
-            if count >= majority and opened is None:
-                opened = t_ns
-            elif count < majority and opened is not None:
-                if t_ns > opened:
-                    spans_out.append((opened, t_ns))
-                opened = None
-        backed[leader] = _union(spans_out)
-    return {node: spans for node, spans in backed.items() if spans}
+    members = history_members(ordered)
+    windows = grant_windows(recorded_promises(ordered))
+    # A process not known to have died still votes for itself while the promises made to it last.
+    horizon_ns = max([ordered[-1]["t_ns"] if ordered else 0] + [w.end for w in windows]) + 1
+    return backed_spans(members, windows, own_votes(up_spans(ordered, members, horizon_ns), windows))
+
+
+def _ms(span: Span | Interval) -> float:
+    return (span.end - span.start) / 1e6
 
 
 def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckResult:
@@ -541,63 +303,51 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
     backed = grant_backed_intervals(ordered)
     grants = sum(1 for event in ordered if event["kind"] == "grant")
     # (a) grant-backed intervals of different nodes overlapping
-    grant_overlaps = []
-    nodes = sorted(backed)
-    for i, first in enumerate(nodes):
-        for second in nodes[i + 1 :]:
-            for span in _intersect(backed[first], backed[second]):
-                grant_overlaps.append((first, second, span))
-    grant_overlaps.sort(key=lambda item: item[2].start_ns)
+    grant_overlaps = backed_overlaps(backed)
     evidence = [
         f"nodes {a} and {b} were both backed by a majority's live promises from "
-        f"{_rel(span.start_ns, origin_ns)} for {span.duration_ms:.1f} ms"
+        f"{_rel(span.start, origin_ns)} for {_ms(span):.1f} ms"
         for a, b, span in grant_overlaps
     ]
     # (b) self-reported leadership outside the node's grants
     self_reported = leadership_intervals(ordered)
     outside = []
-    for interval in self_reported:
-        gaps = _subtract(Span(interval.start_ns, interval.end_ns), backed.get(interval.node, []))
-        if gaps:
-            outside_ms = sum(gap.duration_ms for gap in gaps)
-            outside.append(
-                {
-                    "node": interval.node,
-                    "epoch": interval.epoch,
-                    "start_ns": interval.start_ns,
-                    "end_ns": interval.end_ns,
-                    "outside_ms": outside_ms,
-                    "gaps": [[gap.start_ns, gap.end_ns] for gap in gaps],
-                }
-            )
-            first_gap = gaps[0]
-            evidence.append(
-                f"node {interval.node} led epoch {interval.epoch} ({_rel(interval.start_ns, origin_ns)} "
-                f"for {interval.duration_ms:.1f} ms) {outside_ms:.1f} ms outside a majority's live "
-                f"promises, first from {_rel(first_gap.start_ns, origin_ns)} for "
-                f"{first_gap.duration_ms:.1f} ms"
-            )
+    for interval, gaps in outside_backing(self_reported, backed):
+        outside_ms = sum(_ms(gap) for gap in gaps)
+        outside.append(
+            {
+                "node": interval.node,
+                "epoch": interval.epoch,
+                "start_ns": interval.start,
+                "end_ns": interval.end,
+                "outside_ms": outside_ms,
+                "gaps": [[gap.start, gap.end] for gap in gaps],
+            }
+        )
+        evidence.append(
+            f"node {interval.node} led epoch {interval.epoch} ({_rel(interval.start, origin_ns)} "
+            f"for {_ms(interval):.1f} ms) {outside_ms:.1f} ms outside a majority's live "
+            f"promises, first from {_rel(gaps[0].start, origin_ns)} for {_ms(gaps[0]):.1f} ms"
+        )
     if outside and not grants:
         evidence.append("the history has no grant events at all: nodes recorded no promises")
     # (c) disagreement with the leaders' own reports
     disagreements = []
     for overlap in overlaps(ordered):
         a, b = overlap.first.node, overlap.second.node
-        by_grants = _intersect(
-            _intersect(backed.get(a, []), backed.get(b, [])), [Span(overlap.start_ns, overlap.end_ns)]
-        )
+        by_grants = intersect(intersect(backed.get(a, []), backed.get(b, [])), [Span(overlap.start_ns, overlap.end_ns)])
         if not by_grants:
             disagreements.append(
                 f"P3 saw nodes {a} and {b} lead together from {_rel(overlap.start_ns, origin_ns)} "
                 f"for {overlap.duration_ms:.1f} ms; the followers' grants back no such overlap"
             )
     for a, b, span in grant_overlaps:
-        led_a = [Span(i.start_ns, i.end_ns) for i in self_reported if i.node == a]
-        led_b = [Span(i.start_ns, i.end_ns) for i in self_reported if i.node == b]
-        if not _intersect(_intersect(led_a, led_b), [span]):
+        led_a = [Span(i.start, i.end) for i in self_reported if i.node == a]
+        led_b = [Span(i.start, i.end) for i in self_reported if i.node == b]
+        if not intersect(intersect(led_a, led_b), [span]):
             disagreements.append(
                 f"the followers' grants backed nodes {a} and {b} together from "
-                f"{_rel(span.start_ns, origin_ns)} for {span.duration_ms:.1f} ms; their own reports "
+                f"{_rel(span.start, origin_ns)} for {_ms(span):.1f} ms; their own reports "
                 "show no overlap (P3 missed it)"
             )
     ok = not grant_overlaps and not outside
@@ -615,15 +365,15 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
             "summary": summary,
             "grants": grants,
             "overlaps": [
-                {"nodes": [a, b], "start_ns": span.start_ns, "end_ns": span.end_ns, "duration_ms": span.duration_ms}
+                {"nodes": [a, b], "start_ns": span.start, "end_ns": span.end, "duration_ms": _ms(span)}
                 for a, b, span in grant_overlaps
             ],
-            "max_overlap_ms": max((span.duration_ms for _, _, span in grant_overlaps), default=0.0),
+            "max_overlap_ms": max((_ms(span) for _, _, span in grant_overlaps), default=0.0),
             "outside_grants": outside,
             "max_outside_ms": max((item["outside_ms"] for item in outside), default=0.0),
             "disagreements_with_p3": disagreements,
             "grant_backed": {
-                str(node): [[span.start_ns, span.end_ns] for span in spans] for node, spans in backed.items()
+                str(node): [[span.start, span.end] for span in spans] for node, spans in backed.items()
             },
         },
     )
@@ -689,7 +439,7 @@ def check_agreement_after_heal(events: Events, bound_ms: float) -> CheckResult:
         evidence = [f"faults still active at the end of the history, never healed: {names}"]
         return result(False, evidence)
 
-    first = _Timeline(ordered).first_from(anchor_ns)
+    first = AgreementTimeline(ordered).first_from(anchor_ns)
     if first is not None:
         agreed_ns, agreement = first
         recovery_ms = (agreed_ns - anchor_ns) / 1e6
@@ -711,7 +461,7 @@ def check_agreement_after_heal(events: Events, bound_ms: float) -> CheckResult:
             f"before the bound of {bound_ms:g} ms"
         )
     seen_ns = min(bound_ns, end_ns)
-    evidence.append(f"at {_rel(seen_ns, origin_ns)}: {_state_at(ordered, seen_ns).describe()}")
+    evidence.append(f"at {_rel(seen_ns, origin_ns)}: {state_at(ordered, seen_ns).describe()}")
     return result(False, evidence)
 
 
@@ -803,7 +553,7 @@ def fencing_summary(events: Events) -> dict[str, Any]:
     ]
     unfenced = []
     for record in accepted:
-        leading = [i for i in intervals if i.start_ns <= record["t_ns"] < i.end_ns]
+        leading = [i for i in intervals if i.start <= record["t_ns"] < i.end]
         if len({interval.node for interval in leading}) < 2:
             continue
         top_epoch = max(interval.epoch for interval in leading)
@@ -844,10 +594,10 @@ def _accepted_after_lease_end(
     for record in accepted:
         t_ns, writer, epoch = record["t_ns"], record["writer"], record["epoch"]
         own = [i for i in intervals if i.node == writer and i.epoch >= epoch]
-        if any(i.start_ns <= t_ns <= i.end_ns for i in own):
+        if any(i.start <= t_ns <= i.end for i in own):
             continue  # it leads this epoch, or moved on to a newer epoch of its own (or ends right now)
-        led = any(i.epoch == epoch and i.start_ns <= t_ns for i in own)
-        ended = [i.end_ns for i in own if i.end_ns < t_ns] if led else []
+        led = any(i.epoch == epoch and i.start <= t_ns for i in own)
+        ended = [i.end for i in own if i.end < t_ns] if led else []
         item = {
             "seq": record["seq"],
             "writer": writer,
@@ -869,7 +619,7 @@ def _claims(records: Sequence[Mapping[str, Any]], intervals: Sequence[Interval],
         first_record.setdefault((record["writer"], record["epoch"]), record)
     started: dict[tuple[int, int], int] = {}
     for interval in intervals:
-        started.setdefault((interval.node, interval.epoch), interval.start_ns)
+        started.setdefault((interval.node, interval.epoch), interval.start)
     claimed, not_first, delays = 0, [], []
     unclaimed = 0
     for (node, epoch), start_ns in sorted(started.items(), key=lambda item: item[1]):
@@ -898,7 +648,7 @@ def failover_times(events: Events) -> list[dict[str, Any]]:
     """
     ordered = sort_events(events)
     intervals = leadership_intervals(ordered)
-    timeline = _Timeline(ordered)
+    timeline = AgreementTimeline(ordered)
     found = []
     for event in ordered:
         t_ns = event["t_ns"]
@@ -907,7 +657,7 @@ def failover_times(events: Events) -> list[dict[str, Any]]:
         elif (
             event["kind"] == "process"
             and event["action"] in ("kill", "pause")
-            and any(i.node == event["node"] and i.start_ns < t_ns <= i.end_ns for i in intervals)
+            and any(i.node == event["node"] and i.start < t_ns <= i.end for i in intervals)
         ):
             cause = f"{event['action']} of leader node {event['node']}"
         else:
@@ -939,7 +689,7 @@ def availability(events: Events) -> float:
     if not ordered or ordered[-1]["t_ns"] <= ordered[0]["t_ns"]:
         return 0.0
     start_ns, end_ns = ordered[0]["t_ns"], ordered[-1]["t_ns"]
-    timeline = _Timeline(ordered)
+    timeline = AgreementTimeline(ordered)
     agreed_ns = 0
     for index, (t_ns, value) in enumerate(zip(timeline.times_ns, timeline.values)):
         until_ns = timeline.times_ns[index + 1] if index + 1 < len(timeline.times_ns) else end_ns

@@ -35,7 +35,7 @@ from node.config import PLANTED_BUGS_ENV, ConfigError
 from node.launcher.ports import free_port
 from node.core import PlantedBug
 
-from .history import HistoryWriter, sort_events
+from node.history import HistoryWriter, sort_events
 from .toxiproxy import Toxiproxy, ToxiproxyServer
 
 HARNESS_EVENTS = "harness.jsonl"

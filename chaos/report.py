@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkers import Report
-from .history import leadership_intervals
+from node.history import leadership_intervals
 
 
 def _rel_s(t_ns: int, t0_ns: int) -> float:
@@ -53,7 +53,7 @@ def text_report(report: Report, events: list[dict[str, Any]], scenario: str, see
     lines.append("")
     lines.append("leadership (node, epoch, from .. to):")
     for iv in leadership_intervals(events):
-        lines.append(f"  node {iv.node}  epoch {iv.epoch:3d}  {_rel_s(iv.start_ns, t0):7.3f}s .. {_rel_s(iv.end_ns, t0):7.3f}s")
+        lines.append(f"  node {iv.node}  epoch {iv.epoch:3d}  {_rel_s(iv.start, t0):7.3f}s .. {_rel_s(iv.end, t0):7.3f}s")
     f = report.fencing
     lines.append("")
     lines.append(
@@ -110,9 +110,9 @@ def timeline_png(events: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.text(_rel_s(start, t0), len(nodes) - 0.45, name, fontsize=7, va="bottom", color="0.3")
     for iv in intervals:
         if iv.node in lane:
-            ax.barh(lane[iv.node], _rel_s(iv.end_ns, iv.start_ns), left=_rel_s(iv.start_ns, t0), height=0.6,
+            ax.barh(lane[iv.node], _rel_s(iv.end, iv.start), left=_rel_s(iv.start, t0), height=0.6,
                     color=color[iv.epoch], edgecolor="black", linewidth=0.3, zorder=2)
-            ax.text(_rel_s(iv.start_ns, t0), lane[iv.node] + 0.33, f"e{iv.epoch}", fontsize=7, zorder=3)
+            ax.text(_rel_s(iv.start, t0), lane[iv.node] + 0.33, f"e{iv.epoch}", fontsize=7, zorder=3)
     rejected = [e for e in events if e["kind"] == "store" and not e["accepted"] and e["writer"] in lane]
     if rejected:
         ax.scatter([_rel_s(e["t_ns"], t0) for e in rejected], [lane[e["writer"]] for e in rejected],

@@ -11,6 +11,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
+from node.history import Seen, agreement
 
 
 def get_leader(address: str, timeout_s: float = 0.5) -> pb.LeaderInfo | None:
@@ -35,15 +36,10 @@ def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.Lead
 
 
 def agreed_leader(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | None:
-    """(leader, epoch) if every answering node names the same one and it says it leads."""
-    answers = [v for v in views.values() if v is not None]
-    if not answers or not all(v.known for v in answers):
-        return None
-    pairs = {(v.leader_id, v.epoch) for v in answers}
-    if len(pairs) != 1:
-        return None
-    leader, epoch = pairs.pop()
-    own = views.get(leader)
-    if own is None or own.role != pb.ROLE_LEADER:
-        return None
-    return leader, epoch
+    """(leader, epoch) by node.history.agreement over the nodes that answered."""
+    agreed = agreement({
+        node: Seen(view.leader_id if view.known else None, view.epoch, view.role == pb.ROLE_LEADER)
+        for node, view in views.items()
+        if view is not None
+    })
+    return None if agreed is None else (agreed.leader, agreed.epoch)

@@ -36,6 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from node.core import CLOCK_DRIFT_BOUND, DEFAULT_MODE, Mode, PlantedBug, Role, Timing, mode_names
+from node.history import Grant
 from node.sim.network import Network, timeline
 
 BEYOND_DRIFT = 0.25  # `--drift beyond`: far outside the bound, to show that the checker sees it
@@ -233,19 +234,19 @@ class _Runner:
         net = self.net
         want = None if who == "*" else int(who)
         for _ in range(max_ticks):
-            grants_before = len(net.grants)
+            promises_before = len(net.promises)
             net.tick()
-            fired = self._fired(event, want, grants_before)
+            fired = self._fired(event, want, promises_before)
             if fired is not None:
                 self.trigger_node = fired
                 return
         self.trigger_node = None
 
-    def _fired(self, event: str, want: int | None, grants_before: int) -> int | None:
+    def _fired(self, event: str, want: int | None, promises_before: int) -> int | None:
         net = self.net
         candidates: list[int] = []
         if event == "ack":
-            candidates = [g.follower for g in net.grants[grants_before:]]
+            candidates = [g.node for g in net.promises[promises_before:] if isinstance(g, Grant)]
         else:
             for m in net.members:
                 if not net.running(m):

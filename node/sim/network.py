@@ -26,7 +26,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from node.core import (
@@ -46,6 +46,22 @@ from node.core import (
     Timing,
     View,
     mode_info,
+)
+from node.history import (
+    Grant,
+    Interval,
+    Release,
+    Span,
+    agreement,
+    backed_overlaps,
+    backed_spans,
+    double_promises,
+    epochs_led,
+    grant_windows,
+    outside_backing,
+    overlapping_pairs,
+    own_votes,
+    Seen,
 )
 from node.store.db import decide as store_decide
 
@@ -73,47 +89,6 @@ class NodeEvent:
 class FaultRecord:
     tick: int
     description: str
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A node's leadership, [start_tick, end_tick) in global ticks; end_tick None while it lasts.
-
-    It ends at the stepdown or the crash, or at the lease end when the lease ran out first (the
-    node was paused and could not notice).
-    """
-
-    node: int
-    epoch: int
-    start_tick: int
-    end_tick: int | None = None
-
-
-@dataclass(frozen=True)
-class Grant:
-    """`follower` acknowledged `leader` for `epoch`: it promised to back no one else until `until_tick`.
-
-    The window is the protocol's (Timing.follower_promise_ticks on the follower's own clock), not
-    whatever the follower's code believes: the checker does not trust the node.
-    """
-
-    tick: int
-    follower: int
-    leader: int
-    epoch: int
-    until_tick: int
-    order: int = 0  # position among grants and releases: several may happen within one tick
-
-
-@dataclass(frozen=True)
-class Release:
-    """`follower` received `leader`'s resigning heartbeat for `epoch`: its promises to it end here."""
-
-    tick: int
-    follower: int
-    leader: int
-    epoch: int
-    order: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,14 +172,14 @@ class Network:
         self.views: list[ViewChange] = []
         self.events: list[NodeEvent] = []
         self.faults: list[FaultRecord] = []
-        self.intervals: list[Interval] = []
-        self.grants: list[Grant] = []
-        self.releases: list[Release] = []
-        self.crashes: list[tuple[int, int]] = []  # (tick, node)
+        self.intervals: list[Interval] = []  # closed ones; see closed_intervals() for all
+        # Every grant (a node's vote for itself included) and release, in the order they happened.
+        self.promises: list[Grant | Release] = []
+        self._up: dict[int, list[list[int | None]]] = {m: [[0, None]] for m in self.members}  # [start, end)
         self.store_log: list[StoreRecord] = []
         self.store_highest_epoch = 0
         self.store_owner = 0
-        self._open_interval: dict[int, int] = {}  # node -> index into intervals
+        self._open_interval: dict[int, tuple[int, int]] = {}  # node -> (epoch, start tick)
         self._queue: list[tuple[int, int, _InFlight | _StoreWrite]] = []
         self._seq = 0
         self._nodes = {m: _Node(self._build_elector(m, 0)) for m in self.members}
@@ -281,7 +256,8 @@ class Network:
         state.crashed = True
         state.paused_until_tick = None
         state.held.clear()
-        self.crashes.append((self.now, node))
+        # Counted up through the tick it crashed in: an interval lasts at least its first tick.
+        self._up[node][-1][1] = self.now + 1
         self._close_interval(node, end_tick)
         self._fault(f"crash {node}")
         self._record_view(node)
@@ -301,6 +277,7 @@ class Network:
         if not state.crashed:
             raise ValueError(f"node {node} is running; crash it first")
         self._nodes[node] = _Node(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
+        self._up[node].append([self.now, None])
         self._fault(f"restart {node} with {self.persisted[node]}")
         self._record_view(node)
 
@@ -419,14 +396,12 @@ class Network:
 
     def agreed_among(self, nodes: Sequence[int]) -> tuple[int, int] | None:
         """Like agreed_leader, among `nodes` only (e.g. the majority side of a partition)."""
-        views = [self.view(m) for m in nodes]
-        if not views or views[0] is None or views[0].leader_id is None or views[0].leader_id not in nodes:
-            return None
-        leader, epoch = views[0].leader_id, views[0].epoch
-        if any(v is None or (v.leader_id, v.epoch) != (leader, epoch) for v in views):
-            return None
-        own = self.view(leader)
-        return (leader, epoch) if own.role == Role.LEADER and own.lease_valid else None
+        views = {m: self.view(m) for m in nodes}
+        agreed = agreement({
+            m: None if v is None else Seen(v.leader_id, v.epoch, v.role == Role.LEADER and v.lease_valid)
+            for m, v in views.items()
+        })
+        return None if agreed is None else (agreed.leader, agreed.epoch)
 
     def run_until(self, predicate: Callable[[], object], max_ticks: int) -> int:
         """Tick until predicate() holds; the ticks it took. TimeoutError if not within max_ticks."""
@@ -456,11 +431,8 @@ class Network:
         return self._p1_violations() + self._p2_violations() + self._p3_violations() + self.grant_violations()
 
     def _p1_violations(self) -> list[str]:
-        winners: dict[int, set[int]] = {}
-        for e in self.events:
-            if isinstance(e.event, BecameLeader):
-                winners.setdefault(e.event.epoch, set()).add(e.node)
-        return [f"P1: epoch {ep} has leaders {sorted(ns)}" for ep, ns in sorted(winners.items()) if len(ns) > 1]
+        led = epochs_led((e.node, e.event.epoch, e.tick) for e in self.events if isinstance(e.event, BecameLeader))
+        return [f"P1: epoch {ep} has leaders {sorted(ns)}" for ep, ns in sorted(led.items()) if len(ns) > 1]
 
     def _p2_violations(self) -> list[str]:
         """P2: the store never accepts an epoch below one it accepted, nor one epoch from two writers."""
@@ -479,73 +451,55 @@ class Network:
 
     def closed_intervals(self) -> list[Interval]:
         """Every interval, the open ones ending now (or where a paused leader's lease ran out)."""
-        return [
-            i if i.end_tick is not None else replace(i, end_tick=max(i.start_tick + 1, self._paused_lease_end(i.node)))
-            for i in self.intervals
+        still_open = [
+            Interval(node, epoch, start, max(start + 1, self._paused_lease_end(node)))
+            for node, (epoch, start) in self._open_interval.items()
         ]
+        return sorted([*self.intervals, *still_open], key=lambda i: (i.start, i.node))
 
     def _p3_violations(self) -> list[str]:
         return [
-            f"P3: node {a.node} epoch {a.epoch} [{a.start_tick},{a.end_tick}) overlaps "
-            f"node {b.node} epoch {b.epoch} [{b.start_tick},{b.end_tick})"
-            for a, b in _overlapping_pairs(self.closed_intervals())
+            f"P3: node {a.node} epoch {a.epoch} [{a.start},{a.end}) overlaps node {b.node} epoch {b.epoch} [{b.start},{b.end})"
+            for a, b in overlapping_pairs(self.closed_intervals())
         ]
 
     # -- the checker that does not trust the leader: what followers granted ----------------------------
 
-    def backed_intervals(self) -> list[tuple[Interval, int]]:
-        """Each leadership interval with the tick until which a majority's promises backed it.
+    @property
+    def grants(self) -> list[Grant]:
+        return [p for p in self.promises if isinstance(p, Grant)]
 
-        From the interval's start, count the leader itself (until it grants another node or crashes)
-        and every other member holding a live grant to it (from its grant until the window ends or a
-        release arrives). The interval is backed until that count first drops below a majority.
-        """
-        return [(i, self._backed_until(i.node, i.start_tick)) for i in self.closed_intervals()]
+    def backed(self) -> dict[int, list[Span]]:
+        """When each node had a majority behind it: its own vote (while up and not promised to
+        another node) plus every other member's live grant window to it."""
+        windows = grant_windows(self.promises)
+        up = {m: [Span(s, self.now + 1 if e is None else e) for s, e in spans] for m, spans in self._up.items()}
+        return backed_spans(self.members, windows, own_votes(up, windows))
 
     def grant_violations(self) -> list[str]:
-        """P3 judged from the followers' grants (promising modes only).
+        """P3 judged from the followers' grants (promising modes only), with node.history's rules:
 
-        * two leaders whose grant-backed spans overlap: some member backed both at once;
-        * a leader that acted (by its own report) after its majority's promises had run out.
+        * a member granted a node (itself included) while its promise to another was live;
+        * a leader that acted (by its own report) after its majority's promises had run out;
+        * two nodes backed by majorities' promises at once.
         """
         if not mode_info(self.mode).promises:
             return []
-        backed = self.backed_intervals()
-        found = self._double_promises()
-        found += [
-            f"P3g: node {i.node} epoch {i.epoch} led until tick {i.end_tick} but a majority's promises "
-            f"backed it only until tick {until} (from tick {i.start_tick})"
-            for i, until in backed
-            if i.end_tick > until
+        found = [
+            f"P3g: node {d.node} granted {'itself' if d.leader == d.node else f'node {d.leader}'} (epoch {d.epoch}) "
+            f"at tick {d.at} while its promise to node {d.other} (epoch {d.other_epoch}) lasted until tick {d.until}"
+            for d in double_promises(self.promises)
         ]
-        spans = [replace(i, end_tick=until) for i, until in backed if until > i.start_tick]
+        backed = self.backed()
         found += [
-            f"P3g: grants backed node {a.node} epoch {a.epoch} [{a.start_tick},{a.end_tick}) and "
-            f"node {b.node} epoch {b.epoch} [{b.start_tick},{b.end_tick}) at once"
-            for a, b in _overlapping_pairs(spans)
+            f"P3g: node {i.node} epoch {i.epoch} led until tick {i.end} but a majority's promises "
+            f"backed it only until tick {gaps[0].start} (from tick {i.start})"
+            for i, gaps in outside_backing(self.closed_intervals(), backed)
         ]
-        return found
-
-    def _double_promises(self) -> list[str]:
-        """Rule 4 itself: no member grants a node (itself included) while its grant to another lives."""
-        found = []
-        ordered = sorted([*self.grants, *self.releases], key=lambda e: e.order)
-        live: dict[int, dict[int, tuple[int, int]]] = {}  # member -> leader -> (until_tick, epoch)
-        for e in ordered:
-            tick = e.tick
-            mine = live.setdefault(e.follower, {})
-            if isinstance(e, Release):
-                if e.leader in mine and mine[e.leader][1] <= e.epoch:
-                    del mine[e.leader]
-                continue
-            for other, (until, epoch) in mine.items():
-                if other != e.leader and until > tick:
-                    whom = "itself" if e.leader == e.follower else f"node {e.leader}"
-                    found.append(f"P3g: node {e.follower} granted {whom} (epoch {e.epoch}) at tick {tick} while its "
-                                 f"promise to node {other} (epoch {epoch}) lasted until tick {until}")
-            if e.leader != e.follower:
-                until, epoch = mine.get(e.leader, (0, 0))
-                mine[e.leader] = (max(until, e.until_tick), max(epoch, e.epoch))
+        found += [
+            f"P3g: grants backed nodes {a} and {b} at once during [{span.start},{span.end})"
+            for a, b, span in backed_overlaps(backed)
+        ]
         return found
 
     def disagreement(self) -> str | None:
@@ -559,38 +513,6 @@ class Network:
             return "leaders' own reports overlap, followers' grants do not"
         return "followers' grants show unsafe leadership the leaders' own reports do not"
 
-    def _backed_until(self, leader: int, start_tick: int) -> int:
-        majority = len(self.members) // 2 + 1
-        spans: dict[int, list[tuple[int, int]]] = {}  # member -> when it backed the leader
-        # Its own vote lasts until it crashes (an interval lasts at least its first tick, as in
-        # _close_interval) or until it grants another node.
-        crashed = next((t for t, n in self.crashes if n == leader and t >= start_tick), None)
-        self_end = self.now + 1 if crashed is None else max(crashed, start_tick + 1)
-        for g in self.grants:
-            if g.follower == leader and g.leader != leader and g.tick >= start_tick:
-                self_end = min(self_end, g.tick)  # its own vote went to another node
-            if g.leader != leader or g.follower == leader or g.until_tick <= start_tick:
-                continue
-            end = g.until_tick
-            for r in self.releases:
-                if r.follower == g.follower and r.leader == leader and r.epoch >= g.epoch and g.tick <= r.tick < end:
-                    end = r.tick
-            spans.setdefault(g.follower, []).append((g.tick, end))
-        spans[leader] = [(start_tick, self_end)]
-        # Sweep: each member's spans merged, then +1/-1 where a member starts/stops backing.
-        delta: Counter[int] = Counter()
-        for member_spans in spans.values():
-            for s, e in _merged(member_spans):
-                if e > start_tick:
-                    delta[max(s, start_tick)] += 1
-                    delta[e] -= 1
-        backers = 0
-        for t in sorted(delta):
-            backers += delta[t]
-            if t >= start_tick and backers < majority:
-                return t
-        return self.now + 1
-
     # -- what fencing did ------------------------------------------------------------------------------
 
     def accepted_after_lease_end(self) -> list[tuple[StoreRecord, int]]:
@@ -599,7 +521,7 @@ class Network:
         for r in self.store_log:
             if not r.accepted:
                 continue
-            ends = [i.end_tick for i in self.closed_intervals() if i.node == r.writer and i.epoch == r.epoch]
+            ends = [i.end for i in self.closed_intervals() if i.node == r.writer and i.epoch == r.epoch]
             if ends and all(e <= r.tick for e in ends):
                 late.append((r, r.tick - max(ends)))
         return late
@@ -631,11 +553,11 @@ class Network:
         if out.persist is not None:
             self.persisted[node] = out.persist
             if out.persist.leader_id == node:  # a vote for itself: a grant, as far as rule 4 goes
-                self.grants.append(Grant(self.now, node, node, out.persist.epoch, self.now, self._next_seq()))
+                self.promises.append(Grant(self.now, node, node, out.persist.epoch, self.now))
         for msg in out.messages:
             if msg.type in PROMISE_REPLY_TYPES and msg.granted:
                 window_end = self.global_tick(node, self.local(node) + self.timing.follower_promise_ticks)
-                self.grants.append(Grant(self.now, node, msg.dst, msg.epoch, window_end, self._next_seq()))
+                self.promises.append(Grant(self.now, node, msg.dst, msg.epoch, window_end))
             self._send(msg)
         for event in out.events:
             self._record_event(node, event)
@@ -694,7 +616,7 @@ class Network:
         else:
             self.delivered[item.msg.type] += 1
             if item.msg.type == MsgType.HEARTBEAT and item.msg.resigning:
-                self.releases.append(Release(self.now, item.recipient, item.msg.src, item.msg.epoch, self._next_seq()))
+                self.promises.append(Release(self.now, item.recipient, item.msg.src, item.msg.epoch))
             out = state.elector.step(now, item.msg)
         self._apply(item.recipient, out)
 
@@ -710,8 +632,7 @@ class Network:
         self.events.append(NodeEvent(self.now, node, event))
         if isinstance(event, BecameLeader):
             self._close_interval(node, self.now)  # classic re-proposes while leading
-            self._open_interval[node] = len(self.intervals)
-            self.intervals.append(Interval(node, event.epoch, self.now))
+            self._open_interval[node] = (event.epoch, self.now)
             self._nodes[node].next_write_tick = self.now  # the new epoch's first store action: a claim
         elif isinstance(event, SteppedDown):
             end_tick = self.now
@@ -721,12 +642,12 @@ class Network:
             self._close_interval(node, end_tick)
 
     def _close_interval(self, node: int, end_tick: int) -> None:
-        index = self._open_interval.pop(node, None)
-        if index is not None:
-            interval = self.intervals[index]
+        opened = self._open_interval.pop(node, None)
+        if opened is not None:
+            epoch, start = opened
             # An announced leadership lasts at least the tick it was announced in, even if the lease
             # it came with had already run out: the application was told it leads.
-            self.intervals[index] = replace(interval, end_tick=max(interval.start_tick + 1, end_tick))
+            self.intervals.append(Interval(node, epoch, start, max(start + 1, end_tick)))
 
     def _record_view(self, node: int) -> None:
         state = self._nodes[node]
@@ -738,30 +659,6 @@ class Network:
         if key != state.last_view:
             state.last_view = key
             self.views.append(ViewChange(self.now, node, *key))
-
-
-def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Half-open spans merged where they overlap or touch."""
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
-
-
-def _overlapping_pairs(intervals: Sequence[Interval]) -> list[tuple[Interval, Interval]]:
-    """Pairs of closed intervals of different nodes that share a tick."""
-    spans = sorted(intervals, key=lambda i: (i.start_tick, i.end_tick))
-    found = []
-    for k, a in enumerate(spans):
-        for b in spans[k + 1 :]:
-            if b.start_tick >= a.end_tick:
-                break
-            if a.node != b.node:
-                found.append((a, b))
-    return found
 
 
 def describe_event(event: Event) -> str:

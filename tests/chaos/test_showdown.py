@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from chaos.checkers import availability, check_all
-from chaos.history import read_history
+from node.history import read_history
 from chaos.runner import RECOVERY_BOUND_ELECTION_TIMEOUTS
 
 pytestmark = pytest.mark.chaos

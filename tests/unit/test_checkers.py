@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 
 from chaos.checkers import (
-    Agreement,
-    agreement_at,
     availability,
     check_agreement_after_heal,
     check_all,
@@ -23,10 +21,19 @@ from chaos.checkers import (
     failover_times,
     fencing_summary,
     grant_backed_intervals,
-    grant_windows,
     overlaps,
 )
-from chaos.history import HistoryWriter, Interval, leadership_intervals, read_history
+from node.history import (
+    Agreement,
+    HistoryWriter,
+    Interval,
+    agreement_at,
+    grant_windows,
+    leadership_intervals,
+    read_history,
+    recorded_promises,
+    sort_events,
+)
 
 T0_NS = 7_000_000_000  # an arbitrary monotonic origin: evidence times are relative to it
 
@@ -360,9 +367,9 @@ def test_p3g_passes_when_every_leadership_lies_inside_a_majority_of_grants() -> 
     assert result.data["overlaps"] == [] and result.data["outside_grants"] == []
     assert result.data["grants"] == 11
     backed = grant_backed_intervals(history.events)
-    assert [(s.start_ns, s.end_ns) for s in backed[3]] == [(ns(5), ns(395))]
+    assert [(s.start, s.end) for s in backed[3]] == [(ns(5), ns(395))]
     # Node 2's own vote counts only once its promise to 3 is over (395 ms); 1 grants it at 398.
-    assert [(s.start_ns, s.end_ns) for s in backed[2]] == [(ns(398), ns(1100 + 240))]
+    assert [(s.start, s.end) for s in backed[2]] == [(ns(398), ns(1100 + 240))]
 
 
 def test_p3g_fails_when_a_follower_grants_two_leaders_inside_one_window() -> None:
@@ -408,8 +415,8 @@ def test_p3g_fails_when_a_leader_outlives_its_grants() -> None:
 def test_p3g_exact_promise_end_wins_over_the_nominal_window() -> None:
     # until_ns is the follower's own promise end (its tick clock); it may be shorter than t + promise_ms.
     history = History().grant(5, 1, 3, 1, until_ms=238).lead(10, 3, 1).step_down(300, 3, 1, lease_end_ms=240)
-    [window] = grant_windows(history.events)
-    assert window.end_ns == ns(238)
+    [window] = grant_windows(recorded_promises(sort_events(history.events)))
+    assert window.end == ns(238)
     result = check_no_overlap_by_grants(history.events)
     assert result.data["outside_grants"][0]["outside_ms"] == pytest.approx(2.0)
 

@@ -124,3 +124,27 @@ def test_only_network_parts_import_asyncio_or_grpc(path: Path) -> None:
 def test_the_folders_show_the_parts() -> None:
     assert {p.name for p in (ROOT / "node").iterdir() if p.is_dir() and p.name != "__pycache__"} == {
         "api", "core", "runtime", "store", "client", "sim", "launcher"}
+
+
+# The history contract sits below everything that reads a history (simulator, checkers, CLI,
+# launcher, dashboard): plain standard library, nothing from node/ or chaos/, no network.
+HISTORY = ROOT / "node" / "history.py"
+HISTORY_ALLOWED = {"__future__", "bisect", "collections.abc", "dataclasses", "json", "os", "pathlib",
+                   "threading", "time", "typing"}
+
+
+def test_the_history_contract_stands_alone() -> None:
+    for line, module, level in imported_modules(parse(HISTORY)):
+        assert not level and module in HISTORY_ALLOWED, f"history.py:{line}: imports {'.' * level}{module}"
+
+
+def test_every_reader_judges_by_the_one_history_module() -> None:
+    """Agreement, overlaps and promise windows are defined once: the readers import them."""
+    readers = {"node/sim/network.py": {"agreement", "overlapping_pairs", "backed_spans", "epochs_led"},
+               "chaos/checkers.py": {"overlapping_pairs", "backed_spans", "epochs_led", "AgreementTimeline"},
+               "node/client/observer.py": {"agreement"}}
+    for name, wanted in readers.items():
+        tree = parse(ROOT / name)
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and node.module == "node.history" for alias in node.names}
+        assert wanted <= imported, f"{name} should take {sorted(wanted - imported)} from node.history"

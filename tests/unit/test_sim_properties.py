@@ -195,7 +195,7 @@ def test_a_leader_crashed_while_paused_led_until_its_lease_ran_out() -> None:
     net.run(2 * T.election_timeout_ticks)
     net.crash(5)
     (interval,) = [i for i in net.intervals if i.node == 5]
-    assert paused_at < interval.end_tick <= paused_at + T.leader_lease_ticks
+    assert paused_at < interval.end <= paused_at + T.leader_lease_ticks
     assert net.no_overlapping_leadership(), net.violations()
 
 
