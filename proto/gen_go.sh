@@ -5,16 +5,18 @@
 #   bash proto/gen_go.sh          # rewrite proto/go/bullyproofv1/*.pb.go
 #   bash proto/gen_go.sh --check  # CI: exit 1 if regenerating would change anything
 #
-# No protoc binary: buf compiles the .proto itself and runs the two Go plugins (proto/buf.gen.yaml).
-# All three are installed with `go install` at pinned versions into <repo>/.tools/bin if missing.
+# The compiler is the protoc inside grpcio-tools (pinned in pyproject.toml, already in the venv for
+# proto/gen.py); the two small Go plugins are installed with `go install` at pinned versions into
+# <repo>/.tools/bin if missing. (buf, used before, took minutes to build on a fresh machine.)
 set -euo pipefail
 
-BUF_VERSION="1.75.0"
 PROTOC_GEN_GO_VERSION="1.36.12"       # same as google.golang.org/protobuf in proto/go/go.mod
 PROTOC_GEN_GO_GRPC_VERSION="1.6.2"
 
 proto="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-tools="$(dirname "$proto")/.tools"
+root="$(dirname "$proto")"
+tools="$root/.tools"
+python="${PYTHON:-$root/.venv/bin/python}"
 bin="$tools/bin"
 out="$proto/go/bullyproofv1"
 
@@ -52,17 +54,22 @@ go_tool() {
   )
 }
 
-go_tool buf "$BUF_VERSION" "github.com/bufbuild/buf/cmd/buf@v$BUF_VERSION"
 go_tool protoc-gen-go "$PROTOC_GEN_GO_VERSION" "google.golang.org/protobuf/cmd/protoc-gen-go@v$PROTOC_GEN_GO_VERSION"
 go_tool protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" "google.golang.org/grpc/cmd/protoc-gen-go-grpc@v$PROTOC_GEN_GO_GRPC_VERSION"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-# buf finds the plugins on PATH: ours come first. It writes under $tmp/go/bullyproofv1 (buf.gen.yaml).
-(cd "$proto" && PATH="$bin:$PATH" "$bin/buf" generate --output "$tmp")
+# The .proto has no go_package option (the contract stays language-neutral): M maps it to the Go
+# package, and module= strips the module path so the files land in $tmp/bullyproofv1.
+go_opt="module=bullyproof/proto/go,Mbullyproof/v1/bullyproof.proto=bullyproof/proto/go/bullyproofv1"
+[[ -x "$python" ]] || { echo "error: $python not found; run make setup (grpcio-tools provides protoc)" >&2; exit 1; }
+(cd "$proto" && "$python" -m grpc_tools.protoc -I. \
+  --plugin=protoc-gen-go="$bin/protoc-gen-go" --plugin=protoc-gen-go-grpc="$bin/protoc-gen-go-grpc" \
+  --go_out="$tmp" --go_opt="$go_opt" --go-grpc_out="$tmp" --go-grpc_opt="$go_opt" \
+  bullyproof/v1/bullyproof.proto)
 
 if (( check )); then
-  if ! diff -ru "$out" "$tmp/go/bullyproofv1"; then
+  if ! diff -ru "$out" "$tmp/bullyproofv1"; then
     echo "generated Go code is stale: proto/go/bullyproofv1; run: bash proto/gen_go.sh" >&2
     exit 1
   fi
@@ -70,6 +77,6 @@ if (( check )); then
 else
   mkdir -p "$out"
   rm -f "$out"/*.pb.go
-  cp "$tmp"/go/bullyproofv1/*.pb.go "$out"/
+  cp "$tmp"/bullyproofv1/*.pb.go "$out"/
   echo "wrote $(cd "$out" && ls *.pb.go | tr '\n' ' ')into proto/go/bullyproofv1"
 fi
