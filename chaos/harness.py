@@ -80,6 +80,7 @@ class ChaosCluster:
     scenario: str = "manual"
     direct: bool = False  # skip Toxiproxy: nodes dial each other directly
     preempt_hold_down_ms: int = 3000  # quorum: how long a higher node acks before it takes over (0 = never)
+    mode_options: tuple[str, ...] = ()  # the mode's switches, e.g. raft's no-pre-vote
     toxiproxy: ToxiproxyServer | None = None
     api: Toxiproxy | None = None
     cluster: LocalCluster | None = None
@@ -92,7 +93,7 @@ class ChaosCluster:
         self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms),
-                       preempt_hold_down_ms=self.preempt_hold_down_ms)
+                       preempt_hold_down_ms=self.preempt_hold_down_ms, mode_options=self.mode_options)
         extra: dict[str, Any] = {}
         if not self.direct:
             self.toxiproxy = ToxiproxyServer().start()

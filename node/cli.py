@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from node.config import ConfigError, NodeSettings, check_timings, parse_peers, parse_planted_bugs
-from node.core import DEFAULT_MODE, Mode, mode_names
+from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_names
 
 DEFAULT_DIR = "runs/local"
 EXIT_STORAGE_FAULT = 3  # `node` stopped because its promise could not be persisted (fail-stop)
@@ -25,6 +25,12 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def _mode_option_arg(p: argparse.ArgumentParser) -> None:
+    takes = "; ".join(f"{m}: {', '.join(info.options)}" for m, info in REGISTRY.items() if info.options)
+    p.add_argument("--mode-option", action="append", default=[], metavar="NAME",
+                   help=f"a switch of the mode, repeatable ({takes})")
 
 
 def _timing_args(p: argparse.ArgumentParser) -> None:
@@ -51,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quorum: a higher node takes over only after this long healthy (default 3000; 0 = never)")
     p.add_argument("--events", help="append history events (JSON lines) to this file")
     p.add_argument("--metrics-listen", help="HOST:PORT to serve Prometheus metrics over HTTP (default: no metrics server)")
+    _mode_option_arg(p)
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
 
     p = sub.add_parser("store", help="run the fenced store process", add_help=False)
@@ -65,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _timing_args(up)
     up.add_argument("--direct", action="store_true", help="no Toxiproxy: nodes dial each other directly (no network faults)")
     up.add_argument("--detach", action="store_true", help="start, wait for a leader, and return (stop with cluster down)")
+    _mode_option_arg(up)
     down = csub.add_parser("down", help="stop everything a cluster up started")
     down.add_argument("--dir", default=DEFAULT_DIR)
 
@@ -116,6 +124,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         events_path=Path(args.events) if args.events else None,
         metrics_listen=args.metrics_listen,
         planted_bugs=parse_planted_bugs(args.planted_bug),
+        mode_options=frozenset(args.mode_option),
     )
     if not settings.peers:
         raise ConfigError("--peers is empty: a cluster needs other members")
@@ -174,7 +183,7 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 
     check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)
     cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms,
-                      direct=args.direct)
+                      direct=args.direct, mode_options=tuple(args.mode_option))
     t0 = time.monotonic()
     cc.start(launcher_pid=None if args.detach else os.getpid())
     data = read_cluster_file(cc.directory)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing
+from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing, check_mode_options
 
 # Planted bugs exist to prove the checkers work. Only a test harness sets this variable; no config
 # file, flag default or compose service can switch a bug on without it.
@@ -108,10 +108,15 @@ class NodeSettings:
     events_path: Path | None = None
     metrics_listen: str | None = None  # HOST:PORT for Prometheus /metrics over HTTP; None = no server
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
+    mode_options: frozenset[str] = field(default_factory=frozenset)  # --mode-option, e.g. raft's no-pre-vote
 
     def __post_init__(self) -> None:
         if self.node_id <= 0:
             raise ConfigError(f"--id must be a positive integer, got {self.node_id}")
+        try:
+            check_mode_options(self.mode, self.mode_options)
+        except ValueError as exc:
+            raise ConfigError(f"--mode-option: {exc}") from None
         parse_address(self.peer_listen, "--listen")
         parse_address(self.client_listen, "--client-listen")
         if self.store:

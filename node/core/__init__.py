@@ -7,7 +7,7 @@ enforces it. Every algorithm implements `Elector`; `modes.REGISTRY` is the one l
 from .bully import BullyElector, ClassicBully, QuorumBully
 from .elector import Elector
 from .raft import RaftElector
-from .modes import DEFAULT_MODE, REGISTRY, Mode, ModeInfo, make_elector, mode_info, mode_names
+from .modes import DEFAULT_MODE, REGISTRY, Mode, ModeInfo, check_mode_options, make_elector, mode_info, mode_names
 from .types import (
     PROMISE_REPLY_TYPES,
     REPLY_TYPE,
@@ -32,6 +32,6 @@ from .types import (
 __all__ = [
     "CLOCK_DRIFT_BOUND", "DEFAULT_MODE", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
     "ElectionStarted", "Elector", "Event", "Message", "Mode", "ModeInfo", "MsgType", "Output", "PlantedBug",
-    "Promise", "QuorumBully", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "make_elector",
+    "Promise", "QuorumBully", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "check_mode_options", "make_elector",
     "mode_info", "mode_names",
 ]

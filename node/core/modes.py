@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .bully import ClassicBully, QuorumBully
 from .elector import Elector
@@ -29,6 +29,8 @@ class ModeInfo:
     promises: bool
     # Can leadership be handed over on request (Resign, TransferLeadership)?
     transfers: bool = True
+    # On/off switches this mode takes (`--mode-option NAME`), each with what it does.
+    options: dict[str, str] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, ModeInfo] = {
@@ -40,7 +42,8 @@ REGISTRY: dict[str, ModeInfo] = {
         ModeInfo("ring", "textbook Ring election (Chang-Roberts): a token collects the live ids, the highest leads; "
                  "no consent, no lease", RingElector, promises=False, transfers=False),
         ModeInfo("raft", "Raft election (no log): randomized timeouts, PreVote, one durable vote per term, "
-                 "CheckQuorum leases", RaftElector, promises=True),
+                 "CheckQuorum leases", RaftElector, promises=True,
+                 options={"no-pre-vote": "campaign without a PreVote round first (a rejoining node may depose a healthy leader)"}),
     )
 }
 
@@ -59,6 +62,15 @@ def mode_info(mode: str) -> ModeInfo:
 
 def mode_names() -> tuple[str, ...]:
     return tuple(REGISTRY)
+
+
+def check_mode_options(mode: str, options: frozenset[str]) -> None:
+    """ValueError naming what the mode takes, if it does not take every one of `options`."""
+    info = mode_info(mode)
+    unknown = sorted(set(options) - info.options.keys())
+    if unknown:
+        takes = ", ".join(info.options) if info.options else "none"
+        raise ValueError(f"mode {info.name} has no option {', '.join(map(repr, unknown))} (it takes: {takes})")
 
 
 def make_elector(mode: str, config: Config, promise: Promise, rng: random.Random, now: int) -> Elector:

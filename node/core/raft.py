@@ -7,7 +7,7 @@ leader leases counted from the sent round (CheckQuorum), and follower promise wi
   too, so the persisted promise always names the last node this one backed.
 * Election timeouts are drawn uniformly from [ET, 2 ET) with the seeded rng (ET =
   Timing.election_timeout_ticks).
-* PreVote (on by default; `RaftElector(..., pre_vote=False)` turns it off): before it increments
+* PreVote (on by default; the mode option `no-pre-vote` turns it off): before it increments
   its term, a node asks PRE_VOTE(term + 1). A peer grants it only if it has no live promise to
   another node (it heard no live leader or candidate within its promise window), is not a leader
   with a live lease, and the asked term is >= its own. A pre-vote changes and persists nothing, so a
@@ -69,7 +69,7 @@ class RaftElector:
         self.timing = config.timing
         self.id = config.node_id
         self.rng = rng
-        self.pre_vote = pre_vote
+        self.pre_vote = pre_vote and "no-pre-vote" not in config.options
         # Election timeouts are drawn from [ET, ET + spread]; None: [ET, 2 ET), Raft's usual range.
         self.timeout_spread_ticks = timeout_spread_ticks
         self.stats = Stats()

@@ -193,6 +193,8 @@ class Config:
     members: tuple[int, ...]
     timing: Timing = field(default_factory=Timing)
     planted_bugs: frozenset[PlantedBug] = frozenset()
+    # Switches of the mode (ModeInfo.options lists the ones each mode takes), e.g. raft's "no-pre-vote".
+    options: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.node_id <= 0:

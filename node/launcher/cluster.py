@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 from node.api import bullyproof_pb2 as pb
 from node.client.observer import agreed_leader, views_of
 from node.config import ConfigError
-from node.core import mode_names
+from node.core import check_mode_options, mode_names
 from node.launcher.ports import free_port
 
 CLUSTER_FILE = "cluster.json"
@@ -50,10 +50,15 @@ class ClusterSpec:
     preempt_hold_down_ms: int = 3000
     # Where each node dials the store (a proxy per node in chaos runs); defaults to store_address.
     store_dial: dict[int, str] = field(default_factory=dict)
+    mode_options: tuple[str, ...] = ()  # the mode's switches (`--mode-option`), e.g. raft's no-pre-vote
 
     def __post_init__(self) -> None:
         if self.mode not in mode_names():
             raise ConfigError(f"mode must be one of {', '.join(mode_names())}, got {self.mode!r}")
+        try:
+            check_mode_options(self.mode, frozenset(self.mode_options))
+        except ValueError as exc:
+            raise ConfigError(f"--mode-option: {exc}") from None
         if not self.nodes:
             raise ConfigError("a cluster needs at least one node")
 
@@ -80,6 +85,8 @@ class ClusterSpec:
             "--write-period-ms", str(self.write_period_ms),
             "--preempt-hold-down-ms", str(self.preempt_hold_down_ms),
         ]
+        for option in self.mode_options:
+            args += ["--mode-option", option]
         if node.metrics_address:
             args += ["--metrics-listen", node.metrics_address]
         if events_path:

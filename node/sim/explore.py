@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from pathlib import Path
 
-from node.core import CLOCK_DRIFT_BOUND, DEFAULT_MODE, Mode, PlantedBug, Role, Timing, mode_names
+from node.core import CLOCK_DRIFT_BOUND, DEFAULT_MODE, Mode, PlantedBug, Role, Timing, check_mode_options, mode_names
 from node.history import Grant
 from node.sim.network import Network, timeline
 
@@ -85,6 +85,7 @@ class Schedule:
     clock_rates: tuple[Fraction, ...] = ()  # node i+1 runs at clock_rates[i]; empty: all exact
     planted_bugs: frozenset[PlantedBug] = frozenset()
     heal_ticks: int = 0  # 0: 6 election timeouts plus the hold-down
+    mode_options: frozenset[str] = frozenset()
 
     @property
     def agree_within_ticks(self) -> int:
@@ -96,6 +97,7 @@ class Schedule:
         if self.clock_rates:
             head.append("@rates " + " ".join(str(r) for r in self.clock_rates))
         head += [f"@bug {b.value}" for b in sorted(self.planted_bugs, key=lambda b: b.value)]
+        head += [f"@option {o}" for o in sorted(self.mode_options)]
         if self.heal_ticks:
             head.append(f"@heal {self.heal_ticks}")
         return "\n".join(head + [" ".join(map(str, c)) for c in self.commands]) + "\n"
@@ -104,6 +106,7 @@ class Schedule:
     def from_script(cls, text: str) -> Schedule:
         values: dict[str, list[str]] = {}
         bugs: list[PlantedBug] = []
+        options: list[str] = []
         commands: list[Command] = []
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.split("#", 1)[0].strip()
@@ -113,6 +116,8 @@ class Schedule:
             if words[0].startswith("@"):
                 if words[0] == "@bug":
                     bugs.append(PlantedBug(words[1]))
+                elif words[0] == "@option":
+                    options.append(words[1])
                 else:
                     values[words[0][1:]] = words[1:]
             elif words[0] in COMMANDS:
@@ -125,6 +130,7 @@ class Schedule:
                 seed=int(values["seed"][0]), n=int(values["nodes"][0]), mode=Mode(values["mode"][0]), timing=timing,
                 commands=tuple(commands), clock_rates=tuple(Fraction(r) for r in values.get("rates", [])),
                 planted_bugs=frozenset(bugs), heal_ticks=int(values.get("heal", ["0"])[0]),
+                mode_options=frozenset(options),
             )
         except KeyError as exc:
             raise ValueError(f"schedule script lacks the header line @{exc.args[0]}") from None
@@ -152,7 +158,8 @@ class _Runner:
     def __init__(self, schedule: Schedule) -> None:
         self.s = schedule
         rates = {i + 1: r for i, r in enumerate(schedule.clock_rates)}
-        self.net = Network(schedule.seed, schedule.n, schedule.mode, schedule.timing, schedule.planted_bugs, rates)
+        self.net = Network(schedule.seed, schedule.n, schedule.mode, schedule.timing, schedule.planted_bugs, rates,
+                           mode_options=schedule.mode_options)
         self.rng = random.Random(f"{schedule.seed}:targets")
         self.trigger_node: int | None = None
         self.kinds: set[str] = set()
@@ -317,6 +324,7 @@ class SwarmSettings:
     drift: str = "within"  # within (the documented bound), beyond, or none
     planted_bugs: frozenset[PlantedBug] = frozenset()
     hold_down_ticks: int | None = None  # None: random, mostly the runtime default
+    mode_options: frozenset[str] = frozenset()
 
 
 def swarm_schedule(seed: int, settings: SwarmSettings = SwarmSettings()) -> Schedule:
@@ -344,7 +352,8 @@ def swarm_schedule(seed: int, settings: SwarmSettings = SwarmSettings()) -> Sche
             commands.append(_trigger_for(kind, rng, et))
         commands += _commands_for(kind, rng, n, et, lease)
         commands.append(("run", str(rng.choice([0, 1, 3, 8, 15, 30, 60, 120]))))
-    return Schedule(seed, n, settings.mode, timing, tuple(commands), rates, settings.planted_bugs)
+    return Schedule(seed, n, settings.mode, timing, tuple(commands), rates, settings.planted_bugs,
+                    mode_options=settings.mode_options)
 
 
 def _trigger_for(kind: str, rng: random.Random, et: int) -> Command:
@@ -536,6 +545,7 @@ def _settings(args: argparse.Namespace) -> SwarmSettings:
     return SwarmSettings(
         nodes=args.nodes, mode=Mode(args.mode), drift=args.drift,
         planted_bugs=frozenset(PlantedBug(b) for b in args.bug), hold_down_ticks=args.hold_down_ticks,
+        mode_options=frozenset(args.mode_option),
     )
 
 
@@ -679,6 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--hold-down-ticks", type=int, default=None, help="preemption hold-down (default: random)")
         p.add_argument("--bug", action="append", default=[], choices=[b.value for b in PlantedBug],
                        help="plant a deliberate defect (to measure the explorer)")
+        p.add_argument("--mode-option", action="append", default=[], metavar="NAME",
+                       help="a switch of the mode (raft: no-pre-vote)")
 
     p = sub.add_parser("explore", help="search fault schedules for a time budget; exit 1 if a property failed")
     swarm_options(p)
@@ -720,7 +732,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "mode_option", None):
+        try:
+            check_mode_options(args.mode, frozenset(args.mode_option))
+        except ValueError as exc:
+            parser.error(f"--mode-option: {exc}")
     return args.func(args)
 
 

@@ -45,6 +45,7 @@ from node.core import (
     SteppedDown,
     Timing,
     View,
+    check_mode_options,
     mode_info,
 )
 from node.history import (
@@ -143,6 +144,7 @@ class Network:
         planted_bugs: frozenset[PlantedBug] = frozenset(),
         clock_rates: dict[int, Fraction] | None = None,
         elector_factory: Callable[[Config, Promise, random.Random, int], Elector] | None = None,
+        mode_options: frozenset[str] = frozenset(),
     ) -> None:
         if n <= 0:
             raise ValueError(f"need at least one node, got {n}")
@@ -150,6 +152,8 @@ class Network:
         self.mode = Mode(mode)
         self.timing = timing
         self.planted_bugs = planted_bugs
+        check_mode_options(self.mode, mode_options)
+        self.mode_options = mode_options
         # An elector other than the mode's own (experiments: e.g. Raft with another timeout range).
         self.elector_factory = elector_factory or mode_info(self.mode).factory
         self.members = tuple(range(1, n + 1))
@@ -529,7 +533,7 @@ class Network:
     # -- internals ---------------------------------------------------------------------------------
 
     def _build_elector(self, node: int, incarnation: int) -> Elector:
-        config = Config(node, self.members, self.timing, self.planted_bugs)
+        config = Config(node, self.members, self.timing, self.planted_bugs, self.mode_options)
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
         return self.elector_factory(config, self.persisted[node], rng, self.local(node))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from node.config import ConfigError, check_timings
@@ -19,3 +21,15 @@ def test_a_timing_whose_ticks_leave_too_little_drift_margin_is_refused() -> None
                                                                       (1000, 3000, 10), (100, 500, 100)])
 def test_the_documented_timings_keep_the_margin(heartbeat_ms: int, election_timeout_ms: int, tick_ms: int) -> None:
     assert check_timings(heartbeat_ms, election_timeout_ms, tick_ms).drift_margin >= CLOCK_DRIFT_BOUND
+
+
+def test_a_mode_option_the_mode_does_not_take_is_refused_by_name() -> None:
+    from node.launcher.cluster import local_spec
+
+    spec = local_spec(3, "raft")
+    assert "--mode-option" not in spec.node_args(spec.nodes[0], "/s", None)
+    spec = dataclasses.replace(spec, mode_options=("no-pre-vote",))
+    args = spec.node_args(spec.nodes[0], "/s", None)
+    assert args[args.index("--mode-option") + 1] == "no-pre-vote"
+    with pytest.raises(ConfigError, match=r"--mode-option: mode quorum has no option 'no-pre-vote' \(it takes: none\)"):
+        dataclasses.replace(spec, mode="quorum")

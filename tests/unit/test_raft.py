@@ -5,14 +5,11 @@ Time is in ticks and every run is seeded, so tick and message counts are exact.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
-from dataclasses import replace
 
 import pytest
 
 from node.core import (
-    REGISTRY,
     BecameLeader,
     Config,
     ElectionStarted,
@@ -34,15 +31,8 @@ SETTLE_TICKS = 10 * ET
 VOTE_TYPES = (MsgType.PRE_VOTE, MsgType.PRE_VOTE_ACK, MsgType.REQUEST_VOTE, MsgType.VOTE)
 
 
-@pytest.fixture
-def no_pre_vote(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Mode raft with PreVote switched off (the constructor argument `pre_vote`)."""
-    info = REGISTRY["raft"]
-    monkeypatch.setitem(REGISTRY, "raft", replace(info, factory=functools.partial(RaftElector, pre_vote=False)))
-
-
-def settled(n: int, seed: int = 0, timing: Timing = T) -> Network:
-    net = Network(seed, n, Mode.RAFT, timing)
+def settled(n: int, seed: int = 0, timing: Timing = T, mode_options: frozenset[str] = frozenset()) -> Network:
+    net = Network(seed, n, Mode.RAFT, timing, mode_options=mode_options)
     assert net.run_until_agreed(SETTLE_TICKS) is not None, "no leader at cold start"
     return net
 
@@ -248,8 +238,8 @@ def test_with_pre_vote_a_rejoining_node_does_not_change_the_leader_or_term() -> 
     assert safe(net), net.violations()
 
 
-def test_without_pre_vote_a_rejoining_node_deposes_the_leader(no_pre_vote: None) -> None:
-    net = settled(5)
+def test_without_pre_vote_a_rejoining_node_deposes_the_leader() -> None:
+    net = settled(5, mode_options=frozenset({"no-pre-vote"}))  # the user's switch: --mode-option no-pre-vote
     leader, term, follower = isolate_a_follower_and_heal(net)
     (_, down), = net.events_of(leader, SteppedDown)
     assert down.reason == "higher_epoch"
@@ -340,3 +330,10 @@ def test_counters() -> None:
     assert stats.stepdowns == 1
     assert isinstance(net.elector(leader).lease_until, int) and isinstance(net.elector(leader).election_deadline, int)
     assert Counter(type(e.event) for e in net.events)[BecameLeader] == 1
+
+
+def test_only_raft_takes_the_no_pre_vote_switch() -> None:
+    with pytest.raises(ValueError, match="mode quorum has no option 'no-pre-vote' \\(it takes: none\\)"):
+        Network(0, 3, Mode.QUORUM, mode_options=frozenset({"no-pre-vote"}))
+    with pytest.raises(ValueError, match="mode raft has no option 'pre-vote' \\(it takes: no-pre-vote\\)"):
+        Network(0, 3, Mode.RAFT, mode_options=frozenset({"pre-vote"}))
