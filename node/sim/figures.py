@@ -10,6 +10,9 @@
 
     bullyproof sim figure16 [--trials 1000] [--json] [--out DIR]
     bullyproof sim messages [--sizes 3,5,9,15,25] [--json] [--out DIR]
+
+The same two measures on real node processes are in node.client.bench (`--what figure16`,
+`--what messages`); they draw their plots with the functions here, beside the simulator's lines.
 """
 
 from __future__ import annotations
@@ -41,19 +44,23 @@ class Line:
         s = sorted(self.samples_ms)
         return {
             "range_ms": f"{self.low_ms}-{self.high_ms}", "trials": len(s) + self.failed, "failed": self.failed,
-            "median_ms": statistics.median(s) if s else None, "p90_ms": s[int(0.9 * (len(s) - 1))] if s else None,
+            "median_ms": round(statistics.median(s), 1) if s else None, "p90_ms": s[int(0.9 * (len(s) - 1))] if s else None,
             "worst_ms": s[-1] if s else None,
         }
 
 
-def figure16_line(low_ms: int, high_ms: int, trials: int, seed: int = 0, limit_ms: int = 10_000) -> Line:
-    """Time from the leader's crash to the next leader, over `trials` seeded runs (1 tick = 1 ms)."""
-    timing = Timing.from_ms(heartbeat_interval_ms=low_ms // 2, election_timeout_ms=low_ms, tick_ms=1)
+def figure16_line(low_ms: int, high_ms: int, trials: int, seed: int = 0, limit_ms: int = 10_000,
+                  heartbeat_ms: int | None = None, one_way_delay_ms: tuple[int, int] = ONE_WAY_DELAY_MS) -> Line:
+    """Time from the leader's crash to the next leader, over `trials` seeded runs (1 tick = 1 ms).
+
+    The heartbeat is half the minimum timeout, as in the paper, unless `heartbeat_ms` says otherwise.
+    """
+    timing = Timing.from_ms(heartbeat_interval_ms=heartbeat_ms or low_ms // 2, election_timeout_ms=low_ms, tick_ms=1)
     factory = functools.partial(RaftElector, timeout_spread_ticks=high_ms - low_ms)
     samples, failed = [], 0
     for trial in range(trials):
         net = Network(seed * 1_000_003 + trial, 5, "raft", timing, elector_factory=factory)
-        net.set_delay(*ONE_WAY_DELAY_MS)
+        net.set_delay(*one_way_delay_ms)
         if net.run_until_agreed(limit_ms) is None:
             failed += 1
             continue
@@ -77,21 +84,26 @@ def figure16(trials: int = 1000, seed: int = 0) -> list[Line]:
     return [figure16_line(low, high, trials, seed) for low, high in FIGURE16_RANGES_MS]
 
 
-def plot_figure16(lines: list[Line], path: Path) -> None:
+def plot_figure16(lines: list[Line], path: Path, real: dict[str, Line] | None = None) -> None:
+    """The CDF per line; `real` (label -> line, from real processes) drawn dashed on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for line in lines:
+    styles = [(f"{line.low_ms}-{line.high_ms} ms", line, "-", f"C{i}") for i, line in enumerate(lines)]
+    styles += [(label, line, "--", ("black", "grey", "C9")[i % 3]) for i, (label, line) in enumerate((real or {}).items())]
+    for label, line, linestyle, colour in styles:
         s = sorted(line.samples_ms)
         if s:
-            ax.step(s, [(i + 1) / len(s) for i in range(len(s))], where="post", label=f"{line.low_ms}-{line.high_ms} ms")
+            ax.step(s, [(i + 1) / len(s) for i in range(len(s))], where="post", label=label, linestyle=linestyle,
+                    color=colour)
     ax.set_xscale("log")
     ax.set_xlabel("time without leader (ms)")
     ax.set_ylabel("cumulative fraction of trials")
-    ax.set_title("Raft figure 16 in the simulator (5 nodes, leader crashed)")
+    ax.set_title("Raft figure 16: simulator" + (" (solid) and real processes (dashed)" if real else "")
+                 + ", 5 nodes, leader crashed", fontsize=10)
     ax.legend(title="election timeout", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -143,18 +155,27 @@ def messages_table(sizes: tuple[int, ...] = (3, 5, 9, 15, 25), seeds: int = 3) -
     return rows
 
 
-def plot_messages(rows: list[dict], path: Path) -> None:
+def plot_messages(rows: list[dict], path: Path, real: list[dict] | None = None) -> None:
+    """Per mode against n: the simulator's typical and all-at-once counts; or, given `real` rows
+    (mode, n, median from real processes), the simulator's typical beside the real medians (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for mode in mode_names():
+    for i, mode in enumerate(mode_names()):
+        colour = f"C{i}"
         mine = [r for r in rows if r["mode"] == mode and r["median"] is not None]
-        ax.plot([r["n"] for r in mine], [r["median"] for r in mine], marker="o", label=f"{mode} (typical)")
-        ax.plot([r["n"] for r in mine], [r["all_at_once"] for r in mine], linestyle="--", alpha=0.6,
-                label=f"{mode} (all time out at once)")
+        ax.plot([r["n"] for r in mine], [r["median"] for r in mine], marker="o", color=colour,
+                label=f"{mode} (simulator, typical)" if real is not None else f"{mode} (typical)")
+        if real is None:
+            ax.plot([r["n"] for r in mine], [r["all_at_once"] for r in mine], linestyle="--", alpha=0.6, color=colour,
+                    label=f"{mode} (all time out at once)")
+            continue
+        theirs = [r for r in real if r["mode"] == mode and r["median"] is not None]
+        ax.plot([r["n"] for r in theirs], [r["median"] for r in theirs], marker="s", linestyle="--", color=colour,
+                label=f"{mode} (real processes)")
     ax.set_xlabel("membership size n")
     ax.set_ylabel("messages per election (no heartbeats)")
     ax.set_yscale("log")
@@ -165,4 +186,4 @@ def plot_messages(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["figure16", "figure16_line", "plot_figure16", "messages_table", "plot_messages"]
+__all__ = ["HEARTBEATS", "Line", "figure16", "figure16_line", "plot_figure16", "messages_table", "plot_messages"]
