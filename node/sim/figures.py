@@ -18,6 +18,7 @@ The same two measures on real node processes are in node.client.bench (`--what f
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,10 +177,17 @@ def plot_messages(rows: list[dict], path: Path, real: list[dict] | None = None) 
         theirs = [r for r in real if r["mode"] == mode and r["median"] is not None]
         ax.plot([r["n"] for r in theirs], [r["median"] for r in theirs], marker="s", linestyle="--", color=colour,
                 label=f"{mode} (real processes)")
+    # The published formulas, for the eye: Bully's best case (n-2 coordinators, the second-highest
+    # detects) and worst order (n^2, the lowest detects), Chang-Roberts' n log n average.
+    ns = sorted({r["n"] for r in rows})
+    for label, f, style in [("textbook: Bully best, n-2", lambda n: max(n - 2, 1), ":"),
+                            ("textbook: Bully worst, n^2", lambda n: n * n, "-."),
+                            ("textbook: ring average, n log2 n", lambda n: n * math.log2(n), (0, (1, 3)))]:
+        ax.plot(ns, [f(n) for n in ns], color="grey", linestyle=style, linewidth=1, label=label)
     ax.set_xlabel("membership size n")
     ax.set_ylabel("messages per election (no heartbeats)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
