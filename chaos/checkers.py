@@ -26,6 +26,7 @@ from node.history import (
     Span,
     backed_overlaps,
     backed_spans,
+    double_promises,
     epochs_led,
     grant_windows,
     history_members,
@@ -287,8 +288,8 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
     a follower to break its promise); (b) every self-reported leadership interval lies inside its
     node's grant-backed intervals (a leader acting without a majority's live promises is unsafe even
     if no second leader appeared), with the time outside reported per interval; (c) any
-    disagreement with P3 (the leaders' own reports) is listed. (a) and (b) fail the check; (c) is
-    for the reader. No slack is allowed: a follower's promise (0.8 election timeouts from when it
+    disagreement with P3 (the leaders' own reports) is listed; (d) no member grants a node while its
+    promise to another lives (rule 4 itself). (a), (b) and (d) fail the check; (c) is for the reader. No slack is allowed: a follower's promise (0.8 election timeouts from when it
     received the request, on its tick clock) outlasts the leader's lease (0.7 from when it sent it),
     so a correct run is inside its grants to the nanosecond. Classic mode: not applicable.
     """
@@ -331,6 +332,14 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
         )
     if outside and not grants:
         evidence.append("the history has no grant events at all: nodes recorded no promises")
+    # (d) rule 4 itself: a member granting while its promise to another node lived. Needed beside (a):
+    # a promise broken to a killed leader backs no second majority (the dead node's vote is gone).
+    broken = double_promises(recorded_promises(ordered))
+    evidence += [
+        f"node {d.node} granted node {d.leader} (epoch {d.epoch}) at {_rel(d.at, origin_ns)} while its promise "
+        f"to node {d.other} (epoch {d.other_epoch}) lasted {(d.until - d.at) / 1e6:.1f} ms more"
+        for d in broken
+    ]
     # (c) disagreement with the leaders' own reports
     disagreements = []
     for overlap in overlaps(ordered):
@@ -350,10 +359,11 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
                 f"{_rel(span.start, origin_ns)} for {_ms(span):.1f} ms; their own reports "
                 "show no overlap (P3 missed it)"
             )
-    ok = not grant_overlaps and not outside
+    ok = not grant_overlaps and not outside and not broken
     summary = (
         f"{len(grant_overlaps)} overlaps by grants, {len(outside)} leadership intervals outside "
-        f"their grants, {len(disagreements)} disagreements with P3 ({grants} grants recorded)"
+        f"their grants, {len(broken)} promises broken, {len(disagreements)} disagreements with P3 "
+        f"({grants} grants recorded)"
     )
     return CheckResult(
         id="P3g",
@@ -370,6 +380,11 @@ def check_no_overlap_by_grants(events: Events, mode: str = "quorum") -> CheckRes
             ],
             "max_overlap_ms": max((_ms(span) for _, _, span in grant_overlaps), default=0.0),
             "outside_grants": outside,
+            "broken_promises": [
+                {"node": d.node, "granted": d.leader, "epoch": d.epoch, "t_ns": d.at, "promised": d.other,
+                 "promised_epoch": d.other_epoch, "until_ns": d.until}
+                for d in broken
+            ],
             "max_outside_ms": max((item["outside_ms"] for item in outside), default=0.0),
             "disagreements_with_p3": disagreements,
             "grant_backed": {

@@ -112,7 +112,7 @@ class ChaosCluster:
             "kind": "meta", "seed": self.seed, "mode": self.mode, "scenario": self.scenario,
             "nodes": [n.id for n in spec.nodes], "election_timeout_ms": self.election_timeout_ms,
             "heartbeat_interval_ms": self.heartbeat_interval_ms, "preempt_hold_down_ms": self.preempt_hold_down_ms,
-            "planted_bugs": sorted(b.value for b in self.planted_bugs),
+            "planted_bugs": sorted(b.value for b in self.planted_bugs), "mode_options": sorted(self.mode_options),
         })
         self.cluster = LocalCluster(spec, self.directory, env=env, extra_node_args=node_args, extra=extra,
                                     extra_store_args=store_args)

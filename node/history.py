@@ -48,6 +48,8 @@ class MetaEvent(TypedDict):
     nodes: list[int]
     election_timeout_ms: int
     heartbeat_interval_ms: int
+    planted_bugs: NotRequired[list[str]]
+    mode_options: NotRequired[list[str]]  # the mode's switches, e.g. raft's no-pre-vote
 
 
 class ViewEvent(TypedDict):
@@ -328,7 +330,8 @@ class Agreement:
 @dataclass(frozen=True)
 class Seen:
     """One live node's latest view: whom it follows (None: no leader known), at which epoch, and
-    whether it leads that epoch itself (with a valid lease, where the mode has leases)."""
+    whether it leads that epoch itself. (The simulator also requires a valid lease for ``leads``;
+    recorded views and live answers carry the node's role only.)"""
 
     leader: int | None
     epoch: int
@@ -445,9 +448,10 @@ def double_promises(record: Iterable[Grant | Release]) -> list[DoublePromise]:
 
 
 def own_votes(up: Mapping[int, Sequence[Span]], windows: Iterable[GrantWindow]) -> dict[int, list[Span]]:
-    """When each node's vote for itself counts: while it is up, and not while it holds a live promise
-    to another node (a node that promised someone else must not vote for itself: that was the
-    quick-restart split brain)."""
+    """When each node's vote for itself counts: assumed whenever it is up, except while it holds a
+    live promise to another node (a node that promised someone else must not vote for itself: that
+    was the quick-restart split brain). Recorded votes for oneself are not consulted here; a vote
+    for oneself inside a promise to another is caught by ``double_promises``."""
     promised: dict[int, list[Span]] = {}
     for window in windows:
         promised.setdefault(window.node, []).append(Span(window.start, window.end))

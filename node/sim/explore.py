@@ -117,6 +117,8 @@ class Schedule:
                 if words[0] == "@bug":
                     bugs.append(PlantedBug(words[1]))
                 elif words[0] == "@option":
+                    if len(words) != 2:
+                        raise ValueError(f"line {number}: @option takes one name, got {' '.join(words[1:]) or 'none'}")
                     options.append(words[1])
                 else:
                     values[words[0][1:]] = words[1:]
@@ -125,6 +127,7 @@ class Schedule:
             else:
                 raise ValueError(f"line {number}: unknown command {words[0]!r}; known: {', '.join(sorted(COMMANDS))}")
         try:
+            check_mode_options(values["mode"][0], frozenset(options))
             timing = Timing(**{k: int(v) for k, v in (kv.split("=") for kv in values["timing"])})
             return cls(
                 seed=int(values["seed"][0]), n=int(values["nodes"][0]), mode=Mode(values["mode"][0]), timing=timing,
@@ -495,7 +498,8 @@ class ExploreReport:
     def to_dict(self) -> dict:
         return {
             "mode": self.settings.mode.value, "nodes": self.settings.nodes, "drift": self.settings.drift,
-            "bugs": sorted(b.value for b in self.settings.planted_bugs), "seed": self.seed,
+            "bugs": sorted(b.value for b in self.settings.planted_bugs),
+            "mode_options": sorted(self.settings.mode_options), "seed": self.seed,
             "budget_s": self.budget_s, "elapsed_s": round(self.elapsed_s, 2), "schedules": self.schedules,
             "schedules_per_s": round(self.schedules_per_s, 1), "ticks": self.ticks,
             "kinds_covered": dict(sorted(self.kinds.items())), "sizes": dict(sorted(self.sizes.items())),
@@ -685,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--drift", choices=["within", "beyond", "none"], default="within",
-                       help=f"clock-rate skew: within the ±{CLOCK_DRIFT_BOUND:.0%} bound (default), beyond it, or none")
+                       help=f"clock-rate skew: within the ±{CLOCK_DRIFT_BOUND * 100:.0f}%% bound (default), beyond it, or none")
         p.add_argument("--hold-down-ticks", type=int, default=None, help="preemption hold-down (default: random)")
         p.add_argument("--bug", action="append", default=[], choices=[b.value for b in PlantedBug],
                        help="plant a deliberate defect (to measure the explorer)")

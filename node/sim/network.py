@@ -496,8 +496,8 @@ class Network:
         ]
         backed = self.backed()
         found += [
-            f"P3g: node {i.node} epoch {i.epoch} led until tick {i.end} but a majority's promises "
-            f"backed it only until tick {gaps[0].start} (from tick {i.start})"
+            f"P3g: node {i.node} led epoch {i.epoch} during [{i.start},{i.end}) but no majority's promises "
+            f"backed it during [{gaps[0].start},{gaps[0].end})" + (f" and {len(gaps) - 1} more gaps" if len(gaps) > 1 else "")
             for i, gaps in outside_backing(self.closed_intervals(), backed)
         ]
         found += [

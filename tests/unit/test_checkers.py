@@ -412,6 +412,27 @@ def test_p3g_fails_when_a_leader_outlives_its_grants() -> None:
     )
 
 
+def test_p3g_catches_a_promise_broken_to_a_killed_leader() -> None:
+    """Found by review: once leader 5 is killed its own vote is gone, so followers that break their
+    promises to it back no second majority at once; rule 4 must be judged by itself."""
+    history = History(nodes=(1, 2, 3, 4, 5))
+    for node in (1, 2, 3, 4, 5):
+        history.process(0, node, "start")
+    history.grant(5, 1, 5, 1).grant(5, 2, 5, 1).lead(10, 5, 1)
+    history.process(100, 5, "kill")
+    history.grant(150, 1, 4, 2).grant(150, 2, 4, 2).grant(150, 3, 4, 2).lead(160, 4, 2)  # 1, 2 promised 5 until 245
+    result = check_no_overlap_by_grants(history.events)
+    assert not result.ok
+    assert result.data["overlaps"] == [] and result.data["outside_grants"] == []
+    assert [(b["node"], b["granted"], b["promised"]) for b in result.data["broken_promises"]] == [(1, 4, 5), (2, 4, 5)]
+    assert "node 1 granted node 4 (epoch 2) at t=+0.150s while its promise to node 5 (epoch 1) lasted 95.0 ms more" in result.evidence
+    # Granted once the promises ran out: fine.
+    later = History(nodes=(1, 2, 3, 4, 5))
+    later.events = [e for e in history.events if e["kind"] != "grant" or e["t_ns"] < ns(100)]
+    later.grant(250, 1, 4, 2).grant(250, 2, 4, 2).grant(250, 3, 4, 2)
+    assert check_no_overlap_by_grants(later.events).data["broken_promises"] == []
+
+
 def test_p3g_exact_promise_end_wins_over_the_nominal_window() -> None:
     # until_ns is the follower's own promise end (its tick clock); it may be shorter than t + promise_ms.
     history = History().grant(5, 1, 3, 1, until_ms=238).lead(10, 3, 1).step_down(300, 3, 1, lease_end_ms=240)
