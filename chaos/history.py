@@ -19,7 +19,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from node.store.db import CLAIM_KEY_PREFIX, claim_key  # noqa: F401  (re-exported: the key contract)
 
 KINDS = frozenset(
-    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release"}
+    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message"}
 )
 
 # Process actions after which a node process is not running (or not scheduled) any more.
