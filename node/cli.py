@@ -142,23 +142,13 @@ class _Follower:
     """Tails every node's events file and prints one line per leadership change."""
 
     def __init__(self, data: dict) -> None:
-        self.offsets: dict[str, int] = {}
-        self.data = data
+        from node.launcher.tail import JsonLinesTail
+
+        self.tails = [JsonLinesTail(n["events"]) for n in data["nodes"]]
 
     def poll(self) -> None:
-        for n in self.data["nodes"]:
-            path = n["events"]
-            try:
-                with open(path) as f:
-                    f.seek(self.offsets.get(path, 0))
-                    chunk = f.read()
-                    # Only consume whole lines; a half-written one is read next time.
-                    end = chunk.rfind("\n") + 1
-                    self.offsets[path] = self.offsets.get(path, 0) + len(chunk[:end].encode())
-            except FileNotFoundError:
-                continue
-            for line in chunk[:end].splitlines():
-                ev = json.loads(line)
+        for tail in self.tails:
+            for ev in tail.poll():
                 if ev.get("kind") != "view":
                     continue
                 if ev["role"] == "leader":
@@ -219,9 +209,9 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from node.launcher.cluster import process_fault
+    from chaos.harness import process_action  # composition root: recorded in the cluster's history, as the dashboard does
 
-    rec = process_fault(Path(args.dir), args.target, args.command)
+    rec = process_action(Path(args.dir), args.target, args.command)
     print(json.dumps({"action": args.command, "target": args.target, "pid": rec["pid"]}))
     return 0
 
