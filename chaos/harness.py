@@ -303,6 +303,14 @@ def process_action(directory: Path, target: int | str, action: str, history: His
 # ---- merging the history -------------------------------------------------------------------------
 
 
+def store_event(entry: pb.LogEntry) -> dict[str, Any]:
+    """One entry of the store's log as a history event (at the store's own decision time)."""
+    return {
+        "t_ns": entry.recorded_monotonic_ns, "kind": "store", "seq": entry.seq, "writer": entry.writer_id,
+        "epoch": entry.epoch, "key": entry.key, "accepted": entry.accepted, "reason": entry.reason,
+    }
+
+
 def store_events(address: str) -> list[dict[str, Any]]:
     """The store's durable log as history events (its own decision times)."""
     events: list[dict[str, Any]] = []
@@ -311,11 +319,7 @@ def store_events(address: str) -> list[dict[str, Any]]:
         stub = pb_grpc.FencedStoreStub(ch)
         while True:
             reply = stub.ReadLog(pb.ReadLogRequest(after_seq=after, limit=5000), timeout=5)
-            for e in reply.entries:
-                events.append({
-                    "t_ns": e.recorded_monotonic_ns, "kind": "store", "seq": e.seq, "writer": e.writer_id,
-                    "epoch": e.epoch, "key": e.key, "accepted": e.accepted, "reason": e.reason,
-                })
+            events.extend(store_event(e) for e in reply.entries)
             if not reply.entries:
                 return events
             after = reply.entries[-1].seq
