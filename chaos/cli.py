@@ -166,16 +166,18 @@ def heal(cc: ChaosCluster) -> dict[str, Any]:
     return {}
 
 
-def blackhole(cc: ChaosCluster, node: int) -> dict[str, Any]:
+def _on_node(cc: ChaosCluster, node: int, fault: Callable[[int], None]) -> dict[str, Any]:
     _check_node(cc, node)
-    cc.blackhole(node)
+    fault(node)
     return {"node": node}
+
+
+def blackhole(cc: ChaosCluster, node: int) -> dict[str, Any]:
+    return _on_node(cc, node, cc.blackhole)
 
 
 def refuse(cc: ChaosCluster, node: int) -> dict[str, Any]:
-    _check_node(cc, node)
-    cc.refuse(node)
-    return {"node": node}
+    return _on_node(cc, node, cc.refuse)
 
 
 def cut(cc: ChaosCluster, link: str) -> dict[str, Any]:

@@ -75,6 +75,8 @@ class NodeState:
         if info is not None:
             out.update(epoch=info.epoch if info.known else None, follows=info.leader_id if info.known else None,
                        lease_valid=info.lease_valid)
+            if info.view_time_unix_ns:  # when the node formed this view (streamed views carry it)
+                out["view_unix_ms"] = info.view_time_unix_ns // 1_000_000
         if st is not None:
             if out.get("epoch") is None:  # the stream's view is the newer one when it names a leader
                 out["epoch"] = st.epoch

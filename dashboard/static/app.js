@@ -126,6 +126,7 @@ function onNodes(n) {
     if (!ref) continue;
     ref.tile.className = "tile " + ROLE_CLASS(t.role) + (state.chosen.has(t.id) ? " chosen" : "");
     ref.tile.dataset.role = t.role;
+    if (t.view_unix_ms) ref.tile.dataset.viewUnixMs = String(t.view_unix_ms);
     ref.tile.setAttribute("aria-label", "node " + t.id + ", " + t.role + (t.epoch != null ? ", epoch " + t.epoch : ""));
     ref.parts.role.textContent = t.role;
     ref.parts.epoch.textContent = (t.epoch != null ? "epoch " + t.epoch : "epoch –") + (t.mode ? " · " + t.mode : "");
@@ -297,7 +298,9 @@ async function inspect(id) {
   const reply = await fetch("/api/election/" + id);
   const e = await reply.json();
   const box = $("inspector");
+  const opening = box.hidden;
   box.hidden = false;
+  if (opening) box.scrollIntoView({ block: "nearest" });
   if (e.error) { $("inspector-summary").textContent = e.error; return; }
   $("inspector-h").textContent = "Election #" + e.id;
   $("inspector-summary").textContent = electionText(e) + (e.messages.length < e.total ? " (first " + e.messages.length + " shown)" : "");
@@ -373,7 +376,7 @@ function drawTimeline() {
     r.append(svg("title", {}, "two leaders at once: nodes " + o.nodes.join(" and ")));
     parts.push(r);
     for (const n of o.nodes) if (lane.has(n)) parts.push(svg("rect", { x: x1, y: y(n) + 1, width: w, height: laneH - 2, fill: "none", stroke: "#c0262d", "stroke-width": 2 }));
-    parts.push(svg("text", { x: x1 + 2, y: top + lanes * laneH + 12, style: "fill:#c0262d;font-weight:700" }, "split brain"));
+    if (w > 60) parts.push(svg("text", { x: x1 + 3, y: top + 10, style: "fill:#c0262d;font-weight:700" }, "split brain"));
   }
   for (const r of state.timeline.rejected || []) {
     if (r.t_ms < t0 || !lane.has(r.node)) continue;
