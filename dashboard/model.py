@@ -153,7 +153,7 @@ class Model:
         self.counts = {"grant": 0, "release": 0, "write": 0}
         self.claimed: set[tuple[int, int]] = set()
         self.fenced: set[tuple[int, int]] = set()  # (writer, epoch) the store rejected at least once
-        self.source_error = ""  # the last error reading a source (shown on the page; the others go on)
+        self.source_errors: dict[str, str] = {}  # source -> its last error, until it works again (shown on the page)
 
     # ---- live answers ------------------------------------------------------------------------
 
@@ -209,8 +209,19 @@ class Model:
             "agreed": None if agreed is None else {"leader": agreed[0], "epoch": agreed[1]},
             "leaders": leaders, "split_brain": len(leaders) > 1,
             "tiles": [st.tile() for st in self.nodes.values()],
-            "store": dict(self.store), "counts": dict(self.counts), "source_error": self.source_error,
+            "store": dict(self.store), "counts": dict(self.counts),
+            "source_error": "; ".join(f"{k}: {v}" for k, v in sorted(self.source_errors.items())),
         }
+
+    def source_failed(self, source: str, error: str | None) -> None:
+        """A source (the history files, the store log...) failed, or works again (error None)."""
+        before = self.source_errors.get(source)
+        if error is None:
+            self.source_errors.pop(source, None)
+        else:
+            self.source_errors[source] = error
+        if self.source_errors.get(source) != before:
+            self._nodes_changed()
 
     # ---- the history -------------------------------------------------------------------------
 

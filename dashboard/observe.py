@@ -103,13 +103,15 @@ class Observer:
         await self._statuses()
 
     async def _every(self, period_s: float, step: Callable[[], Any]) -> None:
+        source = step.__name__.strip("_")
         while True:
             try:
                 await step()
+                self.model.source_failed(source, None)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a bad line or a vanished file must not stop the page
-                self.model.source_error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bad line or a vanished file must not stop the page: say so on it
+                self.model.source_failed(source, f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(period_s)
 
     # ---- the nodes ------------------------------------------------------------------------------
