@@ -150,3 +150,42 @@ def test_the_timeline_marks_two_leaders_at_once_and_logs_the_split_brain_once():
     m.refresh_timeline(now + 500 * MS, 1_700_000_000.0)
     assert sum("SPLIT BRAIN" in t for t in texts(m)) == 1
     assert "node 3 stepped down from epoch 1: it saw a newer epoch" in texts(m)
+
+
+def test_a_process_is_running_paused_or_crashed_as_proc_says():
+    import os
+    import signal
+    import subprocess
+
+    from dashboard.observe import process_state
+    from node.launcher.cluster import wait_for
+
+    assert process_state(None) == "unknown"
+    assert process_state(os.getpid()) == "running"
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        wait_for(lambda: process_state(child.pid) == "paused", 5, what="the stopped child to show as paused")
+        os.kill(child.pid, signal.SIGCONT)
+        wait_for(lambda: process_state(child.pid) == "running", 5, what="the resumed child to run")
+        os.kill(child.pid, signal.SIGKILL)
+        wait_for(lambda: process_state(child.pid) == "crashed", 5, what="the killed child to show as crashed")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert process_state(child.pid) == "crashed"
+
+
+def test_a_finished_run_reports_its_verdicts_as_the_report_says(tmp_path):
+    from dashboard.runs import ScenarioRun
+
+    run = ScenarioRun("leader-pause", "classic", 3, tmp_path)
+    run.state = "done"
+    run.report = {"split_brain": True, "violations": ["P3"], "replay": "bullyproof chaos run leader-pause --mode classic --seed 3",
+                  "results": [{"id": "P1", "name": "unique leader", "ok": True, "evidence": [], "data": {}},
+                              {"id": "P3", "name": "no overlap", "ok": False, "evidence": ["nodes 2 and 3"], "data": {}},
+                              {"id": "P3g", "name": "grants", "ok": True, "evidence": ["n/a"], "data": {"applicable": False}}]}
+    out = run.to_json()
+    assert [(v["id"], v["verdict"]) for v in out["verdicts"]] == [("P1", "PASS"), ("P3", "FAIL"), ("P3g", "N/A")]
+    assert out["split_brain"] and out["command"].startswith("bullyproof chaos run leader-pause --mode classic --seed 3")
