@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup tools cluster test check explore bench
+.PHONY: setup tools browser cluster test check explore bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 tools:
 	bash .ci/install-tools
 
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; no browser download).
+browser:
+	bash .ci/install-browser
+
 cluster: setup tools
 	$(BIN)/bullyproof cluster up
 
@@ -25,7 +29,7 @@ check: setup
 	$(BIN)/bullyproof compose --check
 	bash proto/gen_go.sh --check
 
-test: setup tools check explore
+test: setup tools browser check explore
 	$(BIN)/pytest -n auto
 
 # The explorer guards every protocol or timing change: aimed fault schedules (seed 0) over every mode

@@ -7,9 +7,13 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from node.config import ConfigError
 from node.core import DEFAULT_MODE, PlantedBug, mode_names
+
+if TYPE_CHECKING:
+    from .harness import ChaosCluster
 
 DEFAULT_DIR = "runs/local"
 
@@ -115,51 +119,117 @@ def main(argv: list[str]) -> int:
     if args.action == "run":
         return cmd_run(args)
 
+    params: dict[str, Any] = {}
+    if args.action == "partition":
+        params["groups"] = [parse_group(g) for g in " ".join(args.groups).split("/")]
+    elif args.action in ("blackhole", "refuse"):
+        params["node"] = args.node
+    elif args.action != "heal":
+        params["link"] = args.link
+        if args.action == "latency":
+            params.update(latency_ms=args.latency, jitter_ms=args.jitter)
+        elif args.action == "bandwidth":
+            params["rate_kbps"] = args.rate_kbps
+    detail = network_fault(Path(args.dir), args.action, **params)
+    print(json.dumps({"fault": args.action, **detail}))
+    return 0
+
+
+# ---- network faults on a running cluster: one function per action (the CLI and the dashboard call these)
+
+
+def _check_node(cc: ChaosCluster, node: int) -> None:
+    if node not in cc.ids:
+        raise ConfigError(f"no node {node} in this cluster (nodes: {', '.join(map(str, cc.ids))})")
+
+
+def partition(cc: ChaosCluster, groups: list[list[int]]) -> dict[str, Any]:
+    """Cut every link between the groups; nodes not named form a group of their own."""
+    named = [n for g in groups for n in g]
+    unknown = sorted(set(named) - set(cc.ids))
+    if unknown:
+        _check_node(cc, unknown[0])
+    if len(set(named)) != len(named):
+        raise ConfigError("a node appears in two groups")
+    if any(not g for g in groups):
+        raise ConfigError("empty group in partition")
+    rest = [n for n in cc.ids if n not in named]
+    groups = [list(g) for g in groups] + ([rest] if rest else [])
+    if len(groups) < 2:
+        raise ConfigError("a partition needs at least two groups")
+    cc.partition(groups)
+    return {"groups": groups}
+
+
+def heal(cc: ChaosCluster) -> dict[str, Any]:
+    cc.heal()
+    return {}
+
+
+def _on_node(cc: ChaosCluster, node: int, fault: Callable[[int], None]) -> dict[str, Any]:
+    _check_node(cc, node)
+    fault(node)
+    return {"node": node}
+
+
+def blackhole(cc: ChaosCluster, node: int) -> dict[str, Any]:
+    return _on_node(cc, node, cc.blackhole)
+
+
+def refuse(cc: ChaosCluster, node: int) -> dict[str, Any]:
+    return _on_node(cc, node, cc.refuse)
+
+
+def cut(cc: ChaosCluster, link: str) -> dict[str, Any]:
+    links = parse_links(link, cc.ids)
+    detail = {"links": [f"{a}->{b}" for a, b in links]}
+    cc.cut("cut", links, detail)
+    return detail
+
+
+def _degrade(cc: ChaosCluster, action: str, link: str, type_: str, attrs: dict[str, Any],
+             streams: tuple[str, ...]) -> dict[str, Any]:
+    links = parse_links(link, cc.ids)
+    cc.degrade(action, links, type_, attrs, streams)
+    return {"links": [f"{a}->{b}" for a, b in links], **attrs}
+
+
+def latency(cc: ChaosCluster, link: str, latency_ms: int, jitter_ms: int = 0) -> dict[str, Any]:
+    return _degrade(cc, "latency", link, "latency", {"latency": latency_ms, "jitter": jitter_ms}, ("upstream",))
+
+
+def bandwidth(cc: ChaosCluster, link: str, rate_kbps: int) -> dict[str, Any]:
+    return _degrade(cc, "bandwidth", link, "bandwidth", {"rate": rate_kbps}, ("upstream", "downstream"))
+
+
+def slicer(cc: ChaosCluster, link: str) -> dict[str, Any]:
+    return _degrade(cc, "slicer", link, "slicer", {"average_size": 16, "size_variation": 8, "delay": 500},
+                    ("upstream", "downstream"))
+
+
+def reset_peer(cc: ChaosCluster, link: str) -> dict[str, Any]:
+    return _degrade(cc, "reset-peer", link, "reset_peer", {"timeout": 0}, ("upstream",))
+
+
+NETWORK_FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "partition": partition, "heal": heal, "blackhole": blackhole, "refuse": refuse, "cut": cut,
+    "latency": latency, "bandwidth": bandwidth, "slicer": slicer, "reset-peer": reset_peer,
+}
+
+
+def network_fault(directory: Path, action: str, **params: Any) -> dict[str, Any]:
+    """One network fault (NETWORK_FAULTS) on the cluster in `directory`, through its Toxiproxy, recorded
+    in its harness history. Returns what was done (the JSON the CLI prints after "fault")."""
     from .harness import ChaosCluster
 
-    cc = ChaosCluster.attach(Path(args.dir))
-    ids = cc.ids
+    if action not in NETWORK_FAULTS:
+        raise ConfigError(f"unknown network fault {action!r}; one of {', '.join(NETWORK_FAULTS)}")
+    cc = ChaosCluster.attach(directory)
     try:
-        if args.action == "partition":
-            groups = [parse_group(g) for g in " ".join(args.groups).split("/")]
-            named = [n for g in groups for n in g]
-            unknown = sorted(set(named) - set(ids))
-            if unknown:
-                raise ConfigError(f"no node {unknown[0]} in this cluster (nodes: {', '.join(map(str, ids))})")
-            if len(set(named)) != len(named):
-                raise ConfigError("a node appears in two groups")
-            rest = [n for n in ids if n not in named]
-            if rest:
-                groups.append(rest)  # nodes not named form a group of their own
-            cc.partition(groups)
-            detail = {"groups": groups}
-        elif args.action == "heal":
-            cc.heal()
-            detail = {}
-        elif args.action in ("blackhole", "refuse"):
-            if args.node not in ids:
-                raise ConfigError(f"no node {args.node} in this cluster (nodes: {', '.join(map(str, ids))})")
-            getattr(cc, args.action)(args.node)
-            detail = {"node": args.node}
-        elif args.action == "cut":
-            links = parse_links(args.link, ids)
-            cc.cut("cut", links, {"links": [f"{a}->{b}" for a, b in links]})
-            detail = {"links": [f"{a}->{b}" for a, b in links]}
-        else:
-            links = parse_links(args.link, ids)
-            type_, attrs, streams = {
-                "latency": ("latency", {"latency": getattr(args, "latency", 0), "jitter": getattr(args, "jitter", 0)}, ("upstream",)),
-                "bandwidth": ("bandwidth", {"rate": getattr(args, "rate_kbps", 0)}, ("upstream", "downstream")),
-                "slicer": ("slicer", {"average_size": 16, "size_variation": 8, "delay": 500}, ("upstream", "downstream")),
-                "reset-peer": ("reset_peer", {"timeout": 0}, ("upstream",)),
-            }[args.action]
-            cc.degrade(args.action, links, type_, attrs, streams)
-            detail = {"links": [f"{a}->{b}" for a, b in links], **attrs}
+        return NETWORK_FAULTS[action](cc, **params)
     finally:
         if cc.history:
             cc.history.close()
-    print(json.dumps({"fault": args.action, **detail}))
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

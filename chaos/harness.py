@@ -22,10 +22,13 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.launcher.cluster import (
+    PROCESS_ACTIONS,
     ClusterSpec,
     LocalCluster,
     NodeSpec,
     local_spec,
+    node_record,
+    parse_node_id,
     process_fault,
     read_cluster_file,
     with_dial,
@@ -194,17 +197,8 @@ class ChaosCluster:
 
     def process(self, target: int | str, action: str) -> None:
         """kill | pause | resume | restart a node or the store; recorded before it happens."""
-        pid = self._pid(target)
-        self.record("process", node=target, action=action, pid=pid)
-        rec = process_fault(self.directory, str(target), action, env=self.cluster.env if self.cluster else None)
-        if action == "restart":
-            self.record("process", node=target, action="start", pid=rec["pid"])
-
-    def _pid(self, target: int | str) -> int:
-        data = read_cluster_file(self.directory)
-        if target == STORE:
-            return data["store"]["pid"]
-        return next(n["pid"] for n in data["nodes"] if n["id"] == target)
+        assert self.history is not None
+        process_action(self.directory, target, action, self.history, env=self.cluster.env if self.cluster else None)
 
     # ---- network faults through Toxiproxy ------------------------------------------------
 
@@ -281,7 +275,41 @@ class ChaosCluster:
         self.record("heal")
 
 
+def process_action(directory: Path, target: int | str, action: str, history: HistoryWriter | None = None,
+                   env: dict[str, str] | None = None) -> dict[str, Any]:
+    """kill | pause | resume | restart a node (by id) or the store, by pid (node.launcher's process_fault),
+    recorded in the cluster's harness history before it happens (a restart also records the new start).
+
+    The one way to do it: ChaosCluster, `bullyproof kill|pause|resume|restart` and the dashboard all
+    call this. Without `history`, appends to DIR/harness.jsonl. Returns the process record after it.
+    """
+    if action not in PROCESS_ACTIONS:
+        raise ConfigError(f"unknown action {action!r}; one of {', '.join(PROCESS_ACTIONS)}")
+    target = str(target)
+    data = read_cluster_file(directory)
+    rec = data["store"] if target == STORE else node_record(data, parse_node_id(target))
+    node: int | str = STORE if target == STORE else rec["id"]
+    writer = history if history is not None else HistoryWriter(Path(directory) / HARNESS_EVENTS)
+    try:
+        writer.write({"kind": "process", "node": node, "action": action, "pid": rec["pid"]})
+        after = process_fault(directory, target, action, env=env)
+        if action == "restart":
+            writer.write({"kind": "process", "node": node, "action": "start", "pid": after["pid"]})
+        return after
+    finally:
+        if history is None:
+            writer.close()
+
+
 # ---- merging the history -------------------------------------------------------------------------
+
+
+def store_event(entry: pb.LogEntry) -> dict[str, Any]:
+    """One entry of the store's log as a history event (at the store's own decision time)."""
+    return {
+        "t_ns": entry.recorded_monotonic_ns, "kind": "store", "seq": entry.seq, "writer": entry.writer_id,
+        "epoch": entry.epoch, "key": entry.key, "accepted": entry.accepted, "reason": entry.reason,
+    }
 
 
 def store_events(address: str) -> list[dict[str, Any]]:
@@ -292,11 +320,7 @@ def store_events(address: str) -> list[dict[str, Any]]:
         stub = pb_grpc.FencedStoreStub(ch)
         while True:
             reply = stub.ReadLog(pb.ReadLogRequest(after_seq=after, limit=5000), timeout=5)
-            for e in reply.entries:
-                events.append({
-                    "t_ns": e.recorded_monotonic_ns, "kind": "store", "seq": e.seq, "writer": e.writer_id,
-                    "epoch": e.epoch, "key": e.key, "accepted": e.accepted, "reason": e.reason,
-                })
+            events.extend(store_event(e) for e in reply.entries)
             if not reply.entries:
                 return events
             after = reply.entries[-1].seq

@@ -38,6 +38,14 @@ def _timing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--election-timeout-ms", type=_positive, default=500, help="follower timeout before electing (default 500)")
 
 
+DASHBOARD_PORT = 8040  # dashboard.server.DEFAULT_PORT (not imported: the parser must not load the web server)
+
+
+def _dashboard_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument(f"--{prefix}host", default="127.0.0.1", help="address to serve the dashboard on (default 127.0.0.1, loopback)")
+    p.add_argument(f"--{prefix}port", type=int, default=DASHBOARD_PORT, help=f"its port (default {DASHBOARD_PORT}; 0: any free port)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bullyproof", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--direct", action="store_true", help="no Toxiproxy: nodes dial each other directly (no network faults)")
     up.add_argument("--detach", action="store_true", help="start, wait for a leader, and return (stop with cluster down)")
     _mode_option_arg(up)
+    up.add_argument("--dashboard", action="store_true", help="also serve the live dashboard (prints its URL)")
+    _dashboard_args(up, prefix="dashboard-")
     down = csub.add_parser("down", help="stop everything a cluster up started")
     down.add_argument("--dir", default=DEFAULT_DIR)
 
@@ -80,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(action, help=f"{text} a node (or 'store')")
         p.add_argument("target", help="node id, or 'store'")
         p.add_argument("--dir", default=DEFAULT_DIR)
+
+    p = sub.add_parser("dashboard", help="a live page beside a running cluster: watch it elect, break it from the page")
+    p.add_argument("--dir", default=DEFAULT_DIR)
+    _dashboard_args(p)
 
     p = sub.add_parser("leader", help="print the current leader and epoch as JSON")
     p.add_argument("--dir", default=DEFAULT_DIR)
@@ -151,23 +165,13 @@ class _Follower:
     """Tails every node's events file and prints one line per leadership change."""
 
     def __init__(self, data: dict) -> None:
-        self.offsets: dict[str, int] = {}
-        self.data = data
+        from node.launcher.tail import JsonLinesTail
+
+        self.tails = [JsonLinesTail(n["events"]) for n in data["nodes"]]
 
     def poll(self) -> None:
-        for n in self.data["nodes"]:
-            path = n["events"]
-            try:
-                with open(path) as f:
-                    f.seek(self.offsets.get(path, 0))
-                    chunk = f.read()
-                    # Only consume whole lines; a half-written one is read next time.
-                    end = chunk.rfind("\n") + 1
-                    self.offsets[path] = self.offsets.get(path, 0) + len(chunk[:end].encode())
-            except FileNotFoundError:
-                continue
-            for line in chunk[:end].splitlines():
-                ev = json.loads(line)
+        for tail in self.tails:
+            for ev in tail.poll():
                 if ev.get("kind") != "view":
                     continue
                 if ev["role"] == "leader":
@@ -182,6 +186,14 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     from node.launcher.cluster import read_cluster_file
 
     check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)
+    page = None
+    if args.dashboard:
+        if args.detach:
+            raise ConfigError("--dashboard serves the page from this process: drop --detach, or run "
+                              "`bullyproof dashboard --dir DIR` beside a detached cluster")
+        from dashboard.server import Background  # composition root, as for chaos
+
+        page = Background(args.dashboard_host, args.dashboard_port)  # a taken port fails before anything starts
     cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms,
                       direct=args.direct, mode_options=tuple(args.mode_option))
     t0 = time.monotonic()
@@ -191,9 +203,16 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {data['store']['address']}, {wiring}, dir {cc.directory}",
           flush=True)
     print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
+    if page is not None:
+        page.start(cc.directory)
+        for line in (page.warning, f"dashboard: {page.url}"):
+            if line:
+                print(line, flush=True)
     try:
         leader, epoch = cc.wait_for_leader(timeout_s=15.0)
     except TimeoutError as exc:
+        if page is not None:
+            page.stop()
         cc.stop()
         raise ConfigError(f"{exc}; see the logs in {cc.directory}/node-*/node.log") from None
     print(f"{_stamp()}  agreed: node {leader} leads epoch {epoch} ({(time.monotonic() - t0) * 1000:.0f} ms after launch)", flush=True)
@@ -209,9 +228,17 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     print("stopping...", flush=True)
+    if page is not None:
+        page.stop()
     cc.stop()
     print("stopped", flush=True)
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboard.server import serve  # composition root: the only node module that reaches into dashboard/
+
+    return serve(Path(args.dir), args.host, args.port)
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
@@ -228,9 +255,9 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from node.launcher.cluster import process_fault
+    from chaos.harness import process_action  # composition root: recorded in the cluster's history, as the dashboard does
 
-    rec = process_fault(Path(args.dir), args.target, args.command)
+    rec = process_action(Path(args.dir), args.target, args.command)
     print(json.dumps({"action": args.command, "target": args.target, "pid": rec["pid"]}))
     return 0
 
@@ -319,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_cluster_up(args) if args.cluster_command == "up" else cmd_cluster_down(args)
         if args.command in ("kill", "pause", "resume", "restart"):
             return cmd_process(args)
+        if args.command == "dashboard":
+            return cmd_dashboard(args)
         if args.command == "leader":
             return cmd_leader(args)
         if args.command == "status":

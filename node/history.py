@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
 KINDS = frozenset(
-    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release"}
+    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message"}
 )
 
 # Process actions after which a node process is not running (or not scheduled) any more.
@@ -122,6 +122,32 @@ class ReleaseEvent(TypedDict):
     epoch: int
 
 
+class MessageEvent(TypedDict):
+    """Election traffic for people (the dashboard's "inspect an election"), not read by the checkers.
+
+    Recorded by the receiver as it answers (``reply``, ``granted``, and for a refusal ``why``: the
+    runtime's best-effort reading of the receiver's state just before, not the core's own words), or
+    by the sender when the request was not delivered (``error``: the gRPC status code). Plain
+    heartbeats are left out; at most 100 a second per node, the rest counted in ``skipped``.
+    """
+
+    t_ns: int
+    kind: Literal["message"]
+    node: int  # the node that recorded it
+    type: str  # a MsgType value
+    src: int
+    dst: int
+    epoch: int
+    reply: NotRequired[str]
+    granted: NotRequired[bool]
+    why: NotRequired[str]
+    error: NotRequired[str]
+    resigning: NotRequired[bool]
+    successor: NotRequired[int | None]
+    ids: NotRequired[list[int]]
+    skipped: NotRequired[int]
+
+
 class ProcessEvent(TypedDict):
     t_ns: int
     kind: Literal["process"]
@@ -150,6 +176,7 @@ Event = (
     | StoreEvent
     | GrantEvent
     | ReleaseEvent
+    | MessageEvent
     | ProcessEvent
     | FaultEvent
     | HealEvent

@@ -300,10 +300,13 @@ def node_record(data: dict[str, Any], node_id: int) -> dict[str, Any]:
     raise ConfigError(f"no node {node_id} in this cluster (nodes: {', '.join(str(n['id']) for n in data['nodes'])})")
 
 
+PROCESS_ACTIONS = ("kill", "pause", "resume", "restart")
+
+
 def process_fault(directory: Path, target: str, action: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """kill | pause | resume | restart a node (by id) or the store ("store"), by pid from cluster.json."""
     with locked_cluster_file(directory) as data:
-        rec = data["store"] if target == "store" else node_record(data, _node_id(target))
+        rec = data["store"] if target == "store" else node_record(data, parse_node_id(target))
         log = Path(data["dir"]) / ("store/store.log" if target == "store" else f"node-{rec['id']}/node.log")
         pid = rec["pid"]
         if action == "kill":
@@ -324,7 +327,7 @@ def process_fault(directory: Path, target: str, action: str, env: dict[str, str]
         return dict(rec)
 
 
-def _node_id(text: str) -> int:
+def parse_node_id(text: str) -> int:
     try:
         return int(text)
     except ValueError:

@@ -46,6 +46,37 @@ class EventLog:
             self.file.close()
 
 
+class MessageLog:
+    """History "message" events (election traffic, see node.runtime.peers), at most `per_s` a second.
+
+    Election traffic is bounded by the protocol (a few messages per node per election timeout), but a
+    node that re-proposes every heartbeat (classic Bully cut off one way) must not flood the history:
+    past the cap, events are counted and the next one recorded carries the count as ``skipped``.
+    """
+
+    def __init__(self, events: EventLog, per_s: int = 100, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.events = events
+        self.per_s = per_s
+        self.clock_ns = clock_ns
+        self.window_start_ns = clock_ns()
+        self.in_window = 0
+        self.skipped = 0
+
+    def record(self, **fields: Any) -> bool:
+        """Record one message event unless this second's budget is spent; True if recorded."""
+        now_ns = self.clock_ns()
+        if now_ns - self.window_start_ns >= 1_000_000_000:
+            self.window_start_ns, self.in_window = now_ns, 0
+        if self.in_window >= self.per_s:
+            self.skipped += 1
+            return False
+        self.in_window += 1
+        if self.skipped:
+            fields["skipped"], self.skipped = self.skipped, 0
+        self.events.record("message", **fields)
+        return True
+
+
 class JsonLogHandler(logging.Handler):
     """Python `logging` (asyncio, grpc, warnings) as EventLog lines: node and epoch on every one."""
 

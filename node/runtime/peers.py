@@ -12,12 +12,49 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel
-from node.core import Message, mode_info
+from node.core import Message, MsgType, Promise, Role, mode_info
+from node.runtime.events import MessageLog
 from node.runtime.state import PersistError
 from node.runtime.wire import RPC_NAME, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
 
 if TYPE_CHECKING:
     from node.runtime.node import NodeRuntime
+
+
+def is_election_traffic(msg: Message) -> bool:
+    """Recorded as "message" events: every request but a plain heartbeat (the lease's rhythm, ten a
+    second per follower, only counted in GetStatus). A resigning heartbeat is a handover: recorded."""
+    return msg.type != MsgType.HEARTBEAT or msg.resigning
+
+
+@dataclass(frozen=True)
+class Before:
+    """What a receiver looked like just before it handled a request: enough to say why it refused."""
+
+    node: int
+    role: Role
+    epoch: int
+    promise: Promise
+    promised_to: int  # whom a live promise window backs (0: nobody)
+    promise_left_ms: int  # how long that window still runs
+
+
+def refusal_reason(msg: Message, before: Before) -> str:
+    """Why `before.node` refused `msg`, in words, from its state before the step (every mode's rules
+    come down to these: a stale epoch, an epoch promised to another, leading itself, a live promise)."""
+    promised = before.promise
+    if msg.epoch < promised.epoch:
+        to = f" to node {promised.leader_id}" if promised.leader_id else ""
+        return f"stale epoch {msg.epoch}: promised epoch {promised.epoch}{to}"
+    if msg.epoch == promised.epoch and promised.leader_id not in (0, msg.src):
+        return f"epoch {msg.epoch} already promised to node {promised.leader_id}"
+    if before.role == Role.LEADER:
+        return f"leads epoch {before.epoch} itself"
+    if before.promise_left_ms > 0 and before.promised_to not in (0, msg.src):
+        return f"promise to node {before.promised_to} still live ({before.promise_left_ms} ms left)"
+    if msg.src < before.node:
+        return f"node {msg.src} is lower: node {before.node} takes over (Bully)"
+    return "refused"
 
 
 @dataclass
@@ -38,6 +75,7 @@ class PeerTransport:
         self.rpc_timeout_s = node.settings.heartbeat_interval_ms / 1000
         # Followers in modes whose acks are promises record what they grant (for the P3g checker).
         self.records_promises = mode_info(node.settings.mode).promises
+        self.messages = MessageLog(node.events)  # election traffic, for people (the dashboard)
 
     def connect(self) -> None:
         s = self.node.settings
@@ -59,6 +97,8 @@ class PeerTransport:
         except grpc.aio.AioRpcError as exc:
             node.metrics.rpc_failed(exc.code().name, msg.dst)
             peer.reachable = False
+            if is_election_traffic(msg):  # not delivered, or no answer: the receiver recorded nothing
+                self.messages.record(**_message_fields(msg), error=exc.code().name)
             node.apply(node.elector.send_failed(node.now(), msg))
             return
         peer.reachable = True
@@ -81,6 +121,7 @@ class PeerTransport:
         self._count_received(msg)
         self.peers[msg.src].last_heard_ns = time.monotonic_ns()
         promise_until = node.elector.promise_until if self.records_promises else None
+        before = self._before() if is_election_traffic(msg) else None
         try:
             reply = node.apply(node.elector.step(node.now(), msg), reply_to=msg)
         except PersistError as exc:
@@ -88,6 +129,8 @@ class PeerTransport:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {exc}")
         if promise_until is not None:
             self._record_promise(msg, reply, promise_until)
+        if before is not None:
+            self._record_message(msg, reply, before)
         if reply is None:
             return pb.PeerReply()
         self._count_sent(reply)
@@ -110,6 +153,24 @@ class PeerTransport:
         elif promise_until < promise_until_before:
             node.events.record("release", leader=msg.src, epoch=msg.epoch)
 
+    def _before(self) -> Before:
+        node, elector = self.node, self.node.elector
+        now = node.now()
+        view = elector.view(now)
+        promise_until = getattr(elector, "promise_until", now)  # modes without promises have no window
+        return Before(node.id, view.role, view.epoch, elector.promise,
+                      getattr(elector, "promised_to", elector.promise.leader_id),
+                      max(0, promise_until - now) * node.settings.tick_ms)
+
+    def _record_message(self, msg: Message, reply: Message | None, before: Before) -> None:
+        """A "message" event: the request as received, with the answer it got on the same call."""
+        fields = _message_fields(msg)
+        if reply is not None:
+            fields.update(reply=reply.type.value, granted=reply.granted)
+            if not reply.granted:
+                fields["why"] = refusal_reason(msg, before)
+        self.messages.record(**fields)
+
     def _count_sent(self, msg: Message) -> None:
         self.sent[msg.type.value] += 1
         self.node.metrics.message_sent(msg.type.value)
@@ -117,6 +178,15 @@ class PeerTransport:
     def _count_received(self, msg: Message) -> None:
         self.received[msg.type.value] += 1
         self.node.metrics.message_received(msg.type.value)
+
+
+def _message_fields(msg: Message) -> dict[str, Any]:
+    fields: dict[str, Any] = {"type": msg.type.value, "src": msg.src, "dst": msg.dst, "epoch": msg.epoch}
+    if msg.resigning:
+        fields.update(resigning=True, successor=msg.successor or None)
+    if msg.ids:
+        fields["ids"] = list(msg.ids)
+    return fields
 
 
 class PeerServicer(pb_grpc.PeerServicer):

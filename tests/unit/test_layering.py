@@ -72,21 +72,25 @@ def test_core_uses_no_global_random(path: Path) -> None:
 COMPOSITION_ROOTS = {"node/cli.py"}
 
 
-def chaos_imports(tree: ast.AST) -> list[tuple[int, bool]]:
-    """(line, inside a function) for every import of chaos."""
+def package_imports(tree: ast.AST, package: str) -> list[tuple[int, bool]]:
+    """(line, inside a function) for every absolute import of `package`."""
     found = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.Import | ast.ImportFrom):
                 modules = [a.name for a in child.names] if isinstance(child, ast.Import) else [child.module or ""]
-                level = getattr(child, "level", 0)
-                if level == 0 and any(m.split(".")[0] == "chaos" for m in modules):
+                if getattr(child, "level", 0) == 0 and any(m.split(".")[0] == package for m in modules):
                     found.append((child.lineno, in_function))
             visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
 
     visit(tree, False)
     return found
+
+
+def chaos_imports(tree: ast.AST) -> list[tuple[int, bool]]:
+    """(line, inside a function) for every import of chaos."""
+    return package_imports(tree, "chaos")
 
 
 @pytest.mark.parametrize("path", NODE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -148,3 +152,24 @@ def test_every_reader_judges_by_the_one_history_module() -> None:
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                     and node.module == "node.history" for alias in node.names}
         assert wanted <= imported, f"{name} should take {sorted(wanted - imported)} from node.history"
+
+
+# The dashboard sits on top of node/ and chaos/ (it uses both); neither may depend on it. The CLI,
+# the composition root, starts it lazily, inside a function, like chaos.
+CHAOS_FILES = sorted((ROOT / "chaos").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", NODE_FILES + CHAOS_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_nothing_below_the_dashboard_imports_it(path: Path) -> None:
+    name = str(path.relative_to(ROOT))
+    for line, in_function in package_imports(parse(path), "dashboard"):
+        assert name in COMPOSITION_ROOTS and in_function, f"{name}:{line}: only the CLI may start the dashboard (inside a function)"
+
+
+def test_the_dashboard_reads_the_history_contract_in_one_place() -> None:
+    """node.history and chaos.checkers (the history's schema and readings) are imported by one module."""
+    importers = {
+        str(p.relative_to(ROOT)) for p in sorted((ROOT / "dashboard").rglob("*.py"))
+        for _, module, level in imported_modules(parse(p)) if not level and module in ("node.history", "chaos.checkers")
+    }
+    assert importers == {"dashboard/history_feed.py"}
