@@ -22,13 +22,17 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.launcher.cluster import (
+    STORE,
     ClusterSpec,
+    Link,
     LocalCluster,
     NodeSpec,
+    dial_through,
+    directed_links,
+    link_name,
     local_spec,
     process_fault,
     read_cluster_file,
-    with_dial,
 )
 from node.client.observer import agreed_leader, views_of
 from node.config import PLANTED_BUGS_ENV, ConfigError
@@ -36,34 +40,19 @@ from node.launcher.ports import free_port
 from node.core import PlantedBug
 
 from node.history import HistoryWriter, sort_events
-from .toxiproxy import Toxiproxy, ToxiproxyServer
+from .toxiproxy import Toxiproxy, ToxiproxyError, ToxiproxyServer
 
 HARNESS_EVENTS = "harness.jsonl"
 HISTORY = "history.jsonl"
-STORE = "store"
-
-
-def link_name(src: int | str, dst: int | str) -> str:
-    return f"{src}->{dst}"
 
 
 def wire_links(spec: ClusterSpec, api: Toxiproxy) -> tuple[ClusterSpec, dict[str, str]]:
     """Create one proxy per directed peer link and per node->store link; return the rewired spec."""
-    links: dict[str, str] = {}
-    dial: dict[int, dict[int, str]] = {}
-    store_dial: dict[int, str] = {}
-    for a in spec.nodes:
-        dial[a.id] = {}
-        for b in spec.nodes:
-            if a.id == b.id:
-                continue
-            listen = f"127.0.0.1:{free_port()}"
-            api.create_proxy(link_name(a.id, b.id), listen, b.peer_address)
-            dial[a.id][b.id] = links[link_name(a.id, b.id)] = listen
-        listen = f"127.0.0.1:{free_port()}"
-        api.create_proxy(link_name(a.id, STORE), listen, spec.store_address)
-        store_dial[a.id] = links[link_name(a.id, STORE)] = listen
-    return with_dial(spec, dial, store_dial), links
+    listen: dict[Link, str] = {}
+    for link in directed_links(spec):
+        listen[link] = f"127.0.0.1:{free_port()}"
+        api.create_proxy(link.name, listen[link], link.upstream)
+    return dial_through(spec, listen), {link.name: address for link, address in listen.items()}
 
 
 @dataclass
