@@ -12,6 +12,8 @@ from node.config import ConfigError
 from node.core import DEFAULT_MODE, PlantedBug, mode_names
 
 DEFAULT_DIR = "runs/local"
+DEFAULT_COMPOSE_DIR = "runs/compose"
+DEFAULT_COMPOSE_FILE = "docker-compose.yml"
 
 
 def parse_ms(text: str) -> int:
@@ -77,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def on_cluster(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("--dir", default=DEFAULT_DIR)
+        sp.add_argument("--dir", help=f"local cluster's run directory (default {DEFAULT_DIR}); under --compose, "
+                                      f"where the faults are recorded (default {DEFAULT_COMPOSE_DIR})")
+        sp.add_argument("--compose", nargs="?", const=DEFAULT_COMPOSE_FILE, metavar="FILE",
+                        help=f"the compose cluster of FILE (default {DEFAULT_COMPOSE_FILE}), through its published Toxiproxy API")
         return sp
 
     p = on_cluster("partition", "split the cluster: bullyproof chaos partition 1,2 / 3,4,5")
@@ -117,7 +122,14 @@ def main(argv: list[str]) -> int:
 
     from .harness import ChaosCluster
 
-    cc = ChaosCluster.attach(Path(args.dir))
+    if args.compose:
+        from node.launcher.compose import read_compose_file
+
+        data = read_compose_file(Path(args.compose))
+        cc = ChaosCluster.from_record(data, Path(args.dir or DEFAULT_COMPOSE_DIR),
+                                      f"is the compose cluster up? docker compose -f {data['compose_file']} up -d")
+    else:
+        cc = ChaosCluster.attach(Path(args.dir or DEFAULT_DIR))
     ids = cc.ids
     try:
         if args.action == "partition":

@@ -115,15 +115,27 @@ class ChaosCluster:
     def attach(cls, directory: Path) -> "ChaosCluster":
         """Drive a cluster that another process started (bullyproof cluster up), via cluster.json."""
         data = read_cluster_file(directory)
-        api = data.get("toxiproxy_api")
-        if not api:
+        if not data.get("toxiproxy_api"):
             raise ConfigError(f"the cluster in {directory} was started --direct: it has no Toxiproxy to inject faults with")
-        host, _, port = api.rpartition(":")
+        return cls.from_record(data, Path(directory), f"is the cluster up? bullyproof cluster up --dir {directory}")
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any], directory: Path, how_to_start: str) -> "ChaosCluster":
+        """Drive a running cluster from its record, a local cluster.json or a compose file's
+        (node.launcher.compose.read_compose_file); faults are recorded in DIRECTORY/harness.jsonl."""
+        host, _, port = data["toxiproxy_api"].rpartition(":")
+        api = Toxiproxy(host, int(port))
+        try:
+            api.version()
+        except ToxiproxyError as exc:
+            answer = "no response" if exc.status is None else f"HTTP {exc.status}"
+            raise ConfigError(f"Toxiproxy does not answer at {data['toxiproxy_api']} ({answer}): {how_to_start}") from None
         spec = ClusterSpec(tuple(NodeSpec(n["id"], n["peer_address"], n["client_address"]) for n in data["nodes"]),
                            data["store"]["address"], data["mode"], data["heartbeat_interval_ms"], data["election_timeout_ms"])
         cc = cls(Path(directory), len(spec.nodes), spec.mode, spec.heartbeat_interval_ms, spec.election_timeout_ms)
         cc.directory = Path(directory).resolve()
-        cc.api = Toxiproxy(host, int(port))
+        cc.directory.mkdir(parents=True, exist_ok=True)
+        cc.api = api
         cc.cluster = LocalCluster(spec, cc.directory)
         cc.history = HistoryWriter(cc.directory / HARNESS_EVENTS)
         return cc
