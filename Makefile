@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup tools cluster test check explore bench
+.PHONY: setup tools containers cluster test check explore bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml
 tools:
 	bash .ci/install-tools
 
+# Containers for the compose test: podman, docker-compose, and base images built here (no registry is
+# reachable). Idempotent; where containers cannot be set up it says why, and the compose test skips.
+containers: tools
+	bash .ci/install-containers
+
 cluster: setup tools
 	$(BIN)/bullyproof cluster up
 
@@ -25,7 +30,7 @@ check: setup
 	$(BIN)/bullyproof compose --check
 	bash proto/gen_go.sh --check
 
-test: setup tools check explore
+test: setup tools containers check explore
 	$(BIN)/pytest -n auto
 
 # The explorer guards every protocol or timing change: aimed fault schedules (seed 0) over every mode
