@@ -273,6 +273,8 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     check_image(image, project.env)
 
     steps.run("up to healthy", up_and_healthy, project)
+    networks = {service: _networks(cid) for service, cid in project.containers().items()}
+    assert set(networks.values()) == {(f"{project.name}_default",)}, networks  # only the project's own network
     leader, epoch = steps.run("first agreed leader", ask_every_node, project, record)
     assert leader == NODES  # Bully: the highest id leads
 
@@ -333,13 +335,22 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     assert (after.promised_epoch, after.promised_to) == (before.promised_epoch, before.promised_to), after
     assert wait_for_agreement(clients(record), AGREE_TIMEOUT_S) == (leader, epoch)  # no election for it
 
-    # Restart the store: its log is kept on its volume, and the leader writes on.
+    # Pause a follower's container (the cgroup freezer): it answers nothing until resumed.
+    def pause_and_resume() -> None:
+        bullyproof(project, "pause", "3", "--compose", str(project.file))
+        assert views_of({3: clients(record)[3]}, 0.3)[3] is None
+        bullyproof(project, "resume", "3", "--compose", str(project.file))
+        wait_for_agreement(clients(record), AGREE_TIMEOUT_S)
+
+    steps.run("pause and resume a follower", pause_and_resume)
+
+    # `docker compose restart store`: its log is kept on its volume, and the leader writes on.
     store = record["store"]["address"]
     logged = store_events(store)
     assert logged, "the leader's writes reached the store"
 
     def restart_store() -> list[dict[str, Any]]:
-        bullyproof(project, "restart", "store", "--compose", str(project.file))
+        project.compose("restart", "store")
         return wait_for(lambda: _more_log(store, len(logged)), AGREE_TIMEOUT_S, 0.2, what="the store's log to grow again")
 
     after_log = steps.run("restart of the store", restart_store)
@@ -380,6 +391,12 @@ def _agreed_on(record: dict[str, Any], node: int) -> tuple[int, int] | None:
         return None
     agreed = agreed_leader(views)
     return agreed if agreed and agreed[0] == node else None
+
+
+def _networks(container: str) -> tuple[str, ...]:
+    out = subprocess.run([ENGINE, "inspect", "--format", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+                          container], capture_output=True, text=True, check=True).stdout
+    return tuple(sorted(out.split()))
 
 
 def _role(record: dict[str, Any], node: int) -> int | None:
