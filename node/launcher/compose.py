@@ -12,6 +12,7 @@ are published on 127.0.0.1. The `x-bullyproof` block records those published add
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -197,4 +198,5 @@ def read_compose_file(path: Path) -> dict[str, Any]:
     ext = document.get(EXTENSION) if isinstance(document, dict) else None
     if not isinstance(ext, dict):
         raise ConfigError(f"{path} has no {EXTENSION} block: it was not written by bullyproof compose")
-    return {"compose_file": str(path.resolve()), **ext}
+    # abspath, not resolve: compose labels containers with the project directory as abspath gives it.
+    return {"compose_file": os.path.abspath(path), **ext}
