@@ -212,6 +212,8 @@ def project(api_service: ApiService, tmp_path_factory: pytest.TempPathFactory) -
         subprocess.run(["docker-compose", "--no-ansi", "-f", str(proj.file), "-p", name, "down", "-v", "--timeout", "5"],
                        env=proj.env, cwd=directory, capture_output=True, timeout=300)
         subprocess.run([ENGINE, "rmi", f"bullyproof:{name}"], capture_output=True, timeout=120)  # layers stay cached
+        # Each build leaves its untagged build stage behind as the next build's cache; a day's worth is plenty.
+        subprocess.run([ENGINE, "image", "prune", "--force", "--filter", "until=24h"], capture_output=True, timeout=300)
 
 
 class Steps:
