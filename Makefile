@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup tools browser cluster test check explore bench
+.PHONY: setup tools browser containers cluster test check explore bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,6 +20,11 @@ tools:
 browser:
 	bash .ci/install-browser
 
+# Containers for the compose test: podman, docker-compose, and base images built here (no registry is
+# reachable). Idempotent; where containers cannot be set up it says why, and the compose test skips.
+containers: tools
+	bash .ci/install-containers
+
 cluster: setup tools
 	$(BIN)/bullyproof cluster up
 
@@ -29,7 +34,7 @@ check: setup
 	$(BIN)/bullyproof compose --check
 	bash proto/gen_go.sh --check
 
-test: setup tools browser check explore
+test: setup tools browser containers check explore
 	$(BIN)/pytest -n auto
 
 # The explorer guards every protocol or timing change: aimed fault schedules (seed 0) over every mode

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from .harness import ChaosCluster
 
 DEFAULT_DIR = "runs/local"
+DEFAULT_COMPOSE_DIR = "runs/compose"
+DEFAULT_COMPOSE_FILE = "docker-compose.yml"
 
 
 def parse_ms(text: str) -> int:
@@ -81,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def on_cluster(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("--dir", default=DEFAULT_DIR)
+        sp.add_argument("--dir", help=f"local cluster's run directory (default {DEFAULT_DIR}); under --compose, "
+                                      f"where the faults are recorded (default {DEFAULT_COMPOSE_DIR})")
+        sp.add_argument("--compose", nargs="?", const=DEFAULT_COMPOSE_FILE, metavar="FILE",
+                        help=f"the compose cluster of FILE (default {DEFAULT_COMPOSE_FILE}), through its published Toxiproxy API")
         return sp
 
     p = on_cluster("partition", "split the cluster: bullyproof chaos partition 1,2 / 3,4,5")
@@ -130,7 +135,7 @@ def main(argv: list[str]) -> int:
             params.update(latency_ms=args.latency, jitter_ms=args.jitter)
         elif args.action == "bandwidth":
             params["rate_kbps"] = args.rate_kbps
-    detail = network_fault(Path(args.dir), args.action, **params)
+    detail = network_fault(Path(args.dir) if args.dir else None, args.action, compose=args.compose, **params)
     print(json.dumps({"fault": args.action, **detail}))
     return 0
 
@@ -217,14 +222,22 @@ NETWORK_FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def network_fault(directory: Path, action: str, **params: Any) -> dict[str, Any]:
-    """One network fault (NETWORK_FAULTS) on the cluster in `directory`, through its Toxiproxy, recorded
-    in its harness history. Returns what was done (the JSON the CLI prints after "fault")."""
+def network_fault(directory: Path | None, action: str, compose: str | None = None, **params: Any) -> dict[str, Any]:
+    """One network fault (NETWORK_FAULTS) on the cluster in `directory` (or, with `compose`, the compose
+    cluster of that file, through its published Toxiproxy API), recorded in its harness history.
+    Returns what was done (the JSON the CLI prints after "fault")."""
     from .harness import ChaosCluster
 
     if action not in NETWORK_FAULTS:
         raise ConfigError(f"unknown network fault {action!r}; one of {', '.join(NETWORK_FAULTS)}")
-    cc = ChaosCluster.attach(directory)
+    if compose:
+        from node.launcher.compose import read_compose_file
+
+        data = read_compose_file(Path(compose))
+        cc = ChaosCluster.from_record(data, directory or Path(DEFAULT_COMPOSE_DIR),
+                                      f"is the compose cluster up? docker compose -f {data['compose_file']} up -d")
+    else:
+        cc = ChaosCluster.attach(directory or Path(DEFAULT_DIR))
     try:
         return NETWORK_FAULTS[action](cc, **params)
     finally:

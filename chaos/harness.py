@@ -23,15 +23,19 @@ from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.launcher.cluster import (
     PROCESS_ACTIONS,
+    STORE,
     ClusterSpec,
+    Link,
     LocalCluster,
     NodeSpec,
+    dial_through,
+    directed_links,
+    link_name,
     local_spec,
     node_record,
     parse_node_id,
     process_fault,
     read_cluster_file,
-    with_dial,
 )
 from node.client.observer import agreed_leader, views_of
 from node.config import PLANTED_BUGS_ENV, ConfigError
@@ -39,34 +43,19 @@ from node.launcher.ports import free_port
 from node.core import PlantedBug
 
 from node.history import HistoryWriter, sort_events
-from .toxiproxy import Toxiproxy, ToxiproxyServer
+from .toxiproxy import Toxiproxy, ToxiproxyError, ToxiproxyServer
 
 HARNESS_EVENTS = "harness.jsonl"
 HISTORY = "history.jsonl"
-STORE = "store"
-
-
-def link_name(src: int | str, dst: int | str) -> str:
-    return f"{src}->{dst}"
 
 
 def wire_links(spec: ClusterSpec, api: Toxiproxy) -> tuple[ClusterSpec, dict[str, str]]:
     """Create one proxy per directed peer link and per node->store link; return the rewired spec."""
-    links: dict[str, str] = {}
-    dial: dict[int, dict[int, str]] = {}
-    store_dial: dict[int, str] = {}
-    for a in spec.nodes:
-        dial[a.id] = {}
-        for b in spec.nodes:
-            if a.id == b.id:
-                continue
-            listen = f"127.0.0.1:{free_port()}"
-            api.create_proxy(link_name(a.id, b.id), listen, b.peer_address)
-            dial[a.id][b.id] = links[link_name(a.id, b.id)] = listen
-        listen = f"127.0.0.1:{free_port()}"
-        api.create_proxy(link_name(a.id, STORE), listen, spec.store_address)
-        store_dial[a.id] = links[link_name(a.id, STORE)] = listen
-    return with_dial(spec, dial, store_dial), links
+    listen: dict[Link, str] = {}
+    for link in directed_links(spec):
+        listen[link] = f"127.0.0.1:{free_port()}"
+        api.create_proxy(link.name, listen[link], link.upstream)
+    return dial_through(spec, listen), {link.name: address for link, address in listen.items()}
 
 
 @dataclass
@@ -130,15 +119,27 @@ class ChaosCluster:
     def attach(cls, directory: Path) -> "ChaosCluster":
         """Drive a cluster that another process started (bullyproof cluster up), via cluster.json."""
         data = read_cluster_file(directory)
-        api = data.get("toxiproxy_api")
-        if not api:
+        if not data.get("toxiproxy_api"):
             raise ConfigError(f"the cluster in {directory} was started --direct: it has no Toxiproxy to inject faults with")
-        host, _, port = api.rpartition(":")
+        return cls.from_record(data, Path(directory), f"is the cluster up? bullyproof cluster up --dir {directory}")
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any], directory: Path, how_to_start: str) -> "ChaosCluster":
+        """Drive a running cluster from its record, a local cluster.json or a compose file's
+        (node.launcher.compose.read_compose_file); faults are recorded in DIRECTORY/harness.jsonl."""
+        host, _, port = data["toxiproxy_api"].rpartition(":")
+        api = Toxiproxy(host, int(port))
+        try:
+            api.version()
+        except ToxiproxyError as exc:
+            answer = "no response" if exc.status is None else f"HTTP {exc.status}"
+            raise ConfigError(f"Toxiproxy does not answer at {data['toxiproxy_api']} ({answer}): {how_to_start}") from None
         spec = ClusterSpec(tuple(NodeSpec(n["id"], n["peer_address"], n["client_address"]) for n in data["nodes"]),
                            data["store"]["address"], data["mode"], data["heartbeat_interval_ms"], data["election_timeout_ms"])
         cc = cls(Path(directory), len(spec.nodes), spec.mode, spec.heartbeat_interval_ms, spec.election_timeout_ms)
         cc.directory = Path(directory).resolve()
-        cc.api = Toxiproxy(host, int(port))
+        cc.directory.mkdir(parents=True, exist_ok=True)
+        cc.api = api
         cc.cluster = LocalCluster(spec, cc.directory)
         cc.history = HistoryWriter(cc.directory / HARNESS_EVENTS)
         return cc

@@ -14,6 +14,7 @@ from node.config import ConfigError, NodeSettings, check_timings, parse_peers, p
 from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_names
 
 DEFAULT_DIR = "runs/local"
+DEFAULT_COMPOSE_FILE = "docker-compose.yml"
 EXIT_STORAGE_FAULT = 3  # `node` stopped because its promise could not be persisted (fail-stop)
 
 
@@ -46,12 +47,24 @@ def _dashboard_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument(f"--{prefix}port", type=int, default=DASHBOARD_PORT, help=f"its port (default {DASHBOARD_PORT}; 0: any free port)")
 
 
+def _cluster_source(p: argparse.ArgumentParser) -> None:
+    """--dir (a local cluster's run directory) or --compose [FILE] (a compose cluster, from its file)."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dir", default=DEFAULT_DIR, help=f"local cluster's run directory (default {DEFAULT_DIR})")
+    where.add_argument("--compose", nargs="?", const=DEFAULT_COMPOSE_FILE, metavar="FILE",
+                       help=f"the compose cluster of FILE instead (default {DEFAULT_COMPOSE_FILE}); "
+                            "addresses are its published ports, processes its containers")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bullyproof", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("node", help="run one node process")
-    p.add_argument("--id", type=_positive, required=True, help="this node's id (Bully order: highest wins)")
+    ident = p.add_mutually_exclusive_group(required=True)
+    ident.add_argument("--id", type=_positive, help="this node's id (Bully order: highest wins)")
+    ident.add_argument("--id-from-hostname", action="store_true",
+                       help="a StatefulSet's pod NAME-N is node N+1; its own entry in --peers is skipped")
     p.add_argument("--listen", required=True, help="HOST:PORT for the Peer service")
     p.add_argument("--client-listen", required=True, help="HOST:PORT for Leadership, health and reflection")
     p.add_argument("--peers", required=True, help="ID=HOST:PORT,... (every other member)")
@@ -87,25 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--dir", default=DEFAULT_DIR)
 
     for action, text in [("kill", "SIGKILL"), ("pause", "SIGSTOP"), ("resume", "SIGCONT"), ("restart", "SIGKILL and start again")]:
-        p = sub.add_parser(action, help=f"{text} a node (or 'store')")
+        p = sub.add_parser(action, help=f"{text} a node (or 'store'); under --compose, its container")
         p.add_argument("target", help="node id, or 'store'")
-        p.add_argument("--dir", default=DEFAULT_DIR)
+        _cluster_source(p)
 
     p = sub.add_parser("dashboard", help="a live page beside a running cluster: watch it elect, break it from the page")
     p.add_argument("--dir", default=DEFAULT_DIR)
     _dashboard_args(p)
 
     p = sub.add_parser("leader", help="print the current leader and epoch as JSON")
-    p.add_argument("--dir", default=DEFAULT_DIR)
+    _cluster_source(p)
 
     p = sub.add_parser("status", help="print every node's status as JSON")
-    p.add_argument("--dir", default=DEFAULT_DIR)
+    _cluster_source(p)
 
-    p = sub.add_parser("compose", help="write docker-compose.yml from the cluster description")
+    p = sub.add_parser("health", help="gRPC health of a node or the store: exit 0 if SERVING (container healthchecks)")
+    p.add_argument("address", help="HOST:PORT (a node's client port, or the store's)")
+    p.add_argument("--service", default="", help="health service name (default '': the whole server; 'leader': leads now)")
+    p.add_argument("--timeout-s", type=float, default=2.0)
+
+    p = sub.add_parser("compose", help="write docker-compose.yml (and toxiproxy.json beside it) from the cluster description")
     p.add_argument("--nodes", type=_positive, default=5)
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
-    p.add_argument("--output", default="docker-compose.yml")
-    p.add_argument("--check", action="store_true", help="fail if the file differs from what would be written")
+    p.add_argument("--output", default=DEFAULT_COMPOSE_FILE)
+    p.add_argument("--check", action="store_true", help="fail if the files differ from what would be written")
+
+    p = sub.add_parser("k8s", help="write Kubernetes manifests (StatefulSet, Services) from the cluster description")
+    p.add_argument("--nodes", type=_positive, default=5)
+    p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
+    p.add_argument("--image", default="bullyproof:local", help="the image built from Dockerfile, pushed where the cluster pulls")
+    p.add_argument("--output", default="-", help="file to write (default -: stdout)")
 
     p = sub.add_parser("chaos", help="faults on a running cluster, or a whole checked scenario (bullyproof chaos -h)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -119,9 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def id_from_hostname(hostname: str) -> int:
+    """A StatefulSet names its pods NAME-0, NAME-1, ...: pod NAME-N runs node N+1 (ids start at 1)."""
+    _, dash, ordinal = hostname.split(".")[0].rpartition("-")
+    if not dash or not ordinal.isdigit():
+        raise ConfigError(f"--id-from-hostname: hostname {hostname!r} does not end in -N (a StatefulSet pod's ordinal)")
+    return int(ordinal) + 1
+
+
+def _without_self(peers: str, node_id: int) -> str:
+    return ",".join(item for item in peers.split(",") if item.strip().partition("=")[0].strip() != str(node_id))
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     from node.runtime.node import run_node
 
+    if args.id_from_hostname:
+        import socket
+
+        args.id = id_from_hostname(socket.gethostname())
+        args.peers = _without_self(args.peers, args.id)  # every pod gets the whole membership
     settings = NodeSettings(
         node_id=args.id,
         peer_listen=args.listen,
@@ -254,7 +295,30 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cluster_record(args: argparse.Namespace) -> dict:
+    """The cluster a command acts on: cluster.json of --dir, or the compose file's x-bullyproof block."""
+    if args.compose:
+        from node.launcher.compose import read_compose_file
+
+        return read_compose_file(Path(args.compose))
+    from node.launcher.cluster import read_cluster_file
+
+    return read_cluster_file(Path(args.dir))
+
+
+def not_up(data: dict) -> ConfigError:
+    """No node answers: for a compose cluster that means it is not up (a local one records its pids instead)."""
+    addresses = ", ".join(n["client_address"] for n in data["nodes"])
+    return ConfigError(f"the compose cluster of {data['compose_file']} is not up: no node answers at {addresses} "
+                       f"(start it with: docker compose -f {data['compose_file']} up -d)")
+
+
 def cmd_process(args: argparse.Namespace) -> int:
+    if args.compose:
+        from node.launcher.containers import container_fault
+
+        print(json.dumps(container_fault(cluster_record(args), args.target, args.command)))
+        return 0
     from chaos.harness import process_action  # composition root: recorded in the cluster's history, as the dashboard does
 
     rec = process_action(Path(args.dir), args.target, args.command)
@@ -264,10 +328,12 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 def cmd_leader(args: argparse.Namespace) -> int:
     from node.client.observer import agreed_leader, views_of
-    from node.launcher.cluster import ROLE_NAME, read_cluster_file
+    from node.launcher.cluster import ROLE_NAME
 
-    data = read_cluster_file(Path(args.dir))
+    data = cluster_record(args)
     views = views_of({n["id"]: n["client_address"] for n in data["nodes"]})
+    if args.compose and all(v is None for v in views.values()):
+        raise not_up(data)
     agreed = agreed_leader(views)
     out = {
         "leader": agreed[0] if agreed else None,
@@ -289,31 +355,55 @@ def cmd_status(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
     from node.client.observer import get_status
-    from node.launcher.cluster import read_cluster_file
 
-    data = read_cluster_file(Path(args.dir))
+    data = cluster_record(args)
     out = {}
     for n in data["nodes"]:
         st = get_status(n["client_address"])
         out[str(n["id"])] = {"error": st} if isinstance(st, str) else MessageToDict(st, preserving_proto_field_name=True)
+    if args.compose and all("error" in v for v in out.values()):
+        raise not_up(data)
     print(json.dumps(out, indent=2))
     return 0
 
 
-def cmd_compose(args: argparse.Namespace) -> int:
-    from node.launcher.compose import compose_spec, render_compose
+def cmd_health(args: argparse.Namespace) -> int:
+    from node.client.observer import health_status
 
-    text = render_compose(compose_spec(args.nodes, args.mode))
+    status = health_status(args.address, args.service, args.timeout_s)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from chaos.tools import TOXIPROXY_VERSION  # composition root: the pin the local set-up builds
+
+    from node.launcher.compose import compose_cluster, stale_files, write_files
+
+    cc = compose_cluster(args.nodes, args.mode, toxiproxy_version=TOXIPROXY_VERSION)
     path = Path(args.output)
     if args.check:
-        current = path.read_text() if path.exists() else ""
-        if current != text:
-            print(f"{path} is out of date; run: bullyproof compose --output {path}", file=sys.stderr)
+        stale = stale_files(cc, path)
+        for p in stale:
+            print(f"{p} is out of date; run: bullyproof compose --output {path}", file=sys.stderr)
+        if stale:
             return 1
-        print(f"{path} matches the cluster description")
+        print(f"{path} and the Toxiproxy config beside it match the cluster description")
         return 0
-    path.write_text(text)
-    print(f"wrote {path}")
+    for p in write_files(cc, path):
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_k8s(args: argparse.Namespace) -> int:
+    from node.launcher.k8s import k8s_spec, render_k8s
+
+    text = render_k8s(k8s_spec(args.nodes, args.mode), image=args.image)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    Path(args.output).write_text(text)
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -352,8 +442,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_leader(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "health":
+            return cmd_health(args)
         if args.command == "compose":
             return cmd_compose(args)
+        if args.command == "k8s":
+            return cmd_k8s(args)
     except ConfigError as exc:
         print(f"bullyproof: error: {exc}", file=sys.stderr)
         return 2

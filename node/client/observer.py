@@ -31,6 +31,18 @@ def get_status(address: str, timeout_s: float = 0.5) -> pb.NodeStatus | str:
         return exc.code().name
 
 
+def health_status(address: str, service: str = "", timeout_s: float = 2.0) -> str:
+    """grpc.health.v1 Check: the status's name (SERVING, NOT_SERVING, ...), or the RPC's error code's name."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with observer_channel(address) as ch:
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        return exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
 def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.LeaderInfo | None]:
     return {nid: get_leader(addr, timeout_s) for nid, addr in nodes.items()}
 

@@ -1,8 +1,11 @@
-"""One cluster description, two renderings: local processes (this module) and docker compose.
+"""One cluster description, three renderings: local processes (this module), docker compose
+(compose.py) and Kubernetes (k8s.py).
 
 `ClusterSpec` says which nodes exist, where they listen and how they are tuned. `LocalCluster`
-starts it as real processes on loopback and records `DIR/cluster.json`; `render_compose` turns the
-same description into docker-compose.yml, so the two cannot drift apart.
+starts it as real processes on loopback and records `DIR/cluster.json`; `render_compose` and
+`render_k8s` turn the same description into docker-compose.yml and manifests, so they cannot drift
+apart. `directed_links` is the one list of links that chaos runs put a Toxiproxy proxy on, locally
+and in compose alike.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from node.core import check_mode_options, mode_names
 from node.launcher.ports import free_port
 
 CLUSTER_FILE = "cluster.json"
+STORE = "store"  # the store's name in link names ("3->store") and process targets
 ROLE_NAME = {pb.ROLE_FOLLOWER: "follower", pb.ROLE_CANDIDATE: "candidate", pb.ROLE_LEADER: "leader"}
 
 
@@ -105,6 +109,46 @@ def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, e
     return ClusterSpec(nodes, f"{host}:{free_port(host)}", mode, heartbeat_interval_ms, election_timeout_ms)
 
 
+# ---- links: one Toxiproxy proxy per direction --------------------------------------------------
+
+
+def link_name(src: int | str, dst: int | str) -> str:
+    return f"{src}->{dst}"
+
+
+@dataclass(frozen=True)
+class Link:
+    """Node `src` dialling peer `dst` (or the store, dst == STORE); `upstream` is where it dials directly."""
+    src: int
+    dst: int | str
+    upstream: str
+
+    @property
+    def name(self) -> str:
+        return link_name(self.src, self.dst)
+
+
+def directed_links(spec: ClusterSpec) -> list[Link]:
+    """Every directed peer link a->b and every node->store link of a directly wired cluster, in order."""
+    links: list[Link] = []
+    for a in spec.nodes:
+        links += [Link(a.id, b.id, a.dial.get(b.id, b.peer_address)) for b in spec.nodes if b.id != a.id]
+        links.append(Link(a.id, STORE, spec.store_dial.get(a.id, spec.store_address)))
+    return links
+
+
+def dial_through(spec: ClusterSpec, listen: dict[Link, str]) -> ClusterSpec:
+    """The same cluster with each node dialling every link at its proxy's address `listen[link]`."""
+    dial: dict[int, dict[int, str]] = {}
+    store_dial: dict[int, str] = {}
+    for link, address in listen.items():
+        if link.dst == STORE:
+            store_dial[link.src] = address
+        else:
+            dial.setdefault(link.src, {})[int(link.dst)] = address
+    return with_dial(spec, dial, store_dial)
+
+
 # ---- talking to nodes ------------------------------------------------------------------------
 
 
@@ -118,6 +162,22 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float =
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:.1f}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def wait_for_agreement(addresses: dict[int, str], timeout_s: float, exclude: set[int] = frozenset(),
+                       differs_from: tuple[int, int] | None = None, interval_s: float = 0.02,
+                       rpc_timeout_s: float = 0.3) -> tuple[int, int]:
+    """Poll every node's client address (but `exclude`) until all answer and agree on (leader, epoch)."""
+    addrs = {k: v for k, v in addresses.items() if k not in exclude}
+
+    def check() -> tuple[int, int] | None:
+        views = views_of(addrs, rpc_timeout_s)
+        if any(v is None for v in views.values()):
+            return None  # every node must answer, not just a quorum
+        agreed = agreed_leader(views)
+        return agreed if agreed != differs_from else None
+
+    return wait_for(check, timeout_s, interval_s, what=f"all of nodes {sorted(addrs)} to agree on a leader")
 
 
 # ---- the cluster file ------------------------------------------------------------------------
@@ -261,16 +321,7 @@ class LocalCluster:
     def wait_for_agreement(self, timeout_s: float, exclude: set[int] = frozenset(),
                            differs_from: tuple[int, int] | None = None, interval_s: float = 0.02,
                            rpc_timeout_s: float = 0.3) -> tuple[int, int]:
-        addrs = {k: v for k, v in self.client_addresses().items() if k not in exclude}
-
-        def check() -> tuple[int, int] | None:
-            views = views_of(addrs, rpc_timeout_s)
-            if any(v is None for v in views.values()):
-                return None  # every node must answer, not just a quorum
-            agreed = agreed_leader(views)
-            return agreed if agreed != differs_from else None
-
-        return wait_for(check, timeout_s, interval_s, what=f"all of nodes {sorted(addrs)} to agree on a leader")
+        return wait_for_agreement(self.client_addresses(), timeout_s, exclude, differs_from, interval_s, rpc_timeout_s)
 
     def stop(self) -> None:
         with contextlib.suppress(ConfigError):

@@ -79,6 +79,9 @@ def test_the_correct_core_survives_hypothesis() -> None:
         suppress_health_check=list(HealthCheck)))
 
 
+# Derandomized, so the count of examples is fixed; the wall time is not: about 2 minutes for
+# short-promise alone, more beside the rest of the suite on 2 cores (pytest's default is 300 s).
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("bug", [PlantedBug.IGNORE_LEASE, PlantedBug.SHORT_PROMISE])
 def test_hypothesis_finds_and_shrinks_a_planted_bug(bug: PlantedBug) -> None:
     with pytest.raises(AssertionError) as failure:

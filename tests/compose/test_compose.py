@@ -1,0 +1,431 @@
+"""docker-compose.yml, for real: build, up, leader, failover, partition, restart, down, in containers.
+
+The compose file is rendered by the same generator as the committed one (only the published ports,
+the image tag and the build context differ, so that runs never collide), and every fault goes
+through the `bullyproof ... --compose FILE` CLI a user would type: the container engine for process
+faults, the published Toxiproxy API for network faults. Each step's wall time is printed.
+
+Debian's docker-compose drives podman over podman's Docker-compatible API socket: the test starts its
+own `podman system service` on a private socket (by pid, stopped afterwards). Podman schedules
+healthchecks with systemd timers; these machines have no systemd, so `HealthPump` runs them
+(`podman healthcheck run`) as those timers would while compose waits on `service_healthy`. Every
+name the test creates starts with bp-test-<pid>: the compose project (its containers, network and
+volumes) and the image tag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from chaos.harness import store_events
+from chaos.tools import TOXIPROXY_VERSION
+from node.api import bullyproof_pb2 as pb
+from node.client.observer import get_status, views_of
+from node.launcher.cluster import wait_for, wait_for_agreement
+from node.launcher.compose import Published, compose_cluster, read_compose_file, write_files
+from node.launcher.ports import free_port
+
+
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE = "podman"
+COMPOSE = "docker-compose"
+TOXIPROXY_IMAGE = f"bullyproof-toxiproxy:{TOXIPROXY_VERSION}"
+SETUP_HINT = "make containers (.ci/install-containers, as root on Debian) sets them up"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def containers_unavailable() -> str | None:
+    """Why containers cannot run on this machine, or None if they can."""
+    unavailable = ROOT / ".tools" / "containers-unavailable"  # .ci/install-containers says why it could not
+    if unavailable.exists():
+        return f"containers are not set up here: {unavailable.read_text().strip()} (.ci/install-containers)"
+    for tool in (ENGINE, COMPOSE):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed, so containers cannot run here ({SETUP_HINT})"
+    if subprocess.run([ENGINE, "image", "exists", TOXIPROXY_IMAGE]).returncode != 0:
+        return None  # podman works but the set-up did not finish: that is a failure, not a skip (see setup_error)
+    probe = subprocess.run([ENGINE, "run", "--rm", "--network", "none", TOXIPROXY_IMAGE, "-version"],
+                           capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        return f"containers cannot run here: `{ENGINE} run` failed: {_last_line(probe.stderr)} ({SETUP_HINT})"
+    return None
+
+
+def setup_error() -> str | None:
+    for image in ("python:3.11-slim", TOXIPROXY_IMAGE):
+        if subprocess.run([ENGINE, "image", "exists", image]).returncode != 0:
+            return f"image {image} is missing: run .ci/install-containers (make containers)"
+    return None
+
+
+class ApiService:
+    """`podman system service` on a private unix socket: the Docker API docker-compose talks to."""
+
+    def __init__(self, directory: Path) -> None:
+        self.socket = directory / "podman.sock"
+        self.log = directory / "podman-service.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ApiService":
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen([ENGINE, "system", "service", "--time=0", f"unix://{self.socket}"],
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not self.socket.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"podman system service did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
+@dataclass
+class Project:
+    """One compose project: its file, its name, and the environment compose and the CLI run with."""
+    name: str
+    file: Path
+    api: ApiService
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.api.docker_host, "COMPOSE_PROJECT_NAME": self.name,
+                "BULLYPROOF_CONTAINER_ENGINE": ENGINE}
+
+    def compose(self, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([COMPOSE, "--no-ansi", "-f", str(self.file), "-p", self.name, *args], env=self.env,
+                              cwd=self.file.parent, capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0:
+            raise AssertionError(f"{COMPOSE} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def containers(self) -> dict[str, str]:
+        """service -> container id, for every container of the project (running or not)."""
+        out = subprocess.run([ENGINE, "ps", "-a", "--filter", f"label=com.docker.compose.project={self.name}",
+                              "--format", '{{.ID}} {{index .Labels "com.docker.compose.service"}}'],
+                             capture_output=True, text=True, check=True).stdout
+        return {service: cid for cid, service in (line.split() for line in out.splitlines() if line.strip())}
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Containers, volumes and networks of the project that still exist."""
+        label = f"label=com.docker.compose.project={self.name}"
+
+        def names(*cmd: str) -> list[str]:
+            out = subprocess.run([ENGINE, *cmd], capture_output=True, text=True, check=True).stdout
+            return [line for line in out.split() if line]
+
+        return {"containers": names("ps", "-a", "--filter", label, "--format", "{{.Names}}"),
+                "volumes": names("volume", "ls", "--filter", label, "--format", "{{.Name}}"),
+                "networks": [n for n in names("network", "ls", "--format", "{{.Name}}") if n.startswith(self.name)]}
+
+
+class HealthPump:
+    """Runs the healthcheck of every container not yet healthy once a second (podman without systemd
+    never schedules them) and remembers which passed, until stopped."""
+
+    def __init__(self, project: Project, interval_s: float = 1.0) -> None:
+        self.project = project
+        self.interval_s = interval_s
+        self.healthy: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-pump", daemon=True)
+
+    def __enter__(self) -> "HealthPump":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            checks = {service: subprocess.Popen([ENGINE, "healthcheck", "run", cid], stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
+                      for service, cid in self.project.containers().items() if service not in self.healthy}
+            for service, check in checks.items():
+                if check.wait() == 0:
+                    self.healthy.add(service)
+            self._stop.wait(self.interval_s)
+
+
+@pytest.fixture(scope="module")
+def api_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiService]:
+    reason = containers_unavailable()
+    if reason:
+        print(f"\ncompose test skipped: {reason}", flush=True)
+        pytest.skip(reason)
+    error = setup_error()
+    if error:
+        pytest.fail(error)
+    service = ApiService(tmp_path_factory.mktemp("podman")).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+NODES = 5
+AGREE_TIMEOUT_S = 60.0  # containers start slower than processes, and the machine is shared
+
+
+@pytest.fixture(scope="module")
+def project(api_service: ApiService, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    name = f"bp-test-{os.getpid()}"
+    directory = tmp_path_factory.mktemp("compose")
+    ids = list(range(1, NODES + 1))
+    published = Published({i: free_port() for i in ids}, {i: free_port() for i in ids}, free_port(), free_port())
+    cc = compose_cluster(NODES, toxiproxy_version=TOXIPROXY_VERSION, published=published, build_context=str(ROOT),
+                         image=f"bullyproof:{name}")
+    write_files(cc, directory / "docker-compose.yml")
+    proj = Project(name, directory / "docker-compose.yml", api_service)
+    try:
+        yield proj
+    finally:
+        subprocess.run(["docker-compose", "--no-ansi", "-f", str(proj.file), "-p", name, "down", "-v", "--timeout", "5"],
+                       env=proj.env, cwd=directory, capture_output=True, timeout=300)
+        subprocess.run([ENGINE, "rmi", f"bullyproof:{name}"], capture_output=True, timeout=120)  # layers stay cached
+        # Each build leaves its untagged build stage behind as the next build's cache; a day's worth is plenty.
+        subprocess.run([ENGINE, "image", "prune", "--force", "--filter", "until=24h"], capture_output=True, timeout=300)
+
+
+class Steps:
+    """Wall time of each step, printed as it ends (run pytest with -s to watch)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.monotonic()
+        result = fn(*args, **kwargs)
+        self.seconds[name] = time.monotonic() - t0
+        print(f"compose step {name}: {self.seconds[name]:.1f} s", flush=True)
+        return result
+
+
+def bullyproof(project: Project, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    """The CLI a user would type, against the compose file (cwd: its directory, so runs/ stays there)."""
+    done = subprocess.run([sys.executable, "-m", "node.cli", *args], env={**project.env, "PYTHONPATH": str(ROOT)},
+                          cwd=project.file.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == expect, f"bullyproof {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def clients(record: dict[str, Any], exclude: set[int] = frozenset()) -> dict[int, str]:
+    return {n["id"]: n["client_address"] for n in record["nodes"] if n["id"] not in exclude}
+
+
+def up_and_healthy(project: Project) -> None:
+    with HealthPump(project) as pump:
+        project.compose("up", "-d")  # waits for store and toxiproxy to be healthy before the nodes
+        wanted = {"store", "toxiproxy", *(f"node{i}" for i in range(1, NODES + 1))}
+        wait_for(lambda: pump.healthy >= wanted, AGREE_TIMEOUT_S, 0.2, what=f"every service healthy ({sorted(wanted)})")
+
+
+def ask_every_node(project: Project, record: dict[str, Any]) -> tuple[int, int]:
+    """`bullyproof leader --compose`: every node answers through its published port and all agree."""
+    def agreed() -> dict[str, Any] | None:
+        done = subprocess.run([sys.executable, "-m", "node.cli", "leader", "--compose", str(project.file)],
+                              env={**project.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+        out = json.loads(done.stdout) if done.returncode == 0 else None
+        return out if out and all(v is not None for v in out["nodes"].values()) else None
+
+    out = wait_for(agreed, AGREE_TIMEOUT_S, 0.5, what="every node to answer `bullyproof leader --compose` alike")
+    assert set(out["nodes"]) == {str(i) for i in range(1, NODES + 1)}
+    assert {v["leader"] for v in out["nodes"].values()} == {out["leader"]}
+    return out["leader"], out["epoch"]
+
+
+def test_compose_cluster_in_containers(project: Project) -> None:
+    steps = Steps()
+    record = read_compose_file(project.file)
+
+    # Before `up`: one clear line, for the engine too.
+    err = bullyproof(project, "leader", "--compose", str(project.file), expect=2).stderr
+    assert "is not up" in err and len(err.strip().splitlines()) == 1, err
+    err = bullyproof(project, "kill", "3", "--compose", str(project.file), expect=2).stderr
+    assert f"{ENGINE}: no container of service node3" in err, err
+
+    steps.run("build", project.compose, "build", "store", timeout_s=1500)
+    image = f"bullyproof:{project.name}"
+    check_image(image, project.env)
+
+    steps.run("up to healthy", up_and_healthy, project)
+    networks = {service: _networks(cid) for service, cid in project.containers().items()}
+    assert set(networks.values()) == {(f"{project.name}_default",)}, networks  # only the project's own network
+    steps.run("first agreed leader", ask_every_node, project, record)
+    # Bully: the highest id leads, at once or (if its container started late) after its preemption hold-down.
+    leader, epoch = steps.run("highest id leads", wait_for, lambda: _agreed_on(record, NODES), AGREE_TIMEOUT_S, 0.1,
+                              what=f"node {NODES} to lead")
+
+    # Failover: kill the leader's container.
+    def failover() -> tuple[int, int]:
+        bullyproof(project, "kill", str(leader), "--compose", str(project.file))
+        return wait_for_agreement(clients(record), AGREE_TIMEOUT_S, exclude={leader}, differs_from=(leader, epoch),
+                                  interval_s=0.05)
+
+    new_leader, new_epoch = steps.run("failover", failover)
+    assert new_leader != leader and new_epoch > epoch
+    assert views_of({leader: clients(record)[leader]}, 0.3)[leader] is None  # its container is dead
+
+    # Crash-restart it: it rejoins, and after its hold-down the highest id leads again.
+    def rejoin() -> tuple[int, int]:
+        bullyproof(project, "restart", str(leader), "--compose", str(project.file))
+        return wait_for(lambda: _agreed_on(record, leader), AGREE_TIMEOUT_S, 0.1, what=f"node {leader} to lead again")
+
+    leader, epoch = steps.run("restart of the killed leader, leading again", rejoin)
+
+    # Partition through the compose Toxiproxy: the leader and node 1 against the majority.
+    minority, majority = [leader, 1], [i for i in range(1, NODES + 1) if i not in (leader, 1)]
+
+    def partition() -> float:
+        t0 = time.monotonic()
+        bullyproof(project, "chaos", "partition", ",".join(map(str, minority)), "/", ",".join(map(str, majority)),
+                   "--compose", str(project.file))
+        wait_for(lambda: _role(record, leader) not in (None, pb.ROLE_LEADER), AGREE_TIMEOUT_S, 0.02,
+                 what=f"node {leader} (minority) to step down")
+        return time.monotonic() - t0
+
+    stepdown_s = steps.run("partition: minority leader steps down", partition)
+    print(f"compose: node {leader} stepped down {stepdown_s * 1000:.0f} ms after the partition", flush=True)
+    side_leader, side_epoch = steps.run(
+        "partition: majority elects", wait_for_agreement, clients(record, exclude=set(minority)), AGREE_TIMEOUT_S)
+    assert side_leader in majority and side_epoch > epoch
+    bullyproof(project, "chaos", "heal", "--compose", str(project.file))
+    leader, epoch = steps.run("heal: all agree, highest leads",
+                              wait_for, lambda: _agreed_on(record, NODES), AGREE_TIMEOUT_S, 0.1, what="agreement after heal")
+    assert (Path(project.file.parent) / "runs" / "compose" / "harness.jsonl").exists()  # the faults were recorded
+
+    # Restart a follower: its promise comes back from its volume.
+    follower = 2
+    before = get_status(clients(record)[follower], 2.0)
+    assert not isinstance(before, str) and before.promised_epoch == epoch and before.promised_to == leader, before
+
+    def restart_follower() -> pb.NodeStatus:
+        t0 = time.monotonic()
+        bullyproof(project, "restart", str(follower), "--compose", str(project.file))
+
+        def fresh() -> pb.NodeStatus | None:
+            st = get_status(clients(record)[follower], 1.0)
+            return st if not isinstance(st, str) and st.uptime_ms < (time.monotonic() - t0) * 1000 else None
+
+        return wait_for(fresh, AGREE_TIMEOUT_S, 0.05, what=f"node {follower} to answer after its restart")
+
+    steps.run("restart of a follower", restart_follower)
+    # Its boot line says which promise it read back from its volume (a lost volume would read epoch 0).
+    boots = _boot_promises(project.containers()[f"node{follower}"])
+    assert len(boots) == 2, boots  # the same container: started by `up`, then by `restart`
+    assert boots[-1]["epoch"] >= before.promised_epoch > 0 and boots[-1]["leader_id"], boots
+    if boots[-1]["epoch"] == before.promised_epoch:
+        assert boots[-1]["leader_id"] == before.promised_to, boots
+    wait_for_agreement(clients(record), AGREE_TIMEOUT_S)
+
+    # Pause a follower's container (the cgroup freezer): it answers nothing until resumed.
+    def pause_and_resume() -> None:
+        bullyproof(project, "pause", "3", "--compose", str(project.file))
+        assert views_of({3: clients(record)[3]}, 0.3)[3] is None
+        bullyproof(project, "resume", "3", "--compose", str(project.file))
+        wait_for_agreement(clients(record), AGREE_TIMEOUT_S)
+
+    steps.run("pause and resume a follower", pause_and_resume)
+
+    # `docker compose restart store`: its log is kept on its volume, and the leader writes on.
+    store = record["store"]["address"]
+    logged = store_events(store)
+    assert logged, "the leader's writes reached the store"
+
+    def restart_store() -> list[dict[str, Any]]:
+        project.compose("restart", "store")
+        return wait_for(lambda: _more_log(store, len(logged)), AGREE_TIMEOUT_S, 0.2, what="the store's log to grow again")
+
+    after_log = steps.run("restart of the store", restart_store)
+    assert after_log[:len(logged)] == logged
+
+    steps.run("down -v", project.compose, "down", "-v", "--timeout", "5")
+    assert project.leftovers() == {"containers": [], "volumes": [], "networks": []}
+    print("compose steps (s): " + json.dumps({k: round(v, 1) for k, v in steps.seconds.items()}), flush=True)
+
+
+def check_image(image: str, env: dict[str, str]) -> None:
+    """Non-root, no build tools, and exactly the pinned dependencies (requirements.lock) plus the project."""
+    script = (
+        "import importlib.metadata as m, os, shutil\n"
+        "print(os.getuid())\n"
+        "print(sorted(t for t in ('pip', 'pip3', 'gcc', 'cc', 'make', 'apt-get') if shutil.which(t) and t != 'apt-get'))\n"
+        "print('\\n'.join(sorted(f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions())))\n"
+    )
+    done = subprocess.run([ENGINE, "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", script],
+                          capture_output=True, text=True, timeout=120, check=True)
+    uid, tools, *installed = done.stdout.splitlines()
+    assert uid == "10001"
+    assert tools == "[]", f"build tools in the final image: {tools}"
+    lock = sorted(line.lower() for line in (ROOT / "requirements.lock").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    assert [p for p in installed if not p.startswith("bullyproof==")] == lock
+    toxiproxy_user = subprocess.run([ENGINE, "image", "inspect", "--format", "{{.Config.User}}",
+                                     f"bullyproof-toxiproxy:{TOXIPROXY_VERSION}"], capture_output=True, text=True,
+                                    check=True).stdout.strip()
+    assert toxiproxy_user and not toxiproxy_user.startswith(("0", "root")), toxiproxy_user
+
+
+def _agreed_on(record: dict[str, Any], node: int) -> tuple[int, int] | None:
+    from node.client.observer import agreed_leader
+
+    views = views_of(clients(record), 0.3)
+    if any(v is None for v in views.values()):
+        return None
+    agreed = agreed_leader(views)
+    return agreed if agreed and agreed[0] == node else None
+
+
+def _boot_promises(container: str) -> list[dict[str, int]]:
+    """The promise each start of the node in `container` loaded (its JSON "boot" log lines)."""
+    out = subprocess.run([ENGINE, "logs", container], capture_output=True, text=True, check=True).stdout
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [line["promise"] for line in lines if line.get("msg") == "boot"]
+
+
+def _networks(container: str) -> tuple[str, ...]:
+    out = subprocess.run([ENGINE, "inspect", "--format", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+                          container], capture_output=True, text=True, check=True).stdout
+    return tuple(sorted(out.split()))
+
+
+def _role(record: dict[str, Any], node: int) -> int | None:
+    view = views_of({node: clients(record)[node]}, 0.3)[node]
+    return None if view is None else view.role
+
+
+def _more_log(address: str, count: int) -> list[dict[str, Any]] | None:
+    try:
+        events = store_events(address)
+    except Exception:  # the store is still starting
+        return None
+    return events if len(events) > count else None

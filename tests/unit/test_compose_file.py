@@ -1,0 +1,187 @@
+"""docker-compose.yml and toxiproxy.json: generated from the cluster description, and what they promise.
+
+No containers here (tests/compose runs them); these check the files, the lock the image installs,
+and the `--compose` CLI's errors when no cluster is up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chaos.tools import TOXIPROXY_VERSION
+from node.cli import main
+from node.launcher.cluster import STORE, directed_links, link_name
+from node.launcher.compose import (
+    CLIENT_PORT,
+    TOXIPROXY,
+    TOXIPROXY_CONFIG,
+    Published,
+    compose_cluster,
+    link_port,
+    read_compose_file,
+    render_compose,
+    render_toxiproxy_config,
+    write_files,
+)
+from node.launcher.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def committed() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_committed_files_match_the_generator() -> None:
+    """Drift: the committed compose file and Toxiproxy config are exactly what `bullyproof compose` writes."""
+    cc = compose_cluster(5, toxiproxy_version=TOXIPROXY_VERSION)
+    assert (ROOT / "docker-compose.yml").read_text() == render_compose(cc)
+    assert (ROOT / TOXIPROXY_CONFIG).read_text() == render_toxiproxy_config(cc)
+
+
+def test_check_fails_on_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "docker-compose.yml"
+    assert main(["compose", "--output", str(out)]) == 0
+    assert main(["compose", "--output", str(out), "--check"]) == 0
+    (tmp_path / TOXIPROXY_CONFIG).write_text("[]\n")
+    capsys.readouterr()
+    assert main(["compose", "--output", str(out), "--check"]) == 1
+    assert TOXIPROXY_CONFIG in capsys.readouterr().err
+
+
+def test_one_proxy_per_directed_link_and_every_dial_goes_through_it() -> None:
+    n = 4
+    cc = compose_cluster(n, toxiproxy_version=TOXIPROXY_VERSION)
+    proxies = {p["name"]: p for p in json.loads(render_toxiproxy_config(cc))}
+    peer_links = {link_name(a, b) for a in range(1, n + 1) for b in range(1, n + 1) if a != b}
+    store_links = {link_name(a, STORE) for a in range(1, n + 1)}
+    assert set(proxies) == peer_links | store_links  # n(n-1) + n, the same links as a local chaos run
+    for node in cc.spec.nodes:
+        for peer, address in node.dial.items():
+            proxy = proxies[link_name(node.id, peer)]
+            assert address == f"{TOXIPROXY}:{proxy['listen'].rsplit(':', 1)[1]}"
+            assert proxy["upstream"] == f"node{peer}:7000"
+        store_proxy = proxies[link_name(node.id, STORE)]
+        assert cc.spec.store_dial[node.id] == f"{TOXIPROXY}:{store_proxy['listen'].rsplit(':', 1)[1]}"
+        assert store_proxy["upstream"] == "store:7200"
+    assert len({p["listen"] for p in proxies.values()}) == len(proxies)
+
+
+def test_link_ports_are_distinct_up_to_the_largest_cluster() -> None:
+    cc = compose_cluster(25, toxiproxy_version=TOXIPROXY_VERSION)
+    ports = [link_port(link) for link in directed_links(cc.spec)]
+    assert len(set(ports)) == len(ports) == 25 * 24 + 25 and max(ports) < 65536
+
+
+def test_services_are_healthchecked_and_wait_for_healthy_dependencies(committed: dict) -> None:
+    services = committed["services"]
+    assert set(services) == {"store", TOXIPROXY, *(f"node{i}" for i in range(1, 6))}
+    for name, service in services.items():
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD"
+        if name == TOXIPROXY:
+            assert test[1:] == ["/toxiproxy-cli", "-h", "http://127.0.0.1:8474", "list"]  # its HTTP API
+        else:
+            assert test[1:3] == ["bullyproof", "health"]  # gRPC health
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"])  # published on loopback only
+    for i in range(1, 6):
+        node = services[f"node{i}"]
+        assert node["depends_on"] == {"store": {"condition": "service_healthy"},
+                                      TOXIPROXY: {"condition": "service_healthy"}}
+        assert node["volumes"] == [f"node{i}-state:/var/lib/bullyproof"]
+    assert set(committed["volumes"]) == {"store-data", *(f"node{i}-state" for i in range(1, 6))}
+
+
+def test_toxiproxy_is_pinned_to_the_version_the_local_setup_builds(committed: dict) -> None:
+    toxiproxy = committed["services"][TOXIPROXY]
+    assert toxiproxy["image"] == f"bullyproof-toxiproxy:{TOXIPROXY_VERSION}"
+    assert toxiproxy["build"]["args"] == {"TOXIPROXY_VERSION": TOXIPROXY_VERSION}
+    assert toxiproxy["volumes"] == [f"./{TOXIPROXY_CONFIG}:/etc/toxiproxy/toxiproxy.json:ro"]
+    dockerfile = (ROOT / "Dockerfile.toxiproxy").read_text()
+    assert "github.com/Shopify/toxiproxy/v2/cmd/server@v${TOXIPROXY_VERSION}" in dockerfile
+    assert "-X github.com/Shopify/toxiproxy/v2.Version=${TOXIPROXY_VERSION}" in dockerfile  # as .ci/install-tools stamps it
+    script = (ROOT / ".ci" / "install-containers").read_text()
+    assert "TOXIPROXY_VERSION=\"$(sed -n" in script  # the stand-in image reads the same pin
+
+
+def test_the_image_is_multi_stage_non_root_and_installs_the_lock() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", dockerfile, re.MULTILINE)
+    assert [s[1] for s in stages] == ["build", ""], stages  # the final stage copies from `build` only
+    final = dockerfile.split("\nFROM ${PYTHON_IMAGE}\n", 1)[1]
+    assert "COPY --from=build /opt/bullyproof /opt/bullyproof" in final and "pip" not in final
+    assert re.search(r"^USER 10001:10001$", final, re.MULTILINE)
+    assert "--no-deps --only-binary=:all: -r /src/requirements.lock" in dockerfile
+
+
+def test_the_lock_pins_every_runtime_dependency_at_pyproject_s_version() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lock = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"requirements.lock: {line!r} is not NAME==VERSION"
+            lock[re.sub(r"[-_.]+", "-", name).lower()] = version
+    for dep in deps:
+        name, op, version = re.match(r"([A-Za-z0-9_.-]+)\s*(==|>=|<=|~=|>|<)?\s*([^;\s]*)", dep).groups()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        assert key in lock, f"{name} is a dependency but not in requirements.lock: run python .ci/lock-requirements"
+        if op == "==":
+            assert lock[key] == version, f"{name}: pyproject pins {version}, the lock {lock[key]}"
+
+
+def test_read_compose_file_gives_the_published_addresses(tmp_path: Path) -> None:
+    published = Published({1: 17101, 2: 17102, 3: 17103}, {1: 19101, 2: 19102, 3: 19103}, 17200, 18474)
+    cc = compose_cluster(3, "classic", toxiproxy_version=TOXIPROXY_VERSION, published=published)
+    write_files(cc, tmp_path / "docker-compose.yml")
+    record = read_compose_file(tmp_path / "docker-compose.yml")
+    assert record["mode"] == "classic" and record["toxiproxy_api"] == "127.0.0.1:18474"
+    assert record["store"] == {"service": "store", "address": "127.0.0.1:17200"}
+    assert [(n["id"], n["service"], n["client_address"]) for n in record["nodes"]] == [
+        (i, f"node{i}", f"127.0.0.1:{17100 + i}") for i in (1, 2, 3)]
+    ports = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())["services"]["node2"]["ports"]
+    assert ports[0] == f"127.0.0.1:17102:{CLIENT_PORT}"
+
+
+def test_read_compose_file_errors_are_one_line(tmp_path: Path) -> None:
+    from node.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no compose file at"):
+        read_compose_file(tmp_path / "missing.yml")
+    (tmp_path / "other.yml").write_text("services: {}\n")
+    with pytest.raises(ConfigError, match="not written by bullyproof compose"):
+        read_compose_file(tmp_path / "other.yml")
+
+
+@pytest.fixture
+def idle_compose_file(tmp_path: Path) -> Path:
+    """A compose file whose published ports nothing listens on: a compose cluster that is not up."""
+    ids = [1, 2, 3]
+    published = Published({i: free_port() for i in ids}, {i: free_port() for i in ids}, free_port(), free_port())
+    write_files(compose_cluster(3, toxiproxy_version=TOXIPROXY_VERSION, published=published), tmp_path / "dc.yml")
+    return tmp_path / "dc.yml"
+
+
+@pytest.mark.parametrize("command", [["leader"], ["status"], ["chaos", "heal"], ["chaos", "partition", "1", "/", "2,3"]])
+def test_compose_commands_say_in_one_line_when_the_cluster_is_not_up(idle_compose_file: Path, command: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "node.cli", *command, "--compose", str(idle_compose_file)],
+                          capture_output=True, text=True, timeout=60, cwd=idle_compose_file.parent,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "up" in done.stderr and str(idle_compose_file) in done.stderr, done.stderr
+
+
+def test_dir_and_compose_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["leader", "--dir", "x", "--compose", "y"])
+    assert "not allowed with" in capsys.readouterr().err
