@@ -391,6 +391,14 @@ class QuorumBully(BullyElector):
     def _lease_valid(self, now: int) -> bool:
         return self.phase == _Phase.LEADING and now < self.lease_until
 
+    def _election_delay(self) -> int:
+        """Act when the promises run out, not a full election timeout after the last heartbeat: a
+        successor is safe (rule 4) once followers' promises to the old leader have ended, and those
+        end promise_hold_ticks after their last ack, the same wait this node's own promise imposes."""
+        rank = sum(1 for m in self.config.members if m > self.id)
+        t = self.timing
+        return t.promise_hold_ticks + rank * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
+
     def view(self, now: int) -> View:
         v = super().view(now)
         if v.role == Role.FOLLOWER and v.leader_id is not None and now >= self.promise_until:
