@@ -184,6 +184,10 @@ class BullyElector:
         t = self.timing
         return t.election_timeout_ticks + rank * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
 
+    def _silence_delay(self) -> int:
+        """How long to wait for a leader just heard from before electing (quorum: shorter)."""
+        return self._election_delay()
+
     def _quick_delay(self) -> int:
         """After a resignation: go soon, still in Bully order."""
         rank = sum(1 for m in self.config.members if m > self.id)
@@ -264,7 +268,7 @@ class BullyElector:
         self.phase = _Phase.IDLE
         self.leader_id = leader_id
         self.epoch = epoch
-        self.election_deadline = self.now + self._election_delay()
+        self.election_deadline = self.now + self._silence_delay()
 
     release_pending: tuple[Reason, int, int] | None = None  # PlantedBug.EARLY_RELEASE only
 
@@ -390,6 +394,16 @@ class QuorumBully(BullyElector):
 
     def _lease_valid(self, now: int) -> bool:
         return self.phase == _Phase.LEADING and now < self.lease_until
+
+    def _silence_delay(self) -> int:
+        """After hearing the leader, wait for its silence only as long as this node's own promise to
+        it lasts (promise_hold_ticks), not a full election timeout: no successor can be backed before
+        the promises to the old leader run out anyway (rule 4 decides that, not this timer), so the
+        rest of the timeout was dead time. Other followers may have acked later heartbeats; a node
+        that asks too early is refused and retries after a full timeout (_give_up)."""
+        rank = sum(1 for m in self.config.members if m > self.id)
+        t = self.timing
+        return t.promise_hold_ticks + rank * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
 
     def view(self, now: int) -> View:
         v = super().view(now)
@@ -595,7 +609,7 @@ class QuorumBully(BullyElector):
         if self.phase != _Phase.IDLE or self.leader_id != leader or self.epoch != epoch:
             self._follow(leader, epoch)
         else:
-            self.election_deadline = self.now + self._election_delay()
+            self.election_deadline = self.now + self._silence_delay()
         self.promise_until = self.now + self._promise_ticks()
 
     def _promise_ticks(self) -> int:

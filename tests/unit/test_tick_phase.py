@@ -80,7 +80,7 @@ def found_schedule(timing: Timing) -> list[str] | None:
     """The reviewed schedule: 1 leads on a slow clock, 3 keeps proposing, 2 (fast clock) is asked just
     as its promise to 1 runs out on its own tick grid. None: 2 never may grant while 1's lease runs."""
     base = setup(timing, RATES, {1: 0, 2: 0, 3: 0}, SUB)
-    net = attempt(base, timing, SUB, p=943, c=874)
+    net = attempt(base, timing, SUB, p=934, c=634)
     return None if net is None else net.violations()
 
 
