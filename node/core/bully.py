@@ -33,6 +33,7 @@ from .types import (
     SteppedDown,
     View,
 )
+from .elector import earliest_after
 from .votes import has_majority, majority_impossible
 
 
@@ -147,9 +148,20 @@ class BullyElector:
         }.get(self.phase, Role.FOLLOWER)
         return View(self.id, role, self.epoch, self.leader_id, self._lease_valid(now))
 
+    def next_deadline(self, now: int) -> int:
+        return earliest_after(max(now, self.now), self._timers(), self.timing.election_timeout_ticks)
+
+    def _timers(self) -> list[int]:
+        """Every tick a timer of this node compares `now` with (see tick, _advance and view)."""
+        timers = [self.election_deadline, self.abstain_until, self.phase_deadline, self.next_heartbeat]
+        if self._unsaved is not None:
+            timers.append(self._unsaved_since + self.timing.heartbeat_interval_ticks)
+        return timers
+
     # ---- hooks for the two modes -----------------------------------------------------------
 
     abstain_until = 0
+    next_heartbeat = 0  # when a leader sends its next heartbeat round
 
     def _lease_valid(self, now: int) -> bool:
         raise NotImplementedError
@@ -404,6 +416,14 @@ class QuorumBully(BullyElector):
         rank = sum(1 for m in self.config.members if m > self.id)
         t = self.timing
         return t.promise_hold_ticks + rank * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
+
+    def _timers(self) -> list[int]:
+        lease = self.timing.leader_lease_ticks
+        timers = super()._timers() + [self.lease_until, self.promise_until, self.reassert_retry_at,
+                                      self.reassert_sent_at + lease, self.proposal_sent_at + lease]
+        if self.release_pending is not None:
+            timers.append(self.release_pending[2] + self.timing.heartbeat_interval_ticks)
+        return timers
 
     def view(self, now: int) -> View:
         v = super().view(now)

@@ -33,3 +33,15 @@ class Elector(Protocol):
 
     def view(self, now: int) -> View:
         """Role, epoch, leader and whether a leader's lease is valid now."""
+
+    def next_deadline(self, now: int) -> int:
+        """Asked right after `tick(now)`: the earliest later tick at which `tick` might act or `view`
+        might change, as long as no message arrives meanwhile. The runtime sleeps until then instead
+        of ticking every tick (and ticks at once after any message). Early is fine (any timer still
+        ahead counts); late is not, and the simulator checks it (tests/unit/test_next_deadline.py)."""
+
+
+def earliest_after(now: int, timers: "list[int]", horizon_ticks: int) -> int:
+    """The first of `timers` after `now`, or `now + horizon_ticks` if none is. Right after a tick
+    the timers that already passed have acted, or wait on one still ahead (then in the list)."""
+    return min((t for t in timers if t > now), default=now + horizon_ticks)

@@ -50,6 +50,7 @@ from .types import (
     SteppedDown,
     View,
 )
+from .elector import earliest_after
 from .votes import has_majority, majority_impossible
 
 
@@ -154,6 +155,12 @@ class RaftElector:
             self.abstain_until = self.now + self.timing.election_timeout_ticks
             self.election_deadline = self.abstain_until
         return batch.freeze()
+
+    def next_deadline(self, now: int) -> int:
+        lease = self.timing.leader_lease_ticks
+        timers = [self.election_deadline, self.next_heartbeat, self.lease_until, self.promise_until,
+                  self.abstain_until, self.election_sent_at + lease]
+        return earliest_after(max(now, self.now), timers, self.timing.election_timeout_ticks)
 
     def view(self, now: int) -> View:
         role = {

@@ -47,6 +47,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from .elector import earliest_after
 from .types import (
     REPLY_TYPE,
     Batch,
@@ -167,6 +168,11 @@ class RingElector:
             self.abstain_until = self.now + self.timing.election_timeout_ticks
             self.election_deadline = self.abstain_until
         return batch.freeze()
+
+    def next_deadline(self, now: int) -> int:
+        timers = [self.election_deadline, self.candidate_deadline, self.next_heartbeat, self.abstain_until,
+                  self.joined_until, *(p.deadline for p in self.passes.values())]
+        return earliest_after(max(now, self.now), timers, self.timing.election_timeout_ticks)
 
     def view(self, now: int) -> View:
         role = {_Phase.LEADING: Role.LEADER, _Phase.ELECTING: Role.CANDIDATE}.get(self.phase, Role.FOLLOWER)
