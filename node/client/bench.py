@@ -64,11 +64,12 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
 
 
 def failover_samples(cluster: LocalCluster, kills: int, election_timeout_ms: int, limit_s: float = 30,
-                     progress: str | None = None) -> list[float]:
+                     progress: str | None = None, into: list[float] | None = None) -> list[float]:
     """SIGKILL the agreed leader `kills` times: seconds from each kill to the survivors' agreement on
-    a new leader (polled every 10 ms). The killed node restarts and rejoins before the next kill."""
+    a new leader (polled every 10 ms). The killed node restarts and rejoins before the next kill.
+    Samples are appended to `into` if given, so a caller keeps them when a later kill times out."""
     current = cluster.wait_for_agreement(limit_s, interval_s=0.01, rpc_timeout_s=0.2)
-    failovers: list[float] = []
+    failovers: list[float] = [] if into is None else into
     for k in range(kills):
         old = current
         t_kill = time.monotonic()

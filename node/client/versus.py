@@ -32,6 +32,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -192,15 +193,26 @@ class EtcdCluster:
         return wait_for(check, timeout_s, interval_s, what=f"etcd members {asked} to agree on a leader") - 1
 
 
+FAILED_RUNS = Path("runs") / "bench-failures"  # a failed part's cluster directory (logs, events) is kept here
+
+
+def keep_failed(directory: Path, name: str) -> str:
+    dest = FAILED_RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.copytree(directory, dest, ignore=shutil.ignore_patterns("*.sock"), dirs_exist_ok=True)
+    return str(dest)
+
+
 def etcd_failover(etcd: Path, kills: int, heartbeat_ms: int, election_ms: int) -> dict:
+    """Like ours_failover; a timeout ends the kills but keeps the samples so far (and the logs)."""
     with tempfile.TemporaryDirectory(prefix="bullyproof-bench-etcd-") as tmp:
         cluster = EtcdCluster(etcd, Path(tmp), NODES, heartbeat_ms, election_ms)
         t0 = time.monotonic()
         cluster.start()
         samples: list[float] = []
+        out: dict[str, Any] = {"samples_s": samples}
         try:
             current = cluster.wait_for_agreement(30)
-            cold_start_s = time.monotonic() - t0
+            out["cold_start_ms"] = round((time.monotonic() - t0) * 1000, 1)
             for k in range(kills):
                 old = current
                 t_kill = time.monotonic()
@@ -213,30 +225,53 @@ def etcd_failover(etcd: Path, kills: int, heartbeat_ms: int, election_ms: int) -
                 current = cluster.wait_for_agreement(30)
                 if (k + 1) % 10 == 0:
                     log(f"etcd {heartbeat_ms}/{election_ms}: {k + 1}/{kills} kills")
+        except TimeoutError as exc:
+            out["error"] = f"TimeoutError after {len(samples)} kills: {exc}"
+            cluster.stop()
+            out["kept"] = keep_failed(Path(tmp), f"etcd-{heartbeat_ms}-{election_ms}")
         finally:
             cluster.stop()
-    return {"samples_s": samples, "cold_start_ms": round(cold_start_s * 1000, 1)}
+    return out
 
 
 def ours_failover(mode: str, kills: int, heartbeat_ms: int, election_ms: int, nodes: int = NODES) -> dict:
+    """Cold start, then `kills` failovers (node.client.bench's loop); a timeout ends the kills but
+    keeps the samples so far, and the cluster's directory under runs/bench-failures."""
     with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
         cluster = LocalCluster(local_spec(nodes, mode, heartbeat_ms, election_ms), Path(tmp))
         t0 = time.monotonic()
         cluster.start()
+        samples: list[float] = []
+        out: dict[str, Any] = {"samples_s": samples}
         try:
             cluster.wait_for_agreement(30 + 2 * nodes, interval_s=0.01, rpc_timeout_s=0.2)
-            cold_start_s = time.monotonic() - t0
-            samples = failover_samples(cluster, kills, election_ms, progress=f"{mode} n={nodes} {heartbeat_ms}/{election_ms}")
+            out["cold_start_ms"] = round((time.monotonic() - t0) * 1000, 1)
+            failover_samples(cluster, kills, election_ms, progress=f"{mode} n={nodes} {heartbeat_ms}/{election_ms}",
+                             into=samples)
+        except TimeoutError as exc:
+            out["error"] = f"TimeoutError after {len(samples)} kills: {exc}"
+            cluster.stop()
+            out["kept"] = keep_failed(Path(tmp), f"{mode}-n{nodes}-{heartbeat_ms}-{election_ms}")
         finally:
             cluster.stop()
-    return {"samples_s": samples, "cold_start_ms": round(cold_start_s * 1000, 1)}
+    return out
 
 
 def describe(samples_s: list[float], election_ms: int) -> dict:
+    if not samples_s:
+        return {"kills": 0}
     s = summary_ms(samples_s)
     s["kills"] = s.pop("n")
     return {**s, "median_over_et": round(s["median_ms"] / election_ms, 2), "p99_over_et": round(s["p99_ms"] / election_ms, 2),
             "samples_ms": [round(x * 1000, 1) for x in samples_s]}
+
+
+def failover_row(r: dict, election_ms: int) -> dict:
+    """The summary of a failover run; its error (and where its logs are) beside whatever it measured."""
+    if "samples_s" not in r:
+        return r  # the part failed before it measured anything
+    row = {**describe(r["samples_s"], election_ms), **{k: r[k] for k in ("cold_start_ms", "error", "kept") if k in r}}
+    return row
 
 
 def guarded(what: str, f: Callable[[], dict]) -> dict:
@@ -255,11 +290,11 @@ def bench_failover(settings: list[tuple[int, int]], modes: list[str], kills: int
         if etcd is not None:
             log(f"failover {hb}/{et} ms: etcd, {kills} kills")
             r = guarded(f"etcd {hb}/{et}", lambda: etcd_failover(etcd, kills, hb, et))
-            systems["etcd"] = r if "error" in r else {**describe(r["samples_s"], et), "cold_start_ms": r["cold_start_ms"]}
+            systems["etcd"] = failover_row(r, et)
         for mode in modes:
             log(f"failover {hb}/{et} ms: bullyproof {mode}, {kills} kills")
             r = guarded(f"{mode} {hb}/{et}", lambda: ours_failover(mode, kills, hb, et))
-            systems[mode] = r if "error" in r else {**describe(r["samples_s"], et), "cold_start_ms": r["cold_start_ms"]}
+            systems[mode] = failover_row(r, et)
         ref = systems.get("etcd", {})
         for name, row in systems.items():
             if name != "etcd" and "median_ms" in row and "median_ms" in ref:
@@ -268,8 +303,8 @@ def bench_failover(settings: list[tuple[int, int]], modes: list[str], kills: int
         rows.append({"heartbeat_interval_ms": hb, "election_timeout_ms": et, "nodes": NODES, "kills": kills,
                      "systems": systems})
         for name, row in systems.items():
-            log(f"  {name:8} " + (row["error"] if "error" in row else
-                                  f"median {row['median_ms']} p99 {row['p99_ms']} max {row['worst_ms']} ms"))
+            log(f"  {name:8} " + (f"median {row['median_ms']} p99 {row['p99_ms']} max {row['worst_ms']} ms"
+                                  if "median_ms" in row else "") + (f" FAILED: {row['error']}" if "error" in row else ""))
     return rows
 
 
@@ -432,7 +467,7 @@ def bench_sizes(sizes: list[int], kills: int, hb: int, et: int, mode: str = "quo
         log(f"sizes: {mode} n={n}, {kills} kills at {hb}/{et} ms")
         r = guarded(f"sizes n={n}", lambda: ours_failover(mode, kills, hb, et, nodes=n))
         row = {"mode": mode, "n": n, "heartbeat_interval_ms": hb, "election_timeout_ms": et}
-        rows.append({**row, **(r if "error" in r else {**describe(r["samples_s"], et), "cold_start_ms": r["cold_start_ms"]})})
+        rows.append({**row, **failover_row(r, et)})
     return rows
 
 
@@ -520,16 +555,24 @@ def markdown(result: dict) -> str:
     ]
     if isinstance(result["failover"], list) and result["failover"]:
         lines += ["## Failover: SIGKILL the leader → every survivor names the same new leader", "",
-                  f"{NODES} members on loopback, polled every 10 ms; the killed member restarts and rejoins before the next "
-                  "kill. ET = election timeout. With 30 kills p99 is the worst kill (nearest rank).", "",
+                  f"{NODES} members on loopback, each asked every 10 ms on a fresh gRPC channel (GetLeader; etcd's "
+                  "Maintenance.Status); the killed member restarts and rejoins before the next kill. etcd runs with "
+                  "`--heartbeat-interval` and `--election-timeout` set to ours, every other flag at its default (in 3.4: "
+                  "no pre-vote). bullyproof nodes run with their fenced store, as `cluster up` starts them. "
+                  "ET = election timeout; with 30 kills p99 is the worst kill (nearest rank). "
+                  "\"vs etcd\": ours over etcd's, from the same run.", "",
                   "| heartbeat / ET | system | kills | min | median | p90 | p99 | max | median / ET | p99 / ET | median vs etcd | p99 vs etcd |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        notes = []
         for row in result["failover"]:
             for name, s in row["systems"].items():
                 setting = f"{row['heartbeat_interval_ms']} / {row['election_timeout_ms']} ms"
                 who = "etcd" if name == "etcd" else f"bullyproof {name}"
                 if "error" in s:
-                    lines.append(f"| {setting} | {who} | – | failed: {s['error'][:80]} | | | | | | | | |")
+                    notes.append(f"{who} at {setting}: {s['error']}" + (f" (logs: `{s['kept']}`)" if "kept" in s else ""))
+                    who += f" [{len(notes)}]"
+                if "median_ms" not in s:
+                    lines.append(f"| {setting} | {who} | {s.get('kills', 0)} | failed | | | | | | | | |")
                     continue
                 ratio = s.get("over_etcd", {})
                 lines.append(
@@ -537,6 +580,7 @@ def markdown(result: dict) -> str:
                     f"{s['p99_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['p99_over_et']:.2f} | "
                     f"{_fmt(ratio.get('median'), ' ×')} | {_fmt(ratio.get('p99'), ' ×')} |")
         lines.append("")
+        lines += [f"[{i}] {note}" + "  " * (i < len(notes)) for i, note in enumerate(notes, 1)] + ([""] if notes else [])
     cs = result["cold_start"]
     if isinstance(cs, dict) and "skipped" not in cs:
         lines += ["## Cold start: launch → every member names the same leader (5 members)", "",
@@ -573,10 +617,10 @@ def markdown(result: dict) -> str:
         lines += [f"## Failover as n grows: {r0['mode']}, {r0['heartbeat_interval_ms']} / {r0['election_timeout_ms']} ms", "",
                   "| n | kills | min | median | p90 | max | median / ET | cold start |", "|---|---|---|---|---|---|---|---|"]
         for s in sizes:
-            if "error" in s:
-                lines.append(f"| {s['n']} | failed: {s['error'][:80]} | | | | | | |")
+            if "median_ms" not in s:
+                lines.append(f"| {s['n']} | failed: {s.get('error', '')[:100]} | | | | | | |")
             else:
-                lines.append(f"| {s['n']} | {s['kills']} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | "
+                lines.append(f"| {s['n']} | {s['kills']}{' (then timed out)' if 'error' in s else ''} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | "
                              f"{s['p90_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['cold_start_ms']:.0f} ms |")
         lines.append("")
     q = result["query"]
