@@ -193,7 +193,7 @@ class EtcdCluster:
         return wait_for(check, timeout_s, interval_s, what=f"etcd members {asked} to agree on a leader") - 1
 
 
-FAILED_RUNS = Path("runs") / "bench-failures"  # a failed part's cluster directory (logs, events) is kept here
+FAILED_RUNS = ROOT / "runs" / "bench-failures"  # a failed part's cluster directory (logs, events) is kept here
 
 
 def keep_failed(directory: Path, name: str) -> str:
