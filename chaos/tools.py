@@ -1,8 +1,10 @@
 """Project-local external tools, installed on first use with `go install` at pinned versions:
-the Toxiproxy server (chaos tests) and grpcurl (drives a node the way an operator would).
+the Toxiproxy server (chaos tests), grpcurl (drives a node the way an operator would) and ghz
+(the gRPC load generator of `bullyproof bench`); and Debian's etcd (the benchmark's reference).
 
-`.ci/install-tools` performs the same installs from bash; both pin the same versions
-(tests/chaos/test_toxiproxy.py and tests/integration/test_grpcurl.py check that the pins agree).
+`.ci/install-tools` performs the same installs of Toxiproxy and grpcurl from bash; both pin the same
+versions (tests/chaos/test_toxiproxy.py and tests/integration/test_grpcurl.py check that the pins
+agree). ghz and etcd are only the benchmark's, so only `bullyproof bench` installs them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ GRPCURL_PACKAGE = f"github.com/fullstorydev/grpcurl/cmd/grpcurl@v{GRPCURL_VERSIO
 # `go install` leaves main.version at "dev build <no version set>"; the upstream release build stamps it like this.
 GRPCURL_LDFLAGS = f"-X main.version=v{GRPCURL_VERSION}"
 
+GHZ_VERSION = "0.120.0"
+GHZ_PACKAGE = f"github.com/bojand/ghz/cmd/ghz@v{GHZ_VERSION}"
+# `go install` leaves main.version at "dev"; the upstream release build (goreleaser) stamps it like this.
+GHZ_LDFLAGS = f"-X main.version={GHZ_VERSION}"
+
+# Debian's etcd (bookworm: 3.4.23); the benchmark records the version it ran.
+ETCD_APT_PACKAGES = ("etcd-server",)
+ETCD_BINARY = Path("/usr/bin/etcd")
+
 INSTALL_TIMEOUT_S = 900.0
 LOCK_TIMEOUT_S = 960.0  # longer than one install, so a waiter outlives the installer
 
@@ -55,16 +66,85 @@ def grpcurl_path() -> Path:
     return _go_tool(BIN_DIR / "grpcurl", GRPCURL_PACKAGE, GRPCURL_LDFLAGS, "grpcurl", f"v{GRPCURL_VERSION}")
 
 
-def _go_tool(binary: Path, package: str, ldflags: str, built_name: str, version: str) -> Path:
+@lru_cache(maxsize=None)
+def ghz_path() -> Path:
+    """Return `.tools/bin/ghz` at the pinned version, installing it if needed."""
+    # Prints e.g. "0.120.0"; ghz takes only the double-dash flag.
+    return _go_tool(BIN_DIR / "ghz", GHZ_PACKAGE, GHZ_LDFLAGS, "ghz", GHZ_VERSION, version_flag="--version")
+
+
+@lru_cache(maxsize=None)
+def etcd_path() -> Path:
+    """Return Debian's etcd server binary, installing the package with apt-get if it is missing."""
+    if _etcd_runs():
+        return ETCD_BINARY
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise ToolInstallError(f"{ETCD_BINARY} is missing and there is no apt-get here: install etcd 3.4+ "
+                               f"(Debian package {' '.join(ETCD_APT_PACKAGES)}) to compare with it")
+    sudo: list[str] = []
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            raise ToolInstallError(f"{ETCD_BINARY} is missing; installing {' '.join(ETCD_APT_PACKAGES)} needs "
+                                   "root or sudo")
+        sudo = ["sudo"]
+    install = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", apt, "install", "-y", "--no-install-recommends",
+               *ETCD_APT_PACKAGES]
+    print(f"bullyproof: installing {' '.join(ETCD_APT_PACKAGES)} (apt-get) ...", file=sys.stderr, flush=True)
+    TOOLS_DIR.mkdir(parents=True, exist_ok=True)
+    with _flock(LOCK_PATH, LOCK_TIMEOUT_S):  # the same lock as the Go tools: one installer at a time
+        if not _etcd_runs():
+            done = _run(install)
+            if done.returncode != 0:  # the package lists may be old or missing: update them only then
+                _run([*sudo, apt, "update"])
+                done = _run(install)
+            if done.returncode != 0:
+                raise ToolInstallError(f"apt-get install {' '.join(ETCD_APT_PACKAGES)} failed "
+                                       f"({done.returncode}):\n{done.stdout}{done.stderr}")
+    if not _etcd_runs():
+        raise ToolInstallError(f"{' '.join(ETCD_APT_PACKAGES)} was installed but {ETCD_BINARY} --version fails")
+    return ETCD_BINARY
+
+
+def etcd_installed() -> bool:
+    return _etcd_runs()
+
+
+def ghz_installed() -> bool:
+    return _reports_version(BIN_DIR / "ghz", GHZ_VERSION, "--version")
+
+
+def etcd_version() -> str:
+    """`etcd --version`'s first line's version, e.g. "3.4.23"."""
+    out = subprocess.run([str(ETCD_BINARY), "--version"], capture_output=True, text=True, timeout=10.0).stdout
+    return out.split("\n")[0].split()[-1]
+
+
+def _etcd_runs() -> bool:
+    try:
+        return subprocess.run([str(ETCD_BINARY), "--version"], capture_output=True, timeout=10.0).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolInstallError(f"{' '.join(argv)} took over {INSTALL_TIMEOUT_S:.0f} s") from exc
+
+
+def _go_tool(binary: Path, package: str, ldflags: str, built_name: str, version: str,
+             version_flag: str = "-version") -> Path:
     """`binary` if it reports `version`; otherwise `go install package` (under the lock) and rename it there."""
-    if _reports_version(binary, version):
+    if _reports_version(binary, version, version_flag):
         return binary
     BIN_DIR.mkdir(parents=True, exist_ok=True)
     with _flock(LOCK_PATH, LOCK_TIMEOUT_S):
         # Another process (xdist worker, install script) may have installed it while we waited.
-        if not _reports_version(binary, version):
+        if not _reports_version(binary, version, version_flag):
             _go_install(binary, package, ldflags, built_name)
-    if not _reports_version(binary, version):
+    if not _reports_version(binary, version, version_flag):
         raise ToolInstallError(f"{binary} was installed but does not report version {version}")
     return binary
 
@@ -91,12 +171,12 @@ def _go_install(binary: Path, package: str, ldflags: str, built_name: str) -> No
         os.replace(Path(gobin) / built_name, binary)
 
 
-def _reports_version(binary: Path, version: str) -> bool:
+def _reports_version(binary: Path, version: str, flag: str = "-version") -> bool:
     """True if `binary -version` succeeds and its last word (stdout or stderr) is `version`."""
     if not os.access(binary, os.X_OK):
         return False
     try:
-        out = subprocess.run([str(binary), "-version"], capture_output=True, text=True, timeout=10.0)
+        out = subprocess.run([str(binary), flag], capture_output=True, text=True, timeout=10.0)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and (out.stdout + out.stderr).split()[-1:] == [version]
@@ -131,3 +211,6 @@ class _flock:
 if __name__ == "__main__":
     print(toxiproxy_server_path())
     print(grpcurl_path())
+    if sys.argv[1:] == ["bench"]:
+        print(ghz_path())
+        print(etcd_path())

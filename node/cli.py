@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
+    p = sub.add_parser("bench", help="bullyproof beside etcd: failover, cold start, idle cost, load (bullyproof bench -h)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("sim", help="replay a deterministic simulation by seed", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -425,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
             from chaos.showdown import main as showdown_main  # composition root, as for chaos
 
             return showdown_main(argv[1:])
+        if argv[:1] == ["bench"]:
+            from chaos import tools  # composition root: the benchmark's set-up installs etcd and ghz
+
+            from node.client.versus import main as bench_main
+
+            return bench_main(argv[1:], tools)
         if argv[:1] == ["sim"]:
             from node.sim.explore import main as sim_main
 
