@@ -33,7 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -63,28 +65,41 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def failover_samples(cluster: LocalCluster, kills: int, election_timeout_ms: int, limit_s: float = 30,
-                     progress: str | None = None, into: list[float] | None = None) -> list[float]:
+def kill_loop(agree: Callable[..., Any], leader_of: Callable[[Any], int], kill: Callable[[int], object],
+              restart: Callable[[int], object], kills: int, election_timeout_ms: int, progress: str | None = None,
+              into: list[float] | None = None) -> list[float]:
     """SIGKILL the agreed leader `kills` times: seconds from each kill to the survivors' agreement on
-    a new leader (polled every 10 ms). The killed node restarts and rejoins before the next kill.
-    Samples are appended to `into` if given, so a caller keeps them when a later kill times out."""
-    current = cluster.wait_for_agreement(limit_s, interval_s=0.01, rpc_timeout_s=0.2)
+    a new leader. The killed member restarts and rejoins before the next kill. Any cluster: `agree`
+    (optionally `exclude=`, `differs_from=`) waits for and returns an agreement, `leader_of` names its
+    leader. Samples are appended to `into` if given, so a caller keeps them when a later kill times out."""
+    current = agree()
     failovers: list[float] = [] if into is None else into
     for k in range(kills):
         old = current
+        leader = leader_of(old)
         t_kill = time.monotonic()
-        process_fault(cluster.dir, str(old[0]), "kill")
-        current = cluster.wait_for_agreement(limit_s, exclude={old[0]}, differs_from=old, interval_s=0.01,
-                                             rpc_timeout_s=0.2)
+        kill(leader)
+        current = agree(exclude=frozenset({leader}), differs_from=old)
         failovers.append(time.monotonic() - t_kill)
-        process_fault(cluster.dir, str(old[0]), "restart")
-        # Let the restarted node rejoin (its boot promise period passes) before the next kill.
-        current = cluster.wait_for_agreement(limit_s, interval_s=0.01, rpc_timeout_s=0.2)
+        restart(leader)
+        # Let the restarted member rejoin (a quorum node's boot promise period passes) before the next kill.
+        current = agree()
         time.sleep(election_timeout_ms / 1000)
-        current = cluster.wait_for_agreement(limit_s, interval_s=0.01, rpc_timeout_s=0.2)
+        current = agree()
         if progress and (k + 1) % 10 == 0:
             print(f"{progress}: {k + 1}/{kills} kills", file=sys.stderr, flush=True)
     return failovers
+
+
+def failover_samples(cluster: LocalCluster, kills: int, election_timeout_ms: int, limit_s: float = 30,
+                     progress: str | None = None, into: list[float] | None = None) -> list[float]:
+    """kill_loop on our nodes, polled every 10 ms."""
+    return kill_loop(
+        agree=lambda **where: cluster.wait_for_agreement(limit_s, interval_s=0.01, rpc_timeout_s=0.2, **where),
+        leader_of=lambda agreed: agreed[0],
+        kill=lambda node: process_fault(cluster.dir, str(node), "kill"),
+        restart=lambda node: process_fault(cluster.dir, str(node), "restart"),
+        kills=kills, election_timeout_ms=election_timeout_ms, progress=progress, into=into)
 
 
 def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_interval_ms: int) -> dict:

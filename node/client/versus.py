@@ -47,7 +47,7 @@ from typing import Any, Callable
 import grpc
 
 from node.channels import observer_channel
-from node.client.bench import failover_samples, summary_ms
+from node.client.bench import failover_samples, kill_loop, summary_ms
 from node.core import mode_names
 from node.launcher.cluster import LocalCluster, local_spec, pid_alive, read_cluster_file, signal_pid, spawn, stop_pids, wait_for
 from node.launcher.ports import free_port
@@ -211,20 +211,11 @@ def etcd_failover(etcd: Path, kills: int, heartbeat_ms: int, election_ms: int) -
         samples: list[float] = []
         out: dict[str, Any] = {"samples_s": samples}
         try:
-            current = cluster.wait_for_agreement(30)
+            cluster.wait_for_agreement(30)
             out["cold_start_ms"] = round((time.monotonic() - t0) * 1000, 1)
-            for k in range(kills):
-                old = current
-                t_kill = time.monotonic()
-                cluster.kill(old)
-                current = cluster.wait_for_agreement(30, exclude=frozenset({old}), differs_from=old)
-                samples.append(time.monotonic() - t_kill)
-                cluster.restart(old)
-                cluster.wait_for_agreement(30)  # the restarted member names the leader: it rejoined
-                time.sleep(election_ms / 1000)
-                current = cluster.wait_for_agreement(30)
-                if (k + 1) % 10 == 0:
-                    log(f"etcd {heartbeat_ms}/{election_ms}: {k + 1}/{kills} kills")
+            kill_loop(agree=lambda **where: cluster.wait_for_agreement(30, **where), leader_of=lambda index: index,
+                      kill=cluster.kill, restart=cluster.restart, kills=kills, election_timeout_ms=election_ms,
+                      progress=f"etcd {heartbeat_ms}/{election_ms}", into=samples)
         except TimeoutError as exc:
             out["error"] = f"TimeoutError after {len(samples)} kills: {exc}"
             cluster.stop()
