@@ -644,18 +644,23 @@ def cmd_bugs(args: argparse.Namespace) -> int:
     return 0 if all(r["found"] for r in rows) else 1
 
 
+def _write_out(args: argparse.Namespace, name: str, rows: list[dict], plot: Callable[[Path], None]) -> bool:
+    """NAME.png and NAME.json into --out if given; the rows as JSON with --json (True: printed)."""
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot(args.out / f"{name}.png")
+        (args.out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return args.json
+
+
 def cmd_figure16(args: argparse.Namespace) -> int:
     from node.sim.figures import figure16, plot_figure16
 
     lines = figure16(args.trials, args.seed)
     rows = [line.to_dict() for line in lines]
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        plot_figure16(lines, args.out / "figure16.png")
-        (args.out / "figure16.json").write_text(json.dumps(rows, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
+    if not _write_out(args, "figure16", rows, lambda path: plot_figure16(lines, path)):
         print("election timeout  trials  median  p90    worst  (ms without a leader; 5 raft nodes, leader crashed)")
         for r in rows:
             print(f"{r['range_ms']:>16}  {r['trials']:6d}  {r['median_ms']!s:>6}  {r['p90_ms']!s:>5}  {r['worst_ms']!s:>6}"
@@ -667,13 +672,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
     from node.sim.figures import messages_table, plot_messages
 
     rows = messages_table(tuple(int(n) for n in args.sizes.split(",")))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        plot_messages(rows, args.out / "messages.png")
-        (args.out / "messages.json").write_text(json.dumps(rows, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
+    if not _write_out(args, "messages", rows, lambda path: plot_messages(rows, path)):
         print("mode      n  typical  all-at-once  textbook")
         for r in rows:
             print(f"{r['mode']:8} {r['n']:2d}  {r['median']!s:>7}  {r['all_at_once']!s:>11}  {r['textbook']}")
