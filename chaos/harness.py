@@ -32,6 +32,7 @@ from node.launcher.cluster import (
     directed_links,
     link_name,
     local_spec,
+    make_run_dir,
     node_record,
     parse_node_id,
     process_fault,
@@ -83,7 +84,7 @@ class ChaosCluster:
 
     def start(self, launcher_pid: int | None = None) -> "ChaosCluster":
         self.directory = self.directory.resolve()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_run_dir(self.directory)
         spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms),
                        preempt_hold_down_ms=self.preempt_hold_down_ms, mode_options=self.mode_options)
         extra: dict[str, Any] = {}

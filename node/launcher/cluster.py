@@ -98,10 +98,19 @@ class ClusterSpec:
         return args
 
 
+MAX_NODES = 25
+
+
+def check_cluster_size(n: int) -> None:
+    """Every way of describing a cluster (local, compose, Kubernetes) takes 2 to MAX_NODES nodes: a
+    node needs other members (node --peers refuses an empty list)."""
+    if not 2 <= n <= MAX_NODES:
+        raise ConfigError(f"--nodes must be between 2 and {MAX_NODES}, got {n}")
+
+
 def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, election_timeout_ms: int = 500,
                host: str = "127.0.0.1") -> ClusterSpec:
-    if not 1 <= n <= 25:
-        raise ConfigError(f"--nodes must be between 1 and 25, got {n}")
+    check_cluster_size(n)
     nodes = tuple(
         NodeSpec(i, f"{host}:{free_port(host)}", f"{host}:{free_port(host)}", metrics_address=f"{host}:{free_port(host)}")
         for i in range(1, n + 1)
@@ -183,12 +192,21 @@ def wait_for_agreement(addresses: dict[int, str], timeout_s: float, exclude: set
 # ---- the cluster file ------------------------------------------------------------------------
 
 
+def make_run_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission: one line, not a traceback
+        raise ConfigError(f"cannot use {directory} as the run directory: {exc.strerror or exc}") from None
+
+
 def read_cluster_file(directory: Path) -> dict[str, Any]:
     path = directory / CLUSTER_FILE
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no cluster at {directory}: {path} does not exist (start one with: bullyproof cluster up --dir {directory})") from None
+    except NotADirectoryError:
+        raise ConfigError(f"no cluster at {directory}: it is not a directory") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
 
@@ -283,7 +301,7 @@ class LocalCluster:
                                  *self.extra_store_args])
 
     def start(self, launcher_pid: int | None = None) -> dict[str, Any]:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(self.dir)
         existing = self.dir / CLUSTER_FILE
         if existing.exists():
             old = read_cluster_file(self.dir)

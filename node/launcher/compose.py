@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from node.config import ConfigError
-from node.launcher.cluster import STORE, ClusterSpec, Link, NodeSpec, dial_through, directed_links
+from node.launcher.cluster import STORE, ClusterSpec, Link, NodeSpec, check_cluster_size, dial_through, directed_links
 
 PEER_PORT = 7000
 CLIENT_PORT = 7100
@@ -28,7 +28,6 @@ STORE_PORT = 7200
 METRICS_PORT = 9100
 TOXIPROXY_API_PORT = 8474
 LINK_PORT_BASE = 20000  # in the Toxiproxy container: link a->b listens on 20000 + 100a + b, a->store on 20000 + 100a
-MAX_NODES = 25
 STATE_DIR = "/var/lib/bullyproof"
 IMAGE = "bullyproof:local"
 TOXIPROXY = "toxiproxy"  # the service's name, and the host name nodes dial their links at
@@ -78,8 +77,7 @@ def link_port(link: Link) -> int:
 def compose_cluster(n: int, mode: str = "quorum", *, toxiproxy_version: str, published: Published | None = None,
                     build_context: str = ".", image: str = IMAGE, **tuning: int) -> ComposeCluster:
     """N nodes, the store and Toxiproxy; `tuning` sets ClusterSpec's timings (heartbeat_interval_ms, ...)."""
-    if not 1 <= n <= MAX_NODES:
-        raise ConfigError(f"--nodes must be between 1 and {MAX_NODES}, got {n}")
+    check_cluster_size(n)
     nodes = tuple(
         NodeSpec(
             i,
