@@ -56,6 +56,7 @@ class NodeRuntime:
         self.metrics = NodeMetrics(self.id)
         self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
+        self._wakeup: asyncio.Future | None = None  # what the tick loop sleeps on (wake() resolves it)
         self.server: grpc.aio.Server | None = None
         # The jobs, each in its own module.
         self.observe = Observation(self)
@@ -106,6 +107,8 @@ class NodeRuntime:
         for ev in out.events:
             self._on_event(ev)
         self.observe.refresh()
+        self.wake()  # the elector's timers may have moved: the tick loop asks for its next deadline (a
+        # no-op when the tick loop itself applies: nothing else runs between its tick and its sleep)
         return reply
 
     def _fail_stop(self, exc: PersistError) -> None:
@@ -116,7 +119,11 @@ class NodeRuntime:
         self.events.log(f"fail-stop: {exc}; stopping without answering", self.epoch(), level="error",
                         event="persist_failed", file=str(exc.target), failed_path=str(exc.path),
                         os_error=exc.error.strerror or str(exc.error), errno=exc.error.errno)
+        self.stop()
+
+    def stop(self) -> None:
         self.stopping.set()
+        self.wake()
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, ElectionStarted):
@@ -162,7 +169,7 @@ class NodeRuntime:
         self.observe.health.set("leader", health_pb2.HealthCheckResponse.NOT_SERVING)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, self.stop)
         addresses = {"peer_address": f"{_host(s.peer_listen)}:{peer_port}", "client_address": f"{_host(s.client_listen)}:{client_port}"}
         if s.metrics_listen is not None:
             addresses["metrics_address"] = f"{_host(s.metrics_listen)}:{metrics_port}"
@@ -186,12 +193,34 @@ class NodeRuntime:
             raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
 
     async def _tick_loop(self) -> None:
-        tick_s = self.settings.tick_ms / 1000
+        """Tick the elector, then sleep until its next deadline (capped at one heartbeat interval),
+        or until a message, a send failure or a stop request wakes the loop (wake()). Idle nodes
+        wake about once per heartbeat instead of every tick: the elector's next_deadline promises
+        that the ticks in between would do nothing (tests/unit/test_next_deadline.py checks it)."""
+        loop = asyncio.get_running_loop()
+        cap_ticks = max(1, self.settings.heartbeat_interval_ms // self.settings.tick_ms)
         while not self.stopping.is_set():
-            self.apply(self.elector.tick(self.now()))  # PersistError ends the loop (fail-stop)
-            # A plain sleep: wait_for(event) built a task and a timer every tick (a fifth of idle CPU).
-            # A stop request is noticed within one tick.
-            await asyncio.sleep(tick_s)
+            now = self.now()
+            self.apply(self.elector.tick(now))  # PersistError ends the loop (fail-stop)
+            deadline = min(self.elector.next_deadline(now), now + cap_ticks)
+            delay_s = (self.t0.lease_ns + deadline * self.tick_ns - lease_clock_ns()) / 1e9
+            if delay_s <= 0:  # the deadline passed while ticking: tick again, after letting others run
+                await asyncio.sleep(0)
+                continue
+            # A bare future and one timer handle: cheaper than wait_for(event), which builds a task.
+            self._wakeup = loop.create_future()
+            timer = loop.call_later(delay_s, self.wake)
+            try:
+                await self._wakeup
+            finally:
+                timer.cancel()
+                self._wakeup = None
+
+    def wake(self) -> None:
+        """Tick at once: the elector's state changed outside a tick (a message, a failed send, a
+        resignation) or the node is stopping."""
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     async def _shutdown(self) -> None:
         # A leader resigns first so the others elect at once instead of waiting out a timeout; a failed
