@@ -60,6 +60,12 @@ def observer_channel(address: str) -> grpc.Channel:
     return grpc.insecure_channel(address, options=OBSERVER_OPTIONS)
 
 
+# Every request bullyproof takes is a few dozen bytes (a peer message names at most 25 ids; a store
+# write carries a short key and value). gRPC's default limit is 4 MiB: a caller could make a node
+# allocate that much per request. Larger requests get RESOURCE_EXHAUSTED before any handler runs.
+MAX_RECEIVE_BYTES = 64 * 1024
+
+
 def server() -> grpc.aio.Server:
     # No SO_REUSEPORT: a second process on our port must fail to bind, not silently share it.
-    return grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    return grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
