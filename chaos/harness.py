@@ -74,6 +74,7 @@ class ChaosCluster:
     direct: bool = False  # skip Toxiproxy: nodes dial each other directly
     preempt_hold_down_ms: int = 3000  # quorum: how long a higher node acks before it takes over (0 = never)
     mode_options: tuple[str, ...] = ()  # the mode's switches, e.g. raft's no-pre-vote
+    insecure: bool = False  # plaintext, no certificates (otherwise mutual TLS with certificates in DIR/certs)
     toxiproxy: ToxiproxyServer | None = None
     api: Toxiproxy | None = None
     cluster: LocalCluster | None = None
@@ -85,7 +86,8 @@ class ChaosCluster:
     def start(self, launcher_pid: int | None = None) -> "ChaosCluster":
         self.directory = self.directory.resolve()
         make_run_dir(self.directory)
-        spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms),
+        certs = None if self.insecure else str(self.directory / "certs")
+        spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms, certs_dir=certs),
                        preempt_hold_down_ms=self.preempt_hold_down_ms, mode_options=self.mode_options)
         extra: dict[str, Any] = {}
         if not self.direct:
@@ -136,7 +138,8 @@ class ChaosCluster:
             answer = "no response" if exc.status is None else f"HTTP {exc.status}"
             raise ConfigError(f"Toxiproxy does not answer at {data['toxiproxy_api']} ({answer}): {how_to_start}") from None
         spec = ClusterSpec(tuple(NodeSpec(n["id"], n["peer_address"], n["client_address"]) for n in data["nodes"]),
-                           data["store"]["address"], data["mode"], data["heartbeat_interval_ms"], data["election_timeout_ms"])
+                           data["store"]["address"], data["mode"], data["heartbeat_interval_ms"], data["election_timeout_ms"],
+                           certs_dir=data.get("certs"))
         cc = cls(Path(directory), len(spec.nodes), spec.mode, spec.heartbeat_interval_ms, spec.election_timeout_ms)
         cc.directory = Path(directory).resolve()
         cc.directory.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
-"""Every gRPC channel and server bullyproof makes, with its options, in one place.
+"""Every gRPC channel and server bullyproof makes, with its options and credentials, in one place.
 
-Credentials (TLS) will go here too: callers ask for a kind of channel, never build one themselves.
+Callers ask for a kind of channel, never build one themselves. With `tls` (node.tls.Tls: the
+cluster CA, a certificate and its key) a channel is mutual TLS and verifies `server_name` in the
+server's certificate (node.tls.node_name(N) for peer N, even through a proxy); without it, plaintext
+(`--insecure`, an explicit opt-out).
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+
+from node.tls import MEMBER_NAME, Tls
 
 
 def peer_options(heartbeat_interval_ms: int) -> list[tuple[str, Any]]:
@@ -46,18 +51,49 @@ OBSERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
-def peer_channel(address: str, heartbeat_interval_ms: int) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=peer_options(heartbeat_interval_ms))
+def _secure(options: Any, tls: Tls | None, server_name: str) -> tuple[list[tuple[str, Any]], grpc.ChannelCredentials | None]:
+    opts = list(options)
+    if tls is None:
+        return opts, None
+    # The name checked in the server's certificate, whatever address we dial (a proxy, an IP).
+    return opts + [("grpc.ssl_target_name_override", server_name)], tls.channel_credentials()
 
 
-def client_channel(address: str) -> grpc.aio.Channel:
+def peer_channel(address: str, heartbeat_interval_ms: int, tls: Tls | None = None, server_name: str = MEMBER_NAME) -> grpc.aio.Channel:
+    options, creds = _secure(peer_options(heartbeat_interval_ms), tls, server_name)
+    return grpc.aio.secure_channel(address, creds, options=options) if creds else grpc.aio.insecure_channel(address, options=options)
+
+
+def client_channel(address: str, tls: Tls | None = None, server_name: str = MEMBER_NAME) -> grpc.aio.Channel:
     """An asyncio channel for a service that asks nodes (or the store) things."""
-    return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS)
+    if tls is None:
+        tls, server_name = _dial_book.get(address, (None, server_name))
+    options, creds = _secure(CLIENT_OPTIONS, tls, server_name)
+    return grpc.aio.secure_channel(address, creds, options=options) if creds else grpc.aio.insecure_channel(address, options=options)
 
 
-def observer_channel(address: str) -> grpc.Channel:
+def observer_channel(address: str, tls: Tls | None = None, server_name: str = MEMBER_NAME) -> grpc.Channel:
     """A blocking channel for the CLI, the chaos harness and benchmarks."""
-    return grpc.insecure_channel(address, options=OBSERVER_OPTIONS)
+    if tls is None:
+        tls, server_name = _dial_book.get(address, (None, server_name))
+    options, creds = _secure(OBSERVER_OPTIONS, tls, server_name)
+    return grpc.secure_channel(address, creds, options=options) if creds else grpc.insecure_channel(address, options=options)
+
+
+# How the operator's own tools (CLI, harness, dashboard, benchmarks) dial a cluster they read from its
+# record (node.launcher.cluster.read_cluster_file, the launcher): address -> (identity, server name).
+# Addresses are unique per process (each cluster has its own ports), so clusters with different CAs
+# can be watched side by side; an address not in the book is dialled in plaintext, which a TLS
+# server refuses at the handshake (fails closed).
+_dial_book: dict[str, tuple[Tls, str]] = {}
+
+
+def dial_as(address: str, tls: Tls | None, server_name: str = MEMBER_NAME) -> None:
+    """Dial `address` with `tls` from now on (None: forget it, plaintext)."""
+    if tls is None:
+        _dial_book.pop(address, None)
+    else:
+        _dial_book[address] = (tls, server_name)
 
 
 # Every request bullyproof takes is a few dozen bytes (a peer message names at most 25 ids; a store
@@ -69,3 +105,8 @@ MAX_RECEIVE_BYTES = 64 * 1024
 def server() -> grpc.aio.Server:
     # No SO_REUSEPORT: a second process on our port must fail to bind, not silently share it.
     return grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+
+
+def listen(srv: grpc.aio.Server, address: str, tls: Tls | None) -> int:
+    """Bind `address` (mutual TLS with `tls`, else plaintext); the port bound. RuntimeError if it cannot."""
+    return srv.add_secure_port(address, tls.server_credentials()) if tls else srv.add_insecure_port(address)

@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from node.config import ConfigError, NodeSettings, check_timings, parse_peers, parse_planted_bugs
+from node.config import INSECURE_WARNING, ConfigError, NodeSettings, add_tls_args, check_timings, parse_peers, parse_planted_bugs, tls_from_args
 from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_names
+from node.tls import MEMBER_NAME, STORE_NAME, Identity, TlsError
 
 DEFAULT_DIR = "runs/local"
 DEFAULT_COMPOSE_FILE = "docker-compose.yml"
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="append history events (JSON lines) to this file")
     p.add_argument("--metrics-listen", help="HOST:PORT to serve Prometheus metrics over HTTP (default: no metrics server)")
     _mode_option_arg(p)
+    add_tls_args(p, "node-N")
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
 
     p = sub.add_parser("store", help="run the fenced store process", add_help=False)
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--direct", action="store_true", help="no Toxiproxy: nodes dial each other directly (no network faults)")
     up.add_argument("--detach", action="store_true", help="start, wait for a leader, and return (stop with cluster down)")
     _mode_option_arg(up)
+    up.add_argument("--insecure", action="store_true",
+                    help="plaintext, no certificates (default: mutual TLS with certificates made in DIR/certs)")
     up.add_argument("--dashboard", action="store_true", help="also serve the live dashboard (prints its URL)")
     _dashboard_args(up, prefix="dashboard-")
     down = csub.add_parser("down", help="stop everything a cluster up started")
@@ -103,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(action, help=f"{text} a node (or 'store'); under --compose, its container")
         p.add_argument("target", help="node id, or 'store'")
         _cluster_source(p)
+
+    p = sub.add_parser("certs", help="make the cluster CA and certificates for mutual TLS (bullyproof certs init)")
+    ccmd = p.add_subparsers(dest="certs_command", required=True)
+    init = ccmd.add_parser("init", help="a cluster CA, a certificate per node and the store, admin and client certificates")
+    init.add_argument("--nodes", type=_positive, required=True, help="nodes 1..N get node-N.pem and node-N.key")
+    init.add_argument("--dir", required=True, help="where to write them (an existing CA there is reused)")
+    init.add_argument("--admin", action="append", default=[], metavar="NAME",
+                      help="an admin certificate NAME.pem (may resign, transfer; default: one named admin)")
+    init.add_argument("--client", action="append", default=[], metavar="NAME",
+                      help="a client certificate NAME.pem (may read; default: one named client)")
+    init.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
+                      help="another name nodes and the store answer to (a host name, a compose service, an IP)")
 
     p = sub.add_parser("dashboard", help="a live page beside a running cluster: watch it elect, break it from the page")
     p.add_argument("--dir", default=DEFAULT_DIR)
@@ -118,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", help="HOST:PORT (a node's client port, or the store's)")
     p.add_argument("--service", default="", help="health service name (default '': the whole server; 'leader': leads now)")
     p.add_argument("--timeout-s", type=float, default=2.0)
+    _client_tls_args(p)
 
     p = sub.add_parser("compose", help="write docker-compose.yml (and toxiproxy.json beside it) from the cluster description")
     p.add_argument("--nodes", type=_positive, default=5)
@@ -184,6 +201,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
         planted_bugs=parse_planted_bugs(args.planted_bug),
         mode_options=frozenset(args.mode_option),
+        tls=tls_from_args(args, f"node-{args.id}", Identity("node", str(args.id))),
     )
     if not settings.peers:
         raise ConfigError("--peers is empty: a cluster needs other members")
@@ -240,13 +258,18 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 
         page = Background(args.dashboard_host, args.dashboard_port)  # a taken port fails before anything starts
     cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms,
-                      direct=args.direct, mode_options=tuple(args.mode_option))
+                      direct=args.direct, mode_options=tuple(args.mode_option), insecure=args.insecure)
     t0 = time.monotonic()
     cc.start(launcher_pid=None if args.detach else os.getpid())
     data = read_cluster_file(cc.directory)
     wiring = "direct links" if args.direct else f"every link through Toxiproxy at {data['toxiproxy_api']}"
     print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {data['store']['address']}, {wiring}, dir {cc.directory}",
           flush=True)
+    if args.insecure:
+        print(f"warning: {INSECURE_WARNING}", flush=True)
+    else:
+        print(f"mutual TLS: certificates in {data['certs']} (admin.pem/.key may resign and transfer; client.pem/.key may read)",
+              flush=True)
     print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
     if page is not None:
         page.start(cc.directory)
@@ -371,9 +394,55 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from node.tls import make_cluster_certs
+
+    admins, clients = args.admin or ["admin"], args.client or ["client"]
+    clash = set(admins) & set(clients) | {n for n in admins + clients if n in ("ca", "store") or n.startswith("node-")}
+    if clash:
+        raise ConfigError(f"certificate names {sorted(clash)} are taken (ca, store, node-N, or both --admin and --client)")
+    made = make_cluster_certs(Path(args.dir), args.nodes, admins=admins, clients=clients, hosts=args.host)
+    print(json.dumps({"dir": str(Path(args.dir).resolve()), "ca": "ca.pem",
+                      "certificates": {name: tls.cert.name for name, tls in made.items()}}, indent=2))
+    return 0
+
+
+def _client_tls_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("security (one of --certs, --ca/--cert/--key, or --insecure)")
+    g.add_argument("--certs", metavar="DIR", help="the directory `bullyproof certs init` wrote")
+    g.add_argument("--as", dest="holder", default="client", metavar="NAME",
+                   help="whose certificate in --certs to present (default client; admin, node-N, ...)")
+    g.add_argument("--ca", metavar="FILE", help="the cluster CA's certificate (PEM)")
+    g.add_argument("--cert", metavar="FILE", help="the certificate to present (PEM)")
+    g.add_argument("--key", metavar="FILE", help="its private key (PEM)")
+    g.add_argument("--server-name", help=f"the name to verify in the server's certificate (default {MEMBER_NAME}; the store: {STORE_NAME})")
+    g.add_argument("--insecure", action="store_true", help="plaintext (the server must run --insecure too)")
+
+
+def _client_tls(args: argparse.Namespace) -> None:
+    """Dial args.address as these flags say (node.channels.dial_as); secure by default."""
+    from node.channels import dial_as
+    from node.tls import Tls
+
+    files = (args.ca, args.cert, args.key)
+    if sum([bool(args.certs), any(files), args.insecure]) != 1:
+        raise ConfigError("give exactly one of --certs DIR [--as NAME], --ca/--cert/--key, or --insecure")
+    if args.insecure:
+        return
+    if args.certs:
+        tls = Tls.in_dir(Path(args.certs), args.holder)
+    elif not all(files):
+        raise ConfigError("--ca, --cert and --key go together")
+    else:
+        tls = Tls(Path(args.ca), Path(args.cert), Path(args.key))
+    tls.read()  # one line if a file is missing, not a handshake error later
+    dial_as(args.address, tls, args.server_name or MEMBER_NAME)
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     from node.client.observer import health_status
 
+    _client_tls(args)
     status = health_status(args.address, args.service, args.timeout_s)
     print(status)
     return 0 if status == "SERVING" else 1
@@ -446,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_cluster_up(args) if args.cluster_command == "up" else cmd_cluster_down(args)
         if args.command in ("kill", "pause", "resume", "restart"):
             return cmd_process(args)
+        if args.command == "certs":
+            return cmd_certs_init(args)
         if args.command == "dashboard":
             return cmd_dashboard(args)
         if args.command == "leader":
@@ -458,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compose(args)
         if args.command == "k8s":
             return cmd_k8s(args)
-    except ConfigError as exc:
+    except (ConfigError, TlsError) as exc:
         print(f"bullyproof: error: {exc}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing, check_mode_options
+from node.tls import Identity, Tls, TlsError, check_holder
 
 # Planted bugs exist to prove the checkers work. Only a test harness sets this variable; no config
 # file, flag default or compose service can switch a bug on without it.
@@ -109,6 +111,7 @@ class NodeSettings:
     metrics_listen: str | None = None  # HOST:PORT for Prometheus /metrics over HTTP; None = no server
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
     mode_options: frozenset[str] = field(default_factory=frozenset)  # --mode-option, e.g. raft's no-pre-vote
+    tls: Tls | None = None  # this node's certificate (mutual TLS on both ports and to the store); None: --insecure
 
     def __post_init__(self) -> None:
         if self.node_id <= 0:
@@ -136,3 +139,40 @@ class NodeSettings:
     @property
     def timing(self) -> Timing:
         return Timing.from_ms(self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms, self.preempt_hold_down_ms)
+
+
+# ---- mutual TLS or an explicit opt-out (node and store take the same flags) -----------------------
+
+INSECURE_WARNING = ("--insecure: plaintext, no authentication: anyone who reaches this process's ports can "
+                    "send peer messages under any node's id, resign the leader, or write to the store")
+
+
+def add_tls_args(parser: Any, holder: str) -> None:
+    g = parser.add_argument_group("security (one of --certs, --ca/--cert/--key, or --insecure)")
+    g.add_argument("--certs", metavar="DIR", help=f"the directory `bullyproof certs init` wrote: DIR/ca.pem, DIR/{holder}.pem and .key")
+    g.add_argument("--ca", metavar="FILE", help="the cluster CA's certificate (PEM)")
+    g.add_argument("--cert", metavar="FILE", help="this process's certificate (PEM), naming its identity")
+    g.add_argument("--key", metavar="FILE", help="its private key (PEM)")
+    g.add_argument("--insecure", action="store_true", help="plaintext and no authentication (an explicit, logged opt-out)")
+
+
+def tls_from_args(args: Any, holder: str, identity: Identity) -> Tls | None:
+    """The process's TLS files from its flags, checked to name `identity`; None for --insecure.
+    Secure by default: neither is a configuration error."""
+    files = (args.ca, args.cert, args.key)
+    given = [bool(args.certs), any(files), args.insecure]
+    if sum(given) != 1:
+        raise ConfigError("give exactly one of --certs DIR (made by `bullyproof certs init`), --ca/--cert/--key, or --insecure")
+    if args.insecure:
+        return None
+    if args.certs:
+        tls = Tls.in_dir(Path(args.certs), holder)
+    elif not all(files):
+        raise ConfigError("--ca, --cert and --key go together")
+    else:
+        tls = Tls(Path(args.ca), Path(args.cert), Path(args.key))
+    try:
+        check_holder(tls, identity, "--certs" if args.certs else "--cert")
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
+    return tls

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from node.api import bullyproof_pb2 as pb
+from node.channels import dial_as
 from node.client.observer import agreed_leader, views_of
 from node.config import ConfigError
 from node.core import check_mode_options, mode_names
 from node.launcher.ports import free_port
+from node.tls import STORE_NAME, Tls, make_cluster_certs
 
 CLUSTER_FILE = "cluster.json"
 STORE = "store"  # the store's name in link names ("3->store") and process targets
@@ -55,6 +57,9 @@ class ClusterSpec:
     # Where each node dials the store (a proxy per node in chaos runs); defaults to store_address.
     store_dial: dict[int, str] = field(default_factory=dict)
     mode_options: tuple[str, ...] = ()  # the mode's switches (`--mode-option`), e.g. raft's no-pre-vote
+    # Where every process finds `bullyproof certs init`'s files (as it sees the path: a run directory
+    # locally, a mounted volume in a container); None runs everything with --insecure.
+    certs_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in mode_names():
@@ -65,6 +70,14 @@ class ClusterSpec:
             raise ConfigError(f"--mode-option: {exc}") from None
         if not self.nodes:
             raise ConfigError("a cluster needs at least one node")
+
+    def security_args(self) -> list[str]:
+        """The TLS flags of every node and the store: their own files in certs_dir, or --insecure."""
+        return ["--certs", self.certs_dir] if self.certs_dir else ["--insecure"]
+
+    def store_args(self, data_dir: str) -> list[str]:
+        """The `bullyproof store` arguments: the single source for local and compose."""
+        return ["store", "--listen", self.store_address, "--data-dir", data_dir, *self.security_args()]
 
     def node(self, node_id: int) -> NodeSpec:
         for n in self.nodes:
@@ -91,6 +104,7 @@ class ClusterSpec:
         ]
         for option in self.mode_options:
             args += ["--mode-option", option]
+        args += self.security_args()
         if node.metrics_address:
             args += ["--metrics-listen", node.metrics_address]
         if events_path:
@@ -109,13 +123,13 @@ def check_cluster_size(n: int) -> None:
 
 
 def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, election_timeout_ms: int = 500,
-               host: str = "127.0.0.1") -> ClusterSpec:
+               host: str = "127.0.0.1", certs_dir: str | None = None) -> ClusterSpec:
     check_cluster_size(n)
     nodes = tuple(
         NodeSpec(i, f"{host}:{free_port(host)}", f"{host}:{free_port(host)}", metrics_address=f"{host}:{free_port(host)}")
         for i in range(1, n + 1)
     )
-    return ClusterSpec(nodes, f"{host}:{free_port(host)}", mode, heartbeat_interval_ms, election_timeout_ms)
+    return ClusterSpec(nodes, f"{host}:{free_port(host)}", mode, heartbeat_interval_ms, election_timeout_ms, certs_dir=certs_dir)
 
 
 # ---- links: one Toxiproxy proxy per direction --------------------------------------------------
@@ -199,10 +213,22 @@ def make_run_dir(directory: Path) -> None:
         raise ConfigError(f"cannot use {directory} as the run directory: {exc.strerror or exc}") from None
 
 
+def trust_cluster(data: dict[str, Any], holder: str = "admin") -> None:
+    """From now on, dial this cluster's nodes and store as `holder` (the operator: admin) with its CA."""
+    certs = data.get("certs")
+    tls = Tls.in_dir(Path(certs), holder) if certs else None
+    for n in data["nodes"]:
+        dial_as(n["client_address"], tls)
+    dial_as(data["store"]["address"], tls, STORE_NAME)
+
+
 def read_cluster_file(directory: Path) -> dict[str, Any]:
+    """The record `cluster up` wrote; its nodes and store are dialled as its admin from now on."""
     path = directory / CLUSTER_FILE
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
+        trust_cluster(data)
+        return data
     except FileNotFoundError:
         raise ConfigError(f"no cluster at {directory}: {path} does not exist (start one with: bullyproof cluster up --dir {directory})") from None
     except NotADirectoryError:
@@ -297,11 +323,12 @@ class LocalCluster:
         return self.python_argv(args + self.extra_node_args)
 
     def store_argv(self) -> list[str]:
-        return self.python_argv(["store", "--listen", self.spec.store_address, "--data-dir", str(self.dir / "store"),
-                                 *self.extra_store_args])
+        return self.python_argv([*self.spec.store_args(str(self.dir / "store")), *self.extra_store_args])
 
     def start(self, launcher_pid: int | None = None) -> dict[str, Any]:
         make_run_dir(self.dir)
+        if self.spec.certs_dir:  # a CA already there is kept: nodes restarted later still trust each other
+            make_cluster_certs(Path(self.spec.certs_dir), max(n.id for n in self.spec.nodes))
         existing = self.dir / CLUSTER_FILE
         if existing.exists():
             old = read_cluster_file(self.dir)
@@ -318,8 +345,10 @@ class LocalCluster:
             "store": {"address": self.spec.store_address, "pid": store_pid, "argv": self.store_argv()},
             "nodes": [],
             "spec": asdict(self.spec),
+            "certs": self.spec.certs_dir,  # None: plaintext (--insecure)
             **self.extra,
         }
+        trust_cluster(data)
         for node in self.spec.nodes:
             argv = self.node_argv(node)
             pid = spawn(argv, self.dir / f"node-{node.id}" / "node.log", self.env)

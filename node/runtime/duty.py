@@ -12,6 +12,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel
+from node.tls import STORE_NAME
 from node.core import Role
 from node.store.db import claim_key
 
@@ -43,7 +44,7 @@ class LeaderDuty:
     async def run(self) -> None:
         s = self.node.settings
         assert s.store
-        async with peer_channel(s.store, s.heartbeat_interval_ms) as ch:
+        async with peer_channel(s.store, s.heartbeat_interval_ms, s.tls, STORE_NAME) as ch:
             stub = pb_grpc.FencedStoreStub(ch)
             claimed = _Claimed()
             async with asyncio.TaskGroup() as group:

@@ -11,6 +11,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.core import Role
+from node.tls import ADMIN, require
 
 if TYPE_CHECKING:
     from node.runtime.node import NodeRuntime
@@ -73,7 +74,8 @@ class Handover:
 
 
 class LeadershipServicer(pb_grpc.LeadershipServicer):
-    """Thin: answers come from Observation, handovers from Handover."""
+    """Thin: answers come from Observation, handovers from Handover. Any certificate of the cluster
+    CA may read (the TLS handshake already refused every other); handovers need an admin's."""
 
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
@@ -96,7 +98,11 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
         async for info in self.node.observe.watch():
             yield info
 
+    async def _require_admin(self, context, rpc: str) -> None:
+        await require(context, self.node.settings.tls is not None, ADMIN, f"Leadership/{rpc}")
+
     async def Resign(self, request, context):
+        await self._require_admin(context, "Resign")
         await self._refuse_if_failed(context)
         epoch = self.node.handover.resign()
         if epoch is None:
@@ -104,6 +110,7 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
         return pb.ResignReply(epoch=epoch)
 
     async def TransferLeadership(self, request, context):
+        await self._require_admin(context, "TransferLeadership")
         await self._refuse_if_failed(context)
         try:
             leader, epoch = await self.node.handover.transfer(request.target_id, request.timeout_ms)

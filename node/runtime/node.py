@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from node import channels
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.config import ConfigError, NodeSettings
+from node.config import INSECURE_WARNING, ConfigError, NodeSettings
 from node.core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, SteppedDown, make_elector
 from node.runtime.clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
 from node.runtime.duty import LeaderDuty
@@ -57,7 +57,8 @@ class NodeRuntime:
         self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
         self._wakeup: asyncio.Future | None = None  # what the tick loop sleeps on (wake() resolves it)
-        self.server: grpc.aio.Server | None = None
+        self.peer_server: grpc.aio.Server | None = None  # Peer only
+        self.server: grpc.aio.Server | None = None  # Leadership, health, reflection
         # The jobs, each in its own module.
         self.observe = Observation(self)
         self.transport = PeerTransport(self)
@@ -151,18 +152,25 @@ class NodeRuntime:
     async def run(self) -> None:
         s = self.settings
         self.transport.connect()
+        # Two servers: peers reach only the Peer service, other services only Leadership, health and
+        # reflection. A client port that took peer messages would let any program that reaches it
+        # speak for a member (and with --insecure, speaking for one is all it takes).
+        self.peer_server = channels.server()
+        pb_grpc.add_PeerServicer_to_server(PeerServicer(self.transport), self.peer_server)
         self.server = channels.server()
-        pb_grpc.add_PeerServicer_to_server(PeerServicer(self.transport), self.server)
         pb_grpc.add_LeadershipServicer_to_server(LeadershipServicer(self), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.observe.health, self.server)
         names = [pb.DESCRIPTOR.services_by_name[n].full_name for n in ("Peer", "Leadership")]
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        reflection.enable_server_reflection([names[1], health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         try:
-            peer_port = self.server.add_insecure_port(s.peer_listen)
-            client_port = self.server.add_insecure_port(s.client_listen)
+            peer_port = channels.listen(self.peer_server, s.peer_listen, s.tls)
+            client_port = channels.listen(self.server, s.client_listen, s.tls)
         except RuntimeError:
             raise ConfigError(f"cannot listen on {s.peer_listen} and {s.client_listen}: address in use or not local") from None
+        if s.tls is None:
+            self.events.log(INSECURE_WARNING, self.epoch(), level="warning", event="insecure")
         metrics_port = self._start_metrics()
+        await self.peer_server.start()
         await self.server.start()
         for name in ("", *names):
             self.observe.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -234,8 +242,8 @@ class NodeRuntime:
         for task in list(self.tasks):
             task.cancel()
         metrics_stopped = asyncio.ensure_future(asyncio.to_thread(self.metrics.stop))
-        if self.server is not None:
-            await self.server.stop(grace=0 if self.failed else 0.5)
+        grace_s = 0 if self.failed else 0.5
+        await asyncio.gather(*(srv.stop(grace=grace_s) for srv in (self.peer_server, self.server) if srv is not None))
         await metrics_stopped
         await self.transport.close()
         self.events.close()

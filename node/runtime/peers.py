@@ -16,6 +16,7 @@ from node.core import Message, MsgType, Promise, Role, mode_info
 from node.runtime.events import MessageLog
 from node.runtime.state import PersistError
 from node.runtime.wire import RPC_NAME, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
+from node.tls import node_name, require
 
 if TYPE_CHECKING:
     from node.runtime.node import NodeRuntime
@@ -80,7 +81,8 @@ class PeerTransport:
     def connect(self) -> None:
         s = self.node.settings
         for pid, address in s.peers.items():
-            channel = peer_channel(address, s.heartbeat_interval_ms)
+            # Verifies node `pid`'s own name in the certificate: a proxy (or anyone) in between cannot pose as it.
+            channel = peer_channel(address, s.heartbeat_interval_ms, s.tls, node_name(pid))
             self.peers[pid] = PeerState(address, channel, pb_grpc.PeerStub(channel))
 
     async def close(self) -> None:
@@ -112,6 +114,11 @@ class PeerTransport:
     async def handle(self, rpc: str, req: pb.PeerMessage, context: grpc.aio.ServicerContext) -> pb.PeerReply:
         """An inbound peer request: validate, step the elector, answer on the same call."""
         node = self.node
+        sender = await require(context, node.settings.tls is not None, ("node",), f"Peer/{rpc}")
+        if sender is not None and sender.node_id != req.sender_id:
+            # The certificate says who is talking; a member cannot speak for another.
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"Peer/{rpc}: sender_id {req.sender_id}, but the caller's certificate names node {sender.node_id}")
         rejection = check_peer_message(rpc, req, node.id, node.settings.members)
         if rejection is not None:
             await context.abort(rejection.code, rejection.detail)

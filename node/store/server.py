@@ -19,12 +19,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.api import bullyproof_pb2 as pb
 from node import channels
+from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.config import ConfigError, parse_address, parse_planted_bugs
+from node.config import INSECURE_WARNING, ConfigError, add_tls_args, parse_address, parse_planted_bugs, tls_from_args
 from node.core import PlantedBug
 from node.store.db import DEFAULT_LIMIT, FencedStoreDB, StoreInputError, StoreOpenError
+from node.tls import Identity, Tls, require
 
 DB_FILE = "store.sqlite3"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FencedStore"].full_name
@@ -34,13 +35,18 @@ STOP_GRACE_S = 1.0
 class FencedStoreServicer(pb_grpc.FencedStoreServicer):
     """Thin: decode, call FencedStoreDB in a worker thread (SQLite blocks), encode."""
 
-    def __init__(self, db: FencedStoreDB) -> None:
+    def __init__(self, db: FencedStoreDB, secure: bool = False) -> None:
         self.db = db
+        self.secure = secure  # mutual TLS: writes only from node certificates, each for its own id
         # One writer: writes are decided in arrival order and never park several threads on the DB.
         # (The DB's own lock keeps a decision atomic even if a cancelled RPC leaves its thread running.)
         self.write_lock = asyncio.Lock()
 
     async def Write(self, request: pb.WriteRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
+        writer = await require(context, self.secure, ("node",), "FencedStore/Write")
+        if writer is not None and writer.node_id != request.writer_id:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"FencedStore/Write: writer_id {request.writer_id}, but the caller's certificate names node {writer.node_id}")
         try:
             async with self.write_lock:
                 d = await asyncio.to_thread(self.db.write, request.writer_id, request.epoch, request.key, request.value)
@@ -61,10 +67,11 @@ class FencedStoreServicer(pb_grpc.FencedStoreServicer):
 
 
 async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None = None,
-                planted_bugs: frozenset[PlantedBug] = frozenset()) -> None:
+                planted_bugs: frozenset[PlantedBug] = frozenset(), tls: Tls | None = None) -> None:
     """Serve the store on `listen` (HOST:PORT, port 0 = any free port) until SIGTERM/SIGINT or cancellation.
 
-    `ready(port)` is called with the bound port once every service reports SERVING.
+    `ready(port)` is called with the bound port once every service reports SERVING. With `tls`, mutual
+    TLS: any certificate of the cluster CA may read the log, only nodes may write (None: plaintext).
     Raises ConfigError for a bad or unbindable address, StoreOpenError for an unusable database.
     """
     parse_address(listen, "--listen")
@@ -74,11 +81,11 @@ async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
-        pb_grpc.add_FencedStoreServicer_to_server(FencedStoreServicer(db), server)
+        pb_grpc.add_FencedStoreServicer_to_server(FencedStoreServicer(db, secure=tls is not None), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         try:
-            port = server.add_insecure_port(listen)
+            port = channels.listen(server, listen, tls)
         except RuntimeError:
             raise ConfigError(f"--listen {listen!r}: cannot bind (address in use, or host not local?)") from None
         await server.start()
@@ -105,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address for FencedStore, health and reflection (port 0: any free port)")
     parser.add_argument("--data-dir", required=True, type=Path, metavar="DIR",
                         help=f"directory of the durable log, DIR/{DB_FILE} (created if missing)")
+    add_tls_args(parser, "store")
     parser.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
     return parser
 
@@ -123,7 +131,10 @@ def main(argv: list[str]) -> int:
             print(json.dumps({"event": "listening", "address": f"{host}:{port}", "pid": os.getpid()}), flush=True)
 
         bugs = parse_planted_bugs(args.planted_bug)
-        asyncio.run(serve(args.listen, args.data_dir / DB_FILE, announce, bugs))
+        tls = tls_from_args(args, "store", Identity("store"))
+        if tls is None:
+            print(json.dumps({"event": "insecure", "level": "warning", "msg": INSECURE_WARNING}), file=sys.stderr, flush=True)
+        asyncio.run(serve(args.listen, args.data_dir / DB_FILE, announce, bugs, tls))
     except (ConfigError, StoreOpenError) as exc:
         print(f"bullyproof store: error: {exc}", file=sys.stderr)
         return 2

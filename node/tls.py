@@ -1,0 +1,274 @@
+"""Who is who: the cluster's certificates, the identities they name, and gRPC credentials from them.
+
+One cluster CA signs every certificate. An identity is a URI in the certificate's subject
+alternative names:
+
+    bullyproof://node/3       node 3 (peer messages from it must say src=3; it may write to the store)
+    bullyproof://store        the fenced store
+    bullyproof://admin/NAME   an operator: Resign, TransferLeadership, the dashboard's fault buttons
+    bullyproof://client/NAME  any other service: GetLeader, GetStatus, WatchLeader
+
+Servers also carry DNS names that a dialler verifies: "node-3.bullyproof" only in node 3's
+certificate (peers dial each other through Toxiproxy, and must verify the node behind the proxy,
+not the proxy's address), "store.bullyproof" in the store's, and "member.bullyproof" in every
+node's (a client that asks any member). `bullyproof certs init` writes them all (make_cluster_certs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import grpc
+
+SCHEME = "bullyproof"
+MEMBER_NAME = "member.bullyproof"  # in every node's certificate: "any member of this cluster"
+STORE_NAME = "store.bullyproof"
+KINDS = ("node", "store", "admin", "client")
+
+
+def node_name(node_id: int) -> str:
+    """The DNS name only node `node_id`'s certificate carries: what its peers verify."""
+    return f"node-{node_id}.bullyproof"
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str  # one of KINDS
+    name: str = ""  # node id as text for nodes, the holder's name for admins and clients
+
+    @property
+    def uri(self) -> str:
+        return f"{SCHEME}://{self.kind}/{self.name}" if self.name else f"{SCHEME}://{self.kind}"
+
+    @property
+    def node_id(self) -> int | None:
+        return int(self.name) if self.kind == "node" else None
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @staticmethod
+    def parse(uri: str) -> "Identity | None":
+        prefix = f"{SCHEME}://"
+        if not uri.startswith(prefix):
+            return None
+        kind, _, name = uri[len(prefix):].partition("/")
+        if kind not in KINDS or (kind == "node" and not (name.isdigit() and int(name) > 0)):
+            return None
+        return Identity(kind, name)
+
+
+# ---- files ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tls:
+    """One identity's files: the cluster CA's certificate, a certificate and its private key (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @staticmethod
+    def in_dir(directory: Path, holder: str) -> "Tls":
+        """The files `bullyproof certs init` wrote for `holder` (node-3, store, admin, client)."""
+        return Tls(directory / "ca.pem", directory / f"{holder}.pem", directory / f"{holder}.key")
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        try:
+            return self.ca.read_bytes(), self.cert.read_bytes(), self.key.read_bytes()
+        except OSError as exc:
+            raise TlsError(f"cannot read {exc.filename}: {exc.strerror}") from None
+
+    def as_dict(self) -> dict[str, str]:
+        return {"ca": str(self.ca), "cert": str(self.cert), "key": str(self.key)}
+
+    @staticmethod
+    def from_dict(d: dict[str, str]) -> "Tls":
+        return Tls(Path(d["ca"]), Path(d["cert"]), Path(d["key"]))
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """TLS that demands a client certificate from the cluster CA (a handshake without one, or
+        with one from another CA, fails before any RPC). The files are re-read when they change
+        (checked at each new connection), so certificates rotate without a restart."""
+        return grpc.dynamic_ssl_server_credentials(self._server_config(), _Reloader(self), require_client_authentication=True)
+
+    def _server_config(self) -> Any:
+        ca, cert, key = self.read()
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        ca, cert, key = self.read()
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+class _Reloader:
+    """gRPC asks before each handshake; a new configuration only when a file changed."""
+
+    def __init__(self, tls: Tls) -> None:
+        self.tls = tls
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple:
+        try:
+            return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (self.tls.ca, self.tls.cert, self.tls.key))
+        except OSError:
+            return ()
+
+    def __call__(self) -> Any:
+        stamp = self._stamp()
+        if stamp == self.stamp or not stamp:
+            return None
+        try:
+            config = self.tls._server_config()
+        except TlsError:
+            return None  # half-written files: keep the old ones, try again at the next handshake
+        self.stamp = stamp
+        return config
+
+
+class TlsError(Exception):
+    """Certificate files missing or unreadable (the CLI reports it as a configuration error)."""
+
+
+def identity_in(cert_path: Path) -> Identity | None:
+    """The bullyproof identity a certificate file names (None: none, or not a certificate)."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return None
+    return next((i for i in map(Identity.parse, uris) if i is not None), None)
+
+
+def check_holder(tls: Tls, expected: Identity, flag: str) -> None:
+    """Refuse to start with files that cannot work: unreadable, or naming someone else."""
+    tls.read()
+    found = identity_in(tls.cert)
+    if found != expected:
+        named = found.uri if found else "no bullyproof identity"
+        raise TlsError(f"{flag}: {tls.cert} names {named}, but this process is {expected.uri}")
+
+
+# ---- who is calling ------------------------------------------------------------------------------
+
+
+def caller(context: grpc.aio.ServicerContext) -> Identity | None:
+    """The identity in the calling peer's certificate, or None (plaintext, or no bullyproof URI)."""
+    auth = context.auth_context()
+    for value in auth.get("peer_uri", ()):
+        found = Identity.parse(value.decode(errors="replace"))
+        if found is not None:
+            return found
+    return None
+
+
+async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterable[str], what: str) -> Identity | None:
+    """Abort with PERMISSION_DENIED unless the caller's certificate is of one of `kinds`. Plaintext
+    (--insecure) lets everyone through: that is what the opt-out means. Returns the identity."""
+    if not secure:
+        return None
+    who = caller(context)
+    if who is None or who.kind not in kinds:
+        shown = who.uri if who else "a certificate without a bullyproof identity"
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{what} needs a {' or '.join(kinds)} certificate; the caller has {shown}")
+    return who
+
+
+ADMIN = ("admin",)
+ANY_CLIENT = KINDS  # every certificate of the cluster CA may read
+
+
+# ---- making certificates ---------------------------------------------------------------------------
+
+CERT_DAYS = 825  # the usual upper bound for TLS server certificates
+
+
+def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = ("admin",), clients: Iterable[str] = ("client",),
+                       hosts: Iterable[str] = ()) -> dict[str, Tls]:
+    """A cluster CA and a certificate per node, the store, each admin and each client, in `directory`.
+
+    Node and store certificates also name localhost, 127.0.0.1 and `hosts` (compose service names,
+    say). Keys are written 0600. An existing CA in the directory is reused (so new certificates
+    join an existing cluster); returns every holder's files by name ("node-1", "store", "admin", ...).
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_cert_path, ca_key_path = directory / "ca.pem", directory / "ca.key"
+
+    def write_key(path: Path, key: Any) -> None:
+        data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    if ca_cert_path.exists() and ca_key_path.exists():
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bullyproof cluster CA")])
+        ca_cert = (
+            x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=10 * 365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        write_key(ca_key_path, ca_key)
+        ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    local_names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    for host in hosts:
+        try:
+            local_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            local_names.append(x509.DNSName(host))
+
+    def issue(holder: str, identity: Identity, dns: list[str], server: bool) -> Tls:
+        key = ec.generate_private_key(ec.SECP256R1())
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri), *map(x509.DNSName, dns)]
+        if server:
+            names += local_names
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, holder)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        tls = Tls.in_dir(directory, holder)
+        write_key(tls.key, key)
+        tls.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return tls
+
+    made = {f"node-{i}": issue(f"node-{i}", Identity("node", str(i)), [node_name(i), MEMBER_NAME], True)
+            for i in range(1, nodes + 1)}
+    made["store"] = issue("store", Identity("store"), [STORE_NAME], True)
+    for name in admins:
+        made[name] = issue(name, Identity("admin", name), [], False)
+    for name in clients:
+        made[name] = issue(name, Identity("client", name), [], False)
+    return made
