@@ -348,7 +348,6 @@ class LocalCluster:
             "certs": self.spec.certs_dir,  # None: plaintext (--insecure)
             **self.extra,
         }
-        trust_cluster(data)
         for node in self.spec.nodes:
             argv = self.node_argv(node)
             pid = spawn(argv, self.dir / f"node-{node.id}" / "node.log", self.env)
@@ -357,6 +356,7 @@ class LocalCluster:
                 "client_address": node.client_address, "metrics_address": node.metrics_address, "argv": argv,
                 "events": str(self.dir / f"node-{node.id}" / "events.jsonl"),
             })
+        trust_cluster(data)
         tmp = self.dir / (CLUSTER_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, existing)

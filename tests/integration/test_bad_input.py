@@ -74,15 +74,15 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["node", "--id", "0", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x"], "positive"),
-        (["node", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=nohost", "--state-dir", "/tmp/x"], "HOST:PORT"),
-        (["node", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "1=h:1", "--state-dir", "/tmp/x"], "own id"),
-        (["node", "--id", "1", "--listen", "127.0.0.1:99999", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x"], "outside 0..65535"),
-        (["node", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x",
+        (["node", "--insecure", "--id", "0", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x"], "positive"),
+        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=nohost", "--state-dir", "/tmp/x"], "HOST:PORT"),
+        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "1=h:1", "--state-dir", "/tmp/x"], "own id"),
+        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:99999", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x"], "outside 0..65535"),
+        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x",
           "--heartbeat-interval-ms", "300", "--election-timeout-ms", "500"], "at least 3x"),
-        (["node", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x",
+        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x",
           "--planted-bug", "double-ack"], "test-only"),
-        (["store", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--planted-bug", "stale-store"], "test-only"),
+        (["store", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--planted-bug", "stale-store"], "test-only"),
         (["cluster", "up", "--nodes", "0"], "must be positive"),
         (["cluster", "up", "--nodes", "30", "--dir", "/tmp/never"], "between 2 and 25"),
         (["cluster", "up", "--nodes", "1", "--dir", "/tmp/never"], "between 2 and 25"),
@@ -112,7 +112,7 @@ def test_corrupt_promise_file_refuses_to_start(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "promise.json").write_text("{not json")
-    result = cli("node", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0",
+    result = cli("node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0",
                  "--peers", "2=127.0.0.1:1", "--state-dir", str(state))
     assert result.returncode == 2 and "corrupt" in result.stderr
     assert (state / "promise.json").read_text() == "{not json", "the evidence is left as it was"

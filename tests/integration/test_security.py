@@ -1,0 +1,190 @@
+"""Let no one in: mutual TLS between members, ids bound to certificates, admin-only handovers, two
+ports with separate services, and a store that takes writes only from nodes. Real processes, real TLS."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.launcher.cluster import LocalCluster, local_spec
+from node.tls import MEMBER_NAME, STORE_NAME, Tls, make_cluster_certs, node_name
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory):
+    """One mutual-TLS cluster of 3 for the whole module (the tests below change nothing, or say so)."""
+    base = tmp_path_factory.mktemp("secure")
+    spec = local_spec(3, certs_dir=str(base / "certs"))
+    cluster = LocalCluster(spec, base / "cluster", env=dict(os.environ))
+    cluster.start()
+    try:
+        cluster.wait_for_agreement(timeout_s=15)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def certs(cluster: LocalCluster) -> Path:
+    return Path(cluster.spec.certs_dir)
+
+
+def channel(address: str, tls: Tls | None, name: str = MEMBER_NAME) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, tls.channel_credentials(), options=[("grpc.ssl_target_name_override", name)])
+
+
+def as_holder(cluster: LocalCluster, holder: str) -> Tls:
+    return Tls.in_dir(certs(cluster), holder)
+
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+def status(cluster: LocalCluster, node_id: int) -> pb.NodeStatus:
+    with channel(cluster.spec.node(node_id).client_address, as_holder(cluster, "client")) as ch:
+        return pb_grpc.LeadershipStub(ch).GetStatus(pb.GetStatusRequest(), timeout=2)
+
+
+def test_each_port_serves_only_its_own_services(secure):
+    node = secure.spec.node(1)
+    admin = as_holder(secure, "admin")
+    me = as_holder(secure, "node-2")
+    with channel(node.peer_address, admin, node_name(1)) as ch:
+        assert code_of(lambda: pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=2)) == grpc.StatusCode.UNIMPLEMENTED
+        assert code_of(lambda: health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)) == grpc.StatusCode.UNIMPLEMENTED
+    with channel(node.client_address, me, node_name(1)) as ch:
+        hb = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1)
+        assert code_of(lambda: pb_grpc.PeerStub(ch).Heartbeat(hb, timeout=2)) == grpc.StatusCode.UNIMPLEMENTED
+        assert pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=2).known
+
+
+def test_a_member_cannot_speak_for_another_and_nothing_changes(secure):
+    """Node 1's certificate, a message that says it comes from node 3 (the leader): refused, and the
+    receiver's epoch, promise and leader stay as they were."""
+    target = secure.spec.node(2)
+    before = status(secure, 2)
+    forged = pb.PeerMessage(sender_id=3, receiver_id=2, epoch=before.epoch + 10, round=1)
+    with channel(target.peer_address, as_holder(secure, "node-1"), node_name(2)) as ch:
+        stub = pb_grpc.PeerStub(ch)
+        for rpc in ("Heartbeat", "Coordinator", "Election"):
+            with pytest.raises(grpc.RpcError) as info:
+                getattr(stub, rpc)(forged, timeout=2)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, rpc
+            assert "certificate names node 1" in info.value.details()
+    after = status(secure, 2)
+    assert (after.epoch, after.promised_epoch, after.promised_to, after.leader_id) == \
+        (before.epoch, before.promised_epoch, before.promised_to, before.leader_id)
+
+
+@pytest.mark.parametrize("holder", ["client", "admin", "store"])
+def test_only_node_certificates_may_send_peer_messages(secure, holder):
+    target = secure.spec.node(1)
+    msg = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1)
+    with channel(target.peer_address, as_holder(secure, holder), node_name(1)) as ch:
+        assert code_of(lambda: pb_grpc.PeerStub(ch).Heartbeat(msg, timeout=2)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_strangers_are_refused_at_the_handshake(secure, tmp_path):
+    """Plaintext, and a certificate from another CA (even one naming node 1): no RPC runs at all."""
+    stranger = make_cluster_certs(tmp_path / "other-ca", 3)
+    for address in (secure.spec.node(1).peer_address, secure.spec.node(1).client_address, secure.spec.store_address):
+        for tls in (None, stranger["node-1"], stranger["admin"]):
+            with channel(address, tls, node_name(1)) as ch:
+                code = code_of(lambda: health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2))
+                assert code == grpc.StatusCode.UNAVAILABLE, (address, tls)
+
+
+def test_a_dialler_verifies_the_node_behind_the_address_not_the_address(secure):
+    """What keeps a proxy (Toxiproxy) or a mixed-up address from passing for a peer: peers verify
+    node_name(N) in the certificate. Node 1's port presented as node 2 fails verification."""
+    with channel(secure.spec.node(1).peer_address, as_holder(secure, "node-3"), node_name(2)) as ch:
+        msg = pb.PeerMessage(sender_id=3, receiver_id=1, epoch=1)
+        assert code_of(lambda: pb_grpc.PeerStub(ch).Heartbeat(msg, timeout=2)) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_clients_read_but_only_admins_hand_over(secure):
+    leader_id = next(n.id for n in secure.spec.nodes if status(secure, n.id).role == pb.ROLE_LEADER)
+    address = secure.spec.node(leader_id).client_address
+    for holder in ("client", "node-1"):
+        with channel(address, as_holder(secure, holder)) as ch:
+            stub = pb_grpc.LeadershipStub(ch)
+            assert stub.GetLeader(pb.GetLeaderRequest(), timeout=2).leader_id == leader_id
+            assert stub.GetStatus(pb.GetStatusRequest(), timeout=2).node_id == leader_id
+            first = next(stub.WatchLeader(pb.WatchLeaderRequest(), timeout=2))
+            assert first.leader_id == leader_id
+            for call in (lambda: stub.Resign(pb.ResignRequest(), timeout=2),
+                         lambda: stub.TransferLeadership(pb.TransferRequest(target_id=1), timeout=2)):
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "needs a admin certificate" in info.value.details()
+    assert status(secure, leader_id).role == pb.ROLE_LEADER, "a refused Resign must not step down"
+    # An admin at a follower gets past authorisation to the precise answer: not the leader.
+    follower = next(n.id for n in secure.spec.nodes if n.id != leader_id)
+    with channel(secure.spec.node(follower).client_address, as_holder(secure, "admin")) as ch:
+        assert code_of(lambda: pb_grpc.LeadershipStub(ch).Resign(pb.ResignRequest(), timeout=2)) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_the_store_takes_writes_only_from_nodes_under_their_own_id(secure):
+    with channel(secure.spec.store_address, as_holder(secure, "client"), STORE_NAME) as ch:
+        store = pb_grpc.FencedStoreStub(ch)
+        log_before = list(store.ReadLog(pb.ReadLogRequest(), timeout=2).entries)
+        big_epoch = pb.WriteRequest(writer_id=1, epoch=10**9, key="claim/1/1000000000", value=b"")
+        assert code_of(lambda: store.Write(big_epoch, timeout=2)) == grpc.StatusCode.PERMISSION_DENIED
+    with channel(secure.spec.store_address, as_holder(secure, "node-1"), STORE_NAME) as ch:
+        store = pb_grpc.FencedStoreStub(ch)
+        as_other = pb.WriteRequest(writer_id=2, epoch=10**9, key="claim/2/1000000000", value=b"")
+        with pytest.raises(grpc.RpcError) as info:
+            store.Write(as_other, timeout=2)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "names node 1" in info.value.details()
+        after = list(store.ReadLog(pb.ReadLogRequest(), timeout=2).entries)
+    assert not any(e.epoch >= 10**9 for e in after), "a refused write must not reach the log"
+    assert [e.seq for e in after[: len(log_before)]] == [e.seq for e in log_before]
+
+
+def _node_argv(cluster: LocalCluster, extra: list[str], node_id: int = 1) -> list[str]:
+    spec = dataclasses.replace(cluster.spec, certs_dir=None)
+    args = [a for a in spec.node_args(spec.node(node_id), "/tmp/never", None) if a != "--insecure"]
+    return [sys.executable, "-m", "node.cli", *args, *extra]
+
+
+@pytest.mark.parametrize("extra, words", [
+    ([], "give exactly one of --certs"),
+    (["--certs", "CERTS", "--insecure"], "give exactly one of --certs"),
+    (["--ca", "CERTS/ca.pem"], "go together"),
+    (["--ca", "CERTS/ca.pem", "--cert", "CERTS/node-2.pem", "--key", "CERTS/node-2.key"], "names bullyproof://node/2"),
+    (["--ca", "CERTS/ca.pem", "--cert", "CERTS/admin.pem", "--key", "CERTS/admin.key"], "but this process is bullyproof://node/1"),
+    (["--certs", "/nonexistent"], "cannot read /nonexistent/ca.pem"),
+])
+def test_a_node_refuses_to_start_without_usable_certificates(secure, extra, words):
+    argv = _node_argv(secure, [a.replace("CERTS", str(certs(secure))) for a in extra])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert words in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_health_command_takes_certificates(secure):
+    address = secure.spec.node(1).client_address
+    run = lambda *a: subprocess.run([sys.executable, "-m", "node.cli", "health", address, *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=30)
+    ok = run("--certs", str(certs(secure)))
+    assert ok.returncode == 0 and ok.stdout.strip() == "SERVING", ok.stderr
+    plain = run("--insecure")
+    assert plain.returncode == 1 and plain.stdout.strip() == "UNAVAILABLE"
+    neither = run()
+    assert neither.returncode == 2 and "give exactly one of" in neither.stderr
