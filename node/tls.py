@@ -179,7 +179,8 @@ async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterab
     who = caller(context)
     if who is None or who.kind not in kinds:
         shown = who.uri if who else "a certificate without a bullyproof identity"
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{what} needs a {' or '.join(kinds)} certificate; the caller has {shown}")
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"{what} needs a certificate of kind {' or '.join(kinds)}; the caller has {shown}")
     return who
 
 

@@ -22,11 +22,14 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     started: list[LocalCluster] = []
 
     def make(n: int = 5, mode: str = "quorum", env: dict[str, str] | None = None,
-             write_period_ms: int | None = None, **timing: int) -> LocalCluster:
-        spec = local_spec(n, mode, **timing)
+             write_period_ms: int | None = None, secure: bool = False, **timing: int) -> LocalCluster:
+        """Plaintext unless `secure` (mutual TLS, certificates in the cluster's directory): these
+        tests are about elections; tests/integration/test_security.py is about who may do what."""
+        directory = tmp_path / f"cluster-{len(started)}"
+        spec = local_spec(n, mode, certs_dir=str(directory / "certs") if secure else None, **timing)
         if write_period_ms is not None:
             spec = dataclasses.replace(spec, write_period_ms=write_period_ms)
-        cluster = LocalCluster(spec, tmp_path / f"cluster-{len(started)}", env={**os.environ, **(env or {})})
+        cluster = LocalCluster(spec, directory, env={**os.environ, **(env or {})})
         started.append(cluster)
         cluster.start()
         return cluster

@@ -17,6 +17,11 @@ Three pieces, all asyncio (grpc.aio), every call bounded by a deadline:
             await asyncio.sleep(1)
 
     await Leadership("127.0.0.1:7101", node_id=1, release_on_cancel=True).run(work)
+
+Clusters run mutual TLS by default: pass `tls=Tls.in_dir(Path("runs/local/certs"), "client")` (any
+certificate of the cluster's CA may ask who leads; Resign, so release_on_cancel, needs an admin's;
+FencedWriter needs node N's certificate to write as writer_id N). `tls=None` dials in plaintext, for
+a cluster started with --insecure.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import client_channel
+from node.tls import MEMBER_NAME, STORE_NAME, Tls
 
 __all__ = [
     "Backoff",
@@ -47,6 +53,7 @@ __all__ = [
     "Leadership",
     "LeaseToken",
     "NodeError",
+    "Tls",
     "WriteResult",
     "is_leading",
     "parse_addresses",
@@ -218,10 +225,11 @@ class LeaderClient:
     a deadline each, and the client remembers which node answered last and asks it first.
     """
 
-    def __init__(self, addresses: str | Sequence[str], deadline_s: float = 1.0) -> None:
+    def __init__(self, addresses: str | Sequence[str], deadline_s: float = 1.0, *, tls: Tls | None = None) -> None:
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be positive, got {deadline_s}")
         self.addresses = parse_addresses(addresses)
+        self.tls = tls
         self.deadline_s = deadline_s
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._address_of_node: dict[int, str] = {}
@@ -291,7 +299,7 @@ class LeaderClient:
     def _stub(self, address: str) -> pb_grpc.LeadershipStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = client_channel(address)
+            channel = self._channels[address] = client_channel(address, self.tls, MEMBER_NAME)
         return pb_grpc.LeadershipStub(channel)
 
     async def _ask(self, address: str) -> pb.LeaderInfo | None:
@@ -387,7 +395,8 @@ class Leadership:
     """
 
     def __init__(self, node_address: str, node_id: int, *, release_on_cancel: bool = False,
-                 confirm_interval_s: float = 0.1, confirm_timeout_s: float = 0.5, deadline_s: float = 1.0) -> None:
+                 confirm_interval_s: float = 0.1, confirm_timeout_s: float = 0.5, deadline_s: float = 1.0,
+                 tls: Tls | None = None) -> None:
         if node_id <= 0:
             raise ValueError(f"node_id must be positive, got {node_id}")
         if not 0 < confirm_interval_s < confirm_timeout_s:
@@ -401,6 +410,7 @@ class Leadership:
         self.confirm_interval_s = confirm_interval_s
         self.confirm_timeout_s = confirm_timeout_s
         self.deadline_s = deadline_s
+        self.tls = tls
 
     async def run(
         self,
@@ -420,7 +430,7 @@ class Leadership:
         Work must not swallow CancelledError: run() waits for it to finish.
         """
         inbox: asyncio.Queue[_Signal] = asyncio.Queue()
-        async with client_channel(self.node_address) as channel:
+        async with client_channel(self.node_address, self.tls, MEMBER_NAME) as channel:
             stub = pb_grpc.LeadershipStub(channel)
             watcher = asyncio.create_task(self._watch(stub, inbox))
             watcher.add_done_callback(lambda task: _relay_failure(task, inbox))
@@ -544,7 +554,7 @@ class FencedWriter:
     epoch, and the node itself may already write with its own id at that epoch.
     """
 
-    def __init__(self, store_address: str, writer_id: int, deadline_s: float = 1.0) -> None:
+    def __init__(self, store_address: str, writer_id: int, deadline_s: float = 1.0, *, tls: Tls | None = None) -> None:
         if writer_id <= 0:
             raise ValueError(f"writer_id must be positive, got {writer_id}")
         if deadline_s <= 0:
@@ -552,6 +562,7 @@ class FencedWriter:
         (self.store_address,) = parse_addresses([store_address])
         self.writer_id = writer_id
         self.deadline_s = deadline_s
+        self.tls = tls
         self._channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> FencedWriter:
@@ -566,7 +577,7 @@ class FencedWriter:
         grpc.aio.AioRpcError if the store does not answer within deadline_s (the write may or may not
         have been recorded) or rejects the input (INVALID_ARGUMENT)."""
         if self._channel is None:
-            self._channel = client_channel(self.store_address)
+            self._channel = client_channel(self.store_address, self.tls, STORE_NAME)
         request = pb.WriteRequest(writer_id=self.writer_id, epoch=token.epoch, key=key, value=value)
         reply = await pb_grpc.FencedStoreStub(self._channel).Write(request, timeout=self.deadline_s)
         if not reply.accepted:

@@ -75,7 +75,8 @@ class Handover:
 
 class LeadershipServicer(pb_grpc.LeadershipServicer):
     """Thin: answers come from Observation, handovers from Handover. Any certificate of the cluster
-    CA may read (the TLS handshake already refused every other); handovers need an admin's."""
+    CA may read (the TLS handshake already refused every other); handovers need an admin's, or the
+    node's own."""
 
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
@@ -99,7 +100,13 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
             yield info
 
     async def _require_admin(self, context, rpc: str) -> None:
-        await require(context, self.node.settings.tls is not None, ADMIN, f"Leadership/{rpc}")
+        """An admin, or the node's own certificate (the service beside node N acts as node N and may
+        give up N's leadership): nobody else may move leadership."""
+        node = self.node
+        who = await require(context, node.settings.tls is not None, (*ADMIN, "node"), f"Leadership/{rpc}")
+        if who is not None and who.kind == "node" and who.node_id != node.id:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"Leadership/{rpc} needs an admin certificate or node {node.id}'s own; the caller has {who.uri}")
 
     async def Resign(self, request, context):
         await self._require_admin(context, "Resign")

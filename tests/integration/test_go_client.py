@@ -34,8 +34,8 @@ def wholeads(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
-def run(binary: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+def run(binary: Path, *args: str, security: tuple[str, ...] = ("-insecure",)) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), *security, *args], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 
 def lines(stdout: str) -> list[dict]:
@@ -81,3 +81,18 @@ def test_exit_status_names_the_failure(wholeads, make_cluster):
     assert dead in done.stderr
     # No address at all is a usage error.
     assert run(wholeads).returncode == 2
+
+
+def test_mutual_tls_with_the_clusters_certificates(wholeads, make_cluster):
+    cluster = make_cluster(3, secure=True)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    certs = Path(cluster.spec.certs_dir)
+    as_client = ("-cacert", str(certs / "ca.pem"), "-cert", str(certs / "client.pem"), "-key", str(certs / "client.key"))
+    addrs = [n.client_address for n in cluster.spec.nodes]
+    done = run(wholeads, *addrs, security=as_client)
+    assert done.returncode == 0, done.stderr
+    assert {(a["leader"], a["epoch"]) for a in lines(done.stdout)} == {(leader, epoch)}
+    # Plaintext to a TLS node fails (exit 1); no security flags at all is a usage error (exit 2).
+    assert run(wholeads, addrs[0]).returncode == 1
+    neither = run(wholeads, addrs[0], security=())
+    assert neither.returncode == 2 and "-insecure" in neither.stderr

@@ -1,23 +1,32 @@
-"""The real grpcurl drives a node with no .proto file: everything it knows comes from server reflection."""
+"""The real grpcurl drives a node with no .proto file: everything it knows comes from server reflection.
+Over mutual TLS, with the certificates `cluster up` makes, as README shows."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from chaos.tools import GRPCURL_VERSION, ROOT, grpcurl_path
 from node.launcher.cluster import wait_for
+from node.tls import MEMBER_NAME, node_name
 
 pytestmark = pytest.mark.integration
 
 CALL_TIMEOUT_S = 30.0  # per grpcurl process; grpcurl itself gets -max-time below
 
 
-def grpcurl(*args: str) -> subprocess.CompletedProcess:
-    cmd = [str(grpcurl_path()), "-plaintext", "-max-time", "5", *args]
+CERTS: list[Path] = []  # the running cluster's certificate directory (set by the fixture)
+
+
+def grpcurl(*args: str, holder: str = "client", server_name: str = MEMBER_NAME) -> subprocess.CompletedProcess:
+    certs = CERTS[-1]
+    tls = ["-cacert", str(certs / "ca.pem"), "-cert", str(certs / f"{holder}.pem"), "-key", str(certs / f"{holder}.key"),
+           "-servername", server_name]
+    cmd = [str(grpcurl_path()), *tls, "-max-time", "5", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
 
 
@@ -29,7 +38,8 @@ def ok(*args: str) -> str:
 
 @pytest.fixture
 def running(make_cluster):
-    cluster = make_cluster(3)
+    cluster = make_cluster(3, secure=True)
+    CERTS.append(Path(cluster.spec.certs_dir))
     leader, epoch = cluster.wait_for_agreement(timeout_s=15)
     return cluster, leader, epoch
 
@@ -47,7 +57,8 @@ def test_grpcurl_lists_describes_and_calls_by_reflection(running):
     addr = cluster.spec.node(1).client_address
 
     services = ok(addr, "list").split()
-    assert {"bullyproof.v1.Leadership", "bullyproof.v1.Peer", "grpc.health.v1.Health"} <= set(services), services
+    assert {"bullyproof.v1.Leadership", "grpc.health.v1.Health"} <= set(services), services
+    assert "bullyproof.v1.Peer" not in services, "the client port serves no peer messages"
 
     described = ok(addr, "describe", "bullyproof.v1.Leadership")
     assert "bullyproof.v1.Leadership is a service" in described
@@ -76,10 +87,16 @@ def test_grpcurl_health_of_the_leader_service(running):
     assert json.loads(ok(cluster.spec.node(follower).client_address, "grpc.health.v1.Health/Check"))["status"] == "SERVING"
 
 
-def test_grpcurl_shows_the_status_code_of_a_bad_call(running):
+def test_grpcurl_shows_the_status_code_of_a_refused_call(running):
+    """The peer port has no reflection (it serves peers only): grpcurl reads the .proto instead."""
     cluster, leader, _ = running
-    done = grpcurl("-d", '{"senderId": 99, "receiverId": %d, "epoch": "1"}' % leader,
-                   cluster.spec.node(leader).peer_address, "bullyproof.v1.Peer/Coordinator")
-    assert done.returncode == 64 + 7, (done.returncode, done.stderr)  # grpcurl exits 64 + the status code
-    assert "Code: PermissionDenied" in done.stderr, done.stderr
-    assert "not a peer" in done.stderr, done.stderr
+    proto = ["-import-path", str(ROOT / "proto"), "-proto", "bullyproof/v1/bullyproof.proto"]
+    body = '{"senderId": 1, "receiverId": %d, "epoch": "1"}' % leader
+    peer = cluster.spec.node(leader).peer_address
+    for holder, words in [("client", "needs a certificate of kind node"), ("node-2", "certificate names node 2")]:
+        done = grpcurl(*proto, "-d", body, peer, "bullyproof.v1.Peer/Coordinator", holder=holder, server_name=node_name(leader))
+        assert done.returncode == 64 + 7, (done.returncode, done.stderr)  # grpcurl exits 64 + the status code
+        assert "Code: PermissionDenied" in done.stderr and words in done.stderr, done.stderr
+    # Resign needs an admin (or the node's own certificate); a client is refused, an admin is not.
+    refused = grpcurl(cluster.spec.node(leader).client_address, "bullyproof.v1.Leadership/Resign")
+    assert refused.returncode == 64 + 7 and "PermissionDenied" in refused.stderr, refused.stderr

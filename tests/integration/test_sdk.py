@@ -21,6 +21,7 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.channels import observer_channel
 from node.launcher.cluster import LocalCluster, pid_alive, process_fault, stop_pids, wait_for
 from node.launcher.ports import free_port
 from node.client.sdk import Fenced, FencedWriter, LeaderClient, LeaderEvent, Leadership, LeaseToken, NodeError
@@ -70,7 +71,7 @@ def dead_address() -> str:
 
 
 def store_log(cluster: LocalCluster) -> list[pb.LogEntry]:
-    with grpc.insecure_channel(cluster.spec.store_address) as ch:
+    with observer_channel(cluster.spec.store_address) as ch:  # as the cluster's admin if it runs TLS
         return list(pb_grpc.FencedStoreStub(ch).ReadLog(pb.ReadLogRequest(limit=10_000), timeout=5).entries)
 
 
@@ -342,7 +343,8 @@ def start_schedulers(cluster: LocalCluster, period_ms: int = 50) -> dict[int, Sc
     for node_id, address in cluster.client_addresses().items():
         out = cluster.dir / f"scheduler-{node_id}.log"
         argv = [sys.executable, "-m", "node.client.examples.scheduler", "--node", address, "--node-id", str(node_id),
-                "--store", cluster.spec.store_address, "--period-ms", str(period_ms)]
+                "--store", cluster.spec.store_address, "--period-ms", str(period_ms),
+                *(["--certs", cluster.spec.certs_dir] if cluster.spec.certs_dir else ["--insecure"])]
         with open(out, "wb") as f:
             proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
         procs[node_id] = SchedulerProcess(node_id, proc, out)
@@ -354,7 +356,7 @@ def scheduler_rows(cluster: LocalCluster) -> list[pb.LogEntry]:
 
 
 def test_scheduler_runs_only_beside_the_leader_and_moves_with_it(make_cluster):
-    cluster = make_cluster(3)
+    cluster = make_cluster(3, secure=True)  # each scheduler writes and resigns as its node's certificate
     old_id, old_epoch = cluster.wait_for_agreement(timeout_s=AGREE_TIMEOUT_S)
     schedulers = start_schedulers(cluster)
     try:

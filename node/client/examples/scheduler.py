@@ -14,11 +14,12 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 
-from node.client.sdk import Fenced, FencedWriter, Leadership, LeaseToken, NodeError, parse_addresses
+from node.client.sdk import Fenced, FencedWriter, Leadership, LeaseToken, NodeError, Tls, parse_addresses
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -59,11 +60,12 @@ class Scheduler:
         emit("new_leader", node=self.node_id, leader=leader_id, epoch=epoch)
 
 
-async def serve(node_address: str, node_id: int, store_address: str, period_ms: int) -> None:
-    """Run the scheduler until SIGTERM/SIGINT."""
-    async with FencedWriter(store_address, writer_id=node_id) as writer:
+async def serve(node_address: str, node_id: int, store_address: str, period_ms: int, tls: Tls | None = None) -> None:
+    """Run the scheduler until SIGTERM/SIGINT. With `tls` (node N's certificate: the scheduler acts
+    as the node beside it) it writes to the store as node N and may resign N; None: plaintext."""
+    async with FencedWriter(store_address, writer_id=node_id, tls=tls) as writer:
         scheduler = Scheduler(node_id, writer, period_ms)
-        leadership = Leadership(node_address, node_id, release_on_cancel=True)
+        leadership = Leadership(node_address, node_id, release_on_cancel=True, tls=tls)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--node-id", required=True, type=int, help="that node's id (also the store writer id)")
     parser.add_argument("--store", required=True, metavar="HOST:PORT", help="the fenced store")
     parser.add_argument("--period-ms", type=int, default=200, help="time between job runs while leading (default 200)")
+    security = parser.add_mutually_exclusive_group(required=True)
+    security.add_argument("--certs", metavar="DIR", help="the cluster's certificates (bullyproof certs init): uses node-N's")
+    security.add_argument("--insecure", action="store_true", help="plaintext, for a cluster started with --insecure")
     return parser
 
 
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(serve(args.node, args.node_id, args.store, args.period_ms))
+        tls = None if args.insecure else Tls.in_dir(Path(args.certs), f"node-{args.node_id}")
+        asyncio.run(serve(args.node, args.node_id, args.store, args.period_ms, tls))
     except NodeError as exc:
         print(f"scheduler: error: {exc}", file=sys.stderr)
         return 1

@@ -1,14 +1,19 @@
 // Command wholeads asks bullyproof nodes who leads, over the generated Go client.
 //
-//	wholeads ADDR [ADDR...]             GetLeader on each address (1 s deadline each), one JSON line per node
-//	wholeads -watch [-count N] ADDR     stream WatchLeader from the first address, one JSON line per event,
-//	                                    until interrupted or N events were printed
+//	wholeads TLS ADDR [ADDR...]             GetLeader on each address (1 s deadline each), one JSON line per node
+//	wholeads TLS -watch [-count N] ADDR     stream WatchLeader from the first address, one JSON line per event,
+//	                                        until interrupted or N events were printed
+//
+// TLS is -cacert ca.pem -cert client.pem -key client.key [-servername member.bullyproof] (mutual TLS
+// with files from `bullyproof certs init`), or -insecure for a cluster started with --insecure.
 //
 // Exit status: 0 ok, 1 an RPC failed, 2 usage, 3 the server does not implement the call.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -21,6 +26,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -47,8 +53,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	flags.SetOutput(stderr)
 	watch := flags.Bool("watch", false, "stream WatchLeader from the first address")
 	count := flags.Int("count", 0, "with -watch: stop after N events (0 = until interrupted)")
+	caFile := flags.String("cacert", "", "the cluster CA's certificate (PEM)")
+	certFile := flags.String("cert", "", "this client's certificate (PEM)")
+	keyFile := flags.String("key", "", "its private key (PEM)")
+	serverName := flags.String("servername", "member.bullyproof", "the name to verify in the node's certificate")
+	plaintext := flags.Bool("insecure", false, "plaintext, for a cluster started with --insecure")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: wholeads [-watch [-count N]] ADDR [ADDR...]")
+		fmt.Fprintln(stderr, "usage: wholeads (-cacert F -cert F -key F | -insecure) [-watch [-count N]] ADDR [ADDR...]")
 		flags.PrintDefaults()
 	}
 	if err := flags.Parse(args); err != nil {
@@ -58,6 +69,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		flags.Usage()
 		return 2
 	}
+	var err error
+	creds := insecure.NewCredentials()
+	switch {
+	case *plaintext && (*caFile != "" || *certFile != "" || *keyFile != ""):
+		fmt.Fprintln(stderr, "wholeads: -insecure and certificate files exclude each other")
+		return 2
+	case !*plaintext:
+		if creds, err = mutualTLS(*caFile, *certFile, *keyFile, *serverName); err != nil {
+			fmt.Fprintf(stderr, "wholeads: %v\n", err)
+			return 2
+		}
+	}
+	dialCreds = creds
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := json.NewEncoder(stdout)
@@ -73,8 +97,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return rc
 }
 
+// dialCreds: mutual TLS from the flags, or plaintext with -insecure.
+var dialCreds credentials.TransportCredentials
+
 func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(dialCreds))
+}
+
+// mutualTLS presents the client certificate and trusts only the cluster CA; serverName is checked in
+// the node's certificate whatever address is dialled (every node's names member.bullyproof).
+func mutualTLS(caFile, certFile, keyFile, serverName string) (credentials.TransportCredentials, error) {
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, errors.New("give -cacert, -cert and -key (from `bullyproof certs init`), or -insecure")
+	}
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(&tls.Config{
+		RootCAs: pool, Certificates: []tls.Certificate{pair}, ServerName: serverName, MinVersion: tls.VersionTLS12,
+	}), nil
 }
 
 func getLeader(ctx context.Context, addr string, out *json.Encoder, stderr io.Writer) int {
