@@ -13,8 +13,11 @@ GET /api/scenarios     what can be run; POST /api/scenario {"name", "mode", "see
                        POST /api/scenario/cancel; POST /api/watch/cluster: back to the cluster after a run
 GET /api/scenario/timeline.png   the finished run's timeline picture
 
-It listens on loopback unless told otherwise; the actions kill processes, so on any other address
-anyone who can reach the port can break the cluster (the CLI says so).
+It listens on loopback unless told otherwise. The POSTs (faults, scenario runs) are for the cluster's
+admin only: on a mutual-TLS cluster each needs the admin token, which is derived from the admin's
+private key (DIR/certs/admin.key) and printed in the URL's fragment (#token=...) to whoever started
+the dashboard; without it they get 403 and the page is a read-only view. A cluster started with
+--insecure has no admin, so anyone who can reach the page can break it (the CLI says so).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
+import hmac
 import json
 import socket
 import threading
@@ -54,12 +59,34 @@ PUSH_COALESCE_S = 0.02  # after a change, wait this long for more before pushing
 LOG_ON_CONNECT = 500
 
 
+TOKEN_HEADER = "X-Bullyproof-Token"
+
+
+def admin_token(data: dict[str, Any]) -> str | None:
+    """The token the page must send with every fault: an HMAC keyed by the admin's private key, so
+    only someone who can read that key can make it. None for a cluster without TLS (no admin)."""
+    if not data.get("certs"):
+        return None
+    key_path = Path(data["certs"]) / "admin.key"
+    try:
+        key = key_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"the dashboard acts as the cluster's admin and cannot read {key_path}: {exc.strerror}") from None
+    return hmac.new(key, b"bullyproof dashboard admin", hashlib.sha256).hexdigest()[:32]
+
+
+def with_token(url: str, token: str | None) -> str:
+    # In the fragment: browsers never send it to a server, so it stays out of logs and Referer headers.
+    return f"{url}#token={token}" if token else url
+
+
 class Dashboard:
     """The cluster being watched, its model, and the scenario run (if any). Lives in the server's loop."""
 
     def __init__(self, directory: Path) -> None:
         self.main_dir = Path(directory).resolve()
-        read_cluster_file(self.main_dir)  # a clear one-line error now if there is no cluster there
+        data = read_cluster_file(self.main_dir)  # a clear one-line error now if there is no cluster there
+        self.token = admin_token(data)
         self.origin_ns = time.monotonic_ns()
         self.generation = 0  # the source changed (cluster <-> scenario run): the page starts over
         self.watching = self.main_dir
@@ -257,7 +284,16 @@ def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
             raise ConfigError("the request body must be a JSON object")
         return body
 
+    def refused(request: Request) -> Response | None:
+        """403 unless the request carries the admin token (clusters without TLS have none to check)."""
+        if dash.token is None or hmac.compare_digest(request.headers.get(TOKEN_HEADER, ""), dash.token):
+            return None
+        return JSONResponse({"ok": False, "error": "faults and scenario runs are for the cluster's admin: open the URL "
+                             "`bullyproof dashboard` printed (it carries the admin token)"}, 403)
+
     async def action(request: Request) -> Response:
+        if (no := refused(request)) is not None:
+            return no
         try:
             return JSONResponse({"ok": True, **await dash.act(await json_body(request))})
         except (ConfigError, OSError, RuntimeError, TimeoutError) as exc:  # ToxiproxyError is an Exception too
@@ -269,12 +305,16 @@ def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
         return JSONResponse(catalogue())
 
     async def run_scenario(request: Request) -> Response:
+        if (no := refused(request)) is not None:
+            return no
         try:
             return JSONResponse({"ok": True, **await dash.start_run(await json_body(request))})
         except ConfigError as exc:
             return JSONResponse({"ok": False, "error": str(exc)}, 400)
 
     async def cancel(request: Request) -> Response:
+        if (no := refused(request)) is not None:
+            return no
         await dash.cancel_run()
         return JSONResponse({"ok": True})
 
@@ -358,7 +398,7 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) ->
     sock = bind(host, port)
     if (warning := warn_if_exposed(host)) is not None:
         print(warning, flush=True)
-    print(f"dashboard: {url_of(sock, host)}  (cluster in {dash.main_dir}; stop with Ctrl-C)", flush=True)
+    print(f"dashboard: {with_token(url_of(sock, host), dash.token)}  (cluster in {dash.main_dir}; stop with Ctrl-C)", flush=True)
     _server(dash, host).run(sockets=[sock])
     return 0
 
@@ -378,7 +418,9 @@ class Background:
         self.thread: threading.Thread | None = None
 
     def start(self, directory: Path) -> "Background":
-        self.server = _server(Dashboard(directory), self.host)
+        dash = Dashboard(directory)
+        self.url = with_token(self.url, dash.token)
+        self.server = _server(dash, self.host)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="dashboard",
                                        daemon=True)
         self.thread.start()

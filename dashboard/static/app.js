@@ -186,8 +186,20 @@ document.addEventListener("keydown", (ev) => {
 
 // ---- actions -------------------------------------------------------------------------------------
 
+// The admin token arrives in the URL's fragment (#token=...): kept for this tab, then taken out of the
+// address bar. Without it the server refuses faults (403) and the page is a read-only view.
+const ADMIN_TOKEN = (() => {
+  const found = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (found) {
+    sessionStorage.setItem("bullyproof-token", found);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("bullyproof-token") || "";
+})();
+
 async function post(url, body) {
-  const reply = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
+  const headers = { "Content-Type": "application/json", "X-Bullyproof-Token": ADMIN_TOKEN };
+  const reply = await fetch(url, { method: "POST", headers, body: JSON.stringify(body || {}) });
   let data = {};
   try { data = await reply.json(); } catch (e) { data = { ok: false, error: "HTTP " + reply.status }; }
   return data;

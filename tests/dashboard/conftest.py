@@ -37,10 +37,19 @@ def pytest_runtest_makereport(item, call):
 
 @dataclass
 class RunningCluster:
-    url: str
+    url: str  # the page, with the admin token in its fragment (#token=...), as cluster up prints it
     directory: Path
     proc: subprocess.Popen
     lines: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        """The server's address, for API calls (the fragment never reaches a server)."""
+        return self.url.partition("#")[0]
+
+    @property
+    def token(self) -> str:
+        return self.url.partition("#token=")[2]
 
     def pids(self) -> list[int]:
         try:
