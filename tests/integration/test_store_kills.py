@@ -17,7 +17,8 @@ data directory. After every restart the whole log is read back over gRPC (ReadLo
     of the files it left behind when killed passes SQLite's integrity_check.
 
 A SIGKILL cannot lose what the kernel already has (a power loss can): these kills prove the store never
-acknowledges a write before its commit and keeps no fencing state only in memory.
+acknowledges a write before its commit and keeps no fencing state only in memory. That each commit is
+also fsynced (WAL, synchronous=FULL) is asserted directly by the last test.
 
 STORE_KILLS_SEED=<n> repeats a run's random choices (thread timing still varies); the seed and the counts
 are printed (pytest -s, or in the report of a failure).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -42,7 +44,7 @@ import pytest
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import wait_for
-from node.store.db import claim_key, decide
+from node.store.db import FencedStoreDB, claim_key, decide
 from node.store.server import DB_FILE
 from test_store_process import EXIT_TIMEOUT_S, RPC_TIMEOUT_S, StoreProcess, start_store  # noqa: F401 (a fixture)
 
@@ -338,3 +340,87 @@ def test_acknowledged_writes_survive_many_sigkills_during_writes(start_store, tm
     reasons = {a.reply.reason.split()[0] for a in acked if not a.reply.accepted}
     assert reasons == {"stale", "epoch"}, reasons
 
+
+def acked_history(tmp_path: Path) -> tuple[list[pb.LogEntry], int, int, list[Attempt]]:
+    """A small real log and the replies it gave: writers 1 and 2 with accepts and both kinds of rejection."""
+    attempts: list[Attempt] = []
+    with FencedStoreDB(tmp_path / DB_FILE) as db:
+        for i, (writer_id, epoch) in enumerate([(1, 1), (1, 1), (2, 2), (1, 1), (2, 2), (1, 2), (1, 3), (2, 2)]):
+            request = pb.WriteRequest(writer_id=writer_id, epoch=epoch, key=f"k{i}", value=str(i).encode())
+            d = db.write(writer_id, epoch, request.key, request.value)
+            reply = pb.WriteReply(accepted=d.accepted, highest_epoch=d.highest_epoch, seq=d.seq, reason=d.reason)
+            attempts.append(Attempt(request, 0, 0.0, reply))
+        entries, highest_epoch, owner_id = db.read_log()
+    return [pb.LogEntry(**e.__dict__) for e in entries], highest_epoch, owner_id, attempts
+
+
+def _drop(entries: list[pb.LogEntry], index: int) -> list[pb.LogEntry]:
+    return entries[:index] + entries[index + 1:]
+
+
+def _renumber(entries: list[pb.LogEntry]) -> list[pb.LogEntry]:
+    """The rows given seqs 1..n again, as if the loss had happened before later rows were written."""
+    return [pb.LogEntry(**{**{f.name: getattr(e, f.name) for f in e.DESCRIPTOR.fields}, "seq": seq})
+            for seq, e in enumerate(entries, 1)]
+
+
+def _edit(entries: list[pb.LogEntry], index: int, **fields) -> list[pb.LogEntry]:
+    for name, value in fields.items():
+        setattr(entries[index], name, value)
+    return entries
+
+
+# Each breaks one promise the kill test relies on check_log to catch, and must be caught with its reason.
+BROKEN_LOGS = {
+    "lost last acknowledged row": (lambda es, _: es[:-1], "acknowledged write lost: 'k7'"),
+    "lost row in the middle": (lambda es, _: _drop(es, 2), "seqs not dense: position 3 holds seq 4"),
+    "lost row, later renumbered": (lambda es, _: _renumber(_drop(es, 1)), "acknowledged write lost: 'k1' (seq 2"),
+    "row recorded twice": (lambda es, _: _renumber(es[:4] + es[3:]), "key 'k3' recorded twice"),
+    "row never sent": (lambda es, _: _edit(es, 7, key="forged"), "key 'forged' was never sent"),
+    "value changed": (lambda es, _: _edit(es, 1, value=b"x"), "value b'x' for 'k1'"),
+    "stale write accepted": (lambda es, _: _edit(es, 3, accepted=True, reason=""), "the fencing rule says accepted=False"),
+    "highest epoch forgotten": (lambda es, h: es, "highest epoch went back: 3 after 4 was revealed"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_LOGS, ids=list(BROKEN_LOGS))
+def test_check_log_catches_each_broken_promise(tmp_path: Path, broken: str):
+    """Negative control for the kill test's checker; an intact log passes it."""
+    entries, highest_epoch, owner_id, attempts = acked_history(tmp_path)
+    assert check_log(entries, highest_epoch, owner_id, attempts, floor=3) == 3
+    mutate, words = BROKEN_LOGS[broken]
+    floor = 4 if broken == "highest epoch forgotten" else 3
+    with pytest.raises(AssertionError, match=re.escape(words)):
+        check_log(mutate(entries, highest_epoch), highest_epoch, owner_id, attempts, floor)
+
+
+def test_a_row_deleted_behind_a_killed_store_is_reported_lost(start_store, tmp_path: Path):
+    """Negative control end to end: the same checks over a real store catch a row that went missing."""
+    data_dir = tmp_path / "data"
+    store = start_store(data_dir)
+    history = History()
+    with grpc.insecure_channel(store.address) as ch:
+        stub = pb_grpc.FencedStoreStub(ch)
+        for i in range(1, 6):
+            history.send(stub, pb.WriteRequest(writer_id=1, epoch=i, key=claim_key(1, i)), cycle=0)
+    kill(store)
+    with sqlite3.connect(data_dir / DB_FILE) as conn:
+        conn.execute("DELETE FROM log WHERE seq = 5")
+    conn.close()
+    store = start_store(data_dir)
+    with pytest.raises(AssertionError, match=re.escape("acknowledged write lost: 'claim/1/5' (seq 5, accepted=True)")):
+        check_store(store, history, floor=0, cycle=1)
+
+
+def test_every_commit_is_fsynced_before_write_returns(tmp_path: Path):
+    """What a SIGKILL cannot show: a power loss keeps an acknowledged write only if it was fsynced.
+
+    In WAL mode, synchronous=FULL syncs the WAL at every commit; NORMAL (the usual WAL setting) syncs
+    only at checkpoints, so the newest acknowledged writes could vanish with the power.
+    """
+    with FencedStoreDB(tmp_path / DB_FILE) as db:
+        conn = db._conn
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        assert db.write(1, 1, "k", b"v").accepted
+        assert not conn.in_transaction  # autocommit: the row was committed before write() returned
