@@ -96,15 +96,15 @@ def dial_as(address: str, tls: Tls | None, server_name: str = MEMBER_NAME) -> No
         _dial_book[address] = (tls, server_name)
 
 
-# Every request bullyproof takes is a few dozen bytes (a peer message names at most 25 ids; a store
-# write carries a short key and value). gRPC's default limit is 4 MiB: a caller could make a node
-# allocate that much per request. Larger requests get RESOURCE_EXHAUSTED before any handler runs.
+# Every request a node takes is a few dozen bytes (a peer message names at most 25 ids). gRPC's
+# default limit is 4 MiB: a caller could make a node allocate that much per request. Larger requests
+# get RESOURCE_EXHAUSTED before any handler runs. The store takes larger writes (its own limit).
 MAX_RECEIVE_BYTES = 64 * 1024
 
 
-def server() -> grpc.aio.Server:
+def server(max_receive_bytes: int = MAX_RECEIVE_BYTES) -> grpc.aio.Server:
     # No SO_REUSEPORT: a second process on our port must fail to bind, not silently share it.
-    return grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+    return grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", max_receive_bytes)])
 
 
 def listen(srv: grpc.aio.Server, address: str, tls: Tls | None) -> int:

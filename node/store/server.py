@@ -24,7 +24,7 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.config import INSECURE_WARNING, ConfigError, add_tls_args, parse_address, parse_planted_bugs, tls_from_args
 from node.core import PlantedBug
-from node.store.db import DEFAULT_LIMIT, FencedStoreDB, StoreInputError, StoreOpenError
+from node.store.db import DEFAULT_LIMIT, MAX_KEY_BYTES, MAX_VALUE_BYTES, FencedStoreDB, StoreInputError, StoreOpenError
 from node.tls import Identity, Tls, require
 
 DB_FILE = "store.sqlite3"
@@ -76,7 +76,9 @@ async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None 
     """
     parse_address(listen, "--listen")
     db = FencedStoreDB(db_path, accept_stale=PlantedBug.STALE_STORE in planted_bugs)
-    server = channels.server()
+    # The largest valid write (a MAX_VALUE_BYTES value, a MAX_KEY_BYTES key) plus framing; anything
+    # larger is refused by gRPC before it is read into memory.
+    server = channels.server(MAX_VALUE_BYTES + MAX_KEY_BYTES + 1024)
     health_servicer = health.aio.HealthServicer()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

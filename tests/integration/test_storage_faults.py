@@ -41,7 +41,7 @@ class NodeProcess:
         self.peer = f"127.0.0.1:{free_port()}"
         self.client = f"127.0.0.1:{free_port()}"
         self.stdout_path, self.stderr_path = tmp_path / "node.out", tmp_path / "node.err"
-        argv = [sys.executable, "-m", "node.cli", "node", "--id", "1", "--listen", self.peer,
+        argv = [sys.executable, "-m", "node.cli", "node", "--insecure", "--id", "1", "--listen", self.peer,
                 "--client-listen", self.client, "--peers", f"2=127.0.0.1:{free_port()},3=127.0.0.1:{free_port()}",
                 "--state-dir", str(state), "--heartbeat-interval-ms", str(election_timeout_ms // 5),
                 "--election-timeout-ms", str(election_timeout_ms)]
@@ -142,7 +142,7 @@ def test_a_cluster_elects_without_the_node_that_cannot_persist(tmp_path):
 
 
 def run_cli_node(state: Path, timeout_s: float = 30) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "node.cli", "node", "--id", "1", "--listen", "127.0.0.1:0",
+    argv = [sys.executable, "-m", "node.cli", "node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0",
             "--client-listen", "127.0.0.1:0", "--peers", "2=127.0.0.1:1", "--state-dir", str(state)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
 

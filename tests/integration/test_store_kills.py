@@ -261,7 +261,9 @@ def kill(store: StoreProcess) -> tuple[float, float]:
     assert store.proc.wait(EXIT_TIMEOUT_S) == -signal.SIGKILL
     dead_s = time.monotonic()
     store.proc.stdout.close()
-    assert store.log_path.read_text() == "", f"store wrote to stderr: {store.log_path.read_text()}"
+    # Plaintext here (the store's durability, not who may write): its one stderr line is that warning.
+    errors = [ln for ln in store.log_path.read_text().splitlines() if '"event": "insecure"' not in ln]
+    assert errors == [], f"store wrote to stderr: {errors}"
     return kill_s, dead_s
 
 
@@ -321,7 +323,8 @@ def test_acknowledged_writes_survive_many_sigkills_during_writes(start_store, tm
     counts["in-flight writes found committed"] += sum(a.request.key in present for a in pending)
     assert not after_death & present, f"seed {seed}: writes sent to a dead store were logged"
     os.kill(store.proc.pid, signal.SIGTERM)
-    assert store.proc.wait(EXIT_TIMEOUT_S) == 0 and store.log_path.read_text() == ""
+    assert store.proc.wait(EXIT_TIMEOUT_S) == 0
+    assert all('"event": "insecure"' in ln for ln in store.log_path.read_text().splitlines())
     integrity_check(db_path, tmp_path / "copy")
 
     acked = [a for a in history.attempts if a.reply is not None]

@@ -39,7 +39,7 @@ class StoreProcess:
 
 
 def store_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "node.store.server", *args]
+    return [sys.executable, "-m", "node.store.server", "--insecure", *args]  # the store alone: plaintext
 
 
 def read_line(proc: subprocess.Popen, timeout_s: float, log_path: Path) -> str:
