@@ -8,11 +8,11 @@ server's certificate (node.tls.node_name(N) for peer N, even through a proxy); w
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import grpc
 
-from node.tls import MEMBER_NAME, Tls
+from node.tls import MEMBER_NAME, Identity, Tls, TlsError
 
 
 def peer_options(heartbeat_interval_ms: int) -> list[tuple[str, Any]]:
@@ -51,12 +51,82 @@ OBSERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
+# ---- credentials from node.tls's files ---------------------------------------------------------------
+
+
+def server_credentials(tls: Tls) -> grpc.ServerCredentials:
+    """TLS that demands a client certificate from the cluster CA (a handshake without one, or with one
+    from another CA, fails before any RPC). The files are re-read when they change (checked at each
+    new connection), so a server's certificate rotates without a restart."""
+    return grpc.dynamic_ssl_server_credentials(_server_config(tls), _Reloader(tls), require_client_authentication=True)
+
+
+def _server_config(tls: Tls) -> Any:
+    ca, cert, key = tls.read()
+    return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
+class _Reloader:
+    """gRPC asks before each handshake; a new configuration only when a file changed."""
+
+    def __init__(self, tls: Tls) -> None:
+        self.tls = tls
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple:
+        try:
+            return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (self.tls.ca, self.tls.cert, self.tls.key))
+        except OSError:
+            return ()
+
+    def __call__(self) -> Any:
+        stamp = self._stamp()
+        if stamp == self.stamp or not stamp:
+            return None
+        try:
+            config = _server_config(self.tls)
+        except TlsError:
+            return None  # half-written files: keep the old ones, try again at the next handshake
+        self.stamp = stamp
+        return config
+
+
+def channel_credentials(tls: Tls) -> grpc.ChannelCredentials:
+    ca, cert, key = tls.read()
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def caller(context: grpc.aio.ServicerContext) -> Identity | None:
+    """The identity in the calling peer's certificate, or None (plaintext, or no bullyproof URI)."""
+    for value in context.auth_context().get("peer_uri", ()):
+        found = Identity.parse(value.decode(errors="replace"))
+        if found is not None:
+            return found
+    return None
+
+
+async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterable[str], what: str) -> Identity | None:
+    """Abort with PERMISSION_DENIED unless the caller's certificate is of one of `kinds`; its identity.
+    Plaintext (--insecure) lets everyone through: that is what the opt-out means."""
+    if not secure:
+        return None
+    who = caller(context)
+    if who is None or who.kind not in kinds:
+        shown = who.uri if who else "a certificate without a bullyproof identity"
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"{what} needs a certificate of kind {' or '.join(kinds)}; the caller has {shown}")
+    return who
+
+
+# ---- channels and servers ------------------------------------------------------------------------------
+
+
 def _secure(options: Any, tls: Tls | None, server_name: str) -> tuple[list[tuple[str, Any]], grpc.ChannelCredentials | None]:
     opts = list(options)
     if tls is None:
         return opts, None
     # The name checked in the server's certificate, whatever address we dial (a proxy, an IP).
-    return opts + [("grpc.ssl_target_name_override", server_name)], tls.channel_credentials()
+    return opts + [("grpc.ssl_target_name_override", server_name)], channel_credentials(tls)
 
 
 def peer_channel(address: str, heartbeat_interval_ms: int, tls: Tls | None = None, server_name: str = MEMBER_NAME) -> grpc.aio.Channel:
@@ -109,4 +179,4 @@ def server(max_receive_bytes: int = MAX_RECEIVE_BYTES) -> grpc.aio.Server:
 
 def listen(srv: grpc.aio.Server, address: str, tls: Tls | None) -> int:
     """Bind `address` (mutual TLS with `tls`, else plaintext); the port bound. RuntimeError if it cannot."""
-    return srv.add_secure_port(address, tls.server_credentials()) if tls else srv.add_insecure_port(address)
+    return srv.add_secure_port(address, server_credentials(tls)) if tls else srv.add_insecure_port(address)

@@ -12,6 +12,7 @@ Servers also carry DNS names that a dialler verifies: "node-3.bullyproof" only i
 certificate (peers dial each other through Toxiproxy, and must verify the node behind the proxy,
 not the proxy's address), "store.bullyproof" in the store's, and "member.bullyproof" in every
 node's (a client that asks any member). `bullyproof certs init` writes them all (make_cluster_certs).
+gRPC credentials from these files, and reading who is calling, are node.channels' job.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import grpc
-
 SCHEME = "bullyproof"
 MEMBER_NAME = "member.bullyproof"  # in every node's certificate: "any member of this cluster"
 STORE_NAME = "store.bullyproof"
 KINDS = ("node", "store", "admin", "client")
+ADMIN = ("admin",)
 
 
 def node_name(node_id: int) -> str:
@@ -92,46 +92,6 @@ class Tls:
     def from_dict(d: dict[str, str]) -> "Tls":
         return Tls(Path(d["ca"]), Path(d["cert"]), Path(d["key"]))
 
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """TLS that demands a client certificate from the cluster CA (a handshake without one, or
-        with one from another CA, fails before any RPC). The files are re-read when they change
-        (checked at each new connection), so certificates rotate without a restart."""
-        return grpc.dynamic_ssl_server_credentials(self._server_config(), _Reloader(self), require_client_authentication=True)
-
-    def _server_config(self) -> Any:
-        ca, cert, key = self.read()
-        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
-
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        ca, cert, key = self.read()
-        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-
-
-class _Reloader:
-    """gRPC asks before each handshake; a new configuration only when a file changed."""
-
-    def __init__(self, tls: Tls) -> None:
-        self.tls = tls
-        self.stamp = self._stamp()
-
-    def _stamp(self) -> tuple:
-        try:
-            return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (self.tls.ca, self.tls.cert, self.tls.key))
-        except OSError:
-            return ()
-
-    def __call__(self) -> Any:
-        stamp = self._stamp()
-        if stamp == self.stamp or not stamp:
-            return None
-        try:
-            config = self.tls._server_config()
-        except TlsError:
-            return None  # half-written files: keep the old ones, try again at the next handshake
-        self.stamp = stamp
-        return config
-
-
 class TlsError(Exception):
     """Certificate files missing or unreadable (the CLI reports it as a configuration error)."""
 
@@ -156,36 +116,6 @@ def check_holder(tls: Tls, expected: Identity, flag: str) -> None:
     if found != expected:
         named = found.uri if found else "no bullyproof identity"
         raise TlsError(f"{flag}: {tls.cert} names {named}, but this process is {expected.uri}")
-
-
-# ---- who is calling ------------------------------------------------------------------------------
-
-
-def caller(context: grpc.aio.ServicerContext) -> Identity | None:
-    """The identity in the calling peer's certificate, or None (plaintext, or no bullyproof URI)."""
-    auth = context.auth_context()
-    for value in auth.get("peer_uri", ()):
-        found = Identity.parse(value.decode(errors="replace"))
-        if found is not None:
-            return found
-    return None
-
-
-async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterable[str], what: str) -> Identity | None:
-    """Abort with PERMISSION_DENIED unless the caller's certificate is of one of `kinds`. Plaintext
-    (--insecure) lets everyone through: that is what the opt-out means. Returns the identity."""
-    if not secure:
-        return None
-    who = caller(context)
-    if who is None or who.kind not in kinds:
-        shown = who.uri if who else "a certificate without a bullyproof identity"
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            f"{what} needs a certificate of kind {' or '.join(kinds)}; the caller has {shown}")
-    return who
-
-
-ADMIN = ("admin",)
-ANY_CLIENT = KINDS  # every certificate of the cluster CA may read
 
 
 # ---- making certificates ---------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.core import Role
-from node.tls import ADMIN, require
+from node.channels import require
+from node.tls import ADMIN
 
 if TYPE_CHECKING:
     from node.runtime.node import NodeRuntime

@@ -11,12 +11,12 @@ import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.channels import peer_channel
+from node.channels import peer_channel, require
 from node.core import Message, MsgType, Promise, Role, mode_info
 from node.runtime.events import MessageLog
 from node.runtime.state import PersistError
 from node.runtime.wire import RPC_NAME, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
-from node.tls import node_name, require
+from node.tls import node_name
 
 if TYPE_CHECKING:
     from node.runtime.node import NodeRuntime

@@ -25,7 +25,7 @@ from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.config import INSECURE_WARNING, ConfigError, add_tls_args, parse_address, parse_planted_bugs, tls_from_args
 from node.core import PlantedBug
 from node.store.db import DEFAULT_LIMIT, MAX_KEY_BYTES, MAX_VALUE_BYTES, FencedStoreDB, StoreInputError, StoreOpenError
-from node.tls import Identity, Tls, require
+from node.tls import Identity, Tls
 
 DB_FILE = "store.sqlite3"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FencedStore"].full_name
@@ -43,7 +43,7 @@ class FencedStoreServicer(pb_grpc.FencedStoreServicer):
         self.write_lock = asyncio.Lock()
 
     async def Write(self, request: pb.WriteRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
-        writer = await require(context, self.secure, ("node",), "FencedStore/Write")
+        writer = await channels.require(context, self.secure, ("node",), "FencedStore/Write")
         if writer is not None and writer.node_id != request.writer_id:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"FencedStore/Write: writer_id {request.writer_id}, but the caller's certificate names node {writer.node_id}")

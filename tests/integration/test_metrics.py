@@ -124,7 +124,7 @@ def test_every_log_line_is_json_with_node_and_epoch(make_cluster):
 
 
 def start_lone_node(tmp_path, *extra: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "node.cli", "node", "--id", "1", "--listen", "127.0.0.1:0",
+    argv = [sys.executable, "-m", "node.cli", "node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0",
             "--client-listen", "127.0.0.1:0", "--peers", "2=127.0.0.1:1", "--state-dir", str(tmp_path / "state"), *extra]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

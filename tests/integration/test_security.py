@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.channels import channel_credentials
 from node.launcher.cluster import LocalCluster, local_spec
 from node.tls import MEMBER_NAME, STORE_NAME, Tls, make_cluster_certs, node_name
 
@@ -42,7 +43,7 @@ def certs(cluster: LocalCluster) -> Path:
 def channel(address: str, tls: Tls | None, name: str = MEMBER_NAME) -> grpc.Channel:
     if tls is None:
         return grpc.insecure_channel(address)
-    return grpc.secure_channel(address, tls.channel_credentials(), options=[("grpc.ssl_target_name_override", name)])
+    return grpc.secure_channel(address, channel_credentials(tls), options=[("grpc.ssl_target_name_override", name)])
 
 
 def as_holder(cluster: LocalCluster, holder: str) -> Tls:
@@ -191,3 +192,32 @@ def test_the_health_command_takes_certificates(secure):
     assert plain.returncode == 1 and plain.stdout.strip() == "UNAVAILABLE"
     neither = run()
     assert neither.returncode == 2 and "give exactly one of" in neither.stderr
+
+
+def test_a_node_rereads_its_certificate_files_for_new_connections(make_cluster, tmp_path):
+    """Rotation without a restart: replace node 1's files (here with another CA's, so the change is
+    visible), and the next handshake uses them: the new CA's admin gets in, the old one no longer does."""
+    cluster = make_cluster(2, secure=True)
+    cluster.wait_for_agreement(timeout_s=15)
+    old = certs(cluster)
+    new = make_cluster_certs(tmp_path / "rotated", 2)
+    address = cluster.spec.node(1).client_address
+
+    def get_leader(tls: Tls) -> grpc.StatusCode:
+        with channel(address, tls) as ch:  # a fresh channel: a new connection, a new handshake
+            try:
+                pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=2)
+                return grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                return exc.code()
+
+    kept = {p: p.read_bytes() for p in (old / "ca.pem", old / "admin.pem", old / "admin.key")}  # the old admin's own copy
+    old_admin = Tls(*(tmp_path / f"old-admin{suffix}" for suffix in (".ca", ".pem", ".key")))
+    for path, src in zip((old_admin.ca, old_admin.cert, old_admin.key), kept.values()):
+        path.write_bytes(src)
+    assert get_leader(old_admin) == grpc.StatusCode.OK
+    assert get_leader(new["admin"]) == grpc.StatusCode.UNAVAILABLE
+    for name in ("ca.pem", "node-1.pem", "node-1.key"):
+        (old / name).write_bytes((tmp_path / "rotated" / name).read_bytes())
+    assert get_leader(new["admin"]) == grpc.StatusCode.OK
+    assert get_leader(old_admin) == grpc.StatusCode.UNAVAILABLE
