@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from node.config import parse_address
 from node.core import Role, View
+from node.tls import Tls
 
 PREFIX = "bullyproof"
 # From ElectionStarted until the node has a leader again (detection time is not included: on
@@ -107,10 +108,17 @@ class NodeMetrics:
 
     # ---- serving -------------------------------------------------------------------------------
 
-    def start(self, listen: str, on_error: Callable[[str, BaseException | None], None] | None = None) -> int:
-        """Serve /metrics on HOST:PORT (port 0: any free port); returns the bound port."""
+    def start(self, listen: str, on_error: Callable[[str, BaseException | None], None] | None = None,
+              tls: Tls | None = None) -> int:
+        """Serve /metrics on HOST:PORT (port 0: any free port); returns the bound port. With `tls`,
+        HTTPS that demands a client certificate of the cluster CA (as the gRPC ports do), so a
+        scraper needs one (Prometheus: tls_config with cert_file/key_file/ca_file)."""
         host, port = parse_address(listen, "--metrics-listen")
-        server, thread = start_http_server(port, addr=host.strip("[]"), registry=self.registry)
+        https: dict[str, Any] = {}
+        if tls is not None:
+            https = {"certfile": str(tls.cert), "keyfile": str(tls.key), "client_cafile": str(tls.ca),
+                     "client_auth_required": True}
+        server, thread = start_http_server(port, addr=host.strip("[]"), registry=self.registry, **https)
         if on_error is not None:
             # socketserver prints request errors (a scraper hanging up, say) to stderr; keep the
             # node's output one JSON object per line instead.

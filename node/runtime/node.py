@@ -196,7 +196,8 @@ class NodeRuntime:
         if listen is None:
             return None
         try:
-            return self.metrics.start(listen, on_error=lambda msg, exc: self.events.error(msg, self.epoch(), exc))
+            return self.metrics.start(listen, on_error=lambda msg, exc: self.events.error(msg, self.epoch(), exc),
+                                      tls=self.settings.tls)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
 

@@ -221,3 +221,20 @@ def test_a_node_rereads_its_certificate_files_for_new_connections(make_cluster, 
         (old / name).write_bytes((tmp_path / "rotated" / name).read_bytes())
     assert get_leader(new["admin"]) == grpc.StatusCode.OK
     assert get_leader(old_admin) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_metrics_need_a_client_certificate_too(secure):
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    address = secure.spec.node(1).metrics_address
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"http://{address}/metrics", timeout=2).read()
+    context = ssl.create_default_context(cafile=str(certs(secure) / "ca.pem"))
+    context.check_hostname = False  # the address is an IP; the CA is what matters here
+    with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):  # no client certificate
+        urllib.request.urlopen(f"https://{address}/metrics", timeout=2, context=context).read()
+    context.load_cert_chain(certs(secure) / "client.pem", certs(secure) / "client.key")
+    with urllib.request.urlopen(f"https://{address}/metrics", timeout=2, context=context) as reply:
+        assert b"bullyproof_epoch" in reply.read()
