@@ -319,6 +319,8 @@ def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
         return JSONResponse({"ok": True})
 
     async def back(request: Request) -> Response:
+        if (no := refused(request)) is not None:  # it switches what every viewer sees
+            return no
         await dash.back_to_cluster()
         return JSONResponse({"ok": True})
 
@@ -388,8 +390,9 @@ def _server(dash: Dashboard, host: str) -> uvicorn.Server:
 def warn_if_exposed(host: str) -> str | None:
     if host in ("127.0.0.1", "localhost", "::1", "[::1]") or host.startswith("127."):
         return None
-    return (f"warning: the dashboard listens on {host}: anyone who can reach it can kill and partition "
-            "this cluster (it has no login)")
+    return (f"warning: the dashboard listens on {host} over plain HTTP: anyone who can reach it sees the cluster, "
+            "and the admin token in its URL (which allows faults) crosses the network unencrypted; prefer the "
+            "default 127.0.0.1 with an SSH tunnel (on a cluster started --insecure, there is no token at all)")
 
 
 def serve(directory: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:

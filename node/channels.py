@@ -98,11 +98,7 @@ def channel_credentials(tls: Tls) -> grpc.ChannelCredentials:
 
 def caller(context: grpc.aio.ServicerContext) -> Identity | None:
     """The identity in the calling peer's certificate, or None (plaintext, or no bullyproof URI)."""
-    for value in context.auth_context().get("peer_uri", ()):
-        found = Identity.parse(value.decode(errors="replace"))
-        if found is not None:
-            return found
-    return None
+    return Identity.of(value.decode(errors="replace") for value in context.auth_context().get("peer_uri", ()))
 
 
 async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterable[str], what: str) -> Identity | None:

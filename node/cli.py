@@ -401,6 +401,9 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
     clash = set(admins) & set(clients) | {n for n in admins + clients if n in ("ca", "store") or n.startswith("node-")}
     if clash:
         raise ConfigError(f"certificate names {sorted(clash)} are taken (ca, store, node-N, or both --admin and --client)")
+    bad = [n for n in admins + clients if Identity.parse(f"bullyproof://client/{n}") is None]
+    if bad:
+        raise ConfigError(f"certificate names {bad}: use 1 to 64 letters, digits, '.', '_' or '-'")
     made = make_cluster_certs(Path(args.dir), args.nodes, admins=admins, clients=clients, hosts=args.host)
     print(json.dumps({"dir": str(Path(args.dir).resolve()), "ca": "ca.pem",
                       "certificates": {name: tls.cert.name for name, tls in made.items()}}, indent=2))
@@ -428,6 +431,7 @@ def _client_tls(args: argparse.Namespace) -> None:
     if sum([bool(args.certs), any(files), args.insecure]) != 1:
         raise ConfigError("give exactly one of --certs DIR [--as NAME], --ca/--cert/--key, or --insecure")
     if args.insecure:
+        print("bullyproof: warning: --insecure: plaintext, the server is not authenticated", file=sys.stderr)
         return
     if args.certs:
         tls = Tls.in_dir(Path(args.certs), args.holder)

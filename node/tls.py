@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -54,13 +55,27 @@ class Identity:
 
     @staticmethod
     def parse(uri: str) -> "Identity | None":
-        prefix = f"{SCHEME}://"
-        if not uri.startswith(prefix):
+        """The identity a URI names, in its one canonical spelling only (node/3, not node/03 or
+        node/3/x; names of letters, digits, '.', '_', '-'), else None."""
+        match = _IDENTITY_URI.fullmatch(uri)
+        if match is None:
             return None
-        kind, _, name = uri[len(prefix):].partition("/")
-        if kind not in KINDS or (kind == "node" and not (name.isdigit() and int(name) > 0)):
+        kind, name = match.group("kind"), match.group("name") or ""
+        if (kind == "node") != bool(_NODE_ID.fullmatch(name)) or (kind in ("admin", "client") and not name) \
+                or (kind == "store" and name):
             return None
         return Identity(kind, name)
+
+    @staticmethod
+    def of(uris: Iterable[str]) -> "Identity | None":
+        """The identity of a certificate with these URI SANs: exactly one bullyproof URI, and a valid
+        one; a certificate naming two (say, an admin and a node) names nobody."""
+        ours = [u for u in uris if u.startswith(f"{SCHEME}:")]
+        return Identity.parse(ours[0]) if len(ours) == 1 else None
+
+
+_IDENTITY_URI = re.compile(rf"{SCHEME}://(?P<kind>node|store|admin|client)(?:/(?P<name>[A-Za-z0-9._-]{{1,64}}))?", re.ASCII)
+_NODE_ID = re.compile(r"[1-9][0-9]{0,8}", re.ASCII)
 
 
 # ---- files ------------------------------------------------------------------------------------
@@ -106,7 +121,7 @@ def identity_in(cert_path: Path) -> Identity | None:
             x509.UniformResourceIdentifier)
     except (OSError, ValueError, x509.ExtensionNotFound):
         return None
-    return next((i for i in map(Identity.parse, uris) if i is not None), None)
+    return Identity.of(uris)
 
 
 def check_holder(tls: Tls, expected: Identity, flag: str) -> None:
@@ -142,13 +157,23 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
 
     def write_key(path: Path, key: Any) -> None:
         data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        _write_new(path, data, 0o600)
 
-    if ca_cert_path.exists() and ca_key_path.exists():
-        ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    if ca_cert_path.exists() or ca_key_path.exists():
+        # Reuse the CA, never replace it: running nodes trust only it, and keep their own outgoing
+        # certificates until they restart, so a new CA here would cut them off from each other.
+        try:
+            ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+            ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        except FileNotFoundError as exc:
+            raise TlsError(f"{directory} has {'ca.pem' if ca_cert_path.exists() else 'ca.key'} but not {Path(exc.filename).name}: "
+                           "certificates must come from the CA the cluster trusts (restore it, or use a new directory "
+                           "for a new cluster)") from None
+        except ValueError as exc:
+            raise TlsError(f"cannot read the CA in {directory}: {exc}") from None
+        if ca_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
+                ca_cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+            raise TlsError(f"{ca_key_path} is not the key of {ca_cert_path}")
     else:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bullyproof cluster CA")])
@@ -164,7 +189,7 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
             .sign(ca_key, hashes.SHA256())
         )
         write_key(ca_key_path, ca_key)
-        ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        _write_new(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     local_names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     for host in hosts:
@@ -192,7 +217,7 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
         )
         tls = Tls.in_dir(directory, holder)
         write_key(tls.key, key)
-        tls.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_new(tls.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return tls
 
     made = {f"node-{i}": issue(f"node-{i}", Identity("node", str(i)), [node_name(i), MEMBER_NAME], True)
@@ -203,3 +228,20 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
     for name in clients:
         made[name] = issue(name, Identity("client", name), [], False)
     return made
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Write a fresh file with exactly `mode` and swap it in: never through a symlink someone left at
+    `path`, never keeping an old file's looser permissions; a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # the umask may have narrowed it; never widened
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -6,22 +6,22 @@ Three pieces, all asyncio (grpc.aio), every call bounded by a deadline:
 * `Leadership` runs your work only while the node beside you leads, and cancels it at once when that ends.
 * `FencedWriter` stamps writes with the epoch, so a deposed leader's late writes are refused by the store.
 
-    async with LeaderClient(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]) as client:
+    async with LeaderClient(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"], tls=client_tls) as client:
         leader = await client.wait_for_leader(timeout_s=5)
 
-    writer = FencedWriter("127.0.0.1:7000", writer_id=1)
+    writer = FencedWriter("127.0.0.1:7000", writer_id=1, tls=node1_tls)
 
     async def work(token: LeaseToken) -> None:
         while True:
             await writer.write(token, "jobs/last-run", b"done")
             await asyncio.sleep(1)
 
-    await Leadership("127.0.0.1:7101", node_id=1, release_on_cancel=True).run(work)
+    await Leadership("127.0.0.1:7101", node_id=1, release_on_cancel=True, tls=node1_tls).run(work)
 
 Clusters run mutual TLS by default: pass `tls=Tls.in_dir(Path("runs/local/certs"), "client")` (any
-certificate of the cluster's CA may ask who leads; Resign, so release_on_cancel, needs an admin's;
-FencedWriter needs node N's certificate to write as writer_id N). `tls=None` dials in plaintext, for
-a cluster started with --insecure.
+certificate of the cluster's CA may ask who leads; Resign, so release_on_cancel, needs an admin's or
+the node's own; FencedWriter needs node N's certificate to write as writer_id N). For a cluster
+started with --insecure, say so: `insecure=True` (plaintext; logged). Neither is a ValueError.
 """
 
 from __future__ import annotations
@@ -126,6 +126,15 @@ class NodeError(RuntimeError):
 # ---- pure helpers -------------------------------------------------------------------------------
 
 
+def _security(tls: Tls | None, insecure: bool) -> Tls | None:
+    """Secure by default: a certificate, or an explicit (and logged) insecure=True."""
+    if (tls is None) == (not insecure):
+        raise ValueError("give tls=Tls(...) (the cluster's certificates) or insecure=True for a plaintext cluster, not both or neither")
+    if insecure:
+        log.warning("bullyproof client: insecure=True: plaintext, the server is not authenticated")
+    return tls
+
+
 def parse_addresses(addresses: str | Sequence[str]) -> tuple[str, ...]:
     """Check HOST:PORT targets (a string may list several, comma-separated); drop repeats, keep order.
 
@@ -225,11 +234,12 @@ class LeaderClient:
     a deadline each, and the client remembers which node answered last and asks it first.
     """
 
-    def __init__(self, addresses: str | Sequence[str], deadline_s: float = 1.0, *, tls: Tls | None = None) -> None:
+    def __init__(self, addresses: str | Sequence[str], deadline_s: float = 1.0, *, tls: Tls | None = None,
+                 insecure: bool = False) -> None:
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be positive, got {deadline_s}")
         self.addresses = parse_addresses(addresses)
-        self.tls = tls
+        self.tls = _security(tls, insecure)
         self.deadline_s = deadline_s
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._address_of_node: dict[int, str] = {}
@@ -396,7 +406,7 @@ class Leadership:
 
     def __init__(self, node_address: str, node_id: int, *, release_on_cancel: bool = False,
                  confirm_interval_s: float = 0.1, confirm_timeout_s: float = 0.5, deadline_s: float = 1.0,
-                 tls: Tls | None = None) -> None:
+                 tls: Tls | None = None, insecure: bool = False) -> None:
         if node_id <= 0:
             raise ValueError(f"node_id must be positive, got {node_id}")
         if not 0 < confirm_interval_s < confirm_timeout_s:
@@ -410,7 +420,7 @@ class Leadership:
         self.confirm_interval_s = confirm_interval_s
         self.confirm_timeout_s = confirm_timeout_s
         self.deadline_s = deadline_s
-        self.tls = tls
+        self.tls = _security(tls, insecure)
 
     async def run(
         self,
@@ -554,7 +564,8 @@ class FencedWriter:
     epoch, and the node itself may already write with its own id at that epoch.
     """
 
-    def __init__(self, store_address: str, writer_id: int, deadline_s: float = 1.0, *, tls: Tls | None = None) -> None:
+    def __init__(self, store_address: str, writer_id: int, deadline_s: float = 1.0, *, tls: Tls | None = None,
+                 insecure: bool = False) -> None:
         if writer_id <= 0:
             raise ValueError(f"writer_id must be positive, got {writer_id}")
         if deadline_s <= 0:
@@ -562,7 +573,7 @@ class FencedWriter:
         (self.store_address,) = parse_addresses([store_address])
         self.writer_id = writer_id
         self.deadline_s = deadline_s
-        self.tls = tls
+        self.tls = _security(tls, insecure)
         self._channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> FencedWriter:

@@ -7,6 +7,9 @@ the gauge and histogram bookkeeping stays here.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -114,16 +117,19 @@ class NodeMetrics:
         HTTPS that demands a client certificate of the cluster CA (as the gRPC ports do), so a
         scraper needs one (Prometheus: tls_config with cert_file/key_file/ca_file)."""
         host, port = parse_address(listen, "--metrics-listen")
-        https: dict[str, Any] = {}
-        if tls is not None:
-            https = {"certfile": str(tls.cert), "keyfile": str(tls.key), "client_cafile": str(tls.ca),
-                     "client_auth_required": True}
-        server, thread = start_http_server(port, addr=host.strip("[]"), registry=self.registry, **https)
+        if tls is None:
+            server, thread = start_http_server(port, addr=host.strip("[]"), registry=self.registry)
+        else:
+            server, thread = _start_https(port, host.strip("[]"), self.registry, tls)
         if on_error is not None:
             # socketserver prints request errors (a scraper hanging up, say) to stderr; keep the
             # node's output one JSON object per line instead.
             def handle_error(request: Any, client_address: Any) -> None:
-                on_error(f"metrics request from {client_address} failed", sys.exc_info()[1])
+                exc = sys.exc_info()[1]
+                if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):  # a refused or abandoned handshake:
+                    on_error(f"metrics request from {client_address} refused: {exc!r}", None)  # one line, no traceback
+                else:
+                    on_error(f"metrics request from {client_address} failed", exc)
 
             server.handle_error = handle_error
         self._server, self._thread = server, thread
@@ -138,6 +144,56 @@ class NodeMetrics:
         if self._thread is not None:
             self._thread.join(timeout=2)
         self._server = self._thread = None
+
+
+HANDSHAKE_TIMEOUT_S = 5.0
+
+
+def _start_https(port: int, host: str, registry: CollectorRegistry, tls: Tls) -> tuple[Any, threading.Thread]:
+    """/metrics over HTTPS with a client certificate of the cluster CA required.
+
+    prometheus_client's own HTTPS wraps the listening socket, so each TLS handshake runs inside
+    accept() on the one serving thread, with no timeout: a single idle connection would stall every
+    scrape. Here accept() only accepts; the handshake runs in the request's own thread, bounded by
+    HANDSHAKE_TIMEOUT_S. The certificate files are re-read when they change, as the gRPC ports do.
+    """
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
+
+    def context() -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca))
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def stamp() -> tuple:
+        try:
+            return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (tls.ca, tls.cert, tls.key))
+        except OSError:
+            return ()
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        ctx, ctx_stamp = context(), stamp()
+
+        def get_request(self) -> tuple[Any, Any]:
+            sock, address = self.socket.accept()
+            if (now := stamp()) != self.ctx_stamp and now:
+                with contextlib.suppress(OSError, ssl.SSLError):  # half-written files: keep the old ones
+                    self.ctx, self.ctx_stamp = context(), now
+            sock.settimeout(HANDSHAKE_TIMEOUT_S)
+            return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    class Handler(_SilentHandler):
+        def setup(self) -> None:
+            self.request.do_handshake()  # in this request's thread, under the socket's timeout
+            super().setup()
+
+    httpd = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics")
+    thread.start()
+    return httpd, thread
 
 
 def _child(cache: dict[str, Any], counter: Counter, type_: str) -> Any:

@@ -55,6 +55,8 @@ class FencedStoreServicer(pb_grpc.FencedStoreServicer):
         return pb.WriteReply(accepted=d.accepted, highest_epoch=d.highest_epoch, seq=d.seq, reason=d.reason)
 
     async def ReadLog(self, request: pb.ReadLogRequest, context: grpc.aio.ServicerContext) -> pb.ReadLogReply:
+        # The log holds every node's writes (keys and values): for members and operators only.
+        await channels.require(context, self.secure, ("node", "admin"), "FencedStore/ReadLog")
         try:
             entries, highest_epoch, owner_id = await asyncio.to_thread(
                 self.db.read_log, request.after_seq, request.limit or DEFAULT_LIMIT

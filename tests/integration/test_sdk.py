@@ -84,7 +84,7 @@ def test_get_leader_from_a_list_that_includes_a_dead_address(make_cluster):
     addresses = cluster.client_addresses()
 
     async def scenario() -> None:
-        async with LeaderClient([dead_address(), *addresses.values()], deadline_s=1.0) as client:
+        async with LeaderClient([dead_address(), *addresses.values()], deadline_s=1.0, insecure=True) as client:
             leader = await client.get_leader()
             assert leader is not None
             assert (leader.leader_id, leader.epoch) == (leader_id, epoch)
@@ -101,7 +101,7 @@ def test_get_leader_follows_the_leader_after_it_is_killed(make_cluster):
     addresses = cluster.client_addresses()
 
     async def scenario() -> None:
-        async with LeaderClient(list(addresses.values())) as client:
+        async with LeaderClient(list(addresses.values()), insecure=True) as client:
             assert (await client.get_leader()).leader_id == old_id  # type: ignore[union-attr]
             process_fault(cluster.dir, str(old_id), "kill")
 
@@ -126,7 +126,7 @@ def test_watch_fails_over_and_yields_no_leader_then_the_new_leader(make_cluster)
 
     async def scenario() -> list[LeaderEvent]:
         events: list[LeaderEvent] = []
-        async with LeaderClient(order) as client:
+        async with LeaderClient(order, insecure=True) as client:
             async with contextlib.aclosing(client.watch()) as stream:
                 first = await anext(stream)
                 assert (first.leader_id, first.epoch, first.node_id) == (old_id, old_epoch, old_id)
@@ -161,12 +161,12 @@ def test_errors_end_the_call_instead_of_retrying_forever(make_cluster):
 
     async def scenario() -> None:
         with pytest.raises(NodeError, match=f"is node {follower_id}, not node {leader_id}"):  # wrong address
-            await asyncio.wait_for(Leadership(addresses[follower_id], node_id=leader_id).run(never), STEP_TIMEOUT_S)
-        async with LeaderClient([cluster.spec.store_address]) as client:  # the store is not a node
+            await asyncio.wait_for(Leadership(addresses[follower_id], node_id=leader_id, insecure=True).run(never), STEP_TIMEOUT_S)
+        async with LeaderClient([cluster.spec.store_address], insecure=True) as client:  # the store is not a node
             with pytest.raises(NodeError, match="WatchLeader"):
                 await asyncio.wait_for(anext(client.watch()), STEP_TIMEOUT_S)
         stopped: list[bool] = []
-        leadership = Leadership(addresses[leader_id], leader_id)
+        leadership = Leadership(addresses[leader_id], leader_id, insecure=True)
         with pytest.raises(RuntimeError, match="job failed"):
             await asyncio.wait_for(leadership.run(broken, on_stopped_leading=lambda: stopped.append(True)),
                                    STEP_TIMEOUT_S)
@@ -215,7 +215,7 @@ async def apps_beside(cluster: LocalCluster,
     apps: dict[int, tuple[App, asyncio.Task]] = {}
     for node_id, address in cluster.client_addresses().items():
         app = App(node_id)
-        leadership = Leadership(address, node_id, release_on_cancel=release_on_cancel)
+        leadership = Leadership(address, node_id, release_on_cancel=release_on_cancel, insecure=True)
         apps[node_id] = (app, asyncio.create_task(leadership.run(app.work, app.started, app.stopped, app.new_leader)))
     try:
         yield apps
@@ -297,11 +297,11 @@ def test_fenced_writer_stamps_the_epoch_and_raises_fenced_for_a_deposed_leader(m
     others = [n for n in cluster.client_addresses() if n != old_id]
 
     async def scenario() -> None:
-        async with FencedWriter(cluster.spec.store_address, writer_id=old_id) as writer:
+        async with FencedWriter(cluster.spec.store_address, writer_id=old_id, insecure=True) as writer:
             old_token = LeaseToken(old_id, old_epoch)
             result = await writer.write(old_token, "sdk/current", b"ok")
             assert result.epoch == old_epoch and result.highest_epoch >= old_epoch
-            async with FencedWriter(cluster.spec.store_address, writer_id=others[0]) as intruder:
+            async with FencedWriter(cluster.spec.store_address, writer_id=others[0], insecure=True) as intruder:
                 with pytest.raises(Fenced, match="owned by writer"):
                     await intruder.write(LeaseToken(others[0], old_epoch), "sdk/intruder", b"same epoch, other writer")
 

@@ -145,9 +145,11 @@ def test_clients_read_but_only_admins_and_the_node_itself_hand_over(secure):
 
 
 def test_the_store_takes_writes_only_from_nodes_under_their_own_id(secure):
+    with channel(secure.spec.store_address, as_holder(secure, "admin"), STORE_NAME) as ch:
+        log_before = list(pb_grpc.FencedStoreStub(ch).ReadLog(pb.ReadLogRequest(), timeout=2).entries)
     with channel(secure.spec.store_address, as_holder(secure, "client"), STORE_NAME) as ch:
         store = pb_grpc.FencedStoreStub(ch)
-        log_before = list(store.ReadLog(pb.ReadLogRequest(), timeout=2).entries)
+        assert code_of(lambda: store.ReadLog(pb.ReadLogRequest(), timeout=2)) == grpc.StatusCode.PERMISSION_DENIED
         big_epoch = pb.WriteRequest(writer_id=1, epoch=10**9, key="claim/1/1000000000", value=b"")
         assert code_of(lambda: store.Write(big_epoch, timeout=2)) == grpc.StatusCode.PERMISSION_DENIED
     with channel(secure.spec.store_address, as_holder(secure, "node-1"), STORE_NAME) as ch:
@@ -238,3 +240,19 @@ def test_metrics_need_a_client_certificate_too(secure):
     context.load_cert_chain(certs(secure) / "client.pem", certs(secure) / "client.key")
     with urllib.request.urlopen(f"https://{address}/metrics", timeout=2, context=context) as reply:
         assert b"bullyproof_epoch" in reply.read()
+
+
+def test_an_unfinished_handshake_does_not_stall_metrics(secure):
+    """One connection that never says anything must not block a scraper that has a certificate."""
+    import socket
+    import ssl
+    import urllib.request
+
+    address = secure.spec.node(2).metrics_address
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(certs(secure) / "ca.pem"))
+    context.check_hostname = False
+    context.load_cert_chain(certs(secure) / "client.pem", certs(secure) / "client.key")
+    with socket.create_connection((host, int(port))):
+        with urllib.request.urlopen(f"https://{address}/metrics", timeout=3, context=context) as reply:
+            assert b"bullyproof_epoch" in reply.read()

@@ -59,6 +59,20 @@ def test_clients_check_their_addresses_and_deadlines_up_front() -> None:
         sdk.FencedWriter("127.0.0.1:1", writer_id=0)
 
 
+def test_clients_are_secure_unless_told_otherwise(tmp_path) -> None:
+    """No certificate and no insecure=True is a mistake, not a silent plaintext channel."""
+    from node.tls import Tls
+
+    tls = Tls.in_dir(tmp_path, "client")
+    for make in (lambda **kw: sdk.LeaderClient("127.0.0.1:1", **kw), lambda **kw: sdk.Leadership("127.0.0.1:1", 1, **kw),
+                 lambda **kw: sdk.FencedWriter("127.0.0.1:1", writer_id=1, **kw)):
+        for kwargs in ({}, {"tls": tls, "insecure": True}):
+            with pytest.raises(ValueError, match="insecure=True"):
+                make(**kwargs)
+        assert make(tls=tls).tls == tls
+        assert make(insecure=True).tls is None
+
+
 @given(initial_s=st.floats(0.001, 1.0), factor=st.floats(1.0, 100.0), seed=st.integers(0, 2**32))
 def test_backoff_doubles_within_bounds_and_resets(initial_s: float, factor: float, seed: int) -> None:
     backoff = Backoff(initial_s, initial_s * factor, random.Random(seed))

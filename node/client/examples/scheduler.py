@@ -63,9 +63,9 @@ class Scheduler:
 async def serve(node_address: str, node_id: int, store_address: str, period_ms: int, tls: Tls | None = None) -> None:
     """Run the scheduler until SIGTERM/SIGINT. With `tls` (node N's certificate: the scheduler acts
     as the node beside it) it writes to the store as node N and may resign N; None: plaintext."""
-    async with FencedWriter(store_address, writer_id=node_id, tls=tls) as writer:
+    async with FencedWriter(store_address, writer_id=node_id, tls=tls, insecure=tls is None) as writer:
         scheduler = Scheduler(node_id, writer, period_ms)
-        leadership = Leadership(node_address, node_id, release_on_cancel=True, tls=tls)
+        leadership = Leadership(node_address, node_id, release_on_cancel=True, tls=tls, insecure=tls is None)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         tls = None if args.insecure else Tls.in_dir(Path(args.certs), f"node-{args.node_id}")
+        if args.insecure:
+            emit("warning", msg="--insecure: plaintext, neither the node nor the store is authenticated")
         asyncio.run(serve(args.node, args.node_id, args.store, args.period_ms, tls))
     except NodeError as exc:
         print(f"scheduler: error: {exc}", file=sys.stderr)

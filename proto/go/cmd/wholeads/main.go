@@ -80,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "wholeads: %v\n", err)
 			return 2
 		}
+	default:
+		fmt.Fprintln(stderr, "wholeads: warning: -insecure: plaintext, the nodes are not authenticated")
 	}
 	dialCreds = creds
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
