@@ -41,7 +41,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import client_channel
-from node.tls import MEMBER_NAME, STORE_NAME, Tls
+from node.tls import MEMBER_NAME, STORE_NAME, Tls, node_name
 
 __all__ = [
     "Backoff",
@@ -440,7 +440,8 @@ class Leadership:
         Work must not swallow CancelledError: run() waits for it to finish.
         """
         inbox: asyncio.Queue[_Signal] = asyncio.Queue()
-        async with client_channel(self.node_address, self.tls, MEMBER_NAME) as channel:
+        # Verifies node_id's own name: only that node can answer here (any member would, for LeaderClient).
+        async with client_channel(self.node_address, self.tls, node_name(self.node_id)) as channel:
             stub = pb_grpc.LeadershipStub(channel)
             watcher = asyncio.create_task(self._watch(stub, inbox))
             watcher.add_done_callback(lambda task: _relay_failure(task, inbox))

@@ -28,7 +28,7 @@ from node.client.observer import agreed_leader, views_of
 from node.config import ConfigError
 from node.core import check_mode_options, mode_names
 from node.launcher.ports import free_port
-from node.tls import STORE_NAME, Tls, make_cluster_certs
+from node.tls import STORE_NAME, Tls, make_cluster_certs, node_name
 
 CLUSTER_FILE = "cluster.json"
 STORE = "store"  # the store's name in link names ("3->store") and process targets
@@ -218,7 +218,7 @@ def trust_cluster(data: dict[str, Any], holder: str = "admin") -> None:
     certs = data.get("certs")
     tls = Tls.in_dir(Path(certs), holder) if certs else None
     for n in data["nodes"]:
-        dial_as(n["client_address"], tls)
+        dial_as(n["client_address"], tls, node_name(n["id"]))  # that node, not just any member
     dial_as(data["store"]["address"], tls, STORE_NAME)
 
 
