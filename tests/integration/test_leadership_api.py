@@ -130,8 +130,10 @@ def test_recovered_higher_node_preempts_only_after_the_hold_down(make_cluster):
     process_fault(cluster.dir, "3", "kill")
     second, second_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={3}, differs_from=(leader, epoch))
     process_fault(cluster.dir, "3", "restart")
-    # Node 3 first rejoins as a follower of node 2 (no immediate preemption)...
-    assert cluster.wait_for_agreement(timeout_s=15) == (second, second_epoch)
+    # Node 3 first rejoins as a follower (no immediate preemption; on a loaded machine a missed
+    # heartbeat may re-elect node 2 at a higher epoch, which is fine: the point is who leads)...
+    rejoined, rejoined_epoch = cluster.wait_for_agreement(timeout_s=15)
+    assert rejoined != 3 and rejoined_epoch >= second_epoch, (rejoined, rejoined_epoch)
     # ...and takes over once it has been healthy for the hold-down, by a handover (higher epoch).
-    back, back_epoch = cluster.wait_for_agreement(timeout_s=20, differs_from=(second, second_epoch))
+    back, back_epoch = cluster.wait_for_agreement(timeout_s=20, differs_from=(rejoined, rejoined_epoch))
     assert back == 3 and back_epoch > second_epoch
