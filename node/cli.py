@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from node.config import INSECURE_WARNING, ConfigError, NodeSettings, add_tls_args, check_timings, parse_peers, parse_planted_bugs, tls_from_args
+from node.config import INSECURE_WARNING, ConfigError, NodeSettings, add_tls_args, check_timings, parse_peers, parse_planted_bugs, tls_files, tls_from_args
 from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_names
-from node.tls import MEMBER_NAME, STORE_NAME, Identity, TlsError
+from node.tls import MEMBER_NAME, Identity, TlsError
 
 DEFAULT_DIR = "runs/local"
 DEFAULT_COMPOSE_FILE = "docker-compose.yml"
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", help="HOST:PORT (a node's client port, or the store's)")
     p.add_argument("--service", default="", help="health service name (default '': the whole server; 'leader': leads now)")
     p.add_argument("--timeout-s", type=float, default=2.0)
-    _client_tls_args(p)
+    add_tls_args(p, "client", dialler=True)
 
     p = sub.add_parser("compose", help="write docker-compose.yml (and toxiproxy.json beside it) from the cluster description")
     p.add_argument("--nodes", type=_positive, default=5)
@@ -410,35 +410,14 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client_tls_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("security (one of --certs, --ca/--cert/--key, or --insecure)")
-    g.add_argument("--certs", metavar="DIR", help="the directory `bullyproof certs init` wrote")
-    g.add_argument("--as", dest="holder", default="client", metavar="NAME",
-                   help="whose certificate in --certs to present (default client; admin, node-N, ...)")
-    g.add_argument("--ca", metavar="FILE", help="the cluster CA's certificate (PEM)")
-    g.add_argument("--cert", metavar="FILE", help="the certificate to present (PEM)")
-    g.add_argument("--key", metavar="FILE", help="its private key (PEM)")
-    g.add_argument("--server-name", help=f"the name to verify in the server's certificate (default {MEMBER_NAME}; the store: {STORE_NAME})")
-    g.add_argument("--insecure", action="store_true", help="plaintext (the server must run --insecure too)")
-
-
 def _client_tls(args: argparse.Namespace) -> None:
     """Dial args.address as these flags say (node.channels.dial_as); secure by default."""
     from node.channels import dial_as
-    from node.tls import Tls
 
-    files = (args.ca, args.cert, args.key)
-    if sum([bool(args.certs), any(files), args.insecure]) != 1:
-        raise ConfigError("give exactly one of --certs DIR [--as NAME], --ca/--cert/--key, or --insecure")
-    if args.insecure:
+    tls = tls_files(args, args.holder)
+    if tls is None:
         print("bullyproof: warning: --insecure: plaintext, the server is not authenticated", file=sys.stderr)
         return
-    if args.certs:
-        tls = Tls.in_dir(Path(args.certs), args.holder)
-    elif not all(files):
-        raise ConfigError("--ca, --cert and --key go together")
-    else:
-        tls = Tls(Path(args.ca), Path(args.cert), Path(args.key))
     tls.read()  # one line if a file is missing, not a handshake error later
     dial_as(args.address, tls, args.server_name or MEMBER_NAME)
 

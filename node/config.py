@@ -147,32 +147,43 @@ INSECURE_WARNING = ("--insecure: plaintext, no authentication: anyone who reache
                     "send peer messages under any node's id, resign the leader, or write to the store")
 
 
-def add_tls_args(parser: Any, holder: str) -> None:
+def add_tls_args(parser: Any, holder: str, dialler: bool = False) -> None:
+    """--certs / --ca --cert --key / --insecure, for a server (its own files, as `holder`) or, with
+    `dialler`, for a command that calls one (--as picks the holder, --server-name what to verify)."""
     g = parser.add_argument_group("security (one of --certs, --ca/--cert/--key, or --insecure)")
     g.add_argument("--certs", metavar="DIR", help=f"the directory `bullyproof certs init` wrote: DIR/ca.pem, DIR/{holder}.pem and .key")
+    if dialler:
+        g.add_argument("--as", dest="holder", default=holder, metavar="NAME",
+                       help=f"whose certificate in --certs to present (default {holder}; admin, node-N, ...)")
+        g.add_argument("--server-name", help="the name to verify in the server's certificate "
+                       "(default member.bullyproof; the store: store.bullyproof)")
     g.add_argument("--ca", metavar="FILE", help="the cluster CA's certificate (PEM)")
-    g.add_argument("--cert", metavar="FILE", help="this process's certificate (PEM), naming its identity")
+    g.add_argument("--cert", metavar="FILE", help="the certificate to present (PEM), naming its identity")
     g.add_argument("--key", metavar="FILE", help="its private key (PEM)")
     g.add_argument("--insecure", action="store_true", help="plaintext and no authentication (an explicit, logged opt-out)")
 
 
-def tls_from_args(args: Any, holder: str, identity: Identity) -> Tls | None:
-    """The process's TLS files from its flags, checked to name `identity`; None for --insecure.
-    Secure by default: neither is a configuration error."""
+def tls_files(args: Any, holder: str) -> Tls | None:
+    """The TLS files the flags name (--certs DIR takes DIR/`holder`.pem and .key), or None for
+    --insecure. Secure by default: exactly one of the three ways, or a configuration error."""
     files = (args.ca, args.cert, args.key)
-    given = [bool(args.certs), any(files), args.insecure]
-    if sum(given) != 1:
+    if sum([bool(args.certs), any(files), args.insecure]) != 1:
         raise ConfigError("give exactly one of --certs DIR (made by `bullyproof certs init`), --ca/--cert/--key, or --insecure")
     if args.insecure:
         return None
     if args.certs:
-        tls = Tls.in_dir(Path(args.certs), holder)
-    elif not all(files):
+        return Tls.in_dir(Path(args.certs), holder)
+    if not all(files):
         raise ConfigError("--ca, --cert and --key go together")
-    else:
-        tls = Tls(Path(args.ca), Path(args.cert), Path(args.key))
-    try:
-        check_holder(tls, identity, "--certs" if args.certs else "--cert")
-    except TlsError as exc:
-        raise ConfigError(str(exc)) from None
+    return Tls(Path(args.ca), Path(args.cert), Path(args.key))
+
+
+def tls_from_args(args: Any, holder: str, identity: Identity) -> Tls | None:
+    """A node's or the store's own files (tls_files), checked to name `identity`."""
+    tls = tls_files(args, holder)
+    if tls is not None:
+        try:
+            check_holder(tls, identity, "--certs" if args.certs else "--cert")
+        except TlsError as exc:
+            raise ConfigError(str(exc)) from None
     return tls
