@@ -119,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a client certificate NAME.pem (may read; default: one named client)")
     init.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
                       help="another name nodes and the store answer to (a host name, a compose service, an IP)")
+    inst = ccmd.add_parser("install", help="copy the CA certificate and holders' certificates and keys (never ca.key) "
+                                           "where processes read them: the compose file's certs service runs it")
+    inst.add_argument("--from", dest="source", required=True, metavar="DIR", help="the directory `certs init` wrote")
+    inst.add_argument("--to", dest="dest", required=True, metavar="DIR", help="where the processes read them (--certs DIR)")
+    inst.add_argument("--owner", type=_owner, metavar="UID:GID", help="owner of the copies (the processes' user; needs root)")
+    inst.add_argument("--holder", action="append", default=[], metavar="NAME",
+                      help="only these holders (shell patterns, repeatable: node-*, store; default every one)")
+    inst.add_argument("--split", action="store_true",
+                      help="each holder in its own DIR/NAME (ca.pem, NAME.pem, NAME.key), for one volume per container")
 
     p = sub.add_parser("dashboard", help="a live page beside a running cluster: watch it elect, break it from the page")
     p.add_argument("--dir", default=DEFAULT_DIR)
@@ -410,6 +419,21 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _owner(text: str) -> tuple[int, int]:
+    uid, sep, gid = text.partition(":")
+    if not (sep and uid.isdigit() and gid.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected UID:GID (numbers, as the Dockerfile's USER), got {text!r}")
+    return int(uid), int(gid)
+
+
+def cmd_certs_install(args: argparse.Namespace) -> int:
+    from node.tls import install_certs
+
+    made = install_certs(Path(args.source), Path(args.dest), owner=args.owner, holders=args.holder, split=args.split)
+    print(json.dumps({"from": args.source, "to": args.dest, "holders": {h: str(d) for h, d in made.items()}}))
+    return 0
+
+
 def _client_tls(args: argparse.Namespace) -> None:
     """Dial args.address as these flags say (node.channels.dial_as); secure by default."""
     from node.channels import dial_as
@@ -499,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("kill", "pause", "resume", "restart"):
             return cmd_process(args)
         if args.command == "certs":
-            return cmd_certs_init(args)
+            return cmd_certs_init(args) if args.certs_command == "init" else cmd_certs_install(args)
         if args.command == "dashboard":
             return cmd_dashboard(args)
         if args.command == "leader":

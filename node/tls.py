@@ -245,3 +245,73 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# ---- handing certificates to processes -----------------------------------------------------------
+
+
+def install_certs(source: Path, dest: Path, *, owner: tuple[int, int] | None = None, holders: Iterable[str] = (),
+                  split: bool = False) -> dict[str, Path]:
+    """Copy what processes need of `bullyproof certs init`'s files from `source` into `dest`.
+
+    ca.pem, and each holder's HOLDER.pem and HOLDER.key: every holder in `source`, or those whose name
+    matches one of `holders` (shell patterns: "node-*"). Never ca.key: a process that can read it could
+    sign itself any identity. With `split`, each holder gets its own directory DEST/HOLDER (holding
+    ca.pem and its own two files), so a container that mounts one sees no one else's key; otherwise
+    all go flat into `dest`. Keys are 0600, certificates 0644, owned by `owner` (uid, gid) if given;
+    each file is written beside its place and renamed into it, so a process that re-reads its files
+    (rotation) never sees half of one. Returns each holder's directory.
+    """
+    import fnmatch
+
+    ca = source / "ca.pem"
+    if not ca.is_file():
+        raise TlsError(f"no ca.pem in {source}: make the certificates first (bullyproof certs init --nodes N --dir DIR, "
+                       "or bullyproof compose beside a compose file)")
+    present = sorted(p.stem for p in source.glob("*.pem") if p.stem != "ca" and p.with_suffix(".key").is_file())
+    patterns = list(holders)
+    chosen = [h for h in present if not patterns or any(fnmatch.fnmatchcase(h, pat) for pat in patterns)]
+    unmatched = [pat for pat in patterns if not any(fnmatch.fnmatchcase(h, pat) for h in present)]
+    if unmatched:
+        raise TlsError(f"no certificate and key for {', '.join(unmatched)} in {source} (it has: {', '.join(present) or 'none'})")
+
+    def read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise TlsError(f"cannot read {path}: {exc.strerror}") from None
+
+    def place(data: bytes, path: Path, mode: int) -> None:
+        """As _write_new, and given to `owner` before it takes its place."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    if owner is not None:
+                        os.fchown(f.fileno(), *owner)
+                    os.fchmod(f.fileno(), mode)  # the umask may have narrowed it; never widened
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise TlsError(f"cannot write {path}: {exc.strerror}") from None
+
+    ca_pem = read(ca)
+    done: dict[str, Path] = {}
+    for where in ([dest / h for h in chosen] if split else [dest]):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TlsError(f"cannot create {where}: {exc.strerror}") from None
+        place(ca_pem, where / "ca.pem", 0o644)
+    for holder in chosen:
+        where = dest / holder if split else dest
+        place(read(source / f"{holder}.pem"), where / f"{holder}.pem", 0o644)
+        place(read(source / f"{holder}.key"), where / f"{holder}.key", 0o600)
+        done[holder] = where
+    return done

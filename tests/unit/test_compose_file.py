@@ -7,7 +7,9 @@ and the `--compose` CLI's errors when no cluster is up.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 import tomllib
@@ -32,6 +34,7 @@ from node.launcher.compose import (
     write_files,
 )
 from node.launcher.ports import free_port
+from node.tls import Identity, TlsError, identity_in, install_certs, make_cluster_certs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,3 +188,67 @@ def test_dir_and_compose_are_exclusive(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["leader", "--dir", "x", "--compose", "y"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+# ---- bullyproof certs install: what the certs service runs ------------------------------------------
+
+
+@pytest.fixture
+def made(tmp_path: Path) -> Path:
+    make_cluster_certs(tmp_path / "host", 3)
+    return tmp_path / "host"
+
+
+def _listing(directory: Path) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in sorted(directory.iterdir())}
+
+
+def test_install_split_gives_each_holder_its_own_directory(made: Path, tmp_path: Path) -> None:
+    owner = (os.getuid(), os.getgid())  # chown to ourselves needs no root; the container passes 10001:10001
+    dest = tmp_path / "volumes"
+    placed = install_certs(made, dest, owner=owner, holders=["store", "node-*"], split=True)
+    assert placed == {h: dest / h for h in ("node-1", "node-2", "node-3", "store")}
+    assert sorted(p.name for p in dest.iterdir()) == ["node-1", "node-2", "node-3", "store"]  # no admin, no client
+    for holder, where in placed.items():
+        assert _listing(where) == {"ca.pem": 0o644, f"{holder}.key": 0o600, f"{holder}.pem": 0o644}
+        assert (where / f"{holder}.key").read_bytes() == (made / f"{holder}.key").read_bytes()
+        assert all((p.stat().st_uid, p.stat().st_gid) == owner for p in where.iterdir())
+    # Again (every `up` runs it): replaced in place, no temporary files left behind.
+    install_certs(made, dest, holders=["node-1"], split=True)
+    assert _listing(dest / "node-1") == {"ca.pem": 0o644, "node-1.key": 0o600, "node-1.pem": 0o644}
+
+
+def test_install_flat_copies_every_holder_but_never_the_ca_key(made: Path, tmp_path: Path) -> None:
+    old = os.umask(0o077)  # whatever the umask, certificates end up 0644
+    try:
+        install_certs(made, tmp_path / "flat")
+    finally:
+        os.umask(old)
+    listing = _listing(tmp_path / "flat")
+    holders = ["admin", "client", "node-1", "node-2", "node-3", "store"]
+    assert listing == {"ca.pem": 0o644, **{f"{h}.{e}": 0o600 if e == "key" else 0o644 for h in holders for e in ("pem", "key")}}
+    assert "ca.key" not in listing
+
+
+def test_install_says_in_one_line_what_is_missing(made: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"  # what compose bind-mounts when certs/ was never made: an empty directory
+    empty.mkdir()
+    assert main(["certs", "install", "--from", str(empty), "--to", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"no ca.pem in {empty}" in err and "bullyproof compose" in err, err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(TlsError, match="no certificate and key for node-9"):
+        install_certs(made, tmp_path / "out", holders=["node-9"])
+    with pytest.raises(SystemExit):
+        main(["certs", "install", "--from", str(made), "--to", str(tmp_path / "out"), "--owner", "bullyproof"])
+    assert "expected UID:GID" in capsys.readouterr().err
+
+
+def test_install_cli_is_the_command_the_certs_service_runs(made: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "certs"
+    owner = f"{os.getuid()}:{os.getgid()}"
+    assert main(["certs", "install", "--from", str(made), "--to", str(dest), "--owner", owner, "--split",
+                 "--holder", "store", "--holder", "node-2"]) == 0
+    assert json.loads(capsys.readouterr().out)["holders"] == {"node-2": str(dest / "node-2"), "store": str(dest / "store")}
+    assert identity_in(dest / "node-2" / "node-2.pem") == Identity("node", "2")
