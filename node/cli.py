@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--output", default=DEFAULT_COMPOSE_FILE)
     p.add_argument("--check", action="store_true", help="fail if the files differ from what would be written")
+    p.add_argument("--insecure", action="store_true",
+                   help="a plaintext cluster, no certificates (default: mutual TLS with certificates made in certs/ "
+                        "beside the file)")
 
     p = sub.add_parser("k8s", help="write Kubernetes manifests (StatefulSet, Services) from the cluster description")
     p.add_argument("--nodes", type=_positive, default=5)
@@ -458,20 +461,28 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_compose(args: argparse.Namespace) -> int:
     from chaos.tools import TOXIPROXY_VERSION  # composition root: the pin the local set-up builds
 
-    from node.launcher.compose import compose_cluster, stale_files, write_files
+    from node.launcher.compose import compose_cluster, ensure_certs, stale_files, write_files
 
-    cc = compose_cluster(args.nodes, args.mode, toxiproxy_version=TOXIPROXY_VERSION)
+    cc = compose_cluster(args.nodes, args.mode, toxiproxy_version=TOXIPROXY_VERSION, insecure=args.insecure)
     path = Path(args.output)
-    if args.check:
+    if args.check:  # the rendered files only: certificates are per machine, and secret
         stale = stale_files(cc, path)
+        again = f"bullyproof compose --output {path}" + (" --insecure" if args.insecure else "")
         for p in stale:
-            print(f"{p} is out of date; run: bullyproof compose --output {path}", file=sys.stderr)
+            print(f"{p} is out of date; run: {again}", file=sys.stderr)
         if stale:
             return 1
         print(f"{path} and the Toxiproxy config beside it match the cluster description")
         return 0
     for p in write_files(cc, path):
         print(f"wrote {p}")
+    if cc.certs is None:
+        print(f"warning: the compose cluster runs {INSECURE_WARNING}", file=sys.stderr)
+        return 0
+    certs = path.parent / cc.certs
+    made = ensure_certs(cc, path)
+    print(f"{'made' if made else 'kept'} certificates in {certs} (mutual TLS; not checked in: it holds the CA's key). "
+          f"The CLI (--compose) acts as {certs / 'admin.pem'}; read-only clients use {certs / 'client.pem'}")
     return 0
 
 

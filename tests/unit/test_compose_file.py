@@ -1,6 +1,7 @@
 """docker-compose.yml and toxiproxy.json: generated from the cluster description, and what they promise.
 
 No containers here (tests/compose runs them); these check the files, the lock the image installs,
+the certificates `bullyproof compose` makes and `bullyproof certs install` hands to the containers,
 and the `--compose` CLI's errors when no cluster is up.
 """
 
@@ -19,7 +20,9 @@ import pytest
 import yaml
 
 from chaos.tools import TOXIPROXY_VERSION
+from node import channels
 from node.cli import main
+from node.config import ConfigError
 from node.launcher.cluster import STORE, directed_links, link_name
 from node.launcher.compose import (
     CLIENT_PORT,
@@ -27,6 +30,7 @@ from node.launcher.compose import (
     TOXIPROXY_CONFIG,
     Published,
     compose_cluster,
+    ensure_certs,
     link_port,
     read_compose_file,
     render_compose,
@@ -34,7 +38,7 @@ from node.launcher.compose import (
     write_files,
 )
 from node.launcher.ports import free_port
-from node.tls import Identity, TlsError, identity_in, install_certs, make_cluster_certs
+from node.tls import STORE_NAME, Identity, TlsError, identity_in, install_certs, make_cluster_certs, node_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,21 +91,112 @@ def test_link_ports_are_distinct_up_to_the_largest_cluster() -> None:
 
 def test_services_are_healthchecked_and_wait_for_healthy_dependencies(committed: dict) -> None:
     services = committed["services"]
-    assert set(services) == {"store", TOXIPROXY, *(f"node{i}" for i in range(1, 6))}
+    assert list(services) == ["certs", "store", TOXIPROXY, *(f"node{i}" for i in range(1, 6))]
     for name, service in services.items():
+        if name == "certs":
+            assert "healthcheck" not in service and "ports" not in service  # a one-shot copy: it exits
+            continue
         test = service["healthcheck"]["test"]
         assert test[0] == "CMD"
         if name == TOXIPROXY:
             assert test[1:] == ["/toxiproxy-cli", "-h", "http://127.0.0.1:8474", "list"]  # its HTTP API
-        else:
-            assert test[1:3] == ["bullyproof", "health"]  # gRPC health
+        elif name == "store":  # gRPC health over mutual TLS, as the store itself, verifying the store's name
+            assert test[1:] == ["bullyproof", "health", "127.0.0.1:7200", "--certs", "/certs", "--as", "store",
+                                "--server-name", STORE_NAME]
+        else:  # a node asks itself as itself (the default server name: any member)
+            assert test[1:] == ["bullyproof", "health", "127.0.0.1:7100", "--certs", "/certs", "--as", f"node-{name[4:]}"]
         assert all(port.startswith("127.0.0.1:") for port in service["ports"])  # published on loopback only
+    copied = {"certs": {"condition": "service_completed_successfully"}}
+    assert services["store"]["depends_on"] == copied
+    assert services["store"]["volumes"] == ["store-data:/var/lib/bullyproof", "store-certs:/certs:ro"]
     for i in range(1, 6):
         node = services[f"node{i}"]
-        assert node["depends_on"] == {"store": {"condition": "service_healthy"},
+        assert node["depends_on"] == {**copied, "store": {"condition": "service_healthy"},
                                       TOXIPROXY: {"condition": "service_healthy"}}
-        assert node["volumes"] == [f"node{i}-state:/var/lib/bullyproof"]
-    assert set(committed["volumes"]) == {"store-data", *(f"node{i}-state" for i in range(1, 6))}
+        assert node["volumes"] == [f"node{i}-state:/var/lib/bullyproof", f"node{i}-certs:/certs:ro"]
+    assert set(committed["volumes"]) == {"store-data", "store-certs", *(f"node{i}-{v}" for i in range(1, 6)
+                                                                         for v in ("state", "certs"))}
+
+
+def test_commands_come_from_the_cluster_spec_with_certificates(committed: dict) -> None:
+    """One source for every command line: ClusterSpec.node_args and store_args, with --certs /certs."""
+    cc = compose_cluster(5, toxiproxy_version=TOXIPROXY_VERSION)
+    services = committed["services"]
+    assert cc.spec.certs_dir == "/certs"
+    assert services["store"]["command"] == cc.spec.store_args("/var/lib/bullyproof/store")
+    for node in cc.spec.nodes:
+        command = services[f"node{node.id}"]["command"]
+        assert command == cc.spec.node_args(node, "/var/lib/bullyproof/state", "/var/lib/bullyproof/events.jsonl")
+        assert command[command.index("--certs") + 1] == "/certs" and "--insecure" not in command
+
+
+def test_the_certs_service_gives_each_container_only_its_own_key(committed: dict) -> None:
+    """Root, no network, the host's certs/ read-only; one volume per holder, mounted where that holder's
+    container reads /certs. ca.key, admin and client keys never reach a volume."""
+    certs = committed["services"]["certs"]
+    assert certs["build"] == {"context": ".", "dockerfile": "Dockerfile"}  # the first service to run the image
+    assert "build" not in committed["services"]["store"] and certs["image"] == committed["services"]["store"]["image"]
+    assert certs["user"] == "0" and certs["network_mode"] == "none"
+    holders = {"store": "store", **{f"node{i}": f"node-{i}" for i in range(1, 6)}}
+    assert certs["volumes"] == ["./certs:/host-certs:ro", *(f"{s}-certs:/certs/{h}" for s, h in holders.items())]
+    command = certs["command"]
+    assert command[:9] == ["certs", "install", "--from", "/host-certs", "--to", "/certs", "--owner", "10001:10001", "--split"]
+    assert command[9::2] == ["--holder"] * 6 and command[10::2] == list(holders.values())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER 10001:10001" in dockerfile  # --owner is the image's user
+
+
+def test_the_record_names_the_certificates_relative_to_the_file(committed: dict) -> None:
+    assert committed["x-bullyproof"]["certs"] == "certs"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/certs/" in ignored  # the host's certificates (and the CA's key) are never checked in
+    assert (ROOT / ".dockerignore").read_text().splitlines()[1] == "*"  # nor sent to an image build
+
+
+def test_insecure_renders_a_plaintext_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "docker-compose.yml"
+    assert main(["compose", "--insecure", "--nodes", "3", "--output", str(out)]) == 0
+    assert "warning: the compose cluster runs --insecure: plaintext" in capsys.readouterr().err
+    assert not (tmp_path / "certs").exists()
+    document = yaml.safe_load(out.read_text())
+    services = document["services"]
+    assert list(services) == ["store", TOXIPROXY, "node1", "node2", "node3"]
+    assert services["store"]["build"]["dockerfile"] == "Dockerfile"
+    for name in ("store", "node1", "node2", "node3"):
+        assert "--insecure" in services[name]["command"]
+        assert "--certs" not in services[name]["command"]
+        assert services[name]["healthcheck"]["test"][-1] == "--insecure"
+        assert not any("certs" in v for v in services[name]["volumes"])
+    assert document["x-bullyproof"]["certs"] is None
+    assert main(["compose", "--insecure", "--nodes", "3", "--output", str(out), "--check"]) == 0
+    assert main(["compose", "--nodes", "3", "--output", str(out), "--check"]) == 1  # TLS is a different file
+    record = read_compose_file(out)
+    assert record["certs"] is None
+    assert record["nodes"][0]["client_address"] not in channels._dial_book  # plaintext
+
+
+def test_compose_makes_certificates_once_and_check_never_touches_them(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "docker-compose.yml"
+    write_files(compose_cluster(3, toxiproxy_version=TOXIPROXY_VERSION), out)
+    assert main(["compose", "--nodes", "3", "--output", str(out), "--check"]) == 0
+    assert not (tmp_path / "certs").exists()  # secrets, per machine: never part of --check
+    assert main(["compose", "--nodes", "3", "--output", str(out)]) == 0
+    assert "made certificates in" in capsys.readouterr().out
+    certs = tmp_path / "certs"
+    assert {identity_in(certs / f"{h}.pem") for h in ("node-1", "node-2", "node-3", "store", "admin", "client")} == {
+        Identity("node", "1"), Identity("node", "2"), Identity("node", "3"), Identity("store"), Identity("admin", "admin"),
+        Identity("client", "client")}
+    for key in certs.glob("*.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    before = {p.name: p.read_bytes() for p in certs.iterdir()}
+    assert main(["compose", "--nodes", "3", "--output", str(out)]) == 0
+    assert "kept certificates in" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in certs.iterdir()} == before  # a complete set is left alone
+    # A bigger cluster: node-4 is missing, so certificates are made again under the same CA.
+    assert main(["compose", "--nodes", "4", "--output", str(out)]) == 0
+    assert (certs / "ca.pem").read_bytes() == before["ca.pem"] and (certs / "node-4.pem").exists()
+    assert main(["compose", "--nodes", "4", "--output", str(out), "--check"]) == 0
 
 
 def test_toxiproxy_is_pinned_to_the_version_the_local_setup_builds(committed: dict) -> None:
@@ -146,8 +241,14 @@ def test_read_compose_file_gives_the_published_addresses(tmp_path: Path) -> None
     published = Published({1: 17101, 2: 17102, 3: 17103}, {1: 19101, 2: 19102, 3: 19103}, 17200, 18474)
     cc = compose_cluster(3, "classic", toxiproxy_version=TOXIPROXY_VERSION, published=published)
     write_files(cc, tmp_path / "docker-compose.yml")
+    ensure_certs(cc, tmp_path / "docker-compose.yml")
     record = read_compose_file(tmp_path / "docker-compose.yml")
     assert record["mode"] == "classic" and record["toxiproxy_api"] == "127.0.0.1:18474"
+    assert record["certs"] == str(tmp_path / "certs")  # absolute: the CLI may run from anywhere
+    # From now on the published ports are dialled as the admin of certs/, verifying the servers' own names.
+    tls, name = channels._dial_book["127.0.0.1:17102"]
+    assert (tls.cert, tls.key, tls.ca) == (tmp_path / "certs/admin.pem", tmp_path / "certs/admin.key", tmp_path / "certs/ca.pem")
+    assert name == node_name(2) and channels._dial_book["127.0.0.1:17200"][1] == STORE_NAME
     assert record["store"] == {"service": "store", "address": "127.0.0.1:17200"}
     assert [(n["id"], n["service"], n["client_address"]) for n in record["nodes"]] == [
         (i, f"node{i}", f"127.0.0.1:{17100 + i}") for i in (1, 2, 3)]
@@ -156,13 +257,14 @@ def test_read_compose_file_gives_the_published_addresses(tmp_path: Path) -> None
 
 
 def test_read_compose_file_errors_are_one_line(tmp_path: Path) -> None:
-    from node.config import ConfigError
-
     with pytest.raises(ConfigError, match="no compose file at"):
         read_compose_file(tmp_path / "missing.yml")
     (tmp_path / "other.yml").write_text("services: {}\n")
     with pytest.raises(ConfigError, match="not written by bullyproof compose"):
         read_compose_file(tmp_path / "other.yml")
+    write_files(compose_cluster(2, toxiproxy_version=TOXIPROXY_VERSION), tmp_path / "dc.yml")  # no certs/ yet
+    with pytest.raises(ConfigError, match=r"runs mutual TLS, but cannot read .*certs/ca.pem.*bullyproof compose --output"):
+        read_compose_file(tmp_path / "dc.yml")
 
 
 @pytest.fixture
@@ -170,7 +272,9 @@ def idle_compose_file(tmp_path: Path) -> Path:
     """A compose file whose published ports nothing listens on: a compose cluster that is not up."""
     ids = [1, 2, 3]
     published = Published({i: free_port() for i in ids}, {i: free_port() for i in ids}, free_port(), free_port())
-    write_files(compose_cluster(3, toxiproxy_version=TOXIPROXY_VERSION, published=published), tmp_path / "dc.yml")
+    cc = compose_cluster(3, toxiproxy_version=TOXIPROXY_VERSION, published=published)
+    write_files(cc, tmp_path / "dc.yml")
+    ensure_certs(cc, tmp_path / "dc.yml")
     return tmp_path / "dc.yml"
 
 
