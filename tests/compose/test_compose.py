@@ -11,6 +11,10 @@ healthchecks with systemd timers; these machines have no systemd, so `HealthPump
 (`podman healthcheck run`) as those timers would while compose waits on `service_healthy`. Every
 name the test creates starts with bp-test-<pid>: the compose project (its containers, network and
 volumes) and the image tag.
+
+Mutual TLS is on, as in the committed file: the fixture makes certs/ beside the compose file as
+`bullyproof compose` does, the certs service copies each process's own files into its volume, and the
+test (like the CLI) dials the published ports as that admin.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chaos.harness import store_events
 from chaos.tools import TOXIPROXY_VERSION
 from node.api import bullyproof_pb2 as pb
 from node.client.observer import get_status, views_of
 from node.launcher.cluster import wait_for, wait_for_agreement
-from node.launcher.compose import Published, compose_cluster, read_compose_file, write_files
+from node.launcher.compose import CERTS_SERVICE, Published, compose_cluster, ensure_certs, read_compose_file, write_files
 from node.launcher.ports import free_port
+from node.tls import make_cluster_certs
 
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
@@ -148,11 +155,12 @@ class Project:
 
 
 class HealthPump:
-    """Runs the healthcheck of every container not yet healthy once a second (podman without systemd
-    never schedules them) and remembers which passed, until stopped."""
+    """Runs the healthcheck of every `wanted` container not yet healthy once a second (podman without
+    systemd never schedules them) and remembers which passed, until stopped."""
 
-    def __init__(self, project: Project, interval_s: float = 1.0) -> None:
+    def __init__(self, project: Project, wanted: set[str], interval_s: float = 1.0) -> None:
         self.project = project
+        self.wanted = wanted
         self.interval_s = interval_s
         self.healthy: set[str] = set()
         self._stop = threading.Event()
@@ -170,7 +178,8 @@ class HealthPump:
         while not self._stop.is_set():
             checks = {service: subprocess.Popen([ENGINE, "healthcheck", "run", cid], stdout=subprocess.DEVNULL,
                                                 stderr=subprocess.DEVNULL)
-                      for service, cid in self.project.containers().items() if service not in self.healthy}
+                      for service, cid in self.project.containers().items()
+                      if service in self.wanted and service not in self.healthy}
             for service, check in checks.items():
                 if check.wait() == 0:
                     self.healthy.add(service)
@@ -205,6 +214,7 @@ def project(api_service: ApiService, tmp_path_factory: pytest.TempPathFactory) -
     cc = compose_cluster(NODES, toxiproxy_version=TOXIPROXY_VERSION, published=published, build_context=str(ROOT),
                          image=f"bullyproof:{name}")
     write_files(cc, directory / "docker-compose.yml")
+    assert ensure_certs(cc, directory / "docker-compose.yml")  # as `bullyproof compose` does: certs/ beside the file
     proj = Project(name, directory / "docker-compose.yml", api_service)
     try:
         yield proj
@@ -243,9 +253,9 @@ def clients(record: dict[str, Any], exclude: set[int] = frozenset()) -> dict[int
 
 
 def up_and_healthy(project: Project) -> None:
-    with HealthPump(project) as pump:
-        project.compose("up", "-d")  # waits for store and toxiproxy to be healthy before the nodes
-        wanted = {"store", "toxiproxy", *(f"node{i}" for i in range(1, NODES + 1))}
+    wanted = {"store", "toxiproxy", *(f"node{i}" for i in range(1, NODES + 1))}
+    with HealthPump(project, wanted) as pump:
+        project.compose("up", "-d")  # the certs copy first; store and toxiproxy healthy before the nodes
         wait_for(lambda: pump.healthy >= wanted, AGREE_TIMEOUT_S, 0.2, what=f"every service healthy ({sorted(wanted)})")
 
 
@@ -273,13 +283,15 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     err = bullyproof(project, "kill", "3", "--compose", str(project.file), expect=2).stderr
     assert f"{ENGINE}: no container of service node3" in err, err
 
-    steps.run("build", project.compose, "build", "store", timeout_s=1500)
+    steps.run("build", project.compose, "build", CERTS_SERVICE, timeout_s=1500)  # the first service to run the image
     image = f"bullyproof:{project.name}"
     check_image(image, project.env)
 
     steps.run("up to healthy", up_and_healthy, project)
     networks = {service: _networks(cid) for service, cid in project.containers().items()}
+    assert networks.pop(CERTS_SERVICE) in ((), ("none",)), networks  # the one-shot copy has no network at all
     assert set(networks.values()) == {(f"{project.name}_default",)}, networks  # only the project's own network
+    steps.run("mutual TLS on every published port", check_tls, project, record)
     steps.run("first agreed leader", ask_every_node, project, record)
     # Bully: the highest id leads, at once or (if its container started late) after its preemption hold-down.
     leader, epoch = steps.run("highest id leads", wait_for, lambda: _agreed_on(record, NODES), AGREE_TIMEOUT_S, 0.1,
@@ -371,6 +383,38 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     steps.run("down -v", project.compose, "down", "-v", "--timeout", "5")
     assert project.leftovers() == {"containers": [], "volumes": [], "networks": []}
     print("compose steps (s): " + json.dumps({k: round(v, 1) for k, v in steps.seconds.items()}), flush=True)
+
+
+def check_tls(project: Project, record: dict[str, Any]) -> None:
+    """The certs service ran once and succeeded; each container holds only its own key (0600, the
+    image's user) and never the CA's; the published ports refuse plaintext and another CA's
+    certificate, and answer the cluster's read-only client as the CLI would."""
+    containers = project.containers()
+    exit_code = subprocess.run([ENGINE, "inspect", "--format", "{{.State.ExitCode}}", containers[CERTS_SERVICE]],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    assert exit_code == "0", exit_code
+    script = ("import os, json\n"
+              "print(json.dumps({n: [oct(os.stat('/certs/' + n).st_mode & 0o777), os.stat('/certs/' + n).st_uid]"
+              " for n in sorted(os.listdir('/certs'))}))\n")
+    for service, holder in [("store", "store"), ("node1", "node-1"), (f"node{NODES}", f"node-{NODES}")]:
+        done = subprocess.run([ENGINE, "exec", containers[service], "python3", "-c", script], capture_output=True,
+                              text=True, timeout=60, check=True)
+        assert json.loads(done.stdout) == {"ca.pem": ["0o644", 10001], f"{holder}.key": ["0o600", 10001],
+                                           f"{holder}.pem": ["0o644", 10001]}, (service, done.stdout)
+
+    node, store = record["nodes"][0]["client_address"], record["store"]["address"]
+    for address in (node, store):
+        with grpc.insecure_channel(address) as ch:
+            with pytest.raises(grpc.RpcError) as refused:
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value  # no handshake, no answer
+    certs = Path(record["certs"])
+    assert bullyproof(project, "health", node, "--certs", str(certs), "--as", "client").stdout.strip() == "SERVING"
+    assert bullyproof(project, "health", store, "--certs", str(certs), "--as", "client",
+                      "--server-name", "store.bullyproof").stdout.strip() == "SERVING"
+    stranger = project.file.parent / "stranger-certs"
+    make_cluster_certs(stranger, 1)
+    assert bullyproof(project, "health", node, "--certs", str(stranger), "--as", "admin", expect=1).stdout.strip() == "UNAVAILABLE"
 
 
 def check_image(image: str, env: dict[str, str]) -> None:
