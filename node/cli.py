@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--image", default="bullyproof:local", help="the image built from Dockerfile, pushed where the cluster pulls")
     p.add_argument("--output", default="-", help="file to write (default -: stdout)")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, README)")
 
     p = sub.add_parser("chaos", help="faults on a running cluster, or a whole checked scenario (bullyproof chaos -h)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -489,7 +491,9 @@ def cmd_compose(args: argparse.Namespace) -> int:
 def cmd_k8s(args: argparse.Namespace) -> int:
     from node.launcher.k8s import k8s_spec, render_k8s
 
-    text = render_k8s(k8s_spec(args.nodes, args.mode), image=args.image)
+    text = render_k8s(k8s_spec(args.nodes, args.mode, insecure=args.insecure), image=args.image)
+    if args.insecure:
+        print(f"warning: the manifests run {INSECURE_WARNING}", file=sys.stderr)
     if args.output == "-":
         sys.stdout.write(text)
         return 0

@@ -19,13 +19,14 @@ from node.launcher.k8s import k8s_documents, k8s_spec, render_k8s
 K8S_VERSION = kubernetes_validate.latest_version()
 
 
-def documents(n: int, mode: str = "quorum") -> list[dict]:
-    return list(yaml.safe_load_all(render_k8s(k8s_spec(n, mode), image="example/bullyproof:1")))
+def documents(n: int, mode: str = "quorum", insecure: bool = False) -> list[dict]:
+    return list(yaml.safe_load_all(render_k8s(k8s_spec(n, mode, insecure=insecure), image="example/bullyproof:1")))
 
 
+@pytest.mark.parametrize("insecure", [False, True])
 @pytest.mark.parametrize("n", [2, 3, 5, 7])
-def test_every_manifest_is_valid_against_the_kubernetes_schemas(n: int) -> None:
-    for doc in documents(n):
+def test_every_manifest_is_valid_against_the_kubernetes_schemas(n: int, insecure: bool) -> None:
+    for doc in documents(n, insecure=insecure):
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
@@ -50,15 +51,62 @@ def test_stable_identities_volumes_probes_and_requests() -> None:
     pod = nodes["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     container = pod["containers"][0]
-    assert container["readinessProbe"]["grpc"] == {"port": 7100} and container["livenessProbe"]["grpc"] == {"port": 7100}
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "64Mi"}
-    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/bullyproof"}]
+    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/bullyproof"},
+                                         {"name": "certs", "mountPath": "/certs", "readOnly": True}]
     args = container["args"]
     assert args[:2] == ["node", "--id-from-hostname"] and "--id" not in args
     assert args[args.index("--peers") + 1] == ",".join(f"{i}=bullyproof-{i - 1}.bullyproof:7000" for i in range(1, 6))
     assert args[args.index("--store") + 1] == "bullyproof-store:7200"
     assert docs["StatefulSet", "bullyproof-store"]["spec"]["replicas"] == 1
     assert docs["PodDisruptionBudget", "bullyproof"]["spec"]["minAvailable"] == 3  # a majority of 5
+
+
+def _pod(docs: list[dict], name: str) -> dict:
+    return next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == name)["spec"]["template"]["spec"]
+
+
+def test_every_process_reads_only_its_own_files_from_the_secret() -> None:
+    """--certs /certs from the Secret bullyproof-certs; the volume's items keep ca.key, the admin's key
+    and other holders' files out of each pod, whatever the Secret holds. Keys are readable by the
+    pod's group (fsGroup 10001: the image's user), not by everyone."""
+    docs = documents(3)
+    expected = {"bullyproof-store": ["ca.pem", "store.pem", "store.key"],
+                "bullyproof": ["ca.pem", *(f"node-{i}.{e}" for i in (1, 2, 3) for e in ("pem", "key")), "client.pem", "client.key"]}
+    for name, files in expected.items():
+        pod = _pod(docs, name)
+        (volume,) = pod["volumes"]
+        assert volume["name"] == "certs" and volume["secret"]["secretName"] == "bullyproof-certs"
+        assert volume["secret"]["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == 10001
+        assert [item["key"] for item in volume["secret"]["items"]] == files
+        assert all(item["path"] == item["key"] for item in volume["secret"]["items"])
+        args = pod["containers"][0]["args"]
+        assert args[args.index("--certs") + 1] == "/certs" and "--insecure" not in args
+
+
+def test_probes_run_bullyproof_health_with_a_certificate() -> None:
+    """Kubernetes' gRPC probes cannot present a client certificate: an exec probe does, as the store
+    itself, and for nodes (whose id the template does not know) as the cluster's read-only client."""
+    docs = documents(3)
+    node, store = _pod(docs, "bullyproof")["containers"][0], _pod(docs, "bullyproof-store")["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert node[probe]["exec"]["command"] == ["bullyproof", "health", "127.0.0.1:7100", "--certs", "/certs", "--as", "client"]
+        assert store[probe]["exec"]["command"] == ["bullyproof", "health", "127.0.0.1:7200", "--certs", "/certs", "--as",
+                                                   "store", "--server-name", "store.bullyproof"]
+        assert node[probe]["timeoutSeconds"] >= 5  # a Python process per probe
+    assert store["args"] == k8s_spec(3).store_args("/var/lib/bullyproof/store")  # the one source for the store too
+
+
+def test_insecure_is_plaintext_with_grpc_probes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    docs = documents(3, insecure=True)
+    for name in ("bullyproof", "bullyproof-store"):
+        pod = _pod(docs, name)
+        container = pod["containers"][0]
+        assert "volumes" not in pod and "--insecure" in container["args"] and "--certs" not in container["args"]
+        port = 7100 if name == "bullyproof" else 7200
+        assert container["readinessProbe"]["grpc"] == {"port": port} and container["livenessProbe"]["grpc"] == {"port": port}
+    assert main(["k8s", "--nodes", "3", "--insecure", "--output", str(tmp_path / "k.yaml")]) == 0
+    assert "warning: the manifests run --insecure" in capsys.readouterr().err
 
 
 def test_the_same_description_as_compose_and_local() -> None:
