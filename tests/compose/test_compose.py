@@ -22,10 +22,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -287,6 +290,7 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     image = f"bullyproof:{project.name}"
     check_image(image, project.env)
 
+    steps.run("without certs/: nothing starts, one line says why", up_without_certificates, project)
     steps.run("up to healthy", up_and_healthy, project)
     networks = {service: _networks(cid) for service, cid in project.containers().items()}
     assert networks.pop(CERTS_SERVICE) in ((), ("none",)), networks  # the one-shot copy has no network at all
@@ -380,9 +384,40 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     after_log = steps.run("restart of the store", restart_store)
     assert after_log[:len(logged)] == logged
 
+    steps.run("rotate certificates without a restart", rotate_certificates, project, record)
+    wait_for_agreement(clients(record), AGREE_TIMEOUT_S)  # and the cluster agrees on as before
+
     steps.run("down -v", project.compose, "down", "-v", "--timeout", "5")
     assert project.leftovers() == {"containers": [], "volumes": [], "networks": []}
     print("compose steps (s): " + json.dumps({k: round(v, 1) for k, v in steps.seconds.items()}), flush=True)
+
+
+def up_without_certificates(project: Project) -> None:
+    """A checkout where `bullyproof compose` never ran: the certs service fails with one line, and
+    compose starts neither the store nor any node (service_completed_successfully)."""
+    certs = project.file.parent / "certs"
+    away = certs.with_name("certs.away")
+    certs.rename(away)
+    try:
+        done = subprocess.run([COMPOSE, "--no-ansi", "-f", str(project.file), "-p", project.name, "up", "-d"],
+                              env=project.env, cwd=project.file.parent, capture_output=True, text=True, timeout=600)
+        assert done.returncode != 0, done
+        containers = project.containers()
+        # docker-compose 1.29's words for a dependency that did not complete successfully:
+        assert f'Container "{containers[CERTS_SERVICE][:12]}" exited with code 2' in done.stderr, done.stderr
+        logs = subprocess.run([ENGINE, "logs", containers[CERTS_SERVICE]], capture_output=True, text=True, check=True)
+        assert (logs.stdout + logs.stderr).strip() == ("bullyproof: error: no ca.pem in /host-certs: make the certificates "
+                                                       "first (bullyproof certs init --nodes N --dir DIR, or bullyproof "
+                                                       "compose beside a compose file)"), logs
+        running = subprocess.run([ENGINE, "ps", "--filter", f"label=com.docker.compose.project={project.name}",
+                                  "--format", '{{index .Labels "com.docker.compose.service"}}'],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert not {"store", *(f"node{i}" for i in range(1, NODES + 1))} & set(running), running
+    finally:
+        project.compose("down", "--timeout", "5")
+        if certs.is_dir() and not any(certs.iterdir()):
+            certs.rmdir()  # the empty directory the engine made for the missing bind mount
+        away.rename(certs)
 
 
 def check_tls(project: Project, record: dict[str, Any]) -> None:
@@ -415,6 +450,34 @@ def check_tls(project: Project, record: dict[str, Any]) -> None:
     stranger = project.file.parent / "stranger-certs"
     make_cluster_certs(stranger, 1)
     assert bullyproof(project, "health", node, "--certs", str(stranger), "--as", "admin", expect=1).stdout.strip() == "UNAVAILABLE"
+    # Prometheus' view: HTTPS on the published metrics port, with a client certificate of the CA.
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
+    with urllib.request.urlopen(f"https://{record['nodes'][0]['metrics_address']}/metrics", context=context, timeout=10) as r:
+        assert b"bullyproof_epoch" in r.read()
+
+
+def served_certificate(address: str, certs: Path) -> bytes:
+    """The certificate (DER) a node presents to a new connection, asked as the cluster's client."""
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
+    context.check_hostname = False  # only which certificate it is matters here
+    context.set_alpn_protocols(["h2"])
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        return tls.getpeercert(binary_form=True)
+
+
+def rotate_certificates(project: Project, record: dict[str, Any]) -> None:
+    """README's rotation: new certificates under the same CA on the host, the certs service run again;
+    a running node presents its new certificate at the next handshake, without a restart."""
+    certs, node = Path(record["certs"]), record["nodes"][0]["client_address"]
+    before = served_certificate(node, certs)
+    make_cluster_certs(certs, NODES)  # what `bullyproof certs init --nodes 5 --dir certs` does again: the CA is kept
+    new = ssl.PEM_cert_to_DER_cert((certs / "node-1.pem").read_text())
+    assert new != before
+    project.compose("up", "-d", CERTS_SERVICE)
+    wait_for(lambda: served_certificate(node, certs) == new, AGREE_TIMEOUT_S, 0.2, what="node 1 to present its new certificate")
 
 
 def check_image(image: str, env: dict[str, str]) -> None:
