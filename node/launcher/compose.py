@@ -239,18 +239,19 @@ def stale_files(cc: ComposeCluster, compose_path: Path) -> list[Path]:
 
 
 def certificate_files(cc: ComposeCluster, compose_path: Path) -> list[Path]:
-    """Every file of the host's certs/ the cluster needs: the CA, the store, each node, admin and client."""
+    """Every file of the host's certs/ the cluster needs: the CA's certificate, the store's, each node's,
+    the admin's and the client's certificate and key (not the CA's key: it may be kept elsewhere)."""
     if cc.certs is None:
         return []
     directory = compose_path.parent / cc.certs
     holders = [holder for _, holder in cc.holders] + ["admin", "client"]
-    return [directory / "ca.pem", directory / "ca.key"] + [directory / f"{h}{ext}" for h in holders for ext in (".pem", ".key")]
+    return [directory / "ca.pem"] + [directory / f"{h}{ext}" for h in holders for ext in (".pem", ".key")]
 
 
 def ensure_certs(cc: ComposeCluster, compose_path: Path) -> bool:
     """Make the certificates in certs/ beside the compose file if any it needs is missing (True: made).
-    A CA already there is kept, so certificates made before stay valid; complete sets are left alone.
-    Never part of --check: they are secrets, different on every machine."""
+    A CA already there (ca.pem and ca.key) is kept, so certificates made before stay valid; complete
+    sets are left alone. Never part of --check: they are secrets, different on every machine."""
     needed = certificate_files(cc, compose_path)
     if all(p.exists() for p in needed):
         return False

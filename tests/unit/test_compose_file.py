@@ -193,6 +193,10 @@ def test_compose_makes_certificates_once_and_check_never_touches_them(tmp_path: 
     assert main(["compose", "--nodes", "3", "--output", str(out)]) == 0
     assert "kept certificates in" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in certs.iterdir()} == before  # a complete set is left alone
+    (certs / "ca.key").unlink()  # an operator who keeps the CA's key elsewhere: still complete
+    assert main(["compose", "--nodes", "3", "--output", str(out)]) == 0
+    assert "kept certificates in" in capsys.readouterr().out and not (certs / "ca.key").exists()
+    (certs / "ca.key").write_bytes(before["ca.key"])
     # A bigger cluster: node-4 is missing, so certificates are made again under the same CA.
     assert main(["compose", "--nodes", "4", "--output", str(out)]) == 0
     assert (certs / "ca.pem").read_bytes() == before["ca.pem"] and (certs / "node-4.pem").exists()
