@@ -112,7 +112,7 @@ class PeerTransport:
     async def handle(self, rpc: str, req: pb.PeerMessage, context: grpc.aio.ServicerContext) -> pb.PeerReply:
         """An inbound peer request: validate, step the elector, answer on the same call."""
         node = self.node
-        rejection = check_peer_message(rpc, req, node.id, node.settings.members)
+        rejection = check_peer_message(rpc, req, node.id, node.settings.members, node.settings.mode.value)
         if rejection is not None:
             await context.abort(rejection.code, rejection.detail)
         if node.failed is not None:
