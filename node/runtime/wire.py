@@ -93,6 +93,8 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"initiator {req.initiator_id} is not a member")
         if any(i not in members for i in req.ring_ids) or len(set(req.ring_ids)) != len(req.ring_ids):
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids {list(req.ring_ids)} must be distinct members")
+        if not req.ring_ids:  # a token starts with its initiator's id; the coordinator is the highest
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs ring_ids (at least the initiator's id)")
     elif req.ring_ids or req.initiator_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}")
     return None

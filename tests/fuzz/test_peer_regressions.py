@@ -4,6 +4,8 @@
   KeyError in its elector after the elector had already noted the message's epoch (a quorum node's
   next election then skipped to it). Now UNIMPLEMENTED, changing nothing. node.runtime.wire.MODE_RPCS
   lists what each mode handles; the first test checks that list against the electors themselves.
+* A ring RPC without ring_ids: the ring elector takes max() of the list (ValueError). Now
+  INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -68,3 +70,24 @@ def test_a_quorum_node_refuses_ring_and_raft_rpcs_and_keeps_its_epoch(make_clust
     assert (after.epoch, after.promised_epoch, after.leader_id) == (before.epoch, before.promised_epoch, before.leader_id)
     assert dict(after.messages_received).keys() == dict(before.messages_received).keys()
 
+def test_a_ring_message_needs_ring_ids():
+    empty = pb.PeerMessage(sender_id=2, receiver_id=3, epoch=2, initiator_id=1)
+    for rpc in ("RingElection", "RingCoordinator"):
+        rejection = check_peer_message(rpc, empty, 3, MEMBERS, "ring")
+        assert rejection is not None and rejection.code == grpc.StatusCode.INVALID_ARGUMENT, rejection
+        assert "needs ring_ids" in rejection.detail
+    # what it used to reach: the ring elector has no coordinator to pick
+    elector = make_elector("ring", Config(3, MEMBERS), Promise(), random.Random(0), 0)
+    with pytest.raises(ValueError):
+        elector.step(1, message_from_pb("RingCoordinator", empty))
+
+
+@pytest.mark.integration
+def test_a_ring_node_refuses_an_empty_ring_coordinator(make_cluster):
+    ring = make_cluster(3, mode="ring")
+    ring.wait_for_agreement(timeout_s=20)
+    node = ring.spec.node(3)
+    with grpc.insecure_channel(node.peer_address) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.PeerStub(ch).RingCoordinator(pb.PeerMessage(sender_id=2, receiver_id=3, epoch=2, initiator_id=1), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
