@@ -50,10 +50,8 @@ def test_the_table_matches_what_each_elector_handles(mode):
 
 
 @pytest.mark.integration
-def test_a_quorum_node_refuses_ring_and_raft_rpcs_and_keeps_its_epoch(make_cluster):
-    cluster = make_cluster(3)
-    cluster.wait_for_agreement(timeout_s=20)
-    node = cluster.spec.node(1)
+def test_a_quorum_node_refuses_ring_and_raft_rpcs_and_keeps_its_epoch(quiet_cluster):
+    node = quiet_cluster.spec.node(1)
     with grpc.insecure_channel(node.client_address) as ch:
         before = pb_grpc.LeadershipStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)
     high = before.epoch + 1000
@@ -83,10 +81,8 @@ def test_a_ring_message_needs_ring_ids():
 
 
 @pytest.mark.integration
-def test_a_ring_node_refuses_an_empty_ring_coordinator(make_cluster):
-    ring = make_cluster(3, mode="ring")
-    ring.wait_for_agreement(timeout_s=20)
-    node = ring.spec.node(3)
+def test_a_ring_node_refuses_an_empty_ring_coordinator(clusters):
+    node = clusters.get("quiet", "ring").spec.node(3)
     with grpc.insecure_channel(node.peer_address) as ch:
         with pytest.raises(grpc.RpcError) as info:
             pb_grpc.PeerStub(ch).RingCoordinator(pb.PeerMessage(sender_id=2, receiver_id=3, epoch=2, initiator_id=1), timeout=5)
