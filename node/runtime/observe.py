@@ -118,15 +118,22 @@ class Observation:
         changed.set()
 
     async def watch(self) -> AsyncIterator[pb.LeaderInfo]:
-        """The current view, then each change. A slow reader skips to the latest (no backlog)."""
+        """The current view, then each change. A slow reader skips to the latest (no backlog).
+
+        Counted in the metrics while it runs (bullyproof_watchers): a stream whose caller went away
+        is cancelled by gRPC, and must not stay counted (or held)."""
         seen = -1
-        while not self.node.stopping.is_set():
-            changed = self.view_changed
-            if self.view_seq != seen:
-                seen = self.view_seq
-                yield self.leader_info()
-                continue
-            await self.until_changed_or_stopping(changed)
+        self.node.metrics.watcher_opened()
+        try:
+            while not self.node.stopping.is_set():
+                changed = self.view_changed
+                if self.view_seq != seen:
+                    seen = self.view_seq
+                    yield self.leader_info()
+                    continue
+                await self.until_changed_or_stopping(changed)
+        finally:
+            self.node.metrics.watcher_closed()
 
     async def until_changed_or_stopping(self, changed: asyncio.Event) -> None:
         """Wait for the view change `changed` stands for, or for the node to stop."""

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from typing import Any, Iterator
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
@@ -280,3 +282,14 @@ def sigterm(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
+
+
+def watchers_gauge(metrics_address: str) -> float:
+    """bullyproof_watchers on a node's /metrics: the WatchLeader streams it is serving."""
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "bullyproof_watchers":
+                return sample.value
+    raise AssertionError("no bullyproof_watchers metric")

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 import protofuzz as pf
 from fuzzlib import (PRECISE, Caller, FuzzStats, Outcome, cluster_snapshot, dead_processes, describe, diff, history,
-                     last_seq, safety_violations, seed_for, store_log)
+                     last_seq, safety_violations, seed_for, store_log, wait_until, watchers_gauge)
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.core import mode_info
@@ -190,6 +190,9 @@ def fuzz_reads(method: MethodDescriptor, request, fuzz_seed: int, stats: FuzzSta
     finally:
         for c in callers.values():
             c.close()
+    if method.server_streaming:  # every stream was cancelled after its first reply: none may stay held
+        for n in quiet.spec.nodes:
+            wait_until(lambda: watchers_gauge(n.metrics_address) == 0, 15, f"node {n.id}'s streams to be released")
 
 
 TRANSFER_TIMEOUT_S = 5.0
