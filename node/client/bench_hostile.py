@@ -314,6 +314,9 @@ def run_phase(cluster: LocalCluster, name: str, target: int | None, seconds: flo
         "rss_mb_before": round(rss_before, 1), "rss_mb_peak": round(max(samples), 1), "rss_mb_end": round(samples[-1], 1),
         "rss_mb_last_second_spread": round(max(samples[-4:]) - min(samples[-4:]), 1),
         "alive": all(pid_alive(p) for p in pids.values()),
+        # the machine's load (runnable processes, 1-minute average) when the window closed: on a
+        # shared machine, other work competes with the nodes for the CPUs
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     if held is not None and hasattr(held, "summary"):
         out["load"] = held.summary()
@@ -352,14 +355,17 @@ def run(nodes: int, seconds: float, watchers: int, idle_share: float, flood_proc
                                             lambda nid=nid: Ghz(ghz, addr[nid], flood_procs * flood_concurrency,
                                                                 seconds, nice)))
             return {"nodes": nodes, "heartbeat_interval_ms": 100, "election_timeout_ms": 500,
-                    "follower_promise_ms": 400, "seconds_per_phase": seconds, "cpus": os.cpu_count(), "phases": phases}
+                    "follower_promise_ms": 400, "seconds_per_phase": seconds, "cpus": os.cpu_count(),
+                    "note": "ghz counts the calls still in flight when its --duration ends as Unavailable "
+                            "(as many as its concurrency)",
+                    "phases": phases}
         finally:
             cluster.stop()
 
 
 def table(result: dict[str, Any]) -> str:
     head = (f"{'phase':<38} {'on':<9} {'hb gap p50':>10} {'p99':>7} {'max':>7} {'changes':>7} "
-            f"{'RSS MB before/peak/end':>23}  load")
+            f"{'RSS MB before/peak/end':>23} {'loadavg':>7}  load")
     lines = [head, "-" * len(head)]
     for p in result["phases"]:
         load = p.get("load", {})
@@ -370,7 +376,7 @@ def table(result: dict[str, Any]) -> str:
             what += f", call p99 {load.get('call_p99_ms') or load.get('call_p99_ms_worst_process')} ms"
         lines.append(f"{p['phase']:<38} {p['loaded_role'] if 'load' in p else '-':<9} {p['gap_p50_ms']:>10} "
                      f"{p['gap_p99_ms']:>7} {p['gap_max_ms']:>7} {p['view_changes_in_window']:>7} "
-                     f"{p['rss_mb_before']:>7}/{p['rss_mb_peak']}/{p['rss_mb_end']:<7}  {what}")
+                     f"{p['rss_mb_before']:>7}/{p['rss_mb_peak']}/{p['rss_mb_end']:<7} {p['loadavg_1m']:>7}  {what}")
     return "\n".join(lines)
 
 
