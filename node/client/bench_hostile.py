@@ -201,14 +201,27 @@ async def _flood(address: str, concurrency: int, seconds: float, go: Callable[[]
     return {"count": count, "errors": errors, "p50_ms": percentile(lat_ms, 0.5), "p99_ms": percentile(lat_ms, 0.99)}
 
 
+def lower_priority(nice: int) -> None:
+    """Run this process at CPU priority `nice`, also where the kernel groups processes by session
+    (sched_autogroup): there a nice value only counts among a session's own processes, so the process
+    starts a session of its own and gives that session's group the same nice value."""
+    if not nice:
+        return
+    os.setsid()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(nice))
+    os.nice(nice)
+
+
 class Flood:
     """`procs` processes (python -m node.client.bench_hostile --flood-worker), each with `concurrency`
     GetLeader calls in flight for `seconds`.
 
-    `nice` (0..19) lowers the workers' CPU priority. On one small machine the flood's own processes
-    compete with every node for the CPUs: a follower left without CPU answers heartbeats late, which
-    says nothing about how the flooded node copes. At nice 19 the workers take only the CPU the nodes
-    leave, as clients on other machines would."""
+    `nice` (0..19) lowers the workers' CPU priority (lower_priority: with sched_autogroup a nice value
+    alone would not count against the nodes, each of which runs in its own session). On one small
+    machine the flood's own processes compete with every node for the CPUs: a follower left without
+    CPU answers heartbeats late, which says nothing about how the flooded node copes. At nice 19 the
+    workers take only the CPU the nodes leave, as clients on other machines would."""
 
     def __init__(self, address: str, procs: int, concurrency: int, seconds: float, nice: int = 0) -> None:
         self.address, self.procs, self.concurrency, self.seconds = address, procs, concurrency, seconds
@@ -270,7 +283,7 @@ class Ghz:
 
     def __enter__(self) -> Ghz:
         self._proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      preexec_fn=lambda: os.nice(self.nice))
+                                      preexec_fn=lambda: lower_priority(self.nice))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -397,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flood-nice", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.flood_worker:
-        os.nice(args.flood_nice)
+        lower_priority(args.flood_nice)
 
         def go() -> None:
             print("ready", flush=True)
