@@ -168,9 +168,19 @@ def dial_as(address: str, tls: Tls | None, server_name: str = MEMBER_NAME) -> No
 MAX_RECEIVE_BYTES = 64 * 1024
 
 
+# A connection that has not finished its TLS (or HTTP/2) handshake by then is closed: gRPC's default
+# (120 s) let a caller hold a descriptor and ~12 KB per half-open connection for two minutes.
+HANDSHAKE_TIMEOUT_MS = 5000
+
+
 def server(max_receive_bytes: int = MAX_RECEIVE_BYTES) -> grpc.aio.Server:
-    # No SO_REUSEPORT: a second process on our port must fail to bind, not silently share it.
-    return grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", max_receive_bytes)])
+    from node.runtime.guard import DecodeGuard  # a request that does not parse: INVALID_ARGUMENT, not UNKNOWN
+
+    return grpc.aio.server(interceptors=[DecodeGuard()], options=[
+        ("grpc.so_reuseport", 0),  # a second process on our port must fail to bind, not silently share it
+        ("grpc.max_receive_message_length", max_receive_bytes),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+    ])
 
 
 def listen(srv: grpc.aio.Server, address: str, tls: Tls | None) -> int:

@@ -58,6 +58,7 @@ class NodeMetrics:
         self.rpc_errors = counter("rpc_errors", "peer RPCs that failed, by gRPC status code and peer id", ("code", "peer"))
         self.lease_renewals = counter("lease_renewals", "times the leader's lease was extended by a majority-acked round")
         self.stepdowns = counter("stepdowns", "times this node stopped leading, by reason", ("reason",))
+        self.watchers = gauge("watchers", "WatchLeader streams (and transfers waiting for their target) following this node's view")
 
         # Labelled children, looked up once: labels() costs a lock and a dict build per call, and
         # heartbeats count a message several times a second per peer (a tenth of idle CPU).
@@ -105,6 +106,12 @@ class NodeMetrics:
 
     def message_received(self, type_: str) -> None:
         _child(self._received_by_type, self.messages_received, type_).inc()
+
+    def watcher_opened(self) -> None:
+        self.watchers.inc()
+
+    def watcher_closed(self) -> None:
+        self.watchers.dec()
 
     def rpc_failed(self, code: str, peer: int) -> None:
         self.rpc_errors.labels(code=code, peer=str(peer)).inc()

@@ -6,7 +6,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from grpc_health.v1 import health, health_pb2
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.core import SteppedDown, View, mode_names
@@ -18,10 +19,60 @@ if TYPE_CHECKING:
 MODE_PB = {name: pb.Mode.Value(f"MODE_{name.upper()}") for name in mode_names()}  # the .proto lists every mode
 
 
+class NodeHealth(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 for the node, on its event loop; set() is a plain call, as the node makes it.
+
+    Not grpc_health's HealthServicer: on an asyncio server its Watch is a blocking generator run in a
+    thread of the loop's default executor, and nothing wakes that thread when the caller goes away
+    (the asyncio server never runs a stream's close callbacks). Six cancelled Watch calls (the
+    executor's size on two cores) left every later Check hanging, and a node with a stuck Watch could
+    not exit on SIGTERM (asyncio.run waits for the executor). Here Watch is a coroutine: cancelled
+    with its call, and, like WatchLeader, a slow reader gets the latest status, never a backlog.
+    """
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        self.statuses: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self.changed = asyncio.Event()
+        self.stopping = stopping
+
+    def set(self, service: str, status: int) -> None:
+        if self.statuses.get(service) == status:
+            return
+        self.statuses[service] = status
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext):
+        status = self.statuses.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no health service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext):
+        last = None
+        while not self.stopping.is_set():
+            changed = self.changed
+            status = self.statuses.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            if status != last:
+                last = status
+                yield health_pb2.HealthCheckResponse(status=status)
+                continue
+            await _first_of(changed, self.stopping)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
 class Observation:
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
-        self.health = health.HealthServicer()
+        self.health = NodeHealth(node.stopping)
         self.leader_changes = 0
         self.view: View = node.elector.view(node.now())
         self.view_seq = 0
@@ -67,25 +118,26 @@ class Observation:
         changed.set()
 
     async def watch(self) -> AsyncIterator[pb.LeaderInfo]:
-        """The current view, then each change. A slow reader skips to the latest (no backlog)."""
+        """The current view, then each change. A slow reader skips to the latest (no backlog).
+
+        Counted in the metrics while it runs (bullyproof_watchers): a stream whose caller went away
+        is cancelled by gRPC, and must not stay counted (or held)."""
         seen = -1
-        while not self.node.stopping.is_set():
-            changed = self.view_changed
-            if self.view_seq != seen:
-                seen = self.view_seq
-                yield self.leader_info()
-                continue
-            await self.until_changed_or_stopping(changed)
+        self.node.metrics.watcher_opened()
+        try:
+            while not self.node.stopping.is_set():
+                changed = self.view_changed
+                if self.view_seq != seen:
+                    seen = self.view_seq
+                    yield self.leader_info()
+                    continue
+                await self.until_changed_or_stopping(changed)
+        finally:
+            self.node.metrics.watcher_closed()
 
     async def until_changed_or_stopping(self, changed: asyncio.Event) -> None:
         """Wait for the view change `changed` stands for, or for the node to stop."""
-        waiter = asyncio.ensure_future(changed.wait())
-        stop = asyncio.ensure_future(self.node.stopping.wait())
-        try:
-            await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stop.cancel()
+        await _first_of(changed, self.node.stopping)
 
     def leader_info(self) -> pb.LeaderInfo:
         node = self.node

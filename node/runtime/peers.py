@@ -119,7 +119,7 @@ class PeerTransport:
             # The certificate says who is talking; a member cannot speak for another.
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"Peer/{rpc}: sender_id {req.sender_id}, but the caller's certificate names node {sender.node_id}")
-        rejection = check_peer_message(rpc, req, node.id, node.settings.members)
+        rejection = check_peer_message(rpc, req, node.id, node.settings.members, node.settings.mode.value)
         if rejection is not None:
             await context.abort(rejection.code, rejection.detail)
         if node.failed is not None:

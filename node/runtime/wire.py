@@ -33,6 +33,18 @@ ROUND_RPCS = frozenset({"Heartbeat", "PreVote", *RING_RPCS})
 
 ROLE_PB = {Role.FOLLOWER: pb.ROLE_FOLLOWER, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.LEADER: pb.ROLE_LEADER}
 
+# The peer RPCs each mode's elector handles (as the .proto's comment on service Peer lists them). Any
+# other RPC reaching a node is from a peer running another mode: refused before the elector sees it
+# (a Bully or Raft elector has no handler for it, and would fail after noting the message's epoch).
+# tests/fuzz/test_mode_rpcs.py checks this table against the electors themselves.
+BULLY_RPCS = frozenset({"Election", "Alive", "Coordinator", "Heartbeat"})
+MODE_RPCS: dict[str, frozenset[str]] = {
+    "classic": BULLY_RPCS,
+    "quorum": BULLY_RPCS,
+    "ring": frozenset({"RingElection", "RingCoordinator", "Heartbeat"}),
+    "raft": frozenset({"PreVote", "RequestVote", "Heartbeat"}),
+}
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -40,8 +52,11 @@ class Rejection:
     detail: str
 
 
-def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tuple[int, ...]) -> Rejection | None:
-    """Why this request must be refused, or None. Order: who sent it, to whom, then its fields."""
+def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tuple[int, ...],
+                       mode: str | None = None) -> Rejection | None:
+    """Why this request must be refused, or None. Order: who sent it, to whom, then its fields.
+
+    With `mode` (as a node always calls it), an RPC of another mode is UNIMPLEMENTED."""
     if req.sender_id not in members or req.sender_id == self_id:
         return Rejection(
             grpc.StatusCode.PERMISSION_DENIED,
@@ -56,6 +71,9 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"epoch {req.epoch} is impossible (max {MAX_EPOCH})")
     if rpc not in RPC_TYPE:
         return Rejection(grpc.StatusCode.UNIMPLEMENTED, f"no peer RPC {rpc!r}")
+    if mode is not None and rpc not in MODE_RPCS[mode]:
+        return Rejection(grpc.StatusCode.UNIMPLEMENTED,
+                         f"node {self_id} runs mode {mode}, which has no {rpc} (is the sender running another mode?)")
     if rpc in EPOCH_REQUIRED and req.epoch == 0:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs an epoch >= 1, got 0")
     if req.successor_id and not (rpc == "Heartbeat" and req.resigning):
@@ -75,6 +93,8 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"initiator {req.initiator_id} is not a member")
         if any(i not in members for i in req.ring_ids) or len(set(req.ring_ids)) != len(req.ring_ids):
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids {list(req.ring_ids)} must be distinct members")
+        if not req.ring_ids:  # a token starts with its initiator's id; the coordinator is the highest
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs ring_ids (at least the initiator's id)")
     elif req.ring_ids or req.initiator_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}")
     return None

@@ -20,6 +20,8 @@ MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 64 * 1024
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
+PAGE_BYTES = 1024 * 1024  # a ReadLog page stays far below gRPC's default 4 MiB receive limit
+ENTRY_OVERHEAD_BYTES = 64  # numbers and framing of one entry, roughly
 
 # A new leader's first store action is a write under this key (an ordinary write: the store needs no
 # special case): it raises the highest accepted epoch at once, so an older leader's write still in
@@ -162,16 +164,24 @@ class FencedStoreDB:
             return WriteDecision(reason is None, self.highest_epoch, cur.lastrowid, reason or "")
 
     def read_log(self, after_seq: int = 0, limit: int = DEFAULT_LIMIT) -> tuple[list[LogEntry], int, int]:
-        """Entries with seq > after_seq in seq order (at most limit), the highest epoch and its owner."""
+        """Entries with seq > after_seq in seq order, the highest epoch and its owner. At most `limit`
+        entries and about PAGE_BYTES of keys and values (always at least one entry): a page of large
+        values must still fit in a reply a reader can take, and readers page on by after_seq."""
         check_read(after_seq, limit)
+        entries: list[LogEntry] = []
+        size = 0
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, writer_id, epoch, key, value, accepted, reason, recorded_unix_ns, recorded_monotonic_ns"
                 " FROM log WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
-            ).fetchall()
+            )
+            for s, w, e, k, v, a, r, u, m in rows:
+                size += len(k) + len(v) + len(r or "") + ENTRY_OVERHEAD_BYTES
+                if entries and size > PAGE_BYTES:
+                    break
+                entries.append(LogEntry(s, w, e, k, bytes(v), bool(a), r, u, m))
             highest_epoch, owner_id = self.highest_epoch, self.owner_id
-        entries = [LogEntry(s, w, e, k, bytes(v), bool(a), r, u, m) for s, w, e, k, v, a, r, u, m in rows]
         return entries, highest_epoch, owner_id
 
     def close(self) -> None:

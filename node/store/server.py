@@ -30,6 +30,9 @@ from node.tls import Identity, Tls
 DB_FILE = "store.sqlite3"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FencedStore"].full_name
 STOP_GRACE_S = 1.0
+# The largest valid write (a MAX_VALUE_BYTES value, a MAX_KEY_BYTES key) plus framing; anything
+# larger is refused by gRPC before it is read into memory.
+MAX_RECEIVE_BYTES = MAX_VALUE_BYTES + MAX_KEY_BYTES + 1024
 
 
 class FencedStoreServicer(pb_grpc.FencedStoreServicer):
@@ -78,9 +81,7 @@ async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None 
     """
     parse_address(listen, "--listen")
     db = FencedStoreDB(db_path, accept_stale=PlantedBug.STALE_STORE in planted_bugs)
-    # The largest valid write (a MAX_VALUE_BYTES value, a MAX_KEY_BYTES key) plus framing; anything
-    # larger is refused by gRPC before it is read into memory.
-    server = channels.server(MAX_VALUE_BYTES + MAX_KEY_BYTES + 1024)
+    server = channels.server(MAX_RECEIVE_BYTES)
     health_servicer = health.aio.HealthServicer()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
