@@ -230,13 +230,16 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
     return made
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write a fresh file with exactly `mode` and swap it in: never through a symlink someone left at
-    `path`, never keeping an old file's looser permissions; a reader sees the old file or the new one."""
+def _write_new(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """Write a fresh file with exactly `mode` (and `owner`, uid and gid) and swap it in: never through
+    a symlink someone left at `path`, never keeping an old file's looser permissions; a reader (a node
+    re-reading its files) sees the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:
+            if owner is not None:
+                os.fchown(f.fileno(), *owner)
             os.fchmod(f.fileno(), mode)  # the umask may have narrowed it; never widened
             f.write(data)
             f.flush()
@@ -282,22 +285,8 @@ def install_certs(source: Path, dest: Path, *, owner: tuple[int, int] | None = N
             raise TlsError(f"cannot read {path}: {exc.strerror}") from None
 
     def place(data: bytes, path: Path, mode: int) -> None:
-        """As _write_new, and given to `owner` before it takes its place."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    if owner is not None:
-                        os.fchown(f.fileno(), *owner)
-                    os.fchmod(f.fileno(), mode)  # the umask may have narrowed it; never widened
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            _write_new(path, data, mode, owner)
         except OSError as exc:
             raise TlsError(f"cannot write {path}: {exc.strerror}") from None
 

@@ -91,15 +91,6 @@ def fuzz_store(tmp_path):
 
 
 @pytest.fixture
-def guarded_store(tmp_path):
-    store = start_store(tmp_path / "store", child_env())
-    try:
-        yield store
-    finally:
-        stop_store(store)
-
-
-@pytest.fixture
 def fuzz_stats(request, record_property):
     made: list[FuzzStats] = []
 

@@ -32,7 +32,7 @@ def test_malformed_requests_get_invalid_argument(method: MethodDescriptor, reque
     stats: FuzzStats = fuzz_stats(f"{method.containing_service.name}.{method.name} (malformed)")
     service = method.containing_service.name
     if service == "FencedStore":
-        store = request.getfixturevalue("guarded_store")
+        store = request.getfixturevalue("fuzz_store")
         callers = {m: Caller(store.address, method) for m in MEMBERS}
 
         def dead() -> list[str]:
