@@ -123,7 +123,11 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running on the main thread
+# until pw.stop(), so a session-wide browser made every later test in the same xdist worker that
+# calls asyncio.run() fail with "cannot be called from a running event loop". pytest tears a module
+# fixture down as soon as the next test is from another module.
+@pytest.fixture(scope="module")
 def chromium():
     """Debian's chromium under Playwright, or a skip that says exactly why not."""
     if not CHROMIUM.exists():
