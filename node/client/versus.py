@@ -47,6 +47,7 @@ from typing import Any, Callable
 import grpc
 
 from node.channels import observer_channel
+from node.client import grpc_floor
 from node.client.bench import failover_samples, kill_loop, summary_ms
 from node.core import mode_names
 from node.launcher.cluster import LocalCluster, local_spec, pid_alive, read_cluster_file, signal_pid, spawn, stop_pids, wait_for
@@ -449,6 +450,41 @@ def bench_idle(modes: list[str], seconds: float, settle_s: float, etcd: Path | N
                     cluster.stop()
 
         out[name] = guarded(f"idle {name}", measure)
+    # What Python's gRPC alone costs at this heartbeat: the floor under every row above.
+    out["grpc_floor"] = bench_grpc_floor(seconds, settle_s, heartbeat_ms)
+    return out
+
+
+def bench_grpc_floor(seconds: float, settle_s: float, heartbeat_ms: int = 100) -> dict:
+    """node.client.grpc_floor, unary and stream: a bare Python gRPC echo at one message per heartbeat."""
+    out: dict[str, Any] = {}
+    for kind in grpc_floor.KINDS:
+        log(f"idle: the Python gRPC floor ({kind}), {seconds:.0f} s")
+
+        def measure(kind: str = kind) -> dict:
+            argv = [sys.executable, "-m", "node.client.grpc_floor"]
+            procs: list[subprocess.Popen] = []
+            try:
+                server = subprocess.Popen(argv + ["serve"], stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+                procs.append(server)
+                port = int(server.stdout.readline().split()[1])  # type: ignore[union-attr]
+                sender = subprocess.Popen(argv + ["send", f"127.0.0.1:{port}", kind, str(heartbeat_ms)], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+                procs.append(sender)
+                if sender.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                    raise RuntimeError(f"the {kind} sender did not connect")
+                time.sleep(settle_s)
+                cost = idle_cost({"server": server.pid, "sender": sender.pid}, seconds)
+                sender.stdin.close()  # type: ignore[union-attr]
+                echoes = int(sender.stdout.readline().split()[1])  # type: ignore[union-attr]
+            finally:
+                stop_pids([p.pid for p in procs])
+            per_second = 1000 / heartbeat_ms
+            return {**cost, "echoes": echoes, "messages_per_s": per_second,
+                    **{f"{who}_cpu_us_per_message": round(cost[who]["cpu_percent"] / 100 * 1e6 / per_second)
+                       for who in ("server", "sender")}}
+
+        out[kind] = guarded(f"gRPC floor {kind}", measure)
     return out
 
 
@@ -595,7 +631,7 @@ def markdown(result: dict) -> str:
                   "| system | CPU mean | CPU leader | CPU followers | RSS mean | RSS max | PSS mean | store CPU | store RSS |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for name, s in idle.items():
-            if not isinstance(s, dict):
+            if not isinstance(s, dict) or name == "grpc_floor":
                 continue
             who = "etcd" if name == "etcd" else f"bullyproof {name}"
             if "error" in s:
@@ -606,6 +642,21 @@ def markdown(result: dict) -> str:
                          f"{_fmt(s.get('followers_cpu_percent_mean'), ' %')} | **{s['rss_mb_mean']} MB** | {s['rss_mb_max']} MB | "
                          f"{_fmt(s.get('pss_mb_mean'), ' MB')} | {_fmt(store.get('cpu_percent'), ' %')} | {_fmt(store.get('rss_mb'), ' MB')} |")
         lines.append("")
+        floor = idle.get("grpc_floor", {})
+        if floor:
+            lines += ["The floor under those rows: a bare Python gRPC echo server (no bullyproof code) and one sender at one "
+                      f"40-byte message per {idle['heartbeat_interval_ms']} ms, as unary calls and on one open stream "
+                      "(node/client/grpc_floor.py). An idle follower receives and answers one heartbeat per interval, so it "
+                      "cannot cost less than the server column.", "",
+                      "| Python gRPC alone | server CPU (a follower's floor) | per message | sender CPU (a leader's, per follower) | per message | echoes |",
+                      "|---|---|---|---|---|---|"]
+            for kind, f in floor.items():
+                if "error" in f:
+                    lines.append(f"| {kind} | failed: {f['error'][:80]} | | | | |")
+                    continue
+                lines.append(f"| {kind} | **{f['server']['cpu_percent']} %** | {f['server_cpu_us_per_message']} µs | "
+                             f"{f['sender']['cpu_percent']} % | {f['sender_cpu_us_per_message']} µs | {f['echoes']} |")
+            lines.append("")
     sizes = result["sizes"]
     if isinstance(sizes, list) and sizes:
         r0 = sizes[0]

@@ -45,6 +45,13 @@ def test_quick_bench_reports_every_part_for_bullyproof(tmp_path: Path) -> None:
     idle = result["idle"]["quorum"]
     assert set(idle["per_process"]) == {"node-1", "node-2", "node-3", "node-4", "node-5", "store"}
     assert idle["rss_mb_mean"] > 0 and idle["leader"] in idle["per_process"]
+    floor = result["idle"]["grpc_floor"]
+    assert set(floor) == {"unary", "stream"}
+    for kind, f in floor.items():
+        assert "error" not in f, f
+        # The sender ran its whole window (1 s settle + 1 s measured at 10 per s) and every echo came back.
+        assert f["echoes"] >= 10 and f["messages_per_s"] == 10, (kind, f)
+        assert {"server", "sender"} <= set(f) and f["server"]["rss_mb"] > 0, (kind, f)
     (size,) = result["sizes"]
     assert size["n"] == 3 and size["kills"] == 1 and size["samples_ms"][0] > 0, size
     if ghz_installed():
@@ -55,6 +62,7 @@ def test_quick_bench_reports_every_part_for_bullyproof(tmp_path: Path) -> None:
         assert "skipped" in result["query"]
     md = (out / "bench.md").read_text()
     assert "| 100 / 500 ms | bullyproof quorum | 2 |" in md and "Not measured in this run: " in md
+    assert "| unary | **" in md and "| stream | **" in md
     assert set(PARTS) >= {"failover", "cold-start", "idle", "sizes", "query", "suite"}
 
 
