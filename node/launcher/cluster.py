@@ -327,14 +327,16 @@ class LocalCluster:
 
     def start(self, launcher_pid: int | None = None) -> dict[str, Any]:
         make_run_dir(self.dir)
-        if self.spec.certs_dir:  # a CA already there is kept: nodes restarted later still trust each other
-            make_cluster_certs(Path(self.spec.certs_dir), max(n.id for n in self.spec.nodes))
         existing = self.dir / CLUSTER_FILE
         if existing.exists():
             old = read_cluster_file(self.dir)
             alive = [p for p in _all_pids(old) if pid_alive(p)]
             if alive:
                 raise ConfigError(f"a cluster is already running in {self.dir} (pids {alive}); stop it with: bullyproof cluster down --dir {self.dir}")
+        # Only now: a refused start must not reissue the running cluster's certificates (its servers
+        # would pick them up at the next handshake, and admin.key, the dashboard token's root, would change).
+        if self.spec.certs_dir:  # a CA already there is kept: nodes restarted later still trust each other
+            make_cluster_certs(Path(self.spec.certs_dir), max(n.id for n in self.spec.nodes))
         store_pid = spawn(self.store_argv(), self.dir / "store" / "store.log", self.env)
         data: dict[str, Any] = {
             "dir": str(self.dir),

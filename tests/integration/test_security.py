@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import channel_credentials
+from node.config import ConfigError
 from node.launcher.cluster import LocalCluster, local_spec
 from node.tls import MEMBER_NAME, STORE_NAME, Tls, make_cluster_certs, node_name
 
@@ -194,6 +195,15 @@ def test_the_health_command_takes_certificates(secure):
     assert plain.returncode == 1 and plain.stdout.strip() == "UNAVAILABLE"
     neither = run()
     assert neither.returncode == 2 and "give exactly one of" in neither.stderr
+
+
+def test_a_refused_second_start_leaves_the_running_clusters_certificates_alone(secure):
+    # cluster up on the directory of a running cluster is refused; it must not reissue the running
+    # cluster's keys on the way (admin.key is also the root of the dashboard's token).
+    before = {p.name: p.read_bytes() for p in certs(secure).iterdir()}
+    with pytest.raises(ConfigError, match="already running"):
+        LocalCluster(secure.spec, secure.dir, env=dict(os.environ)).start()
+    assert {p.name: p.read_bytes() for p in certs(secure).iterdir()} == before
 
 
 def test_a_node_rereads_its_certificate_files_for_new_connections(make_cluster, tmp_path):
