@@ -71,16 +71,10 @@ class _Reloader:
 
     def __init__(self, tls: Tls) -> None:
         self.tls = tls
-        self.stamp = self._stamp()
-
-    def _stamp(self) -> tuple:
-        try:
-            return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (self.tls.ca, self.tls.cert, self.tls.key))
-        except OSError:
-            return ()
+        self.stamp = tls.stamp()
 
     def __call__(self) -> Any:
-        stamp = self._stamp()
+        stamp = self.tls.stamp()
         if stamp == self.stamp or not stamp:
             return None
         try:

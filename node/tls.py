@@ -100,6 +100,13 @@ class Tls:
         except OSError as exc:
             raise TlsError(f"cannot read {exc.filename}: {exc.strerror}") from None
 
+    def stamp(self) -> tuple:
+        """Size and mtime of the three files, to notice a rotation; () while any is missing."""
+        try:
+            return tuple((st.st_mtime_ns, st.st_size) for st in (p.stat() for p in (self.ca, self.cert, self.key)))
+        except OSError:
+            return ()
+
     def as_dict(self) -> dict[str, str]:
         return {"ca": str(self.ca), "cert": str(self.cert), "key": str(self.key)}
 

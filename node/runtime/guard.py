@@ -10,7 +10,9 @@ node.channels.server()) that wraps every method's request deserializer: a body t
 becomes an `Undecodable` marker, and the wrapped handler refuses it with INVALID_ARGUMENT ("request
 is not a valid bullyproof.v1.PeerMessage: ...") before the real handler sees anything. Messages that
 do parse reach the real handler unchanged. It covers all four kinds of method (unary and streaming
-requests and replies) and both async and sync handlers (grpc_health's HealthServicer is sync).
+requests and replies) and both async and sync handlers: our servers register only async ones today
+(the node's NodeHealth, the store's grpc_health.aio), but grpc_health's own HealthServicer is sync
+and an aio server runs such handlers in its threads.
 """
 
 from __future__ import annotations

@@ -174,19 +174,13 @@ def _start_https(port: int, host: str, registry: CollectorRegistry, tls: Tls) ->
         ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
 
-    def stamp() -> tuple:
-        try:
-            return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (tls.ca, tls.cert, tls.key))
-        except OSError:
-            return ()
-
     class Server(ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        ctx, ctx_stamp = context(), stamp()
+        ctx, ctx_stamp = context(), tls.stamp()
 
         def get_request(self) -> tuple[Any, Any]:
             sock, address = self.socket.accept()
-            if (now := stamp()) != self.ctx_stamp and now:
+            if (now := tls.stamp()) != self.ctx_stamp and now:
                 with contextlib.suppress(OSError, ssl.SSLError):  # half-written files: keep the old ones
                     self.ctx, self.ctx_stamp = context(), now
             sock.settimeout(HANDSHAKE_TIMEOUT_S)
