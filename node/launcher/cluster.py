@@ -75,6 +75,11 @@ class ClusterSpec:
         """The TLS flags of every node and the store: their own files in certs_dir, or --insecure."""
         return ["--certs", self.certs_dir] if self.certs_dir else ["--insecure"]
 
+    def health_args(self, port: int, holder: str, server_name: str | None = None) -> list[str]:
+        """`bullyproof health` on a process's own port, as `holder` (a container's probe): compose and k8s."""
+        who = ["--as", holder, *(["--server-name", server_name] if server_name else [])] if self.certs_dir else []
+        return ["bullyproof", "health", f"127.0.0.1:{port}", *self.security_args(), *who]
+
     def store_args(self, data_dir: str) -> list[str]:
         """The `bullyproof store` arguments: the single source for local and compose."""
         return ["store", "--listen", self.store_address, "--data-dir", data_dir, *self.security_args()]

@@ -123,10 +123,7 @@ def _healthcheck(test: list[str]) -> dict[str, Any]:
 
 def _health(cc: ComposeCluster, port: int, holder: str, server_name: str | None = None) -> dict[str, Any]:
     """`bullyproof health` on the container's own port, presenting its own certificate (or --insecure)."""
-    if cc.certs is None:
-        return _healthcheck(["bullyproof", "health", f"127.0.0.1:{port}", "--insecure"])
-    name = ["--server-name", server_name] if server_name else []
-    return _healthcheck(["bullyproof", "health", f"127.0.0.1:{port}", "--certs", CERTS_MOUNT, "--as", holder, *name])
+    return _healthcheck(cc.spec.health_args(port, holder, server_name))
 
 
 def _certs_volume(service: str) -> str:

@@ -78,8 +78,7 @@ def _probes(spec: ClusterSpec, port: int, holder: str, server_name: str | None =
             return {"grpc": {"port": port}, "initialDelaySeconds": initial_delay_s, "periodSeconds": period_s,
                     "timeoutSeconds": 2, "failureThreshold": 3}
         return {"readinessProbe": probe(2), "livenessProbe": probe(10, 10)}
-    command = ["bullyproof", "health", f"127.0.0.1:{port}", "--certs", spec.certs_dir, "--as", holder,
-               *(["--server-name", server_name] if server_name else [])]
+    command = spec.health_args(port, holder, server_name)
 
     def exec_probe(period_s: int, initial_delay_s: int = 0) -> dict[str, Any]:
         return {"exec": {"command": list(command)}, "initialDelaySeconds": initial_delay_s, "periodSeconds": period_s,
