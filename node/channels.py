@@ -95,9 +95,12 @@ def caller(context: grpc.aio.ServicerContext) -> Identity | None:
     return Identity.of(value.decode(errors="replace") for value in context.auth_context().get("peer_uri", ()))
 
 
-async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterable[str], what: str) -> Identity | None:
+async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterable[str], what: str,
+                  claimed: tuple[str, int] | None = None) -> Identity | None:
     """Abort with PERMISSION_DENIED unless the caller's certificate is of one of `kinds`; its identity.
-    Plaintext (--insecure) lets everyone through: that is what the opt-out means."""
+    `claimed` (field, id): a node certificate must name the node the request says it is from (a
+    member cannot speak for another). Plaintext (--insecure) lets everyone through: that is what the
+    opt-out means."""
     if not secure:
         return None
     who = caller(context)
@@ -105,6 +108,9 @@ async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterab
         shown = who.uri if who else "a certificate without a bullyproof identity"
         await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                             f"{what} needs a certificate of kind {' or '.join(kinds)}; the caller has {shown}")
+    if claimed is not None and who.kind == "node" and who.node_id != claimed[1]:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"{what}: {claimed[0]} {claimed[1]}, but the caller's certificate names node {who.node_id}")
     return who
 
 

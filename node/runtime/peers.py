@@ -114,11 +114,8 @@ class PeerTransport:
     async def handle(self, rpc: str, req: pb.PeerMessage, context: grpc.aio.ServicerContext) -> pb.PeerReply:
         """An inbound peer request: validate, step the elector, answer on the same call."""
         node = self.node
-        sender = await require(context, node.settings.tls is not None, ("node",), f"Peer/{rpc}")
-        if sender is not None and sender.node_id != req.sender_id:
-            # The certificate says who is talking; a member cannot speak for another.
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"Peer/{rpc}: sender_id {req.sender_id}, but the caller's certificate names node {sender.node_id}")
+        # The certificate says who is talking; a member cannot speak for another.
+        await require(context, node.settings.tls is not None, ("node",), f"Peer/{rpc}", claimed=("sender_id", req.sender_id))
         rejection = check_peer_message(rpc, req, node.id, node.settings.members, node.settings.mode.value)
         if rejection is not None:
             await context.abort(rejection.code, rejection.detail)

@@ -46,10 +46,7 @@ class FencedStoreServicer(pb_grpc.FencedStoreServicer):
         self.write_lock = asyncio.Lock()
 
     async def Write(self, request: pb.WriteRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
-        writer = await channels.require(context, self.secure, ("node",), "FencedStore/Write")
-        if writer is not None and writer.node_id != request.writer_id:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"FencedStore/Write: writer_id {request.writer_id}, but the caller's certificate names node {writer.node_id}")
+        await channels.require(context, self.secure, ("node",), "FencedStore/Write", claimed=("writer_id", request.writer_id))
         try:
             async with self.write_lock:
                 d = await asyncio.to_thread(self.db.write, request.writer_id, request.epoch, request.key, request.value)
