@@ -38,12 +38,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.client.versus import PROTO
+from node.history import read_history
 from node.launcher.cluster import LocalCluster, local_spec, pid_alive, read_cluster_file
 
 # ---- measures -------------------------------------------------------------------------------------
@@ -57,22 +59,13 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def _events(path: str | Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written right now
-
-
 def heartbeat_gaps_ms(cluster: LocalCluster, leader: int, t0_ns: int, t1_ns: int) -> list[float]:
     """Gaps between consecutive heartbeat grants to `leader` at each follower, inside [t0, t1]."""
     gaps: list[float] = []
     for n in read_cluster_file(cluster.dir)["nodes"]:
         if n["id"] == leader:
             continue
-        times = [e["t_ns"] for e in _events(n["events"])
+        times = [e["t_ns"] for e in read_history(n["events"])
                  if e.get("kind") == "grant" and e.get("leader") == leader and t0_ns <= e["t_ns"] <= t1_ns]
         gaps += [(b - a) / 1e6 for a, b in zip(times, times[1:])]
     return gaps
@@ -82,7 +75,7 @@ def views_between(cluster: LocalCluster, t0_ns: int, t1_ns: int) -> list[dict[st
     """Every view change (role, epoch or leader) any node recorded inside [t0, t1]."""
     found = []
     for n in read_cluster_file(cluster.dir)["nodes"]:
-        found += [e for e in _events(n["events"]) if e.get("kind") == "view" and t0_ns <= e["t_ns"] <= t1_ns]
+        found += [e for e in read_history(n["events"]) if e.get("kind") == "view" and t0_ns <= e["t_ns"] <= t1_ns]
     return sorted(found, key=lambda e: e["t_ns"])
 
 
@@ -267,9 +260,6 @@ class Flood:
                 "call_p99_ms_worst_process": max(p99) if p99 else None}
 
 
-PROTO = Path(__file__).resolve().parents[2] / "proto" / "bullyproof" / "v1" / "bullyproof.proto"
-
-
 class Ghz:
     """The same flood from ghz (a Go load generator, 4 connections), if a ghz binary is given."""
 
@@ -382,7 +372,7 @@ def table(result: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for p in result["phases"]:
         load = p.get("load", {})
-        what = (f"{load.get('calls_per_s')} calls/s, errors {load.get('errors') or load.get('status_codes')}"
+        what = (f"{load.get('calls_per_s')} calls/s, errors {load.get('errors')}"
                 if "calls_per_s" in load else
                 f"{load.get('opened')}/{load.get('watchers')} open, errors {load.get('errors')}" if load else "")
         if load.get("call_p99_ms") or load.get("call_p99_ms_worst_process"):

@@ -116,7 +116,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not rows:
         return
     tr = terminalreporter
-    tr.section(f"fuzzing counts (run seed {rows and next(iter(rows.values()))['seed']}; replay: BULLYPROOF_FUZZ_SEED=<seed>)")
+    tr.section(f"fuzzing counts (run seed {next(iter(rows.values()))['seed']}; replay: BULLYPROOF_FUZZ_SEED=<seed>)")
     total = 0
     for (nodeid, _), row in sorted(rows.items(), key=lambda kv: kv[1]["rpc"]):
         total += row["requests"]

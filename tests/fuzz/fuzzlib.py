@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -179,6 +178,11 @@ def diff(before: dict, after: dict) -> dict:
     return {k: (before.get(k), after.get(k)) for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
 
+def moved(before: dict[int, dict], after: dict[int, dict]) -> dict[int, dict]:
+    """Per node (cluster_snapshot's), what changed between two snapshots; {} when nothing did."""
+    return {nid: diff(before[nid], after[nid]) for nid in before if before[nid] != after[nid]}
+
+
 # ---- processes ------------------------------------------------------------------------------------
 
 def node_pids(cluster: LocalCluster) -> dict[int, int]:
@@ -264,24 +268,6 @@ def last_seq(address: str, after_seq: int = 0) -> int:
     for entry in store_log(address, after_seq):
         after_seq = entry.seq
     return after_seq
-
-
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-def sigterm(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
 
 def watchers_gauge(metrics_address: str) -> float:

@@ -36,12 +36,12 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 import protofuzz as pf
-from fuzzlib import (PRECISE, Caller, FuzzStats, Outcome, cluster_snapshot, dead_processes, describe, diff, history,
-                     last_seq, safety_violations, seed_for, store_log, wait_until, watchers_gauge)
+from fuzzlib import (PRECISE, Caller, FuzzStats, Outcome, cluster_snapshot, dead_processes, describe, history, last_seq,
+                     moved, safety_violations, seed_for, store_log, watchers_gauge)
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.core import mode_info
-from node.launcher.cluster import LocalCluster
+from node.launcher.cluster import LocalCluster, wait_for
 from node.runtime.wire import MODE_RPCS
 
 pytestmark = pytest.mark.integration
@@ -151,8 +151,8 @@ def fuzz_peer(method: MethodDescriptor, request, fuzz_seed: int, stats: FuzzStat
         stats.notes["refused, replayed on the quiet cluster"] += len(refused)
         changed = [describe(method, b, o) + f" / quiet: {a.code}" for (b, o), a in zip(refused, again) if a.code != o.code]
         assert not changed, "a refusal depended on more than the request:\n" + "\n".join(changed[:5])
-        moved = {nid: diff(before[nid], after[nid]) for nid in before if before[nid] != after[nid]}
-        assert not moved, (f"refused {method.name} requests changed node state {moved}; requests: "
+        drift = moved(before, after)
+        assert not drift, (f"refused {method.name} requests changed node state {drift}; requests: "
                            + "\n".join(describe(method, b, o) for b, o in refused[:10]))
         check_alive(quiet, method, bodies)
 
@@ -182,8 +182,8 @@ def fuzz_reads(method: MethodDescriptor, request, fuzz_seed: int, stats: FuzzSta
         stats.add(outcomes)
         check_statuses(method, bodies, outcomes, lambda b, o: o.code == "OK")
         check_alive(quiet, method, bodies)
-        moved = {nid: diff(before[nid], after[nid]) for nid in before if before[nid] != after[nid]}
-        assert not moved, f"{method.name} changed node state: {moved}"
+        drift = moved(before, after)
+        assert not drift, f"{method.name} changed node state: {drift}"
 
     try:
         run()
@@ -192,7 +192,7 @@ def fuzz_reads(method: MethodDescriptor, request, fuzz_seed: int, stats: FuzzSta
             c.close()
     if method.server_streaming:  # every stream was cancelled after its first reply: none may stay held
         for n in quiet.spec.nodes:
-            wait_until(lambda: watchers_gauge(n.metrics_address) == 0, 15, f"node {n.id}'s streams to be released")
+            wait_for(lambda: watchers_gauge(n.metrics_address) == 0, 15, 0.05, f"node {n.id}'s streams to be released")
 
 
 TRANSFER_TIMEOUT_S = 5.0
@@ -250,8 +250,8 @@ def fuzz_handover(method: MethodDescriptor, request, fuzz_seed: int, stats: Fuzz
         stats.notes["sent to a quiet follower too"] += len(bodies)
         accepted = [describe(method, b, a) for b, a in zip(bodies, again) if a.code == "OK" or not allowed(b, a)]
         assert not accepted, f"a follower did not refuse {method.name}:\n" + "\n".join(accepted[:5])
-        moved = {nid: diff(before[nid], after[nid]) for nid in before if before[nid] != after[nid]}
-        assert not moved, f"{method.name} refused by a follower changed node state: {moved}"
+        drift = moved(before, after)
+        assert not drift, f"{method.name} refused by a follower changed node state: {drift}"
 
     try:
         run()

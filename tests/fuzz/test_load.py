@@ -22,10 +22,11 @@ import pytest
 
 import grpc
 
-from fuzzlib import node_pids, safety_violations, wait_until, watchers_gauge
+from fuzzlib import node_pids, safety_violations, watchers_gauge
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.client.bench_hostile import Flood, Watchers, rss_mb, run_phase
+from node.launcher.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def test_1000_watchers_leave_leadership_alone_and_memory_bounded(role, load_clus
     assert result["epoch_after"] == result["epoch_before"], result
     assert result["rss_mb_peak"] - result["rss_mb_before"] < MAX_GROWTH_MB, result
     assert result["rss_mb_last_second_spread"] < SETTLED_SPREAD_MB, result
-    wait_until(lambda: watchers_gauge(node.metrics_address) == 0, 15, "the 1,000 streams to be released")
+    wait_for(lambda: watchers_gauge(node.metrics_address) == 0, 15, 0.05, "the 1,000 streams to be released")
 
 
 def test_watchers_that_never_read_while_leadership_changes(clusters):
@@ -76,7 +77,7 @@ def test_watchers_that_never_read_while_leadership_changes(clusters):
         assert grown < MAX_GROWTH_MB, (before, grown)
         assert watchers.updates > 0, watchers.summary()  # the reading half saw the changes
     assert not safety_violations(cluster), safety_violations(cluster)
-    wait_until(lambda: watchers_gauge(node.metrics_address) == 0, 15, "the streams to be released")
+    wait_for(lambda: watchers_gauge(node.metrics_address) == 0, 15, 0.05, "the streams to be released")
 
 
 @pytest.mark.parametrize("role", ["leader", "follower"])

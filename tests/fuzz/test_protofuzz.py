@@ -40,8 +40,8 @@ def test_every_message_type_is_generated_and_round_trips(descriptor):
 def _walk(msg, seen: dict) -> None:
     for field, value in msg.ListFields():
         repeated = pf._is_repeated(field)
-        values = value if (repeated and not _is_map(field)) else [value]
-        if _is_map(field):
+        values = value if (repeated and not pf._is_map(field)) else [value]
+        if pf._is_map(field):
             seen["map", field.full_name].append(len(value))
             continue
         if repeated:
@@ -52,10 +52,6 @@ def _walk(msg, seen: dict) -> None:
                 _walk(v, seen)
             else:
                 seen[field.type, field.full_name].append(v)
-
-
-def _is_map(field) -> bool:
-    return field.type == F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
 
 
 def test_the_values_reach_the_edges():

@@ -21,7 +21,7 @@ from hypothesis import given, seed
 from hypothesis import strategies as st
 
 import protofuzz as pf
-from fuzzlib import Caller, cluster_snapshot, dead_processes, diff, last_seq, node_pids, seed_for
+from fuzzlib import Caller, cluster_snapshot, dead_processes, last_seq, moved, node_pids, seed_for
 from node.api import bullyproof_pb2 as pb
 from node.channels import MAX_RECEIVE_BYTES
 from node.store.server import MAX_RECEIVE_BYTES as STORE_MAX_RECEIVE_BYTES
@@ -80,8 +80,8 @@ def assert_undisturbed(cluster: LocalCluster, before: dict, t0_ns: int, store_ad
     views = views_between(cluster, t0_ns, time.monotonic_ns())
     assert not views, f"view changes during the test: {views}"
     after = cluster_snapshot(cluster)
-    moved = {nid: diff(before[nid], after[nid]) for nid in before if before[nid] != after[nid]}
-    assert not moved, moved
+    drift = moved(before, after)
+    assert not drift, drift
     assert last_seq(store_address) == store_seq
 
 
