@@ -130,16 +130,16 @@ class Project:
         return {**os.environ, "DOCKER_HOST": self.api.docker_host, "COMPOSE_PROJECT_NAME": self.name,
                 "BULLYPROOF_CONTAINER_ENGINE": ENGINE}
 
-    def compose(self, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+    def compose(self, *args: str, timeout_s: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([COMPOSE, "--no-ansi", "-f", str(self.file), "-p", self.name, *args], env=self.env,
                               cwd=self.file.parent, capture_output=True, text=True, timeout=timeout_s)
-        if done.returncode != 0:
+        if check and done.returncode != 0:
             raise AssertionError(f"{COMPOSE} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         return done
 
-    def containers(self) -> dict[str, str]:
-        """service -> container id, for every container of the project (running or not)."""
-        out = subprocess.run([ENGINE, "ps", "-a", "--filter", f"label=com.docker.compose.project={self.name}",
+    def containers(self, stopped_too: bool = True) -> dict[str, str]:
+        """service -> container id, for every container of the project (or only the running ones)."""
+        out = subprocess.run([ENGINE, "ps", *(["-a"] if stopped_too else []), "--filter", f"label=com.docker.compose.project={self.name}",
                               "--format", '{{.ID}} {{index .Labels "com.docker.compose.service"}}'],
                              capture_output=True, text=True, check=True).stdout
         return {service: cid for cid, service in (line.split() for line in out.splitlines() if line.strip())}
@@ -399,8 +399,7 @@ def up_without_certificates(project: Project) -> None:
     away = certs.with_name("certs.away")
     certs.rename(away)
     try:
-        done = subprocess.run([COMPOSE, "--no-ansi", "-f", str(project.file), "-p", project.name, "up", "-d"],
-                              env=project.env, cwd=project.file.parent, capture_output=True, text=True, timeout=600)
+        done = project.compose("up", "-d", check=False)
         assert done.returncode != 0, done
         containers = project.containers()
         # docker-compose 1.29's words for a dependency that did not complete successfully:
@@ -409,9 +408,7 @@ def up_without_certificates(project: Project) -> None:
         assert (logs.stdout + logs.stderr).strip() == ("bullyproof: error: no ca.pem in /host-certs: make the certificates "
                                                        "first (bullyproof certs init --nodes N --dir DIR, or bullyproof "
                                                        "compose beside a compose file)"), logs
-        running = subprocess.run([ENGINE, "ps", "--filter", f"label=com.docker.compose.project={project.name}",
-                                  "--format", '{{index .Labels "com.docker.compose.service"}}'],
-                                 capture_output=True, text=True, check=True).stdout.split()
+        running = project.containers(stopped_too=False)
         assert not {"store", *(f"node{i}" for i in range(1, NODES + 1))} & set(running), running
     finally:
         project.compose("down", "--timeout", "5")
@@ -451,16 +448,21 @@ def check_tls(project: Project, record: dict[str, Any]) -> None:
     make_cluster_certs(stranger, 1)
     assert bullyproof(project, "health", node, "--certs", str(stranger), "--as", "admin", expect=1).stdout.strip() == "UNAVAILABLE"
     # Prometheus' view: HTTPS on the published metrics port, with a client certificate of the CA.
-    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-    context.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
+    context = client_context(certs)
     with urllib.request.urlopen(f"https://{record['nodes'][0]['metrics_address']}/metrics", context=context, timeout=10) as r:
         assert b"bullyproof_epoch" in r.read()
 
 
-def served_certificate(address: str, certs: Path) -> bytes:
-    """The certificate (DER) a node presents to a new connection, asked as the cluster's client."""
+def client_context(certs: Path) -> ssl.SSLContext:
+    """TLS as the cluster's read-only client: trusts the cluster CA, presents client.pem."""
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     context.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
+    return context
+
+
+def served_certificate(address: str, certs: Path) -> bytes:
+    """The certificate (DER) a node presents to a new connection, asked as the cluster's client."""
+    context = client_context(certs)
     context.check_hostname = False  # only which certificate it is matters here
     context.set_alpn_protocols(["h2"])
     host, port = address.rsplit(":", 1)

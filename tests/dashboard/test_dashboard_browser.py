@@ -13,6 +13,7 @@ import statistics
 
 import pytest
 
+from dashboard.server import TOKEN_HEADER
 from node.launcher.cluster import read_cluster_file
 
 pytestmark = [pytest.mark.chaos, pytest.mark.browser]
@@ -129,13 +130,13 @@ def test_crash_the_leader_inspect_the_election_partition_it_into_a_minority(dash
     p.shot("5-healed")
 
     # The API says what is wrong in one line (and the page survives it).
-    admin = {"X-Bullyproof-Token": cluster.token}
+    admin = {TOKEN_HEADER: cluster.token}
     bad = page.request.post(cluster.base + "api/action", data={"action": "explode"}, headers=admin)
     assert bad.status == 400 and "unknown action 'explode'" in bad.json()["error"]
     # Faults are for the admin: without the token (or with a wrong one) nothing happens.
     assert cluster.token, "a TLS cluster's dashboard URL carries the admin token"
     leader_now = agreed_leader(page)
-    for headers in ({}, {"X-Bullyproof-Token": "0" * 32}):
+    for headers in ({}, {TOKEN_HEADER: "0" * 32}):
         refused = page.request.post(cluster.base + "api/action", data={"action": "crash", "node": leader_now}, headers=headers)
         assert refused.status == 403 and "admin" in refused.json()["error"]
         refused = page.request.post(cluster.base + "api/scenario", data={"name": "partition"}, headers=headers)

@@ -46,7 +46,8 @@ from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import wait_for
 from node.store.db import FencedStoreDB, claim_key, decide
 from node.store.server import DB_FILE
-from test_store_process import EXIT_TIMEOUT_S, RPC_TIMEOUT_S, StoreProcess, start_store  # noqa: F401 (a fixture)
+from test_store_process import (EXIT_TIMEOUT_S, RPC_TIMEOUT_S, StoreProcess, read_all, start_store,  # noqa: F401 (a fixture)
+                                store_errors)
 
 pytestmark = pytest.mark.integration
 
@@ -147,16 +148,6 @@ class Writer:
             self.failure = exc
 
 
-def read_log(stub: pb_grpc.FencedStoreStub) -> tuple[list[pb.LogEntry], int, int]:
-    entries: list[pb.LogEntry] = []
-    while True:
-        after = entries[-1].seq if entries else 0
-        reply = stub.ReadLog(pb.ReadLogRequest(after_seq=after, limit=READ_PAGE), timeout=RPC_TIMEOUT_S)
-        if not reply.entries:
-            return entries, reply.highest_epoch, reply.highest_epoch_writer
-        entries.extend(reply.entries)
-
-
 def check_log(entries: list[pb.LogEntry], highest_epoch: int, owner_id: int, attempts: list[Attempt],
               floor: int) -> int:
     """Raise AssertionError naming the first broken promise; return the highest epoch (the next floor).
@@ -246,7 +237,7 @@ def check_store(store: StoreProcess, history: History, floor: int, cycle: int) -
     """Read the whole log, check it against every attempt so far, then probe the fencing; the new floor."""
     with grpc.insecure_channel(store.address) as ch:
         stub = pb_grpc.FencedStoreStub(ch)
-        entries, highest_epoch, owner_id = read_log(stub)
+        entries, highest_epoch, owner_id = read_all(stub, limit=READ_PAGE)
         with history.lock:
             attempts = list(history.attempts)
         floor = check_log(entries, highest_epoch, owner_id, attempts, floor)
@@ -262,7 +253,7 @@ def kill(store: StoreProcess) -> tuple[float, float]:
     dead_s = time.monotonic()
     store.proc.stdout.close()
     # Plaintext here (the store's durability, not who may write): its one stderr line is that warning.
-    errors = [ln for ln in store.log_path.read_text().splitlines() if '"event": "insecure"' not in ln]
+    errors = store_errors(store)
     assert errors == [], f"store wrote to stderr: {errors}"
     return kill_s, dead_s
 
@@ -324,7 +315,7 @@ def test_acknowledged_writes_survive_many_sigkills_during_writes(start_store, tm
     assert not after_death & present, f"seed {seed}: writes sent to a dead store were logged"
     os.kill(store.proc.pid, signal.SIGTERM)
     assert store.proc.wait(EXIT_TIMEOUT_S) == 0
-    assert all('"event": "insecure"' in ln for ln in store.log_path.read_text().splitlines())
+    assert store_errors(store) == []
     integrity_check(db_path, tmp_path / "copy")
 
     acked = [a for a in history.attempts if a.reply is not None]

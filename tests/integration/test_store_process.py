@@ -99,6 +99,11 @@ def read_all(stub: pb_grpc.FencedStoreStub, limit: int = 0) -> tuple[list[pb.Log
         entries.extend(reply.entries)
 
 
+def store_errors(store: StoreProcess) -> list[str]:
+    """The store's stderr lines other than the --insecure warning (plaintext stores, tests not about security)."""
+    return [ln for ln in store.log_path.read_text().splitlines() if '"event": "insecure"' not in ln]
+
+
 def test_writes_are_fenced_and_read_log_returns_every_attempt(start_store, tmp_path: Path):
     store = start_store(tmp_path / "data")
     with grpc.insecure_channel(store.address) as ch:
@@ -230,7 +235,7 @@ def test_sigterm_stops_gracefully_and_stdout_was_one_line(start_store, tmp_path:
     assert store.proc.wait(EXIT_TIMEOUT_S) == 0
     assert store.proc.stdout.read() == b""  # nothing after the listening line
     # stderr holds only the --insecure warning (this test is about stopping, not security)
-    assert [ln for ln in store.log_path.read_text().splitlines() if '"event": "insecure"' not in ln] == []
+    assert store_errors(store) == []
 
 
 @pytest.mark.parametrize(
