@@ -505,7 +505,9 @@ class LeadershipServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Resign(self, request, context):
-        """Ask the leader to step down and hand over without a full election timeout.
+        """Ask the leader to step down without a full election timeout. It names no successor: it releases
+        its followers, which elect at once in the mode's own order (Bully: highest live id first), and it
+        stays out of that election for one election timeout. Resign also ends a transfer's hold (below).
         FAILED_PRECONDITION if the answering node is not the leader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -515,6 +517,10 @@ class LeadershipServicer:
     def TransferLeadership(self, request, context):
         """Move leadership to target_id (maintenance). Succeeds once the target leads with a higher epoch;
         otherwise fails with a clear status and, if the target was never reached, the old leader stays.
+        The move sticks: a leader that took over by transfer is not preempted by a higher node under the
+        preferred-leader rule (--preempt-hold-down-ms) for as long as it leads. When it loses leadership
+        (it fails, steps down, or an operator calls Resign), the next leader is elected as usual and
+        preemption applies again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

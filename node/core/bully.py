@@ -34,6 +34,7 @@ from .types import (
     View,
 )
 from .elector import earliest_after
+from .known import KnownLeader
 from .votes import has_majority, majority_impossible
 
 
@@ -122,8 +123,10 @@ class BullyElector:
         else:
             self.release_pending = None
             self._step_down(reason, batch, lease_end_tick=self.now)
+        transfer = bool(successor) and reason == Reason.RESIGNED  # an operator's choice, not preemption
         for peer in self.config.peers:
-            self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor)
+            self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor,
+                       transfer=transfer)
         if keep_leading:
             return
         # Abstain for a while: otherwise, being the highest id, we would simply win again.
@@ -134,6 +137,7 @@ class BullyElector:
         """Our leader resigned (msg is its resigning heartbeat): elect soon, successor first."""
         self.leader_id = None
         if msg.successor == self.id:
+            self.chosen_by_transfer = msg.transfer
             self._propose(batch)  # skip Election: the old leader chose us, higher ids included
         elif msg.successor:
             self.election_deadline = self.now + self._election_delay()  # give the successor its turn
@@ -162,6 +166,7 @@ class BullyElector:
 
     abstain_until = 0
     next_heartbeat = 0  # when a leader sends its next heartbeat round
+    chosen_by_transfer = False  # the resigning leader named us its successor by an operator's transfer
 
     def _lease_valid(self, now: int) -> bool:
         raise NotImplementedError
@@ -403,6 +408,11 @@ class QuorumBully(BullyElector):
         # Per peer: when its current unbroken run of granted heartbeat acks began, and its last ack.
         self.ack_streak_start: dict[int, int] = {}
         self.last_ack: dict[int, int] = {}
+        self.known = KnownLeader()  # whom we name to clients while following
+        # Leadership won through an operator's transfer is kept against the preferred-leader rule
+        # (no preemption) until it ends; the next leader elected in Bully order preempts again.
+        self.proposal_by_transfer = False
+        self.keep_after_transfer = False
 
     def _lease_valid(self, now: int) -> bool:
         return self.phase == _Phase.LEADING and now < self.lease_until
@@ -419,7 +429,7 @@ class QuorumBully(BullyElector):
 
     def _timers(self) -> list[int]:
         lease = self.timing.leader_lease_ticks
-        timers = super()._timers() + [self.lease_until, self.promise_until, self.reassert_retry_at,
+        timers = super()._timers() + [self.lease_until, self.promise_until, self.known.until, self.reassert_retry_at,
                                       self.reassert_sent_at + lease, self.proposal_sent_at + lease]
         if self.release_pending is not None:
             timers.append(self.release_pending[2] + self.timing.heartbeat_interval_ticks)
@@ -427,11 +437,12 @@ class QuorumBully(BullyElector):
 
     def view(self, now: int) -> View:
         v = super().view(now)
-        if v.role == Role.FOLLOWER and v.leader_id is not None and now >= self.promise_until:
-            # Not heard within the promise period: the leader may be gone. Say "no leader known"
-            # rather than name one we can no longer vouch for (watchers must see that state).
-            return replace(v, leader_id=None)
-        return v
+        if v.role != Role.FOLLOWER:
+            return v
+        # Acknowledging a Coordinator is no evidence that its sender won (it may never reach a
+        # majority): a follower names only a leader whose heartbeat still vouches for it.
+        named = self.known.named(now)
+        return replace(v, leader_id=None) if named is None else replace(v, leader_id=named[0], epoch=named[1])
 
     def _advance(self, now: int, batch: Batch) -> None:
         super()._advance(now, batch)
@@ -445,6 +456,7 @@ class QuorumBully(BullyElector):
     # -- winning ---------------------------------------------------------------------------
 
     def _propose(self, batch: Batch) -> None:
+        by_transfer, self.chosen_by_transfer = self.chosen_by_transfer, False
         if self._inside_promise_window() and PlantedBug.BOOT_SELF_VOTE not in self.config.planted_bugs:
             # Our vote for ourselves is a grant like any other: while we may still owe another
             # leader our promise (rule 4; after a restart we cannot know we don't), we give it to
@@ -454,6 +466,7 @@ class QuorumBully(BullyElector):
             return
         epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
         self._make_promise(Promise(epoch, self.id), batch)  # we vote for ourselves, durably
+        self.proposal_by_transfer = by_transfer
         self.phase = _Phase.PROPOSING
         self.proposal_epoch = epoch
         self.proposal_sent_at = self.now
@@ -521,6 +534,7 @@ class QuorumBully(BullyElector):
         n = self._voters()
         if has_majority(self.grants, n):
             self._become_leader(self.proposal_epoch, batch)
+            self.keep_after_transfer = self.proposal_by_transfer
             # The Coordinator round counts as the first lease round: it was sent at proposal time.
             self.lease_until = self.proposal_sent_at + self.timing.leader_lease_ticks
             self.round = 0
@@ -541,7 +555,7 @@ class QuorumBully(BullyElector):
         cause an election per flap; an unbroken run of acks as long as the hold-down must come first.
         """
         hold = self.timing.preempt_hold_down_ticks
-        if not hold:
+        if not hold or self.keep_after_transfer:
             return None
         fresh = 2 * self.timing.heartbeat_interval_ticks
         ready = [
@@ -571,8 +585,9 @@ class QuorumBully(BullyElector):
         # Rounds older than a lease can no longer extend it.
         for r in [r for r, (sent, _) in self.rounds.items() if sent + self.timing.leader_lease_ticks <= self.now]:
             del self.rounds[r]
+        lease_remaining = max(0, self.lease_until - self.now)
         for peer in self.config.peers:
-            self._send(batch, MsgType.HEARTBEAT, peer, round=self.round)
+            self._send(batch, MsgType.HEARTBEAT, peer, round=self.round, lease_remaining=lease_remaining)
 
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         if self.phase != _Phase.LEADING:
@@ -645,10 +660,12 @@ class QuorumBully(BullyElector):
 
     def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         if msg.resigning:
+            self.known.released(msg.src, msg.epoch)
             if self.leader_id == msg.src and self.epoch == msg.epoch:
                 self.promise_until = self.now  # the leader released its lease
                 self._released(msg, batch)
             return
+        self.known.heard(self.now, msg, self.timing.election_timeout_ticks)  # it leads msg.epoch, whatever we answer
         granted = self._may_acknowledge(msg.src, msg.epoch)
         if granted:
             self._acknowledge(msg.src, msg.epoch, batch)

@@ -51,6 +51,7 @@ from .types import (
     View,
 )
 from .elector import earliest_after
+from .known import KnownLeader
 from .votes import has_majority, majority_impossible
 
 
@@ -79,6 +80,7 @@ class RaftElector:
         self.voted_for = promise.leader_id  # whom this node backed in `term` (0: nobody yet)
         self.phase = Phase.FOLLOWER
         self.leader_id: int | None = None
+        self.known = KnownLeader()  # whom we name to clients while following
         self.now = now
         # The live promise: the node we last granted (vote or heartbeat ack), and until when we back
         # no one else, ourselves included. 0 with a future promise_until blocks everybody.
@@ -150,7 +152,8 @@ class RaftElector:
                 raise ValueError(f"successor {successor} is not a peer of node {self.id}")
             self._step_down(Reason.RESIGNED, batch, lease_end_tick=self.now)
             for peer in self.config.peers:
-                self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, resigning=True, successor=successor)
+                self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, resigning=True, successor=successor,
+                           transfer=bool(successor))
             # Abstain for a while, or the resigner might simply win again.
             self.abstain_until = self.now + self.timing.election_timeout_ticks
             self.election_deadline = self.abstain_until
@@ -159,7 +162,7 @@ class RaftElector:
     def next_deadline(self, now: int) -> int:
         lease = self.timing.leader_lease_ticks
         timers = [self.election_deadline, self.next_heartbeat, self.lease_until, self.promise_until,
-                  self.abstain_until, self.election_sent_at + lease]
+                  self.abstain_until, self.election_sent_at + lease, self.known.until]
         return earliest_after(max(now, self.now), timers, self.timing.election_timeout_ticks)
 
     def view(self, now: int) -> View:
@@ -168,11 +171,14 @@ class RaftElector:
             Phase.CANDIDATE: Role.CANDIDATE,
             Phase.PRE_CANDIDATE: Role.CANDIDATE,
         }.get(self.phase, Role.FOLLOWER)
-        leader = self.leader_id
-        if role == Role.FOLLOWER and (now >= self.promise_until or self.promised_to != leader):
-            leader = None  # not heard within the promise window: we can no longer vouch for it
         lease_valid = self.phase == Phase.LEADER and now < self.lease_until
-        return View(self.id, role, self.term, leader, lease_valid)
+        if role != Role.FOLLOWER:
+            return View(self.id, role, self.term, self.leader_id, lease_valid)
+        # Only a leader whose heartbeat still vouches for it (its lease, as it announced it).
+        named = self.known.named(now)
+        if named is None:
+            return View(self.id, role, self.term, None, lease_valid)
+        return View(self.id, role, named[1], named[0], lease_valid)
 
     # ---- time ------------------------------------------------------------------------------------
 
@@ -320,8 +326,10 @@ class RaftElector:
 
     def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         if msg.resigning:
+            self.known.released(msg.src, msg.epoch)
             self._on_release(msg, batch)
             return
+        self.known.heard(self.now, msg, self.timing.election_timeout_ticks)  # it leads msg.epoch, whatever we answer
         granted = False
         stale_or_rival = msg.epoch < self.term or (self.phase == Phase.LEADER and msg.epoch == self.term)
         if not stale_or_rival and not self._in_window(msg.src):
@@ -370,8 +378,9 @@ class RaftElector:
             self.lease_until = self.now + t.leader_lease_ticks
         for r in [r for r, (sent, _) in self.rounds.items() if sent + t.leader_lease_ticks <= self.now]:
             del self.rounds[r]  # rounds older than a lease can no longer extend it
+        lease_remaining = max(0, self.lease_until - self.now)
         for peer in self.config.peers:
-            self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, round=self.round)
+            self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, round=self.round, lease_remaining=lease_remaining)
 
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         self._observe(msg.promised_epoch, batch)

@@ -67,6 +67,12 @@ class Message:
     resigning: bool = False
     # ...letting this node (a transfer target) go first; 0 = no one in particular.
     successor: int = 0
+    # With a successor: an operator's transfer (the successor then keeps leadership against the
+    # preferred-leader rule), not a preemption by that rule itself.
+    transfer: bool = False
+    # On a leader's (non-resigning) heartbeat: how much longer its lease runs, counted on its clock when
+    # it sent the heartbeat. A follower names that leader to clients only within it (KnownLeader).
+    lease_remaining: int = 0
     # ---- Ring (node/core/ring.py) ----
     # RING_ELECTION: the ids collected so far (initiator first); RING_COORDINATOR: the same list, its
     # maximum is the coordinator.
@@ -281,6 +287,15 @@ class View:
     leader_id: int | None
     # Quorum: a leader whose lease is valid now. Classic: any leader (it has no lease).
     lease_valid: bool
+
+    @property
+    def answer(self) -> tuple[int, int] | None:
+        """(leader, epoch) this node may tell a client, or None ("no leader known"). A leader names
+        itself only while its lease is valid (between its lease's end and the tick that steps it down
+        it names no one); a follower's leader_id is already only what its evidence allows."""
+        if self.leader_id is None or (self.role == Role.LEADER and not self.lease_valid):
+            return None
+        return self.leader_id, self.epoch
 
 
 @dataclass

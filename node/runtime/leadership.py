@@ -32,7 +32,7 @@ class Handover:
     def not_leader_detail(self) -> str:
         node = self.node
         v = node.elector.view(node.now())
-        leader = f"node {v.leader_id} leads epoch {v.epoch}" if v.leader_id else "no leader is known"
+        leader = f"node {v.answer[0]} leads epoch {v.answer[1]}" if v.answer else "no leader is known"
         return f"node {node.id} is not the leader ({leader}); ask the leader"
 
     def resign(self, successor: int = 0) -> int | None:

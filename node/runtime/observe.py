@@ -142,10 +142,11 @@ class Observation:
     def leader_info(self) -> pb.LeaderInfo:
         node = self.node
         v = node.elector.view(node.now())
+        leader, epoch = v.answer or (0, 0)  # only what holds now: see View.answer
         return pb.LeaderInfo(
-            known=v.leader_id is not None,
-            leader_id=v.leader_id or 0,
-            epoch=v.epoch if v.leader_id is not None else 0,
+            known=v.answer is not None,
+            leader_id=leader,
+            epoch=epoch,
             node_id=node.id,
             role=ROLE_PB[v.role],
             lease_valid=v.lease_valid,
@@ -164,8 +165,8 @@ class Observation:
             epoch=v.epoch,
             promised_epoch=node.elector.promise.epoch,
             promised_to=node.elector.promise.leader_id,
-            has_leader=v.leader_id is not None,
-            leader_id=v.leader_id or 0,
+            has_leader=v.answer is not None,
+            leader_id=v.answer[0] if v.answer else 0,
             lease_valid=v.lease_valid,
             peers=[
                 pb.PeerView(

@@ -95,7 +95,7 @@ class PeerTransport:
         peer = self.peers[msg.dst]
         self._count_sent(msg)
         try:
-            reply = await getattr(peer.stub, RPC_NAME[msg.type])(message_to_pb(msg), timeout=self.rpc_timeout_s)
+            reply = await getattr(peer.stub, RPC_NAME[msg.type])(message_to_pb(msg, self.node.settings.tick_ms), timeout=self.rpc_timeout_s)
         except grpc.aio.AioRpcError as exc:
             node.metrics.rpc_failed(exc.code().name, msg.dst)
             peer.reachable = False
@@ -121,7 +121,7 @@ class PeerTransport:
             await context.abort(rejection.code, rejection.detail)
         if node.failed is not None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {node.failed}")
-        msg = message_from_pb(rpc, req)
+        msg = message_from_pb(rpc, req, node.settings.tick_ms)
         self._count_received(msg)
         self.peers[msg.src].last_heard_ns = time.monotonic_ns()
         promise_until = node.elector.promise_until if self.records_promises else None

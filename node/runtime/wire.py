@@ -80,6 +80,11 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "successor_id is only meaningful on a resigning Heartbeat")
     if req.successor_id and req.successor_id not in members:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"successor {req.successor_id} is not a member")
+    if req.transfer and not req.successor_id:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "transfer is only meaningful with a successor_id")
+    if req.lease_remaining_ms and not (rpc == "Heartbeat" and not req.resigning):
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
+                         "lease_remaining_ms is only meaningful on a leader's (non-resigning) Heartbeat")
     if rpc == "Heartbeat":
         if req.round == 0 and not req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "Heartbeat needs a round >= 1 (or resigning=true)")
@@ -100,17 +105,21 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
     return None
 
 
-def message_from_pb(rpc: str, req: pb.PeerMessage) -> Message:
+def message_from_pb(rpc: str, req: pb.PeerMessage, tick_ms: int) -> Message:
+    """The core's message; the announced lease is counted down in whole ticks of ours (floored, so
+    it never grows in the conversion)."""
     return Message(
         RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning,
-        successor=req.successor_id, ids=tuple(req.ring_ids), initiator=req.initiator_id,
+        successor=req.successor_id, transfer=req.transfer, lease_remaining=req.lease_remaining_ms // tick_ms,
+        ids=tuple(req.ring_ids), initiator=req.initiator_id,
     )
 
 
-def message_to_pb(msg: Message) -> pb.PeerMessage:
+def message_to_pb(msg: Message, tick_ms: int) -> pb.PeerMessage:
     return pb.PeerMessage(
         sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning,
-        successor_id=msg.successor, ring_ids=msg.ids, initiator_id=msg.initiator,
+        successor_id=msg.successor, transfer=msg.transfer, lease_remaining_ms=msg.lease_remaining * tick_ms,
+        ring_ids=msg.ids, initiator_id=msg.initiator,
     )
 
 

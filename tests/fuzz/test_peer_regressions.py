@@ -33,7 +33,7 @@ def _request(rpc: str) -> pb.PeerMessage:
 def test_the_table_matches_what_each_elector_handles(mode):
     for rpc in RPC_TYPE:
         elector = make_elector(mode, Config(1, MEMBERS), Promise(), random.Random(0), 0)
-        msg = message_from_pb(rpc, _request(rpc))
+        msg = message_from_pb(rpc, _request(rpc), tick_ms=10)
         if rpc in MODE_RPCS[mode]:
             elector.step(1, msg)  # handled: no exception
             assert check_peer_message(rpc, _request(rpc), 1, MEMBERS, mode) is None, (mode, rpc)
@@ -77,7 +77,7 @@ def test_a_ring_message_needs_ring_ids():
     # what it used to reach: the ring elector has no coordinator to pick
     elector = make_elector("ring", Config(3, MEMBERS), Promise(), random.Random(0), 0)
     with pytest.raises(ValueError):
-        elector.step(1, message_from_pb("RingCoordinator", empty))
+        elector.step(1, message_from_pb("RingCoordinator", empty, tick_ms=10))
 
 
 @pytest.mark.integration

@@ -21,9 +21,9 @@ def test_every_request_the_core_sends_is_valid_on_the_wire(mode, seed, monkeypat
     def validating_send(net: Network, msg: Message) -> None:
         if msg.type not in ACKS:
             members = tuple(net.members)
-            rejection = check_peer_message(RPC_NAME[msg.type], message_to_pb(msg), msg.dst, members)
+            rejection = check_peer_message(RPC_NAME[msg.type], message_to_pb(msg, tick_ms=10), msg.dst, members)
             assert rejection is None, f"seed {seed} {mode}: {msg} rejected: {rejection}"
-            assert message_from_pb(RPC_NAME[msg.type], message_to_pb(msg)) == msg
+            assert message_from_pb(RPC_NAME[msg.type], message_to_pb(msg, tick_ms=10), tick_ms=10) == msg
             checked.append(msg)
         original(net, msg)
 

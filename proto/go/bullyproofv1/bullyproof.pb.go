@@ -145,7 +145,15 @@ type PeerMessage struct {
 	// Ring only: the ids the token has collected (RingElection), or the ring's members it visited.
 	RingIds []uint32 `protobuf:"varint,7,rep,packed,name=ring_ids,json=ringIds,proto3" json:"ring_ids,omitempty"`
 	// Ring only: the node that started this token.
-	InitiatorId   uint32 `protobuf:"varint,8,opt,name=initiator_id,json=initiatorId,proto3" json:"initiator_id,omitempty"`
+	InitiatorId uint32 `protobuf:"varint,8,opt,name=initiator_id,json=initiatorId,proto3" json:"initiator_id,omitempty"`
+	// Heartbeat only, not resigning: how much longer the sender's lease runs, in milliseconds, as it
+	// counts when it sends. A follower names the sender as leader to clients only within that time
+	// (shortened for clock-rate error), so an answer trails a step-down by no more than the heartbeat's
+	// own delay. Modes without leases send 0.
+	LeaseRemainingMs uint32 `protobuf:"varint,9,opt,name=lease_remaining_ms,json=leaseRemainingMs,proto3" json:"lease_remaining_ms,omitempty"`
+	// With resigning and successor_id: the handover is an operator's TransferLeadership (the successor
+	// keeps leadership against the preferred-leader rule), not a preemption by that rule.
+	Transfer      bool `protobuf:"varint,10,opt,name=transfer,proto3" json:"transfer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,6 +242,20 @@ func (x *PeerMessage) GetInitiatorId() uint32 {
 		return x.InitiatorId
 	}
 	return 0
+}
+
+func (x *PeerMessage) GetLeaseRemainingMs() uint32 {
+	if x != nil {
+		return x.LeaseRemainingMs
+	}
+	return 0
+}
+
+func (x *PeerMessage) GetTransfer() bool {
+	if x != nil {
+		return x.Transfer
+	}
+	return false
 }
 
 type Ack struct {
@@ -1367,7 +1389,7 @@ var File_bullyproof_v1_bullyproof_proto protoreflect.FileDescriptor
 
 const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebullyproof/v1/bullyproof.proto\x12\rbullyproof.v1\"\xf6\x01\n" +
+	"\x1ebullyproof/v1/bullyproof.proto\x12\rbullyproof.v1\"\xc0\x02\n" +
 	"\vPeerMessage\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +
@@ -1377,7 +1399,10 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\tresigning\x18\x05 \x01(\bR\tresigning\x12!\n" +
 	"\fsuccessor_id\x18\x06 \x01(\rR\vsuccessorId\x12\x19\n" +
 	"\bring_ids\x18\a \x03(\rR\aringIds\x12!\n" +
-	"\finitiator_id\x18\b \x01(\rR\vinitiatorId\"\xb0\x01\n" +
+	"\finitiator_id\x18\b \x01(\rR\vinitiatorId\x12,\n" +
+	"\x12lease_remaining_ms\x18\t \x01(\rR\x10leaseRemainingMs\x12\x1a\n" +
+	"\btransfer\x18\n" +
+	" \x01(\bR\btransfer\"\xb0\x01\n" +
 	"\x03Ack\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +

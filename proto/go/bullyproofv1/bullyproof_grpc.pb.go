@@ -454,11 +454,17 @@ type LeadershipClient interface {
 	// The current view at once, then every change, including "no leader known" (known=false).
 	// A slow reader gets the latest view, never an unbounded backlog.
 	WatchLeader(ctx context.Context, in *WatchLeaderRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LeaderInfo], error)
-	// Ask the leader to step down and hand over without a full election timeout.
+	// Ask the leader to step down without a full election timeout. It names no successor: it releases
+	// its followers, which elect at once in the mode's own order (Bully: highest live id first), and it
+	// stays out of that election for one election timeout. Resign also ends a transfer's hold (below).
 	// FAILED_PRECONDITION if the answering node is not the leader.
 	Resign(ctx context.Context, in *ResignRequest, opts ...grpc.CallOption) (*ResignReply, error)
 	// Move leadership to target_id (maintenance). Succeeds once the target leads with a higher epoch;
 	// otherwise fails with a clear status and, if the target was never reached, the old leader stays.
+	// The move sticks: a leader that took over by transfer is not preempted by a higher node under the
+	// preferred-leader rule (--preempt-hold-down-ms) for as long as it leads. When it loses leadership
+	// (it fails, steps down, or an operator calls Resign), the next leader is elected as usual and
+	// preemption applies again.
 	TransferLeadership(ctx context.Context, in *TransferRequest, opts ...grpc.CallOption) (*TransferReply, error)
 }
 
@@ -542,11 +548,17 @@ type LeadershipServer interface {
 	// The current view at once, then every change, including "no leader known" (known=false).
 	// A slow reader gets the latest view, never an unbounded backlog.
 	WatchLeader(*WatchLeaderRequest, grpc.ServerStreamingServer[LeaderInfo]) error
-	// Ask the leader to step down and hand over without a full election timeout.
+	// Ask the leader to step down without a full election timeout. It names no successor: it releases
+	// its followers, which elect at once in the mode's own order (Bully: highest live id first), and it
+	// stays out of that election for one election timeout. Resign also ends a transfer's hold (below).
 	// FAILED_PRECONDITION if the answering node is not the leader.
 	Resign(context.Context, *ResignRequest) (*ResignReply, error)
 	// Move leadership to target_id (maintenance). Succeeds once the target leads with a higher epoch;
 	// otherwise fails with a clear status and, if the target was never reached, the old leader stays.
+	// The move sticks: a leader that took over by transfer is not preempted by a higher node under the
+	// preferred-leader rule (--preempt-hold-down-ms) for as long as it leads. When it loses leadership
+	// (it fails, steps down, or an operator calls Resign), the next leader is elected as usual and
+	// preemption applies again.
 	TransferLeadership(context.Context, *TransferRequest) (*TransferReply, error)
 	mustEmbedUnimplementedLeadershipServer()
 }
