@@ -1,4 +1,8 @@
-"""For other services: the Python SDK (asyncio), and blocking observer calls (node.client.observer)."""
+"""For other services: the Python SDK (asyncio), and blocking observer calls (node.client.observer).
+
+Everything in node.client.sdk's __all__ is importable from here, `Tls` included (it lives in node.tls;
+the README's examples build their certificates with it), so `from node.client import *` works too.
+"""
 
 from node.client.sdk import (  # noqa: F401
     Backoff,
@@ -9,5 +13,10 @@ from node.client.sdk import (  # noqa: F401
     LeaderEvent,
     Leadership,
     LeaseToken,
+    NodeError,
+    Tls,
+    WriteResult,
+    __all__,
+    is_leading,
+    parse_addresses,
 )
-from node.client.sdk import __all__  # noqa: F401
