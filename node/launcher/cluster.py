@@ -379,7 +379,7 @@ class LocalCluster:
         existing = self.dir / CLUSTER_FILE
         if existing.exists():
             old = read_cluster_file(self.dir)
-            alive = [p for p in _all_pids(old) if pid_alive(p)]
+            alive = _recorded_alive(old, run_pids(self.dir))
             if alive:
                 raise ConfigError(f"a cluster is already running in {self.dir} (pids {alive}); stop it with: bullyproof cluster down --dir {self.dir}")
         self.owns_dir = True  # from here on, stop() stops whatever runs for this directory
@@ -441,10 +441,8 @@ def stop_run(directory: Path) -> list[int]:
         data = json.loads((directory / CLUSTER_FILE).read_text())
     except (OSError, ValueError):
         data = {}
-    ours = run_pids(directory)
-    for rec in [*data.get("nodes", []), data.get("store")]:
-        if rec and rec["pid"] not in ours and _runs(rec["pid"], rec.get("argv")):
-            ours.append(rec["pid"])
+    tagged = run_pids(directory)
+    ours = tagged + [p for p in _recorded_alive(data, tagged) if p not in tagged]
     store, toxiproxy = data.get("store", {}).get("pid"), data.get("toxiproxy_pid")
     for group in ([p for p in ours if p not in (store, toxiproxy)], [store], [toxiproxy]):
         stop_pids([p for p in group if p in ours])
@@ -460,11 +458,11 @@ def _runs(pid: int, argv: list[str] | None) -> bool:
         return False
 
 
-def _all_pids(data: dict[str, Any]) -> list[int]:
-    pids = [n["pid"] for n in data.get("nodes", [])]
-    if "store" in data:
-        pids.append(data["store"]["pid"])
-    return pids
+def _recorded_alive(data: dict[str, Any], tagged: list[int]) -> list[int]:
+    """The node and store pids `data` (cluster.json) records that are still those processes: among
+    the run's `tagged` ones, or running their recorded command line (a cluster started before tagging)."""
+    recs = [*data.get("nodes", []), *([data["store"]] if "store" in data else [])]
+    return [r["pid"] for r in recs if r["pid"] in tagged or _runs(r["pid"], r.get("argv"))]
 
 
 def node_record(data: dict[str, Any], node_id: int) -> dict[str, Any]:
