@@ -22,7 +22,7 @@ from typing import Callable
 
 import pytest
 
-from node.launcher.cluster import pid_alive, wait_for
+from node.launcher.cluster import pid_alive, signal_pid, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -113,8 +113,8 @@ def stop_leftovers(run: Launch) -> None:
         run.proc.kill()
         run.proc.wait()
     for pid in run.started():
-        os.kill(pid, signal.SIGCONT)
-        os.kill(pid, signal.SIGKILL)
+        signal_pid(pid, signal.SIGCONT)
+        signal_pid(pid, signal.SIGKILL)
 
 
 def assert_all_gone(run: Launch, how: str) -> None:
