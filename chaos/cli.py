@@ -246,7 +246,13 @@ def network_fault(directory: Path | None, action: str, compose: str | None = Non
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     from node.config import parse_planted_bugs
+
+    # Ctrl-C, or the dashboard's cancel (SIGINT), stops the run and its cluster (`with cc:`), also when
+    # SIGINT was inherited ignored (a background job of a script): as cluster up, node/launcher/stopping.py.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from .runner import run_scenario, scenario_timing
     from .scenarios import SCENARIOS

@@ -37,6 +37,7 @@ from node.launcher.cluster import (
     parse_node_id,
     process_fault,
     read_cluster_file,
+    run_env,
 )
 from node.client.observer import agreed_leader, views_of
 from node.config import PLANTED_BUGS_ENV, ConfigError
@@ -86,12 +87,22 @@ class ChaosCluster:
     def start(self, launcher_pid: int | None = None) -> "ChaosCluster":
         self.directory = self.directory.resolve()
         make_run_dir(self.directory)
+        try:
+            self._start(launcher_pid)
+        except BaseException:  # a stop signal or Ctrl-C halfway through too: nothing started may outlive it
+            self.stop()
+            raise
+        return self
+
+    def _start(self, launcher_pid: int | None) -> None:
         certs = None if self.insecure else str(self.directory / "certs")
         spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms, certs_dir=certs),
                        preempt_hold_down_ms=self.preempt_hold_down_ms, mode_options=self.mode_options)
         extra: dict[str, Any] = {}
         if not self.direct:
-            self.toxiproxy = ToxiproxyServer().start()
+            # Kept before it starts: a stop signal while it comes up must find it to stop it.
+            self.toxiproxy = ToxiproxyServer(env=run_env(self.directory))
+            self.toxiproxy.start()
             self.api = self.toxiproxy.client()
             spec, links = wire_links(spec, self.api)
             extra = {"toxiproxy_api": f"{self.toxiproxy.host}:{self.toxiproxy.port}", "toxiproxy_pid": self.toxiproxy.pid, "links": links}
@@ -111,12 +122,7 @@ class ChaosCluster:
         })
         self.cluster = LocalCluster(spec, self.directory, env=env, extra_node_args=node_args, extra=extra,
                                     extra_store_args=store_args)
-        try:
-            self.cluster.start(launcher_pid)
-        except Exception:
-            self.stop()
-            raise
-        return self
+        self.cluster.start(launcher_pid)
 
     @classmethod
     def attach(cls, directory: Path) -> "ChaosCluster":

@@ -25,6 +25,7 @@ from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from chaos.tools import toxiproxy_server_path
 from node.launcher.ports import free_port
+from node.launcher.stopping import signals_held
 
 Stream = Literal["upstream", "downstream"]
 STREAMS: tuple[Stream, Stream] = ("upstream", "downstream")
@@ -178,8 +179,9 @@ class ToxiproxyServer:
     """A real toxiproxy-server process on 127.0.0.1 and a free port; `with` starts and stops it."""
 
     def __init__(self, binary: Path | None = None, host: str = "127.0.0.1", start_timeout_s: float = 10.0,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.binary = binary
+        self.env = env  # the server's environment (None: ours); a cluster's run tags its own
         self.host = host
         self.port = 0
         self.start_timeout_s = start_timeout_s
@@ -245,8 +247,9 @@ class ToxiproxyServer:
             self._log_reader = open(path, "rb")
             if self.log_path is None:
                 os.unlink(path)
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=child_log,
-                                            stderr=subprocess.STDOUT)
+            with signals_held():  # a stop signal must find the process recorded in self.process
+                self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=child_log,
+                                                stderr=subprocess.STDOUT, env=self.env)
 
     def _wait_ready(self) -> bool:
         assert self.process is not None

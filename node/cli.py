@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -88,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cluster", help="start or stop a local cluster")
     csub = p.add_subparsers(dest="cluster_command", required=True)
-    up = csub.add_parser("up", help="start N nodes and the store; print leadership changes until Ctrl-C")
+    up = csub.add_parser(
+        "up", help="start N nodes and the store; print leadership changes until Ctrl-C",
+        description="Start N nodes, the store and Toxiproxy, wait for an agreed leader, then print leadership changes. "
+                    "SIGINT (Ctrl-C) or SIGTERM, at any instant, stops everything it started and exits: 0 once the "
+                    "cluster was up (a leader agreed), 130 (SIGINT) or 143 (SIGTERM) if it was still starting, "
+                    "2 if it could not start. After a launcher killed outright, `cluster down` stops what it left.")
     up.add_argument("--nodes", type=_positive, default=5)
     up.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     up.add_argument("--dir", default=DEFAULT_DIR, help=f"run directory (default {DEFAULT_DIR})")
@@ -100,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plaintext, no certificates (default: mutual TLS with certificates made in DIR/certs)")
     up.add_argument("--dashboard", action="store_true", help="also serve the live dashboard (prints its URL)")
     _dashboard_args(up, prefix="dashboard-")
-    down = csub.add_parser("down", help="stop everything a cluster up started")
+    down = csub.add_parser("down", help="stop everything a cluster up started (also after its launcher was killed)")
     down.add_argument("--dir", default=DEFAULT_DIR)
 
     for action, text in [("kill", "SIGKILL"), ("pause", "SIGSTOP"), ("resume", "SIGCONT"), ("restart", "SIGKILL and start again")]:
@@ -258,63 +264,78 @@ class _Follower:
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
+    from node.launcher.stopping import StopSignal, begin_stop, stop_on_signals
+
+    stop_on_signals()  # first: from here on SIGINT or SIGTERM stops what was started so far (below)
     from chaos.harness import ChaosCluster  # composition root, see main()
 
     from node.launcher.cluster import read_cluster_file
 
     check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)
+    if args.dashboard and args.detach:
+        raise ConfigError("--dashboard serves the page from this process: drop --detach, or run "
+                          "`bullyproof dashboard --dir DIR` beside a detached cluster")
     page = None
-    if args.dashboard:
-        if args.detach:
-            raise ConfigError("--dashboard serves the page from this process: drop --detach, or run "
-                              "`bullyproof dashboard --dir DIR` beside a detached cluster")
-        from dashboard.server import Background  # composition root, as for chaos
-
-        page = Background(args.dashboard_host, args.dashboard_port)  # a taken port fails before anything starts
     cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms,
                       direct=args.direct, mode_options=tuple(args.mode_option), insecure=args.insecure)
-    t0 = time.monotonic()
-    cc.start(launcher_pid=None if args.detach else os.getpid())
-    data = read_cluster_file(cc.directory)
-    wiring = "direct links" if args.direct else f"every link through Toxiproxy at {data['toxiproxy_api']}"
-    print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {data['store']['address']}, {wiring}, dir {cc.directory}",
-          flush=True)
-    if args.insecure:
-        print(f"warning: {INSECURE_WARNING}", flush=True)
-    else:
-        print(f"mutual TLS: certificates in {data['certs']} (admin.pem/.key may resign and transfer; client.pem/.key may read)",
-              flush=True)
-    print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
-    if page is not None:
-        page.start(cc.directory)
-        for line in (page.warning, f"dashboard: {page.url}"):
-            if line:
-                print(line, flush=True)
-    try:
-        leader, epoch = cc.wait_for_leader(timeout_s=15.0)
-    except TimeoutError as exc:
+    agreed = False
+
+    def stop_all() -> None:
+        begin_stop()  # a second Ctrl-C, or a SIGTERM after a failed start, must not cut this short
         if page is not None:
             page.stop()
-        cc.stop()
-        raise ConfigError(f"{exc}; see the logs in {cc.directory}/node-*/node.log") from None
-    print(f"{_stamp()}  agreed: node {leader} leads epoch {epoch} ({(time.monotonic() - t0) * 1000:.0f} ms after launch)", flush=True)
-    if args.detach:
-        return 0
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    follower = _Follower(data)
+        cc.stop()  # every process of the run directory, recorded in cluster.json yet or not
+
     try:
-        while not stop:
+        if args.dashboard:
+            from dashboard.server import Background  # composition root, as for chaos
+
+            page = Background(args.dashboard_host, args.dashboard_port)  # a taken port fails before anything starts
+        t0 = time.monotonic()
+        cc.start(launcher_pid=None if args.detach else os.getpid())
+        data = read_cluster_file(cc.directory)
+        wiring = "direct links" if args.direct else f"every link through Toxiproxy at {data['toxiproxy_api']}"
+        print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {data['store']['address']}, {wiring}, dir {cc.directory}",
+              flush=True)
+        if args.insecure:
+            print(f"warning: {INSECURE_WARNING}", flush=True)
+        else:
+            print(f"mutual TLS: certificates in {data['certs']} (admin.pem/.key may resign and transfer; client.pem/.key may read)",
+                  flush=True)
+        print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
+        if page is not None:
+            page.start(cc.directory)
+            for line in (page.warning, f"dashboard: {page.url}"):
+                if line:
+                    print(line, flush=True)
+        try:
+            leader, epoch = cc.wait_for_leader(timeout_s=15.0)
+        except TimeoutError as exc:
+            raise ConfigError(f"{exc}; see the logs in {cc.directory}/node-*/node.log") from None
+        print(f"{_stamp()}  agreed: node {leader} leads epoch {epoch} ({(time.monotonic() - t0) * 1000:.0f} ms after launch)",
+              flush=True)
+        agreed = True
+        if args.detach:
+            return 0
+        follower = _Follower(data)
+        while True:
             follower.poll()
             time.sleep(0.1)
-    except KeyboardInterrupt:
-        pass
-    print("stopping...", flush=True)
-    if page is not None:
-        page.stop()
-    cc.stop()
-    print("stopped", flush=True)
-    return 0
+    except StopSignal as stop:
+        try:
+            if agreed:  # the cluster was up: stopping it is this command's normal end
+                print("stopping...", flush=True)
+        finally:  # a closed stdout must not skip it
+            stop_all()
+        if agreed:
+            print("stopped", flush=True)
+            return 0
+        print(f"bullyproof: {stop} before the cluster was up: stopped everything it had started in {cc.directory}",
+              file=sys.stderr, flush=True)
+        return stop.exit_status
+    except BaseException:  # a failed start or no agreement: nothing this launcher started may outlive it
+        stop_all()
+        raise
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -324,15 +345,25 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
-    from node.launcher.cluster import pid_alive, read_cluster_file, signal_pid, stop_recorded, wait_for
+    from node.launcher.cluster import pid_alive, read_cluster_file, run_pids, signal_pid, start_ticks, stop_run, wait_for
 
-    data = read_cluster_file(Path(args.dir))
+    directory = Path(args.dir).resolve()
+    try:
+        data = read_cluster_file(directory)
+    except ConfigError:
+        if not run_pids(directory):
+            raise
+        data = {}  # its launcher was killed before it recorded the cluster; its processes are tagged
     launcher = data.get("launcher_pid")
-    if launcher and pid_alive(launcher):
-        signal_pid(launcher, signal.SIGTERM)  # the launcher stops its processes and exits
-        wait_for(lambda: not pid_alive(launcher), 10.0, what=f"launcher pid {launcher} to exit")
-    stop_recorded(Path(args.dir))
-    print(f"stopped cluster in {args.dir}")
+    # The launcher stops its processes itself (and its page, and then exits); the start time makes
+    # sure the pid is still that launcher, not a process that got the number since.
+    if launcher and data.get("launcher_start_ticks") and start_ticks(launcher) == data["launcher_start_ticks"]:
+        signal_pid(launcher, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):  # a stuck launcher: its processes are stopped below all the same
+            wait_for(lambda: not pid_alive(launcher), 20.0, what=f"launcher pid {launcher} to exit")
+    stopped = stop_run(directory)  # whatever is left: a launcher killed outright, or none (--detach)
+    left = f" ({len(stopped)} processes left by a launcher that never recorded it)" if not data else ""
+    print(f"stopped cluster in {args.dir}{left}")
     return 0
 
 

@@ -28,9 +28,13 @@ from node.client.observer import agreed_leader, views_of
 from node.config import ConfigError
 from node.core import check_mode_options, mode_names
 from node.launcher.ports import free_port
+from node.launcher.stopping import signals_held
 from node.tls import STORE_NAME, Tls, make_cluster_certs, node_name
 
 CLUSTER_FILE = "cluster.json"
+# Every process started for a run directory carries it in its environment, set at its exec: the record
+# of what a run started that no signal can split from the start (run_pids).
+RUN_DIR_ENV = "BULLYPROOF_RUN_DIR"
 STORE = "store"  # the store's name in link names ("3->store") and process targets
 ROLE_NAME = {pb.ROLE_FOLLOWER: "follower", pb.ROLE_CANDIDATE: "candidate", pb.ROLE_LEADER: "leader"}
 
@@ -270,15 +274,54 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+def run_env(directory: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: ours) for a process of run directory `directory`: tagged with RUN_DIR_ENV."""
+    return {**(os.environ if env is None else env), RUN_DIR_ENV: str(directory.resolve())}
+
+
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None, run_dir: Path | None = None) -> int:
+    """Start `argv` in its own session, output appended to `log_path`; a process of `run_dir` if given.
+
+    Popen returns once the child has exec'd, so a child of `run_dir` is tagged (found by run_pids)
+    by the time a stop signal, held until then, can act on it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log, signals_held():
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the launcher's terminal must not kill nodes abruptly
-            env=env,
+            env=env if run_dir is None else run_env(run_dir, env),
         )
     return proc.pid
+
+
+def run_pids(directory: Path) -> list[int]:
+    """Every live process started for run directory `directory` (tagged RUN_DIR_ENV), from /proc.
+
+    A process whose environment we may not read is not ours; one that recycled a pid of ours is not
+    tagged. A child between fork and exec still shows its parent's environment, which is why spawn
+    holds stop signals until Popen returns."""
+    tag = f"{RUN_DIR_ENV}={directory.resolve()}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:  # gone, or another user's
+            continue
+        if tag in environ and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, /proc/PID/stat): with the pid, who it is."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def signal_pid(pid: int, sig: int) -> bool:
@@ -317,6 +360,7 @@ class LocalCluster:
         self.extra_node_args = extra_node_args or []
         self.extra_store_args = extra_store_args or []
         self.extra = extra or {}
+        self.owns_dir = False  # whether start() got past "a cluster is already running here"
 
     @staticmethod
     def python_argv(args: list[str]) -> list[str]:
@@ -335,20 +379,23 @@ class LocalCluster:
         existing = self.dir / CLUSTER_FILE
         if existing.exists():
             old = read_cluster_file(self.dir)
-            alive = [p for p in _all_pids(old) if pid_alive(p)]
+            alive = _recorded_alive(old, run_pids(self.dir))
             if alive:
                 raise ConfigError(f"a cluster is already running in {self.dir} (pids {alive}); stop it with: bullyproof cluster down --dir {self.dir}")
+        self.owns_dir = True  # from here on, stop() stops whatever runs for this directory
         # Only now: a refused start must not reissue the running cluster's certificates (its servers
         # would pick them up at the next handshake, and admin.key, the dashboard token's root, would change).
         if self.spec.certs_dir:  # a CA already there is kept: nodes restarted later still trust each other
-            make_cluster_certs(Path(self.spec.certs_dir), max(n.id for n in self.spec.nodes))
-        store_pid = spawn(self.store_argv(), self.dir / "store" / "store.log", self.env)
+            with signals_held():  # half a CA (ca.pem without ca.key) would make every later start here fail
+                make_cluster_certs(Path(self.spec.certs_dir), max(n.id for n in self.spec.nodes))
+        store_pid = spawn(self.store_argv(), self.dir / "store" / "store.log", self.env, self.dir)
         data: dict[str, Any] = {
             "dir": str(self.dir),
             "mode": self.spec.mode,
             "heartbeat_interval_ms": self.spec.heartbeat_interval_ms,
             "election_timeout_ms": self.spec.election_timeout_ms,
             "launcher_pid": launcher_pid,
+            "launcher_start_ticks": start_ticks(launcher_pid) if launcher_pid else None,  # who launcher_pid is
             "store": {"address": self.spec.store_address, "pid": store_pid, "argv": self.store_argv()},
             "nodes": [],
             "spec": asdict(self.spec),
@@ -357,7 +404,7 @@ class LocalCluster:
         }
         for node in self.spec.nodes:
             argv = self.node_argv(node)
-            pid = spawn(argv, self.dir / f"node-{node.id}" / "node.log", self.env)
+            pid = spawn(argv, self.dir / f"node-{node.id}" / "node.log", self.env, self.dir)
             data["nodes"].append({
                 "id": node.id, "pid": pid, "peer_address": node.peer_address,
                 "client_address": node.client_address, "metrics_address": node.metrics_address, "argv": argv,
@@ -377,25 +424,45 @@ class LocalCluster:
                            rpc_timeout_s: float = 0.3) -> tuple[int, int]:
         return wait_for_agreement(self.client_addresses(), timeout_s, exclude, differs_from, interval_s, rpc_timeout_s)
 
-    def stop(self) -> None:
-        with contextlib.suppress(ConfigError):
-            stop_recorded(self.dir)
+    def stop(self) -> list[int]:
+        """Stop what this cluster started, also halfway through start() (see stop_run)."""
+        return stop_run(self.dir) if self.owns_dir else []
 
 
-def stop_recorded(directory: Path) -> None:
-    """Stop every process cluster.json records, by pid: nodes, then the store, then Toxiproxy."""
-    data = read_cluster_file(directory)
-    stop_pids([n["pid"] for n in data["nodes"]])
-    stop_pids([data["store"]["pid"]])
-    if data.get("toxiproxy_pid"):
-        stop_pids([data["toxiproxy_pid"]])
+def stop_run(directory: Path) -> list[int]:
+    """Stop every process of run directory `directory`, by pid; return their pids.
+
+    Those are the processes tagged with it (run_pids), recorded in cluster.json or not: a launcher
+    stopped or killed before it wrote cluster.json leaves them unrecorded. A recorded pid counts too
+    if its command line is still the recorded one (a cluster started before processes were tagged).
+    Nodes and anything unrecorded first, then the store, then Toxiproxy, as they depend on each other.
+    """
+    try:
+        data = json.loads((directory / CLUSTER_FILE).read_text())
+    except (OSError, ValueError):
+        data = {}
+    tagged = run_pids(directory)
+    ours = tagged + [p for p in _recorded_alive(data, tagged) if p not in tagged]
+    store, toxiproxy = data.get("store", {}).get("pid"), data.get("toxiproxy_pid")
+    for group in ([p for p in ours if p not in (store, toxiproxy)], [store], [toxiproxy]):
+        stop_pids([p for p in group if p in ours])
+    return ours
 
 
-def _all_pids(data: dict[str, Any]) -> list[int]:
-    pids = [n["pid"] for n in data.get("nodes", [])]
-    if "store" in data:
-        pids.append(data["store"]["pid"])
-    return pids
+def _runs(pid: int, argv: list[str] | None) -> bool:
+    """Whether process `pid` runs exactly `argv` (its /proc/PID/cmdline)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return bool(argv) and f.read().split(b"\0")[:-1] == [a.encode() for a in argv] and pid_alive(pid)
+    except OSError:
+        return False
+
+
+def _recorded_alive(data: dict[str, Any], tagged: list[int]) -> list[int]:
+    """The node and store pids `data` (cluster.json) records that are still those processes: among
+    the run's `tagged` ones, or running their recorded command line (a cluster started before tagging)."""
+    recs = [*data.get("nodes", []), *([data["store"]] if "store" in data else [])]
+    return [r["pid"] for r in recs if r["pid"] in tagged or _runs(r["pid"], r.get("argv"))]
 
 
 def node_record(data: dict[str, Any], node_id: int) -> dict[str, Any]:
@@ -426,7 +493,7 @@ def process_fault(directory: Path, target: str, action: str, env: dict[str, str]
             wait_for(lambda: not pid_alive(pid), 5.0, what=f"pid {pid} to exit")
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
-            rec["pid"] = spawn(rec["argv"], log, env)
+            rec["pid"] = spawn(rec["argv"], log, env, Path(data["dir"]))
         else:
             raise ConfigError(f"unknown action {action!r}")
         return dict(rec)

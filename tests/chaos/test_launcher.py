@@ -37,6 +37,8 @@ def test_cluster_up_prints_leadership_changes_and_ctrl_c_stops_everything(tmp_pa
         pids = [n["pid"] for n in data["nodes"]] + [data["store"]["pid"], data["toxiproxy_pid"]]
         process_fault(directory, "5", "kill")
         assert "node 4 leads  epoch 2" in next_line_with("node 4 leads")
+        # The launcher installs its own SIGINT handler, so this works when pytest runs with SIGINT
+        # ignored (a background job, nohup) and its children inherit that (test_cluster_stop.py).
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         wait_for(lambda: not any(pid_alive(p) for p in pids), 10, what="every process to stop")
