@@ -1,6 +1,6 @@
 """Reports for people: a text summary and a timeline picture of who led when.
 
-Both are drawn from the history and the checkers' Report only.
+Both are drawn from the history, the checkers' Report and the scenario's Instant judged on it only.
 """
 
 from __future__ import annotations

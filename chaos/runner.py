@@ -124,7 +124,8 @@ def run_until_reached(name: str, mode: str, seed: int, directory: Path, tries: i
         result = run_scenario(name, mode, seed + attempt, directory / f"seed-{seed + attempt}", **options)
         results.append(result)
         verdict = "no instant" if result.instant is None else ("reached" if result.reached else "NOT reached")
-        print(f"{name} ({mode}) seed {result.seed}: instant {verdict}, load {result.load_per_core:.2f} per core"
+        print(f"{name} ({mode}) seed {result.seed}: instant {verdict}, violations {result.report.violations}, "
+              f"load {result.load_per_core:.2f} per core"
               + ("" if result.instant is None else f": {result.instant.evidence}"), flush=True)
         if result.reached:
             break
