@@ -164,7 +164,10 @@ def _leading_at(intervals: Sequence[Interval], t_ns: int) -> list[Interval]:
 
 
 def _requests_to(ordered: Events, node: int, type_: MsgType, start_ns: int, end_ns: int) -> list[Mapping[str, Any]]:
-    """Requests of ``type_`` that ``node`` received (its own "message" events) during [start_ns, end_ns)."""
+    """Requests of ``type_`` that ``node`` received (its own "message" events) during [start_ns, end_ns).
+
+    A node records at most 100 a second (the rest only counted): a request left out can make a run
+    look as if it missed its instant, which costs a retry, never a false "reached"."""
     return [e for e in ordered if e["kind"] == "message" and e["type"] == type_.value and e["node"] == node
             and e["dst"] == node and "error" not in e and start_ns <= e["t_ns"] < end_ns]
 
