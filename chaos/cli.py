@@ -114,12 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from .scenarios import DEFAULT_TIMING, DESCRIPTIONS, SCENARIOS, TIMINGS
+    from .scenarios import DEFAULT_TIMING, DESCRIPTIONS, INSTANTS, SCENARIOS, TIMINGS
 
     if args.action == "list":
         for name in SCENARIOS:
             own = f" ({TIMINGS[name].describe()})" if TIMINGS[name] != DEFAULT_TIMING else ""
             print(f"{name:28s}{DESCRIPTIONS[name]}{own}" if args.describe else name)
+            if args.describe and name in INSTANTS:
+                print(f"{'':28s}instant: {INSTANTS[name].description}")
         return 0
     if args.action == "run":
         return cmd_run(args)

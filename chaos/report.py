@@ -1,15 +1,18 @@
 """Reports for people: a text summary and a timeline picture of who led when.
 
-Both are drawn from the history and the checkers' Report only.
+Both are drawn from the history, the checkers' Report and the scenario's Instant judged on it only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .checkers import Report
 from node.history import leadership_intervals
+
+if TYPE_CHECKING:  # the report reads only the history and the judgements (no cluster code)
+    from .scenarios import InstantResult
 
 
 def _rel_s(t_ns: int, t0_ns: int) -> float:
@@ -44,9 +47,18 @@ def fault_spans(events: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
     return spans
 
 
-def text_report(report: Report, events: list[dict[str, Any]], scenario: str, seed: int) -> str:
+def text_report(report: Report, events: list[dict[str, Any]], scenario: str, seed: int,
+                instant: InstantResult | None = None, load_per_core: float | None = None) -> str:
     t0 = events[0]["t_ns"] if events else 0
     lines = [f"scenario {scenario}  mode {report.mode}  seed {seed}", ""]
+    if instant is not None:
+        lines.append(f"instant: {'REACHED' if instant.reached else 'NOT REACHED'}  ({instant.description})")
+        lines.append(f"        {instant.evidence}")
+        if not instant.reached:
+            load = "" if load_per_core is None else f" (machine load {load_per_core:.2f} per core)"
+            lines.append(f"        the checks below judged a milder run than this scenario exists for{load}; "
+                         "try the next seed")
+        lines.append("")
     lines.append("faults:")
     for name, start, end in sorted(fault_spans(events), key=lambda s: s[1]):
         lines.append(f"  {_rel_s(start, t0):7.3f}s .. {_rel_s(end, t0):7.3f}s  {name}")

@@ -3,6 +3,11 @@
 A scenario only acts (faults, pauses, kills) and waits; it never judges. The verdict comes from the
 checkers, over the recorded history. Durations are in election timeouts so a scenario means the
 same thing at any timing; every random choice comes from the seeded `rng`.
+
+A scenario that exists for one dangerous moment (a restart inside a lease, the leader cut off on
+the minority side) also carries that moment as an `Instant`: a predicate over the recorded history,
+judged after the run. On real processes a busy machine can shift the schedule past its moment; the
+report then says so, and a test that needs the moment retries with the next seed.
 """
 
 from __future__ import annotations
@@ -10,15 +15,29 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
+from node.core import MsgType, mode_info
+from node.history import (
+    Grant,
+    GrantWindow,
+    Interval,
+    grant_windows,
+    history_members,
+    leadership_intervals,
+    recorded_promises,
+    sort_events,
+    up_spans,
+)
 
+from .checkers import _origin_ns, _rel
 from .harness import STORE, ChaosCluster
 
 
@@ -70,29 +89,135 @@ class ScenarioTiming:
 
 DEFAULT_TIMING = ScenarioTiming()
 
+Events = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Instant:
+    """The moment a scenario exists for, judged from the recorded history after the run (never
+    from wall-clock guesses during it). ``judge`` takes the sorted history and answers whether the
+    moment happened, with evidence either way (nodes, epochs, times relative to the first event)."""
+
+    description: str
+    judge: Callable[[Events], tuple[bool, str]]
+    promises: bool = False  # a moment made of followers' promises: modes that make none never reach it
+
+
+@dataclass(frozen=True)
+class InstantResult:
+    description: str
+    reached: bool
+    evidence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"description": self.description, "reached": self.reached, "evidence": self.evidence}
+
+
 Scenario = Callable[[Context], None]
 SCENARIOS: dict[str, Scenario] = {}
 DESCRIPTIONS: dict[str, str] = {}
 TIMINGS: dict[str, ScenarioTiming] = {}
+INSTANTS: dict[str, Instant] = {}
 
 
-def scenario(name: str, description: str, timing: ScenarioTiming = DEFAULT_TIMING) -> Callable[[Scenario], Scenario]:
+def scenario(name: str, description: str, timing: ScenarioTiming = DEFAULT_TIMING,
+             instant: Instant | None = None) -> Callable[[Scenario], Scenario]:
     def register(fn: Scenario) -> Scenario:
         SCENARIOS[name] = fn
         DESCRIPTIONS[name] = description
         TIMINGS[name] = timing
+        if instant is not None:
+            INSTANTS[name] = instant
         return fn
 
     return register
 
 
-@scenario("leader-blackholed", "every link to and from the leader silently drops; then heal")
+def judge_instant(name: str, mode: str, events: Events) -> InstantResult | None:
+    """Whether a run of scenario ``name`` reached its moment; None for a scenario without one (or
+    whose moment is made of promises, in a mode that makes none)."""
+    instant = INSTANTS.get(name)
+    if instant is None or (instant.promises and not mode_info(mode).promises):
+        return None
+    reached, evidence = instant.judge(sort_events(events))
+    return InstantResult(instant.description, reached, evidence)
+
+
+# ---- readings the instants share (over a sorted history) -----------------------------------------
+
+
+def _faults_started(ordered: Events, name: str) -> list[Mapping[str, Any]]:
+    return [e for e in ordered if e["kind"] == "fault" and e["action"] == "start" and e["name"] == name]
+
+
+def _fault_end_ns(ordered: Events, start: Mapping[str, Any]) -> int:
+    """When the fault begun by ``start`` was lifted (its stop, or a heal), else the end of the history."""
+    for e in ordered:
+        if e["t_ns"] >= start["t_ns"] and (e["kind"] == "heal" or (e["kind"] == "fault" and e["action"] == "stop"
+                                                                     and e["name"] == start["name"])):
+            return e["t_ns"]
+    return ordered[-1]["t_ns"]
+
+
+def _leading_at(intervals: Sequence[Interval], t_ns: int) -> list[Interval]:
+    return [iv for iv in intervals if iv.start <= t_ns < iv.end]
+
+
+def _requests_to(ordered: Events, node: int, type_: MsgType, start_ns: int, end_ns: int) -> list[Mapping[str, Any]]:
+    """Requests of ``type_`` that ``node`` received (its own "message" events) during [start_ns, end_ns).
+
+    A node records at most 100 a second (the rest only counted): a request left out can make a run
+    look as if it missed its instant, which costs a retry, never a false "reached"."""
+    return [e for e in ordered if e["kind"] == "message" and e["type"] == type_.value and e["node"] == node
+            and e["dst"] == node and "error" not in e and start_ns <= e["t_ns"] < end_ns]
+
+
+def _describe_leaders(leaders: Sequence[Interval]) -> str:
+    return ", ".join(f"node {iv.node} (epoch {iv.epoch})" for iv in leaders) or "no node"
+
+
+def _leader_cut_off(fault: str, target: Callable[[Mapping[str, Any]], int], what: str) -> Instant:
+    """The instant of a fault aimed at the leader: the node it cut off led when it began."""
+
+    def judge(ordered: Events) -> tuple[bool, str]:
+        origin, intervals = _origin_ns(ordered), leadership_intervals(ordered)
+        seen = []
+        for start in _faults_started(ordered, fault):
+            node, leaders = target(start["detail"]), _leading_at(intervals, start["t_ns"])
+            when = f"{fault} began at {_rel(start['t_ns'], origin)}"
+            led = [iv for iv in leaders if iv.node == node]
+            if led:
+                return True, f"{when} on node {node}, which led epoch {led[0].epoch}"
+            seen.append(f"{when} on node {node}, but {_describe_leaders(leaders)} led")
+        return False, "; ".join(seen) or f"no {fault} fault was recorded"
+
+    return Instant(f"the node {what} led when the fault began", judge)
+
+
+@scenario("leader-blackholed", "every link to and from the leader silently drops; then heal",
+          instant=_leader_cut_off("blackhole", lambda detail: detail["node"], "blackholed"))
 def leader_blackholed(ctx: Context) -> None:
     ctx.cc.blackhole(ctx.leader())
     ctx.hold_then_heal()
 
 
-@scenario("partition-leader-minority", "majority/minority partition with the old leader in the minority")
+def _leader_on_minority_side(ordered: Events) -> tuple[bool, str]:
+    origin, intervals = _origin_ns(ordered), leadership_intervals(ordered)
+    majority = len(history_members(ordered)) // 2 + 1
+    seen = []
+    for start in _faults_started(ordered, "partition"):
+        when = f"the partition {start['detail']['groups']} began at {_rel(start['t_ns'], origin)}"
+        leaders = _leading_at(intervals, start["t_ns"])
+        for iv in leaders:
+            side = next(g for g in start["detail"]["groups"] if iv.node in g)
+            if len(side) < majority:
+                return True, f"{when} with node {iv.node} (epoch {iv.epoch}) leading on the minority side {side}"
+        seen.append(f"{when} while {_describe_leaders(leaders)} led, not on a minority side")
+    return False, "; ".join(seen) or "no partition was recorded"
+
+
+@scenario("partition-leader-minority", "majority/minority partition with the old leader in the minority",
+          instant=Instant("the leader was on the minority side when the partition began", _leader_on_minority_side))
 def partition_leader_minority(ctx: Context) -> None:
     ids = ctx.cc.ids
     leader, others = ctx.leader_and_others()
@@ -112,14 +237,41 @@ def random_halves(ctx: Context) -> None:
     ctx.hold_then_heal()
 
 
-@scenario("one-way", "the leader's outgoing links drop (it still hears everyone); then heal")
+@scenario("one-way", "the leader's outgoing links drop (it still hears everyone); then heal",
+          instant=_leader_cut_off("one-way", lambda detail: detail["from"], "whose outgoing links dropped"))
 def one_way(ctx: Context) -> None:
     leader = ctx.leader()
     ctx.cc.one_way(leader, [n for n in ctx.cc.ids if n != leader])
     ctx.hold_then_heal()
 
 
-@scenario("bridge", "two halves that cannot talk, and one node in the middle that talks to both")
+def _bridge_torn(ordered: Events) -> tuple[bool, str]:
+    origin = _origin_ns(ordered)
+    windows = grant_windows(recorded_promises(ordered))
+    seen = []
+    for start in _faults_started(ordered, "bridge"):
+        allowed = {int(node): set(peers) for node, peers in start["detail"]["allowed"].items()}
+        middle = next(node for node, peers in allowed.items() if peers == set(allowed) - {node})
+        side = {node: frozenset({node, *peers} - {middle}) for node, peers in allowed.items() if node != middle}
+        end_ns = _fault_end_ns(ordered, start)
+        proposals = _requests_to(ordered, middle, MsgType.COORDINATOR, start["t_ns"], end_ns)
+        for proposal in proposals:
+            candidate = proposal["src"]
+            held = [w for w in windows if w.node == middle and w.start < proposal["t_ns"] < w.end
+                    and w.leader in side and candidate in side and w.leader not in side[candidate]]
+            if held:
+                w = held[0]
+                return True, (f"bridge node {middle} held a promise to node {w.leader} (epoch {w.epoch}, until "
+                              f"{_rel(w.end, origin)}) when node {candidate} of the other side proposed epoch "
+                              f"{proposal['epoch']} at {_rel(proposal['t_ns'], origin)}")
+        seen.append(f"bridge node {middle} got {len(proposals)} proposal(s) between {_rel(start['t_ns'], origin)} and "
+                    f"{_rel(end_ns, origin)}, none while it held a live promise to the proposer's other side")
+    return False, "; ".join(seen) or "no bridge was recorded"
+
+
+@scenario("bridge", "two halves that cannot talk, and one node in the middle that talks to both",
+          instant=Instant("the bridge node held a live promise to one side when the other side's candidate proposed",
+                          _bridge_torn, promises=True))
 def bridge(ctx: Context) -> None:
     ids = list(ctx.cc.ids)
     leader, others = ctx.leader_and_others()
@@ -185,7 +337,35 @@ def kill_restart_loop(ctx: Context) -> None:
     ctx.cc.heal()
 
 
-@scenario("full-restart", "leadership handed down the low ids, every node SIGKILLed, restarted highest-last")
+def _restarted_having_promised(ordered: Events) -> tuple[bool, str]:
+    origin, intervals = _origin_ns(ordered), leadership_intervals(ordered)
+    members = sorted(history_members(ordered))
+    up = up_spans(ordered, members)
+    # The moment every process was down at once: the last kill before the first start after it.
+    kills = [e["t_ns"] for e in ordered if e["kind"] == "process" and e["action"] == "kill" and e["node"] in members]
+    all_down = next((t for t in kills if not any(s.start <= t < s.end for spans in up.values() for s in spans)), None)
+    if all_down is None:
+        return False, "the members were never all down at once"
+    promised = {g.node for g in recorded_promises(ordered) if isinstance(g, Grant) and g.at < all_down}
+    promised |= {iv.node for iv in intervals if iv.start < all_down}
+    if missing := [n for n in members if n not in promised]:
+        return False, f"node(s) {missing} had promised no epoch when every node was down ({_rel(all_down, origin)})"
+    if never := [n for n in members if not any(s.start > all_down for s in up[n])]:
+        return False, f"node(s) {never} did not start again after every node was down"
+    led_before = {iv.node for iv in intervals if iv.start < all_down}
+    first = next((iv for iv in intervals if iv.start > all_down), None)
+    if first is None:
+        return False, "every node restarted having promised an epoch, but none led afterwards"
+    if first.node in led_before:
+        return False, (f"every node restarted having promised an epoch, but the first to lead afterwards, node "
+                       f"{first.node}, had led before")
+    return True, (f"every node was down at {_rel(all_down, origin)} having promised an epoch, and restarted; node "
+                  f"{first.node}, which had never led, led epoch {first.epoch} first at {_rel(first.start, origin)}")
+
+
+@scenario("full-restart", "leadership handed down the low ids, every node SIGKILLed, restarted highest-last",
+          instant=Instant("every node restarted having promised an epoch, and one that had never led led first",
+                          _restarted_having_promised, promises=True))
 def full_restart(ctx: Context) -> None:
     # Epochs climb through several leaders (the highest id first, then the low ids by transfer,
     # never the second-highest). After the restart the second-highest leads first, and only durable
@@ -239,10 +419,34 @@ class _Rounds:
         self.channel.close()
 
 
+def _asked_to_elect_inside_promise(ordered: Events) -> tuple[bool, str]:
+    origin = _origin_ns(ordered)
+    windows = grant_windows(recorded_promises(ordered))
+    restarts = [e for e in ordered if e["kind"] == "process" and e["action"] == "restart" and isinstance(e["node"], int)]
+    seen = []
+    for restart in restarts:
+        node, at = restart["node"], restart["t_ns"]
+        live: list[GrantWindow] = [w for w in windows if w.node == node and w.start <= at < w.end]
+        if not live:
+            seen.append(f"node {node} restarted at {_rel(at, origin)} holding no live promise")
+            continue
+        window = max(live, key=lambda w: w.end)
+        asked = _requests_to(ordered, node, MsgType.ELECTION, at, window.end)
+        if asked:
+            return True, (f"node {node} restarted at {_rel(at, origin)} inside its promise to node {window.leader} "
+                          f"(epoch {window.epoch}, until {_rel(window.end, origin)}); node {asked[0]['src']} asked it "
+                          f"to elect at {_rel(asked[0]['t_ns'], origin)}")
+        seen.append(f"node {node} restarted at {_rel(at, origin)} inside its promise to node {window.leader}, but no "
+                    f"one asked it to elect before that promise ended at {_rel(window.end, origin)}")
+    return False, "; ".join(seen) or "no node was restarted"
+
+
 @scenario(
     "quick-restart-in-lease",
     "leader cut one way from a minority; a follower its lease rests on is SIGKILLed, restarted and asked to elect",
     timing=ScenarioTiming(heartbeat_interval_ms=1000, election_timeout_ms=3000, preempt_hold_down_ms=0),
+    instant=Instant("a node restarted inside a promise it had given was asked to elect before that promise ended",
+                    _asked_to_elect_inside_promise, promises=True),
 )
 def quick_restart_in_lease(ctx: Context) -> None:
     # The reviewed split brain (tests/unit/test_core.py, quick_restart_inside_the_promise_window) on

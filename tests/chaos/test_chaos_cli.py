@@ -29,6 +29,7 @@ def test_list_names_every_scenario_one_per_line():
 def test_a_scenario_with_its_own_timing_says_so_and_checks_overrides():
     described = cli("chaos", "list", "--describe").stdout
     assert "quick-restart-in-lease" in described and "heartbeat 1000 ms, election timeout 3000 ms" in described
+    assert "instant: the leader was on the minority side when the partition began" in described
     bad = cli("chaos", "run", "quick-restart-in-lease", "--election-timeout-ms", "500")
     assert bad.returncode == 2 and "at least 3x" in bad.stderr, bad.stderr
 
@@ -40,6 +41,8 @@ def test_run_json_reports_properties_and_seed(tmp_path):
     assert report["seed"] == 11 and report["mode"] == "classic"
     assert isinstance(report["violations"], list) and isinstance(report["split_brain"], bool)
     assert isinstance(report["stale_writes_rejected"], int)
+    # Whether the run got to its moment (the blackholed node led when the cut began), and why.
+    assert isinstance(report["instant"]["reached"], bool) and "blackhole began" in report["instant"]["evidence"]
     assert (tmp_path / "r" / "timeline.png").stat().st_size > 0
     assert (tmp_path / "r" / "history.jsonl").exists()
 

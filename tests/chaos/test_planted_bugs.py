@@ -2,14 +2,18 @@
 
 Planted bugs are a test-only switch: the node and store refuse them unless the harness sets
 BULLYPROOF_TEST_ONLY_PLANTED_BUGS=1 (tests/integration/test_bad_input.py shows the refusal).
-Seeds are fixed and printed; replay with the command shown.
+
+A bug can only be caught where its scenario reached the moment it exists for (the scenario's
+Instant, judged from the history): each case starts at a fixed seed and moves to the next seed
+while a run misses that moment (tests/chaos/conftest.py: how many, and when a miss skips or fails).
+Every seed is printed with whether it reached the instant; replay with the command shown.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from chaos.runner import run_scenario
+from chaos.scenarios import INSTANTS
 from node.core import PlantedBug
 
 pytestmark = pytest.mark.chaos
@@ -29,11 +33,16 @@ CASES = [
 ]
 
 
+def test_every_case_names_its_instant():
+    """A case whose scenario names no instant would pass or fail on whatever its run happened to do."""
+    assert [c[1] for c in CASES if c[1] not in INSTANTS] == []
+
+
 @pytest.mark.parametrize("bug, scenario, mode, seed, expected", CASES, ids=[c[0].value for c in CASES])
-def test_planted_bug_is_caught(bug, scenario, mode, seed, expected, tmp_path):
+def test_planted_bug_is_caught(bug, scenario, mode, seed, expected, run_at_instant):
     print(f"\nreplay: BULLYPROOF_TEST_ONLY_PLANTED_BUGS=1 bullyproof chaos run {scenario} --mode {mode} "
-          f"--seed {seed} --planted-bug {bug.value}")
-    result = run_scenario(scenario, mode, seed, tmp_path / "run", planted_bugs=frozenset({bug}))
-    print(result.text)
+          f"--seed SEED --planted-bug {bug.value}  (SEED from {seed}, below)")
+    result = run_at_instant(scenario, mode, seed, planted_bugs=frozenset({bug}))
     caught = expected & set(result.report.violations)
-    assert caught, f"{bug.value} went unnoticed in {scenario}: violations {result.report.violations}\n{result.text}"
+    assert caught, (f"{bug.value} went unnoticed in {scenario} at seed {result.seed}, although the run reached "
+                    f"its instant: violations {result.report.violations}\n{result.text}")
