@@ -15,27 +15,60 @@ import grpc
 from node.tls import MEMBER_NAME, Identity, Tls, TlsError
 
 
+# Keepalive on peer links, both ends from these numbers. A peer channel pings a connection without
+# calls every keepalive_time_ms (ten heartbeats, at least KEEPALIVE_FLOOR_MS): the links between
+# followers carry nothing between elections, and a dead one must be noticed before the next election
+# needs it. Every server we run accepts such pings (SERVER_PING_POLICY): gRPC's default policy counts a
+# ping on a connection without calls as a strike unless two hours passed, and answers the third
+# strike with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", so idle links were closed within seconds of
+# each election and the next one started on cold connections.
+KEEPALIVE_FLOOR_MS = 1000
+# Strikes on a connection without calls never expire (gRPC resets them only when the server sends
+# data), so a ping that arrives early by network jitter must not count: the server accepts pings
+# twice as often as any peer channel sends them. Faster pingers still get GOAWAY after
+# MAX_PING_STRIKES (gRPC's default, stated here so the whole policy is in one place).
+MIN_PING_INTERVAL_MS = KEEPALIVE_FLOOR_MS // 2
+MAX_PING_STRIKES = 2
+# A channel without calls for this long drops its connection (gRPC's default: 30 minutes); INT_MAX
+# turns that off for peer channels, so an election after hours of calm still finds warm links.
+NEVER_IDLE_MS = 2**31 - 1
+
+
+def keepalive_time_ms(heartbeat_interval_ms: int) -> int:
+    return max(KEEPALIVE_FLOOR_MS, 10 * heartbeat_interval_ms)
+
+
+SERVER_PING_POLICY: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+    ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+)
+
+
 def peer_options(heartbeat_interval_ms: int) -> list[tuple[str, Any]]:
     """Node to node, and node to store. Reconnect fast: gRPC's default backoff grows to 120 s, so a
     healed link would sit unused. Keepalive makes an idle channel behind a blackhole notice; every
     call also has a deadline."""
     backoff_ms = max(20, heartbeat_interval_ms // 2)
+    keepalive_ms = keepalive_time_ms(heartbeat_interval_ms)
     return [
         ("grpc.initial_reconnect_backoff_ms", backoff_ms),
         ("grpc.min_reconnect_backoff_ms", backoff_ms),
         ("grpc.max_reconnect_backoff_ms", heartbeat_interval_ms),
-        ("grpc.keepalive_time_ms", max(1000, 10 * heartbeat_interval_ms)),
-        ("grpc.keepalive_timeout_ms", max(1000, 10 * heartbeat_interval_ms)),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.client_idle_timeout_ms", NEVER_IDLE_MS),
         ("grpc.enable_retries", 0),
     ]
 
 
 # Other services (the SDK) and the observer (CLI, harness, benchmarks). A local subchannel pool keeps
-# one client's failed connection attempts from delaying another's. No keepalive pings: a server with
-# gRPC's default ping policy closes a connection that pings an idle stream more often than every 5
-# minutes; liveness comes from deadline-bound calls instead.
+# one client's failed connection attempts from delaying another's. No keepalive pings: these talk to
+# nodes and the store (whose servers would accept them, SERVER_PING_POLICY) but also through
+# whatever proxies a deployment puts in front of them, whose ping policy we do not know; liveness
+# comes from deadline-bound calls instead.
 CLIENT_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
@@ -180,6 +213,7 @@ def server(max_receive_bytes: int = MAX_RECEIVE_BYTES) -> grpc.aio.Server:
         ("grpc.so_reuseport", 0),  # a second process on our port must fail to bind, not silently share it
         ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        *SERVER_PING_POLICY,  # our own peer channels' keepalive pings are welcome
     ])
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
 import sys
 import urllib.request
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.channels import peer_channel
 from node.launcher.cluster import process_fault, read_cluster_file, wait_for
 
 pytestmark = pytest.mark.integration
@@ -100,6 +103,55 @@ def test_metrics_show_leader_epoch_heartbeats_and_failover(make_cluster):
         return m if ok else None
 
     wait_for(failed_over, 10, interval_s=0.1, what="metrics to show the failover")
+
+
+# Long enough for gRPC's default server ping policy to close an idle link several times over (it
+# sent GOAWAY too_many_pings ~3 s after each connect to a link pinged every second).
+IDLE_S = 30
+
+
+async def drops_of_an_idle_link(address: str, heartbeat_interval_ms: int, idle_s: float) -> int:
+    """Hold a peer channel (the nodes' own options: keepalive pings, no calls) to `address` for
+    idle_s; how often its connection went down. Reconnects at once, as a node would at its next call."""
+    ready = grpc.ChannelConnectivity.READY
+    async with peer_channel(address, heartbeat_interval_ms) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 10)
+        loop = asyncio.get_running_loop()
+        end, state, drops = loop.time() + idle_s, ready, 0
+        while (left_s := end - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(channel.wait_for_state_change(state), left_s)
+            except TimeoutError:
+                break
+            new = channel.get_state(try_to_connect=True)
+            drops += state == ready and new != ready
+            state = new
+        return drops
+
+
+def test_idle_peer_links_stay_open(make_cluster):
+    """Peer channels ping links without calls; every node's server must accept those pings (gRPC's
+    default policy answers them with GOAWAY), and the nodes count each dropped link."""
+    cluster = make_cluster(5)
+    addresses = metrics_addresses(cluster)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    nodes = read_cluster_file(cluster.dir)["nodes"]
+    follower = next(n for n in nodes if n["id"] != leader)
+    before = scrape_all(addresses)
+
+    # A link with our peer options and no calls, like one follower's link to another between elections.
+    assert asyncio.run(drops_of_an_idle_link(follower["peer_address"], cluster.spec.heartbeat_interval_ms, IDLE_S)) == 0
+
+    # Nor did any node's own links drop (the elections at boot connected some followers to each other).
+    after = scrape_all(addresses)
+    drops = {nid: sum(s.value for s in m.get("bullyproof_peer_disconnects_total", [])) for nid, m in after.items()}
+    assert drops == {nid: sum(s.value for s in m.get("bullyproof_peer_disconnects_total", [])) for nid, m in before.items()}
+    assert cluster.wait_for_agreement(timeout_s=5) == (leader, epoch)  # no election in between
+
+    # The counter counts: the leader's busy link to a follower that dies goes down.
+    process_fault(cluster.dir, str(follower["id"]), "kill")
+    wait_for(lambda: value(scrape(addresses[leader]), "bullyproof_peer_disconnects_total", peer=str(follower["id"])) >= 1,
+             10, interval_s=0.1, what="the leader to count its link to the killed follower going down")
 
 
 def test_every_log_line_is_json_with_node_and_epoch(make_cluster):
