@@ -123,6 +123,39 @@ def channel_credentials(tls: Tls) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
+def handshake_refused(exc: grpc.RpcError, address: str, tls: Tls | None) -> str | None:
+    """If `exc` is a TLS handshake that failed (not a node that is down, slow or refusing a request):
+    what happened, in words, and what to check. None for every other error.
+
+    gRPC reports both as UNAVAILABLE "failed to connect to all addresses"; what follows tells them
+    apart: a server that refuses our certificate (or our plaintext) closes the socket mid-handshake
+    ("Socket closed"); our side refusing the server's certificate says "Tls handshake failed".
+    """
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    details = exc.details() or ""
+    if "Socket closed" in details:
+        if tls is None:
+            return (f"{address} closed the connection at the handshake: it expects mutual TLS and we dialled "
+                    f"in plaintext. Present the cluster's certificates (--certs DIR, the directory `bullyproof certs "
+                    f"init` wrote for it) instead of --insecure")
+        return (f"{address} closed the connection during the TLS handshake: it refused our certificate {tls.cert}, "
+                f"which the cluster's CA did not sign. Check that --certs is this cluster's certificate directory")
+    if "Tls handshake failed" in details or "ssl_transport_security" in details:
+        if "WRONG_VERSION_NUMBER" in details or "packet length too long" in details:
+            return (f"{address} does not speak TLS: if the cluster is plaintext (started with --insecure), "
+                    f"pass --insecure instead of certificates")
+        if "CERTIFICATE_VERIFY_FAILED" in details:
+            ca = tls.ca if tls else "our CA"
+            return (f"the TLS handshake with {address} failed: its certificate is not signed by {ca}. "
+                    f"Check that --certs is this cluster's certificate directory (its ca.pem)")
+        return f"the TLS handshake with {address} failed ({details.rpartition(': ')[2] or details}); check --certs and --insecure"
+    if "not in peer certificate" in details:
+        return (f"{address}'s certificate does not name the server we asked for: check the address "
+                f"and --server-name")
+    return None
+
+
 def caller(context: grpc.aio.ServicerContext) -> Identity | None:
     """The identity in the calling peer's certificate, or None (plaintext, or no bullyproof URI)."""
     return Identity.of(value.decode(errors="replace") for value in context.auth_context().get("peer_uri", ()))
@@ -185,6 +218,11 @@ def observer_channel(address: str, tls: Tls | None = None, server_name: str = ME
 # can be watched side by side; an address not in the book is dialled in plaintext, which a TLS
 # server refuses at the handshake (fails closed).
 _dial_book: dict[str, tuple[Tls, str]] = {}
+
+
+def dialled_as(address: str) -> Tls | None:
+    """The identity the operator's tools present to `address` (None: plaintext)."""
+    return _dial_book.get(address, (None, MEMBER_NAME))[0]
 
 
 def dial_as(address: str, tls: Tls | None, server_name: str = MEMBER_NAME) -> None:

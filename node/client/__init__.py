@@ -4,6 +4,7 @@ from node.client.sdk import (  # noqa: F401
     Backoff,
     Fenced,
     FencedWriter,
+    HandshakeRefused,
     Leader,
     LeaderClient,
     LeaderEvent,
