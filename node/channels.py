@@ -15,27 +15,60 @@ import grpc
 from node.tls import MEMBER_NAME, Identity, Tls, TlsError
 
 
+# Keepalive on peer links, both ends from these numbers. A peer channel pings a connection without
+# calls every keepalive_time_ms (ten heartbeats, at least KEEPALIVE_FLOOR_MS): the links between
+# followers carry nothing between elections, and a dead one must be noticed before the next election
+# needs it. Every server we run accepts such pings (SERVER_PING_POLICY): gRPC's default policy counts a
+# ping on a connection without calls as a strike unless two hours passed, and answers the third
+# strike with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", so idle links were closed within seconds of
+# each election and the next one started on cold connections.
+KEEPALIVE_FLOOR_MS = 1000
+# Strikes on a connection without calls never expire (gRPC resets them only when the server sends
+# data), so a ping that arrives early by network jitter must not count: the server accepts pings
+# twice as often as any peer channel sends them. Faster pingers still get GOAWAY after
+# MAX_PING_STRIKES (gRPC's default, stated here so the whole policy is in one place).
+MIN_PING_INTERVAL_MS = KEEPALIVE_FLOOR_MS // 2
+MAX_PING_STRIKES = 2
+# A channel without calls for this long drops its connection (gRPC's default: 30 minutes); INT_MAX
+# turns that off for peer channels, so an election after hours of calm still finds warm links.
+NEVER_IDLE_MS = 2**31 - 1
+
+
+def keepalive_time_ms(heartbeat_interval_ms: int) -> int:
+    return max(KEEPALIVE_FLOOR_MS, 10 * heartbeat_interval_ms)
+
+
+SERVER_PING_POLICY: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+    ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+)
+
+
 def peer_options(heartbeat_interval_ms: int) -> list[tuple[str, Any]]:
     """Node to node, and node to store. Reconnect fast: gRPC's default backoff grows to 120 s, so a
     healed link would sit unused. Keepalive makes an idle channel behind a blackhole notice; every
     call also has a deadline."""
     backoff_ms = max(20, heartbeat_interval_ms // 2)
+    keepalive_ms = keepalive_time_ms(heartbeat_interval_ms)
     return [
         ("grpc.initial_reconnect_backoff_ms", backoff_ms),
         ("grpc.min_reconnect_backoff_ms", backoff_ms),
         ("grpc.max_reconnect_backoff_ms", heartbeat_interval_ms),
-        ("grpc.keepalive_time_ms", max(1000, 10 * heartbeat_interval_ms)),
-        ("grpc.keepalive_timeout_ms", max(1000, 10 * heartbeat_interval_ms)),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.client_idle_timeout_ms", NEVER_IDLE_MS),
         ("grpc.enable_retries", 0),
     ]
 
 
 # Other services (the SDK) and the observer (CLI, harness, benchmarks). A local subchannel pool keeps
-# one client's failed connection attempts from delaying another's. No keepalive pings: a server with
-# gRPC's default ping policy closes a connection that pings an idle stream more often than every 5
-# minutes; liveness comes from deadline-bound calls instead.
+# one client's failed connection attempts from delaying another's. No keepalive pings: these talk to
+# nodes and the store (whose servers would accept them, SERVER_PING_POLICY) but also through
+# whatever proxies a deployment puts in front of them, whose ping policy we do not know; liveness
+# comes from deadline-bound calls instead.
 CLIENT_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
@@ -88,6 +121,39 @@ class _Reloader:
 def channel_credentials(tls: Tls) -> grpc.ChannelCredentials:
     ca, cert, key = tls.read()
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def handshake_refused(exc: grpc.RpcError, address: str, tls: Tls | None) -> str | None:
+    """If `exc` is a TLS handshake that failed (not a node that is down, slow or refusing a request):
+    what happened, in words, and what to check. None for every other error.
+
+    gRPC reports both as UNAVAILABLE "failed to connect to all addresses"; what follows tells them
+    apart: a server that refuses our certificate (or our plaintext) closes the socket mid-handshake
+    ("Socket closed"); our side refusing the server's certificate says "Tls handshake failed".
+    """
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    details = exc.details() or ""
+    if "Socket closed" in details:
+        if tls is None:
+            return (f"{address} closed the connection at the handshake: it expects mutual TLS and we dialled "
+                    f"in plaintext. Present the cluster's certificates (--certs DIR, the directory `bullyproof certs "
+                    f"init` wrote for it) instead of --insecure")
+        return (f"{address} closed the connection during the TLS handshake: it refused our certificate {tls.cert}, "
+                f"which the cluster's CA did not sign. Check that --certs is this cluster's certificate directory")
+    if "Tls handshake failed" in details or "ssl_transport_security" in details:
+        if "WRONG_VERSION_NUMBER" in details or "packet length too long" in details:
+            return (f"{address} does not speak TLS: if the cluster is plaintext (started with --insecure), "
+                    f"pass --insecure instead of certificates")
+        if "CERTIFICATE_VERIFY_FAILED" in details:
+            ca = tls.ca if tls else "our CA"
+            return (f"the TLS handshake with {address} failed: its certificate is not signed by {ca}. "
+                    f"Check that --certs is this cluster's certificate directory (its ca.pem)")
+        return f"the TLS handshake with {address} failed ({details.rpartition(': ')[2] or details}); check --certs and --insecure"
+    if "not in peer certificate" in details:
+        return (f"{address}'s certificate does not name the server we asked for: check the address "
+                f"and --server-name")
+    return None
 
 
 def caller(context: grpc.aio.ServicerContext) -> Identity | None:
@@ -154,6 +220,11 @@ def observer_channel(address: str, tls: Tls | None = None, server_name: str = ME
 _dial_book: dict[str, tuple[Tls, str]] = {}
 
 
+def dialled_as(address: str) -> Tls | None:
+    """The identity the operator's tools present to `address` (None: plaintext)."""
+    return _dial_book.get(address, (None, MEMBER_NAME))[0]
+
+
 def dial_as(address: str, tls: Tls | None, server_name: str = MEMBER_NAME) -> None:
     """Dial `address` with `tls` from now on (None: forget it, plaintext)."""
     if tls is None:
@@ -180,6 +251,7 @@ def server(max_receive_bytes: int = MAX_RECEIVE_BYTES) -> grpc.aio.Server:
         ("grpc.so_reuseport", 0),  # a second process on our port must fail to bind, not silently share it
         ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        *SERVER_PING_POLICY,  # our own peer channels' keepalive pings are welcome
     ])
 
 

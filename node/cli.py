@@ -378,6 +378,20 @@ def cluster_record(args: argparse.Namespace) -> dict:
     return read_cluster_file(Path(args.dir))
 
 
+def nobody_answered(data: dict, args: argparse.Namespace) -> None:
+    """No node answered: a ConfigError if that is our certificates (or plaintext) being refused at the
+    handshake, or a compose cluster that is not up; otherwise (a local cluster that is down) nothing."""
+    from node.client.observer import refused_handshake
+
+    refused = refused_handshake(data["nodes"][0]["client_address"])
+    if refused is not None:
+        certs = f"; this cluster's record names the certificates {data['certs']}" if data.get("certs") else \
+            "; this cluster's record names no certificates (plaintext)"
+        raise ConfigError(f"handshake refused: {refused}{certs}")
+    if args.compose:
+        raise not_up(data)
+
+
 def not_up(data: dict) -> ConfigError:
     """No node answers: for a compose cluster that means it is not up (a local one records its pids instead)."""
     addresses = ", ".join(n["client_address"] for n in data["nodes"])
@@ -404,8 +418,8 @@ def cmd_leader(args: argparse.Namespace) -> int:
 
     data = cluster_record(args)
     views = views_of({n["id"]: n["client_address"] for n in data["nodes"]})
-    if args.compose and all(v is None for v in views.values()):
-        raise not_up(data)
+    if all(v is None for v in views.values()):
+        nobody_answered(data, args)
     agreed = agreed_leader(views)
     out = {
         "leader": agreed[0] if agreed else None,
@@ -433,8 +447,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for n in data["nodes"]:
         st = get_status(n["client_address"])
         out[str(n["id"])] = {"error": st} if isinstance(st, str) else MessageToDict(st, preserving_proto_field_name=True)
-    if args.compose and all("error" in v for v in out.values()):
-        raise not_up(data)
+    if all("error" in v for v in out.values()):
+        nobody_answered(data, args)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -483,11 +497,13 @@ def _client_tls(args: argparse.Namespace) -> None:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from node.client.observer import health_status
+    from node.client.observer import health_status, refused_handshake
 
     _client_tls(args)
     status = health_status(args.address, args.service, args.timeout_s)
     print(status)
+    if status == "UNAVAILABLE" and (refused := refused_handshake(args.address, args.timeout_s)) is not None:
+        print(f"bullyproof: handshake refused: {refused}", file=sys.stderr)
     return 0 if status == "SERVING" else 1
 
 

@@ -146,7 +146,7 @@ class PeerView(_message.Message):
     def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., last_heard_ms: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "role", "mode", "epoch", "promised_epoch", "promised_to", "has_leader", "leader_id", "lease_valid", "peers", "elections_started", "elections_won", "stepdowns", "messages_sent", "messages_received", "leader_changes", "uptime_ms")
+    __slots__ = ("node_id", "role", "mode", "epoch", "promised_epoch", "promised_to", "has_leader", "leader_id", "lease_valid", "peers", "elections_started", "elections_won", "stepdowns", "messages_sent", "messages_received", "leader_changes", "uptime_ms", "handovers_won")
     class MessagesSentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +178,7 @@ class NodeStatus(_message.Message):
     MESSAGES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     LEADER_CHANGES_FIELD_NUMBER: _ClassVar[int]
     UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    HANDOVERS_WON_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     role: Role
     mode: Mode
@@ -195,7 +196,8 @@ class NodeStatus(_message.Message):
     messages_received: _containers.ScalarMap[str, int]
     leader_changes: int
     uptime_ms: int
-    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., epoch: _Optional[int] = ..., promised_epoch: _Optional[int] = ..., promised_to: _Optional[int] = ..., has_leader: _Optional[bool] = ..., leader_id: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerView, _Mapping]]] = ..., elections_started: _Optional[int] = ..., elections_won: _Optional[int] = ..., stepdowns: _Optional[int] = ..., messages_sent: _Optional[_Mapping[str, int]] = ..., messages_received: _Optional[_Mapping[str, int]] = ..., leader_changes: _Optional[int] = ..., uptime_ms: _Optional[int] = ...) -> None: ...
+    handovers_won: int
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., epoch: _Optional[int] = ..., promised_epoch: _Optional[int] = ..., promised_to: _Optional[int] = ..., has_leader: _Optional[bool] = ..., leader_id: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerView, _Mapping]]] = ..., elections_started: _Optional[int] = ..., elections_won: _Optional[int] = ..., stepdowns: _Optional[int] = ..., messages_sent: _Optional[_Mapping[str, int]] = ..., messages_received: _Optional[_Mapping[str, int]] = ..., leader_changes: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., handovers_won: _Optional[int] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("writer_id", "epoch", "key", "value")

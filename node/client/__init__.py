@@ -8,6 +8,7 @@ from node.client.sdk import (  # noqa: F401
     Backoff,
     Fenced,
     FencedWriter,
+    HandshakeRefused,
     Leader,
     LeaderClient,
     LeaderEvent,

@@ -1,6 +1,7 @@
 """Benchmarks (not tests): numbers from a real local cluster, printed as JSON.
 
     python -m node.client.bench [--nodes 5] [--kills 20] [--mode quorum]     # cold start + failover
+    python -m node.client.bench --idle-s 30 [--kills 5] [--tls]              # ... and failover after 30 s of calm
     python -m node.client.bench --what query [--queries 5000]                 # GetLeader latency, throughput
     python -m node.client.bench --what watch [--kills 10]                     # leader change -> WatchLeader event
     python -m node.client.bench --what messages [--sizes 3,5,9,15,25] [--trials 3] [--out results/real]
@@ -8,6 +9,9 @@
 
 Cold start: launch N node processes (and the store) -> every node agrees on one leader.
 Failover: SIGKILL the leader -> every survivor agrees on a new leader (then the old one restarts).
+With --idle-s S, the same kills again, each after S seconds without an election: the links between
+followers carry no calls for that long (only keepalive pings), so the next election finds them as
+an idle cluster would, open or closed (failover_after_idle beside failover on warm links).
 Agreement is polled over gRPC on each node's client port every 10 ms, so figures include up to one
 poll interval of observation delay.
 
@@ -67,14 +71,18 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
 
 def kill_loop(agree: Callable[..., Any], leader_of: Callable[[Any], int], kill: Callable[[int], object],
               restart: Callable[[int], object], kills: int, election_timeout_ms: int, progress: str | None = None,
-              into: list[float] | None = None) -> list[float]:
+              into: list[float] | None = None, idle_s: float = 0) -> list[float]:
     """SIGKILL the agreed leader `kills` times: seconds from each kill to the survivors' agreement on
     a new leader. The killed member restarts and rejoins before the next kill. Any cluster: `agree`
     (optionally `exclude=`, `differs_from=`) waits for and returns an agreement, `leader_of` names its
-    leader. Samples are appended to `into` if given, so a caller keeps them when a later kill times out."""
+    leader. Samples are appended to `into` if given, so a caller keeps them when a later kill times out.
+    `idle_s`: wait that long (no faults, no elections) before each kill."""
     current = agree()
     failovers: list[float] = [] if into is None else into
     for k in range(kills):
+        if idle_s:
+            time.sleep(idle_s)
+            current = agree()
         old = current
         leader = leader_of(old)
         t_kill = time.monotonic()
@@ -92,34 +100,40 @@ def kill_loop(agree: Callable[..., Any], leader_of: Callable[[Any], int], kill: 
 
 
 def failover_samples(cluster: LocalCluster, kills: int, election_timeout_ms: int, limit_s: float = 30,
-                     progress: str | None = None, into: list[float] | None = None) -> list[float]:
+                     progress: str | None = None, into: list[float] | None = None, idle_s: float = 0) -> list[float]:
     """kill_loop on our nodes, polled every 10 ms."""
     return kill_loop(
         agree=lambda **where: cluster.wait_for_agreement(limit_s, interval_s=0.01, rpc_timeout_s=0.2, **where),
         leader_of=lambda agreed: agreed[0],
         kill=lambda node: process_fault(cluster.dir, str(node), "kill"),
         restart=lambda node: process_fault(cluster.dir, str(node), "restart"),
-        kills=kills, election_timeout_ms=election_timeout_ms, progress=progress, into=into)
+        kills=kills, election_timeout_ms=election_timeout_ms, progress=progress, into=into, idle_s=idle_s)
 
 
-def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_interval_ms: int) -> dict:
+def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_interval_ms: int,
+        idle_s: float = 0, tls: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
-        cluster = LocalCluster(local_spec(nodes, mode, heartbeat_interval_ms, election_timeout_ms), Path(tmp))
+        certs_dir = str(Path(tmp) / "certs") if tls else None
+        cluster = LocalCluster(local_spec(nodes, mode, heartbeat_interval_ms, election_timeout_ms, certs_dir=certs_dir), Path(tmp))
         t0 = time.monotonic()
         cluster.start()
         try:
             cluster.wait_for_agreement(30, interval_s=0.01, rpc_timeout_s=0.2)
             cold_start_s = time.monotonic() - t0
             failovers = failover_samples(cluster, kills, election_timeout_ms)
+            after_idle = failover_samples(cluster, kills, election_timeout_ms, idle_s=idle_s) if idle_s else []
         finally:
             cluster.stop()
+    idle = {"idle_before_kill_s": idle_s, "failover_after_idle": summary_ms(after_idle)} if after_idle else {}
     return {
         "mode": mode,
         "nodes": nodes,
         "heartbeat_interval_ms": heartbeat_interval_ms,
         "election_timeout_ms": election_timeout_ms,
+        "tls": tls,
         "cold_start_ms": round(cold_start_s * 1000, 1),
         "failover": summary_ms(failovers),
+        **idle,
         "failover_over_election_timeout": {
             "median": round(statistics.median(failovers) * 1000 / election_timeout_ms, 2),
             "worst": round(max(failovers) * 1000 / election_timeout_ms, 2),
@@ -428,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="messages: the simulator's table to compare with (bullyproof sim messages --out)")
     parser.add_argument("--sim-trials", type=int, default=1000, help="figure16: trials per simulator line in the plot")
     parser.add_argument("--out", type=Path, help="messages, figure16: write the JSON and the plot into this folder")
+    parser.add_argument("--idle-s", type=float, default=0,
+                        help="failover: also kill the leader after this many seconds without an election, --kills times")
+    parser.add_argument("--tls", action="store_true", help="failover: mutual TLS between the nodes (default: plaintext)")
     args = parser.parse_args(argv)
     if args.what == "query":
         result = bench_query(args.queries)
@@ -450,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in result["lines"].values():
             line.pop("samples_ms")
     else:
-        result = run(args.nodes, args.kills, args.mode, args.election_timeout_ms, args.heartbeat_interval_ms)
+        result = run(args.nodes, args.kills, args.mode, args.election_timeout_ms, args.heartbeat_interval_ms,
+                     args.idle_s, args.tls)
     print(json.dumps(result, indent=2))
     return 0
 

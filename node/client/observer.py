@@ -10,7 +10,7 @@ import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.channels import observer_channel
+from node.channels import dialled_as, handshake_refused, observer_channel
 from node.history import Seen, agreement
 
 
@@ -41,6 +41,19 @@ def health_status(address: str, service: str = "", timeout_s: float = 2.0) -> st
     except grpc.RpcError as exc:
         return exc.code().name
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def refused_handshake(address: str, timeout_s: float = 2.0) -> str | None:
+    """Why `address` and we could not agree at the TLS handshake, and what to check; None if we could
+    (or it failed for another reason: down, slow). Ask when a node answered nothing at all."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with observer_channel(address) as ch:
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        return handshake_refused(exc, address, dialled_as(address))
+    return None
 
 
 def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.LeaderInfo | None]:

@@ -40,13 +40,14 @@ import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.channels import client_channel
+from node.channels import client_channel, handshake_refused
 from node.tls import MEMBER_NAME, STORE_NAME, Tls, node_name
 
 __all__ = [
     "Backoff",
     "Fenced",
     "FencedWriter",
+    "HandshakeRefused",
     "Leader",
     "LeaderClient",
     "LeaderEvent",
@@ -121,6 +122,13 @@ class NodeError(RuntimeError):
 
     Raised instead of retrying, since retrying a wrong address never succeeds.
     """
+
+
+class HandshakeRefused(NodeError):
+    """The TLS handshake failed: the server refused our certificate (or our plaintext), or we refused
+    its certificate. The message says which and what to check (the certificate files, the CA,
+    insecure=True only for a plaintext cluster). Raised instead of retrying: no retry fixes it.
+    Carries the gRPC error as __cause__ when one call showed it."""
 
 
 # ---- pure helpers -------------------------------------------------------------------------------
@@ -244,6 +252,7 @@ class LeaderClient:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._address_of_node: dict[int, str] = {}
         self._preferred = 0  # index of the address that answered last
+        self._refused: dict[str, str] = {}  # address -> why its last handshake failed
 
     async def __aenter__(self) -> LeaderClient:
         return self
@@ -277,6 +286,8 @@ class LeaderClient:
         while (leader := await self.get_leader()) is None:
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
+                if len(self._refused) == len(self.addresses):  # not one handshake succeeded: say why
+                    raise HandshakeRefused("; ".join(self._refused.values()))
                 raise TimeoutError(f"no node of {', '.join(self.addresses)} knew a leader within {timeout_s} s")
             await asyncio.sleep(min(backoff.next_s(), remaining_s))
         return leader
@@ -317,7 +328,12 @@ class LeaderClient:
             info = await self._stub(address).GetLeader(pb.GetLeaderRequest(), timeout=self.deadline_s)
         except grpc.aio.AioRpcError as exc:
             log.debug("GetLeader on %s failed: %s", address, exc.code().name)
+            if (refused := handshake_refused(exc, address, self.tls)) is not None:
+                self._refused[address] = refused
+            else:
+                self._refused.pop(address, None)
             return None
+        self._refused.pop(address, None)
         self._address_of_node[info.node_id] = address
         return info
 
@@ -585,13 +601,19 @@ class FencedWriter:
         await self.close()
 
     async def write(self, token: LeaseToken, key: str, value: bytes) -> WriteResult:
-        """Write value under key with token.epoch. Raises Fenced if the store refuses the epoch, and
+        """Write value under key with token.epoch. Raises Fenced if the store refuses the epoch,
+        HandshakeRefused if the TLS handshake with the store failed (nothing was written), and
         grpc.aio.AioRpcError if the store does not answer within deadline_s (the write may or may not
         have been recorded) or rejects the input (INVALID_ARGUMENT)."""
         if self._channel is None:
             self._channel = client_channel(self.store_address, self.tls, STORE_NAME)
         request = pb.WriteRequest(writer_id=self.writer_id, epoch=token.epoch, key=key, value=value)
-        reply = await pb_grpc.FencedStoreStub(self._channel).Write(request, timeout=self.deadline_s)
+        try:
+            reply = await pb_grpc.FencedStoreStub(self._channel).Write(request, timeout=self.deadline_s)
+        except grpc.aio.AioRpcError as exc:
+            if (refused := handshake_refused(exc, self.store_address, self.tls)) is not None:
+                raise HandshakeRefused(refused) from exc
+            raise
         if not reply.accepted:
             raise Fenced(token.epoch, reply.highest_epoch, reply.reason, reply.seq)
         return WriteResult(key, token.epoch, reply.seq, reply.highest_epoch)

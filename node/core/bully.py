@@ -137,7 +137,11 @@ class BullyElector:
         """Our leader resigned (msg is its resigning heartbeat): elect soon, successor first."""
         self.leader_id = None
         if msg.successor == self.id:
+<<<<<<< HEAD
             self.chosen_by_transfer = msg.transfer
+=======
+            self.handover = True  # counted as a handover, not an election, if it wins
+>>>>>>> keepalive
             self._propose(batch)  # skip Election: the old leader chose us, higher ids included
         elif msg.successor:
             self.election_deadline = self.now + self._election_delay()  # give the successor its turn
@@ -262,6 +266,7 @@ class BullyElector:
 
     def _start_election(self, batch: Batch) -> None:
         self.stats.elections_started += 1
+        self.handover = False
         if self.leader_id is not None:
             self.leader_id = None
         higher = [m for m in self.config.members if m > self.id]
@@ -288,13 +293,18 @@ class BullyElector:
         self.election_deadline = self.now + self._silence_delay()
 
     release_pending: tuple[Reason, int, int] | None = None  # PlantedBug.EARLY_RELEASE only
+    handover = False  # the proposal under way is a handover (we were named successor), not an election
 
     def _become_leader(self, epoch: int, batch: Batch) -> None:
+        if self.phase != _Phase.LEADING:  # classic re-proposing over a lower claimant wins nothing new
+            if self.handover:
+                self.stats.handovers_won += 1
+            else:
+                self.stats.elections_won += 1
         self.release_pending = None
         self.phase = _Phase.LEADING
         self.leader_id = self.id
         self.epoch = epoch
-        self.stats.elections_won += 1
         batch.events.append(BecameLeader(epoch))
 
     def _step_down(self, reason: Reason, batch: Batch, lease_end_tick: int | None = None) -> None:

@@ -300,7 +300,10 @@ class View:
 
 @dataclass
 class Stats:
+    """What a node counts (GetStatus and /metrics show these; see NodeStatus in the .proto)."""
+
     elections_started: int = 0
-    elections_won: int = 0
+    elections_won: int = 0  # became leader by an election; bully and raft: one it started
+    handovers_won: int = 0  # became leader as the successor a leaving leader named, with no election of its own
     stepdowns: int = 0
     lease_renewals: int = 0  # quorum leader: a majority-acked heartbeat round extended the lease

@@ -8,6 +8,7 @@ the gauge and histogram bookkeeping stays here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import ssl
 import sys
@@ -18,7 +19,7 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from node.config import parse_address
-from node.core import Role, View
+from node.core import Role, Stats, View
 from node.tls import Tls
 
 PREFIX = "bullyproof"
@@ -46,8 +47,15 @@ class NodeMetrics:
         self.promised_epoch = gauge("promised_epoch", "highest epoch this node has durably promised")
         self.lease_valid = gauge("lease_valid", "1 if this node leads with a valid lease (classic: leads at all)")
         self.leader_changes = counter("leader_changes", "times the leader this node knows changed (incl. to none)")
-        self.elections_started = counter("elections_started", "elections this node started")
-        self.elections_won = counter("elections_won", "elections this node won (became leader)")
+        # These three (and lease_renewals) mirror the core's Stats, as GetStatus shows them.
+        self.elections_started = counter(
+            "elections_started", "elections this node started (an Election round, a (pre)vote campaign, a ring token)")
+        self.elections_won = counter(
+            "elections_won", "times this node became leader by winning an election; in bully and raft modes only "
+            "elections it started (so at most elections_started), in ring mode also ones other members started")
+        self.handovers_won = counter(
+            "handovers_won", "times this node became leader as the successor a resigning, transferring or preempted "
+            "leader named, without an election of its own (classic and quorum; raft's successor runs an election)")
         self.election_duration = Histogram(
             f"{PREFIX}_election_duration_seconds",
             "from this node starting an election until it has a leader again (itself or another)",
@@ -56,6 +64,9 @@ class NodeMetrics:
         self.messages_sent = counter("messages_sent", "peer messages sent, by type", ("type",))
         self.messages_received = counter("messages_received", "peer messages received, by type", ("type",))
         self.rpc_errors = counter("rpc_errors", "peer RPCs that failed, by gRPC status code and peer id", ("code", "peer"))
+        self.peer_disconnects = counter(
+            "peer_disconnects", "times this node's connection to a peer was up and went down (the peer stopped or "
+            "restarted, a reset, a GOAWAY), by peer id; an idle link that stays open adds nothing", ("peer",))
         self.lease_renewals = counter("lease_renewals", "times the leader's lease was extended by a majority-acked round")
         self.stepdowns = counter("stepdowns", "times this node stopped leading, by reason", ("reason",))
         self.watchers = gauge("watchers", "WatchLeader streams (and transfers waiting for their target) following this node's view")
@@ -66,23 +77,27 @@ class NodeMetrics:
         self._received_by_type: dict[str, Any] = {}
         self._last_gauges: tuple | None = None
         self._election_started_s: float | None = None
-        self._lease_renewals_seen = 0
+        self._stats_seen = Stats()
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
     # ---- what happened (one call per event, from the runtime) --------------------------------
 
-    def view_changed(self, view: View, promised_epoch: int, lease_renewals: int) -> None:
-        """After every elector step: the node's view, its promise, and the core's renewal count."""
+    def view_changed(self, view: View, promised_epoch: int, stats: Stats) -> None:
+        """After every elector step: the node's view, its promise, and the core's counts."""
         has_leader = view.leader_id is not None
         gauges = (has_leader, view.role == Role.LEADER, view.epoch, promised_epoch, view.lease_valid)
         if gauges != self._last_gauges:  # most steps (heartbeats) change none of them
             self._last_gauges = gauges
             for gauge, value in zip((self.has_leader, self.is_leader, self.epoch, self.promised_epoch, self.lease_valid), gauges):
                 gauge.set(value)
-        if lease_renewals > self._lease_renewals_seen:
-            self.lease_renewals.inc(lease_renewals - self._lease_renewals_seen)
-            self._lease_renewals_seen = lease_renewals
+        seen = self._stats_seen
+        if stats != seen:  # most steps (heartbeats) count nothing
+            for name, counter in (("elections_started", self.elections_started), ("elections_won", self.elections_won),
+                                  ("handovers_won", self.handovers_won), ("lease_renewals", self.lease_renewals)):
+                if (grew := getattr(stats, name) - getattr(seen, name)) > 0:
+                    counter.inc(grew)
+            self._stats_seen = dataclasses.replace(stats)
         if has_leader and self._election_started_s is not None:
             self.election_duration.observe(time.monotonic() - self._election_started_s)
             self._election_started_s = None
@@ -91,12 +106,9 @@ class NodeMetrics:
         self.leader_changes.inc()
 
     def election_started(self) -> None:
-        self.elections_started.inc()
+        """Starts the election_duration clock (the counter follows Stats in view_changed)."""
         if self._election_started_s is None:  # a retry continues the same leaderless stretch
             self._election_started_s = time.monotonic()
-
-    def election_won(self) -> None:
-        self.elections_won.inc()
 
     def stepped_down(self, reason: str) -> None:
         self.stepdowns.labels(reason=reason).inc()
@@ -115,6 +127,9 @@ class NodeMetrics:
 
     def rpc_failed(self, code: str, peer: int) -> None:
         self.rpc_errors.labels(code=code, peer=str(peer)).inc()
+
+    def peer_disconnected(self, peer: int) -> None:
+        self.peer_disconnects.labels(peer=str(peer)).inc()
 
     # ---- serving -------------------------------------------------------------------------------
 

@@ -131,7 +131,6 @@ class NodeRuntime:
             self.metrics.election_started()
         elif isinstance(ev, BecameLeader):
             self.events.log("became leader", ev.epoch)
-            self.metrics.election_won()
         elif isinstance(ev, SteppedDown):
             self.events.log("stepped down", ev.epoch, reason=ev.reason)
             self.metrics.stepped_down(ev.reason)

@@ -92,7 +92,7 @@ class Observation:
         elif view.lease_valid != self.view.lease_valid:
             self._notify_watchers(view)
         self.stepdown = None
-        node.metrics.view_changed(view, node.elector.promise.epoch, node.elector.stats.lease_renewals)
+        node.metrics.view_changed(view, node.elector.promise.epoch, node.elector.stats)
 
     def record(self, view: View, reason: str = "") -> None:
         node = self.node
@@ -179,6 +179,7 @@ class Observation:
             ],
             elections_started=stats.elections_started,
             elections_won=stats.elections_won,
+            handovers_won=stats.handovers_won,
             stepdowns=stats.stepdowns,
             messages_sent=dict(node.transport.sent),
             messages_received=dict(node.transport.received),

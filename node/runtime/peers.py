@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class PeerTransport:
         # Followers in modes whose acks are promises record what they grant (for the P3g checker).
         self.records_promises = mode_info(node.settings.mode).promises
         self.messages = MessageLog(node.events)  # election traffic, for people (the dashboard)
+        self.link_watchers: list[asyncio.Task] = []
 
     def connect(self) -> None:
         s = self.node.settings
@@ -84,8 +86,23 @@ class PeerTransport:
             # Verifies node `pid`'s own name in the certificate: a proxy (or anyone) in between cannot pose as it.
             channel = peer_channel(address, s.heartbeat_interval_ms, s.tls, node_name(pid))
             self.peers[pid] = PeerState(address, channel, pb_grpc.PeerStub(channel))
+            self.link_watchers.append(asyncio.ensure_future(self._watch_link(pid, channel)))
+
+    async def _watch_link(self, pid: int, channel: grpc.aio.Channel) -> None:
+        """Count every time the connection to `pid` was up and went (peer_disconnects_total): a peer
+        that died or restarted, a reset, or a server that sent GOAWAY. Watching never connects."""
+        ready = grpc.ChannelConnectivity.READY
+        state = channel.get_state(try_to_connect=False)
+        while True:
+            await channel.wait_for_state_change(state)
+            new = channel.get_state(try_to_connect=False)
+            if state == ready and new != ready:
+                self.node.metrics.peer_disconnected(pid)
+            state = new
 
     async def close(self) -> None:
+        for task in self.link_watchers:
+            task.cancel()
         for p in self.peers.values():
             await p.channel.close()
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.api import bullyproof_pb2 as pb
+from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.channels import peer_channel
+from node.client.observer import get_status
 from node.launcher.cluster import process_fault, read_cluster_file, wait_for
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def scrape(address: str) -> dict[str, list]:
@@ -102,6 +111,97 @@ def test_metrics_show_leader_epoch_heartbeats_and_failover(make_cluster):
     wait_for(failed_over, 10, interval_s=0.1, what="metrics to show the failover")
 
 
+WIN_COUNTERS = ("elections_started", "elections_won", "handovers_won")
+
+
+def win_counts(addresses: dict[int, str], cluster) -> dict[int, dict[str, int]] | None:
+    """Each node's three counters, when /metrics and GetStatus show the same values (else None)."""
+    counts = {}
+    for nid, address in addresses.items():
+        m = scrape(address)
+        status = get_status(cluster.spec.node(nid).client_address, timeout_s=2)
+        from_metrics = {c: int(value(m, f"bullyproof_{c}_total")) for c in WIN_COUNTERS}
+        if isinstance(status, str) or from_metrics != {c: getattr(status, c) for c in WIN_COUNTERS}:
+            return None
+        counts[nid] = from_metrics
+    return counts
+
+
+@pytest.mark.parametrize("mode", ["quorum", "raft"])
+def test_a_transfer_is_counted_as_what_it_is_and_wins_never_outnumber_starts_and_handovers(make_cluster, mode):
+    """quorum: the named successor proposes without an election of its own (a handover); raft: it
+    runs an election. Either way no node has won more than it started plus what was handed to it."""
+    cluster = make_cluster(5, mode)
+    addresses = metrics_addresses(cluster)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    target = min(nid for nid in addresses if nid != leader)
+    before = wait_for(lambda: win_counts(addresses, cluster), 10, interval_s=0.1, what="metrics to match GetStatus")
+    with grpc.insecure_channel(cluster.spec.node(leader).client_address) as channel:
+        reply = pb_grpc.LeadershipStub(channel).TransferLeadership(pb.TransferRequest(target_id=target), timeout=10)
+    assert reply.leader_id == target and reply.epoch > epoch
+
+    grew = {"quorum": "handovers_won", "raft": "elections_won"}[mode]
+    after = wait_for(lambda: (c := win_counts(addresses, cluster)) and c[target][grew] > before[target][grew] and c,
+                     10, interval_s=0.1, what=f"node {target}'s {grew} to count the transfer")
+    if mode == "quorum":
+        assert after[target]["elections_won"] == before[target]["elections_won"]
+    else:
+        assert after[target]["elections_started"] > before[target]["elections_started"]
+        assert after[target]["handovers_won"] == 0
+    for nid, c in after.items():
+        assert c["elections_won"] <= c["elections_started"] + c["handovers_won"], (nid, c)
+        assert c["elections_won"] <= c["elections_started"], (nid, c)  # bully and raft win only what they start
+
+
+# Long enough for gRPC's default server ping policy to close an idle link several times over (it
+# sent GOAWAY too_many_pings ~3 s after each connect to a link pinged every second).
+IDLE_S = 30
+
+
+async def drops_of_an_idle_link(address: str, heartbeat_interval_ms: int, idle_s: float) -> int:
+    """Hold a peer channel (the nodes' own options: keepalive pings, no calls) to `address` for
+    idle_s; how often its connection went down. Reconnects at once, as a node would at its next call."""
+    ready = grpc.ChannelConnectivity.READY
+    async with peer_channel(address, heartbeat_interval_ms) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 10)
+        loop = asyncio.get_running_loop()
+        end, state, drops = loop.time() + idle_s, ready, 0
+        while (left_s := end - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(channel.wait_for_state_change(state), left_s)
+            except TimeoutError:
+                break
+            new = channel.get_state(try_to_connect=True)
+            drops += state == ready and new != ready
+            state = new
+        return drops
+
+
+def test_idle_peer_links_stay_open(make_cluster):
+    """Peer channels ping links without calls; every node's server must accept those pings (gRPC's
+    default policy answers them with GOAWAY), and the nodes count each dropped link."""
+    cluster = make_cluster(5)
+    addresses = metrics_addresses(cluster)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    nodes = read_cluster_file(cluster.dir)["nodes"]
+    follower = next(n for n in nodes if n["id"] != leader)
+    before = scrape_all(addresses)
+
+    # A link with our peer options and no calls, like one follower's link to another between elections.
+    assert asyncio.run(drops_of_an_idle_link(follower["peer_address"], cluster.spec.heartbeat_interval_ms, IDLE_S)) == 0
+
+    # Nor did any node's own links drop (the elections at boot connected some followers to each other).
+    after = scrape_all(addresses)
+    drops = {nid: sum(s.value for s in m.get("bullyproof_peer_disconnects_total", [])) for nid, m in after.items()}
+    assert drops == {nid: sum(s.value for s in m.get("bullyproof_peer_disconnects_total", [])) for nid, m in before.items()}
+    assert cluster.wait_for_agreement(timeout_s=5) == (leader, epoch)  # no election in between
+
+    # The counter counts: the leader's busy link to a follower that dies goes down.
+    process_fault(cluster.dir, str(follower["id"]), "kill")
+    wait_for(lambda: value(scrape(addresses[leader]), "bullyproof_peer_disconnects_total", peer=str(follower["id"])) >= 1,
+             10, interval_s=0.1, what="the leader to count its link to the killed follower going down")
+
+
 def test_every_log_line_is_json_with_node_and_epoch(make_cluster):
     cluster = make_cluster(3)
     leader, epoch = cluster.wait_for_agreement(timeout_s=15)
@@ -154,6 +254,24 @@ def test_metrics_server_is_optional_and_port_0_reports_the_bound_port(tmp_path, 
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_readme_lists_every_metric_a_node_serves(tmp_path):
+    listed = set()
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("| `bullyproof_"):
+            listed |= set(re.findall(r"`(bullyproof_[a-z_]+)", line.split(" | ")[0]))
+    proc = start_lone_node(tmp_path, "--metrics-listen", "127.0.0.1:0")
+    try:
+        with urllib.request.urlopen(f"http://{listening_line(proc)['metrics_address']}/metrics", timeout=2) as resp:
+            families = list(text_string_to_metric_families(resp.read().decode()))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    # Labelled families are served (HELP and TYPE) before their first sample; counters end in _total;
+    # prometheus_client's `_created` timestamp beside each unlabelled counter is said once in the README.
+    served = {f.name + ("_total" if f.type == "counter" else "") for f in families if not f.name.endswith("_created")}
+    assert listed == served
 
 
 def test_metrics_address_in_use_is_a_one_line_error(tmp_path):

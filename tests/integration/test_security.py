@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.channels import channel_credentials
+from node.channels import channel_credentials, dial_as
 from node.config import ConfigError
-from node.launcher.cluster import LocalCluster, local_spec
+from node.launcher.cluster import LocalCluster, local_spec, read_cluster_file
 from node.tls import MEMBER_NAME, STORE_NAME, Tls, make_cluster_certs, node_name
 
 pytestmark = pytest.mark.integration
@@ -266,3 +266,86 @@ def test_an_unfinished_handshake_does_not_stall_metrics(secure):
     with socket.create_connection((host, int(port))):
         with urllib.request.urlopen(f"https://{address}/metrics", timeout=3, context=context) as reply:
             assert b"bullyproof_epoch" in reply.read()
+
+
+def _record_with_certs(cluster: LocalCluster, where: Path, certs_dir: Path | None) -> Path:
+    """A copy of the cluster's record (cluster.json) whose operator certificates are `certs_dir`
+    (None: plaintext), as a user with the wrong directory, or none, would have."""
+    import json
+
+    record = json.loads((cluster.dir / "cluster.json").read_text())
+    record.pop("certs")
+    if certs_dir is not None:
+        record["certs"] = str(certs_dir)
+    where.mkdir()
+    (where / "cluster.json").write_text(json.dumps(record))
+    return where
+
+
+@pytest.mark.parametrize("who", ["plaintext", "foreign-ca"])
+def test_the_cli_says_the_handshake_was_refused_and_what_to_check(secure, tmp_path, who):
+    foreign = tmp_path / "other-ca"
+    make_cluster_certs(foreign, 3)
+    view = _record_with_certs(secure, tmp_path / "view", None if who == "plaintext" else foreign)
+    for command in ("leader", "status"):
+        out = subprocess.run([sys.executable, "-m", "node.cli", command, "--dir", str(view)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        error = out.stderr.strip().splitlines()[-1]
+        assert error.startswith("bullyproof: error: handshake refused: "), error
+        if who == "plaintext":
+            assert "expects mutual TLS and we dialled in plaintext" in error and "--certs" in error, error
+        else:
+            assert f"not signed by {foreign / 'ca.pem'}" in error and str(foreign) in error, error
+
+    # health: a certificate of another CA, presented with the right CA: the node refuses it.
+    address = secure.spec.node(1).client_address
+    out = subprocess.run([sys.executable, "-m", "node.cli", "health", address, "--ca", str(certs(secure) / "ca.pem"),
+                          "--cert", str(foreign / "client.pem"), "--key", str(foreign / "client.key")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stdout.strip() == "UNAVAILABLE"
+    assert f"it refused our certificate {foreign / 'client.pem'}" in out.stderr, out.stderr
+
+
+def test_a_cluster_that_is_down_is_not_called_a_refused_handshake(tmp_path):
+    cluster = LocalCluster(local_spec(2, certs_dir=str(tmp_path / "certs")), tmp_path / "cluster", env=dict(os.environ))
+    cluster.start()
+    cluster.stop()
+    out = subprocess.run([sys.executable, "-m", "node.cli", "leader", "--dir", str(cluster.dir)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "handshake" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("who", ["no-certificate", "foreign-ca", "foreign-client-certificate"])
+def test_the_sdk_raises_handshake_refused_saying_what_to_check(secure, tmp_path, who):
+    import asyncio
+
+    from node.client import FencedWriter, HandshakeRefused, LeaderClient, LeaseToken
+
+    foreign = make_cluster_certs(tmp_path / "other-ca", 3)
+    own = as_holder(secure, "node-1")
+    tls = {"no-certificate": None, "foreign-ca": foreign["node-1"],
+           "foreign-client-certificate": Tls(own.ca, foreign["node-1"].cert, foreign["node-1"].key)}[who]
+    words = {"no-certificate": "expects mutual TLS and we dialled in plaintext",
+             "foreign-ca": f"not signed by {foreign['node-1'].ca}",
+             "foreign-client-certificate": f"it refused our certificate {foreign['node-1'].cert}"}[who]
+    security = {"tls": tls} if tls else {"insecure": True}
+    # This process dials the cluster as its admin (the fixture read its record): forget that here,
+    # or insecure=True would present the admin's certificate from that book.
+    addresses = [n.client_address for n in secure.spec.nodes] + [secure.spec.store_address]
+    for address in addresses:
+        dial_as(address, None)
+
+    async def ask() -> None:
+        async with LeaderClient([n.client_address for n in secure.spec.nodes], deadline_s=1, **security) as client:
+            with pytest.raises(HandshakeRefused, match=words):
+                await client.wait_for_leader(timeout_s=2)
+        async with FencedWriter(secure.spec.store_address, writer_id=1, **security) as writer:
+            with pytest.raises(HandshakeRefused, match=words) as info:
+                await writer.write(LeaseToken(1, 1), "k", b"v")
+            assert isinstance(info.value.__cause__, grpc.aio.AioRpcError)
+
+    try:
+        asyncio.run(ask())
+    finally:
+        read_cluster_file(secure.dir)  # dial it as its admin again

@@ -857,22 +857,30 @@ type NodeStatus struct {
 	Role   Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=bullyproof.v1.Role" json:"role,omitempty"`
 	Mode   Mode                   `protobuf:"varint,3,opt,name=mode,proto3,enum=bullyproof.v1.Mode" json:"mode,omitempty"`
 	// Highest epoch this node knows of, and the epoch it has durably promised (and to whom).
-	Epoch            uint64            `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	PromisedEpoch    uint64            `protobuf:"varint,5,opt,name=promised_epoch,json=promisedEpoch,proto3" json:"promised_epoch,omitempty"`
-	PromisedTo       uint32            `protobuf:"varint,6,opt,name=promised_to,json=promisedTo,proto3" json:"promised_to,omitempty"`
-	HasLeader        bool              `protobuf:"varint,7,opt,name=has_leader,json=hasLeader,proto3" json:"has_leader,omitempty"`
-	LeaderId         uint32            `protobuf:"varint,8,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	LeaseValid       bool              `protobuf:"varint,9,opt,name=lease_valid,json=leaseValid,proto3" json:"lease_valid,omitempty"`
-	Peers            []*PeerView       `protobuf:"bytes,10,rep,name=peers,proto3" json:"peers,omitempty"`
-	ElectionsStarted uint64            `protobuf:"varint,11,opt,name=elections_started,json=electionsStarted,proto3" json:"elections_started,omitempty"`
+	Epoch         uint64      `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	PromisedEpoch uint64      `protobuf:"varint,5,opt,name=promised_epoch,json=promisedEpoch,proto3" json:"promised_epoch,omitempty"`
+	PromisedTo    uint32      `protobuf:"varint,6,opt,name=promised_to,json=promisedTo,proto3" json:"promised_to,omitempty"`
+	HasLeader     bool        `protobuf:"varint,7,opt,name=has_leader,json=hasLeader,proto3" json:"has_leader,omitempty"`
+	LeaderId      uint32      `protobuf:"varint,8,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaseValid    bool        `protobuf:"varint,9,opt,name=lease_valid,json=leaseValid,proto3" json:"lease_valid,omitempty"`
+	Peers         []*PeerView `protobuf:"bytes,10,rep,name=peers,proto3" json:"peers,omitempty"`
+	// Elections this node started (an Election round, a (Pre)Vote campaign, a ring token of its own).
+	ElectionsStarted uint64 `protobuf:"varint,11,opt,name=elections_started,json=electionsStarted,proto3" json:"elections_started,omitempty"`
+	// Times it became leader by winning an election (a new epoch, not a leader's own reassert): in
+	// bully and raft modes only elections it started, so at most elections_started; a ring's highest
+	// member also wins elections that other members started.
 	ElectionsWon     uint64            `protobuf:"varint,12,opt,name=elections_won,json=electionsWon,proto3" json:"elections_won,omitempty"`
 	Stepdowns        uint64            `protobuf:"varint,13,opt,name=stepdowns,proto3" json:"stepdowns,omitempty"`
 	MessagesSent     map[string]uint64 `protobuf:"bytes,14,rep,name=messages_sent,json=messagesSent,proto3" json:"messages_sent,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	MessagesReceived map[string]uint64 `protobuf:"bytes,15,rep,name=messages_received,json=messagesReceived,proto3" json:"messages_received,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	LeaderChanges    uint64            `protobuf:"varint,16,opt,name=leader_changes,json=leaderChanges,proto3" json:"leader_changes,omitempty"`
 	UptimeMs         int64             `protobuf:"varint,17,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Times it became leader by a handover without an election of its own (classic and quorum: a
+	// resigning, transferring or preempted leader named it successor and it proposed at once; raft's
+	// successor runs an election, counted above).
+	HandoversWon  uint64 `protobuf:"varint,18,opt,name=handovers_won,json=handoversWon,proto3" json:"handovers_won,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -1020,6 +1028,13 @@ func (x *NodeStatus) GetLeaderChanges() uint64 {
 func (x *NodeStatus) GetUptimeMs() int64 {
 	if x != nil {
 		return x.UptimeMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetHandoversWon() uint64 {
+	if x != nil {
+		return x.HandoversWon
 	}
 	return 0
 }
@@ -1440,7 +1455,7 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\"\n" +
 	"\rlast_heard_ms\x18\x03 \x01(\x03R\vlastHeardMs\x12\x1c\n" +
-	"\treachable\x18\x04 \x01(\bR\treachable\"\xcb\x06\n" +
+	"\treachable\x18\x04 \x01(\bR\treachable\"\xf0\x06\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x12'\n" +
@@ -1463,7 +1478,8 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\rmessages_sent\x18\x0e \x03(\v2+.bullyproof.v1.NodeStatus.MessagesSentEntryR\fmessagesSent\x12\\\n" +
 	"\x11messages_received\x18\x0f \x03(\v2/.bullyproof.v1.NodeStatus.MessagesReceivedEntryR\x10messagesReceived\x12%\n" +
 	"\x0eleader_changes\x18\x10 \x01(\x04R\rleaderChanges\x12\x1b\n" +
-	"\tuptime_ms\x18\x11 \x01(\x03R\buptimeMs\x1a?\n" +
+	"\tuptime_ms\x18\x11 \x01(\x03R\buptimeMs\x12#\n" +
+	"\rhandovers_won\x18\x12 \x01(\x04R\fhandoversWon\x1a?\n" +
 	"\x11MessagesSentEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aC\n" +
