@@ -137,11 +137,8 @@ class BullyElector:
         """Our leader resigned (msg is its resigning heartbeat): elect soon, successor first."""
         self.leader_id = None
         if msg.successor == self.id:
-<<<<<<< HEAD
-            self.chosen_by_transfer = msg.transfer
-=======
-            self.handover = True  # counted as a handover, not an election, if it wins
->>>>>>> keepalive
+            # Counted as a handover, not an election, if it wins; kept against preemption if a transfer.
+            self.handover = "transfer" if msg.transfer else "handover"
             self._propose(batch)  # skip Election: the old leader chose us, higher ids included
         elif msg.successor:
             self.election_deadline = self.now + self._election_delay()  # give the successor its turn
@@ -170,7 +167,6 @@ class BullyElector:
 
     abstain_until = 0
     next_heartbeat = 0  # when a leader sends its next heartbeat round
-    chosen_by_transfer = False  # the resigning leader named us its successor by an operator's transfer
 
     def _lease_valid(self, now: int) -> bool:
         raise NotImplementedError
@@ -266,7 +262,7 @@ class BullyElector:
 
     def _start_election(self, batch: Batch) -> None:
         self.stats.elections_started += 1
-        self.handover = False
+        self.handover = ""
         if self.leader_id is not None:
             self.leader_id = None
         higher = [m for m in self.config.members if m > self.id]
@@ -293,7 +289,9 @@ class BullyElector:
         self.election_deadline = self.now + self._silence_delay()
 
     release_pending: tuple[Reason, int, int] | None = None  # PlantedBug.EARLY_RELEASE only
-    handover = False  # the proposal under way is a handover (we were named successor), not an election
+    # The proposal under way is a handover (a resigning leader named us successor: "handover", or
+    # "transfer" when an operator chose us), not an election; "" otherwise.
+    handover = ""
 
     def _become_leader(self, epoch: int, batch: Batch) -> None:
         if self.phase != _Phase.LEADING:  # classic re-proposing over a lower claimant wins nothing new
@@ -466,7 +464,6 @@ class QuorumBully(BullyElector):
     # -- winning ---------------------------------------------------------------------------
 
     def _propose(self, batch: Batch) -> None:
-        by_transfer, self.chosen_by_transfer = self.chosen_by_transfer, False
         if self._inside_promise_window() and PlantedBug.BOOT_SELF_VOTE not in self.config.planted_bugs:
             # Our vote for ourselves is a grant like any other: while we may still owe another
             # leader our promise (rule 4; after a restart we cannot know we don't), we give it to
@@ -476,7 +473,7 @@ class QuorumBully(BullyElector):
             return
         epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
         self._make_promise(Promise(epoch, self.id), batch)  # we vote for ourselves, durably
-        self.proposal_by_transfer = by_transfer
+        self.proposal_by_transfer = self.handover == "transfer"
         self.phase = _Phase.PROPOSING
         self.proposal_epoch = epoch
         self.proposal_sent_at = self.now
