@@ -23,13 +23,13 @@ import os
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
 KINDS = frozenset(
-    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message"}
+    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message", "answer"}
 )
 
 # Process actions after which a node process is not running (or not scheduled) any more.
@@ -148,6 +148,18 @@ class MessageEvent(TypedDict):
     skipped: NotRequired[int]
 
 
+class AnswerEvent(TypedDict):
+    """What a node told a client that asked who leads (GetLeader), when it named a leader: the call
+    began at t_ns and its reply came at end_ns; the answer held at some instant between (P6)."""
+
+    t_ns: int
+    kind: Literal["answer"]
+    node: int  # the node asked
+    leader: int
+    epoch: int
+    end_ns: int
+
+
 class ProcessEvent(TypedDict):
     t_ns: int
     kind: Literal["process"]
@@ -177,6 +189,7 @@ Event = (
     | GrantEvent
     | ReleaseEvent
     | MessageEvent
+    | AnswerEvent
     | ProcessEvent
     | FaultEvent
     | HealEvent
@@ -279,6 +292,44 @@ class Interval:
     epoch: int
     start: int
     end: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A node told a client, at some instant of [start, end], that ``leader`` leads ``epoch``."""
+
+    node: int
+    leader: int
+    epoch: int
+    start: int
+    end: int
+
+
+def false_answers(answers: Iterable[Answer], intervals: Iterable[Interval], transit: int, horizon: int,
+                  lease_ended: Callable[[Interval], bool]) -> list[Answer]:
+    """P6: every answer that named a leader named one that led that epoch at that moment, within a
+    stated tolerance. An answer trails the truth for two reasons, and only these are forgiven:
+
+    * ``transit``: the evidence was late. A follower names a leader from its heartbeat, which spent
+      some time on its way (network delay, a paused receiver) before the follower counted from it.
+    * ``horizon``: a leadership that ended other than by its lease running out (a crash, a pause, a
+      resignation whose release was lost, a move to a fresh epoch) may be named until the lease its
+      last heartbeat announced would have ended: the follower cannot know sooner. Modes with leases
+      pass the lease; modes without pass how long a follower trusts a silent leader.
+
+    An answer naming a node that never led that epoch is false whatever the tolerance."""
+    led: dict[tuple[int, int], list[Interval]] = {}
+    for interval in intervals:
+        led.setdefault((interval.node, interval.epoch), []).append(interval)
+
+    def held(answer: Answer) -> bool:
+        for i in led.get((answer.leader, answer.epoch), ()):
+            slack = transit + (0 if lease_ended(i) else horizon)
+            if i.start - transit <= answer.end and answer.start < i.end + slack:
+                return True
+        return False
+
+    return [answer for answer in answers if not held(answer)]
 
 
 def union(spans: Iterable[Span]) -> list[Span]:

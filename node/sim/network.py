@@ -49,6 +49,7 @@ from node.core import (
     mode_info,
 )
 from node.history import (
+    Answer,
     Grant,
     Interval,
     Release,
@@ -58,6 +59,7 @@ from node.history import (
     backed_spans,
     double_promises,
     epochs_led,
+    false_answers,
     grant_windows,
     outside_backing,
     overlapping_pairs,
@@ -108,6 +110,7 @@ class _InFlight:
     incarnation: int  # a message never reaches a later incarnation (its connection died)
     msg: Message
     failed: bool  # a send_failed notice for msg, going back to its sender
+    sent_tick: int = 0
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,11 @@ class Network:
         self.store_highest_epoch = 0
         self.store_owner = 0
         self._open_interval: dict[int, tuple[int, int]] = {}  # node -> (epoch, start tick)
+        self._lease_expired: set[Interval] = set()  # closed intervals that ended as their lease ran out
+        # What each node would tell a client who asked who leads (P6): closed answers, and the open one.
+        self.answers: list[Answer] = []
+        self._answering: dict[int, tuple[int, int, int]] = {}  # node -> (leader, epoch, since tick)
+        self.heartbeat_transit_ticks = 0  # the longest a delivered heartbeat spent on its way
         self._queue: list[tuple[int, int, _InFlight | _StoreWrite]] = []
         self._seq = 0
         self._nodes = {m: _Node(self._build_elector(m, 0)) for m in self.members}
@@ -349,6 +357,7 @@ class Network:
                     self._apply(m, state.elector.tick(self.local(m)))
                     state.wake_tick = state.elector.next_deadline(self.local(m))
                 self._leader_duty(m)
+        self._record_answers()
 
     def run(self, ticks: int) -> None:
         for _ in range(ticks):
@@ -439,8 +448,9 @@ class Network:
         return not self._p3_violations()
 
     def violations(self) -> list[str]:
-        """Every safety property that failed, each line starting with its id (P1, P2, P3, P3g)."""
-        return self._p1_violations() + self._p2_violations() + self._p3_violations() + self.grant_violations()
+        """Every safety property that failed, each line starting with its id (P1, P2, P3, P3g, P6)."""
+        return (self._p1_violations() + self._p2_violations() + self._p3_violations() + self.grant_violations()
+                + self.answer_violations())
 
     def _p1_violations(self) -> list[str]:
         led = epochs_led((e.node, e.event.epoch, e.tick) for e in self.events if isinstance(e.event, BecameLeader))
@@ -596,7 +606,7 @@ class Network:
             self.refused += 1
             self._enqueue(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
             return
-        self._transmit(_InFlight(msg.dst, target.incarnation, msg, failed=False))
+        self._transmit(_InFlight(msg.dst, target.incarnation, msg, failed=False, sent_tick=self.now))
 
     def _transmit(self, item: _InFlight | _StoreWrite) -> None:
         """Lose it, or deliver it after a random delay, maybe twice (duplicates)."""
@@ -631,6 +641,8 @@ class Network:
             self.delivered[item.msg.type] += 1
             if item.msg.type == MsgType.HEARTBEAT and item.msg.resigning:
                 self.promises.append(Release(self.now, item.recipient, item.msg.src, item.msg.epoch))
+            elif item.msg.type == MsgType.HEARTBEAT:  # how late a follower's evidence may be (P6)
+                self.heartbeat_transit_ticks = max(self.heartbeat_transit_ticks, self.now - item.sent_tick)
             out = state.elector.step(now, item.msg)
         self._apply(item.recipient, out)
 
@@ -653,15 +665,49 @@ class Network:
             # After a pause the lease ran out before the node could notice; it did nothing since.
             if event.reason == "lease_expired" and event.lease_end_tick is not None:
                 end_tick = min(end_tick, self.global_tick(node, event.lease_end_tick))
-            self._close_interval(node, end_tick)
+            closed = self._close_interval(node, end_tick)
+            if closed is not None and event.reason == "lease_expired":
+                self._lease_expired.add(closed)
 
-    def _close_interval(self, node: int, end_tick: int) -> None:
+    def _close_interval(self, node: int, end_tick: int) -> Interval | None:
         opened = self._open_interval.pop(node, None)
-        if opened is not None:
-            epoch, start = opened
-            # An announced leadership lasts at least the tick it was announced in, even if the lease
-            # it came with had already run out: the application was told it leads.
-            self.intervals.append(Interval(node, epoch, start, max(start + 1, end_tick)))
+        if opened is None:
+            return None
+        epoch, start = opened
+        # An announced leadership lasts at least the tick it was announced in, even if the lease
+        # it came with had already run out: the application was told it leads.
+        interval = Interval(node, epoch, start, max(start + 1, end_tick))
+        self.intervals.append(interval)
+        return interval
+
+    def _record_answers(self) -> None:
+        """After each tick: what each node would answer GetLeader now (a crashed or paused node answers
+        nothing). An answer held from the tick it was first seen through the tick before it changed."""
+        for m in self.members:
+            v = self.view(m) if self.running(m) else None
+            now_answer = None if v is None else v.answer
+            open_answer = self._answering.get(m)
+            if open_answer is not None and now_answer != open_answer[:2]:
+                leader, epoch, since = self._answering.pop(m)
+                self.answers.append(Answer(m, leader, epoch, since, self.now - 1))
+                open_answer = None
+            if open_answer is None and now_answer is not None:
+                self._answering[m] = (*now_answer, self.now)
+
+    def all_answers(self) -> list[Answer]:
+        return self.answers + [Answer(m, l, e, since, self.now) for m, (l, e, since) in self._answering.items()]
+
+    def answer_violations(self) -> list[str]:
+        """P6: no answer named a leader that did not lead then (node.history.false_answers)."""
+        transit = self.heartbeat_transit_ticks + 1  # + the tick a follower floors its receipt to
+        horizon = self.timing.leader_lease_ticks if mode_info(self.mode).promises else 2 * self.timing.election_timeout_ticks
+        false = false_answers(self.all_answers(), self.closed_intervals(), transit, horizon,
+                              lease_ended=lambda i: i in self._lease_expired)
+        return [
+            f"P6: node {a.node} named node {a.leader} leader of epoch {a.epoch} during ticks [{a.start},{a.end}], "
+            f"when it did not lead (tolerance: {transit} ticks of transit, {horizon} after a leadership ended early)"
+            for a in false
+        ]
 
     def _record_view(self, node: int) -> None:
         state = self._nodes[node]
