@@ -10,10 +10,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.config import INSECURE_WARNING, ConfigError, NodeSettings, add_tls_args, check_timings, parse_peers, parse_planted_bugs, tls_files, tls_from_args
-from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_names
+from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_info, mode_names
 from node.tls import MEMBER_NAME, Identity, TlsError
+
+if TYPE_CHECKING:
+    from node.client.observer import HandoverFailed  # grpc stays out of the CLI's own imports
 
 DEFAULT_DIR = "runs/local"
 DEFAULT_COMPOSE_FILE = "docker-compose.yml"
@@ -436,8 +440,8 @@ def current_leader(data: dict, args: argparse.Namespace) -> tuple[int, int]:
     return found
 
 
-def handover_refused(failed: Exception, leader: int, what: str, data: dict) -> ConfigError:
-    """A node's answer to Resign or TransferLeadership (node.client.observer.HandoverFailed), in one line."""
+def handover_refused(failed: HandoverFailed, leader: int, what: str, data: dict) -> ConfigError:
+    """A Resign or TransferLeadership that did not happen, with the node's detail, in one line."""
     line = f"node {leader} did not {what}: {failed}"
     if failed.code == "PERMISSION_DENIED" and data.get("certs"):
         line += f" (the CLI acts as the cluster's admin, {Path(data['certs']) / 'admin.pem'})"
@@ -518,16 +522,16 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     data = cluster_record(args)
     node_record(data, args.target)  # "no node N in this cluster (nodes: ...)" before asking anyone
-    if not REGISTRY[data["mode"]].transfers:
+    if not mode_info(data["mode"]).transfers:
         raise ConfigError(f"mode {data['mode']} does not hand leadership to a chosen node (it elects by its own rule); "
                           "bullyproof resign starts a new election")
     leader, epoch = current_leader(data, args)
     if leader == args.target:
         raise ConfigError(f"node {args.target} already leads (epoch {epoch}): nothing to transfer")
-    wait_ms = args.timeout_ms or 4 * data["election_timeout_ms"]  # the node's own default when we send 0
+    waits_ms = args.timeout_ms or 4 * data["election_timeout_ms"]  # sending 0 leaves it to the node: this long
     try:
         new_leader, new_epoch = transfer_leadership(node_record(data, leader)["client_address"], args.target,
-                                                    timeout_ms=args.timeout_ms or 0, timeout_s=wait_ms / 1000 + 5)
+                                                    timeout_ms=args.timeout_ms or 0, timeout_s=waits_ms / 1000 + 5)
     except HandoverFailed as exc:
         raise handover_refused(exc, leader, f"hand leadership to node {args.target}", data) from None
     print(json.dumps({"leader": new_leader, "epoch": new_epoch}))
