@@ -39,7 +39,7 @@ from node.launcher.cluster import (
     read_cluster_file,
     run_env,
 )
-from node.client.observer import agreed_leader, views_of
+from node.client.observer import agreed_leader, transfer_leadership, views_of
 from node.config import PLANTED_BUGS_ENV, ConfigError
 from node.launcher.ports import free_port
 from node.core import PlantedBug
@@ -197,12 +197,11 @@ class ChaosCluster:
         return self.cluster.wait_for_agreement(timeout_s, exclude=set(exclude))
 
     def transfer(self, target: int) -> tuple[int, int]:
-        """Ask the agreed leader to hand leadership to `target` (TransferLeadership); recorded."""
+        """Ask the agreed leader to hand leadership to `target` (TransferLeadership); recorded.
+        Raises node.client.observer.HandoverFailed if it did not happen."""
         leader, epoch = self.wait_for_leader()
         self.record("transfer", node=leader, target=target, epoch=epoch)
-        with observer_channel(self.cluster.spec.node(leader).client_address) as ch:
-            reply = pb_grpc.LeadershipStub(ch).TransferLeadership(pb.TransferRequest(target_id=target), timeout=10)
-        return reply.leader_id, reply.epoch
+        return transfer_leadership(self.cluster.spec.node(leader).client_address, target, timeout_ms=0, timeout_s=10)
 
     # ---- process faults ------------------------------------------------------------------
 

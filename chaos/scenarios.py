@@ -24,6 +24,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
+from node.client.observer import HandoverFailed
 from node.core import MsgType, mode_info
 from node.history import (
     Grant,
@@ -373,7 +374,7 @@ def full_restart(ctx: Context) -> None:
     ids = sorted(ctx.cc.ids)
     highest = ids[-1]
     for target in ids[:-2]:
-        with contextlib.suppress(grpc.RpcError, TimeoutError):
+        with contextlib.suppress(HandoverFailed, TimeoutError):
             ctx.cc.transfer(target)
     for node in ids:
         ctx.cc.process(node, "kill")
@@ -477,7 +478,7 @@ def quick_restart_in_lease(ctx: Context) -> None:
         return
     leader = ctx.leader()
     if leader == ids[-1]:
-        with contextlib.suppress(grpc.RpcError, TimeoutError):
+        with contextlib.suppress(HandoverFailed, TimeoutError):
             cc.transfer(ids[-2])  # so that the highest id can be the follower that restarts
         with contextlib.suppress(TimeoutError):
             cc.wait_for_leader(timeout_s=4 * cc.election_timeout_ms / 1000)

@@ -10,10 +10,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.config import INSECURE_WARNING, ConfigError, NodeSettings, add_tls_args, check_timings, parse_peers, parse_planted_bugs, tls_files, tls_from_args
-from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_names
+from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_info, mode_names
 from node.tls import MEMBER_NAME, Identity, TlsError
+
+if TYPE_CHECKING:
+    from node.client.observer import HandoverFailed  # grpc stays out of the CLI's own imports
 
 DEFAULT_DIR = "runs/local"
 DEFAULT_COMPOSE_FILE = "docker-compose.yml"
@@ -143,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_source(p)
 
     p = sub.add_parser("status", help="print every node's status as JSON")
+    _cluster_source(p)
+
+    p = sub.add_parser("resign", help="ask the leader to step down; the others elect in the mode's order (admin certificate)",
+                       description="Ask the node that leads (with a valid lease) to resign. It names no successor: the "
+                                   "followers elect at once, highest id first under Bully, and a transfer's hold ends.")
+    _cluster_source(p)
+
+    p = sub.add_parser("transfer", help="hand leadership to node N, and keep it there (admin certificate)",
+                       description="Ask the node that leads to hand leadership to node N; prints N and its new epoch "
+                                   "once N leads. Under quorum, N keeps leading (no preemption by a higher node) until "
+                                   "it fails, steps down or an operator resigns it.")
+    p.add_argument("target", type=_positive, metavar="N", help="the node to lead")
+    p.add_argument("--timeout-ms", type=_positive, help="how long the leader waits for N to lead (default: four election timeouts)")
     _cluster_source(p)
 
     p = sub.add_parser("health", help="gRPC health of a node or the store: exit 0 if SERVING (container healthchecks)")
@@ -392,11 +409,43 @@ def nobody_answered(data: dict, args: argparse.Namespace) -> None:
         raise not_up(data)
 
 
-def not_up(data: dict) -> ConfigError:
-    """No node answers: for a compose cluster that means it is not up (a local one records its pids instead)."""
+def not_up(data: dict, args: argparse.Namespace | None = None) -> ConfigError:
+    """No node answers: for a compose cluster that means it is not up; a local one (`args.dir`) may
+    also just be down, which `leader` and `status` show as nodes without answers instead."""
     addresses = ", ".join(n["client_address"] for n in data["nodes"])
+    if args is not None and not args.compose:
+        return ConfigError(f"the cluster in {args.dir} is not up: no node answers at {addresses} "
+                           f"(start it with: bullyproof cluster up --dir {args.dir})")
     return ConfigError(f"the compose cluster of {data['compose_file']} is not up: no node answers at {addresses} "
                        f"(start it with: docker compose -f {data['compose_file']} up -d)")
+
+
+def _same_cluster(args: argparse.Namespace) -> str:
+    """The option that names this command's cluster, to repeat in a suggested command."""
+    return f"--compose {args.compose}" if args.compose else f"--dir {args.dir}"
+
+
+def current_leader(data: dict, args: argparse.Namespace) -> tuple[int, int]:
+    """(node, epoch) of the node that leads the cluster of `data` now, or a precise error."""
+    from node.client.observer import leading_node, views_of
+
+    views = views_of({n["id"]: n["client_address"] for n in data["nodes"]})
+    if all(v is None for v in views.values()):
+        nobody_answered(data, args)
+        raise not_up(data, args)
+    found = leading_node(views)
+    if found is None:
+        raise ConfigError("no leader known: no node says it leads with a valid lease (an election may be under way, "
+                          f"or too few nodes are up); see: bullyproof status {_same_cluster(args)}")
+    return found
+
+
+def handover_refused(failed: HandoverFailed, leader: int, what: str, data: dict) -> ConfigError:
+    """A Resign or TransferLeadership that did not happen, with the node's detail, in one line."""
+    line = f"node {leader} did not {what}: {failed}"
+    if failed.code == "PERMISSION_DENIED" and data.get("certs"):
+        line += f" (the CLI acts as the cluster's admin, {Path(data['certs']) / 'admin.pem'})"
+    return ConfigError(line)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -450,6 +499,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     if all("error" in v for v in out.values()):
         nobody_answered(data, args)
     print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_resign(args: argparse.Namespace) -> int:
+    from node.client.observer import HandoverFailed, resign
+    from node.launcher.cluster import node_record
+
+    data = cluster_record(args)
+    leader, _ = current_leader(data, args)
+    try:
+        epoch = resign(node_record(data, leader)["client_address"])
+    except HandoverFailed as exc:
+        raise handover_refused(exc, leader, "resign", data) from None
+    print(json.dumps({"resigned": leader, "epoch": epoch}))
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from node.client.observer import HandoverFailed, transfer_leadership
+    from node.launcher.cluster import node_record
+
+    data = cluster_record(args)
+    node_record(data, args.target)  # "no node N in this cluster (nodes: ...)" before asking anyone
+    if not mode_info(data["mode"]).transfers:
+        raise ConfigError(f"mode {data['mode']} does not hand leadership to a chosen node (it elects by its own rule); "
+                          "bullyproof resign starts a new election")
+    leader, epoch = current_leader(data, args)
+    if leader == args.target:
+        raise ConfigError(f"node {args.target} already leads (epoch {epoch}): nothing to transfer")
+    waits_ms = args.timeout_ms or 4 * data["election_timeout_ms"]  # sending 0 leaves it to the node: this long
+    try:
+        new_leader, new_epoch = transfer_leadership(node_record(data, leader)["client_address"], args.target,
+                                                    timeout_ms=args.timeout_ms or 0, timeout_s=waits_ms / 1000 + 5)
+    except HandoverFailed as exc:
+        raise handover_refused(exc, leader, f"hand leadership to node {args.target}", data) from None
+    print(json.dumps({"leader": new_leader, "epoch": new_epoch}))
     return 0
 
 
@@ -592,6 +677,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_leader(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "resign":
+            return cmd_resign(args)
+        if args.command == "transfer":
+            return cmd_transfer(args)
         if args.command == "health":
             return cmd_health(args)
         if args.command == "compose":

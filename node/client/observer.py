@@ -56,6 +56,37 @@ def refused_handshake(address: str, timeout_s: float = 2.0) -> str | None:
     return None
 
 
+class HandoverFailed(Exception):
+    """A Resign or TransferLeadership that did not happen: the gRPC status code's name and the
+    answering node's detail (or gRPC's, when the node did not answer)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def resign(address: str, timeout_s: float = 2.0) -> int:
+    """Ask the node at `address` to resign; the epoch it gave up. Raises HandoverFailed."""
+    try:
+        with observer_channel(address) as ch:
+            return pb_grpc.LeadershipStub(ch).Resign(pb.ResignRequest(), timeout=timeout_s).epoch
+    except grpc.RpcError as exc:
+        raise HandoverFailed(exc.code().name, exc.details() or "") from None
+
+
+def transfer_leadership(address: str, target: int, timeout_ms: int, timeout_s: float) -> tuple[int, int]:
+    """Ask the node at `address` to hand leadership to `target` (the node waits up to `timeout_ms`
+    for it, 0: its default); (leader, epoch) once the target leads. Raises HandoverFailed."""
+    try:
+        with observer_channel(address) as ch:
+            reply = pb_grpc.LeadershipStub(ch).TransferLeadership(
+                pb.TransferRequest(target_id=target, timeout_ms=timeout_ms), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        raise HandoverFailed(exc.code().name, exc.details() or "") from None
+    return reply.leader_id, reply.epoch
+
+
 def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.LeaderInfo | None]:
     return {nid: get_leader(addr, timeout_s) for nid, addr in nodes.items()}
 
@@ -68,3 +99,14 @@ def agreed_leader(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | N
         if view is not None
     })
     return None if agreed is None else (agreed.leader, agreed.epoch)
+
+
+def leading_node(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | None:
+    """(node, epoch) of the node that says it leads with a valid lease: the one to ask for a handover
+    (of the highest epoch if several say so, as classic's split brain allows). None if none does."""
+    claims = [(view.epoch, node) for node, view in views.items()
+              if view is not None and view.role == pb.ROLE_LEADER and view.lease_valid]
+    if not claims:
+        return None
+    epoch, node = max(claims)
+    return node, epoch

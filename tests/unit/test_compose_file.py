@@ -282,7 +282,7 @@ def idle_compose_file(tmp_path: Path) -> Path:
     return tmp_path / "dc.yml"
 
 
-@pytest.mark.parametrize("command", [["leader"], ["status"], ["chaos", "heal"], ["chaos", "partition", "1", "/", "2,3"]])
+@pytest.mark.parametrize("command", [["leader"], ["status"], ["resign"], ["transfer", "2"], ["chaos", "heal"], ["chaos", "partition", "1", "/", "2,3"]])
 def test_compose_commands_say_in_one_line_when_the_cluster_is_not_up(idle_compose_file: Path, command: list[str]) -> None:
     done = subprocess.run([sys.executable, "-m", "node.cli", *command, "--compose", str(idle_compose_file)],
                           capture_output=True, text=True, timeout=60, cwd=idle_compose_file.parent,
