@@ -1,4 +1,4 @@
-"""Checkers for the properties of docs/design.md section 3 (P1..P5, P3g), judged from a recorded history alone.
+"""Checkers for the properties of docs/design.md section 3 (P1..P6, P3g), judged from a recorded history alone.
 
 P3 is judged twice: from what leaders reported about themselves (views and lease ends), and, as
 P3g, from what followers granted (their "grant" and "release" events), which does not trust the
@@ -22,12 +22,14 @@ from node.core import mode_info
 
 from node.history import (
     AgreementTimeline,
+    Answer,
     Interval,
     Span,
     backed_overlaps,
     backed_spans,
     double_promises,
     epochs_led,
+    false_answers,
     grant_windows,
     history_members,
     intersect,
@@ -480,6 +482,62 @@ def check_agreement_after_heal(events: Events, bound_ms: float) -> CheckResult:
     return result(False, evidence)
 
 
+def answer_tolerance_ns(ordered: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """P6's tolerance for one recorded run: (transit, horizon) in ns (see node.history.false_answers).
+
+    Transit is how late a follower's evidence can be: the longest latency (with its jitter) injected on
+    any link, plus the longest pause of any process (a paused follower counts from a heartbeat that
+    waited in its socket), plus one election timeout for a busy machine's scheduling. The horizon is
+    the lease (0.7 election timeouts) in modes with leases; in the others, how long a follower trusts
+    a silent leader (about an election timeout; two are allowed)."""
+    meta = next((e for e in ordered if e["kind"] == "meta"), {})
+    et_ns = int(meta.get("election_timeout_ms", 500)) * 1_000_000
+    latency_ms = max((int(e["detail"].get("latency", 0)) + int(e["detail"].get("jitter", 0))
+                      for e in ordered if e["kind"] == "fault" and e["action"] == "start"
+                      and e.get("detail", {}).get("type") == "latency"), default=0)
+    paused_at: dict[Any, int] = {}
+    longest_pause_ns = 0
+    for e in ordered:
+        if e["kind"] == "process" and e["action"] == "pause":
+            paused_at[e["node"]] = e["t_ns"]
+        elif e["kind"] == "process" and e["node"] in paused_at:
+            longest_pause_ns = max(longest_pause_ns, e["t_ns"] - paused_at.pop(e["node"]))
+    transit_ns = latency_ms * 1_000_000 + longest_pause_ns + et_ns
+    promises = mode_info(meta["mode"]).promises if "mode" in meta else True
+    horizon_ns = et_ns * 7 // 10 if promises else 2 * et_ns
+    return transit_ns, horizon_ns
+
+
+def check_answers(events: Events) -> CheckResult:
+    """P6: every answer a node gave a client that asked who leads (GetLeader, recorded by the
+    harness's AnswerRecorder) named a node that led that epoch at that moment, within the tolerance
+    of answer_tolerance_ns. A node that never led the epoch it was named for is never forgiven."""
+    ordered = sort_events(events)
+    origin_ns = _origin_ns(ordered)
+    answers = [Answer(e["node"], e["leader"], e["epoch"], e["t_ns"], e["end_ns"]) for e in ordered if e["kind"] == "answer"]
+    intervals = leadership_intervals(ordered)
+    # A leadership that ended as its lease ran out: its followers' evidence ran out with it.
+    expired = {(e["node"], min(e["t_ns"], e.get("lease_end_ns", e["t_ns"])))
+               for e in ordered if e["kind"] == "view" and e.get("reason") == "lease_expired"}
+    transit_ns, horizon_ns = answer_tolerance_ns(ordered)
+    false = false_answers(answers, intervals, transit_ns, horizon_ns, lambda i: (i.node, i.end) in expired)
+    led = {(i.node, i.epoch) for i in intervals}
+    evidence = [
+        f"node {a.node} named node {a.leader} leader of epoch {a.epoch} at {_rel(a.start, origin_ns)}, "
+        + ("a node that never led that epoch" if (a.leader, a.epoch) not in led else "when it no longer led it")
+        for a in false
+    ]
+    tolerance = f"tolerance {transit_ns / 1e6:.0f} ms of transit, {horizon_ns / 1e6:.0f} ms after a leadership ended early"
+    return CheckResult(
+        id="P6",
+        name="answers name a leader that leads",
+        ok=not false,
+        evidence=_cap(([f"{len(false)} of {len(answers)} answers were false ({tolerance})"] + evidence) if false else []),
+        data={"answers": len(answers), "false": len(false), "transit_ms": transit_ns / 1e6,
+              "horizon_ms": horizon_ns / 1e6},
+    )
+
+
 def check_no_lost_writes(events: Events) -> CheckResult:
     """P5: every write acknowledged to its writer is in the store's log, accepted, as written.
 
@@ -725,6 +783,7 @@ def check_all(events: Events, mode: str, bound_ms: float) -> Report:
         by_grants,
         check_agreement_after_heal(ordered, bound_ms),
         check_no_lost_writes(ordered),
+        check_answers(ordered),
     ]
     violations = [result.id for result in results if not result.ok]
     grant_split = by_grants.data.get("applicable", False) and bool(by_grants.data["overlaps"])

@@ -13,10 +13,14 @@ import contextlib
 import itertools
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+
+import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
@@ -309,6 +313,54 @@ def process_action(directory: Path, target: int | str, action: str, history: His
     finally:
         if history is None:
             writer.close()
+
+
+class AnswerRecorder:
+    """A client asking every node who leads, every ``period_s``, for as long as it runs: each answer
+    that named a leader is recorded ("answer": the node asked, the leader and epoch it named, when the
+    call began and when its reply came), and P6 judges them (chaos.checkers.check_answers). It talks
+    to the client ports directly, like every observer: never partitioned.
+    """
+
+    def __init__(self, cc: ChaosCluster, period_s: float = 0.1, timeout_s: float = 0.25) -> None:
+        assert cc.cluster is not None and cc.history is not None
+        self.addresses = cc.cluster.client_addresses()
+        self.history = cc.history
+        self.period_s, self.timeout_s = period_s, timeout_s
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="answer-recorder", daemon=True)
+        self.asked = 0
+
+    def __enter__(self) -> "AnswerRecorder":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        channels = {nid: observer_channel(address) for nid, address in self.addresses.items()}
+        stubs = {nid: pb_grpc.LeadershipStub(ch) for nid, ch in channels.items()}
+        try:
+            while not self.stopping.wait(self.period_s):
+                for nid, stub in stubs.items():
+                    self._ask(nid, stub)
+        finally:
+            for ch in channels.values():
+                ch.close()
+
+    def _ask(self, nid: int, stub: pb_grpc.LeadershipStub) -> None:
+        start_ns = time.monotonic_ns()
+        try:
+            info = stub.GetLeader(pb.GetLeaderRequest(), timeout=self.timeout_s)
+        except grpc.RpcError:
+            return  # down, paused or slow: it told the client nothing
+        end_ns = time.monotonic_ns()
+        self.asked += 1
+        if info.known:
+            self.history.write({"kind": "answer", "t_ns": start_ns, "end_ns": end_ns, "node": nid,
+                                "leader": info.leader_id, "epoch": info.epoch})
 
 
 # ---- merging the history -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from node.config import ConfigError, check_timings
 from node.core import PlantedBug
 
 from .checkers import Report, check_all
-from .harness import ChaosCluster, collect_history
+from .harness import AnswerRecorder, ChaosCluster, collect_history
 from .report import text_report, timeline_png
 from .scenarios import SCENARIOS, TIMINGS, Context, InstantResult, ScenarioTiming, judge_instant
 
@@ -84,15 +84,16 @@ def run_scenario(name: str, mode: str = "quorum", seed: int = 0, directory: Path
     cc = ChaosCluster(directory, nodes, mode, timing.heartbeat_interval_ms, timing.election_timeout_ms, planted_bugs,
                       seed, name, preempt_hold_down_ms=timing.preempt_hold_down_ms)
     with cc:
-        cc.wait_for_leader(timeout_s=20)
-        ctx = Context(cc, random.Random(seed))
-        ctx.wait(1)  # a few duty writes under the first leader
-        SCENARIOS[name](ctx)
-        try:
-            cc.wait_for_leader(timeout_s=bound_ms / 1000)
-        except TimeoutError:
-            pass  # the checker says so (P4), from the history
-        ctx.wait(1)  # writes under the healed leader
+        with AnswerRecorder(cc):  # a client asking every node who leads, throughout (P6)
+            cc.wait_for_leader(timeout_s=20)
+            ctx = Context(cc, random.Random(seed))
+            ctx.wait(1)  # a few duty writes under the first leader
+            SCENARIOS[name](ctx)
+            try:
+                cc.wait_for_leader(timeout_s=bound_ms / 1000)
+            except TimeoutError:
+                pass  # the checker says so (P4), from the history
+            ctx.wait(1)  # writes under the healed leader
         events = collect_history(directory)
     load_per_core = machine_load_per_core()
     report = check_all(events, mode, bound_ms)

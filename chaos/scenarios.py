@@ -229,6 +229,19 @@ def partition_leader_minority(ctx: Context) -> None:
     ctx.hold_then_heal()
 
 
+@scenario("no-majority-anywhere", "SIGKILL the leader, split the rest into halves too small to elect; then heal and restart")
+def no_majority_anywhere(ctx: Context) -> None:
+    # Candidates on both sides keep proposing and are acknowledged by their side's other node without
+    # ever reaching a majority: what that node tells a client who asks who leads must not name them.
+    leader, others = ctx.leader_and_others()
+    ctx.cc.process(leader, "kill")
+    half = len(others) // 2
+    ctx.cc.partition([sorted(others[:half]), sorted(others[half:])])
+    ctx.wait(5)
+    ctx.cc.heal()
+    ctx.cc.process(leader, "restart")
+
+
 @scenario("random-halves", "a random split into two halves; then heal")
 def random_halves(ctx: Context) -> None:
     ids = list(ctx.cc.ids)
