@@ -151,7 +151,7 @@ def _describe_store(event: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# P1..P5
+# P1..P6
 
 
 def check_unique_leader_per_epoch(events: Events) -> CheckResult:
@@ -487,7 +487,8 @@ def answer_tolerance_ns(ordered: Sequence[Mapping[str, Any]]) -> tuple[int, int]
 
     Transit is how late a follower's evidence can be: the longest latency (with its jitter) injected on
     any link, plus the longest pause of any process (a paused follower counts from a heartbeat that
-    waited in its socket), plus one election timeout for a busy machine's scheduling. The horizon is
+    waited in its socket), plus the follower's grace of one heartbeat interval, plus one election
+    timeout for a busy machine's scheduling. The horizon is
     the lease (0.7 election timeouts) in modes with leases; in the others, how long a follower trusts
     a silent leader (about an election timeout; two are allowed)."""
     meta = next((e for e in ordered if e["kind"] == "meta"), {})
@@ -502,7 +503,8 @@ def answer_tolerance_ns(ordered: Sequence[Mapping[str, Any]]) -> tuple[int, int]
             paused_at[e["node"]] = e["t_ns"]
         elif e["kind"] == "process" and e["node"] in paused_at:
             longest_pause_ns = max(longest_pause_ns, e["t_ns"] - paused_at.pop(e["node"]))
-    transit_ns = latency_ms * 1_000_000 + longest_pause_ns + et_ns
+    hb_ns = int(meta.get("heartbeat_interval_ms", 100)) * 1_000_000
+    transit_ns = latency_ms * 1_000_000 + longest_pause_ns + hb_ns + et_ns
     promises = mode_info(meta["mode"]).promises if "mode" in meta else True
     horizon_ns = et_ns * 7 // 10 if promises else 2 * et_ns
     return transit_ns, horizon_ns
@@ -532,7 +534,7 @@ def check_answers(events: Events) -> CheckResult:
         id="P6",
         name="answers name a leader that leads",
         ok=not false,
-        evidence=_cap(([f"{len(false)} of {len(answers)} answers were false ({tolerance})"] + evidence) if false else []),
+        evidence=_cap([f"{len(false)} of {len(answers)} answers that named a leader were false ({tolerance})"] + evidence),
         data={"answers": len(answers), "false": len(false), "transit_ms": transit_ns / 1e6,
               "horizon_ms": horizon_ns / 1e6},
     )

@@ -6,7 +6,7 @@ the demonstration.
                         [--scenarios partition,one-way,...] [--kills 10] [--out results/showdown] [--json]
 
 Per mode and scenario (chaos.runner.run_scenario, each run in its own directory, the scenario's own
-timing): the verdict of every property (P1-P5, P3g), how long two nodes led at once (the sum of P3's
+timing): the verdict of every property (P1-P6, P3g), how long two nodes led at once (the sum of P3's
 overlaps), stale writes the store fenced off, writes from a second leader it could not fence, and
 availability (chaos.checkers.availability: the share of the history, first event to last, during
 which all live nodes agreed on one leader). Per mode: failover after SIGKILL of the leader, median
@@ -43,8 +43,8 @@ SHORT_NAMES = {
     "bridge": "bridge",
 }
 DEFAULT_SCENARIOS = tuple(SHORT_NAMES)
-PROPERTIES = ("P1", "P2", "P3", "P3g", "P4", "P5")
-SAFETY = ("P1", "P2", "P3", "P3g", "P5")
+PROPERTIES = ("P1", "P2", "P3", "P3g", "P4", "P5", "P6")
+SAFETY = ("P1", "P2", "P3", "P3g", "P5", "P6")
 BENCH_HEARTBEAT_INTERVAL_MS = 100
 BENCH_ELECTION_TIMEOUT_MS = 500
 DEFAULT_OUT = "results/showdown"

@@ -2,7 +2,7 @@
 as a child process, so it is the CLI's own code path (its own cluster, history, checkers and report).
 
 While it runs, the page watches the scenario's cluster (its DIR/cluster.json); when it ends, the page
-shows the report's verdicts (P1-P5, P3g) and the timeline picture the run drew.
+shows the report's verdicts (P1-P6, P3g) and the timeline picture the run drew.
 """
 
 from __future__ import annotations

@@ -311,7 +311,8 @@ def false_answers(answers: Iterable[Answer], intervals: Iterable[Interval], tran
     stated tolerance. An answer trails the truth for two reasons, and only these are forgiven:
 
     * ``transit``: the evidence was late. A follower names a leader from its heartbeat, which spent
-      some time on its way (network delay, a paused receiver) before the follower counted from it.
+      some time on its way (network delay, a paused receiver) before the follower counted from it,
+      for the lease it announced plus one heartbeat interval of grace (node.core.known).
     * ``horizon``: a leadership that ended other than by its lease running out (a crash, a pause, a
       resignation whose release was lost, a move to a fresh epoch) may be named until the lease its
       last heartbeat announced would have ended: the follower cannot know sooner. Modes with leases

@@ -509,6 +509,7 @@ class QuorumBully(BullyElector):
         n = self._voters()
         if has_majority(self.grants, n):
             self.epoch = self.reassert_epoch
+            self.known.led(self.id, self.epoch)
             self.reassert_epoch = 0
             self.lease_until = max(self.lease_until, self.reassert_sent_at + self.timing.leader_lease_ticks)
             self.rounds = {}
@@ -541,6 +542,7 @@ class QuorumBully(BullyElector):
         n = self._voters()
         if has_majority(self.grants, n):
             self._become_leader(self.proposal_epoch, batch)
+            self.known.led(self.id, self.proposal_epoch)
             self.keep_after_transfer = self.proposal_by_transfer
             # The Coordinator round counts as the first lease round: it was sent at proposal time.
             self.lease_until = self.proposal_sent_at + self.timing.leader_lease_ticks
@@ -672,10 +674,11 @@ class QuorumBully(BullyElector):
                 self.promise_until = self.now  # the leader released its lease
                 self._released(msg, batch)
             return
-        self.known.heard(self.now, msg, self.timing.election_timeout_ticks)  # it leads msg.epoch, whatever we answer
         granted = self._may_acknowledge(msg.src, msg.epoch)
         if granted:
             self._acknowledge(msg.src, msg.epoch, batch)
+            t = self.timing
+            self.known.heard(self.now, msg, t.election_timeout_ticks, t.heartbeat_interval_ticks)
         self._reply(batch, msg, granted)
 
     def _answer_election(self, msg: Message, batch: Batch) -> None:

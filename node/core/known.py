@@ -18,32 +18,42 @@ class KnownLeader:
 
     Acknowledging a Coordinator or granting a vote is no evidence that the candidate won: it may never
     reach a majority. A leader's heartbeat is: a leader sends one only after a majority backed it, and
-    it carries how much longer the leader's lease runs. So a follower names a leader only from its
-    heartbeat of that epoch, and only while the lease the heartbeat announced may still run. An answer
-    can then trail the truth only by the time that heartbeat spent between the leader and the follower
-    (network delay, a paused follower); it never names a node that did not win.
+    it carries how much longer the leader's lease runs. So a follower names a leader only from a
+    heartbeat of that epoch that it acknowledged (one it refused names no one: it does not follow that
+    leader, and agreement must not count it), for the lease the heartbeat announced plus one heartbeat
+    interval. The interval is grace: a lease counts only rounds already acknowledged, so on a slow link
+    the announced remainder is short, and without it the answer would flicker between heartbeats.
+
+    An answer therefore trails the truth by at most the heartbeat's transit (network delay, a paused
+    follower) plus one heartbeat interval; after a leader crashed or resigned without this follower
+    hearing of it, by at most the lease it announced. It never names a node that did not win.
     """
 
     leader_id: int | None = None
     epoch: int = 0
     until: int = 0  # tick (follower's clock) after which the announced lease may have ended
+    closed: bool = False  # (leader_id, epoch) is over for certain: it resigned, or we led since
 
-    def heard(self, now: int, heartbeat: Message, longest_ticks: int) -> None:
-        """A leader's (non-resigning) heartbeat passed validation: it leads `heartbeat.epoch`.
-        No lease lasts longer than `longest_ticks` (an election timeout): a larger announcement is
-        not believed past it."""
-        if heartbeat.epoch < self.epoch:
-            return  # an older leader's late heartbeat: never name backwards
-        self.leader_id, self.epoch = heartbeat.src, heartbeat.epoch
-        self.until = now + int(min(heartbeat.lease_remaining, longest_ticks) * _RATE_FLOOR)
+    def heard(self, now: int, heartbeat: Message, longest_ticks: int, grace_ticks: int) -> None:
+        """We acknowledged a leader's (non-resigning) heartbeat: it leads `heartbeat.epoch`. No lease
+        lasts longer than `longest_ticks` (an election timeout): a larger announcement is not believed."""
+        if heartbeat.epoch < self.epoch or (heartbeat.epoch == self.epoch and self.closed):
+            return  # an older leader's late heartbeat, or a duplicate from one that resigned
+        self.leader_id, self.epoch, self.closed = heartbeat.src, heartbeat.epoch, False
+        self.until = now + int(min(heartbeat.lease_remaining, longest_ticks) * _RATE_FLOOR) + grace_ticks
 
     def released(self, leader_id: int, epoch: int) -> None:
-        """The leader resigned (its resigning heartbeat): name it no longer."""
-        if (leader_id, epoch) == (self.leader_id, self.epoch):
-            self.until = 0
+        """A leader resigned (its resigning heartbeat): its epoch is over, whatever arrives late."""
+        if epoch >= self.epoch:
+            self.leader_id, self.epoch, self.until, self.closed = leader_id, epoch, 0, True
+
+    def led(self, node_id: int, epoch: int) -> None:
+        """This node won `epoch` itself: every older leadership is over."""
+        if epoch >= self.epoch:
+            self.leader_id, self.epoch, self.until, self.closed = node_id, epoch, 0, True
 
     def named(self, now: int) -> tuple[int, int] | None:
         """(leader, epoch) if a heartbeat still vouches for it at `now`."""
-        if self.leader_id is None or now >= self.until:
+        if self.leader_id is None or self.closed or now >= self.until:
             return None
         return self.leader_id, self.epoch

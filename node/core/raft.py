@@ -329,7 +329,6 @@ class RaftElector:
             self.known.released(msg.src, msg.epoch)
             self._on_release(msg, batch)
             return
-        self.known.heard(self.now, msg, self.timing.election_timeout_ticks)  # it leads msg.epoch, whatever we answer
         granted = False
         stale_or_rival = msg.epoch < self.term or (self.phase == Phase.LEADER and msg.epoch == self.term)
         if not stale_or_rival and not self._in_window(msg.src):
@@ -337,6 +336,8 @@ class RaftElector:
             self._back(msg.src, batch)
             self.leader_id = msg.src
             granted = True
+            t = self.timing
+            self.known.heard(self.now, msg, t.election_timeout_ticks, t.heartbeat_interval_ticks)
         self._reply(batch, msg, granted)
 
     def _on_release(self, msg: Message, batch: Batch) -> None:
@@ -363,6 +364,7 @@ class RaftElector:
         self.phase = Phase.LEADER
         self.leader_id = self.id
         self.stats.elections_won += 1
+        self.known.led(self.id, self.term)
         # The RequestVote round counts as the first lease round: it was sent at election start.
         self.lease_until = self.election_sent_at + self.timing.leader_lease_ticks
         self.rounds = {}

@@ -69,9 +69,9 @@ class Handover:
                         break  # someone else won; report it
         except TimeoutError:
             pass
-        now_v = node.elector.view(node.now())
-        raise TransferError(grpc.StatusCode.ABORTED,
-                            f"node {target} did not take over (now: leader {now_v.leader_id} epoch {now_v.epoch})")
+        answer = node.elector.view(node.now()).answer
+        now = f"leader {answer[0]} epoch {answer[1]}" if answer else "no leader known"
+        raise TransferError(grpc.StatusCode.ABORTED, f"node {target} did not take over (now: {now})")
 
 
 class LeadershipServicer(pb_grpc.LeadershipServicer):

@@ -85,7 +85,7 @@ class NodeMetrics:
 
     def view_changed(self, view: View, promised_epoch: int, stats: Stats) -> None:
         """After every elector step: the node's view, its promise, and the core's counts."""
-        has_leader = view.leader_id is not None
+        has_leader = view.answer is not None  # what GetLeader says
         gauges = (has_leader, view.role == Role.LEADER, view.epoch, promised_epoch, view.lease_valid)
         if gauges != self._last_gauges:  # most steps (heartbeats) change none of them
             self._last_gauges = gauges

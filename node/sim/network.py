@@ -699,7 +699,8 @@ class Network:
 
     def answer_violations(self) -> list[str]:
         """P6: no answer named a leader that did not lead then (node.history.false_answers)."""
-        transit = self.heartbeat_transit_ticks + 1  # + the tick a follower floors its receipt to
+        # The longest transit, the follower's grace of one heartbeat interval, and the tick it floors to.
+        transit = self.heartbeat_transit_ticks + self.timing.heartbeat_interval_ticks + 1
         horizon = self.timing.leader_lease_ticks if mode_info(self.mode).promises else 2 * self.timing.election_timeout_ticks
         false = false_answers(self.all_answers(), self.closed_intervals(), transit, horizon,
                               lease_ended=lambda i: i in self._lease_expired)

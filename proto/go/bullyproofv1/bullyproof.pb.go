@@ -147,9 +147,9 @@ type PeerMessage struct {
 	// Ring only: the node that started this token.
 	InitiatorId uint32 `protobuf:"varint,8,opt,name=initiator_id,json=initiatorId,proto3" json:"initiator_id,omitempty"`
 	// Heartbeat only, not resigning: how much longer the sender's lease runs, in milliseconds, as it
-	// counts when it sends. A follower names the sender as leader to clients only within that time
-	// (shortened for clock-rate error), so an answer trails a step-down by no more than the heartbeat's
-	// own delay. Modes without leases send 0.
+	// counts when it sends. A follower that acknowledged the heartbeat names the sender as leader to
+	// clients for that time (shortened for clock-rate error) plus one heartbeat interval: an answer trails
+	// a lease's end by at most the heartbeat's own delay and that interval. Modes without leases send 0.
 	LeaseRemainingMs uint32 `protobuf:"varint,9,opt,name=lease_remaining_ms,json=leaseRemainingMs,proto3" json:"lease_remaining_ms,omitempty"`
 	// With resigning and successor_id: the handover is an operator's TransferLeadership (the successor
 	// keeps leadership against the preferred-leader rule), not a preemption by that rule.
