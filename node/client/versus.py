@@ -1,4 +1,4 @@
-"""`bullyproof bench`: bullyproof beside etcd, one command, one run (issue 11, part 1).
+"""`bullyproof bench`: bullyproof beside etcd, one command, one run.
 
     bullyproof bench [--kills 30] [--settings 100/500,100/1000,50/500] [--modes classic,quorum,ring,raft]
                      [--sizes 3,5,9,15,25] [--out results/bench] [--quick] [--skip-suite] [--skip PARTS]
