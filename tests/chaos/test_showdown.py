@@ -36,7 +36,7 @@ def test_a_tiny_showdown_writes_its_table_and_shows_classic_split_and_quorum_hol
     rows = {row["mode"]: row for row in data["rows"]}
     assert set(rows) == {"classic", "quorum"}
     for row in rows.values():
-        assert row["scenario"] == "partition-leader-minority" and set(row["verdicts"]) == {"P1", "P2", "P3", "P3g", "P4", "P5"}
+        assert row["scenario"] == "partition-leader-minority" and set(row["verdicts"]) == {"P1", "P2", "P3", "P3g", "P4", "P5", "P6"}
         # The row is what the checkers say about the recorded history.
         events = read_history(work / f"{row['mode']}-partition-leader-minority" / "history.jsonl")
         report = check_all(events, row["mode"], RECOVERY_BOUND_ELECTION_TIMEOUTS * 500)
