@@ -95,11 +95,14 @@ class StoreEvent(TypedDict):
 
 
 class GrantEvent(TypedDict):
-    """Quorum mode: follower ``node`` sent a granted ack (Coordinator or Heartbeat) to ``leader``.
+    """Modes with promises: follower ``node`` sent a granted ack (Coordinator, Heartbeat, Vote) to ``leader``.
 
     From then on it refuses every other leader until its promise ends: ``until_ns`` (exact, from its
     tick clock) when present, else ``t_ns + promise_ms`` — unless a ``release`` cuts it short.
     ``t_ns`` is taken when the ack is sent, after the promise was made durable.
+
+    A node's vote for itself (it proposes, campaigns or reasserts) is a grant with ``leader == node``
+    and ``promise_ms`` 0, recorded once its promise is durable: it opens no window (``Grant``).
     """
 
     t_ns: int
@@ -107,13 +110,14 @@ class GrantEvent(TypedDict):
     node: int
     leader: int
     epoch: int
-    promise_ms: int  # follower_promise_ticks * tick_ms
+    promise_ms: int  # follower_promise_ticks * tick_ms; 0 for a vote for itself
     until_ns: NotRequired[int]
 
 
 class ReleaseEvent(TypedDict):
-    """Quorum mode: follower ``node`` honoured ``leader``'s resigning heartbeat for ``epoch``: its
-    promise to that leader ended at ``t_ns`` (before its window would have)."""
+    """Modes with promises: follower ``node`` honoured ``leader``'s resigning heartbeat for ``epoch``
+    (the core said so: ``PromiseReleased``): its promise to that leader ended at ``t_ns`` (before its
+    window would have). A resigning heartbeat the follower ignored records nothing."""
 
     t_ns: int
     kind: Literal["release"]

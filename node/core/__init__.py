@@ -21,6 +21,7 @@ from .types import (
     Output,
     PlantedBug,
     Promise,
+    PromiseReleased,
     Reason,
     Role,
     Stats,
@@ -32,6 +33,6 @@ from .types import (
 __all__ = [
     "CLOCK_DRIFT_BOUND", "DEFAULT_MODE", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
     "ElectionStarted", "Elector", "Event", "Message", "Mode", "ModeInfo", "MsgType", "Output", "PlantedBug",
-    "Promise", "QuorumBully", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "check_mode_options", "make_elector",
+    "Promise", "PromiseReleased", "QuorumBully", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "check_mode_options", "make_elector",
     "mode_info", "mode_names",
 ]

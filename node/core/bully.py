@@ -27,6 +27,7 @@ from .types import (
     Output,
     PlantedBug,
     Promise,
+    PromiseReleased,
     Reason,
     Role,
     Stats,
@@ -672,6 +673,7 @@ class QuorumBully(BullyElector):
             self.known.released(msg.src, msg.epoch)
             if self.leader_id == msg.src and self.epoch == msg.epoch:
                 self.promise_until = self.now  # the leader released its lease
+                batch.events.append(PromiseReleased(msg.src, msg.epoch))
                 self._released(msg, batch)
             return
         granted = self._may_acknowledge(msg.src, msg.epoch)

@@ -44,6 +44,7 @@ from .types import (
     MsgType,
     Output,
     Promise,
+    PromiseReleased,
     Reason,
     Role,
     Stats,
@@ -346,6 +347,7 @@ class RaftElector:
             return
         self.promise_until = self.now
         self.promised_to = 0
+        batch.events.append(PromiseReleased(msg.src, msg.epoch))
         self._observe(msg.epoch, batch)
         if self.leader_id == msg.src:
             self.leader_id = None

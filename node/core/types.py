@@ -255,7 +255,17 @@ class SteppedDown:
     lease_end_tick: int | None = None
 
 
-Event = ElectionStarted | BecameLeader | SteppedDown
+@dataclass(frozen=True)
+class PromiseReleased:
+    """A follower ended its promise to `leader` early: it honoured that leader's resigning heartbeat
+    for `epoch`. Only modes whose acks are promises report it; a follower that did not release (the
+    heartbeat was not from the leader it backs, or it honours a window from its boot) reports nothing."""
+
+    leader: int
+    epoch: int
+
+
+Event = ElectionStarted | BecameLeader | SteppedDown | PromiseReleased
 
 
 @dataclass(frozen=True)

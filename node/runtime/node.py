@@ -26,7 +26,10 @@ from node import channels
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.config import INSECURE_WARNING, ConfigError, NodeSettings
-from node.core import REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, SteppedDown, make_elector
+from node.core import (
+    REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, PromiseReleased, SteppedDown, make_elector,
+    mode_info,
+)
 from node.runtime.clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
 from node.runtime.duty import LeaderDuty
 from node.runtime.events import EventLog, route_logging
@@ -53,6 +56,9 @@ class NodeRuntime:
         seed = hash((settings.node_id, self.t0.lease_ns)) & 0xFFFFFFFF
         self.elector = make_elector(settings.mode, config, self.promises.load(), random.Random(seed), self.now())
         self.events = EventLog(self.id, settings.events_path)
+        # In modes whose acks are promises, what this node promises goes into the history (P3g):
+        # "grant" (acks: peers.py; votes for itself: apply) and "release".
+        self.records_promises = mode_info(settings.mode).promises
         self.metrics = NodeMetrics(self.id)
         self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
@@ -93,12 +99,23 @@ class NodeRuntime:
         """
         if self.failed is not None:
             raise self.failed
+        if self.records_promises:
+            # A release happened in the step, before anything the step persisted (a successor votes
+            # for itself right after its leader released it): recorded first, as the simulator does.
+            for ev in out.events:
+                if isinstance(ev, PromiseReleased):
+                    self.events.record("release", leader=ev.leader, epoch=ev.epoch)
         if out.persist is not None:
             try:
                 self.promises.save(out.persist)  # fsync before anything that reveals it
             except PersistError as exc:
                 self._fail_stop(exc)
                 raise
+            if self.records_promises and out.persist.leader_id == self.id:
+                # Its vote for itself (proposing, campaigning, reasserting) is a grant to itself, judged
+                # against its live promises to others; it holds no window of its own (promise_ms 0):
+                # its own backing is counted apart (node.history.own_votes), as in the simulator.
+                self.events.record("grant", leader=self.id, epoch=out.persist.epoch, promise_ms=0)
         reply = None
         for msg in out.messages:
             if reply_to is not None and msg.dst == reply_to.src and msg.type == REPLY_TYPE.get(reply_to.type):
@@ -134,7 +151,7 @@ class NodeRuntime:
         elif isinstance(ev, SteppedDown):
             self.events.log("stepped down", ev.epoch, reason=ev.reason)
             self.metrics.stepped_down(ev.reason)
-            self.observe.stepdown = ev
+            self.observe.stepdown, self.observe.stepdown_ns = ev, time.monotonic_ns()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

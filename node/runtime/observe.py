@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import SteppedDown, View, mode_names
+from node.core import Reason, SteppedDown, View, mode_names
 from node.runtime.wire import ROLE_PB
 
 if TYPE_CHECKING:
@@ -69,6 +69,20 @@ async def _first_of(*events: asyncio.Event) -> None:
             w.cancel()
 
 
+def lease_end_ns(stepdown: SteppedDown, tick_to_ns: Callable[[int], int], stepped_down_ns: int) -> int | None:
+    """When a leader that stepped down stopped leading, in history time (a view's ``lease_end_ns``).
+
+    A lease that ran out ended where its end tick began (``tick_to_ns``), maybe long before a paused
+    node noticed. A resignation or preemption names the tick it happened in, and the node led through
+    that tick up to the instant it stepped down (``stepped_down_ns``): the start of the tick would be
+    up to a tick too early. No lease end (a newer epoch seen): None, the view's own time stands."""
+    if stepdown.lease_end_tick is None:
+        return None
+    if stepdown.reason == Reason.LEASE_EXPIRED:
+        return tick_to_ns(stepdown.lease_end_tick)
+    return stepped_down_ns
+
+
 class Observation:
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
@@ -77,7 +91,9 @@ class Observation:
         self.view: View = node.elector.view(node.now())
         self.view_seq = 0
         self.view_changed = asyncio.Event()
-        self.stepdown: SteppedDown | None = None  # set by the node's event handling, read by refresh()
+        # Set by the node's event handling (the stepdown, and when it happened), read by refresh().
+        self.stepdown: SteppedDown | None = None
+        self.stepdown_ns = 0
 
     def refresh(self) -> None:
         """After every elector output: record a changed view, wake watchers, update health and metrics."""
@@ -101,8 +117,9 @@ class Observation:
         sd = self.stepdown
         if sd is not None:
             fields["reason"] = sd.reason
-            if sd.lease_end_tick is not None:
-                fields["lease_end_ns"] = node.tick_to_ns(sd.lease_end_tick)
+            end_ns = lease_end_ns(sd, node.tick_to_ns, self.stepdown_ns)
+            if end_ns is not None:
+                fields["lease_end_ns"] = end_ns
         elif reason:
             fields["reason"] = reason
         node.events.record("view", **fields)

@@ -13,7 +13,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel, require
-from node.core import Message, MsgType, Promise, Role, mode_info
+from node.core import Message, MsgType, Promise, Role
 from node.runtime.events import MessageLog
 from node.runtime.state import PersistError
 from node.runtime.wire import RPC_NAME, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
@@ -75,8 +75,6 @@ class PeerTransport:
         self.sent: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
         self.rpc_timeout_s = node.settings.heartbeat_interval_ms / 1000
-        # Followers in modes whose acks are promises record what they grant (for the P3g checker).
-        self.records_promises = mode_info(node.settings.mode).promises
         self.messages = MessageLog(node.events)  # election traffic, for people (the dashboard)
         self.link_watchers: list[asyncio.Task] = []
 
@@ -141,15 +139,14 @@ class PeerTransport:
         msg = message_from_pb(rpc, req, node.settings.tick_ms)
         self._count_received(msg)
         self.peers[msg.src].last_heard_ns = time.monotonic_ns()
-        promise_until = node.elector.promise_until if self.records_promises else None
         before = self._before() if is_election_traffic(msg) else None
         try:
             reply = node.apply(node.elector.step(node.now(), msg), reply_to=msg)
         except PersistError as exc:
             # The ack would reveal a promise the disk does not hold: no answer but an error.
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {exc}")
-        if promise_until is not None:
-            self._record_promise(msg, reply, promise_until)
+        if node.records_promises and reply is not None and reply.granted:
+            self._record_grant(reply)
         if before is not None:
             self._record_message(msg, reply, before)
         if reply is None:
@@ -157,22 +154,16 @@ class PeerTransport:
         self._count_sent(reply)
         return pb.PeerReply(ack=ack_to_pb(reply))
 
-    def _record_promise(self, msg: Message, reply: Message | None, promise_until_before: int) -> None:
-        """History of what this follower promised, for the checker that does not trust leaders.
-
-        A granted ack is a "grant" (recorded after the promise is on disk, before the ack leaves);
-        a promise cut short (a resigning leader released it) is a "release".
-        """
+    def _record_grant(self, reply: Message) -> None:
+        """A granted ack is a "grant" in the history, for the checker that does not trust leaders
+        (recorded after the promise is on disk, before the ack leaves). Releases and the node's votes
+        for itself are recorded where the elector's output is carried out (NodeRuntime.apply)."""
         node = self.node
-        promise_until = node.elector.promise_until
-        if reply is not None and reply.granted:
-            node.events.record(
-                "grant", leader=reply.dst, epoch=reply.epoch,
-                promise_ms=node.elector.timing.follower_promise_ticks * node.settings.tick_ms,
-                until_ns=node.tick_to_ns(promise_until),
-            )
-        elif promise_until < promise_until_before:
-            node.events.record("release", leader=msg.src, epoch=msg.epoch)
+        node.events.record(
+            "grant", leader=reply.dst, epoch=reply.epoch,
+            promise_ms=node.elector.timing.follower_promise_ticks * node.settings.tick_ms,
+            until_ns=node.tick_to_ns(node.elector.promise_until),
+        )
 
     def _before(self) -> Before:
         node, elector = self.node, self.node.elector

@@ -12,9 +12,10 @@ rule. A message to a crashed node comes back to its sender as `send_failed` one 
 Time: the network counts global ticks; each node sees `floor(global * rate)` on its own clock.
 
 The history records view changes, BecameLeader / SteppedDown events, leadership intervals, every
-granted acknowledgement with the promise window it stands for, releases (resigning heartbeats
-received) and the store's log. The properties below read only that history. Faults and schedules
-live in node/sim/explore.py, which drives this network:
+granted acknowledgement with the promise window the elector holds (Timing.promise_hold_ticks on the
+follower's clock), every vote for itself, releases (only where the core reports one:
+PromiseReleased) and the store's log. The properties below read only that history. Faults and
+schedules live in node/sim/explore.py, which drives this network:
 
     bullyproof sim explore --budget-s 60
 """
@@ -41,6 +42,7 @@ from node.core import (
     PROMISE_REPLY_TYPES,
     PlantedBug,
     Promise,
+    PromiseReleased,
     Role,
     SteppedDown,
     Timing,
@@ -571,6 +573,11 @@ class Network:
         self.faults.append(FaultRecord(self.now, description))
 
     def _apply(self, node: int, out: Output) -> None:
+        # A release happened in the step, before anything the step persisted (a successor's vote for
+        # itself right after its leader released it must not look like a vote inside that promise).
+        for event in out.events:
+            if isinstance(event, PromiseReleased):
+                self.promises.append(Release(self.now, node, event.leader, event.epoch))
         # Persist before send: the promise is durable before any message of this output leaves.
         if out.persist is not None:
             self.persisted[node] = out.persist
@@ -578,7 +585,8 @@ class Network:
                 self.promises.append(Grant(self.now, node, node, out.persist.epoch, self.now))
         for msg in out.messages:
             if msg.type in PROMISE_REPLY_TYPES and msg.granted:
-                window_end = self.global_tick(node, self.local(node) + self.timing.follower_promise_ticks)
+                # The window the protocol promises (the electors hold it), counted on the follower's clock.
+                window_end = self.global_tick(node, self.local(node) + self.timing.promise_hold_ticks)
                 self.promises.append(Grant(self.now, node, msg.dst, msg.epoch, window_end))
             self._send(msg)
         for event in out.events:
@@ -639,9 +647,7 @@ class Network:
             out = state.elector.send_failed(now, item.msg)
         else:
             self.delivered[item.msg.type] += 1
-            if item.msg.type == MsgType.HEARTBEAT and item.msg.resigning:
-                self.promises.append(Release(self.now, item.recipient, item.msg.src, item.msg.epoch))
-            elif item.msg.type == MsgType.HEARTBEAT:  # how late a follower's evidence may be (P6)
+            if item.msg.type == MsgType.HEARTBEAT and not item.msg.resigning:  # how late a follower's evidence may be (P6)
                 self.heartbeat_transit_ticks = max(self.heartbeat_transit_ticks, self.now - item.sent_tick)
             out = state.elector.step(now, item.msg)
         self._apply(item.recipient, out)
@@ -727,6 +733,8 @@ def describe_event(event: Event) -> str:
         return f"stepped down epoch {event.epoch} ({event.reason}, lease_end_tick={event.lease_end_tick})"
     if isinstance(event, BecameLeader):
         return f"became leader epoch {event.epoch}"
+    if isinstance(event, PromiseReleased):
+        return f"released its promise to node {event.leader} (epoch {event.epoch})"
     return f"election started (highest epoch seen {event.epoch})"
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import grpc
 import pytest
 
+from chaos.checkers import check_no_overlap_by_grants
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import process_fault, read_cluster_file, wait_for
-from node.core import mode_names
+from node.core import mode_info, mode_names
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +150,50 @@ def test_quorum_followers_record_what_they_grant(make_cluster):
         # between receipt and record (the checkers read until_ns, not t_ns), so no tighter lower bound.
         assert all(g["t_ns"] < g["until_ns"] <= g["t_ns"] + 410_000_000 for g in grants)
         assert any(g["until_ns"] > g["t_ns"] + 300_000_000 for g in grants), "most grants are recorded at once"
+
+
+@pytest.mark.parametrize("mode", [m for m in mode_names() if mode_info(m).promises])
+def test_a_node_records_its_vote_for_itself_as_a_grant(make_cluster, mode):
+    """Proposing (quorum) or campaigning (raft), a node promises itself: a grant to itself with no
+    window of its own (promise_ms 0), recorded once durable and before it leads; the grant checker
+    finds no promise broken by it."""
+    cluster = make_cluster(3, mode=mode)
+    leader, epoch = cluster.wait_for_agreement(timeout_s=15)
+    events = read_events(cluster, leader)
+    own = [e for e in events if e["kind"] == "grant" and e["leader"] == leader and e["epoch"] == epoch]
+    assert [(e["node"], e["promise_ms"], "until_ns" in e) for e in own] == [(leader, 0, False)]
+    became = next(e for e in events if e["kind"] == "view" and e["role"] == "leader" and e["epoch"] == epoch)
+    assert own[0]["t_ns"] <= became["t_ns"]
+    history = [e for n in cluster.spec.nodes for e in read_events(cluster, n.id)]
+    assert check_no_overlap_by_grants(history, mode).ok, check_no_overlap_by_grants(history, mode).evidence
+
+
+def test_a_resigning_leaders_lease_ends_when_it_resigned(make_cluster):
+    """The lease end a resigning leader records is the instant it resigned, never the start of the
+    tick it resigned in (up to a tick earlier, while it still led). Asked just after one of its tick
+    boundaries (read off a grant's until_ns, an exact tick of its clock), it must not report that
+    boundary: its lease end cannot precede the request."""
+    cluster = make_cluster(3)
+    first, epoch = cluster.wait_for_agreement(timeout_s=15)
+    resign(cluster, first)
+    leader, _ = cluster.wait_for_agreement(timeout_s=15, differs_from=(first, epoch))
+    grant = next(e for e in read_events(cluster, leader) if e["kind"] == "grant" and e["leader"] != leader)
+    tick_ns = 10_000_000  # the nodes' default --tick-ms
+    now_ns = time.monotonic_ns()
+    boundary_ns = now_ns + tick_ns - (now_ns - grant["until_ns"]) % tick_ns
+    while time.monotonic_ns() < boundary_ns + 500_000:
+        pass  # busy: a sleep could overshoot most of the tick
+    asked_ns = time.monotonic_ns()
+    resign(cluster, leader)
+    stepdown = wait_for(lambda: next((e for e in read_events(cluster, leader) if e["kind"] == "view"
+                                      and e.get("reason") == "resigned" and e["t_ns"] > asked_ns), None),
+                        5, what=f"node {leader}'s resignation")
+    assert asked_ns <= stepdown["lease_end_ns"] <= stepdown["t_ns"], (asked_ns, stepdown)
+
+
+def resign(cluster, node_id: int) -> None:
+    with grpc.insecure_channel(cluster.spec.node(node_id).client_address) as ch:
+        pb_grpc.LeadershipStub(ch).Resign(pb.ResignRequest(), timeout=2)
 
 
 def test_restarted_node_never_acknowledges_an_epoch_it_has_passed(make_cluster):

@@ -740,7 +740,7 @@ def test_check_all_on_a_clean_quorum_run() -> None:
     assert report.recovery_ms == pytest.approx(150.0)
     assert [entry["failover_ms"] for entry in report.failover] == [pytest.approx(1050.0)]
     decoded = json.loads(report.to_json())
-    assert [result["id"] for result in decoded["results"]] == ["P1", "P2", "P3", "P3g", "P4", "P5"]
+    assert [result["id"] for result in decoded["results"]] == ["P1", "P2", "P3", "P3g", "P4", "P5", "P6"]
 
 
 def test_check_all_detects_classic_split_brain_and_fencing() -> None:

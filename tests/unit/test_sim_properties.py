@@ -25,6 +25,7 @@ from node.sim.explore import (
     runtime_timing,
     swarm_schedule,
 )
+from node.history import Release, double_promises
 from node.sim.network import Network
 
 T = Timing()
@@ -200,6 +201,43 @@ def test_a_leader_crashed_while_paused_led_until_its_lease_ran_out() -> None:
     (interval,) = [i for i in net.intervals if i.node == 5]
     assert paused_at < interval.end <= paused_at + T.leader_lease_ticks
     assert net.no_overlapping_leadership(), net.violations()
+
+
+@pytest.mark.parametrize("mode", [m for m in Mode if mode_info(m).promises], ids=lambda m: m.value)
+def test_a_recorded_grant_window_is_the_one_the_elector_holds(mode: Mode) -> None:
+    """Each grant is recorded with the window its follower honours (Timing.promise_hold_ticks on its
+    own clock, which may run fast or slow): no shorter (the grant checker would see a leader led
+    outside its backing), no longer (it would see a vote inside a promise that had ended)."""
+    rates = {1: Fraction(21, 20), 2: Fraction(19, 20), 3: Fraction(1)}
+    net = Network(0, 3, mode, runtime_timing(0), clock_rates=rates)
+    assert net.run_until_agreed(500) is not None
+    leader = net.agreed_leader()[0]
+    net.run(3 * T.heartbeat_interval_ticks + 7)
+    for follower in (m for m in net.members if m != leader):
+        last = max((g for g in net.grants if g.node == follower and g.leader == leader), key=lambda g: g.at)
+        holds_until = net.global_tick(follower, net.elector(follower).promise_until)
+        assert last.until == holds_until, (follower, last, holds_until)
+
+
+@pytest.mark.parametrize("mode", [m for m in Mode if mode_info(m).promises], ids=lambda m: m.value)
+def test_a_release_is_recorded_only_where_the_follower_released(mode: Mode) -> None:
+    """A follower restarted inside its promise honours a window from boot. Quorum then ignores the
+    resigning heartbeat of the leader it promised (it follows no one yet): its promise stands and no
+    release may be recorded (the grant checker would cut its window short). Raft knows whom it
+    promised from its persisted vote and does release. Recorded release <=> released promise."""
+    net = Network(0, 3, mode)
+    assert net.run_until_agreed(10 * T.election_timeout_ticks) is not None
+    leader = net.agreed_leader()[0]
+    restarted, other = sorted(m for m in net.members if m != leader)
+    net.crash_restart(restarted)
+    net.resign(leader)
+    resigned_at = net.now
+    net.run(1)  # the resigning heartbeats arrive (one tick on the wire); nobody has granted since
+    released = {r.node for r in net.promises if isinstance(r, Release) and r.at >= resigned_at and r.leader == leader}
+    holding = {m for m in (restarted, other) if net.elector(m).promise_until > net.local(m)}
+    assert released == {restarted, other} - holding
+    assert holding == ({restarted} if mode == Mode.QUORUM else set())
+    assert not double_promises(net.promises), net.violations()
 
 
 def test_a_skewed_clock_runs_at_its_rate() -> None:
