@@ -526,7 +526,7 @@ def _tried_in_workers(seed: int, settings: SwarmSettings, limit: int | None, dea
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload([__name__])
+        ctx.set_forkserver_preload(["node.sim.explore"])
     next_index = ctx.Value("q", 0)
     stop = ctx.Event()
     results = ctx.Queue()
@@ -545,12 +545,12 @@ def _tried_in_workers(seed: int, settings: SwarmSettings, limit: int | None, dea
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
                 return
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:  # killed from outside: the index it held would never come
+                raise RuntimeError(f"explorer worker {dead[0].name} died (exit code {dead[0].exitcode})")
             try:
                 got = results.get(timeout=min(remaining_s, 1.0))
             except queue.Empty:
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"explorer worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
                 continue
             if isinstance(got, str):
                 raise RuntimeError(f"an explorer worker failed:\n{got}")
