@@ -42,8 +42,8 @@ test: setup tools browser containers check explore
 # seconds, so CI explores the same schedules however loaded it is; on every core of an unloaded
 # 2-core machine they take about 60 s and 40 s.
 explore: setup
-	$(BIN)/bullyproof sim explore --schedules 2400 --seed 0 --mode quorum
-	$(BIN)/bullyproof sim explore --schedules 1300 --seed 0 --mode raft
+	$(BIN)/bullyproof sim explore --schedules 2700 --seed 0 --mode quorum
+	$(BIN)/bullyproof sim explore --schedules 2300 --seed 0 --mode raft
 
 bench: setup
 	$(BIN)/python -m node.client.bench
