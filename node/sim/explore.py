@@ -19,18 +19,31 @@ The search is swarm testing: each schedule enables a random subset of fault kind
 a random membership size (1..7, even sizes included), hold-down on or off, and maybe skewed clocks.
 A schedule that breaks a property is shrunk (commands removed, waits halved) to a minimal one.
 
-    bullyproof sim explore --budget-s 60 [--nodes N] [--mode M] [--seed S] [--bug B] [--json]
+Schedule k of a run is made from the run's seed and k alone, so a budget in schedules explores the same
+schedules on any machine, under any load, with any number of worker processes; a budget in seconds
+explores as many as the machine manages. The search stops at whichever budget is spent first.
+
+    bullyproof sim explore [--budget-s 60] [--schedules N] [--workers W] [--nodes N] [--mode M] [--seed S]
+                           [--bug B] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import math
+import multiprocessing
+import os
+import queue
 import random
+import signal
 import sys
 import time
+import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from pathlib import Path
@@ -463,6 +476,95 @@ def shrink(outcome: Outcome, budget_s: float = 20.0) -> Outcome:
 # ---- the search ----------------------------------------------------------------------------------------
 
 
+def schedule_seed(seed: int, index: int) -> int:
+    """The seed of schedule `index` of a run with `seed`: the same on any machine and with any workers."""
+    return seed * 1_000_000 + index
+
+
+@dataclass(frozen=True)
+class Tried:
+    """What the search keeps of one schedule it ran (small, so a worker process can send it back)."""
+    index: int
+    n: int
+    ticks: int
+    kinds: frozenset[str]
+    violations: tuple[str, ...]
+
+
+def _try(seed: int, settings: SwarmSettings, index: int) -> Tried:
+    outcome = run_schedule(swarm_schedule(schedule_seed(seed, index), settings))
+    return Tried(index, outcome.schedule.n, outcome.net.now, frozenset(outcome.kinds), tuple(outcome.violations))
+
+
+def _tried_in_process(seed: int, settings: SwarmSettings, limit: int | None, deadline: float) -> Iterator[Tried]:
+    for index in itertools.count() if limit is None else range(limit):
+        if time.monotonic() >= deadline:
+            return
+        yield _try(seed, settings, index)
+
+
+def _worker(seed: int, settings: SwarmSettings, limit: int | None, next_index, stop, results) -> None:
+    """A worker process: take the next untried index from the shared counter, run it, send back what it did."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the workers
+    try:
+        while not stop.is_set():
+            with next_index.get_lock():
+                index = next_index.value
+                next_index.value += 1
+            if limit is not None and index >= limit:
+                return
+            results.put(_try(seed, settings, index))
+    except BaseException:
+        results.put(traceback.format_exc())
+
+
+def _tried_in_workers(seed: int, settings: SwarmSettings, limit: int | None, deadline: float,
+                      workers: int) -> Iterator[Tried]:
+    """Schedules 0, 1, 2, ... run by `workers` processes, yielded in index order (whatever finished first):
+    the caller sees exactly what an in-process run would, up to the deadline."""
+    # Not fork: the parent may hold threads (pytest, gRPC). forkserver imports the simulator once.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["node.sim.explore"])
+    next_index = ctx.Value("q", 0)
+    stop = ctx.Event()
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(seed, settings, limit, next_index, stop, results), daemon=True,
+                         name=f"explore-worker-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    waiting: dict[int, Tried] = {}  # finished ahead of a lower index still running
+    index = 0
+    try:
+        while limit is None or index < limit:
+            if index in waiting:
+                yield waiting.pop(index)
+                index += 1
+                continue
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                return
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:  # killed from outside: the index it held would never come
+                raise RuntimeError(f"explorer worker {dead[0].name} died (exit code {dead[0].exitcode})")
+            try:
+                got = results.get(timeout=min(remaining_s, 1.0))
+            except queue.Empty:
+                continue
+            if isinstance(got, str):
+                raise RuntimeError(f"an explorer worker failed:\n{got}")
+            waiting[got.index] = got
+    finally:
+        # Whatever the workers run past this point is not reported: stop them now, by their pids.
+        stop.set()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+        results.close()
+
+
 @dataclass
 class Finding:
     seed: int  # regenerates the unshrunk schedule: `bullyproof sim run --seed S` with the same settings
@@ -470,26 +572,37 @@ class Finding:
     violations: list[str]
     schedule: Schedule  # minimal
     original_commands: int
+    index: int = 0  # which schedule of the run: `sim explore --seed SEED --schedules INDEX+1` reaches it
 
     def to_dict(self) -> dict:
         return {
-            "seed": self.seed, "after_s": round(self.after_s, 3), "violations": self.violations[:5],
-            "commands": len(self.schedule.commands), "original_commands": self.original_commands,
-            "script": self.schedule.to_script(),
+            "index": self.index, "seed": self.seed, "after_s": round(self.after_s, 3),
+            "violations": self.violations[:5], "commands": len(self.schedule.commands),
+            "original_commands": self.original_commands, "script": self.schedule.to_script(),
         }
+
+
+# What ended a search (ExploreReport.ended_by), in words.
+ENDED_BY = {
+    "schedules": "the schedule budget was spent", "time": "the time budget was spent",
+    "findings": "it stopped at what it found",
+}
 
 
 @dataclass
 class ExploreReport:
     settings: SwarmSettings
     seed: int
-    budget_s: float
+    budget_s: float | None
+    max_schedules: int | None = None
+    workers: int = 1
     elapsed_s: float = 0.0
-    schedules: int = 0
+    schedules: int = 0  # schedules 0 .. schedules-1 of the seed, every one of them
     ticks: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
     sizes: Counter[int] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
+    ended_by: str = ""  # a key of ENDED_BY
 
     @property
     def schedules_per_s(self) -> float:
@@ -500,7 +613,8 @@ class ExploreReport:
             "mode": self.settings.mode.value, "nodes": self.settings.nodes, "drift": self.settings.drift,
             "bugs": sorted(b.value for b in self.settings.planted_bugs),
             "mode_options": sorted(self.settings.mode_options), "seed": self.seed,
-            "budget_s": self.budget_s, "elapsed_s": round(self.elapsed_s, 2), "schedules": self.schedules,
+            "budget_s": self.budget_s, "max_schedules": self.max_schedules, "workers": self.workers,
+            "ended_by": self.ended_by, "elapsed_s": round(self.elapsed_s, 2), "schedules": self.schedules,
             "schedules_per_s": round(self.schedules_per_s, 1), "ticks": self.ticks,
             "kinds_covered": dict(sorted(self.kinds.items())), "sizes": dict(sorted(self.sizes.items())),
             "kinds_missing": sorted(set(FAULT_KINDS) - set(self.kinds)),
@@ -508,36 +622,53 @@ class ExploreReport:
         }
 
 
-def explore(budget_s: float, settings: SwarmSettings = SwarmSettings(), seed: int = 0, stop_at_first: bool = False,
-            max_findings: int = 3, shrink_budget_s: float = 20.0, max_schedules: int | None = None,
-            progress: Callable[[Finding], None] | None = None) -> ExploreReport:
-    """Run swarm schedules until the budget (or max_schedules) is spent; shrink and keep the first few that fail."""
-    report = ExploreReport(settings, seed, budget_s)
+def explore(budget_s: float | None = None, settings: SwarmSettings = SwarmSettings(), seed: int = 0,
+            stop_at_first: bool = False, max_findings: int = 3, shrink_budget_s: float = 20.0,
+            max_schedules: int | None = None, progress: Callable[[Finding], None] | None = None,
+            workers: int = 1) -> ExploreReport:
+    """Run swarm schedules 0, 1, 2, ... of `seed` until the time budget or max_schedules is spent (the first
+    of them); shrink and keep the first few that fail.
+
+    With workers > 1 the schedules run in that many processes and are judged here in index order, so
+    the report (schedules, coverage, findings) is the one a single process gives for the same count.
+    Shrinking runs in this process.
+    """
+    if budget_s is None and max_schedules is None:
+        raise ValueError("explore needs a budget: budget_s, max_schedules or both")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    report = ExploreReport(settings, seed, budget_s, max_schedules, workers)
     started = time.monotonic()
+    deadline = math.inf if budget_s is None else started + budget_s
+    tried = (_tried_in_process(seed, settings, max_schedules, deadline) if workers == 1
+             else _tried_in_workers(seed, settings, max_schedules, deadline, workers))
     seen: set[str] = set()
-    k = 0
-    while time.monotonic() - started < budget_s and (max_schedules is None or k < max_schedules):
-        schedule_seed = seed * 1_000_000 + k
-        k += 1
-        outcome = run_schedule(swarm_schedule(schedule_seed, settings))
-        report.schedules += 1
-        report.ticks += outcome.net.now
-        report.kinds.update(outcome.kinds)
-        report.sizes[outcome.schedule.n] += 1
-        if not outcome.failed:
-            continue
-        ids = frozenset(v.split(":", 1)[0] for v in outcome.violations)
-        if "|".join(sorted(ids)) in seen and not stop_at_first:
-            continue
-        seen.add("|".join(sorted(ids)))
-        found_after = time.monotonic() - started
-        small = shrink(outcome, shrink_budget_s)
-        finding = Finding(schedule_seed, found_after, small.violations, small.schedule, len(outcome.schedule.commands))
-        report.findings.append(finding)
-        if progress:
-            progress(finding)
-        if stop_at_first or len(report.findings) >= max_findings:
-            break
+    with contextlib.closing(tried):
+        for t in tried:
+            report.schedules += 1
+            report.ticks += t.ticks
+            report.kinds.update(t.kinds)
+            report.sizes[t.n] += 1
+            if not t.violations:
+                continue
+            ids = "|".join(sorted({v.split(":", 1)[0] for v in t.violations}))
+            if ids in seen and not stop_at_first:
+                continue
+            seen.add(ids)
+            found_after = time.monotonic() - started
+            # Run it again here (a schedule replays exactly) to have the whole outcome to shrink.
+            outcome = run_schedule(swarm_schedule(schedule_seed(seed, t.index), settings))
+            small = shrink(outcome, shrink_budget_s)
+            finding = Finding(schedule_seed(seed, t.index), found_after, small.violations, small.schedule,
+                              len(outcome.schedule.commands), t.index)
+            report.findings.append(finding)
+            if progress:
+                progress(finding)
+            if stop_at_first or len(report.findings) >= max_findings:
+                report.ended_by = "findings"
+                break
+    if not report.ended_by:
+        report.ended_by = "schedules" if report.schedules == max_schedules else "time"
     report.elapsed_s = time.monotonic() - started
     return report
 
@@ -553,8 +684,24 @@ def _settings(args: argparse.Namespace) -> SwarmSettings:
     )
 
 
+def _budgets(args: argparse.Namespace) -> tuple[float | None, int | None]:
+    """--budget-s and --schedules as given; a minute if neither was."""
+    if args.budget_s is None and args.schedules is None:
+        return 60.0, None
+    return args.budget_s, args.schedules
+
+
+def _ended_by(report: ExploreReport) -> str:
+    if report.ended_by == "schedules":
+        return f"the schedule budget ({report.max_schedules}) was spent"
+    if report.ended_by == "time":
+        return f"the time budget ({report.budget_s:g} s) was spent"
+    return ENDED_BY[report.ended_by]
+
+
 def _print_finding(f: Finding, out=sys.stdout) -> None:
-    print(f"\nVIOLATION after {f.after_s:.1f} s (schedule seed {f.seed}; shrunk from {f.original_commands} "
+    print(f"\nVIOLATION in schedule {f.index} after {f.after_s:.1f} s (schedule seed {f.seed}: `bullyproof sim run "
+          f"--seed {f.seed}` with the same options replays it unshrunk; shrunk from {f.original_commands} "
           f"to {len(f.schedule.commands)} commands):", file=out)
     for v in f.violations[:5]:
         print(f"  {v}", file=out)
@@ -566,7 +713,9 @@ def _print_finding(f: Finding, out=sys.stdout) -> None:
 def cmd_explore(args: argparse.Namespace) -> int:
     settings = _settings(args)
     progress = None if args.json else _print_finding
-    report = explore(args.budget_s, settings, args.seed, stop_at_first=args.first, progress=progress)
+    budget_s, max_schedules = _budgets(args)
+    report = explore(budget_s, settings, args.seed, stop_at_first=args.first, progress=progress,
+                     max_schedules=max_schedules, workers=args.workers)
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for f in report.findings:
@@ -576,8 +725,9 @@ def cmd_explore(args: argparse.Namespace) -> int:
     else:
         d = report.to_dict()
         print(f"\nexplored {report.schedules} schedules ({report.ticks} ticks) in {report.elapsed_s:.1f} s: "
-              f"{report.schedules_per_s:.0f} schedules/s; mode {settings.mode.value}, drift {settings.drift}"
-              + (f", planted {', '.join(d['bugs'])}" if d["bugs"] else ""))
+              f"{report.schedules_per_s:.0f} schedules/s with {report.workers} worker(s); mode {settings.mode.value}, "
+              f"drift {settings.drift}" + (f", planted {', '.join(d['bugs'])}" if d["bugs"] else ""))
+        print(f"ended because {_ended_by(report)}")
         print("fault kinds covered: " + ", ".join(f"{k} {v}" for k, v in d["kinds_covered"].items()))
         if d["kinds_missing"]:
             print("fault kinds never exercised: " + ", ".join(d["kinds_missing"]))
@@ -625,20 +775,24 @@ def cmd_bugs(args: argparse.Namespace) -> int:
     """Harness power: how fast the explorer finds each planted bug."""
     rows = []
     core_bugs = [b for b in PlantedBug] if not args.bug else [PlantedBug(b) for b in args.bug]
+    budget_s, max_schedules = _budgets(args)
     for bug in core_bugs:
         settings = replace(_settings(args), planted_bugs=frozenset({bug}))
-        report = explore(args.budget_s, settings, args.seed, stop_at_first=True)
+        report = explore(budget_s, settings, args.seed, stop_at_first=True, max_schedules=max_schedules,
+                         workers=args.workers)
         f = report.findings[0] if report.findings else None
         rows.append({
             "bug": bug.value, "found": f is not None, "after_s": None if f is None else round(f.after_s, 2),
-            "schedules": report.schedules, "minimal_commands": None if f is None else len(f.schedule.commands),
+            "schedules": report.schedules, "index": None if f is None else f.index, "ended_by": report.ended_by,
+            "minimal_commands": None if f is None else len(f.schedule.commands),
             "property": None if f is None else f.violations[0].split(":", 1)[0],
             "script": None if f is None else f.schedule.to_script(),
         })
         if not args.json:
             when = f"{f.after_s:6.1f} s" if f else "  not found"
             print(f"{bug.value:22} {when}  {report.schedules:6d} schedules  "
-                  + (f"minimal {len(f.schedule.commands):2d} commands  {rows[-1]['property']}" if f else ""), flush=True)
+                  + (f"minimal {len(f.schedule.commands):2d} commands  {rows[-1]['property']}" if f
+                     else f"({_ended_by(report)})"), flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0 if all(r["found"] for r in rows) else 1
@@ -680,6 +834,8 @@ def cmd_messages(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from node.cli import _positive
+
     parser = argparse.ArgumentParser(prog="bullyproof sim", description="The deterministic simulator and its explorer.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -695,9 +851,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mode-option", action="append", default=[], metavar="NAME",
                        help="a switch of the mode (raft: no-pre-vote)")
 
-    p = sub.add_parser("explore", help="search fault schedules for a time budget; exit 1 if a property failed")
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    def budget_options(p: argparse.ArgumentParser, per: str) -> None:
+        p.add_argument("--budget-s", type=seconds, default=None, metavar="S",
+                       help=f"seconds{per} (default: 60 unless --schedules is given)")
+        p.add_argument("--schedules", type=_positive, default=None, metavar="N",
+                       help=f"run schedules 0..N-1 of the seed{per}, the same ones on any machine and under any "
+                            "load; with --budget-s too, whichever is spent first ends the run")
+        p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, metavar="W",
+                       help="processes running schedules (default: every core; 1: in this process)")
+
+    p = sub.add_parser("explore", help="search fault schedules for a budget; exit 1 if a property failed")
     swarm_options(p)
-    p.add_argument("--budget-s", type=float, default=60.0)
+    budget_options(p, "")
     p.add_argument("--first", action="store_true", help="stop at the first violation")
     p.add_argument("--save", type=Path, help="write each minimal failing schedule into this folder")
     p.add_argument("--json", action="store_true")
@@ -715,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bugs", help="time the explorer against every planted bug (harness power)")
     swarm_options(p)
-    p.add_argument("--budget-s", type=float, default=60.0, help="per bug")
+    budget_options(p, " per bug")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bugs)
 
