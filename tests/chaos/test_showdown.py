@@ -56,7 +56,7 @@ def test_a_tiny_showdown_writes_its_table_and_shows_classic_split_and_quorum_hol
     table = (out / "showdown.md").read_text()
     classic_line = next(line for line in table.splitlines() if line.startswith("| `classic` | partition |"))
     assert "FAIL" in classic_line, table
-    assert "| `quorum` | partition | ok | ok | ok | ok | ok | ok | 0 |" in table, table
+    assert "| `quorum` | partition | ok | ok | ok | ok | ok | ok | ok | 0 |" in table, table
     assert json.loads((out / "showdown.json").read_text())["rows"] == data["rows"]
     png = (out / "showdown.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) < 200_000

@@ -67,6 +67,8 @@ def test_crash_the_leader_inspect_the_election_partition_it_into_a_minority(dash
     cluster = dashboard_cluster(nodes=5, mode="quorum")
     p = open_page(cluster.url)
     page = p.page
+    # The tiles come with the page's first state push, which a busy machine may deliver after load.
+    page.wait_for_function("document.querySelectorAll('.tile').length >= 5")
     assert page.locator(".tile").count() == 5
     leader = agreed_leader(page)
     assert tile(page, leader).get_attribute("data-role") == "leader"
