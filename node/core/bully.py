@@ -445,13 +445,9 @@ class QuorumBully(BullyElector):
         return timers
 
     def view(self, now: int) -> View:
-        v = super().view(now)
-        if v.role != Role.FOLLOWER:
-            return v
         # Acknowledging a Coordinator is no evidence that its sender won (it may never reach a
         # majority): a follower names only a leader whose heartbeat still vouches for it.
-        named = self.known.named(now)
-        return replace(v, leader_id=None) if named is None else replace(v, leader_id=named[0], epoch=named[1])
+        return self.known.follower_view(super().view(now), now)
 
     def _advance(self, now: int, batch: Batch) -> None:
         super()._advance(now, batch)
@@ -679,8 +675,7 @@ class QuorumBully(BullyElector):
         granted = self._may_acknowledge(msg.src, msg.epoch)
         if granted:
             self._acknowledge(msg.src, msg.epoch, batch)
-            t = self.timing
-            self.known.heard(self.now, msg, t.election_timeout_ticks, t.heartbeat_interval_ticks)
+            self.known.heard(self.now, msg, self.timing)
         self._reply(batch, msg, granted)
 
     def _answer_election(self, msg: Message, batch: Batch) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .types import CLOCK_DRIFT_BOUND, Message
+from .types import CLOCK_DRIFT_BOUND, Message, Role, Timing, View
 
 # A lease announced in ticks of the leader's clock is counted down on the follower's: shortened by the
 # worst ratio of two clock rates inside the drift bound ((1-d)/(1+d) >= 1-2d), it never outlasts the
@@ -34,13 +34,14 @@ class KnownLeader:
     until: int = 0  # tick (follower's clock) after which the announced lease may have ended
     closed: bool = False  # (leader_id, epoch) is over for certain: it resigned, or we led since
 
-    def heard(self, now: int, heartbeat: Message, longest_ticks: int, grace_ticks: int) -> None:
+    def heard(self, now: int, heartbeat: Message, timing: Timing) -> None:
         """We acknowledged a leader's (non-resigning) heartbeat: it leads `heartbeat.epoch`. No lease
-        lasts longer than `longest_ticks` (an election timeout): a larger announcement is not believed."""
+        lasts longer than an election timeout: a larger announcement is not believed past it."""
         if heartbeat.epoch < self.epoch or (heartbeat.epoch == self.epoch and self.closed):
             return  # an older leader's late heartbeat, or a duplicate from one that resigned
         self.leader_id, self.epoch, self.closed = heartbeat.src, heartbeat.epoch, False
-        self.until = now + int(min(heartbeat.lease_remaining, longest_ticks) * _RATE_FLOOR) + grace_ticks
+        lease = min(heartbeat.lease_remaining, timing.election_timeout_ticks)
+        self.until = now + int(lease * _RATE_FLOOR) + timing.heartbeat_interval_ticks
 
     def released(self, leader_id: int, epoch: int) -> None:
         """A leader resigned (its resigning heartbeat): its epoch is over, whatever arrives late."""
@@ -51,6 +52,14 @@ class KnownLeader:
         """This node won `epoch` itself: every older leadership is over."""
         if epoch >= self.epoch:
             self.leader_id, self.epoch, self.until, self.closed = node_id, epoch, 0, True
+
+    def follower_view(self, view: View, now: int) -> View:
+        """A follower's view names the leader (and its epoch) only as far as this evidence allows;
+        any other role's view is the elector's own."""
+        if view.role != Role.FOLLOWER:
+            return view
+        named = self.named(now)
+        return replace(view, leader_id=None) if named is None else replace(view, leader_id=named[0], epoch=named[1])
 
     def named(self, now: int) -> tuple[int, int] | None:
         """(leader, epoch) if a heartbeat still vouches for it at `now`."""

@@ -173,13 +173,8 @@ class RaftElector:
             Phase.PRE_CANDIDATE: Role.CANDIDATE,
         }.get(self.phase, Role.FOLLOWER)
         lease_valid = self.phase == Phase.LEADER and now < self.lease_until
-        if role != Role.FOLLOWER:
-            return View(self.id, role, self.term, self.leader_id, lease_valid)
-        # Only a leader whose heartbeat still vouches for it (its lease, as it announced it).
-        named = self.known.named(now)
-        if named is None:
-            return View(self.id, role, self.term, None, lease_valid)
-        return View(self.id, role, named[1], named[0], lease_valid)
+        # A follower names only a leader whose heartbeat still vouches for it (its lease, as announced).
+        return self.known.follower_view(View(self.id, role, self.term, self.leader_id, lease_valid), now)
 
     # ---- time ------------------------------------------------------------------------------------
 
@@ -337,8 +332,7 @@ class RaftElector:
             self._back(msg.src, batch)
             self.leader_id = msg.src
             granted = True
-            t = self.timing
-            self.known.heard(self.now, msg, t.election_timeout_ticks, t.heartbeat_interval_ticks)
+            self.known.heard(self.now, msg, self.timing)
         self._reply(batch, msg, granted)
 
     def _on_release(self, msg: Message, batch: Batch) -> None:

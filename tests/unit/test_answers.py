@@ -7,11 +7,13 @@ from dataclasses import replace
 import pytest
 
 from node.core import Message, MsgType, Mode, QuorumBully, Role, View
+from node.core import Timing
 from node.core.known import KnownLeader
 from node.sim.explore import runtime_timing
 from node.sim.network import Network
 
 ET = runtime_timing(0).election_timeout_ticks
+TIMING = Timing()  # heartbeat 10 ticks (the grace), election timeout 50 (the cap)
 
 
 def _no_majority_anywhere(mode: str, elector_factory=None) -> Network:
@@ -77,18 +79,18 @@ def test_a_leader_names_itself_only_while_its_lease_is_valid() -> None:
 
 def test_known_leader_never_names_backwards_and_counts_the_lease_down_on_a_slower_clock() -> None:
     known = KnownLeader()
-    known.heard(100, Message(MsgType.HEARTBEAT, 5, 1, 7, round=1, lease_remaining=30), 50, grace_ticks=10)
+    known.heard(100, Message(MsgType.HEARTBEAT, 5, 1, 7, round=1, lease_remaining=30), TIMING)
     assert known.named(100) == (5, 7) and known.named(136) == (5, 7) and known.named(137) is None  # 30 * 0.9 + 10
-    known.heard(110, Message(MsgType.HEARTBEAT, 4, 1, 6, round=9, lease_remaining=30), 50, grace_ticks=10)
+    known.heard(110, Message(MsgType.HEARTBEAT, 4, 1, 6, round=9, lease_remaining=30), TIMING)
     assert known.named(110) == (5, 7)  # an older epoch's late heartbeat
-    known.heard(120, Message(MsgType.HEARTBEAT, 5, 1, 7, round=2, lease_remaining=10**6), 50, grace_ticks=10)
+    known.heard(120, Message(MsgType.HEARTBEAT, 5, 1, 7, round=2, lease_remaining=10**6), TIMING)
     assert known.named(174) == (5, 7) and known.named(175) is None  # capped at an election timeout
     known.released(5, 7)
     assert known.named(121) is None
-    known.heard(122, Message(MsgType.HEARTBEAT, 5, 1, 7, round=2, lease_remaining=30), 50, grace_ticks=10)
+    known.heard(122, Message(MsgType.HEARTBEAT, 5, 1, 7, round=2, lease_remaining=30), TIMING)
     assert known.named(122) is None  # a duplicate from the epoch that resigned
     known.led(1, 8)
-    known.heard(123, Message(MsgType.HEARTBEAT, 5, 1, 7, round=3, lease_remaining=30), 50, grace_ticks=10)
+    known.heard(123, Message(MsgType.HEARTBEAT, 5, 1, 7, round=3, lease_remaining=30), TIMING)
     assert known.named(123) is None  # we led a later epoch ourselves
 
 
