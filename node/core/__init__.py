@@ -6,6 +6,7 @@ enforces it. Every algorithm implements `Elector`; `modes.REGISTRY` is the one l
 
 from .bully import BullyElector, ClassicBully, QuorumBully
 from .elector import Elector
+from .instants import GENERIC_INSTANTS, instants_of_output
 from .raft import RaftElector
 from .modes import DEFAULT_MODE, REGISTRY, Mode, ModeInfo, check_mode_options, make_elector, mode_info, mode_names
 from .types import (
@@ -22,6 +23,7 @@ from .types import (
     PlantedBug,
     Promise,
     PromiseReleased,
+    Reached,
     Reason,
     Role,
     Stats,
@@ -31,8 +33,8 @@ from .types import (
 )
 
 __all__ = [
-    "CLOCK_DRIFT_BOUND", "DEFAULT_MODE", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
+    "CLOCK_DRIFT_BOUND", "DEFAULT_MODE", "GENERIC_INSTANTS", "instants_of_output", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
     "ElectionStarted", "Elector", "Event", "Message", "Mode", "ModeInfo", "MsgType", "Output", "PlantedBug",
-    "Promise", "PromiseReleased", "QuorumBully", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "check_mode_options", "make_elector",
+    "Promise", "PromiseReleased", "QuorumBully", "Reached", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "check_mode_options", "make_elector",
     "mode_info", "mode_names",
 ]

@@ -28,6 +28,7 @@ from .types import (
     PlantedBug,
     Promise,
     PromiseReleased,
+    Reached,
     Reason,
     Role,
     Stats,
@@ -49,6 +50,16 @@ class _Phase:
 
 class BullyElector:
     """Shared Bully machinery. Subclasses decide what winning and following require."""
+
+    # Protocol instants (node.core.instants): states instants() reports, and moments sent as Reached.
+    INSTANTS: dict[str, str] = {
+        "deadline": "a follower within a tick of its election timeout",
+        "electing": "asked the higher ids, waiting for an Alive",
+        "awaiting": "a higher id answered Alive; waiting for its Coordinator",
+        "abstaining": "a node that resigned stays out of elections for a while",
+        "won-again": "became leader again with no other leader known since it last led",
+        "handover-won": "won the proposal a resigning leader handed it (a transfer or preemption)",
+    }
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
         self.config = config
@@ -153,6 +164,18 @@ class BullyElector:
             _Phase.PROPOSING: Role.CANDIDATE,
         }.get(self.phase, Role.FOLLOWER)
         return View(self.id, role, self.epoch, self.leader_id, self._lease_valid(now))
+
+    def instants(self, now: int) -> frozenset[str]:
+        found = set()
+        if self.phase == _Phase.IDLE and 0 <= self.election_deadline - now <= 1:
+            found.add("deadline")
+        if self.phase == _Phase.ELECTING:
+            found.add("electing")
+        elif self.phase == _Phase.AWAITING:
+            found.add("awaiting")
+        if now < self.abstain_until:
+            found.add("abstaining")
+        return frozenset(found)
 
     def next_deadline(self, now: int) -> int:
         return earliest_after(max(now, self.now), self._timers(), self.timing.election_timeout_ticks)
@@ -279,13 +302,14 @@ class BullyElector:
 
     def _give_up(self, batch: Batch) -> None:
         """A proposal failed: back to follower, retry after a randomized timeout."""
+        batch.events.append(Reached("proposal-failed"))
         self.phase = _Phase.IDLE
         self.leader_id = None
         self.election_deadline = self.now + self._election_delay()
 
     def _follow(self, leader_id: int, epoch: int) -> None:
         self.phase = _Phase.IDLE
-        self.leader_id = leader_id
+        self.leader_id = self.last_leader = leader_id
         self.epoch = epoch
         self.election_deadline = self.now + self._silence_delay()
 
@@ -293,13 +317,18 @@ class BullyElector:
     # The proposal under way is a handover (a resigning leader named us successor: "handover", or
     # "transfer" when an operator chose us), not an election; "" otherwise.
     handover = ""
+    last_leader = 0  # the last leader this node followed or was (for the instant "won-again")
 
     def _become_leader(self, epoch: int, batch: Batch) -> None:
         if self.phase != _Phase.LEADING:  # classic re-proposing over a lower claimant wins nothing new
             if self.handover:
                 self.stats.handovers_won += 1
+                batch.events.append(Reached("handover-won"))
             else:
                 self.stats.elections_won += 1
+            if self.last_leader == self.id:
+                batch.events.append(Reached("won-again"))
+            self.last_leader = self.id
         self.release_pending = None
         self.phase = _Phase.LEADING
         self.leader_id = self.id
@@ -395,6 +424,21 @@ class ClassicBully(BullyElector):
 class QuorumBully(BullyElector):
     """Bully ordering with majority-acknowledged leadership, leases and durable promises."""
 
+    INSTANTS = {
+        **BullyElector.INSTANTS,
+        "boot-window": "restarted with a promise: refuses everyone for a full window from boot",
+        "inside-promise": "holds a live promise to another node",
+        "lease-end": "a leader within 2 ticks of its lease's end",
+        "proposing": "sent Coordinator, collecting a majority's acks",
+        "reassert-in-flight": "a leader asked a majority for a fresh epoch and waits",
+        "kept-by-transfer": "leads by an operator's transfer: the preferred-leader rule waits",
+        "self-vote-deferred": "wanted to propose inside a promise window; waits for it to end",
+        "proposal-failed": "a proposal ended without a majority (refused or timed out)",
+        "late-majority-ignored": "a majority's acks came after the lease they would start was over",
+        "reassert-won": "a majority accepted the leader's fresh epoch",
+        "reassert-failed": "a majority refused the leader's fresh epoch",
+    }
+
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
         super().__init__(config, promise, rng, now)
         # Whom we acknowledged last, and until when we refuse anyone else (rule 4).
@@ -403,6 +447,7 @@ class QuorumBully(BullyElector):
             # We may have acknowledged a leader just before a crash and forgotten when: honour a
             # full promise period after boot, as if we had just heard it (rule 4 across restarts).
             self.promise_until = now + self.timing.promise_hold_ticks
+        self.boot_window_until = self.promise_until
         self.lease_until = 0
         self.proposal_epoch = 0
         self.proposal_sent_at = 0
@@ -444,6 +489,23 @@ class QuorumBully(BullyElector):
             timers.append(self.release_pending[2] + self.timing.heartbeat_interval_ticks)
         return timers
 
+    def instants(self, now: int) -> frozenset[str]:
+        found = set(super().instants(now))
+        if now < self.boot_window_until:
+            found.add("boot-window")
+        if now < self.promise_until and self.promise.leader_id not in (0, self.id):
+            found.add("inside-promise")
+        if self.phase == _Phase.LEADING:
+            if 0 <= self.lease_until - now <= 2:
+                found.add("lease-end")
+            if self.reassert_epoch:
+                found.add("reassert-in-flight")
+            if self.keep_after_transfer:
+                found.add("kept-by-transfer")
+        elif self.phase == _Phase.PROPOSING:
+            found.add("proposing")
+        return frozenset(found)
+
     def view(self, now: int) -> View:
         # Acknowledging a Coordinator is no evidence that its sender won (it may never reach a
         # majority): a follower names only a leader whose heartbeat still vouches for it.
@@ -467,6 +529,7 @@ class QuorumBully(BullyElector):
             # no one, ourselves included. Try again when the window ends.
             self.phase = _Phase.IDLE
             self.election_deadline = max(self.election_deadline, self.promise_until)
+            batch.events.append(Reached("self-vote-deferred"))
             return
         epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
         self._make_promise(Promise(epoch, self.id), batch)  # we vote for ourselves, durably
@@ -510,9 +573,11 @@ class QuorumBully(BullyElector):
             self.reassert_epoch = 0
             self.lease_until = max(self.lease_until, self.reassert_sent_at + self.timing.leader_lease_ticks)
             self.rounds = {}
+            batch.events.append(Reached("reassert-won"))
             batch.events.append(BecameLeader(self.epoch))
         elif majority_impossible(self.refusals, n):
             self.reassert_epoch = 0  # keep leading the old epoch while its lease lasts
+            batch.events.append(Reached("reassert-failed"))
 
     def _on_coordinator_ack(self, msg: Message, batch: Batch) -> None:
         if self.phase == _Phase.LEADING and self.reassert_epoch and msg.epoch == self.reassert_epoch:
@@ -521,7 +586,9 @@ class QuorumBully(BullyElector):
         if self.phase != _Phase.PROPOSING or msg.epoch != self.proposal_epoch:
             return
         if self.now >= self.proposal_sent_at + self.timing.leader_lease_ticks:
-            return  # a late majority (we were paused, the acks were held) brings a lease already over
+            # a late majority (we were paused, the acks were held) brings a lease already over
+            batch.events.append(Reached("late-majority-ignored"))
+            return
         (self.grants if msg.granted else self.refusals).add(msg.src)
         self._count_grants(batch)
 

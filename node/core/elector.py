@@ -34,6 +34,10 @@ class Elector(Protocol):
     def view(self, now: int) -> View:
         """Role, epoch, leader and whether a leader's lease is valid now."""
 
+    def instants(self, now: int) -> frozenset[str]:
+        """The named protocol states this node is in now (its class's INSTANTS lists them all, with
+        what each means); the momentary ones come as Reached events. Only the simulator asks."""
+
     def next_deadline(self, now: int) -> int:
         """Asked right after `tick(now)`: the earliest later tick at which `tick` might act or `view`
         might change, as long as no message arrives meanwhile. The runtime sleeps until then instead

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .bully import ClassicBully, QuorumBully
 from .elector import Elector
+from .instants import GENERIC_INSTANTS
 from .raft import RaftElector
 from .ring import RingElector
 from .types import Config, Promise
@@ -31,6 +32,11 @@ class ModeInfo:
     transfers: bool = True
     # On/off switches this mode takes (`--mode-option NAME`), each with what it does.
     options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def instants(self) -> dict[str, str]:
+        """Every protocol instant of this mode, by name, with what it means (node.core.instants)."""
+        return {**GENERIC_INSTANTS, **getattr(self.factory, "INSTANTS", {})}
 
 
 REGISTRY: dict[str, ModeInfo] = {

@@ -45,6 +45,7 @@ from .types import (
     Output,
     Promise,
     PromiseReleased,
+    Reached,
     Reason,
     Role,
     Stats,
@@ -65,6 +66,23 @@ class Phase(str, enum.Enum):
 
 class RaftElector:
     """Raft election with PreVote, CheckQuorum leases and durable, windowed promises."""
+
+    # Protocol instants (node.core.instants): states instants() reports, and moments sent as Reached.
+    INSTANTS: dict[str, str] = {
+        "deadline": "a follower or candidate within a tick of its election timeout",
+        "boot-window": "restarted with a promise: backs nobody for a full window from boot",
+        "inside-promise": "holds a live promise (a vote or an acked heartbeat) to another node",
+        "lease-end": "a leader within 2 ticks of its lease's end",
+        "pre-voting": "asked for pre-votes for the next term",
+        "abstaining": "a node that resigned stays out of elections for a while",
+        "self-vote-deferred": "wanted to campaign inside a promise window; waits for it to end",
+        "pre-vote-won": "a majority granted its pre-votes: it starts a real election",
+        "campaign-failed": "a majority refused its (pre-)votes",
+        "late-majority-ignored": "a majority's votes came after the lease they would start was over",
+        "successor-campaign": "named successor by a resigning leader: campaigns at once, no pre-vote",
+        "won-again": "became leader again with no other leader known since it last led",
+    }
+    last_leader = 0  # the last leader this node followed or was (for the instant "won-again")
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int, pre_vote: bool = True,
                  timeout_spread_ticks: int | None = None) -> None:
@@ -93,6 +111,7 @@ class RaftElector:
             # every later grant would have overwritten it.)
             self.promised_to = promise.leader_id
             self.promise_until = now + self.timing.promise_hold_ticks
+        self.boot_window_until = self.promise_until
         self.election_deadline = now + self._timeout()
         self.abstain_until = 0
         # Campaign (pre-vote or vote) state.
@@ -166,6 +185,23 @@ class RaftElector:
                   self.abstain_until, self.election_sent_at + lease, self.known.until]
         return earliest_after(max(now, self.now), timers, self.timing.election_timeout_ticks)
 
+    def instants(self, now: int) -> frozenset[str]:
+        found = set()
+        if self.phase == Phase.LEADER:
+            if 0 <= self.lease_until - now <= 2:
+                found.add("lease-end")
+        elif 0 <= self.election_deadline - now <= 1:
+            found.add("deadline")
+        if self.phase == Phase.PRE_CANDIDATE:
+            found.add("pre-voting")
+        if now < self.boot_window_until:
+            found.add("boot-window")
+        if now < self.promise_until and self.promised_to not in (0, self.id):
+            found.add("inside-promise")
+        if now < self.abstain_until:
+            found.add("abstaining")
+        return frozenset(found)
+
     def view(self, now: int) -> View:
         role = {
             Phase.LEADER: Role.LEADER,
@@ -233,6 +269,7 @@ class RaftElector:
             # Our vote for ourselves is a grant like any other: not while we owe another node.
             self.phase = Phase.FOLLOWER
             self.election_deadline = max(self.election_deadline, self.promise_until)
+            batch.events.append(Reached("self-vote-deferred"))
             return
         self.stats.elections_started += 1
         batch.events.append(ElectionStarted(self.term))
@@ -271,10 +308,12 @@ class RaftElector:
         n = len(self.config.members)
         if has_majority(self.granted_by, n):
             if self.phase == Phase.PRE_CANDIDATE:
+                batch.events.append(Reached("pre-vote-won"))
                 self._start_election(batch)
             elif self.phase == Phase.CANDIDATE:
                 self._become_leader(batch)
         elif majority_impossible(self.refused_by, n):
+            batch.events.append(Reached("campaign-failed"))
             self.phase = Phase.FOLLOWER
             self.election_deadline = self.now + self._timeout()
 
@@ -291,7 +330,9 @@ class RaftElector:
         if self.phase != Phase.CANDIDATE or msg.epoch != self.term:
             return
         if self.now >= self.election_sent_at + self.timing.leader_lease_ticks:
-            return  # a late majority (we were paused, the votes were held) brings a lease already over
+            # a late majority (we were paused, the votes were held) brings a lease already over
+            batch.events.append(Reached("late-majority-ignored"))
+            return
         (self.granted_by if msg.granted else self.refused_by).add(msg.src)
         self._count(batch)
 
@@ -330,7 +371,7 @@ class RaftElector:
         if not stale_or_rival and not self._in_window(msg.src):
             self._observe(msg.epoch, batch)  # a leader of an older term steps down here
             self._back(msg.src, batch)
-            self.leader_id = msg.src
+            self.leader_id = self.last_leader = msg.src
             granted = True
             self.known.heard(self.now, msg, self.timing)
         self._reply(batch, msg, granted)
@@ -348,6 +389,7 @@ class RaftElector:
         if self.phase != Phase.FOLLOWER:
             return
         if msg.successor == self.id:
+            batch.events.append(Reached("successor-campaign"))
             self._campaign(batch, skip_pre_vote=True)  # the old leader chose us: go at once
         elif msg.successor:
             self.election_deadline = self.now + self._timeout()  # give the successor its turn
@@ -357,6 +399,9 @@ class RaftElector:
     # ---- leading -----------------------------------------------------------------------------------
 
     def _become_leader(self, batch: Batch) -> None:
+        if self.last_leader == self.id:
+            batch.events.append(Reached("won-again"))
+        self.last_leader = self.id
         self.phase = Phase.LEADER
         self.leader_id = self.id
         self.stats.elections_won += 1

@@ -174,6 +174,11 @@ class RingElector:
                   self.joined_until, *(p.deadline for p in self.passes.values())]
         return earliest_after(max(now, self.now), timers, self.timing.election_timeout_ticks)
 
+    INSTANTS: dict[str, str] = {}  # only the generic ones (node.core.instants)
+
+    def instants(self, now: int) -> frozenset[str]:
+        return frozenset()
+
     def view(self, now: int) -> View:
         role = {_Phase.LEADING: Role.LEADER, _Phase.ELECTING: Role.CANDIDATE}.get(self.phase, Role.FOLLOWER)
         return View(self.id, role, self.epoch, self.leader_id, self.phase == _Phase.LEADING)

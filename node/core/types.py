@@ -265,7 +265,16 @@ class PromiseReleased:
     epoch: int
 
 
-Event = ElectionStarted | BecameLeader | SteppedDown | PromiseReleased
+@dataclass(frozen=True)
+class Reached:
+    """The elector passed a named protocol instant (see node.core.instants): a moment worth a
+    fault, e.g. a proposal that just failed. Only the simulator's search reads it; the runtime
+    ignores it."""
+
+    instant: str
+
+
+Event = ElectionStarted | BecameLeader | SteppedDown | PromiseReleased | Reached
 
 
 @dataclass(frozen=True)
