@@ -659,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return bench_main(argv[1:], tools)
         if argv[:1] == ["sim"]:
-            from node.sim.explore import main as sim_main
+            from node.sim.cli import main as sim_main
 
             return sim_main(argv[1:])
         args = parser.parse_args(argv)

@@ -22,24 +22,21 @@ schedules live in node/sim/explore.py, which drives this network:
 
 from __future__ import annotations
 
-import heapq
-import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 from node.core import (
     BecameLeader,
-    Elector,
     Config,
+    Elector,
     Event,
     Message,
     Mode,
     MsgType,
     Output,
-    PROMISE_REPLY_TYPES,
     PlantedBug,
     Promise,
     PromiseReleased,
@@ -48,62 +45,16 @@ from node.core import (
     Timing,
     View,
     check_mode_options,
+    instants_of_output,
     mode_info,
 )
-from node.history import (
-    Answer,
-    Grant,
-    Interval,
-    Release,
-    Span,
-    agreement,
-    backed_overlaps,
-    backed_spans,
-    double_promises,
-    epochs_led,
-    false_answers,
-    grant_windows,
-    outside_backing,
-    overlapping_pairs,
-    own_votes,
-    Seen,
-)
-from node.store.db import decide as store_decide
+from node.history import Seen, agreement
+from node.sim.processes import Process
+from node.sim.recorder import FaultRecord, NodeEvent, Recorder, ViewChange
+from node.sim.store import SimStore, StoreRecord, StoreWrite
+from node.sim.world import STORE, Clocks, Hold, Link, Links, LinkFaults, Queue, carry
 
-
-# ---- what the history holds ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ViewChange:
-    tick: int
-    node: int
-    role: Role | None  # None: the node crashed
-    epoch: int
-    leader_id: int | None
-
-
-@dataclass(frozen=True)
-class NodeEvent:
-    tick: int
-    node: int
-    event: Event
-
-
-@dataclass(frozen=True)
-class FaultRecord:
-    tick: int
-    description: str
-
-
-@dataclass(frozen=True)
-class StoreRecord:
-    tick: int  # when the store decided
-    sent_tick: int
-    writer: int
-    epoch: int
-    accepted: bool
-    reason: str
+__all__ = ["Network", "FaultRecord", "NodeEvent", "StoreRecord", "ViewChange", "describe_event", "timeline"]
 
 
 @dataclass(frozen=True)
@@ -115,31 +66,12 @@ class _InFlight:
     sent_tick: int = 0
 
 
-@dataclass(frozen=True)
-class _StoreWrite:
-    writer: int
-    epoch: int
-    sent_tick: int
-
-
-@dataclass
-class _Node:
-    elector: Elector
-    incarnation: int = 0
-    crashed: bool = False
-    paused_until_tick: int | None = None
-    paused_since_tick: int = 0
-    held: list[_InFlight] = field(default_factory=list)
-    last_view: tuple[Role | None, int, int | None] | None = None
-    next_write_tick: int = 0
-    wake_tick: int = 0  # local tick of the elector's next deadline (sleepy networks tick it only then)
-
-
-# ---- the network --------------------------------------------------------------------------------
-
-
 class Network:
-    """Nodes 1..n over one seeded network. Every random choice comes from `seed`."""
+    """Nodes 1..n over one seeded network. Every random choice comes from `seed`.
+
+    The parts: the world (node.sim.world: clocks, the queue, each link's faults and holds), the
+    processes (node.sim.processes), the store (node.sim.store) and the recorder (node.sim.recorder,
+    which also judges). This class joins them and is what schedules and tests drive."""
 
     # Tick each elector only at its next_deadline, as the runtime does, instead of every tick. The
     # tests run schedules both ways and require the same history: skipped ticks were no-ops.
@@ -167,90 +99,72 @@ class Network:
         # An elector other than the mode's own (experiments: e.g. Raft with another timeout range).
         self.elector_factory = elector_factory or mode_info(self.mode).factory
         self.members = tuple(range(1, n + 1))
-        self.now = 0
+        self.clocks = Clocks(self.members, clock_rates)
         self.rng = random.Random(f"{seed}:network")
-        self.min_delay_ticks = 1
-        self.max_delay_ticks = 1
-        self.drop_probability = 0.0
-        self.duplicate_probability = 0.0
-        self.cut_links: set[tuple[int, int]] = set()
-        self.rates: dict[int, Fraction] = {m: Fraction(1) for m in self.members}
-        for node, rate in (clock_rates or {}).items():
-            self._check_rate(node, rate)
-            self.rates[node] = Fraction(rate)
+        self.links = Links()
+        self.store = SimStore(planted_bugs)
         self.persisted: dict[int, Promise] = {m: Promise() for m in self.members}
         self.sent: Counter[MsgType] = Counter()
         self.delivered: Counter[MsgType] = Counter()
         self.dropped = 0  # cut or lost on the way: the sender is not told
         self.refused = 0  # to a crashed node: the sender gets send_failed
-        self.views: list[ViewChange] = []
-        self.events: list[NodeEvent] = []
-        self.faults: list[FaultRecord] = []
-        self.intervals: list[Interval] = []  # closed ones; see closed_intervals() for all
-        # Every grant (a node's vote for itself included) and release, in the order they happened.
-        self.promises: list[Grant | Release] = []
-        self._up: dict[int, list[list[int | None]]] = {m: [[0, None]] for m in self.members}  # [start, end)
-        self.store_log: list[StoreRecord] = []
-        self.store_highest_epoch = 0
-        self.store_owner = 0
-        self._open_interval: dict[int, tuple[int, int]] = {}  # node -> (epoch, start tick)
-        self._lease_expired: set[Interval] = set()  # closed intervals that ended as their lease ran out
-        # What each node would tell a client who asked who leads (P6): closed answers, and the open one.
-        self.answers: list[Answer] = []
-        self._answering: dict[int, tuple[int, int, int]] = {}  # node -> (leader, epoch, since tick)
-        self.heartbeat_transit_ticks = 0  # the longest a delivered heartbeat spent on its way
-        self._queue: list[tuple[int, int, _InFlight | _StoreWrite]] = []
-        self._seq = 0
-        self._nodes = {m: _Node(self._build_elector(m, 0)) for m in self.members}
+        self.record = Recorder(self.members, self.mode, timing, self.clocks, self.store.log, self._paused_lease_end)
+        self._queue: Queue[_InFlight | StoreWrite] = Queue()
+        # Protocol instants (node.core.instants): how often each was reached in this run, those reached
+        # since the last tick began (node, name), and every combination of phases the nodes were in.
+        self.coverage: Counter[str] = Counter()
+        self.reached: list[tuple[int, str]] = []
+        self.phase_combos: set[tuple[str, ...]] = set()
+        self._nodes = {m: Process(self._build_elector(m, 0)) for m in self.members}
         for m in self.members:
             self._record_view(m)
 
     # -- clocks ----------------------------------------------------------------------------------
 
+    @property
+    def now(self) -> int:
+        return self.clocks.now
+
     def local(self, node: int, tick: int | None = None) -> int:
         """What node's clock reads at global `tick` (default: now)."""
-        return math.floor((self.now if tick is None else tick) * self.rates[node])
+        return self.clocks.local(node, tick)
 
     def global_tick(self, node: int, local_tick: int) -> int:
         """The first global tick at which node's clock reads at least `local_tick`."""
-        return math.ceil(local_tick / self.rates[node])
+        return self.clocks.global_tick(node, local_tick)
 
-    @staticmethod
-    def _check_rate(node: int, rate: Fraction | float) -> None:
-        if not 0.5 <= rate <= 2:
-            raise ValueError(f"clock rate of node {node} must be within 0.5..2, got {float(rate)}")
+    # -- faults on the links ----------------------------------------------------------------------
+    # Each takes `links` (directed (src, dst) pairs) to act on those only; without, every link.
 
-    # -- faults ----------------------------------------------------------------------------------
+    def set_delay(self, min_delay_ticks: int, max_delay_ticks: int, links: Iterable[Link] | None = None) -> None:
+        self._links_change(links, f"delay {min_delay_ticks}..{max_delay_ticks} ticks",
+                           min_delay_ticks=min_delay_ticks, max_delay_ticks=max_delay_ticks)
 
-    def set_delay(self, min_delay_ticks: int, max_delay_ticks: int) -> None:
-        if not 1 <= min_delay_ticks <= max_delay_ticks:
-            raise ValueError(f"need 1 <= min <= max delay, got {min_delay_ticks}, {max_delay_ticks}")
-        self.min_delay_ticks, self.max_delay_ticks = min_delay_ticks, max_delay_ticks
-        self._fault(f"delay {min_delay_ticks}..{max_delay_ticks} ticks")
+    def set_drop(self, probability: float, links: Iterable[Link] | None = None) -> None:
+        self._links_change(links, f"drop {probability:.2f}", drop_probability=probability)
 
-    def set_drop(self, probability: float) -> None:
-        if not 0.0 <= probability < 1.0:
-            raise ValueError(f"drop probability must be in [0, 1), got {probability}")
-        self.drop_probability = probability
-        self._fault(f"drop {probability:.2f}")
-
-    def set_duplicate(self, probability: float) -> None:
+    def set_duplicate(self, probability: float, links: Iterable[Link] | None = None) -> None:
         """Deliver each message a second time, with its own delay, with this probability."""
-        if not 0.0 <= probability < 1.0:
-            raise ValueError(f"duplicate probability must be in [0, 1), got {probability}")
-        self.duplicate_probability = probability
-        self._fault(f"duplicate {probability:.2f}")
+        self._links_change(links, f"duplicate {probability:.2f}", duplicate_probability=probability)
+
+    def _links_change(self, links: Iterable[Link] | None, what: str, **faults: object) -> None:
+        chosen = None if links is None else sorted(set(links))
+        for link in chosen or ():
+            self._check_member(*link)
+        LinkFaults(**{**LinkFaults().__dict__, **faults})  # ValueError for a bad value, before anything changes
+        self.links.change(chosen, **faults)
+        self._fault(what + ("" if chosen is None else " on " + ", ".join(f"{a}->{b}" for a, b in chosen)))
 
     def cut(self, a: int, b: int) -> None:
         """Drop every message a->b (one way only)."""
         self._check_member(a, b)
-        self.cut_links.add((a, b))
+        self.links.change([(a, b)], cut=True)
         self._fault(f"cut {a}->{b}")
 
     def isolate(self, node: int) -> None:
         self._check_member(node)
-        self.cut_links |= {(node, m) for m in self.members if m != node}
-        self.cut_links |= {(m, node) for m in self.members if m != node}
+        others = [m for m in self.members if m != node]
+        self.links.change([(node, m) for m in others] + [(m, node) for m in others], cut=True)
         self._fault(f"isolate {node}")
 
     def partition(self, groups: Sequence[Iterable[int]]) -> None:
@@ -259,25 +173,46 @@ class Network:
         listed = [m for g in sets for m in g]
         if sorted(listed) != list(self.members):
             raise ValueError(f"partition groups {groups} must cover members {self.members} exactly once")
-        self.cut_links |= {(a, b) for g in sets for h in sets if g is not h for a in g for b in h}
+        self.links.change([(a, b) for g in sets for h in sets if g is not h for a in g for b in h], cut=True)
         self._fault("partition " + " | ".join(",".join(map(str, sorted(g))) for g in sets))
 
+    @property
+    def cut_links(self) -> set[Link]:
+        return self.links.cut_links()
+
+    def hold(self, src: int, dst: int, kind: str, count: int, until: str, max_ticks: int) -> None:
+        """Keep messages src->dst (0: any node) of `kind` back until a node reaches the instant `until`
+        (or max_ticks pass): see node.sim.world.Hold."""
+        self._check_member(*(x for x in (src, dst) if x))
+        if count < 0 or max_ticks <= 0:
+            raise ValueError(f"hold needs count >= 0 and max_ticks > 0, got {count}, {max_ticks}")
+        self.links.holds.append(Hold(src, dst, kind, count, until, self.now + max_ticks))
+        self._fault(f"hold {src or '*'}->{dst or '*'} {kind} x{count or 'all'} until {until} (at most {max_ticks} ticks)")
+
+    def heal_link(self, a: int, b: int) -> None:
+        """Restore the link a->b (one way): no cut, drop, duplicate or hold, one-tick delay."""
+        self._check_member(a, b)
+        self._release(self.links.heal([(a, b)]))
+        self._fault(f"heal {a}->{b}")
+
     def heal(self) -> None:
-        """Restore the links: no cuts, drops or duplicates, one-tick delay. Processes and clocks stay."""
-        self.cut_links.clear()
-        self.drop_probability = self.duplicate_probability = 0.0
-        self.min_delay_ticks = self.max_delay_ticks = 1
+        """Restore the links: no cuts, drops, duplicates or holds, one-tick delay. Processes and clocks stay."""
+        self._release(self.links.heal())
         self._fault("heal")
+
+    def _release(self, holds: Iterable[Hold]) -> None:
+        """What the ended holds kept back goes on its way now, each after its link's delay."""
+        for hold in holds:
+            for item in hold.held:
+                self._transmit(item, item.msg.src, item.msg.dst)
+
+    # -- faults on the processes -----------------------------------------------------------------
 
     def crash(self, node: int) -> None:
         state = self._live_state(node, "crash")
         end_tick = self._paused_lease_end(node)
-        state.crashed = True
-        state.paused_until_tick = None
-        state.held.clear()
-        # Counted up through the tick it crashed in: an interval lasts at least its first tick.
-        self._up[node][-1][1] = self.now + 1
-        self._close_interval(node, end_tick)
+        state.crash()
+        self.record.crashed(node, end_tick)
         self._fault(f"crash {node}")
         self._record_view(node)
 
@@ -295,8 +230,8 @@ class Network:
         state = self._nodes[node]
         if not state.crashed:
             raise ValueError(f"node {node} is running; crash it first")
-        self._nodes[node] = _Node(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
-        self._up[node].append([self.now, None])
+        self._nodes[node] = Process(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
+        self.record.restarted(node)
         self._fault(f"restart {node} with {self.persisted[node]}")
         self._record_view(node)
 
@@ -315,21 +250,15 @@ class Network:
 
     def pause(self, node: int, ticks: int) -> None:
         """Stop the node for `ticks` (SIGSTOP): no ticks, messages to it queue up until it resumes."""
-        state = self._live_state(node, "pause")
-        if ticks <= 0:
-            raise ValueError(f"pause needs ticks > 0, got {ticks}")
-        if state.paused_until_tick is None:
-            state.paused_since_tick = self.now
-        state.paused_until_tick = self.now + ticks
+        self._live_state(node, "pause").pause(self.now, ticks)
         self._fault(f"pause {node} for {ticks} ticks")
 
     def resume(self, node: int) -> None:
         state = self._live_state(node, "resume")
         if state.paused_until_tick is None:
             return
-        state.paused_until_tick = None
+        held = state.resume()
         self._fault(f"resume {node}")
-        held, state.held = state.held, []
         for item in held:
             self._deliver(item)
 
@@ -345,21 +274,41 @@ class Network:
     # -- driving ---------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        self.now += 1
+        self.clocks.advance()
+        self.reached = []
         for m in self.members:
             until = self._nodes[m].paused_until_tick
             if until is not None and until <= self.now:
                 self.resume(m)
-        while self._queue and self._queue[0][0] <= self.now:
-            self._deliver(heapq.heappop(self._queue)[2])
+        while (item := self._queue.pop_due(self.now)) is not None:
+            self._deliver(item)
         for m in self.members:
-            if self.running(m):
-                state = self._nodes[m]
+            state = self._nodes[m]
+            if state.running:
                 if not self.sleepy or self.local(m) >= state.wake_tick:
                     self._apply(m, state.elector.tick(self.local(m)))
                     state.wake_tick = state.elector.next_deadline(self.local(m))
                 self._leader_duty(m)
-        self._record_answers()
+        phases = []
+        for m in self.members:
+            v = self.view(m) if self.running(m) else None
+            self.record.answer(m, None if v is None else v.answer)
+            if v is None:
+                phases.append("down")
+                continue
+            elector = self._nodes[m].elector
+            phases.append(str(getattr(elector, "phase", v.role.value)))
+            if v.role != Role.FOLLOWER:
+                self._reach(m, v.role.value)
+            for name in elector.instants(self.local(m)):
+                self._reach(m, name)
+        self.phase_combos.add(tuple(sorted(phases)))
+        if self.links.holds:
+            self._release(self.links.holds_ending([name for _, name in self.reached], self.now))
+
+    def _reach(self, node: int, instant: str) -> None:
+        self.coverage[instant] += 1
+        self.reached.append((node, instant))
 
     def run(self, ticks: int) -> None:
         for _ in range(ticks):
@@ -397,8 +346,7 @@ class Network:
     # -- looking -----------------------------------------------------------------------------------
 
     def running(self, node: int) -> bool:
-        state = self._nodes[node]
-        return not state.crashed and state.paused_until_tick is None
+        return self._nodes[node].running
 
     def crashed(self, node: int) -> bool:
         return self._nodes[node].crashed
@@ -439,116 +387,84 @@ class Network:
         """(tick, event) of every `kind` event of `node` from `since_tick` on."""
         return [(e.tick, e.event) for e in self.events if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick]
 
-    # -- properties (read only the history) ---------------------------------------------------------
+    # -- the record and its properties (node.sim.recorder) -------------------------------------------
+
+    @property
+    def views(self) -> list[ViewChange]:
+        return self.record.views
+
+    @property
+    def events(self) -> list[NodeEvent]:
+        return self.record.events
+
+    @property
+    def faults(self) -> list[FaultRecord]:
+        return self.record.faults
+
+    @property
+    def intervals(self):
+        return self.record.intervals
+
+    @property
+    def promises(self):
+        return self.record.promises
+
+    @property
+    def grants(self):
+        return self.record.grants
+
+    @property
+    def answers(self):
+        return self.record.answers
+
+    @property
+    def heartbeat_transit_ticks(self) -> int:
+        return self.record.heartbeat_transit_ticks
+
+    @property
+    def store_log(self) -> list[StoreRecord]:
+        return self.store.log
+
+    @property
+    def store_highest_epoch(self) -> int:
+        return self.store.highest_epoch
+
+    @store_highest_epoch.setter
+    def store_highest_epoch(self, epoch: int) -> None:
+        self.store.highest_epoch = epoch
 
     def unique_leader_per_epoch(self) -> bool:
         """P1: at most one node ever becomes leader of a given epoch."""
-        return not self._p1_violations()
+        return not self.record.p1_violations()
 
     def no_overlapping_leadership(self) -> bool:
         """P3: leadership intervals of different nodes never overlap."""
-        return not self._p3_violations()
+        return not self.record.p3_violations()
 
     def violations(self) -> list[str]:
         """Every safety property that failed, each line starting with its id (P1, P2, P3, P3g, P6)."""
-        return (self._p1_violations() + self._p2_violations() + self._p3_violations() + self.grant_violations()
-                + self.answer_violations())
+        return self.record.violations()
 
-    def _p1_violations(self) -> list[str]:
-        led = epochs_led((e.node, e.event.epoch, e.tick) for e in self.events if isinstance(e.event, BecameLeader))
-        return [f"P1: epoch {ep} has leaders {sorted(ns)}" for ep, ns in sorted(led.items()) if len(ns) > 1]
+    def closed_intervals(self):
+        return self.record.closed_intervals()
 
-    def _p2_violations(self) -> list[str]:
-        """P2: the store never accepts an epoch below one it accepted, nor one epoch from two writers."""
-        found = []
-        highest = 0
-        owner: dict[int, int] = {}
-        for r in self.store_log:
-            if not r.accepted:
-                continue
-            if r.epoch < highest:
-                found.append(f"P2: store accepted epoch {r.epoch} from node {r.writer} at tick {r.tick} after epoch {highest}")
-            if owner.setdefault(r.epoch, r.writer) != r.writer:
-                found.append(f"P2: store accepted epoch {r.epoch} from nodes {owner[r.epoch]} and {r.writer}")
-            highest = max(highest, r.epoch)
-        return found
-
-    def closed_intervals(self) -> list[Interval]:
-        """Every interval, the open ones ending now (or where a paused leader's lease ran out)."""
-        still_open = [
-            Interval(node, epoch, start, max(start + 1, self._paused_lease_end(node)))
-            for node, (epoch, start) in self._open_interval.items()
-        ]
-        return sorted([*self.intervals, *still_open], key=lambda i: (i.start, i.node))
-
-    def _p3_violations(self) -> list[str]:
-        return [
-            f"P3: node {a.node} epoch {a.epoch} [{a.start},{a.end}) overlaps node {b.node} epoch {b.epoch} [{b.start},{b.end})"
-            for a, b in overlapping_pairs(self.closed_intervals())
-        ]
-
-    # -- the checker that does not trust the leader: what followers granted ----------------------------
-
-    @property
-    def grants(self) -> list[Grant]:
-        return [p for p in self.promises if isinstance(p, Grant)]
-
-    def backed(self) -> dict[int, list[Span]]:
-        """When each node had a majority behind it: its own vote (while up and not promised to
-        another node) plus every other member's live grant window to it."""
-        windows = grant_windows(self.promises)
-        up = {m: [Span(s, self.now + 1 if e is None else e) for s, e in spans] for m, spans in self._up.items()}
-        return backed_spans(self.members, windows, own_votes(up, windows))
+    def backed(self):
+        return self.record.backed()
 
     def grant_violations(self) -> list[str]:
-        """P3 judged from the followers' grants (promising modes only), with node.history's rules:
-
-        * a member granted a node (itself included) while its promise to another was live;
-        * a leader that acted (by its own report) after its majority's promises had run out;
-        * two nodes backed by majorities' promises at once.
-        """
-        if not mode_info(self.mode).promises:
-            return []
-        found = [
-            f"P3g: node {d.node} granted {'itself' if d.leader == d.node else f'node {d.leader}'} (epoch {d.epoch}) "
-            f"at tick {d.at} while its promise to node {d.other} (epoch {d.other_epoch}) lasted until tick {d.until}"
-            for d in double_promises(self.promises)
-        ]
-        backed = self.backed()
-        found += [
-            f"P3g: node {i.node} led epoch {i.epoch} during [{i.start},{i.end}) but no majority's promises "
-            f"backed it during [{gaps[0].start},{gaps[0].end})" + (f" and {len(gaps) - 1} more gaps" if len(gaps) > 1 else "")
-            for i, gaps in outside_backing(self.closed_intervals(), backed)
-        ]
-        found += [
-            f"P3g: grants backed nodes {a} and {b} at once during [{span.start},{span.end})"
-            for a, b, span in backed_overlaps(backed)
-        ]
-        return found
+        return self.record.grant_violations()
 
     def disagreement(self) -> str | None:
-        """When the self-reported P3 and the grant-based one disagree, say how."""
-        if not mode_info(self.mode).promises:
-            return None
-        own, grants = bool(self._p3_violations()), bool(self.grant_violations())
-        if own == grants:
-            return None
-        if own:
-            return "leaders' own reports overlap, followers' grants do not"
-        return "followers' grants show unsafe leadership the leaders' own reports do not"
-
-    # -- what fencing did ------------------------------------------------------------------------------
+        return self.record.disagreement()
 
     def accepted_after_lease_end(self) -> list[tuple[StoreRecord, int]]:
-        """Store writes accepted after their writer's leadership of that epoch had ended, with the lateness."""
-        late = []
-        for r in self.store_log:
-            if not r.accepted:
-                continue
-            ends = [i.end for i in self.closed_intervals() if i.node == r.writer and i.epoch == r.epoch]
-            if ends and all(e <= r.tick for e in ends):
-                late.append((r, r.tick - max(ends)))
-        return late
+        return self.record.accepted_after_lease_end()
+
+    def all_answers(self):
+        return self.record.all_answers()
+
+    def answer_violations(self) -> list[str]:
+        return self.record.answer_violations()
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -562,7 +478,7 @@ class Network:
             if node not in self._nodes:
                 raise ValueError(f"node {node} is not a member of {self.members}")
 
-    def _live_state(self, node: int, what: str) -> _Node:
+    def _live_state(self, node: int, what: str) -> Process:
         self._check_member(node)
         state = self._nodes[node]
         if state.crashed:
@@ -570,27 +486,23 @@ class Network:
         return state
 
     def _fault(self, description: str) -> None:
-        self.faults.append(FaultRecord(self.now, description))
+        self.record.fault(description)
 
     def _apply(self, node: int, out: Output) -> None:
-        # A release happened in the step, before anything the step persisted (a successor's vote for
-        # itself right after its leader released it must not look like a vote inside that promise).
-        for event in out.events:
-            if isinstance(event, PromiseReleased):
-                self.promises.append(Release(self.now, node, event.leader, event.epoch))
+        for name in instants_of_output(out):
+            self._reach(node, name)
+        self.record.releases(node, out.events)
         # Persist before send: the promise is durable before any message of this output leaves.
         if out.persist is not None:
             self.persisted[node] = out.persist
-            if out.persist.leader_id == node:  # a vote for itself: a grant, as far as rule 4 goes
-                self.promises.append(Grant(self.now, node, node, out.persist.epoch, self.now))
+            self.record.persisted(node, out.persist)
         for msg in out.messages:
-            if msg.type in PROMISE_REPLY_TYPES and msg.granted:
-                # The window the protocol promises (the electors hold it), counted on the follower's clock.
-                window_end = self.global_tick(node, self.local(node) + self.timing.promise_hold_ticks)
-                self.promises.append(Grant(self.now, node, msg.dst, msg.epoch, window_end))
+            self.record.sent(node, msg)
             self._send(msg)
         for event in out.events:
-            self._record_event(node, event)
+            self.record.event(node, event)
+            if isinstance(event, BecameLeader):
+                self._nodes[node].next_write_tick = self.now  # the new epoch's first store action: a claim
         self._record_view(node)
         # A message (or resign) may have started a timer or left one due: tick at once, as the runtime does.
         self._nodes[node].wake_tick = self.local(node)
@@ -602,39 +514,37 @@ class Network:
         if v.role != Role.LEADER or not v.lease_valid or self.now < state.next_write_tick:
             return
         state.next_write_tick = self.now + self.timing.heartbeat_interval_ticks
-        self._transmit(_StoreWrite(node, v.epoch, self.now))
+        self._transmit(StoreWrite(node, v.epoch, self.now), node, STORE)
 
     def _send(self, msg: Message) -> None:
         self.sent[msg.type] += 1
-        if (msg.src, msg.dst) in self.cut_links:
+        if self.links.is_cut(msg.src, msg.dst):
             self.dropped += 1  # blackhole: the sender learns nothing
             return
         target = self._nodes[msg.dst]
         if target.crashed:  # connection refused, reported back after one tick
             self.refused += 1
-            self._enqueue(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
+            self._queue.put(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
             return
-        self._transmit(_InFlight(msg.dst, target.incarnation, msg, failed=False, sent_tick=self.now))
+        item = _InFlight(msg.dst, target.incarnation, msg, failed=False, sent_tick=self.now)
+        hold = self.links.hold_for(msg) if self.links.holds else None
+        if hold is not None:
+            hold.taken += 1
+            hold.held.append(item)
+            return
+        self._transmit(item, msg.src, msg.dst)
 
-    def _transmit(self, item: _InFlight | _StoreWrite) -> None:
-        """Lose it, or deliver it after a random delay, maybe twice (duplicates)."""
-        if self.rng.random() < self.drop_probability:
+    def _transmit(self, item: _InFlight | StoreWrite, src: int, dst: int) -> None:
+        """Lose it, or deliver it after the link's delay, maybe twice (duplicates)."""
+        delays = carry(self.rng, self.links.of(src, dst))
+        if not delays:
             self.dropped += 1
-            return
-        copies = 2 if self.duplicate_probability and self.rng.random() < self.duplicate_probability else 1
-        for _ in range(copies):
-            self._enqueue(self.now + self.rng.randint(self.min_delay_ticks, self.max_delay_ticks), item)
+        for delay in delays:
+            self._queue.put(self.now + delay, item)
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def _enqueue(self, due_tick: int, item: _InFlight | _StoreWrite) -> None:
-        heapq.heappush(self._queue, (due_tick, self._next_seq(), item))
-
-    def _deliver(self, item: _InFlight | _StoreWrite) -> None:
-        if isinstance(item, _StoreWrite):
-            self._store_decide(item)
+    def _deliver(self, item: _InFlight | StoreWrite) -> None:
+        if isinstance(item, StoreWrite):
+            self.store.write(item, self.now)
             return
         state = self._nodes[item.recipient]
         if state.crashed or state.incarnation != item.incarnation:
@@ -648,85 +558,12 @@ class Network:
         else:
             self.delivered[item.msg.type] += 1
             if item.msg.type == MsgType.HEARTBEAT and not item.msg.resigning:  # how late a follower's evidence may be (P6)
-                self.heartbeat_transit_ticks = max(self.heartbeat_transit_ticks, self.now - item.sent_tick)
+                self.record.heartbeat_transit(self.now - item.sent_tick)
             out = state.elector.step(now, item.msg)
         self._apply(item.recipient, out)
 
-    def _store_decide(self, write: _StoreWrite) -> None:
-        reason = store_decide(self.store_highest_epoch, self.store_owner, write.writer, write.epoch)
-        if PlantedBug.STALE_STORE in self.planted_bugs:
-            reason = None
-        if reason is None and write.epoch >= self.store_highest_epoch:
-            self.store_highest_epoch, self.store_owner = write.epoch, write.writer
-        self.store_log.append(StoreRecord(self.now, write.sent_tick, write.writer, write.epoch, reason is None, reason or ""))
-
-    def _record_event(self, node: int, event: Event) -> None:
-        self.events.append(NodeEvent(self.now, node, event))
-        if isinstance(event, BecameLeader):
-            self._close_interval(node, self.now)  # classic re-proposes while leading
-            self._open_interval[node] = (event.epoch, self.now)
-            self._nodes[node].next_write_tick = self.now  # the new epoch's first store action: a claim
-        elif isinstance(event, SteppedDown):
-            end_tick = self.now
-            # After a pause the lease ran out before the node could notice; it did nothing since.
-            if event.reason == "lease_expired" and event.lease_end_tick is not None:
-                end_tick = min(end_tick, self.global_tick(node, event.lease_end_tick))
-            closed = self._close_interval(node, end_tick)
-            if closed is not None and event.reason == "lease_expired":
-                self._lease_expired.add(closed)
-
-    def _close_interval(self, node: int, end_tick: int) -> Interval | None:
-        opened = self._open_interval.pop(node, None)
-        if opened is None:
-            return None
-        epoch, start = opened
-        # An announced leadership lasts at least the tick it was announced in, even if the lease
-        # it came with had already run out: the application was told it leads.
-        interval = Interval(node, epoch, start, max(start + 1, end_tick))
-        self.intervals.append(interval)
-        return interval
-
-    def _record_answers(self) -> None:
-        """After each tick: what each node would answer GetLeader now (a crashed or paused node answers
-        nothing). An answer held from the tick it was first seen through the tick before it changed."""
-        for m in self.members:
-            v = self.view(m) if self.running(m) else None
-            now_answer = None if v is None else v.answer
-            open_answer = self._answering.get(m)
-            if open_answer is not None and now_answer != open_answer[:2]:
-                leader, epoch, since = self._answering.pop(m)
-                self.answers.append(Answer(m, leader, epoch, since, self.now - 1))
-                open_answer = None
-            if open_answer is None and now_answer is not None:
-                self._answering[m] = (*now_answer, self.now)
-
-    def all_answers(self) -> list[Answer]:
-        return self.answers + [Answer(m, l, e, since, self.now) for m, (l, e, since) in self._answering.items()]
-
-    def answer_violations(self) -> list[str]:
-        """P6: no answer named a leader that did not lead then (node.history.false_answers)."""
-        # The longest transit, the follower's grace of one heartbeat interval, and the tick it floors to.
-        transit = self.heartbeat_transit_ticks + self.timing.heartbeat_interval_ticks + 1
-        horizon = self.timing.leader_lease_ticks if mode_info(self.mode).promises else 2 * self.timing.election_timeout_ticks
-        false = false_answers(self.all_answers(), self.closed_intervals(), transit, horizon,
-                              lease_ended=lambda i: i in self._lease_expired)
-        return [
-            f"P6: node {a.node} named node {a.leader} leader of epoch {a.epoch} during ticks [{a.start},{a.end}], "
-            f"when it did not lead (tolerance: {transit} ticks of transit, {horizon} after a leadership ended early)"
-            for a in false
-        ]
-
     def _record_view(self, node: int) -> None:
-        state = self._nodes[node]
-        if state.crashed:
-            key: tuple[Role | None, int, int | None] = (None, 0, None)
-        else:
-            v = state.elector.view(self.local(node))
-            key = (v.role, v.epoch, v.leader_id)
-        if key != state.last_view:
-            state.last_view = key
-            self.views.append(ViewChange(self.now, node, *key))
-
+        self.record.view(node, self.view(node))
 
 def describe_event(event: Event) -> str:
     if isinstance(event, SteppedDown):

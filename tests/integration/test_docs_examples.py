@@ -200,7 +200,7 @@ def delegated_parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     from chaos.cli import build_parser as chaos_parser
     from chaos.showdown import build_parser as showdown_parser
     from node.client.versus import build_parser as bench_parser
-    from node.sim.explore import build_parser as sim_parser
+    from node.sim.cli import build_parser as sim_parser
     from node.store.server import build_parser as store_parser
 
     return {"store": store_parser, "chaos": chaos_parser, "showdown": showdown_parser, "bench": bench_parser,

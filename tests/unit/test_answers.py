@@ -9,7 +9,7 @@ import pytest
 from node.core import Message, MsgType, Mode, QuorumBully, Role, View
 from node.core import Timing
 from node.core.known import KnownLeader
-from node.sim.explore import runtime_timing
+from node.sim.swarm import runtime_timing
 from node.sim.network import Network
 
 ET = runtime_timing(0).election_timeout_ticks

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 
 from node.core import Mode, PlantedBug
-from node.sim.explore import SwarmSettings, explore, main, run_schedule, schedule_seed, swarm_schedule
+from node.sim.cli import main
+from node.sim.explore import explore, schedule_seed
+from node.sim.schedule import run_schedule
+from node.sim.swarm import SwarmSettings, swarm_schedule
 
 QUORUM = SwarmSettings()
 
@@ -31,9 +34,11 @@ def test_one_and_two_workers_explore_the_same_schedules() -> None:
 
 
 def test_findings_are_the_lowest_failing_indices_whatever_the_workers() -> None:
-    """Classic Bully fails in many ways; each new set of broken properties is a finding, in index order."""
+    """Classic Bully fails in many ways; each new set of broken properties is a finding, in index order.
+    (Swarm schedules only, so that schedule k is the swarm schedule of k.)"""
     settings = SwarmSettings(mode=Mode.CLASSIC)
-    one, two = (explore(max_schedules=40, settings=settings, seed=0, workers=w, max_findings=10) for w in (1, 2))
+    one, two = (explore(max_schedules=40, settings=settings, seed=0, workers=w, max_findings=10, guided=False)
+                for w in (1, 2))
     assert len(one.findings) >= 2, "classic Bully should fail in more than one way within 40 schedules"
     assert _same_run(one) == _same_run(two)
     # Judged independently: a schedule below the last finding is a finding exactly when it is the
@@ -86,3 +91,15 @@ def test_bad_budgets_get_precise_errors(capsys) -> None:
         else:
             raise AssertionError(f"{argv} accepted")
         assert says in capsys.readouterr().err
+
+
+def test_guided_schedules_are_the_same_with_one_and_two_workers(monkeypatch) -> None:
+    """Guided schedules mutate what earlier generations reached; generations are judged in order, so
+    the workers change nothing. (Small generations, to have several in a short run.)"""
+    import node.sim.explore as engine
+
+    monkeypatch.setattr(engine, "GENERATION", 8)
+    one, two = (explore(max_schedules=40, settings=QUORUM, seed=5, workers=w) for w in (1, 2))
+    assert one.guided_schedules > 0 and one.corpus > 0
+    assert _same_run(one) == _same_run(two)
+    assert "ack" in one.instants and one.to_dict()["instants_unreached"] == one.unreached()

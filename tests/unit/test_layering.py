@@ -144,7 +144,8 @@ def test_the_history_contract_stands_alone() -> None:
 
 def test_every_reader_judges_by_the_one_history_module() -> None:
     """Agreement, overlaps and promise windows are defined once: the readers import them."""
-    readers = {"node/sim/network.py": {"agreement", "overlapping_pairs", "backed_spans", "epochs_led"},
+    readers = {"node/sim/network.py": {"agreement"},
+               "node/sim/recorder.py": {"overlapping_pairs", "backed_spans", "epochs_led"},
                "chaos/checkers.py": {"overlapping_pairs", "backed_spans", "epochs_led", "AgreementTimeline"},
                "node/client/observer.py": {"agreement"}}
     for name, wanted in readers.items():

@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 
 from node.core import mode_names
-from node.sim.explore import SwarmSettings, Mode, run_schedule, swarm_schedule
+from node.core import Mode
+from node.sim.schedule import run_schedule
+from node.sim.swarm import SwarmSettings, swarm_schedule
 from node.sim.network import Network
 
 SCHEDULES_PER_MODE = 60

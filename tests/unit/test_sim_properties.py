@@ -15,16 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.core import Message, Mode, MsgType, PlantedBug, Promise, Role, Timing, mode_info
-from node.sim.explore import (
-    BEYOND_DRIFT,
-    CLOCK_DRIFT_BOUND,
-    Schedule,
-    SwarmSettings,
-    explore,
-    run_schedule,
-    runtime_timing,
-    swarm_schedule,
-)
+from node.core import CLOCK_DRIFT_BOUND
+from node.sim.explore import explore
+from node.sim.schedule import Schedule, run_schedule
+from node.sim.swarm import BEYOND_DRIFT, SwarmSettings, runtime_timing, swarm_schedule
 from node.history import Release, double_promises
 from node.sim.network import Network
 

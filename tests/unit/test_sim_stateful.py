@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from node.core import Mode, PlantedBug
-from node.sim.explore import Schedule, _Runner, runtime_timing
+from node.sim.schedule import Runner, Schedule
+from node.sim.swarm import runtime_timing
 
 NODES = st.sampled_from(["L", "F", "T", "1", "2", "3", "4"])
 
@@ -23,7 +24,7 @@ def machine_for(planted_bugs: frozenset[PlantedBug] = frozenset()) -> type[RuleB
         @initialize(n=st.sampled_from([3, 4, 5]), hold_down=st.sampled_from([0, 60]), seed=st.integers(0, 2**16))
         def start(self, n: int, hold_down: int, seed: int) -> None:
             schedule = Schedule(seed, n, Mode.QUORUM, runtime_timing(hold_down), (), planted_bugs=planted_bugs)
-            self.runner = _Runner(schedule)
+            self.runner = Runner(schedule)
             self.script: list[str] = [schedule.to_script().rstrip()]
             self.do("run", "100")
 
