@@ -11,11 +11,11 @@ rule. A message to a crashed node comes back to its sender as `send_failed` one 
 
 Time: the network counts global ticks; each node sees `floor(global * rate)` on its own clock.
 
-The history records view changes, BecameLeader / SteppedDown events, leadership intervals, every
-granted acknowledgement with the promise window the elector holds (Timing.promise_hold_ticks on the
-follower's clock), every vote for itself, releases (only where the core reports one:
-PromiseReleased) and the store's log. The properties below read only that history. Faults and
-schedules live in node/sim/explore.py, which drives this network:
+The parts: node/sim/world.py (clocks, the queue, each directed link's faults and holds),
+processes.py (what SIGKILL and SIGSTOP do), store.py (the store's own rule), recorder.py (the
+history, and the properties judged from it alone). Every elector's protocol instants
+(node.core.instants) are counted in `coverage` and listed per tick in `reached`, for schedules
+(node/sim/schedule.py) that wait for them and the explorer (node/sim/explore.py) that drives this:
 
     bullyproof sim explore --budget-s 60
 """
