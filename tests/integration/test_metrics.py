@@ -154,8 +154,8 @@ def test_a_transfer_is_counted_as_what_it_is_and_wins_never_outnumber_starts_and
 
 
 # Long enough for gRPC's default server ping policy to close an idle link several times over (it
-# sent GOAWAY too_many_pings ~3 s after each connect to a link pinged every second).
-IDLE_S = 30
+# sent GOAWAY too_many_pings ~3 s after each connect to a link pinged every second: 4 times over).
+IDLE_S = 12
 
 
 async def drops_of_an_idle_link(address: str, heartbeat_interval_ms: int, idle_s: float) -> int:
