@@ -59,7 +59,8 @@ def old_resign_releases(bugs: frozenset[PlantedBug]) -> Network:
     net.cut(2, 3)
     net.restart(2)
     # Its first proposal reuses 3's epoch and is refused; the next one is above it.
-    net.run_until(lambda: net.elector(2).phase == "proposing" and net.elector(2).proposal_epoch > net.elector(3).epoch, 600)
+    net.run_until(lambda: net.elector(2).phase == "proposing"
+                  and net.elector(2).proposal_epoch > net.elector(3).epoch, 600)
     net.inject(stale)
     net.run(100)
     return net
@@ -218,7 +219,8 @@ def vote_window_is_lease(bugs: frozenset[PlantedBug], seed: int = 0, rates: dict
     winner, voter = voted()
     net.cut(winner, voter)
     voted_at = net.local(voter)
-    if net.elector(c).term < 1 or net.global_tick(c, net.elector(c).election_deadline) > net.global_tick(voter, voted_at + 35):
+    too_late = net.global_tick(c, net.elector(c).election_deadline) > net.global_tick(voter, voted_at + 35)
+    if net.elector(c).term < 1 or too_late:
         return None
     net.pause(c, 1000)
     net.run_until(lambda: net.local(voter) >= voted_at + T.leader_lease_ticks - 1 + offset, 100)
