@@ -447,6 +447,8 @@ class QuorumBully(BullyElector):
             # We may have acknowledged a leader just before a crash and forgotten when: honour a
             # full promise period after boot, as if we had just heard it (rule 4 across restarts).
             self.promise_until = now + self.timing.promise_hold_ticks
+            if PlantedBug.BOOT_WINDOW_FROM_ZERO in config.planted_bugs:
+                self.promise_until = self.timing.promise_hold_ticks
         self.boot_window_until = self.promise_until
         self.lease_until = 0
         self.proposal_epoch = 0
@@ -556,7 +558,10 @@ class QuorumBully(BullyElector):
         self.reassert_epoch = epoch
         self.reassert_sent_at = self.now
         self.reassert_retry_at = self.now + self.timing.election_timeout_ticks
-        self.grants = {self.id}
+        if PlantedBug.REASSERT_KEEPS_GRANTS in self.config.planted_bugs:
+            self.grants.add(self.id)  # the winning proposal's grants are still in the set
+        else:
+            self.grants = {self.id}
         self.refusals = set()
         for peer in self.config.peers:
             self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch)
@@ -585,7 +590,10 @@ class QuorumBully(BullyElector):
             return
         if self.phase != _Phase.PROPOSING or msg.epoch != self.proposal_epoch:
             return
-        if self.now >= self.proposal_sent_at + self.timing.leader_lease_ticks:
+        late_after = self.timing.leader_lease_ticks
+        if PlantedBug.LATE_ACK_UNTIL_TIMEOUT in self.config.planted_bugs:
+            late_after = self.timing.election_timeout_ticks
+        if self.now >= self.proposal_sent_at + late_after:
             # a late majority (we were paused, the acks were held) brings a lease already over
             batch.events.append(Reached("late-majority-ignored"))
             return
@@ -652,7 +660,10 @@ class QuorumBully(BullyElector):
             return
         self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
         self.round += 1
-        self.rounds[self.round] = (self.now, {self.id})
+        sent_at = self.now
+        if PlantedBug.LEASE_FROM_NEXT_BEAT in self.config.planted_bugs:
+            sent_at = self.next_heartbeat
+        self.rounds[self.round] = (sent_at, {self.id})
         if self._has_majority({self.id}):  # a cluster of one: no ack will come
             self.lease_until = self.now + self.timing.leader_lease_ticks
         # Rounds older than a lease can no longer extend it.
@@ -676,6 +687,8 @@ class QuorumBully(BullyElector):
         bugs = self.config.planted_bugs
         if PlantedBug.WRONG_ROUND_ACK in bugs and self.rounds and msg.epoch == self.epoch:
             msg = replace(msg, round=max(self.rounds))
+        if PlantedBug.ROUND_WITHOUT_EPOCH in bugs:
+            msg = replace(msg, epoch=self.epoch)
         if msg.epoch != self.epoch or msg.round not in self.rounds:
             return
         last = self.last_ack.get(msg.src)
@@ -686,8 +699,11 @@ class QuorumBully(BullyElector):
         granted_by.add(msg.src)
         if PlantedBug.LEASE_FROM_RECEIPT in bugs:
             sent_at = self.now
-        if self._has_majority(granted_by) and sent_at + self.timing.leader_lease_ticks > self.lease_until:
-            self.lease_until = sent_at + self.timing.leader_lease_ticks
+        lease = self.timing.leader_lease_ticks
+        if PlantedBug.LEASE_AS_LONG_AS_PROMISE in bugs:
+            lease = self.timing.follower_promise_ticks
+        if self._has_majority(granted_by) and sent_at + lease > self.lease_until:
+            self.lease_until = sent_at + lease
             self.stats.lease_renewals += 1
 
     # -- following -----------------------------------------------------------------------------
@@ -718,6 +734,8 @@ class QuorumBully(BullyElector):
             self._follow(leader, epoch)
         else:
             self.election_deadline = self.now + self._silence_delay()
+            if PlantedBug.ACK_KEEPS_WINDOW in self.config.planted_bugs:
+                return
         self.promise_until = self.now + self._promise_ticks()
 
     def _promise_ticks(self) -> int:
@@ -734,7 +752,10 @@ class QuorumBully(BullyElector):
     def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         if msg.resigning:
             self.known.released(msg.src, msg.epoch)
-            if self.leader_id == msg.src and self.epoch == msg.epoch:
+            ours = self.epoch == msg.epoch
+            if PlantedBug.OLD_RESIGN_RELEASES in self.config.planted_bugs:
+                ours = msg.epoch <= self.epoch
+            if self.leader_id == msg.src and ours:
                 self.promise_until = self.now  # the leader released its lease
                 batch.events.append(PromiseReleased(msg.src, msg.epoch))
                 self._released(msg, batch)

@@ -43,6 +43,7 @@ from .types import (
     Message,
     MsgType,
     Output,
+    PlantedBug,
     Promise,
     PromiseReleased,
     Reached,
@@ -139,7 +140,10 @@ class RaftElector:
 
     def step(self, now: int, msg: Message) -> Output:
         batch = Batch()
-        self._advance(now, batch)
+        if PlantedBug.LEASE_CHECK_ON_TICK in self.config.planted_bugs:
+            self.now = max(self.now, now)
+        else:
+            self._advance(now, batch)
         {
             MsgType.PRE_VOTE: self._on_pre_vote,
             MsgType.PRE_VOTE_ACK: self._on_pre_vote_ack,
@@ -233,6 +237,8 @@ class RaftElector:
 
     def _persist(self, batch: Batch) -> None:
         promise = Promise(self.term, self.voted_for)
+        if PlantedBug.TERM_ONLY_PERSIST in self.config.planted_bugs and promise.epoch == self.promise.epoch:
+            return
         if promise != self.promise:
             self.promise = promise
             batch.persist = promise  # the caller persists before it sends this batch's messages
@@ -329,7 +335,10 @@ class RaftElector:
         self._observe(msg.promised_epoch, batch)
         if self.phase != Phase.CANDIDATE or msg.epoch != self.term:
             return
-        if self.now >= self.election_sent_at + self.timing.leader_lease_ticks:
+        late_at = self.election_sent_at + self.timing.leader_lease_ticks
+        if PlantedBug.LATE_VOTE_UNTIL_DEADLINE in self.config.planted_bugs:
+            late_at = self.election_deadline
+        if self.now >= late_at:
             # a late majority (we were paused, the votes were held) brings a lease already over
             batch.events.append(Reached("late-majority-ignored"))
             return
@@ -359,6 +368,8 @@ class RaftElector:
             if self.voted_for in (0, msg.src):
                 self._back(msg.src, batch)
                 granted = True
+                if PlantedBug.VOTE_WINDOW_IS_LEASE in self.config.planted_bugs:
+                    self.promise_until = self.now + self.timing.leader_lease_ticks
         self._reply(batch, msg, granted)
 
     def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
@@ -378,7 +389,10 @@ class RaftElector:
 
     def _on_release(self, msg: Message, batch: Batch) -> None:
         """A resigning heartbeat: the leader gives up its lease; elect soon, its successor first."""
-        if self.promised_to != msg.src or msg.epoch < self.term:
+        stale = msg.epoch < self.term
+        if PlantedBug.RELEASE_ANY_TERM in self.config.planted_bugs:
+            stale = False
+        if self.promised_to != msg.src or stale:
             return
         self.promise_until = self.now
         self.promised_to = 0

@@ -108,6 +108,20 @@ class PlantedBug(str, enum.Enum):
     LEASE_FROM_RECEIPT = "lease-from-receipt"  # the lease is renewed from when the ack arrived, not when sent
     HALF_IS_MAJORITY = "half-is-majority"  # in an even-sized cluster, half the members count as a majority
     SHORT_PROMISE = "short-promise"  # a follower honours its promise for only half the leader's lease
+    # independent
+    OLD_RESIGN_RELEASES = "old-resign-releases"  # quorum: an older epoch's resign from our leader ends the newer promise
+    REASSERT_KEEPS_GRANTS = "reassert-keeps-grants"  # quorum: a reassert counts the grants of the proposal that won
+    ACK_KEEPS_WINDOW = "ack-keeps-window"  # quorum: re-acking the same leader and epoch does not extend the window
+    ROUND_WITHOUT_EPOCH = "round-without-epoch"  # quorum: a heartbeat ack is matched to a round by number, not epoch
+    BOOT_WINDOW_FROM_ZERO = "boot-window-from-zero"  # quorum: the window after a restart counts from clock zero
+    LEASE_FROM_NEXT_BEAT = "lease-from-next-beat"  # quorum: a round is stamped with the time the next one is due
+    LEASE_AS_LONG_AS_PROMISE = "lease-as-long-as-promise"  # quorum: a renewed lease lasts the followers' window
+    LATE_ACK_UNTIL_TIMEOUT = "late-ack-until-timeout"  # quorum: proposal acks count for an election timeout, not a lease
+    TERM_ONLY_PERSIST = "term-only-persist"  # raft: the promise is written only when the term changes
+    VOTE_WINDOW_IS_LEASE = "vote-window-is-lease"  # raft: a granted vote promises for a lease, not the window
+    LEASE_CHECK_ON_TICK = "lease-check-on-tick"  # raft: an expired lease is noticed on ticks only, not on messages
+    LATE_VOTE_UNTIL_DEADLINE = "late-vote-until-deadline"  # raft: votes count until the campaign deadline, not a lease
+    RELEASE_ANY_TERM = "release-any-term"  # raft: a resigning heartbeat releases its sender's promise in any term
 
 
 # The clock-rate error the lease rule is promised to tolerate (and the explorer checks): every timing a
