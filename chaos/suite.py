@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from node.config import PLANTED_BUGS_ENV
-from node.core import PlantedBug
+from node.core import PlantedBug, mode_info
 
 from .checkers import check_no_overlap
 from .runner import run_scenario
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="quorum,classic")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--bugs", action="store_true", help="also run every scenario with every planted bug (quorum)")
+    parser.add_argument("--bugs", action="store_true", help="also run every scenario with every planted bug (in the mode it lives in)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = []
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.bugs:
             os.environ[PLANTED_BUGS_ENV] = "1"  # this is a test harness
             for bug in PlantedBug:
-                mode = "classic" if bug == PlantedBug.STALE_STORE else "quorum"
+                mode = ("classic" if bug == PlantedBug.STALE_STORE
+                        else "raft" if bug in mode_info("raft").planted_bugs else "quorum")
                 caught = []
                 for name in SCENARIOS:
                     r = run_scenario(name, mode, args.seed, Path(tmp) / f"{name}-{bug.value}", planted_bugs=frozenset({bug}))

@@ -17,7 +17,7 @@ from .elector import Elector
 from .instants import GENERIC_INSTANTS
 from .raft import RaftElector
 from .ring import RingElector
-from .types import Config, Promise
+from .types import Config, PlantedBug, Promise
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class ModeInfo:
     transfers: bool = True
     # On/off switches this mode takes (`--mode-option NAME`), each with what it does.
     options: dict[str, str] = field(default_factory=dict)
+    # The planted bugs (tests only) its elector honours; the store's own applies to every mode.
+    planted_bugs: frozenset[PlantedBug] = frozenset()
 
     @property
     def instants(self) -> dict[str, str]:
@@ -39,17 +41,25 @@ class ModeInfo:
         return {**GENERIC_INSTANTS, **getattr(self.factory, "INSTANTS", {})}
 
 
+# Which planted bugs live in which elector (each names its mode in node/core/types.py).
+_RAFT_BUGS = frozenset({
+    PlantedBug.TERM_ONLY_PERSIST, PlantedBug.VOTE_WINDOW_IS_LEASE, PlantedBug.LEASE_CHECK_ON_TICK,
+    PlantedBug.LATE_VOTE_UNTIL_DEADLINE, PlantedBug.RELEASE_ANY_TERM,
+})
+_QUORUM_BUGS = frozenset(PlantedBug) - _RAFT_BUGS
+
 REGISTRY: dict[str, ModeInfo] = {
     info.name: info
     for info in (
         ModeInfo("classic", "textbook Bully: the highest reachable id wins without consent", ClassicBully, promises=False),
         ModeInfo("quorum", "Bully ordering with majority-acknowledged leadership, leases and durable promises",
-                 QuorumBully, promises=True),
+                 QuorumBully, promises=True, planted_bugs=_QUORUM_BUGS),
         ModeInfo("ring", "textbook Ring election (Chang-Roberts): a token collects the live ids, the highest leads; "
                  "no consent, no lease", RingElector, promises=False, transfers=False),
         ModeInfo("raft", "Raft election (no log): randomized timeouts, PreVote, one durable vote per term, "
                  "CheckQuorum leases", RaftElector, promises=True,
-                 options={"no-pre-vote": "campaign without a PreVote round first (a rejoining node may depose a healthy leader)"}),
+                 options={"no-pre-vote": "campaign without a PreVote round first (a rejoining node may depose a healthy leader)"},
+                 planted_bugs=_RAFT_BUGS | {PlantedBug.STALE_STORE}),
     )
 }
 

