@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, get_origin, get_type_hints
 
 KINDS = frozenset(
     {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message", "answer"}
@@ -47,8 +47,10 @@ class MetaEvent(TypedDict):
     mode: str  # a name from node.core.REGISTRY
     scenario: str
     nodes: list[int]
-    election_timeout_ms: int
-    heartbeat_interval_ms: int
+    election_timeout_ms: NotRequired[int]  # a recording's timing (the simulator's is timing_ticks)
+    heartbeat_interval_ms: NotRequired[int]
+    preempt_hold_down_ms: NotRequired[int]
+    timing_ticks: NotRequired[dict[str, int]]  # the simulator: its Timing, field by field
     planted_bugs: NotRequired[list[str]]
     mode_options: NotRequired[list[str]]  # the mode's switches, e.g. raft's no-pre-vote
 
@@ -60,7 +62,7 @@ class ViewEvent(TypedDict):
     role: Literal["follower", "candidate", "leader"]
     epoch: int
     leader: int | None
-    reason: str
+    reason: NotRequired[str]  # why a leader stepped down (node.core.Reason), when it did
     # When a leader steps down (lease ran out, higher epoch seen): the moment its lease actually
     # ended, which may be before t_ns (e.g. the process was paused and noticed only on resume).
     lease_end_ns: NotRequired[int]
@@ -171,6 +173,9 @@ class ProcessEvent(TypedDict):
     node: int | Literal["store"]
     action: Literal["start", "kill", "pause", "resume", "restart", "stop"]
     pid: int
+    # The simulator only, on a pause: when the paused node's lease ran out, or the end of the pause if
+    # it did not (it sees inside the process; a real harness cannot). See ``leadership``.
+    lease_end_ns: NotRequired[int]
 
 
 class FaultEvent(TypedDict):
@@ -199,6 +204,37 @@ Event = (
     | FaultEvent
     | HealEvent
 )
+
+
+SCHEMAS: dict[str, Any] = {
+    "meta": MetaEvent, "view": ViewEvent, "write": WriteEvent, "store": StoreEvent, "grant": GrantEvent,
+    "release": ReleaseEvent, "message": MessageEvent, "answer": AnswerEvent, "process": ProcessEvent,
+    "fault": FaultEvent, "heal": HealEvent,
+}
+
+
+def check_event(event: Any) -> list[str]:
+    """What is wrong with one event by the contract above: an unknown kind, no integer ``t_ns``, a
+    field its kind requires missing, a field no kind knows. Empty: a valid event. (Reading a history
+    checks only the kind and ``t_ns``: readers take what they know from events of any age.)"""
+    if not isinstance(event, dict):
+        return ["not a JSON object"]
+    kind = event.get("kind")
+    if kind not in KINDS:
+        return [f"unknown event kind {kind!r}"]
+    problems = [] if isinstance(event.get("t_ns"), int) else ["no integer t_ns"]
+    if kind in SCHEMAS:
+        required, known = _fields(kind)
+        problems += [f"{kind} event without {name!r}" for name in sorted(required - event.keys())]
+        problems += [f"{kind} event with unknown field {name!r}" for name in sorted(event.keys() - known)]
+    return problems
+
+
+def _fields(kind: str) -> tuple[set[str], set[str]]:
+    """(required, known) fields of a kind. Read from the evaluated hints: with postponed annotations
+    the TypedDict's own __required_keys__ does not see NotRequired."""
+    hints = get_type_hints(SCHEMAS[kind], include_extras=True)
+    return {name for name, hint in hints.items() if get_origin(hint) is not NotRequired}, set(hints)
 
 
 def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -618,7 +654,8 @@ def leadership(ordered: Sequence[Mapping[str, Any]], end: int, instant: int = 0)
     lease ran out during the pause reports a view with an earlier ``lease_end_ns``, which shrinks the
     reopened interval to nothing. The simulator sees inside a paused process: its pause event carries
     ``lease_end_ns`` (when the paused leader's lease ran out, or the end of the pause if it did not),
-    and then the leadership runs on through the pause up to that instant instead.
+    and then the leadership runs on through the pause up to that instant instead (and, if it ran
+    out, reopens at the resume as above: what the node reports next decides).
 
     ``instant`` is how long one instant lasts: in ticks (the simulator) an announced leadership holds
     at least through the tick it was announced in, even if the lease it came with had already run
@@ -664,13 +701,11 @@ def leadership(ordered: Sequence[Mapping[str, Any]], end: int, instant: int = 0)
             if action in DEAD_OR_FRESH_ACTIONS:  # nothing the old process believed survives
                 believes_leader[node] = None
             elif action == "resume":
+                ends = paused_until.pop(node, None)
+                if ends is not None and ends < t:  # its lease ran out while it was paused
+                    close(node, ends, True)
                 epoch = believes_leader.get(node)
-                if node in paused_until:
-                    ends = paused_until.pop(node)
-                    if ends < t:  # its lease ran out while it was paused: it leads no more
-                        close(node, ends, True)
-                        believes_leader[node] = None
-                elif epoch is not None and node not in open_at:
+                if epoch is not None and node not in open_at:
                     open_at[node] = (epoch, t, False)
     for node in list(open_at):
         ends = paused_until.get(node, end)

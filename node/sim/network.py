@@ -40,6 +40,7 @@ from node.core import (
     PlantedBug,
     Promise,
     PromiseReleased,
+    Reached,
     Role,
     SteppedDown,
     Timing,
@@ -108,7 +109,8 @@ class Network:
         self.delivered: Counter[MsgType] = Counter()
         self.dropped = 0  # cut or lost on the way: the sender is not told
         self.refused = 0  # to a crashed node: the sender gets send_failed
-        self.record = Recorder(self.members, self.mode, timing, self.clocks, self.store.log, self._paused_lease_end)
+        self.record = Recorder(self.members, self.mode, timing, self.clocks, self.store.log, self._paused_lease_end,
+                               seed, sorted(b.value for b in planted_bugs), sorted(mode_options))
         self._queue: Queue[_InFlight | StoreWrite] = Queue()
         # Protocol instants (node.core.instants): how often each was reached in this run, those reached
         # since the last tick began (node, name), and every combination of phases the nodes were in.
@@ -153,19 +155,19 @@ class Network:
             self._check_member(*link)
         LinkFaults(**{**LinkFaults().__dict__, **faults})  # ValueError for a bad value, before anything changes
         self.links.change(chosen, **faults)
-        self._fault(what + ("" if chosen is None else " on " + ", ".join(f"{a}->{b}" for a, b in chosen)))
+        self._link_fault(what + ("" if chosen is None else " on " + ", ".join(f"{a}->{b}" for a, b in chosen)))
 
     def cut(self, a: int, b: int) -> None:
         """Drop every message a->b (one way only)."""
         self._check_member(a, b)
         self.links.change([(a, b)], cut=True)
-        self._fault(f"cut {a}->{b}")
+        self._link_fault(f"cut {a}->{b}")
 
     def isolate(self, node: int) -> None:
         self._check_member(node)
         others = [m for m in self.members if m != node]
         self.links.change([(node, m) for m in others] + [(m, node) for m in others], cut=True)
-        self._fault(f"isolate {node}")
+        self._link_fault(f"isolate {node}")
 
     def partition(self, groups: Sequence[Iterable[int]]) -> None:
         """Cut every link between different groups; the groups must cover the membership exactly."""
@@ -174,7 +176,7 @@ class Network:
         if sorted(listed) != list(self.members):
             raise ValueError(f"partition groups {groups} must cover members {self.members} exactly once")
         self.links.change([(a, b) for g in sets for h in sets if g is not h for a in g for b in h], cut=True)
-        self._fault("partition " + " | ".join(",".join(map(str, sorted(g))) for g in sets))
+        self._link_fault("partition " + " | ".join(",".join(map(str, sorted(g))) for g in sets))
 
     @property
     def cut_links(self) -> set[Link]:
@@ -187,18 +189,19 @@ class Network:
         if count < 0 or max_ticks <= 0:
             raise ValueError(f"hold needs count >= 0 and max_ticks > 0, got {count}, {max_ticks}")
         self.links.holds.append(Hold(src, dst, kind, count, until, self.now + max_ticks))
-        self._fault(f"hold {src or '*'}->{dst or '*'} {kind} x{count or 'all'} until {until} (at most {max_ticks} ticks)")
+        self._link_fault(f"hold {src or '*'}->{dst or '*'} {kind} x{count or 'all'} until {until} (at most {max_ticks} ticks)")
 
     def heal_link(self, a: int, b: int) -> None:
         """Restore the link a->b (one way): no cut, drop, duplicate or hold, one-tick delay."""
         self._check_member(a, b)
         self._release(self.links.heal([(a, b)]))
-        self._fault(f"heal {a}->{b}")
+        self._link_fault(f"heal {a}->{b}", "stop")
 
     def heal(self) -> None:
         """Restore the links: no cuts, drops, duplicates or holds, one-tick delay. Processes and clocks stay."""
         self._release(self.links.heal())
         self._fault("heal")
+        self.record.healed()
 
     def _release(self, holds: Iterable[Hold]) -> None:
         """What the ended holds kept back goes on its way now, each after its link's delay."""
@@ -212,7 +215,7 @@ class Network:
         state = self._live_state(node, "crash")
         end_tick = self._paused_lease_end(node)
         state.crash()
-        self.record.crashed(node, end_tick)
+        self.record.crashed(node, end_tick, state.incarnation)
         self._fault(f"crash {node}")
         self._record_view(node)
 
@@ -231,7 +234,7 @@ class Network:
         if not state.crashed:
             raise ValueError(f"node {node} is running; crash it first")
         self._nodes[node] = Process(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
-        self.record.restarted(node)
+        self.record.restarted(node, state.incarnation + 1)
         self._fault(f"restart {node} with {self.persisted[node]}")
         self._record_view(node)
 
@@ -250,13 +253,17 @@ class Network:
 
     def pause(self, node: int, ticks: int) -> None:
         """Stop the node for `ticks` (SIGSTOP): no ticks, messages to it queue up until it resumes."""
-        self._live_state(node, "pause").pause(self.now, ticks)
+        state = self._live_state(node, "pause")
+        if state.paused_until_tick is None:
+            self.record.paused(node, state.incarnation)
+        state.pause(self.now, ticks)
         self._fault(f"pause {node} for {ticks} ticks")
 
     def resume(self, node: int) -> None:
         state = self._live_state(node, "resume")
         if state.paused_until_tick is None:
             return
+        self.record.resumed(node, self._paused_lease_end(node), state.incarnation)
         held = state.resume()
         self._fault(f"resume {node}")
         for item in held:
@@ -488,6 +495,10 @@ class Network:
     def _fault(self, description: str) -> None:
         self.record.fault(description)
 
+    def _link_fault(self, description: str, action: str = "start") -> None:
+        self._fault(description)
+        self.record.link_fault(description, action)
+
     def _apply(self, node: int, out: Output) -> None:
         for name in instants_of_output(out):
             self._reach(node, name)
@@ -499,11 +510,14 @@ class Network:
         for msg in out.messages:
             self.record.sent(node, msg)
             self._send(msg)
+        stepdown = None
         for event in out.events:
             self.record.event(node, event)
             if isinstance(event, BecameLeader):
                 self._nodes[node].next_write_tick = self.now  # the new epoch's first store action: a claim
-        self._record_view(node)
+            elif isinstance(event, SteppedDown):
+                stepdown = event
+        self._record_view(node, stepdown)
         # A message (or resign) may have started a timer or left one due: tick at once, as the runtime does.
         self._nodes[node].wake_tick = self.local(node)
 
@@ -544,7 +558,7 @@ class Network:
 
     def _deliver(self, item: _InFlight | StoreWrite) -> None:
         if isinstance(item, StoreWrite):
-            self.store.write(item, self.now)
+            self.record.stored(self.store.write(item, self.now))
             return
         state = self._nodes[item.recipient]
         if state.crashed or state.incarnation != item.incarnation:
@@ -562,8 +576,8 @@ class Network:
             out = state.elector.step(now, item.msg)
         self._apply(item.recipient, out)
 
-    def _record_view(self, node: int) -> None:
-        self.record.view(node, self.view(node))
+    def _record_view(self, node: int, stepdown: SteppedDown | None = None) -> None:
+        self.record.view(node, self.view(node), stepdown)
 
 def describe_event(event: Event) -> str:
     if isinstance(event, SteppedDown):
@@ -572,6 +586,8 @@ def describe_event(event: Event) -> str:
         return f"became leader epoch {event.epoch}"
     if isinstance(event, PromiseReleased):
         return f"released its promise to node {event.leader} (epoch {event.epoch})"
+    if isinstance(event, Reached):
+        return f"reached {event.instant}"
     return f"election started (highest epoch seen {event.epoch})"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from node.core import (
     BecameLeader,
@@ -28,7 +29,13 @@ from node.core import (
     mode_info,
 )
 from node.history import (
+    TICKS,
     Answer,
+    AnswerTolerance,
+    History,
+    Verdict,
+    judge,
+    violation_lines,
     Grant,
     Interval,
     Release,
@@ -44,6 +51,7 @@ from node.history import (
     own_votes,
 )
 from node.sim.store import StoreRecord
+from node.store.db import claim_key
 from node.sim.world import Clocks
 
 
@@ -71,7 +79,17 @@ class FaultRecord:
 
 class Recorder:
     def __init__(self, members: Sequence[int], mode: Mode, timing: Timing, clocks: Clocks,
-                 store_log: list[StoreRecord], lease_end_if_paused: Callable[[int], int]) -> None:
+                 store_log: list[StoreRecord], lease_end_if_paused: Callable[[int], int], seed: int = 0,
+                 planted_bugs: Sequence[str] = (), mode_options: Sequence[str] = ()) -> None:
+        # The run's history, as a real run records it (node.history's events), in global ticks.
+        self.history: list[dict[str, Any]] = [{
+            "t_ns": 0, "kind": "meta", "seed": seed, "mode": Mode(mode).value, "scenario": "simulation",
+            "nodes": list(members), "timing_ticks": dict(timing.__dict__),
+            "planted_bugs": sorted(planted_bugs), "mode_options": sorted(mode_options),
+        }]
+        self.pausing: dict[int, dict[str, Any]] = {}  # node -> its pause event, until the pause ends
+        self.claimed: set[tuple[int, int]] = set()  # (writer, epoch) whose first store write was seen
+        self._judged: tuple[tuple[int, int], History] | None = None
         self.members = tuple(members)
         self.mode = mode
         self.timing = timing
@@ -103,22 +121,42 @@ class Recorder:
     def fault(self, description: str) -> None:
         self.faults.append(FaultRecord(self.now, description))
 
+    def link_fault(self, name: str, action: str = "start") -> None:
+        self.history.append({"t_ns": self.now, "kind": "fault", "action": action, "name": name, "detail": {}})
+
+    def healed(self) -> None:
+        self.history.append({"t_ns": self.now, "kind": "heal"})
+
     def releases(self, node: int, events: Sequence[Event]) -> None:
         # A release happened in the step, before anything the step persisted (a successor's vote for
         # itself right after its leader released it must not look like a vote inside that promise).
         for event in events:
             if isinstance(event, PromiseReleased):
                 self.promises.append(Release(self.now, node, event.leader, event.epoch))
+                self.history.append({"t_ns": self.now, "kind": "release", "node": node, "leader": event.leader,
+                                     "epoch": event.epoch})
 
     def persisted(self, node: int, promise: Promise) -> None:
         if promise.leader_id == node:  # a vote for itself: a grant, as far as rule 4 goes
             self.promises.append(Grant(self.now, node, node, promise.epoch, self.now))
+            self.history.append({"t_ns": self.now, "kind": "grant", "node": node, "leader": node,
+                                 "epoch": promise.epoch, "promise_ms": 0})
 
     def sent(self, node: int, msg: Message) -> None:
         if msg.type in PROMISE_REPLY_TYPES and msg.granted:
             # The window the protocol promises (the electors hold it), counted on the follower's clock.
             window_end = self.clocks.global_tick(node, self.clocks.local(node) + self.timing.promise_hold_ticks)
             self.promises.append(Grant(self.now, node, msg.dst, msg.epoch, window_end))
+            self.history.append({"t_ns": self.now, "kind": "grant", "node": node, "leader": msg.dst,
+                                 "epoch": msg.epoch, "promise_ms": window_end - self.now, "until_ns": window_end})
+
+    def stored(self, record: StoreRecord) -> None:
+        """A store decision; a leader's first write of an epoch is its claim (node.store.db.claim_key)."""
+        first = (record.writer, record.epoch) not in self.claimed
+        self.claimed.add((record.writer, record.epoch))
+        key = claim_key(record.writer, record.epoch) if first else f"duty/{record.writer}/{record.epoch}/{record.sent_tick}"
+        self.history.append({"t_ns": record.tick, "kind": "store", "seq": len(self.store_log), "writer": record.writer,
+                             "epoch": record.epoch, "key": key, "accepted": record.accepted, "reason": record.reason})
 
     def heartbeat_transit(self, ticks: int) -> None:
         self.heartbeat_transit_ticks = max(self.heartbeat_transit_ticks, ticks)
@@ -137,13 +175,32 @@ class Recorder:
             if closed is not None and event.reason == "lease_expired":
                 self.lease_expired.add(closed)
 
-    def crashed(self, node: int, lease_end_tick: int) -> None:
+    def crashed(self, node: int, lease_end_tick: int, incarnation: int) -> None:
         # Counted up through the tick it crashed in: an interval lasts at least its first tick.
         self.up[node][-1][1] = self.now + 1
         self.close_interval(node, lease_end_tick)
+        self.pause_ended(node, lease_end_tick)
+        self.history.append({"t_ns": self.now, "kind": "process", "node": node, "action": "kill", "pid": incarnation})
 
-    def restarted(self, node: int) -> None:
+    def restarted(self, node: int, incarnation: int) -> None:
         self.up[node].append([self.now, None])
+        self.history.append({"t_ns": self.now, "kind": "process", "node": node, "action": "start", "pid": incarnation})
+
+    def paused(self, node: int, incarnation: int) -> None:
+        """The node stops; its pause event is complete once the pause ends (``pause_ended``)."""
+        self.pausing[node] = {"t_ns": self.now, "kind": "process", "node": node, "action": "pause", "pid": incarnation}
+
+    def pause_ended(self, node: int, lease_end_tick: int) -> None:
+        """The pause of ``node`` is over: what a real harness cannot know, the simulator records on
+        the pause event: when the paused leader's lease ran out, or the end of the pause if it did not
+        (node.history.leadership)."""
+        pause = self.pausing.pop(node, None)
+        if pause is not None:
+            self.history.append({**pause, "lease_end_ns": lease_end_tick})
+
+    def resumed(self, node: int, lease_end_tick: int, incarnation: int) -> None:
+        self.pause_ended(node, lease_end_tick)
+        self.history.append({"t_ns": self.now, "kind": "process", "node": node, "action": "resume", "pid": incarnation})
 
     def close_interval(self, node: int, end_tick: int) -> Interval | None:
         opened = self.open_interval.pop(node, None)
@@ -156,11 +213,19 @@ class Recorder:
         self.intervals.append(interval)
         return interval
 
-    def view(self, node: int, view: View | None) -> None:
+    def view(self, node: int, view: View | None, stepdown: SteppedDown | None = None) -> None:
+        """The node's view after a step (None: it crashed), recorded when it changed, with the
+        stepdown of that step: its reason, and where a lease ran out, when (as the runtime does)."""
         key = (None, 0, None) if view is None else (view.role, view.epoch, view.leader_id)
         if key != self.last_view.get(node):
             self.last_view[node] = key
             self.views.append(ViewChange(self.now, node, *key))
+            if view is not None:
+                event = {"t_ns": self.now, "kind": "view", "node": node, "role": view.role.value, "epoch": view.epoch,
+                         "leader": view.leader_id, "reason": "" if stepdown is None else str(stepdown.reason)}
+                if stepdown is not None and stepdown.reason == "lease_expired" and stepdown.lease_end_tick is not None:
+                    event["lease_end_ns"] = self.clocks.global_tick(node, stepdown.lease_end_tick)
+                self.history.append(event)
 
     def answer(self, node: int, now_answer: tuple[int, int] | None) -> None:
         """After each tick: what the node would answer GetLeader now (None: nothing, or it is down).
@@ -169,6 +234,8 @@ class Recorder:
         if open_answer is not None and now_answer != open_answer[:2]:
             leader, epoch, since = self.answering.pop(node)
             self.answers.append(Answer(node, leader, epoch, since, self.now - 1))
+            self.history.append({"t_ns": since, "kind": "answer", "node": node, "leader": leader, "epoch": epoch,
+                                 "end_ns": self.now - 1})
             open_answer = None
         if open_answer is None and now_answer is not None:
             self.answering[node] = (*now_answer, self.now)
@@ -196,6 +263,35 @@ class Recorder:
         windows = grant_windows(self.promises)
         up = {m: [Span(s, self.now + 1 if e is None else e) for s, e in spans] for m, spans in self.up.items()}
         return backed_spans(self.members, windows, own_votes(up, windows))
+
+    # -- the history, judged by node.history ---------------------------------------------------------
+
+    def events_now(self) -> list[dict[str, Any]]:
+        """The history as it stands now: what was recorded, the answers still being given, and the
+        pauses still going on (their leaders' leases judged up to now)."""
+        events = list(self.history)
+        events += [{"t_ns": since, "kind": "answer", "node": node, "leader": leader, "epoch": epoch, "end_ns": self.now}
+                   for node, (leader, epoch, since) in self.answering.items()]
+        events += [{**pause, "lease_end_ns": self.lease_end_if_paused(node)} for node, pause in self.pausing.items()]
+        return events
+
+    def judged_history(self) -> History:
+        """The run so far as a node.history History (ticks), built once per state of the run."""
+        key = (self.now, len(self.history), len(self.answering), len(self.pausing))
+        if self._judged is None or self._judged[0] != key:
+            promises = mode_info(self.mode).promises
+            # The longest heartbeat transit, the follower's grace of one heartbeat interval, and the tick it floors to.
+            transit = self.heartbeat_transit_ticks + self.timing.heartbeat_interval_ticks + 1
+            horizon = self.timing.leader_lease_ticks if promises else 2 * self.timing.election_timeout_ticks
+            self._judged = key, History(self.events_now(), TICKS, promises=promises,
+                                        tolerance=AnswerTolerance(transit, horizon), end=self.now)
+        return self._judged[1]
+
+    def verdicts(self) -> list[Verdict]:
+        return judge(self.judged_history())
+
+    def new_violations(self) -> list[str]:
+        return violation_lines(self.verdicts(), self.judged_history())
 
     # -- the properties ------------------------------------------------------------------------------
 
