@@ -1,19 +1,27 @@
-"""The history contract: what a run records, and the rules every reader judges it by.
+"""The history contract: what a run records, and the one judge of it.
 
 One module for every reader of a history: the simulator (node/sim, times in global ticks), the chaos
 checkers and reports (chaos/, a recorded JSON-lines file, times in CLOCK_MONOTONIC nanoseconds), the
 CLI and launcher (live answers from the nodes), and the dashboard. It sits below all of them and
 imports nothing from node/ or chaos/, so the simulator and the checkers cannot drift apart on what
-"two leaders", "agreed" or "a majority's promise" mean.
+"two leaders", "agreed" or "a majority's promise" mean: both judge with the functions of part 4.
 
 Part 1, the recorded history: every event has ``t_ns`` (CLOCK_MONOTONIC nanoseconds; all processes
 share one host, so times from different processes are comparable) and ``kind``. The TypedDicts are
-the contract between the writers (node processes, the store, the harness) and the readers.
+the contract between the writers (node processes, the store, the harness, and the simulator, which
+writes the same events with every time field in global ticks) and the readers.
 
-Part 2, judging, in any time unit (the simulator's ticks or a recording's nanoseconds): leadership
-intervals and their overlaps (P3), leaders per epoch (P1), agreement, and the promise windows
-followers granted with the majorities they back (P3g). docs/design.md section 3 states the
-properties; section 7 says why P3g does not trust the leaders.
+Part 2, the rules' pieces, in any time unit: spans, leadership intervals and their overlaps (P3),
+leaders per epoch (P1), agreement, the promise windows followers granted with the majorities they
+back (P3g), and which answers were false (P6).
+
+Part 3, those rules read off a history's events: leadership intervals, the agreement over time,
+promises, up spans, P6's tolerance for a recording.
+
+Part 4, one history, judged: ``History`` (built once per run, readings derived once), a judge per
+property (History -> Verdict, findings as values), and ``describe``, which tells a finding in words
+in the history's unit. docs/design.md section 3 states the properties; section 7 says why P3g does
+not trust the leaders, and how the two worlds share this judge.
 """
 
 from __future__ import annotations
@@ -315,7 +323,7 @@ class HistoryWriter:
 
 
 # =================================================================================================
-# Part 2: judging, in any time unit. Times are integers: global ticks in the simulator, CLOCK_MONOTONIC
+# Part 2: the rules' pieces, in any time unit. Times are integers: global ticks in the simulator, CLOCK_MONOTONIC
 # nanoseconds in a recording. Spans and intervals are half-open, [start, end).
 
 
@@ -844,7 +852,9 @@ def recorded_promises(ordered: Sequence[Mapping[str, Any]]) -> list[Grant | Rele
     record: list[Grant | Release] = []
     for event in ordered:
         if event["kind"] == "grant":
-            until = event.get("until_ns", event["t_ns"] + int(event["promise_ms"] * 1_000_000))
+            until = event.get("until_ns")
+            if until is None:
+                until = event["t_ns"] + int(event["promise_ms"] * 1_000_000)
             record.append(Grant(event["t_ns"], event["node"], event["leader"], event["epoch"], until))
         elif event["kind"] == "release":
             record.append(Release(event["t_ns"], event["node"], event["leader"], event["epoch"]))

@@ -11,11 +11,11 @@ rule. A message to a crashed node comes back to its sender as `send_failed` one 
 
 Time: the network counts global ticks; each node sees `floor(global * rate)` on its own clock.
 
-The history records view changes, BecameLeader / SteppedDown events, leadership intervals, every
-granted acknowledgement with the promise window the elector holds (Timing.promise_hold_ticks on the
-follower's clock), every vote for itself, releases (only where the core reports one:
-PromiseReleased) and the store's log. The properties below read only that history. Faults and
-schedules live in node/sim/explore.py, which drives this network:
+The run records the history a real run records (node/sim/recorder.py: views, process events,
+grants and releases, store decisions, answers, faults), in ticks, and the properties are judged from
+it alone by node.history's judges, the same ones the chaos checkers apply to a real run's recording
+(docs/design.md section 7). Faults and schedules live in node/sim/schedule.py and explore.py, which
+drive this network:
 
     bullyproof sim explore --budget-s 60
 """
@@ -49,7 +49,24 @@ from node.core import (
     instants_of_output,
     mode_info,
 )
-from node.history import Seen, agreement
+from node.history import (
+    Answer,
+    Grant,
+    History,
+    Interval,
+    Release,
+    Seen,
+    Span,
+    Verdict,
+    agreement,
+    judge,
+    late_writes,
+    no_overlap,
+    no_overlap_by_grants,
+    true_answers,
+    unique_leaders,
+    violation_lines,
+)
 from node.sim.processes import Process
 from node.sim.recorder import FaultRecord, NodeEvent, Recorder, ViewChange
 from node.sim.store import SimStore, StoreRecord, StoreWrite
@@ -71,8 +88,8 @@ class Network:
     """Nodes 1..n over one seeded network. Every random choice comes from `seed`.
 
     The parts: the world (node.sim.world: clocks, the queue, each link's faults and holds), the
-    processes (node.sim.processes), the store (node.sim.store) and the recorder (node.sim.recorder,
-    which also judges). This class joins them and is what schedules and tests drive."""
+    processes (node.sim.processes), the store (node.sim.store) and the recorder (node.sim.recorder:
+    the history, which node.history judges). This class joins them and is what schedules and tests drive."""
 
     # Tick each elector only at its next_deadline, as the runtime does, instead of every tick. The
     # tests run schedules both ways and require the same history: skipped ticks were no-ops.
@@ -394,7 +411,7 @@ class Network:
         """(tick, event) of every `kind` event of `node` from `since_tick` on."""
         return [(e.tick, e.event) for e in self.events if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick]
 
-    # -- the record and its properties (node.sim.recorder) -------------------------------------------
+    # -- the record (node.sim.recorder) --------------------------------------------------------------
 
     @property
     def views(self) -> list[ViewChange]:
@@ -407,22 +424,6 @@ class Network:
     @property
     def faults(self) -> list[FaultRecord]:
         return self.record.faults
-
-    @property
-    def intervals(self):
-        return self.record.intervals
-
-    @property
-    def promises(self):
-        return self.record.promises
-
-    @property
-    def grants(self):
-        return self.record.grants
-
-    @property
-    def answers(self):
-        return self.record.answers
 
     @property
     def heartbeat_transit_ticks(self) -> int:
@@ -440,38 +441,90 @@ class Network:
     def store_highest_epoch(self, epoch: int) -> None:
         self.store.highest_epoch = epoch
 
+    # -- the properties: node.history's judges over the run's history (node.sim.recorder) -------------
+
+    def history(self) -> History:
+        """The run so far as a node.history History, in ticks (built once per state of the run)."""
+        return self.record.judged()
+
+    def verdicts(self) -> list[Verdict]:
+        """P1, P2, P3, P3g and P6 judged on the run so far (node.history.judge)."""
+        return judge(self.history())
+
     def unique_leader_per_epoch(self) -> bool:
         """P1: at most one node ever becomes leader of a given epoch."""
-        return not self.record.p1_violations()
+        return unique_leaders(self.history()).ok
 
     def no_overlapping_leadership(self) -> bool:
         """P3: leadership intervals of different nodes never overlap."""
-        return not self.record.p3_violations()
+        return no_overlap(self.history()).ok
 
     def violations(self) -> list[str]:
         """Every safety property that failed, each line starting with its id (P1, P2, P3, P3g, P6)."""
-        return self.record.violations()
-
-    def closed_intervals(self):
-        return self.record.closed_intervals()
-
-    def backed(self):
-        return self.record.backed()
+        return violation_lines(self.verdicts(), self.history())
 
     def grant_violations(self) -> list[str]:
-        return self.record.grant_violations()
-
-    def disagreement(self) -> str | None:
-        return self.record.disagreement()
-
-    def accepted_after_lease_end(self) -> list[tuple[StoreRecord, int]]:
-        return self.record.accepted_after_lease_end()
-
-    def all_answers(self):
-        return self.record.all_answers()
+        """P3 judged from the followers' grants (promising modes only): a member granting while its
+        promise to another lived, a leader acting outside its majority's promises, two nodes backed
+        at once."""
+        h = self.history()
+        return violation_lines([no_overlap_by_grants(h)], h)
 
     def answer_violations(self) -> list[str]:
-        return self.record.answer_violations()
+        """P6: no answer named a leader that did not lead then (node.history.false_answers)."""
+        h = self.history()
+        return violation_lines([true_answers(h)], h)
+
+    def disagreement(self) -> str | None:
+        """When the self-reported P3 and the grant-based one disagree, say how."""
+        h = self.history()
+        by_grants = no_overlap_by_grants(h)
+        if not by_grants.applicable:
+            return None
+        own, grants = not no_overlap(h).ok, not by_grants.ok
+        if own == grants:
+            return None
+        if own:
+            return "leaders' own reports overlap, followers' grants do not"
+        return "followers' grants show unsafe leadership the leaders' own reports do not"
+
+    @property
+    def intervals(self) -> list[Interval]:
+        """Every leadership interval, the open ones ending now (or where a paused leader's lease ran out)."""
+        return self.history().intervals
+
+    def closed_intervals(self) -> list[Interval]:
+        return self.history().intervals
+
+    @property
+    def promises(self) -> list[Grant | Release]:
+        """Every grant (a node's vote for itself included) and release, in the order they happened."""
+        return self.history().promise_record
+
+    @property
+    def grants(self) -> list[Grant]:
+        return [p for p in self.promises if isinstance(p, Grant)]
+
+    def backed(self) -> dict[int, list[Span]]:
+        """When each node had a majority behind it: its own vote (while up and not promised to
+        another node) plus every other member's live grant window to it."""
+        return self.history().backed
+
+    @property
+    def answers(self) -> list[Answer]:
+        """What nodes told clients who asked who leads: the answers they no longer give."""
+        return [Answer(e["node"], e["leader"], e["epoch"], e["t_ns"], e["end_ns"])
+                for e in self.record.history if e["kind"] == "answer"]
+
+    def all_answers(self) -> list[Answer]:
+        """Every answer, those still given ending now."""
+        return self.history().answers
+
+    def accepted_after_lease_end(self) -> list[tuple[StoreRecord, int]]:
+        """Store writes accepted after their writer's leadership of that epoch (and of any newer epoch
+        of its own) had ended, with the lateness (node.history.late_writes)."""
+        late, _ = late_writes(self.history())
+        return [(self.store_log[w.entry.seq - 1], w.late) for w in late]
 
     # -- internals ---------------------------------------------------------------------------------
 

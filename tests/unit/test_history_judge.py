@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from node.core import Mode
+from node.core import Message, Mode, MsgType, PlantedBug
 from node.history import (
     NS,
     TICKS,
@@ -182,6 +182,25 @@ def test_the_simulators_events_are_valid_history_events(tmp_path: Path) -> None:
     read = read_history(path)
     assert len(read) == len(recorded)
     # Read back, the same events get the same verdicts the network gives.
-    h = net.record.judged_history()
+    h = net.history()
     again = History(read, TICKS, promises=h.promises, tolerance=h.tolerance, end=h.end)
     assert judge(again) == judge(h) and net.violations() == []
+
+
+def test_a_leader_that_leaves_without_a_stepdown_event_leads_no_more() -> None:
+    """Found by running the old and the new judge side by side: the simulator's own copy of P3 took
+    leadership from the electors' BecameLeader/SteppedDown events, so a leader whose view stopped
+    saying "leader" without a SteppedDown (double-ack: a leader acknowledges another's Coordinator
+    and silently follows) led on in its judgement until its next event, a P3 overlap its own reports
+    never showed. Judged from the views, as a real run is, it led until its view changed."""
+    net = Network(0, 3, Mode.QUORUM, runtime_timing(0), frozenset({PlantedBug.DOUBLE_ACK}))
+    assert net.run_until_agreed(500) is not None
+    leader, epoch = net.agreed_leader()
+    other = next(m for m in net.members if m != leader)
+    net.inject(Message(MsgType.COORDINATOR, other, leader, epoch))
+    left_at = net.now
+    assert net.view(leader).role.value == "follower"
+    assert not [e for e in net.events if e.node == leader and type(e.event).__name__ == "SteppedDown"]
+    net.run(20)
+    [interval] = [i for i in net.intervals if i.node == leader]
+    assert interval.end == left_at
