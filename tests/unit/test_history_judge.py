@@ -25,7 +25,7 @@ from node.history import (
     read_history,
     violation_lines,
 )
-from node.sim.network import Network
+from node.sim.network import Network, timeline
 from node.sim.swarm import runtime_timing
 
 MS_PER_TICK = 10
@@ -185,6 +185,12 @@ def test_the_simulators_events_are_valid_history_events(tmp_path: Path) -> None:
     h = net.history()
     again = History(read, TICKS, promises=h.promises, tolerance=h.tolerance, end=h.end)
     assert judge(again) == judge(h) and net.violations() == []
+
+
+def test_the_timeline_tells_every_event_of_the_run() -> None:
+    """`bullyproof sim run` and `replay` print it; a Reached event (a protocol instant) used to stop them."""
+    lines = timeline(_short_run(), views=True)
+    assert any("reached " in line for line in lines) and any("became leader" in line for line in lines)
 
 
 def test_a_leader_that_leaves_without_a_stepdown_event_leads_no_more() -> None:
