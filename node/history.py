@@ -1,19 +1,27 @@
-"""The history contract: what a run records, and the rules every reader judges it by.
+"""The history contract: what a run records, and the one judge of it.
 
 One module for every reader of a history: the simulator (node/sim, times in global ticks), the chaos
 checkers and reports (chaos/, a recorded JSON-lines file, times in CLOCK_MONOTONIC nanoseconds), the
 CLI and launcher (live answers from the nodes), and the dashboard. It sits below all of them and
 imports nothing from node/ or chaos/, so the simulator and the checkers cannot drift apart on what
-"two leaders", "agreed" or "a majority's promise" mean.
+"two leaders", "agreed" or "a majority's promise" mean: both judge with the functions of part 4.
 
 Part 1, the recorded history: every event has ``t_ns`` (CLOCK_MONOTONIC nanoseconds; all processes
 share one host, so times from different processes are comparable) and ``kind``. The TypedDicts are
-the contract between the writers (node processes, the store, the harness) and the readers.
+the contract between the writers (node processes, the store, the harness, and the simulator, which
+writes the same events with every time field in global ticks) and the readers.
 
-Part 2, judging, in any time unit (the simulator's ticks or a recording's nanoseconds): leadership
-intervals and their overlaps (P3), leaders per epoch (P1), agreement, and the promise windows
-followers granted with the majorities they back (P3g). docs/design.md section 3 states the
-properties; section 7 says why P3g does not trust the leaders.
+Part 2, the rules' pieces, in any time unit: spans, leadership intervals and their overlaps (P3),
+leaders per epoch (P1), agreement, the promise windows followers granted with the majorities they
+back (P3g), and which answers were false (P6).
+
+Part 3, those rules read off a history's events: leadership intervals, the agreement over time,
+promises, up spans, P6's tolerance for a recording.
+
+Part 4, one history, judged: ``History`` (built once per run, readings derived once), a judge per
+property (History -> Verdict, findings as values), and ``describe``, which tells a finding in words
+in the history's unit. docs/design.md section 3 states the properties; section 7 says why P3g does
+not trust the leaders, and how the two worlds share this judge.
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, get_origin, get_type_hints
 
 KINDS = frozenset(
     {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message", "answer"}
@@ -46,8 +55,10 @@ class MetaEvent(TypedDict):
     mode: str  # a name from node.core.REGISTRY
     scenario: str
     nodes: list[int]
-    election_timeout_ms: int
-    heartbeat_interval_ms: int
+    election_timeout_ms: NotRequired[int]  # a recording's timing (the simulator's is timing_ticks)
+    heartbeat_interval_ms: NotRequired[int]
+    preempt_hold_down_ms: NotRequired[int]
+    timing_ticks: NotRequired[dict[str, int]]  # the simulator: its Timing, field by field
     planted_bugs: NotRequired[list[str]]
     mode_options: NotRequired[list[str]]  # the mode's switches, e.g. raft's no-pre-vote
 
@@ -59,7 +70,7 @@ class ViewEvent(TypedDict):
     role: Literal["follower", "candidate", "leader"]
     epoch: int
     leader: int | None
-    reason: str
+    reason: NotRequired[str]  # why a leader stepped down (node.core.Reason), when it did
     # When a leader steps down (lease ran out, higher epoch seen): the moment its lease actually
     # ended, which may be before t_ns (e.g. the process was paused and noticed only on resume).
     lease_end_ns: NotRequired[int]
@@ -170,6 +181,9 @@ class ProcessEvent(TypedDict):
     node: int | Literal["store"]
     action: Literal["start", "kill", "pause", "resume", "restart", "stop"]
     pid: int
+    # The simulator only, on a pause: when the paused node's lease ran out, or the end of the pause if
+    # it did not (it sees inside the process; a real harness cannot). See ``leadership``.
+    lease_end_ns: NotRequired[int]
 
 
 class FaultEvent(TypedDict):
@@ -198,6 +212,37 @@ Event = (
     | FaultEvent
     | HealEvent
 )
+
+
+SCHEMAS: dict[str, Any] = {
+    "meta": MetaEvent, "view": ViewEvent, "write": WriteEvent, "store": StoreEvent, "grant": GrantEvent,
+    "release": ReleaseEvent, "message": MessageEvent, "answer": AnswerEvent, "process": ProcessEvent,
+    "fault": FaultEvent, "heal": HealEvent,
+}
+
+
+def check_event(event: Any) -> list[str]:
+    """What is wrong with one event by the contract above: an unknown kind, no integer ``t_ns``, a
+    field its kind requires missing, a field no kind knows. Empty: a valid event. (Reading a history
+    checks only the kind and ``t_ns``: readers take what they know from events of any age.)"""
+    if not isinstance(event, dict):
+        return ["not a JSON object"]
+    kind = event.get("kind")
+    if kind not in KINDS:
+        return [f"unknown event kind {kind!r}"]
+    problems = [] if isinstance(event.get("t_ns"), int) else ["no integer t_ns"]
+    if kind in SCHEMAS:
+        required, known = _fields(kind)
+        problems += [f"{kind} event without {name!r}" for name in sorted(required - event.keys())]
+        problems += [f"{kind} event with unknown field {name!r}" for name in sorted(event.keys() - known)]
+    return problems
+
+
+def _fields(kind: str) -> tuple[set[str], set[str]]:
+    """(required, known) fields of a kind. Read from the evaluated hints: with postponed annotations
+    the TypedDict's own __required_keys__ does not see NotRequired."""
+    hints = get_type_hints(SCHEMAS[kind], include_extras=True)
+    return {name for name, hint in hints.items() if get_origin(hint) is not NotRequired}, set(hints)
 
 
 def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -278,7 +323,7 @@ class HistoryWriter:
 
 
 # =================================================================================================
-# Part 2: judging, in any time unit. Times are integers: global ticks in the simulator, CLOCK_MONOTONIC
+# Part 2: the rules' pieces, in any time unit. Times are integers: global ticks in the simulator, CLOCK_MONOTONIC
 # nanoseconds in a recording. Spans and intervals are half-open, [start, end).
 
 
@@ -602,55 +647,85 @@ def backed_overlaps(backed: Mapping[int, Sequence[Span]]) -> list[tuple[int, int
     return sorted(found, key=lambda item: item[2].start)
 
 # =================================================================================================
-# Part 3: the judging rules applied to a recorded history (times in nanoseconds).
+# Part 3: the rules applied to a history's events, in its own time unit (ticks or nanoseconds; every
+# time field, ``t_ns``, ``until_ns``, ``lease_end_ns``, ``end_ns``, holds that unit).
+
+
+def leadership(ordered: Sequence[Mapping[str, Any]], end: int, instant: int = 0) -> tuple[list[Interval], set[Interval]]:
+    """Who believed they led which epoch, and when, from a sorted history: the intervals, sorted by
+    start, and those of them that ended as their lease ran out (P6 forgives those less).
+
+    An interval opens at a node's view with role leader and closes at the node's next view, at a
+    kill/pause/stop of its process, or at ``end``; ``lease_end_ns`` on the closing view moves the end
+    earlier. A paused leader that is resumed without reporting a new view still believes it leads
+    (classic Bully does exactly that), so its interval reopens at the resume; a quorum leader whose
+    lease ran out during the pause reports a view with an earlier ``lease_end_ns``, which shrinks the
+    reopened interval to nothing. The simulator sees inside a paused process: its pause event carries
+    ``lease_end_ns`` (when the paused leader's lease ran out, or the end of the pause if it did not),
+    and then the leadership runs on through the pause up to that instant instead (and, if it ran
+    out, reopens at the resume as above: what the node reports next decides).
+
+    ``instant`` is how long one instant lasts: in ticks (the simulator) an announced leadership holds
+    at least through the tick it was announced in, even if the lease it came with had already run
+    out (the application was told it leads), and a process killed at tick t existed through it. In
+    nanoseconds it is 0: empty intervals are dropped.
+    """
+    intervals: list[Interval] = []
+    by_lease: set[Interval] = set()
+    open_at: dict[int, tuple[int, int, bool]] = {}  # node -> (epoch, start, announced by a view)
+    believes_leader: dict[int, int | None] = {}  # node -> epoch it leads by its latest view
+    paused_until: dict[int, int] = {}  # node -> when its paused leadership ends (the simulator knows)
+
+    def close(node: int, at: int, lease_ran_out: bool) -> None:
+        epoch, start, announced = open_at.pop(node)
+        paused_until.pop(node, None)
+        if announced:
+            at = max(at, start + instant)
+        if at > start:
+            interval = Interval(node, epoch, start, at)
+            intervals.append(interval)
+            if lease_ran_out:
+                by_lease.add(interval)
+
+    for event in ordered:
+        kind = event["kind"]
+        if kind == "view":
+            node, t = event["node"], event["t_ns"]
+            leads = event["role"] == "leader"
+            if node in open_at and not (leads and open_at[node][0] == event["epoch"]):
+                lease_end = event.get("lease_end_ns")
+                close(node, t if lease_end is None else min(t, lease_end), event.get("reason") == "lease_expired")
+            believes_leader[node] = event["epoch"] if leads else None
+            if leads and node not in open_at:
+                open_at[node] = (event["epoch"], t, True)
+        elif kind == "process" and isinstance(event["node"], int):
+            node, action, t = event["node"], event["action"], event["t_ns"]
+            if action == "pause" and "lease_end_ns" in event:
+                if node in open_at:
+                    paused_until[node] = event["lease_end_ns"]
+            elif action in DOWN_ACTIONS and node in open_at:
+                ends = paused_until.get(node, t)
+                close(node, min(t, ends), ends < t)
+            if action in DEAD_OR_FRESH_ACTIONS:  # nothing the old process believed survives
+                believes_leader[node] = None
+            elif action == "resume":
+                ends = paused_until.pop(node, None)
+                if ends is not None and ends < t:  # its lease ran out while it was paused
+                    close(node, ends, True)
+                epoch = believes_leader.get(node)
+                if epoch is not None and node not in open_at:
+                    open_at[node] = (epoch, t, False)
+    for node in list(open_at):
+        ends = paused_until.get(node, end)
+        close(node, min(end, ends), ends < end)
+    return sorted(intervals, key=lambda interval: (interval.start, interval.node)), by_lease
 
 
 def leadership_intervals(events: Iterable[Mapping[str, Any]]) -> list[Interval]:
-    """Who believed they led which epoch, and when, sorted by start.
-
-    An interval opens at a node's view with role leader and closes at the node's next view, at a
-    kill/pause/stop of its process, or at the end of the history; ``lease_end_ns`` on the closing view
-    moves the end earlier. A paused leader that is resumed without reporting a new view still believes
-    it leads (classic Bully does exactly that), so its interval reopens at the resume; a quorum leader
-    whose lease ran out during the pause reports a view with an earlier ``lease_end_ns``, which shrinks
-    the reopened interval to nothing. Zero-length intervals are dropped.
-    """
+    """Who believed they led which epoch, and when, sorted by start (``leadership``, to the end of
+    the history; times in nanoseconds: empty intervals are dropped)."""
     ordered = sort_events(events)
-    if not ordered:
-        return []
-    end_of_history_ns = ordered[-1]["t_ns"]
-    intervals: list[Interval] = []
-    open_at: dict[int, tuple[int, int]] = {}  # node -> (epoch, start_ns)
-    believes_leader: dict[int, int | None] = {}  # node -> epoch it leads by its latest view
-
-    def close(node: int, end_ns: int) -> None:
-        epoch, start_ns = open_at.pop(node)
-        if end_ns > start_ns:
-            intervals.append(Interval(node, epoch, start_ns, end_ns))
-
-    for event in ordered:
-        kind, t_ns = event["kind"], event["t_ns"]
-        if kind == "view":
-            node = event["node"]
-            leads = event["role"] == "leader"
-            if node in open_at and not (leads and open_at[node][0] == event["epoch"]):
-                lease_end_ns = event.get("lease_end_ns")
-                close(node, t_ns if lease_end_ns is None else min(t_ns, lease_end_ns))
-            believes_leader[node] = event["epoch"] if leads else None
-            if leads and node not in open_at:
-                open_at[node] = (event["epoch"], t_ns)
-        elif kind == "process" and isinstance(event["node"], int):
-            node, action = event["node"], event["action"]
-            if action in DOWN_ACTIONS and node in open_at:
-                close(node, t_ns)
-            epoch = believes_leader.get(node)
-            if action in DEAD_OR_FRESH_ACTIONS:  # nothing the old process believed survives
-                believes_leader[node] = None
-            elif action == "resume" and epoch is not None and node not in open_at:
-                open_at[node] = (epoch, t_ns)
-    for node in list(open_at):
-        close(node, end_of_history_ns)
-    return sorted(intervals, key=lambda interval: (interval.start, interval.node))
+    return leadership(ordered, ordered[-1]["t_ns"] if ordered else 0)[0]
 
 
 def history_members(ordered: Sequence[Mapping[str, Any]]) -> set[int]:
@@ -662,7 +737,7 @@ def history_members(ordered: Sequence[Mapping[str, Any]]) -> set[int]:
     }
     meta = next((event for event in ordered if event["kind"] == "meta"), None)
     if meta is not None:
-        members.update(meta["nodes"])
+        members.update(meta.get("nodes", ()))
     return members
 
 
@@ -777,7 +852,9 @@ def recorded_promises(ordered: Sequence[Mapping[str, Any]]) -> list[Grant | Rele
     record: list[Grant | Release] = []
     for event in ordered:
         if event["kind"] == "grant":
-            until = event.get("until_ns", event["t_ns"] + int(event["promise_ms"] * 1_000_000))
+            until = event.get("until_ns")
+            if until is None:
+                until = event["t_ns"] + int(event["promise_ms"] * 1_000_000)
             record.append(Grant(event["t_ns"], event["node"], event["leader"], event["epoch"], until))
         elif event["kind"] == "release":
             record.append(Release(event["t_ns"], event["node"], event["leader"], event["epoch"]))
@@ -785,11 +862,11 @@ def recorded_promises(ordered: Sequence[Mapping[str, Any]]) -> list[Grant | Rele
 
 
 def up_spans(
-    ordered: Sequence[Mapping[str, Any]], members: Iterable[int], horizon_ns: int | None = None
+    ordered: Sequence[Mapping[str, Any]], members: Iterable[int], horizon_ns: int | None = None, instant: int = 0
 ) -> dict[int, list[Span]]:
     """When each node's process existed (a paused process still holds its vote): from the start of
-    the history or its (re)start, to its kill or stop, or to ``horizon_ns`` (default: one past the
-    end of the history)."""
+    the history or its (re)start, to its kill or stop (and through that instant: ``leadership``), or
+    to ``horizon_ns`` (default: one past the end of the history)."""
     if not ordered:
         return {node: [] for node in members}
     origin = ordered[0]["t_ns"]
@@ -802,7 +879,7 @@ def up_spans(
         node, action, t_ns = event["node"], event["action"], event["t_ns"]
         since = up_since.get(node)
         if action in ("kill", "stop", "restart") and since is not None:
-            spans.setdefault(node, []).append(Span(since, t_ns))
+            spans.setdefault(node, []).append(Span(since, t_ns + instant))
             up_since[node] = None
         if action in ("start", "restart"):
             up_since[node] = t_ns if up_since.get(node) is None else up_since[node]
@@ -810,3 +887,603 @@ def up_spans(
         if since is not None:
             spans.setdefault(node, []).append(Span(since, horizon))
     return spans
+
+
+def recorded_tolerance(ordered: Sequence[Mapping[str, Any]], promises: bool) -> AnswerTolerance:
+    """P6's tolerance for one recorded run (nanoseconds; see ``false_answers``).
+
+    Transit is how late a follower's evidence can be: the longest latency (with its jitter) injected on
+    any link, plus the longest pause of any process (a paused follower counts from a heartbeat that
+    waited in its socket), plus the follower's grace of one heartbeat interval, plus one election
+    timeout for a busy machine's scheduling. The horizon is the lease (0.7 election timeouts) in modes
+    with leases; in the others, how long a follower trusts a silent leader (about an election
+    timeout; two are allowed)."""
+    meta = next((e for e in ordered if e["kind"] == "meta"), {})
+    et_ns = int(meta.get("election_timeout_ms", 500)) * 1_000_000
+    latency_ms = max((int(e["detail"].get("latency", 0)) + int(e["detail"].get("jitter", 0))
+                      for e in ordered if e["kind"] == "fault" and e["action"] == "start"
+                      and e.get("detail", {}).get("type") == "latency"), default=0)
+    paused_at: dict[Any, int] = {}
+    longest_pause_ns = 0
+    for e in ordered:
+        if e["kind"] == "process" and e["action"] == "pause":
+            paused_at[e["node"]] = e["t_ns"]
+        elif e["kind"] == "process" and e["node"] in paused_at:
+            longest_pause_ns = max(longest_pause_ns, e["t_ns"] - paused_at.pop(e["node"]))
+    hb_ns = int(meta.get("heartbeat_interval_ms", 100)) * 1_000_000
+    transit_ns = latency_ms * 1_000_000 + longest_pause_ns + hb_ns + et_ns
+    horizon_ns = et_ns * 7 // 10 if promises else 2 * et_ns
+    return AnswerTolerance(transit_ns, horizon_ns)
+
+
+# =================================================================================================
+# Part 4: one history, judged. A History is built once from a run's events (a recording's dicts in
+# nanoseconds, or the simulator's same dicts in ticks), sorted once, with what the properties read
+# derived once; every property is a pure function History -> Verdict whose findings are data, and
+# telling them in words (``describe``) is apart, in the history's unit.
+
+
+@dataclass(frozen=True)
+class Unit:
+    """How a history counts time: how long one instant lasts (``leadership``), and how its times
+    (relative to the first event) and lengths are told."""
+
+    name: str  # "tick" or "ns"
+    instant: int
+
+    def at(self, t: int, origin: int) -> str:
+        if self.name == "tick":
+            return f"tick {t - origin}"
+        return f"t={(t - origin) / 1e9:+.3f}s"
+
+    def length(self, duration: int) -> str:
+        if self.name == "tick":
+            return f"{duration} tick" + ("" if duration == 1 else "s")
+        return f"{duration / 1e6:.1f} ms"
+
+    def bound(self, duration: int) -> str:
+        """A given bound, as it was given (``500 ms``, not ``500.0 ms``)."""
+        return self.length(duration) if self.name == "tick" else f"{duration / 1e6:g} ms"
+
+
+TICKS = Unit("tick", 1)  # the simulator's global ticks: time is discrete
+NS = Unit("ns", 0)  # a recording's CLOCK_MONOTONIC nanoseconds, told in ms and s
+
+
+@dataclass(frozen=True)
+class AnswerTolerance:
+    """How late an answer may trail the truth (P6, ``false_answers``), in the history's unit."""
+
+    transit: int
+    horizon: int
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """One decision of the fenced store (``at``: when it decided)."""
+
+    seq: int
+    at: int
+    writer: int
+    epoch: int
+    key: str
+    accepted: bool
+    reason: str
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any]) -> StoreEntry:
+        return cls(event["seq"], event["t_ns"], event["writer"], event["epoch"], event["key"], event["accepted"],
+                   event.get("reason", ""))
+
+    def same_decision(self, other: StoreEntry) -> bool:
+        return (self.writer, self.epoch, self.key, self.accepted) == (other.writer, other.epoch, other.key, other.accepted)
+
+
+def store_log(ordered: Sequence[Mapping[str, Any]]) -> tuple[list[StoreEntry], list[StoreConflict]]:
+    """The store's decisions in seq order, and each seq recorded twice with different contents.
+
+    The store may dump its durable log more than once (e.g. around a store restart), so identical
+    copies of a record are one record.
+    """
+    by_seq: dict[int, StoreEntry] = {}
+    conflicts = []
+    for event in ordered:
+        if event["kind"] != "store":
+            continue
+        entry = StoreEntry.of(event)
+        kept = by_seq.setdefault(entry.seq, entry)
+        if not kept.same_decision(entry):
+            conflicts.append(StoreConflict(kept, entry))
+    return [by_seq[seq] for seq in sorted(by_seq)], conflicts
+
+
+class History:
+    """One run's history, sorted once, with everything the properties read derived once.
+
+    ``unit``: TICKS for the simulator, NS for a recording. ``promises``: whether the mode's
+    acknowledgements are promises (P3g applies; P6's horizon is the lease). ``tolerance``: P6's, in
+    the history's unit (default: a recording's own figures, ``recorded_tolerance``). ``end``: when
+    the run was judged (default: its last event); leaderships still open end there.
+    """
+
+    def __init__(self, events: Iterable[Mapping[str, Any]], unit: Unit = NS, *, promises: bool = True,
+                 tolerance: AnswerTolerance | None = None, end: int | None = None) -> None:
+        self.events: list[Mapping[str, Any]] = sorted(events, key=_time)
+        self.unit = unit
+        self.promises = promises
+        self.origin = self.events[0]["t_ns"] if self.events else 0
+        self.end = end if end is not None else (self.events[-1]["t_ns"] if self.events else 0)
+        self._given_tolerance = tolerance
+
+    # Each reading is derived once, when a judge first asks for it.
+
+    @cached_property
+    def meta(self) -> Mapping[str, Any]:
+        return next((e for e in self.events if e["kind"] == "meta"), {})
+
+    @cached_property
+    def members(self) -> set[int]:
+        return history_members(self.events)
+
+    @cached_property
+    def _leadership(self) -> tuple[list[Interval], set[Interval]]:
+        return leadership(self.events, self.end, self.unit.instant)
+
+    @property
+    def intervals(self) -> list[Interval]:
+        """Every leadership interval, sorted by start (``leadership``)."""
+        return self._leadership[0]
+
+    @property
+    def lease_ended(self) -> set[Interval]:
+        """The intervals that ended as their lease ran out."""
+        return self._leadership[1]
+
+    @cached_property
+    def leaders_by_epoch(self) -> dict[int, dict[int, int]]:
+        return epochs_led((e["node"], e["epoch"], e["t_ns"]) for e in self.events
+                          if e["kind"] == "view" and e["role"] == "leader")
+
+    @cached_property
+    def promise_record(self) -> list[Grant | Release]:
+        """Every grant (votes for oneself included) and release, in the order they happened."""
+        return recorded_promises(self.events)
+
+    @cached_property
+    def grants(self) -> int:
+        return sum(1 for p in self.promise_record if isinstance(p, Grant))
+
+    @cached_property
+    def windows(self) -> list[GrantWindow]:
+        return grant_windows(self.promise_record)
+
+    @cached_property
+    def _store(self) -> tuple[list[StoreEntry], list[StoreConflict]]:
+        return store_log(self.events)
+
+    @property
+    def store(self) -> list[StoreEntry]:
+        """The store's decisions, in seq order."""
+        return self._store[0]
+
+    @property
+    def store_conflicts(self) -> list[StoreConflict]:
+        return self._store[1]
+
+    @cached_property
+    def writes(self) -> list[Mapping[str, Any]]:
+        return [e for e in self.events if e["kind"] == "write"]
+
+    @cached_property
+    def answers(self) -> list[Answer]:
+        return [Answer(e["node"], e["leader"], e["epoch"], e["t_ns"], e["end_ns"])
+                for e in self.events if e["kind"] == "answer"]
+
+    @cached_property
+    def up(self) -> dict[int, list[Span]]:
+        """When each node's process existed; a process not known to have died still votes for itself
+        while the promises made to it last."""
+        horizon = max([self.end] + [w.end for w in self.windows]) + 1
+        return up_spans(self.events, self.members, horizon, self.unit.instant)
+
+    @cached_property
+    def backed(self) -> dict[int, list[Span]]:
+        """For each node, when a majority of the membership stood behind it by their own promises:
+        its own vote (``own_votes``) plus every other member's live grant window to it."""
+        return backed_spans(self.members, self.windows, own_votes(self.up, self.windows))
+
+    @cached_property
+    def timeline(self) -> AgreementTimeline:
+        return AgreementTimeline(self.events)
+
+    @cached_property
+    def tolerance(self) -> AnswerTolerance:
+        """P6's, as given, or a recording's own (``recorded_tolerance``)."""
+        return self._given_tolerance or recorded_tolerance(self.events, self.promises)
+
+    def at(self, t: int) -> str:
+        return self.unit.at(t, self.origin)
+
+
+def _time(event: Mapping[str, Any]) -> int:
+    return event["t_ns"]
+
+
+# ---- verdicts and their findings ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One property judged on one history: ``ok`` exactly when ``findings`` is empty. A property that
+    does not apply to the mode (P3g without promises) is ok with ``applicable`` False."""
+
+    id: str
+    ok: bool
+    findings: tuple[Any, ...] = ()
+    applicable: bool = True
+
+
+def _verdict(id: str, findings: Iterable[Any]) -> Verdict:
+    found = tuple(findings)
+    return Verdict(id, not found, found)
+
+
+@dataclass(frozen=True)
+class SharedEpoch:
+    """P1: several nodes led ``epoch``; ``leaders`` are (node, when it first led it), in that order."""
+
+    epoch: int
+    leaders: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class StoreConflict:
+    """P2: the store's log has seq ``kept.seq`` twice, with different contents."""
+
+    kept: StoreEntry
+    other: StoreEntry
+
+
+@dataclass(frozen=True)
+class StaleAccepted:
+    """P2: the store accepted ``entry`` after it had accepted the higher epoch of ``highest``."""
+
+    entry: StoreEntry
+    highest: StoreEntry
+
+
+@dataclass(frozen=True)
+class TwoWriters:
+    """P2: the store accepted one epoch from two writers: ``first``'s, then ``entry``'s."""
+
+    entry: StoreEntry
+    first: StoreEntry
+
+
+@dataclass(frozen=True)
+class LeaderOverlap:
+    """P3: two nodes' leadership intervals share time."""
+
+    first: Interval
+    second: Interval
+
+    @property
+    def span(self) -> Span:
+        return Span(self.second.start, min(self.first.end, self.second.end))
+
+
+@dataclass(frozen=True)
+class BackedTogether:
+    """P3g: nodes ``a`` and ``b`` were both backed by a majority's live promises during ``span``."""
+
+    a: int
+    b: int
+    span: Span
+
+
+@dataclass(frozen=True)
+class Unbacked:
+    """P3g: a leadership interval with the parts of it (``gaps``) no majority's promises covered."""
+
+    interval: Interval
+    gaps: tuple[Span, ...]
+
+
+@dataclass(frozen=True)
+class LostWrite:
+    """P5: a write acknowledged to its writer that the store's log does not hold as written
+    (``entry``: what the log has at its seq, if anything)."""
+
+    write: Mapping[str, Any]
+    entry: StoreEntry | None
+
+
+@dataclass(frozen=True)
+class FalseAnswer:
+    """P6: an answer that named a node that did not lead that epoch then (``never_led``: nor ever)."""
+
+    answer: Answer
+    never_led: bool
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """P4: the clock starts at ``anchor`` (the last heal, else the last fault stop or process event,
+    else the first event); ``active``: network faults never healed; ``agreed``: (when, what) the
+    first agreement at or after the anchor; ``state``: the cluster as it stood at the bound (or at
+    the end of the history) when agreement did not come in time."""
+
+    anchor: Mapping[str, Any] | None
+    bound: int
+    active: tuple[str, ...] = ()
+    agreed: tuple[int, Agreement] | None = None
+    state: ClusterState | None = None
+
+    @property
+    def took(self) -> int | None:
+        return None if self.agreed is None or self.anchor is None else self.agreed[0] - self.anchor["t_ns"]
+
+    @property
+    def ok(self) -> bool:
+        return self.anchor is not None and not self.active and self.took is not None and self.took <= self.bound
+
+
+@dataclass(frozen=True)
+class LateWrite:
+    """A write the store accepted after its writer's leadership of that epoch (and of any newer
+    epoch of its own) had ended at ``lead_end``; a measure, not a property (see chaos.checkers'
+    fencing_summary for why it is bounded)."""
+
+    entry: StoreEntry
+    lead_end: int
+
+    @property
+    def late(self) -> int:
+        return self.entry.at - self.lead_end
+
+
+# ---- the judges -------------------------------------------------------------------------------------
+
+
+def unique_leaders(h: History) -> Verdict:
+    """P1: at most one node ever becomes leader of a given epoch."""
+    return _verdict("P1", (SharedEpoch(epoch, tuple(leaders.items()))
+                           for epoch, leaders in sorted(h.leaders_by_epoch.items()) if len(leaders) > 1))
+
+
+def store_monotonic(h: History) -> Verdict:
+    """P2: the store never accepts an epoch below one it accepted, nor one epoch from two writers."""
+    found: list[Any] = list(h.store_conflicts)
+    highest: StoreEntry | None = None  # the accepted entry with the highest epoch so far
+    owner: dict[int, StoreEntry] = {}  # epoch -> first accepted entry of that epoch
+    for entry in h.store:
+        if not entry.accepted:
+            continue
+        if highest is not None and entry.epoch < highest.epoch:
+            found.append(StaleAccepted(entry, highest))
+        if highest is None or entry.epoch > highest.epoch:
+            highest = entry
+        first = owner.setdefault(entry.epoch, entry)
+        if first.writer != entry.writer:
+            found.append(TwoWriters(entry, first))
+    return _verdict("P2", found)
+
+
+def no_overlap(h: History) -> Verdict:
+    """P3: leadership intervals of different nodes never overlap in time."""
+    return _verdict("P3", (LeaderOverlap(a, b) for a, b in overlapping_pairs(h.intervals)))
+
+
+def no_overlap_by_grants(h: History) -> Verdict:
+    """P3g, in modes that promise: no two nodes backed by majorities' promises at once; no leadership
+    outside its node's backing (unsafe even when no second leader appeared); no member granting
+    anyone, itself included, while its promise to another lives (rule 4 itself: a promise broken to
+    a killed leader backs no second majority, since the dead node's vote is gone)."""
+    if not h.promises:
+        return Verdict("P3g", True, (), applicable=False)
+    backed = h.backed
+    return _verdict("P3g", [
+        *(BackedTogether(a, b, span) for a, b, span in backed_overlaps(backed)),
+        *(Unbacked(interval, tuple(gaps)) for interval, gaps in outside_backing(h.intervals, backed)),
+        *double_promises(h.promise_record),
+    ])
+
+
+def agreement_after_heal(h: History, bound: int) -> Verdict:
+    """P4: after the faults end, all live nodes agree on one leader within ``bound``."""
+    found = recovery(h, bound)
+    return _verdict("P4", () if found.ok else (found,))
+
+
+def recovery(h: History, bound: int) -> Recovery:
+    """How P4 went: the clock starts at the last heal; without a heal, at the last fault stop or
+    process event (a kill counts too: the survivors must settle without the victim); without any,
+    at the first event. Network faults still active at the end of the history fail it: nothing healed."""
+    ordered = h.events
+    heals = [e for e in ordered if e["kind"] == "heal"]
+    anchors = heals or [e for e in ordered if e["kind"] == "process" or (e["kind"] == "fault" and e["action"] == "stop")]
+    anchor = anchors[-1] if anchors else (ordered[0] if ordered else None)
+    if anchor is None:
+        return Recovery(None, bound)
+    active = _active_faults(ordered)
+    if active:
+        return Recovery(anchor, bound, active)
+    agreed = h.timeline.first_from(anchor["t_ns"])
+    found = Recovery(anchor, bound, (), agreed)
+    if found.ok:
+        return found
+    seen = min(anchor["t_ns"] + bound, ordered[-1]["t_ns"])
+    return Recovery(anchor, bound, (), agreed, state_at(ordered, seen))
+
+
+def _active_faults(ordered: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Network faults still in place at the end of the history (a heal removes all of them)."""
+    active: dict[str, None] = {}  # ordered set
+    for event in ordered:
+        if event["kind"] == "heal":
+            active.clear()
+        elif event["kind"] == "fault" and event["action"] == "start":
+            active[event["name"]] = None
+        elif event["kind"] == "fault":
+            active.pop(event["name"], None)
+    return tuple(active)
+
+
+def no_lost_writes(h: History) -> Verdict:
+    """P5: every write acknowledged to its writer is in the store's log, accepted, as written.
+    Writes without a reply (accepted null) have an unknown outcome: never a loss."""
+    by_seq = {entry.seq: entry for entry in h.store}
+    found = []
+    for write in h.writes:
+        if not write["accepted"]:
+            continue
+        entry = by_seq.get(write["seq"]) if write["seq"] is not None else None
+        if entry is None or (entry.writer, entry.epoch, entry.key, entry.accepted) != (
+                write["node"], write["epoch"], write["key"], True):
+            found.append(LostWrite(write, entry))
+    return _verdict("P5", found)
+
+
+def true_answers(h: History) -> Verdict:
+    """P6: every answer that named a leader named one that led that epoch then, within ``h.tolerance``."""
+    tolerance = h.tolerance
+    false = false_answers(h.answers, h.intervals, tolerance.transit, tolerance.horizon, h.lease_ended.__contains__)
+    led = {(i.node, i.epoch) for i in h.intervals}
+    return _verdict("P6", (FalseAnswer(a, (a.leader, a.epoch) not in led) for a in false))
+
+
+SAFETY = (unique_leaders, store_monotonic, no_overlap, no_overlap_by_grants, true_answers)
+
+
+def judge(h: History) -> list[Verdict]:
+    """The safety properties P1, P2, P3, P3g and P6 (P4 and P5 need a bound and client writes)."""
+    return [prop(h) for prop in SAFETY]
+
+
+def late_writes(h: History) -> tuple[list[LateWrite], list[StoreEntry]]:
+    """Writes the store accepted from an epoch whose leadership had already ended when it decided
+    (the writer no longer led that epoch, nor a newer one of its own), and accepted writes from a
+    (writer, epoch) that never led by the history."""
+    late, unled = [], []
+    for entry in h.store:
+        if not entry.accepted:
+            continue
+        own = [i for i in h.intervals if i.node == entry.writer and i.epoch >= entry.epoch]
+        if any(i.start <= entry.at <= i.end for i in own):
+            continue  # it leads this epoch, or moved on to a newer epoch of its own (or ends right now)
+        led = any(i.epoch == entry.epoch and i.start <= entry.at for i in own)
+        ended = [i.end for i in own if i.end < entry.at] if led else []
+        if ended:
+            late.append(LateWrite(entry, max(ended)))
+        else:
+            unled.append(entry)
+    return late, unled
+
+
+# ---- findings in words --------------------------------------------------------------------------
+
+
+def describe(finding: Any, h: History) -> str:
+    """One finding as a line, times in the history's unit relative to its first event."""
+    at, length = h.at, h.unit.length
+    if isinstance(finding, SharedEpoch):
+        when = ", ".join(f"node {node} at {at(t)}" for node, t in finding.leaders)
+        return f"epoch {finding.epoch} led by nodes {and_list([node for node, _ in finding.leaders])} ({when})"
+    if isinstance(finding, StoreConflict):
+        return (f"store seq {finding.kept.seq} recorded twice with different contents: "
+                f"{_store_words(finding.kept)} vs {_store_words(finding.other)}")
+    if isinstance(finding, StaleAccepted):
+        e, top = finding.entry, finding.highest
+        return (f"store seq {e.seq} accepted epoch {e.epoch} from node {e.writer} after "
+                f"accepting epoch {top.epoch} (seq {top.seq}, node {top.writer})")
+    if isinstance(finding, TwoWriters):
+        e, first = finding.entry, finding.first
+        return (f"epoch {e.epoch} accepted from nodes {first.writer} and {e.writer} "
+                f"(seq {first.seq} node {first.writer}, seq {e.seq} node {e.writer})")
+    if isinstance(finding, LeaderOverlap):
+        a, b, span = finding.first, finding.second, finding.span
+        return (f"node {a.node} (epoch {a.epoch}) and node {b.node} (epoch {b.epoch}) both led from "
+                f"{at(span.start)} for {length(span.end - span.start)}")
+    if isinstance(finding, BackedTogether):
+        return (f"nodes {finding.a} and {finding.b} were both backed by a majority's live promises from "
+                f"{at(finding.span.start)} for {length(finding.span.end - finding.span.start)}")
+    if isinstance(finding, Unbacked):
+        i, first = finding.interval, finding.gaps[0]
+        outside = sum(gap.end - gap.start for gap in finding.gaps)
+        return (f"node {i.node} led epoch {i.epoch} ({at(i.start)} for {length(i.end - i.start)}) {length(outside)} "
+                f"outside a majority's live promises, first from {at(first.start)} for {length(first.end - first.start)}")
+    if isinstance(finding, DoublePromise):
+        whom = "itself" if finding.leader == finding.node else f"node {finding.leader}"
+        return (f"node {finding.node} granted {whom} (epoch {finding.epoch}) at {at(finding.at)} while its promise "
+                f"to node {finding.other} (epoch {finding.other_epoch}) lasted {length(finding.until - finding.at)} more")
+    if isinstance(finding, FalseAnswer):
+        a = finding.answer
+        return (f"node {a.node} named node {a.leader} leader of epoch {a.epoch} at {at(a.start)}, when it did not lead"
+                + (": it never led that epoch" if finding.never_led else ""))
+    if isinstance(finding, LostWrite):
+        w, entry = finding.write, finding.entry
+        what = write_words(w, h)
+        if w["seq"] is None:
+            return f"{what} was acknowledged without a store seq"
+        if entry is None:
+            return f"{what} acknowledged as seq {w['seq']} is missing from the store log"
+        return f"{what} acknowledged as seq {w['seq']}, but the store log has seq {w['seq']} as {_store_words(entry)}"
+    if isinstance(finding, Recovery):
+        return "; ".join(recovery_lines(finding, h))
+    raise TypeError(f"no words for {finding!r}")
+
+
+def recovery_lines(r: Recovery, h: History) -> list[str]:
+    """P4's account: when agreement came after the anchor, or why it did not in time."""
+    if r.anchor is None:
+        return ["empty history"]
+    if r.active:
+        return [f"faults still active at the end of the history, never healed: {and_list([repr(n) for n in r.active])}"]
+    length = h.unit.length
+    anchor_t = r.anchor["t_ns"]
+    since = f"{anchor_words(r.anchor)} ({h.at(anchor_t)})"
+    if r.agreed is None:
+        lines = [f"live nodes never agreed on a leader after {since}"]
+    else:
+        at, agreed = r.agreed
+        message = (f"all live nodes agreed on leader {agreed.leader} at epoch {agreed.epoch} at {h.at(at)}, "
+                   f"{length(at - anchor_t)} after {since}")
+        if r.ok:
+            return [message]
+        lines = [f"{message}: later than the bound of {h.unit.bound(r.bound)}"]
+    end = h.events[-1]["t_ns"]
+    if end < anchor_t + r.bound:
+        lines.append(f"the history ends {length(end - anchor_t)} after {since}, before the bound of {h.unit.bound(r.bound)}")
+    if r.state is not None:
+        lines.append(f"at {h.at(min(anchor_t + r.bound, end))}: {r.state.describe()}")
+    return lines
+
+
+def anchor_words(event: Mapping[str, Any]) -> str:
+    if event["kind"] == "heal":
+        return "the last heal"
+    if event["kind"] == "fault":
+        return f"fault {event['name']!r} stopped"
+    if event["kind"] == "process":
+        node = event["node"]
+        return f"{event['action']} of {f'node {node}' if isinstance(node, int) else node}"
+    return "the start of the history"
+
+
+def write_words(write: Mapping[str, Any], h: History) -> str:
+    return f"write by node {write['node']} (epoch {write['epoch']}, key {write['key']!r}) at {h.at(write['t_ns'])}"
+
+
+def _store_words(entry: StoreEntry) -> str:
+    verdict = "accepted" if entry.accepted else f"rejected ({entry.reason})"
+    return f"node {entry.writer} epoch {entry.epoch} key {entry.key!r} {verdict}"
+
+
+def and_list(items: Sequence[object]) -> str:
+    words = [str(item) for item in items]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def violation_lines(verdicts: Iterable[Verdict], h: History) -> list[str]:
+    """Every finding of the failed verdicts as a line that starts with its property's id ("P3g: ...")."""
+    return [f"{v.id}: {describe(f, h)}" for v in verdicts for f in v.findings]

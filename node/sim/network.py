@@ -13,7 +13,9 @@ Time: the network counts global ticks; each node sees `floor(global * rate)` on 
 
 The parts: node/sim/world.py (clocks, the queue, each directed link's faults and holds),
 processes.py (what SIGKILL and SIGSTOP do), store.py (the store's own rule), recorder.py (the
-history, and the properties judged from it alone). Every elector's protocol instants
+history a real run records: views, process events, grants and releases, store decisions, answers,
+faults, in ticks), judged from it alone by node.history's judges, the same ones the chaos checkers
+apply to a real run's recording (docs/design.md section 7). Every elector's protocol instants
 (node.core.instants) are counted in `coverage` and listed per tick in `reached`, for schedules
 (node/sim/schedule.py) that wait for them and the explorer (node/sim/explore.py) that drives this:
 
@@ -40,6 +42,7 @@ from node.core import (
     PlantedBug,
     Promise,
     PromiseReleased,
+    Reached,
     Role,
     SteppedDown,
     Timing,
@@ -48,7 +51,24 @@ from node.core import (
     instants_of_output,
     mode_info,
 )
-from node.history import Seen, agreement
+from node.history import (
+    Answer,
+    Grant,
+    History,
+    Interval,
+    Release,
+    Seen,
+    Span,
+    Verdict,
+    agreement,
+    judge,
+    late_writes,
+    no_overlap,
+    no_overlap_by_grants,
+    true_answers,
+    unique_leaders,
+    violation_lines,
+)
 from node.sim.processes import Process
 from node.sim.recorder import FaultRecord, NodeEvent, Recorder, ViewChange
 from node.sim.store import SimStore, StoreRecord, StoreWrite
@@ -70,8 +90,8 @@ class Network:
     """Nodes 1..n over one seeded network. Every random choice comes from `seed`.
 
     The parts: the world (node.sim.world: clocks, the queue, each link's faults and holds), the
-    processes (node.sim.processes), the store (node.sim.store) and the recorder (node.sim.recorder,
-    which also judges). This class joins them and is what schedules and tests drive."""
+    processes (node.sim.processes), the store (node.sim.store) and the recorder (node.sim.recorder:
+    the history, which node.history judges). This class joins them and is what schedules and tests drive."""
 
     # Tick each elector only at its next_deadline, as the runtime does, instead of every tick. The
     # tests run schedules both ways and require the same history: skipped ticks were no-ops.
@@ -108,7 +128,8 @@ class Network:
         self.delivered: Counter[MsgType] = Counter()
         self.dropped = 0  # cut or lost on the way: the sender is not told
         self.refused = 0  # to a crashed node: the sender gets send_failed
-        self.record = Recorder(self.members, self.mode, timing, self.clocks, self.store.log, self._paused_lease_end)
+        self.record = Recorder(self.members, self.mode, timing, self.clocks, self.store.log, self._paused_lease_end,
+                               seed, sorted(b.value for b in planted_bugs), sorted(mode_options))
         self._queue: Queue[_InFlight | StoreWrite] = Queue()
         # Protocol instants (node.core.instants): how often each was reached in this run, those reached
         # since the last tick began (node, name), and every combination of phases the nodes were in.
@@ -153,19 +174,19 @@ class Network:
             self._check_member(*link)
         LinkFaults(**{**LinkFaults().__dict__, **faults})  # ValueError for a bad value, before anything changes
         self.links.change(chosen, **faults)
-        self._fault(what + ("" if chosen is None else " on " + ", ".join(f"{a}->{b}" for a, b in chosen)))
+        self._link_fault(what + ("" if chosen is None else " on " + ", ".join(f"{a}->{b}" for a, b in chosen)))
 
     def cut(self, a: int, b: int) -> None:
         """Drop every message a->b (one way only)."""
         self._check_member(a, b)
         self.links.change([(a, b)], cut=True)
-        self._fault(f"cut {a}->{b}")
+        self._link_fault(f"cut {a}->{b}")
 
     def isolate(self, node: int) -> None:
         self._check_member(node)
         others = [m for m in self.members if m != node]
         self.links.change([(node, m) for m in others] + [(m, node) for m in others], cut=True)
-        self._fault(f"isolate {node}")
+        self._link_fault(f"isolate {node}")
 
     def partition(self, groups: Sequence[Iterable[int]]) -> None:
         """Cut every link between different groups; the groups must cover the membership exactly."""
@@ -174,7 +195,7 @@ class Network:
         if sorted(listed) != list(self.members):
             raise ValueError(f"partition groups {groups} must cover members {self.members} exactly once")
         self.links.change([(a, b) for g in sets for h in sets if g is not h for a in g for b in h], cut=True)
-        self._fault("partition " + " | ".join(",".join(map(str, sorted(g))) for g in sets))
+        self._link_fault("partition " + " | ".join(",".join(map(str, sorted(g))) for g in sets))
 
     @property
     def cut_links(self) -> set[Link]:
@@ -187,18 +208,19 @@ class Network:
         if count < 0 or max_ticks <= 0:
             raise ValueError(f"hold needs count >= 0 and max_ticks > 0, got {count}, {max_ticks}")
         self.links.holds.append(Hold(src, dst, kind, count, until, self.now + max_ticks))
-        self._fault(f"hold {src or '*'}->{dst or '*'} {kind} x{count or 'all'} until {until} (at most {max_ticks} ticks)")
+        self._link_fault(f"hold {src or '*'}->{dst or '*'} {kind} x{count or 'all'} until {until} (at most {max_ticks} ticks)")
 
     def heal_link(self, a: int, b: int) -> None:
         """Restore the link a->b (one way): no cut, drop, duplicate or hold, one-tick delay."""
         self._check_member(a, b)
         self._release(self.links.heal([(a, b)]))
-        self._fault(f"heal {a}->{b}")
+        self._link_fault(f"heal {a}->{b}", "stop")
 
     def heal(self) -> None:
         """Restore the links: no cuts, drops, duplicates or holds, one-tick delay. Processes and clocks stay."""
         self._release(self.links.heal())
         self._fault("heal")
+        self.record.healed()
 
     def _release(self, holds: Iterable[Hold]) -> None:
         """What the ended holds kept back goes on its way now, each after its link's delay."""
@@ -212,7 +234,7 @@ class Network:
         state = self._live_state(node, "crash")
         end_tick = self._paused_lease_end(node)
         state.crash()
-        self.record.crashed(node, end_tick)
+        self.record.crashed(node, end_tick, state.incarnation)
         self._fault(f"crash {node}")
         self._record_view(node)
 
@@ -231,7 +253,7 @@ class Network:
         if not state.crashed:
             raise ValueError(f"node {node} is running; crash it first")
         self._nodes[node] = Process(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
-        self.record.restarted(node)
+        self.record.restarted(node, state.incarnation + 1)
         self._fault(f"restart {node} with {self.persisted[node]}")
         self._record_view(node)
 
@@ -250,13 +272,17 @@ class Network:
 
     def pause(self, node: int, ticks: int) -> None:
         """Stop the node for `ticks` (SIGSTOP): no ticks, messages to it queue up until it resumes."""
-        self._live_state(node, "pause").pause(self.now, ticks)
+        state = self._live_state(node, "pause")
+        if state.paused_until_tick is None:
+            self.record.paused(node, state.incarnation)
+        state.pause(self.now, ticks)
         self._fault(f"pause {node} for {ticks} ticks")
 
     def resume(self, node: int) -> None:
         state = self._live_state(node, "resume")
         if state.paused_until_tick is None:
             return
+        self.record.resumed(node, self._paused_lease_end(node), state.incarnation)
         held = state.resume()
         self._fault(f"resume {node}")
         for item in held:
@@ -387,7 +413,7 @@ class Network:
         """(tick, event) of every `kind` event of `node` from `since_tick` on."""
         return [(e.tick, e.event) for e in self.events if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick]
 
-    # -- the record and its properties (node.sim.recorder) -------------------------------------------
+    # -- the record (node.sim.recorder) --------------------------------------------------------------
 
     @property
     def views(self) -> list[ViewChange]:
@@ -400,22 +426,6 @@ class Network:
     @property
     def faults(self) -> list[FaultRecord]:
         return self.record.faults
-
-    @property
-    def intervals(self):
-        return self.record.intervals
-
-    @property
-    def promises(self):
-        return self.record.promises
-
-    @property
-    def grants(self):
-        return self.record.grants
-
-    @property
-    def answers(self):
-        return self.record.answers
 
     @property
     def heartbeat_transit_ticks(self) -> int:
@@ -433,38 +443,90 @@ class Network:
     def store_highest_epoch(self, epoch: int) -> None:
         self.store.highest_epoch = epoch
 
+    # -- the properties: node.history's judges over the run's history (node.sim.recorder) -------------
+
+    def history(self) -> History:
+        """The run so far as a node.history History, in ticks (built once per state of the run)."""
+        return self.record.judged()
+
+    def verdicts(self) -> list[Verdict]:
+        """P1, P2, P3, P3g and P6 judged on the run so far (node.history.judge)."""
+        return judge(self.history())
+
     def unique_leader_per_epoch(self) -> bool:
         """P1: at most one node ever becomes leader of a given epoch."""
-        return not self.record.p1_violations()
+        return unique_leaders(self.history()).ok
 
     def no_overlapping_leadership(self) -> bool:
         """P3: leadership intervals of different nodes never overlap."""
-        return not self.record.p3_violations()
+        return no_overlap(self.history()).ok
 
     def violations(self) -> list[str]:
         """Every safety property that failed, each line starting with its id (P1, P2, P3, P3g, P6)."""
-        return self.record.violations()
-
-    def closed_intervals(self):
-        return self.record.closed_intervals()
-
-    def backed(self):
-        return self.record.backed()
+        return violation_lines(self.verdicts(), self.history())
 
     def grant_violations(self) -> list[str]:
-        return self.record.grant_violations()
-
-    def disagreement(self) -> str | None:
-        return self.record.disagreement()
-
-    def accepted_after_lease_end(self) -> list[tuple[StoreRecord, int]]:
-        return self.record.accepted_after_lease_end()
-
-    def all_answers(self):
-        return self.record.all_answers()
+        """P3 judged from the followers' grants (promising modes only): a member granting while its
+        promise to another lived, a leader acting outside its majority's promises, two nodes backed
+        at once."""
+        h = self.history()
+        return violation_lines([no_overlap_by_grants(h)], h)
 
     def answer_violations(self) -> list[str]:
-        return self.record.answer_violations()
+        """P6: no answer named a leader that did not lead then (node.history.false_answers)."""
+        h = self.history()
+        return violation_lines([true_answers(h)], h)
+
+    def disagreement(self) -> str | None:
+        """When the self-reported P3 and the grant-based one disagree, say how."""
+        h = self.history()
+        by_grants = no_overlap_by_grants(h)
+        if not by_grants.applicable:
+            return None
+        own, grants = not no_overlap(h).ok, not by_grants.ok
+        if own == grants:
+            return None
+        if own:
+            return "leaders' own reports overlap, followers' grants do not"
+        return "followers' grants show unsafe leadership the leaders' own reports do not"
+
+    @property
+    def intervals(self) -> list[Interval]:
+        """Every leadership interval, the open ones ending now (or where a paused leader's lease ran out)."""
+        return self.history().intervals
+
+    def closed_intervals(self) -> list[Interval]:
+        return self.history().intervals
+
+    @property
+    def promises(self) -> list[Grant | Release]:
+        """Every grant (a node's vote for itself included) and release, in the order they happened."""
+        return self.history().promise_record
+
+    @property
+    def grants(self) -> list[Grant]:
+        return [p for p in self.promises if isinstance(p, Grant)]
+
+    def backed(self) -> dict[int, list[Span]]:
+        """When each node had a majority behind it: its own vote (while up and not promised to
+        another node) plus every other member's live grant window to it."""
+        return self.history().backed
+
+    @property
+    def answers(self) -> list[Answer]:
+        """What nodes told clients who asked who leads: the answers they no longer give."""
+        return [Answer(e["node"], e["leader"], e["epoch"], e["t_ns"], e["end_ns"])
+                for e in self.record.history if e["kind"] == "answer"]
+
+    def all_answers(self) -> list[Answer]:
+        """Every answer, those still given ending now."""
+        return self.history().answers
+
+    def accepted_after_lease_end(self) -> list[tuple[StoreRecord, int]]:
+        """Store writes accepted after their writer's leadership of that epoch (and of any newer epoch
+        of its own) had ended, with the lateness (node.history.late_writes)."""
+        late, _ = late_writes(self.history())
+        return [(self.store_log[w.entry.seq - 1], w.late) for w in late]
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -488,6 +550,10 @@ class Network:
     def _fault(self, description: str) -> None:
         self.record.fault(description)
 
+    def _link_fault(self, description: str, action: str = "start") -> None:
+        self._fault(description)
+        self.record.link_fault(description, action)
+
     def _apply(self, node: int, out: Output) -> None:
         for name in instants_of_output(out):
             self._reach(node, name)
@@ -499,11 +565,14 @@ class Network:
         for msg in out.messages:
             self.record.sent(node, msg)
             self._send(msg)
+        stepdown = None
         for event in out.events:
             self.record.event(node, event)
             if isinstance(event, BecameLeader):
                 self._nodes[node].next_write_tick = self.now  # the new epoch's first store action: a claim
-        self._record_view(node)
+            elif isinstance(event, SteppedDown):
+                stepdown = event
+        self._record_view(node, stepdown)
         # A message (or resign) may have started a timer or left one due: tick at once, as the runtime does.
         self._nodes[node].wake_tick = self.local(node)
 
@@ -544,7 +613,7 @@ class Network:
 
     def _deliver(self, item: _InFlight | StoreWrite) -> None:
         if isinstance(item, StoreWrite):
-            self.store.write(item, self.now)
+            self.record.stored(self.store.write(item, self.now))
             return
         state = self._nodes[item.recipient]
         if state.crashed or state.incarnation != item.incarnation:
@@ -562,8 +631,8 @@ class Network:
             out = state.elector.step(now, item.msg)
         self._apply(item.recipient, out)
 
-    def _record_view(self, node: int) -> None:
-        self.record.view(node, self.view(node))
+    def _record_view(self, node: int, stepdown: SteppedDown | None = None) -> None:
+        self.record.view(node, self.view(node), stepdown)
 
 def describe_event(event: Event) -> str:
     if isinstance(event, SteppedDown):
@@ -572,6 +641,8 @@ def describe_event(event: Event) -> str:
         return f"became leader epoch {event.epoch}"
     if isinstance(event, PromiseReleased):
         return f"released its promise to node {event.leader} (epoch {event.epoch})"
+    if isinstance(event, Reached):
+        return f"reached {event.instant}"
     return f"election started (highest epoch seen {event.epoch})"
 
 
