@@ -195,7 +195,13 @@ _RAFT_FIELDS = _IGNORED | {
 }
 
 # An elector's state as plain data, in absolute times and real ids, computed once per elector version:
-# (plain values, ids, sets of ids, times, (id, time) pairs, heartbeat rounds as (round - current, sent, ids)).
+# (plain values, ids, sets of ids, times, how far back each time can matter, (id, what, how far back,
+# time) pairs, heartbeat rounds as (round - current round, sent, granted by)).
+#
+# How far back a time can matter: a time at or before now that the elector only compares with now
+# (a deadline, the end of a lease or a promise) acts alike however far back it is (0). One that is
+# added to a duration first matters until that duration has passed: a proposal's or a round's send
+# (a lease), a pending release or write-behind (a heartbeat interval), an ack streak (the hold-down).
 RawKey = tuple
 
 
@@ -203,15 +209,20 @@ def _check_fields(elector: Elector, known: frozenset[str]) -> None:
     unknown = elector.__dict__.keys() - known
     if unknown:
         raise TypeError(f"check.py's canonical form does not know {type(elector).__name__}."
-                        f"{', '.join(sorted(unknown))}: say whether it is a time, a round, an id or plain")
+                        f"{', '.join(sorted(unknown))}: say whether it is a time (and how far back it "
+                        "matters), a round, an id or plain")
 
 
 def _rounds(e) -> tuple:
     return tuple(sorted((r - e.round, sent, tuple(sorted(by))) for r, (sent, by) in e.rounds.items()))
 
 
+_quorum_horizons: dict[Timing, tuple[int, ...]] = {}
+
+
 def quorum_key(e: QuorumBully) -> RawKey:
     _check_fields(e, _QUORUM_FIELDS)
+    t = e.timing
     k, pending, unsaved = e.known, e.release_pending, e._unsaved
     plain = (e.phase, e.promise.epoch, e.highest_seen_epoch, e.epoch, e.proposal_epoch, e.reassert_epoch,
              e.proposal_by_transfer, e.keep_after_transfer, e.handover, k.epoch, k.closed,
@@ -222,9 +233,19 @@ def quorum_key(e: QuorumBully) -> RawKey:
     times = (e.election_deadline, e.phase_deadline, e.promise_until, e.lease_until, e.proposal_sent_at,
              e.next_heartbeat, e.reassert_sent_at, e.reassert_retry_at, k.until, e.abstain_until,
              0 if pending is None else pending[2], e._unsaved_since)
-    id_times = tuple(sorted((p, 0, t) for p, t in e.ack_streak_start.items())) + tuple(
-        sorted((p, 1, t) for p, t in e.last_ack.items()))
-    return (plain, ids, id_sets, times, id_times, _rounds(e))
+    horizons = _quorum_horizons.get(t)
+    if horizons is None:
+        lease, hb = t.leader_lease_ticks, t.heartbeat_interval_ticks
+        horizons = _quorum_horizons[t] = (0, 0, 0, 0, lease, 0, lease, 0, 0, 0, hb, hb)
+    id_times = ()
+    if t.preempt_hold_down_ticks:  # without a hold-down nothing reads the ack streaks
+        fresh = 2 * t.heartbeat_interval_ticks + 1
+        id_times = tuple(sorted((p, 0, t.preempt_hold_down_ticks, v) for p, v in e.ack_streak_start.items())) + tuple(
+            sorted((p, 1, fresh, v) for p, v in e.last_ack.items()))
+    return (plain, ids, id_sets, times, horizons, id_times, _rounds(e))
+
+
+_raft_horizons: dict[Timing, tuple[int, ...]] = {}
 
 
 def raft_key(e: RaftElector) -> RawKey:
@@ -235,23 +256,25 @@ def raft_key(e: RaftElector) -> RawKey:
     id_sets = (tuple(sorted(e.granted_by)), tuple(sorted(e.refused_by)))
     times = (e.promise_until, e.election_deadline, e.abstain_until, e.election_sent_at, e.lease_until,
              e.next_heartbeat, k.until)
-    return (plain, ids, id_sets, times, (), _rounds(e))
+    horizons = _raft_horizons.get(e.timing)
+    if horizons is None:
+        horizons = _raft_horizons[e.timing] = (0, 0, 0, e.timing.leader_lease_ticks, 0, 0, 0)
+    return (plain, ids, id_sets, times, horizons, (), _rounds(e))
 
 
-def render(raw: RawKey, now: int, horizon: int, rename: Sequence[int] | None) -> tuple:
-    """A raw key with times relative to now (clamped at -horizon: every comparison an elector makes
-    between now and a past time looks back at most a lease, two heartbeat intervals, an election
-    timeout or the preemption hold-down, so older times are all alike) and ids renamed."""
-    plain, ids, id_sets, times, id_times, rounds = raw
-    low = now - horizon
-    rel = tuple(t - now if t > low else -horizon for t in times)
+def render(raw: RawKey, now: int, rename: Sequence[int] | None, lease: int) -> tuple:
+    """A raw key with times relative to now, each clamped at how far back it can matter, and ids
+    renamed. A round's send time matters for a lease."""
+    plain, ids, id_sets, times, horizons, id_times, rounds = raw
+    rel = tuple(t - now if t - now > -h else -h for t, h in zip(times, horizons))
+    shown_rounds = tuple((r, t - now if t - now > -lease else -lease, by) for r, t, by in rounds)
+    shown_id_times = tuple((p, w, t - now if t - now > -h else -h) for p, w, h, t in id_times)
     if rename is None:
-        return (plain, ids, id_sets, rel, tuple((p, w, t - now if t > low else -horizon) for p, w, t in id_times),
-                tuple((r, t - now if t > low else -horizon, by) for r, t, by in rounds))
+        return (plain, ids, id_sets, rel, shown_id_times, shown_rounds)
     r = rename
     return (plain, tuple(r[i] for i in ids), tuple(tuple(sorted(r[i] for i in s)) for s in id_sets), rel,
-            tuple(sorted((r[p], w, t - now if t > low else -horizon) for p, w, t in id_times)),
-            tuple(sorted((rn, t - now if t > low else -horizon, tuple(sorted(r[i] for i in by))) for rn, t, by in rounds)))
+            tuple(sorted((r[p], w, t) for p, w, t in shown_id_times)),
+            tuple(sorted((rn, t, tuple(sorted(r[i] for i in by))) for rn, t, by in shown_rounds)))
 
 
 # In-flight items are plain tuples: (kind, type, src, dst, epoch, round, granted, promised_epoch, resigning,
@@ -478,8 +501,6 @@ class Checker:
         self.raw_key = raft_key if settings.mode == "raft" else quorum_key
         self.rng = ChoosingRng(high=settings.jitter == "high")
         self.configs = [Config(m, self.members, t, settings.planted_bugs, settings.mode_options) for m in self.members]
-        self.horizon = max(t.election_timeout_ticks, t.promise_hold_ticks, t.leader_lease_ticks,
-                           2 * t.heartbeat_interval_ticks, t.preempt_hold_down_ticks) + 1
         self.symmetry = settings.symmetry and _symmetric(settings)
         self._backing_cache: dict[tuple, list[tuple[str, int, int]]] = {}
         self._rendered: dict[tuple[int, int], tuple[RawKey, tuple]] = {}
@@ -560,8 +581,7 @@ class Checker:
         return hash(self.canonical(s))
 
     def _canonical(self, s: State, rename: Sequence[int] | None) -> bytes:
-        now, horizon = s.now, self.horizon
-        low = now - horizon
+        now, lease = s.now, self.timing.leader_lease_ticks
         offsets = [(0, 0)]
         nodes = []
         for m in self.members:
@@ -581,10 +601,10 @@ class Checker:
                     if cached is None or cached[0] is not raw:
                         if len(self._rendered) > 100_000:
                             self._rendered.clear()
-                        cached = self._rendered[(id(raw), now)] = (raw, render(raw, now, horizon, None))
+                        cached = self._rendered[(id(raw), now)] = (raw, render(raw, now, None, lease))
                     shown = cached[1]
                 else:
-                    shown = render(raw, now, horizon, rename)
+                    shown = render(raw, now, rename, lease)
                 nodes.append((1, p.epoch, leader, wake - now, shown))
         flight = render_flight(s.flight, offsets, rename)
         if rename is None:
@@ -593,7 +613,6 @@ class Checker:
         else:
             led = tuple(sorted((epoch, rename[node]) for epoch, node in s.led))
             windows = tuple(sorted((rename[a], rename[b], e, u - now) for a, b, e, u in s.windows))
-        del low
         return marshal.dumps((tuple(nodes), flight, led, windows), 2)
 
     def _renamings(self, s: State) -> Iterator[list[int]]:
@@ -616,8 +635,10 @@ class Checker:
             bag = tuple(sorted(bags[m]))
             if raw is None:
                 signatures[m] = (0, p.epoch, bag)
-            else:  # plain values, set sizes, absolute times: all blind to ids
-                signatures[m] = (1, p.epoch, s.wakes[m - 1], raw[0], tuple(map(len, raw[2])), raw[3], len(raw[5]), bag)
+            else:  # plain values, set sizes, times: all blind to ids
+                shown = render(raw, s.now, None, self.timing.leader_lease_ticks)
+                signatures[m] = (1, p.epoch, s.wakes[m - 1] - s.now, shown[0], tuple(map(len, shown[2])), shown[3],
+                                 tuple(t for _, t, _ in shown[5]), bag)
         ranked = sorted(self.members, key=signatures.__getitem__)
         groups = [list(g) for _, g in itertools.groupby(ranked, key=signatures.__getitem__)]
         for arrangement in itertools.product(*(itertools.permutations(g) for g in groups)):
@@ -901,7 +922,8 @@ def check(settings: Settings, progress: Callable[[Report], None] | None = None) 
 # ---- the command --------------------------------------------------------------------------------------
 
 
-def _print_report(r: Report, out=sys.stdout) -> None:
+def _print_report(r: Report, out=None) -> None:
+    out = out or sys.stdout
     s = r.settings
     bugs = f", bug {', '.join(sorted(b.value for b in s.planted_bugs))}" if s.planted_bugs else ""
     print(f"{s.mode}, {s.nodes} nodes, depth <= {s.depth}, faults <= {s.faults}, jitter {s.jitter}"

@@ -905,6 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write messages.png and messages.json here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_messages)
+
+    from node.sim.check import add_check_parser  # `sim check`: the exhaustive small-scope checker
+    add_check_parser(sub)
     return parser
 
 
