@@ -42,6 +42,7 @@ import argparse
 import itertools
 import json
 import marshal
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -330,15 +331,16 @@ class Step:
             return f"{kind} {describe_item(self.action[1])}"
         if kind == "crash":
             return f"crash {self.action[1]}"
+        ticks = []
         for note in self.notes:
             if note[0] == "restart":
                 return f"restart {self.action[1]} from its promise (epoch {note[1]}, leader {note[2]})"
             if note[0] == "tick":
                 due = note[2]
-                return f"tick at {note[1]} (node{'s' if len(due) > 1 else ''} {', '.join(map(str, due))})"
+                ticks.append(f"tick at {note[1]} (node{'s' if len(due) > 1 else ''} {', '.join(map(str, due))})")
             if note[0] == "passes":
-                return f"time passes to {note[1]}"
-        return kind
+                ticks.append(f"time passes to {note[1]}")
+        return ", then ".join(ticks) or kind
 
     @property
     def happened(self) -> list[str]:
@@ -399,6 +401,9 @@ class Settings:
     mode_options: frozenset[str] = frozenset()
     timing: Timing = field(default_factory=Timing)
     symmetry: bool = True  # raft only: node ids are interchangeable there
+    # One action may also let time pass over up to this many deadlines, ticking each (no message
+    # moves meanwhile): long quiet stretches cost one action instead of one per timer.
+    leap: int = 1
     jitter: str = "low"
     # Another elector (tests: a deliberately broken one), treated as the mode's, with the mode's raw key.
     elector_factory: Callable | None = None
@@ -434,16 +439,17 @@ class Report:
     violation: Violation | None = None
     frontier: int = 0  # states at the last level reached
     levels: list[dict] = field(default_factory=list)  # per depth: distinct states so far, seconds
+    peak_rss_mb: float = 0.0  # of the whole process
 
     def to_dict(self) -> dict:
         s = self.settings
         return {
             "mode": s.mode, "nodes": s.nodes, "depth": s.depth, "faults": s.faults, "budget_s": s.budget_s,
             "bugs": sorted(b.value for b in s.planted_bugs), "mode_options": sorted(s.mode_options),
-            "jitter": s.jitter, "symmetry": s.symmetry and _symmetric(s), "clocks": "exact",
+            "jitter": s.jitter, "leap": s.leap, "symmetry": s.symmetry and _symmetric(s), "clocks": "exact",
             "states_explored": self.states_explored, "distinct_states": self.distinct_states,
             "transitions": self.transitions, "depth_explored": self.depth_explored, "ended_by": self.ended_by,
-            "elapsed_s": round(self.elapsed_s, 2), "levels": self.levels,
+            "elapsed_s": round(self.elapsed_s, 2), "peak_rss_mb": round(self.peak_rss_mb), "levels": self.levels,
             "violation": None if self.violation is None else {
                 "property": self.violation.property, "message": self.violation.message,
                 "length": len(self.violation.path), "path": self.violation.lines(),
@@ -490,8 +496,8 @@ class Checker:
             raise ValueError(f"sim check covers the modes with promises ({', '.join(CHECKED_MODES)}), not {settings.mode}")
         if settings.jitter not in JITTER_CHOICES:
             raise ValueError(f"jitter must be one of {', '.join(JITTER_CHOICES)}")
-        if settings.nodes < 1 or settings.faults < 0 or settings.depth < 0:
-            raise ValueError("need nodes >= 1, faults >= 0 and depth >= 0")
+        if settings.nodes < 1 or settings.faults < 0 or settings.depth < 0 or settings.leap < 1:
+            raise ValueError("need nodes >= 1, faults >= 0, depth >= 0 and leap >= 1")
         check_mode_options(settings.mode, settings.mode_options)
         self.s = settings
         self.n = settings.nodes
@@ -524,6 +530,8 @@ class Checker:
             yield ("deliver", item)
         if any(e is not None for e in s.electors):
             yield ("advance",)
+            for deadlines in range(2, self.s.leap + 1):
+                yield ("advance", deadlines)
         spare = s.faults < self.s.faults
         for m in self.members:
             if s.electors[m - 1] is None:
@@ -553,7 +561,10 @@ class Checker:
         if kind == "deliver":
             w.deliver(action[1])
         elif kind == "advance":
-            w.advance()
+            for _ in range(action[1] if len(action) > 1 else 1):
+                w.advance()
+                if w.violation:
+                    break
         elif kind == "crash":
             w.crash(action[1])
         elif kind == "restart":
@@ -652,11 +663,11 @@ class Checker:
     def backing_problems(self, at: int, windows, up: tuple[int, ...], leaders: tuple[int, ...]) -> list[tuple[str, int, int]]:
         """("overlap", a, b): two nodes backed by majorities at `at`; ("unbacked", leader, 0): a
         leader no majority's promises back at `at`. Judged by node.history on the span [at, at+1)."""
-        live = tuple(sorted({(a, b) for a, b, _, until in windows if until > at}))
+        live = frozenset([(w[0], w[1]) for w in windows if w[3] > at])
         key = (live, up, leaders)
         found = self._backing_cache.get(key)
         if found is None:
-            spans = [GrantWindow(a, b, 0, at, at + 1) for a, b in live]
+            spans = [GrantWindow(a, b, 0, at, at + 1) for a, b in sorted(live)]
             alive = {m: [Span(at, at + 1)] if m in up else [] for m in self.members}
             backed = backed_spans(self.members, spans, own_votes(alive, spans))
             found = [("overlap", a, b) for a, b, _ in backed_overlaps(backed)]
@@ -712,6 +723,7 @@ class Checker:
             break
         report.distinct_states = len(visited)
         report.elapsed_s = time.monotonic() - started
+        report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return report
 
 
@@ -794,7 +806,8 @@ class _Work:
         ends = sorted({until for _, _, _, until in self.windows if self.now < until < target})
         if ends:
             up = tuple(running)
-            leaders = tuple(m for m in running if self.s.roles[m - 1] == Role.LEADER)
+            roles = self.current_roles()
+            leaders = tuple(m for m in running if roles[m - 1] == Role.LEADER)
             for end in ends:
                 self.judge_backing(end, up, leaders)
                 if self.violation:
@@ -881,21 +894,25 @@ class _Work:
             return
         now = self.now
         self.windows = [w for w in self.windows if w[3] > now]
-        up, leaders, roles = [], [], list(self.s.roles)
+        self.roles = roles = self.current_roles()
+        up = tuple(m for m in self.c.members if roles[m - 1] is not None)
+        leaders = tuple(m for m in up if roles[m - 1] == Role.LEADER)
+        if len(leaders) > 1:
+            valid = [m for m in leaders if self.electors[m - 1].view(now).lease_valid]
+            if len(valid) > 1:
+                self.fail("P3", f"nodes {' and '.join(map(str, valid))} lead with valid leases at tick {now}")
+        self.judge_backing(now, up, leaders)
+
+    def current_roles(self) -> tuple[Role | None, ...]:
+        """Each node's role (None: crashed); a role is no function of time, so an elector this
+        action did not touch keeps the role its state recorded."""
+        roles = list(self.s.roles)
         for i, e in enumerate(self.electors):
             if e is None:
                 roles[i] = None
-                continue
-            up.append(i + 1)
-            if i in self.copied:
-                roles[i] = e.view(now).role
-            if roles[i] == Role.LEADER:
-                leaders.append(i + 1)
-        self.roles = tuple(roles)
-        valid = [m for m in leaders if self.electors[m - 1].view(now).lease_valid]
-        if len(valid) > 1:
-            self.fail("P3", f"nodes {' and '.join(map(str, valid))} lead with valid leases at tick {now}")
-        self.judge_backing(now, tuple(up), tuple(leaders))
+            elif i in self.copied:
+                roles[i] = e.view(self.now).role
+        return tuple(roles)
 
 
 # ---- replay (tests, and to show that a path is real) -------------------------------------------------
@@ -927,9 +944,11 @@ def _print_report(r: Report, out=None) -> None:
     s = r.settings
     bugs = f", bug {', '.join(sorted(b.value for b in s.planted_bugs))}" if s.planted_bugs else ""
     print(f"{s.mode}, {s.nodes} nodes, depth <= {s.depth}, faults <= {s.faults}, jitter {s.jitter}"
+          f"{f', leap {s.leap}' if s.leap > 1 else ''}"
           f"{', symmetry' if s.symmetry and _symmetric(s) else ''}{bugs}; all clocks exact", file=out)
     print(f"{r.states_explored:,} states explored, {r.distinct_states:,} distinct, {r.transitions:,} transitions, "
-          f"depth {r.depth_explored} fully explored, ended by {r.ended_by}, {r.elapsed_s:.1f} s", file=out)
+          f"depth {r.depth_explored} fully explored, ended by {r.ended_by}, {r.elapsed_s:.1f} s, "
+          f"{r.peak_rss_mb:,.0f} MB", file=out)
     if r.violation is None:
         print(f"no violation of P1, P3 or P3g on any path of at most {r.depth_explored} actions", file=out)
         return
@@ -944,7 +963,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = Settings(
         nodes=args.nodes, mode=args.mode, depth=args.depth, faults=args.faults, budget_s=args.budget_s,
         planted_bugs=frozenset(PlantedBug(b) for b in args.bug), mode_options=frozenset(args.mode_option),
-        symmetry=not args.no_symmetry, jitter=args.jitter,
+        symmetry=not args.no_symmetry, jitter=args.jitter, leap=args.leap,
     )
 
     def progress(r: Report) -> None:
@@ -983,6 +1002,8 @@ def add_check_parser(sub) -> None:
     p.add_argument("--mode-option", action="append", default=[], metavar="NAME", help="a switch of the mode (raft: no-pre-vote)")
     p.add_argument("--jitter", choices=JITTER_CHOICES, default="low",
                    help="the electors' random draws: the low end, the high end, or both (one successor each)")
+    p.add_argument("--leap", type=_positive, default=1, metavar="L",
+                   help="one action may let time pass over up to L deadlines (default 1: the next one only)")
     p.add_argument("--no-symmetry", action="store_true", help="raft: do not merge states that differ by node ids only")
     p.add_argument("--progress", action="store_true", help="a line on stderr per depth")
     p.add_argument("--json", action="store_true")
