@@ -39,6 +39,7 @@ successor each), so no random state needs hashing.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import marshal
@@ -86,6 +87,7 @@ from node.sim.network import describe_event
 
 CHECKED_MODES = ("quorum", "raft")
 JITTER_CHOICES = ("low", "high", "both")
+MEMO_ENTRIES = 20_000  # remembered elector reactions (cleared when full)
 MAX_JITTER_CHOICES = 3  # with --jitter both, at most this many draws per action branch (2**3 successors)
 
 # In-flight items: a message on its way to msg.dst; the same after its sender crashed (if its receiver
@@ -404,6 +406,7 @@ class Settings:
     # One action may also let time pass over up to this many deadlines, ticking each (no message
     # moves meanwhile): long quiet stretches cost one action instead of one per timer.
     leap: int = 1
+    max_rss_mb: float = 8000  # stop (ended by memory) before the breadth-first levels outgrow the machine
     jitter: str = "low"
     # Another elector (tests: a deliberately broken one), treated as the mode's, with the mode's raw key.
     elector_factory: Callable | None = None
@@ -434,12 +437,13 @@ class Report:
     distinct_states: int = 0
     transitions: int = 0  # successors made and checked, duplicates included
     depth_explored: int = 0  # every path of at most this many actions was checked
-    ended_by: str = ""  # violation, bound (--depth), budget (--budget-s), exhausted (nothing new to explore)
+    ended_by: str = ""  # violation, bound (--depth), budget (--budget-s), memory, exhausted (nothing new)
     elapsed_s: float = 0.0
     violation: Violation | None = None
     frontier: int = 0  # states at the last level reached
     levels: list[dict] = field(default_factory=list)  # per depth: distinct states so far, seconds
     peak_rss_mb: float = 0.0  # of the whole process
+    cpu_s: float = 0.0  # this process's CPU time: compare runs on a busy machine by this
 
     def to_dict(self) -> dict:
         s = self.settings
@@ -449,7 +453,8 @@ class Report:
             "jitter": s.jitter, "leap": s.leap, "symmetry": s.symmetry and _symmetric(s), "clocks": "exact",
             "states_explored": self.states_explored, "distinct_states": self.distinct_states,
             "transitions": self.transitions, "depth_explored": self.depth_explored, "ended_by": self.ended_by,
-            "elapsed_s": round(self.elapsed_s, 2), "peak_rss_mb": round(self.peak_rss_mb), "levels": self.levels,
+            "elapsed_s": round(self.elapsed_s, 2), "cpu_s": round(self.cpu_s, 2), "peak_rss_mb": round(self.peak_rss_mb),
+            "levels": self.levels,
             "violation": None if self.violation is None else {
                 "property": self.violation.property, "message": self.violation.message,
                 "length": len(self.violation.path), "path": self.violation.lines(),
@@ -510,6 +515,8 @@ class Checker:
         self.symmetry = settings.symmetry and _symmetric(settings)
         self._backing_cache: dict[tuple, list[tuple[str, int, int]]] = {}
         self._rendered: dict[tuple[int, int], tuple[RawKey, tuple]] = {}
+        # (elector, now, input) -> what it did; not with --jitter both (the draws differ per script).
+        self.memo: dict[tuple, tuple] | None = None if settings.jitter == "both" else {}
 
     # -- the start ------------------------------------------------------------------------------
 
@@ -678,8 +685,17 @@ class Checker:
     # -- the search ---------------------------------------------------------------------------------
 
     def run(self, progress: Callable[[Report], None] | None = None) -> Report:
+        collecting = gc.isenabled()
+        gc.disable()  # the search makes no reference cycles; collecting its millions of objects costs ~10%
+        try:
+            return self._run(progress)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _run(self, progress: Callable[[Report], None] | None) -> Report:
         report = Report(self.s)
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         deadline = None if self.s.budget_s is None else started + self.s.budget_s
         start = self.initial()
         visited: dict[int, int] = {self.fingerprint(start): 0}
@@ -688,9 +704,14 @@ class Checker:
         while report.depth_explored < self.s.depth and not report.violation:
             successors: list[State] = []
             for index, state in enumerate(frontier):
-                if deadline is not None and index % 32 == 0 and time.monotonic() > deadline:
-                    report.ended_by = "budget"
-                    break
+                if index % 32 == 0:
+                    if deadline is not None and time.monotonic() > deadline:
+                        report.ended_by = "budget"
+                        break
+                    if index % 4096 == 0 and _peak_rss_mb() > self.s.max_rss_mb:
+                        report.ended_by = "memory"
+                        break
+                frontier[index] = None  # expanded: its children hold what they share with it
                 report.states_explored += 1
                 for succ in self.successors(state):
                     report.transitions += 1
@@ -713,7 +734,8 @@ class Checker:
                 report.distinct_states = len(visited)
                 report.elapsed_s = time.monotonic() - started
                 report.levels.append({"depth": report.depth_explored, "distinct_states": len(visited),
-                                      "frontier": len(frontier), "elapsed_s": round(report.elapsed_s, 2)})
+                                      "frontier": len(frontier), "elapsed_s": round(report.elapsed_s, 2),
+                                      "cpu_s": round(time.process_time() - cpu_started, 2)})
                 if progress:
                     progress(report)
                 if not frontier:
@@ -723,8 +745,13 @@ class Checker:
             break
         report.distinct_states = len(visited)
         report.elapsed_s = time.monotonic() - started
-        report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        report.cpu_s = time.process_time() - cpu_started
+        report.peak_rss_mb = _peak_rss_mb()
         return report
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Work:
@@ -741,15 +768,17 @@ class _Work:
         self.led = s.led
         self.windows = list(s.windows)
         self.faults = s.faults
-        self.copied: set[int] = set()
+        self.owned: set[int] = set()  # electors this successor copied: its own to change
+        self.changed: dict[int, tuple[RawKey, Role] | None] = {}  # electors changed (raw key and role if known)
         self.notes: list[tuple] = []
         self.violation: tuple[str, str] | None = None
 
     def elector(self, node: int) -> Elector:
         i = node - 1
-        if i not in self.copied:
+        if i not in self.owned:
             self.electors[i] = clone_elector(self.electors[i])
-            self.copied.add(i)
+            self.owned.add(i)
+        self.changed[i] = None
         return self.electors[i]
 
     def fail(self, prop: str, message: str) -> None:
@@ -761,12 +790,13 @@ class _Work:
         if self.violation is not None:
             return Violation(self.violation[0], self.violation[1], trace.steps()[1:])
         keys, roles = list(self.s.keys), self.roles
-        for i in range(self.c.n):
+        for i, known in self.changed.items():
             e = self.electors[i]
+            if e is not None:
+                keys[i] = known[0] if known else self.c.raw_key(e)
+        for i, e in enumerate(self.electors):
             if e is None:
                 keys[i] = None
-            elif i in self.copied:
-                keys[i] = self.c.raw_key(e)
         self.flight.sort()
         return State(self.now, tuple(self.electors), tuple(keys), roles, tuple(self.persisted),
                      tuple(self.wakes), tuple(self.flight), self.led, tuple(self.windows), self.faults, trace)
@@ -776,26 +806,47 @@ class _Work:
     def boot(self, node: int, restart: bool = False) -> None:
         promise = self.persisted[node - 1]
         self.electors[node - 1] = self.c.factory(self.c.configs[node - 1], promise, self.c.rng, self.now)
-        self.copied.add(node - 1)
+        self.owned.add(node - 1)
         if restart:
             self.notes.append(("restart", promise.epoch, promise.leader_id))
-        self.tick_now(node)
-
-    def tick_now(self, node: int) -> None:
-        e = self.elector(node)
-        self.output(node, e.tick(self.now))
-        self.wakes[node - 1] = e.next_deadline(self.now)
+        self.react(node)
 
     def deliver(self, item: Item) -> None:
         self.flight.remove(item)
-        msg = message_of(item)
-        if item[0] == NOTICE:
-            node = msg.src
-            self.output(node, self.elector(node).send_failed(self.now, msg))
-        else:
-            node = msg.dst
-            self.output(node, self.elector(node).step(self.now, msg))
-        self.tick_now(node)  # a message may have left a timer due: tick at once, as the runtime does
+        self.react(item[2] if item[0] == NOTICE else item[3], item)
+
+    def react(self, node: int, item: Item | None = None) -> None:
+        """Deliver `item` to `node` (None: nothing), then tick it at now: after a message the runtime
+        ticks at once, as a message may have left a timer due. Memoized: the same elector object at
+        the same instant with the same input does the same (commuting deliveries meet it again)."""
+        i = node - 1
+        before = self.electors[i]
+        memo, key = self.c.memo, None
+        if memo is not None and i not in self.owned:
+            key = (id(before), self.now, item)
+            hit = memo.get(key)
+            if hit is not None and hit[0] is before:
+                _, after, outputs, wake, raw, role = hit
+                for out in outputs:
+                    self.output(node, out)
+                self.electors[i], self.wakes[i], self.changed[i] = after, wake, (raw, role)
+                return
+        e = self.elector(node)
+        outputs = []
+        if item is not None:
+            msg = message_of(item)
+            outputs.append(e.send_failed(self.now, msg) if item[0] == NOTICE else e.step(self.now, msg))
+            self.output(node, outputs[-1])
+        outputs.append(e.tick(self.now))
+        self.output(node, outputs[-1])
+        wake = self.wakes[i] = e.next_deadline(self.now)
+        if key is not None:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            raw, role = self.c.raw_key(e), e.view(self.now).role
+            memo[key] = (before, e, tuple(outputs), wake, raw, role)
+            self.owned.discard(i)  # shared from now on: a later change in this action copies it again
+            self.changed[i] = (raw, role)
 
     def advance(self) -> None:
         running = [m for m in self.c.members if self.electors[m - 1] is not None]
@@ -816,7 +867,7 @@ class _Work:
                     return
         self.now = target
         for m in due:
-            self.tick_now(m)
+            self.react(m)
 
     def crash(self, node: int) -> None:
         self.electors[node - 1] = None
@@ -907,11 +958,13 @@ class _Work:
         """Each node's role (None: crashed); a role is no function of time, so an elector this
         action did not touch keeps the role its state recorded."""
         roles = list(self.s.roles)
+        for i, known in self.changed.items():
+            e = self.electors[i]
+            if e is not None:
+                roles[i] = known[1] if known else e.view(self.now).role
         for i, e in enumerate(self.electors):
             if e is None:
                 roles[i] = None
-            elif i in self.copied:
-                roles[i] = e.view(self.now).role
         return tuple(roles)
 
 
@@ -947,8 +1000,8 @@ def _print_report(r: Report, out=None) -> None:
           f"{f', leap {s.leap}' if s.leap > 1 else ''}"
           f"{', symmetry' if s.symmetry and _symmetric(s) else ''}{bugs}; all clocks exact", file=out)
     print(f"{r.states_explored:,} states explored, {r.distinct_states:,} distinct, {r.transitions:,} transitions, "
-          f"depth {r.depth_explored} fully explored, ended by {r.ended_by}, {r.elapsed_s:.1f} s, "
-          f"{r.peak_rss_mb:,.0f} MB", file=out)
+          f"depth {r.depth_explored} fully explored, ended by {r.ended_by}, {r.elapsed_s:.1f} s "
+          f"({r.cpu_s:.1f} s CPU), {r.peak_rss_mb:,.0f} MB", file=out)
     if r.violation is None:
         print(f"no violation of P1, P3 or P3g on any path of at most {r.depth_explored} actions", file=out)
         return
@@ -963,7 +1016,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = Settings(
         nodes=args.nodes, mode=args.mode, depth=args.depth, faults=args.faults, budget_s=args.budget_s,
         planted_bugs=frozenset(PlantedBug(b) for b in args.bug), mode_options=frozenset(args.mode_option),
-        symmetry=not args.no_symmetry, jitter=args.jitter, leap=args.leap,
+        symmetry=not args.no_symmetry, jitter=args.jitter, leap=args.leap, max_rss_mb=args.max_rss_mb,
     )
 
     def progress(r: Report) -> None:
@@ -1004,6 +1057,8 @@ def add_check_parser(sub) -> None:
                    help="the electors' random draws: the low end, the high end, or both (one successor each)")
     p.add_argument("--leap", type=_positive, default=1, metavar="L",
                    help="one action may let time pass over up to L deadlines (default 1: the next one only)")
+    p.add_argument("--max-rss-mb", type=float, default=8000, metavar="MB",
+                   help="stop when the process has used this much memory (default 8000)")
     p.add_argument("--no-symmetry", action="store_true", help="raft: do not merge states that differ by node ids only")
     p.add_argument("--progress", action="store_true", help="a line on stderr per depth")
     p.add_argument("--json", action="store_true")

@@ -94,6 +94,7 @@ def _after_first_proposal(checker: Checker) -> State:
 
 def test_fingerprint_merges_deliveries_that_commute() -> None:
     checker = Checker(settings())
+    checker.memo = None  # each delivery copies and steps its elector: two different objects
     start = _after_first_proposal(checker)
     to = lambda node: (lambda i: i[1] == "coordinator" and i[3] == node)  # noqa: E731
     one_then_two = _deliver(checker, _deliver(checker, start, to(1)), to(2))
@@ -133,6 +134,17 @@ def test_fingerprint_counts_time_from_now() -> None:
     assert first.electors[2].round + 1 == second.electors[2].round
     assert checker.fingerprint(first) == checker.fingerprint(second)
     assert checker.fingerprint(rounds[1]) != checker.fingerprint(rounds[2])  # lease rounds still filling up
+
+
+def test_remembered_reactions_change_nothing() -> None:
+    """The checker remembers what an elector object did at an instant with an input, and reuses it
+    when a commuting order meets the same again: the search is the same without."""
+    with_memo = Checker(settings(depth=7))
+    without = Checker(settings(depth=7))
+    without.memo = None
+    a, b = with_memo.run(), without.run()
+    assert (a.distinct_states, a.transitions) == (b.distinct_states, b.transitions)
+    assert with_memo.memo
 
 
 def test_copies_share_nothing_mutable() -> None:
