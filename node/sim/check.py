@@ -24,16 +24,20 @@ go in flight, and a crash falls between two actions, never inside one.
 Every state is checked as it is made: P1 (no epoch ever had two leaders), P3 (no two running nodes
 leaders with a valid lease at `now`), and P3g with node.history's rules on the instant: no member
 grants while its promise to another lives (its own vote included), no two nodes backed by majorities
-of live promises at once, no leader without a majority's promises. Leases and backing only fall while
-time passes without events, so checking after each action, and at each promise's end while time
-advances, covers every instant.
+of live promises at once, no leader without a majority's promises. While time passes without events
+a lease only runs out and backing changes only where a promise ends, so checking after each action,
+and at each promise's end while time advances, covers every instant.
 
-Reductions: states are merged by a canonical fingerprint with times relative to `now` (a time so far
-in the past that no comparison can tell it from an older one is clamped), heartbeat and pre-vote rounds
-relative to each node's own counter, the in-flight multiset sorted, and (raft only) node ids permuted
-to a canonical order. The electors' randomness comes from a stateless generator that picks the low end
-of every range (`--jitter high`: the high end; `--jitter both`: every combination of the two ends, one
-successor each), so no random state needs hashing.
+Reductions: states are merged by a canonical fingerprint with times relative to `now` (a past time is
+clamped where no comparison can tell it from an older one: at now for a deadline, a lease back for a
+round's send), heartbeat and pre-vote rounds relative to each node's own counter, the in-flight
+multiset sorted, and (raft only) node ids permuted to a canonical order. The electors' randomness comes
+from a stateless generator that picks the low end of every range (`--jitter high`: the high end;
+`--jitter both`: every combination of the two ends, one successor each), so no random state is hashed.
+
+Speed: an elector is copied by a per-field plan (about 20 times cheaper than copy.deepcopy) and only
+when an action steps it; what an elector object did at an instant with an input is remembered, so the
+second of two commuting orders reuses the first's work; states are released once expanded.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ MAX_JITTER_CHOICES = 3  # with --jitter both, at most this many draws per action
 # In-flight items: a message on its way to msg.dst; the same after its sender crashed (if its receiver
 # crashes too it vanishes: nobody is left to be told); a send_failed notice on its way back to msg.src.
 MESSAGE, ORPHAN, NOTICE = 0, 1, 2
-Item = tuple[int, Message]
+Item = tuple  # (kind, type, src, dst, epoch, round, granted, promised_epoch, resigning, successor, ...)
 
 
 # ---- the electors' randomness ---------------------------------------------------------------------
@@ -996,6 +1000,7 @@ def _print_report(r: Report, out=None) -> None:
     out = out or sys.stdout
     s = r.settings
     bugs = f", bug {', '.join(sorted(b.value for b in s.planted_bugs))}" if s.planted_bugs else ""
+    bugs += f", option {', '.join(sorted(s.mode_options))}" if s.mode_options else ""
     print(f"{s.mode}, {s.nodes} nodes, depth <= {s.depth}, faults <= {s.faults}, jitter {s.jitter}"
           f"{f', leap {s.leap}' if s.leap > 1 else ''}"
           f"{', symmetry' if s.symmetry and _symmetric(s) else ''}{bugs}; all clocks exact", file=out)

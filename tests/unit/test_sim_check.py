@@ -64,6 +64,19 @@ def test_planted_bug_is_caught_with_a_shortest_path_that_replays(bug, nodes, fau
     assert clean.violation is None and clean.depth_explored == length - 1
 
 
+def test_a_lease_running_out_needs_a_leap() -> None:
+    """ignore-lease shows only once a silent leader's followers' promises run out: about ten timer
+    instants after it won, each an action of its own. With --leap one action lets time pass over
+    several of them, and the bug comes out in five."""
+    bug = frozenset({PlantedBug.IGNORE_LEASE})
+    assert check(settings(depth=5, faults=0, planted_bugs=bug)).violation is None
+    report = check(settings(depth=5, faults=0, leap=6, planted_bugs=bug))
+    v = report.violation
+    assert v is not None and (v.property, len(v.path)) == ("P3g", 5), v and "\n".join(v.lines())
+    assert "but no majority's promises backed it" in v.message
+    assert isinstance(replay(settings(leap=6, planted_bugs=bug), v.actions), Violation)
+
+
 def test_a_clean_core_path_replays_without_violation() -> None:
     """The same path as double-ack's counterexample, on the clean core: node 1 refuses the second
     coordinator, so the path ends in a state, not a violation (the bug, not the path, broke P3g)."""
