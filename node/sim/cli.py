@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explore)
 
+    from node.sim.check import add_check_parser  # `sim check`: the exhaustive small-scope checker
+    add_check_parser(sub)
+
     p = sub.add_parser("instants", help="the protocol instants of a mode that faults can wait for")
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.set_defaults(func=cmd_instants)
