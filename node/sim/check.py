@@ -187,7 +187,9 @@ def clone_elector(elector: Elector) -> Elector:
 
 # Fields every elector has that never change what it does next: its identity and settings, its
 # counters, and its own idea of now (every entry point first moves it to the caller's now).
-_IGNORED = frozenset({"config", "timing", "id", "rng", "stats", "now", "pre_vote", "timeout_spread_ticks"})
+# (boot_window_until and last_leader only name protocol instants for the explorer: node.core.instants.)
+_IGNORED = frozenset({"config", "timing", "id", "rng", "stats", "now", "pre_vote", "timeout_spread_ticks",
+                      "boot_window_until", "last_leader"})
 _QUORUM_FIELDS = _IGNORED | {
     "promise", "highest_seen_epoch", "phase", "epoch", "leader_id", "election_deadline", "phase_deadline",
     "pending_higher", "promise_until", "lease_until", "proposal_epoch", "proposal_sent_at", "grants", "refusals",

@@ -21,7 +21,7 @@ from node.sim.check import (
     quorum_key,
     replay,
 )
-from node.sim.explore import main as sim_main
+from node.sim.cli import main as sim_main
 
 
 def settings(**kw) -> Settings:
