@@ -271,19 +271,22 @@ def raft_key(e: RaftElector) -> RawKey:
     return (plain, ids, id_sets, times, horizons, (), _rounds(e))
 
 
-def render(raw: RawKey, now: int, rename: Sequence[int] | None, lease: int) -> tuple:
-    """A raw key with times relative to now, each clamped at how far back it can matter, and ids
-    renamed. A round's send time matters for a lease."""
+def render(raw: RawKey, now: int, lease: int) -> tuple:
+    """A raw key with times relative to now, each clamped at how far back it can matter (a round's
+    send time matters for a lease)."""
     plain, ids, id_sets, times, horizons, id_times, rounds = raw
     rel = tuple(t - now if t - now > -h else -h for t, h in zip(times, horizons))
     shown_rounds = tuple((r, t - now if t - now > -lease else -lease, by) for r, t, by in rounds)
     shown_id_times = tuple((p, w, t - now if t - now > -h else -h) for p, w, h, t in id_times)
-    if rename is None:
-        return (plain, ids, id_sets, rel, shown_id_times, shown_rounds)
-    r = rename
+    return (plain, ids, id_sets, rel, shown_id_times, shown_rounds)
+
+
+def rename_shown(shown: tuple, r: Sequence[int]) -> tuple:
+    """A rendered key with node ids renamed (r[old] = new)."""
+    plain, ids, id_sets, rel, id_times, rounds = shown
     return (plain, tuple(r[i] for i in ids), tuple(tuple(sorted(r[i] for i in s)) for s in id_sets), rel,
-            tuple(sorted((r[p], w, t) for p, w, t in shown_id_times)),
-            tuple(sorted((rn, t, tuple(sorted(r[i] for i in by))) for rn, t, by in shown_rounds)))
+            tuple(sorted((r[p], w, t) for p, w, t in id_times)),
+            tuple(sorted((rn, t, tuple(sorted(r[i] for i in by))) for rn, t, by in rounds)))
 
 
 # In-flight items are plain tuples: (kind, type, src, dst, epoch, round, granted, promised_epoch, resigning,
@@ -604,8 +607,17 @@ class Checker:
     def fingerprint(self, s: State) -> int:
         return hash(self.canonical(s))
 
+    def _shown(self, raw: RawKey, now: int) -> tuple:
+        """render(raw, now), remembered: an elector no action touched was rendered at this now already."""
+        cached = self._rendered.get((id(raw), now))
+        if cached is None or cached[0] is not raw:
+            if len(self._rendered) > 100_000:
+                self._rendered.clear()
+            cached = self._rendered[(id(raw), now)] = (raw, render(raw, now, self.timing.leader_lease_ticks))
+        return cached[1]
+
     def _canonical(self, s: State, rename: Sequence[int] | None) -> bytes:
-        now, lease = s.now, self.timing.leader_lease_ticks
+        now = s.now
         offsets = [(0, 0)]
         nodes = []
         for m in self.members:
@@ -619,17 +631,10 @@ class Checker:
             if raw is None:
                 nodes.append((0, p.epoch, leader))
             else:
-                wake = s.wakes[m - 1]
-                if rename is None:  # an elector no action touched was rendered at this now already
-                    cached = self._rendered.get((id(raw), now))
-                    if cached is None or cached[0] is not raw:
-                        if len(self._rendered) > 100_000:
-                            self._rendered.clear()
-                        cached = self._rendered[(id(raw), now)] = (raw, render(raw, now, None, lease))
-                    shown = cached[1]
-                else:
-                    shown = render(raw, now, rename, lease)
-                nodes.append((1, p.epoch, leader, wake - now, shown))
+                shown = self._shown(raw, now)
+                if rename is not None:
+                    shown = rename_shown(shown, rename)
+                nodes.append((1, p.epoch, leader, s.wakes[m - 1] - now, shown))
         flight = render_flight(s.flight, offsets, rename)
         if rename is None:
             led = tuple(sorted(s.led))
@@ -660,7 +665,7 @@ class Checker:
             if raw is None:
                 signatures[m] = (0, p.epoch, bag)
             else:  # plain values, set sizes, times: all blind to ids
-                shown = render(raw, s.now, None, self.timing.leader_lease_ticks)
+                shown = self._shown(raw, s.now)
                 signatures[m] = (1, p.epoch, s.wakes[m - 1] - s.now, shown[0], tuple(map(len, shown[2])), shown[3],
                                  tuple(t for _, t, _ in shown[5]), bag)
         ranked = sorted(self.members, key=signatures.__getitem__)
