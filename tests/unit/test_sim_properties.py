@@ -95,14 +95,15 @@ FIRST_FAILING = {
     ("quorum", "wrong-round-ack"): 784, ("quorum", "early-release"): 6, ("quorum", "lease-from-receipt"): 8,
     ("quorum", "half-is-majority"): 2, ("quorum", "short-promise"): 6,
     ("quorum", "old-resign-releases"): 235, ("quorum", "ack-keeps-window"): 7, ("quorum", "lease-from-next-beat"): 14,
-    ("quorum", "boot-window-from-zero"): 510, ("quorum", "lease-as-long-as-promise"): 519,
+    ("quorum", "boot-window-from-zero"): 510,
     ("raft", "term-only-persist"): 53, ("raft", "vote-window-is-lease"): 84,
     ("raft", "late-vote-until-deadline"): 30,
 }
 # lease-check-on-tick was found at 133 by the simulator's old event-based judge; the one judge (which reads
 # views, as real runs are judged) sees no violation in it: see test_independent_bugs.
+# lease-as-long-as-promise was found at 519 before the one judge, and not within 1,088 schedules after: to re-measure.
 NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until-timeout", "release-any-term",
-                 "lease-check-on-tick"}
+                 "lease-check-on-tick", "lease-as-long-as-promise"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:
