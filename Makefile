@@ -35,7 +35,7 @@ check: setup
 	bash proto/gen_go.sh --check
 
 test: setup tools browser containers check explore
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --dist worksteal
 
 # The explorer guards every protocol or timing change: aimed fault schedules (seed 0) over every mode
 # that promises safety; exit 1 with a minimal replayable schedule if any property fails. Counts, not

@@ -48,6 +48,9 @@ class _Phase:
     LEADING = "leading"
 
 
+_ROLE_OF_PHASE = {_Phase.LEADING: Role.LEADER, _Phase.ELECTING: Role.CANDIDATE, _Phase.PROPOSING: Role.CANDIDATE}
+
+
 class BullyElector:
     """Shared Bully machinery. Subclasses decide what winning and following require."""
 
@@ -158,11 +161,7 @@ class BullyElector:
             self.election_deadline = self.now + self._quick_delay()
 
     def view(self, now: int) -> View:
-        role = {
-            _Phase.LEADING: Role.LEADER,
-            _Phase.ELECTING: Role.CANDIDATE,
-            _Phase.PROPOSING: Role.CANDIDATE,
-        }.get(self.phase, Role.FOLLOWER)
+        role = _ROLE_OF_PHASE.get(self.phase, Role.FOLLOWER)
         return View(self.id, role, self.epoch, self.leader_id, self._lease_valid(now))
 
     def instants(self, now: int) -> frozenset[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .types import CLOCK_DRIFT_BOUND, Message, Role, Timing, View
 
@@ -59,7 +59,11 @@ class KnownLeader:
         if view.role != Role.FOLLOWER:
             return view
         named = self.named(now)
-        return replace(view, leader_id=None) if named is None else replace(view, leader_id=named[0], epoch=named[1])
+        # Built directly rather than with dataclasses.replace: a view is made several times per tick
+        # in the simulator, and replace was a sixth of its time.
+        if named is None:
+            return View(view.node_id, view.role, view.epoch, None, view.lease_valid)
+        return View(view.node_id, view.role, named[1], named[0], view.lease_valid)
 
     def named(self, now: int) -> tuple[int, int] | None:
         """(leader, epoch) if a heartbeat still vouches for it at `now`."""

@@ -201,15 +201,25 @@ def wait_for_agreement(addresses: dict[int, str], timeout_s: float, exclude: set
                        rpc_timeout_s: float = 0.3) -> tuple[int, int]:
     """Poll every node's client address (but `exclude`) until all answer and agree on (leader, epoch)."""
     addrs = {k: v for k, v in addresses.items() if k not in exclude}
+    last: dict[int, Any] = {}
 
     def check() -> tuple[int, int] | None:
         views = views_of(addrs, rpc_timeout_s)
+        last.clear()
+        last.update(views)
         if any(v is None for v in views.values()):
             return None  # every node must answer, not just a quorum
         agreed = agreed_leader(views)
         return agreed if agreed != differs_from else None
 
-    return wait_for(check, timeout_s, interval_s, what=f"all of nodes {sorted(addrs)} to agree on a leader")
+    try:
+        return wait_for(check, timeout_s, interval_s, what=f"all of nodes {sorted(addrs)} to agree on a leader")
+    except TimeoutError as e:
+        # Say what each node last answered (None: no answer within rpc_timeout_s), to tell a slow
+        # node from a split or from no leader at all.
+        answers = {n: None if v is None else (v.leader_id if v.known else None, v.epoch, v.role == pb.ROLE_LEADER)
+                   for n, v in sorted(last.items())}
+        raise TimeoutError(f"{e}; last answers as (leader named, epoch, is leader): {answers}") from None
 
 
 # ---- the cluster file ------------------------------------------------------------------------

@@ -92,9 +92,21 @@ def features(outcome: Outcome) -> frozenset[str]:
 # ---- guided schedules: mutations of those that reached something new -----------------------------------
 
 
-def mutate(parent: Schedule, rng: random.Random, donor: Schedule | None = None) -> Schedule:
+def rare_instant(mode, rng: random.Random, seen: Counter[str] | None) -> str:
+    """An instant of `mode`, the rarer (in schedules that reached it so far) the likelier: one never
+    reached weighs 1, one reached in a hundred schedules about 0.1. Waiting for a rare instant is how
+    a fault lands in a state the swarm seldom visits."""
+    names = sorted(mode_info(mode).instants)
+    if not seen:
+        return rng.choice(names)
+    return rng.choices(names, [1.0 / math.sqrt(1 + seen[f"i:{name}"]) for name in names])[0]
+
+
+def mutate(parent: Schedule, rng: random.Random, donor: Schedule | None = None,
+           seen: Counter[str] | None = None) -> Schedule:
     """A variation of `parent`: one to three edits (a wait longer or shorter, another instant to wait
-    for, another target, a command dropped, a fault inserted, or the tail of `donor` spliced on)."""
+    for or to hold messages until, rare instants preferred by `seen`; another target, a command
+    dropped, a fault inserted, or the tail of `donor` spliced on)."""
     commands = list(parent.commands)
     et, lease = parent.timing.election_timeout_ticks, parent.timing.leader_lease_ticks
     for _ in range(rng.randint(1, 3)):
@@ -104,8 +116,8 @@ def mutate(parent: Schedule, rng: random.Random, donor: Schedule | None = None) 
         if edit == "wait" and c and c[0] in ("run", "until", "pause"):
             c[-1] = str(max(0 if c[0] == "run" else 1, rng.choice([int(c[-1]) // 2, int(c[-1]) * 2, rng.randint(0, 2 * et)])))
             commands[at] = tuple(c)
-        elif edit == "instant" and c and c[0] == "until":
-            c[1] = rng.choice(sorted(mode_info(parent.mode).instants))
+        elif edit == "instant" and c and c[0] in ("until", "hold"):
+            c[1 if c[0] == "until" else 5] = rare_instant(parent.mode, rng, seen)
             commands[at] = tuple(c)
         elif edit == "target" and c:
             spots = [k for k, kind in enumerate(ARGS[c[0]], start=1) if kind in ("node", "who")]
@@ -116,7 +128,10 @@ def mutate(parent: Schedule, rng: random.Random, donor: Schedule | None = None) 
             del commands[at]
         elif edit == "insert":
             kind = rng.choice([k for k in FAULT_KINDS if k != "skew"])
-            block = ([trigger_for(kind, rng, et, parent.mode)] if rng.random() < 0.6 else [])
+            # Half the triggers as the swarm aims them, half at instants the corpus has rarely reached.
+            trigger = (trigger_for(kind, rng, et, parent.mode) if rng.random() < 0.5
+                       else ("until", rare_instant(parent.mode, rng, seen), "*", str(rng.choice([et, 2 * et, 4 * et]))))
+            block = [trigger] if rng.random() < 0.6 else []
             block += commands_for(kind, rng, parent.n, et, lease, parent.mode)
             commands[at:at] = block
         elif edit == "splice" and donor is not None and donor.n == parent.n and donor.mode == parent.mode:
@@ -198,7 +213,7 @@ class Plan:
         if self.guided and generation > 0 and self._parents.entries and rng.random() < GUIDED_SHARE:
             parent = self._parents.pick(rng)
             donor = self._parents.pick(rng) if rng.random() < 0.3 else None
-            made = (replace(mutate(parent, rng, donor), seed=schedule_seed(self.seed, index)), True)
+            made = (replace(mutate(parent, rng, donor, self._parents.seen), seed=schedule_seed(self.seed, index)), True)
         else:
             made = (swarm_schedule(schedule_seed(self.seed, index), self.settings), False)
         self.made[index] = made

@@ -308,16 +308,17 @@ class Network:
                 self.resume(m)
         while (item := self._queue.pop_due(self.now)) is not None:
             self._deliver(item)
+        views: dict[int, View] = {}  # each running node's view after its tick (nothing later changes it)
         for m in self.members:
             state = self._nodes[m]
             if state.running:
                 if not self.sleepy or self.local(m) >= state.wake_tick:
                     self._apply(m, state.elector.tick(self.local(m)))
                     state.wake_tick = state.elector.next_deadline(self.local(m))
-                self._leader_duty(m)
+                views[m] = self._leader_duty(m)
         phases = []
         for m in self.members:
-            v = self.view(m) if self.running(m) else None
+            v = views.get(m)
             self.record.answer(m, None if v is None else v.answer)
             if v is None:
                 phases.append("down")
@@ -576,14 +577,16 @@ class Network:
         # A message (or resign) may have started a timer or left one due: tick at once, as the runtime does.
         self._nodes[node].wake_tick = self.local(node)
 
-    def _leader_duty(self, node: int) -> None:
-        """What the runtime's leader does with the store: claim the epoch at once, then write regularly."""
+    def _leader_duty(self, node: int) -> View:
+        """What the runtime's leader does with the store: claim the epoch at once, then write regularly.
+        Returns the node's view (the tick reuses it)."""
         state = self._nodes[node]
         v = state.elector.view(self.local(node))
         if v.role != Role.LEADER or not v.lease_valid or self.now < state.next_write_tick:
-            return
+            return v
         state.next_write_tick = self.now + self.timing.heartbeat_interval_ticks
         self._transmit(StoreWrite(node, v.epoch, self.now), node, STORE)
+        return v
 
     def _send(self, msg: Message) -> None:
         self.sent[msg.type] += 1

@@ -276,6 +276,7 @@ def ask_every_node(project: Project, record: dict[str, Any]) -> tuple[int, int]:
     return out["leader"], out["epoch"]
 
 
+@pytest.mark.slow
 def test_compose_cluster_in_containers(project: Project) -> None:
     steps = Steps()
     record = read_compose_file(project.file)

@@ -258,6 +258,7 @@ def kill(store: StoreProcess) -> tuple[float, float]:
     return kill_s, dead_s
 
 
+@pytest.mark.slow
 def test_acknowledged_writes_survive_many_sigkills_during_writes(start_store, tmp_path: Path):
     seed = int(os.environ.get("STORE_KILLS_SEED") or random.randrange(2**32))
     print(f"store kills: seed {seed} (STORE_KILLS_SEED={seed} to repeat)")

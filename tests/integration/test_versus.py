@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_quick_bench_reports_every_part_for_bullyproof(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     argv = [sys.executable, "-m", "node.cli", "bench", "--quick", "--skip", "etcd", "--modes", "quorum", "--kills", "2",

@@ -113,6 +113,7 @@ def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:
         assert PlantedBug(bug) in mode_info(mode).planted_bugs, (mode, bug)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "bug"), sorted(FIRST_FAILING), ids=lambda x: x)
 def test_the_explorer_finds_every_planted_bug(mode: str, bug: str) -> None:
     limit = 2 * FIRST_FAILING[mode, bug] + 50
