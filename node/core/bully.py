@@ -254,12 +254,15 @@ class BullyElector:
 
     def _make_promise(self, promise: Promise, batch: Batch) -> None:
         if promise != self.promise:
+            # PlantedBug.PERSIST_NEW_LEADER_ONLY: a write only when we back someone else, as if the
+            # same leader in a newer epoch were the promise already on disk.
+            skip = PlantedBug.PERSIST_NEW_LEADER_ONLY in self.config.planted_bugs and promise.leader_id == self.promise.leader_id
             self.promise = promise
             if PlantedBug.PERSIST_AFTER_REPLY in self.config.planted_bugs:
                 # Write-behind: flushed a heartbeat interval later, long after the ack revealed it.
                 self._unsaved_since = self.now if self._unsaved is None else self._unsaved_since
                 self._unsaved = promise
-            else:
+            elif not skip:
                 batch.persist = promise
         self._see_epoch(promise.epoch)
 
@@ -463,7 +466,7 @@ class QuorumBully(BullyElector):
         # Per peer: when its current unbroken run of granted heartbeat acks began, and its last ack.
         self.ack_streak_start: dict[int, int] = {}
         self.last_ack: dict[int, int] = {}
-        self.known = KnownLeader()  # whom we name to clients while following
+        self.known = KnownLeader(planted_bugs=config.planted_bugs)  # whom we name to clients while following
         # Leadership won through an operator's transfer is kept against the preferred-leader rule
         # (no preemption) until it ends; the next leader elected in Bully order preempts again.
         self.proposal_by_transfer = False
@@ -555,6 +558,8 @@ class QuorumBully(BullyElector):
         epoch = max(self.highest_seen_epoch, self.promise.epoch) + 1
         self._make_promise(Promise(epoch, self.id), batch)
         self.reassert_epoch = epoch
+        if PlantedBug.REASSERT_ADOPTS_EPOCH in self.config.planted_bugs:
+            self.epoch = epoch  # we lead on in the fresh epoch while a majority is asked
         self.reassert_sent_at = self.now
         self.reassert_retry_at = self.now + self.timing.election_timeout_ticks
         if PlantedBug.REASSERT_KEEPS_GRANTS in self.config.planted_bugs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .types import CLOCK_DRIFT_BOUND, Message, Role, Timing, View
+from .types import CLOCK_DRIFT_BOUND, Message, PlantedBug, Role, Timing, View
 
 # A lease announced in ticks of the leader's clock is counted down on the follower's: shortened by the
 # worst ratio of two clock rates inside the drift bound ((1-d)/(1+d) >= 1-2d), it never outlasts the
@@ -33,11 +33,16 @@ class KnownLeader:
     epoch: int = 0
     until: int = 0  # tick (follower's clock) after which the announced lease may have ended
     closed: bool = False  # (leader_id, epoch) is over for certain: it resigned, or we led since
+    # Test-only (node.config): the planted bugs of the elector that holds this.
+    planted_bugs: frozenset[PlantedBug] = frozenset()
 
     def heard(self, now: int, heartbeat: Message, timing: Timing) -> None:
         """We acknowledged a leader's (non-resigning) heartbeat: it leads `heartbeat.epoch`. No lease
         lasts longer than an election timeout: a larger announcement is not believed past it."""
-        if heartbeat.epoch < self.epoch or (heartbeat.epoch == self.epoch and self.closed):
+        closed = heartbeat.epoch == self.epoch and self.closed
+        if PlantedBug.LATE_BEAT_NAMES_RESIGNED in self.planted_bugs:
+            closed = False  # only an older epoch is ignored
+        if heartbeat.epoch < self.epoch or closed:
             return  # an older leader's late heartbeat, or a duplicate from one that resigned
         self.leader_id, self.epoch, self.closed = heartbeat.src, heartbeat.epoch, False
         lease = min(heartbeat.lease_remaining, timing.election_timeout_ticks)

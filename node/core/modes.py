@@ -45,6 +45,7 @@ class ModeInfo:
 _RAFT_BUGS = frozenset({
     PlantedBug.TERM_ONLY_PERSIST, PlantedBug.VOTE_WINDOW_IS_LEASE, PlantedBug.LEASE_CHECK_ON_TICK,
     PlantedBug.LATE_VOTE_UNTIL_DEADLINE, PlantedBug.RELEASE_ANY_TERM,
+    PlantedBug.VOTE_BY_WINDOW, PlantedBug.LEASE_FROM_WIN, PlantedBug.PERSIST_BEFORE_SELF_VOTE,
 })
 _QUORUM_BUGS = frozenset(PlantedBug) - _RAFT_BUGS
 

@@ -302,8 +302,11 @@ class RaftElector:
             return
         self.phase = Phase.CANDIDATE
         self.term += 1
+        if PlantedBug.PERSIST_BEFORE_SELF_VOTE in self.config.planted_bugs:
+            self._persist(batch)  # the new term, with the last term's vote still in voted_for
         self.voted_for = self.id
-        self._persist(batch)  # our own vote, durable before any RequestVote leaves
+        if PlantedBug.PERSIST_BEFORE_SELF_VOTE not in self.config.planted_bugs:
+            self._persist(batch)  # our own vote, durable before any RequestVote leaves
         self._start_round()
         self.election_sent_at = self.now
         for peer in self.config.peers:
@@ -365,7 +368,10 @@ class RaftElector:
         # (without adopting its term): it must not help depose a live leader.
         if self.phase != Phase.LEADER and not self._in_window(msg.src) and msg.epoch >= self.term:
             self._observe(msg.epoch, batch)
-            if self.voted_for in (0, msg.src):
+            holder = self.voted_for
+            if PlantedBug.VOTE_BY_WINDOW in self.config.planted_bugs:
+                holder = self.promised_to  # whom we back now, not whom we voted for in this term
+            if holder in (0, msg.src):
                 self._back(msg.src, batch)
                 granted = True
                 if PlantedBug.VOTE_WINDOW_IS_LEASE in self.config.planted_bugs:
@@ -422,6 +428,8 @@ class RaftElector:
         self.known.led(self.id, self.term)
         # The RequestVote round counts as the first lease round: it was sent at election start.
         self.lease_until = self.election_sent_at + self.timing.leader_lease_ticks
+        if PlantedBug.LEASE_FROM_WIN in self.config.planted_bugs:
+            self.lease_until = self.now + self.timing.leader_lease_ticks
         self.rounds = {}
         batch.events.append(BecameLeader(self.term))
         self._send_heartbeats(batch)

@@ -1,7 +1,7 @@
 """The independent planted bugs (node/core/types.py, `# independent`), each shown by hand.
 
 Every scenario drives the simulator with its public methods into the instant its bug needs, and the
-test requires a P1, P3 or P3g violation with the bug planted and no violation at all without it
+test requires a P1, P3, P3g or P6 violation with the bug planted and no violation at all without it
 (the same schedule on the clean core). A message "held up in the network" is dropped by a cut and
 delivered later with `inject`: the simulated network may delay any message that long.
 """
@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import pytest
 
-from node.core import Message, Mode, MsgType, PlantedBug, Timing
+from node.core import Message, Mode, MsgType, PlantedBug, Promise, Timing
 from node.sim.network import Network
 
 T = Timing()
@@ -285,6 +285,152 @@ def release_any_term(bugs: frozenset[PlantedBug]) -> Network:
     return net
 
 
+# ---- second batch: quorum -----------------------------------------------------------------------
+
+
+def late_beat_names_resigned(bugs: frozenset[PlantedBug]) -> Network:
+    """3's heartbeat to 1 is held up; 3 resigns and 1 is released (and hears nothing from 2). 1
+    pauses; right after it resumes, long after the resignation, the old heartbeat arrives."""
+    net = settled(bugs, Mode.QUORUM)
+    assert net.agreed_leader()[0] == 3
+    epoch = net.agreed_leader()[1]
+    net.run(25)
+    net.run_until(lambda: net.elector(3).next_heartbeat == net.local(3) + 1, 20)
+    net.cut(3, 1)
+    net.run(1)  # 3 sends a round; its heartbeat to 1 is held up (delivered below)
+    leader = net.elector(3)
+    stale = Message(MsgType.HEARTBEAT, 3, 1, epoch, round=leader.round,
+                    lease_remaining=max(0, leader.lease_until - net.local(3)))
+    net.heal()
+    net.run(2)
+    net.resign(3)
+    net.cut(2, 1)
+    net.run(1)
+    assert net.elector(1).promise_until == net.local(1)  # 1 was released
+    net.pause(1, 1000)
+    net.run(T.leader_lease_ticks + 20)
+    net.resume(1)
+    net.inject(stale)
+    net.run(100)
+    return net
+
+
+def persist_new_leader_only(bugs: frozenset[PlantedBug]) -> Network:
+    """3 leads epoch 1; 2, cut off from it, proposes epoch 2 and fails (1 backs 3). 3 hears 2's
+    refusal and reasserts epoch 3; only 1 gets the reassert, and grants it. 3 crashes, 1 crash-restarts,
+    and after 1's boot window 2 (which never saw epoch 3) proposes again."""
+    net = settled(bugs, Mode.QUORUM)
+    assert net.agreed_leader() == (3, 1)
+    net.run(25)
+    net.cut(3, 2)
+    net.cut(2, 3)
+    net.run_until(lambda: net.elector(2).promise == Promise(2, 2) and net.elector(2).phase == "idle", 300)
+    net.run_until(lambda: net.elector(3).next_heartbeat == net.local(3) + 1, 20)
+    net.heal_link(3, 2)
+    net.heal_link(2, 3)
+    net.run(2)  # 3's heartbeat reaches 2, which refuses it: it promised epoch 2
+    net.cut(3, 2)
+    net.run_until(lambda: net.elector(3).epoch == 3, 10)  # the reassert won with 1's grant
+    net.run_until(lambda: net.elector(2).phase == "idle" and net.elector(2).election_deadline == net.local(2) + 1, 200)
+    net.pause(2, 1000)
+    net.crash(3)
+    net.crash_restart(1)
+    net.run(T.promise_hold_ticks + 2)
+    net.resume(2)
+    net.run(150)
+    return net
+
+
+def reassert_adopts_epoch(bugs: frozenset[PlantedBug]) -> Network:
+    """The same start: 2, cut off from the leader 3, fails to win epoch 2; 3 hears its refusal and
+    reasserts epoch 3, but 3's messages stop reaching anyone just then. 3's lease runs out; once 1's
+    promise to 3 has ended, 2 proposes again, with the epoch it never saw."""
+    net = settled(bugs, Mode.QUORUM)
+    assert net.agreed_leader() == (3, 1)
+    net.run(25)
+    net.cut(3, 2)
+    net.cut(2, 3)
+    net.run_until(lambda: net.elector(2).promise == Promise(2, 2) and net.elector(2).phase == "idle", 300)
+    net.run_until(lambda: net.elector(3).next_heartbeat == net.local(3) + 1, 20)
+    net.heal_link(3, 2)
+    net.heal_link(2, 3)
+    net.run(2)  # 3's heartbeat reaches 2, which refuses it: it promised epoch 2
+    net.cut(3, 1)
+    net.cut(3, 2)
+    net.run(1)  # 3 asks for epoch 3; its Coordinators are lost
+    assert net.elector(3).reassert_epoch == 3
+    net.run(200)
+    return net
+
+
+# ---- second batch: raft -------------------------------------------------------------------------
+
+
+def vote_by_window(bugs: frozenset[PlantedBug]) -> Network:
+    """c is cut off in term 1 (pre-votes keep its term). a resigns, b wins term 2 with a's vote, then
+    transfers to c, still cut off: a is released. c comes back at once and campaigns for term 2."""
+    net = settled(bugs, Mode.RAFT)
+    a = net.agreed_leader()[0]
+    b, c = sorted(m for m in net.members if m != a)
+    net.run(25)
+    net.isolate(c)
+    net.resign(a)
+    net.run_until(leads(net, b, [a, b]), 200)
+    net.run(30)
+    net.run_until(lambda: net.elector(c).election_deadline == net.local(c) + 1, 200)
+    net.pause(c, 1000)
+    net.transfer(b, c)
+    net.run(1)
+    assert net.elector(a).promised_to == 0  # released
+    net.heal()
+    net.resume(c)
+    net.run(150)
+    return net
+
+
+def lease_from_win(bugs: frozenset[PlantedBug]) -> Network:
+    """The leader is cut off; the first candidate's vote comes back just before a lease after its
+    RequestVote round, and nothing the new leader sends reaches the voter."""
+    net = settled(bugs, Mode.RAFT)
+    old = net.agreed_leader()[0]
+    net.run(25)
+    net.isolate(old)
+    net.run_until(lambda: any(net.elector(m).phase == "candidate" for m in net.members), 300)
+    candidate = next(m for m in net.members if net.elector(m).phase == "candidate")
+    voter = next(m for m in net.members if m not in (old, candidate))
+    term, sent_at = net.elector(candidate).term, net.elector(candidate).election_sent_at
+    net.cut(voter, candidate)
+    net.run(1)
+    assert net.elector(voter).voted_for == candidate  # the vote is held up in the network
+    net.cut(candidate, voter)
+    vote = Message(MsgType.VOTE, voter, candidate, term, granted=True, promised_epoch=term)
+    net.run_until(lambda: net.local(candidate) == sent_at + T.leader_lease_ticks - 2, 100)
+    net.inject(vote)
+    net.run(150)
+    return net
+
+
+def persist_before_self_vote(bugs: frozenset[PlantedBug]) -> Network:
+    """The leader x of term 1 is cut off; c wins term 2 and crash-restarts. x, still in term 1, hears
+    c again (and only c) and campaigns for term 2."""
+    net = settled(bugs, Mode.RAFT)
+    x = net.agreed_leader()[0]
+    net.run(25)
+    net.isolate(x)
+    rest = [m for m in net.members if m != x]
+    net.run_until(lambda: net.agreed_among(rest) is not None, 300)
+    c = net.agreed_among(rest)[0]
+    net.run(20)
+    net.run_until(lambda: net.elector(x).election_deadline == net.local(x) + 1, 200)
+    net.pause(x, 1000)
+    net.crash_restart(c)
+    net.heal_link(x, c)
+    net.heal_link(c, x)
+    net.resume(x)
+    net.run(150)
+    return net
+
+
 SCENARIOS = [
     (PlantedBug.OLD_RESIGN_RELEASES, old_resign_releases, "P3:"),
     (PlantedBug.REASSERT_KEEPS_GRANTS, reassert_keeps_grants, "P1:"),
@@ -301,6 +447,12 @@ SCENARIOS = [
         "ended during the pause, and it did nothing as leader after: no violation. Open: is this bug unsafe at all?"))),
     (PlantedBug.LATE_VOTE_UNTIL_DEADLINE, late_vote_until_deadline, "P3:"),
     (PlantedBug.RELEASE_ANY_TERM, release_any_term, "P3:"),
+    (PlantedBug.LATE_BEAT_NAMES_RESIGNED, late_beat_names_resigned, "P6:"),
+    (PlantedBug.PERSIST_NEW_LEADER_ONLY, persist_new_leader_only, "P1:"),
+    (PlantedBug.REASSERT_ADOPTS_EPOCH, reassert_adopts_epoch, "P1:"),
+    (PlantedBug.VOTE_BY_WINDOW, vote_by_window, "P1:"),
+    (PlantedBug.LEASE_FROM_WIN, lease_from_win, "P3g:"),
+    (PlantedBug.PERSIST_BEFORE_SELF_VOTE, persist_before_self_vote, "P1:"),
 ]
 
 

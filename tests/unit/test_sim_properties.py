@@ -103,7 +103,10 @@ FIRST_FAILING = {
 # views, as real runs are judged) sees no violation in it: see test_independent_bugs.
 # lease-as-long-as-promise was found at 519 before the one judge, and not within 1,088 schedules after: to re-measure.
 NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until-timeout", "release-any-term",
-                 "lease-check-on-tick", "lease-as-long-as-promise"}
+                 "lease-check-on-tick", "lease-as-long-as-promise",
+                 # independent, second batch: not measured yet
+                 "late-beat-names-resigned", "persist-new-leader-only", "reassert-adopts-epoch",
+                 "vote-by-window", "lease-from-win", "persist-before-self-vote"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:
