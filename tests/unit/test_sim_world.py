@@ -4,12 +4,13 @@ instant, the instants the electors name, and what the swarm draws (options, hold
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 
 from node.config import check_timings
 from node.core import CLOCK_DRIFT_BOUND, Mode, MsgType, Role, mode_info
-from node.sim.explore import mutate
+from node.sim.explore import mutate, rare_instant
 from node.sim.network import Network
 from node.sim.schedule import Runner, Schedule, run_schedule
 from node.sim.swarm import SwarmSettings, accepted_timings, runtime_timing, swarm_schedule
@@ -159,4 +160,17 @@ def test_mutations_are_schedules_that_run() -> None:
     for k in range(40):
         child = mutate(parents[k % 5], rng, donor=parents[(k + 1) % 5])
         run_schedule(child)  # no error: every edit keeps the commands well formed
+        assert Schedule.from_script(child.to_script()) == child
+
+
+def test_guided_mutations_prefer_instants_rarely_reached() -> None:
+    rng = random.Random(0)
+    names = sorted(mode_info(Mode.QUORUM).instants)
+    seen = Counter({f"i:{name}": 500 for name in names if name != "reassert-failed"})
+    drawn = Counter(rare_instant(Mode.QUORUM, rng, seen) for _ in range(3000))
+    # Never reached weighs 1, reached in 500 schedules 1/sqrt(501): about 0.045 each.
+    assert drawn["reassert-failed"] > 5 * max(drawn[n] for n in names if n != "reassert-failed"), drawn
+    parents = [swarm_schedule(seed, SwarmSettings(nodes=3)) for seed in range(5)]
+    for k in range(40):  # the weighted path keeps schedules well formed too
+        child = mutate(parents[k % 5], rng, donor=parents[(k + 1) % 5], seen=seen)
         assert Schedule.from_script(child.to_script()) == child
