@@ -85,7 +85,8 @@ def test_the_correct_core_survives_hypothesis() -> None:
 # minute per bug (25 steps took four), and six or eight find neither bug within 300 examples.
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("bug", [PlantedBug.IGNORE_LEASE, PlantedBug.SHORT_PROMISE])
+# One bug is enough to show the approach (short-promise took 70 s more; the explorer's tests cover both).
+@pytest.mark.parametrize("bug", [PlantedBug.IGNORE_LEASE])
 def test_hypothesis_finds_and_shrinks_a_planted_bug(bug: PlantedBug) -> None:
     with pytest.raises(AssertionError) as failure:
         run_state_machine_as_test(machine_for(frozenset({bug})), settings=settings(
