@@ -30,6 +30,17 @@ def catalogue() -> dict[str, Any]:
     }
 
 
+def failure_line(stderr: str) -> str:
+    """What a failed run died of, in one line: the traceback's last exception and what follows it
+    (a gRPC error's status and details span several lines; its last line is only `">`)."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if not line.startswith(("File ", "^", "~")) and ":" in line
+              and line.split(":", 1)[0].replace(".", "").replace("_", "").isalnum() and line[0].isalpha()
+              and ("Error" in line.split(":", 1)[0] or "Exception" in line.split(":", 1)[0])]
+    tail = lines[starts[-1]:] if starts else lines[-1:]
+    return " ".join(tail)[:600]
+
+
 class ScenarioRun:
     """One `chaos run` child process and what came of it."""
 
@@ -64,8 +75,7 @@ class ScenarioRun:
             return
         if self.proc.returncode != 0:
             self.state = "failed"
-            lines = err.decode(errors="replace").strip().splitlines()
-            self.error = lines[-1] if lines else f"exit status {self.proc.returncode}"
+            self.error = failure_line(err.decode(errors="replace")) or f"exit status {self.proc.returncode}"
             return
         try:
             self.report = json.loads(out.decode().strip().splitlines()[-1])

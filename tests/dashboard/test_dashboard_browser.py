@@ -175,7 +175,11 @@ def test_a_scenario_runs_from_the_page_and_shows_its_verdicts(dashboard_cluster,
     page.wait_for_selector("#scenario-banner:not([hidden])", timeout=30_000)
     page.wait_for_function("document.getElementById('source').textContent.includes('scenario leader-pause')")
     p.shot("1-watching-the-run")
-    page.wait_for_selector("#verdicts:not([hidden]) tbody tr", timeout=90_000)
+    # Verdicts, or a failed run (then its status line says what it died of).
+    page.wait_for_function("document.querySelector('#verdicts:not([hidden]) tbody tr') !== null"
+                           " || document.getElementById('scenario-status').className === 'error-text'", timeout=90_000)
+    assert page.locator("#scenario-status").get_attribute("class") != "error-text", \
+        page.locator("#scenario-status").inner_text()
     verdicts = dict(zip(page.locator("#verdicts tbody tr td:first-child").all_inner_texts(),
                         page.locator("#verdicts tbody tr td:nth-child(2)").all_inner_texts()))
     assert {k.split()[0] for k in verdicts} >= {"P1", "P2", "P3", "P3g", "P4", "P5"}

@@ -189,3 +189,16 @@ def test_a_finished_run_reports_its_verdicts_as_the_report_says(tmp_path):
     out = run.to_json()
     assert [(v["id"], v["verdict"]) for v in out["verdicts"]] == [("P1", "PASS"), ("P3", "FAIL"), ("P3g", "N/A")]
     assert out["split_brain"] and out["command"].startswith("bullyproof chaos run leader-pause --mode classic --seed 3")
+
+
+def test_a_failed_scenario_run_says_what_it_died_of() -> None:
+    from dashboard.runs import failure_line
+
+    grpc_error = "\n".join([
+        "Traceback (most recent call last):", '  File "runner.py", line 97, in run_scenario', "    events = collect()",
+        "grpc._channel._InactiveRpcError: <_InactiveRpcError of RPC that terminated with:",
+        "\tstatus = StatusCode.UNAVAILABLE", '\tdetails = "failed to connect"', ">"])
+    line = failure_line(grpc_error)
+    assert line.startswith("grpc._channel._InactiveRpcError") and "UNAVAILABLE" in line and "failed to connect" in line
+    assert failure_line('Traceback (most recent call last):\n  File "a"\nTimeoutError: timed out') == "TimeoutError: timed out"
+    assert failure_line("no traceback at all") == "no traceback at all"
