@@ -315,10 +315,9 @@ def late_beat_names_resigned(bugs: frozenset[PlantedBug]) -> Network:
     return net
 
 
-def persist_new_leader_only(bugs: frozenset[PlantedBug]) -> Network:
-    """3 leads epoch 1; 2, cut off from it, proposes epoch 2 and fails (1 backs 3). 3 hears 2's
-    refusal and reasserts epoch 3; only 1 gets the reassert, and grants it. 3 crashes, 1 crash-restarts,
-    and after 1's boot window 2 (which never saw epoch 3) proposes again."""
+def refused_by_a_cut_off_candidate(bugs: frozenset[PlantedBug]) -> Network:
+    """3 leads epoch 1; 2, cut off from it, proposes epoch 2 and fails (1 backs 3); the links heal and
+    3's next heartbeat reaches 2, which refuses it (it promised epoch 2): 3 is about to reassert."""
     net = settled(bugs, Mode.QUORUM)
     assert net.agreed_leader() == (3, 1)
     net.run(25)
@@ -329,6 +328,14 @@ def persist_new_leader_only(bugs: frozenset[PlantedBug]) -> Network:
     net.heal_link(3, 2)
     net.heal_link(2, 3)
     net.run(2)  # 3's heartbeat reaches 2, which refuses it: it promised epoch 2
+    return net
+
+
+def persist_new_leader_only(bugs: frozenset[PlantedBug]) -> Network:
+    """3 leads epoch 1; 2, cut off from it, proposes epoch 2 and fails (1 backs 3). 3 hears 2's
+    refusal and reasserts epoch 3; only 1 gets the reassert, and grants it. 3 crashes, 1 crash-restarts,
+    and after 1's boot window 2 (which never saw epoch 3) proposes again."""
+    net = refused_by_a_cut_off_candidate(bugs)
     net.cut(3, 2)
     net.run_until(lambda: net.elector(3).epoch == 3, 10)  # the reassert won with 1's grant
     net.run_until(lambda: net.elector(2).phase == "idle" and net.elector(2).election_deadline == net.local(2) + 1, 200)
@@ -345,16 +352,7 @@ def reassert_adopts_epoch(bugs: frozenset[PlantedBug]) -> Network:
     """The same start: 2, cut off from the leader 3, fails to win epoch 2; 3 hears its refusal and
     reasserts epoch 3, but 3's messages stop reaching anyone just then. 3's lease runs out; once 1's
     promise to 3 has ended, 2 proposes again, with the epoch it never saw."""
-    net = settled(bugs, Mode.QUORUM)
-    assert net.agreed_leader() == (3, 1)
-    net.run(25)
-    net.cut(3, 2)
-    net.cut(2, 3)
-    net.run_until(lambda: net.elector(2).promise == Promise(2, 2) and net.elector(2).phase == "idle", 300)
-    net.run_until(lambda: net.elector(3).next_heartbeat == net.local(3) + 1, 20)
-    net.heal_link(3, 2)
-    net.heal_link(2, 3)
-    net.run(2)  # 3's heartbeat reaches 2, which refuses it: it promised epoch 2
+    net = refused_by_a_cut_off_candidate(bugs)
     net.cut(3, 1)
     net.cut(3, 2)
     net.run(1)  # 3 asks for epoch 3; its Coordinators are lost
