@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import sys
 import time
@@ -30,13 +31,14 @@ def catalogue() -> dict[str, Any]:
     }
 
 
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception)\w*:")  # "grpc._channel._InactiveRpcError: <..."
+
+
 def failure_line(stderr: str) -> str:
     """What a failed run died of, in one line: the traceback's last exception and what follows it
     (a gRPC error's status and details span several lines; its last line is only `">`)."""
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    starts = [i for i, line in enumerate(lines) if not line.startswith(("File ", "^", "~")) and ":" in line
-              and line.split(":", 1)[0].replace(".", "").replace("_", "").isalnum() and line[0].isalpha()
-              and ("Error" in line.split(":", 1)[0] or "Exception" in line.split(":", 1)[0])]
+    starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
     tail = lines[starts[-1]:] if starts else lines[-1:]
     return " ".join(tail)[:600]
 

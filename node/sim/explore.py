@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from node.core import mode_info
+from node.core import Mode, mode_info
 from node.sim.schedule import ARGS, Command, Outcome, Schedule, run_schedule
 from node.sim.swarm import FAULT_KINDS, SwarmSettings, commands_for, swarm_schedule, trigger_for
 
@@ -92,7 +92,7 @@ def features(outcome: Outcome) -> frozenset[str]:
 # ---- guided schedules: mutations of those that reached something new -----------------------------------
 
 
-def rare_instant(mode, rng: random.Random, seen: Counter[str] | None) -> str:
+def rare_instant(mode: Mode, rng: random.Random, seen: Counter[str] | None) -> str:
     """An instant of `mode`, the rarer (in schedules that reached it so far) the likelier: one never
     reached weighs 1, one reached in a hundred schedules about 0.1. Waiting for a rare instant is how
     a fault lands in a state the swarm seldom visits."""
