@@ -245,7 +245,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     from node.runtime.state import PersistError, PromiseStore, StateError
 
     try:
-        PromiseStore(settings.state_dir).load()
+        PromiseStore(settings.state_dir, settings.timing, settings.tick_ms).load()
     except StateError as exc:
         raise ConfigError(str(exc)) from None  # refuse to start: never from scratch over a bad promise
     try:

@@ -32,7 +32,7 @@ MODE_RING: Mode
 MODE_RAFT: Mode
 
 class PeerMessage(_message.Message):
-    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning", "successor_id", "ring_ids", "initiator_id", "lease_remaining_ms", "transfer")
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning", "successor_id", "ring_ids", "initiator_id", "lease_remaining_ms", "transfer", "lease_ms")
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class PeerMessage(_message.Message):
     INITIATOR_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_REMAINING_MS_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     sender_id: int
     receiver_id: int
     epoch: int
@@ -53,7 +54,8 @@ class PeerMessage(_message.Message):
     initiator_id: int
     lease_remaining_ms: int
     transfer: bool
-    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ..., ring_ids: _Optional[_Iterable[int]] = ..., initiator_id: _Optional[int] = ..., lease_remaining_ms: _Optional[int] = ..., transfer: _Optional[bool] = ...) -> None: ...
+    lease_ms: int
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ..., ring_ids: _Optional[_Iterable[int]] = ..., initiator_id: _Optional[int] = ..., lease_remaining_ms: _Optional[int] = ..., transfer: _Optional[bool] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("sender_id", "receiver_id", "epoch", "round", "granted", "promised_epoch")

@@ -146,7 +146,7 @@ class PeerTransport:
             # The ack would reveal a promise the disk does not hold: no answer but an error.
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {exc}")
         if node.records_promises and reply is not None and reply.granted:
-            self._record_grant(reply)
+            self._record_grant(msg, reply)
         if before is not None:
             self._record_message(msg, reply, before)
         if reply is None:
@@ -154,14 +154,14 @@ class PeerTransport:
         self._count_sent(reply)
         return pb.PeerReply(ack=ack_to_pb(reply))
 
-    def _record_grant(self, reply: Message) -> None:
+    def _record_grant(self, request: Message, reply: Message) -> None:
         """A granted ack is a "grant" in the history, for the checker that does not trust leaders
         (recorded after the promise is on disk, before the ack leaves). Releases and the node's votes
         for itself are recorded where the elector's output is carried out (NodeRuntime.apply)."""
         node = self.node
         node.events.record(
             "grant", leader=reply.dst, epoch=reply.epoch,
-            promise_ms=node.elector.timing.follower_promise_ticks * node.settings.tick_ms,
+            promise_ms=node.elector.timing.hold_ticks_for(request.lease_ticks) * node.settings.tick_ms,
             until_ns=node.tick_to_ns(node.elector.promise_until),
         )
 

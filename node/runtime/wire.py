@@ -15,6 +15,10 @@ from node.core import REPLY_TYPE, Message, MsgType, Role
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
 MAX_EPOCH = 2**62
+# The longest lease a peer may announce: a follower holds its promise at least that long, so a
+# larger one (no timing node.config accepts comes near it) would stall elections for nothing.
+MAX_LEASE_MS = 10 * 60 * 1000
+LEASE_RPCS = frozenset({"Coordinator", "RequestVote", "Heartbeat"})  # the requests a grant answers
 
 
 def rpc_name(type_: MsgType) -> str:
@@ -85,6 +89,12 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
     if req.lease_remaining_ms and not (rpc == "Heartbeat" and not req.resigning):
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
                          "lease_remaining_ms is only meaningful on a leader's (non-resigning) Heartbeat")
+    if req.lease_ms and (rpc not in LEASE_RPCS or req.resigning):
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
+                         "lease_ms is only meaningful on Coordinator, RequestVote and a (non-resigning) Heartbeat")
+    if req.lease_ms > MAX_LEASE_MS:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"lease_ms {req.lease_ms} is longer than any lease a node may hold (max {MAX_LEASE_MS})")
     if rpc == "Heartbeat":
         if req.round == 0 and not req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "Heartbeat needs a round >= 1 (or resigning=true)")
@@ -106,12 +116,13 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
 
 
 def message_from_pb(rpc: str, req: pb.PeerMessage, tick_ms: int) -> Message:
-    """The core's message; the announced lease is counted down in whole ticks of ours (floored, so
-    it never grows in the conversion)."""
+    """The core's message in whole ticks of ours: what is left of a lease floored (a follower names
+    the leader no longer than it may lead), a lease's length rounded up (a promise that outlasts it
+    never comes out shorter)."""
     return Message(
         RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning,
         successor=req.successor_id, transfer=req.transfer, lease_remaining=req.lease_remaining_ms // tick_ms,
-        ids=tuple(req.ring_ids), initiator=req.initiator_id,
+        lease_ticks=-(-req.lease_ms // tick_ms), ids=tuple(req.ring_ids), initiator=req.initiator_id,
     )
 
 
@@ -119,7 +130,7 @@ def message_to_pb(msg: Message, tick_ms: int) -> pb.PeerMessage:
     return pb.PeerMessage(
         sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning,
         successor_id=msg.successor, transfer=msg.transfer, lease_remaining_ms=msg.lease_remaining * tick_ms,
-        ring_ids=msg.ids, initiator_id=msg.initiator,
+        lease_ms=msg.lease_ticks * tick_ms, ring_ids=msg.ids, initiator_id=msg.initiator,
     )
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -107,12 +107,16 @@ class Network:
         clock_rates: dict[int, Fraction] | None = None,
         elector_factory: Callable[[Config, Promise, random.Random, int], Elector] | None = None,
         mode_options: frozenset[str] = frozenset(),
+        timings: Mapping[int, Timing] | None = None,
     ) -> None:
         if n <= 0:
             raise ValueError(f"need at least one node, got {n}")
         self.seed = seed
         self.mode = Mode(mode)
         self.timing = timing
+        # Each node's timing: `timing` unless `timings` names another (members may differ, as in a
+        # rolling change of the election timeout; restart(node, timing) changes one).
+        self.timings: dict[int, Timing] = {m: (timings or {}).get(m, timing) for m in range(1, n + 1)}
         self.planted_bugs = planted_bugs
         check_mode_options(self.mode, mode_options)
         self.mode_options = mode_options
@@ -128,7 +132,7 @@ class Network:
         self.delivered: Counter[MsgType] = Counter()
         self.dropped = 0  # cut or lost on the way: the sender is not told
         self.refused = 0  # to a crashed node: the sender gets send_failed
-        self.record = Recorder(self.members, self.mode, timing, self.clocks, self.store.log, self._paused_lease_end,
+        self.record = Recorder(self.members, self.mode, self.timings, self.clocks, self.store.log, self._paused_lease_end,
                                seed, sorted(b.value for b in planted_bugs), sorted(mode_options))
         self._queue: Queue[_InFlight | StoreWrite] = Queue()
         # Protocol instants (node.core.instants): how often each was reached in this run, those reached
@@ -246,15 +250,23 @@ class Network:
         ticks = range(state.paused_since_tick, self.now)
         return next((t for t in ticks if not state.elector.view(self.local(node, t)).lease_valid), self.now)
 
-    def restart(self, node: int) -> None:
-        """Rebuild the node from nothing but its last persisted promise."""
+    def restart(self, node: int, timing: Timing | None = None) -> None:
+        """Rebuild the node from nothing but its last persisted promise; with `timing`, under new
+        timings (one step of a rolling change). What it promised keeps the window it was granted
+        for, as the runtime's promise file keeps it in milliseconds (Promise.restored)."""
         self._check_member(node)
         state = self._nodes[node]
         if not state.crashed:
             raise ValueError(f"node {node} is running; crash it first")
+        change = ""
+        if timing is not None and timing != self.timings[node]:
+            window = self.persisted[node].window_ticks(self.timings[node])
+            self.persisted[node] = self.persisted[node].restored(window, timing)
+            self.timings[node] = timing
+            change = f" and election timeout {timing.election_timeout_ticks}"
         self._nodes[node] = Process(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
         self.record.restarted(node, state.incarnation + 1)
-        self._fault(f"restart {node} with {self.persisted[node]}")
+        self._fault(f"restart {node} with {self.persisted[node]}{change}")
         self._record_view(node)
 
     def restart_all(self) -> None:
@@ -355,7 +367,7 @@ class Network:
         if not self.running(msg.dst):
             raise ValueError(f"node {msg.dst} is not running")
         out = self._nodes[msg.dst].elector.step(self.local(msg.dst), msg)
-        self._apply(msg.dst, out)
+        self._apply(msg.dst, out, msg)
         return out
 
     def resign(self, node: int, successor: int = 0) -> Output:
@@ -532,7 +544,7 @@ class Network:
     # -- internals ---------------------------------------------------------------------------------
 
     def _build_elector(self, node: int, incarnation: int) -> Elector:
-        config = Config(node, self.members, self.timing, self.planted_bugs, self.mode_options)
+        config = Config(node, self.members, self.timings[node], self.planted_bugs, self.mode_options)
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
         return self.elector_factory(config, self.persisted[node], rng, self.local(node))
 
@@ -555,7 +567,8 @@ class Network:
         self._fault(description)
         self.record.link_fault(description, action)
 
-    def _apply(self, node: int, out: Output) -> None:
+    def _apply(self, node: int, out: Output, request: Message | None = None) -> None:
+        """What a step of `node` put out (answering `request`, if a message was delivered)."""
         for name in instants_of_output(out):
             self._reach(node, name)
         self.record.releases(node, out.events)
@@ -564,7 +577,7 @@ class Network:
             self.persisted[node] = out.persist
             self.record.persisted(node, out.persist)
         for msg in out.messages:
-            self.record.sent(node, msg)
+            self.record.sent(node, msg, request)
             self._send(msg)
         stepdown = None
         for event in out.events:
@@ -584,7 +597,7 @@ class Network:
         v = state.elector.view(self.local(node))
         if v.role != Role.LEADER or not v.lease_valid or self.now < state.next_write_tick:
             return v
-        state.next_write_tick = self.now + self.timing.heartbeat_interval_ticks
+        state.next_write_tick = self.now + self.timings[node].heartbeat_interval_ticks
         self._transmit(StoreWrite(node, v.epoch, self.now), node, STORE)
         return v
 
@@ -632,7 +645,7 @@ class Network:
             if item.msg.type == MsgType.HEARTBEAT and not item.msg.resigning:  # how late a follower's evidence may be (P6)
                 self.record.heartbeat_transit(self.now - item.sent_tick)
             out = state.elector.step(now, item.msg)
-        self._apply(item.recipient, out)
+        self._apply(item.recipient, out, None if item.failed else item.msg)
 
     def _record_view(self, node: int, stepdown: SteppedDown | None = None) -> None:
         self.record.view(node, self.view(node), stepdown)

@@ -106,7 +106,10 @@ NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until
                  "lease-check-on-tick",
                  # independent, second batch: not measured yet
                  "late-beat-names-resigned", "persist-new-leader-only", "reassert-adopts-epoch",
-                 "vote-by-window", "lease-from-win", "persist-before-self-vote"}
+                 "vote-by-window", "lease-from-win", "persist-before-self-vote",
+                 # members running different timings: the explorer draws no timing changes yet (each has a
+                 # failing scenario in test_timing_changes)
+                 "announced-lease-ignored", "hold-not-persisted"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:

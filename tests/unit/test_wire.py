@@ -57,3 +57,31 @@ def test_ring_fields_only_on_ring_rpcs() -> None:
         wrong = pb.PeerMessage(sender_id=2, receiver_id=1, ring_ids=ids, initiator_id=initiator)
         assert check_peer_message("RingElection", wrong, 1, members).code.name == "INVALID_ARGUMENT"
     assert check_peer_message("NoSuchRpc", token, 1, members).code.name == "UNIMPLEMENTED"
+
+
+def test_an_announced_lease_only_where_a_grant_answers_and_never_shorter_across_tick_lengths() -> None:
+    from node.api import bullyproof_pb2 as pb
+    from node.runtime.wire import MAX_LEASE_MS
+
+    members = (1, 2, 3)
+    for rpc in ("Coordinator", "RequestVote"):
+        ok = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=700)
+        assert check_peer_message(rpc, ok, 1, members) is None
+    assert check_peer_message("Heartbeat", pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, round=1, lease_ms=700),
+                              1, members) is None
+    misplaced = {
+        "Election": pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=700),
+        "PreVote": pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=700),
+        "Heartbeat": pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, resigning=True, lease_ms=700),
+    }
+    for rpc, req in misplaced.items():
+        rejection = check_peer_message(rpc, req, 1, members)
+        assert rejection.code.name == "INVALID_ARGUMENT" and "lease_ms" in rejection.detail, (rpc, rejection)
+    huge = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=MAX_LEASE_MS + 1)
+    rejection = check_peer_message("Coordinator", huge, 1, members)
+    assert rejection.code.name == "INVALID_ARGUMENT" and str(MAX_LEASE_MS) in rejection.detail
+    # A leader counting 7 ticks of 100 ms announces 700 ms; a follower with 30 ms ticks must hold at
+    # least 24 of them (23 would be 690 ms): the length is rounded up, what is left of a lease down.
+    sent = message_to_pb(Message(MsgType.HEARTBEAT, 2, 1, 3, round=1, lease_ticks=7, lease_remaining=7), tick_ms=100)
+    received = message_from_pb("Heartbeat", sent, tick_ms=30)
+    assert (received.lease_ticks, received.lease_remaining) == (24, 23)

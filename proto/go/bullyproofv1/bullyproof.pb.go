@@ -153,7 +153,13 @@ type PeerMessage struct {
 	LeaseRemainingMs uint32 `protobuf:"varint,9,opt,name=lease_remaining_ms,json=leaseRemainingMs,proto3" json:"lease_remaining_ms,omitempty"`
 	// With resigning and successor_id: the handover is an operator's TransferLeadership (the successor
 	// keeps leadership against the preferred-leader rule), not a preemption by that rule.
-	Transfer      bool `protobuf:"varint,10,opt,name=transfer,proto3" json:"transfer,omitempty"`
+	Transfer bool `protobuf:"varint,10,opt,name=transfer,proto3" json:"transfer,omitempty"`
+	// Coordinator, RequestVote, and Heartbeat when not resigning: the lease the sender counts from
+	// sending this message, in milliseconds (its lease length). Members may run different timings,
+	// as in a rolling change of the election timeout: a follower that grants holds its promise long
+	// enough to outlast this lease under the clock-drift bound, even when its own timing is shorter.
+	// 0: not announced (the follower holds its own window). Classic and ring modes send 0.
+	LeaseMs       uint32 `protobuf:"varint,11,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,6 +262,13 @@ func (x *PeerMessage) GetTransfer() bool {
 		return x.Transfer
 	}
 	return false
+}
+
+func (x *PeerMessage) GetLeaseMs() uint32 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
 }
 
 type Ack struct {
@@ -1404,7 +1417,7 @@ var File_bullyproof_v1_bullyproof_proto protoreflect.FileDescriptor
 
 const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebullyproof/v1/bullyproof.proto\x12\rbullyproof.v1\"\xc0\x02\n" +
+	"\x1ebullyproof/v1/bullyproof.proto\x12\rbullyproof.v1\"\xdb\x02\n" +
 	"\vPeerMessage\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +
@@ -1417,7 +1430,8 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\finitiator_id\x18\b \x01(\rR\vinitiatorId\x12,\n" +
 	"\x12lease_remaining_ms\x18\t \x01(\rR\x10leaseRemainingMs\x12\x1a\n" +
 	"\btransfer\x18\n" +
-	" \x01(\bR\btransfer\"\xb0\x01\n" +
+	" \x01(\bR\btransfer\x12\x19\n" +
+	"\blease_ms\x18\v \x01(\rR\aleaseMs\"\xb0\x01\n" +
 	"\x03Ack\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +

@@ -1,0 +1,109 @@
+"""Members running different timings: one step of a rolling change of the election timeout.
+
+A lease is counted on the leader's timing and a promise on the follower's. Before leaders announced
+their lease (Message.lease_ticks), a follower restarted with a shorter election timeout held its
+own, shorter window: cut off from the leader just after it acknowledged, it backed a new candidate
+while the old leader's lease still ran. PlantedBug.ANNOUNCED_LEASE_IGNORED is that old rule; the
+scenarios require a split brain with it and none without.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from node.core import Mode, PlantedBug, Promise, Timing
+from node.sim.network import Network
+
+LONG = Timing.from_ms(heartbeat_interval_ms=10, election_timeout_ms=100, tick_ms=1)  # lease 70
+SHORT = Timing.from_ms(heartbeat_interval_ms=10, election_timeout_ms=50, tick_ms=1)  # window 41
+
+
+def renewed(net: Network, node: int):
+    """True on the first check after `node` renewed its promise window (it just acknowledged)."""
+    last = [net.elector(node).promise_until]
+
+    def check() -> bool:
+        until = net.elector(node).promise_until
+        changed, last[0] = until > last[0], until
+        return changed
+    return check
+
+
+def shorter_follower(mode: Mode, bugs: frozenset[PlantedBug]) -> tuple[Network, int, int, int]:
+    """Every node runs LONG; the leader x stands. Follower f is restarted with SHORT (a rolling change
+    of its election timeout) and backs x again. x is cut from the other follower g, and then from f
+    just after f acknowledged, timed so that f's own window ends shortly before g asks for votes and
+    x's lease ends shortly after. Returns (net, x, f, g)."""
+    net = Network(0, 3, mode, LONG, bugs)
+    assert net.run_until_agreed(600) is not None
+    x = net.agreed_leader()[0]
+    f, g = (m for m in net.members if m != x)
+    net.crash(f)
+    net.restart(f, SHORT)
+    assert net.run_until(lambda: net.agreed_leader() is not None and net.agreed_leader()[0] == x, 300) is not None
+    net.run(20)
+    net.cut(x, g)
+    net.run(1)
+    # g asks for votes at its election deadline (quorum: after asking the higher ids, raft: a pre-vote).
+    asks_at = net.global_tick(g, net.elector(g).election_deadline)
+    net.run_until(lambda: net.now >= asks_at - 45, 300)
+    net.run_until(renewed(net, f), 2 * LONG.heartbeat_interval_ticks)
+    net.cut(x, f)
+    net.run(300)
+    return net, x, f, g
+
+
+@pytest.mark.parametrize("mode", [Mode.QUORUM, Mode.RAFT])
+def test_a_follower_with_a_shorter_timeout_outlasts_the_leaders_announced_lease(mode: Mode) -> None:
+    clean, x, f, g = shorter_follower(mode, frozenset())
+    assert not clean.violations(), clean.violations()
+    moved_on = clean.agreed_among([f, g])  # x is still cut off from both
+    assert moved_on is not None and moved_on[0] != x, moved_on
+    # f held its grant to x for the window x's lease needs, not its own.
+    assert SHORT.hold_ticks_for(LONG.leader_lease_ticks) > SHORT.promise_hold_ticks
+
+    old, *_ = shorter_follower(mode, frozenset({PlantedBug.ANNOUNCED_LEASE_IGNORED}))
+    assert any(v.startswith(("P3", "P1")) for v in old.violations()), old.violations()
+
+
+def test_the_window_survives_a_restart_with_a_shorter_timeout() -> None:
+    """f granted x a window longer than its own (x's lease is longer), crashed, and came back with an even
+    shorter timeout: from boot it still refuses everyone for that window."""
+    promise = Promise(4, 3, hold_ticks=LONG.hold_ticks_for(LONG.leader_lease_ticks + 30))
+    window = promise.window_ticks(LONG)
+    restored = promise.restored(window, SHORT)
+    assert restored.window_ticks(SHORT) == window > SHORT.promise_hold_ticks
+    # Its own window under the old timing is kept too, when the new one is shorter.
+    own = Promise(4, 3).restored(Promise(4, 3).window_ticks(LONG), SHORT)
+    assert own.window_ticks(SHORT) == LONG.promise_hold_ticks
+
+
+@pytest.mark.parametrize("mode", [Mode.QUORUM, Mode.RAFT])
+def test_a_follower_restarted_inside_a_long_window_keeps_it(mode: Mode) -> None:
+    """The same cut, but f is restarted (with its shorter timeout) right after it acknowledged: the
+    window it granted x comes back from its promise file, unless the longer window was never written."""
+    def run(bugs: frozenset[PlantedBug]) -> Network:
+        net = Network(0, 3, mode, LONG, bugs)
+        assert net.run_until_agreed(600) is not None
+        x = net.agreed_leader()[0]
+        f, g = (m for m in net.members if m != x)
+        net.crash(f)
+        net.restart(f, SHORT)
+        net.run_until(lambda: net.agreed_leader() is not None and net.agreed_leader()[0] == x, 300)
+        net.run(20)
+        net.cut(x, g)
+        net.run(1)
+        asks_at = net.global_tick(g, net.elector(g).election_deadline)
+        net.run_until(lambda: net.now >= asks_at - 45, 300)
+        net.run_until(renewed(net, f), 2 * LONG.heartbeat_interval_ticks)
+        assert net.persisted[f].hold_ticks == (0 if bugs else SHORT.hold_ticks_for(LONG.leader_lease_ticks))
+        net.cut(x, f)
+        net.crash(f)
+        net.restart(f)
+        net.run(300)
+        return net
+
+    clean = run(frozenset())
+    assert not clean.violations(), clean.violations()
+    broken = run(frozenset({PlantedBug.HOLD_NOT_PERSISTED}))
+    assert any(v.startswith(("P3", "P1")) for v in broken.violations()), broken.violations()
