@@ -107,3 +107,19 @@ def test_a_follower_restarted_inside_a_long_window_keeps_it(mode: Mode) -> None:
     assert not clean.violations(), clean.violations()
     broken = run(frozenset({PlantedBug.HOLD_NOT_PERSISTED}))
     assert any(v.startswith(("P3", "P1")) for v in broken.violations()), broken.violations()
+
+
+def test_restarting_a_node_under_new_timings_rewrites_its_command_line_or_refuses_first() -> None:
+    """`bullyproof restart N --election-timeout-ms X`: the flag is changed in place, every other kept; a
+    combination no node accepts is refused before anything is stopped."""
+    from node.config import ConfigError
+    from node.launcher.cluster import retimed_argv
+
+    argv = ["python", "-m", "node.cli", "node", "--id", "2", "--heartbeat-interval-ms", "100",
+            "--election-timeout-ms", "500", "--mode", "quorum"]
+    changed = retimed_argv(argv, {"--election-timeout-ms": 1000})
+    assert changed == [*argv[:-3], "1000", "--mode", "quorum"] and argv[-3] == "500"
+    with pytest.raises(ConfigError, match="at least 3x"):
+        retimed_argv(argv, {"--election-timeout-ms": 200})
+    with pytest.raises(ConfigError, match="not a timing flag"):
+        retimed_argv(argv, {"--mode": 3})
