@@ -123,3 +123,53 @@ def test_restarting_a_node_under_new_timings_rewrites_its_command_line_or_refuse
         retimed_argv(argv, {"--election-timeout-ms": 200})
     with pytest.raises(ConfigError, match="not a timing flag"):
         retimed_argv(argv, {"--mode": 3})
+
+
+# ---- the explorer draws mixed timings and rolling changes ----------------------------------------
+
+
+def test_mixed_timings_are_drawn_apart_and_leave_the_rest_of_each_schedule_alone() -> None:
+    from node.sim.schedule import Schedule
+    from node.sim.swarm import SwarmSettings, swarm_schedule
+
+    schedules = [swarm_schedule(seed, SwarmSettings(mode=Mode.RAFT)) for seed in range(300)]
+    mixed = [s for s in schedules if s.retimed or any(c[0] == "retime" for c in s.commands)]
+    assert 0.15 * len(schedules) < len(mixed) < 0.45 * len(schedules)
+    assert any(s.retimed for s in mixed) and any(c[0] == "retime" for s in mixed for c in s.commands)
+    for s in mixed:
+        assert Schedule.from_script(s.to_script()) == s
+        for node, timeout in s.retimed:
+            assert s.timing_with(timeout).election_timeout_ticks == timeout  # one node.config accepts
+    # The same seeds with the drawing of mixed timings switched off: every other command is the same.
+    import node.sim.swarm as swarm
+
+    share = swarm.MIXED_TIMINGS_SHARE
+    swarm.MIXED_TIMINGS_SHARE = 0.0
+    try:
+        plain = [swarm_schedule(seed, SwarmSettings(mode=Mode.RAFT)) for seed in range(300)]
+    finally:
+        swarm.MIXED_TIMINGS_SHARE = share
+    for with_mixed, without in zip(schedules, plain):
+        assert [c for c in with_mixed.commands if c[0] != "retime"] == list(without.commands)
+        assert with_mixed.timing == without.timing and not without.retimed
+
+
+def test_a_retime_command_restarts_the_node_under_the_new_timing() -> None:
+    from node.sim.schedule import Schedule, run_schedule
+
+    script = """@nodes 3
+@mode quorum
+@seed 4
+@timing heartbeat_interval_ticks=10 election_timeout_ticks=50 leader_lease_ticks=35 follower_promise_ticks=40 alive_wait_ticks=10 coordinator_wait_ticks=25 rank_stagger_ticks=2 jitter_ticks=5 preempt_hold_down_ticks=0
+@retimed 1=100
+run 200
+retime L 30
+retime F 20
+run 100
+"""
+    outcome = run_schedule(Schedule.from_script(script))
+    timeouts = {m: outcome.net.timings[m].election_timeout_ticks for m in outcome.net.members}
+    # The leader now runs 30; 20 is refused (node.config wants 3 heartbeat intervals), so that command did nothing.
+    assert list(timeouts.values()).count(30) == 1 and 20 not in timeouts.values(), timeouts
+    assert [c[0] for c in outcome.schedule.commands].count("retime") == 1
+    assert not outcome.violations, outcome.violations
