@@ -121,7 +121,7 @@ class GrantEvent(TypedDict):
     node: int
     leader: int
     epoch: int
-    promise_ms: int  # the window it holds (Timing.hold_ticks_for the announced lease) * tick_ms; 0 for a vote for itself
+    promise_ms: int  # its window (Timing.window_ticks_for the announced lease) * tick_ms; 0 for a vote for itself
     until_ns: NotRequired[int]
 
 

@@ -207,19 +207,24 @@ class Timing:
         """
         return self.follower_promise_ticks + 1
 
-    def hold_ticks_for(self, lease_ticks: int) -> int:
-        """How long this node holds a grant to a leader that announced a lease of `lease_ticks` (on its
-        clock, from sending the message granted): its own window, or longer if that lease needs it.
+    def window_ticks_for(self, lease_ticks: int) -> int:
+        """The promise window this node grants a leader that announced a lease of `lease_ticks` (on its
+        clock, from sending the message granted): its own (follower_promise_ticks), or longer if that
+        lease needs it.
 
-        A promise of H ticks from receipt, on a clock up to d fast, lasts at least H/(1+d) real ticks
+        A promise of P ticks from receipt, on a clock up to d fast, lasts at least P/(1+d) real ticks
         after the send; a lease of L ticks from the send, on a clock up to d slow, lasts at most
-        L/(1-d). So H >= L(1+d)/(1-d), plus the tick a floored clock may lose (promise_hold_ticks).
-        A lease no longer than this node's own is covered by its own window: node.config accepts only
-        timings whose promise outlasts their lease by the drift margin."""
+        L/(1-d). So P >= L(1+d)/(1-d). A lease no longer than this node's own is covered by its own
+        window: node.config accepts only timings whose promise outlasts their lease by the drift margin."""
         if lease_ticks <= self.leader_lease_ticks:
-            return self.promise_hold_ticks
+            return self.follower_promise_ticks
         outlasting = -(-lease_ticks * (_DRIFT_PER + 1) // (_DRIFT_PER - 1))  # ceil(L(1+d)/(1-d))
-        return max(self.promise_hold_ticks, outlasting + 1)
+        return max(self.follower_promise_ticks, outlasting)
+
+    def hold_ticks_for(self, lease_ticks: int) -> int:
+        """How long this node holds that grant on its tick clock: the window plus the tick a floored
+        clock may lose (as promise_hold_ticks is to follower_promise_ticks)."""
+        return self.window_ticks_for(lease_ticks) + 1
 
     @property
     def drift_margin(self) -> float:
@@ -250,6 +255,18 @@ class Timing:
         )
 
 
+def configuration_id(members: tuple[int, ...] | list[int]) -> int:
+    """A fingerprint of a member list (32-bit FNV-1a of its sorted ids, never 0). Every peer message
+    carries its sender's: a node counts majorities against its own list, so a message from a node
+    that runs another list (started with a stale one, say) must never count as a vote, a grant or an
+    acknowledgement. Timings are not part of it: members may run different timings (the lease is
+    announced), as during a rolling change of the election timeout."""
+    h = 0x811C9DC5
+    for byte in ",".join(map(str, sorted(members))).encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h or 1
+
+
 @dataclass(frozen=True)
 class Config:
     node_id: int
@@ -276,6 +293,10 @@ class Config:
     @property
     def majority(self) -> int:
         return len(self.members) // 2 + 1
+
+    @property
+    def configuration_id(self) -> int:
+        return configuration_id(self.members)
 
 
 # ---- what comes out of a step --------------------------------------------------------------

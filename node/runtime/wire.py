@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import REPLY_TYPE, Message, MsgType, Role
+from node.core import REPLY_TYPE, Message, MsgType, Role, configuration_id
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
 MAX_EPOCH = 2**62
@@ -112,7 +112,19 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs ring_ids (at least the initiator's id)")
     elif req.ring_ids or req.initiator_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}")
+    ours = configuration_id(members)
+    if req.configuration_id != ours:
+        return Rejection(grpc.StatusCode.FAILED_PRECONDITION, configuration_refusal(req.sender_id, req.configuration_id,
+                                                                                   self_id, members))
     return None
+
+
+def configuration_refusal(sender: int, theirs: int, self_id: int, members: tuple[int, ...]) -> str:
+    """Why node `self_id` refuses what `sender` sent: they run different member lists."""
+    listed = ",".join(map(str, sorted(members)))
+    what = "sent no member list" if not theirs else f"runs another member list (configuration {theirs:08x})"
+    return (f"node {sender} {what}; node {self_id} runs members {listed} (configuration "
+            f"{configuration_id(members):08x}): a node on another list is never counted")
 
 
 def message_from_pb(rpc: str, req: pb.PeerMessage, tick_ms: int) -> Message:
@@ -126,15 +138,17 @@ def message_from_pb(rpc: str, req: pb.PeerMessage, tick_ms: int) -> Message:
     )
 
 
-def message_to_pb(msg: Message, tick_ms: int) -> pb.PeerMessage:
+def message_to_pb(msg: Message, tick_ms: int, configuration: int) -> pb.PeerMessage:
+    """`configuration`: the sender's member list (node.core.configuration_id)."""
     return pb.PeerMessage(
         sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning,
         successor_id=msg.successor, transfer=msg.transfer, lease_remaining_ms=msg.lease_remaining * tick_ms,
         lease_ms=msg.lease_ticks * tick_ms, ring_ids=msg.ids, initiator_id=msg.initiator,
+        configuration_id=configuration,
     )
 
 
-def ack_to_pb(msg: Message) -> pb.Ack:
+def ack_to_pb(msg: Message, configuration: int) -> pb.Ack:
     return pb.Ack(
         sender_id=msg.src,
         receiver_id=msg.dst,
@@ -142,11 +156,15 @@ def ack_to_pb(msg: Message) -> pb.Ack:
         round=msg.round,
         granted=msg.granted,
         promised_epoch=msg.promised_epoch,
+        configuration_id=configuration,
     )
 
 
-def ack_from_pb(request: Message, ack: pb.Ack) -> Message | None:
-    """The reply to `request` as a core message, or None if it does not answer that request."""
+def ack_from_pb(request: Message, ack: pb.Ack, configuration: int) -> Message | None:
+    """The reply to `request` as a core message, or None if it does not answer that request (or
+    comes from a node on another member list than ours, `configuration`)."""
+    if ack.configuration_id != configuration:
+        return None
     if ack.sender_id != request.dst or ack.receiver_id != request.src or ack.epoch != request.epoch:
         return None
     if ack.round != request.round:  # an ack credits exactly the round it answers (never a newer one)

@@ -47,7 +47,9 @@ from node.core import (
     SteppedDown,
     Timing,
     View,
+    REPLY_TYPE,
     check_mode_options,
+    configuration_id,
     instants_of_output,
     mode_info,
 )
@@ -75,6 +77,9 @@ from node.sim.store import SimStore, StoreRecord, StoreWrite
 from node.sim.world import STORE, Clocks, Hold, Link, Links, LinkFaults, Queue, carry
 
 __all__ = ["Network", "FaultRecord", "NodeEvent", "StoreRecord", "ViewChange", "describe_event", "timeline"]
+
+
+_REPLY_TYPES = frozenset(REPLY_TYPE.values())
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class Network:
         elector_factory: Callable[[Config, Promise, random.Random, int], Elector] | None = None,
         mode_options: frozenset[str] = frozenset(),
         timings: Mapping[int, Timing] | None = None,
+        member_lists: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         if n <= 0:
             raise ValueError(f"need at least one node, got {n}")
@@ -117,6 +123,14 @@ class Network:
         # Each node's timing: `timing` unless `timings` names another (members may differ, as in a
         # rolling change of the election timeout; restart(node, timing) changes one).
         self.timings: dict[int, Timing] = {m: (timings or {}).get(m, timing) for m in range(1, n + 1)}
+        # Each node's member list: all of 1..n unless `member_lists` gives it another (a node started
+        # with a stale list; restart(node, members=...) changes one). A message from a node on another
+        # list is refused on arrival, as the runtime refuses it (node.runtime.wire).
+        self.member_lists: dict[int, tuple[int, ...]] = {}
+        self._configuration: dict[int, int] = {}
+        for m in range(1, n + 1):
+            self._set_members(m, (member_lists or {}).get(m, range(1, n + 1)))
+        self.configuration_refusals = 0
         self.planted_bugs = planted_bugs
         check_mode_options(self.mode, mode_options)
         self.mode_options = mode_options
@@ -250,7 +264,15 @@ class Network:
         ticks = range(state.paused_since_tick, self.now)
         return next((t for t in ticks if not state.elector.view(self.local(node, t)).lease_valid), self.now)
 
-    def restart(self, node: int, timing: Timing | None = None) -> None:
+    def _set_members(self, node: int, members: Iterable[int]) -> None:
+        listed = tuple(sorted(set(members)))
+        if node not in listed or any(m not in range(1, len(self.timings) + 1) for m in listed):
+            raise ValueError(f"node {node} cannot run the member list {listed}: it must list itself and only nodes "
+                             f"1..{len(self.timings)}")
+        self.member_lists[node] = listed
+        self._configuration[node] = configuration_id(listed)
+
+    def restart(self, node: int, timing: Timing | None = None, members: Sequence[int] | None = None) -> None:
         """Rebuild the node from nothing but its last persisted promise; with `timing`, under new
         timings (one step of a rolling change). What it promised keeps the window it was granted
         for, as the runtime's promise file keeps it in milliseconds (Promise.restored)."""
@@ -264,6 +286,9 @@ class Network:
             self.persisted[node] = self.persisted[node].restored(window, timing)
             self.timings[node] = timing
             change = f" and election timeout {timing.election_timeout_ticks}"
+        if members is not None and tuple(sorted(members)) != self.member_lists[node]:
+            self._set_members(node, members)
+            change += f" and members {','.join(map(str, self.member_lists[node]))}"
         self._nodes[node] = Process(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
         self.record.restarted(node, state.incarnation + 1)
         self._fault(f"restart {node} with {self.persisted[node]}{change}")
@@ -544,7 +569,7 @@ class Network:
     # -- internals ---------------------------------------------------------------------------------
 
     def _build_elector(self, node: int, incarnation: int) -> Elector:
-        config = Config(node, self.members, self.timings[node], self.planted_bugs, self.mode_options)
+        config = Config(node, self.member_lists[node], self.timings[node], self.planted_bugs, self.mode_options)
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
         return self.elector_factory(config, self.persisted[node], rng, self.local(node))
 
@@ -610,6 +635,14 @@ class Network:
         if target.crashed:  # connection refused, reported back after one tick
             self.refused += 1
             self._queue.put(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
+            return
+        if self._configuration[msg.src] != self._configuration[msg.dst]:
+            # Another member list: never counted. The receiver refuses a request (its sender is told,
+            # as the runtime's gRPC error tells it) and drops a reply. Neither list can change while
+            # the message is on its way: a restart starts a new incarnation, which old messages miss.
+            self.configuration_refusals += 1
+            if msg.type not in _REPLY_TYPES:
+                self._queue.put(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
             return
         item = _InFlight(msg.dst, target.incarnation, msg, failed=False, sent_tick=self.now)
         hold = self.links.hold_for(msg) if self.links.holds else None

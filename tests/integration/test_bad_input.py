@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from node.api import bullyproof_pb2 as pb
+from node.core import configuration_id
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.runtime.wire import MAX_EPOCH
 
@@ -62,7 +63,9 @@ def test_bad_peer_messages_get_precise_status_and_change_nothing(running):
 def test_stale_coordinator_from_a_member_is_refused_not_an_error(running):
     node = running.spec.node(1)
     with grpc.insecure_channel(node.peer_address) as ch:
-        reply = pb_grpc.PeerStub(ch).Coordinator(pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1), timeout=2)
+        members = [n.id for n in running.spec.nodes]
+        stale = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1, configuration_id=configuration_id(members))
+        reply = pb_grpc.PeerStub(ch).Coordinator(stale, timeout=2)
     # Epoch 1 is either already promised to node 3, or below the promise: refused either way.
     assert reply.ack.granted is False or reply.ack.promised_epoch == 1
 
