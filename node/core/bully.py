@@ -34,6 +34,7 @@ from .types import (
     Stats,
     SteppedDown,
     View,
+    grant_window,
 )
 from .elector import earliest_after
 from .known import KnownLeader
@@ -740,16 +741,16 @@ class QuorumBully(BullyElector):
         """Grant `msg` (a Coordinator or a leader's Heartbeat): durable first, then the promise window,
         long enough to outlast the lease its sender announced."""
         leader, epoch = msg.src, msg.epoch
-        hold = self._promise_ticks(msg.lease_ticks)
-        longer = hold if hold > self.timing.promise_hold_ticks else 0
-        self._make_promise(Promise(epoch, leader, longer), batch)
+        until, durable = grant_window(self.timing, self.now, self._promise_ticks(msg.lease_ticks), self.promise_until,
+                                      self.promise, again=leader == self.promise.leader_id)
+        self._make_promise(Promise(epoch, leader, durable), batch)
         if self.phase != _Phase.IDLE or self.leader_id != leader or self.epoch != epoch:
             self._follow(leader, epoch)
         else:
             self.election_deadline = self.now + self._silence_delay()
             if PlantedBug.ACK_KEEPS_WINDOW in self.config.planted_bugs:
                 return
-        self.promise_until = self.now + hold
+        self.promise_until = until
 
     def _promise_ticks(self, lease_ticks: int) -> int:
         bugs = self.config.planted_bugs

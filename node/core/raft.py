@@ -53,6 +53,7 @@ from .types import (
     Stats,
     SteppedDown,
     View,
+    grant_window,
 )
 from .elector import earliest_after
 from .known import KnownLeader
@@ -268,11 +269,13 @@ class RaftElector:
         hold = self.timing.hold_ticks_for(request.lease_ticks)
         if PlantedBug.ANNOUNCED_LEASE_IGNORED in self.config.planted_bugs:
             hold = self.timing.promise_hold_ticks
+        until, durable = grant_window(self.timing, self.now, hold, self.promise_until, self.promise,
+                                      again=node == self.promised_to)
         self.phase = Phase.FOLLOWER
         self.voted_for = node
-        self._persist(batch, hold_ticks=hold if hold > self.timing.promise_hold_ticks else 0)
+        self._persist(batch, hold_ticks=durable)
         self.promised_to = node
-        self.promise_until = self.now + hold
+        self.promise_until = until
         self.election_deadline = self.now + self._timeout()
 
     # ---- campaigning -------------------------------------------------------------------------------

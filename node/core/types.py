@@ -112,6 +112,20 @@ class Promise:
         return replace(self, hold_ticks=window_ticks if window_ticks > timing.promise_hold_ticks else 0)
 
 
+def grant_window(timing: Timing, now: int, hold_ticks: int, until: int, promise: Promise, again: bool) -> tuple[int, int]:
+    """A grant held `hold_ticks` from `now`: (when its window ends, the durable Promise.hold_ticks).
+
+    `again`: the grant goes to the node the live window (ending at `until`, granted as `promise`) is
+    already promised to. Then it never ends that window earlier: one granted under longer timings
+    (the node's own before a restart, or a longer lease the same leader announced in an earlier
+    incarnation) keeps running, and the durable window keeps covering it. A grant to another node
+    comes only once the window ended (or was released), so it starts afresh."""
+    if again and until > now + hold_ticks:
+        window = promise.window_ticks(timing)
+        return until, window if window > timing.promise_hold_ticks else 0
+    return now + hold_ticks, hold_ticks if hold_ticks > timing.promise_hold_ticks else 0
+
+
 class PlantedBug(str, enum.Enum):
     """Deliberate defects for proving the checkers catch them. Test-only; see node.config."""
 

@@ -285,6 +285,7 @@ class Network:
             window = self.persisted[node].window_ticks(self.timings[node])
             self.persisted[node] = self.persisted[node].restored(window, timing)
             self.timings[node] = timing
+            self.record.ran.add(timing)
             change = f" and election timeout {timing.election_timeout_ticks}"
         if members is not None and tuple(sorted(members)) != self.member_lists[node]:
             self._set_members(node, members)

@@ -68,6 +68,7 @@ class Recorder:
         self.members = tuple(members)
         self.mode = mode
         self.timings = timings  # each node's timing, as it is now (the network changes it on a restart)
+        self.ran: set[Timing] = set(timings.values())  # every timing any node ran in this run (P6's tolerance)
         self.clocks = clocks
         self.store_log = store_log
         # Now, or for a paused node when its lease ran out (it never woke up to notice).
@@ -211,8 +212,9 @@ class Recorder:
         key = (self.now, len(self.history), len(self.answering), len(self.pausing))
         if self._judged is None or self._judged[0] != key:
             promises = mode_info(self.mode).promises
-            # Members may run different timings: the most lenient of them.
-            timings = self.timings.values()
+            # Members may run different timings, and change them: the most lenient of all they ran
+            # (an answer given under a leader's longer lease stays true when it restarts shorter).
+            timings = self.ran
             transit = self.heartbeat_transit_ticks + max(t.heartbeat_interval_ticks for t in timings) + 1
             horizon = (max(t.leader_lease_ticks for t in timings) if promises
                        else 2 * max(t.election_timeout_ticks for t in timings))
