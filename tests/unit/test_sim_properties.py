@@ -99,14 +99,14 @@ FIRST_FAILING = {
     ("quorum", "boot-window-from-zero"): 723, ("quorum", "lease-as-long-as-promise"): 462,
     ("raft", "stale-store"): 83, ("raft", "term-only-persist"): 53, ("raft", "vote-window-is-lease"): 66,
     ("raft", "late-vote-until-deadline"): 30,
+    # independent, second batch (measured blind, after the search was tuned)
+    ("quorum", "persist-new-leader-only"): 236, ("raft", "vote-by-window"): 9, ("raft", "lease-from-win"): 264,
+    ("raft", "persist-before-self-vote"): 1149,
 }
 # lease-check-on-tick was found at 133 by the simulator's old event-based judge; the one judge (which reads
 # views, as real runs are judged) sees no violation in it: see test_independent_bugs.
 NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until-timeout", "release-any-term",
-                 "lease-check-on-tick",
-                 # independent, second batch: not measured yet
-                 "late-beat-names-resigned", "persist-new-leader-only", "reassert-adopts-epoch",
-                 "vote-by-window", "lease-from-win", "persist-before-self-vote"}
+                 "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:
