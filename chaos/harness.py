@@ -209,10 +209,12 @@ class ChaosCluster:
 
     # ---- process faults ------------------------------------------------------------------
 
-    def process(self, target: int | str, action: str) -> None:
-        """kill | pause | resume | restart a node or the store; recorded before it happens."""
+    def process(self, target: int | str, action: str, timing_ms: dict[str, int] | None = None) -> None:
+        """kill | pause | resume | restart a node or the store; recorded before it happens. A restart
+        with `timing_ms` ({"--election-timeout-ms": 1000}) changes the node's timings."""
         assert self.history is not None
-        process_action(self.directory, target, action, self.history, env=self.cluster.env if self.cluster else None)
+        process_action(self.directory, target, action, self.history, env=self.cluster.env if self.cluster else None,
+                       timing_ms=timing_ms)
 
     # ---- network faults through Toxiproxy ------------------------------------------------
 
@@ -290,7 +292,7 @@ class ChaosCluster:
 
 
 def process_action(directory: Path, target: int | str, action: str, history: HistoryWriter | None = None,
-                   env: dict[str, str] | None = None) -> dict[str, Any]:
+                   env: dict[str, str] | None = None, timing_ms: dict[str, int] | None = None) -> dict[str, Any]:
     """kill | pause | resume | restart a node (by id) or the store, by pid (node.launcher's process_fault),
     recorded in the cluster's harness history before it happens (a restart also records the new start).
 
@@ -306,9 +308,11 @@ def process_action(directory: Path, target: int | str, action: str, history: His
     writer = history if history is not None else HistoryWriter(Path(directory) / HARNESS_EVENTS)
     try:
         writer.write({"kind": "process", "node": node, "action": action, "pid": rec["pid"]})
-        after = process_fault(directory, target, action, env=env)
+        after = process_fault(directory, target, action, env=env, timing_ms=timing_ms)
         if action == "restart":
-            writer.write({"kind": "process", "node": node, "action": "start", "pid": after["pid"]})
+            # Under new timings, the start says which: the checkers' tolerances take the longest.
+            timing = {flag.strip("-").replace("-", "_"): value for flag, value in (timing_ms or {}).items()}
+            writer.write({"kind": "process", "node": node, "action": "start", "pid": after["pid"], **timing})
         return after
     finally:
         if history is None:

@@ -340,6 +340,26 @@ def latency_near_timeout(ctx: Context) -> None:
     ctx.cc.heal()
 
 
+@scenario("rolling-timing-change", "the election timeout changed node by node (x2, then x0.6), leader last; "
+          "midway the leader loses a follower still on the old timing")
+def rolling_timing_change(ctx: Context) -> None:
+    # With timings that differ, a follower on a shorter timeout must still outlast the lease of a
+    # leader on a longer one (the announced lease); the cut makes a candidate of the follower that
+    # lost the leader while the others run mixed timings.
+    base = ctx.cc.election_timeout_ms
+    for timeout_ms in (2 * base, base * 3 // 5):
+        longest = max(timeout_ms, base) / base  # waits are in the cluster's (base) election timeouts
+        leader, others = ctx.leader_and_others()
+        for i, node in enumerate([*others, leader]):
+            ctx.cc.process(node, "restart", timing_ms={"--election-timeout-ms": timeout_ms})
+            ctx.wait(1.5 * longest)
+            if i == 0 and len(others) > 1:
+                ctx.cc.one_way(leader, [others[1]], fault=f"mixed-timings-{timeout_ms}")
+                ctx.wait(3 * longest)
+                ctx.cc.heal()
+    ctx.cc.heal()
+
+
 @scenario("kill-restart-loop", "SIGKILL the leader and restart it, three times")
 def kill_restart_loop(ctx: Context) -> None:
     for _ in range(3):

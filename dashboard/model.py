@@ -86,6 +86,11 @@ class NodeState:
                 elections_started=st.elections_started, elections_won=st.elections_won, stepdowns=st.stepdowns,
                 uptime_ms=st.uptime_ms,
             )
+            # Peers on another member list: neither counts the other (the full reason on hover).
+            refused = [p for p in st.peers if p.configuration_refusal]
+            if refused:
+                out["warning"] = "another member list than node(s) " + ", ".join(str(p.id) for p in refused)
+                out["warning_detail"] = refused[-1].configuration_refusal
         out["lease"] = _lease_text(out)
         return out
 

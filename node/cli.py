@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(action, help=f"{text} a node (or 'store'); under --compose, its container")
         p.add_argument("target", help="node id, or 'store'")
         _cluster_source(p)
+        if action == "restart":
+            # One step of a rolling change: the node comes back with these (and keeps them).
+            p.add_argument("--election-timeout-ms", type=_positive, help="restart the node with this election timeout")
+            p.add_argument("--heartbeat-interval-ms", type=_positive, help="restart the node with this heartbeat interval")
 
     p = sub.add_parser("certs", help="make the cluster CA and certificates for mutual TLS (bullyproof certs init)")
     ccmd = p.add_subparsers(dest="certs_command", required=True)
@@ -245,7 +249,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     from node.runtime.state import PersistError, PromiseStore, StateError
 
     try:
-        PromiseStore(settings.state_dir).load()
+        PromiseStore(settings.state_dir, settings.timing, settings.tick_ms).load()
     except StateError as exc:
         raise ConfigError(str(exc)) from None  # refuse to start: never from scratch over a bad promise
     try:
@@ -449,6 +453,10 @@ def handover_refused(failed: HandoverFailed, leader: int, what: str, data: dict)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    timing_ms = {f"--{name.replace('_', '-')}": value for name in ("election_timeout_ms", "heartbeat_interval_ms")
+                 if (value := getattr(args, name, None)) is not None}
+    if timing_ms and args.compose:
+        raise ConfigError("new timings on restart are for a local cluster; under compose, change the compose file")
     if args.compose:
         from node.launcher.containers import container_fault
 
@@ -456,7 +464,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         return 0
     from chaos.harness import process_action  # composition root: recorded in the cluster's history, as the dashboard does
 
-    rec = process_action(Path(args.dir), args.target, args.command)
+    rec = process_action(Path(args.dir), args.target, args.command, timing_ms=timing_ms or None)
     print(json.dumps({"action": args.command, "target": args.target, "pid": rec["pid"]}))
     return 0
 

@@ -121,7 +121,7 @@ class GrantEvent(TypedDict):
     node: int
     leader: int
     epoch: int
-    promise_ms: int  # follower_promise_ticks * tick_ms; 0 for a vote for itself
+    promise_ms: int  # its window (Timing.window_ticks_for the announced lease) * tick_ms; 0 for a vote for itself
     until_ns: NotRequired[int]
 
 
@@ -184,6 +184,9 @@ class ProcessEvent(TypedDict):
     # The simulator only, on a pause: when the paused node's lease ran out, or the end of the pause if
     # it did not (it sees inside the process; a real harness cannot). See ``leadership``.
     lease_end_ns: NotRequired[int]
+    # A start under new timings (a rolling change): the node's timings from then on.
+    election_timeout_ms: NotRequired[int]
+    heartbeat_interval_ms: NotRequired[int]
 
 
 class FaultEvent(TypedDict):
@@ -899,7 +902,13 @@ def recorded_tolerance(ordered: Sequence[Mapping[str, Any]], promises: bool) -> 
     with leases; in the others, how long a follower trusts a silent leader (about an election
     timeout; two are allowed)."""
     meta = next((e for e in ordered if e["kind"] == "meta"), {})
-    et_ns = int(meta.get("election_timeout_ms", 500)) * 1_000_000
+    # Members restarted under new timings (process starts that name them): the longest of them.
+    starts = [e for e in ordered if e["kind"] == "process" and e["action"] == "start"]
+
+    def longest_ms(field: str, default: int) -> int:
+        return max([int(meta.get(field, default)), *(int(e[field]) for e in starts if field in e)])
+
+    et_ns = longest_ms("election_timeout_ms", 500) * 1_000_000
     latency_ms = max((int(e["detail"].get("latency", 0)) + int(e["detail"].get("jitter", 0))
                       for e in ordered if e["kind"] == "fault" and e["action"] == "start"
                       and e.get("detail", {}).get("type") == "latency"), default=0)
@@ -910,7 +919,7 @@ def recorded_tolerance(ordered: Sequence[Mapping[str, Any]], promises: bool) -> 
             paused_at[e["node"]] = e["t_ns"]
         elif e["kind"] == "process" and e["node"] in paused_at:
             longest_pause_ns = max(longest_pause_ns, e["t_ns"] - paused_at.pop(e["node"]))
-    hb_ns = int(meta.get("heartbeat_interval_ms", 100)) * 1_000_000
+    hb_ns = longest_ms("heartbeat_interval_ms", 100) * 1_000_000
     transit_ns = latency_ms * 1_000_000 + longest_pause_ns + hb_ns + et_ns
     horizon_ns = et_ns * 7 // 10 if promises else 2 * et_ns
     return AnswerTolerance(transit_ns, horizon_ns)

@@ -133,7 +133,8 @@ function onNodes(n) {
     ref.parts.follows.textContent = t.role === "crashed" ? "process gone" + (t.pid ? " (pid " + t.pid + ")" : "")
       : t.role === "paused" ? "stopped (SIGSTOP)" : t.role === "unreachable" ? "not answering" + (t.error ? ": " + t.error : "")
         : t.follows ? (t.follows === t.id ? "leads itself" : "follows node " + t.follows) : "follows nobody";
-    ref.parts.lease.textContent = t.lease || "";
+    ref.parts.lease.textContent = (t.lease || "") + (t.warning ? " · " + t.warning : "");
+    ref.parts.lease.title = t.warning_detail || "";
     ref.parts.counters.textContent = t.sent ? "sent " + counterText(t.sent) + " | recv " + counterText(t.received) : "";
     ref.parts.counters.title = ref.parts.counters.textContent;
     const live = t.proc === "running" || t.proc === "unknown";

@@ -30,11 +30,12 @@ from .types import (
     SteppedDown,
     Timing,
     View,
+    configuration_id,
 )
 
 __all__ = [
     "CLOCK_DRIFT_BOUND", "DEFAULT_MODE", "GENERIC_INSTANTS", "instants_of_output", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
     "ElectionStarted", "Elector", "Event", "Message", "Mode", "ModeInfo", "MsgType", "Output", "PlantedBug",
     "Promise", "PromiseReleased", "QuorumBully", "Reached", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "check_mode_options", "make_elector",
-    "mode_info", "mode_names",
+    "mode_info", "mode_names", "configuration_id",
 ]

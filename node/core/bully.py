@@ -263,6 +263,8 @@ class BullyElector:
                 self._unsaved_since = self.now if self._unsaved is None else self._unsaved_since
                 self._unsaved = promise
             elif not skip:
+                if PlantedBug.HOLD_NOT_PERSISTED in self.config.planted_bugs:
+                    promise = replace(promise, hold_ticks=0)  # the longer window lives in memory only
                 batch.persist = promise
         self._see_epoch(promise.epoch)
 
@@ -448,9 +450,10 @@ class QuorumBully(BullyElector):
         if promise.leader_id:
             # We may have acknowledged a leader just before a crash and forgotten when: honour a
             # full promise period after boot, as if we had just heard it (rule 4 across restarts).
-            self.promise_until = now + self.timing.promise_hold_ticks
+            # The window is the one it was granted for (a leader may have asked for a longer one).
+            self.promise_until = now + promise.window_ticks(self.timing)
             if PlantedBug.BOOT_WINDOW_FROM_ZERO in config.planted_bugs:
-                self.promise_until = self.timing.promise_hold_ticks
+                self.promise_until = promise.window_ticks(self.timing)
         self.boot_window_until = self.promise_until
         self.lease_until = 0
         self.proposal_epoch = 0
@@ -546,7 +549,7 @@ class QuorumBully(BullyElector):
         self.refusals = set()
         self.leader_id = None
         for peer in self.config.peers:
-            self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch)
+            self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch, lease_ticks=self.timing.leader_lease_ticks)
         self._count_grants(batch)
 
     def _reassert(self, batch: Batch) -> None:
@@ -568,7 +571,7 @@ class QuorumBully(BullyElector):
             self.grants = {self.id}
         self.refusals = set()
         for peer in self.config.peers:
-            self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch)
+            self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch, lease_ticks=self.timing.leader_lease_ticks)
 
     def _on_reassert_ack(self, msg: Message, batch: Batch) -> None:
         if self.now >= self.reassert_sent_at + self.timing.leader_lease_ticks:
@@ -675,7 +678,8 @@ class QuorumBully(BullyElector):
             del self.rounds[r]
         lease_remaining = max(0, self.lease_until - self.now)
         for peer in self.config.peers:
-            self._send(batch, MsgType.HEARTBEAT, peer, round=self.round, lease_remaining=lease_remaining)
+            self._send(batch, MsgType.HEARTBEAT, peer, round=self.round, lease_remaining=lease_remaining,
+                       lease_ticks=self.timing.leader_lease_ticks)
 
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         if self.phase != _Phase.LEADING:
@@ -732,25 +736,33 @@ class QuorumBully(BullyElector):
         # A live promise to another leader (or, after boot, to whoever we promised) blocks.
         return self.now >= self.promise_until
 
-    def _acknowledge(self, leader: int, epoch: int, batch: Batch) -> None:
-        self._make_promise(Promise(epoch, leader), batch)
+    def _acknowledge(self, msg: Message, batch: Batch) -> None:
+        """Grant `msg` (a Coordinator or a leader's Heartbeat): durable first, then the promise window,
+        long enough to outlast the lease its sender announced."""
+        leader, epoch = msg.src, msg.epoch
+        hold = self._promise_ticks(msg.lease_ticks)
+        longer = hold if hold > self.timing.promise_hold_ticks else 0
+        self._make_promise(Promise(epoch, leader, longer), batch)
         if self.phase != _Phase.IDLE or self.leader_id != leader or self.epoch != epoch:
             self._follow(leader, epoch)
         else:
             self.election_deadline = self.now + self._silence_delay()
             if PlantedBug.ACK_KEEPS_WINDOW in self.config.planted_bugs:
                 return
-        self.promise_until = self.now + self._promise_ticks()
+        self.promise_until = self.now + hold
 
-    def _promise_ticks(self) -> int:
-        if PlantedBug.SHORT_PROMISE in self.config.planted_bugs:
+    def _promise_ticks(self, lease_ticks: int) -> int:
+        bugs = self.config.planted_bugs
+        if PlantedBug.SHORT_PROMISE in bugs:
             return self.timing.leader_lease_ticks // 2
-        return self.timing.promise_hold_ticks
+        if PlantedBug.ANNOUNCED_LEASE_IGNORED in bugs:
+            return self.timing.promise_hold_ticks
+        return self.timing.hold_ticks_for(lease_ticks)
 
     def _on_coordinator(self, msg: Message, batch: Batch) -> None:
         granted = self._may_acknowledge(msg.src, msg.epoch)
         if granted:
-            self._acknowledge(msg.src, msg.epoch, batch)
+            self._acknowledge(msg, batch)
         self._reply(batch, msg, granted)
 
     def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
@@ -766,7 +778,7 @@ class QuorumBully(BullyElector):
             return
         granted = self._may_acknowledge(msg.src, msg.epoch)
         if granted:
-            self._acknowledge(msg.src, msg.epoch, batch)
+            self._acknowledge(msg, batch)
             self.known.heard(self.now, msg, self.timing)
         self._reply(batch, msg, granted)
 

@@ -47,7 +47,10 @@ _RAFT_BUGS = frozenset({
     PlantedBug.LATE_VOTE_UNTIL_DEADLINE, PlantedBug.RELEASE_ANY_TERM,
     PlantedBug.VOTE_BY_WINDOW, PlantedBug.LEASE_FROM_WIN, PlantedBug.PERSIST_BEFORE_SELF_VOTE,
 })
+# Members running different timings: both electors that hold promises.
+_TIMING_BUGS = frozenset({PlantedBug.ANNOUNCED_LEASE_IGNORED, PlantedBug.HOLD_NOT_PERSISTED})
 _QUORUM_BUGS = frozenset(PlantedBug) - _RAFT_BUGS
+_RAFT_BUGS |= _TIMING_BUGS
 
 REGISTRY: dict[str, ModeInfo] = {
     info.name: info

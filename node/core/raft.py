@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import random
+from dataclasses import replace
 
 from .types import (
     REPLY_TYPE,
@@ -111,7 +112,7 @@ class RaftElector:
             # (A persisted self-vote means no window to another was live when we cast it, and
             # every later grant would have overwritten it.)
             self.promised_to = promise.leader_id
-            self.promise_until = now + self.timing.promise_hold_ticks
+            self.promise_until = now + promise.window_ticks(self.timing)
         self.boot_window_until = self.promise_until
         self.election_deadline = now + self._timeout()
         self.abstain_until = 0
@@ -235,12 +236,17 @@ class RaftElector:
 
     # ---- terms and promises ------------------------------------------------------------------------
 
-    def _persist(self, batch: Batch) -> None:
-        promise = Promise(self.term, self.voted_for)
+    def _persist(self, batch: Batch, hold_ticks: int | None = None) -> None:
+        # A grant brings its own window (hold_ticks); otherwise the last grant's goes with the write:
+        # a newer term observed while that window is live must not shorten what a restart honours.
+        hold = self.promise.hold_ticks if hold_ticks is None else hold_ticks
+        promise = Promise(self.term, self.voted_for, hold)
         if PlantedBug.TERM_ONLY_PERSIST in self.config.planted_bugs and promise.epoch == self.promise.epoch:
             return
         if promise != self.promise:
             self.promise = promise
+            if PlantedBug.HOLD_NOT_PERSISTED in self.config.planted_bugs:
+                promise = replace(promise, hold_ticks=0)  # the longer window lives in memory only
             batch.persist = promise  # the caller persists before it sends this batch's messages
 
     def _observe(self, term: int, batch: Batch) -> None:
@@ -255,13 +261,18 @@ class RaftElector:
         self.leader_id = None
         self._persist(batch)
 
-    def _back(self, node: int, batch: Batch) -> None:
-        """Grant `node` (a vote, or an ack of its heartbeat): durable first, then a promise window."""
+    def _back(self, request: Message, batch: Batch) -> None:
+        """Grant the sender of `request` (a vote, or an ack of its heartbeat): durable first, then a
+        promise window long enough to outlast the lease the request announced."""
+        node = request.src
+        hold = self.timing.hold_ticks_for(request.lease_ticks)
+        if PlantedBug.ANNOUNCED_LEASE_IGNORED in self.config.planted_bugs:
+            hold = self.timing.promise_hold_ticks
         self.phase = Phase.FOLLOWER
         self.voted_for = node
-        self._persist(batch)
+        self._persist(batch, hold_ticks=hold if hold > self.timing.promise_hold_ticks else 0)
         self.promised_to = node
-        self.promise_until = self.now + self.timing.promise_hold_ticks
+        self.promise_until = self.now + hold
         self.election_deadline = self.now + self._timeout()
 
     # ---- campaigning -------------------------------------------------------------------------------
@@ -310,7 +321,8 @@ class RaftElector:
         self._start_round()
         self.election_sent_at = self.now
         for peer in self.config.peers:
-            self._send(batch, MsgType.REQUEST_VOTE, peer, epoch=self.term)  # one RequestVote round per term
+            # One RequestVote round per term; the lease a win brings counts from it.
+            self._send(batch, MsgType.REQUEST_VOTE, peer, epoch=self.term, lease_ticks=self.timing.leader_lease_ticks)
         self._count(batch)
 
     def _count(self, batch: Batch) -> None:
@@ -372,7 +384,7 @@ class RaftElector:
             if PlantedBug.VOTE_BY_WINDOW in self.config.planted_bugs:
                 holder = self.promised_to  # whom we back now, not whom we voted for in this term
             if holder in (0, msg.src):
-                self._back(msg.src, batch)
+                self._back(msg, batch)
                 granted = True
                 if PlantedBug.VOTE_WINDOW_IS_LEASE in self.config.planted_bugs:
                     self.promise_until = self.now + self.timing.leader_lease_ticks
@@ -387,7 +399,7 @@ class RaftElector:
         stale_or_rival = msg.epoch < self.term or (self.phase == Phase.LEADER and msg.epoch == self.term)
         if not stale_or_rival and not self._in_window(msg.src):
             self._observe(msg.epoch, batch)  # a leader of an older term steps down here
-            self._back(msg.src, batch)
+            self._back(msg, batch)
             self.leader_id = self.last_leader = msg.src
             granted = True
             self.known.heard(self.now, msg, self.timing)
@@ -445,7 +457,8 @@ class RaftElector:
             del self.rounds[r]  # rounds older than a lease can no longer extend it
         lease_remaining = max(0, self.lease_until - self.now)
         for peer in self.config.peers:
-            self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, round=self.round, lease_remaining=lease_remaining)
+            self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, round=self.round, lease_remaining=lease_remaining,
+                       lease_ticks=t.leader_lease_ticks)
 
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         self._observe(msg.promised_epoch, batch)

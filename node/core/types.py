@@ -8,7 +8,7 @@ counts). Messages are frozen values; the caller moves them between nodes.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class Role(str, enum.Enum):
@@ -73,6 +73,11 @@ class Message:
     # On a leader's (non-resigning) heartbeat: how much longer its lease runs, counted on its clock when
     # it sent the heartbeat. A follower names that leader to clients only within it (KnownLeader).
     lease_remaining: int = 0
+    # On Coordinator, RequestVote and a leader's (non-resigning) Heartbeat: the lease its sender counts
+    # from sending it, on its own clock (its leader_lease_ticks). Members may run different timings
+    # (a rolling change of the election timeout): a follower holds the promise it grants long enough
+    # to outlast this lease (Timing.hold_ticks_for). 0: not announced (the follower's own window).
+    lease_ticks: int = 0
     # ---- Ring (node/core/ring.py) ----
     # RING_ELECTION: the ids collected so far (initiator first); RING_COORDINATOR: the same list, its
     # maximum is the coordinator.
@@ -92,6 +97,19 @@ class Promise:
 
     epoch: int = 0
     leader_id: int = 0
+    # How long the promise is held, on this node's clock, when a leader's announced lease asked for
+    # longer than the node's own window; 0: its own window (Timing.promise_hold_ticks). Durable with
+    # the rest, so that after a crash the node honours at least this window from boot.
+    hold_ticks: int = 0
+
+    def window_ticks(self, timing: Timing) -> int:
+        """The window this promise was granted for, by a node running `timing`."""
+        return max(self.hold_ticks, timing.promise_hold_ticks)
+
+    def restored(self, window_ticks: int, timing: Timing) -> Promise:
+        """This promise as a node booting with `timing` must hold it, having granted it for a window
+        of `window_ticks` (on the same clock), perhaps under other timings: the longer window stays."""
+        return replace(self, hold_ticks=window_ticks if window_ticks > timing.promise_hold_ticks else 0)
 
 
 class PlantedBug(str, enum.Enum):
@@ -129,11 +147,15 @@ class PlantedBug(str, enum.Enum):
     VOTE_BY_WINDOW = "vote-by-window"  # raft: a vote is checked against whom the node backs now (promised_to), not whom it voted for in the term
     LEASE_FROM_WIN = "lease-from-win"  # raft: a new leader's lease counts from its win, not from its RequestVote round
     PERSIST_BEFORE_SELF_VOTE = "persist-before-self-vote"  # raft: a candidate persists its new term before it records its own vote
+    # configuration: members running different timings
+    ANNOUNCED_LEASE_IGNORED = "announced-lease-ignored"  # a follower holds its own window, whatever lease the leader announces
+    HOLD_NOT_PERSISTED = "hold-not-persisted"  # a window longer than the node's own is held but not made durable
 
 
 # The clock-rate error the lease rule is promised to tolerate (and the explorer checks): every timing a
 # node accepts leaves at least this margin (Timing.drift_margin; node.config checks it).
 CLOCK_DRIFT_BOUND = 0.05
+_DRIFT_PER = 20  # CLOCK_DRIFT_BOUND is 1/_DRIFT_PER (integer arithmetic, exact)
 
 
 @dataclass(frozen=True)
@@ -185,6 +207,25 @@ class Timing:
         """
         return self.follower_promise_ticks + 1
 
+    def window_ticks_for(self, lease_ticks: int) -> int:
+        """The promise window this node grants a leader that announced a lease of `lease_ticks` (on its
+        clock, from sending the message granted): its own (follower_promise_ticks), or longer if that
+        lease needs it.
+
+        A promise of P ticks from receipt, on a clock up to d fast, lasts at least P/(1+d) real ticks
+        after the send; a lease of L ticks from the send, on a clock up to d slow, lasts at most
+        L/(1-d). So P >= L(1+d)/(1-d). A lease no longer than this node's own is covered by its own
+        window: node.config accepts only timings whose promise outlasts their lease by the drift margin."""
+        if lease_ticks <= self.leader_lease_ticks:
+            return self.follower_promise_ticks
+        outlasting = -(-lease_ticks * (_DRIFT_PER + 1) // (_DRIFT_PER - 1))  # ceil(L(1+d)/(1-d))
+        return max(self.follower_promise_ticks, outlasting)
+
+    def hold_ticks_for(self, lease_ticks: int) -> int:
+        """How long this node holds that grant on its tick clock: the window plus the tick a floored
+        clock may lose (as promise_hold_ticks is to follower_promise_ticks)."""
+        return self.window_ticks_for(lease_ticks) + 1
+
     @property
     def drift_margin(self) -> float:
         """The largest clock-rate error (per node, either way) under which a lease (L ticks from its
@@ -214,6 +255,18 @@ class Timing:
         )
 
 
+def configuration_id(members: tuple[int, ...] | list[int]) -> int:
+    """A fingerprint of a member list (32-bit FNV-1a of its sorted ids, never 0). Every peer message
+    carries its sender's: a node counts majorities against its own list, so a message from a node
+    that runs another list (started with a stale one, say) must never count as a vote, a grant or an
+    acknowledgement. Timings are not part of it: members may run different timings (the lease is
+    announced), as during a rolling change of the election timeout."""
+    h = 0x811C9DC5
+    for byte in ",".join(map(str, sorted(members))).encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h or 1
+
+
 @dataclass(frozen=True)
 class Config:
     node_id: int
@@ -240,6 +293,10 @@ class Config:
     @property
     def majority(self) -> int:
         return len(self.members) // 2 + 1
+
+    @property
+    def configuration_id(self) -> int:
+        return configuration_id(self.members)
 
 
 # ---- what comes out of a step --------------------------------------------------------------

@@ -485,10 +485,18 @@ def node_record(data: dict[str, Any], node_id: int) -> dict[str, Any]:
 PROCESS_ACTIONS = ("kill", "pause", "resume", "restart")
 
 
-def process_fault(directory: Path, target: str, action: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """kill | pause | resume | restart a node (by id) or the store ("store"), by pid from cluster.json."""
+def process_fault(directory: Path, target: str, action: str, env: dict[str, str] | None = None,
+                  timing_ms: dict[str, int] | None = None) -> dict[str, Any]:
+    """kill | pause | resume | restart a node (by id) or the store ("store"), by pid from cluster.json.
+
+    A restart with `timing_ms` ({"--election-timeout-ms": 1000, ...}) starts the node with those flags
+    changed on its recorded command line, kept for later restarts: one step of a rolling change."""
     with locked_cluster_file(directory) as data:
         rec = data["store"] if target == "store" else node_record(data, parse_node_id(target))
+        if timing_ms:
+            if action != "restart" or target == "store":
+                raise ConfigError("new timings apply only to restarting a node")
+            rec["argv"] = retimed_argv(rec["argv"], timing_ms)
         log = Path(data["dir"]) / ("store/store.log" if target == "store" else f"node-{rec['id']}/node.log")
         pid = rec["pid"]
         if action == "kill":
@@ -507,6 +515,27 @@ def process_fault(directory: Path, target: str, action: str, env: dict[str, str]
         else:
             raise ConfigError(f"unknown action {action!r}")
         return dict(rec)
+
+
+TIMING_FLAGS = ("--heartbeat-interval-ms", "--election-timeout-ms")
+
+
+def retimed_argv(argv: list[str], timing_ms: dict[str, int]) -> list[str]:
+    """`argv` (a `bullyproof node` command line) with the given timing flags set; the combination must
+    be one a node accepts (ConfigError otherwise, before anything is stopped)."""
+    from node.config import check_timings
+
+    out = list(argv)
+    for flag, value in timing_ms.items():
+        if flag not in TIMING_FLAGS:
+            raise ConfigError(f"{flag} is not a timing flag ({', '.join(TIMING_FLAGS)})")
+        if flag in out:
+            out[out.index(flag) + 1] = str(value)
+        else:
+            out += [flag, str(value)]
+    current = {flag: int(out[out.index(flag) + 1]) for flag in TIMING_FLAGS if flag in out}
+    check_timings(current.get("--heartbeat-interval-ms", 100), current.get("--election-timeout-ms", 500))
+    return out
 
 
 def parse_node_id(text: str) -> int:

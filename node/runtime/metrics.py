@@ -64,6 +64,9 @@ class NodeMetrics:
         self.messages_sent = counter("messages_sent", "peer messages sent, by type", ("type",))
         self.messages_received = counter("messages_received", "peer messages received, by type", ("type",))
         self.rpc_errors = counter("rpc_errors", "peer RPCs that failed, by gRPC status code and peer id", ("code", "peer"))
+        self.configuration_refusals = counter(
+            "configuration_refusals", "messages refused, either way, because this node and the peer run different "
+            "member lists (neither counts the other)", ("peer",))
         self.peer_disconnects = counter(
             "peer_disconnects", "times this node's connection to a peer was up and went down (the peer stopped or "
             "restarted, a reset, a GOAWAY), by peer id; an idle link that stays open adds nothing", ("peer",))
@@ -127,6 +130,9 @@ class NodeMetrics:
 
     def rpc_failed(self, code: str, peer: int) -> None:
         self.rpc_errors.labels(code=code, peer=str(peer)).inc()
+
+    def configuration_refused(self, peer: int) -> None:
+        self.configuration_refusals.labels(peer=str(peer)).inc()
 
     def peer_disconnected(self, peer: int) -> None:
         self.peer_disconnects.labels(peer=str(peer)).inc()

@@ -50,7 +50,7 @@ class NodeRuntime:
         self.t0 = ClockPair.now()
         self.failed: PersistError | None = None  # set once a promise could not be made durable
         self.started_unix = time.time()
-        self.promises = PromiseStore(settings.state_dir)
+        self.promises = PromiseStore(settings.state_dir, settings.timing, settings.tick_ms)
         config = Config(settings.node_id, settings.members, settings.timing, settings.planted_bugs, settings.mode_options)
         # Seeded per node and boot, so a run's randomness is reproducible from its log line.
         seed = hash((settings.node_id, self.t0.lease_ns)) & 0xFFFFFFFF

@@ -191,12 +191,14 @@ class Observation:
                     address=p.address,
                     last_heard_ms=(now_ns - p.last_heard_ns) // 1_000_000 if p.last_heard_ns else -1,
                     reachable=p.reachable,
+                    configuration_refusal=p.configuration_refusal,
                 )
                 for pid, p in sorted(node.transport.peers.items())
             ],
             elections_started=stats.elections_started,
             elections_won=stats.elections_won,
             handovers_won=stats.handovers_won,
+            configuration_id=node.transport.configuration,
             stepdowns=stats.stepdowns,
             messages_sent=dict(node.transport.sent),
             messages_received=dict(node.transport.received),

@@ -13,10 +13,18 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel, require
-from node.core import Message, MsgType, Promise, Role
+from node.core import Message, MsgType, Promise, Role, configuration_id
 from node.runtime.events import MessageLog
 from node.runtime.state import PersistError
-from node.runtime.wire import RPC_NAME, ack_from_pb, ack_to_pb, check_peer_message, message_from_pb, message_to_pb
+from node.runtime.wire import (
+    RPC_NAME,
+    ack_from_pb,
+    ack_to_pb,
+    check_peer_message,
+    configuration_refusal,
+    message_from_pb,
+    message_to_pb,
+)
 from node.tls import node_name
 
 if TYPE_CHECKING:
@@ -66,12 +74,14 @@ class PeerState:
     stub: pb_grpc.PeerStub
     last_heard_ns: int = 0
     reachable: bool = True
+    configuration_refusal: str = ""  # the last refusal between us because we run different member lists
 
 
 class PeerTransport:
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
         self.peers: dict[int, PeerState] = {}
+        self.configuration = configuration_id(node.settings.members)  # our member list, on every message
         self.sent: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
         self.rpc_timeout_s = node.settings.heartbeat_interval_ms / 1000
@@ -110,9 +120,12 @@ class PeerTransport:
         peer = self.peers[msg.dst]
         self._count_sent(msg)
         try:
-            reply = await getattr(peer.stub, RPC_NAME[msg.type])(message_to_pb(msg, self.node.settings.tick_ms), timeout=self.rpc_timeout_s)
+            request = message_to_pb(msg, self.node.settings.tick_ms, self.configuration)
+            reply = await getattr(peer.stub, RPC_NAME[msg.type])(request, timeout=self.rpc_timeout_s)
         except grpc.aio.AioRpcError as exc:
             node.metrics.rpc_failed(exc.code().name, msg.dst)
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "member list" in (exc.details() or ""):
+                self.configuration_refused(msg.dst, exc.details() or "")
             peer.reachable = False
             if is_election_traffic(msg):  # not delivered, or no answer: the receiver recorded nothing
                 self.messages.record(**_message_fields(msg), error=exc.code().name)
@@ -121,7 +134,11 @@ class PeerTransport:
         peer.reachable = True
         peer.last_heard_ns = time.monotonic_ns()
         if reply.HasField("ack"):
-            answer = ack_from_pb(msg, reply.ack)
+            if reply.ack.configuration_id != self.configuration:
+                s = node.settings
+                self.configuration_refused(msg.dst, configuration_refusal(msg.dst, reply.ack.configuration_id, node.id,
+                                                                          s.members))
+            answer = ack_from_pb(msg, reply.ack, self.configuration)
             if answer is not None:
                 self._count_received(answer)
                 node.apply(node.elector.step(node.now(), answer))
@@ -133,6 +150,8 @@ class PeerTransport:
         await require(context, node.settings.tls is not None, ("node",), f"Peer/{rpc}", claimed=("sender_id", req.sender_id))
         rejection = check_peer_message(rpc, req, node.id, node.settings.members, node.settings.mode.value)
         if rejection is not None:
+            if req.configuration_id != self.configuration and req.sender_id in self.peers:
+                self.configuration_refused(req.sender_id, rejection.detail)
             await context.abort(rejection.code, rejection.detail)
         if node.failed is not None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {node.failed}")
@@ -146,22 +165,32 @@ class PeerTransport:
             # The ack would reveal a promise the disk does not hold: no answer but an error.
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {exc}")
         if node.records_promises and reply is not None and reply.granted:
-            self._record_grant(reply)
+            self._record_grant(msg, reply)
         if before is not None:
             self._record_message(msg, reply, before)
         if reply is None:
             return pb.PeerReply()
         self._count_sent(reply)
-        return pb.PeerReply(ack=ack_to_pb(reply))
+        return pb.PeerReply(ack=ack_to_pb(reply, self.configuration))
 
-    def _record_grant(self, reply: Message) -> None:
+    def configuration_refused(self, peer: int, why: str) -> None:
+        """A message between us and `peer` was refused because we run different member lists: counted,
+        shown in GetStatus (the peer's configuration_refusal), and logged when the reason is new."""
+        node = self.node
+        node.metrics.configuration_refused(peer)
+        state = self.peers[peer]
+        if why != state.configuration_refusal:
+            node.events.log(why, node.elector.view(node.now()).epoch, level="warning", peer=peer)
+        state.configuration_refusal = why
+
+    def _record_grant(self, request: Message, reply: Message) -> None:
         """A granted ack is a "grant" in the history, for the checker that does not trust leaders
         (recorded after the promise is on disk, before the ack leaves). Releases and the node's votes
         for itself are recorded where the elector's output is carried out (NodeRuntime.apply)."""
         node = self.node
         node.events.record(
             "grant", leader=reply.dst, epoch=reply.epoch,
-            promise_ms=node.elector.timing.follower_promise_ticks * node.settings.tick_ms,
+            promise_ms=node.elector.timing.window_ticks_for(request.lease_ticks) * node.settings.tick_ms,
             until_ns=node.tick_to_ns(node.elector.promise_until),
         )
 

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from node.core import Promise
+from node.core import Promise, Timing
 
 PROMISE_FILE = "promise.json"
 # The write-ahead copy, renamed over PROMISE_FILE once fsynced. One left behind is only an aborted
@@ -36,7 +36,13 @@ class PersistError(StateError):
 
 
 class PromiseStore:
-    def __init__(self, state_dir: Path) -> None:
+    """With the node's `timing` and `tick_ms`, the file also keeps how long the promise is held
+    (``window_ms``: a leader with a longer lease may have asked for more than the node's own window),
+    in milliseconds, so that a node restarted with other timings still honours it from boot."""
+
+    def __init__(self, state_dir: Path, timing: Timing | None = None, tick_ms: int = 1) -> None:
+        self.timing = timing
+        self.tick_ms = tick_ms
         self.state_dir = state_dir
         self.path = state_dir / PROMISE_FILE
         self.tmp_path = state_dir / PROMISE_TMP
@@ -60,19 +66,31 @@ class PromiseStore:
             if not isinstance(data, dict):
                 raise TypeError(f"expected an object, got {type(data).__name__}")
             epoch, leader_id = data["epoch"], data["leader_id"]
-            if not all(type(v) is int for v in (epoch, leader_id)):
-                raise TypeError(f"epoch and leader_id must be integers, got {epoch!r} and {leader_id!r}")
+            window_ms = data.get("window_ms", 0)  # absent in files written before windows were kept
+            if not all(type(v) is int for v in (epoch, leader_id, window_ms)):
+                raise TypeError(f"epoch, leader_id and window_ms must be integers, got {epoch!r}, {leader_id!r} "
+                                f"and {window_ms!r}")
         except (ValueError, KeyError, TypeError) as exc:
             detail = " ".join(str(exc).split())  # one line, whatever the parser said
             raise StateError(f"{self.path} is corrupt ({type(exc).__name__}: {detail}); "
                              "move it away only if you know this node's history") from exc
-        if epoch < 0 or leader_id < 0:
-            raise StateError(f"{self.path} holds negative values: epoch {epoch}, leader_id {leader_id}")
-        return Promise(epoch=epoch, leader_id=leader_id)
+        if epoch < 0 or leader_id < 0 or window_ms < 0:
+            raise StateError(f"{self.path} holds negative values: epoch {epoch}, leader_id {leader_id}, "
+                             f"window_ms {window_ms}")
+        promise = Promise(epoch=epoch, leader_id=leader_id)
+        if self.timing is None:
+            return promise
+        return promise.restored(-(-window_ms // self.tick_ms), self.timing)  # rounded up: never shorter
+
+    def _record(self, promise: Promise) -> dict[str, int]:
+        data = {"epoch": promise.epoch, "leader_id": promise.leader_id}
+        if self.timing is not None:
+            data["window_ms"] = promise.window_ticks(self.timing) * self.tick_ms
+        return data
 
     def save(self, promise: Promise) -> None:
         """Write, fsync, rename over the old file, fsync the directory; PersistError if any step fails."""
-        data = json.dumps({"epoch": promise.epoch, "leader_id": promise.leader_id}).encode()
+        data = json.dumps(self._record(promise)).encode()
         path = self.tmp_path
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

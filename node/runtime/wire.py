@@ -11,10 +11,14 @@ from dataclasses import dataclass
 import grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import REPLY_TYPE, Message, MsgType, Role
+from node.core import REPLY_TYPE, Message, MsgType, Role, configuration_id
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
 MAX_EPOCH = 2**62
+# The longest lease a peer may announce: a follower holds its promise at least that long, so a
+# larger one (no timing node.config accepts comes near it) would stall elections for nothing.
+MAX_LEASE_MS = 10 * 60 * 1000
+LEASE_RPCS = frozenset({"Coordinator", "RequestVote", "Heartbeat"})  # the requests a grant answers
 
 
 def rpc_name(type_: MsgType) -> str:
@@ -85,6 +89,12 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
     if req.lease_remaining_ms and not (rpc == "Heartbeat" and not req.resigning):
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
                          "lease_remaining_ms is only meaningful on a leader's (non-resigning) Heartbeat")
+    if req.lease_ms and (rpc not in LEASE_RPCS or req.resigning):
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
+                         "lease_ms is only meaningful on Coordinator, RequestVote and a (non-resigning) Heartbeat")
+    if req.lease_ms > MAX_LEASE_MS:
+        return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"lease_ms {req.lease_ms} is longer than any lease a node may hold (max {MAX_LEASE_MS})")
     if rpc == "Heartbeat":
         if req.round == 0 and not req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "Heartbeat needs a round >= 1 (or resigning=true)")
@@ -102,28 +112,43 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs ring_ids (at least the initiator's id)")
     elif req.ring_ids or req.initiator_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}")
+    ours = configuration_id(members)
+    if req.configuration_id != ours:
+        return Rejection(grpc.StatusCode.FAILED_PRECONDITION, configuration_refusal(req.sender_id, req.configuration_id,
+                                                                                   self_id, members))
     return None
 
 
+def configuration_refusal(sender: int, theirs: int, self_id: int, members: tuple[int, ...]) -> str:
+    """Why node `self_id` refuses what `sender` sent: they run different member lists."""
+    listed = ",".join(map(str, sorted(members)))
+    what = "sent no member list" if not theirs else f"runs another member list (configuration {theirs:08x})"
+    return (f"node {sender} {what}; node {self_id} runs members {listed} (configuration "
+            f"{configuration_id(members):08x}): a node on another list is never counted")
+
+
 def message_from_pb(rpc: str, req: pb.PeerMessage, tick_ms: int) -> Message:
-    """The core's message; the announced lease is counted down in whole ticks of ours (floored, so
-    it never grows in the conversion)."""
+    """The core's message in whole ticks of ours: what is left of a lease floored (a follower names
+    the leader no longer than it may lead), a lease's length rounded up (a promise that outlasts it
+    never comes out shorter)."""
     return Message(
         RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning,
         successor=req.successor_id, transfer=req.transfer, lease_remaining=req.lease_remaining_ms // tick_ms,
-        ids=tuple(req.ring_ids), initiator=req.initiator_id,
+        lease_ticks=-(-req.lease_ms // tick_ms), ids=tuple(req.ring_ids), initiator=req.initiator_id,
     )
 
 
-def message_to_pb(msg: Message, tick_ms: int) -> pb.PeerMessage:
+def message_to_pb(msg: Message, tick_ms: int, configuration: int) -> pb.PeerMessage:
+    """`configuration`: the sender's member list (node.core.configuration_id)."""
     return pb.PeerMessage(
         sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning,
         successor_id=msg.successor, transfer=msg.transfer, lease_remaining_ms=msg.lease_remaining * tick_ms,
-        ring_ids=msg.ids, initiator_id=msg.initiator,
+        lease_ms=msg.lease_ticks * tick_ms, ring_ids=msg.ids, initiator_id=msg.initiator,
+        configuration_id=configuration,
     )
 
 
-def ack_to_pb(msg: Message) -> pb.Ack:
+def ack_to_pb(msg: Message, configuration: int) -> pb.Ack:
     return pb.Ack(
         sender_id=msg.src,
         receiver_id=msg.dst,
@@ -131,11 +156,15 @@ def ack_to_pb(msg: Message) -> pb.Ack:
         round=msg.round,
         granted=msg.granted,
         promised_epoch=msg.promised_epoch,
+        configuration_id=configuration,
     )
 
 
-def ack_from_pb(request: Message, ack: pb.Ack) -> Message | None:
-    """The reply to `request` as a core message, or None if it does not answer that request."""
+def ack_from_pb(request: Message, ack: pb.Ack, configuration: int) -> Message | None:
+    """The reply to `request` as a core message, or None if it does not answer that request (or
+    comes from a node on another member list than ours, `configuration`)."""
+    if ack.configuration_id != configuration:
+        return None
     if ack.sender_id != request.dst or ack.receiver_id != request.src or ack.epoch != request.epoch:
         return None
     if ack.round != request.round:  # an ack credits exactly the round it answers (never a newer one)

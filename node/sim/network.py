@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -47,7 +47,9 @@ from node.core import (
     SteppedDown,
     Timing,
     View,
+    REPLY_TYPE,
     check_mode_options,
+    configuration_id,
     instants_of_output,
     mode_info,
 )
@@ -75,6 +77,9 @@ from node.sim.store import SimStore, StoreRecord, StoreWrite
 from node.sim.world import STORE, Clocks, Hold, Link, Links, LinkFaults, Queue, carry
 
 __all__ = ["Network", "FaultRecord", "NodeEvent", "StoreRecord", "ViewChange", "describe_event", "timeline"]
+
+
+_REPLY_TYPES = frozenset(REPLY_TYPE.values())
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,25 @@ class Network:
         clock_rates: dict[int, Fraction] | None = None,
         elector_factory: Callable[[Config, Promise, random.Random, int], Elector] | None = None,
         mode_options: frozenset[str] = frozenset(),
+        timings: Mapping[int, Timing] | None = None,
+        member_lists: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         if n <= 0:
             raise ValueError(f"need at least one node, got {n}")
         self.seed = seed
         self.mode = Mode(mode)
         self.timing = timing
+        # Each node's timing: `timing` unless `timings` names another (members may differ, as in a
+        # rolling change of the election timeout; restart(node, timing) changes one).
+        self.timings: dict[int, Timing] = {m: (timings or {}).get(m, timing) for m in range(1, n + 1)}
+        # Each node's member list: all of 1..n unless `member_lists` gives it another (a node started
+        # with a stale list; restart(node, members=...) changes one). A message from a node on another
+        # list is refused on arrival, as the runtime refuses it (node.runtime.wire).
+        self.member_lists: dict[int, tuple[int, ...]] = {}
+        self._configuration: dict[int, int] = {}
+        for m in range(1, n + 1):
+            self._set_members(m, (member_lists or {}).get(m, range(1, n + 1)))
+        self.configuration_refusals = 0
         self.planted_bugs = planted_bugs
         check_mode_options(self.mode, mode_options)
         self.mode_options = mode_options
@@ -128,7 +146,7 @@ class Network:
         self.delivered: Counter[MsgType] = Counter()
         self.dropped = 0  # cut or lost on the way: the sender is not told
         self.refused = 0  # to a crashed node: the sender gets send_failed
-        self.record = Recorder(self.members, self.mode, timing, self.clocks, self.store.log, self._paused_lease_end,
+        self.record = Recorder(self.members, self.mode, self.timings, self.clocks, self.store.log, self._paused_lease_end,
                                seed, sorted(b.value for b in planted_bugs), sorted(mode_options))
         self._queue: Queue[_InFlight | StoreWrite] = Queue()
         # Protocol instants (node.core.instants): how often each was reached in this run, those reached
@@ -246,15 +264,34 @@ class Network:
         ticks = range(state.paused_since_tick, self.now)
         return next((t for t in ticks if not state.elector.view(self.local(node, t)).lease_valid), self.now)
 
-    def restart(self, node: int) -> None:
-        """Rebuild the node from nothing but its last persisted promise."""
+    def _set_members(self, node: int, members: Iterable[int]) -> None:
+        listed = tuple(sorted(set(members)))
+        if node not in listed or any(m not in range(1, len(self.timings) + 1) for m in listed):
+            raise ValueError(f"node {node} cannot run the member list {listed}: it must list itself and only nodes "
+                             f"1..{len(self.timings)}")
+        self.member_lists[node] = listed
+        self._configuration[node] = configuration_id(listed)
+
+    def restart(self, node: int, timing: Timing | None = None, members: Sequence[int] | None = None) -> None:
+        """Rebuild the node from nothing but its last persisted promise; with `timing`, under new
+        timings (one step of a rolling change). What it promised keeps the window it was granted
+        for, as the runtime's promise file keeps it in milliseconds (Promise.restored)."""
         self._check_member(node)
         state = self._nodes[node]
         if not state.crashed:
             raise ValueError(f"node {node} is running; crash it first")
+        change = ""
+        if timing is not None and timing != self.timings[node]:
+            window = self.persisted[node].window_ticks(self.timings[node])
+            self.persisted[node] = self.persisted[node].restored(window, timing)
+            self.timings[node] = timing
+            change = f" and election timeout {timing.election_timeout_ticks}"
+        if members is not None and tuple(sorted(members)) != self.member_lists[node]:
+            self._set_members(node, members)
+            change += f" and members {','.join(map(str, self.member_lists[node]))}"
         self._nodes[node] = Process(self._build_elector(node, state.incarnation + 1), state.incarnation + 1)
         self.record.restarted(node, state.incarnation + 1)
-        self._fault(f"restart {node} with {self.persisted[node]}")
+        self._fault(f"restart {node} with {self.persisted[node]}{change}")
         self._record_view(node)
 
     def restart_all(self) -> None:
@@ -355,7 +392,7 @@ class Network:
         if not self.running(msg.dst):
             raise ValueError(f"node {msg.dst} is not running")
         out = self._nodes[msg.dst].elector.step(self.local(msg.dst), msg)
-        self._apply(msg.dst, out)
+        self._apply(msg.dst, out, msg)
         return out
 
     def resign(self, node: int, successor: int = 0) -> Output:
@@ -532,7 +569,7 @@ class Network:
     # -- internals ---------------------------------------------------------------------------------
 
     def _build_elector(self, node: int, incarnation: int) -> Elector:
-        config = Config(node, self.members, self.timing, self.planted_bugs, self.mode_options)
+        config = Config(node, self.member_lists[node], self.timings[node], self.planted_bugs, self.mode_options)
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
         return self.elector_factory(config, self.persisted[node], rng, self.local(node))
 
@@ -555,7 +592,8 @@ class Network:
         self._fault(description)
         self.record.link_fault(description, action)
 
-    def _apply(self, node: int, out: Output) -> None:
+    def _apply(self, node: int, out: Output, request: Message | None = None) -> None:
+        """What a step of `node` put out (answering `request`, if a message was delivered)."""
         for name in instants_of_output(out):
             self._reach(node, name)
         self.record.releases(node, out.events)
@@ -564,7 +602,7 @@ class Network:
             self.persisted[node] = out.persist
             self.record.persisted(node, out.persist)
         for msg in out.messages:
-            self.record.sent(node, msg)
+            self.record.sent(node, msg, request)
             self._send(msg)
         stepdown = None
         for event in out.events:
@@ -584,7 +622,7 @@ class Network:
         v = state.elector.view(self.local(node))
         if v.role != Role.LEADER or not v.lease_valid or self.now < state.next_write_tick:
             return v
-        state.next_write_tick = self.now + self.timing.heartbeat_interval_ticks
+        state.next_write_tick = self.now + self.timings[node].heartbeat_interval_ticks
         self._transmit(StoreWrite(node, v.epoch, self.now), node, STORE)
         return v
 
@@ -597,6 +635,14 @@ class Network:
         if target.crashed:  # connection refused, reported back after one tick
             self.refused += 1
             self._queue.put(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
+            return
+        if self._configuration[msg.src] != self._configuration[msg.dst]:
+            # Another member list: never counted. The receiver refuses a request (its sender is told,
+            # as the runtime's gRPC error tells it) and drops a reply. Neither list can change while
+            # the message is on its way: a restart starts a new incarnation, which old messages miss.
+            self.configuration_refusals += 1
+            if msg.type not in _REPLY_TYPES:
+                self._queue.put(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
             return
         item = _InFlight(msg.dst, target.incarnation, msg, failed=False, sent_tick=self.now)
         hold = self.links.hold_for(msg) if self.links.holds else None
@@ -632,7 +678,7 @@ class Network:
             if item.msg.type == MsgType.HEARTBEAT and not item.msg.resigning:  # how late a follower's evidence may be (P6)
                 self.record.heartbeat_transit(self.now - item.sent_tick)
             out = state.elector.step(now, item.msg)
-        self._apply(item.recipient, out)
+        self._apply(item.recipient, out, None if item.failed else item.msg)
 
     def _record_view(self, node: int, stepdown: SteppedDown | None = None) -> None:
         self.record.view(node, self.view(node), stepdown)

@@ -16,7 +16,7 @@ timeline and the tests read: view changes, the electors' events and the faults, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,12 +62,12 @@ class FaultRecord:
 
 
 class Recorder:
-    def __init__(self, members: Sequence[int], mode: Mode, timing: Timing, clocks: Clocks,
+    def __init__(self, members: Sequence[int], mode: Mode, timings: Mapping[int, Timing], clocks: Clocks,
                  store_log: list[StoreRecord], lease_end_if_paused: Callable[[int], int], seed: int = 0,
                  planted_bugs: Sequence[str] = (), mode_options: Sequence[str] = ()) -> None:
         self.members = tuple(members)
         self.mode = mode
-        self.timing = timing
+        self.timings = timings  # each node's timing, as it is now (the network changes it on a restart)
         self.clocks = clocks
         self.store_log = store_log
         # Now, or for a paused node when its lease ran out (it never woke up to notice).
@@ -75,7 +75,7 @@ class Recorder:
         # The run's history, as a real run records it (node.history's events), in global ticks.
         self.history: list[dict[str, Any]] = [{
             "t_ns": 0, "kind": "meta", "seed": seed, "mode": Mode(mode).value, "scenario": "simulation",
-            "nodes": list(members), "timing_ticks": dict(timing.__dict__),
+            "nodes": list(members), "timing_ticks": dict(timings[min(members)].__dict__),
             "planted_bugs": sorted(planted_bugs), "mode_options": sorted(mode_options),
         }]
         self.pausing: dict[int, dict[str, Any]] = {}  # node -> its pause event, complete when the pause ends
@@ -117,10 +117,12 @@ class Recorder:
             self.history.append({"t_ns": self.now, "kind": "grant", "node": node, "leader": node,
                                  "epoch": promise.epoch, "promise_ms": 0})
 
-    def sent(self, node: int, msg: Message) -> None:
+    def sent(self, node: int, msg: Message, request: Message | None = None) -> None:
         if msg.type in PROMISE_REPLY_TYPES and msg.granted:
-            # The window the protocol promises (the electors hold it), counted on the follower's clock.
-            window_end = self.clocks.global_tick(node, self.clocks.local(node) + self.timing.promise_hold_ticks)
+            # The window the protocol promises (the electors hold it), counted on the follower's clock:
+            # its own, or longer where the request announced a lease its own would not outlast.
+            hold = self.timings[node].hold_ticks_for(request.lease_ticks if request is not None else 0)
+            window_end = self.clocks.global_tick(node, self.clocks.local(node) + hold)
             self.history.append({"t_ns": self.now, "kind": "grant", "node": node, "leader": msg.dst,
                                  "epoch": msg.epoch, "promise_ms": window_end - self.now, "until_ns": window_end})
 
@@ -209,8 +211,11 @@ class Recorder:
         key = (self.now, len(self.history), len(self.answering), len(self.pausing))
         if self._judged is None or self._judged[0] != key:
             promises = mode_info(self.mode).promises
-            transit = self.heartbeat_transit_ticks + self.timing.heartbeat_interval_ticks + 1
-            horizon = self.timing.leader_lease_ticks if promises else 2 * self.timing.election_timeout_ticks
+            # Members may run different timings: the most lenient of them.
+            timings = self.timings.values()
+            transit = self.heartbeat_transit_ticks + max(t.heartbeat_interval_ticks for t in timings) + 1
+            horizon = (max(t.leader_lease_ticks for t in timings) if promises
+                       else 2 * max(t.election_timeout_ticks for t in timings))
             self._judged = key, History(self.events_now(), TICKS, promises=promises,
                                         tolerance=AnswerTolerance(transit, horizon), end=self.now)
         return self._judged[1]

@@ -1,12 +1,14 @@
 """Fault schedules: a short script, one command per line, replayable exactly, and its runner.
 
     @nodes 3                          header: membership size, mode, seed, timing, clock rates, bugs
+    @retimed 2=100                    node 2 starts with an election timeout of 100 ticks (mixed timings)
     run 120                           let time pass
     until ack * 40                    run until some node sends a granted ack (at most 40 ticks)...
     crash_restart T                   ...then SIGKILL and restart that node (T) at once
     cut L 1                           one-way cut from the current leader (L) to node 1
     hold * L reply 0 reassert-won 60  keep the acks to the leader back until it reasserts (60 ticks at most)
     heal_link L 1                     restore that one link
+    retime F 25                       restart a follower with an election timeout of 25 ticks (a rolling change)
 
 Targets may be symbolic: L (the leader with the highest epoch), F (a follower), T (the node at which
 the last `until` fired), D (a crashed node), * (any live node; in `hold`, any node at all); the
@@ -43,10 +45,20 @@ class Schedule:
     planted_bugs: frozenset[PlantedBug] = frozenset()
     heal_ticks: int = 0  # 0: 6 election timeouts plus the hold-down
     mode_options: frozenset[str] = frozenset()
+    # Nodes that start with another election timeout (ticks): ((node, timeout), ...); the rest run `timing`.
+    retimed: tuple[tuple[int, int], ...] = ()
 
     @property
     def agree_within_ticks(self) -> int:
-        return self.heal_ticks or 6 * self.timing.election_timeout_ticks + self.timing.preempt_hold_down_ticks
+        # The longest election timeout a node may run: retime commands' too.
+        timeouts = [self.timing.election_timeout_ticks, *(et for _, et in self.retimed),
+                    *(int(c[2]) for c in self.commands if c[0] == "retime")]
+        return self.heal_ticks or 6 * max(timeouts) + self.timing.preempt_hold_down_ticks
+
+    def timing_with(self, election_timeout_ticks: int) -> Timing:
+        """This schedule's timing with another election timeout, every other duration derived as the
+        runtime derives it (Timing.from_ms); ValueError if node.config would refuse it."""
+        return retimed_timing(self.timing, election_timeout_ticks)
 
     def to_script(self) -> str:
         t = " ".join(f"{f.name}={getattr(self.timing, f.name)}" for f in fields(Timing))
@@ -57,6 +69,8 @@ class Schedule:
         head += [f"@option {o}" for o in sorted(self.mode_options)]
         if self.heal_ticks:
             head.append(f"@heal {self.heal_ticks}")
+        if self.retimed:
+            head.append("@retimed " + " ".join(f"{node}={et}" for node, et in self.retimed))
         return "\n".join(head + [" ".join(map(str, c)) for c in self.commands]) + "\n"
 
     @classmethod
@@ -91,6 +105,7 @@ class Schedule:
                 commands=tuple(commands), clock_rates=tuple(Fraction(r) for r in values.get("rates", [])),
                 planted_bugs=frozenset(bugs), heal_ticks=int(values.get("heal", ["0"])[0]),
                 mode_options=frozenset(options),
+                retimed=tuple((int(node), int(et)) for node, et in (kv.split("=") for kv in values.get("retimed", []))),
             )
         except KeyError as exc:
             raise ValueError(f"schedule script lacks the header line @{exc.args[0]}") from None
@@ -119,8 +134,9 @@ class Runner:
     def __init__(self, schedule: Schedule) -> None:
         self.s = schedule
         rates = {i + 1: r for i, r in enumerate(schedule.clock_rates)}
+        timings = {node: schedule.timing_with(et) for node, et in schedule.retimed}
         self.net = Network(schedule.seed, schedule.n, schedule.mode, schedule.timing, schedule.planted_bugs, rates,
-                           mode_options=schedule.mode_options)
+                           mode_options=schedule.mode_options, timings=timings)
         self.rng = random.Random(f"{schedule.seed}:targets")
         self.trigger_node: int | None = None
         self.kinds: set[str] = set()
@@ -217,6 +233,27 @@ class Runner:
                 return
         self.trigger_node = None
 
+def retimed_timing(base: Timing, election_timeout_ticks: int) -> Timing:
+    """`base` with another election timeout, derived as the runtime derives every duration from its
+    two knobs (ticks as milliseconds); ValueError if node.config would refuse the result."""
+    from node.config import ConfigError, check_timings
+
+    hb = base.heartbeat_interval_ticks
+    try:
+        check_timings(hb, election_timeout_ticks, 1)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return Timing.from_ms(hb, election_timeout_ticks, 1, base.preempt_hold_down_ticks)
+
+
+def _retime(r: Runner, node: int, election_timeout_ticks: int) -> None:
+    """One step of a rolling change: the node stops and starts again with another election timeout."""
+    timing = r.s.timing_with(election_timeout_ticks)
+    if not r.net.crashed(node):
+        r.net.crash(node)
+    r.net.restart(node, timing)
+
+
 def _groups(text: str) -> list[list[int]]:
     return [[int(x) for x in g.split(",") if x] for g in text.split("|")]
 
@@ -236,7 +273,7 @@ ARGS: dict[str, tuple[str, ...]] = {
     "delay_link": ("node", "node", "ticks", "ticks"), "drop_link": ("node", "node", "p"),
     "duplicate_link": ("node", "node", "p"), "heal_link": ("node", "node"),
     "hold": ("who", "who", "kind", "count", "instant", "ticks"),
-    "resign": ("node",), "transfer": ("node", "node"),
+    "resign": ("node",), "transfer": ("node", "node"), "retime": ("node", "ticks"),
 }
 def _kind(word: str) -> str:
     if word not in HOLD_KINDS:
@@ -269,6 +306,7 @@ COMMANDS: dict[str, Callable[..., object]] = {
     "hold": lambda r, src, dst, kind, count, until, ticks: r.net.hold(src, dst, kind, count, until, ticks),
     "resign": lambda r, node: r.net.resign(node),
     "transfer": lambda r, a, b: r.net.transfer(*_distinct(a, b)),
+    "retime": _retime,
 }
 
 

@@ -3,7 +3,8 @@
 Each schedule enables a random subset of fault kinds with random weights, a random membership size
 (1..7, even sizes included), hold-down on, short or off, the mode's options on or off, the runtime's
 timing or another that node.config accepts (down to the tightest lease/promise margin it accepts),
-and maybe skewed clocks. Faults are aimed: most wait for a protocol instant first (`until`), any
+and maybe skewed clocks. Some schedules run members on different election timeouts, and some change
+one node's timeout on the way (a rolling change: `retime`). Faults are aimed: most wait for a protocol instant first (`until`), any
 instant the mode names, and some hold messages back until one.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing, mode_info
-from node.sim.schedule import Command, Schedule
+from node.sim.schedule import Command, Schedule, retimed_timing
 from node.sim.world import HOLD_KINDS
 
 BEYOND_DRIFT = 0.25  # `--drift beyond`: far outside the bound, to show that the checker sees it
@@ -32,6 +33,9 @@ FAULT_KINDS = (
 # The instants most faults wait for; any other instant of the mode is drawn too, less often.
 COMMON_TRIGGERS = ("ack", "lease-end", "deadline", "leader", "candidate")
 TICK_MS = 10
+# Mixed timings: how often a schedule has them, and the election timeouts drawn (times the schedule's).
+MIXED_TIMINGS_SHARE = 0.3
+TIMEOUT_FACTORS = (0.6, 0.8, 1.5, 2.0)
 
 
 def runtime_timing(hold_down_ticks: int = 300) -> Timing:
@@ -102,8 +106,34 @@ def swarm_schedule(seed: int, settings: SwarmSettings = SwarmSettings()) -> Sche
             commands.append(trigger_for(kind, rng, et, settings.mode))
         commands += commands_for(kind, rng, n, et, lease, settings.mode)
         commands.append(("run", str(rng.choice([0, 1, 3, 8, 15, 30, 60, 120]))))
+    retimed, commands = mixed_timings(seed, n, timing, commands)
     return Schedule(seed, n, settings.mode, timing, tuple(commands), rates, settings.planted_bugs,
-                    mode_options=options)
+                    mode_options=options, retimed=retimed)
+
+
+def mixed_timings(seed: int, n: int, timing: Timing, commands: list[Command]
+                  ) -> tuple[tuple[tuple[int, int], ...], list[Command]]:
+    """In some schedules, members that start on other election timeouts, and a rolling change of one
+    node's timeout somewhere among the commands. Drawn from a generator of their own, so the rest of
+    every schedule is what it would be without them."""
+    rng = random.Random(f"{seed}:timings")
+    if n < 2 or rng.random() >= MIXED_TIMINGS_SHARE:
+        return (), commands
+    et = timing.election_timeout_ticks
+
+    def other_timeout() -> int | None:
+        candidate = round(et * rng.choice(TIMEOUT_FACTORS))
+        try:
+            retimed_timing(timing, candidate)
+        except ValueError:
+            return None  # node.config would refuse it
+        return candidate
+
+    retimed = tuple((node, t) for node in range(1, n + 1) if rng.random() < 0.5 and (t := other_timeout()) is not None)
+    if rng.random() < 0.5 and (t := other_timeout()) is not None:
+        at = rng.randint(1, len(commands))
+        commands = [*commands[:at], ("retime", rng.choice(["F", "L", "T", "*"]), str(t)), *commands[at:]]
+    return retimed, commands
 
 
 def _any_instant(rng: random.Random, mode: Mode) -> str:

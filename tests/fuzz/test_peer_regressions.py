@@ -17,7 +17,7 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.core import Config, Promise, make_elector, mode_names
+from node.core import Config, Promise, configuration_id, make_elector, mode_names
 from node.runtime.wire import MODE_RPCS, RPC_TYPE, check_peer_message, message_from_pb
 
 MEMBERS = (1, 2, 3)
@@ -26,7 +26,8 @@ MEMBERS = (1, 2, 3)
 def _request(rpc: str) -> pb.PeerMessage:
     ring = rpc.startswith("Ring")
     return pb.PeerMessage(sender_id=3, receiver_id=1, epoch=7, round=1 if rpc in ("Heartbeat", "PreVote") or ring else 0,
-                          ring_ids=[3] if ring else [], initiator_id=3 if ring else 0)
+                          ring_ids=[3] if ring else [], initiator_id=3 if ring else 0,
+                          configuration_id=configuration_id(MEMBERS))
 
 
 @pytest.mark.parametrize("mode", mode_names())

@@ -58,7 +58,7 @@ def test_the_values_reach_the_edges():
     seen: dict = defaultdict(list)
     rng = random.Random(7)
     for descriptor in MESSAGES:
-        for _ in range(400):
+        for _ in range(800):
             _walk(pf.random_message(descriptor, rng), seen)
         drawn = []
 

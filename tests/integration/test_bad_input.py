@@ -10,7 +10,8 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.runtime.wire import MAX_EPOCH
+from node.core import configuration_id
+from node.runtime.wire import MAX_EPOCH, MAX_LEASE_MS
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +26,13 @@ BAD_PEER_CALLS = [
     ("Heartbeat", dict(sender_id=1, epoch=5, round=0), grpc.StatusCode.INVALID_ARGUMENT, "round >= 1"),
     ("Election", dict(sender_id=1, epoch=1, round=3), grpc.StatusCode.INVALID_ARGUMENT, "only meaningful on Heartbeat"),
     ("Alive", dict(sender_id=1, epoch=1, resigning=True), grpc.StatusCode.INVALID_ARGUMENT, "only meaningful on Heartbeat"),
+    ("Alive", dict(sender_id=1, epoch=1, lease_ms=700), grpc.StatusCode.INVALID_ARGUMENT, "lease_ms is only meaningful"),
+    ("Coordinator", dict(sender_id=1, epoch=9, lease_ms=MAX_LEASE_MS + 1), grpc.StatusCode.INVALID_ARGUMENT,
+     "longer than any lease"),
+    # A node on another member list (or one that sends none): well-formed, and still never counted.
+    ("Coordinator", dict(sender_id=1, epoch=9, configuration_id=configuration_id((1, 2, 3, 4, 5))),
+     grpc.StatusCode.FAILED_PRECONDITION, "runs another member list"),
+    ("Heartbeat", dict(sender_id=1, epoch=9, round=1), grpc.StatusCode.FAILED_PRECONDITION, "sent no member list"),
 ]
 
 
@@ -56,13 +64,19 @@ def test_bad_peer_messages_get_precise_status_and_change_nothing(running):
         leader = pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=2)
     assert (after.promised_epoch, after.promised_to) == (before.promised_epoch, before.promised_to)
     assert after.epoch == before.epoch and leader.known and leader.leader_id == target
+    # The member-list refusals are shown: the node's own list, and the last refusal per peer.
+    assert after.configuration_id == configuration_id((1, 2, 3))
+    refusal = next(p.configuration_refusal for p in after.peers if p.id == 1)
+    assert "node 1 sent no member list; node 3 runs members 1,2,3" in refusal, refusal
     assert running.wait_for_agreement(timeout_s=5) == (target, before.epoch)
 
 
 def test_stale_coordinator_from_a_member_is_refused_not_an_error(running):
     node = running.spec.node(1)
     with grpc.insecure_channel(node.peer_address) as ch:
-        reply = pb_grpc.PeerStub(ch).Coordinator(pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1), timeout=2)
+        members = [n.id for n in running.spec.nodes]
+        stale = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1, configuration_id=configuration_id(members))
+        reply = pb_grpc.PeerStub(ch).Coordinator(stale, timeout=2)
     # Epoch 1 is either already promised to node 3, or below the promise: refused either way.
     assert reply.ack.granted is False or reply.ack.promised_epoch == 1
 

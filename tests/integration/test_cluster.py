@@ -14,7 +14,7 @@ from chaos.checkers import check_no_overlap_by_grants
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import process_fault, read_cluster_file, wait_for
-from node.core import mode_info, mode_names
+from node.core import configuration_id, mode_info, mode_names
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +211,8 @@ def test_restarted_node_never_acknowledges_an_epoch_it_has_passed(make_cluster):
         try:
             with grpc.insecure_channel(address) as ch:
                 return pb_grpc.PeerStub(ch).Coordinator(
-                    pb.PeerMessage(sender_id=other, receiver_id=follower, epoch=e), timeout=1).ack
+                    pb.PeerMessage(sender_id=other, receiver_id=follower, epoch=e,
+                                   configuration_id=configuration_id([n.id for n in cluster.spec.nodes])), timeout=1).ack
         except grpc.RpcError:
             return None
 

@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
+from node.core import configuration_id
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import LocalCluster, local_spec, pid_alive, wait_for
 from node.launcher.ports import free_port
@@ -102,7 +103,8 @@ def test_unpersistable_ack_is_never_sent_and_the_node_stops(tmp_path, node_proce
     node.wait_serving()
     with grpc.insecure_channel(node.peer) as ch:
         with pytest.raises(grpc.RpcError) as info:
-            pb_grpc.PeerStub(ch).Coordinator(pb.PeerMessage(sender_id=3, receiver_id=1, epoch=1), timeout=5)
+            first = pb.PeerMessage(sender_id=3, receiver_id=1, epoch=1, configuration_id=configuration_id((1, 2, 3)))
+            pb_grpc.PeerStub(ch).Coordinator(first, timeout=5)
     # Not a granted ack, not any ack: the call fails, and says why.
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
     assert "cannot persist the promise" in info.value.details()

@@ -202,3 +202,16 @@ def test_a_failed_scenario_run_says_what_it_died_of() -> None:
     assert line.startswith("grpc._channel._InactiveRpcError") and "UNAVAILABLE" in line and "failed to connect" in line
     assert failure_line('Traceback (most recent call last):\n  File "a"\nTimeoutError: timed out') == "TimeoutError: timed out"
     assert failure_line("no traceback at all") == "no traceback at all"
+
+
+def test_a_node_on_another_member_list_is_flagged_on_its_tile():
+    m = model()
+    m.on_process(1, 101, "running")
+    m.on_info(1, info(1, 3, 2))
+    m.on_status(1, pb.NodeStatus(node_id=1, role=pb.ROLE_FOLLOWER, epoch=2, peers=[pb.PeerView(id=2)]))
+    assert "warning" not in m.nodes_json(T0)["tiles"][0]
+    why = "node 2 runs another member list (configuration 0a0b0c0d); node 1 runs members 1,2,3 (configuration 21cdd3d7)"
+    m.on_status(1, pb.NodeStatus(node_id=1, role=pb.ROLE_FOLLOWER, epoch=2,
+                                 peers=[pb.PeerView(id=2, configuration_refusal=why), pb.PeerView(id=3)]))
+    tile = m.nodes_json(T0)["tiles"][0]
+    assert tile["warning"] == "another member list than node(s) 2" and tile["warning_detail"] == why

@@ -469,7 +469,7 @@ def test_the_bug_breaks_safety_and_the_clean_core_does_not(bug: PlantedBug, scen
 
 def test_every_independent_bug_has_a_scenario() -> None:
     members = list(PlantedBug)
-    independent = members[members.index(PlantedBug.OLD_RESIGN_RELEASES):]
+    independent = members[members.index(PlantedBug.OLD_RESIGN_RELEASES):members.index(PlantedBug.ANNOUNCED_LEASE_IGNORED)]
     assert sorted(b.value for b in independent) == sorted(_bug_of(c).value for c in SCENARIOS)
 
 

@@ -190,7 +190,7 @@ class DoubleVoteRaft(RaftElector):
             self._reply(batch, msg, False)
             return
         self._observe(msg.epoch, batch)
-        self._back(msg.src, batch)
+        self._back(msg, batch)
         self._reply(batch, msg, True)
 
 

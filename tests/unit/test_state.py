@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.core import Promise
+from node.core import Promise, Timing
 from node.runtime.state import PROMISE_FILE, PROMISE_TMP, PersistError, PromiseStore, StateError
 
 
@@ -59,8 +59,11 @@ def test_save_failure_on_the_rename_names_the_promise_file(tmp_path: Path) -> No
         (b'{"epoch": 4.5, "leader_id": 2}', "corrupt"),
         (b'{"epoch": true, "leader_id": 2}', "corrupt"),
         (b'{"epoch": -1, "leader_id": 2}', "negative"),
+        (b'{"epoch": 4, "leader_id": 2, "window_ms": "80"}', "corrupt"),
+        (b'{"epoch": 4, "leader_id": 2, "window_ms": -80}', "negative"),
     ],
-    ids=["empty", "newline", "half-object", "missing-field", "garbage", "list", "string", "float", "bool", "negative"],
+    ids=["empty", "newline", "half-object", "missing-field", "garbage", "list", "string", "float", "bool", "negative",
+         "window-string", "window-negative"],
 )
 def test_a_bad_promise_file_is_refused_with_one_line_naming_it(tmp_path: Path, content: bytes, words: str) -> None:
     (tmp_path / PROMISE_FILE).write_bytes(content)
@@ -91,3 +94,23 @@ def test_a_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="state directory"):
         PromiseStore(tmp_path / "state")
     assert os.path.isfile(tmp_path / "state")
+
+
+def test_the_window_a_promise_was_granted_for_survives_a_restart_with_other_timings(tmp_path: Path) -> None:
+    """The file keeps the window in milliseconds: a node that held a long window (its own, under a longer
+    election timeout, or one a leader's longer lease asked for) honours it from boot under shorter timings."""
+    long, short = Timing.from_ms(10, 100, 1), Timing.from_ms(10, 50, 1)
+    PromiseStore(tmp_path, long, tick_ms=1).save(Promise(epoch=4, leader_id=2))
+    assert PromiseStore(tmp_path, short, tick_ms=1).load() == Promise(4, 2, hold_ticks=long.promise_hold_ticks)
+    # Ticks of another length: the window in the new ticks is rounded up.
+    assert PromiseStore(tmp_path, short, tick_ms=3).load().window_ticks(short) * 3 >= long.promise_hold_ticks
+    # A leader's longer lease asked for more than the node's own window.
+    asked = Promise(5, 2, hold_ticks=short.hold_ticks_for(long.leader_lease_ticks))
+    PromiseStore(tmp_path, short, tick_ms=1).save(asked)
+    assert PromiseStore(tmp_path, short, tick_ms=1).load() == asked
+    # Under the same or a longer timing, its own window covers it: nothing extra is carried.
+    PromiseStore(tmp_path, long, tick_ms=1).save(Promise(6, 2))
+    assert PromiseStore(tmp_path, long, tick_ms=1).load() == Promise(6, 2)
+    # A file written before windows were kept: the node's own window.
+    (tmp_path / PROMISE_FILE).write_text('{"epoch": 7, "leader_id": 3}')
+    assert PromiseStore(tmp_path, short, tick_ms=1).load() == Promise(7, 3)

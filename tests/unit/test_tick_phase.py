@@ -93,5 +93,6 @@ def test_a_promise_outlasts_the_lease_across_tick_phases() -> None:
 
 def test_without_the_extra_tick_the_same_schedule_splits_the_brain(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Timing, "promise_hold_ticks", property(lambda t: t.follower_promise_ticks))
+    monkeypatch.setattr(Timing, "hold_ticks_for", lambda t, lease_ticks: t.window_ticks_for(lease_ticks))
     violations = found_schedule(TIMING)
     assert violations and any(v.startswith("P3") for v in violations)

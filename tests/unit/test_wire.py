@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.core import REPLY_TYPE, Message, MsgType, mode_names
+from node.core import REPLY_TYPE, Message, MsgType, configuration_id, mode_names
 from node.sim.schedule import run_schedule
 from node.sim.swarm import SwarmSettings, swarm_schedule
 from node.sim.network import Network
@@ -22,9 +22,10 @@ def test_every_request_the_core_sends_is_valid_on_the_wire(mode, seed, monkeypat
     def validating_send(net: Network, msg: Message) -> None:
         if msg.type not in ACKS:
             members = tuple(net.members)
-            rejection = check_peer_message(RPC_NAME[msg.type], message_to_pb(msg, tick_ms=10), msg.dst, members)
+            sent = message_to_pb(msg, tick_ms=10, configuration=configuration_id(members))
+            rejection = check_peer_message(RPC_NAME[msg.type], sent, msg.dst, members)
             assert rejection is None, f"seed {seed} {mode}: {msg} rejected: {rejection}"
-            assert message_from_pb(RPC_NAME[msg.type], message_to_pb(msg, tick_ms=10), tick_ms=10) == msg
+            assert message_from_pb(RPC_NAME[msg.type], sent, tick_ms=10) == msg
             checked.append(msg)
         original(net, msg)
 
@@ -51,9 +52,59 @@ def test_ring_fields_only_on_ring_rpcs() -> None:
     members = (1, 2, 3)
     bad = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1, round=1, ring_ids=[2])
     assert check_peer_message("Heartbeat", bad, 1, members).code.name == "INVALID_ARGUMENT"
-    token = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=0, ring_ids=[2, 3], initiator_id=2)
+    token = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=0, ring_ids=[2, 3], initiator_id=2,
+                           configuration_id=configuration_id(members))
     assert check_peer_message("RingElection", token, 1, members) is None
     for ids, initiator in (([2, 2], 2), ([2, 9], 2), ([2], 9)):
         wrong = pb.PeerMessage(sender_id=2, receiver_id=1, ring_ids=ids, initiator_id=initiator)
         assert check_peer_message("RingElection", wrong, 1, members).code.name == "INVALID_ARGUMENT"
     assert check_peer_message("NoSuchRpc", token, 1, members).code.name == "UNIMPLEMENTED"
+
+
+def test_an_announced_lease_only_where_a_grant_answers_and_never_shorter_across_tick_lengths() -> None:
+    from node.api import bullyproof_pb2 as pb
+    from node.runtime.wire import MAX_LEASE_MS
+
+    members = (1, 2, 3)
+    ours = configuration_id(members)
+    for rpc in ("Coordinator", "RequestVote"):
+        ok = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=700, configuration_id=ours)
+        assert check_peer_message(rpc, ok, 1, members) is None
+    beat = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, round=1, lease_ms=700, configuration_id=ours)
+    assert check_peer_message("Heartbeat", beat, 1, members) is None
+    misplaced = {
+        "Election": pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=700),
+        "PreVote": pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=700),
+        "Heartbeat": pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, resigning=True, lease_ms=700),
+    }
+    for rpc, req in misplaced.items():
+        rejection = check_peer_message(rpc, req, 1, members)
+        assert rejection.code.name == "INVALID_ARGUMENT" and "lease_ms" in rejection.detail, (rpc, rejection)
+    huge = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=MAX_LEASE_MS + 1)
+    rejection = check_peer_message("Coordinator", huge, 1, members)
+    assert rejection.code.name == "INVALID_ARGUMENT" and str(MAX_LEASE_MS) in rejection.detail
+    # A leader counting 7 ticks of 100 ms announces 700 ms; a follower with 30 ms ticks must hold at
+    # least 24 of them (23 would be 690 ms): the length is rounded up, what is left of a lease down.
+    sent = message_to_pb(Message(MsgType.HEARTBEAT, 2, 1, 3, round=1, lease_ticks=7, lease_remaining=7), tick_ms=100,
+                         configuration=ours)
+    received = message_from_pb("Heartbeat", sent, tick_ms=30)
+    assert (received.lease_ticks, received.lease_remaining) == (24, 23)
+
+
+def test_a_node_on_another_member_list_is_refused_and_never_counted() -> None:
+    """A request from a node that runs another member list (or sends none) is refused with
+    FAILED_PRECONDITION, naming both lists; an ack from one is not taken as an answer."""
+    from node.api import bullyproof_pb2 as pb
+    from node.runtime.wire import ack_from_pb, ack_to_pb
+
+    ours, stale = (1, 2, 3, 4, 5), (1, 2, 3)
+    assert configuration_id(ours) != configuration_id(stale) and configuration_id((3, 1, 2)) == configuration_id(stale)
+    for theirs, words in ((configuration_id(stale), "runs another member list"), (0, "sent no member list")):
+        req = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=3, lease_ms=700, configuration_id=theirs)
+        rejection = check_peer_message("Coordinator", req, 1, ours)
+        assert rejection.code.name == "FAILED_PRECONDITION", rejection
+        assert words in rejection.detail and "node 1 runs members 1,2,3,4,5" in rejection.detail, rejection.detail
+    request = Message(MsgType.COORDINATOR, 1, 2, 3, lease_ticks=70)
+    reply = Message(MsgType.COORDINATOR_ACK, 2, 1, 3, granted=True, promised_epoch=3)
+    assert ack_from_pb(request, ack_to_pb(reply, configuration_id(stale)), configuration_id(ours)) is None
+    assert ack_from_pb(request, ack_to_pb(reply, configuration_id(ours)), configuration_id(ours)) == reply

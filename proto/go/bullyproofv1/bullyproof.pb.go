@@ -153,9 +153,19 @@ type PeerMessage struct {
 	LeaseRemainingMs uint32 `protobuf:"varint,9,opt,name=lease_remaining_ms,json=leaseRemainingMs,proto3" json:"lease_remaining_ms,omitempty"`
 	// With resigning and successor_id: the handover is an operator's TransferLeadership (the successor
 	// keeps leadership against the preferred-leader rule), not a preemption by that rule.
-	Transfer      bool `protobuf:"varint,10,opt,name=transfer,proto3" json:"transfer,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Transfer bool `protobuf:"varint,10,opt,name=transfer,proto3" json:"transfer,omitempty"`
+	// Coordinator, RequestVote, and Heartbeat when not resigning: the lease the sender counts from
+	// sending this message, in milliseconds (its lease length). Members may run different timings,
+	// as in a rolling change of the election timeout: a follower that grants holds its promise long
+	// enough to outlast this lease under the clock-drift bound, even when its own timing is shorter.
+	// 0: not announced (the follower holds its own window). Classic and ring modes send 0.
+	LeaseMs uint32 `protobuf:"varint,11,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	// The sender's member list, as a fingerprint (32-bit FNV-1a of its sorted ids, never 0). A node
+	// counts majorities against its own list, so it refuses (FAILED_PRECONDITION) a message from a
+	// node that runs another one, and never counts it as a vote, a grant or an acknowledgement.
+	ConfigurationId uint32 `protobuf:"fixed32,12,opt,name=configuration_id,json=configurationId,proto3" json:"configuration_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PeerMessage) Reset() {
@@ -258,6 +268,20 @@ func (x *PeerMessage) GetTransfer() bool {
 	return false
 }
 
+func (x *PeerMessage) GetLeaseMs() uint32 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *PeerMessage) GetConfigurationId() uint32 {
+	if x != nil {
+		return x.ConfigurationId
+	}
+	return 0
+}
+
 type Ack struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	SenderId   uint32                 `protobuf:"varint,1,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
@@ -268,8 +292,10 @@ type Ack struct {
 	Granted bool   `protobuf:"varint,5,opt,name=granted,proto3" json:"granted,omitempty"`
 	// The highest epoch the acknowledging node has promised; lets a stale leader learn it is stale.
 	PromisedEpoch uint64 `protobuf:"varint,6,opt,name=promised_epoch,json=promisedEpoch,proto3" json:"promised_epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The acknowledging node's member list (as in PeerMessage): an ack from another list is ignored.
+	ConfigurationId uint32 `protobuf:"fixed32,7,opt,name=configuration_id,json=configurationId,proto3" json:"configuration_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Ack) Reset() {
@@ -340,6 +366,13 @@ func (x *Ack) GetGranted() bool {
 func (x *Ack) GetPromisedEpoch() uint64 {
 	if x != nil {
 		return x.PromisedEpoch
+	}
+	return 0
+}
+
+func (x *Ack) GetConfigurationId() uint32 {
+	if x != nil {
+		return x.ConfigurationId
 	}
 	return 0
 }
@@ -788,9 +821,12 @@ type PeerView struct {
 	// Milliseconds since any message was last received from this peer; -1 if never.
 	LastHeardMs int64 `protobuf:"varint,3,opt,name=last_heard_ms,json=lastHeardMs,proto3" json:"last_heard_ms,omitempty"`
 	// False after the last call to this peer failed.
-	Reachable     bool `protobuf:"varint,4,opt,name=reachable,proto3" json:"reachable,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reachable bool `protobuf:"varint,4,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	// The last refusal between this peer and us because one of us runs another member list, in words
+	// (empty if none since this node started).
+	ConfigurationRefusal string `protobuf:"bytes,5,opt,name=configuration_refusal,json=configurationRefusal,proto3" json:"configuration_refusal,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *PeerView) Reset() {
@@ -851,6 +887,13 @@ func (x *PeerView) GetReachable() bool {
 	return false
 }
 
+func (x *PeerView) GetConfigurationRefusal() string {
+	if x != nil {
+		return x.ConfigurationRefusal
+	}
+	return ""
+}
+
 type NodeStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId uint32                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -878,9 +921,11 @@ type NodeStatus struct {
 	// Times it became leader by a handover without an election of its own (classic and quorum: a
 	// resigning, transferring or preempted leader named it successor and it proposed at once; raft's
 	// successor runs an election, counted above).
-	HandoversWon  uint64 `protobuf:"varint,18,opt,name=handovers_won,json=handoversWon,proto3" json:"handovers_won,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HandoversWon uint64 `protobuf:"varint,18,opt,name=handovers_won,json=handoversWon,proto3" json:"handovers_won,omitempty"`
+	// This node's member list as a fingerprint (PeerMessage.configuration_id).
+	ConfigurationId uint32 `protobuf:"fixed32,19,opt,name=configuration_id,json=configurationId,proto3" json:"configuration_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -1035,6 +1080,13 @@ func (x *NodeStatus) GetUptimeMs() int64 {
 func (x *NodeStatus) GetHandoversWon() uint64 {
 	if x != nil {
 		return x.HandoversWon
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetConfigurationId() uint32 {
+	if x != nil {
+		return x.ConfigurationId
 	}
 	return 0
 }
@@ -1404,7 +1456,7 @@ var File_bullyproof_v1_bullyproof_proto protoreflect.FileDescriptor
 
 const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebullyproof/v1/bullyproof.proto\x12\rbullyproof.v1\"\xc0\x02\n" +
+	"\x1ebullyproof/v1/bullyproof.proto\x12\rbullyproof.v1\"\x86\x03\n" +
 	"\vPeerMessage\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +
@@ -1417,7 +1469,9 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\finitiator_id\x18\b \x01(\rR\vinitiatorId\x12,\n" +
 	"\x12lease_remaining_ms\x18\t \x01(\rR\x10leaseRemainingMs\x12\x1a\n" +
 	"\btransfer\x18\n" +
-	" \x01(\bR\btransfer\"\xb0\x01\n" +
+	" \x01(\bR\btransfer\x12\x19\n" +
+	"\blease_ms\x18\v \x01(\rR\aleaseMs\x12)\n" +
+	"\x10configuration_id\x18\f \x01(\aR\x0fconfigurationId\"\xdb\x01\n" +
 	"\x03Ack\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +
@@ -1425,7 +1479,8 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05round\x18\x04 \x01(\x04R\x05round\x12\x18\n" +
 	"\agranted\x18\x05 \x01(\bR\agranted\x12%\n" +
-	"\x0epromised_epoch\x18\x06 \x01(\x04R\rpromisedEpoch\"1\n" +
+	"\x0epromised_epoch\x18\x06 \x01(\x04R\rpromisedEpoch\x12)\n" +
+	"\x10configuration_id\x18\a \x01(\aR\x0fconfigurationId\"1\n" +
 	"\tPeerReply\x12$\n" +
 	"\x03ack\x18\x01 \x01(\v2\x12.bullyproof.v1.AckR\x03ack\"\x14\n" +
 	"\x12WatchLeaderRequest\"\x0f\n" +
@@ -1450,12 +1505,13 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\vlease_valid\x18\x06 \x01(\bR\n" +
 	"leaseValid\x12)\n" +
 	"\x11view_time_unix_ns\x18\a \x01(\x03R\x0eviewTimeUnixNs\"\x12\n" +
-	"\x10GetStatusRequest\"v\n" +
+	"\x10GetStatusRequest\"\xab\x01\n" +
 	"\bPeerView\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\"\n" +
 	"\rlast_heard_ms\x18\x03 \x01(\x03R\vlastHeardMs\x12\x1c\n" +
-	"\treachable\x18\x04 \x01(\bR\treachable\"\xf0\x06\n" +
+	"\treachable\x18\x04 \x01(\bR\treachable\x123\n" +
+	"\x15configuration_refusal\x18\x05 \x01(\tR\x14configurationRefusal\"\x9b\a\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x12'\n" +
@@ -1479,7 +1535,8 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\x11messages_received\x18\x0f \x03(\v2/.bullyproof.v1.NodeStatus.MessagesReceivedEntryR\x10messagesReceived\x12%\n" +
 	"\x0eleader_changes\x18\x10 \x01(\x04R\rleaderChanges\x12\x1b\n" +
 	"\tuptime_ms\x18\x11 \x01(\x03R\buptimeMs\x12#\n" +
-	"\rhandovers_won\x18\x12 \x01(\x04R\fhandoversWon\x1a?\n" +
+	"\rhandovers_won\x18\x12 \x01(\x04R\fhandoversWon\x12)\n" +
+	"\x10configuration_id\x18\x13 \x01(\aR\x0fconfigurationId\x1a?\n" +
 	"\x11MessagesSentEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aC\n" +
