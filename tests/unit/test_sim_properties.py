@@ -102,14 +102,14 @@ FIRST_FAILING = {
     # members running different timings (test_timing_changes)
     ("quorum", "announced-lease-ignored"): 9, ("quorum", "hold-not-persisted"): 90,
     ("raft", "announced-lease-ignored"): 108, ("raft", "hold-not-persisted"): 108,
+    # independent, second batch (measured blind, after the search was tuned)
+    ("quorum", "persist-new-leader-only"): 236, ("raft", "vote-by-window"): 9, ("raft", "lease-from-win"): 264,
+    ("raft", "persist-before-self-vote"): 477,
 }
 # lease-check-on-tick was found at 133 by the simulator's old event-based judge; the one judge (which reads
 # views, as real runs are judged) sees no violation in it: see test_independent_bugs.
 NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until-timeout", "release-any-term",
-                 "lease-check-on-tick",
-                 # independent, second batch: not measured yet
-                 "late-beat-names-resigned", "persist-new-leader-only", "reassert-adopts-epoch",
-                 "vote-by-window", "lease-from-win", "persist-before-self-vote"}
+                 "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:
