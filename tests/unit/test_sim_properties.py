@@ -76,6 +76,15 @@ def test_the_regression_schedules_hold() -> None:
         assert not outcome.violations, f"{path.name}: {outcome.violations}"
 
 
+@pytest.mark.xfail(strict=True, reason="open: a leader's reassert and a refused proposer retry in lock-step (P4)")
+@pytest.mark.parametrize("path", sorted((SCHEDULES / "open").glob("*.sched")), ids=lambda p: p.stem)
+def test_the_open_schedules_hold(path) -> None:
+    """Schedules that still fail on the clean core (each file says why): known gaps, kept so that the
+    fix is seen (this test then passes, and strict xfail fails it: move the file up a folder)."""
+    outcome = run_schedule(Schedule.from_script(path.read_text()))
+    assert not outcome.violations, f"{path.name}: {outcome.violations}"
+
+
 # ---- the checks can fail: classic Bully, planted bugs, clocks beyond the bound ----------------------------
 
 
