@@ -68,9 +68,17 @@ def parse_planted_bugs(names: list[str], environ: dict[str, str] | None = None) 
         raise ConfigError(f"{exc}; known: {', '.join(b.value for b in PlantedBug)}") from None
 
 
+# Peers refuse an announced lease over 10 minutes (node.runtime.wire.MAX_LEASE_MS); a lease is 0.7
+# election timeouts, so a node with a longer timeout than this could never lead.
+MAX_ELECTION_TIMEOUT_MS = 10 * 60 * 1000
+
+
 def check_timings(heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int = DEFAULT_TICK_MS) -> Timing:
     if heartbeat_interval_ms <= 0 or election_timeout_ms <= 0:
         raise ConfigError("--heartbeat-interval-ms and --election-timeout-ms must be positive")
+    if election_timeout_ms > MAX_ELECTION_TIMEOUT_MS:
+        raise ConfigError(f"--election-timeout-ms ({election_timeout_ms}) is over {MAX_ELECTION_TIMEOUT_MS} "
+                          "(10 minutes): peers refuse a lease that long")
     if election_timeout_ms < 3 * heartbeat_interval_ms:
         raise ConfigError(
             f"--election-timeout-ms ({election_timeout_ms}) must be at least 3x "

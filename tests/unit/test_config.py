@@ -33,3 +33,13 @@ def test_a_mode_option_the_mode_does_not_take_is_refused_by_name() -> None:
     assert args[args.index("--mode-option") + 1] == "no-pre-vote"
     with pytest.raises(ConfigError, match=r"--mode-option: mode quorum has no option 'no-pre-vote' \(it takes: none\)"):
         dataclasses.replace(spec, mode="quorum")
+
+
+def test_an_election_timeout_whose_lease_peers_would_refuse_is_refused_first() -> None:
+    from node.config import MAX_ELECTION_TIMEOUT_MS
+    from node.runtime.wire import MAX_LEASE_MS
+
+    longest = check_timings(1000, MAX_ELECTION_TIMEOUT_MS, 10)
+    assert longest.leader_lease_ticks * 10 <= MAX_LEASE_MS  # the longest accepted lease is one peers take
+    with pytest.raises(ConfigError, match="10 minutes"):
+        check_timings(1000, MAX_ELECTION_TIMEOUT_MS + 1, 10)

@@ -104,3 +104,25 @@ def test_answers_are_judged_by_the_timing_the_leader_ran() -> None:
     net.run(5)
     # On 9cd8980: "P6: node 1 named node 3 leader of epoch 1 at tick 219, when it did not lead".
     assert not net.violations(), net.violations()
+
+
+@pytest.mark.parametrize("mode", [Mode.QUORUM, Mode.RAFT])
+def test_the_longer_window_survives_a_second_restart(mode: Mode) -> None:
+    """As in the first test, but 2 crashes and restarts once more right after it granted 3 again on
+    QUICK: the window of 81 it granted on LONG must still hold from this boot. Keeping the longer
+    window in memory only passes the tests above but not this one: the promise persisted with the
+    re-grant must carry the longer window too."""
+    net = Network(0, 3, mode, LONG, timings={3: SHORT, 1: SHORT})
+    assert net.run_until_agreed(600) is not None
+    net.run(30)
+    grant_again(net, 2, 30)
+    net.crash(2)
+    net.restart(2, QUICK)
+    grant_again(net, 2, 30)
+    net.crash(2)
+    net.restart(2)
+    net.isolate(3)
+    net.run(300)
+    # On 9cd8980 (and with the in-memory max only): "P3g: node 2 granted itself (epoch 2) at tick 148
+    # while its promise to node 3 (epoch 1) lasted 26 ticks more" (raft: tick 159, 21 ticks).
+    assert not net.violations(), net.violations()
