@@ -109,7 +109,12 @@ class Promise:
     def restored(self, window_ticks: int, timing: Timing) -> Promise:
         """This promise as a node booting with `timing` must hold it, having granted it for a window
         of `window_ticks` (on the same clock), perhaps under other timings: the longer window stays."""
-        return replace(self, hold_ticks=window_ticks if window_ticks > timing.promise_hold_ticks else 0)
+        return replace(self, hold_ticks=_beyond_own(window_ticks, timing))
+
+
+def _beyond_own(window_ticks: int, timing: Timing) -> int:
+    """Promise.hold_ticks for a window: the window where it is longer than the node's own, else 0."""
+    return window_ticks if window_ticks > timing.promise_hold_ticks else 0
 
 
 def grant_window(timing: Timing, now: int, hold_ticks: int, until: int, promise: Promise, again: bool) -> tuple[int, int]:
@@ -121,9 +126,8 @@ def grant_window(timing: Timing, now: int, hold_ticks: int, until: int, promise:
     incarnation) keeps running, and the durable window keeps covering it. A grant to another node
     comes only once the window ended (or was released), so it starts afresh."""
     if again and until > now + hold_ticks:
-        window = promise.window_ticks(timing)
-        return until, window if window > timing.promise_hold_ticks else 0
-    return now + hold_ticks, hold_ticks if hold_ticks > timing.promise_hold_ticks else 0
+        return until, _beyond_own(promise.window_ticks(timing), timing)
+    return now + hold_ticks, _beyond_own(hold_ticks, timing)
 
 
 class PlantedBug(str, enum.Enum):
@@ -307,10 +311,6 @@ class Config:
     @property
     def majority(self) -> int:
         return len(self.members) // 2 + 1
-
-    @property
-    def configuration_id(self) -> int:
-        return configuration_id(self.members)
 
 
 # ---- what comes out of a step --------------------------------------------------------------

@@ -150,8 +150,12 @@ def test_the_explorer_finds_every_planted_bug(mode: str, bug: str) -> None:
 
 
 def test_every_bug_not_searched_here_has_its_failing_schedule() -> None:
+    """A schedule per bug the tests do not search for; the schedules of bugs the search finds sooner
+    now, or no longer, stay as regressions (the judge must still see them)."""
     heavy = {bug for (_, bug), first in FIRST_FAILING.items() if first > SEARCHED_UP_TO}
-    assert heavy == {p.stem for p in BUG_SCHEDULES.glob("*.sched")}
+    saved = {p.stem for p in BUG_SCHEDULES.glob("*.sched")}
+    assert heavy <= saved, heavy - saved
+    assert saved <= {b.value for b in PlantedBug}, saved
 
 
 @pytest.mark.parametrize("path", sorted(BUG_SCHEDULES.glob("*.sched")), ids=lambda p: p.stem)
