@@ -100,17 +100,19 @@ def test_classic_split_brain_is_found() -> None:
 # not depend on the machine's speed. The independent bugs the explorer has not found yet are listed
 # apart (README: the harness's power); each has a hand-made failing scenario in test_independent_bugs.
 FIRST_FAILING = {
-    ("quorum", "double-ack"): 3, ("quorum", "ignore-lease"): 8, ("quorum", "forget-promise"): 84,
-    ("quorum", "stale-store"): 72, ("quorum", "boot-self-vote"): 647, ("quorum", "persist-after-reply"): 1210,
-    ("quorum", "wrong-round-ack"): 793, ("quorum", "early-release"): 7, ("quorum", "lease-from-receipt"): 9,
-    ("quorum", "half-is-majority"): 3, ("quorum", "short-promise"): 7,
-    ("quorum", "old-resign-releases"): 582, ("quorum", "ack-keeps-window"): 7, ("quorum", "lease-from-next-beat"): 14,
-    ("quorum", "boot-window-from-zero"): 723, ("quorum", "lease-as-long-as-promise"): 462,
-    ("raft", "stale-store"): 83, ("raft", "term-only-persist"): 53, ("raft", "vote-window-is-lease"): 66,
+    ("quorum", "double-ack"): 3, ("quorum", "ignore-lease"): 8, ("quorum", "forget-promise"): 54,
+    ("quorum", "stale-store"): 151, ("quorum", "boot-self-vote"): 10, ("quorum", "persist-after-reply"): 668,
+    # beyond make power's 1,500 since the search draws mixed timings (793 before): --schedules 3000
+    ("quorum", "wrong-round-ack"): 2282,
+    ("quorum", "early-release"): 7, ("quorum", "lease-from-receipt"): 9,
+    ("quorum", "half-is-majority"): 3, ("quorum", "short-promise"): 3,
+    ("quorum", "old-resign-releases"): 269, ("quorum", "ack-keeps-window"): 3, ("quorum", "lease-from-next-beat"): 14,
+    ("quorum", "boot-window-from-zero"): 54, ("quorum", "lease-as-long-as-promise"): 925,
+    ("raft", "stale-store"): 83, ("raft", "term-only-persist"): 109, ("raft", "vote-window-is-lease"): 84,
     ("raft", "late-vote-until-deadline"): 30,
     # members running different timings (test_timing_changes)
-    ("quorum", "announced-lease-ignored"): 9, ("quorum", "hold-not-persisted"): 90,
-    ("raft", "announced-lease-ignored"): 108, ("raft", "hold-not-persisted"): 108,
+    ("quorum", "announced-lease-ignored"): 10, ("quorum", "hold-not-persisted"): 91,
+    ("raft", "announced-lease-ignored"): 109, ("raft", "hold-not-persisted"): 109,
     # independent, second batch (measured blind, after the search was tuned)
     ("quorum", "persist-new-leader-only"): 236, ("raft", "vote-by-window"): 9, ("raft", "lease-from-win"): 264,
     ("raft", "persist-before-self-vote"): 477,
