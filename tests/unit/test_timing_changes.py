@@ -29,11 +29,11 @@ def renewed(net: Network, node: int):
     return check
 
 
-def shorter_follower(mode: Mode, bugs: frozenset[PlantedBug]) -> tuple[Network, int, int, int]:
+def just_after_the_ack(mode: Mode, bugs: frozenset[PlantedBug]) -> tuple[Network, int, int, int]:
     """Every node runs LONG; the leader x stands. Follower f is restarted with SHORT (a rolling change
-    of its election timeout) and backs x again. x is cut from the other follower g, and then from f
-    just after f acknowledged, timed so that f's own window ends shortly before g asks for votes and
-    x's lease ends shortly after. Returns (net, x, f, g)."""
+    of its election timeout) and backs x again. x is cut from the other follower g; the run stops
+    just after f acknowledged, timed so that f's own window would end shortly before g asks for votes
+    and x's lease shortly after. Returns (net, x, f, g)."""
     net = Network(0, 3, mode, LONG, bugs)
     assert net.run_until_agreed(600) is not None
     x = net.agreed_leader()[0]
@@ -48,6 +48,12 @@ def shorter_follower(mode: Mode, bugs: frozenset[PlantedBug]) -> tuple[Network, 
     asks_at = net.global_tick(g, net.elector(g).election_deadline)
     net.run_until(lambda: net.now >= asks_at - 45, 300)
     net.run_until(renewed(net, f), 2 * LONG.heartbeat_interval_ticks)
+    return net, x, f, g
+
+
+def shorter_follower(mode: Mode, bugs: frozenset[PlantedBug]) -> tuple[Network, int, int, int]:
+    """...and then x is cut from f too."""
+    net, x, f, g = just_after_the_ack(mode, bugs)
     net.cut(x, f)
     net.run(300)
     return net, x, f, g
@@ -83,19 +89,7 @@ def test_a_follower_restarted_inside_a_long_window_keeps_it(mode: Mode) -> None:
     """The same cut, but f is restarted (with its shorter timeout) right after it acknowledged: the
     window it granted x comes back from its promise file, unless the longer window was never written."""
     def run(bugs: frozenset[PlantedBug]) -> Network:
-        net = Network(0, 3, mode, LONG, bugs)
-        assert net.run_until_agreed(600) is not None
-        x = net.agreed_leader()[0]
-        f, g = (m for m in net.members if m != x)
-        net.crash(f)
-        net.restart(f, SHORT)
-        net.run_until(lambda: net.agreed_leader() is not None and net.agreed_leader()[0] == x, 300)
-        net.run(20)
-        net.cut(x, g)
-        net.run(1)
-        asks_at = net.global_tick(g, net.elector(g).election_deadline)
-        net.run_until(lambda: net.now >= asks_at - 45, 300)
-        net.run_until(renewed(net, f), 2 * LONG.heartbeat_interval_ticks)
+        net, x, f, _ = just_after_the_ack(mode, bugs)
         assert net.persisted[f].hold_ticks == (0 if bugs else SHORT.hold_ticks_for(LONG.leader_lease_ticks))
         net.cut(x, f)
         net.crash(f)
