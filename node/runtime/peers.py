@@ -150,7 +150,7 @@ class PeerTransport:
         await require(context, node.settings.tls is not None, ("node",), f"Peer/{rpc}", claimed=("sender_id", req.sender_id))
         rejection = check_peer_message(rpc, req, node.id, node.settings.members, node.settings.mode.value)
         if rejection is not None:
-            if req.configuration_id != self.configuration and req.sender_id in self.peers:
+            if rejection.member_list:  # (its sender is a peer: that is checked first)
                 self.configuration_refused(req.sender_id, rejection.detail)
             await context.abort(rejection.code, rejection.detail)
         if node.failed is not None:

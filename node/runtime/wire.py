@@ -54,6 +54,7 @@ MODE_RPCS: dict[str, frozenset[str]] = {
 class Rejection:
     code: grpc.StatusCode
     detail: str
+    member_list: bool = False  # refused only because the sender runs another member list
 
 
 def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tuple[int, ...],
@@ -115,7 +116,7 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
     ours = configuration_id(members)
     if req.configuration_id != ours:
         return Rejection(grpc.StatusCode.FAILED_PRECONDITION, configuration_refusal(req.sender_id, req.configuration_id,
-                                                                                   self_id, members))
+                                                                                   self_id, members), member_list=True)
     return None
 
 

@@ -104,6 +104,10 @@ def test_a_node_on_another_member_list_is_refused_and_never_counted() -> None:
         rejection = check_peer_message("Coordinator", req, 1, ours)
         assert rejection.code.name == "FAILED_PRECONDITION", rejection
         assert words in rejection.detail and "node 1 runs members 1,2,3,4,5" in rejection.detail, rejection.detail
+        assert rejection.member_list
+    # Refused for another reason first (here: no epoch): not a member-list refusal, whatever its list.
+    other = check_peer_message("Coordinator", pb.PeerMessage(sender_id=2, receiver_id=1, epoch=0), 1, ours)
+    assert other.code.name == "INVALID_ARGUMENT" and not other.member_list
     request = Message(MsgType.COORDINATOR, 1, 2, 3, lease_ticks=70)
     reply = Message(MsgType.COORDINATOR_ACK, 2, 1, 3, granted=True, promised_epoch=3)
     assert ack_from_pb(request, ack_to_pb(reply, configuration_id(stale)), configuration_id(ours)) is None
