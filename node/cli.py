@@ -34,6 +34,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _id_list(text: str) -> tuple[int, ...]:
+    try:
+        ids = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of node ids (1,2,3)") from None
+    if not ids or any(i <= 0 for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"{text!r}: node ids must be positive and distinct")
+    return ids
+
+
 def _mode_option_arg(p: argparse.ArgumentParser) -> None:
     takes = "; ".join(f"{m}: {', '.join(info.options)}" for m, info in REGISTRY.items() if info.options)
     p.add_argument("--mode-option", action="append", default=[], metavar="NAME",
@@ -73,8 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a StatefulSet's pod NAME-N is node N+1; its own entry in --peers is skipped")
     p.add_argument("--listen", required=True, help="HOST:PORT for the Peer service")
     p.add_argument("--client-listen", required=True, help="HOST:PORT for Leadership, health and reflection")
-    p.add_argument("--peers", required=True, help="ID=HOST:PORT,... (every other member)")
+    p.add_argument("--peers", required=True, help="ID=HOST:PORT,... (every other node it may talk to)")
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
+    p.add_argument("--voters", type=_id_list, default=(), metavar="ID,...",
+                   help="quorum: the configuration to start with (default: this node and every node of --peers); "
+                        "once the node has promised anything, the configuration it made durable wins")
+    p.add_argument("--join", action="store_true",
+                   help="quorum: start outside the configuration, to be added by `bullyproof member add`")
     p.add_argument("--state-dir", required=True, help="where the durable promise lives")
     _timing_args(p)
     p.add_argument("--tick-ms", type=_positive, default=10, help="core clock resolution (default 10)")
@@ -243,6 +258,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         planted_bugs=parse_planted_bugs(args.planted_bug),
         mode_options=frozenset(args.mode_option),
         tls=tls_from_args(args, f"node-{args.id}", Identity("node", str(args.id))),
+        voters=args.voters,
+        join=args.join,
     )
     if not settings.peers:
         raise ConfigError("--peers is empty: a cluster needs other members")

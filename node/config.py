@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing, check_mode_options
+from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing, check_mode_options, mode_info
 from node.tls import Identity, Tls, TlsError, check_holder
 
 # Planted bugs exist to prove the checkers work. Only a test harness sets this variable; no config
@@ -120,6 +120,11 @@ class NodeSettings:
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)
     mode_options: frozenset[str] = field(default_factory=frozenset)  # --mode-option, e.g. raft's no-pre-vote
     tls: Tls | None = None  # this node's certificate (mutual TLS on both ports and to the store); None: --insecure
+    # The configuration it starts with (--voters; empty: every member of --peers and itself), or none
+    # at all (--join: it waits to be added). Once it has promised anything, its durable configuration
+    # wins over both (node.core.membership).
+    voters: tuple[int, ...] = ()
+    join: bool = False
 
     def __post_init__(self) -> None:
         if self.node_id <= 0:
@@ -139,10 +144,27 @@ class NodeSettings:
             raise ConfigError(f"--write-period-ms must be positive, got {self.write_period_ms}")
         if self.preempt_hold_down_ms < 0:
             raise ConfigError(f"--preempt-hold-down-ms must be >= 0 (0 = never preempt), got {self.preempt_hold_down_ms}")
+        changes = mode_info(self.mode).membership_changes
+        if (self.voters or self.join) and not changes:
+            raise ConfigError(f"--voters and --join need a mode that changes membership (quorum), not {self.mode.value}")
+        if self.voters and self.join:
+            raise ConfigError("--join starts a node outside the configuration; --voters names the configuration: "
+                              "give one of them")
+        unknown = sorted(set(self.voters) - set(self.members))
+        if unknown:
+            raise ConfigError(f"--voters names {','.join(map(str, unknown))}, not in --peers (or this node's --id)")
+        if self.voters and self.node_id not in self.voters:
+            raise ConfigError(f"--voters must include this node ({self.node_id}); to start outside the "
+                              "configuration and be added later, use --join")
 
     @property
     def members(self) -> tuple[int, ...]:
+        """Every node this one knows an address for (its own id and --peers): who may talk to it."""
         return tuple(sorted([self.node_id, *self.peers]))
+
+    @property
+    def initial_voters(self) -> tuple[int, ...]:
+        return tuple(sorted(self.voters)) or self.members
 
     @property
     def timing(self) -> Timing:

@@ -594,12 +594,17 @@ def own_votes(up: Mapping[int, Sequence[Span]], windows: Iterable[GrantWindow]) 
 
 
 def backed_spans(
-    members: Iterable[int], windows: Sequence[GrantWindow], self_votes: Mapping[int, Sequence[Span]]
+    members: Iterable[int], windows: Sequence[GrantWindow], self_votes: Mapping[int, Sequence[Span]],
+    configurations: Mapping[int, Sequence[tuple[int, tuple[int, ...], tuple[int, ...]]]] | None = None,
 ) -> dict[int, list[Span]]:
     """For each node, when a majority of the membership stood behind it: its own vote
-    (``self_votes``, see ``own_votes``) plus every other member holding a live window to it."""
+    (``self_votes``, see ``own_votes``) plus every other member holding a live window to it.
+
+    ``configurations``: where membership changed, each node's configuration from a time on ((since,
+    voters, voters before the change), sorted). A node is then backed by a majority of the voters it
+    runs, or of those before its last change: configurations one change apart have intersecting
+    majorities, so promises from either keep any other leader out (node.core.membership)."""
     members = sorted(set(members))
-    majority = len(members) // 2 + 1
     backing: dict[int, dict[int, list[Span]]] = {}  # leader -> member -> spans
     for window in windows:
         backing.setdefault(window.leader, {}).setdefault(window.node, []).append(Span(window.start, window.end))
@@ -607,24 +612,44 @@ def backed_spans(
     for leader in members:
         supporters = dict(backing.get(leader, {}))
         supporters[leader] = list(self_votes.get(leader, []))
-        # Sweep: +1 where a member starts backing, -1 where it stops; ends sort before starts.
-        edges = sorted(
-            (t, delta)
-            for spans in supporters.values()
-            for span in union(spans)
-            for t, delta in ((span.start, 1), (span.end, -1))
-        )
-        count, opened, spans_out = 0, None, []
-        for t, delta in edges:
-            count += delta
-            if count >= majority and opened is None:
-                opened = t
-            elif count < majority and opened is not None:
-                spans_out.append(Span(opened, t))
-                opened = None
+        eras = (configurations or {}).get(leader)
+        if not eras:
+            spans_out = _majority_sweep(supporters, len(members) // 2 + 1)
+        else:
+            spans_out = []
+            for index, (since, voters, previous) in enumerate(eras):
+                until = eras[index + 1][0] if index + 1 < len(eras) else _FOREVER
+                for counting in {voters, previous}:
+                    if not counting or since >= until:
+                        continue
+                    counted = {m: spans for m, spans in supporters.items() if m in counting}
+                    spans_out += intersect(_majority_sweep(counted, len(counting) // 2 + 1), [Span(since, until)])
         if union(spans_out):
             backed[leader] = union(spans_out)
     return backed
+
+
+_FOREVER = 2**62
+
+
+def _majority_sweep(supporters: Mapping[int, Sequence[Span]], majority: int) -> list[Span]:
+    """When at least `majority` of the supporters' spans are live at once."""
+    # Sweep: +1 where a member starts backing, -1 where it stops; ends sort before starts.
+    edges = sorted(
+        (t, delta)
+        for spans in supporters.values()
+        for span in union(spans)
+        for t, delta in ((span.start, 1), (span.end, -1))
+    )
+    count, opened, spans_out = 0, None, []
+    for t, delta in edges:
+        count += delta
+        if count >= majority and opened is None:
+            opened = t
+        elif count < majority and opened is not None:
+            spans_out.append(Span(opened, t))
+            opened = None
+    return spans_out
 
 
 def outside_backing(intervals: Iterable[Interval], backed: Mapping[int, Sequence[Span]]) -> list[tuple[Interval, list[Span]]]:
@@ -751,9 +776,18 @@ class ClusterState:
         self.members = set(members)
         self.views: dict[int, Mapping[str, Any]] = {}
         self.down: dict[int, str] = {}  # node -> the action that took it down (kill, pause, stop)
+        # Nodes in no configuration (joining, or removed): they follow no one and are not asked.
+        self.outside: set[int] = set()
 
     def apply(self, event: Mapping[str, Any]) -> None:
-        if event["kind"] == "view":
+        if event["kind"] == "meta" and "voters" in event:
+            self.outside = self.members - set(event["voters"])
+        elif event["kind"] == "membership":
+            if event["node"] in event["voters"] or event["node"] in event["learners"]:
+                self.outside.discard(event["node"])
+            else:
+                self.outside.add(event["node"])
+        elif event["kind"] == "view":
             self.members.add(event["node"])
             self.views[event["node"]] = event
         elif event["kind"] == "process" and isinstance(event["node"], int):
@@ -770,7 +804,7 @@ class ClusterState:
         return sorted(self.members - self.down.keys())
 
     def agreement(self) -> Agreement | None:
-        views = {node: self.views.get(node) for node in self.live()}
+        views = {node: self.views.get(node) for node in self.live() if node not in self.outside}
         return agreement({
             node: None if view is None else Seen(view["leader"], view["epoch"], view["role"] == "leader")
             for node, view in views.items()
@@ -1099,7 +1133,24 @@ class History:
     def backed(self) -> dict[int, list[Span]]:
         """For each node, when a majority of the membership stood behind it by their own promises:
         its own vote (``own_votes``) plus every other member's live grant window to it."""
-        return backed_spans(self.members, self.windows, own_votes(self.up, self.windows))
+        return backed_spans(self.members, self.windows, own_votes(self.up, self.windows), self.configurations)
+
+    @cached_property
+    def configurations(self) -> dict[int, list[tuple[int, tuple[int, ...], tuple[int, ...]]]]:
+        """Where membership changed in this history: each node's voters (and the voters before that
+        change) from a time on, starting with the meta event's ``voters`` (else every node). Empty
+        when nothing changed."""
+        meta = next((e for e in self.events if e["kind"] == "meta"), {})
+        changes = [e for e in self.events if e["kind"] == "membership"]
+        if not changes and "voters" not in meta:
+            return {}
+        first = tuple(sorted(meta.get("voters", self.members)))
+        eras = {node: [(-_FOREVER, first, first)] for node in self.members}
+        for e in changes:
+            voters = tuple(e["voters"])
+            eras.setdefault(e["node"], [(-_FOREVER, first, first)]).append(
+                (e["t_ns"], voters, tuple(e.get("previous", voters))))
+        return eras
 
     @cached_property
     def timeline(self) -> AgreementTimeline:

@@ -32,7 +32,7 @@ MODE_RING: Mode
 MODE_RAFT: Mode
 
 class PeerMessage(_message.Message):
-    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning", "successor_id", "ring_ids", "initiator_id", "lease_remaining_ms", "transfer", "lease_ms", "configuration_id")
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning", "successor_id", "ring_ids", "initiator_id", "lease_remaining_ms", "transfer", "lease_ms", "configuration_id", "configuration")
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class PeerMessage(_message.Message):
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
     sender_id: int
     receiver_id: int
     epoch: int
@@ -57,10 +58,25 @@ class PeerMessage(_message.Message):
     transfer: bool
     lease_ms: int
     configuration_id: int
-    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ..., ring_ids: _Optional[_Iterable[int]] = ..., initiator_id: _Optional[int] = ..., lease_remaining_ms: _Optional[int] = ..., transfer: _Optional[bool] = ..., lease_ms: _Optional[int] = ..., configuration_id: _Optional[int] = ...) -> None: ...
+    configuration: Configuration
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ..., ring_ids: _Optional[_Iterable[int]] = ..., initiator_id: _Optional[int] = ..., lease_remaining_ms: _Optional[int] = ..., transfer: _Optional[bool] = ..., lease_ms: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ...) -> None: ...
+
+class Configuration(_message.Message):
+    __slots__ = ("voters", "learners", "index", "term", "previous")
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    voters: _containers.RepeatedScalarFieldContainer[int]
+    learners: _containers.RepeatedScalarFieldContainer[int]
+    index: int
+    term: int
+    previous: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., previous: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "granted", "promised_epoch", "configuration_id")
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "granted", "promised_epoch", "configuration_id", "configuration", "refusal")
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +84,8 @@ class Ack(_message.Message):
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     PROMISED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     sender_id: int
     receiver_id: int
     epoch: int
@@ -75,13 +93,41 @@ class Ack(_message.Message):
     granted: bool
     promised_epoch: int
     configuration_id: int
-    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., granted: _Optional[bool] = ..., promised_epoch: _Optional[int] = ..., configuration_id: _Optional[int] = ...) -> None: ...
+    configuration: Configuration
+    refusal: str
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., granted: _Optional[bool] = ..., promised_epoch: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., refusal: _Optional[str] = ...) -> None: ...
 
 class PeerReply(_message.Message):
     __slots__ = ("ack",)
     ACK_FIELD_NUMBER: _ClassVar[int]
     ack: Ack
     def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+
+class MembershipRequest(_message.Message):
+    __slots__ = ("action", "node_id", "timeout_ms")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[MembershipRequest.Action]
+        ACTION_ADD: _ClassVar[MembershipRequest.Action]
+        ACTION_REMOVE: _ClassVar[MembershipRequest.Action]
+    ACTION_UNSPECIFIED: MembershipRequest.Action
+    ACTION_ADD: MembershipRequest.Action
+    ACTION_REMOVE: MembershipRequest.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    action: MembershipRequest.Action
+    node_id: int
+    timeout_ms: int
+    def __init__(self, action: _Optional[_Union[MembershipRequest.Action, str]] = ..., node_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class MembershipReply(_message.Message):
+    __slots__ = ("configuration", "leader_id")
+    CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    configuration: Configuration
+    leader_id: int
+    def __init__(self, configuration: _Optional[_Union[Configuration, _Mapping]] = ..., leader_id: _Optional[int] = ...) -> None: ...
 
 class WatchLeaderRequest(_message.Message):
     __slots__ = ()
@@ -154,7 +200,7 @@ class PeerView(_message.Message):
     def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., last_heard_ms: _Optional[int] = ..., reachable: _Optional[bool] = ..., configuration_refusal: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "role", "mode", "epoch", "promised_epoch", "promised_to", "has_leader", "leader_id", "lease_valid", "peers", "elections_started", "elections_won", "stepdowns", "messages_sent", "messages_received", "leader_changes", "uptime_ms", "handovers_won", "configuration_id")
+    __slots__ = ("node_id", "role", "mode", "epoch", "promised_epoch", "promised_to", "has_leader", "leader_id", "lease_valid", "peers", "elections_started", "elections_won", "stepdowns", "messages_sent", "messages_received", "leader_changes", "uptime_ms", "handovers_won", "configuration_id", "configuration", "configuration_agreed")
     class MessagesSentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +234,8 @@ class NodeStatus(_message.Message):
     UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
     HANDOVERS_WON_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURATION_AGREED_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     role: Role
     mode: Mode
@@ -207,7 +255,9 @@ class NodeStatus(_message.Message):
     uptime_ms: int
     handovers_won: int
     configuration_id: int
-    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., epoch: _Optional[int] = ..., promised_epoch: _Optional[int] = ..., promised_to: _Optional[int] = ..., has_leader: _Optional[bool] = ..., leader_id: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerView, _Mapping]]] = ..., elections_started: _Optional[int] = ..., elections_won: _Optional[int] = ..., stepdowns: _Optional[int] = ..., messages_sent: _Optional[_Mapping[str, int]] = ..., messages_received: _Optional[_Mapping[str, int]] = ..., leader_changes: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., handovers_won: _Optional[int] = ..., configuration_id: _Optional[int] = ...) -> None: ...
+    configuration: Configuration
+    configuration_agreed: bool
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., epoch: _Optional[int] = ..., promised_epoch: _Optional[int] = ..., promised_to: _Optional[int] = ..., has_leader: _Optional[bool] = ..., leader_id: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerView, _Mapping]]] = ..., elections_started: _Optional[int] = ..., elections_won: _Optional[int] = ..., stepdowns: _Optional[int] = ..., messages_sent: _Optional[_Mapping[str, int]] = ..., messages_received: _Optional[_Mapping[str, int]] = ..., leader_changes: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., handovers_won: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., configuration_agreed: _Optional[bool] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("writer_id", "epoch", "key", "value")

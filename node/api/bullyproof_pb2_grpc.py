@@ -476,6 +476,11 @@ class LeadershipStub:
                 request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.TransferRequest.SerializeToString,
                 response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.TransferReply.FromString,
                 _registered_method=True)
+        self.ChangeMembership = channel.unary_unary(
+                '/bullyproof.v1.Leadership/ChangeMembership',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.MembershipRequest.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.MembershipReply.FromString,
+                _registered_method=True)
 
 
 class LeadershipServicer:
@@ -526,6 +531,18 @@ class LeadershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeMembership(self, request, context):
+        """Change the configuration (admin certificate): add a node (as a learner, promoted to voter once it
+        has acknowledged the configuration that names it) or remove one, one member per call. Only the
+        leader makes changes: FAILED_PRECONDITION elsewhere, or when the last change is not yet agreed, or
+        for removing the leader itself (transfer leadership first). Succeeds once the change (and for an
+        add, the promotion) is agreed by a majority of the voters before and after; DEADLINE_EXCEEDED if
+        not within timeout_ms (the change may still complete: read GetStatus).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -553,6 +570,11 @@ def add_LeadershipServicer_to_server(servicer, server):
                     servicer.TransferLeadership,
                     request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.TransferRequest.FromString,
                     response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.TransferReply.SerializeToString,
+            ),
+            'ChangeMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeMembership,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.MembershipRequest.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.MembershipReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -693,6 +715,33 @@ class Leadership:
             '/bullyproof.v1.Leadership/TransferLeadership',
             bullyproof_dot_v1_dot_bullyproof__pb2.TransferRequest.SerializeToString,
             bullyproof_dot_v1_dot_bullyproof__pb2.TransferReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bullyproof.v1.Leadership/ChangeMembership',
+            bullyproof_dot_v1_dot_bullyproof__pb2.MembershipRequest.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.MembershipReply.FromString,
             options,
             channel_credentials,
             insecure,

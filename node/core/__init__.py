@@ -9,6 +9,7 @@ from .elector import Elector
 from .instants import GENERIC_INSTANTS, instants_of_output
 from .raft import RaftElector
 from .modes import DEFAULT_MODE, REGISTRY, Mode, ModeInfo, check_mode_options, make_elector, mode_info, mode_names
+from .membership import Membership, MembershipRefused
 from .types import (
     PROMISE_REPLY_TYPES,
     REPLY_TYPE,
@@ -17,6 +18,7 @@ from .types import (
     Config,
     ElectionStarted,
     Event,
+    MembershipChanged,
     Message,
     MsgType,
     Output,
@@ -37,5 +39,5 @@ __all__ = [
     "CLOCK_DRIFT_BOUND", "DEFAULT_MODE", "GENERIC_INSTANTS", "instants_of_output", "PROMISE_REPLY_TYPES", "REGISTRY", "REPLY_TYPE", "BecameLeader", "BullyElector", "ClassicBully", "Config",
     "ElectionStarted", "Elector", "Event", "Message", "Mode", "ModeInfo", "MsgType", "Output", "PlantedBug",
     "Promise", "PromiseReleased", "QuorumBully", "Reached", "RaftElector", "Reason", "Role", "Stats", "SteppedDown", "Timing", "View", "check_mode_options", "make_elector",
-    "mode_info", "mode_names", "configuration_id",
+    "mode_info", "mode_names", "configuration_id", "Membership", "MembershipChanged", "MembershipRefused",
 ]

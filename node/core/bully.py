@@ -22,6 +22,7 @@ from .types import (
     BecameLeader,
     Config,
     ElectionStarted,
+    MembershipChanged,
     Message,
     MsgType,
     Output,
@@ -37,6 +38,7 @@ from .types import (
     grant_window,
 )
 from .elector import earliest_after
+from .membership import OUTSIDE, Membership, MembershipRefused, initial, joining
 from .known import KnownLeader
 from .votes import has_majority, majority_impossible
 
@@ -74,6 +76,10 @@ class BullyElector:
         if PlantedBug.FORGET_PROMISE in config.planted_bugs:
             promise = Promise()
         self.promise = promise
+        # Whom we count and talk to (node.core.membership). Modes that keep their start-up list
+        # (CHANGES_MEMBERSHIP False) never move off initial(config.members).
+        self.membership: Membership = promise.membership or (
+            joining(self.id) if config.join and self.CHANGES_MEMBERSHIP else initial(config.members))
         self.highest_seen_epoch = promise.epoch
         self.phase = _Phase.IDLE
         self.epoch = promise.epoch  # epoch of the leader we follow or are
@@ -82,6 +88,20 @@ class BullyElector:
         self.phase_deadline = 0
         self.pending_higher: set[int] = set()
         self.now = now
+
+    CHANGES_MEMBERSHIP = False  # messages carry the configuration; the core compares it (node.core.membership)
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The voters: the ids majorities are counted against and Bully order ranks."""
+        return self.membership.voters
+
+    @property
+    def peers(self) -> tuple[int, ...]:
+        """Everyone this node talks to: voters, learners, and the voters before the last change (a
+        removed node hears the change that removed it)."""
+        m = self.membership
+        return tuple(sorted(set(m.voters + m.learners + m.previous) - {self.id}))
 
     # ---- the Elector interface -----------------------------------------------------------
 
@@ -96,6 +116,8 @@ class BullyElector:
         batch = Batch()
         self._advance(now, batch)
         self._see_epoch(max(msg.epoch, msg.promised_epoch))
+        if not self._admit(msg, batch):
+            return batch.freeze()
         handler = {
             MsgType.ELECTION: self._on_election,
             MsgType.ALIVE: self._on_alive,
@@ -125,8 +147,8 @@ class BullyElector:
         batch = Batch()
         self._advance(now, batch)
         if self.phase == _Phase.LEADING:
-            if successor and successor not in self.config.peers:
-                raise ValueError(f"successor {successor} is not a peer of node {self.id}")
+            if successor and (successor not in self.members or successor == self.id):
+                raise ValueError(f"successor {successor} is not a voter of node {self.id}'s configuration")
             self._resign(batch, Reason.RESIGNED, successor)
         return batch.freeze()
 
@@ -140,7 +162,7 @@ class BullyElector:
             self.release_pending = None
             self._step_down(reason, batch, lease_end_tick=self.now)
         transfer = bool(successor) and reason == Reason.RESIGNED  # an operator's choice, not preemption
-        for peer in self.config.peers:
+        for peer in self.peers:
             self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor,
                        transfer=transfer)
         if keep_leading:
@@ -221,7 +243,7 @@ class BullyElector:
     # ---- shared Bully machinery ----------------------------------------------------------------
 
     def _election_delay(self) -> int:
-        rank = sum(1 for m in self.config.members if m > self.id)
+        rank = sum(1 for m in self.members if m > self.id)
         t = self.timing
         return t.election_timeout_ticks + rank * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
 
@@ -231,7 +253,7 @@ class BullyElector:
 
     def _quick_delay(self) -> int:
         """After a resignation: go soon, still in Bully order."""
-        rank = sum(1 for m in self.config.members if m > self.id)
+        rank = sum(1 for m in self.members if m > self.id)
         t = self.timing
         return rank * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
 
@@ -240,9 +262,11 @@ class BullyElector:
 
     def _send(self, batch: Batch, type_: MsgType, dst: int, **fields) -> None:
         fields.setdefault("epoch", self.epoch)
+        if self.CHANGES_MEMBERSHIP:
+            fields["membership"] = self.membership
         batch.messages.append(Message(type_, self.id, dst, **fields))
 
-    def _reply(self, batch: Batch, request: Message, granted: bool) -> None:
+    def _reply(self, batch: Batch, request: Message, granted: bool, refusal: str = "") -> None:
         self._send(
             batch,
             REPLY_TYPE[request.type],
@@ -251,9 +275,18 @@ class BullyElector:
             round=request.round,
             granted=granted,
             promised_epoch=self.promise.epoch,
+            refusal=refusal,
         )
 
+    def _admit(self, msg: Message, batch: Batch) -> bool:
+        """Whether `msg` goes on to its handler (modes that change membership compare configurations)."""
+        return True
+
     def _make_promise(self, promise: Promise, batch: Batch) -> None:
+        if promise.membership is None and self.CHANGES_MEMBERSHIP:
+            # Every promise carries the configuration, the start-up list included: once a node has
+            # promised anything, a restart with another --peers list cannot change whom it counts.
+            promise = replace(promise, membership=self.promise.membership or self.membership)
         if promise != self.promise:
             # PlantedBug.PERSIST_NEW_LEADER_ONLY: a write only when we back someone else, as if the
             # same leader in a newer epoch were the promise already on disk.
@@ -290,11 +323,15 @@ class BullyElector:
                 self._give_up(batch)
 
     def _start_election(self, batch: Batch) -> None:
+        if self.id not in self.members:  # a learner, a node removed or still joining stands for nothing
+            self.phase = _Phase.IDLE
+            self.election_deadline = self.now + self._election_delay()
+            return
         self.stats.elections_started += 1
         self.handover = ""
         if self.leader_id is not None:
             self.leader_id = None
-        higher = [m for m in self.config.members if m > self.id]
+        higher = [m for m in self.members if m > self.id]
         batch.events.append(ElectionStarted(self.highest_seen_epoch))
         if not higher:
             self._propose(batch)
@@ -376,7 +413,7 @@ class ClassicBully(BullyElector):
         self._make_promise(Promise(epoch, self.id), batch)
         self._become_leader(epoch, batch)
         self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
-        for peer in self.config.peers:
+        for peer in self.peers:
             if peer < self.id:
                 self._send(batch, MsgType.COORDINATOR, peer)
 
@@ -386,7 +423,7 @@ class ClassicBully(BullyElector):
         if self.now >= self.next_heartbeat:
             self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
             self.round += 1  # classic needs no rounds, but the wire contract numbers every heartbeat
-            for peer in self.config.peers:
+            for peer in self.peers:
                 self._send(batch, MsgType.HEARTBEAT, peer, round=self.round)
 
     def _answer_election(self, msg: Message, batch: Batch) -> None:
@@ -444,8 +481,15 @@ class QuorumBully(BullyElector):
         "reassert-failed": "a majority refused the leader's fresh epoch",
     }
 
+    CHANGES_MEMBERSHIP = True
+
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
         super().__init__(config, promise, rng, now)
+        # Leading: who acknowledged our configuration in this epoch (_agreed), and the learners an
+        # operator added that we promote once they have (change_membership's `promote`).
+        self.confirmed: set[int] = set()
+        self.promote: set[int] = set()
+        self.agreed_told = True  # whether MembershipChanged(committed=True) went out for our configuration
         # Whom we acknowledged last, and until when we refuse anyone else (rule 4).
         self.promise_until = now
         if promise.leader_id:
@@ -485,7 +529,7 @@ class QuorumBully(BullyElector):
         the promises to the old leader run out anyway (rule 4 decides that, not this timer), so the
         rest of the timeout was dead time. Other followers may have acked later heartbeats; a node
         that asks too early is refused and retries after a full timeout (_give_up)."""
-        rank = sum(1 for m in self.config.members if m > self.id)
+        rank = sum(1 for m in self.members if m > self.id)
         t = self.timing
         return t.promise_hold_ticks + rank * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
 
@@ -528,6 +572,107 @@ class QuorumBully(BullyElector):
         ):
             self._step_down(Reason.LEASE_EXPIRED, batch, lease_end_tick=self.lease_until)
 
+    # -- configuration (node.core.membership) --------------------------------------------------
+
+    def _admit(self, msg: Message, batch: Batch) -> bool:
+        """One check of the sender's configuration before any handler: a later one is adopted (durably,
+        before the answer), an earlier or conflicting one is refused with the reason and ours."""
+        theirs = msg.membership
+        if theirs is None:
+            return True
+        verdict = self.membership.compare(theirs)
+        if verdict and PlantedBug.ADOPTS_ANY_CONFIGURATION in self.config.planted_bugs:
+            verdict = "later"  # whatever it hears is the cluster's now
+        if verdict == "later":
+            self._adopt(theirs, batch)
+            verdict = ""
+        if not verdict and self.id in self.membership.everyone:
+            return True
+        verdict = verdict or OUTSIDE  # removed, or still joining: we back no one
+        if msg.type in REPLY_TYPE and not msg.resigning:
+            self._reply(batch, msg, granted=False, refusal=verdict)
+        return False
+
+    def _adopt(self, new: Membership, batch: Batch) -> None:
+        """Run a later configuration some other node made. A leader or candidate of the earlier one
+        stops: its majority was counted against voters that are no longer the cluster's."""
+        self._run(new, batch)
+        if self.phase == _Phase.LEADING:
+            self._step_down(Reason.CONFIGURATION, batch, lease_end_tick=self.now)
+        elif self.phase == _Phase.PROPOSING:
+            self._give_up(batch)
+        elif self.phase in (_Phase.ELECTING, _Phase.AWAITING) and self.id not in new.voters:
+            self.phase = _Phase.IDLE
+
+    def _run(self, new: Membership, batch: Batch) -> None:
+        self.membership = new
+        durable = new
+        if PlantedBug.MEMBERSHIP_NOT_PERSISTED in self.config.planted_bugs:
+            # held in memory; the disk keeps the configuration before
+            durable = self.promise.membership or initial(self.config.members)
+        self._make_promise(replace(self.promise, membership=durable), batch)
+        batch.events.append(MembershipChanged(new))
+
+    def change_membership(self, now: int, voters: tuple[int, ...], learners: tuple[int, ...] = (),
+                          promote: tuple[int, ...] = ()) -> Output:
+        """As leader, move the cluster to the configuration (`voters`, `learners`): one voter added or
+        removed at most. `promote`: learners to make voters, one change each, once they have
+        acknowledged a configuration that names them. MembershipRefused says why it cannot be now."""
+        batch = Batch()
+        self._advance(now, batch)
+        if self.phase != _Phase.LEADING or not self._lease_valid(self.now):
+            raise MembershipRefused(f"node {self.id} is not the leader; changes go to the leader")
+        if self.id not in voters:
+            raise MembershipRefused(f"node {self.id} leads and cannot remove itself; transfer leadership first")
+        if not self._agreed():
+            raise MembershipRefused(
+                f"{self.membership.describe()} is not yet acknowledged by a majority of its voters and of the "
+                "voters before it; one change at a time, try again shortly")
+        self._make_own(self.membership.changed(tuple(voters), tuple(learners), self.epoch), batch)
+        self.promote = {p for p in self.promote | set(promote) if p in self.membership.learners}
+        return batch.freeze()
+
+    def _make_own(self, new: Membership, batch: Batch) -> None:
+        """A change this leader makes in its epoch: run it, and tell everyone at once."""
+        self._run(new, batch)
+        self.confirmed = {self.id}
+        self.agreed_told = False
+        self.next_heartbeat = self.now
+        self._on_leader_timers(batch)
+
+    def membership_agreed(self) -> bool:
+        """Leading, with our configuration acknowledged as _agreed says (the next change may start)."""
+        return self.phase == _Phase.LEADING and self._agreed()
+
+    def _agreed(self) -> bool:
+        """Our configuration was acknowledged in our epoch by a majority of its voters and of the
+        voters before it: no earlier configuration can gather a majority any more."""
+        m = self.membership
+        return self._has_majority(self.confirmed) and has_majority(self.confirmed & set(m.previous), len(m.previous))
+
+    def _confirm(self, node: int, batch: Batch) -> None:
+        """`node` acknowledged our configuration in our epoch: the change may be agreed, a learner
+        ready to promote."""
+        self.confirmed.add(node)
+        if not self._agreed():
+            return
+        if not self.agreed_told:
+            self.agreed_told = True
+            batch.events.append(MembershipChanged(self.membership, committed=True))
+        ready = sorted(p for p in self.promote if p in self.confirmed and p in self.membership.learners)
+        if ready:
+            m = self.membership
+            self.promote.discard(ready[0])
+            self._make_own(m.changed(m.voters + (ready[0],), tuple(x for x in m.learners if x != ready[0]),
+                                     self.epoch), batch)
+
+    def _voting(self, ids: set[int]) -> set[int]:
+        if PlantedBug.LEARNER_COUNTED in self.config.planted_bugs:
+            return {i for i in ids if i in self.membership.everyone}
+        if PlantedBug.REMOVED_STILL_COUNTED in self.config.planted_bugs:
+            return {i for i in ids if i in self.members or i in self.membership.previous}
+        return {i for i in ids if i in self.members}
+
     # -- winning ---------------------------------------------------------------------------
 
     def _propose(self, batch: Batch) -> None:
@@ -549,7 +694,7 @@ class QuorumBully(BullyElector):
         self.grants = {self.id}
         self.refusals = set()
         self.leader_id = None
-        for peer in self.config.peers:
+        for peer in self.peers:
             self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch, lease_ticks=self.timing.leader_lease_ticks)
         self._count_grants(batch)
 
@@ -571,7 +716,7 @@ class QuorumBully(BullyElector):
         else:
             self.grants = {self.id}
         self.refusals = set()
-        for peer in self.config.peers:
+        for peer in self.peers:
             self._send(batch, MsgType.COORDINATOR, peer, epoch=epoch, lease_ticks=self.timing.leader_lease_ticks)
 
     def _on_reassert_ack(self, msg: Message, batch: Batch) -> None:
@@ -580,7 +725,7 @@ class QuorumBully(BullyElector):
             return
         (self.grants if msg.granted else self.refusals).add(msg.src)
         n = self._voters()
-        if has_majority(self.grants, n):
+        if self._has_majority(self.grants):
             self.epoch = self.reassert_epoch
             self.known.led(self.id, self.epoch)
             self.reassert_epoch = 0
@@ -588,7 +733,7 @@ class QuorumBully(BullyElector):
             self.rounds = {}
             batch.events.append(Reached("reassert-won"))
             batch.events.append(BecameLeader(self.epoch))
-        elif majority_impossible(self.refusals, n):
+        elif majority_impossible(self._voting(self.refusals), n):
             self.reassert_epoch = 0  # keep leading the old epoch while its lease lasts
             batch.events.append(Reached("reassert-failed"))
 
@@ -610,17 +755,17 @@ class QuorumBully(BullyElector):
 
     def _voters(self) -> int:
         """The cluster size that votes are counted against: the full membership."""
-        n = len(self.config.members)
+        n = len(self.members)
         if PlantedBug.HALF_IS_MAJORITY in self.config.planted_bugs and n % 2 == 0:
             return n - 1  # a majority of n-1 is exactly half of n
         return n
 
     def _has_majority(self, granted_by: set[int]) -> bool:
-        return has_majority(granted_by, self._voters())
+        return has_majority(self._voting(granted_by), self._voters())
 
     def _count_grants(self, batch: Batch) -> None:
         n = self._voters()
-        if has_majority(self.grants, n):
+        if self._has_majority(self.grants):
             self._become_leader(self.proposal_epoch, batch)
             self.known.led(self.id, self.proposal_epoch)
             self.keep_after_transfer = self.proposal_by_transfer
@@ -630,9 +775,11 @@ class QuorumBully(BullyElector):
             self.rounds = {}
             self.reassert_epoch = self.reassert_retry_at = 0
             self.ack_streak_start, self.last_ack = {}, {}
+            self.confirmed, self.promote = set(self.grants), set()
+            self.agreed_told = True
             self.next_heartbeat = self.now
             self._on_leader_timers(batch)
-        elif majority_impossible(self.refusals, n):
+        elif majority_impossible(self._voting(self.refusals), n):
             self._give_up(batch)
 
     # -- leading -------------------------------------------------------------------------------
@@ -648,7 +795,7 @@ class QuorumBully(BullyElector):
             return None
         fresh = 2 * self.timing.heartbeat_interval_ticks
         ready = [
-            p for p in self.config.peers
+            p for p in self.members
             if p > self.id and p in self.last_ack and self.now - self.last_ack[p] <= fresh
             and self.now - self.ack_streak_start[p] >= hold
         ]
@@ -678,7 +825,7 @@ class QuorumBully(BullyElector):
         for r in [r for r, (sent, _) in self.rounds.items() if sent + self.timing.leader_lease_ticks <= self.now]:
             del self.rounds[r]
         lease_remaining = max(0, self.lease_until - self.now)
-        for peer in self.config.peers:
+        for peer in self.peers:
             self._send(batch, MsgType.HEARTBEAT, peer, round=self.round, lease_remaining=lease_remaining,
                        lease_ticks=self.timing.leader_lease_ticks)
 
@@ -686,6 +833,8 @@ class QuorumBully(BullyElector):
         if self.phase != _Phase.LEADING:
             return
         if not msg.granted:
+            if msg.refusal:
+                return  # a conflicting configuration: nothing an epoch could mend
             if msg.promised_epoch > self.epoch or msg.epoch == msg.promised_epoch == self.epoch:
                 # This node promised a newer epoch (a candidate cut off from us, say), or promised
                 # our own epoch to another candidate: it can never follow us in this epoch. Rather
@@ -699,6 +848,9 @@ class QuorumBully(BullyElector):
         if PlantedBug.ROUND_WITHOUT_EPOCH in bugs:
             msg = replace(msg, epoch=self.epoch)
         if msg.epoch != self.epoch or msg.round not in self.rounds:
+            return
+        self._confirm(msg.src, batch)
+        if self.phase != _Phase.LEADING or msg.round not in self.rounds:
             return
         last = self.last_ack.get(msg.src)
         if last is None or self.now - last > 2 * self.timing.heartbeat_interval_ticks:
@@ -761,7 +913,7 @@ class QuorumBully(BullyElector):
         return self.timing.hold_ticks_for(lease_ticks)
 
     def _on_coordinator(self, msg: Message, batch: Batch) -> None:
-        granted = self._may_acknowledge(msg.src, msg.epoch)
+        granted = self.id in self.members and self._may_acknowledge(msg.src, msg.epoch)
         if granted:
             self._acknowledge(msg, batch)
         self._reply(batch, msg, granted)

@@ -34,6 +34,8 @@ class ModeInfo:
     options: dict[str, str] = field(default_factory=dict)
     # The planted bugs (tests only) its elector honours; the store's own applies to every mode.
     planted_bugs: frozenset[PlantedBug] = frozenset()
+    # Can its configuration change while it runs (members added, removed; node.core.membership)?
+    membership_changes: bool = False
 
     @property
     def instants(self) -> dict[str, str]:
@@ -49,6 +51,11 @@ _RAFT_BUGS = frozenset({
 })
 # Members running different timings: both electors that hold promises.
 _TIMING_BUGS = frozenset({PlantedBug.ANNOUNCED_LEASE_IGNORED, PlantedBug.HOLD_NOT_PERSISTED})
+# Membership changes: quorum only so far.
+MEMBERSHIP_BUGS = frozenset({
+    PlantedBug.LEARNER_COUNTED, PlantedBug.MEMBERSHIP_NOT_PERSISTED, PlantedBug.REMOVED_STILL_COUNTED,
+    PlantedBug.ADOPTS_ANY_CONFIGURATION,
+})
 _QUORUM_BUGS = frozenset(PlantedBug) - _RAFT_BUGS
 _RAFT_BUGS |= _TIMING_BUGS
 
@@ -57,7 +64,7 @@ REGISTRY: dict[str, ModeInfo] = {
     for info in (
         ModeInfo("classic", "textbook Bully: the highest reachable id wins without consent", ClassicBully, promises=False),
         ModeInfo("quorum", "Bully ordering with majority-acknowledged leadership, leases and durable promises",
-                 QuorumBully, promises=True, planted_bugs=_QUORUM_BUGS),
+                 QuorumBully, promises=True, planted_bugs=_QUORUM_BUGS, membership_changes=True),
         ModeInfo("ring", "textbook Ring election (Chang-Roberts): a token collects the live ids, the highest leads; "
                  "no consent, no lease", RingElector, promises=False, transfers=False),
         ModeInfo("raft", "Raft election (no log): randomized timeouts, PreVote, one durable vote per term, "

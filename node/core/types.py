@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
+from .membership import Membership, configuration_id  # noqa: F401  (configuration_id: re-exported)
+
 
 class Role(str, enum.Enum):
     FOLLOWER = "follower"
@@ -85,6 +87,12 @@ class Message:
     # The node that started this election; a ring message stops when it comes back to it.
     initiator: int = 0
     # ---- end Ring ----
+    # The sender's configuration (modes that change membership: node.core.membership); None: the mode
+    # keeps its start-up list, which the transport compares.
+    membership: Membership | None = None
+    # On a reply with granted=False: why, when the reason is the sender's configuration
+    # (membership.STALE or CONFLICT); the reply carries the refuser's configuration.
+    refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,14 @@ class Promise:
     # longer than the node's own window; 0: its own window (Timing.promise_hold_ticks). Durable with
     # the rest, so that after a crash the node honours at least this window from boot.
     hold_ticks: int = 0
+    # The node's configuration once it has heard of a change (None: its start-up list). Durable
+    # with the promise, in the same write, before any message that reveals it.
+    membership: Membership | None = None
+
+    @property
+    def names(self) -> tuple[int, int]:
+        """(epoch, leader_id): what was promised to whom, whatever window and configuration it carries."""
+        return (self.epoch, self.leader_id)
 
     def window_ticks(self, timing: Timing) -> int:
         """The window this promise was granted for, by a node running `timing`."""
@@ -168,6 +184,11 @@ class PlantedBug(str, enum.Enum):
     # configuration: members running different timings
     ANNOUNCED_LEASE_IGNORED = "announced-lease-ignored"  # a follower holds its own window, whatever lease the leader announces
     HOLD_NOT_PERSISTED = "hold-not-persisted"  # a window longer than the node's own is held but not made durable
+    # configuration: membership changes
+    LEARNER_COUNTED = "learner-counted"  # quorum: a learner's grant or ack counts as a voter's
+    MEMBERSHIP_NOT_PERSISTED = "membership-not-persisted"  # quorum: an adopted configuration is held in memory only
+    REMOVED_STILL_COUNTED = "removed-still-counted"  # quorum: a voter removed by the last change still counts
+    ADOPTS_ANY_CONFIGURATION = "adopts-any-configuration"  # quorum: a node adopts any other configuration it hears, even an earlier one
 
 
 # The clock-rate error the lease rule is promised to tolerate (and the explorer checks): every timing a
@@ -273,18 +294,6 @@ class Timing:
         )
 
 
-def configuration_id(members: tuple[int, ...] | list[int]) -> int:
-    """A fingerprint of a member list (32-bit FNV-1a of its sorted ids, never 0). Every peer message
-    carries its sender's: a node counts majorities against its own list, so a message from a node
-    that runs another list (started with a stale one, say) must never count as a vote, a grant or an
-    acknowledgement. Timings are not part of it: members may run different timings (the lease is
-    announced), as during a rolling change of the election timeout."""
-    h = 0x811C9DC5
-    for byte in ",".join(map(str, sorted(members))).encode():
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h or 1
-
-
 @dataclass(frozen=True)
 class Config:
     node_id: int
@@ -293,6 +302,9 @@ class Config:
     planted_bugs: frozenset[PlantedBug] = frozenset()
     # Switches of the mode (ModeInfo.options lists the ones each mode takes), e.g. raft's "no-pre-vote".
     options: frozenset[str] = frozenset()
+    # Started to join a running cluster (modes that change membership): the node stands for nothing
+    # until a leader adds it and it hears the cluster's configuration.
+    join: bool = False
 
     def __post_init__(self) -> None:
         if self.node_id <= 0:
@@ -334,6 +346,7 @@ class Reason(str, enum.Enum):
     HIGHER_LEADER = "higher_leader"  # classic Bully: a higher node claimed leadership
     RESIGNED = "resigned"  # asked to (Resign, TransferLeadership, shutdown)
     PREEMPTED = "preempted"  # handed over to a preferred higher node after the hold-down
+    CONFIGURATION = "configuration"  # it learned of a later configuration than the one it leads
 
     def __str__(self) -> str:  # metrics labels and log lines want the bare name
         return self.value
@@ -345,6 +358,16 @@ class SteppedDown:
     reason: Reason
     # The tick at which the lease had run out (may be earlier than now after a pause), or None.
     lease_end_tick: int | None = None
+
+
+@dataclass(frozen=True)
+class MembershipChanged:
+    """This node now runs `membership` (adopted from a message, or made as leader); persisted in the
+    same write as the step's promise. `committed`: a leader saw it acknowledged by a majority of its
+    voters and of the voters before it (then the next change may start)."""
+
+    membership: Membership
+    committed: bool = False
 
 
 @dataclass(frozen=True)
@@ -366,7 +389,7 @@ class Reached:
     instant: str
 
 
-Event = ElectionStarted | BecameLeader | SteppedDown | PromiseReleased | Reached
+Event = ElectionStarted | BecameLeader | SteppedDown | PromiseReleased | Reached | MembershipChanged
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.core import Role
+from node.core import Membership, MembershipRefused, Role, mode_info
 from node.channels import require
+from node.runtime.wire import membership_to_pb
 from node.tls import ADMIN
 
 if TYPE_CHECKING:
@@ -28,6 +29,73 @@ class TransferError(Exception):
 class Handover:
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
+        self.configuration_moved = asyncio.Event()  # set at every MembershipChanged; waiters clear it
+
+    def membership_changed(self) -> None:
+        self.configuration_moved.set()
+
+    async def change_membership(self, action: int, target: int, timeout_ms: int) -> Membership:
+        """Add `target` (a learner, then promoted) or remove it, at the leader; returns the configuration
+        once the change is agreed. TransferError with the precise status otherwise."""
+        node, s = self.node, self.node.settings
+        if not mode_info(s.mode).membership_changes:
+            raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"mode {s.mode.value} keeps its start-up list; membership changes need quorum mode")
+        if action not in (pb.MembershipRequest.ACTION_ADD, pb.MembershipRequest.ACTION_REMOVE):
+            raise TransferError(grpc.StatusCode.INVALID_ARGUMENT, "action must be ACTION_ADD or ACTION_REMOVE")
+        if target <= 0:
+            raise TransferError(grpc.StatusCode.INVALID_ARGUMENT, f"node_id must be a positive node id, got {target}")
+        elector = node.elector
+        if elector.view(node.now()).role != Role.LEADER:
+            raise TransferError(grpc.StatusCode.FAILED_PRECONDITION, self.not_leader_detail())
+        m: Membership = elector.membership
+        adding = action == pb.MembershipRequest.ACTION_ADD
+        if adding:
+            if target in m.voters:
+                return m
+            if target not in node.transport.peers:
+                raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"node {target} has no address in node {node.id}'s --peers; give every member its "
+                                    "address (restart them one at a time with it) before adding it")
+            voters, learners, promote = m.voters, tuple(sorted({*m.learners, target})), (target,)
+        else:
+            if target not in m.everyone:
+                return m
+            if target == node.id:
+                raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"node {node.id} leads and cannot remove itself: transfer leadership first "
+                                    "(`bullyproof member remove` does that for you)")
+            voters = tuple(v for v in m.voters if v != target)
+            learners, promote = tuple(x for x in m.learners if x != target), ()
+        try:
+            node.apply(elector.change_membership(node.now(), voters, learners, promote))
+        except MembershipRefused as exc:
+            raise TransferError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+
+        def done() -> bool:
+            now_m = elector.membership
+            there = target in now_m.voters if adding else target not in now_m.everyone
+            return there and elector.membership_agreed()
+
+        timeout_s = (timeout_ms or 4 * s.election_timeout_ms) / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not done():
+                    if elector.view(node.now()).role != Role.LEADER:
+                        raise TransferError(grpc.StatusCode.ABORTED,
+                                            f"node {node.id} lost leadership during the change; it may or may not be "
+                                            "agreed: read the configuration (`bullyproof member list`) and try again")
+                    self.configuration_moved.clear()
+                    try:
+                        async with asyncio.timeout(s.heartbeat_interval_ms / 1000):
+                            await self.configuration_moved.wait()
+                    except TimeoutError:
+                        pass
+        except TimeoutError:
+            raise TransferError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"the change was not agreed within {timeout_s:g} s (now {elector.membership.describe()}); "
+                                "it may still complete: read `bullyproof member list`") from None
+        return elector.membership
 
     def not_leader_detail(self) -> str:
         node = self.node
@@ -46,9 +114,11 @@ class Handover:
 
     async def transfer(self, target: int, timeout_ms: int) -> tuple[int, int]:
         node, s = self.node, self.node.settings
-        if target == node.id or target not in s.members:
+        voters = getattr(node.elector, "members", s.members)  # the configuration's voters, where it can change
+        if target == node.id or target not in voters or target not in s.members:
+            others = [m for m in voters if m != node.id]
             raise TransferError(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"target {target} must be another member ({', '.join(map(str, s.peers))})")
+                                f"target {target} must be another voter ({', '.join(map(str, others))})")
         v = node.elector.view(node.now())
         if v.role != Role.LEADER:
             raise TransferError(grpc.StatusCode.FAILED_PRECONDITION, self.not_leader_detail())
@@ -125,3 +195,12 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
         except TransferError as exc:
             await context.abort(exc.code, exc.detail)
         return pb.TransferReply(leader_id=leader, epoch=epoch)
+
+    async def ChangeMembership(self, request, context):
+        await self._require_admin(context, "ChangeMembership")
+        await self._refuse_if_failed(context)
+        try:
+            m = await self.node.handover.change_membership(request.action, request.node_id, request.timeout_ms)
+        except TransferError as exc:
+            await context.abort(exc.code, exc.detail)
+        return pb.MembershipReply(configuration=membership_to_pb(m), leader_id=self.node.id)

@@ -27,7 +27,8 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.config import INSECURE_WARNING, ConfigError, NodeSettings
 from node.core import (
-    REPLY_TYPE, BecameLeader, Config, ElectionStarted, Message, Output, PromiseReleased, SteppedDown, make_elector,
+    REPLY_TYPE, BecameLeader, Config, ElectionStarted, MembershipChanged, Message, Output, PromiseReleased, SteppedDown,
+    make_elector,
     mode_info,
 )
 from node.runtime.clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
@@ -51,7 +52,8 @@ class NodeRuntime:
         self.failed: PersistError | None = None  # set once a promise could not be made durable
         self.started_unix = time.time()
         self.promises = PromiseStore(settings.state_dir, settings.timing, settings.tick_ms)
-        config = Config(settings.node_id, settings.members, settings.timing, settings.planted_bugs, settings.mode_options)
+        config = Config(settings.node_id, settings.initial_voters if not settings.join else settings.members,
+                        settings.timing, settings.planted_bugs, settings.mode_options, join=settings.join)
         # Seeded per node and boot, so a run's randomness is reproducible from its log line.
         seed = hash((settings.node_id, self.t0.lease_ns)) & 0xFFFFFFFF
         self.elector = make_elector(settings.mode, config, self.promises.load(), random.Random(seed), self.now())
@@ -152,6 +154,14 @@ class NodeRuntime:
             self.events.log("stepped down", ev.epoch, reason=ev.reason)
             self.metrics.stepped_down(ev.reason)
             self.observe.stepdown, self.observe.stepdown_ns = ev, time.monotonic_ns()
+        elif isinstance(ev, MembershipChanged):
+            m = ev.membership
+            self.events.log(("agreed " if ev.committed else "runs ") + m.describe(), self.epoch(),
+                            configuration=m.id)
+            if not ev.committed:  # the history's record of whom this node counts, from now on
+                self.events.record("membership", voters=list(m.voters), learners=list(m.learners), index=m.index,
+                                   term=m.term, previous=list(m.previous))
+            self.handover.membership_changed()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -10,8 +10,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import Reason, SteppedDown, View, mode_names
-from node.runtime.wire import ROLE_PB
+from node.core import Reason, SteppedDown, View, mode_info, mode_names
+from node.runtime.wire import ROLE_PB, membership_to_pb
 
 if TYPE_CHECKING:
     from node.runtime.node import NodeRuntime
@@ -175,6 +175,8 @@ class Observation:
         v = node.elector.view(node.now())
         now_ns = time.monotonic_ns()
         stats = node.elector.stats
+        # The configuration, in modes that change it (node.core.membership); None in the others.
+        m = node.elector.membership if mode_info(node.settings.mode).membership_changes else None
         return pb.NodeStatus(
             node_id=node.id,
             role=ROLE_PB[v.role],
@@ -198,7 +200,9 @@ class Observation:
             elections_started=stats.elections_started,
             elections_won=stats.elections_won,
             handovers_won=stats.handovers_won,
-            configuration_id=node.transport.configuration,
+            configuration_id=m.id if m is not None else node.transport.configuration,
+            configuration=membership_to_pb(m) if m is not None else None,
+            configuration_agreed=m is not None and node.elector.membership_agreed(),
             stepdowns=stats.stepdowns,
             messages_sent=dict(node.transport.sent),
             messages_received=dict(node.transport.received),

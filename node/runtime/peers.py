@@ -14,6 +14,7 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel, require
 from node.core import Message, MsgType, Promise, Role, configuration_id
+from node.core.membership import CONFLICT, OUTSIDE, STALE
 from node.runtime.events import MessageLog
 from node.runtime.state import PersistError
 from node.runtime.wire import (
@@ -21,7 +22,9 @@ from node.runtime.wire import (
     ack_from_pb,
     ack_to_pb,
     check_peer_message,
+    REFUSALS,
     configuration_refusal,
+    membership_from_pb,
     message_from_pb,
     message_to_pb,
 )
@@ -67,6 +70,20 @@ def refusal_reason(msg: Message, before: Before) -> str:
     return "refused"
 
 
+def core_refusal(refuser: int, refused: int, reason: str, refuser_m: Any, refused_m: Any) -> str:
+    """A core's refusal for a configuration (node.core.membership), in words, naming both sides'."""
+    if isinstance(refuser_m, pb.Configuration):
+        refuser_m = membership_from_pb(refuser_m)
+    why = {
+        STALE: f"node {refused} runs an earlier configuration than node {refuser}",
+        CONFLICT: f"nodes {refused} and {refuser} run different configurations of the same order "
+                  "(started with different --voters or --peers lists?)",
+        OUTSIDE: f"node {refuser} is in no configuration (removed, or still joining)",
+    }.get(reason, reason)
+    theirs = f"node {refused} runs {refused_m.describe()}; " if refused_m is not None else ""
+    return f"node {refuser} refused node {refused}: {why}. {theirs}node {refuser} runs {refuser_m.describe()}"
+
+
 @dataclass
 class PeerState:
     address: str
@@ -87,6 +104,7 @@ class PeerTransport:
         self.rpc_timeout_s = node.settings.heartbeat_interval_ms / 1000
         self.messages = MessageLog(node.events)  # election traffic, for people (the dashboard)
         self.link_watchers: list[asyncio.Task] = []
+        self.unaddressed: set[int] = set()  # configuration members without an address (logged once each)
 
     def connect(self) -> None:
         s = self.node.settings
@@ -117,7 +135,15 @@ class PeerTransport:
     async def send(self, msg: Message) -> None:
         """One request to a peer; its reply (an ack on the same call) goes to the elector."""
         node = self.node
-        peer = self.peers[msg.dst]
+        peer = self.peers.get(msg.dst)
+        if peer is None:
+            # The configuration names a node this one has no address for: as if it were down.
+            if msg.dst not in self.unaddressed:
+                self.unaddressed.add(msg.dst)
+                node.events.log(f"node {msg.dst} is in the configuration but not in --peers: no address to reach it",
+                                node.epoch(), level="warning", peer=msg.dst)
+            node.apply(node.elector.send_failed(node.now(), msg))
+            return
         self._count_sent(msg)
         try:
             request = message_to_pb(msg, self.node.settings.tick_ms, self.configuration)
@@ -134,7 +160,10 @@ class PeerTransport:
         peer.reachable = True
         peer.last_heard_ns = time.monotonic_ns()
         if reply.HasField("ack"):
-            if reply.ack.configuration_id != self.configuration:
+            if reply.ack.refusal in REFUSALS:
+                self.configuration_refused(msg.dst, core_refusal(msg.dst, node.id, reply.ack.refusal,
+                                                                 reply.ack.configuration, msg.membership))
+            elif not reply.ack.HasField("configuration") and reply.ack.configuration_id != self.configuration:
                 s = node.settings
                 self.configuration_refused(msg.dst, configuration_refusal(msg.dst, reply.ack.configuration_id, node.id,
                                                                           s.members))
@@ -170,6 +199,9 @@ class PeerTransport:
             self._record_message(msg, reply, before)
         if reply is None:
             return pb.PeerReply()
+        if reply.refusal:
+            self.configuration_refused(req.sender_id, core_refusal(node.id, req.sender_id, reply.refusal,
+                                                                   reply.membership, msg.membership))
         self._count_sent(reply)
         return pb.PeerReply(ack=ack_to_pb(reply, self.configuration))
 

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from node.core import Promise, Timing
+from node.core import Membership, Promise, Timing
 
 PROMISE_FILE = "promise.json"
 # The write-ahead copy, renamed over PROMISE_FILE once fsynced. One left behind is only an aborted
@@ -77,15 +77,40 @@ class PromiseStore:
         if epoch < 0 or leader_id < 0 or window_ms < 0:
             raise StateError(f"{self.path} holds negative values: epoch {epoch}, leader_id {leader_id}, "
                              f"window_ms {window_ms}")
-        promise = Promise(epoch=epoch, leader_id=leader_id)
+        promise = Promise(epoch=epoch, leader_id=leader_id, membership=self._membership(data.get("configuration")))
         if self.timing is None:
             return promise
         return promise.restored(-(-window_ms // self.tick_ms), self.timing)  # rounded up: never shorter
 
-    def _record(self, promise: Promise) -> dict[str, int]:
-        data = {"epoch": promise.epoch, "leader_id": promise.leader_id}
+    def _membership(self, raw: object) -> Membership | None:
+        """The configuration in the file (absent in files written before membership changes: None,
+        the node's start-up list)."""
+        if raw is None:
+            return None
+        try:
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected an object, got {type(raw).__name__}")
+            lists = {k: raw[k] for k in ("voters", "learners", "previous")}
+            numbers = {k: raw[k] for k in ("index", "term")}
+            if not all(isinstance(v, list) and all(type(i) is int for i in v) for v in lists.values()):
+                raise TypeError("voters, learners and previous must be lists of integers")
+            if not all(type(v) is int for v in numbers.values()):
+                raise TypeError("index and term must be integers")
+            return Membership(tuple(lists["voters"]), tuple(lists["learners"]), numbers["index"], numbers["term"],
+                              tuple(lists["previous"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            detail = " ".join(str(exc).split())
+            raise StateError(f"{self.path} holds a corrupt configuration ({type(exc).__name__}: {detail}); "
+                             "move it away only if you know this node's history") from exc
+
+    def _record(self, promise: Promise) -> dict[str, object]:
+        data: dict[str, object] = {"epoch": promise.epoch, "leader_id": promise.leader_id}
         if self.timing is not None:
             data["window_ms"] = promise.window_ticks(self.timing) * self.tick_ms
+        m = promise.membership
+        if m is not None:
+            data["configuration"] = {"voters": list(m.voters), "learners": list(m.learners), "index": m.index,
+                                     "term": m.term, "previous": list(m.previous)}
         return data
 
     def save(self, promise: Promise) -> None:

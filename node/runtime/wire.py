@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import REPLY_TYPE, Message, MsgType, Role, configuration_id
+from node.core import REPLY_TYPE, Membership, Message, MsgType, Role, configuration_id
+from node.core.membership import CONFLICT, OUTSIDE, STALE
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
 MAX_EPOCH = 2**62
@@ -113,11 +114,48 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs ring_ids (at least the initiator's id)")
     elif req.ring_ids or req.initiator_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}")
+    if req.HasField("configuration"):
+        problem = configuration_problem(req.configuration, req.configuration_id)
+        if problem:
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        return None  # the core compares configurations, and answers with its refusal in the Ack
     ours = configuration_id(members)
     if req.configuration_id != ours:
         return Rejection(grpc.StatusCode.FAILED_PRECONDITION, configuration_refusal(req.sender_id, req.configuration_id,
                                                                                    self_id, members), member_list=True)
     return None
+
+
+# The refusals a core gives in an Ack for a configuration (node.core.membership), and what they mean.
+REFUSALS = {STALE: "runs an earlier configuration", CONFLICT: "runs another configuration of the same order",
+            OUTSIDE: "is in no configuration (removed, or still joining)"}
+MAX_MEMBERS = 255
+
+
+def configuration_problem(c: pb.Configuration, fingerprint: int) -> str:
+    """Why a configuration on the wire is malformed, or ''."""
+    ids = [*c.voters, *c.learners]
+    if len(ids) > MAX_MEMBERS or len(c.previous) > MAX_MEMBERS:
+        return f"a configuration lists at most {MAX_MEMBERS} nodes"
+    if any(i == 0 for i in [*ids, *c.previous]):
+        return "configuration ids must be >= 1"
+    if len(set(ids)) != len(ids) or len(set(c.previous)) != len(c.previous):
+        return "a configuration lists a node twice (voters and learners are disjoint)"
+    if c.term < -1 or c.term > MAX_EPOCH or c.index > MAX_EPOCH:
+        return f"configuration term {c.term} or index {c.index} is impossible"
+    if not c.voters and c.term >= 0:
+        return "a configuration needs at least one voter"
+    if fingerprint != membership_from_pb(c).id:
+        return f"configuration_id {fingerprint:08x} does not match the configuration it travels with"
+    return ""
+
+
+def membership_from_pb(c: pb.Configuration) -> Membership:
+    return Membership(tuple(c.voters), tuple(c.learners), c.index, c.term, tuple(c.previous))
+
+
+def membership_to_pb(m: Membership) -> pb.Configuration:
+    return pb.Configuration(voters=m.voters, learners=m.learners, index=m.index, term=m.term, previous=m.previous)
 
 
 def configuration_refusal(sender: int, theirs: int, self_id: int, members: tuple[int, ...]) -> str:
@@ -136,20 +174,24 @@ def message_from_pb(rpc: str, req: pb.PeerMessage, tick_ms: int) -> Message:
         RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning,
         successor=req.successor_id, transfer=req.transfer, lease_remaining=req.lease_remaining_ms // tick_ms,
         lease_ticks=-(-req.lease_ms // tick_ms), ids=tuple(req.ring_ids), initiator=req.initiator_id,
+        membership=membership_from_pb(req.configuration) if req.HasField("configuration") else None,
     )
 
 
 def message_to_pb(msg: Message, tick_ms: int, configuration: int) -> pb.PeerMessage:
-    """`configuration`: the sender's member list (node.core.configuration_id)."""
+    """`configuration`: the sender's member list (node.core.configuration_id); a message that carries
+    its sender's configuration (msg.membership) travels with that one's instead."""
+    extra = {} if msg.membership is None else {"configuration": membership_to_pb(msg.membership)}
     return pb.PeerMessage(
         sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning,
         successor_id=msg.successor, transfer=msg.transfer, lease_remaining_ms=msg.lease_remaining * tick_ms,
         lease_ms=msg.lease_ticks * tick_ms, ring_ids=msg.ids, initiator_id=msg.initiator,
-        configuration_id=configuration,
+        configuration_id=configuration if msg.membership is None else msg.membership.id, **extra,
     )
 
 
 def ack_to_pb(msg: Message, configuration: int) -> pb.Ack:
+    extra = {} if msg.membership is None else {"configuration": membership_to_pb(msg.membership)}
     return pb.Ack(
         sender_id=msg.src,
         receiver_id=msg.dst,
@@ -157,14 +199,24 @@ def ack_to_pb(msg: Message, configuration: int) -> pb.Ack:
         round=msg.round,
         granted=msg.granted,
         promised_epoch=msg.promised_epoch,
-        configuration_id=configuration,
+        configuration_id=configuration if msg.membership is None else msg.membership.id,
+        refusal=msg.refusal,
+        **extra,
     )
 
 
 def ack_from_pb(request: Message, ack: pb.Ack, configuration: int) -> Message | None:
     """The reply to `request` as a core message, or None if it does not answer that request (or
-    comes from a node on another member list than ours, `configuration`)."""
-    if ack.configuration_id != configuration:
+    comes from a node on another member list than ours, `configuration`). A reply that carries a
+    configuration (modes that change membership) goes to the core, which compares it."""
+    membership = None
+    if request.membership is not None:
+        if not ack.HasField("configuration") or configuration_problem(ack.configuration, ack.configuration_id):
+            return None
+        if ack.refusal and ack.refusal not in REFUSALS:
+            return None
+        membership = membership_from_pb(ack.configuration)
+    elif ack.configuration_id != configuration:
         return None
     if ack.sender_id != request.dst or ack.receiver_id != request.src or ack.epoch != request.epoch:
         return None
@@ -180,4 +232,6 @@ def ack_from_pb(request: Message, ack: pb.Ack, configuration: int) -> Message | 
         round=ack.round,
         granted=ack.granted,
         promised_epoch=ack.promised_epoch,
+        membership=membership,
+        refusal=ack.refusal if membership is not None else "",
     )

@@ -73,6 +73,7 @@ from node.core import (
     check_mode_options,
     mode_info,
 )
+from node.core.membership import Membership
 from node.core.known import KnownLeader
 from node.core.types import Stats
 from node.history import (
@@ -136,7 +137,7 @@ class ChoosingRng:
 
 # ---- copying an elector -----------------------------------------------------------------------------
 
-_SHARED_TYPES = (int, bool, str, type(None), Promise, Config, Timing, frozenset, ChoosingRng, tuple)
+_SHARED_TYPES = (int, bool, str, type(None), Promise, Config, Timing, frozenset, ChoosingRng, tuple, Membership)
 _plans: dict[tuple, tuple[tuple[str, Callable], ...]] = {}
 
 
@@ -196,6 +197,7 @@ _QUORUM_FIELDS = _IGNORED | {
     "round", "next_heartbeat", "rounds", "reassert_epoch", "reassert_sent_at", "reassert_retry_at",
     "ack_streak_start", "last_ack", "known", "proposal_by_transfer", "keep_after_transfer", "abstain_until",
     "handover", "release_pending", "_unsaved", "_unsaved_since",
+    "membership", "confirmed", "promote", "agreed_told",
 }
 _RAFT_FIELDS = _IGNORED | {
     "promise", "term", "voted_for", "phase", "leader_id", "known", "promised_to", "promise_until",
@@ -235,10 +237,12 @@ def quorum_key(e: QuorumBully) -> RawKey:
     k, pending, unsaved = e.known, e.release_pending, e._unsaved
     plain = (e.phase, e.promise.epoch, e.highest_seen_epoch, e.epoch, e.proposal_epoch, e.reassert_epoch,
              e.proposal_by_transfer, e.keep_after_transfer, e.handover, k.epoch, k.closed,
-             "" if pending is None else pending[0].value, -1 if unsaved is None else unsaved.epoch)
+             "" if pending is None else pending[0].value, -1 if unsaved is None else unsaved.epoch,
+             e.membership.id, e.agreed_told)
     ids = (e.promise.leader_id, e.leader_id or 0, k.leader_id or 0, 0 if pending is None else pending[1],
            0 if unsaved is None else unsaved.leader_id)
-    id_sets = (tuple(sorted(e.pending_higher)), tuple(sorted(e.grants)), tuple(sorted(e.refusals)))
+    id_sets = (tuple(sorted(e.pending_higher)), tuple(sorted(e.grants)), tuple(sorted(e.refusals)),
+               tuple(sorted(e.confirmed)), tuple(sorted(e.promote)))
     times = (e.election_deadline, e.phase_deadline, e.promise_until, e.lease_until, e.proposal_sent_at,
              e.next_heartbeat, e.reassert_sent_at, e.reassert_retry_at, k.until, e.abstain_until,
              0 if pending is None else pending[2], e._unsaved_since)

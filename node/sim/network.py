@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from node.core import (
+    Membership,
+    MembershipChanged,
+    MembershipRefused,
     BecameLeader,
     Config,
     Elector,
@@ -53,6 +56,7 @@ from node.core import (
     instants_of_output,
     mode_info,
 )
+from node.core.membership import CONFLICT, STALE
 from node.history import (
     Answer,
     Grant,
@@ -114,6 +118,7 @@ class Network:
         mode_options: frozenset[str] = frozenset(),
         timings: Mapping[int, Timing] | None = None,
         member_lists: Mapping[int, Sequence[int]] | None = None,
+        joining: Iterable[int] = (),
     ) -> None:
         if n <= 0:
             raise ValueError(f"need at least one node, got {n}")
@@ -131,6 +136,16 @@ class Network:
         for m in range(1, n + 1):
             self._set_members(m, (member_lists or {}).get(m, range(1, n + 1)))
         self.configuration_refusals = 0
+        # Nodes started to join (Config.join): outside the configuration until a leader adds them; the
+        # others start with the list of everyone else. Only modes that change membership.
+        self.joining = frozenset(joining)
+        if self.joining:
+            if not mode_info(mode).membership_changes:
+                raise ValueError(f"mode {Mode(mode).value} cannot change membership: no node can join")
+            first = [m for m in range(1, n + 1) if m not in self.joining]
+            for m in first:
+                self._set_members(m, (member_lists or {}).get(m, first))
+        self.first_lists = dict(self.member_lists)  # what each node was first started with (`stale`)
         self.planted_bugs = planted_bugs
         check_mode_options(self.mode, mode_options)
         self.mode_options = mode_options
@@ -147,7 +162,8 @@ class Network:
         self.dropped = 0  # cut or lost on the way: the sender is not told
         self.refused = 0  # to a crashed node: the sender gets send_failed
         self.record = Recorder(self.members, self.mode, self.timings, self.clocks, self.store.log, self._paused_lease_end,
-                               seed, sorted(b.value for b in planted_bugs), sorted(mode_options))
+                               seed, sorted(b.value for b in planted_bugs), sorted(mode_options),
+                               voters=[m for m in range(1, n + 1) if m not in self.joining] if self.joining else None)
         self._queue: Queue[_InFlight | StoreWrite] = Queue()
         # Protocol instants (node.core.instants): how often each was reached in this run, those reached
         # since the last tick began (node, name), and every combination of phases the nodes were in.
@@ -408,6 +424,25 @@ class Network:
     def transfer(self, node: int, successor: int) -> Output:
         return self.resign(node, successor)
 
+    def change_membership(self, node: int, voters: Sequence[int], learners: Sequence[int] = (),
+                          promote: Sequence[int] = ()) -> Output:
+        """An operator asks `node` to move the cluster to (voters, learners) (`bullyproof member`);
+        MembershipRefused (nothing changed) unless node leads and the change is one it may make."""
+        if not self.running(node):
+            raise ValueError(f"node {node} is not running")
+        elector = self._nodes[node].elector
+        if not hasattr(elector, "change_membership"):
+            raise MembershipRefused(f"mode {self.mode.value} cannot change membership")
+        out = elector.change_membership(self.local(node), tuple(voters), tuple(learners), tuple(promote))
+        self._fault(f"members at {node}: voters {','.join(map(str, sorted(voters)))}"
+                    + (f" learners {','.join(map(str, sorted(learners)))}" if learners else ""))
+        self._apply(node, out)
+        return out
+
+    def membership(self, node: int) -> Membership | None:
+        """The configuration `node` runs (None: a mode that keeps its start-up list)."""
+        return getattr(self._nodes[node].elector, "membership", None) if self.running(node) else None
+
     # -- looking -----------------------------------------------------------------------------------
 
     def running(self, node: int) -> bool:
@@ -428,7 +463,13 @@ class Network:
 
     def agreed_leader(self) -> tuple[int, int] | None:
         """(leader, epoch) if every running node follows it and it leads (with a valid lease) itself."""
-        return self.agreed_among([m for m in self.members if self.running(m)])
+        return self.agreed_among([m for m in self.members if self.running(m) and self._in_configuration(m)])
+
+    def _in_configuration(self, node: int) -> bool:
+        """Whether node is a voter or learner of the configuration it runs (a node joining, or one
+        removed, follows no one and is not asked)."""
+        m = self.membership(node)
+        return m is None or node in m.everyone
 
     def agreed_among(self, nodes: Sequence[int]) -> tuple[int, int] | None:
         """Like agreed_leader, among `nodes` only (e.g. the majority side of a partition)."""
@@ -570,7 +611,8 @@ class Network:
     # -- internals ---------------------------------------------------------------------------------
 
     def _build_elector(self, node: int, incarnation: int) -> Elector:
-        config = Config(node, self.member_lists[node], self.timings[node], self.planted_bugs, self.mode_options)
+        config = Config(node, self.member_lists[node], self.timings[node], self.planted_bugs, self.mode_options,
+                        join=node in self.joining)
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
         return self.elector_factory(config, self.persisted[node], rng, self.local(node))
 
@@ -603,6 +645,8 @@ class Network:
             self.persisted[node] = out.persist
             self.record.persisted(node, out.persist)
         for msg in out.messages:
+            if msg.refusal in (STALE, CONFLICT):
+                self.configuration_refusals += 1
             self.record.sent(node, msg, request)
             self._send(msg)
         stepdown = None
@@ -637,7 +681,7 @@ class Network:
             self.refused += 1
             self._queue.put(self.now + 1, _InFlight(msg.src, self._nodes[msg.src].incarnation, msg, failed=True))
             return
-        if self._configuration[msg.src] != self._configuration[msg.dst]:
+        if msg.membership is None and self._configuration[msg.src] != self._configuration[msg.dst]:
             # Another member list: never counted. The receiver refuses a request (its sender is told,
             # as the runtime's gRPC error tells it) and drops a reply. Neither list can change while
             # the message is on its way: a restart starts a new incarnation, which old messages miss.
@@ -693,6 +737,8 @@ def describe_event(event: Event) -> str:
         return f"released its promise to node {event.leader} (epoch {event.epoch})"
     if isinstance(event, Reached):
         return f"reached {event.instant}"
+    if isinstance(event, MembershipChanged):
+        return ("agreed " if event.committed else "runs ") + event.membership.describe()
     return f"election started (highest epoch seen {event.epoch})"
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.core import (
+    Membership,
+    MembershipChanged,
     Event,
     Message,
     Mode,
@@ -64,7 +66,8 @@ class FaultRecord:
 class Recorder:
     def __init__(self, members: Sequence[int], mode: Mode, timings: Mapping[int, Timing], clocks: Clocks,
                  store_log: list[StoreRecord], lease_end_if_paused: Callable[[int], int], seed: int = 0,
-                 planted_bugs: Sequence[str] = (), mode_options: Sequence[str] = ()) -> None:
+                 planted_bugs: Sequence[str] = (), mode_options: Sequence[str] = (),
+                 voters: Sequence[int] | None = None) -> None:
         self.members = tuple(members)
         self.mode = mode
         self.timings = timings  # each node's timing, as it is now (the network changes it on a restart)
@@ -79,6 +82,8 @@ class Recorder:
             "nodes": list(members), "timing_ticks": dict(timings[min(members)].__dict__),
             "planted_bugs": sorted(planted_bugs), "mode_options": sorted(mode_options),
         }]
+        if voters is not None:  # some nodes start outside the configuration (to join it): who votes at first
+            self.history[0]["voters"] = list(voters)
         self.pausing: dict[int, dict[str, Any]] = {}  # node -> its pause event, complete when the pause ends
         self.claimed: set[tuple[int, int]] = set()  # (writer, epoch) whose claim the store decided
         # What each node would tell a client who asked who leads (P6), since when: the open answers.
@@ -140,6 +145,14 @@ class Recorder:
 
     def event(self, node: int, event: Event) -> None:
         self.events.append(NodeEvent(self.now, node, event))
+        if isinstance(event, MembershipChanged) and not event.committed:
+            self.membership(node, event.membership)
+
+    def membership(self, node: int, m: Membership) -> None:
+        """The node runs configuration `m` from now on (node.history's ``membership`` event)."""
+        self.history.append({"t_ns": self.now, "kind": "membership", "node": node, "voters": list(m.voters),
+                             "learners": list(m.learners), "index": m.index, "term": m.term,
+                             "previous": list(m.previous)})
 
     def crashed(self, node: int, lease_end_tick: int, incarnation: int) -> None:
         self.pause_ended(node, lease_end_tick)

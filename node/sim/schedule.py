@@ -9,6 +9,10 @@
     hold * L reply 0 reassert-won 60  keep the acks to the leader back until it reasserts (60 ticks at most)
     heal_link L 1                     restore that one link
     retime F 25                       restart a follower with an election timeout of 25 ticks (a rolling change)
+    @joining 4 5                      nodes 4 and 5 start outside the configuration, to be added
+    member add 4                      the leader adds node 4 (a learner, promoted once it acknowledged)
+    member remove F                   the leader removes a follower (one voter per change)
+    stale 2                           restart node 2 with the start-up member list (an operator's stale --peers)
 
 Targets may be symbolic: L (the leader with the highest epoch), F (a follower), T (the node at which
 the last `until` fired), D (a crashed node), * (any live node; in `hold`, any node at all); the
@@ -47,6 +51,8 @@ class Schedule:
     mode_options: frozenset[str] = frozenset()
     # Nodes that start with another election timeout (ticks): ((node, timeout), ...); the rest run `timing`.
     retimed: tuple[tuple[int, int], ...] = ()
+    # Nodes that start outside the configuration, to be added by `member add` (membership changes).
+    joining: tuple[int, ...] = ()
 
     @property
     def agree_within_ticks(self) -> int:
@@ -71,6 +77,8 @@ class Schedule:
             head.append(f"@heal {self.heal_ticks}")
         if self.retimed:
             head.append("@retimed " + " ".join(f"{node}={et}" for node, et in self.retimed))
+        if self.joining:
+            head.append("@joining " + " ".join(map(str, self.joining)))
         return "\n".join(head + [" ".join(map(str, c)) for c in self.commands]) + "\n"
 
     @classmethod
@@ -106,6 +114,7 @@ class Schedule:
                 planted_bugs=frozenset(bugs), heal_ticks=int(values.get("heal", ["0"])[0]),
                 mode_options=frozenset(options),
                 retimed=tuple((int(node), int(et)) for node, et in (kv.split("=") for kv in values.get("retimed", []))),
+                joining=tuple(int(node) for node in values.get("joining", [])),
             )
         except KeyError as exc:
             raise ValueError(f"schedule script lacks the header line @{exc.args[0]}") from None
@@ -136,7 +145,7 @@ class Runner:
         rates = {i + 1: r for i, r in enumerate(schedule.clock_rates)}
         timings = {node: schedule.timing_with(et) for node, et in schedule.retimed}
         self.net = Network(schedule.seed, schedule.n, schedule.mode, schedule.timing, schedule.planted_bugs, rates,
-                           mode_options=schedule.mode_options, timings=timings)
+                           mode_options=schedule.mode_options, timings=timings, joining=schedule.joining)
         self.rng = random.Random(f"{schedule.seed}:targets")
         self.trigger_node: int | None = None
         self.kinds: set[str] = set()
@@ -218,6 +227,8 @@ class Runner:
             return None
         if verb in ("delay", "delay_link") and values[-1] > self.s.timing.leader_lease_ticks:
             self.kinds.add("long_delay")
+        elif verb == "member":
+            self.kinds.add(f"member_{values[0]}")
         elif verb not in ("run", "until"):
             self.kinds.add(verb)
         return (verb, *concrete)
@@ -254,6 +265,31 @@ def _retime(r: Runner, node: int, election_timeout_ticks: int) -> None:
     r.net.restart(node, timing)
 
 
+def _member(r: Runner, action: str, node: int) -> None:
+    """An operator's membership change, sent to the leader: `add` (as a learner, promoted once it
+    acknowledged) or `remove`. ValueError (MembershipRefused) if no leader may make it now."""
+    leader = r.leader()
+    if leader is None:
+        raise ValueError("no leader to ask")
+    m = r.net.membership(leader)
+    if m is None:
+        raise ValueError(f"mode {r.s.mode.value} keeps its list")
+    if action == "add":
+        r.net.change_membership(leader, m.voters, m.learners + (node,), promote=(node,))
+    elif action == "remove":
+        r.net.change_membership(leader, tuple(v for v in m.voters if v != node), tuple(x for x in m.learners if x != node))
+    else:
+        raise ValueError(f"member {action}: add or remove")
+
+
+def _stale(r: Runner, node: int) -> None:
+    """Restart `node` with the member list it was first started with (an operator's stale --peers):
+    whatever configuration it made durable must win over it."""
+    if not r.net.crashed(node):
+        r.net.crash(node)
+    r.net.restart(node, members=r.net.first_lists[node])
+
+
 def _groups(text: str) -> list[list[int]]:
     return [[int(x) for x in g.split(",") if x] for g in text.split("|")]
 
@@ -274,6 +310,7 @@ ARGS: dict[str, tuple[str, ...]] = {
     "duplicate_link": ("node", "node", "p"), "heal_link": ("node", "node"),
     "hold": ("who", "who", "kind", "count", "instant", "ticks"),
     "resign": ("node",), "transfer": ("node", "node"), "retime": ("node", "ticks"),
+    "member": ("action", "node"), "stale": ("node",),
 }
 def _kind(word: str) -> str:
     if word not in HOLD_KINDS:
@@ -283,6 +320,7 @@ def _kind(word: str) -> str:
 
 PARSE: dict[str, Callable[[str], object]] = {
     "ticks": int, "count": int, "p": float, "groups": _groups, "instant": str, "who": str, "kind": _kind,
+    "action": str,
 }
 COMMANDS: dict[str, Callable[..., object]] = {
     "run": lambda r, ticks: r.net.run(ticks),
@@ -307,6 +345,8 @@ COMMANDS: dict[str, Callable[..., object]] = {
     "resign": lambda r, node: r.net.resign(node),
     "transfer": lambda r, a, b: r.net.transfer(*_distinct(a, b)),
     "retime": _retime,
+    "member": _member,
+    "stale": _stale,
 }
 
 

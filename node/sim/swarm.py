@@ -36,6 +36,8 @@ TICK_MS = 10
 # Mixed timings: how often a schedule has them, and the election timeouts drawn (times the schedule's).
 MIXED_TIMINGS_SHARE = 0.3
 TIMEOUT_FACTORS = (0.6, 0.8, 1.5, 2.0)
+# Membership changes (modes that make them): how often a schedule has them.
+MEMBERSHIP_SHARE = 0.3
 
 
 def runtime_timing(hold_down_ticks: int = 300) -> Timing:
@@ -107,8 +109,35 @@ def swarm_schedule(seed: int, settings: SwarmSettings = SwarmSettings()) -> Sche
         commands += commands_for(kind, rng, n, et, lease, settings.mode)
         commands.append(("run", str(rng.choice([0, 1, 3, 8, 15, 30, 60, 120]))))
     retimed, commands = mixed_timings(seed, n, timing, commands)
-    return Schedule(seed, n, settings.mode, timing, tuple(commands), rates, settings.planted_bugs,
-                    mode_options=options, retimed=retimed)
+    joining, commands = membership_changes(seed, n, settings.mode, et, commands)
+    return Schedule(seed, n + len(joining), settings.mode, timing, tuple(commands), rates, settings.planted_bugs,
+                    mode_options=options, retimed=retimed, joining=joining)
+
+
+def membership_changes(seed: int, n: int, mode: Mode, et: int, commands: list[Command]
+                       ) -> tuple[tuple[int, ...], list[Command]]:
+    """In some schedules of modes that change membership: nodes that start outside the configuration
+    (ids after n), and operators' changes among the other commands: add one, remove a voter (the
+    leader too: it must hand over first, so that is refused), restart a node with its stale start-up
+    list. Drawn from a generator of their own, so the rest of every schedule is what it would be
+    without them."""
+    rng = random.Random(f"{seed}:members")
+    if not mode_info(mode).membership_changes or rng.random() >= MEMBERSHIP_SHARE:
+        return (), commands
+    joining = tuple(range(n + 1, n + 1 + rng.choice((0, 1, 1, 2))))
+    for _ in range(rng.randint(1, 4)):
+        roll = rng.random()
+        if roll < 0.45 and joining:
+            op: list[Command] = [("member", "add", str(rng.choice(joining)))]
+        elif roll < 0.8:
+            op = [("member", "remove", rng.choice(["F", "F", "L", str(rng.randint(1, n + len(joining)))]))]
+        else:
+            op = [("stale", rng.choice(["*", "F", "L"]))]
+        if rng.random() < 0.5:
+            op.insert(0, trigger_for("member", rng, et, mode))
+        at = rng.randint(1, len(commands))
+        commands = [*commands[:at], *op, ("run", str(rng.choice([0, 5, 20, 60]))), *commands[at:]]
+    return joining, commands
 
 
 def mixed_timings(seed: int, n: int, timing: Timing, commands: list[Command]

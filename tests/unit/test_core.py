@@ -119,7 +119,7 @@ def test_leader_steps_down_when_a_follower_promised_its_epoch_to_another() -> No
     net.cut(4, 5)
     net.cut(5, 4)
     net.run(80)
-    assert net.persisted[4] == Promise(1, 4) and net.persisted[3] == Promise(1, 5)
+    assert net.persisted[4].names == (1, 4) and net.persisted[3].names == (1, 5)
     net.heal()
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert net.agreed_leader()[1] > 1
@@ -169,7 +169,7 @@ def test_follower_with_a_live_lease_refuses_a_coordinator() -> None:
 def test_a_node_never_acknowledges_two_leaders_for_one_epoch() -> None:
     net = Network(0, 5, Mode.QUORUM)
     assert only_reply(net.inject(coordinator(3, 1, 7))).granted
-    assert net.persisted[1] == Promise(7, 3)
+    assert net.persisted[1].names == (7, 3)
     assert not only_reply(net.inject(coordinator(4, 1, 7))).granted
     heartbeat = Message(MsgType.HEARTBEAT, 4, 1, 7, round=1)
     assert not only_reply(net.inject(heartbeat)).granted
@@ -177,13 +177,13 @@ def test_a_node_never_acknowledges_two_leaders_for_one_epoch() -> None:
     assert not only_reply(net.inject(coordinator(4, 1, 7))).granted
     assert not only_reply(net.inject(coordinator(4, 1, 6))).granted
     assert only_reply(net.inject(coordinator(4, 1, 8))).granted
-    assert net.persisted[1] == Promise(8, 4)
+    assert net.persisted[1].names == (8, 4)
 
 
 def test_persist_comes_with_the_grant_that_reveals_it() -> None:
     net = Network(0, 3, Mode.QUORUM)
     out = net.inject(coordinator(3, 1, 2))
-    assert out.persist == Promise(2, 3) and only_reply(out).granted
+    assert out.persist.names == (2, 3) and only_reply(out).granted
     again = net.inject(Message(MsgType.HEARTBEAT, 3, 1, 2, round=1))
     assert again.persist is None and only_reply(again).granted  # nothing new to make durable
 
@@ -194,7 +194,7 @@ def test_restart_keeps_the_promise_and_honours_the_boot_promise_period() -> None
     net.tick()
     net.crash(1)
     net.restart(1)
-    assert net.elector(1).promise == Promise(7, 3)
+    assert net.elector(1).promise.names == (7, 3)
     below = only_reply(net.inject(coordinator(4, 1, 6)))
     assert not below.granted and below.promised_epoch == 7
     # It may have acknowledged 3 just before the crash: refuse others for a full promise period.

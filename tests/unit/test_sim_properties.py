@@ -120,7 +120,9 @@ FIRST_FAILING = {
 # lease-check-on-tick was found at 133 by the simulator's old event-based judge; the one judge (which reads
 # views, as real runs are judged) sees no violation in it: see test_independent_bugs.
 NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until-timeout", "release-any-term",
-                 "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch"}
+                 "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch",
+                 # membership changes: not yet measured
+                 "learner-counted", "membership-not-persisted", "removed-still-counted", "adopts-any-configuration"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:
@@ -251,7 +253,7 @@ def test_restart_rebuilds_from_the_persisted_promise_only() -> None:
     net.crash(5)
     assert net.view(5) is None and net.no_overlapping_leadership()
     net.restart(5)
-    assert net.elector(5).promise == net.persisted[5] == Promise(1, 5)
+    assert net.elector(5).promise == net.persisted[5] and net.elector(5).promise.names == (1, 5)
     assert net.view(5).role == Role.FOLLOWER and net.view(5).leader_id is None
 
 

@@ -131,6 +131,55 @@ func (Mode) EnumDescriptor() ([]byte, []int) {
 	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{1}
 }
 
+type MembershipRequest_Action int32
+
+const (
+	MembershipRequest_ACTION_UNSPECIFIED MembershipRequest_Action = 0
+	MembershipRequest_ACTION_ADD         MembershipRequest_Action = 1
+	MembershipRequest_ACTION_REMOVE      MembershipRequest_Action = 2
+)
+
+// Enum value maps for MembershipRequest_Action.
+var (
+	MembershipRequest_Action_name = map[int32]string{
+		0: "ACTION_UNSPECIFIED",
+		1: "ACTION_ADD",
+		2: "ACTION_REMOVE",
+	}
+	MembershipRequest_Action_value = map[string]int32{
+		"ACTION_UNSPECIFIED": 0,
+		"ACTION_ADD":         1,
+		"ACTION_REMOVE":      2,
+	}
+)
+
+func (x MembershipRequest_Action) Enum() *MembershipRequest_Action {
+	p := new(MembershipRequest_Action)
+	*p = x
+	return p
+}
+
+func (x MembershipRequest_Action) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MembershipRequest_Action) Descriptor() protoreflect.EnumDescriptor {
+	return file_bullyproof_v1_bullyproof_proto_enumTypes[2].Descriptor()
+}
+
+func (MembershipRequest_Action) Type() protoreflect.EnumType {
+	return &file_bullyproof_v1_bullyproof_proto_enumTypes[2]
+}
+
+func (x MembershipRequest_Action) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MembershipRequest_Action.Descriptor instead.
+func (MembershipRequest_Action) EnumDescriptor() ([]byte, []int) {
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{4, 0}
+}
+
 type PeerMessage struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	SenderId   uint32                 `protobuf:"varint,1,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
@@ -163,9 +212,14 @@ type PeerMessage struct {
 	// The sender's member list, as a fingerprint (32-bit FNV-1a of its sorted ids, never 0). A node
 	// counts majorities against its own list, so it refuses (FAILED_PRECONDITION) a message from a
 	// node that runs another one, and never counts it as a vote, a grant or an acknowledgement.
+	// With `configuration` (modes that change membership): that configuration's fingerprint.
 	ConfigurationId uint32 `protobuf:"fixed32,12,opt,name=configuration_id,json=configurationId,proto3" json:"configuration_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Modes that change membership (quorum): the sender's configuration, on every message. The
+	// receiver adopts a later one (durably, before it answers) and refuses an earlier or conflicting
+	// one in its Ack (refusal), never counting it.
+	Configuration *Configuration `protobuf:"bytes,13,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeerMessage) Reset() {
@@ -282,6 +336,94 @@ func (x *PeerMessage) GetConfigurationId() uint32 {
 	return 0
 }
 
+func (x *PeerMessage) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+// Who votes: a configuration of the cluster (docs/design.md, "Membership changes").
+type Configuration struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Voters []uint32               `protobuf:"varint,1,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	// Members that hear the leader and count for nothing (a node being added, until it is promoted).
+	Learners []uint32 `protobuf:"varint,2,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	// Its place in the chain of changes, and the epoch of the leader that made it (-1: a node that
+	// started to join and has heard of no configuration yet). Ordered by (term, index).
+	Index uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Term  int64  `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	// The voters of the configuration it changed.
+	Previous      []uint32 `protobuf:"varint,5,rep,packed,name=previous,proto3" json:"previous,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Configuration) Reset() {
+	*x = Configuration{}
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Configuration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Configuration) ProtoMessage() {}
+
+func (x *Configuration) ProtoReflect() protoreflect.Message {
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Configuration.ProtoReflect.Descriptor instead.
+func (*Configuration) Descriptor() ([]byte, []int) {
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Configuration) GetVoters() []uint32 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *Configuration) GetLearners() []uint32 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
+func (x *Configuration) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Configuration) GetTerm() int64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *Configuration) GetPrevious() []uint32 {
+	if x != nil {
+		return x.Previous
+	}
+	return nil
+}
+
 type Ack struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	SenderId   uint32                 `protobuf:"varint,1,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
@@ -294,13 +436,19 @@ type Ack struct {
 	PromisedEpoch uint64 `protobuf:"varint,6,opt,name=promised_epoch,json=promisedEpoch,proto3" json:"promised_epoch,omitempty"`
 	// The acknowledging node's member list (as in PeerMessage): an ack from another list is ignored.
 	ConfigurationId uint32 `protobuf:"fixed32,7,opt,name=configuration_id,json=configurationId,proto3" json:"configuration_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Modes that change membership: the acknowledging node's configuration (as in PeerMessage).
+	Configuration *Configuration `protobuf:"bytes,8,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	// With granted=false: "configuration-stale" (the request's configuration is earlier than ours; ours
+	// is in `configuration`), "configuration-conflict" (same order, other members), "not-a-member" (we
+	// are in no configuration: removed, or joining); empty for any other refusal.
+	Refusal       string `protobuf:"bytes,9,opt,name=refusal,proto3" json:"refusal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[1]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +460,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[1]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +473,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{1}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Ack) GetSenderId() uint32 {
@@ -377,6 +525,20 @@ func (x *Ack) GetConfigurationId() uint32 {
 	return 0
 }
 
+func (x *Ack) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+func (x *Ack) GetRefusal() string {
+	if x != nil {
+		return x.Refusal
+	}
+	return ""
+}
+
 type PeerReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set on replies to requests that are answered on the same call (Coordinator, Heartbeat,
@@ -388,7 +550,7 @@ type PeerReply struct {
 
 func (x *PeerReply) Reset() {
 	*x = PeerReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[2]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +562,7 @@ func (x *PeerReply) String() string {
 func (*PeerReply) ProtoMessage() {}
 
 func (x *PeerReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[2]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +575,7 @@ func (x *PeerReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerReply.ProtoReflect.Descriptor instead.
 func (*PeerReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{2}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PeerReply) GetAck() *Ack {
@@ -421,6 +583,120 @@ func (x *PeerReply) GetAck() *Ack {
 		return x.Ack
 	}
 	return nil
+}
+
+type MembershipRequest struct {
+	state  protoimpl.MessageState   `protogen:"open.v1"`
+	Action MembershipRequest_Action `protobuf:"varint,1,opt,name=action,proto3,enum=bullyproof.v1.MembershipRequest_Action" json:"action,omitempty"`
+	NodeId uint32                   `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// How long to wait for the change to be agreed; 0 = four election timeouts.
+	TimeoutMs     uint32 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembershipRequest) Reset() {
+	*x = MembershipRequest{}
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembershipRequest) ProtoMessage() {}
+
+func (x *MembershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembershipRequest.ProtoReflect.Descriptor instead.
+func (*MembershipRequest) Descriptor() ([]byte, []int) {
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MembershipRequest) GetAction() MembershipRequest_Action {
+	if x != nil {
+		return x.Action
+	}
+	return MembershipRequest_ACTION_UNSPECIFIED
+}
+
+func (x *MembershipRequest) GetNodeId() uint32 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *MembershipRequest) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type MembershipReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The configuration the cluster runs once the change is agreed.
+	Configuration *Configuration `protobuf:"bytes,1,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	LeaderId      uint32         `protobuf:"varint,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembershipReply) Reset() {
+	*x = MembershipReply{}
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembershipReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembershipReply) ProtoMessage() {}
+
+func (x *MembershipReply) ProtoReflect() protoreflect.Message {
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembershipReply.ProtoReflect.Descriptor instead.
+func (*MembershipReply) Descriptor() ([]byte, []int) {
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MembershipReply) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+func (x *MembershipReply) GetLeaderId() uint32 {
+	if x != nil {
+		return x.LeaderId
+	}
+	return 0
 }
 
 type WatchLeaderRequest struct {
@@ -431,7 +707,7 @@ type WatchLeaderRequest struct {
 
 func (x *WatchLeaderRequest) Reset() {
 	*x = WatchLeaderRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[3]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +719,7 @@ func (x *WatchLeaderRequest) String() string {
 func (*WatchLeaderRequest) ProtoMessage() {}
 
 func (x *WatchLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[3]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +732,7 @@ func (x *WatchLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchLeaderRequest.ProtoReflect.Descriptor instead.
 func (*WatchLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{3}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{6}
 }
 
 type ResignRequest struct {
@@ -467,7 +743,7 @@ type ResignRequest struct {
 
 func (x *ResignRequest) Reset() {
 	*x = ResignRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[4]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +755,7 @@ func (x *ResignRequest) String() string {
 func (*ResignRequest) ProtoMessage() {}
 
 func (x *ResignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[4]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +768,7 @@ func (x *ResignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignRequest.ProtoReflect.Descriptor instead.
 func (*ResignRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{4}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{7}
 }
 
 type ResignReply struct {
@@ -505,7 +781,7 @@ type ResignReply struct {
 
 func (x *ResignReply) Reset() {
 	*x = ResignReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[5]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +793,7 @@ func (x *ResignReply) String() string {
 func (*ResignReply) ProtoMessage() {}
 
 func (x *ResignReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[5]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +806,7 @@ func (x *ResignReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignReply.ProtoReflect.Descriptor instead.
 func (*ResignReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{5}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResignReply) GetEpoch() uint64 {
@@ -551,7 +827,7 @@ type TransferRequest struct {
 
 func (x *TransferRequest) Reset() {
 	*x = TransferRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[6]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +839,7 @@ func (x *TransferRequest) String() string {
 func (*TransferRequest) ProtoMessage() {}
 
 func (x *TransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[6]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +852,7 @@ func (x *TransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferRequest.ProtoReflect.Descriptor instead.
 func (*TransferRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{6}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TransferRequest) GetTargetId() uint32 {
@@ -603,7 +879,7 @@ type TransferReply struct {
 
 func (x *TransferReply) Reset() {
 	*x = TransferReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[7]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +891,7 @@ func (x *TransferReply) String() string {
 func (*TransferReply) ProtoMessage() {}
 
 func (x *TransferReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[7]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +904,7 @@ func (x *TransferReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferReply.ProtoReflect.Descriptor instead.
 func (*TransferReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{7}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TransferReply) GetLeaderId() uint32 {
@@ -653,7 +929,7 @@ type GetLeaderRequest struct {
 
 func (x *GetLeaderRequest) Reset() {
 	*x = GetLeaderRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[8]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +941,7 @@ func (x *GetLeaderRequest) String() string {
 func (*GetLeaderRequest) ProtoMessage() {}
 
 func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[8]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +954,7 @@ func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{8}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{11}
 }
 
 type LeaderInfo struct {
@@ -701,7 +977,7 @@ type LeaderInfo struct {
 
 func (x *LeaderInfo) Reset() {
 	*x = LeaderInfo{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[9]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +989,7 @@ func (x *LeaderInfo) String() string {
 func (*LeaderInfo) ProtoMessage() {}
 
 func (x *LeaderInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[9]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +1002,7 @@ func (x *LeaderInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderInfo.ProtoReflect.Descriptor instead.
 func (*LeaderInfo) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{9}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaderInfo) GetKnown() bool {
@@ -786,7 +1062,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[10]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +1074,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[10]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +1087,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{10}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{13}
 }
 
 type PeerView struct {
@@ -831,7 +1107,7 @@ type PeerView struct {
 
 func (x *PeerView) Reset() {
 	*x = PeerView{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[11]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +1119,7 @@ func (x *PeerView) String() string {
 func (*PeerView) ProtoMessage() {}
 
 func (x *PeerView) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[11]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +1132,7 @@ func (x *PeerView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerView.ProtoReflect.Descriptor instead.
 func (*PeerView) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{11}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PeerView) GetId() uint32 {
@@ -924,13 +1200,17 @@ type NodeStatus struct {
 	HandoversWon uint64 `protobuf:"varint,18,opt,name=handovers_won,json=handoversWon,proto3" json:"handovers_won,omitempty"`
 	// This node's member list as a fingerprint (PeerMessage.configuration_id).
 	ConfigurationId uint32 `protobuf:"fixed32,19,opt,name=configuration_id,json=configurationId,proto3" json:"configuration_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The configuration this node runs (modes that change membership), and whether it is a leader that
+	// saw it acknowledged by a majority of its voters and of the voters before (the next change may start).
+	Configuration       *Configuration `protobuf:"bytes,20,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	ConfigurationAgreed bool           `protobuf:"varint,21,opt,name=configuration_agreed,json=configurationAgreed,proto3" json:"configuration_agreed,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[12]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1222,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[12]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1235,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{12}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeStatus) GetNodeId() uint32 {
@@ -1091,6 +1371,20 @@ func (x *NodeStatus) GetConfigurationId() uint32 {
 	return 0
 }
 
+func (x *NodeStatus) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetConfigurationAgreed() bool {
+	if x != nil {
+		return x.ConfigurationAgreed
+	}
+	return false
+}
+
 type WriteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WriterId      uint32                 `protobuf:"varint,1,opt,name=writer_id,json=writerId,proto3" json:"writer_id,omitempty"`
@@ -1103,7 +1397,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[13]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1409,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[13]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1422,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{13}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WriteRequest) GetWriterId() uint32 {
@@ -1174,7 +1468,7 @@ type WriteReply struct {
 
 func (x *WriteReply) Reset() {
 	*x = WriteReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[14]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1480,7 @@ func (x *WriteReply) String() string {
 func (*WriteReply) ProtoMessage() {}
 
 func (x *WriteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[14]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1493,7 @@ func (x *WriteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteReply.ProtoReflect.Descriptor instead.
 func (*WriteReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{14}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WriteReply) GetAccepted() bool {
@@ -1241,7 +1535,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[15]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1547,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[15]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1560,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{15}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -1301,7 +1595,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[16]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1607,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[16]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1620,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{16}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LogEntry) GetSeq() uint64 {
@@ -1403,7 +1697,7 @@ type ReadLogReply struct {
 
 func (x *ReadLogReply) Reset() {
 	*x = ReadLogReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[17]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1709,7 @@ func (x *ReadLogReply) String() string {
 func (*ReadLogReply) ProtoMessage() {}
 
 func (x *ReadLogReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[17]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1722,7 @@ func (x *ReadLogReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogReply.ProtoReflect.Descriptor instead.
 func (*ReadLogReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{17}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadLogReply) GetEntries() []*LogEntry {
@@ -1456,7 +1750,7 @@ var File_bullyproof_v1_bullyproof_proto protoreflect.FileDescriptor
 
 const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebullyproof/v1/bullyproof.proto\x12\rbullyproof.v1\"\x86\x03\n" +
+	"\x1ebullyproof/v1/bullyproof.proto\x12\rbullyproof.v1\"\xca\x03\n" +
 	"\vPeerMessage\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +
@@ -1471,7 +1765,14 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\btransfer\x18\n" +
 	" \x01(\bR\btransfer\x12\x19\n" +
 	"\blease_ms\x18\v \x01(\rR\aleaseMs\x12)\n" +
-	"\x10configuration_id\x18\f \x01(\aR\x0fconfigurationId\"\xdb\x01\n" +
+	"\x10configuration_id\x18\f \x01(\aR\x0fconfigurationId\x12B\n" +
+	"\rconfiguration\x18\r \x01(\v2\x1c.bullyproof.v1.ConfigurationR\rconfiguration\"\x89\x01\n" +
+	"\rConfiguration\x12\x16\n" +
+	"\x06voters\x18\x01 \x03(\rR\x06voters\x12\x1a\n" +
+	"\blearners\x18\x02 \x03(\rR\blearners\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x03R\x04term\x12\x1a\n" +
+	"\bprevious\x18\x05 \x03(\rR\bprevious\"\xb9\x02\n" +
 	"\x03Ack\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +
@@ -1480,9 +1781,24 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\x05round\x18\x04 \x01(\x04R\x05round\x12\x18\n" +
 	"\agranted\x18\x05 \x01(\bR\agranted\x12%\n" +
 	"\x0epromised_epoch\x18\x06 \x01(\x04R\rpromisedEpoch\x12)\n" +
-	"\x10configuration_id\x18\a \x01(\aR\x0fconfigurationId\"1\n" +
+	"\x10configuration_id\x18\a \x01(\aR\x0fconfigurationId\x12B\n" +
+	"\rconfiguration\x18\b \x01(\v2\x1c.bullyproof.v1.ConfigurationR\rconfiguration\x12\x18\n" +
+	"\arefusal\x18\t \x01(\tR\arefusal\"1\n" +
 	"\tPeerReply\x12$\n" +
-	"\x03ack\x18\x01 \x01(\v2\x12.bullyproof.v1.AckR\x03ack\"\x14\n" +
+	"\x03ack\x18\x01 \x01(\v2\x12.bullyproof.v1.AckR\x03ack\"\xd1\x01\n" +
+	"\x11MembershipRequest\x12?\n" +
+	"\x06action\x18\x01 \x01(\x0e2'.bullyproof.v1.MembershipRequest.ActionR\x06action\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\rR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\rR\ttimeoutMs\"C\n" +
+	"\x06Action\x12\x16\n" +
+	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"ACTION_ADD\x10\x01\x12\x11\n" +
+	"\rACTION_REMOVE\x10\x02\"r\n" +
+	"\x0fMembershipReply\x12B\n" +
+	"\rconfiguration\x18\x01 \x01(\v2\x1c.bullyproof.v1.ConfigurationR\rconfiguration\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\rR\bleaderId\"\x14\n" +
 	"\x12WatchLeaderRequest\"\x0f\n" +
 	"\rResignRequest\"#\n" +
 	"\vResignReply\x12\x14\n" +
@@ -1511,7 +1827,7 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\"\n" +
 	"\rlast_heard_ms\x18\x03 \x01(\x03R\vlastHeardMs\x12\x1c\n" +
 	"\treachable\x18\x04 \x01(\bR\treachable\x123\n" +
-	"\x15configuration_refusal\x18\x05 \x01(\tR\x14configurationRefusal\"\x9b\a\n" +
+	"\x15configuration_refusal\x18\x05 \x01(\tR\x14configurationRefusal\"\x92\b\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x12'\n" +
@@ -1536,7 +1852,9 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\x0eleader_changes\x18\x10 \x01(\x04R\rleaderChanges\x12\x1b\n" +
 	"\tuptime_ms\x18\x11 \x01(\x03R\buptimeMs\x12#\n" +
 	"\rhandovers_won\x18\x12 \x01(\x04R\fhandoversWon\x12)\n" +
-	"\x10configuration_id\x18\x13 \x01(\aR\x0fconfigurationId\x1a?\n" +
+	"\x10configuration_id\x18\x13 \x01(\aR\x0fconfigurationId\x12B\n" +
+	"\rconfiguration\x18\x14 \x01(\v2\x1c.bullyproof.v1.ConfigurationR\rconfiguration\x121\n" +
+	"\x14configuration_agreed\x18\x15 \x01(\bR\x13configurationAgreed\x1a?\n" +
 	"\x11MessagesSentEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aC\n" +
@@ -1590,14 +1908,15 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\aPreVote\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12C\n" +
 	"\vRequestVote\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12D\n" +
 	"\fRingElection\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12G\n" +
-	"\x0fRingCoordinator\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply2\x85\x03\n" +
+	"\x0fRingCoordinator\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply2\xdb\x03\n" +
 	"\n" +
 	"Leadership\x12G\n" +
 	"\tGetLeader\x12\x1f.bullyproof.v1.GetLeaderRequest\x1a\x19.bullyproof.v1.LeaderInfo\x12G\n" +
 	"\tGetStatus\x12\x1f.bullyproof.v1.GetStatusRequest\x1a\x19.bullyproof.v1.NodeStatus\x12M\n" +
 	"\vWatchLeader\x12!.bullyproof.v1.WatchLeaderRequest\x1a\x19.bullyproof.v1.LeaderInfo0\x01\x12B\n" +
 	"\x06Resign\x12\x1c.bullyproof.v1.ResignRequest\x1a\x1a.bullyproof.v1.ResignReply\x12R\n" +
-	"\x12TransferLeadership\x12\x1e.bullyproof.v1.TransferRequest\x1a\x1c.bullyproof.v1.TransferReply2\x95\x01\n" +
+	"\x12TransferLeadership\x12\x1e.bullyproof.v1.TransferRequest\x1a\x1c.bullyproof.v1.TransferReply\x12T\n" +
+	"\x10ChangeMembership\x12 .bullyproof.v1.MembershipRequest\x1a\x1e.bullyproof.v1.MembershipReply2\x95\x01\n" +
 	"\vFencedStore\x12?\n" +
 	"\x05Write\x12\x1b.bullyproof.v1.WriteRequest\x1a\x19.bullyproof.v1.WriteReply\x12E\n" +
 	"\aReadLog\x12\x1d.bullyproof.v1.ReadLogRequest\x1a\x1b.bullyproof.v1.ReadLogReplyb\x06proto3"
@@ -1614,76 +1933,87 @@ func file_bullyproof_v1_bullyproof_proto_rawDescGZIP() []byte {
 	return file_bullyproof_v1_bullyproof_proto_rawDescData
 }
 
-var file_bullyproof_v1_bullyproof_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_bullyproof_v1_bullyproof_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_bullyproof_v1_bullyproof_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_bullyproof_v1_bullyproof_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_bullyproof_v1_bullyproof_proto_goTypes = []any{
-	(Role)(0),                  // 0: bullyproof.v1.Role
-	(Mode)(0),                  // 1: bullyproof.v1.Mode
-	(*PeerMessage)(nil),        // 2: bullyproof.v1.PeerMessage
-	(*Ack)(nil),                // 3: bullyproof.v1.Ack
-	(*PeerReply)(nil),          // 4: bullyproof.v1.PeerReply
-	(*WatchLeaderRequest)(nil), // 5: bullyproof.v1.WatchLeaderRequest
-	(*ResignRequest)(nil),      // 6: bullyproof.v1.ResignRequest
-	(*ResignReply)(nil),        // 7: bullyproof.v1.ResignReply
-	(*TransferRequest)(nil),    // 8: bullyproof.v1.TransferRequest
-	(*TransferReply)(nil),      // 9: bullyproof.v1.TransferReply
-	(*GetLeaderRequest)(nil),   // 10: bullyproof.v1.GetLeaderRequest
-	(*LeaderInfo)(nil),         // 11: bullyproof.v1.LeaderInfo
-	(*GetStatusRequest)(nil),   // 12: bullyproof.v1.GetStatusRequest
-	(*PeerView)(nil),           // 13: bullyproof.v1.PeerView
-	(*NodeStatus)(nil),         // 14: bullyproof.v1.NodeStatus
-	(*WriteRequest)(nil),       // 15: bullyproof.v1.WriteRequest
-	(*WriteReply)(nil),         // 16: bullyproof.v1.WriteReply
-	(*ReadLogRequest)(nil),     // 17: bullyproof.v1.ReadLogRequest
-	(*LogEntry)(nil),           // 18: bullyproof.v1.LogEntry
-	(*ReadLogReply)(nil),       // 19: bullyproof.v1.ReadLogReply
-	nil,                        // 20: bullyproof.v1.NodeStatus.MessagesSentEntry
-	nil,                        // 21: bullyproof.v1.NodeStatus.MessagesReceivedEntry
+	(Role)(0),                     // 0: bullyproof.v1.Role
+	(Mode)(0),                     // 1: bullyproof.v1.Mode
+	(MembershipRequest_Action)(0), // 2: bullyproof.v1.MembershipRequest.Action
+	(*PeerMessage)(nil),           // 3: bullyproof.v1.PeerMessage
+	(*Configuration)(nil),         // 4: bullyproof.v1.Configuration
+	(*Ack)(nil),                   // 5: bullyproof.v1.Ack
+	(*PeerReply)(nil),             // 6: bullyproof.v1.PeerReply
+	(*MembershipRequest)(nil),     // 7: bullyproof.v1.MembershipRequest
+	(*MembershipReply)(nil),       // 8: bullyproof.v1.MembershipReply
+	(*WatchLeaderRequest)(nil),    // 9: bullyproof.v1.WatchLeaderRequest
+	(*ResignRequest)(nil),         // 10: bullyproof.v1.ResignRequest
+	(*ResignReply)(nil),           // 11: bullyproof.v1.ResignReply
+	(*TransferRequest)(nil),       // 12: bullyproof.v1.TransferRequest
+	(*TransferReply)(nil),         // 13: bullyproof.v1.TransferReply
+	(*GetLeaderRequest)(nil),      // 14: bullyproof.v1.GetLeaderRequest
+	(*LeaderInfo)(nil),            // 15: bullyproof.v1.LeaderInfo
+	(*GetStatusRequest)(nil),      // 16: bullyproof.v1.GetStatusRequest
+	(*PeerView)(nil),              // 17: bullyproof.v1.PeerView
+	(*NodeStatus)(nil),            // 18: bullyproof.v1.NodeStatus
+	(*WriteRequest)(nil),          // 19: bullyproof.v1.WriteRequest
+	(*WriteReply)(nil),            // 20: bullyproof.v1.WriteReply
+	(*ReadLogRequest)(nil),        // 21: bullyproof.v1.ReadLogRequest
+	(*LogEntry)(nil),              // 22: bullyproof.v1.LogEntry
+	(*ReadLogReply)(nil),          // 23: bullyproof.v1.ReadLogReply
+	nil,                           // 24: bullyproof.v1.NodeStatus.MessagesSentEntry
+	nil,                           // 25: bullyproof.v1.NodeStatus.MessagesReceivedEntry
 }
 var file_bullyproof_v1_bullyproof_proto_depIdxs = []int32{
-	3,  // 0: bullyproof.v1.PeerReply.ack:type_name -> bullyproof.v1.Ack
-	0,  // 1: bullyproof.v1.LeaderInfo.role:type_name -> bullyproof.v1.Role
-	0,  // 2: bullyproof.v1.NodeStatus.role:type_name -> bullyproof.v1.Role
-	1,  // 3: bullyproof.v1.NodeStatus.mode:type_name -> bullyproof.v1.Mode
-	13, // 4: bullyproof.v1.NodeStatus.peers:type_name -> bullyproof.v1.PeerView
-	20, // 5: bullyproof.v1.NodeStatus.messages_sent:type_name -> bullyproof.v1.NodeStatus.MessagesSentEntry
-	21, // 6: bullyproof.v1.NodeStatus.messages_received:type_name -> bullyproof.v1.NodeStatus.MessagesReceivedEntry
-	18, // 7: bullyproof.v1.ReadLogReply.entries:type_name -> bullyproof.v1.LogEntry
-	2,  // 8: bullyproof.v1.Peer.Election:input_type -> bullyproof.v1.PeerMessage
-	2,  // 9: bullyproof.v1.Peer.Alive:input_type -> bullyproof.v1.PeerMessage
-	2,  // 10: bullyproof.v1.Peer.Coordinator:input_type -> bullyproof.v1.PeerMessage
-	2,  // 11: bullyproof.v1.Peer.Heartbeat:input_type -> bullyproof.v1.PeerMessage
-	2,  // 12: bullyproof.v1.Peer.PreVote:input_type -> bullyproof.v1.PeerMessage
-	2,  // 13: bullyproof.v1.Peer.RequestVote:input_type -> bullyproof.v1.PeerMessage
-	2,  // 14: bullyproof.v1.Peer.RingElection:input_type -> bullyproof.v1.PeerMessage
-	2,  // 15: bullyproof.v1.Peer.RingCoordinator:input_type -> bullyproof.v1.PeerMessage
-	10, // 16: bullyproof.v1.Leadership.GetLeader:input_type -> bullyproof.v1.GetLeaderRequest
-	12, // 17: bullyproof.v1.Leadership.GetStatus:input_type -> bullyproof.v1.GetStatusRequest
-	5,  // 18: bullyproof.v1.Leadership.WatchLeader:input_type -> bullyproof.v1.WatchLeaderRequest
-	6,  // 19: bullyproof.v1.Leadership.Resign:input_type -> bullyproof.v1.ResignRequest
-	8,  // 20: bullyproof.v1.Leadership.TransferLeadership:input_type -> bullyproof.v1.TransferRequest
-	15, // 21: bullyproof.v1.FencedStore.Write:input_type -> bullyproof.v1.WriteRequest
-	17, // 22: bullyproof.v1.FencedStore.ReadLog:input_type -> bullyproof.v1.ReadLogRequest
-	4,  // 23: bullyproof.v1.Peer.Election:output_type -> bullyproof.v1.PeerReply
-	4,  // 24: bullyproof.v1.Peer.Alive:output_type -> bullyproof.v1.PeerReply
-	4,  // 25: bullyproof.v1.Peer.Coordinator:output_type -> bullyproof.v1.PeerReply
-	4,  // 26: bullyproof.v1.Peer.Heartbeat:output_type -> bullyproof.v1.PeerReply
-	4,  // 27: bullyproof.v1.Peer.PreVote:output_type -> bullyproof.v1.PeerReply
-	4,  // 28: bullyproof.v1.Peer.RequestVote:output_type -> bullyproof.v1.PeerReply
-	4,  // 29: bullyproof.v1.Peer.RingElection:output_type -> bullyproof.v1.PeerReply
-	4,  // 30: bullyproof.v1.Peer.RingCoordinator:output_type -> bullyproof.v1.PeerReply
-	11, // 31: bullyproof.v1.Leadership.GetLeader:output_type -> bullyproof.v1.LeaderInfo
-	14, // 32: bullyproof.v1.Leadership.GetStatus:output_type -> bullyproof.v1.NodeStatus
-	11, // 33: bullyproof.v1.Leadership.WatchLeader:output_type -> bullyproof.v1.LeaderInfo
-	7,  // 34: bullyproof.v1.Leadership.Resign:output_type -> bullyproof.v1.ResignReply
-	9,  // 35: bullyproof.v1.Leadership.TransferLeadership:output_type -> bullyproof.v1.TransferReply
-	16, // 36: bullyproof.v1.FencedStore.Write:output_type -> bullyproof.v1.WriteReply
-	19, // 37: bullyproof.v1.FencedStore.ReadLog:output_type -> bullyproof.v1.ReadLogReply
-	23, // [23:38] is the sub-list for method output_type
-	8,  // [8:23] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	4,  // 0: bullyproof.v1.PeerMessage.configuration:type_name -> bullyproof.v1.Configuration
+	4,  // 1: bullyproof.v1.Ack.configuration:type_name -> bullyproof.v1.Configuration
+	5,  // 2: bullyproof.v1.PeerReply.ack:type_name -> bullyproof.v1.Ack
+	2,  // 3: bullyproof.v1.MembershipRequest.action:type_name -> bullyproof.v1.MembershipRequest.Action
+	4,  // 4: bullyproof.v1.MembershipReply.configuration:type_name -> bullyproof.v1.Configuration
+	0,  // 5: bullyproof.v1.LeaderInfo.role:type_name -> bullyproof.v1.Role
+	0,  // 6: bullyproof.v1.NodeStatus.role:type_name -> bullyproof.v1.Role
+	1,  // 7: bullyproof.v1.NodeStatus.mode:type_name -> bullyproof.v1.Mode
+	17, // 8: bullyproof.v1.NodeStatus.peers:type_name -> bullyproof.v1.PeerView
+	24, // 9: bullyproof.v1.NodeStatus.messages_sent:type_name -> bullyproof.v1.NodeStatus.MessagesSentEntry
+	25, // 10: bullyproof.v1.NodeStatus.messages_received:type_name -> bullyproof.v1.NodeStatus.MessagesReceivedEntry
+	4,  // 11: bullyproof.v1.NodeStatus.configuration:type_name -> bullyproof.v1.Configuration
+	22, // 12: bullyproof.v1.ReadLogReply.entries:type_name -> bullyproof.v1.LogEntry
+	3,  // 13: bullyproof.v1.Peer.Election:input_type -> bullyproof.v1.PeerMessage
+	3,  // 14: bullyproof.v1.Peer.Alive:input_type -> bullyproof.v1.PeerMessage
+	3,  // 15: bullyproof.v1.Peer.Coordinator:input_type -> bullyproof.v1.PeerMessage
+	3,  // 16: bullyproof.v1.Peer.Heartbeat:input_type -> bullyproof.v1.PeerMessage
+	3,  // 17: bullyproof.v1.Peer.PreVote:input_type -> bullyproof.v1.PeerMessage
+	3,  // 18: bullyproof.v1.Peer.RequestVote:input_type -> bullyproof.v1.PeerMessage
+	3,  // 19: bullyproof.v1.Peer.RingElection:input_type -> bullyproof.v1.PeerMessage
+	3,  // 20: bullyproof.v1.Peer.RingCoordinator:input_type -> bullyproof.v1.PeerMessage
+	14, // 21: bullyproof.v1.Leadership.GetLeader:input_type -> bullyproof.v1.GetLeaderRequest
+	16, // 22: bullyproof.v1.Leadership.GetStatus:input_type -> bullyproof.v1.GetStatusRequest
+	9,  // 23: bullyproof.v1.Leadership.WatchLeader:input_type -> bullyproof.v1.WatchLeaderRequest
+	10, // 24: bullyproof.v1.Leadership.Resign:input_type -> bullyproof.v1.ResignRequest
+	12, // 25: bullyproof.v1.Leadership.TransferLeadership:input_type -> bullyproof.v1.TransferRequest
+	7,  // 26: bullyproof.v1.Leadership.ChangeMembership:input_type -> bullyproof.v1.MembershipRequest
+	19, // 27: bullyproof.v1.FencedStore.Write:input_type -> bullyproof.v1.WriteRequest
+	21, // 28: bullyproof.v1.FencedStore.ReadLog:input_type -> bullyproof.v1.ReadLogRequest
+	6,  // 29: bullyproof.v1.Peer.Election:output_type -> bullyproof.v1.PeerReply
+	6,  // 30: bullyproof.v1.Peer.Alive:output_type -> bullyproof.v1.PeerReply
+	6,  // 31: bullyproof.v1.Peer.Coordinator:output_type -> bullyproof.v1.PeerReply
+	6,  // 32: bullyproof.v1.Peer.Heartbeat:output_type -> bullyproof.v1.PeerReply
+	6,  // 33: bullyproof.v1.Peer.PreVote:output_type -> bullyproof.v1.PeerReply
+	6,  // 34: bullyproof.v1.Peer.RequestVote:output_type -> bullyproof.v1.PeerReply
+	6,  // 35: bullyproof.v1.Peer.RingElection:output_type -> bullyproof.v1.PeerReply
+	6,  // 36: bullyproof.v1.Peer.RingCoordinator:output_type -> bullyproof.v1.PeerReply
+	15, // 37: bullyproof.v1.Leadership.GetLeader:output_type -> bullyproof.v1.LeaderInfo
+	18, // 38: bullyproof.v1.Leadership.GetStatus:output_type -> bullyproof.v1.NodeStatus
+	15, // 39: bullyproof.v1.Leadership.WatchLeader:output_type -> bullyproof.v1.LeaderInfo
+	11, // 40: bullyproof.v1.Leadership.Resign:output_type -> bullyproof.v1.ResignReply
+	13, // 41: bullyproof.v1.Leadership.TransferLeadership:output_type -> bullyproof.v1.TransferReply
+	8,  // 42: bullyproof.v1.Leadership.ChangeMembership:output_type -> bullyproof.v1.MembershipReply
+	20, // 43: bullyproof.v1.FencedStore.Write:output_type -> bullyproof.v1.WriteReply
+	23, // 44: bullyproof.v1.FencedStore.ReadLog:output_type -> bullyproof.v1.ReadLogReply
+	29, // [29:45] is the sub-list for method output_type
+	13, // [13:29] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_bullyproof_v1_bullyproof_proto_init() }
@@ -1696,8 +2026,8 @@ func file_bullyproof_v1_bullyproof_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bullyproof_v1_bullyproof_proto_rawDesc), len(file_bullyproof_v1_bullyproof_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      3,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -439,6 +439,7 @@ const (
 	Leadership_WatchLeader_FullMethodName        = "/bullyproof.v1.Leadership/WatchLeader"
 	Leadership_Resign_FullMethodName             = "/bullyproof.v1.Leadership/Resign"
 	Leadership_TransferLeadership_FullMethodName = "/bullyproof.v1.Leadership/TransferLeadership"
+	Leadership_ChangeMembership_FullMethodName   = "/bullyproof.v1.Leadership/ChangeMembership"
 )
 
 // LeadershipClient is the client API for Leadership service.
@@ -466,6 +467,13 @@ type LeadershipClient interface {
 	// (it fails, steps down, or an operator calls Resign), the next leader is elected as usual and
 	// preemption applies again.
 	TransferLeadership(ctx context.Context, in *TransferRequest, opts ...grpc.CallOption) (*TransferReply, error)
+	// Change the configuration (admin certificate): add a node (as a learner, promoted to voter once it
+	// has acknowledged the configuration that names it) or remove one, one member per call. Only the
+	// leader makes changes: FAILED_PRECONDITION elsewhere, or when the last change is not yet agreed, or
+	// for removing the leader itself (transfer leadership first). Succeeds once the change (and for an
+	// add, the promotion) is agreed by a majority of the voters before and after; DEADLINE_EXCEEDED if
+	// not within timeout_ms (the change may still complete: read GetStatus).
+	ChangeMembership(ctx context.Context, in *MembershipRequest, opts ...grpc.CallOption) (*MembershipReply, error)
 }
 
 type leadershipClient struct {
@@ -535,6 +543,16 @@ func (c *leadershipClient) TransferLeadership(ctx context.Context, in *TransferR
 	return out, nil
 }
 
+func (c *leadershipClient) ChangeMembership(ctx context.Context, in *MembershipRequest, opts ...grpc.CallOption) (*MembershipReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MembershipReply)
+	err := c.cc.Invoke(ctx, Leadership_ChangeMembership_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LeadershipServer is the server API for Leadership service.
 // All implementations must embed UnimplementedLeadershipServer
 // for forward compatibility.
@@ -560,6 +578,13 @@ type LeadershipServer interface {
 	// (it fails, steps down, or an operator calls Resign), the next leader is elected as usual and
 	// preemption applies again.
 	TransferLeadership(context.Context, *TransferRequest) (*TransferReply, error)
+	// Change the configuration (admin certificate): add a node (as a learner, promoted to voter once it
+	// has acknowledged the configuration that names it) or remove one, one member per call. Only the
+	// leader makes changes: FAILED_PRECONDITION elsewhere, or when the last change is not yet agreed, or
+	// for removing the leader itself (transfer leadership first). Succeeds once the change (and for an
+	// add, the promotion) is agreed by a majority of the voters before and after; DEADLINE_EXCEEDED if
+	// not within timeout_ms (the change may still complete: read GetStatus).
+	ChangeMembership(context.Context, *MembershipRequest) (*MembershipReply, error)
 	mustEmbedUnimplementedLeadershipServer()
 }
 
@@ -584,6 +609,9 @@ func (UnimplementedLeadershipServer) Resign(context.Context, *ResignRequest) (*R
 }
 func (UnimplementedLeadershipServer) TransferLeadership(context.Context, *TransferRequest) (*TransferReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
+}
+func (UnimplementedLeadershipServer) ChangeMembership(context.Context, *MembershipRequest) (*MembershipReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeMembership not implemented")
 }
 func (UnimplementedLeadershipServer) mustEmbedUnimplementedLeadershipServer() {}
 func (UnimplementedLeadershipServer) testEmbeddedByValue()                    {}
@@ -689,6 +717,24 @@ func _Leadership_TransferLeadership_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Leadership_ChangeMembership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MembershipRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LeadershipServer).ChangeMembership(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Leadership_ChangeMembership_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LeadershipServer).ChangeMembership(ctx, req.(*MembershipRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Leadership_ServiceDesc is the grpc.ServiceDesc for Leadership service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -711,6 +757,10 @@ var Leadership_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLeadership",
 			Handler:    _Leadership_TransferLeadership_Handler,
+		},
+		{
+			MethodName: "ChangeMembership",
+			Handler:    _Leadership_ChangeMembership_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
