@@ -153,13 +153,22 @@ class FuzzStats:
 MOVING_COUNTERS = frozenset({"heartbeat", "heartbeat_ack"})
 
 
-_STATUS_STUBS: dict[str, pb_grpc.LeadershipStub] = {}  # one channel per node for the whole run
+_STATUS_CHANNELS: dict[str, tuple[grpc.Channel, pb_grpc.LeadershipStub]] = {}  # one channel per live node
+
+
+def forget_status_channels(cluster: LocalCluster) -> None:
+    """Close the cached channels to a stopped cluster (a later cluster may get its ports)."""
+    for n in cluster.spec.nodes:
+        channel, _ = _STATUS_CHANNELS.pop(n.client_address, (None, None))
+        if channel is not None:
+            channel.close()
 
 
 def snapshot(address: str) -> dict[str, Any]:
-    stub = _STATUS_STUBS.get(address)
-    if stub is None:
-        stub = _STATUS_STUBS[address] = pb_grpc.LeadershipStub(grpc.insecure_channel(address, options=CLIENT_OPTIONS))
+    if address not in _STATUS_CHANNELS:
+        channel = grpc.insecure_channel(address, options=CLIENT_OPTIONS)
+        _STATUS_CHANNELS[address] = (channel, pb_grpc.LeadershipStub(channel))
+    _, stub = _STATUS_CHANNELS[address]
     s = stub.GetStatus(pb.GetStatusRequest(), timeout=5)
     return {
         "role": s.role, "epoch": s.epoch, "promised_epoch": s.promised_epoch, "promised_to": s.promised_to,
