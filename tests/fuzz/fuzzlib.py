@@ -136,15 +136,27 @@ class FuzzStats:
     examples: int = 0
     codes: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
+    goals: set[str] = field(default_factory=set)  # protofuzz.coverage_goals of the requests sent
+    met: Counter = field(default_factory=Counter)  # how many requests met each of them
 
     def add(self, outcomes: list[Outcome]) -> None:
         self.examples += 1
         self.requests += len(outcomes)
         self.codes.update(o.code for o in outcomes)
 
+    def cover(self, method: MethodDescriptor, bodies: list[bytes], hints: pf.Hints = ()) -> None:
+        goals = pf.coverage_goals(method.input_type, hints)
+        self.goals |= goals
+        for body in bodies:
+            self.met.update(pf.covered(method.input_type, body, hints) & goals)
+
+    def uncovered(self) -> list[str]:
+        return sorted(self.goals - set(self.met))
+
     def to_json(self) -> str:
         return json.dumps({"rpc": self.rpc, "seed": self.seed, "requests": self.requests, "examples": self.examples,
-                           "codes": dict(self.codes.most_common()), "notes": dict(self.notes)})
+                           "codes": dict(self.codes.most_common()), "notes": dict(self.notes),
+                           "least_covered": dict(sorted(self.met.items(), key=lambda kv: kv[1])[:3])})
 
 
 # ---- what a refused request must leave as it was ------------------------------------------------
