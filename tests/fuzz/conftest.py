@@ -1,5 +1,9 @@
 """Fixtures for hostile-input tests: clusters and a store owned by this worker, stopped by pid; and
-the fuzzing counts (requests per RPC, statuses, seed) printed at the end of the run."""
+the fuzzing counts (requests per RPC, statuses, seed) printed at the end of the run.
+
+The clusters live as long as a test module: an idle 3-node cluster (heartbeats every 100 ms) costs
+about a tenth of a CPU, and a pool kept for the whole session held up to a dozen of them through
+every later test on a two-core machine."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from fuzzlib import FuzzStats, child_env, start_store, stop_store  # noqa: E402
+from fuzzlib import FuzzStats, child_env, forget_status_channels, start_store, stop_store  # noqa: E402
 from node.launcher.cluster import LocalCluster, local_spec  # noqa: E402
 
 SEED: int = 0
@@ -46,7 +50,7 @@ def fuzz_seed() -> int:
 ELECTION_TIMEOUT_MS = {"quiet": 2000, "noisy": 500, "handover": 500, "guarded": 500, "load": 1000}
 
 class ClusterPool:
-    """3-node clusters of this worker, one per (kind, mode), started when first asked for."""
+    """3-node clusters of this worker's current test module, one per (kind, mode), started when first asked for."""
 
     def __init__(self, tmp_path_factory) -> None:
         self.tmp = tmp_path_factory
@@ -64,9 +68,10 @@ class ClusterPool:
     def stop(self) -> None:
         for cluster in self.started.values():
             cluster.stop()
+            forget_status_channels(cluster)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def clusters(tmp_path_factory) -> Iterator[ClusterPool]:
     pool = ClusterPool(tmp_path_factory)
     try:
@@ -75,7 +80,7 @@ def clusters(tmp_path_factory) -> Iterator[ClusterPool]:
         pool.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def quiet_cluster(clusters) -> LocalCluster:
     return clusters.get("quiet")
 

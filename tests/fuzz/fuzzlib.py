@@ -136,15 +136,27 @@ class FuzzStats:
     examples: int = 0
     codes: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
+    goals: set[str] = field(default_factory=set)  # protofuzz.coverage_goals of the requests sent
+    met: Counter = field(default_factory=Counter)  # how many requests met each of them
 
     def add(self, outcomes: list[Outcome]) -> None:
         self.examples += 1
         self.requests += len(outcomes)
         self.codes.update(o.code for o in outcomes)
 
+    def cover(self, method: MethodDescriptor, bodies: list[bytes], hints: pf.Hints = ()) -> None:
+        goals = pf.coverage_goals(method.input_type, hints)
+        self.goals |= goals
+        for body in bodies:
+            self.met.update(pf.covered(method.input_type, body, hints) & goals)
+
+    def uncovered(self) -> list[str]:
+        return sorted(self.goals - set(self.met))
+
     def to_json(self) -> str:
         return json.dumps({"rpc": self.rpc, "seed": self.seed, "requests": self.requests, "examples": self.examples,
-                           "codes": dict(self.codes.most_common()), "notes": dict(self.notes)})
+                           "codes": dict(self.codes.most_common()), "notes": dict(self.notes),
+                           "least_covered": dict(sorted(self.met.items(), key=lambda kv: kv[1])[:3])})
 
 
 # ---- what a refused request must leave as it was ------------------------------------------------
@@ -153,13 +165,22 @@ class FuzzStats:
 MOVING_COUNTERS = frozenset({"heartbeat", "heartbeat_ack"})
 
 
-_STATUS_STUBS: dict[str, pb_grpc.LeadershipStub] = {}  # one channel per node for the whole run
+_STATUS_CHANNELS: dict[str, tuple[grpc.Channel, pb_grpc.LeadershipStub]] = {}  # one channel per live node
+
+
+def forget_status_channels(cluster: LocalCluster) -> None:
+    """Close the cached channels to a stopped cluster (a later cluster may get its ports)."""
+    for n in cluster.spec.nodes:
+        channel, _ = _STATUS_CHANNELS.pop(n.client_address, (None, None))
+        if channel is not None:
+            channel.close()
 
 
 def snapshot(address: str) -> dict[str, Any]:
-    stub = _STATUS_STUBS.get(address)
-    if stub is None:
-        stub = _STATUS_STUBS[address] = pb_grpc.LeadershipStub(grpc.insecure_channel(address, options=CLIENT_OPTIONS))
+    if address not in _STATUS_CHANNELS:
+        channel = grpc.insecure_channel(address, options=CLIENT_OPTIONS)
+        _STATUS_CHANNELS[address] = (channel, pb_grpc.LeadershipStub(channel))
+    _, stub = _STATUS_CHANNELS[address]
     s = stub.GetStatus(pb.GetStatusRequest(), timeout=5)
     return {
         "role": s.role, "epoch": s.epoch, "promised_epoch": s.promised_epoch, "promised_to": s.promised_to,

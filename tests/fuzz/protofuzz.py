@@ -437,3 +437,55 @@ def batches(descriptor: Descriptor, size: int = 100, drawn: int = 8, hints: Hint
         return seeds + [mutant(rng.choice(seeds), descriptor, rng, hint_map) for _ in range(size - len(seeds))]
 
     return st.builds(expand, st.lists(encodings(descriptor, hints), min_size=drawn, max_size=drawn), st.integers(0, 2**64 - 1))
+
+
+# ---- what a run of requests covered --------------------------------------------------------------
+
+def _is_set(msg: Message, field: FieldDescriptor) -> bool:
+    value = getattr(msg, field.name)
+    if _is_repeated(field):
+        return len(value) > 0
+    if field.type in (F.TYPE_MESSAGE, F.TYPE_GROUP):
+        return msg.HasField(field.name)
+    return value != field.default_value
+
+
+def _hinted_goals(field: FieldDescriptor, hinted: tuple[Any, ...]) -> set[str]:
+    if _is_repeated(field):  # its hints are whole lists: one of them, and another list
+        return {f"{field.name}: a hinted list", f"{field.name}: another list"}
+    goals = {f"{field.name} = {v!r}" for v in hinted}
+    if not (field.type == F.TYPE_BOOL and {True, False} <= set(hinted)):
+        goals.add(f"{field.name}: another value")
+    return goals
+
+
+def coverage_goals(descriptor: Descriptor, hints: Hints = ()) -> frozenset[str]:
+    """What a run of requests of this type should have sent at least once: every top-level field
+    set and unset; a hinted field, each of its hinted values and some other value; unknown fields."""
+    hint_map = dict(hints)
+    goals = {"unknown fields"}
+    for field in descriptor.fields:
+        if field.name in hint_map:
+            goals |= _hinted_goals(field, hint_map[field.name])
+        else:
+            goals |= {f"{field.name}: set", f"{field.name}: unset"}
+    return frozenset(goals)
+
+
+def covered(descriptor: Descriptor, body: bytes, hints: Hints = ()) -> set[str]:
+    """The coverage_goals one well-formed request meets."""
+    hint_map = dict(hints)
+    msg = message_class(descriptor).FromString(body)
+    whole = msg.SerializeToString()
+    msg.DiscardUnknownFields()
+    met = {"unknown fields"} if msg.SerializeToString() != whole else set()
+    for field in descriptor.fields:
+        value = getattr(msg, field.name)
+        if field.name in hint_map and _is_repeated(field):
+            hinted = {tuple(v) for v in hint_map[field.name]}
+            met.add(f"{field.name}: {'a hinted list' if tuple(value) in hinted else 'another list'}")
+        elif field.name in hint_map:
+            met.add(f"{field.name} = {value!r}" if value in hint_map[field.name] else f"{field.name}: another value")
+        else:
+            met.add(f"{field.name}: {'set' if _is_set(msg, field) else 'unset'}")
+    return met

@@ -90,3 +90,16 @@ def test_malformed_bodies_mostly_do_not_parse(data):
     body = data.draw(pf.malformed(descriptor))
     assert isinstance(body, bytes)
     pf.parses(descriptor, body)  # either way, no exception escapes
+
+
+def test_coverage_goals_are_met_only_by_requests_that_meet_them():
+    """The fuzzers' coverage check can fail: empty requests meet only "unset" goals."""
+    descriptor = pb.WriteRequest.DESCRIPTOR
+    hints = (("writer_id", (1, 2, 3)),)
+    goals = pf.coverage_goals(descriptor, hints)
+    assert {"writer_id = 1", "writer_id: another value", "key: set", "key: unset", "unknown fields"} <= goals
+    empty = pf.covered(descriptor, b"", hints)
+    assert "key: unset" in empty and "key: set" not in empty and "unknown fields" not in empty
+    assert "writer_id: another value" in empty  # 0, unset, is not one of the hinted values
+    full = pf.covered(descriptor, pb.WriteRequest(writer_id=2, key="k").SerializeToString() + pf.tag(99, 0) + b"\x01", hints)
+    assert {"writer_id = 2", "key: set", "unknown fields"} <= full
