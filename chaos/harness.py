@@ -43,7 +43,7 @@ from node.launcher.cluster import (
     read_cluster_file,
     run_env,
 )
-from node.client.observer import agreed_leader, transfer_leadership, views_of
+from node.client.observer import agreed_leader, member_change, transfer_leadership, views_of
 from node.config import PLANTED_BUGS_ENV, ConfigError
 from node.launcher.ports import free_port
 from node.core import PlantedBug
@@ -80,6 +80,7 @@ class ChaosCluster:
     preempt_hold_down_ms: int = 3000  # quorum: how long a higher node acks before it takes over (0 = never)
     mode_options: tuple[str, ...] = ()  # the mode's switches, e.g. raft's no-pre-vote
     insecure: bool = False  # plaintext, no certificates (otherwise mutual TLS with certificates in DIR/certs)
+    spares: int = 0  # more nodes (ids after `nodes`) started to join, for membership changes
     toxiproxy: ToxiproxyServer | None = None
     api: Toxiproxy | None = None
     cluster: LocalCluster | None = None
@@ -100,7 +101,8 @@ class ChaosCluster:
 
     def _start(self, launcher_pid: int | None) -> None:
         certs = None if self.insecure else str(self.directory / "certs")
-        spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms, certs_dir=certs),
+        spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms, certs_dir=certs,
+                                  spares=self.spares),
                        preempt_hold_down_ms=self.preempt_hold_down_ms, mode_options=self.mode_options)
         extra: dict[str, Any] = {}
         if not self.direct:
@@ -123,6 +125,9 @@ class ChaosCluster:
             "nodes": [n.id for n in spec.nodes], "election_timeout_ms": self.election_timeout_ms,
             "heartbeat_interval_ms": self.heartbeat_interval_ms, "preempt_hold_down_ms": self.preempt_hold_down_ms,
             "planted_bugs": sorted(b.value for b in self.planted_bugs), "mode_options": sorted(self.mode_options),
+            # Who votes at first, when some nodes start outside the configuration (the judge counts each
+            # leader's backing against the configuration it runs: node.history.History.configurations).
+            **({"voters": [n.id for n in spec.nodes if n.id not in spec.joining]} if spec.joining else {}),
         })
         self.cluster = LocalCluster(spec, self.directory, env=env, extra_node_args=node_args, extra=extra,
                                     extra_store_args=store_args)
@@ -149,7 +154,7 @@ class ChaosCluster:
             raise ConfigError(f"Toxiproxy does not answer at {data['toxiproxy_api']} ({answer}): {how_to_start}") from None
         spec = ClusterSpec(tuple(NodeSpec(n["id"], n["peer_address"], n["client_address"]) for n in data["nodes"]),
                            data["store"]["address"], data["mode"], data["heartbeat_interval_ms"], data["election_timeout_ms"],
-                           certs_dir=data.get("certs"))
+                           certs_dir=data.get("certs"), joining=tuple(data.get("spec", {}).get("joining", ())))
         cc = cls(Path(directory), len(spec.nodes), spec.mode, spec.heartbeat_interval_ms, spec.election_timeout_ms)
         cc.directory = Path(directory).resolve()
         cc.directory.mkdir(parents=True, exist_ok=True)
@@ -197,6 +202,7 @@ class ChaosCluster:
         return max(claims)[1] if claims else None
 
     def wait_for_leader(self, timeout_s: float = 15.0, exclude: Iterable[int] = ()) -> tuple[int, int]:
+        """Until every node (but `exclude`) answers and those in a configuration agree."""
         assert self.cluster is not None
         return self.cluster.wait_for_agreement(timeout_s, exclude=set(exclude))
 
@@ -206,6 +212,18 @@ class ChaosCluster:
         leader, epoch = self.wait_for_leader()
         self.record("transfer", node=leader, target=target, epoch=epoch)
         return transfer_leadership(self.cluster.spec.node(leader).client_address, target, timeout_ms=0, timeout_s=10)
+
+    def change_membership(self, action: str, target: int, timeout_s: float = 10.0) -> pb.Configuration:
+        """An operator's `bullyproof member add|remove`, at the leader (removing the leader hands over
+        first). Raises node.client.observer.HandoverFailed if it did not happen."""
+        assert self.cluster is not None
+        _, configuration = member_change(self.cluster.client_addresses(), action, target, timeout_ms=0,
+                                         timeout_s=timeout_s)
+        return configuration
+
+    @property
+    def joining(self) -> tuple[int, ...]:
+        return self.cluster.spec.joining if self.cluster is not None else ()
 
     # ---- process faults ------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from node.core import PlantedBug
 from .checkers import Report, check_all
 from .harness import AnswerRecorder, ChaosCluster, collect_history
 from .report import text_report, timeline_png
-from .scenarios import SCENARIOS, TIMINGS, Context, InstantResult, ScenarioTiming, judge_instant
+from .scenarios import SCENARIOS, SPARES, TIMINGS, Context, InstantResult, ScenarioTiming, judge_instant
 
 # P4: after the last heal, all live nodes must agree within this many election timeouts.
 RECOVERY_BOUND_ELECTION_TIMEOUTS = 10
@@ -81,8 +81,9 @@ def run_scenario(name: str, mode: str = "quorum", seed: int = 0, directory: Path
     timing = scenario_timing(name, heartbeat_interval_ms, election_timeout_ms, preempt_hold_down_ms)
     directory = Path(directory or tempfile.mkdtemp(prefix=f"bullyproof-{name}-{mode}-{seed}-"))
     bound_ms = RECOVERY_BOUND_ELECTION_TIMEOUTS * timing.election_timeout_ms
-    cc = ChaosCluster(directory, nodes, mode, timing.heartbeat_interval_ms, timing.election_timeout_ms, planted_bugs,
-                      seed, name, preempt_hold_down_ms=timing.preempt_hold_down_ms)
+    spares = SPARES.get(name, 0)  # of the `nodes`, how many start outside the configuration
+    cc = ChaosCluster(directory, nodes - spares, mode, timing.heartbeat_interval_ms, timing.election_timeout_ms,
+                      planted_bugs, seed, name, preempt_hold_down_ms=timing.preempt_hold_down_ms, spares=spares)
     with cc:
         with AnswerRecorder(cc):  # a client asking every node who leads, throughout (P6)
             cc.wait_for_leader(timeout_s=20)

@@ -119,19 +119,29 @@ SCENARIOS: dict[str, Scenario] = {}
 DESCRIPTIONS: dict[str, str] = {}
 TIMINGS: dict[str, ScenarioTiming] = {}
 INSTANTS: dict[str, Instant] = {}
+# Scenarios that change membership: how many of the cluster's nodes start outside the configuration
+# (to be added). They run only in modes that change membership (node.core.ModeInfo.membership_changes).
+SPARES: dict[str, int] = {}
 
 
 def scenario(name: str, description: str, timing: ScenarioTiming = DEFAULT_TIMING,
-             instant: Instant | None = None) -> Callable[[Scenario], Scenario]:
+             instant: Instant | None = None, spares: int = 0) -> Callable[[Scenario], Scenario]:
     def register(fn: Scenario) -> Scenario:
         SCENARIOS[name] = fn
         DESCRIPTIONS[name] = description
         TIMINGS[name] = timing
         if instant is not None:
             INSTANTS[name] = instant
+        if spares:
+            SPARES[name] = spares
         return fn
 
     return register
+
+
+def scenarios_for(mode: str) -> list[str]:
+    """The scenarios a mode can run: those that change membership need a mode that changes it."""
+    return [name for name in SCENARIOS if name not in SPARES or mode_info(mode).membership_changes]
 
 
 def judge_instant(name: str, mode: str, events: Events) -> InstantResult | None:
@@ -358,6 +368,60 @@ def rolling_timing_change(ctx: Context) -> None:
                 ctx.wait(3 * longest)
                 ctx.cc.heal()
     ctx.cc.heal()
+
+
+def _grew_and_shrank(ordered: Events) -> tuple[bool, str]:
+    """The configuration grew by the spares and shrank back to as many voters, its first leader removed."""
+    meta = next((e for e in ordered if e["kind"] == "meta"), {})
+    first = sorted(meta.get("voters", []))
+    changes = [e for e in ordered if e["kind"] == "membership"]
+    if not first or not changes:
+        return False, "no configuration changed (or the run started without spares)"
+    largest = max(len(e["voters"]) for e in changes)
+    grown = len(history_members(ordered))
+    if largest < grown:
+        return False, f"the configuration never reached {grown} voters (at most {largest})"
+    peak = next(i for i, e in enumerate(changes) if len(e["voters"]) == largest)
+    last = changes[-1]
+    if peak == len(changes) - 1 or len(last["voters"]) != len(first):
+        return False, f"it grew to {largest} voters but did not shrink back to {len(first)} (last: {last['voters']})"
+    origin = _origin_ns(ordered)
+    return True, (f"voters {first} grew to {largest} by {_rel(changes[peak]['t_ns'], origin)} and shrank to "
+                  f"{last['voters']} by {_rel(last['t_ns'], origin)}")
+
+
+@scenario("membership-grow-shrink", "three voters grow to five and shrink back to three (the leader removed "
+          "too), one member at a time: a follower cut off during the first change, another killed during the second",
+          instant=Instant("the configuration grew to five voters and shrank back to three", _grew_and_shrank),
+          spares=2)
+def membership_grow_shrink(ctx: Context) -> None:
+    cc = ctx.cc
+    spares = list(cc.joining)
+    voters = [n for n in cc.ids if n not in spares]
+    leader = ctx.leader()
+    followers = [n for n in voters if n != leader]
+    ctx.rng.shuffle(followers)
+    cut, killed = followers[0], followers[-1]
+
+    def change(action: str, node: int) -> None:
+        with contextlib.suppress(HandoverFailed, TimeoutError):  # the checkers judge what happened
+            cc.change_membership(action, node)
+
+    cc.blackhole(cut, fault="cut-while-adding")  # it misses the change, and learns it after the heal
+    change("add", spares[0])
+    ctx.wait(1)
+    cc.heal()
+    ctx.wait(1)
+    cc.process(killed, "kill")  # down while the cluster grows past it
+    change("add", spares[1])
+    ctx.wait(1)
+    cc.process(killed, "restart")
+    ctx.wait(2)
+    change("remove", ctx.leader())  # the leader hands over first
+    ctx.wait(1)
+    change("remove", cut)
+    ctx.wait(1)
+    cc.heal()
 
 
 @scenario("kill-restart-loop", "SIGKILL the leader and restart it, three times")

@@ -20,7 +20,7 @@ from node.core import PlantedBug, mode_info
 
 from .checkers import check_no_overlap
 from .runner import run_scenario
-from .scenarios import SCENARIOS
+from .scenarios import scenarios_for
 
 
 def summarize(result) -> dict:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bullyproof-suite-") as tmp:
         for mode in args.modes.split(","):
-            for name in SCENARIOS:
+            for name in scenarios_for(mode):
                 rows.append(summarize(run_scenario(name, mode, args.seed, Path(tmp) / f"{name}-{mode}")))
                 print(json.dumps(rows[-1]) if args.json else _row(rows[-1]), flush=True)
         if args.bugs:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 mode = ("classic" if bug == PlantedBug.STALE_STORE
                         else "raft" if bug in mode_info("raft").planted_bugs else "quorum")
                 caught = []
-                for name in SCENARIOS:
+                for name in scenarios_for(mode):
                     r = run_scenario(name, mode, args.seed, Path(tmp) / f"{name}-{bug.value}", planted_bugs=frozenset({bug}))
                     if r.report.violations:
                         caught.append(f"{name} ({','.join(r.report.violations)})")

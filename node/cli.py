@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "cluster was up (a leader agreed), 130 (SIGINT) or 143 (SIGTERM) if it was still starting, "
                     "2 if it could not start. After a launcher killed outright, `cluster down` stops what it left.")
     up.add_argument("--nodes", type=_positive, default=5)
+    up.add_argument("--spares", type=int, default=0, metavar="K",
+                    help="quorum: K more nodes (ids after --nodes), started outside the configuration, to add with "
+                         "`bullyproof member add` (default 0)")
     up.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     up.add_argument("--dir", default=DEFAULT_DIR, help=f"run directory (default {DEFAULT_DIR})")
     _timing_args(up)
@@ -180,6 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", type=_positive, metavar="N", help="the node to lead")
     p.add_argument("--timeout-ms", type=_positive, help="how long the leader waits for N to lead (default: four election timeouts)")
     _cluster_source(p)
+
+    p = sub.add_parser("member", help="list or change the configuration: who votes (quorum; changes need the admin certificate)",
+                       description="Membership changes, one member at a time: `add N` makes node N (started with "
+                                   "--join, or a --spares node) a learner, then a voter once it has caught up; `remove N` "
+                                   "takes it out (the leader hands over first if N leads); `replace OLD NEW` adds NEW, "
+                                   "then removes OLD. Each change is agreed by a majority of the voters before and after "
+                                   "it before the next may start.")
+    msub = p.add_subparsers(dest="member_command", required=True)
+    m = msub.add_parser("list", help="print the configuration each node runs, and the leader's, as JSON")
+    _cluster_source(m)
+    for name, what in [("add", "the node to add"), ("remove", "the node to remove")]:
+        m = msub.add_parser(name, help=f"{name} one node (admin certificate)")
+        m.add_argument("target", type=_positive, metavar="N", help=what)
+        m.add_argument("--timeout-ms", type=_positive, help="how long the leader waits for the change to be agreed "
+                                                            "(default: four election timeouts)")
+        _cluster_source(m)
+    m = msub.add_parser("replace", help="add NEW, then remove OLD (admin certificate)")
+    m.add_argument("old", type=_positive, metavar="OLD")
+    m.add_argument("new", type=_positive, metavar="NEW")
+    m.add_argument("--timeout-ms", type=_positive, help="per change (default: four election timeouts)")
+    _cluster_source(m)
 
     p = sub.add_parser("health", help="gRPC health of a node or the store: exit 0 if SERVING (container healthchecks)")
     p.add_argument("address", help="HOST:PORT (a node's client port, or the store's)")
@@ -314,8 +338,11 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         raise ConfigError("--dashboard serves the page from this process: drop --detach, or run "
                           "`bullyproof dashboard --dir DIR` beside a detached cluster")
     page = None
+    if args.spares < 0:
+        raise ConfigError(f"--spares must be >= 0, got {args.spares}")
     cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms,
-                      direct=args.direct, mode_options=tuple(args.mode_option), insecure=args.insecure)
+                      direct=args.direct, mode_options=tuple(args.mode_option), insecure=args.insecure,
+                      spares=args.spares)
     agreed = False
 
     def stop_all() -> None:
@@ -563,6 +590,60 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configuration_json(c) -> dict:
+    return {"voters": list(c.voters), "learners": list(c.learners), "index": c.index, "term": c.term}
+
+
+def cmd_member(args: argparse.Namespace) -> int:
+    from node.api import bullyproof_pb2 as pb
+    from node.client.observer import HandoverFailed, get_status, member_change
+    from node.launcher.cluster import node_record
+
+    data = cluster_record(args)
+    if not mode_info(data["mode"]).membership_changes:
+        raise ConfigError(f"mode {data['mode']} keeps its start-up list; membership changes need quorum mode")
+    statuses = {n["id"]: get_status(n["client_address"]) for n in data["nodes"]}
+    if all(isinstance(st, str) for st in statuses.values()):
+        nobody_answered(data, args)
+    if args.member_command == "list":
+        leading = [(st.epoch, nid) for nid, st in statuses.items()
+                   if not isinstance(st, str) and st.role == pb.ROLE_LEADER and st.lease_valid]
+        leader = max(leading)[1] if leading else None
+        out = {
+            "leader": leader,
+            "configuration": _configuration_json(statuses[leader].configuration) if leader else None,
+            "agreed": statuses[leader].configuration_agreed if leader else None,
+            "nodes": {str(nid): {"error": st} if isinstance(st, str) else _configuration_json(st.configuration)
+                      for nid, st in statuses.items()},
+        }
+        print(json.dumps(out))
+        return 0 if leader else 1
+    waits_ms = args.timeout_ms or 4 * data["election_timeout_ms"]
+
+    nodes = {n["id"]: n["client_address"] for n in data["nodes"]}
+
+    def change(action: str, target: int) -> dict:
+        try:
+            leader, c = member_change(nodes, action, target, timeout_ms=args.timeout_ms or 0,
+                                      timeout_s=waits_ms / 1000 + 5)
+        except HandoverFailed as exc:
+            if exc.code == "NO_LEADER":
+                current_leader(data, args)  # says why, in the words `resign` and `transfer` use
+            raise ConfigError(f"could not {action} node {target}: {exc}") from None
+        return {"leader": leader, "configuration": _configuration_json(c)}
+
+    if args.member_command == "replace":
+        if args.old == args.new:
+            raise ConfigError("replace OLD NEW needs two different nodes")
+        node_record(data, args.new)
+        change("add", args.new)
+        print(json.dumps(change("remove", args.old)))
+        return 0
+    node_record(data, args.target)  # "no node N in this cluster (nodes: ...)" before asking anyone
+    print(json.dumps(change(args.member_command, args.target)))
+    return 0
+
+
 def cmd_certs_init(args: argparse.Namespace) -> int:
     from node.tls import make_cluster_certs
 
@@ -706,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_resign(args)
         if args.command == "transfer":
             return cmd_transfer(args)
+        if args.command == "member":
+            return cmd_member(args)
         if args.command == "health":
             return cmd_health(args)
         if args.command == "compose":

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, get_origin, get_type_hints
 
 KINDS = frozenset(
-    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message", "answer"}
+    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message", "answer",
+     "membership"}
 )
 
 # Process actions after which a node process is not running (or not scheduled) any more.
@@ -58,6 +59,8 @@ class MetaEvent(TypedDict):
     election_timeout_ms: NotRequired[int]  # a recording's timing (the simulator's is timing_ticks)
     heartbeat_interval_ms: NotRequired[int]
     preempt_hold_down_ms: NotRequired[int]
+    # Who votes at first, where some nodes start outside the configuration (to be added); else every node.
+    voters: NotRequired[list[int]]
     timing_ticks: NotRequired[dict[str, int]]  # the simulator: its Timing, field by field
     planted_bugs: NotRequired[list[str]]
     mode_options: NotRequired[list[str]]  # the mode's switches, e.g. raft's no-pre-vote
@@ -202,6 +205,19 @@ class HealEvent(TypedDict):
     kind: Literal["heal"]
 
 
+class MembershipEvent(TypedDict):
+    """A node runs another configuration from now on (node.core.membership): it adopted one, or made
+    one as leader. Every leader's backing is judged against the configuration it runs (``backed_spans``)."""
+    t_ns: int
+    kind: Literal["membership"]
+    node: int
+    voters: list[int]
+    learners: list[int]
+    index: int
+    term: int
+    previous: list[int]  # the voters of the configuration it changed
+
+
 Event = (
     MetaEvent
     | ViewEvent
@@ -214,13 +230,14 @@ Event = (
     | ProcessEvent
     | FaultEvent
     | HealEvent
+    | MembershipEvent
 )
 
 
 SCHEMAS: dict[str, Any] = {
     "meta": MetaEvent, "view": ViewEvent, "write": WriteEvent, "store": StoreEvent, "grant": GrantEvent,
     "release": ReleaseEvent, "message": MessageEvent, "answer": AnswerEvent, "process": ProcessEvent,
-    "fault": FaultEvent, "heal": HealEvent,
+    "fault": FaultEvent, "heal": HealEvent, "membership": MembershipEvent,
 }
 
 

@@ -28,11 +28,11 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     started: list[LocalCluster] = []
 
     def make(n: int = 5, mode: str = "quorum", env: dict[str, str] | None = None,
-             write_period_ms: int | None = None, secure: bool = False, **timing: int) -> LocalCluster:
+             write_period_ms: int | None = None, secure: bool = False, spares: int = 0, **timing: int) -> LocalCluster:
         """Plaintext unless `secure` (mutual TLS, certificates in the cluster's directory): these
         tests are about elections; tests/integration/test_security.py is about who may do what."""
         directory = tmp_path / f"cluster-{len(started)}"
-        spec = local_spec(n, mode, certs_dir=str(directory / "certs") if secure else None, **timing)
+        spec = local_spec(n, mode, certs_dir=str(directory / "certs") if secure else None, spares=spares, **timing)
         if write_period_ms is not None:
             spec = dataclasses.replace(spec, write_period_ms=write_period_ms)
         cluster = LocalCluster(spec, directory, env={**os.environ, **(env or {})})

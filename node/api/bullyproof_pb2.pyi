@@ -164,7 +164,7 @@ class GetLeaderRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LeaderInfo(_message.Message):
-    __slots__ = ("known", "leader_id", "epoch", "node_id", "role", "lease_valid", "view_time_unix_ns")
+    __slots__ = ("known", "leader_id", "epoch", "node_id", "role", "lease_valid", "view_time_unix_ns", "outside")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +172,7 @@ class LeaderInfo(_message.Message):
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LEASE_VALID_FIELD_NUMBER: _ClassVar[int]
     VIEW_TIME_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_FIELD_NUMBER: _ClassVar[int]
     known: bool
     leader_id: int
     epoch: int
@@ -179,7 +180,8 @@ class LeaderInfo(_message.Message):
     role: Role
     lease_valid: bool
     view_time_unix_ns: int
-    def __init__(self, known: _Optional[bool] = ..., leader_id: _Optional[int] = ..., epoch: _Optional[int] = ..., node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., lease_valid: _Optional[bool] = ..., view_time_unix_ns: _Optional[int] = ...) -> None: ...
+    outside: bool
+    def __init__(self, known: _Optional[bool] = ..., leader_id: _Optional[int] = ..., epoch: _Optional[int] = ..., node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., lease_valid: _Optional[bool] = ..., view_time_unix_ns: _Optional[int] = ..., outside: _Optional[bool] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()

@@ -87,16 +87,48 @@ def transfer_leadership(address: str, target: int, timeout_ms: int, timeout_s: f
     return reply.leader_id, reply.epoch
 
 
+def change_membership(address: str, action: str, node_id: int, timeout_ms: int, timeout_s: float) -> pb.Configuration:
+    """Ask the node at `address` (the leader) to `add` or `remove` node_id; the configuration once the
+    change is agreed. Raises HandoverFailed with the node's status and detail."""
+    which = {"add": pb.MembershipRequest.ACTION_ADD, "remove": pb.MembershipRequest.ACTION_REMOVE}[action]
+    try:
+        with observer_channel(address) as ch:
+            reply = pb_grpc.LeadershipStub(ch).ChangeMembership(
+                pb.MembershipRequest(action=which, node_id=node_id, timeout_ms=timeout_ms), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        raise HandoverFailed(exc.code().name, exc.details() or "") from None
+    return reply.configuration
+
+
+def member_change(nodes: dict[int, str], action: str, target: int, timeout_ms: int, timeout_s: float
+                  ) -> tuple[int, pb.Configuration]:
+    """`add` or `remove` node `target` at whichever of `nodes` (id -> client address) leads; removing
+    the leader hands leadership to the highest other voter first. (leader, configuration) once agreed.
+    Raises HandoverFailed (with the code NO_LEADER when no node leads now)."""
+    found = leading_node(views_of(nodes))
+    if found is None:
+        raise HandoverFailed("NO_LEADER", "no node says it leads with a valid lease (an election may be under way)")
+    leader = found[0]
+    if action == "remove" and target == leader:
+        st = get_status(nodes[leader])
+        others = [] if isinstance(st, str) else [v for v in st.configuration.voters if v != leader]
+        if not others:
+            raise HandoverFailed("FAILED_PRECONDITION", f"node {leader} is the only voter: add another before removing it")
+        leader, _ = transfer_leadership(nodes[leader], max(others), timeout_ms=0, timeout_s=timeout_s)
+    return leader, change_membership(nodes[leader], action, target, timeout_ms, timeout_s)
+
+
 def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.LeaderInfo | None]:
     return {nid: get_leader(addr, timeout_s) for nid, addr in nodes.items()}
 
 
 def agreed_leader(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | None:
-    """(leader, epoch) by node.history.agreement over the nodes that answered."""
+    """(leader, epoch) by node.history.agreement over the nodes that answered, but those in no
+    configuration (joining, or removed: they follow no one)."""
     agreed = agreement({
         node: Seen(view.leader_id if view.known else None, view.epoch, view.role == pb.ROLE_LEADER)
         for node, view in views.items()
-        if view is not None
+        if view is not None and not view.outside
     })
     return None if agreed is None else (agreed.leader, agreed.epoch)
 

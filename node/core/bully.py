@@ -597,6 +597,8 @@ class QuorumBully(BullyElector):
         """Run a later configuration some other node made. A leader or candidate of the earlier one
         stops: its majority was counted against voters that are no longer the cluster's."""
         self._run(new, batch)
+        if PlantedBug.NEW_CONFIGURATION_RELEASES in self.config.planted_bugs:
+            self.promise_until = self.now  # as if the new configuration started afresh
         if self.phase == _Phase.LEADING:
             self._step_down(Reason.CONFIGURATION, batch, lease_end_tick=self.now)
         elif self.phase == _Phase.PROPOSING:
@@ -667,8 +669,6 @@ class QuorumBully(BullyElector):
                                      self.epoch), batch)
 
     def _voting(self, ids: set[int]) -> set[int]:
-        if PlantedBug.LEARNER_COUNTED in self.config.planted_bugs:
-            return {i for i in ids if i in self.membership.everyone}
         if PlantedBug.REMOVED_STILL_COUNTED in self.config.planted_bugs:
             return {i for i in ids if i in self.members or i in self.membership.previous}
         return {i for i in ids if i in self.members}

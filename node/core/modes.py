@@ -53,7 +53,7 @@ _RAFT_BUGS = frozenset({
 _TIMING_BUGS = frozenset({PlantedBug.ANNOUNCED_LEASE_IGNORED, PlantedBug.HOLD_NOT_PERSISTED})
 # Membership changes: quorum only so far.
 MEMBERSHIP_BUGS = frozenset({
-    PlantedBug.LEARNER_COUNTED, PlantedBug.MEMBERSHIP_NOT_PERSISTED, PlantedBug.REMOVED_STILL_COUNTED,
+    PlantedBug.NEW_CONFIGURATION_RELEASES, PlantedBug.MEMBERSHIP_NOT_PERSISTED, PlantedBug.REMOVED_STILL_COUNTED,
     PlantedBug.ADOPTS_ANY_CONFIGURATION,
 })
 _QUORUM_BUGS = frozenset(PlantedBug) - _RAFT_BUGS

@@ -185,7 +185,7 @@ class PlantedBug(str, enum.Enum):
     ANNOUNCED_LEASE_IGNORED = "announced-lease-ignored"  # a follower holds its own window, whatever lease the leader announces
     HOLD_NOT_PERSISTED = "hold-not-persisted"  # a window longer than the node's own is held but not made durable
     # configuration: membership changes
-    LEARNER_COUNTED = "learner-counted"  # quorum: a learner's grant or ack counts as a voter's
+    NEW_CONFIGURATION_RELEASES = "new-configuration-releases"  # quorum: adopting a later configuration ends the node's live promise
     MEMBERSHIP_NOT_PERSISTED = "membership-not-persisted"  # quorum: an adopted configuration is held in memory only
     REMOVED_STILL_COUNTED = "removed-still-counted"  # quorum: a voter removed by the last change still counts
     ADOPTS_ANY_CONFIGURATION = "adopts-any-configuration"  # quorum: a node adopts any other configuration it hears, even an earlier one

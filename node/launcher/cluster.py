@@ -26,7 +26,7 @@ from node.api import bullyproof_pb2 as pb
 from node.channels import dial_as
 from node.client.observer import agreed_leader, views_of
 from node.config import ConfigError
-from node.core import check_mode_options, mode_names
+from node.core import check_mode_options, mode_info, mode_names
 from node.launcher.ports import free_port
 from node.launcher.stopping import signals_held
 from node.tls import STORE_NAME, Tls, make_cluster_certs, node_name
@@ -64,6 +64,9 @@ class ClusterSpec:
     # Where every process finds `bullyproof certs init`'s files (as it sees the path: a run directory
     # locally, a mounted volume in a container); None runs everything with --insecure.
     certs_dir: str | None = None
+    # Nodes started outside the configuration (`node --join`), to be added by `bullyproof member add`;
+    # the others start as its voters (quorum only).
+    joining: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in mode_names():
@@ -74,6 +77,10 @@ class ClusterSpec:
             raise ConfigError(f"--mode-option: {exc}") from None
         if not self.nodes:
             raise ConfigError("a cluster needs at least one node")
+        if self.joining and not mode_info(self.mode).membership_changes:
+            raise ConfigError(f"mode {self.mode} keeps its start-up list: no node can join it (use quorum)")
+        if set(self.joining) >= {n.id for n in self.nodes}:
+            raise ConfigError("every node would be joining: a cluster needs voters to start with")
 
     def security_args(self) -> list[str]:
         """The TLS flags of every node and the store: their own files in certs_dir, or --insecure."""
@@ -113,6 +120,10 @@ class ClusterSpec:
         ]
         for option in self.mode_options:
             args += ["--mode-option", option]
+        if node.id in self.joining:
+            args.append("--join")
+        elif self.joining:  # the others start as the configuration's voters, without the joining nodes
+            args += ["--voters", ",".join(str(n.id) for n in self.nodes if n.id not in self.joining)]
         args += self.security_args()
         if node.metrics_address:
             args += ["--metrics-listen", node.metrics_address]
@@ -132,13 +143,15 @@ def check_cluster_size(n: int) -> None:
 
 
 def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, election_timeout_ms: int = 500,
-               host: str = "127.0.0.1", certs_dir: str | None = None) -> ClusterSpec:
-    check_cluster_size(n)
+               host: str = "127.0.0.1", certs_dir: str | None = None, spares: int = 0) -> ClusterSpec:
+    """n voters, and `spares` more nodes (ids after n) started to join, for `bullyproof member add`."""
+    check_cluster_size(n + spares)
     nodes = tuple(
         NodeSpec(i, f"{host}:{free_port(host)}", f"{host}:{free_port(host)}", metrics_address=f"{host}:{free_port(host)}")
-        for i in range(1, n + 1)
+        for i in range(1, n + spares + 1)
     )
-    return ClusterSpec(nodes, f"{host}:{free_port(host)}", mode, heartbeat_interval_ms, election_timeout_ms, certs_dir=certs_dir)
+    return ClusterSpec(nodes, f"{host}:{free_port(host)}", mode, heartbeat_interval_ms, election_timeout_ms, certs_dir=certs_dir,
+                       joining=tuple(range(n + 1, n + spares + 1)))
 
 
 # ---- links: one Toxiproxy proxy per direction --------------------------------------------------
@@ -199,7 +212,8 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float =
 def wait_for_agreement(addresses: dict[int, str], timeout_s: float, exclude: set[int] = frozenset(),
                        differs_from: tuple[int, int] | None = None, interval_s: float = 0.02,
                        rpc_timeout_s: float = 0.3) -> tuple[int, int]:
-    """Poll every node's client address (but `exclude`) until all answer and agree on (leader, epoch)."""
+    """Poll every node's client address (but `exclude`) until all answer and agree on (leader, epoch)
+    (those in no configuration, joining or removed, answer but are not asked to agree)."""
     addrs = {k: v for k, v in addresses.items() if k not in exclude}
     last: dict[int, Any] = {}
 

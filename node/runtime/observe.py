@@ -168,7 +168,15 @@ class Observation:
             role=ROLE_PB[v.role],
             lease_valid=v.lease_valid,
             view_time_unix_ns=time.time_ns(),
+            outside=self.outside(),
         )
+
+    def outside(self) -> bool:
+        """In no configuration (joining, or removed): modes that change membership only."""
+        node = self.node
+        if not mode_info(node.settings.mode).membership_changes:
+            return False
+        return node.id not in node.elector.membership.everyone
 
     def status(self) -> pb.NodeStatus:
         node = self.node

@@ -131,7 +131,9 @@ def test_clients_read_but_only_admins_and_the_node_itself_hand_over(secure):
             first = next(stub.WatchLeader(pb.WatchLeaderRequest(), timeout=2))
             assert first.leader_id == leader_id
             for call in (lambda: stub.Resign(pb.ResignRequest(), timeout=2),
-                         lambda: stub.TransferLeadership(pb.TransferRequest(target_id=1), timeout=2)):
+                         lambda: stub.TransferLeadership(pb.TransferRequest(target_id=1), timeout=2),
+                         lambda: stub.ChangeMembership(pb.MembershipRequest(
+                             action=pb.MembershipRequest.ACTION_REMOVE, node_id=1), timeout=2)):
                 with pytest.raises(grpc.RpcError) as info:
                     call()
                 assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -122,7 +122,7 @@ FIRST_FAILING = {
 NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until-timeout", "release-any-term",
                  "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch",
                  # membership changes: not yet measured
-                 "learner-counted", "membership-not-persisted", "removed-still-counted", "adopts-any-configuration"}
+                 "new-configuration-releases", "membership-not-persisted", "removed-still-counted", "adopts-any-configuration"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:

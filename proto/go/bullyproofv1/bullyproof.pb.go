@@ -971,8 +971,11 @@ type LeaderInfo struct {
 	LeaseValid bool `protobuf:"varint,6,opt,name=lease_valid,json=leaseValid,proto3" json:"lease_valid,omitempty"`
 	// When the answering node formed this view, unix nanoseconds (for humans; not for ordering).
 	ViewTimeUnixNs int64 `protobuf:"varint,7,opt,name=view_time_unix_ns,json=viewTimeUnixNs,proto3" json:"view_time_unix_ns,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The answering node is in no configuration (started to join and not added yet, or removed): it
+	// follows no one, and whether the cluster agrees is judged without it.
+	Outside       bool `protobuf:"varint,8,opt,name=outside,proto3" json:"outside,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaderInfo) Reset() {
@@ -1052,6 +1055,13 @@ func (x *LeaderInfo) GetViewTimeUnixNs() int64 {
 		return x.ViewTimeUnixNs
 	}
 	return 0
+}
+
+func (x *LeaderInfo) GetOutside() bool {
+	if x != nil {
+		return x.Outside
+	}
+	return false
 }
 
 type GetStatusRequest struct {
@@ -1810,7 +1820,7 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\rTransferReply\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\rR\bleaderId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\x12\n" +
-	"\x10GetLeaderRequest\"\xe3\x01\n" +
+	"\x10GetLeaderRequest\"\xfd\x01\n" +
 	"\n" +
 	"LeaderInfo\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x1b\n" +
@@ -1820,7 +1830,8 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\x04role\x18\x05 \x01(\x0e2\x13.bullyproof.v1.RoleR\x04role\x12\x1f\n" +
 	"\vlease_valid\x18\x06 \x01(\bR\n" +
 	"leaseValid\x12)\n" +
-	"\x11view_time_unix_ns\x18\a \x01(\x03R\x0eviewTimeUnixNs\"\x12\n" +
+	"\x11view_time_unix_ns\x18\a \x01(\x03R\x0eviewTimeUnixNs\x12\x18\n" +
+	"\aoutside\x18\b \x01(\bR\aoutside\"\x12\n" +
 	"\x10GetStatusRequest\"\xab\x01\n" +
 	"\bPeerView\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x18\n" +
