@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import REPLY_TYPE, Membership, Message, MsgType, Role, configuration_id
+from node.core import REPLY_TYPE, Membership, Message, MsgType, Role, configuration_id, mode_info
 from node.core.membership import CONFLICT, OUTSIDE, STALE
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
@@ -115,10 +115,17 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
     elif req.ring_ids or req.initiator_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}")
     if req.HasField("configuration"):
+        if mode is not None and not mode_info(mode).membership_changes:
+            return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
+                             f"configuration is only meaningful in modes that change membership, not {mode}")
         problem = configuration_problem(req.configuration, req.configuration_id)
         if problem:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, problem)
         return None  # the core compares configurations, and answers with its refusal in the Ack
+    if mode is not None and mode_info(mode).membership_changes:
+        return Rejection(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"node {req.sender_id} sent no configuration (a version without membership changes?); "
+                         f"node {self_id} runs mode {mode}, whose every message carries one", member_list=True)
     ours = configuration_id(members)
     if req.configuration_id != ours:
         return Rejection(grpc.StatusCode.FAILED_PRECONDITION, configuration_refusal(req.sender_id, req.configuration_id,

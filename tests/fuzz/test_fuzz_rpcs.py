@@ -56,7 +56,7 @@ BATCH = 100
 MEMBERS = (1, 2, 3)
 
 READS = frozenset({"GetLeader", "GetStatus", "WatchLeader"})
-HANDOVERS = frozenset({"Resign", "TransferLeadership"})
+HANDOVERS = frozenset({"Resign", "TransferLeadership", "ChangeMembership"})
 # Refusals a request earns by its content alone: sent again anywhere, it gets the same answer.
 CONTENT_REFUSALS = frozenset({"INVALID_ARGUMENT", "PERMISSION_DENIED", "OUT_OF_RANGE", "UNIMPLEMENTED",
                               "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"})
@@ -206,7 +206,8 @@ TRANSFER_TIMEOUT_S = 5.0
 
 def handover_allowed(method: MethodDescriptor):
     """TransferLeadership may also say UNAVAILABLE (its target has not answered recently), and may
-    outlast our deadline when it was asked to wait longer than that."""
+    outlast our deadline when it was asked to wait longer than that; ChangeMembership may say its own
+    timeout_ms passed before the change was agreed."""
     cls = pf.message_class(method.input_type)
 
     def allowed(body: bytes, o: Outcome) -> bool:
@@ -216,6 +217,9 @@ def handover_allowed(method: MethodDescriptor):
             return "has not answered recently" in o.details
         if method.name == "TransferLeadership" and o.code == "DEADLINE_EXCEEDED":
             return cls.FromString(body).timeout_ms >= TRANSFER_TIMEOUT_S * 1000 * 0.9
+        if method.name == "ChangeMembership" and o.code == "DEADLINE_EXCEEDED":
+            # The node's own deadline (the request's timeout_ms) passed before the change was agreed.
+            return "was not agreed within" in o.details
         return False
 
     return allowed
@@ -235,6 +239,8 @@ def fuzz_handover(method: MethodDescriptor, request, fuzz_seed: int, stats: Fuzz
     to_quiet = {n.id: Caller(n.client_address, method) for n in quiet.spec.nodes}
     allowed = handover_allowed(method)
     hints = (("target_id", MEMBERS), ("timeout_ms", (0, 1, 50, 300, 1000)))
+    if method.name == "ChangeMembership":  # real adds and removes of the cluster's own nodes
+        hints = (("node_id", MEMBERS), ("action", (1, 2)), ("timeout_ms", (0, 1, 300, 1000)))
 
     @seed(seed_for(fuzz_seed, stats.rpc))
     @fuzz_settings(REQUESTS // BATCH)

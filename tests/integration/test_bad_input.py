@@ -10,7 +10,7 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.core import configuration_id
+from node.core import Membership, configuration_id
 from node.runtime.wire import MAX_EPOCH, MAX_LEASE_MS
 
 pytestmark = pytest.mark.integration
@@ -29,10 +29,16 @@ BAD_PEER_CALLS = [
     ("Alive", dict(sender_id=1, epoch=1, lease_ms=700), grpc.StatusCode.INVALID_ARGUMENT, "lease_ms is only meaningful"),
     ("Coordinator", dict(sender_id=1, epoch=9, lease_ms=MAX_LEASE_MS + 1), grpc.StatusCode.INVALID_ARGUMENT,
      "longer than any lease"),
-    # A node on another member list (or one that sends none): well-formed, and still never counted.
+    # Quorum mode: every message carries its sender's configuration, well formed.
     ("Coordinator", dict(sender_id=1, epoch=9, configuration_id=configuration_id((1, 2, 3, 4, 5))),
-     grpc.StatusCode.FAILED_PRECONDITION, "runs another member list"),
-    ("Heartbeat", dict(sender_id=1, epoch=9, round=1), grpc.StatusCode.FAILED_PRECONDITION, "sent no member list"),
+     grpc.StatusCode.FAILED_PRECONDITION, "sent no configuration"),
+    ("Heartbeat", dict(sender_id=1, epoch=9, round=1, configuration=pb.Configuration(voters=[1, 1, 2])),
+     grpc.StatusCode.INVALID_ARGUMENT, "lists a node twice"),
+    ("Heartbeat", dict(sender_id=1, epoch=9, round=1, configuration=pb.Configuration(voters=[1, 2, 3])),
+     grpc.StatusCode.INVALID_ARGUMENT, "does not match the configuration"),
+    ("Heartbeat", dict(sender_id=1, epoch=9, round=1, configuration=pb.Configuration(voters=[1, 2], term=-2),
+                       configuration_id=Membership((1, 2)).id), grpc.StatusCode.INVALID_ARGUMENT, "impossible"),
+    ("Heartbeat", dict(sender_id=1, epoch=9, round=1), grpc.StatusCode.FAILED_PRECONDITION, "sent no configuration"),
 ]
 
 
@@ -67,7 +73,7 @@ def test_bad_peer_messages_get_precise_status_and_change_nothing(running):
     # The member-list refusals are shown: the node's own list, and the last refusal per peer.
     assert after.configuration_id == configuration_id((1, 2, 3))
     refusal = next(p.configuration_refusal for p in after.peers if p.id == 1)
-    assert "node 1 sent no member list; node 3 runs members 1,2,3" in refusal, refusal
+    assert "node 1 sent no configuration" in refusal, refusal
     assert running.wait_for_agreement(timeout_s=5) == (target, before.epoch)
 
 
@@ -75,10 +81,18 @@ def test_stale_coordinator_from_a_member_is_refused_not_an_error(running):
     node = running.spec.node(1)
     with grpc.insecure_channel(node.peer_address) as ch:
         members = [n.id for n in running.spec.nodes]
-        stale = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1, configuration_id=configuration_id(members))
+        stale = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1, configuration_id=configuration_id(members),
+                               configuration=pb.Configuration(voters=members, previous=members))
         reply = pb_grpc.PeerStub(ch).Coordinator(stale, timeout=2)
-    # Epoch 1 is either already promised to node 3, or below the promise: refused either way.
-    assert reply.ack.granted is False or reply.ack.promised_epoch == 1
+        # Epoch 1 is either already promised to node 3, or below the promise: refused either way.
+        assert reply.ack.granted is False or reply.ack.promised_epoch == 1
+        # A configuration of the same order with other voters: refused in the ack, with the reason and
+        # the receiver's own configuration, never counted.
+        other = Membership((1, 2))
+        conflicting = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=50, configuration_id=other.id,
+                                     configuration=pb.Configuration(voters=[1, 2], previous=[1, 2]), lease_ms=350)
+        ack = pb_grpc.PeerStub(ch).Coordinator(conflicting, timeout=2).ack
+    assert not ack.granted and ack.refusal == "configuration-conflict" and list(ack.configuration.voters) == members
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

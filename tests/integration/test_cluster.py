@@ -14,7 +14,9 @@ from chaos.checkers import check_no_overlap_by_grants
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import process_fault, read_cluster_file, wait_for
-from node.core import configuration_id, mode_info, mode_names
+from node.core import mode_info, mode_names
+from node.core.membership import initial
+from node.runtime.wire import membership_to_pb
 
 pytestmark = pytest.mark.integration
 
@@ -207,12 +209,14 @@ def test_restarted_node_never_acknowledges_an_epoch_it_has_passed(make_cluster):
     process_fault(cluster.dir, str(follower), "restart")
     address = cluster.spec.node(follower).peer_address
 
+    start = initial(tuple(n.id for n in cluster.spec.nodes))  # the configuration every node runs
+
     def ask(e: int) -> pb.Ack | None:
         try:
             with grpc.insecure_channel(address) as ch:
                 return pb_grpc.PeerStub(ch).Coordinator(
-                    pb.PeerMessage(sender_id=other, receiver_id=follower, epoch=e,
-                                   configuration_id=configuration_id([n.id for n in cluster.spec.nodes])), timeout=1).ack
+                    pb.PeerMessage(sender_id=other, receiver_id=follower, epoch=e, configuration_id=start.id,
+                                   configuration=membership_to_pb(start)), timeout=1).ack
         except grpc.RpcError:
             return None
 

@@ -19,7 +19,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import configuration_id
+from node.core.membership import initial
+from node.runtime.wire import membership_to_pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import LocalCluster, local_spec, pid_alive, wait_for
 from node.launcher.ports import free_port
@@ -103,7 +104,9 @@ def test_unpersistable_ack_is_never_sent_and_the_node_stops(tmp_path, node_proce
     node.wait_serving()
     with grpc.insecure_channel(node.peer) as ch:
         with pytest.raises(grpc.RpcError) as info:
-            first = pb.PeerMessage(sender_id=3, receiver_id=1, epoch=1, configuration_id=configuration_id((1, 2, 3)))
+            start = initial((1, 2, 3))
+            first = pb.PeerMessage(sender_id=3, receiver_id=1, epoch=1, configuration_id=start.id,
+                                   configuration=membership_to_pb(start))
             pb_grpc.PeerStub(ch).Coordinator(first, timeout=5)
     # Not a granted ack, not any ack: the call fails, and says why.
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
