@@ -137,7 +137,8 @@ def test_after_removing_one_of_four_a_dead_voter_can_still_be_replaced() -> None
                    "keeps running the configuration that names it, and P4 waits for it for ever")
 def test_a_learner_removed_before_promotion_hears_its_removal() -> None:
     # The swarm found it (explore seed 1, schedule 1205, shrunk: "cut 6 5 / member add 6 / run 2 /
-    # member remove 6": 6's acks never reach the leader, so it is never promoted). Here the leader's
+    # member remove 6": 6's acks never reach the leader, so it is never promoted; and seed 2, schedule
+    # 1039, on two nodes: "member add 2 / stale 1 / run 60 / member remove 2"). Here the leader's
     # restart drops the pending promotion instead. No fault is needed at all: remove a learner that the
     # operator added without promotion (test below, by hand).
     outcome = run(4, """run 120
