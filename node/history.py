@@ -618,9 +618,10 @@ def backed_spans(
     (``self_votes``, see ``own_votes``) plus every other member holding a live window to it.
 
     ``configurations``: where membership changed, each node's configuration from a time on ((since,
-    voters, voters before the change), sorted). A node is then backed by a majority of the voters it
-    runs, or of those before its last change: configurations one change apart have intersecting
-    majorities, so promises from either keep any other leader out (node.core.membership)."""
+    voters, voters before the change), sorted). A node is then backed by a majority of the voters it runs
+    or, while that configuration is joint (the voters before differ), of the voters before: every
+    configuration that could elect another leader meanwhile needs a majority of those
+    (node.core.membership)."""
     members = sorted(set(members))
     backing: dict[int, dict[int, list[Span]]] = {}  # leader -> member -> spans
     for window in windows:
@@ -636,11 +637,11 @@ def backed_spans(
             spans_out = []
             for index, (since, voters, previous) in enumerate(eras):
                 until = eras[index + 1][0] if index + 1 < len(eras) else _FOREVER
-                for counting in {voters, previous}:
-                    if not counting or since >= until:
-                        continue
-                    counted = {m: spans for m, spans in supporters.items() if m in counting}
-                    spans_out += intersect(_majority_sweep(counted, len(counting) // 2 + 1), [Span(since, until)])
+                counting = previous  # joint: the voters before; settled: the same as voters
+                if not counting or since >= until:
+                    continue
+                counted = {m: spans for m, spans in supporters.items() if m in counting}
+                spans_out += intersect(_majority_sweep(counted, len(counting) // 2 + 1), [Span(since, until)])
         if union(spans_out):
             backed[leader] = union(spans_out)
     return backed

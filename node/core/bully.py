@@ -40,7 +40,7 @@ from .types import (
 from .elector import earliest_after
 from .membership import OUTSIDE, Membership, MembershipRefused, initial, joining
 from .known import KnownLeader
-from .votes import has_majority, majority_impossible
+from .votes import has_majority
 
 
 class _Phase:
@@ -98,10 +98,9 @@ class BullyElector:
 
     @property
     def peers(self) -> tuple[int, ...]:
-        """Everyone this node talks to: voters, learners, and the voters before the last change (a
-        removed node hears the change that removed it)."""
-        m = self.membership
-        return tuple(sorted(set(m.voters + m.learners + m.previous) - {self.id}))
+        """Everyone this node talks to: voters, learners, the voters before the last change and the
+        nodes it took out (so that they hear it)."""
+        return tuple(m for m in self.membership.audience if m != self.id)
 
     # ---- the Elector interface -----------------------------------------------------------
 
@@ -485,10 +484,8 @@ class QuorumBully(BullyElector):
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
         super().__init__(config, promise, rng, now)
-        # Leading: who acknowledged our configuration in this epoch (_agreed), and the learners an
-        # operator added that we promote once they have (change_membership's `promote`).
+        # Leading: who acknowledged our configuration in this epoch (_agreed).
         self.confirmed: set[int] = set()
-        self.promote: set[int] = set()
         self.agreed_told = True  # whether MembershipChanged(committed=True) went out for our configuration
         # Whom we acknowledged last, and until when we refuse anyone else (rule 4).
         self.promise_until = now
@@ -586,7 +583,7 @@ class QuorumBully(BullyElector):
         if verdict == "later":
             self._adopt(theirs, batch)
             verdict = ""
-        if not verdict and self.id in self.membership.everyone:
+        if not verdict and self.id in self.membership.everyone + self.membership.electorate:
             return True
         verdict = verdict or OUTSIDE  # removed, or still joining: we back no one
         if msg.type in REPLY_TYPE and not msg.resigning:
@@ -615,23 +612,22 @@ class QuorumBully(BullyElector):
         self._make_promise(replace(self.promise, membership=durable), batch)
         batch.events.append(MembershipChanged(new))
 
-    def change_membership(self, now: int, voters: tuple[int, ...], learners: tuple[int, ...] = (),
-                          promote: tuple[int, ...] = ()) -> Output:
+    def change_membership(self, now: int, voters: tuple[int, ...], learners: tuple[int, ...] = ()) -> Output:
         """As leader, move the cluster to the configuration (`voters`, `learners`): one voter added or
-        removed at most. `promote`: learners to make voters, one change each, once they have
-        acknowledged a configuration that names them. MembershipRefused says why it cannot be now."""
+        removed at most, through a joint configuration that this leader settles once it is agreed.
+        Learners are promoted, one change each, once they acknowledged a settled configuration that
+        names them. MembershipRefused says why it cannot be now."""
         batch = Batch()
         self._advance(now, batch)
         if self.phase != _Phase.LEADING or not self._lease_valid(self.now):
             raise MembershipRefused(f"node {self.id} is not the leader; changes go to the leader")
         if self.id not in voters:
             raise MembershipRefused(f"node {self.id} leads and cannot remove itself; transfer leadership first")
-        if not self._agreed():
+        if self.membership.joint or not self._agreed():
             raise MembershipRefused(
-                f"{self.membership.describe()} is not yet acknowledged by a majority of its voters and of the "
-                "voters before it; one change at a time, try again shortly")
+                f"{self.membership.describe()} is not yet agreed (acknowledged in epoch {self.epoch} by a "
+                "majority of its voters); one change at a time, try again shortly")
         self._make_own(self.membership.changed(tuple(voters), tuple(learners), self.epoch), batch)
-        self.promote = {p for p in self.promote | set(promote) if p in self.membership.learners}
         return batch.freeze()
 
     def _make_own(self, new: Membership, batch: Batch) -> None:
@@ -643,35 +639,31 @@ class QuorumBully(BullyElector):
         self._on_leader_timers(batch)
 
     def membership_agreed(self) -> bool:
-        """Leading, with our configuration acknowledged as _agreed says (the next change may start)."""
-        return self.phase == _Phase.LEADING and self._agreed()
+        """Leading a settled configuration that _agreed (the next change may start)."""
+        return self.phase == _Phase.LEADING and not self.membership.joint and self._agreed()
 
     def _agreed(self) -> bool:
-        """Our configuration was acknowledged in our epoch by a majority of its voters and of the
-        voters before it: no earlier configuration can gather a majority any more."""
-        m = self.membership
-        return self._has_majority(self.confirmed) and has_majority(self.confirmed & set(m.previous), len(m.previous))
+        """Our configuration was acknowledged in our epoch by a majority (of both groups while joint):
+        no configuration it does not descend from can gather a majority any more."""
+        return self._has_majority(self.confirmed)
 
     def _confirm(self, node: int, batch: Batch) -> None:
-        """`node` acknowledged our configuration in our epoch: the change may be agreed, a learner
-        ready to promote."""
+        """`node` acknowledged our configuration in our epoch: a joint one may settle, a learner be
+        promoted."""
         self.confirmed.add(node)
         if not self._agreed():
             return
+        m = self.membership
         if not self.agreed_told:
             self.agreed_told = True
-            batch.events.append(MembershipChanged(self.membership, committed=True))
-        ready = sorted(p for p in self.promote if p in self.confirmed and p in self.membership.learners)
+            batch.events.append(MembershipChanged(m, committed=True))
+        if m.joint:
+            self._make_own(m.settled(self.epoch), batch)
+            return
+        ready = sorted(p for p in m.learners if p in self.confirmed)
         if ready:
-            m = self.membership
-            self.promote.discard(ready[0])
             self._make_own(m.changed(m.voters + (ready[0],), tuple(x for x in m.learners if x != ready[0]),
                                      self.epoch), batch)
-
-    def _voting(self, ids: set[int]) -> set[int]:
-        if PlantedBug.REMOVED_STILL_COUNTED in self.config.planted_bugs:
-            return {i for i in ids if i in self.members or i in self.membership.previous}
-        return {i for i in ids if i in self.members}
 
     # -- winning ---------------------------------------------------------------------------
 
@@ -724,7 +716,6 @@ class QuorumBully(BullyElector):
             self.reassert_epoch = 0  # too late to extend anything; a later refusal retries
             return
         (self.grants if msg.granted else self.refusals).add(msg.src)
-        n = self._voters()
         if self._has_majority(self.grants):
             self.epoch = self.reassert_epoch
             self.known.led(self.id, self.epoch)
@@ -733,7 +724,7 @@ class QuorumBully(BullyElector):
             self.rounds = {}
             batch.events.append(Reached("reassert-won"))
             batch.events.append(BecameLeader(self.epoch))
-        elif majority_impossible(self._voting(self.refusals), n):
+        elif self._majority_lost(self.refusals):
             self.reassert_epoch = 0  # keep leading the old epoch while its lease lasts
             batch.events.append(Reached("reassert-failed"))
 
@@ -753,18 +744,25 @@ class QuorumBully(BullyElector):
         (self.grants if msg.granted else self.refusals).add(msg.src)
         self._count_grants(batch)
 
-    def _voters(self) -> int:
-        """The cluster size that votes are counted against: the full membership."""
-        n = len(self.members)
-        if PlantedBug.HALF_IS_MAJORITY in self.config.planted_bugs and n % 2 == 0:
-            return n - 1  # a majority of n-1 is exactly half of n
-        return n
-
     def _has_majority(self, granted_by: set[int]) -> bool:
-        return has_majority(self._voting(granted_by), self._voters())
+        """A majority of the voters (and while joint, of the voters before too)."""
+        m, bugs = self.membership, self.config.planted_bugs
+        if not bugs & {PlantedBug.HALF_IS_MAJORITY, PlantedBug.REMOVED_STILL_COUNTED}:
+            return m.majority(granted_by)
+        groups = []
+        for group in {m.voters, m.previous}:
+            n = len(group)
+            if PlantedBug.REMOVED_STILL_COUNTED in bugs:
+                group = m.electorate  # a voter the change removed still counts among the new voters
+            if PlantedBug.HALF_IS_MAJORITY in bugs and n % 2 == 0:
+                n -= 1  # a majority of n-1 is exactly half of n
+            groups.append(has_majority(granted_by & set(group), n))
+        return all(groups)
+
+    def _majority_lost(self, refused_by: set[int]) -> bool:
+        return self.membership.majority_lost(refused_by)
 
     def _count_grants(self, batch: Batch) -> None:
-        n = self._voters()
         if self._has_majority(self.grants):
             self._become_leader(self.proposal_epoch, batch)
             self.known.led(self.id, self.proposal_epoch)
@@ -775,11 +773,11 @@ class QuorumBully(BullyElector):
             self.rounds = {}
             self.reassert_epoch = self.reassert_retry_at = 0
             self.ack_streak_start, self.last_ack = {}, {}
-            self.confirmed, self.promote = set(self.grants), set()
+            self.confirmed = set(self.grants)
             self.agreed_told = True
             self.next_heartbeat = self.now
             self._on_leader_timers(batch)
-        elif majority_impossible(self._voting(self.refusals), n):
+        elif self._majority_lost(self.refusals):
             self._give_up(batch)
 
     # -- leading -------------------------------------------------------------------------------
@@ -913,7 +911,7 @@ class QuorumBully(BullyElector):
         return self.timing.hold_ticks_for(lease_ticks)
 
     def _on_coordinator(self, msg: Message, batch: Batch) -> None:
-        granted = self.id in self.members and self._may_acknowledge(msg.src, msg.epoch)
+        granted = self.id in self.membership.electorate and self._may_acknowledge(msg.src, msg.epoch)
         if granted:
             self._acknowledge(msg, batch)
         self._reply(batch, msg, granted)

@@ -2,22 +2,23 @@
 
 A configuration is durable state, like a promise (it travels inside `Promise`, written before anything
 that reveals it leaves the node), and every peer message carries its sender's. The rules (docs/design.md,
-*Membership changes*) are Raft's single-server changes, with the change agreed by a majority of both the
-old and the new voters before the next one may start:
+*Membership changes*) are Raft's joint consensus, one voter at a time:
 
 * **Order.** Configurations are ordered by (term, index): `term` is the epoch of the leader that made
   it, `index` its place in the chain of changes. A node only ever moves forward: it adopts any later
   configuration it hears of (persisting it before it answers), and refuses to count, grant or
   acknowledge anything from an earlier one or from a different one of the same order.
-* **Counting.** A node counts majorities against its own voters. Two configurations one change apart
-  (one voter more or less) have intersecting majorities, so the promise rules keep leases disjoint.
-* **Changing.** Only a leader changes the configuration: one voter added or removed (or learners
-  changed) per change, made in its own epoch, and only once its current configuration has been
-  acknowledged in its epoch by a majority of the current voters and of the voters before. Anything
-  older is then adopted by too few to elect: a stale node is refused, hears the newer configuration in
-  the refusal, and adopts it.
+* **Two steps per change.** A leader changes voters V to V' through a *joint* configuration (voters
+  V', `previous` V), in which every majority (a vote, a lease, an acknowledgement) must be a majority
+  of V' and of V; once that is agreed it makes the *settled* one (voters V', previous V'). The voters
+  of V that V' drops still vote while the configuration is joint; learners never do.
+* **Agreed.** A leader changes the configuration only from a settled one that a majority
+  acknowledged in its own epoch, and settles a joint one only once a majority of both acknowledged it
+  there. So no two changes are ever in flight, and whatever a configuration's siblings or ancestors
+  are, every pair of configurations that can still gather a majority shares a voter with every
+  majority of the other (any two of them ask a majority of some common voters).
 * **Learners.** A new member joins as a learner (hears heartbeats, counts for nothing, never stands)
-  and the leader promotes it once it has acknowledged the configuration that names it.
+  and the leader promotes it once it has acknowledged the settled configuration that names it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from dataclasses import dataclass
 
 
 def configuration_id(members: tuple[int, ...] | list[int], learners: tuple[int, ...] = (), index: int = 0,
-                     term: int = 0) -> int:
+                     term: int = 0, previous: tuple[int, ...] = (), notify: tuple[int, ...] = ()) -> int:
     """A fingerprint of a configuration (32-bit FNV-1a, never 0); of the initial list alone, it is the
     fingerprint of its sorted ids. Shown by status and in refusals ("we run 3f2a…")."""
     text = ",".join(map(str, sorted(members)))
     if learners or index or term:
         text += "|" + ",".join(map(str, sorted(learners))) + f"|{index}|{term}"
+    if previous and tuple(sorted(previous)) != tuple(sorted(members)) or notify:
+        text += "|" + ",".join(map(str, sorted(previous))) + "|" + ",".join(map(str, sorted(notify)))
     h = 0x811C9DC5
     for byte in text.encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
@@ -54,14 +57,17 @@ class Membership:
     learners: tuple[int, ...] = ()
     index: int = 0
     term: int = 0
-    # The voters of the configuration this one changed (the initial list: its own voters). A leader
-    # may change again only once a majority of these and of `voters` acknowledged this configuration.
+    # Joint: the voters of the configuration this one changes, whose majority every count needs too;
+    # settled: `voters` again (the default).
     previous: tuple[int, ...] = ()
+    # Nodes the last change took out (voters or learners): still told, so they hear their removal.
+    notify: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "voters", tuple(sorted(self.voters)))
         object.__setattr__(self, "learners", tuple(sorted(self.learners)))
         object.__setattr__(self, "previous", tuple(sorted(self.previous or self.voters)))
+        object.__setattr__(self, "notify", tuple(sorted(self.notify)))
         if set(self.voters) & set(self.learners):
             raise ValueError(f"nodes {sorted(set(self.voters) & set(self.learners))} are both voter and learner")
         if len(set(self.voters)) != len(self.voters) or len(set(self.learners)) != len(self.learners):
@@ -75,15 +81,40 @@ class Membership:
 
     @property
     def id(self) -> int:
-        return configuration_id(self.voters, self.learners, self.index, self.term)
+        return configuration_id(self.voters, self.learners, self.index, self.term, self.previous, self.notify)
 
     @property
     def everyone(self) -> tuple[int, ...]:
+        """Who is in the configuration: its voters and learners (the nodes that follow its leader)."""
         return tuple(sorted(self.voters + self.learners))
+
+    @property
+    def joint(self) -> bool:
+        return self.previous != self.voters
+
+    @property
+    def electorate(self) -> tuple[int, ...]:
+        """Who votes and acknowledges: the voters, and while joint the voters before too."""
+        return tuple(sorted(set(self.voters + self.previous)))
+
+    @property
+    def audience(self) -> tuple[int, ...]:
+        """Whom its nodes talk to: everyone in it, the voters before, and the nodes just taken out."""
+        return tuple(sorted(set(self.voters + self.learners + self.previous + self.notify)))
+
+    def majority(self, ids: set[int] | frozenset[int]) -> bool:
+        """`ids` hold a majority of the voters, and while joint of the voters before too."""
+        return all(2 * len(ids & set(group)) > len(group) for group in {self.voters, self.previous})
+
+    def majority_lost(self, refused: set[int] | frozenset[int]) -> bool:
+        """So many of `refused` that no majority can be had any more (of either group while joint)."""
+        return any(2 * len(refused & set(group)) >= len(group) for group in {self.voters, self.previous})
 
     def describe(self) -> str:
         learners = f", learners {','.join(map(str, self.learners))}" if self.learners else ""
-        return f"configuration {self.index} of term {self.term} (voters {','.join(map(str, self.voters))}{learners})"
+        joint = f", joint with voters {','.join(map(str, self.previous))}" if self.joint else ""
+        return (f"configuration {self.index} of term {self.term} (voters {','.join(map(str, self.voters))}"
+                f"{learners}{joint})")
 
     def compare(self, other: Membership) -> str:
         """'' when the same, 'later' when `other` comes after this one, else the refusal reason."""
@@ -94,8 +125,9 @@ class Membership:
         return "" if other == self else CONFLICT
 
     def changed(self, voters: tuple[int, ...], learners: tuple[int, ...], term: int) -> Membership:
-        """The next configuration, made by the leader of epoch `term`: at most one voter added or
-        removed. Raises MembershipRefused with the reason otherwise."""
+        """The next configuration, made by the leader of epoch `term` from a settled one: at most one
+        voter added or removed, joint with the voters before when they change. Raises MembershipRefused
+        with the reason otherwise."""
         voters, learners = tuple(sorted(set(voters))), tuple(sorted(set(learners)))
         if not voters:
             raise MembershipRefused("a configuration needs at least one voter")
@@ -109,7 +141,14 @@ class Membership:
                 "voter; change one member at a time")
         if voters == self.voters and learners == self.learners:
             raise MembershipRefused(f"{self.describe()} already")
-        return Membership(voters, learners, self.index + 1, term, previous=self.voters)
+        if self.joint:
+            raise MembershipRefused(f"{self.describe()} is joint: it settles first")
+        gone = tuple(set(self.everyone) - set(voters) - set(learners))
+        return Membership(voters, learners, self.index + 1, term, previous=self.voters, notify=gone)
+
+    def settled(self, term: int) -> Membership:
+        """A joint configuration's second step, by the leader of epoch `term`: the new voters alone."""
+        return Membership(self.voters, self.learners, self.index + 1, term, previous=self.voters, notify=self.notify)
 
 
 def initial(members: tuple[int, ...]) -> Membership:

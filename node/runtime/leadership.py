@@ -57,7 +57,7 @@ class Handover:
                 raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"node {target} has no address in node {node.id}'s --peers; give every member its "
                                     "address (restart them one at a time with it) before adding it")
-            voters, learners, promote = m.voters, tuple(sorted({*m.learners, target})), (target,)
+            voters, learners = m.voters, tuple(sorted({*m.learners, target}))
         else:
             if target not in m.everyone:
                 return m
@@ -66,9 +66,9 @@ class Handover:
                                     f"node {node.id} leads and cannot remove itself: transfer leadership first "
                                     "(`bullyproof member remove` does that for you)")
             voters = tuple(v for v in m.voters if v != target)
-            learners, promote = tuple(x for x in m.learners if x != target), ()
+            learners = tuple(x for x in m.learners if x != target)
         try:
-            node.apply(elector.change_membership(node.now(), voters, learners, promote))
+            node.apply(elector.change_membership(node.now(), voters, learners))
         except MembershipRefused as exc:
             raise TransferError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
 

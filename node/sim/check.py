@@ -197,7 +197,7 @@ _QUORUM_FIELDS = _IGNORED | {
     "round", "next_heartbeat", "rounds", "reassert_epoch", "reassert_sent_at", "reassert_retry_at",
     "ack_streak_start", "last_ack", "known", "proposal_by_transfer", "keep_after_transfer", "abstain_until",
     "handover", "release_pending", "_unsaved", "_unsaved_since",
-    "membership", "confirmed", "promote", "agreed_told",
+    "membership", "confirmed", "agreed_told",
 }
 _RAFT_FIELDS = _IGNORED | {
     "promise", "term", "voted_for", "phase", "leader_id", "known", "promised_to", "promise_until",
@@ -242,7 +242,7 @@ def quorum_key(e: QuorumBully) -> RawKey:
     ids = (e.promise.leader_id, e.leader_id or 0, k.leader_id or 0, 0 if pending is None else pending[1],
            0 if unsaved is None else unsaved.leader_id)
     id_sets = (tuple(sorted(e.pending_higher)), tuple(sorted(e.grants)), tuple(sorted(e.refusals)),
-               tuple(sorted(e.confirmed)), tuple(sorted(e.promote)))
+               tuple(sorted(e.confirmed)))
     times = (e.election_deadline, e.phase_deadline, e.promise_until, e.lease_until, e.proposal_sent_at,
              e.next_heartbeat, e.reassert_sent_at, e.reassert_retry_at, k.until, e.abstain_until,
              0 if pending is None else pending[2], e._unsaved_since)

@@ -424,8 +424,7 @@ class Network:
     def transfer(self, node: int, successor: int) -> Output:
         return self.resign(node, successor)
 
-    def change_membership(self, node: int, voters: Sequence[int], learners: Sequence[int] = (),
-                          promote: Sequence[int] = ()) -> Output:
+    def change_membership(self, node: int, voters: Sequence[int], learners: Sequence[int] = ()) -> Output:
         """An operator asks `node` to move the cluster to (voters, learners) (`bullyproof member`);
         MembershipRefused (nothing changed) unless node leads and the change is one it may make."""
         if not self.running(node):
@@ -433,7 +432,7 @@ class Network:
         elector = self._nodes[node].elector
         if not hasattr(elector, "change_membership"):
             raise MembershipRefused(f"mode {self.mode.value} cannot change membership")
-        out = elector.change_membership(self.local(node), tuple(voters), tuple(learners), tuple(promote))
+        out = elector.change_membership(self.local(node), tuple(voters), tuple(learners))
         self._fault(f"members at {node}: voters {','.join(map(str, sorted(voters)))}"
                     + (f" learners {','.join(map(str, sorted(learners)))}" if learners else ""))
         self._apply(node, out)

@@ -275,7 +275,7 @@ def _member(r: Runner, action: str, node: int) -> None:
     if m is None:
         raise ValueError(f"mode {r.s.mode.value} keeps its list")
     if action == "add":
-        r.net.change_membership(leader, m.voters, m.learners + (node,), promote=(node,))
+        r.net.change_membership(leader, m.voters, m.learners + (node,))
     elif action == "remove":
         r.net.change_membership(leader, tuple(v for v in m.voters if v != node), tuple(x for x in m.learners if x != node))
     else:

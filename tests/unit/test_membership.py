@@ -29,7 +29,7 @@ def change(net: Network, add: int = 0, remove: int = 0) -> Membership:
     leader = net.agreed_leader()[0]
     m = net.membership(leader)
     if add:
-        net.change_membership(leader, m.voters, m.learners + (add,), promote=(add,))
+        net.change_membership(leader, m.voters, m.learners + (add,))
     else:
         net.change_membership(leader, tuple(v for v in m.voters if v != remove), ())
     net.run(80)
@@ -93,7 +93,7 @@ def test_a_learner_is_promoted_only_once_it_acknowledged() -> None:
     leader = net.agreed_leader()[0]
     net.isolate(4)
     m = net.membership(leader)
-    net.change_membership(leader, m.voters, (4,), promote=(4,))
+    net.change_membership(leader, m.voters, (4,))
     net.run(200)
     assert net.membership(leader).learners == (4,) and 4 not in net.membership(leader).voters
     net.heal()
@@ -115,7 +115,7 @@ def test_the_leader_refuses_what_it_may_not_change_now() -> None:
     for node in others:
         net.cut(leader, node)
     net.change_membership(leader, m.voters, (4,))
-    with pytest.raises(MembershipRefused, match="not yet acknowledged"):
+    with pytest.raises(MembershipRefused, match="not yet agreed"):
         net.change_membership(leader, m.voters, (4, 5))
     net.heal()
 
@@ -127,7 +127,7 @@ def test_a_node_that_missed_two_changes_learns_the_current_one_and_never_leads_o
     net.isolate(lagging)
     for spare in (4, 5):
         m = net.membership(leader)
-        net.change_membership(leader, m.voters, (spare,), promote=(spare,))
+        net.change_membership(leader, m.voters, (spare,))
         net.run(100)
     assert net.membership(leader).voters == (1, 2, 3, 4, 5)
     assert net.membership(lagging).voters == (1, 2, 3)
@@ -143,7 +143,8 @@ def test_a_message_from_an_earlier_or_conflicting_configuration_is_refused_with_
     change(net, add=4)
     follower = next(v for v in (1, 2, 3) if v != leader)
     old = initial((1, 2, 3))
-    for theirs, reason in [(old, STALE), (Membership((1, 2, 3, 5), (), 2, 1), CONFLICT)]:
+    now = net.membership(follower)
+    for theirs, reason in [(old, STALE), (Membership((1, 2, 3, 5), (), now.index, now.term), CONFLICT)]:
         out = net.inject(Message(MsgType.COORDINATOR, 5 if reason == CONFLICT else 4, follower, 99, lease_ticks=35,
                                  membership=theirs))
         reply = out.messages[0]
