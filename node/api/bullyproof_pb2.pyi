@@ -62,18 +62,20 @@ class PeerMessage(_message.Message):
     def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ..., ring_ids: _Optional[_Iterable[int]] = ..., initiator_id: _Optional[int] = ..., lease_remaining_ms: _Optional[int] = ..., transfer: _Optional[bool] = ..., lease_ms: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ...) -> None: ...
 
 class Configuration(_message.Message):
-    __slots__ = ("voters", "learners", "index", "term", "previous")
+    __slots__ = ("voters", "learners", "index", "term", "previous", "notify")
     VOTERS_FIELD_NUMBER: _ClassVar[int]
     LEARNERS_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_FIELD_NUMBER: _ClassVar[int]
     voters: _containers.RepeatedScalarFieldContainer[int]
     learners: _containers.RepeatedScalarFieldContainer[int]
     index: int
     term: int
     previous: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., previous: _Optional[_Iterable[int]] = ...) -> None: ...
+    notify: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., previous: _Optional[_Iterable[int]] = ..., notify: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("sender_id", "receiver_id", "epoch", "round", "granted", "promised_epoch", "configuration_id", "configuration", "refusal")

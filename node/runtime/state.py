@@ -91,13 +91,14 @@ class PromiseStore:
             if not isinstance(raw, dict):
                 raise TypeError(f"expected an object, got {type(raw).__name__}")
             lists = {k: raw[k] for k in ("voters", "learners", "previous")}
+            lists["notify"] = raw.get("notify", [])
             numbers = {k: raw[k] for k in ("index", "term")}
             if not all(isinstance(v, list) and all(type(i) is int for i in v) for v in lists.values()):
-                raise TypeError("voters, learners and previous must be lists of integers")
+                raise TypeError("voters, learners, previous and notify must be lists of integers")
             if not all(type(v) is int for v in numbers.values()):
                 raise TypeError("index and term must be integers")
             return Membership(tuple(lists["voters"]), tuple(lists["learners"]), numbers["index"], numbers["term"],
-                              tuple(lists["previous"]))
+                              tuple(lists["previous"]), tuple(lists["notify"]))
         except (ValueError, KeyError, TypeError) as exc:
             detail = " ".join(str(exc).split())
             raise StateError(f"{self.path} holds a corrupt configuration ({type(exc).__name__}: {detail}); "
@@ -110,7 +111,7 @@ class PromiseStore:
         m = promise.membership
         if m is not None:
             data["configuration"] = {"voters": list(m.voters), "learners": list(m.learners), "index": m.index,
-                                     "term": m.term, "previous": list(m.previous)}
+                                     "term": m.term, "previous": list(m.previous), "notify": list(m.notify)}
         return data
 
     def save(self, promise: Promise) -> None:

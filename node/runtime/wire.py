@@ -142,11 +142,11 @@ MAX_MEMBERS = 255
 def configuration_problem(c: pb.Configuration, fingerprint: int) -> str:
     """Why a configuration on the wire is malformed, or ''."""
     ids = [*c.voters, *c.learners]
-    if len(ids) > MAX_MEMBERS or len(c.previous) > MAX_MEMBERS:
+    if any(len(group) > MAX_MEMBERS for group in (ids, c.previous, c.notify)):
         return f"a configuration lists at most {MAX_MEMBERS} nodes"
-    if any(i == 0 for i in [*ids, *c.previous]):
+    if any(i == 0 for i in [*ids, *c.previous, *c.notify]):
         return "configuration ids must be >= 1"
-    if len(set(ids)) != len(ids) or len(set(c.previous)) != len(c.previous):
+    if any(len(set(group)) != len(group) for group in (ids, c.previous, c.notify)):
         return "a configuration lists a node twice (voters and learners are disjoint)"
     if c.term < -1 or c.term > MAX_EPOCH or c.index > MAX_EPOCH:
         return f"configuration term {c.term} or index {c.index} is impossible"
@@ -158,11 +158,12 @@ def configuration_problem(c: pb.Configuration, fingerprint: int) -> str:
 
 
 def membership_from_pb(c: pb.Configuration) -> Membership:
-    return Membership(tuple(c.voters), tuple(c.learners), c.index, c.term, tuple(c.previous))
+    return Membership(tuple(c.voters), tuple(c.learners), c.index, c.term, tuple(c.previous), tuple(c.notify))
 
 
 def membership_to_pb(m: Membership) -> pb.Configuration:
-    return pb.Configuration(voters=m.voters, learners=m.learners, index=m.index, term=m.term, previous=m.previous)
+    return pb.Configuration(voters=m.voters, learners=m.learners, index=m.index, term=m.term, previous=m.previous,
+                            notify=m.notify)
 
 
 def configuration_refusal(sender: int, theirs: int, self_id: int, members: tuple[int, ...]) -> str:

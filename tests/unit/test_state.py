@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.core import Promise, Timing
+from node.core import Membership, Promise, Timing
 from node.runtime.state import PROMISE_FILE, PROMISE_TMP, PersistError, PromiseStore, StateError
 
 
@@ -114,3 +114,18 @@ def test_the_window_a_promise_was_granted_for_survives_a_restart_with_other_timi
     # A file written before windows were kept: the node's own window.
     (tmp_path / PROMISE_FILE).write_text('{"epoch": 7, "leader_id": 3}')
     assert PromiseStore(tmp_path, short, tick_ms=1).load() == Promise(7, 3)
+
+
+def test_the_configuration_is_saved_with_the_promise_and_a_corrupt_one_refused(tmp_path: Path) -> None:
+    joint = Membership((1, 2, 3, 4), (5,), index=3, term=2, previous=(1, 2, 3), notify=(6,))
+    PromiseStore(tmp_path).save(Promise(epoch=2, leader_id=3, membership=joint))
+    assert PromiseStore(tmp_path).load().membership == joint
+    # A file written before membership changes has none: the node's start-up list.
+    (tmp_path / PROMISE_FILE).write_text('{"epoch": 2, "leader_id": 3}')
+    assert PromiseStore(tmp_path).load().membership is None
+    for bad in ('"voters"', '{"voters": [1, 1], "learners": [], "previous": [], "index": 0, "term": 0}',
+                '{"voters": [1], "learners": [], "previous": [], "index": "0", "term": 0}',
+                '{"voters": [1], "learners": [1], "previous": [], "index": 0, "term": 0}'):
+        (tmp_path / PROMISE_FILE).write_text('{"epoch": 2, "leader_id": 3, "configuration": %s}' % bad)
+        with pytest.raises(StateError, match="corrupt configuration"):
+            PromiseStore(tmp_path).load()

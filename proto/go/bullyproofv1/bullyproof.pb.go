@@ -353,8 +353,11 @@ type Configuration struct {
 	// started to join and has heard of no configuration yet). Ordered by (term, index).
 	Index uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
 	Term  int64  `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
-	// The voters of the configuration it changed.
-	Previous      []uint32 `protobuf:"varint,5,rep,packed,name=previous,proto3" json:"previous,omitempty"`
+	// While joint: the voters of the configuration it changes (every majority needs theirs too); when
+	// settled, the voters again.
+	Previous []uint32 `protobuf:"varint,5,rep,packed,name=previous,proto3" json:"previous,omitempty"`
+	// The nodes the last change took out: still told, so that they hear it.
+	Notify        []uint32 `protobuf:"varint,6,rep,packed,name=notify,proto3" json:"notify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,6 +423,13 @@ func (x *Configuration) GetTerm() int64 {
 func (x *Configuration) GetPrevious() []uint32 {
 	if x != nil {
 		return x.Previous
+	}
+	return nil
+}
+
+func (x *Configuration) GetNotify() []uint32 {
+	if x != nil {
+		return x.Notify
 	}
 	return nil
 }
@@ -1776,13 +1786,14 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	" \x01(\bR\btransfer\x12\x19\n" +
 	"\blease_ms\x18\v \x01(\rR\aleaseMs\x12)\n" +
 	"\x10configuration_id\x18\f \x01(\aR\x0fconfigurationId\x12B\n" +
-	"\rconfiguration\x18\r \x01(\v2\x1c.bullyproof.v1.ConfigurationR\rconfiguration\"\x89\x01\n" +
+	"\rconfiguration\x18\r \x01(\v2\x1c.bullyproof.v1.ConfigurationR\rconfiguration\"\xa1\x01\n" +
 	"\rConfiguration\x12\x16\n" +
 	"\x06voters\x18\x01 \x03(\rR\x06voters\x12\x1a\n" +
 	"\blearners\x18\x02 \x03(\rR\blearners\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x03R\x04term\x12\x1a\n" +
-	"\bprevious\x18\x05 \x03(\rR\bprevious\"\xb9\x02\n" +
+	"\bprevious\x18\x05 \x03(\rR\bprevious\x12\x16\n" +
+	"\x06notify\x18\x06 \x03(\rR\x06notify\"\xb9\x02\n" +
 	"\x03Ack\x12\x1b\n" +
 	"\tsender_id\x18\x01 \x01(\rR\bsenderId\x12\x1f\n" +
 	"\vreceiver_id\x18\x02 \x01(\rR\n" +
