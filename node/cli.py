@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compose", help="write docker-compose.yml (and toxiproxy.json beside it) from the cluster description")
     p.add_argument("--nodes", type=_positive, default=5)
+    p.add_argument("--spares", type=int, default=0, metavar="K",
+                   help="quorum: K more node services (ids after --nodes) that start outside the configuration, to "
+                        "add with `bullyproof member add N --compose` (default 0)")
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--output", default=DEFAULT_COMPOSE_FILE)
     p.add_argument("--check", action="store_true", help="fail if the files differ from what would be written")
@@ -529,7 +532,7 @@ def cmd_leader(args: argparse.Namespace) -> int:
         "nodes": {
             str(nid): None if v is None else {
                 "leader": v.leader_id if v.known else None, "epoch": v.epoch, "role": ROLE_NAME.get(v.role, "?"),
-                "lease_valid": v.lease_valid,
+                "lease_valid": v.lease_valid, "outside": v.outside,
             }
             for nid, v in views.items()
         },
@@ -703,7 +706,10 @@ def cmd_compose(args: argparse.Namespace) -> int:
 
     from node.launcher.compose import compose_cluster, ensure_certs, stale_files, write_files
 
-    cc = compose_cluster(args.nodes, args.mode, toxiproxy_version=TOXIPROXY_VERSION, insecure=args.insecure)
+    if args.spares < 0:
+        raise ConfigError(f"--spares must be >= 0, got {args.spares}")
+    cc = compose_cluster(args.nodes, args.mode, toxiproxy_version=TOXIPROXY_VERSION, insecure=args.insecure,
+                         spares=args.spares)
     path = Path(args.output)
     if args.check:  # the rendered files only: certificates are per machine, and secret
         stale = stale_files(cc, path)

@@ -95,9 +95,13 @@ def link_port(link: Link) -> int:
 
 
 def compose_cluster(n: int, mode: str = "quorum", *, toxiproxy_version: str, published: Published | None = None,
-                    build_context: str = ".", image: str = IMAGE, insecure: bool = False, **tuning: int) -> ComposeCluster:
+                    build_context: str = ".", image: str = IMAGE, insecure: bool = False, spares: int = 0,
+                    **tuning: int) -> ComposeCluster:
     """N nodes, the store and Toxiproxy; `tuning` sets ClusterSpec's timings (heartbeat_interval_ms, ...).
-    Mutual TLS with the certificates in certs/ beside the file, unless `insecure` (plaintext)."""
+    Mutual TLS with the certificates in certs/ beside the file, unless `insecure` (plaintext). `spares`
+    more nodes (ids after N) start outside the configuration (`node --join`), for `bullyproof member add`."""
+    voters = n
+    n += spares
     check_cluster_size(n)
     nodes = tuple(
         NodeSpec(
@@ -109,7 +113,8 @@ def compose_cluster(n: int, mode: str = "quorum", *, toxiproxy_version: str, pub
         )
         for i in range(1, n + 1)
     )
-    direct = replace(ClusterSpec(nodes, f"0.0.0.0:{STORE_PORT}", mode, certs_dir=None if insecure else CERTS_MOUNT, **tuning),
+    direct = replace(ClusterSpec(nodes, f"0.0.0.0:{STORE_PORT}", mode, certs_dir=None if insecure else CERTS_MOUNT,
+                                 joining=tuple(range(voters + 1, n + 1)), **tuning),
                      store_dial={i: f"store:{STORE_PORT}" for i in range(1, n + 1)})
     links = tuple(directed_links(direct))
     spec = dial_through(direct, {link: f"{TOXIPROXY}:{link_port(link)}" for link in links})

@@ -205,6 +205,7 @@ def api_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiService
         service.stop()
 
 NODES = 5
+SPARES = 1  # node 6 starts outside the configuration; the test adds it, then removes it
 AGREE_TIMEOUT_S = 60.0  # containers start slower than processes, and the machine is shared
 
 
@@ -212,10 +213,10 @@ AGREE_TIMEOUT_S = 60.0  # containers start slower than processes, and the machin
 def project(api_service: ApiService, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     name = f"bp-test-{os.getpid()}"
     directory = tmp_path_factory.mktemp("compose")
-    ids = list(range(1, NODES + 1))
+    ids = list(range(1, NODES + SPARES + 1))
     published = Published({i: free_port() for i in ids}, {i: free_port() for i in ids}, free_port(), free_port())
     cc = compose_cluster(NODES, toxiproxy_version=TOXIPROXY_VERSION, published=published, build_context=str(ROOT),
-                         image=f"bullyproof:{name}")
+                         image=f"bullyproof:{name}", spares=SPARES)
     write_files(cc, directory / "docker-compose.yml")
     assert ensure_certs(cc, directory / "docker-compose.yml")  # as `bullyproof compose` does: certs/ beside the file
     proj = Project(name, directory / "docker-compose.yml", api_service)
@@ -256,7 +257,7 @@ def clients(record: dict[str, Any], exclude: set[int] = frozenset()) -> dict[int
 
 
 def up_and_healthy(project: Project) -> None:
-    wanted = {"store", "toxiproxy", *(f"node{i}" for i in range(1, NODES + 1))}
+    wanted = {"store", "toxiproxy", *(f"node{i}" for i in range(1, NODES + SPARES + 1))}
     with HealthPump(project, wanted) as pump:
         project.compose("up", "-d")  # the certs copy first; store and toxiproxy healthy before the nodes
         wait_for(lambda: pump.healthy >= wanted, AGREE_TIMEOUT_S, 0.2, what=f"every service healthy ({sorted(wanted)})")
@@ -271,8 +272,10 @@ def ask_every_node(project: Project, record: dict[str, Any]) -> tuple[int, int]:
         return out if out and all(v is not None for v in out["nodes"].values()) else None
 
     out = wait_for(agreed, AGREE_TIMEOUT_S, 0.5, what="every node to answer `bullyproof leader --compose` alike")
-    assert set(out["nodes"]) == {str(i) for i in range(1, NODES + 1)}
-    assert {v["leader"] for v in out["nodes"].values()} == {out["leader"]}
+    assert set(out["nodes"]) == {str(i) for i in range(1, NODES + SPARES + 1)}
+    members = {k: v for k, v in out["nodes"].items() if not v["outside"]}  # the spare follows no one yet
+    assert set(members) == {str(i) for i in range(1, NODES + 1)}
+    assert {v["leader"] for v in members.values()} == {out["leader"]}
     return out["leader"], out["epoch"]
 
 
@@ -385,6 +388,19 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     after_log = steps.run("restart of the store", restart_store)
     assert after_log[:len(logged)] == logged
 
+    # Grow through the protocol: the spare joins as a learner and is promoted; then shrink back.
+    spare = NODES + SPARES
+
+    def grow_and_shrink() -> None:
+        grown = json.loads(bullyproof(project, "member", "add", str(spare), "--compose", str(project.file)).stdout)
+        assert grown["configuration"]["voters"] == list(range(1, spare + 1)), grown
+        wait_for_agreement(clients(record), AGREE_TIMEOUT_S)
+        shrunk = json.loads(bullyproof(project, "member", "remove", str(spare), "--compose", str(project.file)).stdout)
+        assert shrunk["configuration"]["voters"] == list(range(1, NODES + 1)), shrunk
+
+    steps.run("member add and remove through the protocol", grow_and_shrink)
+    wait_for_agreement(clients(record), AGREE_TIMEOUT_S)
+
     steps.run("rotate certificates without a restart", rotate_certificates, project, record)
     wait_for_agreement(clients(record), AGREE_TIMEOUT_S)  # and the cluster agrees on as before
 
@@ -476,7 +492,7 @@ def rotate_certificates(project: Project, record: dict[str, Any]) -> None:
     a running node presents its new certificate at the next handshake, without a restart."""
     certs, node = Path(record["certs"]), record["nodes"][0]["client_address"]
     before = served_certificate(node, certs)
-    make_cluster_certs(certs, NODES)  # what `bullyproof certs init --nodes 5 --dir certs` does again: the CA is kept
+    make_cluster_certs(certs, NODES + SPARES)  # what `bullyproof certs init --nodes 5 --dir certs` does again: the CA is kept
     new = ssl.PEM_cert_to_DER_cert((certs / "node-1.pem").read_text())
     assert new != before
     project.compose("up", "-d", CERTS_SERVICE)
