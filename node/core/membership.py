@@ -41,6 +41,10 @@ def configuration_id(members: tuple[int, ...] | list[int], learners: tuple[int, 
     return h or 1
 
 
+# How many removed nodes a configuration keeps telling (the highest ids: the most recently added).
+MAX_NOTIFY = 32
+
+
 class MembershipRefused(ValueError):
     """A membership change that cannot be made now, or at all; the message says why."""
 
@@ -60,7 +64,9 @@ class Membership:
     # Joint: the voters of the configuration this one changes, whose majority every count needs too;
     # settled: `voters` again (the default).
     previous: tuple[int, ...] = ()
-    # Nodes the last change took out (voters or learners): still told, so they hear their removal.
+    # Nodes changes took out (voters or learners), the latest MAX_NOTIFY: still told, so that they hear
+    # their removal even if they missed the change that removed them (a node in no configuration
+    # answers only `not-a-member`).
     notify: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -143,8 +149,9 @@ class Membership:
             raise MembershipRefused(f"{self.describe()} already")
         if self.joint:
             raise MembershipRefused(f"{self.describe()} is joint: it settles first")
-        gone = tuple(set(self.everyone) - set(voters) - set(learners))
-        return Membership(voters, learners, self.index + 1, term, previous=self.voters, notify=gone)
+        gone = set(self.everyone) - set(voters) - set(learners)
+        told = sorted((gone | set(self.notify)) - set(voters) - set(learners))[-MAX_NOTIFY:]
+        return Membership(voters, learners, self.index + 1, term, previous=self.voters, notify=tuple(told))
 
     def settled(self, term: int) -> Membership:
         """A joint configuration's second step, by the leader of epoch `term`: the new voters alone."""

@@ -13,7 +13,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel, require
-from node.core import Message, MsgType, Promise, Role, configuration_id
+from node.core import Membership, Message, MsgType, Promise, Role, configuration_id
 from node.core.membership import CONFLICT, OUTSIDE, STALE
 from node.runtime.events import MessageLog
 from node.runtime.state import PersistError
@@ -22,9 +22,7 @@ from node.runtime.wire import (
     ack_from_pb,
     ack_to_pb,
     check_peer_message,
-    REFUSALS,
     configuration_refusal,
-    membership_from_pb,
     message_from_pb,
     message_to_pb,
 )
@@ -70,10 +68,8 @@ def refusal_reason(msg: Message, before: Before) -> str:
     return "refused"
 
 
-def core_refusal(refuser: int, refused: int, reason: str, refuser_m: Any, refused_m: Any) -> str:
+def core_refusal(refuser: int, refused: int, reason: str, refuser_m: Membership, refused_m: Membership | None) -> str:
     """A core's refusal for a configuration (node.core.membership), in words, naming both sides'."""
-    if isinstance(refuser_m, pb.Configuration):
-        refuser_m = membership_from_pb(refuser_m)
     why = {
         STALE: f"node {refused} runs an earlier configuration than node {refuser}",
         CONFLICT: f"nodes {refused} and {refuser} run different configurations of the same order "
@@ -160,14 +156,14 @@ class PeerTransport:
         peer.reachable = True
         peer.last_heard_ns = time.monotonic_ns()
         if reply.HasField("ack"):
-            if reply.ack.refusal in REFUSALS:
-                self.configuration_refused(msg.dst, core_refusal(msg.dst, node.id, reply.ack.refusal,
-                                                                 reply.ack.configuration, msg.membership))
+            answer = ack_from_pb(msg, reply.ack, self.configuration)  # validated, configuration included
+            if answer is not None and answer.refusal:
+                self.configuration_refused(msg.dst, core_refusal(msg.dst, node.id, answer.refusal, answer.membership,
+                                                                 msg.membership))
             elif not reply.ack.HasField("configuration") and reply.ack.configuration_id != self.configuration:
                 s = node.settings
                 self.configuration_refused(msg.dst, configuration_refusal(msg.dst, reply.ack.configuration_id, node.id,
                                                                           s.members))
-            answer = ack_from_pb(msg, reply.ack, self.configuration)
             if answer is not None:
                 self._count_received(answer)
                 node.apply(node.elector.step(node.now(), answer))

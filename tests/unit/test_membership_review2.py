@@ -1,6 +1,7 @@
 """A second adversarial review of membership changes: joint consensus, one voter per change (e95116a).
 
-Findings (strict expected failures until fixed):
+Findings; the first, second and fifth are fixed (their tests hold now), the other two remain strict
+expected failures:
 
 * Runtime, liveness. `Membership.notify` is part of a configuration's fingerprint but is neither on the
   wire (`Configuration` in the .proto, `membership_to_pb`/`membership_from_pb`) nor in promise.json
@@ -67,8 +68,6 @@ REMOVAL = Membership((1, 2, 3), (), index=1, term=2, previous=(1, 2, 3, 4), noti
 # ---- findings ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="notify is in the fingerprint but not on the wire: every removal's "
-                   "configuration is refused as INVALID_ARGUMENT by every peer")
 def test_a_removals_configuration_survives_the_wire() -> None:
     from node.runtime.wire import configuration_problem, membership_from_pb, membership_to_pb
 
@@ -77,8 +76,6 @@ def test_a_removals_configuration_survives_the_wire() -> None:
     assert membership_from_pb(sent) == REMOVAL
 
 
-@pytest.mark.xfail(strict=True, reason="notify is not in promise.json: a restarted node runs another "
-                   "configuration of the same order (CONFLICT with its peers) and its removed nodes are never told")
 def test_a_removals_configuration_survives_a_restart(tmp_path: Path) -> None:
     from node.core import Promise
     from node.runtime.state import PromiseStore
@@ -90,8 +87,6 @@ def test_a_removals_configuration_survives_a_restart(tmp_path: Path) -> None:
     assert back == REMOVAL
 
 
-@pytest.mark.xfail(strict=True, reason="P4: notify names only the last change's removed nodes; a removed "
-                   "learner that missed it never sends anything and is never sent anything")
 def test_a_removed_learner_hears_it_after_a_later_change() -> None:
     net = Network(0, 5, Mode.QUORUM, joining=(4, 5))
     assert net.run_until_agreed(1000) is not None and net.agreed_leader()[0] == 3
@@ -147,14 +142,18 @@ run 300
     assert not outcome.violations, outcome.violations
 
 
-@pytest.mark.xfail(strict=True, reason="core_refusal builds a Membership from the Ack's configuration "
-                   "before ack_from_pb has validated it: a malformed one raises in the send task")
 def test_a_malformed_configuration_in_a_refusal_is_dropped_quietly() -> None:
+    """The sender validates an Ack (ack_from_pb) before it reads the refusal in it: a malformed
+    configuration drops the Ack, and core_refusal only ever sees a validated one."""
     from node.api import bullyproof_pb2 as pb
-    from node.runtime.peers import core_refusal
+    from node.core import Message, MsgType
+    from node.core.membership import initial
+    from node.runtime.wire import ack_from_pb
 
     bad = pb.Configuration(voters=[1, 1], index=9, term=9)
-    core_refusal(2, 1, STALE, bad, None)
+    request = Message(MsgType.HEARTBEAT, 1, 2, 3, round=4, membership=initial((1, 2, 3)))
+    ack = pb.Ack(sender_id=2, receiver_id=1, epoch=3, round=4, configuration=bad, configuration_id=1, refusal=STALE)
+    assert ack_from_pb(request, ack, 0) is None
 
 
 # ---- regressions: looked dangerous, hold --------------------------------------------------------------
