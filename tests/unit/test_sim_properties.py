@@ -101,28 +101,29 @@ def test_classic_split_brain_is_found() -> None:
 # apart (README: the harness's power); each has a hand-made failing scenario in test_independent_bugs.
 FIRST_FAILING = {
     ("quorum", "double-ack"): 3, ("quorum", "ignore-lease"): 8, ("quorum", "forget-promise"): 54,
-    ("quorum", "stale-store"): 151, ("quorum", "boot-self-vote"): 10, ("quorum", "persist-after-reply"): 668,
-    # beyond make power's 1,500 since the search draws mixed timings (793 before): --schedules 3000
-    ("quorum", "wrong-round-ack"): 2282,
+    ("quorum", "stale-store"): 114, ("quorum", "boot-self-vote"): 10, ("quorum", "persist-after-reply"): 804,
+    ("quorum", "wrong-round-ack"): 582,
     ("quorum", "early-release"): 7, ("quorum", "lease-from-receipt"): 9,
     ("quorum", "half-is-majority"): 3, ("quorum", "short-promise"): 3,
-    ("quorum", "old-resign-releases"): 269, ("quorum", "ack-keeps-window"): 3, ("quorum", "lease-from-next-beat"): 14,
-    ("quorum", "boot-window-from-zero"): 54, ("quorum", "lease-as-long-as-promise"): 925,
+    ("quorum", "old-resign-releases"): 863, ("quorum", "ack-keeps-window"): 3, ("quorum", "lease-from-next-beat"): 14,
+    ("quorum", "boot-window-from-zero"): 54, ("quorum", "lease-as-long-as-promise"): 369,
     ("raft", "stale-store"): 83, ("raft", "term-only-persist"): 109, ("raft", "vote-window-is-lease"): 84,
     ("raft", "late-vote-until-deadline"): 30,
     # members running different timings (test_timing_changes)
     ("quorum", "announced-lease-ignored"): 10, ("quorum", "hold-not-persisted"): 91,
     ("raft", "announced-lease-ignored"): 109, ("raft", "hold-not-persisted"): 109,
-    # independent, second batch (measured blind, after the search was tuned)
-    ("quorum", "persist-new-leader-only"): 236, ("raft", "vote-by-window"): 9, ("raft", "lease-from-win"): 264,
+    # independent, second batch (measured blind, after the search was tuned); persist-new-leader-only is now
+    # found first where it fails to persist a membership change (P4 after restart_all)
+    ("quorum", "persist-new-leader-only"): 14, ("raft", "vote-by-window"): 9, ("raft", "lease-from-win"): 264,
     ("raft", "persist-before-self-vote"): 477,
+    # membership changes (test_membership, test_membership_review*)
+    ("quorum", "membership-not-persisted"): 14, ("quorum", "adopts-any-configuration"): 172,
+    ("quorum", "removed-still-counted"): 225, ("quorum", "new-configuration-releases"): 279,
 }
 # lease-check-on-tick was found at 133 by the simulator's old event-based judge; the one judge (which reads
 # views, as real runs are judged) sees no violation in it: see test_independent_bugs.
 NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until-timeout", "release-any-term",
-                 "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch",
-                 # membership changes: not yet measured
-                 "new-configuration-releases", "membership-not-persisted", "removed-still-counted", "adopts-any-configuration"}
+                 "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:
