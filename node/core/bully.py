@@ -583,7 +583,7 @@ class QuorumBully(BullyElector):
         if verdict == "later":
             self._adopt(theirs, batch)
             verdict = ""
-        if not verdict and self.id in self.membership.everyone + self.membership.electorate:
+        if not verdict and self.id in self.membership.participants:
             return True
         verdict = verdict or OUTSIDE  # removed, or still joining: we back no one
         if msg.type in REPLY_TYPE and not msg.resigning:

@@ -104,6 +104,11 @@ class Membership:
         return tuple(sorted(set(self.voters + self.previous)))
 
     @property
+    def participants(self) -> tuple[int, ...]:
+        """Who takes part: everyone in it, and while joint the voters before (they still vote)."""
+        return tuple(sorted(set(self.everyone + self.previous)))
+
+    @property
     def audience(self) -> tuple[int, ...]:
         """Whom its nodes talk to: everyone in it, the voters before, and the nodes just taken out."""
         return tuple(sorted(set(self.voters + self.learners + self.previous + self.notify)))

@@ -36,12 +36,7 @@ from node.core import Mode
 from node.core.membership import CONFLICT, STALE, Membership, MembershipRefused
 from node.sim.network import Network
 from node.sim.schedule import Schedule, run_schedule
-
-HEADER = """@nodes {n}
-@mode quorum
-@seed 0
-@timing heartbeat_interval_ticks=10 election_timeout_ticks=50 leader_lease_ticks=35 follower_promise_ticks=40 alive_wait_ticks=10 coordinator_wait_ticks=25 rank_stagger_ticks=2 jitter_ticks=5 preempt_hold_down_ticks=300
-"""
+from test_membership_review import agreed, run  # the first review's schedule helpers
 
 # An accepted timing the swarm draws (one-tick heartbeats, an alive wait of one tick).
 TIGHT = """@nodes 4
@@ -49,17 +44,6 @@ TIGHT = """@nodes 4
 @seed 11000502
 @timing heartbeat_interval_ticks=1 election_timeout_ticks=26 leader_lease_ticks=18 follower_promise_ticks=20 alive_wait_ticks=1 coordinator_wait_ticks=13 rank_stagger_ticks=1 jitter_ticks=1 preempt_hold_down_ticks=300
 """
-
-
-def run(n: int, body: str, joining: str = ""):
-    text = HEADER.format(n=n) + (f"@joining {joining}\n" if joining else "") + body
-    return run_schedule(Schedule.from_script(text))
-
-
-def agreed(net: Network, leader: int, voters: tuple[int, ...], max_ticks: int = 400) -> None:
-    net.run_until(lambda: net.membership(leader).voters == voters and net.elector(leader).membership_agreed(),
-                  max_ticks)
-    assert net.membership(leader).voters == voters and net.elector(leader).membership_agreed()
 
 
 REMOVAL = Membership((1, 2, 3), (), index=1, term=2, previous=(1, 2, 3, 4), notify=(4,))
