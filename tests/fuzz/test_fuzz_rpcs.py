@@ -218,8 +218,10 @@ def handover_allowed(method: MethodDescriptor):
         if method.name == "TransferLeadership" and o.code == "DEADLINE_EXCEEDED":
             return cls.FromString(body).timeout_ms >= TRANSFER_TIMEOUT_S * 1000 * 0.9
         if method.name == "ChangeMembership" and o.code == "DEADLINE_EXCEEDED":
-            # The node's own deadline (the request's timeout_ms) passed before the change was agreed.
-            return "was not agreed within" in o.details
+            # The node's own deadline (the request's timeout_ms) passed before the change was agreed, or
+            # it was asked to wait longer than our deadline.
+            return ("was not agreed within" in o.details
+                    or cls.FromString(body).timeout_ms >= TRANSFER_TIMEOUT_S * 1000 * 0.9)
         return False
 
     return allowed

@@ -17,27 +17,31 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.core import Config, Promise, configuration_id, make_elector, mode_names
-from node.runtime.wire import MODE_RPCS, RPC_TYPE, check_peer_message, message_from_pb
+from node.core import Config, Promise, configuration_id, make_elector, mode_info, mode_names
+from node.core.membership import initial
+from node.runtime.wire import MODE_RPCS, RPC_TYPE, check_peer_message, membership_to_pb, message_from_pb
 
 MEMBERS = (1, 2, 3)
 
 
-def _request(rpc: str) -> pb.PeerMessage:
+def _request(rpc: str, mode: str) -> pb.PeerMessage:
+    """A well-formed request from node 3, with the configuration a node of `mode` sends (modes that change
+    membership carry the whole configuration)."""
     ring = rpc.startswith("Ring")
+    extra = {"configuration": membership_to_pb(initial(MEMBERS))} if mode_info(mode).membership_changes else {}
     return pb.PeerMessage(sender_id=3, receiver_id=1, epoch=7, round=1 if rpc in ("Heartbeat", "PreVote") or ring else 0,
                           ring_ids=[3] if ring else [], initiator_id=3 if ring else 0,
-                          configuration_id=configuration_id(MEMBERS))
+                          configuration_id=configuration_id(MEMBERS), **extra)
 
 
 @pytest.mark.parametrize("mode", mode_names())
 def test_the_table_matches_what_each_elector_handles(mode):
     for rpc in RPC_TYPE:
         elector = make_elector(mode, Config(1, MEMBERS), Promise(), random.Random(0), 0)
-        msg = message_from_pb(rpc, _request(rpc), tick_ms=10)
+        msg = message_from_pb(rpc, _request(rpc, mode), tick_ms=10)
         if rpc in MODE_RPCS[mode]:
             elector.step(1, msg)  # handled: no exception
-            assert check_peer_message(rpc, _request(rpc), 1, MEMBERS, mode) is None, (mode, rpc)
+            assert check_peer_message(rpc, _request(rpc, mode), 1, MEMBERS, mode) is None, (mode, rpc)
         else:
             try:
                 out = elector.step(1, msg)
@@ -45,7 +49,7 @@ def test_the_table_matches_what_each_elector_handles(mode):
                 pass  # no handler: what the node used to turn into UNKNOWN
             else:
                 assert not out.messages and out.persist is None, f"{mode} acts on {rpc}: add it to MODE_RPCS"
-            rejection = check_peer_message(rpc, _request(rpc), 1, MEMBERS, mode)
+            rejection = check_peer_message(rpc, _request(rpc, mode), 1, MEMBERS, mode)
             assert rejection is not None and rejection.code == grpc.StatusCode.UNIMPLEMENTED, (mode, rpc, rejection)
             assert f"runs mode {mode}" in rejection.detail
 
@@ -59,7 +63,7 @@ def test_a_quorum_node_refuses_ring_and_raft_rpcs_and_keeps_its_epoch(quiet_clus
     with grpc.insecure_channel(node.peer_address) as ch:
         stub = pb_grpc.PeerStub(ch)
         for rpc in sorted(set(RPC_TYPE) - MODE_RPCS["quorum"]):
-            req = _request(rpc)
+            req = _request(rpc, "quorum")
             req.epoch = high
             with pytest.raises(grpc.RpcError) as info:
                 getattr(stub, rpc)(req, timeout=5)
