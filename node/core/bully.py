@@ -79,7 +79,7 @@ class BullyElector:
         # Whom we count and talk to (node.core.membership). Modes that keep their start-up list
         # (CHANGES_MEMBERSHIP False) never move off initial(config.members).
         self.membership: Membership = promise.membership or (
-            joining(self.id) if config.join and self.CHANGES_MEMBERSHIP else initial(config.members))
+            joining() if config.join and self.CHANGES_MEMBERSHIP else initial(config.members))
         self.highest_seen_epoch = promise.epoch
         self.phase = _Phase.IDLE
         self.epoch = promise.epoch  # epoch of the leader we follow or are

@@ -168,7 +168,7 @@ def initial(members: tuple[int, ...]) -> Membership:
     return Membership(tuple(members))
 
 
-def joining(node_id: int) -> Membership:
+def joining() -> Membership:
     """A node started to join a running cluster: in no configuration yet (it backs no one and never
     stands), ordered before every configuration a cluster runs, so it adopts the first it hears."""
     return Membership((), (), index=0, term=-1)

@@ -61,7 +61,7 @@ def test_order_is_term_then_index_and_a_start_up_list_keeps_its_old_fingerprint(
     assert a.compare(Membership((1, 2, 3), (), index=4, term=2)) == STALE
     assert a.compare(Membership((1, 2, 4), (), index=5, term=2)) == CONFLICT
     assert a.compare(a) == ""
-    assert joining(4).order < initial((1, 2, 3)).order  # a joining node adopts anything it hears
+    assert joining().order < initial((1, 2, 3)).order  # a joining node adopts anything it hears
     assert initial((1, 2, 3)).id == configuration_id((3, 1, 2))  # the same id a start-up list always had
 
 
@@ -152,7 +152,7 @@ def test_a_message_from_an_earlier_or_conflicting_configuration_is_refused_with_
         assert out.persist is None  # nothing promised
     # A node in no configuration (still joining) backs no one.
     out = net.inject(Message(MsgType.HEARTBEAT, leader, 5, net.view(leader).epoch, round=1,
-                             membership=joining(5)))
+                             membership=joining()))
     assert out.messages[0].refusal == OUTSIDE
 
 

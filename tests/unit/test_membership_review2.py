@@ -143,18 +143,21 @@ def test_a_malformed_configuration_in_a_refusal_is_dropped_quietly() -> None:
 # ---- regressions: looked dangerous, hold --------------------------------------------------------------
 
 
-def test_a_leader_crash_mid_joint_is_settled_by_the_next_leader() -> None:
-    """5 removes 1; the joint configuration reaches only 2 before 5 crashes for good. 4 proposes under the
-    start-up list, 2 refuses it as stale and 4 adopts the joint one from the refusal, wins under it (a
-    majority of both) and settles it; 1 hears its removal (notify)."""
-    outcome = run(5, """run 150
+# 5 leads and removes 1 while cut off with 2; the joint configuration reaches only 2, then 5 crashes.
+CRASH_MID_JOINT = """run 150
 partition 1,3,4|2,5
 member remove 1
 run 3
 crash 5
 heal
-run 800
-""")
+"""
+
+
+def test_a_leader_crash_mid_joint_is_settled_by_the_next_leader() -> None:
+    """5 removes 1; the joint configuration reaches only 2 before 5 crashes for good. 4 proposes under the
+    start-up list, 2 refuses it as stale and 4 adopts the joint one from the refusal, wins under it (a
+    majority of both) and settles it; 1 hears its removal (notify)."""
+    outcome = run(5, CRASH_MID_JOINT + "run 800\n")
     net = outcome.net
     assert not outcome.violations, outcome.violations
     assert net.agreed_leader()[0] == 4
@@ -162,16 +165,7 @@ run 800
 
 
 def test_a_leader_crash_mid_joint_and_its_return() -> None:
-    outcome = run(5, """run 150
-partition 1,3,4|2,5
-member remove 1
-run 3
-crash 5
-heal
-run 300
-restart 5
-run 600
-""")
+    outcome = run(5, CRASH_MID_JOINT + "run 300\nrestart 5\nrun 600\n")
     assert not outcome.violations, outcome.violations
     assert outcome.net.agreed_leader() is not None
 
