@@ -56,13 +56,13 @@ _RAFT_BUGS = frozenset({
 })
 # Members running different timings: both electors that hold promises.
 _TIMING_BUGS = frozenset({PlantedBug.ANNOUNCED_LEASE_IGNORED, PlantedBug.HOLD_NOT_PERSISTED})
-# Membership changes: quorum only so far.
+# Membership changes: the kit's configuration part, in every mode that changes membership.
 MEMBERSHIP_BUGS = frozenset({
     PlantedBug.NEW_CONFIGURATION_RELEASES, PlantedBug.MEMBERSHIP_NOT_PERSISTED, PlantedBug.REMOVED_STILL_COUNTED,
     PlantedBug.ADOPTS_ANY_CONFIGURATION,
 })
 _QUORUM_BUGS = frozenset(PlantedBug) - _RAFT_BUGS
-_RAFT_BUGS |= _TIMING_BUGS
+_RAFT_BUGS |= _TIMING_BUGS | MEMBERSHIP_BUGS
 
 REGISTRY: dict[str, ModeInfo] = {
     info.name: info

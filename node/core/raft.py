@@ -50,7 +50,7 @@ from .types import (
     View,
     grant_window,
 )
-from .kit import EPOCH_PROMISED, EPOCH_STALE, LEADING, PROMISE_LIVE, ElectorKit
+from .kit import EPOCH_PROMISED, EPOCH_STALE, LEADING, NOT_A_VOTER, PROMISE_LIVE, ElectorKit
 from .known import KnownLeader
 
 
@@ -87,6 +87,7 @@ class RaftElector(ElectorKit):
                Phase.CANDIDATE: {MsgType.VOTE: "_on_vote"},
                Phase.LEADER: {MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"}}
     LEASED = True
+    CHANGES_MEMBERSHIP = True
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int, pre_vote: bool = True,
                  timeout_spread_ticks: int | None = None) -> None:
@@ -162,6 +163,11 @@ class RaftElector(ElectorKit):
 
     def _heartbeat_now(self, batch: Batch) -> None:
         self._send_heartbeats(batch)
+
+    def _configuration_moved_on(self, batch: Batch) -> None:
+        if self.phase in (Phase.PRE_CANDIDATE, Phase.CANDIDATE):  # its (pre-)votes counted the list before
+            self.phase = Phase.FOLLOWER
+            self.election_deadline = self.now + self._election_delay()
 
     def instants(self, now: int) -> frozenset[str]:
         found = set()
@@ -244,6 +250,10 @@ class RaftElector(ElectorKit):
     # ---- campaigning -------------------------------------------------------------------------------
 
     def _campaign(self, batch: Batch, skip_pre_vote: bool = False) -> None:
+        if self.id not in self.members:  # a learner, a node removed or still joining stands for nothing
+            self.phase = Phase.FOLLOWER
+            self.election_deadline = self.now + self._election_delay()
+            return
         if self.now < self.abstain_until:
             self.phase = Phase.FOLLOWER
             self.election_deadline = max(self.election_deadline, self.abstain_until)
@@ -330,7 +340,10 @@ class RaftElector(ElectorKit):
     def _campaign_refused(self, msg: Message) -> str:
         """Why `msg` (a PreVote or RequestVote) cannot have this node's (pre-)vote, by term and window
         alone ("" if it may): a leader with a live lease (_advance already dropped an expired one) or a
-        node that owes another its promise backs no one else; nor does anyone a stale term."""
+        node that owes another its promise backs no one else; nor does anyone a stale term. A learner
+        votes for no one."""
+        if self.id not in self.membership.electorate:
+            return NOT_A_VOTER
         if self.phase == Phase.LEADER:
             return LEADING
         if self._in_window(msg.src):
@@ -426,4 +439,6 @@ class RaftElector(ElectorKit):
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         if not msg.granted or msg.epoch != self.term or msg.round not in self.rounds:
             return
-        self._round_acked(msg.round, msg.src)
+        self._confirm(msg.src, batch)  # it runs our configuration: a joint one may settle, a learner rise
+        if self.phase == Phase.LEADER and msg.round in self.rounds:
+            self._round_acked(msg.round, msg.src)
