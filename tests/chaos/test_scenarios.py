@@ -48,6 +48,14 @@ def test_quorum_mode_keeps_every_property(name, run_at_instant):
     run_at_instant(name, "quorum", seed, check_each=keeps_every_property)
 
 
+# Raft changes its membership through the same kit as quorum; the real-process run of that is this one.
+def test_raft_mode_grows_and_shrinks_keeping_every_property(run_at_instant):
+    name = "membership-grow-shrink"
+    seed = seed_for(name, "raft")
+    print(f"\nreplay with `bullyproof chaos run {name} --mode raft --seed SEED` (SEED from {seed}, below)")
+    run_at_instant(name, "raft", seed, check_each=keeps_every_property)
+
+
 def test_every_splitting_scenario_names_its_instant():
     """Classic Bully splits only where the leader was cut off; a run that missed that proves nothing."""
     assert [name for name in SPLITTING if name not in INSTANTS] == []
