@@ -26,8 +26,9 @@ def configuration_of(cluster, node: int) -> pb.Configuration:
     return st.configuration
 
 
-def test_three_voters_grow_to_five_and_shrink_back_to_three(make_cluster):
-    cluster = make_cluster(3, secure=True, spares=2, **TIMING)
+@pytest.mark.parametrize("mode", ["quorum", "raft"])
+def test_three_voters_grow_to_five_and_shrink_back_to_three(make_cluster, mode):
+    cluster = make_cluster(3, mode, secure=True, spares=2, **TIMING)
     leader, _ = cluster.wait_for_agreement(timeout_s=15)
     where = ("--dir", str(cluster.dir))
     listed = ok_json("member", "list", *where)
