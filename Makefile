@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup tools browser containers cluster test check explore power bench
+.PHONY: setup tools browser databases containers cluster test check explore power bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,6 +20,11 @@ tools:
 browser:
 	bash .ci/install-browser
 
+# Debian's PostgreSQL and Redis for the fencing adapters' tests, which start their own servers from
+# these binaries (loopback, a free port, a temporary directory). Idempotent.
+databases:
+	bash .ci/install-databases
+
 # Containers for the compose test: podman, docker-compose, and base images built here (no registry is
 # reachable). Idempotent; where containers cannot be set up it says why, and the compose test skips.
 containers: tools
@@ -34,7 +39,7 @@ check: setup
 	$(BIN)/bullyproof compose --check
 	bash proto/gen_go.sh --check
 
-test: setup tools browser containers check explore
+test: setup tools browser databases containers check explore
 	$(BIN)/pytest -n auto --dist worksteal
 
 # The explorer guards every protocol or timing change: aimed fault schedules (seed 0) over every mode
