@@ -2,12 +2,16 @@
 
 Everything in node.client.sdk's __all__ is importable from here, `Tls` included (it lives in node.tls;
 the README's examples build their certificates with it), so `from node.client import *` works too.
+The fences for your own databases are in node.client.fencing.
 """
 
 from node.client.sdk import (  # noqa: F401
     Backoff,
+    EpochTaken,
     Fenced,
+    FencedTerm,
     FencedWriter,
+    FencingRefused,
     HandshakeRefused,
     Leader,
     LeaderClient,
@@ -15,6 +19,7 @@ from node.client.sdk import (  # noqa: F401
     Leadership,
     LeaseToken,
     NodeError,
+    StaleEpoch,
     Tls,
     WriteResult,
     __all__,

@@ -5,6 +5,8 @@ Three pieces, all asyncio (grpc.aio), every call bounded by a deadline:
 * `LeaderClient` asks a list of nodes who leads and with which fencing epoch, and follows changes.
 * `Leadership` runs your work only while the node beside you leads, and cancels it at once when that ends.
 * `FencedWriter` stamps writes with the epoch, so a deposed leader's late writes are refused by the store.
+* `token.fenced(fence)` does the same in your own database: node.client.fencing has PostgreSQL, Redis
+  and SQLite fences (and the store's, behind the same interface).
 
     async with LeaderClient(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"], tls=client_tls) as client:
         leader = await client.wait_for_leader(timeout_s=5)
@@ -41,12 +43,17 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import client_channel, handshake_refused
+from node.client.fencing.base import FencedTerm
+from node.client.fencing.errors import EpochTaken, FencingRefused, StaleEpoch
 from node.tls import MEMBER_NAME, STORE_NAME, Tls, node_name
 
 __all__ = [
     "Backoff",
+    "EpochTaken",
     "Fenced",
+    "FencedTerm",
     "FencedWriter",
+    "FencingRefused",
     "HandshakeRefused",
     "Leader",
     "LeaderClient",
@@ -54,6 +61,7 @@ __all__ = [
     "Leadership",
     "LeaseToken",
     "NodeError",
+    "StaleEpoch",
     "Tls",
     "WriteResult",
     "is_leading",
@@ -97,6 +105,11 @@ class LeaseToken:
     epoch: int
     lost: asyncio.Event = field(default_factory=asyncio.Event, compare=False, repr=False)
 
+    def fenced(self, fence: object) -> FencedTerm:
+        """`fence` (node.client.fencing) bound to this term: its writes carry this epoch, with this node
+        as writer, and are refused by the resource itself (StaleEpoch) once a newer leader wrote there."""
+        return FencedTerm(fence, self.node_id, self.epoch)
+
 
 @dataclass(frozen=True)
 class WriteResult:
@@ -106,15 +119,8 @@ class WriteResult:
     highest_epoch: int  # the store's highest accepted epoch after this write
 
 
-class Fenced(Exception):
-    """The store refused a write: its epoch is stale, or another writer owns it. Stop acting as leader."""
-
-    def __init__(self, epoch: int, highest_epoch: int, reason: str, seq: int) -> None:
-        super().__init__(f"write with epoch {epoch} refused: {reason} (store's highest epoch: {highest_epoch})")
-        self.epoch = epoch
-        self.highest_epoch = highest_epoch
-        self.reason = reason
-        self.seq = seq  # the refused attempt is in the store's log too
+# The store's refusal and every other fence's are one type: StaleEpoch or EpochTaken (node.client.fencing).
+Fenced = FencingRefused
 
 
 class NodeError(RuntimeError):
@@ -601,8 +607,9 @@ class FencedWriter:
         await self.close()
 
     async def write(self, token: LeaseToken, key: str, value: bytes) -> WriteResult:
-        """Write value under key with token.epoch. Raises Fenced if the store refuses the epoch,
-        HandshakeRefused if the TLS handshake with the store failed (nothing was written), and
+        """Write value under key with token.epoch. Raises StaleEpoch or EpochTaken (both Fenced, that is
+        FencingRefused) if the store refuses the epoch, HandshakeRefused if the TLS handshake with the
+        store failed (nothing was written), and
         grpc.aio.AioRpcError if the store does not answer within deadline_s (the write may or may not
         have been recorded) or rejects the input (INVALID_ARGUMENT)."""
         if self._channel is None:
@@ -615,7 +622,8 @@ class FencedWriter:
                 raise HandshakeRefused(refused) from exc
             raise
         if not reply.accepted:
-            raise Fenced(token.epoch, reply.highest_epoch, reply.reason, reply.seq)
+            refusal = StaleEpoch if token.epoch < reply.highest_epoch else EpochTaken
+            raise refusal(token.epoch, reply.highest_epoch, reply.reason, reply.seq, resource=key, writer_id=self.writer_id)
         return WriteResult(key, token.epoch, reply.seq, reply.highest_epoch)
 
     async def close(self) -> None:
