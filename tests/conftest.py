@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from node.launcher.cluster import LocalCluster, local_spec  # noqa: E402
+from tests.databases import PostgresServer, RedisServer, StoreServer, Unavailable  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -43,3 +44,54 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     yield make
     for cluster in started:
         cluster.stop()
+
+
+# ---- real database servers (tests/databases.py): one of each per test process, started on first use ----
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database of the session's PostgreSQL server, for this test alone."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis server, emptied (keys and cached scripts) for this test."""
+    redis_server.flush()
+    return redis_server.url()
+
+
+@pytest.fixture(scope="session")
+def store_server() -> Iterator[StoreServer]:
+    """A fenced store process alone (plaintext). Its highest epoch is one for all keys and all tests
+    of the session: a test gives it epochs above every earlier test's."""
+    server = StoreServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
