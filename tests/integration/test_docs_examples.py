@@ -440,14 +440,24 @@ def test_every_documented_bullyproof_command_parses():
     assert not failures, "the CLI refuses documented commands:\n" + "\n".join(failures)
 
 
+# Environment variables the examples read their database's URL from, as a service would, and the
+# fixture (tests/conftest.py) of the real server the test gives them.
+DATABASE_ENV = {"DATABASE_URL": "postgres_url", "REDIS_URL": "redis_url"}
+
+
 @pytest.mark.parametrize("doc", python_docs(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_blocks_run_against_a_cluster(doc: Path, docs_cluster: DocsCluster, monkeypatch: pytest.MonkeyPatch):
+def test_python_blocks_run_against_a_cluster(doc: Path, docs_cluster: DocsCluster, monkeypatch: pytest.MonkeyPatch,
+                                             request: pytest.FixtureRequest):
+    blocks = [b for b in read_blocks(doc) if b.lang in ("python", "py")]
+    for name, fixture in DATABASE_ENV.items():  # the fencing examples write to real PostgreSQL and Redis
+        if any(name in b.text for b in blocks):
+            monkeypatch.setenv(name, request.getfixturevalue(fixture))
     # The Leadership example runs its work beside node 1 only while node 1 leads: hand it node 1.
     leader, _ = docs_cluster.chaos.wait_for_leader(AGREE_TIMEOUT_S)
     if leader != 1:
         assert docs_cluster.chaos.transfer(1)[0] == 1
     monkeypatch.chdir(docs_cluster.cwd)
-    failures = run_python_blocks([b for b in read_blocks(doc) if b.lang in ("python", "py")])
+    failures = run_python_blocks(blocks)
     assert not failures, "\n".join(failures)
 
 
