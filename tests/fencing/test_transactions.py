@@ -4,6 +4,7 @@ transactions, asyncio and blocking; Redis scripts)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 
@@ -285,3 +286,32 @@ def test_redis_compares_epochs_beyond_double_precision_exactly(redis_url: str):
     finally:
         fence.close()
 
+
+
+def test_sqlite_a_transaction_cancelled_while_it_waits_for_the_lock_claims_nothing(tmp_path):
+    """asyncio: the task is cancelled while its thread waits for SQLite's write lock; once the thread
+    gets it, it rolls back (the claim with it) and lets the lock go."""
+    path = tmp_path / "app.db"
+    holder = BlockingSqliteFence(path)
+    holder.write("r", 1, 1, b"first")
+
+    async def scenario() -> None:
+        fence = SqliteFence(path, timeout_s=10)
+        entered = asyncio.Event()
+
+        async def enter_and_stay() -> None:
+            async with fence.transaction("r", 5, 5):  # epoch 5: had it committed, epoch 3 below would be stale
+                entered.set()
+                await asyncio.sleep(60)
+
+        with holder.transaction("r", 1, 1):  # holds the write lock, while the event loop runs on
+            stuck = asyncio.create_task(enter_and_stay())
+            await asyncio.sleep(0.2)
+            stuck.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stuck
+            assert not entered.is_set()
+        await fence.write("r", 3, 3, b"after")  # the lock was let go, and epoch 5 never claimed
+        assert await fence.read("r") == FenceState(3, 3, b"after")
+
+    run(scenario)
