@@ -151,6 +151,38 @@ def test_postgres_a_claim_waits_for_the_open_transaction_that_holds_the_resource
         fence.close()
 
 
+def test_postgres_first_claims_of_a_new_resource_race_without_errors(postgres_url: str):
+    """Eight threads, each with its own connection, make the first-ever claim of one resource at once:
+    the row is created once (the others' INSERT ... ON CONFLICT waits, then does nothing), and each is
+    judged on the newest committed claim. No unique violation, no lost claim."""
+    fences = [BlockingPostgresFence(postgres_url) for _ in range(8)]
+    for fence in fences:
+        fence.read("warm-up")  # the table exists and every connection is open before the race
+    start = threading.Barrier(len(fences))
+    outcomes: dict[int, object] = {}
+
+    def first_claim(i: int) -> None:
+        start.wait(10)
+        try:
+            fences[i].write("fresh", i + 1, i + 1, b"%d" % (i + 1))
+            outcomes[i + 1] = "accepted"
+        except Exception as exc:  # noqa: BLE001 (checked below)
+            outcomes[i + 1] = exc
+
+    threads = [threading.Thread(target=first_claim, args=(i,)) for i in range(len(fences))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    try:
+        assert set(outcomes) == set(range(1, 9))
+        assert all(o == "accepted" or isinstance(o, StaleEpoch) for o in outcomes.values()), outcomes
+        assert outcomes[8] == "accepted" and fences[0].read("fresh") == FenceState(8, 8, b"8")
+    finally:
+        for fence in fences:
+            fence.close()
+
+
 def test_postgres_makes_its_table_on_first_use_and_a_named_one(postgres_url: str):
     fence = BlockingPostgresFence(postgres_url, table="leader_fence")
     try:
