@@ -83,8 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a StatefulSet's pod NAME-N is node N+1; its own entry in --peers is skipped")
     p.add_argument("--listen", required=True, help="HOST:PORT for the Peer service")
     p.add_argument("--client-listen", required=True, help="HOST:PORT for Leadership, health and reflection")
-    p.add_argument("--peers", required=True, help="ID=HOST:PORT,... (every other node it may talk to)")
+    p.add_argument("--peers", default="", help="ID=HOST:PORT,... (every other node it may talk to; "
+                                               "may be left out with --peer-address-template)")
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
+    p.add_argument("--peer-address-template", metavar="TEMPLATE",
+                   help="quorum: where to dial any member not in --peers, from its id: {id} is replaced by the "
+                        "id, {ordinal} by the id - 1 (a StatefulSet: bullyproof-{ordinal}.bullyproof:7000); with "
+                        "it, members added later need no restart of the others")
+    p.add_argument("--client-address-template", metavar="TEMPLATE",
+                   help="quorum: where members serve Leadership (their --client-listen), from their ids, as "
+                        "--peer-address-template; --self-join asks the leader there")
+    p.add_argument("--self-join", action="store_true",
+                   help="quorum: members manage their own membership (a StatefulSet scaled up or down): while "
+                        "in no configuration, this node asks the leader to add it, with its own certificate, and "
+                        "it grants other nodes' requests to add or remove themselves (each itself only). A node "
+                        "not in --voters starts outside, as with --join")
     p.add_argument("--voters", type=_id_list, default=(), metavar="ID,...",
                    help="quorum: the configuration to start with (default: this node and every node of --peers); "
                         "once the node has promised anything, the configuration it made durable wins")
@@ -266,7 +279,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         import socket
 
         args.id = id_from_hostname(socket.gethostname())
-        args.peers = _without_self(args.peers, args.id)  # every pod gets the whole membership
+        args.peers = _without_self(args.peers, args.id)  # every pod gets the whole membership (when listed)
     settings = NodeSettings(
         node_id=args.id,
         peer_listen=args.listen,
@@ -287,9 +300,10 @@ def cmd_node(args: argparse.Namespace) -> int:
         tls=tls_from_args(args, f"node-{args.id}", Identity("node", str(args.id))),
         voters=args.voters,
         join=args.join,
+        peer_address_template=args.peer_address_template,
+        client_address_template=args.client_address_template,
+        self_join=args.self_join,
     )
-    if not settings.peers:
-        raise ConfigError("--peers is empty: a cluster needs other members")
     from node.runtime.state import PersistError, PromiseStore, StateError
 
     try:
