@@ -218,6 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--timeout-ms", type=_positive, help="per change (default: four election timeouts)")
     _cluster_source(m)
 
+    p = sub.add_parser("leave", help="take this node out of the configuration, with its own certificate "
+                                     "(quorum; a StatefulSet's preStop hook)",
+                       description="Ask the leader to remove this node, through the protocol (a joint configuration); "
+                                   "if this node leads, it hands leadership to another voter first. With --statefulset, "
+                                   "only when that StatefulSet now runs fewer pods than this pod's ordinal + 1 (a "
+                                   "scale-down, read from the Kubernetes API with the pod's service account); any other "
+                                   "stop (a restart, a rolling update, a drain) keeps the member. Exit 0: left, or "
+                                   "stays; 1: still a member at the deadline; 2: refused.")
+    ident = p.add_mutually_exclusive_group(required=True)
+    ident.add_argument("--id", type=_positive, help="this node's id")
+    ident.add_argument("--id-from-hostname", action="store_true", help="a StatefulSet's pod NAME-N is node N+1")
+    p.add_argument("--client-address-template", required=True, metavar="TEMPLATE",
+                   help="where members serve Leadership, from their ids ({id}, {ordinal}), as for `bullyproof node`")
+    p.add_argument("--members", type=_id_list, default=(), metavar="ID,...",
+                   help="members to ask who leads, besides those the node itself names (its --voters)")
+    p.add_argument("--state-dir", help="the node's --state-dir: it stops asking to be added (--self-join) while it leaves")
+    p.add_argument("--statefulset", metavar="NAME",
+                   help="leave only on a scale-down of the StatefulSet NAME (this pod's ordinal >= its replicas)")
+    p.add_argument("--timeout-s", type=float, default=40.0, help="give up after this long (default 40)")
+    add_tls_args(p, "node-N")
+
     p = sub.add_parser("health", help="gRPC health of a node or the store: exit 0 if SERVING (container healthchecks)")
     p.add_argument("address", help="HOST:PORT (a node's client port, or the store's)")
     p.add_argument("--service", default="", help="health service name (default '': the whole server; 'leader': leads now)")
@@ -661,6 +682,44 @@ def cmd_member(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leave(args: argparse.Namespace) -> int:
+    from node.client.leave import leave, mark_leaving
+    from node.client.observer import HandoverFailed
+    from node.config import check_address_template, expand_address_template
+    from node.launcher.k8s_pod import StatefulSetUnreadable, leaves_on_stop, read_statefulset
+
+    if args.id_from_hostname:
+        import socket
+
+        args.id = id_from_hostname(socket.gethostname())
+    check_address_template(args.client_address_template, "--client-address-template")
+    tls = tls_from_args(args, f"node-{args.id}", Identity("node", str(args.id)))
+    keep = lambda node: True  # noqa: E731  (whom leadership may go to: any voter)
+    if args.statefulset:
+        try:
+            state = read_statefulset(args.statefulset)
+        except StatefulSetUnreadable as exc:
+            print(f"bullyproof: warning: {exc}", file=sys.stderr)
+            state = None
+        leaves, why = leaves_on_stop(args.id - 1, state)
+        print(json.dumps({"node": args.id, "leaves": leaves, "why": why}), flush=True)
+        if not leaves:
+            return 0
+        assert state is not None and state.replicas is not None
+        keep = lambda node: node - 1 < state.replicas  # noqa: E731  (pods that stay: not leaving too)
+    if args.state_dir:
+        mark_leaving(Path(args.state_dir))
+    try:
+        leave(args.id, lambda node: expand_address_template(args.client_address_template, node), tls,
+              args.timeout_s, members=args.members, keep=keep)
+    except HandoverFailed as exc:
+        if exc.code == "DEADLINE_EXCEEDED":
+            print(f"bullyproof: error: {exc.detail}", file=sys.stderr)
+            return 1
+        raise ConfigError(f"node {args.id} could not leave: {exc}") from None
+    return 0
+
+
 def cmd_certs_init(args: argparse.Namespace) -> int:
     from node.tls import make_cluster_certs
 
@@ -811,6 +870,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_member(args)
         if args.command == "health":
             return cmd_health(args)
+        if args.command == "leave":
+            return cmd_leave(args)
         if args.command == "compose":
             return cmd_compose(args)
         if args.command == "k8s":
