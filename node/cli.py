@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=_positive, default=5)
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--image", default="bullyproof:local", help="the image built from Dockerfile, pushed where the cluster pulls")
+    p.add_argument("--max-nodes", type=_positive, metavar="M",
+                   help="quorum: how far `kubectl scale` may grow the StatefulSet: the node pods see the certificates "
+                        "of nodes 1..M (make them with `certs init --nodes M`; default the larger of 7 and --nodes)")
     p.add_argument("--output", default="-", help="file to write (default -: stdout)")
     p.add_argument("--insecure", action="store_true",
                    help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, README)")
@@ -293,15 +296,14 @@ def _without_self(peers: str, node_id: int) -> str:
     return ",".join(item for item in peers.split(",") if item.strip().partition("=")[0].strip() != str(node_id))
 
 
-def cmd_node(args: argparse.Namespace) -> int:
-    from node.runtime.node import run_node
-
+def node_settings(args: argparse.Namespace) -> NodeSettings:
+    """`bullyproof node`'s flags as checked settings (ConfigError says what is wrong)."""
     if args.id_from_hostname:
         import socket
 
         args.id = id_from_hostname(socket.gethostname())
         args.peers = _without_self(args.peers, args.id)  # every pod gets the whole membership (when listed)
-    settings = NodeSettings(
+    return NodeSettings(
         node_id=args.id,
         peer_listen=args.listen,
         client_listen=args.client_listen,
@@ -325,6 +327,12 @@ def cmd_node(args: argparse.Namespace) -> int:
         client_address_template=args.client_address_template,
         self_join=args.self_join,
     )
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from node.runtime.node import run_node
+
+    settings = node_settings(args)
     from node.runtime.state import PersistError, PromiseStore, StateError
 
     try:
@@ -808,7 +816,8 @@ def cmd_compose(args: argparse.Namespace) -> int:
 def cmd_k8s(args: argparse.Namespace) -> int:
     from node.launcher.k8s import k8s_spec, render_k8s
 
-    text = render_k8s(k8s_spec(args.nodes, args.mode, insecure=args.insecure), image=args.image)
+    text = render_k8s(k8s_spec(args.nodes, args.mode, insecure=args.insecure), image=args.image,
+                      max_nodes=args.max_nodes)
     if args.insecure:
         print(f"warning: the manifests run {INSECURE_WARNING}", file=sys.stderr)
     if args.output == "-":
