@@ -1,18 +1,15 @@
 """Inside a pod: the preStop decision (a pure function) and reading the StatefulSet from the API.
 
-No Kubernetes here: the API is a stand-in HTTPS server on loopback that answers what the API server
-would (the object, 404, 403), checks the bearer token and is verified against the account's ca.crt as
-the real one is. What it cannot show is the real server's RBAC and the kubelet running the hook.
+No Kubernetes here: the API is a stand-in HTTPS server on loopback (tests/conftest.py, kube_api) that
+answers what the API server would (the object, 404, 403), checks the bearer token and is verified
+against the account's ca.crt as the real one is. What it cannot show is the real server's RBAC and
+the kubelet running the hook.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -20,8 +17,6 @@ from node.cli import main
 from node.launcher import k8s_pod
 from node.launcher.k8s_pod import StatefulSetState, StatefulSetUnreadable, leaves_on_stop, read_statefulset
 from node.tls import make_cluster_certs
-
-TOKEN = "pod-token"
 
 
 @pytest.mark.parametrize("ordinal, state, leaves", [
@@ -45,65 +40,24 @@ def test_a_negative_ordinal_is_a_bug() -> None:
         leaves_on_stop(-1, StatefulSetState(3))
 
 
-class _Api(BaseHTTPRequestHandler):
-    answers: dict[str, tuple[int, dict]] = {}
-    seen: list[tuple[str, str]] = []
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        self.seen.append((self.path, self.headers.get("Authorization", "")))
-        status, body = (403, {"kind": "Status", "code": 403}) if self.headers.get("Authorization") != f"Bearer {TOKEN}" \
-            else self.answers.get(self.path, (404, {"kind": "Status", "code": 404}))
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """A stand-in API server with a certificate of a test CA, and a service account directory."""
-    made = make_cluster_certs(tmp_path / "ca", 1)
-    account = tmp_path / "serviceaccount"
-    account.mkdir()
-    (account / "token").write_text(TOKEN + "\n")
-    (account / "namespace").write_text("prod")
-    (account / "ca.crt").write_bytes(made["store"].ca.read_bytes())
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(made["store"].cert, made["store"].key)  # names 127.0.0.1
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    _Api.answers, _Api.seen = {}, []
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield account, {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(server.server_port)}
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 PATH = "/apis/apps/v1/namespaces/prod/statefulsets/bullyproof"
 
 
-def test_the_statefulset_is_read_in_the_pods_namespace_with_its_token(api) -> None:
-    account, env = api
-    _Api.answers[PATH] = (200, {"kind": "StatefulSet", "metadata": {"name": "bullyproof"}, "spec": {"replicas": 3}})
+def test_the_statefulset_is_read_in_the_pods_namespace_with_its_token(kube_api) -> None:
+    account, env = kube_api.account, kube_api.env
+    kube_api.statefulset("bullyproof", 3)
     assert read_statefulset("bullyproof", account, env) == StatefulSetState(3)
-    assert _Api.seen == [(PATH, f"Bearer {TOKEN}")]
-    _Api.answers[PATH] = (200, {"metadata": {"deletionTimestamp": "2030-01-01T00:00:00Z"}, "spec": {"replicas": 3}})
+    assert kube_api.seen == [(PATH, "Bearer pod-token")]
+    kube_api.objects[PATH] = {"metadata": {"deletionTimestamp": "2030-01-01T00:00:00Z"}, "spec": {"replicas": 3}}
     assert read_statefulset("bullyproof", account, env) == StatefulSetState(3, deleting=True)
-    _Api.answers[PATH] = (200, {"metadata": {}, "spec": {}})
+    kube_api.objects[PATH] = {"metadata": {}, "spec": {}}
     assert read_statefulset("bullyproof", account, env) == StatefulSetState(1)  # the API's default
     assert read_statefulset("gone", account, env) == StatefulSetState(None)  # 404
 
 
-def test_what_cannot_be_read_says_why(api, tmp_path: Path) -> None:
-    account, env = api
+def test_what_cannot_be_read_says_why(kube_api, tmp_path: Path) -> None:
+    account, env = kube_api.account, kube_api.env
+    kube_api.statefulset("bullyproof", 3)
     (account / "token").write_text("someone else's")
     with pytest.raises(StatefulSetUnreadable, match=r"HTTP 403 .*needs `get` on statefulsets/bullyproof in namespace prod"):
         read_statefulset("bullyproof", account, env)
@@ -117,20 +71,19 @@ def test_what_cannot_be_read_says_why(api, tmp_path: Path) -> None:
         read_statefulset("bullyproof", tmp_path / "none", env)
 
 
-def test_the_prestop_hook_keeps_the_member_of_a_restarted_pod(api, monkeypatch, capsys) -> None:
+def test_the_prestop_hook_keeps_the_member_of_a_restarted_pod(kube_api, monkeypatch, capsys) -> None:
     """`bullyproof leave --statefulset` in pod bullyproof-1 (node 2) of a StatefulSet of 3: a restart.
     It decides from the API alone and asks no node anything (the addresses lead nowhere)."""
-    account, env = api
-    monkeypatch.setattr(k8s_pod, "SERVICE_ACCOUNT_DIR", account)
-    for key, value in env.items():
+    monkeypatch.setattr(k8s_pod, "SERVICE_ACCOUNT_DIR", kube_api.account)
+    for key, value in kube_api.env.items():
         monkeypatch.setenv(key, value)
-    _Api.answers[PATH] = (200, {"spec": {"replicas": 3}})
+    kube_api.statefulset("bullyproof", 3)
     argv = ["leave", "--id", "2", "--client-address-template", "192.0.2.{id}:1", "--statefulset", "bullyproof",
             "--insecure"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out) == {
         "node": 2, "leaves": False, "why": "the StatefulSet still runs 3 pods, this one included (pod 1): a restart"}
-    (account / "token").write_text("revoked")
+    (kube_api.account / "token").write_text("revoked")
     assert main(argv) == 0  # unreadable: warned, and the member stays
     out = capsys.readouterr()
     assert json.loads(out.out)["leaves"] is False and "warning: GET https://127.0.0.1" in out.err
