@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=_positive, default=5)
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--image", default="bullyproof:local", help="the image built from Dockerfile, pushed where the cluster pulls")
+    _timing_args(p)
     p.add_argument("--max-nodes", type=_positive, metavar="M",
                    help="quorum: how far `kubectl scale` may grow the StatefulSet: the node pods see the certificates "
                         "of nodes 1..M (make them with `certs init --nodes M`; default the larger of 7 and --nodes)")
@@ -816,8 +817,10 @@ def cmd_compose(args: argparse.Namespace) -> int:
 def cmd_k8s(args: argparse.Namespace) -> int:
     from node.launcher.k8s import k8s_spec, render_k8s
 
-    text = render_k8s(k8s_spec(args.nodes, args.mode, insecure=args.insecure), image=args.image,
-                      max_nodes=args.max_nodes)
+    check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)  # what every pod would refuse, refused here
+    spec = k8s_spec(args.nodes, args.mode, insecure=args.insecure, heartbeat_interval_ms=args.heartbeat_interval_ms,
+                    election_timeout_ms=args.election_timeout_ms)
+    text = render_k8s(spec, image=args.image, max_nodes=args.max_nodes)
     if args.insecure:
         print(f"warning: the manifests run {INSECURE_WARNING}", file=sys.stderr)
     if args.output == "-":

@@ -174,6 +174,22 @@ def test_a_rolling_update_replaces_one_pod_at_a_time_as_timing_changes_need() ->
     assert "replace one pod at a time" in text and "ready\n# for 8s" in text and "--replicas N (N <= 7)" in text
 
 
+def test_a_timing_change_is_a_change_of_the_pod_template_alone(tmp_path: Path) -> None:
+    """`bullyproof k8s --election-timeout-ms 1000` then `kubectl apply`: only the node pods' command
+    line differs, so the StatefulSet rolls it out one pod at a time (and nothing else moves)."""
+    before, after = tmp_path / "before.yaml", tmp_path / "after.yaml"
+    assert main(["k8s", "--nodes", "3", "--output", str(before)]) == 0
+    assert main(["k8s", "--nodes", "3", "--election-timeout-ms", "1000", "--heartbeat-interval-ms", "200",
+                 "--output", str(after)]) == 0
+    old, new = list(yaml.safe_load_all(before.read_text())), list(yaml.safe_load_all(after.read_text()))
+    changed = [(a["kind"], a["metadata"]["name"]) for a, b in zip(old, new, strict=True) if a != b]
+    assert changed == [("StatefulSet", "bullyproof")]
+    a, b = (_pod(docs, "bullyproof")["containers"][0] for docs in (old, new))
+    assert {k for k in a if a[k] != b[k]} == {"args"}
+    assert b["args"][b["args"].index("--election-timeout-ms") + 1] == "1000"
+    assert main(["k8s", "--nodes", "3", "--election-timeout-ms", "200", "--output", str(after)]) == 2  # < 3 heartbeats
+
+
 @pytest.mark.parametrize("pod, starts_outside", [(0, False), (2, False), (3, True), (6, True)])
 def test_every_pod_runs_the_template_inside_or_outside_the_configuration(pod: int, starts_outside: bool) -> None:
     """The template's flags as node N+1 takes them (insecure: no files to read here): pods below
