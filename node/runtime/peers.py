@@ -198,7 +198,7 @@ class PeerTransport:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {node.failed}")
         msg = message_from_pb(rpc, req, node.settings.tick_ms)
         self._count_received(msg)
-        sender = self.peer(msg.src)  # a listed peer, or (open membership) one it may now dial back
+        sender = self.peers.get(msg.src)  # a sender alone opens no channel: the configuration does (send)
         if sender is not None:
             sender.last_heard_ns = time.monotonic_ns()
         before = self._before() if is_election_traffic(msg) else None
