@@ -200,11 +200,13 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
     async def _require_admin_or_self(self, context, request) -> None:
         """ChangeMembership: an admin may change any member. Under --self-join a node's own certificate
         may add or remove that node, and no other (a pod asks for its own addition when it starts and
-        its removal when its StatefulSet is scaled down). That gives a certificate's holder nothing it
-        lacks: whoever holds node N's key can already act as node N, and a learner counts for nothing
-        until it has acknowledged the configuration that names it. Nothing else passes: not another
-        node, not node N's own certificate at its own server (as Resign and Transfer allow), not a
-        client."""
+        its removal when its StatefulSet is scaled down). To a member's key holder that gives nothing
+        it lacks: whoever holds node N's key can already act as node N (and N leaving is never worse
+        for the others than N down). To the holder of a node certificate outside the configuration it
+        gives a way in, first as a learner, which counts for nothing until it has acknowledged: under
+        --self-join, a node certificate is an invitation to join (docs/operating.md). Nothing else
+        passes: not another node, not node N's own certificate at its own server (as Resign and
+        Transfer allow), not a client."""
         node = self.node
         what = "Leadership/ChangeMembership"
         who = await require(context, node.settings.tls is not None, (*ADMIN, "node"), what)
