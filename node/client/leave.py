@@ -34,6 +34,17 @@ def mark_leaving(state_dir: Path) -> None:
     (state_dir / LEAVING_FILE).write_text("left by `bullyproof leave`; removed when the node starts again\n")
 
 
+def choose_successor(node_id: int, voters: list[int], keep: Callable[[int], bool]) -> int:
+    """Whom a leaving leader hands leadership to: the highest voter below it that stays, else the
+    highest that stays, else the highest. Below it: nodes leaving together (a StatefulSet scaled down
+    by several pods stops them at once) never hand leadership back and forth, since each hands it
+    to a lower node than itself; a leader that stays is the one that removes them."""
+    for pool in ([v for v in voters if keep(v) and v < node_id], [v for v in voters if keep(v)], voters):
+        if pool:
+            return max(pool)
+    raise ValueError("no other voter")
+
+
 def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadline_s: float,
           members: tuple[int, ...] = (), keep: Callable[[int], bool] = lambda node: True,
           say: Callable[[dict], None] = lambda step: print(json.dumps(step), flush=True),
@@ -42,8 +53,8 @@ def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadl
 
     `address_of(N)`: node N's client address. The members asked who leads are those the node's own
     status names (its configuration, its peers) and `members`. If the node leads, leadership goes
-    first to another voter, one that `keep` says stays if any (several pods of a scale-down leave at
-    once). Raises HandoverFailed: at once for a refusal retrying cannot change (FINAL), with
+    first to another voter (choose_successor: below it, and one that `keep` says stays, if any).
+    Raises HandoverFailed: at once for a refusal retrying cannot change (FINAL), with
     DEADLINE_EXCEEDED once `deadline_s` has passed."""
     end = time.monotonic() + deadline_s
     known: set[int] = set(members) | {node_id}
@@ -83,7 +94,7 @@ def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadl
                             if not others:
                                 raise HandoverFailed("FAILED_PRECONDITION", f"node {node_id} is the only voter: it "
                                                                             "cannot leave (add another first)")
-                            successor = max(others, key=lambda v: (keep(v), v))
+                            successor = choose_successor(node_id, others, keep)
                             say({"step": "transfer", "from": node_id, "to": successor})
                             transfer_leadership(address_of(node_id), successor, timeout_ms=0,
                                                 timeout_s=max(1.0, min(10.0, end - time.monotonic())))

@@ -87,3 +87,17 @@ def test_the_prestop_hook_keeps_the_member_of_a_restarted_pod(kube_api, monkeypa
     assert main(argv) == 0  # unreadable: warned, and the member stays
     out = capsys.readouterr()
     assert json.loads(out.out)["leaves"] is False and "warning: GET https://127.0.0.1" in out.err
+
+
+def test_leaders_leaving_together_hand_leadership_down_never_back() -> None:
+    """A StatefulSet scaled from 5 to 3 stops pods 3 and 4 (nodes 4 and 5) at once. Had each handed
+    leadership to the highest other voter, 5 would hand it to 4 and 4 back to 5 (seen on real
+    processes: neither left within 40 s). Each hands it to a lower voter that stays."""
+    from node.client.leave import choose_successor
+
+    stays = lambda node: node <= 3  # noqa: E731 (replicas 3: nodes 1..3)
+    assert choose_successor(5, [1, 2, 3, 4], stays) == 3 and choose_successor(4, [1, 2, 3, 5], stays) == 3
+    anyone = lambda node: True  # noqa: E731 (no StatefulSet to ask: a plain `bullyproof leave`)
+    assert choose_successor(5, [1, 2, 3, 4], anyone) == 4 and choose_successor(4, [1, 2, 3, 5], anyone) == 3
+    assert choose_successor(1, [2, 3], anyone) == 3  # the lowest node leaving: the highest other voter
+    assert choose_successor(2, [1, 3], lambda node: node != 1) == 3  # a voter that stays, over one below
