@@ -88,12 +88,12 @@ def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadl
                         return result
                 else:
                     out_since = None
+                    others = [v for v in c.voters if v != node_id]
+                    if leader == node_id and not others:
+                        raise HandoverFailed("FAILED_PRECONDITION", f"node {node_id} is the only voter: it cannot "
+                                                                    "leave (add another first)")
                     try:
                         if leader == node_id:
-                            others = [v for v in c.voters if v != node_id]
-                            if not others:
-                                raise HandoverFailed("FAILED_PRECONDITION", f"node {node_id} is the only voter: it "
-                                                                            "cannot leave (add another first)")
                             successor = choose_successor(node_id, others, keep)
                             say({"step": "transfer", "from": node_id, "to": successor})
                             transfer_leadership(address_of(node_id), successor, timeout_ms=0,
@@ -105,8 +105,9 @@ def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadl
                     except HandoverFailed as exc:
                         if exc.code in FINAL:
                             raise
+                        if str(exc) != last_error:  # said once, not at every attempt
+                            say({"step": "retry", "because": str(exc)})
                         last_error = str(exc)
-                        say({"step": "retry", "because": last_error})
         if time.monotonic() >= end:
             raise HandoverFailed("DEADLINE_EXCEEDED", f"node {node_id} is still a member after {deadline_s:g} s "
                                                       f"({last_error}); remove it with `bullyproof member remove "
