@@ -57,6 +57,14 @@ def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadl
     Raises HandoverFailed: at once for a refusal retrying cannot change (FINAL), with
     DEADLINE_EXCEEDED once `deadline_s` has passed."""
     end = time.monotonic() + deadline_s
+    told: set[str] = set()
+
+    def step(what: dict) -> None:  # each distinct step once, not at every attempt
+        key = json.dumps(what, sort_keys=True)
+        if key not in told:
+            told.add(key)
+            say(what)
+
     known: set[int] = set(members) | {node_id}
     out_since: float | None = None
     last_error = "no leader answered"
@@ -95,21 +103,21 @@ def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadl
                     try:
                         if leader == node_id:
                             successor = choose_successor(node_id, others, keep)
-                            say({"step": "transfer", "from": node_id, "to": successor})
+                            step({"step": "transfer", "from": node_id, "to": successor})
                             transfer_leadership(address_of(node_id), successor, timeout_ms=0,
                                                 timeout_s=max(1.0, min(10.0, end - time.monotonic())))
                         else:
-                            say({"step": "remove", "node": node_id, "leader": leader})
+                            step({"step": "remove", "node": node_id, "leader": leader})
                             change_membership(address_of(leader), "remove", node_id, timeout_ms=0,
                                               timeout_s=max(1.0, min(10.0, end - time.monotonic())))
                     except HandoverFailed as exc:
                         if exc.code in FINAL:
                             raise
-                        if str(exc) != last_error:  # said once, not at every attempt
-                            say({"step": "retry", "because": str(exc)})
                         last_error = str(exc)
+                        step({"step": "retry", "because": last_error})
         if time.monotonic() >= end:
             raise HandoverFailed("DEADLINE_EXCEEDED", f"node {node_id} is still a member after {deadline_s:g} s "
-                                                      f"({last_error}); remove it with `bullyproof member remove "
-                                                      f"{node_id}` once the cluster has a leader")
+                                                      f"({last_error}); once the cluster has a leader, remove it "
+                                                      f"with the admin certificate (ChangeMembership, or `bullyproof "
+                                                      f"member remove {node_id}`)")
         time.sleep(interval_s)
