@@ -8,17 +8,18 @@ The fenced store is a one-pod StatefulSet with its own volume. A ClusterIP Servi
 questions ("who leads?") over the nodes; a PodDisruptionBudget keeps a majority up during drains.
 No Toxiproxy here: these are production manifests (README: "Running across hosts").
 
-Scaling (quorum): the replicas are the members. Every pod finds any member from its id alone
-(--peer-address-template, --client-address-template: bullyproof-{ordinal}.bullyproof), the first
-`--nodes` pods start as the configuration's voters (--voters) and any later one outside it, asking
-the leader to add it (--self-join, node.runtime.joining): `kubectl scale --replicas 5` adds nodes 4
-and 5 as learners, then voters. On a scale-down the pods removed are the highest ordinals; each one's
+Scaling (modes that change membership, such as quorum): the replicas are the members. Every pod
+finds any member from its id alone (--peer-address-template, --client-address-template:
+bullyproof-{ordinal}.bullyproof), the first `--nodes` pods start as the configuration's voters
+(--voters) and any later one outside it, asking the leader to add it (--self-join,
+node.runtime.joining): `kubectl scale --replicas 5` adds nodes 4 and 5 as learners, then voters.
+On a scale-down the pods removed are the highest ordinals; each one's
 preStop hook (`bullyproof leave --statefulset bullyproof`) reads the StatefulSet's replicas from the
 Kubernetes API (a ServiceAccount whose Role may `get` that one StatefulSet) and, only if the pod's
 ordinal is at or above them, asks the leader to remove it (handing leadership over first if it
 leads); a restart, a rolling update or a drain keeps the member (node.launcher.k8s_pod). A scaled-down
 pod's volume stays (the StatefulSet's default): scaled up again, the node asks to be added again.
-Other modes keep their start-up --peers list: scaling them changes nothing but the pods.
+Modes that cannot change members keep their start-up --peers list: scaling changes only their pods.
 
 Rolling updates (a new image, new timings): the StatefulSet's RollingUpdate replaces one pod at a
 time, highest ordinal first, each after the one before has been ready for minReadySeconds: the
@@ -103,9 +104,9 @@ def k8s_spec(n: int, mode: str = "quorum", insecure: bool = False, **tuning: int
 def node_template_args(spec: ClusterSpec, peer_template: str = PEER_TEMPLATE,
                        client_template: str = CLIENT_TEMPLATE) -> list[str]:
     """One command line for every pod of the StatefulSet: node_args with the id taken from the pod's
-    hostname. Quorum: members found by their ids (the templates), spec's nodes the voters to start
-    with, and every other pod joining by itself (--self-join); other modes: the whole membership as
-    --peers (each node skips its own entry)."""
+    hostname. Where members change (scales): members found by their ids (the templates), spec's
+    nodes the voters to start with, every other pod joining by itself (--self-join). Elsewhere: the
+    whole membership as --peers (each node skips its own entry)."""
     first = spec.nodes[0]
     everyone = replace(first, id=0, dial={n.id: pod_address(n.id) for n in spec.nodes})  # id 0: no member is "self"
     template = replace(spec, store_dial={0: spec.store_dial.get(first.id, spec.store_address)})
@@ -255,7 +256,7 @@ def _rbac(component: str) -> list[dict[str, Any]]:
 
 def grows_to(spec: ClusterSpec, max_nodes: int | None = None) -> int:
     """How far the StatefulSet may be scaled (the node certificates its pods see): `max_nodes`, or by
-    default the larger of DEFAULT_MAX_NODES and the nodes (quorum); the nodes alone (other modes)."""
+    default the larger of DEFAULT_MAX_NODES and the nodes where members change (scales); else the nodes."""
     n = len(spec.nodes)
     max_nodes = max_nodes or (max(n, DEFAULT_MAX_NODES) if scales(spec) else n)
     if not n <= max_nodes <= MAX_NODES:
@@ -296,6 +297,7 @@ def k8s_documents(spec: ClusterSpec, image: str, max_nodes: int | None = None) -
 
 def render_k8s(spec: ClusterSpec, image: str = "bullyproof:local", max_nodes: int | None = None) -> str:
     docs = k8s_documents(spec, image, max_nodes)
-    header = HEADER + (SCALING.format(max_nodes=grows_to(spec, max_nodes)) if scales(spec) else FIXED.format(mode=spec.mode))
+    header = HEADER + (SCALING.format(max_nodes=grows_to(spec, max_nodes)) if scales(spec)
+                       else FIXED.format(mode=spec.mode))
     header += ROLLING.format(min_ready=min_ready_seconds(spec))
     return header + "---\n".join(yaml.safe_dump(doc, sort_keys=False, width=200) for doc in docs)

@@ -82,7 +82,7 @@ def test_a_self_joining_node_not_in_voters_starts_outside_and_one_in_them_inside
     ({"client_address_template": None}, "--self-join asks the leader at its client address"),
     ({"self_join": False}, "--voters must include this node (4)"),
     ({"voters": ()}, "--peer-address-template without --peers: give --voters"),
-    ({"mode": "raft", "voters": (), "self_join": False, "client_address_template": None, "peers": {1: "a:1"}},
+    ({"mode": "ring", "voters": (), "self_join": False, "client_address_template": None, "peers": {1: "a:1"}},
      "--peer-address-template needs a mode that changes membership"),
     ({"peer_address_template": None, "client_address_template": None, "self_join": False, "voters": ()},
      "--peers is empty"),

@@ -24,7 +24,7 @@ def documents(n: int, mode: str = "quorum", insecure: bool = False) -> list[dict
     return list(yaml.safe_load_all(render_k8s(k8s_spec(n, mode, insecure=insecure), image="example/bullyproof:1")))
 
 
-@pytest.mark.parametrize("mode", ["quorum", "raft"])
+@pytest.mark.parametrize("mode", ["quorum", "ring"])
 @pytest.mark.parametrize("insecure", [False, True])
 @pytest.mark.parametrize("n", [2, 3, 5, 7])
 def test_every_manifest_is_valid_against_the_kubernetes_schemas(n: int, insecure: bool, mode: str) -> None:
@@ -202,17 +202,19 @@ def test_every_pod_runs_the_template_inside_or_outside_the_configuration(pod: in
     assert settings.client_address(1) == "bullyproof-0.bullyproof:7100"
 
 
-def test_other_modes_keep_their_list_and_do_not_scale(tmp_path: Path) -> None:
-    docs = _kinds(documents(3, mode="raft"))
+def test_modes_that_keep_their_list_do_not_scale(tmp_path: Path) -> None:
+    """Ring cannot change members: its pods keep the whole --peers list, and it gets no hook, no
+    account and no certificates past --nodes. (Whether a mode scales is its own: mode_info.)"""
+    docs = _kinds(documents(3, mode="ring"))
     assert not any(kind in ("Role", "RoleBinding", "ServiceAccount") for kind, _ in docs)
     pod = _pod(list(docs.values()), "bullyproof")
     container = pod["containers"][0]
     assert "lifecycle" not in container and "--self-join" not in container["args"]
     assert container["args"][container["args"].index("--peers") + 1].startswith("1=bullyproof-0.bullyproof:7000,")
     assert len(pod["volumes"][0]["secret"]["items"]) == 1 + 2 * 3 + 2
-    assert "keeps its start-up member list" in render_k8s(k8s_spec(3, "raft"))
-    with pytest.raises(ConfigError, match="mode raft keeps its start-up list: it cannot grow past --nodes"):
-        render_k8s(k8s_spec(3, "raft"), max_nodes=5)
+    assert "keeps its start-up member list" in render_k8s(k8s_spec(3, "ring"))
+    with pytest.raises(ConfigError, match="mode ring keeps its start-up list: it cannot grow past --nodes"):
+        render_k8s(k8s_spec(3, "ring"), max_nodes=5)
 
 
 def test_max_nodes_sets_how_far_the_set_may_grow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
