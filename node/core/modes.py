@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .bully import ClassicBully, QuorumBully
 from .elector import Elector
+from .kit import ElectorKit
 from .instants import GENERIC_INSTANTS
 from .raft import RaftElector
 from .ring import RingElector
@@ -24,18 +24,23 @@ from .types import Config, PlantedBug, Promise
 class ModeInfo:
     name: str
     summary: str
-    factory: Callable[[Config, Promise, random.Random, int], Elector]
+    factory: type[ElectorKit]  # (config, promise, rng, now) -> the Elector
     # Acknowledgements are promises with a window (Timing.follower_promise_ticks): the checkers judge
     # leadership from the followers' grants (P3g), and P1/P3 must hold.
     promises: bool
-    # Can leadership be handed over on request (Resign, TransferLeadership)?
-    transfers: bool = True
     # On/off switches this mode takes (`--mode-option NAME`), each with what it does.
     options: dict[str, str] = field(default_factory=dict)
     # The planted bugs (tests only) its elector honours; the store's own applies to every mode.
     planted_bugs: frozenset[PlantedBug] = frozenset()
-    # Can its configuration change while it runs (members added, removed; node.core.membership)?
-    membership_changes: bool = False
+    @property
+    def transfers(self) -> bool:
+        """Can leadership be handed over on request (Resign, TransferLeadership)? The elector says."""
+        return self.factory.TRANSFERS
+
+    @property
+    def membership_changes(self) -> bool:
+        """Can its configuration change while it runs (members added, removed; node.core.membership)?"""
+        return self.factory.CHANGES_MEMBERSHIP
 
     @property
     def instants(self) -> dict[str, str]:
@@ -51,22 +56,22 @@ _RAFT_BUGS = frozenset({
 })
 # Members running different timings: both electors that hold promises.
 _TIMING_BUGS = frozenset({PlantedBug.ANNOUNCED_LEASE_IGNORED, PlantedBug.HOLD_NOT_PERSISTED})
-# Membership changes: quorum only so far.
+# Membership changes: the kit's configuration part, in every mode that changes membership.
 MEMBERSHIP_BUGS = frozenset({
     PlantedBug.NEW_CONFIGURATION_RELEASES, PlantedBug.MEMBERSHIP_NOT_PERSISTED, PlantedBug.REMOVED_STILL_COUNTED,
     PlantedBug.ADOPTS_ANY_CONFIGURATION,
 })
 _QUORUM_BUGS = frozenset(PlantedBug) - _RAFT_BUGS
-_RAFT_BUGS |= _TIMING_BUGS
+_RAFT_BUGS |= _TIMING_BUGS | MEMBERSHIP_BUGS
 
 REGISTRY: dict[str, ModeInfo] = {
     info.name: info
     for info in (
         ModeInfo("classic", "textbook Bully: the highest reachable id wins without consent", ClassicBully, promises=False),
         ModeInfo("quorum", "Bully ordering with majority-acknowledged leadership, leases and durable promises",
-                 QuorumBully, promises=True, planted_bugs=_QUORUM_BUGS, membership_changes=True),
+                 QuorumBully, promises=True, planted_bugs=_QUORUM_BUGS),
         ModeInfo("ring", "textbook Ring election (Chang-Roberts): a token collects the live ids, the highest leads; "
-                 "no consent, no lease", RingElector, promises=False, transfers=False),
+                 "no consent, no lease", RingElector, promises=False),
         ModeInfo("raft", "Raft election (no log): randomized timeouts, PreVote, one durable vote per term, "
                  "CheckQuorum leases", RaftElector, promises=True,
                  options={"no-pre-vote": "campaign without a PreVote round first (a rejoining node may depose a healthy leader)"},

@@ -33,31 +33,25 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import replace
 
 from .types import (
-    REPLY_TYPE,
     Batch,
     BecameLeader,
     Config,
     ElectionStarted,
     Message,
     MsgType,
-    Output,
     PlantedBug,
     Promise,
     PromiseReleased,
     Reached,
     Reason,
     Role,
-    Stats,
-    SteppedDown,
     View,
     grant_window,
 )
-from .elector import earliest_after
+from .kit import EPOCH_PROMISED, EPOCH_STALE, LEADING, NOT_A_VOTER, PROMISE_LIVE, ElectorKit
 from .known import KnownLeader
-from .votes import has_majority, majority_impossible
 
 
 class Phase(str, enum.Enum):
@@ -67,8 +61,8 @@ class Phase(str, enum.Enum):
     LEADER = "leader"
 
 
-class RaftElector:
-    """Raft election with PreVote, CheckQuorum leases and durable, windowed promises."""
+class RaftElector(ElectorKit):
+    """Raft election with PreVote, CheckQuorum leases and durable, windowed promises, on the elector kit."""
 
     # Protocol instants (node.core.instants): states instants() reports, and moments sent as Reached.
     INSTANTS: dict[str, str] = {
@@ -85,25 +79,26 @@ class RaftElector:
         "successor-campaign": "named successor by a resigning leader: campaigns at once, no pre-vote",
         "won-again": "became leader again with no other leader known since it last led",
     }
-    last_leader = 0  # the last leader this node followed or was (for the instant "won-again")
+    FOLLOWING = Phase.FOLLOWER
+    LEADING = Phase.LEADER
+    REQUESTS = {MsgType.PRE_VOTE: "_on_pre_vote", MsgType.REQUEST_VOTE: "_on_request_vote",
+                MsgType.HEARTBEAT: "_on_heartbeat"}
+    REPLIES = {Phase.PRE_CANDIDATE: {MsgType.PRE_VOTE_ACK: "_on_pre_vote_ack"},
+               Phase.CANDIDATE: {MsgType.VOTE: "_on_vote"},
+               Phase.LEADER: {MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"}}
+    LEASED = True
+    CHANGES_MEMBERSHIP = True
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int, pre_vote: bool = True,
                  timeout_spread_ticks: int | None = None) -> None:
-        self.config = config
-        self.timing = config.timing
-        self.id = config.node_id
-        self.rng = rng
+        super().__init__(config, promise, rng, now)
         self.pre_vote = pre_vote and "no-pre-vote" not in config.options
         # Election timeouts are drawn from [ET, ET + spread]; None: [ET, 2 ET), Raft's usual range.
         self.timeout_spread_ticks = timeout_spread_ticks
-        self.stats = Stats()
-        self.promise = promise
         self.term = promise.epoch
         self.voted_for = promise.leader_id  # whom this node backed in `term` (0: nobody yet)
         self.phase = Phase.FOLLOWER
-        self.leader_id: int | None = None
         self.known = KnownLeader()  # whom we name to clients while following
-        self.now = now
         # The live promise: the node we last granted (vote or heartbeat ack), and until when we back
         # no one else, ourselves included. 0 with a future promise_until blocks everybody.
         self.promised_to = 0
@@ -115,51 +110,43 @@ class RaftElector:
             self.promised_to = promise.leader_id
             self.promise_until = now + promise.window_ticks(self.timing)
         self.boot_window_until = self.promise_until
-        self.election_deadline = now + self._timeout()
-        self.abstain_until = 0
+        self.election_deadline = now + self._election_delay()
         # Campaign (pre-vote or vote) state.
         self.campaign_round = 0
         self.granted_by: set[int] = set()
         self.refused_by: set[int] = set()
         self.election_sent_at = 0
-        # Leader state.
-        self.lease_until = 0
-        self.round = 0
-        self.next_heartbeat = 0
-        self.rounds: dict[int, tuple[int, set[int]]] = {}  # round -> (sent_at tick, granted by)
 
-    # ---- the Elector interface -----------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """The term: Raft's name for the epoch (and the fencing token)."""
+        return self.term
 
-    def tick(self, now: int) -> Output:
-        batch = Batch()
-        self._advance(now, batch)
+    # ---- hooks of the elector kit -------------------------------------------------------------------
+
+    def _on_tick(self, batch: Batch) -> None:
         if self.phase == Phase.LEADER:
             if self.now >= self.next_heartbeat:
                 self._send_heartbeats(batch)
         elif self.now >= self.election_deadline:
             self._campaign(batch)
-        return batch.freeze()
 
-    def step(self, now: int, msg: Message) -> Output:
-        batch = Batch()
-        if PlantedBug.LEASE_CHECK_ON_TICK in self.config.planted_bugs:
-            self.now = max(self.now, now)
-        else:
-            self._advance(now, batch)
-        {
-            MsgType.PRE_VOTE: self._on_pre_vote,
-            MsgType.PRE_VOTE_ACK: self._on_pre_vote_ack,
-            MsgType.REQUEST_VOTE: self._on_request_vote,
-            MsgType.VOTE: self._on_vote,
-            MsgType.HEARTBEAT: self._on_heartbeat,
-            MsgType.HEARTBEAT_ACK: self._on_heartbeat_ack,
-        }[msg.type](msg, batch)
-        return batch.freeze()
+    def _check_epoch(self, msg: Message, batch: Batch) -> bool:
+        """Raft's term rules, once. A reply's term (promised_epoch) is adopted: a leader or candidate of
+        an older term steps down; a granted pre-vote promises nothing and teaches nothing. A request's
+        term is adopted only from a node we could back: a leader with a live lease, or a node inside a
+        promise window to another, ignores a higher term rather than help depose a live leader
+        (PreVote and CheckQuorum). A release adopts its term in its handler, once it released."""
+        if msg.type in (MsgType.PRE_VOTE_ACK, MsgType.VOTE, MsgType.HEARTBEAT_ACK):
+            if not (msg.type == MsgType.PRE_VOTE_ACK and msg.granted):
+                self._observe(msg.promised_epoch, batch)
+        elif msg.epoch > self.term and not msg.resigning and not self._in_window(msg.src):
+            if msg.type == MsgType.HEARTBEAT or (msg.type == MsgType.REQUEST_VOTE and self.phase != Phase.LEADER):
+                self._observe(msg.epoch, batch)  # a leader of an older term steps down here
+        return True
 
-    def send_failed(self, now: int, msg: Message) -> Output:
+    def _on_send_failed(self, msg: Message, batch: Batch) -> None:
         """Undeliverable: count it as a refusal, so a hopeless campaign gives up early."""
-        batch = Batch()
-        self._advance(now, batch)
         campaign = {MsgType.PRE_VOTE: Phase.PRE_CANDIDATE, MsgType.REQUEST_VOTE: Phase.CANDIDATE}.get(msg.type)
         if campaign == Phase.CANDIDATE:
             current = self.phase == campaign and msg.epoch == self.term
@@ -168,28 +155,19 @@ class RaftElector:
         if current:
             self.refused_by.add(msg.dst)
             self._count(batch)
-        return batch.freeze()
 
-    def resign(self, now: int, successor: int = 0) -> Output:
-        batch = Batch()
-        self._advance(now, batch)
-        if self.phase == Phase.LEADER:
-            if successor and successor not in self.config.peers:
-                raise ValueError(f"successor {successor} is not a peer of node {self.id}")
-            self._step_down(Reason.RESIGNED, batch, lease_end_tick=self.now)
-            for peer in self.config.peers:
-                self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, resigning=True, successor=successor,
-                           transfer=bool(successor))
-            # Abstain for a while, or the resigner might simply win again.
-            self.abstain_until = self.now + self.timing.election_timeout_ticks
-            self.election_deadline = self.abstain_until
-        return batch.freeze()
-
-    def next_deadline(self, now: int) -> int:
+    def _timers(self) -> list[int]:
         lease = self.timing.leader_lease_ticks
-        timers = [self.election_deadline, self.next_heartbeat, self.lease_until, self.promise_until,
-                  self.abstain_until, self.election_sent_at + lease, self.known.until]
-        return earliest_after(max(now, self.now), timers, self.timing.election_timeout_ticks)
+        return [self.election_deadline, self.next_heartbeat, self.lease_until, self.promise_until,
+                self.abstain_until, self.election_sent_at + lease, self.known.until]
+
+    def _heartbeat_now(self, batch: Batch) -> None:
+        self._send_heartbeats(batch)
+
+    def _configuration_moved_on(self, batch: Batch) -> None:
+        if self.phase in (Phase.PRE_CANDIDATE, Phase.CANDIDATE):  # its (pre-)votes counted the list before
+            self.phase = Phase.FOLLOWER
+            self.election_deadline = self.now + self._election_delay()
 
     def instants(self, now: int) -> frozenset[str]:
         found = set()
@@ -220,12 +198,7 @@ class RaftElector:
 
     # ---- time ------------------------------------------------------------------------------------
 
-    def _advance(self, now: int, batch: Batch) -> None:
-        self.now = max(self.now, now)
-        if self.phase == Phase.LEADER and self.now >= self.lease_until:
-            self._step_down(Reason.LEASE_EXPIRED, batch, lease_end_tick=self.lease_until)
-
-    def _timeout(self) -> int:
+    def _election_delay(self) -> int:
         et = self.timing.election_timeout_ticks
         if self.timeout_spread_ticks is None:
             return et + self.rng.randrange(et)
@@ -244,11 +217,7 @@ class RaftElector:
         promise = Promise(self.term, self.voted_for, hold)
         if PlantedBug.TERM_ONLY_PERSIST in self.config.planted_bugs and promise.epoch == self.promise.epoch:
             return
-        if promise != self.promise:
-            self.promise = promise
-            if PlantedBug.HOLD_NOT_PERSISTED in self.config.planted_bugs:
-                promise = replace(promise, hold_ticks=0)  # the longer window lives in memory only
-            batch.persist = promise  # the caller persists before it sends this batch's messages
+        self._make_promise(promise, batch)  # the caller persists before it sends this batch's messages
 
     def _observe(self, term: int, batch: Batch) -> None:
         """A newer term exists: follow it (without voting yet); a leader or candidate steps down."""
@@ -276,11 +245,15 @@ class RaftElector:
         self._persist(batch, hold_ticks=durable)
         self.promised_to = node
         self.promise_until = until
-        self.election_deadline = self.now + self._timeout()
+        self.election_deadline = self.now + self._election_delay()
 
     # ---- campaigning -------------------------------------------------------------------------------
 
     def _campaign(self, batch: Batch, skip_pre_vote: bool = False) -> None:
+        if self.id not in self.members:  # a learner, a node removed or still joining stands for nothing
+            self.phase = Phase.FOLLOWER
+            self.election_deadline = self.now + self._election_delay()
+            return
         if self.now < self.abstain_until:
             self.phase = Phase.FOLLOWER
             self.election_deadline = max(self.election_deadline, self.abstain_until)
@@ -297,7 +270,7 @@ class RaftElector:
         if self.pre_vote and not skip_pre_vote:
             self.phase = Phase.PRE_CANDIDATE
             self._start_round()
-            for peer in self.config.peers:
+            for peer in self.peers:
                 self._send(batch, MsgType.PRE_VOTE, peer, epoch=self.term + 1, round=self.campaign_round)
             self._count(batch)
         else:
@@ -307,7 +280,7 @@ class RaftElector:
         self.campaign_round += 1
         self.granted_by = {self.id}
         self.refused_by = set()
-        self.election_deadline = self.now + self._timeout()
+        self.election_deadline = self.now + self._election_delay()
 
     def _start_election(self, batch: Batch) -> None:
         if self._in_window(self.id):  # re-checked: a pre-vote round may have outlived a grant
@@ -323,35 +296,31 @@ class RaftElector:
             self._persist(batch)  # our own vote, durable before any RequestVote leaves
         self._start_round()
         self.election_sent_at = self.now
-        for peer in self.config.peers:
+        for peer in self.peers:
             # One RequestVote round per term; the lease a win brings counts from it.
             self._send(batch, MsgType.REQUEST_VOTE, peer, epoch=self.term, lease_ticks=self.timing.leader_lease_ticks)
         self._count(batch)
 
     def _count(self, batch: Batch) -> None:
-        n = len(self.config.members)
-        if has_majority(self.granted_by, n):
+        if self._has_majority(self.granted_by):
             if self.phase == Phase.PRE_CANDIDATE:
                 batch.events.append(Reached("pre-vote-won"))
                 self._start_election(batch)
             elif self.phase == Phase.CANDIDATE:
                 self._become_leader(batch)
-        elif majority_impossible(self.refused_by, n):
+        elif self._majority_lost(self.refused_by):
             batch.events.append(Reached("campaign-failed"))
             self.phase = Phase.FOLLOWER
-            self.election_deadline = self.now + self._timeout()
+            self.election_deadline = self.now + self._election_delay()
 
     def _on_pre_vote_ack(self, msg: Message, batch: Batch) -> None:
-        if not msg.granted:
-            self._observe(msg.promised_epoch, batch)
-        if self.phase != Phase.PRE_CANDIDATE or msg.epoch != self.term + 1 or msg.round != self.campaign_round:
+        if msg.epoch != self.term + 1 or msg.round != self.campaign_round:
             return
         (self.granted_by if msg.granted else self.refused_by).add(msg.src)
         self._count(batch)
 
     def _on_vote(self, msg: Message, batch: Batch) -> None:
-        self._observe(msg.promised_epoch, batch)
-        if self.phase != Phase.CANDIDATE or msg.epoch != self.term:
+        if msg.epoch != self.term:
             return
         late_at = self.election_sent_at + self.timing.leader_lease_ticks
         if PlantedBug.LATE_VOTE_UNTIL_DEADLINE in self.config.planted_bugs:
@@ -365,48 +334,57 @@ class RaftElector:
 
     # ---- answering ---------------------------------------------------------------------------------
 
-    def _reply(self, batch: Batch, request: Message, granted: bool) -> None:
-        self._send(batch, REPLY_TYPE[request.type], request.src, epoch=request.epoch, round=request.round,
-                   granted=granted, promised_epoch=self.term)
+    def _reply(self, batch: Batch, request: Message, refusal: str = "", **fields) -> None:
+        super()._reply(batch, request, refusal, promised_epoch=self.term)  # a stale asker learns our term
+
+    def _campaign_refused(self, msg: Message) -> str:
+        """Why `msg` (a PreVote or RequestVote) cannot have this node's (pre-)vote, by term and window
+        alone ("" if it may): a leader with a live lease (_advance already dropped an expired one) or a
+        node that owes another its promise backs no one else; nor does anyone a stale term. A learner
+        votes for no one."""
+        if self.id not in self.membership.electorate:
+            return NOT_A_VOTER
+        if self.phase == Phase.LEADER:
+            return LEADING
+        if self._in_window(msg.src):
+            return PROMISE_LIVE
+        return EPOCH_STALE if msg.epoch < self.term else ""
 
     def _on_pre_vote(self, msg: Message, batch: Batch) -> None:
-        granted = (
-            self.phase != Phase.LEADER  # _advance already dropped an expired lease
-            and not self._in_window(msg.src)
-            and msg.epoch >= self.term
-        )
-        self._reply(batch, msg, granted)  # nothing changes, nothing is persisted
+        self._reply(batch, msg, self._campaign_refused(msg))  # nothing changes, nothing is persisted
 
     def _on_request_vote(self, msg: Message, batch: Batch) -> None:
-        granted = False
-        # A leader with a live lease, or a node that owes another its promise, ignores the request
-        # (without adopting its term): it must not help depose a live leader.
-        if self.phase != Phase.LEADER and not self._in_window(msg.src) and msg.epoch >= self.term:
-            self._observe(msg.epoch, batch)
+        refusal = self._campaign_refused(msg)  # its term, if newer and we could back it, is ours already
+        if not refusal:
             holder = self.voted_for
             if PlantedBug.VOTE_BY_WINDOW in self.config.planted_bugs:
                 holder = self.promised_to  # whom we back now, not whom we voted for in this term
             if holder in (0, msg.src):
                 self._back(msg, batch)
-                granted = True
                 if PlantedBug.VOTE_WINDOW_IS_LEASE in self.config.planted_bugs:
                     self.promise_until = self.now + self.timing.leader_lease_ticks
-        self._reply(batch, msg, granted)
+            else:
+                refusal = EPOCH_PROMISED
+        self._reply(batch, msg, refusal)
 
     def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
         if msg.resigning:
             self.known.released(msg.src, msg.epoch)
             self._on_release(msg, batch)
             return
-        granted = False
-        stale_or_rival = msg.epoch < self.term or (self.phase == Phase.LEADER and msg.epoch == self.term)
-        if not stale_or_rival and not self._in_window(msg.src):
-            self._observe(msg.epoch, batch)  # a leader of an older term steps down here
+        # A newer term is ours already (_check_epoch): what is left is a stale or rival leader, or a
+        # promise to another node that still runs.
+        if msg.epoch < self.term:
+            refusal = EPOCH_STALE
+        elif self.phase == Phase.LEADER and msg.epoch == self.term:
+            refusal = LEADING
+        else:
+            refusal = PROMISE_LIVE if self._in_window(msg.src) else ""
+        if not refusal:
             self._back(msg, batch)
             self.leader_id = self.last_leader = msg.src
-            granted = True
             self.known.heard(self.now, msg, self.timing)
-        self._reply(batch, msg, granted)
+        self._reply(batch, msg, refusal)
 
     def _on_release(self, msg: Message, batch: Batch) -> None:
         """A resigning heartbeat: the leader gives up its lease; elect soon, its successor first."""
@@ -427,7 +405,7 @@ class RaftElector:
             batch.events.append(Reached("successor-campaign"))
             self._campaign(batch, skip_pre_vote=True)  # the old leader chose us: go at once
         elif msg.successor:
-            self.election_deadline = self.now + self._timeout()  # give the successor its turn
+            self.election_deadline = self.now + self._election_delay()  # give the successor its turn
         else:
             self.election_deadline = self.now + self.rng.randrange(self.timing.election_timeout_ticks // 2 + 1)
 
@@ -446,40 +424,21 @@ class RaftElector:
         if PlantedBug.LEASE_FROM_WIN in self.config.planted_bugs:
             self.lease_until = self.now + self.timing.leader_lease_ticks
         self.rounds = {}
+        self._won(self.granted_by)
         batch.events.append(BecameLeader(self.term))
         self._send_heartbeats(batch)
 
     def _send_heartbeats(self, batch: Batch) -> None:
         t = self.timing
         self.next_heartbeat = self.now + t.heartbeat_interval_ticks
-        self.round += 1
-        self.rounds[self.round] = (self.now, {self.id})
-        if has_majority({self.id}, len(self.config.members)):  # a cluster of one: no ack will come
-            self.lease_until = self.now + t.leader_lease_ticks
-        for r in [r for r, (sent, _) in self.rounds.items() if sent + t.leader_lease_ticks <= self.now]:
-            del self.rounds[r]  # rounds older than a lease can no longer extend it
-        lease_remaining = max(0, self.lease_until - self.now)
-        for peer in self.config.peers:
+        lease_remaining = self._open_round(self.now)
+        for peer in self.peers:
             self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, round=self.round, lease_remaining=lease_remaining,
                        lease_ticks=t.leader_lease_ticks)
 
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
-        self._observe(msg.promised_epoch, batch)
-        if self.phase != Phase.LEADER or not msg.granted or msg.epoch != self.term or msg.round not in self.rounds:
+        if not msg.granted or msg.epoch != self.term or msg.round not in self.rounds:
             return
-        sent_at, granted_by = self.rounds[msg.round]
-        granted_by.add(msg.src)
-        lease_end = sent_at + self.timing.leader_lease_ticks
-        if has_majority(granted_by, len(self.config.members)) and lease_end > self.lease_until:
-            self.lease_until = lease_end
-            self.stats.lease_renewals += 1
-
-    def _step_down(self, reason: Reason, batch: Batch, lease_end_tick: int | None = None) -> None:
-        self.stats.stepdowns += 1
-        batch.events.append(SteppedDown(self.term, reason, lease_end_tick))
-        self.phase = Phase.FOLLOWER
-        self.leader_id = None
-        self.election_deadline = self.now + self._timeout()
-
-    def _send(self, batch: Batch, type_: MsgType, dst: int, **fields) -> None:
-        batch.messages.append(Message(type_, self.id, dst, **fields))
+        self._confirm(msg.src, batch)  # it runs our configuration: a joint one may settle, a learner rise
+        if self.phase == Phase.LEADER and msg.round in self.rounds:
+            self._round_acked(msg.round, msg.src)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .elector import earliest_after
+from .kit import LEADING, OTHER_LEADER, ElectorKit
 from .types import (
     REPLY_TYPE,
     Batch,
@@ -56,12 +56,9 @@ from .types import (
     ElectionStarted,
     Message,
     MsgType,
-    Output,
     Promise,
     Reason,
     Role,
-    Stats,
-    SteppedDown,
     View,
 )
 
@@ -81,41 +78,37 @@ class _Phase:
     LEADING = "leading"
 
 
-class RingElector:
-    """The Ring election; see the module docstring for the rules."""
+class RingElector(ElectorKit):
+    """The Ring election on the elector kit; see the module docstring for the rules."""
+
+    FOLLOWING = _Phase.IDLE
+    LEADING = _Phase.LEADING
+    # Every pass is acknowledged whatever the role; a heartbeat ack matters only to a leader.
+    REQUESTS = {MsgType.RING_ELECTION: "_on_token", MsgType.RING_COORDINATOR: "_on_coordinator",
+                MsgType.RING_ACK: "_on_ring_ack", MsgType.HEARTBEAT: "_on_heartbeat"}
+    REPLIES = {_Phase.LEADING: {MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"}}
+    TRANSFERS = False
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
-        self.config = config
-        self.timing = config.timing
-        self.id = config.node_id
-        self.rng = rng
-        self.stats = Stats()
-        self.promise = promise  # only ever Promise(e, self): the last epoch we led, made durable
+        super().__init__(config, promise, rng, now)  # promise: only ever Promise(e, self), the last epoch we led
         self.highest_seen_epoch = promise.epoch
-        self.ring = tuple(sorted(config.members))
-        self.now = now
+        self.ring = self.members
         self.phase = _Phase.IDLE
         self.epoch = promise.epoch  # of the leader we follow or are
-        self.leader_id: int | None = None
         self.election_deadline = now + self._election_delay()
         self.candidate_deadline = 0
         # Chang-Roberts suppression: the highest initiator whose token we forwarded (or our own id
         # when we initiated), and until when that holds back lower initiators' tokens.
         self.joined = 0
         self.joined_until = 0
-        self.abstain_until = 0  # after resigning: add no id to tokens, start no election
         self.passes: dict[int, _Pass] = {}  # our pass number -> the pass awaiting its ack
         self.pass_seq = 0
-        self.round = 0  # heartbeat rounds
         self.seen_before = promise.epoch  # the highest epoch seen before the message being handled
         self.last_result: tuple[int, int, tuple[int, ...]] | None = None  # the last coordinator lap we passed on
-        self.next_heartbeat = 0
 
-    # ---- the Elector interface -----------------------------------------------------------
+    # ---- hooks of the elector kit -----------------------------------------------------------
 
-    def tick(self, now: int) -> Output:
-        batch = Batch()
-        self._advance(now)
+    def _on_tick(self, batch: Batch) -> None:
         for number, p in list(self.passes.items()):
             if self.now >= p.deadline and number in self.passes:
                 del self.passes[number]
@@ -128,51 +121,21 @@ class RingElector:
                 self._start_election(batch)
         elif self.now >= self.election_deadline and self.now >= self.abstain_until:
             self._start_election(batch)
-        return batch.freeze()
 
-    def step(self, now: int, msg: Message) -> Output:
-        batch = Batch()
-        self._advance(now)
+    def _check_epoch(self, msg: Message, batch: Batch) -> bool:
         self.seen_before = max(self.highest_seen_epoch, self.promise.epoch)  # before this message
         self.highest_seen_epoch = max(self.highest_seen_epoch, msg.epoch, msg.promised_epoch)
-        handler = {
-            MsgType.RING_ELECTION: self._on_token,
-            MsgType.RING_COORDINATOR: self._on_coordinator,
-            MsgType.RING_ACK: self._on_ring_ack,
-            MsgType.HEARTBEAT: self._on_heartbeat,
-            MsgType.HEARTBEAT_ACK: self._on_heartbeat_ack,
-        }.get(msg.type)
-        if handler is not None:  # another mode's message (a misconfigured peer): ignore it
-            handler(msg, batch)
-        return batch.freeze()
+        return True
 
-    def send_failed(self, now: int, msg: Message) -> Output:
-        batch = Batch()
-        self._advance(now)
+    def _on_send_failed(self, msg: Message, batch: Batch) -> None:
         p = self.passes.get(msg.round)
         if msg.type in (MsgType.RING_ELECTION, MsgType.RING_COORDINATOR) and p is not None and p.dst == msg.dst:
             del self.passes[msg.round]
             self._pass_on(batch, p.msg, after=msg.dst)  # refused: the next member, without waiting
-        return batch.freeze()
 
-    def resign(self, now: int, successor: int = 0) -> Output:
-        """Step down and release the followers; the successor hint is ignored (transfers=False)."""
-        batch = Batch()
-        self._advance(now)
-        if self.phase == _Phase.LEADING:
-            epoch = self.epoch
-            self._step_down(batch, Reason.RESIGNED, lease_end_tick=self.now)
-            for peer in self.config.peers:
-                self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True)
-            # Stay out of the next election, or as the highest id we would simply win it again.
-            self.abstain_until = self.now + self.timing.election_timeout_ticks
-            self.election_deadline = self.abstain_until
-        return batch.freeze()
-
-    def next_deadline(self, now: int) -> int:
-        timers = [self.election_deadline, self.candidate_deadline, self.next_heartbeat, self.abstain_until,
-                  self.joined_until, *(p.deadline for p in self.passes.values())]
-        return earliest_after(max(now, self.now), timers, self.timing.election_timeout_ticks)
+    def _timers(self) -> list[int]:
+        return [self.election_deadline, self.candidate_deadline, self.next_heartbeat, self.abstain_until,
+                self.joined_until, *(p.deadline for p in self.passes.values())]
 
     INSTANTS: dict[str, str] = {}  # only the generic ones (node.core.instants)
 
@@ -181,15 +144,15 @@ class RingElector:
 
     def view(self, now: int) -> View:
         role = {_Phase.LEADING: Role.LEADER, _Phase.ELECTING: Role.CANDIDATE}.get(self.phase, Role.FOLLOWER)
-        return View(self.id, role, self.epoch, self.leader_id, self.phase == _Phase.LEADING)
+        return View(self.id, role, self.epoch, self.leader_id, self._lease_valid(now))
+
+    def _lease_valid(self, now: int) -> bool:
+        return self.phase == _Phase.LEADING  # no lease: a leader believes in itself until told otherwise
 
     # ---- time and sending ------------------------------------------------------------------------
 
-    def _advance(self, now: int) -> None:
-        self.now = max(self.now, now)
-
     def _rank(self) -> int:
-        return sum(1 for m in self.config.members if m > self.id)
+        return sum(1 for m in self.members if m > self.id)
 
     def _election_delay(self) -> int:
         t = self.timing
@@ -199,10 +162,6 @@ class RingElector:
         """After a resignation: go soon, highest ids first."""
         t = self.timing
         return self._rank() * t.rank_stagger_ticks + self.rng.randint(0, t.jitter_ticks)
-
-    def _send(self, batch: Batch, type_: MsgType, dst: int, **fields) -> None:
-        fields.setdefault("epoch", self.epoch)
-        batch.messages.append(Message(type_, self.id, dst, **fields))
 
     def _ack(self, batch: Batch, request: Message) -> None:
         """Received (not agreed to anything): the sender may stop trying other successors."""
@@ -309,7 +268,7 @@ class RingElector:
             self._lead(batch, epoch)
         else:
             if self.phase == _Phase.LEADING:
-                self._step_down(batch, Reason.HIGHER_EPOCH if epoch > self.epoch else Reason.HIGHER_LEADER)
+                self._step_down(Reason.HIGHER_EPOCH if epoch > self.epoch else Reason.HIGHER_LEADER, batch)
             self._follow(coordinator, epoch)
         self._pass_on(batch, Message(MsgType.RING_COORDINATOR, self.id, self.id, self.epoch, ids=msg.ids,
                                      initiator=msg.initiator), after=self.id)
@@ -335,20 +294,13 @@ class RingElector:
     def _heartbeat(self, batch: Batch) -> None:
         self.next_heartbeat = self.now + self.timing.heartbeat_interval_ticks
         self.round += 1
-        for peer in self.config.peers:
+        for peer in self.peers:
             self._send(batch, MsgType.HEARTBEAT, peer, round=self.round)
 
     def _follow(self, leader: int, epoch: int) -> None:
         self.phase = _Phase.IDLE
         self.leader_id = leader
         self.epoch = epoch
-        self.election_deadline = self.now + self._election_delay()
-
-    def _step_down(self, batch: Batch, reason: Reason, lease_end_tick: int | None = None) -> None:
-        self.stats.stepdowns += 1
-        batch.events.append(SteppedDown(self.epoch, reason, lease_end_tick))
-        self.phase = _Phase.IDLE
-        self.leader_id = None
         self.election_deadline = self.now + self._election_delay()
 
     def _on_heartbeat(self, msg: Message, batch: Batch) -> None:
@@ -359,22 +311,21 @@ class RingElector:
             return
         if self.phase == _Phase.LEADING:
             if (msg.epoch, msg.src) > (self.epoch, self.id):
-                self._step_down(batch, Reason.HIGHER_EPOCH if msg.epoch > self.epoch else Reason.HIGHER_LEADER)
+                self._step_down(Reason.HIGHER_EPOCH if msg.epoch > self.epoch else Reason.HIGHER_LEADER, batch)
             else:
-                self._reply_heartbeat(batch, msg, granted=False)  # it learns of us from the refusal
+                self._reply_heartbeat(batch, msg, LEADING)  # it learns of us from the refusal
                 return
         if (msg.epoch, msg.src) >= (self.epoch, self.leader_id or 0):
             self.joined = self.joined_until = 0
             self._follow(msg.src, msg.epoch)  # also ends our candidacy: there is a leader
-            self._reply_heartbeat(batch, msg, granted=True)
+            self._reply_heartbeat(batch, msg)
         else:
-            self._reply_heartbeat(batch, msg, granted=False)
+            self._reply_heartbeat(batch, msg, OTHER_LEADER)
 
-    def _reply_heartbeat(self, batch: Batch, msg: Message, granted: bool) -> None:
+    def _reply_heartbeat(self, batch: Batch, msg: Message, refusal: str = "") -> None:
         # promised_epoch: the epoch of the leader we follow or are, so a stale leader learns it is stale.
-        self._send(batch, MsgType.HEARTBEAT_ACK, msg.src, epoch=msg.epoch, round=msg.round, granted=granted,
-                   promised_epoch=self.epoch)
+        self._reply(batch, msg, refusal, promised_epoch=self.epoch)
 
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         if self.phase == _Phase.LEADING and not msg.granted and msg.promised_epoch > self.epoch:
-            self._step_down(batch, Reason.HIGHER_EPOCH)  # that node follows a newer leader
+            self._step_down(Reason.HIGHER_EPOCH, batch)  # that node follows a newer leader

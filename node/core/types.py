@@ -90,8 +90,9 @@ class Message:
     # The sender's configuration (modes that change membership: node.core.membership); None: the mode
     # keeps its start-up list, which the transport compares.
     membership: Membership | None = None
-    # On a reply with granted=False: why, when the reason is the sender's configuration
-    # (membership.STALE or CONFLICT); the reply carries the refuser's configuration.
+    # On a reply with granted=False: why, in the core's words (one of node.core.kit.REFUSALS). A
+    # refusal for the sender's configuration (membership.STALE, CONFLICT, OUTSIDE) carries the
+    # refuser's configuration too.
     refusal: str = ""
 
 

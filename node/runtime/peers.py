@@ -14,6 +14,17 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel, require
 from node.core import Membership, Message, MsgType, Promise, Role, configuration_id
+from node.core.kit import (
+    CONFIGURATION_REFUSALS,
+    EPOCH_PROMISED,
+    EPOCH_STALE,
+    LEADING,
+    LOWER_ID,
+    NOT_A_VOTER,
+    OTHER_LEADER,
+    PROMISE_LIVE,
+    REFUSALS,
+)
 from node.core.membership import CONFLICT, OUTSIDE, STALE
 from node.runtime.events import MessageLog
 from node.runtime.state import PersistError
@@ -50,22 +61,20 @@ class Before:
     promise_left_ms: int  # how long that window still runs
 
 
-def refusal_reason(msg: Message, before: Before) -> str:
-    """Why `before.node` refused `msg`, in words, from its state before the step (every mode's rules
-    come down to these: a stale epoch, an epoch promised to another, leading itself, a live promise)."""
+def refusal_words(refusal: str, msg: Message, before: Before) -> str:
+    """The core's reason for refusing `msg` (Message.refusal), in words, with the numbers from the
+    refuser's state before the step."""
     promised = before.promise
-    if msg.epoch < promised.epoch:
-        to = f" to node {promised.leader_id}" if promised.leader_id else ""
-        return f"stale epoch {msg.epoch}: promised epoch {promised.epoch}{to}"
-    if msg.epoch == promised.epoch and promised.leader_id not in (0, msg.src):
-        return f"epoch {msg.epoch} already promised to node {promised.leader_id}"
-    if before.role == Role.LEADER:
-        return f"leads epoch {before.epoch} itself"
-    if before.promise_left_ms > 0 and before.promised_to not in (0, msg.src):
-        return f"promise to node {before.promised_to} still live ({before.promise_left_ms} ms left)"
-    if msg.src < before.node:
-        return f"node {msg.src} is lower: node {before.node} takes over (Bully)"
-    return "refused"
+    to = f" to node {promised.leader_id}" if promised.leader_id else ""
+    return {
+        EPOCH_STALE: f"stale epoch {msg.epoch}: promised epoch {promised.epoch}{to}",
+        EPOCH_PROMISED: f"epoch {msg.epoch} already promised{to}",
+        LEADING: f"leads epoch {before.epoch} itself",
+        PROMISE_LIVE: f"promise to node {before.promised_to} still live ({before.promise_left_ms} ms left)",
+        NOT_A_VOTER: f"node {before.node} is a learner: it does not vote",
+        LOWER_ID: f"node {msg.src} is lower: node {before.node} takes over (Bully)",
+        OTHER_LEADER: f"follows a later leader (epoch {before.epoch})",
+    }.get(refusal) or REFUSALS.get(refusal, "refused")
 
 
 def core_refusal(refuser: int, refused: int, reason: str, refuser_m: Membership, refused_m: Membership | None) -> str:
@@ -172,7 +181,7 @@ class PeerTransport:
         peer.last_heard_ns = time.monotonic_ns()
         if reply.HasField("ack"):
             answer = ack_from_pb(msg, reply.ack, self.configuration)  # validated, configuration included
-            if answer is not None and answer.refusal:
+            if answer is not None and answer.refusal in CONFIGURATION_REFUSALS:
                 self.configuration_refused(msg.dst, core_refusal(msg.dst, node.id, answer.refusal, answer.membership,
                                                                  msg.membership))
             elif not reply.ack.HasField("configuration") and reply.ack.configuration_id != self.configuration:
@@ -213,7 +222,7 @@ class PeerTransport:
             self._record_message(msg, reply, before)
         if reply is None:
             return pb.PeerReply()
-        if reply.refusal:
+        if reply.refusal in CONFIGURATION_REFUSALS:
             self.configuration_refused(req.sender_id, core_refusal(node.id, req.sender_id, reply.refusal,
                                                                    reply.membership, msg.membership))
         self._count_sent(reply)
@@ -256,7 +265,7 @@ class PeerTransport:
         if reply is not None:
             fields.update(reply=reply.type.value, granted=reply.granted)
             if not reply.granted:
-                fields["why"] = refusal_reason(msg, before)
+                fields["why"] = refusal_words(reply.refusal, msg, before)
         self.messages.record(**fields)
 
     def _count_sent(self, msg: Message) -> None:

@@ -12,7 +12,7 @@ import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.core import REPLY_TYPE, Membership, Message, MsgType, Role, configuration_id, mode_info
-from node.core.membership import CONFLICT, OUTSIDE, STALE
+from node.core.kit import REFUSALS
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
 MAX_EPOCH = 2**62
@@ -136,9 +136,6 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
     return None
 
 
-# The refusals a core gives in an Ack for a configuration (node.core.membership), and what they mean.
-REFUSALS = {STALE: "runs an earlier configuration", CONFLICT: "runs another configuration of the same order",
-            OUTSIDE: "is in no configuration (removed, or still joining)"}
 MAX_MEMBERS = 255
 
 
@@ -224,8 +221,6 @@ def ack_from_pb(request: Message, ack: pb.Ack, configuration: int) -> Message | 
     if request.membership is not None:
         if not ack.HasField("configuration") or configuration_problem(ack.configuration, ack.configuration_id):
             return None
-        if ack.refusal and ack.refusal not in REFUSALS:
-            return None
         membership = membership_from_pb(ack.configuration)
     elif ack.configuration_id != configuration:
         return None
@@ -234,6 +229,8 @@ def ack_from_pb(request: Message, ack: pb.Ack, configuration: int) -> Message | 
     if ack.round != request.round:  # an ack credits exactly the round it answers (never a newer one)
         return None
     if ack.promised_epoch > MAX_EPOCH:
+        return None
+    if ack.refusal and (ack.granted or ack.refusal not in REFUSALS):  # the core's reason, on a refusal only
         return None
     return Message(
         REPLY_TYPE[request.type],
@@ -244,5 +241,5 @@ def ack_from_pb(request: Message, ack: pb.Ack, configuration: int) -> Message | 
         granted=ack.granted,
         promised_epoch=ack.promised_epoch,
         membership=membership,
-        refusal=ack.refusal if membership is not None else "",
+        refusal=ack.refusal,
     )

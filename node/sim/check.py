@@ -202,7 +202,7 @@ _QUORUM_FIELDS = _IGNORED | {
 _RAFT_FIELDS = _IGNORED | {
     "promise", "term", "voted_for", "phase", "leader_id", "known", "promised_to", "promise_until",
     "election_deadline", "abstain_until", "campaign_round", "granted_by", "refused_by", "election_sent_at",
-    "lease_until", "round", "next_heartbeat", "rounds",
+    "lease_until", "round", "next_heartbeat", "rounds", "membership", "confirmed", "agreed_told",
 }
 
 # An elector's state as plain data, in absolute times and real ids, computed once per elector version:
@@ -264,9 +264,9 @@ _raft_horizons: dict[Timing, tuple[int, ...]] = {}
 def raft_key(e: RaftElector) -> RawKey:
     _check_fields(e, _RAFT_FIELDS)
     k = e.known
-    plain = (e.phase.value, e.promise.epoch, e.term, k.epoch, k.closed)
+    plain = (e.phase.value, e.promise.epoch, e.term, k.epoch, k.closed, e.membership.id, e.agreed_told)
     ids = (e.promise.leader_id, e.voted_for, e.leader_id or 0, k.leader_id or 0, e.promised_to)
-    id_sets = (tuple(sorted(e.granted_by)), tuple(sorted(e.refused_by)))
+    id_sets = (tuple(sorted(e.granted_by)), tuple(sorted(e.refused_by)), tuple(sorted(e.confirmed)))
     times = (e.promise_until, e.election_deadline, e.abstain_until, e.election_sent_at, e.lease_until,
              e.next_heartbeat, k.until)
     horizons = _raft_horizons.get(e.timing)

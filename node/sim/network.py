@@ -430,7 +430,7 @@ class Network:
         if not self.running(node):
             raise ValueError(f"node {node} is not running")
         elector = self._nodes[node].elector
-        if not hasattr(elector, "change_membership"):
+        if not mode_info(self.mode).membership_changes:
             raise MembershipRefused(f"mode {self.mode.value} cannot change membership")
         out = elector.change_membership(self.local(node), tuple(voters), tuple(learners))
         self._fault(f"members at {node}: voters {','.join(map(str, sorted(voters)))}"

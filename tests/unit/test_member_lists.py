@@ -30,11 +30,7 @@ def test_nodes_on_another_list_are_refused_and_never_counted(mode: Mode) -> None
     assert not any(g.node in (4, 5) and g.leader in OLD for g in net.grants)
 
 
-@pytest.mark.parametrize("mode", [
-    Mode.QUORUM,
-    pytest.param(Mode.RAFT, marks=pytest.mark.xfail(strict=True, reason="raft mode keeps its start-up list: "
-                                                     "membership changes run in quorum mode only so far")),
-])
+@pytest.mark.parametrize("mode", [Mode.QUORUM, Mode.RAFT])
 def test_a_member_restarted_with_a_longer_list_makes_no_second_majority(mode: Mode) -> None:
     """The outside review's schedule: node 1 of {1,2,3} is restarted with {1..5} and 4 and 5 start with
     it. {1,4,5} would be a majority of five while {2,3} is still a majority of three. Node 1 promised

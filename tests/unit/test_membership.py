@@ -213,7 +213,7 @@ run 60
 
 def test_joining_needs_a_mode_that_changes_membership() -> None:
     with pytest.raises(ValueError, match="cannot change membership"):
-        Network(0, 4, "raft", joining=(4,))
+        Network(0, 4, "ring", joining=(4,))
     net = Network(0, 3, "classic")
     net.run_until_agreed(SETTLE_TICKS)
     assert net.view(net.agreed_leader()[0]).role == Role.LEADER

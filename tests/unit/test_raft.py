@@ -155,7 +155,7 @@ def test_the_vote_is_persisted_in_the_output_that_reveals_it() -> None:
     out = net.inject(request_vote(3, 1, 2))
     vote = only_reply(out)
     assert vote.type == MsgType.VOTE and vote.granted and vote.promised_epoch == 2
-    assert out.persist == Promise(2, 3) == net.persisted[1]
+    assert out.persist.names == (2, 3) and out.persist == net.persisted[1]
     again = net.inject(request_vote(3, 1, 2))  # a duplicate: the same vote, nothing new to persist
     assert again.persist is None and only_reply(again).granted
 
@@ -166,7 +166,7 @@ def test_one_vote_per_term_across_a_crash_restart() -> None:
     assert only_reply(net.inject(request_vote(3, 1, 7))).granted
     net.tick()
     net.crash_restart(1)
-    assert net.elector(1).promise == Promise(7, 3)
+    assert net.elector(1).promise.names == (7, 3)
     # It may have granted 3 just before the crash: a full promise window from boot, to others.
     assert not only_reply(net.inject(request_vote(4, 1, 8))).granted
     assert only_reply(net.inject(request_vote(3, 1, 8))).granted  # the node it promised may have it again
@@ -174,10 +174,10 @@ def test_one_vote_per_term_across_a_crash_restart() -> None:
     refused = only_reply(net.inject(request_vote(4, 1, 8)))  # term 8 is 3's now: one vote per term
     assert not refused.granted and refused.promised_epoch == 8
     assert not only_reply(net.inject(request_vote(4, 1, 7))).granted  # below the term
-    assert net.persisted[1] == Promise(8, 3)
+    assert net.persisted[1].names == (8, 3)
     net.run(T.follower_promise_ticks + 1)
     assert only_reply(net.inject(request_vote(4, 1, 9))).granted
-    assert net.persisted[1] == Promise(9, 4)
+    assert net.persisted[1].names == (9, 4)
 
 
 def test_a_follower_of_a_live_leader_ignores_votes_and_does_not_adopt_their_term() -> None:
@@ -189,7 +189,7 @@ def test_a_follower_of_a_live_leader_ignores_votes_and_does_not_adopt_their_term
         reply = only_reply(net.inject(Message(msg_type, other, follower, term + 5)))
         assert not reply.granted and reply.promised_epoch == term
     assert net.view(follower).epoch == term and net.view(follower).leader_id == leader
-    assert net.persisted[follower] == Promise(term, leader)
+    assert net.persisted[follower].names == (term, leader)
 
 
 def test_the_leader_ignores_votes_while_its_lease_lives() -> None:
@@ -210,7 +210,7 @@ def test_a_node_inside_its_promise_window_does_not_vote_for_itself() -> None:
     window_end = e.promise_until
     e.election_deadline = net.local(1) + 1  # time out now, inside the window
     net.run(window_end - net.local(1) - 1)
-    assert net.persisted[1] == Promise(1, 3) and net.view(1).role == Role.FOLLOWER
+    assert net.persisted[1].names == (1, 3) and net.view(1).role == Role.FOLLOWER
     assert not net.events_of(1, ElectionStarted)
     assert safe(net), net.violations()
 
@@ -234,7 +234,7 @@ def test_with_pre_vote_a_rejoining_node_does_not_change_the_leader_or_term() -> 
     assert net.elector(follower).stats.elections_started >= 5  # it tried, with pre-votes only
     assert net.agreed_leader() == (leader, term)
     assert not net.events_of(leader, SteppedDown)
-    assert net.persisted[follower] == Promise(term, leader)
+    assert net.persisted[follower].names == (term, leader)
     assert safe(net), net.violations()
 
 
@@ -265,7 +265,7 @@ def test_a_stale_leader_steps_down_on_an_ack_with_a_newer_term() -> None:
     follower = next(m for m in net.members if m != leader)
     out = net.inject(Message(MsgType.HEARTBEAT_ACK, follower, leader, term, round=1, promised_epoch=term + 3))
     assert [type(e) for e in out.events] == [SteppedDown] and out.events[0].reason == "higher_epoch"
-    assert net.view(leader).epoch == term + 3 and net.persisted[leader] == Promise(term + 3, 0)
+    assert net.view(leader).epoch == term + 3 and net.persisted[leader].names == (term + 3, 0)
 
 
 def test_a_stale_heartbeat_is_refused_with_the_newer_term() -> None:

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from node.core import Message, MsgType, PlantedBug, RaftElector
+from node.core.kit import EPOCH_STALE
 from node.sim.check import (
     MESSAGE,
     Checker,
@@ -187,11 +188,11 @@ class DoubleVoteRaft(RaftElector):
 
     def _on_request_vote(self, msg, batch) -> None:
         if msg.epoch < self.term:
-            self._reply(batch, msg, False)
+            self._reply(batch, msg, EPOCH_STALE)
             return
         self._observe(msg.epoch, batch)
         self._back(msg, batch)
-        self._reply(batch, msg, True)
+        self._reply(batch, msg)
 
 
 def test_symmetry_merges_mirror_images() -> None:

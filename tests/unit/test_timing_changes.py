@@ -122,10 +122,12 @@ def test_restarting_a_node_under_new_timings_rewrites_its_command_line_or_refuse
 # ---- the explorer draws mixed timings and rolling changes ----------------------------------------
 
 
-def test_mixed_timings_are_drawn_apart_and_leave_the_rest_of_each_schedule_alone() -> None:
+def test_mixed_timings_are_drawn_apart_and_leave_the_rest_of_each_schedule_alone(monkeypatch) -> None:
     from node.sim.schedule import Schedule
     from node.sim.swarm import SwarmSettings, swarm_schedule
+    import node.sim.swarm as swarm
 
+    monkeypatch.setattr(swarm, "MEMBERSHIP_SHARE", 0.0)  # membership changes are drawn apart too (their own test)
     schedules = [swarm_schedule(seed, SwarmSettings(mode=Mode.RAFT)) for seed in range(300)]
     mixed = [s for s in schedules if s.retimed or any(c[0] == "retime" for c in s.commands)]
     assert 0.15 * len(schedules) < len(mixed) < 0.45 * len(schedules)
@@ -135,8 +137,6 @@ def test_mixed_timings_are_drawn_apart_and_leave_the_rest_of_each_schedule_alone
         for node, timeout in s.retimed:
             assert s.timing_with(timeout).election_timeout_ticks == timeout  # one node.config accepts
     # The same seeds with the drawing of mixed timings switched off: every other command is the same.
-    import node.sim.swarm as swarm
-
     share = swarm.MIXED_TIMINGS_SHARE
     swarm.MIXED_TIMINGS_SHARE = 0.0
     try:
