@@ -59,11 +59,14 @@ class Rejection:
 
 
 def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tuple[int, ...],
-                       mode: str | None = None) -> Rejection | None:
+                       mode: str | None = None, open_membership: bool = False) -> Rejection | None:
     """Why this request must be refused, or None. Order: who sent it, to whom, then its fields.
 
-    With `mode` (as a node always calls it), an RPC of another mode is UNIMPLEMENTED."""
-    if req.sender_id not in members or req.sender_id == self_id:
+    With `mode` (as a node always calls it), an RPC of another mode is UNIMPLEMENTED. With
+    `open_membership` (an address template: any node may be a member) every other node id may send;
+    the configuration the message carries decides what counts (node.core.membership)."""
+    known = (lambda node: node > 0) if open_membership else (lambda node: node in members)
+    if not known(req.sender_id) or req.sender_id == self_id:
         return Rejection(
             grpc.StatusCode.PERMISSION_DENIED,
             f"sender {req.sender_id} is not a peer of node {self_id} (members: {', '.join(map(str, members))})",
@@ -84,7 +87,7 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs an epoch >= 1, got 0")
     if req.successor_id and not (rpc == "Heartbeat" and req.resigning):
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "successor_id is only meaningful on a resigning Heartbeat")
-    if req.successor_id and req.successor_id not in members:
+    if req.successor_id and not known(req.successor_id):
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"successor {req.successor_id} is not a member")
     if req.transfer and not req.successor_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "transfer is only meaningful with a successor_id")
