@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import REPLY_TYPE, Membership, Message, MsgType, Role, configuration_id, mode_info
+from node.core import REGISTRY, REPLY_TYPE, Membership, Message, MsgType, Role, configuration_id, mode_info
 from node.core.kit import REFUSALS
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
@@ -38,16 +38,11 @@ ROUND_RPCS = frozenset({"Heartbeat", "PreVote", *RING_RPCS})
 
 ROLE_PB = {Role.FOLLOWER: pb.ROLE_FOLLOWER, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.LEADER: pb.ROLE_LEADER}
 
-# The peer RPCs each mode's elector handles (as the .proto's comment on service Peer lists them). Any
-# other RPC reaching a node is from a peer running another mode: refused before the elector sees it
-# (a Bully or Raft elector has no handler for it, and would fail after noting the message's epoch).
-# tests/fuzz/test_mode_rpcs.py checks this table against the electors themselves.
-BULLY_RPCS = frozenset({"Election", "Alive", "Coordinator", "Heartbeat"})
+# The peer RPCs each mode's elector handles, from its own dispatch table (ElectorKit.calls; the .proto's
+# comment on service Peer lists them too). Any other RPC reaching a node is from a peer running another
+# mode: refused before the elector sees it (UNIMPLEMENTED; it would only note the message's epoch).
 MODE_RPCS: dict[str, frozenset[str]] = {
-    "classic": BULLY_RPCS,
-    "quorum": BULLY_RPCS,
-    "ring": frozenset({"RingElection", "RingCoordinator", "Heartbeat"}),
-    "raft": frozenset({"PreVote", "RequestVote", "Heartbeat"}),
+    name: frozenset(RPC_NAME[t] for t in info.factory.calls()) for name, info in REGISTRY.items()
 }
 
 
