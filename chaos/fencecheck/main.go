@@ -23,8 +23,10 @@
 //
 // "unknown" (return_ns null) is an indeterminate operation: it may have taken effect at any point
 // after its call, or never. Following Porcupine's way for these, its return is placed after every
-// other event of the history and the model accepts any output for it. A read that failed may be
-// "unknown" or left out; unknown reads constrain nothing and are not given to Porcupine.
+// other event of the history and the model accepts any output for it; an unknown write's return is
+// brought forward to where another operation's known outcome shows it can no longer take effect
+// (noOpFrom; -plain does without). A read that failed may be "unknown" or left out; unknown reads
+// constrain nothing and are not given to Porcupine.
 package main
 
 import (
@@ -83,7 +85,8 @@ type verdict struct {
 	Result        string                      `json:"result"` // Porcupine's: Ok, Illegal, Unknown (timed out)
 	Operations    int                         `json:"operations"`
 	Indeterminate int                         `json:"indeterminate"`
-	Checked       int                         `json:"checked"` // given to Porcupine: all but unknown reads
+	Checked       int                         `json:"checked"`   // given to Porcupine: all but unknown reads
+	Tightened     int                         `json:"tightened"` // unknown writes given an earlier return (noOpFrom)
 	PerResource   map[string]*resourceVerdict `json:"per_resource"`
 	Checker       map[string]string           `json:"checker"`
 	Visualization *string                     `json:"visualization"`
@@ -98,6 +101,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	flags.SetOutput(stderr)
 	html := flags.String("html", "", "write Porcupine's visualization to this file if the history is not linearizable")
 	timeout := flags.Duration("timeout", 0, "give up after this long (verdict Unknown, exit 3); 0: no limit")
+	plain := flags.Bool("plain", false, "every unknown write returns after every event (no tightening, see noOpFrom)")
 	version := flags.Bool("version", false, "print the source hash and Porcupine's version and sum, and exit")
 	if err := flags.Parse(args); err != nil {
 		return 2
@@ -126,7 +130,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fencecheck: %v\n", err)
 		return 2
 	}
-	v, info := check(ops, *timeout)
+	v, info := check(ops, *timeout, !*plain)
 	if !v.Linearizable && *html != "" {
 		if err := porcupine.VisualizePath(fencedRegister, info, *html); err != nil {
 			fmt.Fprintf(stderr, "fencecheck: writing %s: %v\n", *html, err)
@@ -234,7 +238,7 @@ func validate(o op) error {
 }
 
 // check turns the history into Porcupine operations and judges them, resource by resource.
-func check(ops []op, timeout time.Duration) (verdict, porcupine.LinearizationInfo) {
+func check(ops []op, timeout time.Duration, tighten bool) (verdict, porcupine.LinearizationInfo) {
 	v := verdict{Operations: len(ops), PerResource: map[string]*resourceVerdict{}}
 	pv, sum := porcupineVersion()
 	v.Checker = map[string]string{"porcupine": pv, "porcupine_sum": sum, "source": sourceHash}
@@ -246,6 +250,10 @@ func check(ops []op, timeout time.Duration) (verdict, porcupine.LinearizationInf
 		if o.ReturnNs != nil {
 			last = max(last, *o.ReturnNs)
 		}
+	}
+	byResource := map[string][]int{}
+	for i, o := range ops {
+		byResource[*o.Resource] = append(byResource[*o.Resource], i)
 	}
 	clients := map[int64]int{} // dense, zero-based client ids for the visualization
 	for _, o := range ops {
@@ -286,6 +294,11 @@ func check(ops []op, timeout time.Duration) (verdict, porcupine.LinearizationInf
 		ret := last + 1
 		if o.ReturnNs != nil {
 			ret = *o.ReturnNs
+		} else if tighten {
+			if bound, ok := noOpFrom(ops, byResource[*o.Resource], o); ok {
+				ret = max(*o.CallNs, bound)
+				v.Tightened++
+			}
 		}
 		history = append(history, porcupine.Operation{
 			ClientId: clients[*o.Client], Input: in, Call: *o.CallNs, Output: out, Return: ret,
@@ -330,4 +343,46 @@ func check(ops []op, timeout time.Duration) (verdict, porcupine.LinearizationInf
 		}
 	}
 	return v, info
+}
+
+// noOpFrom bounds an unknown write's effect: the earliest return of an operation on its resource whose
+// known outcome means that, from that operation's linearization point on, the write can only be
+// refused (its epoch is below the highest, or equal to it under another owner; either stays so, as the
+// highest epoch never falls and an epoch's owner never changes). Such an operation:
+//
+//	an accepted write of a higher epoch, or of the same epoch by another writer;
+//	a write refused "stale" at the same or a higher epoch (the highest was above it);
+//	a write refused "taken" at a higher epoch, or at the same epoch by the same writer;
+//	a read that saw a higher epoch, or the same epoch under another writer.
+//
+// Giving the write that return instead of "after every event" keeps the verdict: a linearization of
+// the history that places the write later, where it is a no-op, stays valid with the write moved back
+// to just after that operation (and after everything that returned before the write was called),
+// where it is a no-op too. It only shortens the window the search explores, which otherwise grows
+// with every unknown write still open (2^k subsets of k open writes on a failing history).
+func noOpFrom(ops []op, resource []int, w op) (int64, bool) {
+	var bound int64
+	found := false
+	for _, i := range resource {
+		o := ops[i]
+		if o.ReturnNs == nil || (found && *o.ReturnNs >= bound) {
+			continue
+		}
+		e, writer := *w.Epoch, *w.Client
+		var fences bool
+		switch {
+		case o.Kind == "read":
+			fences = *o.Observed.Epoch > e || (*o.Observed.Epoch == e && *o.Observed.Writer != writer)
+		case o.Result == "ok":
+			fences = *o.Epoch > e || (*o.Epoch == e && *o.Client != writer)
+		case o.Result == "stale":
+			fences = *o.Epoch >= e
+		case o.Result == "taken":
+			fences = *o.Epoch > e || (*o.Epoch == e && *o.Client == writer)
+		}
+		if fences {
+			bound, found = *o.ReturnNs, true
+		}
+	}
+	return bound, found
 }
