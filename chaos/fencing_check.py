@@ -12,8 +12,8 @@ history, say what kind of failure it is; each is a count with examples:
 * phantom_reads: a read that saw a state no write (accepted or indeterminate) could have made;
 * indeterminate: operations whose outcome the client never learned.
 
-A history is {"ops": [op, ...]}; chaos/fencecheck/main.go and docs/design.md ("Fencing, judged by a
-linearizability checker") give the format:
+A history is {"ops": [op, ...]} (docs/fencing-history.md; the model: docs/design.md, "Fencing, judged
+by a linearizability checker"):
 
     {"client": int, "resource": str, "kind": "write"|"read", "epoch": int, "value": str,
      "call_ns": int, "return_ns": int|null, "result": "ok"|"stale"|"taken"|"unknown",

@@ -7,8 +7,9 @@
 // Exit status: 0 linearizable, 1 not linearizable, 3 undecided (the timeout ran out), 2 bad usage or
 // a malformed history (the message names the operation and the field).
 //
-// The history (docs/design.md, "Fencing, judged by a linearizability checker") is one JSON object
-// {"ops": [...]} (other top-level keys are ignored); each op:
+// The history (docs/fencing-history.md; the model: docs/design.md, "Fencing, judged by a
+// linearizability checker") is one JSON object {"ops": [...]} (other top-level keys are ignored);
+// each op:
 //
 //	{"client": int,            the writer id for writes (1..2^32-1); any id for readers
 //	 "resource": str,          the key; every resource is a register of its own

@@ -249,6 +249,13 @@ def test_the_binary_reads_a_file_and_exits_with_the_verdict(tmp_path: Path) -> N
     assert subprocess.run([str(fencecheck_path()), str(path)], capture_output=True).returncode == 1
 
 
+def test_the_documented_example_is_a_linearizable_history() -> None:
+    doc = (ROOT / "docs" / "fencing-history.md").read_text()
+    example = json.loads(re.search(r"```json\n(.*?)```", doc, re.S).group(1))
+    v = check_history(example)
+    assert v.linearizable and (v.operations, v.indeterminate) == (4, 1)
+
+
 # --- the pin ------------------------------------------------------------------------------------
 
 def test_the_binary_is_built_from_the_pinned_porcupine() -> None:
