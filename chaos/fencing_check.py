@@ -40,6 +40,8 @@ from chaos.tools import fencecheck_path
 EXAMPLES_LIMIT = 5  # examples kept per diagnostic; the count is always the full one
 DEFAULT_TIMEOUT_S = 60.0
 INITIAL = (0, 0, "")  # (epoch, writer, value) of a resource nobody wrote
+MAX_WRITER_ID = 2**32 - 1  # as the store takes it (node/store/db.py)
+FIELDS = {"client", "resource", "kind", "epoch", "value", "call_ns", "return_ns", "result", "observed"}
 
 History = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
@@ -158,6 +160,8 @@ def _parse_op(i: int, item: Any) -> Op:
 
     if not isinstance(item, Mapping):
         raise HistoryFormatError(f"op {i}: not an object")
+    if unknown_fields := sorted(set(item) - FIELDS):
+        raise HistoryFormatError(f"op {i}: unknown field(s) {', '.join(map(repr, unknown_fields))}")
     kind, result = item.get("kind"), item.get("result")
     call_ns = need("call_ns", int)
     return_ns = item.get("return_ns")
@@ -170,8 +174,15 @@ def _parse_op(i: int, item: Any) -> Op:
     if kind == "write":
         if result not in ("ok", "stale", "taken", "unknown"):
             raise HistoryFormatError(f'op {i}: a write\'s "result" is ok, stale, taken or unknown, not {result!r}')
+        if not 0 < common["client"] <= MAX_WRITER_ID or need("epoch", int) < 1:
+            raise HistoryFormatError(f'op {i}: a write\'s "client" is its writer id (1..{MAX_WRITER_ID}) '
+                                     'and its "epoch" is at least 1')
+        if "observed" in item:
+            raise HistoryFormatError(f'op {i}: a write has no "observed"')
         return Op(**common, epoch=need("epoch", int), value=need("value", str))
     if kind == "read":
+        if "epoch" in item or "value" in item:
+            raise HistoryFormatError(f'op {i}: a read has no "epoch" or "value" (what it saw is "observed")')
         if result == "ok":
             seen = item.get("observed")
             if not isinstance(seen, Mapping):
