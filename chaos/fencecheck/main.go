@@ -37,6 +37,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -245,7 +246,7 @@ func check(ops []op, timeout time.Duration, tighten bool) (verdict, porcupine.Li
 	v.Checker = map[string]string{"porcupine": pv, "porcupine_sum": sum, "source": sourceHash}
 
 	// Porcupine's way for an operation whose outcome is unknown: it returns after every other event.
-	var last int64
+	last := int64(math.MinInt64)
 	for _, o := range ops {
 		last = max(last, *o.CallNs)
 		if o.ReturnNs != nil {
