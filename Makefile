@@ -12,7 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Toxiproxy server, built from the Go module proxy at a pinned version into .tools/bin.
+# Toxiproxy server, built from the Go module proxy at a pinned version into .tools/bin; and fencecheck
+# (chaos/fencecheck: Porcupine, pinned by its go.sum), rebuilt only when its sources change.
 tools:
 	bash .ci/install-tools
 

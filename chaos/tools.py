@@ -1,6 +1,8 @@
 """Project-local external tools, installed on first use with `go install` at pinned versions:
 the Toxiproxy server (chaos tests), grpcurl (drives a node the way an operator would) and ghz
 (the gRPC load generator of `bullyproof bench`); and Debian's etcd (the benchmark's reference).
+fencecheck, the project's own Go program (chaos/fencecheck: Porcupine, pinned by its go.sum), is built
+by chaos/fencecheck/build.sh, here and in `.ci/install-tools` alike.
 
 `.ci/install-tools` performs the same installs of Toxiproxy and grpcurl from bash; both pin the same
 versions (tests/chaos/test_toxiproxy.py and tests/integration/test_grpcurl.py check that the pins
@@ -44,6 +46,8 @@ GHZ_LDFLAGS = f"-X main.version={GHZ_VERSION}"
 ETCD_APT_PACKAGES = ("etcd-server",)
 ETCD_BINARY = Path("/usr/bin/etcd")
 
+FENCECHECK_BUILD = ROOT / "chaos" / "fencecheck" / "build.sh"
+
 INSTALL_TIMEOUT_S = 900.0
 LOCK_TIMEOUT_S = 960.0  # longer than one install, so a waiter outlives the installer
 
@@ -71,6 +75,18 @@ def ghz_path() -> Path:
     """Return `.tools/bin/ghz` at the pinned version, installing it if needed."""
     # Prints e.g. "0.120.0"; ghz takes only the double-dash flag.
     return _go_tool(BIN_DIR / "ghz", GHZ_PACKAGE, GHZ_LDFLAGS, "ghz", GHZ_VERSION, version_flag="--version")
+
+
+@lru_cache(maxsize=None)
+def fencecheck_path() -> Path:
+    """Return `.tools/bin/fencecheck` built from chaos/fencecheck's current sources, building it if needed.
+
+    The script does the work (the sources' hash, the lock, the rename) and prints the path: one
+    builder for this and `.ci/install-tools`. A no-op costs a few milliseconds."""
+    done = _run(["bash", str(FENCECHECK_BUILD)])
+    if done.returncode != 0:
+        raise ToolInstallError(f"{FENCECHECK_BUILD} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return Path(done.stdout.split()[-1])
 
 
 @lru_cache(maxsize=None)

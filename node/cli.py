@@ -83,8 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a StatefulSet's pod NAME-N is node N+1; its own entry in --peers is skipped")
     p.add_argument("--listen", required=True, help="HOST:PORT for the Peer service")
     p.add_argument("--client-listen", required=True, help="HOST:PORT for Leadership, health and reflection")
-    p.add_argument("--peers", required=True, help="ID=HOST:PORT,... (every other node it may talk to)")
+    p.add_argument("--peers", default="", help="ID=HOST:PORT,... (every other node it may talk to; "
+                                               "may be left out with --peer-address-template)")
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
+    p.add_argument("--peer-address-template", metavar="TEMPLATE",
+                   help="quorum: where to dial any member not in --peers, from its id: {id} is replaced by the "
+                        "id, {ordinal} by the id - 1 (a StatefulSet: bullyproof-{ordinal}.bullyproof:7000); with "
+                        "it, members added later need no restart of the others")
+    p.add_argument("--client-address-template", metavar="TEMPLATE",
+                   help="quorum: where members serve Leadership (their --client-listen), from their ids, as "
+                        "--peer-address-template; --self-join asks the leader there")
+    p.add_argument("--self-join", action="store_true",
+                   help="quorum: members manage their own membership (a StatefulSet scaled up or down): while "
+                        "in no configuration, this node asks the leader to add it, with its own certificate, and "
+                        "it grants other nodes' requests to add or remove themselves (each itself only). A node "
+                        "not in --voters starts outside, as with --join")
     p.add_argument("--voters", type=_id_list, default=(), metavar="ID,...",
                    help="quorum: the configuration to start with (default: this node and every node of --peers); "
                         "once the node has promised anything, the configuration it made durable wins")
@@ -205,6 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--timeout-ms", type=_positive, help="per change (default: four election timeouts)")
     _cluster_source(m)
 
+    p = sub.add_parser("leave", help="take this node out of the configuration, with its own certificate "
+                                     "(quorum; a StatefulSet's preStop hook)",
+                       description="Ask the leader to remove this node, through the protocol (a joint configuration); "
+                                   "if this node leads, it hands leadership to another voter first. With --statefulset, "
+                                   "only when that StatefulSet now runs fewer pods than this pod's ordinal + 1 (a "
+                                   "scale-down, read from the Kubernetes API with the pod's service account); any other "
+                                   "stop (a restart, a rolling update, a drain) keeps the member. Exit 0: left, or "
+                                   "stays; 1: still a member at the deadline; 2: refused.")
+    ident = p.add_mutually_exclusive_group(required=True)
+    ident.add_argument("--id", type=_positive, help="this node's id")
+    ident.add_argument("--id-from-hostname", action="store_true", help="a StatefulSet's pod NAME-N is node N+1")
+    p.add_argument("--client-address-template", required=True, metavar="TEMPLATE",
+                   help="where members serve Leadership, from their ids ({id}, {ordinal}), as for `bullyproof node`")
+    p.add_argument("--members", type=_id_list, default=(), metavar="ID,...",
+                   help="members to ask who leads, besides those the node itself names (its --voters)")
+    p.add_argument("--state-dir", help="the node's --state-dir: it stops asking to be added (--self-join) while it leaves")
+    p.add_argument("--statefulset", metavar="NAME",
+                   help="leave only on a scale-down of the StatefulSet NAME (this pod's ordinal >= its replicas)")
+    p.add_argument("--timeout-s", type=float, default=40.0, help="give up after this long (default 40)")
+    add_tls_args(p, "node-N")
+
     p = sub.add_parser("health", help="gRPC health of a node or the store: exit 0 if SERVING (container healthchecks)")
     p.add_argument("address", help="HOST:PORT (a node's client port, or the store's)")
     p.add_argument("--service", default="", help="health service name (default '': the whole server; 'leader': leads now)")
@@ -227,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=_positive, default=5)
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--image", default="bullyproof:local", help="the image built from Dockerfile, pushed where the cluster pulls")
+    _timing_args(p)
+    p.add_argument("--max-nodes", type=_positive, metavar="M",
+                   help="quorum: how far `kubectl scale` may grow the StatefulSet: the node pods see the certificates "
+                        "of nodes 1..M (make them with `certs init --nodes M`; default the larger of 7 and --nodes)")
     p.add_argument("--output", default="-", help="file to write (default -: stdout)")
     p.add_argument("--insecure", action="store_true",
                    help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, README)")
@@ -259,15 +297,14 @@ def _without_self(peers: str, node_id: int) -> str:
     return ",".join(item for item in peers.split(",") if item.strip().partition("=")[0].strip() != str(node_id))
 
 
-def cmd_node(args: argparse.Namespace) -> int:
-    from node.runtime.node import run_node
-
+def node_settings(args: argparse.Namespace) -> NodeSettings:
+    """`bullyproof node`'s flags as checked settings (ConfigError says what is wrong)."""
     if args.id_from_hostname:
         import socket
 
         args.id = id_from_hostname(socket.gethostname())
-        args.peers = _without_self(args.peers, args.id)  # every pod gets the whole membership
-    settings = NodeSettings(
+        args.peers = _without_self(args.peers, args.id)  # every pod gets the whole membership (when listed)
+    return NodeSettings(
         node_id=args.id,
         peer_listen=args.listen,
         client_listen=args.client_listen,
@@ -287,9 +324,16 @@ def cmd_node(args: argparse.Namespace) -> int:
         tls=tls_from_args(args, f"node-{args.id}", Identity("node", str(args.id))),
         voters=args.voters,
         join=args.join,
+        peer_address_template=args.peer_address_template,
+        client_address_template=args.client_address_template,
+        self_join=args.self_join,
     )
-    if not settings.peers:
-        raise ConfigError("--peers is empty: a cluster needs other members")
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from node.runtime.node import run_node
+
+    settings = node_settings(args)
     from node.runtime.state import PersistError, PromiseStore, StateError
 
     try:
@@ -647,6 +691,44 @@ def cmd_member(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leave(args: argparse.Namespace) -> int:
+    from node.client.leave import leave, mark_leaving
+    from node.client.observer import HandoverFailed
+    from node.config import check_address_template, expand_address_template
+    from node.launcher.k8s_pod import StatefulSetUnreadable, leaves_on_stop, read_statefulset
+
+    if args.id_from_hostname:
+        import socket
+
+        args.id = id_from_hostname(socket.gethostname())
+    check_address_template(args.client_address_template, "--client-address-template")
+    tls = tls_from_args(args, f"node-{args.id}", Identity("node", str(args.id)))
+    keep = lambda node: True  # noqa: E731  (whom leadership may go to: any voter)
+    if args.statefulset:
+        try:
+            state = read_statefulset(args.statefulset)
+        except StatefulSetUnreadable as exc:
+            print(f"bullyproof: warning: {exc}", file=sys.stderr)
+            state = None
+        leaves, why = leaves_on_stop(args.id - 1, state)
+        print(json.dumps({"node": args.id, "leaves": leaves, "why": why}), flush=True)
+        if not leaves:
+            return 0
+        assert state is not None and state.replicas is not None
+        keep = lambda node: node - 1 < state.replicas  # noqa: E731  (pods that stay: not leaving too)
+    if args.state_dir:
+        mark_leaving(Path(args.state_dir))
+    try:
+        leave(args.id, lambda node: expand_address_template(args.client_address_template, node), tls,
+              args.timeout_s, members=args.members, keep=keep)
+    except HandoverFailed as exc:
+        if exc.code == "DEADLINE_EXCEEDED":
+            print(f"bullyproof: error: {exc.detail}", file=sys.stderr)
+            return 1
+        raise ConfigError(f"node {args.id} could not leave: {exc}") from None
+    return 0
+
+
 def cmd_certs_init(args: argparse.Namespace) -> int:
     from node.tls import make_cluster_certs
 
@@ -735,7 +817,10 @@ def cmd_compose(args: argparse.Namespace) -> int:
 def cmd_k8s(args: argparse.Namespace) -> int:
     from node.launcher.k8s import k8s_spec, render_k8s
 
-    text = render_k8s(k8s_spec(args.nodes, args.mode, insecure=args.insecure), image=args.image)
+    check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)  # what every pod would refuse, refused here
+    spec = k8s_spec(args.nodes, args.mode, insecure=args.insecure, heartbeat_interval_ms=args.heartbeat_interval_ms,
+                    election_timeout_ms=args.election_timeout_ms)
+    text = render_k8s(spec, image=args.image, max_nodes=args.max_nodes)
     if args.insecure:
         print(f"warning: the manifests run {INSECURE_WARNING}", file=sys.stderr)
     if args.output == "-":
@@ -797,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_member(args)
         if args.command == "health":
             return cmd_health(args)
+        if args.command == "leave":
+            return cmd_leave(args)
         if args.command == "compose":
             return cmd_compose(args)
         if args.command == "k8s":

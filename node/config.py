@@ -56,6 +56,31 @@ def parse_peers(text: str, self_id: int) -> dict[int, str]:
     return peers
 
 
+# Where a member is, from its id alone: "bullyproof-{ordinal}.bullyproof:7000" (a StatefulSet's pod
+# NAME-N runs node N+1 under the headless Service NAME). Only these two names are replaced.
+TEMPLATE_FIELDS = {"{id}": lambda node_id: node_id, "{ordinal}": lambda node_id: node_id - 1}
+
+
+def expand_address_template(template: str, node_id: int) -> str:
+    """The address `template` gives node `node_id`: {id} is its id, {ordinal} its id - 1."""
+    for name, value in TEMPLATE_FIELDS.items():
+        template = template.replace(name, str(value(node_id)))
+    return template
+
+
+def check_address_template(template: str, what: str) -> None:
+    """A template names the node ({id} or {ordinal}), replaces nothing else, and makes HOST:PORT."""
+    if not any(name in template for name in TEMPLATE_FIELDS):
+        raise ConfigError(f"{what} {template!r} names no node: put {{id}} (the node's id) or {{ordinal}} "
+                          "(its id - 1, a StatefulSet pod's ordinal) in it")
+    rest = template
+    for name in TEMPLATE_FIELDS:
+        rest = rest.replace(name, "")
+    if "{" in rest or "}" in rest:
+        raise ConfigError(f"{what} {template!r}: only {{id}} and {{ordinal}} are replaced")
+    parse_address(expand_address_template(template, 1), what)
+
+
 def parse_planted_bugs(names: list[str], environ: dict[str, str] | None = None) -> frozenset[PlantedBug]:
     if not names:
         return frozenset()
@@ -125,6 +150,15 @@ class NodeSettings:
     # wins over both (node.core.membership).
     voters: tuple[int, ...] = ()
     join: bool = False
+    # Where to dial a member without an entry in `peers`, from its id (expand_address_template); with
+    # it, any id may be a member: the configuration, not a list, says whom the node counts (quorum).
+    peer_address_template: str | None = None
+    # Where members serve Leadership (their client ports), from their ids: what --self-join asks.
+    client_address_template: str | None = None
+    # Members manage their own membership (Kubernetes, node.runtime.joining): while this node is in no
+    # configuration it asks the leader to add it, and it grants a node certificate's request to add or
+    # remove that node itself (node.runtime.leadership). A node not in --voters starts outside.
+    self_join: bool = False
 
     def __post_init__(self) -> None:
         if self.node_id <= 0:
@@ -147,15 +181,29 @@ class NodeSettings:
         changes = mode_info(self.mode).membership_changes
         if (self.voters or self.join) and not changes:
             raise ConfigError(f"--voters and --join need a mode that changes membership (quorum), not {self.mode.value}")
+        for flag, template in (("--peer-address-template", self.peer_address_template),
+                               ("--client-address-template", self.client_address_template)):
+            if template is not None:
+                if not changes:
+                    raise ConfigError(f"{flag} needs a mode that changes membership (quorum), not {self.mode.value}: "
+                                      "the others keep their --peers list")
+                check_address_template(template, flag)
+        if self.self_join and self.client_address_template is None:
+            raise ConfigError("--self-join asks the leader at its client address: give --client-address-template")
         if self.voters and self.join:
             raise ConfigError("--join starts a node outside the configuration; --voters names the configuration: "
                               "give one of them")
         unknown = sorted(set(self.voters) - set(self.members))
-        if unknown:
+        if unknown and self.peer_address_template is None:
             raise ConfigError(f"--voters names {','.join(map(str, unknown))}, not in --peers (or this node's --id)")
-        if self.voters and self.node_id not in self.voters:
+        if self.voters and self.node_id not in self.voters and not self.self_join:
             raise ConfigError(f"--voters must include this node ({self.node_id}); to start outside the "
                               "configuration and be added later, use --join")
+        if not self.peers and self.peer_address_template is None:
+            raise ConfigError("--peers is empty: a cluster needs other members")
+        if not self.peers and not (self.voters or self.starts_outside):
+            raise ConfigError("--peer-address-template without --peers: give --voters (the configuration to start "
+                              "with) or --join")
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -165,6 +213,35 @@ class NodeSettings:
     @property
     def initial_voters(self) -> tuple[int, ...]:
         return tuple(sorted(self.voters)) or self.members
+
+    @property
+    def starts_outside(self) -> bool:
+        """In no configuration until a leader adds it: --join, or --self-join and not in --voters."""
+        return self.join or (self.self_join and bool(self.voters) and self.node_id not in self.voters)
+
+    @property
+    def open_membership(self) -> bool:
+        """Any node may be a member (an address template dials it): the configuration decides whom this
+        node counts, not the list it was started with."""
+        return self.peer_address_template is not None
+
+    def knows(self, node_id: int) -> bool:
+        """Whether node `node_id` may be a member: listed, or any node under an address template."""
+        return node_id in self.members or (self.open_membership and node_id > 0)
+
+    def peer_address(self, node_id: int) -> str | None:
+        """Where this node dials node `node_id`'s Peer service: --peers first, then the template."""
+        if node_id in self.peers:
+            return self.peers[node_id]
+        if self.peer_address_template is None or node_id <= 0 or node_id == self.node_id:
+            return None
+        return expand_address_template(self.peer_address_template, node_id)
+
+    def client_address(self, node_id: int) -> str | None:
+        """Where node `node_id` serves Leadership, by --client-address-template (None without it)."""
+        if self.client_address_template is None or node_id <= 0:
+            return None
+        return expand_address_template(self.client_address_template, node_id)
 
     @property
     def timing(self) -> Timing:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import ssl
 import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -95,3 +100,69 @@ def store_server() -> Iterator[StoreServer]:
         yield server.start()
     finally:
         server.stop()
+
+
+# ---- a stand-in for the Kubernetes API server (no cluster here) ------------------------------------
+
+
+@dataclass
+class KubeApi:
+    """A loopback HTTPS server answering GETs as the API server would: `objects` by path (200), 404
+    for the rest, 403 without the bearer `token`; verified against `account`/ca.crt as the real one
+    is. `account`: a pod's service account directory (token, namespace, ca.crt); `env`: the variables
+    the kubelet gives every container (KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT)."""
+
+    account: Path
+    env: dict[str, str]
+    token: str
+    objects: dict[str, dict] = field(default_factory=dict)
+    seen: list[tuple[str, str]] = field(default_factory=list)  # (path, Authorization) of every GET
+
+    def statefulset(self, name: str, replicas: int, namespace: str = "prod") -> None:
+        self.objects[f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"] = {
+            "kind": "StatefulSet", "metadata": {"name": name, "namespace": namespace}, "spec": {"replicas": replicas}}
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
+    from node.tls import make_cluster_certs
+
+    made = make_cluster_certs(tmp_path / "kube-api-ca", 1)
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    api = KubeApi(account, {}, "pod-token")
+    (account / "token").write_text(api.token + "\n")
+    (account / "namespace").write_text("prod")
+    (account / "ca.crt").write_bytes(made["store"].ca.read_bytes())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            api.seen.append((self.path, self.headers.get("Authorization", "")))
+            if self.headers.get("Authorization") != f"Bearer {api.token}":
+                status, body = 403, {"kind": "Status", "code": 403}
+            elif self.path in api.objects:
+                status, body = 200, api.objects[self.path]
+            else:
+                status, body = 404, {"kind": "Status", "code": 404}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(made["store"].cert, made["store"].key)  # a server certificate naming 127.0.0.1
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    api.env.update(KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(server.server_port))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()

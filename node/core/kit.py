@@ -113,6 +113,13 @@ class ElectorKit:
             self.confirmed: set[int] = set()  # leading: who acknowledged our configuration in our epoch
             self.agreed_told = True  # whether MembershipChanged(committed=True) went out for it
 
+    @classmethod
+    def calls(cls) -> frozenset[MsgType]:
+        """The message types this elector handles that arrive as calls of their own (not as the answer
+        on the call that asked): what its peers may send it (the runtime's Peer RPCs per mode)."""
+        handled = {*cls.REQUESTS, *(t for replies in cls.REPLIES.values() for t in replies)}
+        return frozenset(handled - set(REPLY_TYPE.values()))
+
     @property
     def members(self) -> tuple[int, ...]:
         """The voters: the ids majorities are counted against."""

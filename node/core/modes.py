@@ -2,7 +2,9 @@
 
 Everything that needs to know which modes exist (the CLI's choices, the cluster description, the
 runtime, the simulator, the checkers, the history) asks this module. Adding a mode means: a core
-module with an Elector, one entry here, its RPCs in the .proto (and node/runtime/wire.py), and its scenarios.
+module with an ElectorKit subclass (its message types in types.py), one entry here, its RPCs in the
+.proto (the mode's RPCs follow from its dispatch table; node/runtime/wire.py only if its messages carry
+fields no mode had before), and its scenarios.
 """
 
 from __future__ import annotations

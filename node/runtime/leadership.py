@@ -53,10 +53,11 @@ class Handover:
         if adding:
             if target in m.voters:
                 return m
-            if target not in node.transport.peers:
+            if node.transport.peer(target) is None:
                 raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"node {target} has no address in node {node.id}'s --peers; give every member its "
-                                    "address (restart them one at a time with it) before adding it")
+                                    "address (restart them one at a time with it, or with --peer-address-template) "
+                                    "before adding it")
             voters, learners = m.voters, tuple(sorted({*m.learners, target}))
         else:
             if target not in m.everyone:
@@ -115,14 +116,14 @@ class Handover:
     async def transfer(self, target: int, timeout_ms: int) -> tuple[int, int]:
         node, s = self.node, self.node.settings
         voters = getattr(node.elector, "members", s.members)  # the configuration's voters, where it can change
-        if target == node.id or target not in voters or target not in s.members:
+        peer = node.transport.peer(target) if target != node.id and target in voters and s.knows(target) else None
+        if peer is None:
             others = [m for m in voters if m != node.id]
             raise TransferError(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"target {target} must be another voter ({', '.join(map(str, others))})")
         v = node.elector.view(node.now())
         if v.role != Role.LEADER:
             raise TransferError(grpc.StatusCode.FAILED_PRECONDITION, self.not_leader_detail())
-        peer = node.transport.peers[target]
         recent_ns = 2 * s.heartbeat_interval_ms * 1_000_000
         if not peer.reachable or time.monotonic_ns() - peer.last_heard_ns > recent_ns:
             # Checked before stepping down: an unreachable target leaves the current leader in place.
@@ -196,8 +197,32 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
             await context.abort(exc.code, exc.detail)
         return pb.TransferReply(leader_id=leader, epoch=epoch)
 
+    async def _require_admin_or_self(self, context, request) -> None:
+        """ChangeMembership: an admin may change any member. Under --self-join a node's own certificate
+        may add or remove that node, and no other (a pod asks for its own addition when it starts and
+        its removal when its StatefulSet is scaled down). To a member's key holder that gives nothing
+        it lacks: whoever holds node N's key can already act as node N (and N leaving is never worse
+        for the others than N down). To the holder of a node certificate outside the configuration it
+        gives a way in, first as a learner, which counts for nothing until it has acknowledged: under
+        --self-join, a node certificate is an invitation to join (docs/operating.md). Nothing else
+        passes: not another node, not node N's own certificate at its own server (as Resign and
+        Transfer allow), not a client."""
+        node = self.node
+        what = "Leadership/ChangeMembership"
+        who = await require(context, node.settings.tls is not None, (*ADMIN, "node"), what)
+        if who is None or who.kind != "node":
+            return
+        if not node.settings.self_join:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{what} needs an admin certificate (node {node.id} runs without --self-join, so a "
+                                f"node may not change even its own membership); the caller has {who.uri}")
+        if who.node_id != request.node_id:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{what}: node {who.node_id}'s certificate may add or remove node {who.node_id} only, "
+                                f"not node {request.node_id}; other changes need an admin certificate")
+
     async def ChangeMembership(self, request, context):
-        await self._require_admin(context, "ChangeMembership")
+        await self._require_admin_or_self(context, request)
         await self._refuse_if_failed(context)
         try:
             m = await self.node.handover.change_membership(request.action, request.node_id, request.timeout_ms)

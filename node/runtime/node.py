@@ -6,7 +6,8 @@ back in order: persist the promise (fsync), then send. If the promise cannot be 
 fail-stops: nothing that could reveal it leaves, and the process exits (run_node raises
 PersistError; the CLI exits 3). The jobs around it each have a module: peers.py (transport and the
 Peer service), observe.py (view, WatchLeader, health, status), leadership.py (resign, transfer, the
-Leadership service), duty.py (fenced writes), events.py (history and logs).
+Leadership service), duty.py (fenced writes), joining.py (--self-join: asking to be added), events.py
+(history and logs).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from node.core import (
 )
 from node.runtime.clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
 from node.runtime.duty import LeaderDuty
+from node.runtime.joining import SelfJoin
 from node.runtime.events import EventLog, route_logging
 from node.runtime.leadership import Handover, LeadershipServicer
 from node.runtime.metrics import NodeMetrics
@@ -52,8 +54,9 @@ class NodeRuntime:
         self.failed: PersistError | None = None  # set once a promise could not be made durable
         self.started_unix = time.time()
         self.promises = PromiseStore(settings.state_dir, settings.timing, settings.tick_ms)
-        config = Config(settings.node_id, settings.initial_voters if not settings.join else settings.members,
-                        settings.timing, settings.planted_bugs, settings.mode_options, join=settings.join)
+        outside = settings.starts_outside  # --join, or --self-join and not in --voters
+        config = Config(settings.node_id, settings.initial_voters if not outside else settings.members,
+                        settings.timing, settings.planted_bugs, settings.mode_options, join=outside)
         # Seeded per node and boot, so a run's randomness is reproducible from its log line.
         seed = hash((settings.node_id, self.t0.lease_ns)) & 0xFFFFFFFF
         self.elector = make_elector(settings.mode, config, self.promises.load(), random.Random(seed), self.now())
@@ -72,6 +75,7 @@ class NodeRuntime:
         self.transport = PeerTransport(self)
         self.handover = Handover(self)
         self.duty = LeaderDuty(self)
+        self.joining = SelfJoin(self)
         self.events.log("boot", self.epoch(), seed=seed, mode=str(settings.mode.value), promise=self.elector.promise.__dict__,
                         lease_clock=LEASE_CLOCK_NAME)
         self.events.record("process", action="start", pid=os.getpid())
@@ -211,6 +215,8 @@ class NodeRuntime:
         try:
             if s.store:
                 self.spawn(self.duty.run())
+            if s.self_join:
+                self.spawn(self.joining.run())
             await self._tick_loop()
         except PersistError:
             pass  # already recorded in self.failed; run_node reports it

@@ -112,12 +112,26 @@ class PeerTransport:
         self.unaddressed: set[int] = set()  # configuration members without an address (logged once each)
 
     def connect(self) -> None:
+        for pid in self.node.settings.peers:
+            self._open(pid)
+
+    def peer(self, pid: int) -> PeerState | None:
+        """The link to node `pid`: one of --peers, or (with --peer-address-template) opened the first
+        time the configuration names a node this one was not started with. None: no address for it."""
+        state = self.peers.get(pid)
+        if state is None and self.node.settings.peer_address(pid) is not None:
+            state = self._open(pid)
+        return state
+
+    def _open(self, pid: int) -> PeerState:
         s = self.node.settings
-        for pid, address in s.peers.items():
-            # Verifies node `pid`'s own name in the certificate: a proxy (or anyone) in between cannot pose as it.
-            channel = peer_channel(address, s.heartbeat_interval_ms, s.tls, node_name(pid))
-            self.peers[pid] = PeerState(address, channel, pb_grpc.PeerStub(channel))
-            self.link_watchers.append(asyncio.ensure_future(self._watch_link(pid, channel)))
+        address = s.peer_address(pid)
+        assert address is not None
+        # Verifies node `pid`'s own name in the certificate: a proxy (or anyone) in between cannot pose as it.
+        channel = peer_channel(address, s.heartbeat_interval_ms, s.tls, node_name(pid))
+        state = self.peers[pid] = PeerState(address, channel, pb_grpc.PeerStub(channel))
+        self.link_watchers.append(asyncio.ensure_future(self._watch_link(pid, channel)))
+        return state
 
     async def _watch_link(self, pid: int, channel: grpc.aio.Channel) -> None:
         """Count every time the connection to `pid` was up and went (peer_disconnects_total): a peer
@@ -140,12 +154,13 @@ class PeerTransport:
     async def send(self, msg: Message) -> None:
         """One request to a peer; its reply (an ack on the same call) goes to the elector."""
         node = self.node
-        peer = self.peers.get(msg.dst)
+        peer = self.peer(msg.dst)
         if peer is None:
             # The configuration names a node this one has no address for: as if it were down.
             if msg.dst not in self.unaddressed:
                 self.unaddressed.add(msg.dst)
-                node.events.log(f"node {msg.dst} is in the configuration but not in --peers: no address to reach it",
+                node.events.log(f"node {msg.dst} is in the configuration but not in --peers (and no "
+                                "--peer-address-template): no address to reach it",
                                 node.epoch(), level="warning", peer=msg.dst)
             node.apply(node.elector.send_failed(node.now(), msg))
             return
@@ -182,7 +197,8 @@ class PeerTransport:
         node = self.node
         # The certificate says who is talking; a member cannot speak for another.
         await require(context, node.settings.tls is not None, ("node",), f"Peer/{rpc}", claimed=("sender_id", req.sender_id))
-        rejection = check_peer_message(rpc, req, node.id, node.settings.members, node.settings.mode.value)
+        rejection = check_peer_message(rpc, req, node.id, node.settings.members, node.settings.mode.value,
+                                       node.settings.open_membership)
         if rejection is not None:
             if rejection.member_list:  # (its sender is a peer: that is checked first)
                 self.configuration_refused(req.sender_id, rejection.detail)
@@ -191,7 +207,9 @@ class PeerTransport:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} is stopping: {node.failed}")
         msg = message_from_pb(rpc, req, node.settings.tick_ms)
         self._count_received(msg)
-        self.peers[msg.src].last_heard_ns = time.monotonic_ns()
+        sender = self.peers.get(msg.src)  # a sender alone opens no channel: the configuration does (send)
+        if sender is not None:
+            sender.last_heard_ns = time.monotonic_ns()
         before = self._before() if is_election_traffic(msg) else None
         try:
             reply = node.apply(node.elector.step(node.now(), msg), reply_to=msg)
@@ -215,10 +233,11 @@ class PeerTransport:
         shown in GetStatus (the peer's configuration_refusal), and logged when the reason is new."""
         node = self.node
         node.metrics.configuration_refused(peer)
-        state = self.peers[peer]
-        if why != state.configuration_refusal:
+        state = self.peer(peer)
+        if state is None or why != state.configuration_refusal:
             node.events.log(why, node.elector.view(node.now()).epoch, level="warning", peer=peer)
-        state.configuration_refusal = why
+        if state is not None:
+            state.configuration_refusal = why
 
     def _record_grant(self, request: Message, reply: Message) -> None:
         """A granted ack is a "grant" in the history, for the checker that does not trust leaders

@@ -17,6 +17,9 @@ PROMISE_FILE = "promise.json"
 # The write-ahead copy, renamed over PROMISE_FILE once fsynced. One left behind is only an aborted
 # write (the rename is atomic): load ignores it and the next save overwrites it.
 PROMISE_TMP = "promise.tmp"
+# Written by `bullyproof leave` (node.client.leave) while the node on this directory leaves the
+# configuration: it asks to be added no more (--self-join, node.runtime.joining) until it starts again.
+LEAVING_FILE = "leaving"
 
 
 class StateError(Exception):

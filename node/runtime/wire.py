@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core import REPLY_TYPE, Membership, Message, MsgType, Role, configuration_id, mode_info
+from node.core import REGISTRY, REPLY_TYPE, Membership, Message, MsgType, Role, configuration_id, mode_info
 from node.core.kit import REFUSALS
 
 # Epochs count elections; anything near 2**63 is corruption or an attack, not history.
@@ -38,16 +38,11 @@ ROUND_RPCS = frozenset({"Heartbeat", "PreVote", *RING_RPCS})
 
 ROLE_PB = {Role.FOLLOWER: pb.ROLE_FOLLOWER, Role.CANDIDATE: pb.ROLE_CANDIDATE, Role.LEADER: pb.ROLE_LEADER}
 
-# The peer RPCs each mode's elector handles (as the .proto's comment on service Peer lists them). Any
-# other RPC reaching a node is from a peer running another mode: refused before the elector sees it
-# (a Bully or Raft elector has no handler for it, and would fail after noting the message's epoch).
-# tests/fuzz/test_mode_rpcs.py checks this table against the electors themselves.
-BULLY_RPCS = frozenset({"Election", "Alive", "Coordinator", "Heartbeat"})
+# The peer RPCs each mode's elector handles, from its own dispatch table (ElectorKit.calls; the .proto's
+# comment on service Peer lists them too). Any other RPC reaching a node is from a peer running another
+# mode: refused before the elector sees it (UNIMPLEMENTED; it would only note the message's epoch).
 MODE_RPCS: dict[str, frozenset[str]] = {
-    "classic": BULLY_RPCS,
-    "quorum": BULLY_RPCS,
-    "ring": frozenset({"RingElection", "RingCoordinator", "Heartbeat"}),
-    "raft": frozenset({"PreVote", "RequestVote", "Heartbeat"}),
+    name: frozenset(RPC_NAME[t] for t in info.factory.calls()) for name, info in REGISTRY.items()
 }
 
 
@@ -59,11 +54,14 @@ class Rejection:
 
 
 def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tuple[int, ...],
-                       mode: str | None = None) -> Rejection | None:
+                       mode: str | None = None, open_membership: bool = False) -> Rejection | None:
     """Why this request must be refused, or None. Order: who sent it, to whom, then its fields.
 
-    With `mode` (as a node always calls it), an RPC of another mode is UNIMPLEMENTED."""
-    if req.sender_id not in members or req.sender_id == self_id:
+    With `mode` (as a node always calls it), an RPC of another mode is UNIMPLEMENTED. With
+    `open_membership` (an address template: any node may be a member) every other node id may send;
+    the configuration the message carries decides what counts (node.core.membership)."""
+    known = (lambda node: node > 0) if open_membership else (lambda node: node in members)
+    if not known(req.sender_id) or req.sender_id == self_id:
         return Rejection(
             grpc.StatusCode.PERMISSION_DENIED,
             f"sender {req.sender_id} is not a peer of node {self_id} (members: {', '.join(map(str, members))})",
@@ -84,7 +82,7 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs an epoch >= 1, got 0")
     if req.successor_id and not (rpc == "Heartbeat" and req.resigning):
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "successor_id is only meaningful on a resigning Heartbeat")
-    if req.successor_id and req.successor_id not in members:
+    if req.successor_id and not known(req.successor_id):
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"successor {req.successor_id} is not a member")
     if req.transfer and not req.successor_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "transfer is only meaningful with a successor_id")

@@ -43,7 +43,7 @@ from fuzzlib import (PRECISE, Caller, FuzzStats, Outcome, cluster_snapshot, dead
                      moved, safety_violations, seed_for, store_log, watchers_gauge)
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.core import mode_info
+from node.core import configuration_id, mode_info
 from node.launcher.cluster import LocalCluster, wait_for
 from node.runtime.wire import MODE_RPCS
 
@@ -95,10 +95,23 @@ def peer_hints(target: int) -> pf.Hints:
     """Values that get a request past the checks of who sent it to whom and into the elector, which
     random numbers almost never do (0 stands for "unset"; a repeated field's hints are whole lists)."""
     others = tuple(m for m in MEMBERS if m != target)
+    # Fields most RPCs leave unset are mostly unset: each one set where it does not belong is a refusal
+    # of its own, and a request must get past all of them to reach the elector.
     return (("sender_id", others), ("receiver_id", (target,)), ("epoch", (1, 2, 3, 4, 7, 50, 2**62)),
-            ("round", (0, 0, 0, 1, 2, 9)), ("resigning", (False,) * 5 + (True,)),
-            ("successor_id", (0,) * 9 + MEMBERS), ("initiator_id", (0,) * 3 + MEMBERS),
-            ("ring_ids", ((),) * 4 + ((others[0],), (*others, target), (target, others[1]))))
+            ("round", (0,) * 9 + (1, 2, 9)), ("resigning", (False,) * 9 + (True,)),
+            ("successor_id", (0,) * 12 + MEMBERS), ("initiator_id", (0,) * 9 + MEMBERS),
+            ("ring_ids", ((),) * 9 + ((others[0],), (*others, target), (target, others[1]))),
+            ("lease_ms", (0,) * 6 + (350, 700)), ("lease_remaining_ms", (0,) * 6 + (200,)),
+            ("transfer", (False,) * 9 + (True,)), *CONFIGURATION_HINTS)
+
+
+# The clusters' own configuration, mostly, so that messages in modes that change membership pass the
+# wire's check and reach the elector; now and then a later, a joint or an impossible one.
+CONFIGURATION_HINTS = (
+    ("voters", (MEMBERS,) * 12 + ((1, 2), (1, 2, 3, 4))), ("learners", ((),) * 12 + ((4,),)),
+    ("index", (0,) * 12 + (1, 7)), ("term", (0,) * 12 + (2, -1)), ("previous", ((),) * 12 + ((1, 2),)),
+    ("notify", ((),) * 12 + ((5,),)), ("configuration_id", (configuration_id(MEMBERS),) * 12 + (1,)),
+)
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: f"{m.containing_service.name}.{m.name}")

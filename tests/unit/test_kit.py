@@ -72,3 +72,14 @@ def test_a_mode_that_keeps_its_list_refuses_a_change(mode: str) -> None:
     e = make_elector(mode, Config(1, (1, 2, 3), Timing()), Promise(), random.Random(0), 0)
     with pytest.raises(MembershipRefused, match="keeps its start-up list"):
         e.change_membership(0, (1, 2))
+
+
+def test_the_peer_rpcs_of_each_mode_come_from_its_electors_dispatch_table() -> None:
+    from node.runtime.wire import MODE_RPCS
+
+    assert MODE_RPCS == {
+        "classic": {"Election", "Alive", "Coordinator", "Heartbeat"},
+        "quorum": {"Election", "Alive", "Coordinator", "Heartbeat"},
+        "ring": {"RingElection", "RingCoordinator", "Heartbeat"},
+        "raft": {"PreVote", "RequestVote", "Heartbeat"},
+    }

@@ -107,23 +107,26 @@ FIRST_FAILING = {
     ("quorum", "half-is-majority"): 3, ("quorum", "short-promise"): 3,
     ("quorum", "old-resign-releases"): 863, ("quorum", "ack-keeps-window"): 3, ("quorum", "lease-from-next-beat"): 14,
     ("quorum", "boot-window-from-zero"): 54, ("quorum", "lease-as-long-as-promise"): 369,
-    ("raft", "stale-store"): 83, ("raft", "term-only-persist"): 109, ("raft", "vote-window-is-lease"): 84,
-    ("raft", "late-vote-until-deadline"): 30,
+    ("raft", "stale-store"): 83, ("raft", "term-only-persist"): 34, ("raft", "vote-window-is-lease"): 30,
+    ("raft", "late-vote-until-deadline"): 50,
     # members running different timings (test_timing_changes)
     ("quorum", "announced-lease-ignored"): 10, ("quorum", "hold-not-persisted"): 91,
     ("raft", "announced-lease-ignored"): 109, ("raft", "hold-not-persisted"): 109,
     # independent, second batch (measured blind, after the search was tuned); persist-new-leader-only is now
     # found first where it fails to persist a membership change (P4 after restart_all)
-    ("quorum", "persist-new-leader-only"): 14, ("raft", "vote-by-window"): 9, ("raft", "lease-from-win"): 264,
-    ("raft", "persist-before-self-vote"): 477,
+    ("quorum", "persist-new-leader-only"): 14, ("raft", "vote-by-window"): 9, ("raft", "lease-from-win"): 260,
     # membership changes (test_membership, test_membership_review*)
     ("quorum", "membership-not-persisted"): 14, ("quorum", "adopts-any-configuration"): 172,
     ("quorum", "removed-still-counted"): 225, ("quorum", "new-configuration-releases"): 279,
+    ("raft", "membership-not-persisted"): 649, ("raft", "adopts-any-configuration"): 279,
+    ("raft", "removed-still-counted"): 154, ("raft", "new-configuration-releases"): 154,
 }
 # lease-check-on-tick was found at 133 by the simulator's old event-based judge; the one judge (which reads
 # views, as real runs are judged) sees no violation in it: see test_independent_bugs.
+# persist-before-self-vote was found at 477 before raft drew membership changes; seed 0 no longer finds it
+# within 1,500 (seed 2 does, at 816): its saved schedule still replays below.
 NOT_FOUND_YET = {"reassert-keeps-grants", "round-without-epoch", "late-ack-until-timeout", "release-any-term",
-                 "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch"}
+                 "lease-check-on-tick", "late-beat-names-resigned", "reassert-adopts-epoch", "persist-before-self-vote"}
 
 
 def test_every_planted_bug_is_either_found_or_listed_as_not_found_yet() -> None:

@@ -112,3 +112,27 @@ def test_a_node_on_another_member_list_is_refused_and_never_counted() -> None:
     reply = Message(MsgType.COORDINATOR_ACK, 2, 1, 3, granted=True, promised_epoch=3)
     assert ack_from_pb(request, ack_to_pb(reply, configuration_id(stale)), configuration_id(ours)) is None
     assert ack_from_pb(request, ack_to_pb(reply, configuration_id(ours)), configuration_id(ours)) == reply
+
+
+def test_under_an_address_template_any_node_may_send_and_the_configuration_decides() -> None:
+    """--peer-address-template (quorum): a node added after this one started (node 7 here) is heard
+    and named as a successor; without the template it is not a peer. Its own id, and id 0, never pass."""
+    from node.api import bullyproof_pb2 as pb
+    from node.runtime.wire import membership_to_pb
+    from node.core import Membership
+
+    m = Membership((1, 2, 3, 7), index=2, term=4)
+    req = pb.PeerMessage(sender_id=7, receiver_id=1, epoch=5, round=1, lease_ms=700, configuration_id=m.id,
+                         configuration=membership_to_pb(m))
+    closed = check_peer_message("Heartbeat", req, 1, (1, 2, 3), "quorum")
+    assert closed.code.name == "PERMISSION_DENIED" and "sender 7 is not a peer of node 1" in closed.detail
+    assert check_peer_message("Heartbeat", req, 1, (1, 2, 3), "quorum", open_membership=True) is None
+    handover = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=5, resigning=True, successor_id=7,
+                              configuration_id=m.id, configuration=membership_to_pb(m))
+    assert check_peer_message("Heartbeat", handover, 1, (1, 2, 3), "quorum").code.name == "INVALID_ARGUMENT"
+    assert check_peer_message("Heartbeat", handover, 1, (1, 2, 3), "quorum", open_membership=True) is None
+    for sender in (0, 1):
+        forged = pb.PeerMessage(sender_id=sender, receiver_id=1, epoch=5, round=1, configuration_id=m.id,
+                                configuration=membership_to_pb(m))
+        assert check_peer_message("Heartbeat", forged, 1, (1, 2, 3), "quorum", open_membership=True).code.name \
+            == "PERMISSION_DENIED"

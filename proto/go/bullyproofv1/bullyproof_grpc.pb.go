@@ -467,12 +467,13 @@ type LeadershipClient interface {
 	// (it fails, steps down, or an operator calls Resign), the next leader is elected as usual and
 	// preemption applies again.
 	TransferLeadership(ctx context.Context, in *TransferRequest, opts ...grpc.CallOption) (*TransferReply, error)
-	// Change the configuration (admin certificate): add a node (as a learner, promoted to voter once it
-	// has acknowledged the configuration that names it) or remove one, one member per call. Only the
-	// leader makes changes: FAILED_PRECONDITION elsewhere, or when the last change is not yet agreed, or
-	// for removing the leader itself (transfer leadership first). Succeeds once the change (and for an
-	// add, the promotion) is agreed by a majority of the voters before and after; DEADLINE_EXCEEDED if
-	// not within timeout_ms (the change may still complete: read GetStatus).
+	// Change the configuration (admin certificate; where nodes run --self-join, also node N's own
+	// certificate for node N alone, PERMISSION_DENIED for any other): add a node (as a learner,
+	// promoted to voter once it has acknowledged the configuration that names it) or remove one, one
+	// member per call. Only the leader makes changes: FAILED_PRECONDITION elsewhere, or when the last
+	// change is not yet agreed, or for removing the leader itself (transfer leadership first). Succeeds
+	// once the change (and for an add, the promotion) is agreed by a majority of the voters before and
+	// after; DEADLINE_EXCEEDED if not within timeout_ms (the change may still complete: read GetStatus).
 	ChangeMembership(ctx context.Context, in *MembershipRequest, opts ...grpc.CallOption) (*MembershipReply, error)
 }
 
@@ -578,12 +579,13 @@ type LeadershipServer interface {
 	// (it fails, steps down, or an operator calls Resign), the next leader is elected as usual and
 	// preemption applies again.
 	TransferLeadership(context.Context, *TransferRequest) (*TransferReply, error)
-	// Change the configuration (admin certificate): add a node (as a learner, promoted to voter once it
-	// has acknowledged the configuration that names it) or remove one, one member per call. Only the
-	// leader makes changes: FAILED_PRECONDITION elsewhere, or when the last change is not yet agreed, or
-	// for removing the leader itself (transfer leadership first). Succeeds once the change (and for an
-	// add, the promotion) is agreed by a majority of the voters before and after; DEADLINE_EXCEEDED if
-	// not within timeout_ms (the change may still complete: read GetStatus).
+	// Change the configuration (admin certificate; where nodes run --self-join, also node N's own
+	// certificate for node N alone, PERMISSION_DENIED for any other): add a node (as a learner,
+	// promoted to voter once it has acknowledged the configuration that names it) or remove one, one
+	// member per call. Only the leader makes changes: FAILED_PRECONDITION elsewhere, or when the last
+	// change is not yet agreed, or for removing the leader itself (transfer leadership first). Succeeds
+	// once the change (and for an add, the promotion) is agreed by a majority of the voters before and
+	// after; DEADLINE_EXCEEDED if not within timeout_ms (the change may still complete: read GetStatus).
 	ChangeMembership(context.Context, *MembershipRequest) (*MembershipReply, error)
 	mustEmbedUnimplementedLeadershipServer()
 }
