@@ -702,7 +702,7 @@ def leadership(ordered: Sequence[Mapping[str, Any]], end: int, instant: int = 0)
     start, and those of them that ended as their lease ran out (P6 forgives those less).
 
     An interval opens at a node's view with role leader and closes at the node's next view, at a
-    kill/pause/stop of its process, or at ``end``; ``lease_end_ns`` on the closing view moves the end
+    kill/pause/stop of its process or the start of a new one, or at ``end``; ``lease_end_ns`` on the closing view moves the end
     earlier. A paused leader that is resumed without reporting a new view still believes it leads
     (classic Bully does exactly that), so its interval reopens at the resume; a quorum leader whose
     lease ran out during the pause reports a view with an earlier ``lease_end_ns``, which shrinks the
@@ -749,7 +749,11 @@ def leadership(ordered: Sequence[Mapping[str, Any]], end: int, instant: int = 0)
             if action == "pause" and "lease_end_ns" in event:
                 if node in open_at:
                     paused_until[node] = event["lease_end_ns"]
-            elif action in DOWN_ACTIONS and node in open_at:
+            elif (action in DOWN_ACTIONS or action == "start") and node in open_at:
+                # A start of the node means its earlier process is gone: a restart is recorded before
+                # the old process is killed and "start" after, so that is when its leadership ended at
+                # the latest (the old process reports nothing more; under load its successor may take
+                # seconds to report its boot view).
                 ends = paused_until.get(node, t)
                 close(node, min(t, ends), ends < t)
             if action in DEAD_OR_FRESH_ACTIONS:  # nothing the old process believed survives

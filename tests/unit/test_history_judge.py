@@ -139,6 +139,19 @@ def test_a_recording_does_not_see_inside_a_paused_leader_but_the_simulator_does(
     assert leadership(killed, 600)[0] == [Interval(3, 1, 10, 180)]
 
 
+def test_a_leader_restarted_leads_no_longer_than_until_its_new_process_starts() -> None:
+    """The harness records a restart before it kills the old process and the start after: the old
+    leader's leadership ends by the start at the latest, however long the new process takes to report
+    its boot view (seen under load: two seconds, which made a healthy rolling change look split)."""
+    lead = {"t_ns": 10, "kind": "view", "node": 5, "role": "leader", "epoch": 12, "leader": 5}
+    restart = {"t_ns": 100, "kind": "process", "node": 5, "action": "restart", "pid": 1}
+    start = {"t_ns": 180, "kind": "process", "node": 5, "action": "start", "pid": 2, "election_timeout_ms": 1000}
+    boot = {"t_ns": 2_000, "kind": "view", "node": 5, "role": "follower", "epoch": 12, "leader": None, "reason": "boot"}
+    assert leadership([lead, restart, start, boot], 3_000)[0] == [Interval(5, 12, 10, 180)]
+    # Without a start (the new process never came up) the old one may still run: no end but the run's.
+    assert leadership([lead, restart], 3_000)[0] == [Interval(5, 12, 10, 3_000)]
+
+
 def test_an_announced_leadership_lasts_at_least_one_tick() -> None:
     """Told it leads at tick 5, with a lease already over: the application was told, so it led
     through tick 5. A recording has no such unit: the empty interval is dropped."""
