@@ -9,11 +9,16 @@ Findings (strict expected failures below, each with its minimal schedule):
   `--peers` list: "two start-up lists that were never one") never adopts the cluster's; without PreVote
   it campaigns for ever, one term higher each time, and answers every heartbeat of the leader with a
   configuration-conflict refusal carrying that term. The leader adopts it and steps down (higher_epoch),
-  about once per election timeout, for as long as that node runs: a majority that could lead undisturbed
-  has an agreed leader a third of the time. Quorum mode ignores the epoch of a configuration refusal
+  every one to two election timeouts, for as long as that node runs: a majority that could lead undisturbed
+  has an agreed leader a third of the time. Quorum mode's leader never acts on a configuration refusal
   (`QuorumBully._on_heartbeat_ack`); raft at 9727afd never saw such a node (the transport refused its
   list). The same path lets a node removed while it was cut off depose the leader once after the heal,
   with the term it reached alone (not-a-member carries it).
+* Liveness (P4), raft and quorum (the kit's configuration part; quorum has it at 6ca5dca too). A learner
+  added by a leader that is cut off from the majority hears the change, which is never agreed; if the
+  majority's new leader then changes the configuration (from the one before, in a later epoch) before it
+  hears of the learner, the learner is in no configuration's audience any more and runs the dead one for
+  ever: a learner never stands, so it never sends, and nobody sends to it. The cluster never agrees.
 * Judge (P3g false positive, raft, predates the kit: the same at 6ca5dca). A candidate that wins, steps
   down on a higher term and votes for a rival in one tick is judged "outside a majority's live promises"
   for the tick its announced leadership is held through (its own vote ended in that tick). The class of
@@ -136,6 +141,36 @@ def test_without_pre_vote_a_removed_leader_deposes_the_new_one_once_with_the_ter
     assert not net.violations(), net.violations()
     assert [e.reason for _, e in net.events_of(leader, SteppedDown)[before:]] == [Reason.HIGHER_EPOCH]
     assert 3 not in net.membership(3).everyone and net.agreed_leader() is not None
+
+
+@pytest.mark.xfail(strict=True, reason="P4: a learner added by a leader cut off from the majority is orphaned "
+                   "once the majority's leader changes the configuration: no one ever talks to it again")
+@pytest.mark.parametrize("mode", [Mode.RAFT, Mode.QUORUM])
+def test_a_learner_added_on_the_losing_side_of_a_partition_is_not_orphaned(mode: Mode) -> None:
+    """Voters {1,2,3,4} and 5 joining. The leader A, cut off with 5 alone, adds 5 as a learner: C1 (A's
+    epoch, index 1) reaches 5 only and is never agreed. The other three elect B under C0 and B removes A:
+    its joint and settled configurations are later than C1 (a later epoch) but never knew 5, so 5 is in
+    no one's audience (voters, learners, voters before, notify). Healed, A hears B and adopts B's
+    configuration; 5 runs C1 for ever, a learner of a dead configuration that names it: it never stands,
+    nobody sends to it, it follows no one, and the cluster never agrees (P4). Found by a raft membership
+    fuzz (seed 11577, shrunk: `partition 3,5,2|1,4 / member add 2 / run 60 / member remove 3`); the
+    configuration machinery is quorum's, so quorum mode has it too (also at 6ca5dca)."""
+    net = Network(0, 5, mode, joining=(5,))
+    assert net.run_until_agreed(2000) is not None
+    a = net.agreed_leader()[0]
+    rest = [m for m in (1, 2, 3, 4) if m != a]
+    net.partition([[a, 5], rest])
+    net.change_membership(a, net.membership(a).voters, (5,))  # reaches 5 only
+    net.run_until(lambda: net.agreed_among(rest) is not None, 3000)
+    b = net.agreed_among(rest)[0]
+    net.run(50)
+    net.change_membership(b, tuple(rest))  # from C0, in a later epoch, before hearing C1
+    net.run(300)
+    net.heal()
+    net.run(1500)
+    assert not net.violations(), net.violations()
+    # Today: 5 still runs "configuration 1 of term 1 (voters 1,2,3,4, learners 5)" and follows no one.
+    assert net.agreed_leader() is not None, net.membership(5).describe()
 
 
 # `bullyproof sim explore --mode raft --seed 14 --schedules 400` (schedule 135, shrunk); no configuration
