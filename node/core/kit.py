@@ -7,8 +7,8 @@ the simulator see. The kit gives every subclass:
 * **Entry points.** `tick`, `step`, `send_failed`, `resign` and `change_membership` each start a
   batch, let time catch up (`_advance`: a node that was paused re-checks its lease before it acts),
   run the algorithm's handler and hand back the frozen batch: persist this, then send these.
-* **One `step`.** The epoch check, once at the top (`_check_epoch`); the configuration check
-  (`_admit`); then a dispatch by role: a request goes to the handler every role shares
+* **One `step`.** The configuration check (`_admit`: nothing from another configuration is counted,
+  its epochs included); the epoch check, once (`_check_epoch`); then a dispatch by role: a request goes to the handler every role shares
   (`REQUESTS`), a reply only to the role waiting for it (`REPLIES[phase]`). A reply that finds its
   role gone (a candidate that already lost, a leader that stepped down) is dropped there.
 * **Timers.** `next_deadline` from the algorithm's `_timers()`.
@@ -140,11 +140,13 @@ class ElectorKit:
         return batch.freeze()
 
     def step(self, now: int, msg: Message) -> Output:
-        """Handle a message that passed validation (sender is a member, receiver is us): the epoch
-        check, the configuration check, then the handler of our role."""
+        """Handle a message that passed validation (sender is a member, receiver is us): the
+        configuration check, the epoch check, then the handler of our role. The configuration comes
+        first: an epoch from a node of another configuration (a conflicting start-up list, a node
+        removed while it campaigned alone) must not depose anyone here."""
         batch = Batch()
         self._advance(now, batch, lease_check=PlantedBug.LEASE_CHECK_ON_TICK not in self.config.planted_bugs)
-        if self._check_epoch(msg, batch) and self._admit(msg, batch):
+        if self._admit(msg, batch) and self._check_epoch(msg, batch):
             name = self.REQUESTS.get(msg.type) or self.REPLIES.get(self.phase, {}).get(msg.type)
             if name is not None:  # a reply for a role we left, or another mode's message: dropped
                 getattr(self, name)(msg, batch)
