@@ -87,14 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                "may be left out with --peer-address-template)")
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--peer-address-template", metavar="TEMPLATE",
-                   help="quorum: where to dial any member not in --peers, from its id: {id} is replaced by the "
+                   help="quorum, raft: where to dial any member not in --peers, from its id: {id} is replaced by the "
                         "id, {ordinal} by the id - 1 (a StatefulSet: bullyproof-{ordinal}.bullyproof:7000); with "
                         "it, members added later need no restart of the others")
     p.add_argument("--client-address-template", metavar="TEMPLATE",
-                   help="quorum: where members serve Leadership (their --client-listen), from their ids, as "
+                   help="quorum, raft: where members serve Leadership (their --client-listen), from their ids, as "
                         "--peer-address-template; --self-join asks the leader there")
     p.add_argument("--self-join", action="store_true",
-                   help="quorum: members manage their own membership (a StatefulSet scaled up or down): while "
+                   help="quorum, raft: members manage their own membership (a StatefulSet scaled up or down): while "
                         "in no configuration, this node asks the leader to add it, with its own certificate, and "
                         "it grants other nodes' requests to add or remove themselves (each itself only). A node "
                         "not in --voters starts outside, as with --join")
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quorum: the configuration to start with (default: this node and every node of --peers); "
                         "once the node has promised anything, the configuration it made durable wins")
     p.add_argument("--join", action="store_true",
-                   help="quorum: start outside the configuration, to be added by `bullyproof member add`")
+                   help="quorum, raft: start outside the configuration, to be added by `bullyproof member add`")
     p.add_argument("--state-dir", required=True, help="where the durable promise lives")
     _timing_args(p)
     p.add_argument("--tick-ms", type=_positive, default=10, help="core clock resolution (default 10)")
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-ms", type=_positive, help="how long the leader waits for N to lead (default: four election timeouts)")
     _cluster_source(p)
 
-    p = sub.add_parser("member", help="list or change the configuration: who votes (quorum; changes need the admin certificate)",
+    p = sub.add_parser("member", help="list or change the configuration: who votes (quorum, raft; changes need the admin certificate)",
                        description="Membership changes, one member at a time: `add N` makes node N (started with "
                                    "--join, or a --spares node) a learner, then a voter once it has caught up; `remove N` "
                                    "takes it out (the leader hands over first if N leads); `replace OLD NEW` adds NEW, "
@@ -648,7 +648,7 @@ def cmd_member(args: argparse.Namespace) -> int:
 
     data = cluster_record(args)
     if not mode_info(data["mode"]).membership_changes:
-        raise ConfigError(f"mode {data['mode']} keeps its start-up list; membership changes need quorum mode")
+        raise ConfigError(f"mode {data['mode']} keeps its start-up list; membership changes need quorum or raft mode")
     statuses = {n["id"]: get_status(n["client_address"]) for n in data["nodes"]}
     if all(isinstance(st, str) for st in statuses.values()):
         nobody_answered(data, args)

@@ -65,7 +65,7 @@ class ClusterSpec:
     # locally, a mounted volume in a container); None runs everything with --insecure.
     certs_dir: str | None = None
     # Nodes started outside the configuration (`node --join`), to be added by `bullyproof member add`;
-    # the others start as its voters (quorum only).
+    # the others start as its voters (modes that change membership).
     joining: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:

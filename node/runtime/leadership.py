@@ -40,7 +40,7 @@ class Handover:
         node, s = self.node, self.node.settings
         if not mode_info(s.mode).membership_changes:
             raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"mode {s.mode.value} keeps its start-up list; membership changes need quorum mode")
+                                f"mode {s.mode.value} keeps its start-up list; membership changes need quorum or raft mode")
         if action not in (pb.MembershipRequest.ACTION_ADD, pb.MembershipRequest.ACTION_REMOVE):
             raise TransferError(grpc.StatusCode.INVALID_ARGUMENT, "action must be ACTION_ADD or ACTION_REMOVE")
         if target <= 0:
