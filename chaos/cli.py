@@ -350,6 +350,9 @@ def build_fence_parser() -> argparse.ArgumentParser:
     p.add_argument("--op-timeout", type=_seconds, default=DEFAULT_OP_TIMEOUT_S,
                    help=f"seconds before a writer gives up on an operation: its outcome is then unknown "
                         f"(default {DEFAULT_OP_TIMEOUT_S:g})")
+    p.add_argument("--epoch-floor", type=_at_least(0), default=0, metavar="N",
+                   help="write epochs above N: for an adapter whose one highest epoch covers all its resources "
+                        "and has gone up already (the fenced store's is read from it)")
     p.add_argument("--no-network-faults", action="store_true",
                    help="writers connect directly (pauses and kills only), e.g. when TLS checks the host name")
     p.add_argument("--dir", help="keep the run here: history.json, each process's record and log "
@@ -385,7 +388,7 @@ def fence_main(argv: list[str]) -> int:
         result = asyncio.run(run_check(
             Adapter(args.adapter, args.factory), seed=seed, rounds=args.rounds, writers=args.writers,
             resources=args.resources, directory=Path(args.dir) if args.dir else None, op_timeout_s=args.op_timeout,
-            network=not args.no_network_faults, planted=planted, log=log))
+            network=not args.no_network_faults, epoch_floor=args.epoch_floor, planted=planted, log=log))
     except UsageError as exc:
         print(f"bullyproof fence check: error: {exc}", file=sys.stderr)
         return 2

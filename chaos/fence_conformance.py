@@ -59,7 +59,10 @@ PROCESS_FAULTS = ("pause", "pause-at-check", "kill")
 DEFAULT_ROUNDS = 12
 DEFAULT_WRITERS = 4
 DEFAULT_OP_TIMEOUT_S = 5.0
-HOLD_S = 1.0  # a paused writer stays paused until the new leader's write returns, or this long after it was sent
+# A paused writer stays paused until the new leader's write returns, or this long after it was sent
+# (HOLD_S, or HOLD_WRITES times the median write so far when that is longer: a loaded machine).
+HOLD_S = 1.0
+HOLD_WRITES = 20
 START_TIMEOUT_S = 30.0  # a process's start (imports, the reader's probe)
 STEP_TIMEOUT_S = 15.0  # any one wait on a process's progress; the run goes on without it (the history stays sound)
 STOPPED_TIMEOUT_S = 3.0
@@ -126,16 +129,18 @@ def make_plan(seed: int, rounds: int = DEFAULT_ROUNDS, writers: int = DEFAULT_WR
               network: bool = True) -> Plan:
     """The whole run from its seed: epochs, who writes what, the faults and their parameters.
 
-    Every fault kind comes once in the first rounds (in a seeded order), the pause at the check twice;
-    then kinds are drawn."""
+    The second round pauses the first leader between its check and its write (so two rounds catch
+    each planted bug); every other fault kind comes once in the next rounds, in a seeded order; then
+    kinds are drawn."""
     if writers < 3:
         raise UsageError("at least 3 writers (a leader, the previous leader and a rival)")
     if rounds < 1 or resources < 1:
         raise UsageError("at least one round and one resource")
     rng = random.Random(seed)
     kinds = (NETWORK_FAULTS if network else ()) + PROCESS_FAULTS
-    first = [*kinds, "pause-at-check"]
+    first = [*kinds]
     rng.shuffle(first)
+    first.insert(0, "pause-at-check")
     fault_kinds = ["none"] + [first[r - 1] if r - 1 < len(first) else rng.choice((*kinds, "none"))
                               for r in range(1, rounds)]
 
@@ -251,6 +256,7 @@ class Process:
         self.changed = asyncio.Condition()
         self.ready: dict[str, Any] | None = None
         self.invoked: set[int] = set()
+        self.invoked_at: dict[int, float] = {}
         self.hooked: set[int] = set()
         self.done: dict[int, str] = {}
         self.sent: list[int] = []  # this incarnation's commands
@@ -287,10 +293,13 @@ class Process:
                     self.ready = event
                 elif "invoke" in event:
                     self.invoked.add(event["invoke"])
+                    self.invoked_at[event["invoke"]] = time.monotonic()
                 elif "hook" in event:
                     self.hooked.add(event["hook"])
                 elif "done" in event:
                     self.done[event["done"]] = event["result"]
+                    if event["done"] in self.invoked_at and event["result"] != "unknown":
+                        self.run.latencies.append(time.monotonic() - self.invoked_at[event["done"]])
                     if event.get("error"):
                         self.run.errors[event["error"]] += 1
                 elif "finished" in event:
@@ -406,8 +415,9 @@ class Run:
     """One check: the processes, the proxy, the plan carried out round by round."""
 
     def __init__(self, adapter: Adapter, plan: Plan, directory: Path, *, op_timeout_s: float,
-                 planted: tuple[str, ...] = (), network: bool = True, log: Any = None) -> None:
+                 planted: tuple[str, ...] = (), network: bool = True, epoch_floor: int = 0, log: Any = None) -> None:
         self.adapter = adapter
+        self.epoch_floor = epoch_floor
         self.plan = plan
         self.dir = directory
         self.op_timeout_s = op_timeout_s
@@ -417,6 +427,7 @@ class Run:
         self.tag = os.urandom(4).hex()
         self.resources = [f"fence-check/{self.tag}/r{i}" for i in range(plan.resources)]
         self.errors: Counter[str] = Counter()
+        self.latencies: list[float] = []  # seconds, writes that returned
         self.faults: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.floor = 0
@@ -476,7 +487,7 @@ class Run:
         start = self.reader.ready["start"]  # type: ignore[index]
         if any(state != {"epoch": 0, "writer": 0, "value": ""} for state in start.values()):
             raise UsageError(f"the check's resources are already written: {start}")
-        self.floor = int(self.reader.ready.get("epoch_floor", 0))  # type: ignore[union-attr]
+        self.floor = max(self.epoch_floor, int(self.reader.ready.get("epoch_floor", 0)))  # type: ignore[union-attr]
         self.hooked = all(w.ready.get("hook") for w in self.writers.values())  # type: ignore[union-attr]
 
     async def teardown(self) -> None:
@@ -531,12 +542,16 @@ class Run:
         if rnd.rival is not None and not rnd.rival_after_ack:
             for resource in rnd.rival_writes:
                 self.write(rnd.rival, rnd.epoch, resource)
+        across_all = fault.kind == "pause" and not fault.at_check
+        if held and across_all:
+            ns += [self.write(rnd.leader, rnd.epoch, resource) for resource in rnd.leader_writes[1:]]
         if held and target is not None:
-            # Across the new leader's first write: until it returns, or HOLD_S after it was sent (an
-            # adapter that holds a lock for the stopped writer makes the new leader wait for it, and
-            # whatever the leader still had to write before, so that too is bounded).
-            await leader.wait_for(lambda: ns[0] in leader.invoked, HOLD_S)
-            await leader.wait_for(lambda: ns[0] in leader.done, HOLD_S)
+            # Across the new leader's first write (a plain pause: all its writes of the round): until
+            # they return, or a hold after the first was sent (an adapter that holds a lock for the
+            # stopped writer makes the new leader wait for it, and whatever the leader still had to
+            # write before, so that too is bounded).
+            await leader.wait_for(lambda: ns[0] in leader.invoked, self.hold_s())
+            await leader.wait_for(lambda: all(n in leader.done for n in ns), self.hold_s())
             if fault.kind == "kill":
                 await self.kill_and_restart(target)
             else:
@@ -545,7 +560,8 @@ class Run:
                 # epoch comes after it: both before the new leader writes again, and a read looks.
                 await target.wait_for(lambda: all(n in target.done for n in target_ns[:2]))
                 await self.read_now(rnd.leader_writes[0])
-        ns += [self.write(rnd.leader, rnd.epoch, resource) for resource in rnd.leader_writes[1:]]
+        if not (held and across_all):
+            ns += [self.write(rnd.leader, rnd.epoch, resource) for resource in rnd.leader_writes[1:]]
         if rnd.rival is not None and rnd.rival_after_ack:
             await leader.wait_for(lambda: ns[0] in leader.done)
             for resource in rnd.rival_writes:
@@ -556,6 +572,11 @@ class Run:
         if latency is not None:
             await leader.wait_for(lambda: all(n in leader.done for n in ns))
             await self.toxic("remove", latency)
+
+    def hold_s(self) -> float:
+        recent = sorted(self.latencies[-50:])
+        typical = recent[len(recent) // 2] if recent else 0.0
+        return min(max(HOLD_S, HOLD_WRITES * typical), self.op_timeout_s / 2)
 
     async def read_now(self, resource: int) -> None:
         """The reader reads `resource` at once (between its own reads); until it returned."""
@@ -683,7 +704,7 @@ def prepare_directory(directory: Path | None) -> Path:
 
 async def run_check(adapter: Adapter, *, seed: int, rounds: int = DEFAULT_ROUNDS, writers: int = DEFAULT_WRITERS,
                     resources: int | None = None, directory: Path | None = None,
-                    op_timeout_s: float = DEFAULT_OP_TIMEOUT_S, network: bool = True,
+                    op_timeout_s: float = DEFAULT_OP_TIMEOUT_S, network: bool = True, epoch_floor: int = 0,
                     planted: tuple[str, ...] = (), log: Any = None) -> RunResult:
     """The whole check: plan, processes, faults, collection, verdict."""
     check_adapter(adapter)
@@ -698,7 +719,8 @@ async def run_check(adapter: Adapter, *, seed: int, rounds: int = DEFAULT_ROUNDS
     network = network and adapter.upstream() is not None
     plan = make_plan(seed, rounds, writers, resources, network)
     directory = prepare_directory(directory)
-    run = Run(adapter, plan, directory, op_timeout_s=op_timeout_s, planted=planted, network=network, log=log)
+    run = Run(adapter, plan, directory, op_timeout_s=op_timeout_s, planted=planted, network=network,
+              epoch_floor=epoch_floor, log=log)
     started = time.monotonic()
     try:
         await run.setup()

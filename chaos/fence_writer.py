@@ -143,7 +143,10 @@ class Client:
 
     async def call(self, make: Callable[[Any], Any]) -> tuple[str, Any, BaseException | None]:
         """Run one operation with the deadline: (outcome, its value, the exception if any)."""
-        fence = self.open()
+        try:
+            fence = self.open()
+        except Exception as exc:  # a factory that connects at once, during a cut: nothing was sent
+            return "unknown", None, exc
         task = asyncio.ensure_future(make(fence))
         done, _ = await asyncio.wait({task}, timeout=self.op_timeout_s)
         if not done:
