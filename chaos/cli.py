@@ -290,7 +290,7 @@ port get pauses and kills only."""
 
 FENCE_CHECK_EPILOG = """\
 exit status: 0 linearizable, 1 not linearizable, 2 usage error, 3 inconclusive (no write was
-acknowledged, or the checker ran out of time).
+acknowledged, the checker ran out of time, or the check could not run).
 
 examples:
   bullyproof fence check postgresql://app@127.0.0.1:5432/app_test
@@ -392,6 +392,12 @@ def fence_main(argv: list[str]) -> int:
     except UsageError as exc:
         print(f"bullyproof fence check: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # its processes and proxy are stopped by then
+        print("bullyproof fence check: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the check could not run (a tool, a process that did not start)
+        print(f"bullyproof fence check: could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
     if args.json:
         print(json.dumps(result.to_json()))
     else:

@@ -539,9 +539,9 @@ class Run:
         # The new leader, and a rival given the same epoch.
         leader = self.writers[rnd.leader]
         ns = [self.write(rnd.leader, rnd.epoch, rnd.leader_writes[0])]
+        rival_ns: list[int] = []
         if rnd.rival is not None and not rnd.rival_after_ack:
-            for resource in rnd.rival_writes:
-                self.write(rnd.rival, rnd.epoch, resource)
+            rival_ns = [self.write(rnd.rival, rnd.epoch, resource) for resource in rnd.rival_writes]
         across_all = fault.kind == "pause" and not fault.at_check
         if held and across_all:
             ns += [self.write(rnd.leader, rnd.epoch, resource) for resource in rnd.leader_writes[1:]]
@@ -564,9 +564,13 @@ class Run:
             ns += [self.write(rnd.leader, rnd.epoch, resource) for resource in rnd.leader_writes[1:]]
         if rnd.rival is not None and rnd.rival_after_ack:
             await leader.wait_for(lambda: ns[0] in leader.done)
-            for resource in rnd.rival_writes:
-                self.write(rnd.rival, rnd.epoch, resource)
+            rival_ns = [self.write(rnd.rival, rnd.epoch, resource) for resource in rnd.rival_writes]
+        # No higher epoch before the leader's first two writes and the rival's first returned: each is
+        # judged in this epoch alone.
         await leader.wait_for(lambda: all(n in leader.done for n in ns[:2]))
+        if rival_ns:
+            rival = self.writers[rnd.rival]  # type: ignore[index]
+            await rival.wait_for(lambda: rival_ns[0] in rival.done)
         if fault.kind in ("blackhole", "refuse") and self.network:
             await self.cut(index, rnd, fault)
         if latency is not None:
