@@ -59,8 +59,8 @@ PROCESS_FAULTS = ("pause", "pause-at-check", "kill")
 DEFAULT_ROUNDS = 12
 DEFAULT_WRITERS = 4
 DEFAULT_OP_TIMEOUT_S = 5.0
-# A paused writer stays paused until the new leader's write returns, or this long after it was sent
-# (HOLD_S, or HOLD_WRITES times the median write so far when that is longer: a loaded machine).
+# A paused writer stays paused until the new leader's write returns, or this long (HOLD_S, or
+# HOLD_WRITES times the median write so far when that is longer: a loaded machine).
 HOLD_S = 1.0
 HOLD_WRITES = 20
 START_TIMEOUT_S = 30.0  # a process's start (imports, the reader's probe)
@@ -547,10 +547,8 @@ class Run:
             ns += [self.write(rnd.leader, rnd.epoch, resource) for resource in rnd.leader_writes[1:]]
         if held and target is not None:
             # Across the new leader's first write (a plain pause: all its writes of the round): until
-            # they return, or a hold after the first was sent (an adapter that holds a lock for the
-            # stopped writer makes the new leader wait for it, and whatever the leader still had to
-            # write before, so that too is bounded).
-            await leader.wait_for(lambda: ns[0] in leader.invoked, self.hold_s())
+            # they return, or for the hold (an adapter that holds a lock for the stopped writer makes
+            # the new leader wait for it, and whatever the leader still had to write before).
             await leader.wait_for(lambda: all(n in leader.done for n in ns), self.hold_s())
             if fault.kind == "kill":
                 await self.kill_and_restart(target)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.fence_conformance import Adapter, RunResult, make_plan, report_lines, run_check
+from chaos.fence_conformance import Adapter, RunResult, collect, count, make_plan, report_lines, run_check
 from fencelib import Target
 from node.cli import main as cli
 
@@ -140,3 +140,18 @@ def test_the_proxy_takes_the_databases_place_in_the_url():
     assert Adapter("unix:///run/redis.sock").upstream() is None
     assert Adapter("bullyproof-store://127.0.0.1:7100").is_store
     assert Adapter("mysql://h/db", "m:f").upstream() is None  # no port, none known: no proxy
+
+
+def test_a_call_without_an_outcome_is_unknown(tmp_path: Path):
+    """What the processes recorded makes the history: a killed writer's last call has no outcome line."""
+    (tmp_path / "writer-1.1.jsonl").write_text(
+        '{"n": 1, "client": 1, "resource": "r", "kind": "write", "epoch": 3, "value": "1", "call_ns": 10}\n'
+        '{"n": 1, "return_ns": 20, "result": "ok"}\n'
+        '{"n": 2, "client": 1, "resource": "r", "kind": "write", "epoch": 3, "value": "2", "call_ns": 30}\n')
+    (tmp_path / "reader.1.jsonl").write_text(
+        '{"n": 1, "client": 5, "resource": "r", "kind": "read", "call_ns": 25}\n'
+        '{"n": 1, "return_ns": 26, "result": "ok", "observed": {"epoch": 3, "writer": 1, "value": "1"}}\n')
+    ops = collect(tmp_path)
+    assert [(op["call_ns"], op["result"], op["return_ns"]) for op in ops] == [(10, "ok", 20), (25, "ok", 26),
+                                                                             (30, "unknown", None)]
+    assert count(ops) == {"write": {"ok": 1, "unknown": 1}, "read": {"ok": 1}}
