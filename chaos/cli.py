@@ -274,3 +274,132 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(result.text)
         print(f"history: {result.directory / 'history.jsonl'}\ntimeline: {result.directory / 'timeline.png'}")
     return 0
+
+
+# ---- `bullyproof fence check`: a fencing adapter's conformance check (chaos/fence_conformance.py) ----
+
+FENCE_CHECK_DESCRIPTION = """\
+Check a fencing adapter against the fenced register's rule: concurrent writer processes (rising,
+stale and shared epochs) and a reader, faults drawn from --seed (latency with jitter, cuts, a writer
+paused across a newer writer's writes, a writer killed mid-write), the history judged for
+linearizability by Porcupine.
+
+Network adapters are reached through a Toxiproxy proxy in front of the URL's host:port (the writers
+get the URL rewritten to the proxy; the reader reads directly). SQLite and URLs without a host and
+port get pauses and kills only."""
+
+FENCE_CHECK_EPILOG = """\
+exit status: 0 linearizable, 1 not linearizable, 2 usage error, 3 inconclusive (no write was
+acknowledged, the checker ran out of time, or the check could not run).
+
+examples:
+  bullyproof fence check postgresql://app@127.0.0.1:5432/app_test
+  bullyproof fence check redis://127.0.0.1:6379/15 --seed 7
+  bullyproof fence check sqlite:///tmp/fence-check.db
+  bullyproof fence check bullyproof-store://127.0.0.1:7100
+  bullyproof fence check mysql://app@127.0.0.1:3306/app_test --factory my_fences:make_fence
+
+Your own adapter: --factory MODULE:CALLABLE names a callable taking the URL and returning an object
+with async write(resource, writer_id, epoch, value), read(resource) and close(), raising
+node.client.fencing.StaleEpoch and EpochTaken (docs/fence-check.md)."""
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def build_fence_parser() -> argparse.ArgumentParser:
+    from .fence_conformance import DEFAULT_OP_TIMEOUT_S, DEFAULT_ROUNDS, DEFAULT_WRITERS
+
+    parser = argparse.ArgumentParser(prog="bullyproof fence", description="Fencing adapters: check one.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("check", help="check a fencing adapter under concurrent writers and faults (linearizability)",
+                       description=FENCE_CHECK_DESCRIPTION, epilog=FENCE_CHECK_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("adapter", metavar="ADAPTER-URL",
+                   help="postgresql://..., redis://..., sqlite:///PATH, bullyproof-store://HOST:PORT, or any URL "
+                        "your --factory takes; use a database for tests: the check writes its own resources there")
+    p.add_argument("--factory", metavar="MODULE:CALLABLE",
+                   help="your adapter: CALLABLE(url) returns the fence (MODULE importable from here)")
+    p.add_argument("--seed", type=int, help="replay this plan (epochs, writers, faults); default: a new seed, printed")
+    p.add_argument("--rounds", type=_at_least(1), default=DEFAULT_ROUNDS,
+                   help=f"rounds of leadership, one fault each (default {DEFAULT_ROUNDS})")
+    p.add_argument("--writers", type=_at_least(3), default=DEFAULT_WRITERS,
+                   help=f"writer processes (default {DEFAULT_WRITERS})")
+    p.add_argument("--resources", type=_at_least(1),
+                   help="resources written (default 2; 1 for the fenced store, whose highest epoch covers every key)")
+    p.add_argument("--op-timeout", type=_seconds, default=DEFAULT_OP_TIMEOUT_S,
+                   help=f"seconds before a writer gives up on an operation: its outcome is then unknown "
+                        f"(default {DEFAULT_OP_TIMEOUT_S:g})")
+    p.add_argument("--epoch-floor", type=_at_least(0), default=0, metavar="N",
+                   help="write epochs above N: for an adapter whose one highest epoch covers all its resources "
+                        "and has gone up already (the fenced store's is read from it)")
+    p.add_argument("--no-network-faults", action="store_true",
+                   help="writers connect directly (pauses and kills only), e.g. when TLS checks the host name")
+    p.add_argument("--dir", help="keep the run here: history.json, each process's record and log "
+                                 "(default: a new temp dir)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
+    return parser
+
+
+def fence_main(argv: list[str]) -> int:
+    import asyncio
+    import random
+    import signal
+
+    from node.client.fencing.base import FenceBug
+
+    from .fence_conformance import Adapter, UsageError, report_lines, run_check
+
+    parser = build_fence_parser()
+    args = parser.parse_args(argv)
+    try:
+        planted = tuple(FenceBug(bug).value for bug in args.planted_bug)
+    except ValueError as exc:
+        parser.error(str(exc))
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the run and its processes
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    log(f"bullyproof fence check {args.adapter} --seed {seed}")
+    try:
+        result = asyncio.run(run_check(
+            Adapter(args.adapter, args.factory), seed=seed, rounds=args.rounds, writers=args.writers,
+            resources=args.resources, directory=Path(args.dir) if args.dir else None, op_timeout_s=args.op_timeout,
+            network=not args.no_network_faults, epoch_floor=args.epoch_floor, planted=planted, log=log))
+    except UsageError as exc:
+        print(f"bullyproof fence check: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # its processes and proxy are stopped by then
+        print("bullyproof fence check: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the check could not run (a tool, a process that did not start)
+        print(f"bullyproof fence check: could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print("\n".join(report_lines(result)))
+    return result.exit_code

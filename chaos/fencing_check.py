@@ -10,6 +10,9 @@ history, say what kind of failure it is; each is a count with examples:
 * lost_writes: an acknowledged write that a read called after it returned does not see, and that no
   write at a higher epoch (or a later one of the same writer and epoch) explains;
 * phantom_reads: a read that saw a state no write (accepted or indeterminate) could have made;
+* unexplained_refusals: a write refused "stale" though no write of a higher epoch (accepted or
+  indeterminate) was called before the refusal returned, or "taken" though no other writer's write of
+  that epoch was (a current epoch refused: `<=` for `<`, or a refusal of the wrong kind);
 * indeterminate: operations whose outcome the client never learned.
 
 A history is {"ops": [op, ...]} (docs/fencing-history.md; the model: docs/design.md, "Fencing, judged
@@ -217,8 +220,8 @@ def diagnose(history: History | Iterable[Op]) -> dict[str, Finding]:
     by_resource: dict[str, list[Op]] = defaultdict(list)
     for op in ops:
         by_resource[op.resource].append(op)
-    found: dict[str, list[dict[str, Any]]] = {name: [] for name in
-                                              ("stale_accepted", "epoch_shared", "lost_writes", "phantom_reads")}
+    found: dict[str, list[dict[str, Any]]] = {
+        name: [] for name in ("stale_accepted", "epoch_shared", "lost_writes", "phantom_reads", "unexplained_refusals")}
     for resource in sorted(by_resource):
         resource_ops = by_resource[resource]
         found["stale_accepted"] += _stale_accepted(resource_ops)
@@ -226,6 +229,7 @@ def diagnose(history: History | Iterable[Op]) -> dict[str, Finding]:
         lost, phantom = _lost_and_phantom(resource_ops)
         found["lost_writes"] += lost
         found["phantom_reads"] += phantom
+        found["unexplained_refusals"] += _unexplained_refusals(resource_ops)
     found["indeterminate"] = [{"op": op.index, "what": f"{_words(op)}: outcome unknown"}
                               for op in ops if op.result == "unknown"]
     return {name: Finding(len(examples), tuple(examples[:EXAMPLES_LIMIT])) for name, examples in found.items()}
@@ -258,6 +262,28 @@ def _epoch_shared(resource: str, ops: list[Op]) -> list[dict[str, Any]]:
              "what": f"{resource!r} epoch {epoch}: writers {', '.join(map(str, sorted(ws)))} were all accepted "
                      f"(ops {', '.join(map(str, sorted(ws.values())))})"}
             for epoch, ws in sorted(writers.items()) if len(ws) > 1]
+
+
+def _unexplained_refusals(ops: list[Op]) -> list[dict[str, Any]]:
+    """Refusals no write could have caused: "stale" needs a higher epoch, "taken" another writer's
+    write of the same epoch, accepted or indeterminate and called before the refusal returned."""
+    may_apply = sorted((op for op in ops if op.kind == "write" and op.result in ("ok", "unknown")),
+                       key=lambda op: op.call_ns)
+    calls = [w.call_ns for w in may_apply]
+    out = []
+    for op in ops:
+        if op.kind != "write" or op.result not in ("stale", "taken"):
+            continue
+        before = may_apply[:bisect.bisect_right(calls, op.return_ns)]
+        if op.result == "stale":
+            explained = any(w.epoch > op.epoch for w in before)
+            needed = "no write of a higher epoch"
+        else:
+            explained = any(w.epoch == op.epoch and w.client != op.client for w in before)
+            needed = "no other writer's write of that epoch"
+        if not explained:
+            out.append({"op": op.index, "what": f"{_words(op)}: {needed} could have come before it"})
+    return out
 
 
 def _lost_and_phantom(ops: list[Op]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

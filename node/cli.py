@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chaos", help="faults on a running cluster, or a whole checked scenario (bullyproof chaos -h)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
+    p = sub.add_parser("fence", help="check a fencing adapter: writers, faults, a linearizability verdict "
+                                     "(bullyproof fence check -h)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("showdown", help="every mode through the same chaos scenarios, one table (bullyproof showdown -h)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -845,6 +849,10 @@ def main(argv: list[str] | None = None) -> int:
             from chaos.cli import main as chaos_main
 
             return chaos_main(argv[1:])
+        if argv[:1] == ["fence"]:
+            from chaos.cli import fence_main  # composition root, as for chaos
+
+            return fence_main(argv[1:])
         if argv[:1] == ["showdown"]:
             from chaos.showdown import main as showdown_main  # composition root, as for chaos
 

@@ -197,14 +197,15 @@ def program(cmd: Command) -> str:
 
 def delegated_parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     """The subcommands whose arguments node.cli.main hands, whole, to another module's parser."""
+    from chaos.cli import build_fence_parser as fence_parser
     from chaos.cli import build_parser as chaos_parser
     from chaos.showdown import build_parser as showdown_parser
     from node.client.versus import build_parser as bench_parser
     from node.sim.cli import build_parser as sim_parser
     from node.store.server import build_parser as store_parser
 
-    return {"store": store_parser, "chaos": chaos_parser, "showdown": showdown_parser, "bench": bench_parser,
-            "sim": sim_parser}
+    return {"store": store_parser, "chaos": chaos_parser, "fence": fence_parser, "showdown": showdown_parser,
+            "bench": bench_parser, "sim": sim_parser}
 
 
 def subcommands_taking_the_rest(parser: argparse.ArgumentParser) -> set[str]:

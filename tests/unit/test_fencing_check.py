@@ -159,10 +159,25 @@ def test_a_read_of_a_value_never_written() -> None:
 
 
 def test_a_refused_write_that_should_have_been_accepted() -> None:
-    """The model checks refusals too, and their reason: the first write, and a wrong reason."""
-    assert not verdict(W(1, 1, "a", 0, 10, "stale")).linearizable
-    assert not verdict(W(1, 2, "a", 0, 10, "ok"), W(2, 1, "b", 11, 12, "taken")).linearizable  # it was stale
-    assert not verdict(W(1, 2, "a", 0, 10, "ok"), W(2, 2, "b", 11, 12, "stale")).linearizable  # it was taken
+    """The model checks refusals too, and their reason: the first write, and a wrong reason; the
+    diagnostics name the refusal no write explains."""
+    for ops in ([W(1, 1, "a", 0, 10, "stale")],
+                [W(1, 2, "a", 0, 10, "ok"), W(2, 1, "b", 11, 12, "taken")],  # it was stale
+                [W(1, 2, "a", 0, 10, "ok"), W(2, 2, "b", 11, 12, "stale")],  # it was taken
+                [W(1, 2, "a", 0, 10, "ok"), W(1, 2, "b", 11, 12, "stale")]):  # its owner's second write: `<=` for `<`
+        v = verdict(*ops)
+        assert not v.linearizable
+        assert counts(v) == {"unexplained_refusals": 1}
+        assert v.diagnostics["unexplained_refusals"].examples[0]["op"] == len(ops) - 1
+
+
+def test_a_refusal_is_explained_by_a_write_that_may_have_come_first() -> None:
+    """Stale: a higher epoch, accepted or unknown, called before the refusal returned (even if it
+    returned later); taken: another writer's write of the epoch."""
+    v = verdict(W(1, 1, "a", 0, 10, "ok"), W(2, 2, "b", 11, 30, "ok"), W(1, 1, "c", 12, 20, "stale"),
+                W(3, 3, "d", 31, None, "unknown"), W(2, 2, "e", 32, 33, "stale"), W(4, 3, "f", 34, 35, "taken"))
+    assert v.linearizable, v.lines()
+    assert counts(v) == {"indeterminate": 1}
 
 
 def test_an_indeterminate_write_takes_effect_only_after_its_call() -> None:
