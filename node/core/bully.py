@@ -271,8 +271,8 @@ class BullyElector(ElectorKit):
         if self.phase == _Phase.IDLE:
             self._start_election(batch)
 
-    def _on_alive(self, msg: Message, batch: Batch) -> None:
-        if self.phase == _Phase.ELECTING and msg.src > self.id:
+    def _on_alive(self, msg: Message, batch: Batch) -> None:  # electing only (REPLIES)
+        if msg.src > self.id:
             self.phase = _Phase.AWAITING
             self.phase_deadline = self.now + self.timing.coordinator_wait_ticks
 
@@ -356,7 +356,6 @@ class QuorumBully(BullyElector):
         "reassert-failed": "a majority refused the leader's fresh epoch",
     }
 
-    REQUESTS = BullyElector.REQUESTS
     REPLIES = {**BullyElector.REPLIES,
                _Phase.PROPOSING: {MsgType.COORDINATOR_ACK: "_on_proposal_ack"},
                _Phase.LEADING: {MsgType.COORDINATOR_ACK: "_on_reassert_ack", MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"}}
