@@ -54,16 +54,21 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
 # ---- real database servers (tests/databases.py): one of each per test process, started on first use ----
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def _serve(server_class):
+    """Start a server of `server_class` for the session and stop it at the end (skip where it cannot run)."""
     try:
-        server = PostgresServer()
+        server = server_class()
     except Unavailable as exc:
         pytest.skip(str(exc))
     try:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    yield from _serve(PostgresServer)
 
 
 @pytest.fixture
@@ -74,14 +79,7 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer()
-    except Unavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    yield from _serve(RedisServer)
 
 
 @pytest.fixture
