@@ -89,3 +89,12 @@ def test_a_term_binds_its_epoch_and_node(tmp_path: Path):
         LeaseToken(node_id=4, epoch=9).fenced(fence).write("r", b"w")
     with pytest.raises(AttributeError):
         term.eval("r", "return 1")  # a Redis-only operation
+
+
+def test_a_redis_fence_made_from_a_url_never_resends_a_command_on_its_own():
+    """redis-py retries on connection errors by default: a fenced write whose reply was lost, sent
+    again, could come back refused although the first one was applied. No client is connected here."""
+    from node.client.fencing.redis import BlockingRedisFence, RedisFence
+
+    for fence in (RedisFence("redis://127.0.0.1:1"), BlockingRedisFence("redis://127.0.0.1:1")):
+        assert fence.client.get_retry().get_retries() == 0

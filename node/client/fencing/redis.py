@@ -25,7 +25,10 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
+from redis.retry import Retry
 
 from node.client.fencing.base import (
     NEVER_WRITTEN,
@@ -130,13 +133,18 @@ class RedisFence:
     """Fenced writes in Redis, with redis-py's asyncio client.
 
     `client`: a redis://, rediss:// or unix:// URL, or a redis.asyncio.Redis you made (not closed by
-    close()). `prefix`: the fence hashes' key prefix.
+    close()). `prefix`: the fence hashes' key prefix. A client made from a URL never retries a command
+    on its own (redis-py retries on connection errors by default): a fenced write whose reply was lost
+    and that was sent again could come back refused though the first one was applied. Give a client you
+    make yourself `retry=Retry(NoBackoff(), 0)` for the same reason.
     """
 
     def __init__(self, client: str | redis.asyncio.Redis, *, prefix: str = PREFIX,
                  _planted: Iterable[FenceBug | str] = (), _between_check_and_write: Hook | None = None) -> None:
         self._own = isinstance(client, str)
-        self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(client) if isinstance(client, str) else client
+        self.client: redis.asyncio.Redis = (
+            redis.asyncio.Redis.from_url(client, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
+            if isinstance(client, str) else client)
         self._scripts = _Scripts(prefix, _planted, _between_check_and_write)
 
     def __repr__(self) -> str:
@@ -186,7 +194,8 @@ class BlockingRedisFence:
     def __init__(self, client: str | redis.Redis, *, prefix: str = PREFIX,
                  _planted: Iterable[FenceBug | str] = (), _between_check_and_write: Hook | None = None) -> None:
         self._own = isinstance(client, str)
-        self.client: redis.Redis = redis.Redis.from_url(client) if isinstance(client, str) else client
+        self.client: redis.Redis = (redis.Redis.from_url(client, retry=Retry(NoBackoff(), 0))
+                                    if isinstance(client, str) else client)
         self._scripts = _Scripts(prefix, _planted, _between_check_and_write)
 
     def __repr__(self) -> str:
