@@ -41,6 +41,8 @@ from node.core.kit import NOT_A_VOTER
 from node.sim.network import Network
 from node.sim.schedule import Schedule, run_schedule
 
+from test_membership_review import ADDS_REMOVALS_RESTARTS
+
 NO_PRE_VOTE = frozenset({"no-pre-vote"})
 
 HEADER = """@nodes {n}
@@ -96,11 +98,9 @@ def test_a_node_on_a_conflicting_list_is_harmless_with_pre_vote_and_in_quorum_mo
     assert net.membership(3).voters == (1, 2, 3, 4)  # it never runs the cluster's configuration
 
 
-def test_a_leader_removed_while_cut_off_stands_for_nothing_after_the_heal() -> None:
-    """3 leads, is cut off, 2 leads the others and removes 3 (joint, then settled). Healed, 3's pre-votes
-    carry the start-up list: refused as stale, 3 adopts the new configuration and is outside it. With
-    PreVote 3's term never rose while it was alone, and 2 leads on."""
-    net = Network(0, 5, Mode.RAFT)
+def remove_the_cut_off_leader(net: Network) -> tuple[int, list[int]]:
+    """3 leads five nodes and is cut off; the other four elect a leader, which removes 3. Returns that
+    leader and the four."""
     assert net.run_until_agreed(2000) is not None and net.agreed_leader() == (3, 1)
     net.isolate(3)
     rest = [1, 2, 4, 5]
@@ -109,6 +109,15 @@ def test_a_leader_removed_while_cut_off_stands_for_nothing_after_the_heal() -> N
     net.run(50)
     net.change_membership(leader, tuple(rest))
     net.run(300)
+    return leader, rest
+
+
+def test_a_leader_removed_while_cut_off_stands_for_nothing_after_the_heal() -> None:
+    """3 leads, is cut off, 2 leads the others and removes 3 (joint, then settled). Healed, 3's pre-votes
+    carry the start-up list: refused as stale, 3 adopts the new configuration and is outside it. With
+    PreVote 3's term never rose while it was alone, and 2 leads on."""
+    net = Network(0, 5, Mode.RAFT)
+    leader, rest = remove_the_cut_off_leader(net)
     assert net.membership(leader).voters == tuple(rest) and not net.membership(leader).joint
     before = len(net.events_of(leader, SteppedDown))
     net.heal()
@@ -124,14 +133,7 @@ def test_without_pre_vote_a_removed_leader_deposes_the_new_one_once_with_the_ter
     (higher_epoch), the four elect again, and 3 (outside) never raises its term again. The documented cost
     of no-pre-vote for a rejoining member; a removed one could be spared it (the finding above)."""
     net = Network(0, 5, Mode.RAFT, mode_options=NO_PRE_VOTE)
-    assert net.run_until_agreed(2000) is not None and net.agreed_leader() == (3, 1)
-    net.isolate(3)
-    rest = [1, 2, 4, 5]
-    net.run_until(lambda: net.agreed_among(rest) is not None, 3000)
-    leader = net.agreed_among(rest)[0]
-    net.run(50)
-    net.change_membership(leader, tuple(rest))
-    net.run(300)
+    leader, rest = remove_the_cut_off_leader(net)
     assert net.elector(3).term > net.elector(leader).term  # it comes back with a term above the cluster's
     before = len(net.events_of(leader, SteppedDown))
     net.heal()
@@ -288,20 +290,7 @@ run 300
 restart 5
 run 600
 """),
-    "adds-removals-restarts-partitions": (5, "4 5", """run 100
-member add 5
-crash_restart 5
-run 3
-member remove 1
-crash_restart 2
-run 30
-stale 3
-partition 1,2|3,4,5
-run 80
-member add 5
-heal
-run 300
-"""),
+    "adds-removals-restarts-partitions": (5, "4 5", ADDS_REMOVALS_RESTARTS),
     "restart-all-mid-change": (5, "", """run 150
 member remove F
 run 4

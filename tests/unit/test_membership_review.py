@@ -73,6 +73,22 @@ heal_link 4 2
 run 600
 """
 
+# Adds, removals, crash-restarts mid-change, a stale restart and a partition, in one schedule of 5 nodes.
+ADDS_REMOVALS_RESTARTS = """run 100
+member add 5
+crash_restart 5
+run 3
+member remove 1
+crash_restart 2
+run 30
+stale 3
+partition 1,2|3,4,5
+run 80
+member add 5
+heal
+run 300
+"""
+
 
 def test_a_sibling_configuration_from_an_earlier_epoch_makes_no_second_leader() -> None:
     # Fails today: "P3: node 3 (epoch 2) and node 4 (epoch 5) both led from tick 460 for 551 ticks", and
@@ -333,20 +349,7 @@ def test_no_configuration_is_revealed_before_it_is_durable() -> None:
 
     Network._apply = checked
     try:
-        for body in (SIBLINGS, """run 100
-member add 5
-crash_restart 5
-run 3
-member remove 1
-crash_restart 2
-run 30
-stale 3
-partition 1,2|3,4,5
-run 80
-member add 5
-heal
-run 300
-""", """run 120
+        for body in (SIBLINGS, ADDS_REMOVALS_RESTARTS, """run 120
 member add 4
 run 1
 member add 5
