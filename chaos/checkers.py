@@ -104,7 +104,6 @@ class Report:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-
 # ---------------------------------------------------------------------------------------------------
 # Shared helpers
 
@@ -194,9 +193,7 @@ def _p2(h: History) -> CheckResult:
 
 def overlaps(events: Events | History) -> list[Overlap]:
     """Every pair of leadership intervals of different nodes that overlap in time, by start."""
-    return [
-        Overlap(f.first, f.second, f.span.start, f.span.end) for f in no_overlap(history_of(events)).findings
-    ]
+    return [Overlap(f.first, f.second, f.span.start, f.span.end) for f in no_overlap(history_of(events)).findings]
 
 
 def check_no_overlap(events: Events | History) -> CheckResult:
@@ -326,15 +323,20 @@ def _p3g(h: History, mode: str) -> CheckResult:
             "max_overlap_ms": max((_ms(f.span) for f in together), default=0.0),
             "outside_grants": outside,
             "broken_promises": [
-                {"node": d.node, "granted": d.leader, "epoch": d.epoch, "t_ns": d.at, "promised": d.other,
-                 "promised_epoch": d.other_epoch, "until_ns": d.until}
+                {
+                    "node": d.node,
+                    "granted": d.leader,
+                    "epoch": d.epoch,
+                    "t_ns": d.at,
+                    "promised": d.other,
+                    "promised_epoch": d.other_epoch,
+                    "until_ns": d.until,
+                }
                 for d in broken
             ],
             "max_outside_ms": max((item["outside_ms"] for item in outside), default=0.0),
             "disagreements_with_p3": disagreements,
-            "grant_backed": {
-                str(node): [[span.start, span.end] for span in spans] for node, spans in backed.items()
-            },
+            "grant_backed": {str(node): [[span.start, span.end] for span in spans] for node, spans in backed.items()},
         },
     )
 
@@ -376,17 +378,24 @@ def check_answers(events: Events | History) -> CheckResult:
 def _p6(h: History) -> CheckResult:
     verdict = true_answers(h)
     tolerance: AnswerTolerance = h.tolerance
-    in_words = (f"tolerance {tolerance.transit / 1e6:.0f} ms of transit, {tolerance.horizon / 1e6:.0f} ms after "
-                "a leadership ended early")
+    in_words = (
+        f"tolerance {tolerance.transit / 1e6:.0f} ms of transit, {tolerance.horizon / 1e6:.0f} ms after "
+        "a leadership ended early"
+    )
     false = len(verdict.findings)
     return CheckResult(
         id="P6",
         name="answers name a leader that leads",
         ok=verdict.ok,
-        evidence=_cap([f"{false} of {len(h.answers)} answers that named a leader were false ({in_words})"]
-                      + _words(verdict, h)),
-        data={"answers": len(h.answers), "false": false, "transit_ms": tolerance.transit / 1e6,
-              "horizon_ms": tolerance.horizon / 1e6},
+        evidence=_cap(
+            [f"{false} of {len(h.answers)} answers that named a leader were false ({in_words})"] + _words(verdict, h)
+        ),
+        data={
+            "answers": len(h.answers),
+            "false": false,
+            "transit_ms": tolerance.transit / 1e6,
+            "horizon_ms": tolerance.horizon / 1e6,
+        },
     )
 
 
@@ -401,8 +410,11 @@ def check_no_lost_writes(events: Events | History) -> CheckResult:
 def _p5(h: History) -> CheckResult:
     verdict = no_lost_writes(h)
     acknowledged = sum(1 for write in h.writes if write["accepted"])
-    unknown = [f"unknown outcome (not a loss): {write_words(write, h)}, error {write['error']!r}"
-               for write in h.writes if write["accepted"] is None]
+    unknown = [
+        f"unknown outcome (not a loss): {write_words(write, h)}, error {write['error']!r}"
+        for write in h.writes
+        if write["accepted"] is None
+    ]
     store_note = [] if h.store or not acknowledged else ["the history has no store records at all"]
     return CheckResult(
         id="P5",
@@ -469,8 +481,14 @@ def fencing_summary(events: Events | History) -> dict[str, Any]:
     late, unled = late_writes(h)
 
     def item(entry: StoreEntry) -> dict[str, Any]:
-        return {"seq": entry.seq, "writer": entry.writer, "epoch": entry.epoch, "key": entry.key, "t_ns": entry.at,
-                "at": h.at(entry.at)}
+        return {
+            "seq": entry.seq,
+            "writer": entry.writer,
+            "epoch": entry.epoch,
+            "key": entry.key,
+            "t_ns": entry.at,
+            "at": h.at(entry.at),
+        }
 
     late_items = [{**item(w.entry), "lease_end_ns": w.lead_end, "late_ms": w.late / 1e6} for w in late]
     return {

@@ -6,8 +6,9 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from node.config import ConfigError
 from node.core import DEFAULT_MODE, PlantedBug, mode_names
@@ -83,10 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     def on_cluster(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("--dir", help=f"local cluster's run directory (default {DEFAULT_DIR}); under --compose, "
-                                      f"where the faults are recorded (default {DEFAULT_COMPOSE_DIR})")
-        sp.add_argument("--compose", nargs="?", const=DEFAULT_COMPOSE_FILE, metavar="FILE",
-                        help=f"the compose cluster of FILE (default {DEFAULT_COMPOSE_FILE}), through its published Toxiproxy API")
+        sp.add_argument(
+            "--dir",
+            help=f"local cluster's run directory (default {DEFAULT_DIR}); under --compose, "
+            f"where the faults are recorded (default {DEFAULT_COMPOSE_DIR})",
+        )
+        sp.add_argument(
+            "--compose",
+            nargs="?",
+            const=DEFAULT_COMPOSE_FILE,
+            metavar="FILE",
+            help=f"the compose cluster of FILE (default {DEFAULT_COMPOSE_FILE}), through its published Toxiproxy API",
+        )
         return sp
 
     p = on_cluster("partition", "split the cluster: bullyproof chaos partition 1,2 / 3,4,5")
@@ -194,8 +203,9 @@ def cut(cc: ChaosCluster, link: str) -> dict[str, Any]:
     return detail
 
 
-def _degrade(cc: ChaosCluster, action: str, link: str, type_: str, attrs: dict[str, Any],
-             streams: tuple[str, ...]) -> dict[str, Any]:
+def _degrade(
+    cc: ChaosCluster, action: str, link: str, type_: str, attrs: dict[str, Any], streams: tuple[str, ...]
+) -> dict[str, Any]:
     links = parse_links(link, cc.ids)
     cc.degrade(action, links, type_, attrs, streams)
     return {"links": [f"{a}->{b}" for a, b in links], **attrs}
@@ -210,8 +220,14 @@ def bandwidth(cc: ChaosCluster, link: str, rate_kbps: int) -> dict[str, Any]:
 
 
 def slicer(cc: ChaosCluster, link: str) -> dict[str, Any]:
-    return _degrade(cc, "slicer", link, "slicer", {"average_size": 16, "size_variation": 8, "delay": 500},
-                    ("upstream", "downstream"))
+    return _degrade(
+        cc,
+        "slicer",
+        link,
+        "slicer",
+        {"average_size": 16, "size_variation": 8, "delay": 500},
+        ("upstream", "downstream"),
+    )
 
 
 def reset_peer(cc: ChaosCluster, link: str) -> dict[str, Any]:
@@ -219,8 +235,15 @@ def reset_peer(cc: ChaosCluster, link: str) -> dict[str, Any]:
 
 
 NETWORK_FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
-    "partition": partition, "heal": heal, "blackhole": blackhole, "refuse": refuse, "cut": cut,
-    "latency": latency, "bandwidth": bandwidth, "slicer": slicer, "reset-peer": reset_peer,
+    "partition": partition,
+    "heal": heal,
+    "blackhole": blackhole,
+    "refuse": refuse,
+    "cut": cut,
+    "latency": latency,
+    "bandwidth": bandwidth,
+    "slicer": slicer,
+    "reset-peer": reset_peer,
 }
 
 
@@ -236,8 +259,11 @@ def network_fault(directory: Path | None, action: str, compose: str | None = Non
         from node.launcher.compose import read_compose_file
 
         data = read_compose_file(Path(compose))
-        cc = ChaosCluster.from_record(data, directory or Path(DEFAULT_COMPOSE_DIR),
-                                      f"is the compose cluster up? docker compose -f {data['compose_file']} up -d")
+        cc = ChaosCluster.from_record(
+            data,
+            directory or Path(DEFAULT_COMPOSE_DIR),
+            f"is the compose cluster up? docker compose -f {data['compose_file']} up -d",
+        )
     else:
         cc = ChaosCluster.attach(directory or Path(DEFAULT_DIR))
     try:
@@ -262,12 +288,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scenario not in SCENARIOS:
         raise ConfigError(f"unknown scenario {args.scenario!r}; see: bullyproof chaos list")
     bugs: frozenset[PlantedBug] = parse_planted_bugs(args.planted_bug)
-    timing = scenario_timing(args.scenario, args.heartbeat_interval_ms, args.election_timeout_ms, args.preempt_hold_down_ms)
-    print(f"running {args.scenario} ({args.mode}) with seed {args.seed}; {timing.describe()}", file=sys.stderr, flush=True)
-    result = run_scenario(args.scenario, args.mode, args.seed, Path(args.dir) if args.dir else None,
-                          nodes=args.nodes, heartbeat_interval_ms=timing.heartbeat_interval_ms,
-                          election_timeout_ms=timing.election_timeout_ms,
-                          preempt_hold_down_ms=timing.preempt_hold_down_ms, planted_bugs=bugs)
+    timing = scenario_timing(
+        args.scenario, args.heartbeat_interval_ms, args.election_timeout_ms, args.preempt_hold_down_ms
+    )
+    print(
+        f"running {args.scenario} ({args.mode}) with seed {args.seed}; {timing.describe()}", file=sys.stderr, flush=True
+    )
+    result = run_scenario(
+        args.scenario,
+        args.mode,
+        args.seed,
+        Path(args.dir) if args.dir else None,
+        nodes=args.nodes,
+        heartbeat_interval_ms=timing.heartbeat_interval_ms,
+        election_timeout_ms=timing.election_timeout_ms,
+        preempt_hold_down_ms=timing.preempt_hold_down_ms,
+        planted_bugs=bugs,
+    )
     if args.json:
         print(json.dumps(result.to_json_dict()))
     else:
@@ -332,31 +369,62 @@ def build_fence_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="bullyproof fence", description="Fencing adapters: check one.")
     sub = parser.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("check", help="check a fencing adapter under concurrent writers and faults (linearizability)",
-                       description=FENCE_CHECK_DESCRIPTION, epilog=FENCE_CHECK_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("adapter", metavar="ADAPTER-URL",
-                   help="postgresql://..., redis://..., sqlite:///PATH, bullyproof-store://HOST:PORT, or any URL "
-                        "your --factory takes; use a database for tests: the check writes its own resources there")
-    p.add_argument("--factory", metavar="MODULE:CALLABLE",
-                   help="your adapter: CALLABLE(url) returns the fence (MODULE importable from here)")
+    p = sub.add_parser(
+        "check",
+        help="check a fencing adapter under concurrent writers and faults (linearizability)",
+        description=FENCE_CHECK_DESCRIPTION,
+        epilog=FENCE_CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "adapter",
+        metavar="ADAPTER-URL",
+        help="postgresql://..., redis://..., sqlite:///PATH, bullyproof-store://HOST:PORT, or any URL "
+        "your --factory takes; use a database for tests: the check writes its own resources there",
+    )
+    p.add_argument(
+        "--factory",
+        metavar="MODULE:CALLABLE",
+        help="your adapter: CALLABLE(url) returns the fence (MODULE importable from here)",
+    )
     p.add_argument("--seed", type=int, help="replay this plan (epochs, writers, faults); default: a new seed, printed")
-    p.add_argument("--rounds", type=_at_least(1), default=DEFAULT_ROUNDS,
-                   help=f"rounds of leadership, one fault each (default {DEFAULT_ROUNDS})")
-    p.add_argument("--writers", type=_at_least(3), default=DEFAULT_WRITERS,
-                   help=f"writer processes (default {DEFAULT_WRITERS})")
-    p.add_argument("--resources", type=_at_least(1),
-                   help="resources written (default 2; 1 for the fenced store, whose highest epoch covers every key)")
-    p.add_argument("--op-timeout", type=_seconds, default=DEFAULT_OP_TIMEOUT_S,
-                   help=f"seconds before a writer gives up on an operation: its outcome is then unknown "
-                        f"(default {DEFAULT_OP_TIMEOUT_S:g})")
-    p.add_argument("--epoch-floor", type=_at_least(0), default=0, metavar="N",
-                   help="write epochs above N: for an adapter whose one highest epoch covers all its resources "
-                        "and has gone up already (the fenced store's is read from it)")
-    p.add_argument("--no-network-faults", action="store_true",
-                   help="writers connect directly (pauses and kills only), e.g. when TLS checks the host name")
-    p.add_argument("--dir", help="keep the run here: history.json, each process's record and log "
-                                 "(default: a new temp dir)")
+    p.add_argument(
+        "--rounds",
+        type=_at_least(1),
+        default=DEFAULT_ROUNDS,
+        help=f"rounds of leadership, one fault each (default {DEFAULT_ROUNDS})",
+    )
+    p.add_argument(
+        "--writers", type=_at_least(3), default=DEFAULT_WRITERS, help=f"writer processes (default {DEFAULT_WRITERS})"
+    )
+    p.add_argument(
+        "--resources",
+        type=_at_least(1),
+        help="resources written (default 2; 1 for the fenced store, whose highest epoch covers every key)",
+    )
+    p.add_argument(
+        "--op-timeout",
+        type=_seconds,
+        default=DEFAULT_OP_TIMEOUT_S,
+        help=f"seconds before a writer gives up on an operation: its outcome is then unknown "
+        f"(default {DEFAULT_OP_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--epoch-floor",
+        type=_at_least(0),
+        default=0,
+        metavar="N",
+        help="write epochs above N: for an adapter whose one highest epoch covers all its resources "
+        "and has gone up already (the fenced store's is read from it)",
+    )
+    p.add_argument(
+        "--no-network-faults",
+        action="store_true",
+        help="writers connect directly (pauses and kills only), e.g. when TLS checks the host name",
+    )
+    p.add_argument(
+        "--dir", help="keep the run here: history.json, each process's record and log (default: a new temp dir)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
     return parser
@@ -385,10 +453,21 @@ def fence_main(argv: list[str]) -> int:
 
     log(f"bullyproof fence check {args.adapter} --seed {seed}")
     try:
-        result = asyncio.run(run_check(
-            Adapter(args.adapter, args.factory), seed=seed, rounds=args.rounds, writers=args.writers,
-            resources=args.resources, directory=Path(args.dir) if args.dir else None, op_timeout_s=args.op_timeout,
-            network=not args.no_network_faults, epoch_floor=args.epoch_floor, planted=planted, log=log))
+        result = asyncio.run(
+            run_check(
+                Adapter(args.adapter, args.factory),
+                seed=seed,
+                rounds=args.rounds,
+                writers=args.writers,
+                resources=args.resources,
+                directory=Path(args.dir) if args.dir else None,
+                op_timeout_s=args.op_timeout,
+                network=not args.no_network_faults,
+                epoch_floor=args.epoch_floor,
+                planted=planted,
+                log=log,
+            )
+        )
     except UsageError as exc:
         print(f"bullyproof fence check: error: {exc}", file=sys.stderr)
         return 2

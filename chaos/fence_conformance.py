@@ -125,8 +125,9 @@ class Plan:
         return dict(Counter(r.fault.kind for r in self.rounds if r.fault.kind != "none"))
 
 
-def make_plan(seed: int, rounds: int = DEFAULT_ROUNDS, writers: int = DEFAULT_WRITERS, resources: int = 1,
-              network: bool = True) -> Plan:
+def make_plan(
+    seed: int, rounds: int = DEFAULT_ROUNDS, writers: int = DEFAULT_WRITERS, resources: int = 1, network: bool = True
+) -> Plan:
     """The whole run from its seed: epochs, who writes what, the faults and their parameters.
 
     The second round pauses the first leader between its check and its write (so two rounds catch
@@ -141,8 +142,9 @@ def make_plan(seed: int, rounds: int = DEFAULT_ROUNDS, writers: int = DEFAULT_WR
     first = [*kinds]
     rng.shuffle(first)
     first.insert(0, "pause-at-check")
-    fault_kinds = ["none"] + [first[r - 1] if r - 1 < len(first) else rng.choice((*kinds, "none"))
-                              for r in range(1, rounds)]
+    fault_kinds = ["none"] + [
+        first[r - 1] if r - 1 < len(first) else rng.choice((*kinds, "none")) for r in range(1, rounds)
+    ]
 
     def any_resource() -> int:
         return rng.randrange(resources)
@@ -164,8 +166,11 @@ def make_plan(seed: int, rounds: int = DEFAULT_ROUNDS, writers: int = DEFAULT_WR
         rival_after_ack = r == 0 or next_at_check or rng.random() < 0.7
         fault = Fault(kind)
         if kind in ("pause", "kill", "pause-at-check"):
-            fault = Fault(kind, at_check=kind == "pause-at-check" or (kind == "kill" and rng.random() < 0.5),
-                          delay_ms=rng.randint(0, 15))
+            fault = Fault(
+                kind,
+                at_check=kind == "pause-at-check" or (kind == "kill" and rng.random() < 0.5),
+                delay_ms=rng.randint(0, 15),
+            )
         elif kind in ("blackhole", "refuse"):
             fault = Fault(kind, duration_ms=rng.randint(300, 900))
         elif kind == "latency":
@@ -173,16 +178,26 @@ def make_plan(seed: int, rounds: int = DEFAULT_ROUNDS, writers: int = DEFAULT_WR
             fault = Fault(kind, latency_ms=latency, jitter_ms=rng.randint(5, latency))
         target = previous if kind in PROCESS_FAULTS else None
         busy = {leader, rival, target}
-        stale = tuple((s, held[s], tuple(any_resource() for _ in range(rng.randint(1, 2))))
-                      for s in slots if s not in busy and s in held and rng.random() < 0.5)
-        out.append(Round(
-            epoch=epoch, leader=leader,
-            leader_writes=(0, 0, *(any_resource() for _ in range(rng.randint(1, 3)))),
-            rival=rival, rival_after_ack=rival_after_ack,
-            rival_writes=() if rival is None else (0, *(any_resource() for _ in range(rng.randint(0, 1)))),
-            target=target, target_epoch=held.get(target, 0) if target else 0,
-            target_writes=() if target is None else (0, 0, *(any_resource() for _ in range(rng.randint(0, 1)))),
-            stale=stale, fault=fault))
+        stale = tuple(
+            (s, held[s], tuple(any_resource() for _ in range(rng.randint(1, 2))))
+            for s in slots
+            if s not in busy and s in held and rng.random() < 0.5
+        )
+        out.append(
+            Round(
+                epoch=epoch,
+                leader=leader,
+                leader_writes=(0, 0, *(any_resource() for _ in range(rng.randint(1, 3)))),
+                rival=rival,
+                rival_after_ack=rival_after_ack,
+                rival_writes=() if rival is None else (0, *(any_resource() for _ in range(rng.randint(0, 1)))),
+                target=target,
+                target_epoch=held.get(target, 0) if target else 0,
+                target_writes=() if target is None else (0, 0, *(any_resource() for _ in range(rng.randint(0, 1)))),
+                stale=stale,
+                fault=fault,
+            )
+        )
         held[leader] = epoch
         if rival is not None:
             held[rival] = epoch
@@ -232,8 +247,10 @@ class Adapter:
 
 def check_adapter(adapter: Adapter) -> None:
     if adapter.factory is None and adapter.scheme not in BUILT_IN_SCHEMES:
-        raise UsageError(f"{adapter.url!r}: a built-in scheme ({', '.join(BUILT_IN_SCHEMES)}), "
-                         "or --factory MODULE:CALLABLE for your own adapter")
+        raise UsageError(
+            f"{adapter.url!r}: a built-in scheme ({', '.join(BUILT_IN_SCHEMES)}), "
+            "or --factory MODULE:CALLABLE for your own adapter"
+        )
     if adapter.factory is not None:
         module, colon, name = adapter.factory.partition(":")
         if not colon or not module or not name:
@@ -274,9 +291,18 @@ class Process:
         log = open(self.run.dir / f"{self.name}.{self.incarnation}.log", "wb")
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "chaos.fence_writer", *self.argv, "--record", str(record),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-                env=self.run.env, start_new_session=True)
+                sys.executable,
+                "-m",
+                "chaos.fence_writer",
+                *self.argv,
+                "--record",
+                str(record),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                env=self.run.env,
+                start_new_session=True,
+            )
         finally:
             log.close()
         self._pump = asyncio.ensure_future(self._read(self.proc))
@@ -401,12 +427,23 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "seed": self.seed, "adapter": self.adapter, "directory": str(self.directory),
-            "history": str(self.history), "exit": self.exit_code, "elapsed_s": round(self.elapsed_s, 3),
-            "counts": self.counts, "faults": self.faults, "fault_plan": self.plan.fault_counts(),
-            "errors": self.errors, "network_faults": self.network, "check_and_write_hook": self.hooked,
-            "epoch_floor": self.epoch_floor, "rounds": len(self.plan.rounds), "writers": self.plan.writers,
-            "resources": self.plan.resources, "notes": self.notes,
+            "seed": self.seed,
+            "adapter": self.adapter,
+            "directory": str(self.directory),
+            "history": str(self.history),
+            "exit": self.exit_code,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "counts": self.counts,
+            "faults": self.faults,
+            "fault_plan": self.plan.fault_counts(),
+            "errors": self.errors,
+            "network_faults": self.network,
+            "check_and_write_hook": self.hooked,
+            "epoch_floor": self.epoch_floor,
+            "rounds": len(self.plan.rounds),
+            "writers": self.plan.writers,
+            "resources": self.plan.resources,
+            "notes": self.notes,
             "verdict": None if self.verdict is None else self.verdict.to_json(),
         }
 
@@ -414,8 +451,18 @@ class RunResult:
 class Run:
     """One check: the processes, the proxy, the plan carried out round by round."""
 
-    def __init__(self, adapter: Adapter, plan: Plan, directory: Path, *, op_timeout_s: float,
-                 planted: tuple[str, ...] = (), network: bool = True, epoch_floor: int = 0, log: Any = None) -> None:
+    def __init__(
+        self,
+        adapter: Adapter,
+        plan: Plan,
+        directory: Path,
+        *,
+        op_timeout_s: float,
+        planted: tuple[str, ...] = (),
+        network: bool = True,
+        epoch_floor: int = 0,
+        log: Any = None,
+    ) -> None:
         self.adapter = adapter
         self.epoch_floor = epoch_floor
         self.plan = plan
@@ -470,13 +517,26 @@ class Run:
         if self.adapter.factory:
             common += ["--factory", self.adapter.factory]
         reader_id = self.plan.writers + 1
-        self.reader = Process(self, "reader", ["--adapter", self.adapter.url, *common, "--client", str(reader_id),
-                                               "--reader", "--seed", str(self.plan.seed),
-                                               *[a for r in self.resources for a in ("--resource", r)]])
+        self.reader = Process(
+            self,
+            "reader",
+            [
+                "--adapter",
+                self.adapter.url,
+                *common,
+                "--client",
+                str(reader_id),
+                "--reader",
+                "--seed",
+                str(self.plan.seed),
+                *[a for r in self.resources for a in ("--resource", r)],
+            ],
+        )
         planted = [a for bug in self.planted for a in ("--planted", bug)]
         for slot in range(1, self.plan.writers + 1):
-            self.writers[slot] = Process(self, f"writer-{slot}",
-                                         ["--adapter", writer_url, *common, "--client", str(slot), *planted])
+            self.writers[slot] = Process(
+                self, f"writer-{slot}", ["--adapter", writer_url, *common, "--client", str(slot), *planted]
+            )
         await asyncio.gather(self.reader.start(), *(w.start() for w in self.writers.values()))
         everyone = [self.reader, *self.writers.values()]
         for proc in everyone:
@@ -497,8 +557,10 @@ class Run:
         for proc in self.writers.values():
             proc.signal(signal.SIGCONT)
         # Writers first (each finishes what it was sent), then the reader's last reads.
-        await asyncio.gather(*(w.finish(self.op_timeout_s * max(1, len(w.sent) - len(w.done)) + 5.0)
-                               for w in self.writers.values()), return_exceptions=True)
+        await asyncio.gather(
+            *(w.finish(self.op_timeout_s * max(1, len(w.sent) - len(w.done)) + 5.0) for w in self.writers.values()),
+            return_exceptions=True,
+        )
         if self.reader is not None:
             if self.reader.alive():
                 self.reader.send({"final": True})
@@ -511,9 +573,13 @@ class Run:
 
     def write(self, slot: int, epoch: int, resource: int, stop_at_check: bool = False) -> int:
         n = self.next_n()
-        self.writers[slot].send({"n": n, "write": {"resource": self.resources[resource], "epoch": self.floor + epoch,
-                                                   "value": str(n)},
-                                 **({"stop_at_check": True} if stop_at_check else {})})
+        self.writers[slot].send(
+            {
+                "n": n,
+                "write": {"resource": self.resources[resource], "epoch": self.floor + epoch, "value": str(n)},
+                **({"stop_at_check": True} if stop_at_check else {}),
+            }
+        )
         return n
 
     async def toxic(self, call: str, *args: Any) -> Any:
@@ -593,9 +659,15 @@ class Run:
         be stopped."""
         fault = rnd.fault
         at_check = fault.at_check and self.hooked
-        ns = [self.write(target_slot := rnd.target, rnd.target_epoch, resource,  # type: ignore[arg-type]
-                         stop_at_check=at_check and i == 0)
-              for i, resource in enumerate(rnd.target_writes)]
+        ns = [
+            self.write(
+                target_slot := rnd.target,
+                rnd.target_epoch,
+                resource,  # type: ignore[arg-type]
+                stop_at_check=at_check and i == 0,
+            )
+            for i, resource in enumerate(rnd.target_writes)
+        ]
         first = ns[0]
         if at_check:
             await target.wait_for(lambda: first in target.hooked or first in target.done)
@@ -640,9 +712,11 @@ class Run:
 
     async def execute(self) -> None:
         for index, rnd in enumerate(self.plan.rounds):
-            self.log(f"round {index}: epoch {self.floor + rnd.epoch}, writer {rnd.leader} leads"
-                     + (f", writer {rnd.rival} shares the epoch" if rnd.rival else "")
-                     + (f"; fault: {rnd.fault.describe()}" if rnd.fault.kind != "none" else ""))
+            self.log(
+                f"round {index}: epoch {self.floor + rnd.epoch}, writer {rnd.leader} leads"
+                + (f", writer {rnd.rival} shares the epoch" if rnd.rival else "")
+                + (f"; fault: {rnd.fault.describe()}" if rnd.fault.kind != "none" else "")
+            )
             await self.run_round(index, rnd)
         # Everything sent is done, or its writer is stuck (it is killed at the end; its writes unknown).
         for proc in self.writers.values():
@@ -682,8 +756,16 @@ def count(ops: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-RUN_FILES = ("writer-*.jsonl", "writer-*.log", "reader.*.jsonl", "reader.*.log", "history.json", "history.html",
-             "result.json", "toxiproxy.log")
+RUN_FILES = (
+    "writer-*.jsonl",
+    "writer-*.log",
+    "reader.*.jsonl",
+    "reader.*.log",
+    "history.json",
+    "history.html",
+    "result.json",
+    "toxiproxy.log",
+)
 
 
 def prepare_directory(directory: Path | None) -> Path:
@@ -697,17 +779,28 @@ def prepare_directory(directory: Path | None) -> Path:
         raise UsageError(f"cannot use {directory} for the run: {exc.strerror or exc}") from None
     ours = {path for pattern in RUN_FILES for path in directory.glob(pattern)}
     if others := sorted(path.name for path in directory.iterdir() if path not in ours):
-        raise UsageError(f"{directory} holds files a check did not write ({', '.join(others[:3])}): "
-                         "give an empty or new directory")
+        raise UsageError(
+            f"{directory} holds files a check did not write ({', '.join(others[:3])}): give an empty or new directory"
+        )
     for path in ours:
         path.unlink()
     return directory
 
 
-async def run_check(adapter: Adapter, *, seed: int, rounds: int = DEFAULT_ROUNDS, writers: int = DEFAULT_WRITERS,
-                    resources: int | None = None, directory: Path | None = None,
-                    op_timeout_s: float = DEFAULT_OP_TIMEOUT_S, network: bool = True, epoch_floor: int = 0,
-                    planted: tuple[str, ...] = (), log: Any = None) -> RunResult:
+async def run_check(
+    adapter: Adapter,
+    *,
+    seed: int,
+    rounds: int = DEFAULT_ROUNDS,
+    writers: int = DEFAULT_WRITERS,
+    resources: int | None = None,
+    directory: Path | None = None,
+    op_timeout_s: float = DEFAULT_OP_TIMEOUT_S,
+    network: bool = True,
+    epoch_floor: int = 0,
+    planted: tuple[str, ...] = (),
+    log: Any = None,
+) -> RunResult:
     """The whole check: plan, processes, faults, collection, verdict."""
     check_adapter(adapter)
     if adapter.is_store:
@@ -721,8 +814,16 @@ async def run_check(adapter: Adapter, *, seed: int, rounds: int = DEFAULT_ROUNDS
     network = network and adapter.upstream() is not None
     plan = make_plan(seed, rounds, writers, resources, network)
     directory = prepare_directory(directory)
-    run = Run(adapter, plan, directory, op_timeout_s=op_timeout_s, planted=planted, network=network,
-              epoch_floor=epoch_floor, log=log)
+    run = Run(
+        adapter,
+        plan,
+        directory,
+        op_timeout_s=op_timeout_s,
+        planted=planted,
+        network=network,
+        epoch_floor=epoch_floor,
+        log=log,
+    )
     started = time.monotonic()
     try:
         await run.setup()
@@ -732,12 +833,25 @@ async def run_check(adapter: Adapter, *, seed: int, rounds: int = DEFAULT_ROUNDS
     ops = collect(directory)
     history = directory / "history.json"
     history.write_text(json.dumps({"adapter": adapter.url, "seed": seed, "ops": ops}))
-    verdict = await asyncio.to_thread(check_history, {"ops": ops}, html=directory / "history.html",
-                                      timeout_s=CHECKER_TIMEOUT_S)
-    result = RunResult(seed=seed, adapter=adapter.url, directory=directory, plan=plan, history=history,
-                       verdict=verdict, counts=count(ops), faults=run.faults, errors=dict(run.errors.most_common()),
-                       network=network, hooked=run.hooked, epoch_floor=run.floor,
-                       elapsed_s=time.monotonic() - started, notes=run.notes)
+    verdict = await asyncio.to_thread(
+        check_history, {"ops": ops}, html=directory / "history.html", timeout_s=CHECKER_TIMEOUT_S
+    )
+    result = RunResult(
+        seed=seed,
+        adapter=adapter.url,
+        directory=directory,
+        plan=plan,
+        history=history,
+        verdict=verdict,
+        counts=count(ops),
+        faults=run.faults,
+        errors=dict(run.errors.most_common()),
+        network=network,
+        hooked=run.hooked,
+        epoch_floor=run.floor,
+        elapsed_s=time.monotonic() - started,
+        notes=run.notes,
+    )
     (directory / "result.json").write_text(json.dumps({**result.to_json(), "plan": asdict(plan)}, indent=1))
     return result
 
@@ -752,28 +866,35 @@ def report_lines(result: RunResult) -> list[str]:
     def counted(kinds: dict[str, int], order: tuple[str, ...]) -> str:
         return ", ".join(f"{kinds.get(k, 0)} {k}" for k in order)
 
-    head = {0: "PASS: linearizable", 1: "FAIL: NOT linearizable",
-            3: "INCONCLUSIVE: " + ("no write was acknowledged" if verdict and verdict.result != "Unknown"
-                                   else "the checker ran out of time")}[result.exit_code]
-    out = [f"fence check of {result.adapter}",
-           f"  seed {result.seed} (replay the plan: --seed {result.seed})",
-           f"  {len(plan.rounds)} rounds, {plan.writers} writer processes and a reader, {plan.resources} resource(s);"
-           f" epochs {result.epoch_floor + plan.rounds[0].epoch}..{result.epoch_floor + plan.rounds[-1].epoch}",
-           "  faults: " + (", ".join(f"{k} {v}" for k, v in sorted(Counter(f["kind"] for f in result.faults).items()))
-                           or "none")
-           + ("" if result.network else " (no network between writers and database: pauses and kills only)"),
-           f"  operations: {sum(writes.values()) + sum(reads.values())}; "
-           f"writes {sum(writes.values())} ({counted(writes, ('ok', 'stale', 'taken', 'unknown'))}); "
-           f"reads {sum(reads.values())} ({counted(reads, ('ok', 'unknown'))})",
-           f"  verdict: {head}"]
+    head = {
+        0: "PASS: linearizable",
+        1: "FAIL: NOT linearizable",
+        3: "INCONCLUSIVE: "
+        + ("no write was acknowledged" if verdict and verdict.result != "Unknown" else "the checker ran out of time"),
+    }[result.exit_code]
+    out = [
+        f"fence check of {result.adapter}",
+        f"  seed {result.seed} (replay the plan: --seed {result.seed})",
+        f"  {len(plan.rounds)} rounds, {plan.writers} writer processes and a reader, {plan.resources} resource(s);"
+        f" epochs {result.epoch_floor + plan.rounds[0].epoch}..{result.epoch_floor + plan.rounds[-1].epoch}",
+        "  faults: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(Counter(f["kind"] for f in result.faults).items())) or "none")
+        + ("" if result.network else " (no network between writers and database: pauses and kills only)"),
+        f"  operations: {sum(writes.values()) + sum(reads.values())}; "
+        f"writes {sum(writes.values())} ({counted(writes, ('ok', 'stale', 'taken', 'unknown'))}); "
+        f"reads {sum(reads.values())} ({counted(reads, ('ok', 'unknown'))})",
+        f"  verdict: {head}",
+    ]
     if verdict is not None:
         d = verdict.diagnostics
-        out += [f"  stale writes accepted: {d['stale_accepted'].count}",
-                f"  acknowledged writes lost: {d['lost_writes'].count}",
-                f"  epochs accepted from two writers: {d['epoch_shared'].count}",
-                f"  reads of states never written: {d['phantom_reads'].count}",
-                f"  refusals no write explains: {d['unexplained_refusals'].count}",
-                f"  indeterminate operations: {d['indeterminate'].count}"]
+        out += [
+            f"  stale writes accepted: {d['stale_accepted'].count}",
+            f"  acknowledged writes lost: {d['lost_writes'].count}",
+            f"  epochs accepted from two writers: {d['epoch_shared'].count}",
+            f"  reads of states never written: {d['phantom_reads'].count}",
+            f"  refusals no write explains: {d['unexplained_refusals'].count}",
+            f"  indeterminate operations: {d['indeterminate'].count}",
+        ]
         for name in ("stale_accepted", "lost_writes", "epoch_shared", "phantom_reads", "unexplained_refusals"):
             out += [f"    {example['what']}" for example in d[name].examples]
         if verdict.visualization:

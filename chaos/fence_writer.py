@@ -203,8 +203,17 @@ async def run_writer(args: argparse.Namespace, client: Client, record: Record) -
         client.current = n
         client.stop_at = n if command.get("stop_at_check") else None
         call_ns = time.monotonic_ns()
-        record.put({"n": n, "client": args.client, "resource": resource, "kind": "write", "epoch": epoch,
-                    "value": value, "call_ns": call_ns})
+        record.put(
+            {
+                "n": n,
+                "client": args.client,
+                "resource": resource,
+                "kind": "write",
+                "epoch": epoch,
+                "value": value,
+                "call_ns": call_ns,
+            }
+        )
         emit({"invoke": n})
         outcome, _, exc = await client.call(lambda fence: fence.write(resource, args.client, epoch, value.encode()))
         return_ns = time.monotonic_ns()

@@ -98,10 +98,15 @@ class FencingVerdict:
     def lines(self) -> list[str]:
         """The verdict in words, for a report."""
         head = {"Ok": "linearizable", "Illegal": "NOT linearizable", "Unknown": "undecided (the checker timed out)"}
-        out = [f"fenced register: {head.get(self.result, self.result)} "
-               f"({self.operations} operations, {self.indeterminate} indeterminate)"]
-        out += [f"  resource {name!r}: not linearizable" for name, r in sorted(self.per_resource.items())
-                if r.get("linearizable") is False]
+        out = [
+            f"fenced register: {head.get(self.result, self.result)} "
+            f"({self.operations} operations, {self.indeterminate} indeterminate)"
+        ]
+        out += [
+            f"  resource {name!r}: not linearizable"
+            for name, r in sorted(self.per_resource.items())
+            if r.get("linearizable") is False
+        ]
         for name, finding in self.diagnostics.items():
             if finding.count:
                 out.append(f"  {name}: {finding.count}")
@@ -111,8 +116,14 @@ class FencingVerdict:
         return out
 
 
-def check_history(history: History, *, html: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  plain: bool = False, binary: Path | None = None) -> FencingVerdict:
+def check_history(
+    history: History,
+    *,
+    html: Path | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    plain: bool = False,
+    binary: Path | None = None,
+) -> FencingVerdict:
     """Porcupine's verdict on `history` (fencecheck, built on first use) and the diagnostics.
 
     `html`: where to write Porcupine's visualization if the history is not linearizable.
@@ -138,13 +149,20 @@ def check_history(history: History, *, html: Path | None = None, timeout_s: floa
         raise RuntimeError(f"fencecheck failed ({done.returncode}): {done.stderr.strip()}")
     verdict = json.loads(done.stdout)
     return FencingVerdict(
-        linearizable=verdict["linearizable"], result=verdict["result"], operations=verdict["operations"],
-        indeterminate=verdict["indeterminate"], per_resource=verdict["per_resource"], diagnostics=diagnostics,
+        linearizable=verdict["linearizable"],
+        result=verdict["result"],
+        operations=verdict["operations"],
+        indeterminate=verdict["indeterminate"],
+        per_resource=verdict["per_resource"],
+        diagnostics=diagnostics,
         tightened=verdict["tightened"],
-        checker=verdict["checker"], visualization=Path(verdict["visualization"]) if verdict["visualization"] else None)
+        checker=verdict["checker"],
+        visualization=Path(verdict["visualization"]) if verdict["visualization"] else None,
+    )
 
 
 # --- the history --------------------------------------------------------------------------------
+
 
 def parse_ops(history: History) -> list[Op]:
     """The history's operations ({"ops": [...]} or the list itself), checked against the format."""
@@ -172,14 +190,22 @@ def _parse_op(i: int, item: Any) -> Op:
         raise HistoryFormatError(f'op {i}: "return_ns" is null exactly when "result" is "unknown"')
     if return_ns is not None and (need("return_ns", int) < call_ns):
         raise HistoryFormatError(f'op {i}: "return_ns" {return_ns} is before "call_ns" {call_ns}')
-    common = dict(index=i, client=need("client", int), resource=need("resource", str), kind=kind,
-                  call_ns=call_ns, return_ns=return_ns, result=result)
+    common = dict(
+        index=i,
+        client=need("client", int),
+        resource=need("resource", str),
+        kind=kind,
+        call_ns=call_ns,
+        return_ns=return_ns,
+        result=result,
+    )
     if kind == "write":
         if result not in ("ok", "stale", "taken", "unknown"):
             raise HistoryFormatError(f'op {i}: a write\'s "result" is ok, stale, taken or unknown, not {result!r}')
         if not 0 < common["client"] <= MAX_WRITER_ID or need("epoch", int) < 1:
-            raise HistoryFormatError(f'op {i}: a write\'s "client" is its writer id (1..{MAX_WRITER_ID}) '
-                                     'and its "epoch" is at least 1')
+            raise HistoryFormatError(
+                f'op {i}: a write\'s "client" is its writer id (1..{MAX_WRITER_ID}) and its "epoch" is at least 1'
+            )
         if "observed" in item:
             raise HistoryFormatError(f'op {i}: a write has no "observed"')
         return Op(**common, epoch=need("epoch", int), value=need("value", str))
@@ -190,8 +216,9 @@ def _parse_op(i: int, item: Any) -> Op:
             seen = item.get("observed")
             if not isinstance(seen, Mapping):
                 raise HistoryFormatError(f'op {i}: a read that returned needs "observed"')
-            return Op(**common, observed=(need("epoch", int, seen), need("writer", int, seen),
-                                          need("value", str, seen)))
+            return Op(
+                **common, observed=(need("epoch", int, seen), need("writer", int, seen), need("value", str, seen))
+            )
         if result != "unknown":
             raise HistoryFormatError(f'op {i}: a read\'s "result" is ok or unknown, not {result!r}')
         return Op(**common)
@@ -199,8 +226,14 @@ def _parse_op(i: int, item: Any) -> Op:
 
 
 def _op_json(op: Op) -> dict[str, Any]:
-    out: dict[str, Any] = {"client": op.client, "resource": op.resource, "kind": op.kind, "call_ns": op.call_ns,
-                           "return_ns": op.return_ns, "result": op.result}
+    out: dict[str, Any] = {
+        "client": op.client,
+        "resource": op.resource,
+        "kind": op.kind,
+        "call_ns": op.call_ns,
+        "return_ns": op.return_ns,
+        "result": op.result,
+    }
     if op.kind == "write":
         out |= {"epoch": op.epoch, "value": op.value}
     elif op.observed is not None:
@@ -209,6 +242,7 @@ def _op_json(op: Op) -> dict[str, Any]:
 
 
 # --- the diagnostics ----------------------------------------------------------------------------
+
 
 def diagnose(history: History | Iterable[Op]) -> dict[str, Finding]:
     """What kind of failure a history shows (see the module's docstring); computed in Python alone."""
@@ -221,7 +255,8 @@ def diagnose(history: History | Iterable[Op]) -> dict[str, Finding]:
     for op in ops:
         by_resource[op.resource].append(op)
     found: dict[str, list[dict[str, Any]]] = {
-        name: [] for name in ("stale_accepted", "epoch_shared", "lost_writes", "phantom_reads", "unexplained_refusals")}
+        name: [] for name in ("stale_accepted", "epoch_shared", "lost_writes", "phantom_reads", "unexplained_refusals")
+    }
     for resource in sorted(by_resource):
         resource_ops = by_resource[resource]
         found["stale_accepted"] += _stale_accepted(resource_ops)
@@ -230,8 +265,9 @@ def diagnose(history: History | Iterable[Op]) -> dict[str, Finding]:
         found["lost_writes"] += lost
         found["phantom_reads"] += phantom
         found["unexplained_refusals"] += _unexplained_refusals(resource_ops)
-    found["indeterminate"] = [{"op": op.index, "what": f"{_words(op)}: outcome unknown"}
-                              for op in ops if op.result == "unknown"]
+    found["indeterminate"] = [
+        {"op": op.index, "what": f"{_words(op)}: outcome unknown"} for op in ops if op.result == "unknown"
+    ]
     return {name: Finding(len(examples), tuple(examples[:EXAMPLES_LIMIT])) for name, examples in found.items()}
 
 
@@ -247,8 +283,13 @@ def _stale_accepted(ops: list[Op]) -> list[dict[str, Any]]:
         before = bisect.bisect_left(returns, op.call_ns)  # acked[:before] returned strictly before the call
         if before and highest[before - 1].epoch > op.epoch:
             above = highest[before - 1]
-            out.append({"op": op.index, "after": above.index,
-                        "what": f"{_words(op)} was accepted after {_words(above)} had been acknowledged"})
+            out.append(
+                {
+                    "op": op.index,
+                    "after": above.index,
+                    "what": f"{_words(op)} was accepted after {_words(above)} had been acknowledged",
+                }
+            )
     return out
 
 
@@ -258,23 +299,32 @@ def _epoch_shared(resource: str, ops: list[Op]) -> list[dict[str, Any]]:
     for op in ops:
         if op.kind == "write" and op.result == "ok":
             writers[op.epoch].setdefault(op.client, op.index)
-    return [{"resource": resource, "epoch": epoch, "writers": sorted(ws), "ops": sorted(ws.values()),
-             "what": f"{resource!r} epoch {epoch}: writers {', '.join(map(str, sorted(ws)))} were all accepted "
-                     f"(ops {', '.join(map(str, sorted(ws.values())))})"}
-            for epoch, ws in sorted(writers.items()) if len(ws) > 1]
+    return [
+        {
+            "resource": resource,
+            "epoch": epoch,
+            "writers": sorted(ws),
+            "ops": sorted(ws.values()),
+            "what": f"{resource!r} epoch {epoch}: writers {', '.join(map(str, sorted(ws)))} were all accepted "
+            f"(ops {', '.join(map(str, sorted(ws.values())))})",
+        }
+        for epoch, ws in sorted(writers.items())
+        if len(ws) > 1
+    ]
 
 
 def _unexplained_refusals(ops: list[Op]) -> list[dict[str, Any]]:
     """Refusals no write could have caused: "stale" needs a higher epoch, "taken" another writer's
     write of the same epoch, accepted or indeterminate and called before the refusal returned."""
-    may_apply = sorted((op for op in ops if op.kind == "write" and op.result in ("ok", "unknown")),
-                       key=lambda op: op.call_ns)
+    may_apply = sorted(
+        (op for op in ops if op.kind == "write" and op.result in ("ok", "unknown")), key=lambda op: op.call_ns
+    )
     calls = [w.call_ns for w in may_apply]
     out = []
     for op in ops:
         if op.kind != "write" or op.result not in ("stale", "taken"):
             continue
-        before = may_apply[:bisect.bisect_right(calls, op.return_ns)]
+        before = may_apply[: bisect.bisect_right(calls, op.return_ns)]
         if op.result == "stale":
             explained = any(w.epoch > op.epoch for w in before)
             needed = "no write of a higher epoch"
@@ -309,16 +359,17 @@ def _lost_and_phantom(ops: list[Op]) -> tuple[list[dict[str, Any]], list[dict[st
             # The read saw another state of this epoch: only a later write by the same writer explains it.
             if write.epoch == seen[0] and write.client == seen[1] and latest.get(seen, -1) >= write.call_ns:
                 continue
-            lost[write.index] = {"op": write.index, "read": read.index,
-                                 "what": f"{_words(write)} was acknowledged before {_words(read)} was called, "
-                                         "which does not see it"}
+            lost[write.index] = {
+                "op": write.index,
+                "read": read.index,
+                "what": f"{_words(write)} was acknowledged before {_words(read)} was called, which does not see it",
+            }
     return [lost[i] for i in sorted(lost)], phantom
 
 
 def _words(op: Op) -> str:
     if op.kind == "write":
-        return (f"op {op.index} (writer {op.client} on {op.resource!r}: epoch {op.epoch}, {op.value!r}"
-                f" -> {op.result})")
+        return f"op {op.index} (writer {op.client} on {op.resource!r}: epoch {op.epoch}, {op.value!r} -> {op.result})"
     if op.observed is None:
         return f"op {op.index} (read of {op.resource!r} by {op.client} -> {op.result})"
     epoch, writer, value = op.observed
@@ -329,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m chaos.fencing_check", description=__doc__.split("\n")[0])
-    parser.add_argument("history", type=Path, help="a history file ({\"ops\": [...]})")
+    parser.add_argument("history", type=Path, help='a history file ({"ops": [...]})')
     parser.add_argument("--html", type=Path, help="write Porcupine's visualization here if not linearizable")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds for the checker")
     args = parser.parse_args(argv)

@@ -15,16 +15,20 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
-
+from typing import Any
 
 import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
+from node.client.observer import agreed_leader, member_change, transfer_leadership, views_of
+from node.config import PLANTED_BUGS_ENV, ConfigError
+from node.core import PlantedBug
+from node.history import HistoryWriter, sort_events
 from node.launcher.cluster import (
     PROCESS_ACTIONS,
     STORE,
@@ -43,12 +47,8 @@ from node.launcher.cluster import (
     read_cluster_file,
     run_env,
 )
-from node.client.observer import agreed_leader, member_change, transfer_leadership, views_of
-from node.config import PLANTED_BUGS_ENV, ConfigError
 from node.launcher.ports import free_port
-from node.core import PlantedBug
 
-from node.history import HistoryWriter, sort_events
 from .toxiproxy import Toxiproxy, ToxiproxyError, ToxiproxyServer
 
 HARNESS_EVENTS = "harness.jsonl"
@@ -89,7 +89,7 @@ class ChaosCluster:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def start(self, launcher_pid: int | None = None) -> "ChaosCluster":
+    def start(self, launcher_pid: int | None = None) -> ChaosCluster:
         self.directory = self.directory.resolve()
         make_run_dir(self.directory)
         try:
@@ -101,9 +101,18 @@ class ChaosCluster:
 
     def _start(self, launcher_pid: int | None) -> None:
         certs = None if self.insecure else str(self.directory / "certs")
-        spec = replace(local_spec(self.nodes, self.mode, self.heartbeat_interval_ms, self.election_timeout_ms, certs_dir=certs,
-                                  spares=self.spares),
-                       preempt_hold_down_ms=self.preempt_hold_down_ms, mode_options=self.mode_options)
+        spec = replace(
+            local_spec(
+                self.nodes,
+                self.mode,
+                self.heartbeat_interval_ms,
+                self.election_timeout_ms,
+                certs_dir=certs,
+                spares=self.spares,
+            ),
+            preempt_hold_down_ms=self.preempt_hold_down_ms,
+            mode_options=self.mode_options,
+        )
         extra: dict[str, Any] = {}
         if not self.direct:
             # Kept before it starts: a stop signal while it comes up must find it to stop it.
@@ -111,7 +120,11 @@ class ChaosCluster:
             self.toxiproxy.start()
             self.api = self.toxiproxy.client()
             spec, links = wire_links(spec, self.api)
-            extra = {"toxiproxy_api": f"{self.toxiproxy.host}:{self.toxiproxy.port}", "toxiproxy_pid": self.toxiproxy.pid, "links": links}
+            extra = {
+                "toxiproxy_api": f"{self.toxiproxy.host}:{self.toxiproxy.port}",
+                "toxiproxy_pid": self.toxiproxy.pid,
+                "links": links,
+            }
         env = dict(os.environ)
         node_args: list[str] = []
         store_args: list[str] = []
@@ -120,29 +133,40 @@ class ChaosCluster:
             for bug in sorted(self.planted_bugs, key=lambda b: b.value):
                 (store_args if bug == PlantedBug.STALE_STORE else node_args).extend(["--planted-bug", bug.value])
         self.history = HistoryWriter(self.directory / HARNESS_EVENTS)
-        self.history.write({
-            "kind": "meta", "seed": self.seed, "mode": self.mode, "scenario": self.scenario,
-            "nodes": [n.id for n in spec.nodes], "election_timeout_ms": self.election_timeout_ms,
-            "heartbeat_interval_ms": self.heartbeat_interval_ms, "preempt_hold_down_ms": self.preempt_hold_down_ms,
-            "planted_bugs": sorted(b.value for b in self.planted_bugs), "mode_options": sorted(self.mode_options),
-            # Who votes at first, when some nodes start outside the configuration (the judge counts each
-            # leader's backing against the configuration it runs: node.history.History.configurations).
-            **({"voters": [n.id for n in spec.nodes if n.id not in spec.joining]} if spec.joining else {}),
-        })
-        self.cluster = LocalCluster(spec, self.directory, env=env, extra_node_args=node_args, extra=extra,
-                                    extra_store_args=store_args)
+        self.history.write(
+            {
+                "kind": "meta",
+                "seed": self.seed,
+                "mode": self.mode,
+                "scenario": self.scenario,
+                "nodes": [n.id for n in spec.nodes],
+                "election_timeout_ms": self.election_timeout_ms,
+                "heartbeat_interval_ms": self.heartbeat_interval_ms,
+                "preempt_hold_down_ms": self.preempt_hold_down_ms,
+                "planted_bugs": sorted(b.value for b in self.planted_bugs),
+                "mode_options": sorted(self.mode_options),
+                # Who votes at first, when some nodes start outside the configuration (the judge counts each
+                # leader's backing against the configuration it runs: node.history.History.configurations).
+                **({"voters": [n.id for n in spec.nodes if n.id not in spec.joining]} if spec.joining else {}),
+            }
+        )
+        self.cluster = LocalCluster(
+            spec, self.directory, env=env, extra_node_args=node_args, extra=extra, extra_store_args=store_args
+        )
         self.cluster.start(launcher_pid)
 
     @classmethod
-    def attach(cls, directory: Path) -> "ChaosCluster":
+    def attach(cls, directory: Path) -> ChaosCluster:
         """Drive a cluster that another process started (bullyproof cluster up), via cluster.json."""
         data = read_cluster_file(directory)
         if not data.get("toxiproxy_api"):
-            raise ConfigError(f"the cluster in {directory} was started --direct: it has no Toxiproxy to inject faults with")
+            raise ConfigError(
+                f"the cluster in {directory} was started --direct: it has no Toxiproxy to inject faults with"
+            )
         return cls.from_record(data, Path(directory), f"is the cluster up? bullyproof cluster up --dir {directory}")
 
     @classmethod
-    def from_record(cls, data: dict[str, Any], directory: Path, how_to_start: str) -> "ChaosCluster":
+    def from_record(cls, data: dict[str, Any], directory: Path, how_to_start: str) -> ChaosCluster:
         """Drive a running cluster from its record, a local cluster.json or a compose file's
         (node.launcher.compose.read_compose_file); faults are recorded in DIRECTORY/harness.jsonl."""
         host, _, port = data["toxiproxy_api"].rpartition(":")
@@ -151,10 +175,18 @@ class ChaosCluster:
             api.version()
         except ToxiproxyError as exc:
             answer = "no response" if exc.status is None else f"HTTP {exc.status}"
-            raise ConfigError(f"Toxiproxy does not answer at {data['toxiproxy_api']} ({answer}): {how_to_start}") from None
-        spec = ClusterSpec(tuple(NodeSpec(n["id"], n["peer_address"], n["client_address"]) for n in data["nodes"]),
-                           data["store"]["address"], data["mode"], data["heartbeat_interval_ms"], data["election_timeout_ms"],
-                           certs_dir=data.get("certs"), joining=tuple(data.get("spec", {}).get("joining", ())))
+            raise ConfigError(
+                f"Toxiproxy does not answer at {data['toxiproxy_api']} ({answer}): {how_to_start}"
+            ) from None
+        spec = ClusterSpec(
+            tuple(NodeSpec(n["id"], n["peer_address"], n["client_address"]) for n in data["nodes"]),
+            data["store"]["address"],
+            data["mode"],
+            data["heartbeat_interval_ms"],
+            data["election_timeout_ms"],
+            certs_dir=data.get("certs"),
+            joining=tuple(data.get("spec", {}).get("joining", ())),
+        )
         cc = cls(Path(directory), len(spec.nodes), spec.mode, spec.heartbeat_interval_ms, spec.election_timeout_ms)
         cc.directory = Path(directory).resolve()
         cc.directory.mkdir(parents=True, exist_ok=True)
@@ -172,7 +204,7 @@ class ChaosCluster:
         if self.history is not None:
             self.history.close()
 
-    def __enter__(self) -> "ChaosCluster":
+    def __enter__(self) -> ChaosCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -217,8 +249,9 @@ class ChaosCluster:
         """An operator's `bullyproof member add|remove`, at the leader (removing the leader hands over
         first). Raises node.client.observer.HandoverFailed if it did not happen."""
         assert self.cluster is not None
-        _, configuration = member_change(self.cluster.client_addresses(), action, target, timeout_ms=0,
-                                         timeout_s=timeout_s)
+        _, configuration = member_change(
+            self.cluster.client_addresses(), action, target, timeout_ms=0, timeout_s=timeout_s
+        )
         return configuration
 
     @property
@@ -231,8 +264,14 @@ class ChaosCluster:
         """kill | pause | resume | restart a node or the store; recorded before it happens. A restart
         with `timing_ms` ({"--election-timeout-ms": 1000}) changes the node's timings."""
         assert self.history is not None
-        process_action(self.directory, target, action, self.history, env=self.cluster.env if self.cluster else None,
-                       timing_ms=timing_ms)
+        process_action(
+            self.directory,
+            target,
+            action,
+            self.history,
+            env=self.cluster.env if self.cluster else None,
+            timing_ms=timing_ms,
+        )
 
     # ---- network faults through Toxiproxy ------------------------------------------------
 
@@ -278,11 +317,22 @@ class ChaosCluster:
                 self.api.set_enabled(link_name(o, node), False)
                 self.active.setdefault(fault, []).append((link_name(o, node), ""))
 
-    def degrade(self, fault: str, links: Iterable[tuple[int | str, int | str]], type_: str,
-                attributes: dict[str, Any], streams: tuple[str, ...] = ("downstream",)) -> None:
+    def degrade(
+        self,
+        fault: str,
+        links: Iterable[tuple[int | str, int | str]],
+        type_: str,
+        attributes: dict[str, Any],
+        streams: tuple[str, ...] = ("downstream",),
+    ) -> None:
         """latency / bandwidth / slicer / reset_peer on the given links."""
         links = list(links)
-        self.record("fault", action="start", name=fault, detail={"type": type_, "links": [link_name(*l) for l in links], **attributes})
+        self.record(
+            "fault",
+            action="start",
+            name=fault,
+            detail={"type": type_, "links": [link_name(*l) for l in links], **attributes},
+        )
         for link in self._links(links):
             for stream in streams:
                 self._toxic(fault, link, type_, attributes, stream)
@@ -309,8 +359,14 @@ class ChaosCluster:
         self.record("heal")
 
 
-def process_action(directory: Path, target: int | str, action: str, history: HistoryWriter | None = None,
-                   env: dict[str, str] | None = None, timing_ms: dict[str, int] | None = None) -> dict[str, Any]:
+def process_action(
+    directory: Path,
+    target: int | str,
+    action: str,
+    history: HistoryWriter | None = None,
+    env: dict[str, str] | None = None,
+    timing_ms: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """kill | pause | resume | restart a node (by id) or the store, by pid (node.launcher's process_fault),
     recorded in the cluster's harness history before it happens (a restart also records the new start).
 
@@ -353,7 +409,7 @@ class AnswerRecorder:
         self.thread = threading.Thread(target=self._run, name="answer-recorder", daemon=True)
         self.asked = 0
 
-    def __enter__(self) -> "AnswerRecorder":
+    def __enter__(self) -> AnswerRecorder:
         self.thread.start()
         return self
 
@@ -381,8 +437,16 @@ class AnswerRecorder:
         end_ns = time.monotonic_ns()
         self.asked += 1
         if info.known:
-            self.history.write({"kind": "answer", "t_ns": start_ns, "end_ns": end_ns, "node": nid,
-                                "leader": info.leader_id, "epoch": info.epoch})
+            self.history.write(
+                {
+                    "kind": "answer",
+                    "t_ns": start_ns,
+                    "end_ns": end_ns,
+                    "node": nid,
+                    "leader": info.leader_id,
+                    "epoch": info.epoch,
+                }
+            )
 
 
 # ---- merging the history -------------------------------------------------------------------------
@@ -391,8 +455,14 @@ class AnswerRecorder:
 def store_event(entry: pb.LogEntry) -> dict[str, Any]:
     """One entry of the store's log as a history event (at the store's own decision time)."""
     return {
-        "t_ns": entry.recorded_monotonic_ns, "kind": "store", "seq": entry.seq, "writer": entry.writer_id,
-        "epoch": entry.epoch, "key": entry.key, "accepted": entry.accepted, "reason": entry.reason,
+        "t_ns": entry.recorded_monotonic_ns,
+        "kind": "store",
+        "seq": entry.seq,
+        "writer": entry.writer_id,
+        "epoch": entry.epoch,
+        "key": entry.key,
+        "accepted": entry.accepted,
+        "reason": entry.reason,
     }
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkers import Report
 from node.history import leadership_intervals
+
+from .checkers import Report
 
 if TYPE_CHECKING:  # the report reads only the history and the judgements (no cluster code)
     from .scenarios import InstantResult
@@ -47,8 +48,14 @@ def fault_spans(events: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
     return spans
 
 
-def text_report(report: Report, events: list[dict[str, Any]], scenario: str, seed: int,
-                instant: InstantResult | None = None, load_per_core: float | None = None) -> str:
+def text_report(
+    report: Report,
+    events: list[dict[str, Any]],
+    scenario: str,
+    seed: int,
+    instant: InstantResult | None = None,
+    load_per_core: float | None = None,
+) -> str:
     t0 = events[0]["t_ns"] if events else 0
     lines = [f"scenario {scenario}  mode {report.mode}  seed {seed}", ""]
     if instant is not None:
@@ -56,8 +63,9 @@ def text_report(report: Report, events: list[dict[str, Any]], scenario: str, see
         lines.append(f"        {instant.evidence}")
         if not instant.reached:
             load = "" if load_per_core is None else f" (machine load {load_per_core:.2f} per core)"
-            lines.append(f"        the checks below judged a milder run than this scenario exists for{load}; "
-                         "try the next seed")
+            lines.append(
+                f"        the checks below judged a milder run than this scenario exists for{load}; try the next seed"
+            )
         lines.append("")
     lines.append("faults:")
     for name, start, end in sorted(fault_spans(events), key=lambda s: s[1]):
@@ -65,7 +73,9 @@ def text_report(report: Report, events: list[dict[str, Any]], scenario: str, see
     lines.append("")
     lines.append("leadership (node, epoch, from .. to):")
     for iv in leadership_intervals(events):
-        lines.append(f"  node {iv.node}  epoch {iv.epoch:3d}  {_rel_s(iv.start, t0):7.3f}s .. {_rel_s(iv.end, t0):7.3f}s")
+        lines.append(
+            f"  node {iv.node}  epoch {iv.epoch:3d}  {_rel_s(iv.start, t0):7.3f}s .. {_rel_s(iv.end, t0):7.3f}s"
+        )
     f = report.fencing
     lines.append("")
     lines.append(
@@ -122,13 +132,28 @@ def timeline_png(events: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.text(_rel_s(start, t0), len(nodes) - 0.45, name, fontsize=7, va="bottom", color="0.3")
     for iv in intervals:
         if iv.node in lane:
-            ax.barh(lane[iv.node], _rel_s(iv.end, iv.start), left=_rel_s(iv.start, t0), height=0.6,
-                    color=color[iv.epoch], edgecolor="black", linewidth=0.3, zorder=2)
+            ax.barh(
+                lane[iv.node],
+                _rel_s(iv.end, iv.start),
+                left=_rel_s(iv.start, t0),
+                height=0.6,
+                color=color[iv.epoch],
+                edgecolor="black",
+                linewidth=0.3,
+                zorder=2,
+            )
             ax.text(_rel_s(iv.start, t0), lane[iv.node] + 0.33, f"e{iv.epoch}", fontsize=7, zorder=3)
     rejected = [e for e in events if e["kind"] == "store" and not e["accepted"] and e["writer"] in lane]
     if rejected:
-        ax.scatter([_rel_s(e["t_ns"], t0) for e in rejected], [lane[e["writer"]] for e in rejected],
-                   marker="x", color="red", s=30, zorder=4, label="write rejected by fencing")
+        ax.scatter(
+            [_rel_s(e["t_ns"], t0) for e in rejected],
+            [lane[e["writer"]] for e in rejected],
+            marker="x",
+            color="red",
+            s=30,
+            zorder=4,
+            label="write rejected by fencing",
+        )
         ax.legend(loc="upper right", fontsize=8)
     ax.set_yticks(range(len(nodes)), [f"node {n}" for n in nodes])
     ax.set_ylim(-0.6, len(nodes) - 0.1)

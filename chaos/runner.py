@@ -1,6 +1,6 @@
 """Run one scenario from start to finish: start, break, heal, record, check, report.
 
-    bullyproof chaos run partition-leader-minority --mode classic --seed 7 [--json]
+bullyproof chaos run partition-leader-minority --mode classic --seed 7 [--json]
 """
 
 from __future__ import annotations
@@ -44,28 +44,44 @@ class RunResult:
         return self.instant is None or self.instant.reached
 
     def replay(self) -> str:
-        flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in asdict(self.timing).items()
-                        if v != getattr(TIMINGS.get(self.scenario, self.timing), k))
+        flags = "".join(
+            f" --{k.replace('_', '-')} {v}"
+            for k, v in asdict(self.timing).items()
+            if v != getattr(TIMINGS.get(self.scenario, self.timing), k)
+        )
         return f"bullyproof chaos run {self.scenario} --mode {self.mode} --seed {self.seed}{flags}"
 
     def to_json_dict(self) -> dict[str, Any]:
         out = json.loads(self.report.to_json())
         out.update(
-            scenario=self.scenario, mode=self.mode, seed=self.seed, directory=str(self.directory),
-            history=str(self.directory / "history.jsonl"), timeline=str(self.directory / "timeline.png"),
-            **asdict(self.timing), replay=self.replay(),
-            instant=None if self.instant is None else self.instant.to_dict(), load_per_core=self.load_per_core,
+            scenario=self.scenario,
+            mode=self.mode,
+            seed=self.seed,
+            directory=str(self.directory),
+            history=str(self.directory / "history.jsonl"),
+            timeline=str(self.directory / "timeline.png"),
+            **asdict(self.timing),
+            replay=self.replay(),
+            instant=None if self.instant is None else self.instant.to_dict(),
+            load_per_core=self.load_per_core,
         )
         return out
 
 
-def scenario_timing(name: str, heartbeat_interval_ms: int | None = None, election_timeout_ms: int | None = None,
-                    preempt_hold_down_ms: int | None = None) -> ScenarioTiming:
+def scenario_timing(
+    name: str,
+    heartbeat_interval_ms: int | None = None,
+    election_timeout_ms: int | None = None,
+    preempt_hold_down_ms: int | None = None,
+) -> ScenarioTiming:
     """The scenario's own timing (TIMINGS), with whatever the caller set explicitly on top; checked."""
     if name not in SCENARIOS:
         raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
-    overrides = {"heartbeat_interval_ms": heartbeat_interval_ms, "election_timeout_ms": election_timeout_ms,
-                 "preempt_hold_down_ms": preempt_hold_down_ms}
+    overrides = {
+        "heartbeat_interval_ms": heartbeat_interval_ms,
+        "election_timeout_ms": election_timeout_ms,
+        "preempt_hold_down_ms": preempt_hold_down_ms,
+    }
     timing = replace(TIMINGS[name], **{k: v for k, v in overrides.items() if v is not None})
     check_timings(timing.heartbeat_interval_ms, timing.election_timeout_ms)
     if timing.preempt_hold_down_ms < 0:
@@ -73,17 +89,34 @@ def scenario_timing(name: str, heartbeat_interval_ms: int | None = None, electio
     return timing
 
 
-def run_scenario(name: str, mode: str = "quorum", seed: int = 0, directory: Path | None = None,
-                 nodes: int = 5, heartbeat_interval_ms: int | None = None, election_timeout_ms: int | None = None,
-                 preempt_hold_down_ms: int | None = None,
-                 planted_bugs: frozenset[PlantedBug] = frozenset()) -> RunResult:
+def run_scenario(
+    name: str,
+    mode: str = "quorum",
+    seed: int = 0,
+    directory: Path | None = None,
+    nodes: int = 5,
+    heartbeat_interval_ms: int | None = None,
+    election_timeout_ms: int | None = None,
+    preempt_hold_down_ms: int | None = None,
+    planted_bugs: frozenset[PlantedBug] = frozenset(),
+) -> RunResult:
     """Timings left as None are the scenario's own (chaos.scenarios.TIMINGS), else the cluster defaults."""
     timing = scenario_timing(name, heartbeat_interval_ms, election_timeout_ms, preempt_hold_down_ms)
     directory = Path(directory or tempfile.mkdtemp(prefix=f"bullyproof-{name}-{mode}-{seed}-"))
     bound_ms = RECOVERY_BOUND_ELECTION_TIMEOUTS * timing.election_timeout_ms
     spares = SPARES.get(name, 0)  # of the `nodes`, how many start outside the configuration
-    cc = ChaosCluster(directory, nodes - spares, mode, timing.heartbeat_interval_ms, timing.election_timeout_ms,
-                      planted_bugs, seed, name, preempt_hold_down_ms=timing.preempt_hold_down_ms, spares=spares)
+    cc = ChaosCluster(
+        directory,
+        nodes - spares,
+        mode,
+        timing.heartbeat_interval_ms,
+        timing.election_timeout_ms,
+        planted_bugs,
+        seed,
+        name,
+        preempt_hold_down_ms=timing.preempt_hold_down_ms,
+        spares=spares,
+    )
     with cc:
         with AnswerRecorder(cc):  # a client asking every node who leads, throughout (P6)
             cc.wait_for_leader(timeout_s=20)
@@ -112,8 +145,7 @@ def machine_load_per_core() -> float:
     return os.getloadavg()[0] / (os.cpu_count() or 1)
 
 
-def run_until_reached(name: str, mode: str, seed: int, directory: Path, tries: int,
-                      **options: Any) -> list[RunResult]:
+def run_until_reached(name: str, mode: str, seed: int, directory: Path, tries: int, **options: Any) -> list[RunResult]:
     """Run the scenario with ``seed``, then ``seed + 1``, ... until a run reaches the scenario's
     instant, at most ``tries`` runs; every run, in order (the last one reached it, if any did).
 
@@ -126,9 +158,12 @@ def run_until_reached(name: str, mode: str, seed: int, directory: Path, tries: i
         result = run_scenario(name, mode, seed + attempt, directory / f"seed-{seed + attempt}", **options)
         results.append(result)
         verdict = "no instant" if result.instant is None else ("reached" if result.reached else "NOT reached")
-        print(f"{name} ({mode}) seed {result.seed}: instant {verdict}, violations {result.report.violations}, "
-              f"load {result.load_per_core:.2f} per core"
-              + ("" if result.instant is None else f": {result.instant.evidence}"), flush=True)
+        print(
+            f"{name} ({mode}) seed {result.seed}: instant {verdict}, violations {result.report.violations}, "
+            f"load {result.load_per_core:.2f} per core"
+            + ("" if result.instant is None else f": {result.instant.evidence}"),
+            flush=True,
+        )
         if result.reached:
             break
     return results

@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -124,8 +124,13 @@ INSTANTS: dict[str, Instant] = {}
 SPARES: dict[str, int] = {}
 
 
-def scenario(name: str, description: str, timing: ScenarioTiming = DEFAULT_TIMING,
-             instant: Instant | None = None, spares: int = 0) -> Callable[[Scenario], Scenario]:
+def scenario(
+    name: str,
+    description: str,
+    timing: ScenarioTiming = DEFAULT_TIMING,
+    instant: Instant | None = None,
+    spares: int = 0,
+) -> Callable[[Scenario], Scenario]:
     def register(fn: Scenario) -> Scenario:
         SCENARIOS[name] = fn
         DESCRIPTIONS[name] = description
@@ -164,8 +169,9 @@ def _faults_started(ordered: Events, name: str) -> list[Mapping[str, Any]]:
 def _fault_end_ns(ordered: Events, start: Mapping[str, Any]) -> int:
     """When the fault begun by ``start`` was lifted (its stop, or a heal), else the end of the history."""
     for e in ordered:
-        if e["t_ns"] >= start["t_ns"] and (e["kind"] == "heal" or (e["kind"] == "fault" and e["action"] == "stop"
-                                                                     and e["name"] == start["name"])):
+        if e["t_ns"] >= start["t_ns"] and (
+            e["kind"] == "heal" or (e["kind"] == "fault" and e["action"] == "stop" and e["name"] == start["name"])
+        ):
             return e["t_ns"]
     return ordered[-1]["t_ns"]
 
@@ -179,8 +185,16 @@ def _requests_to(ordered: Events, node: int, type_: MsgType, start_ns: int, end_
 
     A node records at most 100 a second (the rest only counted): a request left out can make a run
     look as if it missed its instant, which costs a retry, never a false "reached"."""
-    return [e for e in ordered if e["kind"] == "message" and e["type"] == type_.value and e["node"] == node
-            and e["dst"] == node and "error" not in e and start_ns <= e["t_ns"] < end_ns]
+    return [
+        e
+        for e in ordered
+        if e["kind"] == "message"
+        and e["type"] == type_.value
+        and e["node"] == node
+        and e["dst"] == node
+        and "error" not in e
+        and start_ns <= e["t_ns"] < end_ns
+    ]
 
 
 def _describe_leaders(leaders: Sequence[Interval]) -> str:
@@ -205,8 +219,11 @@ def _leader_cut_off(fault: str, target: Callable[[Mapping[str, Any]], int], what
     return Instant(f"the node {what} led when the fault began", judge)
 
 
-@scenario("leader-blackholed", "every link to and from the leader silently drops; then heal",
-          instant=_leader_cut_off("blackhole", lambda detail: detail["node"], "blackholed"))
+@scenario(
+    "leader-blackholed",
+    "every link to and from the leader silently drops; then heal",
+    instant=_leader_cut_off("blackhole", lambda detail: detail["node"], "blackholed"),
+)
 def leader_blackholed(ctx: Context) -> None:
     ctx.cc.blackhole(ctx.leader())
     ctx.hold_then_heal()
@@ -227,8 +244,11 @@ def _leader_on_minority_side(ordered: Events) -> tuple[bool, str]:
     return False, "; ".join(seen) or "no partition was recorded"
 
 
-@scenario("partition-leader-minority", "majority/minority partition with the old leader in the minority",
-          instant=Instant("the leader was on the minority side when the partition began", _leader_on_minority_side))
+@scenario(
+    "partition-leader-minority",
+    "majority/minority partition with the old leader in the minority",
+    instant=Instant("the leader was on the minority side when the partition began", _leader_on_minority_side),
+)
 def partition_leader_minority(ctx: Context) -> None:
     ids = ctx.cc.ids
     leader, others = ctx.leader_and_others()
@@ -239,7 +259,9 @@ def partition_leader_minority(ctx: Context) -> None:
     ctx.hold_then_heal()
 
 
-@scenario("no-majority-anywhere", "SIGKILL the leader, split the rest into halves too small to elect; then heal and restart")
+@scenario(
+    "no-majority-anywhere", "SIGKILL the leader, split the rest into halves too small to elect; then heal and restart"
+)
 def no_majority_anywhere(ctx: Context) -> None:
     # Candidates on both sides keep proposing and are acknowledged by their side's other node without
     # ever reaching a majority: what that node tells a client who asks who leads must not name them.
@@ -261,8 +283,11 @@ def random_halves(ctx: Context) -> None:
     ctx.hold_then_heal()
 
 
-@scenario("one-way", "the leader's outgoing links drop (it still hears everyone); then heal",
-          instant=_leader_cut_off("one-way", lambda detail: detail["from"], "whose outgoing links dropped"))
+@scenario(
+    "one-way",
+    "the leader's outgoing links drop (it still hears everyone); then heal",
+    instant=_leader_cut_off("one-way", lambda detail: detail["from"], "whose outgoing links dropped"),
+)
 def one_way(ctx: Context) -> None:
     leader = ctx.leader()
     ctx.cc.one_way(leader, [n for n in ctx.cc.ids if n != leader])
@@ -281,21 +306,38 @@ def _bridge_torn(ordered: Events) -> tuple[bool, str]:
         proposals = _requests_to(ordered, middle, MsgType.COORDINATOR, start["t_ns"], end_ns)
         for proposal in proposals:
             candidate = proposal["src"]
-            held = [w for w in windows if w.node == middle and w.start < proposal["t_ns"] < w.end
-                    and w.leader in side and candidate in side and w.leader not in side[candidate]]
+            held = [
+                w
+                for w in windows
+                if w.node == middle
+                and w.start < proposal["t_ns"] < w.end
+                and w.leader in side
+                and candidate in side
+                and w.leader not in side[candidate]
+            ]
             if held:
                 w = held[0]
-                return True, (f"bridge node {middle} held a promise to node {w.leader} (epoch {w.epoch}, until "
-                              f"{_rel(w.end, origin)}) when node {candidate} of the other side proposed epoch "
-                              f"{proposal['epoch']} at {_rel(proposal['t_ns'], origin)}")
-        seen.append(f"bridge node {middle} got {len(proposals)} proposal(s) between {_rel(start['t_ns'], origin)} and "
-                    f"{_rel(end_ns, origin)}, none while it held a live promise to the proposer's other side")
+                return True, (
+                    f"bridge node {middle} held a promise to node {w.leader} (epoch {w.epoch}, until "
+                    f"{_rel(w.end, origin)}) when node {candidate} of the other side proposed epoch "
+                    f"{proposal['epoch']} at {_rel(proposal['t_ns'], origin)}"
+                )
+        seen.append(
+            f"bridge node {middle} got {len(proposals)} proposal(s) between {_rel(start['t_ns'], origin)} and "
+            f"{_rel(end_ns, origin)}, none while it held a live promise to the proposer's other side"
+        )
     return False, "; ".join(seen) or "no bridge was recorded"
 
 
-@scenario("bridge", "two halves that cannot talk, and one node in the middle that talks to both",
-          instant=Instant("the bridge node held a live promise to one side when the other side's candidate proposed",
-                          _bridge_torn, promises=True))
+@scenario(
+    "bridge",
+    "two halves that cannot talk, and one node in the middle that talks to both",
+    instant=Instant(
+        "the bridge node held a live promise to one side when the other side's candidate proposed",
+        _bridge_torn,
+        promises=True,
+    ),
+)
 def bridge(ctx: Context) -> None:
     ids = list(ctx.cc.ids)
     leader, others = ctx.leader_and_others()
@@ -350,8 +392,11 @@ def latency_near_timeout(ctx: Context) -> None:
     ctx.cc.heal()
 
 
-@scenario("rolling-timing-change", "the election timeout changed node by node (x2, then x0.6), leader last; "
-          "midway the leader loses a follower still on the old timing")
+@scenario(
+    "rolling-timing-change",
+    "the election timeout changed node by node (x2, then x0.6), leader last; "
+    "midway the leader loses a follower still on the old timing",
+)
 def rolling_timing_change(ctx: Context) -> None:
     # With timings that differ, a follower on a shorter timeout must still outlast the lease of a
     # leader on a longer one (the announced lease); the cut makes a candidate of the follower that
@@ -386,14 +431,19 @@ def _grew_and_shrank(ordered: Events) -> tuple[bool, str]:
     if peak == len(changes) - 1 or len(last["voters"]) != len(first):
         return False, f"it grew to {largest} voters but did not shrink back to {len(first)} (last: {last['voters']})"
     origin = _origin_ns(ordered)
-    return True, (f"voters {first} grew to {largest} by {_rel(changes[peak]['t_ns'], origin)} and shrank to "
-                  f"{last['voters']} by {_rel(last['t_ns'], origin)}")
+    return True, (
+        f"voters {first} grew to {largest} by {_rel(changes[peak]['t_ns'], origin)} and shrank to "
+        f"{last['voters']} by {_rel(last['t_ns'], origin)}"
+    )
 
 
-@scenario("membership-grow-shrink", "three voters grow to five and shrink back to three (the leader removed "
-          "too), one member at a time: a follower cut off during the first change, another killed during the second",
-          instant=Instant("the configuration grew to five voters and shrank back to three", _grew_and_shrank),
-          spares=2)
+@scenario(
+    "membership-grow-shrink",
+    "three voters grow to five and shrink back to three (the leader removed "
+    "too), one member at a time: a follower cut off during the first change, another killed during the second",
+    instant=Instant("the configuration grew to five voters and shrank back to three", _grew_and_shrank),
+    spares=2,
+)
 def membership_grow_shrink(ctx: Context) -> None:
     cc = ctx.cc
     spares = list(cc.joining)
@@ -455,15 +505,25 @@ def _restarted_having_promised(ordered: Events) -> tuple[bool, str]:
     if first is None:
         return False, "every node restarted having promised an epoch, but none led afterwards"
     if first.node in led_before:
-        return False, (f"every node restarted having promised an epoch, but the first to lead afterwards, node "
-                       f"{first.node}, had led before")
-    return True, (f"every node was down at {_rel(all_down, origin)} having promised an epoch, and restarted; node "
-                  f"{first.node}, which had never led, led epoch {first.epoch} first at {_rel(first.start, origin)}")
+        return False, (
+            f"every node restarted having promised an epoch, but the first to lead afterwards, node "
+            f"{first.node}, had led before"
+        )
+    return True, (
+        f"every node was down at {_rel(all_down, origin)} having promised an epoch, and restarted; node "
+        f"{first.node}, which had never led, led epoch {first.epoch} first at {_rel(first.start, origin)}"
+    )
 
 
-@scenario("full-restart", "leadership handed down the low ids, every node SIGKILLed, restarted highest-last",
-          instant=Instant("every node restarted having promised an epoch, and one that had never led led first",
-                          _restarted_having_promised, promises=True))
+@scenario(
+    "full-restart",
+    "leadership handed down the low ids, every node SIGKILLed, restarted highest-last",
+    instant=Instant(
+        "every node restarted having promised an epoch, and one that had never led led first",
+        _restarted_having_promised,
+        promises=True,
+    ),
+)
 def full_restart(ctx: Context) -> None:
     # Epochs climb through several leaders (the highest id first, then the low ids by transfer,
     # never the second-highest). After the restart the second-highest leads first, and only durable
@@ -520,7 +580,9 @@ class _Rounds:
 def _asked_to_elect_inside_promise(ordered: Events) -> tuple[bool, str]:
     origin = _origin_ns(ordered)
     windows = grant_windows(recorded_promises(ordered))
-    restarts = [e for e in ordered if e["kind"] == "process" and e["action"] == "restart" and isinstance(e["node"], int)]
+    restarts = [
+        e for e in ordered if e["kind"] == "process" and e["action"] == "restart" and isinstance(e["node"], int)
+    ]
     seen = []
     for restart in restarts:
         node, at = restart["node"], restart["t_ns"]
@@ -531,11 +593,15 @@ def _asked_to_elect_inside_promise(ordered: Events) -> tuple[bool, str]:
         window = max(live, key=lambda w: w.end)
         asked = _requests_to(ordered, node, MsgType.ELECTION, at, window.end)
         if asked:
-            return True, (f"node {node} restarted at {_rel(at, origin)} inside its promise to node {window.leader} "
-                          f"(epoch {window.epoch}, until {_rel(window.end, origin)}); node {asked[0]['src']} asked it "
-                          f"to elect at {_rel(asked[0]['t_ns'], origin)}")
-        seen.append(f"node {node} restarted at {_rel(at, origin)} inside its promise to node {window.leader}, but no "
-                    f"one asked it to elect before that promise ended at {_rel(window.end, origin)}")
+            return True, (
+                f"node {node} restarted at {_rel(at, origin)} inside its promise to node {window.leader} "
+                f"(epoch {window.epoch}, until {_rel(window.end, origin)}); node {asked[0]['src']} asked it "
+                f"to elect at {_rel(asked[0]['t_ns'], origin)}"
+            )
+        seen.append(
+            f"node {node} restarted at {_rel(at, origin)} inside its promise to node {window.leader}, but no "
+            f"one asked it to elect before that promise ended at {_rel(window.end, origin)}"
+        )
     return False, "; ".join(seen) or "no node was restarted"
 
 
@@ -543,8 +609,11 @@ def _asked_to_elect_inside_promise(ordered: Events) -> tuple[bool, str]:
     "quick-restart-in-lease",
     "leader cut one way from a minority; a follower its lease rests on is SIGKILLed, restarted and asked to elect",
     timing=ScenarioTiming(heartbeat_interval_ms=1000, election_timeout_ms=3000, preempt_hold_down_ms=0),
-    instant=Instant("a node restarted inside a promise it had given was asked to elect before that promise ended",
-                    _asked_to_elect_inside_promise, promises=True),
+    instant=Instant(
+        "a node restarted inside a promise it had given was asked to elect before that promise ended",
+        _asked_to_elect_inside_promise,
+        promises=True,
+    ),
 )
 def quick_restart_in_lease(ctx: Context) -> None:
     # The reviewed split brain (tests/unit/test_core.py, quick_restart_inside_the_promise_window) on
@@ -594,8 +663,13 @@ def quick_restart_in_lease(ctx: Context) -> None:
         if round_h is None:
             return
         cc.one_way(leader, cut)  # round h is the last they hear
-        cc.degrade("slow-leader-link", [(leader, restarted)], "latency", {"latency": int(latency_s * 1000), "jitter": 0},
-                   ("upstream",))
+        cc.degrade(
+            "slow-leader-link",
+            [(leader, restarted)],
+            "latency",
+            {"latency": int(latency_s * 1000), "jitter": 0},
+            ("upstream",),
+        )
         time.sleep(max(0.0, round_h + period_s / 2 - time.monotonic()))
         round_1 = watch_restarted.next_round(3 * period_s)
         round_2 = watch_restarted.next_round(3 * period_s) if round_1 is not None else None
@@ -624,8 +698,21 @@ def store_restart(ctx: Context) -> None:
 def random_mix(ctx: Context) -> None:
     ids = ctx.cc.ids
     for round_ in range(4):
-        kind = ctx.rng.choice(["halves", "isolate", "refuse", "one-way", "pause", "kill", "latency", "bandwidth",
-                               "slicer", "reset", "store"])
+        kind = ctx.rng.choice(
+            [
+                "halves",
+                "isolate",
+                "refuse",
+                "one-way",
+                "pause",
+                "kill",
+                "latency",
+                "bandwidth",
+                "slicer",
+                "reset",
+                "store",
+            ]
+        )
         leader = ctx.leader()
         victim = ctx.rng.choice([leader, ctx.rng.choice(ids)])
         fault = f"mix-{round_}-{kind}"
@@ -646,13 +733,19 @@ def random_mix(ctx: Context) -> None:
         elif kind == "kill":
             ctx.cc.process(victim, "kill")
         elif kind == "latency":
-            ctx.cc.degrade(fault, ctx.cc.all_peer_links(), "latency", {"latency": ctx.rng.randint(20, 200), "jitter": 30})
+            ctx.cc.degrade(
+                fault, ctx.cc.all_peer_links(), "latency", {"latency": ctx.rng.randint(20, 200), "jitter": 30}
+            )
         elif kind == "bandwidth":
             ctx.cc.degrade(fault, ctx.cc.all_peer_links(), "bandwidth", {"rate": ctx.rng.choice([1, 4, 16])})
         elif kind == "slicer":
-            ctx.cc.degrade(fault, ctx.cc.all_peer_links(), "slicer", {"average_size": 16, "size_variation": 8, "delay": 500})
+            ctx.cc.degrade(
+                fault, ctx.cc.all_peer_links(), "slicer", {"average_size": 16, "size_variation": 8, "delay": 500}
+            )
         elif kind == "reset":
-            ctx.cc.degrade(fault, [(victim, n) for n in ids if n != victim], "reset_peer", {"timeout": 0}, ("upstream",))
+            ctx.cc.degrade(
+                fault, [(victim, n) for n in ids if n != victim], "reset_peer", {"timeout": 0}, ("upstream",)
+            )
         ctx.wait(ctx.rng.uniform(1.5, 3))
         if kind == "pause":
             ctx.cc.process(victim, "resume")

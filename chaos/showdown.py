@@ -97,8 +97,15 @@ def failover_bench(mode: str, nodes: int, kills: int) -> dict[str, Any]:
     return {"kills": kills, "cold_start_ms": out["cold_start_ms"], **out["failover"]}
 
 
-def run_showdown(modes: list[str], scenarios: list[str], nodes: int = 5, seed: int = 1, kills: int = 10,
-                 work_dir: Path | None = None, log=print) -> dict[str, Any]:
+def run_showdown(
+    modes: list[str],
+    scenarios: list[str],
+    nodes: int = 5,
+    seed: int = 1,
+    kills: int = 10,
+    work_dir: Path | None = None,
+    log=print,
+) -> dict[str, Any]:
     """Run everything; every run's directory is kept under ``work_dir`` (its history, report, timeline)."""
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="bullyproof-showdown-"))
     t0 = time.monotonic()
@@ -111,34 +118,48 @@ def run_showdown(modes: list[str], scenarios: list[str], nodes: int = 5, seed: i
             try:
                 result = run_scenario(name, mode, seed, work_dir / f"{mode}-{name}", nodes=nodes)
             except Exception as exc:  # a crash is reported, and the rest still runs
-                crashes.append({"mode": mode, "scenario": name, "error": repr(exc), "traceback": traceback.format_exc()})
+                crashes.append(
+                    {"mode": mode, "scenario": name, "error": repr(exc), "traceback": traceback.format_exc()}
+                )
                 log(f"showdown: {mode} {name} CRASHED: {exc!r}")
                 continue
             rows.append(summarize(result))
             row = rows[-1]
-            log(f"showdown: {mode:8s} {name:26s} violations={','.join(row['violations']) or '-':10s} "
+            log(
+                f"showdown: {mode:8s} {name:26s} violations={','.join(row['violations']) or '-':10s} "
                 f"two-leaders={row['two_leaders_ms']:.0f}ms availability={row['availability']:.1%} "
-                f"({time.monotonic() - started:.0f} s; replay: {row['replay']})")
+                f"({time.monotonic() - started:.0f} s; replay: {row['replay']})"
+            )
         if kills > 0:
             started = time.monotonic()
             try:
                 failover[mode] = failover_bench(mode, nodes, kills)
             except Exception as exc:
-                crashes.append({"mode": mode, "scenario": "failover-bench", "error": repr(exc),
-                                "traceback": traceback.format_exc()})
+                crashes.append(
+                    {
+                        "mode": mode,
+                        "scenario": "failover-bench",
+                        "error": repr(exc),
+                        "traceback": traceback.format_exc(),
+                    }
+                )
                 log(f"showdown: {mode} failover bench CRASHED: {exc!r}")
                 continue
             f = failover[mode]
-            log(f"showdown: {mode:8s} failover over {kills} kills: median {f['median_ms']} ms, p90 {f['p90_ms']} ms "
-                f"({time.monotonic() - started:.0f} s)")
+            log(
+                f"showdown: {mode:8s} failover over {kills} kills: median {f['median_ms']} ms, p90 {f['p90_ms']} ms "
+                f"({time.monotonic() - started:.0f} s)"
+            )
     return {
         "modes": modes,
         "scenarios": scenarios,
         "nodes": nodes,
         "seed": seed,
         "kills": kills,
-        "bench_timing": {"heartbeat_interval_ms": BENCH_HEARTBEAT_INTERVAL_MS,
-                         "election_timeout_ms": BENCH_ELECTION_TIMEOUT_MS},
+        "bench_timing": {
+            "heartbeat_interval_ms": BENCH_HEARTBEAT_INTERVAL_MS,
+            "election_timeout_ms": BENCH_ELECTION_TIMEOUT_MS,
+        },
         "rows": rows,
         "failover": failover,
         "crashes": crashes,
@@ -157,20 +178,37 @@ def _cell_failover(data: dict[str, Any], mode: str) -> str:
 
 
 def markdown_table(data: dict[str, Any]) -> str:
-    header = ["mode", "scenario", *PROPERTIES, "two leaders (ms)", "stale fenced", "unfenced", "availability",
-              f"failover median / p90 (ms, {data['kills']} kills)"]
+    header = [
+        "mode",
+        "scenario",
+        *PROPERTIES,
+        "two leaders (ms)",
+        "stale fenced",
+        "unfenced",
+        "availability",
+        f"failover median / p90 (ms, {data['kills']} kills)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for mode in data["modes"]:
         rows = [r for r in data["rows"] if r["mode"] == mode]
         first = True
         for r in rows:
-            cells = [f"`{mode}`" if first else "", short(r["scenario"]), *(r["verdicts"].get(p, "?") for p in PROPERTIES),
-                     f"{r['two_leaders_ms']:.0f}", str(r["stale_rejected"]), str(r["unfenced"]),
-                     f"{r['availability']:.0%}", _cell_failover(data, mode) if first else ""]
+            cells = [
+                f"`{mode}`" if first else "",
+                short(r["scenario"]),
+                *(r["verdicts"].get(p, "?") for p in PROPERTIES),
+                f"{r['two_leaders_ms']:.0f}",
+                str(r["stale_rejected"]),
+                str(r["unfenced"]),
+                f"{r['availability']:.0%}",
+                _cell_failover(data, mode) if first else "",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
             first = False
         if not rows and mode in data["failover"]:
-            lines.append("| " + " | ".join([f"`{mode}`", "", *([""] * (len(header) - 3)), _cell_failover(data, mode)]) + " |")
+            lines.append(
+                "| " + " | ".join([f"`{mode}`", "", *([""] * (len(header) - 3)), _cell_failover(data, mode)]) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -225,14 +263,17 @@ def showdown_png(data: dict[str, Any], path: Path) -> Path:
 
     modes, scenarios = data["modes"], data["scenarios"]
     by_key = {(r["mode"], r["scenario"]): r for r in data["rows"]}
-    fig, (grid, bars) = plt.subplots(1, 2, figsize=(12, 0.9 + 0.75 * len(modes) + 0.6),
-                                     gridspec_kw={"width_ratios": [3.2, 1]})
+    fig, (grid, bars) = plt.subplots(
+        1, 2, figsize=(12, 0.9 + 0.75 * len(modes) + 0.6), gridspec_kw={"width_ratios": [3.2, 1]}
+    )
     for y, mode in enumerate(modes):
         for x, name in enumerate(scenarios):
             row = by_key.get((mode, name))
             if row is None:
-                colour, text = "0.85", "crashed" if any(c["mode"] == mode and c["scenario"] == name
-                                                        for c in data["crashes"]) else "-"
+                colour, text = (
+                    "0.85",
+                    "crashed" if any(c["mode"] == mode and c["scenario"] == name for c in data["crashes"]) else "-",
+                )
             else:
                 colour, _ = _verdict_colour(row)
                 failed = ",".join(row["violations"]) or "all ok"
@@ -247,10 +288,18 @@ def showdown_png(data: dict[str, Any], path: Path) -> Path:
     for side in grid.spines.values():
         side.set_visible(False)
     grid.set_title(f"verdicts, {data['nodes']} nodes, seed {data['seed']}", fontsize=10)
-    grid.legend(handles=[Patch(color="#8cc98c", label="every property holds"),
-                         Patch(color="#f2c46d", label="only P4 (liveness) failed"),
-                         Patch(color="#e8847c", label="a safety property failed")],
-                loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8, frameon=False)
+    grid.legend(
+        handles=[
+            Patch(color="#8cc98c", label="every property holds"),
+            Patch(color="#f2c46d", label="only P4 (liveness) failed"),
+            Patch(color="#e8847c", label="a safety property failed"),
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.08),
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+    )
 
     benched = [m for m in modes if m in data["failover"]]
     medians = [data["failover"][m]["median_ms"] for m in benched]
@@ -292,13 +341,19 @@ def _names(text: str, known: tuple[str, ...], what: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bullyproof showdown", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bullyproof showdown",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--modes", default=",".join(mode_names()), help="comma-separated (default: every mode)")
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1, help="the same seed for every run (default 1)")
-    parser.add_argument("--scenarios", default=",".join(SHORT_NAMES[n] for n in DEFAULT_SCENARIOS),
-                        help="comma-separated, full or short names (default: %(default)s)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SHORT_NAMES[n] for n in DEFAULT_SCENARIOS),
+        help="comma-separated, full or short names (default: %(default)s)",
+    )
     parser.add_argument("--kills", type=int, default=10, help="failover benchmark kills per mode (0: no benchmark)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where showdown.md, .json, .png go (default %(default)s)")
     parser.add_argument("--work-dir", help="where each run's directory is kept (default: a new temp dir)")
@@ -318,13 +373,18 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    log(f"showdown: modes {','.join(modes)}; scenarios {','.join(short(s) for s in scenarios)}; "
-        f"{args.nodes} nodes, seed {args.seed}, {args.kills} kills")
-    data = run_showdown(modes, scenarios, args.nodes, args.seed, args.kills,
-                        Path(args.work_dir) if args.work_dir else None, log)
+    log(
+        f"showdown: modes {','.join(modes)}; scenarios {','.join(short(s) for s in scenarios)}; "
+        f"{args.nodes} nodes, seed {args.seed}, {args.kills} kills"
+    )
+    data = run_showdown(
+        modes, scenarios, args.nodes, args.seed, args.kills, Path(args.work_dir) if args.work_dir else None, log
+    )
     paths = write_outputs(data, Path(args.out))
-    log(f"showdown: runs kept in {data['work_dir']}; wrote {', '.join(str(p) for p in paths.values())} "
-        f"in {data['elapsed_s']:.0f} s")
+    log(
+        f"showdown: runs kept in {data['work_dir']}; wrote {', '.join(str(p) for p in paths.values())} "
+        f"in {data['elapsed_s']:.0f} s"
+    )
     print(json.dumps(data) if args.json else markdown(data), end="\n" if args.json else "")
     return 1 if data["crashes"] else 0
 

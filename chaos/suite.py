@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="quorum,classic")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--bugs", action="store_true", help="also run every scenario with every planted bug (in the mode it lives in)")
+    parser.add_argument(
+        "--bugs", action="store_true", help="also run every scenario with every planted bug (in the mode it lives in)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = []
@@ -61,11 +63,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.bugs:
             os.environ[PLANTED_BUGS_ENV] = "1"  # this is a test harness
             for bug in PlantedBug:
-                mode = ("classic" if bug == PlantedBug.STALE_STORE
-                        else "raft" if bug in mode_info("raft").planted_bugs else "quorum")
+                mode = (
+                    "classic"
+                    if bug == PlantedBug.STALE_STORE
+                    else "raft"
+                    if bug in mode_info("raft").planted_bugs
+                    else "quorum"
+                )
                 caught = []
                 for name in scenarios_for(mode):
-                    r = run_scenario(name, mode, args.seed, Path(tmp) / f"{name}-{bug.value}", planted_bugs=frozenset({bug}))
+                    r = run_scenario(
+                        name, mode, args.seed, Path(tmp) / f"{name}-{bug.value}", planted_bugs=frozenset({bug})
+                    )
                     if r.report.violations:
                         caught.append(f"{name} ({','.join(r.report.violations)})")
                 print(f"{bug.value:15s} [{mode}] caught by: {'; '.join(caught) or 'NOTHING'}", flush=True)
@@ -77,11 +86,13 @@ def _round(value: float | None) -> float | None:
 
 
 def _row(r: dict) -> str:
-    return (f"{r['scenario']:26s} {r['mode']:8s} violations={','.join(r['violations']) or '-':12s} "
-            f"two-leaders={r['two_leaders_times']}x max {r['two_leaders_max_ms']}ms "
-            f"stale-rejected={r['stale_rejected']} unfenced={r['unfenced']} "
-            f"late-accepted={r['late_accepted']} (max {r['late_max_ms']}ms) claim<={r['claim_delay_max_ms']}ms "
-            f"failover={r['failover_ms']} recovery={r['recovery_ms']}ms")
+    return (
+        f"{r['scenario']:26s} {r['mode']:8s} violations={','.join(r['violations']) or '-':12s} "
+        f"two-leaders={r['two_leaders_times']}x max {r['two_leaders_max_ms']}ms "
+        f"stale-rejected={r['stale_rejected']} unfenced={r['unfenced']} "
+        f"late-accepted={r['late_accepted']} (max {r['late_max_ms']}ms) claim<={r['claim_delay_max_ms']}ms "
+        f"failover={r['failover_ms']} recovery={r['recovery_ms']}ms"
+    )
 
 
 if __name__ == "__main__":

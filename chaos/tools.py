@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,28 +56,28 @@ class ToolInstallError(RuntimeError):
     pass
 
 
-@lru_cache(maxsize=None)  # exceptions are not cached, so a failed install is retried
+@cache  # exceptions are not cached, so a failed install is retried
 def toxiproxy_server_path() -> Path:
     """Return `.tools/bin/toxiproxy-server` at the pinned version, installing it if needed."""
     # Prints e.g. "toxiproxy-server version 2.12.0" (on stdout).
     return _go_tool(BIN_DIR / "toxiproxy-server", TOXIPROXY_PACKAGE, TOXIPROXY_LDFLAGS, "server", TOXIPROXY_VERSION)
 
 
-@lru_cache(maxsize=None)
+@cache
 def grpcurl_path() -> Path:
     """Return `.tools/bin/grpcurl` at the pinned version, installing it if needed."""
     # Prints e.g. "grpcurl v1.9.3" (on stderr).
     return _go_tool(BIN_DIR / "grpcurl", GRPCURL_PACKAGE, GRPCURL_LDFLAGS, "grpcurl", f"v{GRPCURL_VERSION}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def ghz_path() -> Path:
     """Return `.tools/bin/ghz` at the pinned version, installing it if needed."""
     # Prints e.g. "0.120.0"; ghz takes only the double-dash flag.
     return _go_tool(BIN_DIR / "ghz", GHZ_PACKAGE, GHZ_LDFLAGS, "ghz", GHZ_VERSION, version_flag="--version")
 
 
-@lru_cache(maxsize=None)
+@cache
 def fencecheck_path() -> Path:
     """Return `.tools/bin/fencecheck` built from chaos/fencecheck's current sources, building it if needed.
 
@@ -89,23 +89,34 @@ def fencecheck_path() -> Path:
     return Path(done.stdout.split()[-1])
 
 
-@lru_cache(maxsize=None)
+@cache
 def etcd_path() -> Path:
     """Return Debian's etcd server binary, installing the package with apt-get if it is missing."""
     if _etcd_runs():
         return ETCD_BINARY
     apt = shutil.which("apt-get")
     if apt is None:
-        raise ToolInstallError(f"{ETCD_BINARY} is missing and there is no apt-get here: install etcd 3.4+ "
-                               f"(Debian package {' '.join(ETCD_APT_PACKAGES)}) to compare with it")
+        raise ToolInstallError(
+            f"{ETCD_BINARY} is missing and there is no apt-get here: install etcd 3.4+ "
+            f"(Debian package {' '.join(ETCD_APT_PACKAGES)}) to compare with it"
+        )
     sudo: list[str] = []
     if os.geteuid() != 0:
         if shutil.which("sudo") is None:
-            raise ToolInstallError(f"{ETCD_BINARY} is missing; installing {' '.join(ETCD_APT_PACKAGES)} needs "
-                                   "root or sudo")
+            raise ToolInstallError(
+                f"{ETCD_BINARY} is missing; installing {' '.join(ETCD_APT_PACKAGES)} needs root or sudo"
+            )
         sudo = ["sudo"]
-    install = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", apt, "install", "-y", "--no-install-recommends",
-               *ETCD_APT_PACKAGES]
+    install = [
+        *sudo,
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        apt,
+        "install",
+        "-y",
+        "--no-install-recommends",
+        *ETCD_APT_PACKAGES,
+    ]
     print(f"bullyproof: installing {' '.join(ETCD_APT_PACKAGES)} (apt-get) ...", file=sys.stderr, flush=True)
     TOOLS_DIR.mkdir(parents=True, exist_ok=True)
     with _flock(LOCK_PATH, LOCK_TIMEOUT_S):  # the same lock as the Go tools: one installer at a time
@@ -115,8 +126,10 @@ def etcd_path() -> Path:
                 _run([*sudo, apt, "update"])
                 done = _run(install)
             if done.returncode != 0:
-                raise ToolInstallError(f"apt-get install {' '.join(ETCD_APT_PACKAGES)} failed "
-                                       f"({done.returncode}):\n{done.stdout}{done.stderr}")
+                raise ToolInstallError(
+                    f"apt-get install {' '.join(ETCD_APT_PACKAGES)} failed "
+                    f"({done.returncode}):\n{done.stdout}{done.stderr}"
+                )
     if not _etcd_runs():
         raise ToolInstallError(f"{' '.join(ETCD_APT_PACKAGES)} was installed but {ETCD_BINARY} --version fails")
     return ETCD_BINARY
@@ -150,8 +163,9 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess:
         raise ToolInstallError(f"{' '.join(argv)} took over {INSTALL_TIMEOUT_S:.0f} s") from exc
 
 
-def _go_tool(binary: Path, package: str, ldflags: str, built_name: str, version: str,
-             version_flag: str = "-version") -> Path:
+def _go_tool(
+    binary: Path, package: str, ldflags: str, built_name: str, version: str, version_flag: str = "-version"
+) -> Path:
     """`binary` if it reports `version`; otherwise `go install package` (under the lock) and rename it there."""
     if _reports_version(binary, version, version_flag):
         return binary
@@ -170,20 +184,25 @@ def _go_install(binary: Path, package: str, ldflags: str, built_name: str) -> No
     if go is None:
         raise ToolInstallError(
             f"`go` is not on PATH: it is needed once to install {binary.name} into "
-            f"{BIN_DIR} (or run .ci/install-tools on a machine with Go)")
+            f"{BIN_DIR} (or run .ci/install-tools on a machine with Go)"
+        )
     print(f"bullyproof: installing {package} into {BIN_DIR} (go install) ...", file=sys.stderr, flush=True)
     # Install into a private dir, then rename: readers never see a half-written binary.
     with tempfile.TemporaryDirectory(dir=TOOLS_DIR, prefix="gobin-") as gobin:
         env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
         try:
-            done = subprocess.run([go, "install", "-ldflags", ldflags, package],
-                                  env=env, cwd=TOOLS_DIR, capture_output=True, text=True,
-                                  timeout=INSTALL_TIMEOUT_S)
+            done = subprocess.run(
+                [go, "install", "-ldflags", ldflags, package],
+                env=env,
+                cwd=TOOLS_DIR,
+                capture_output=True,
+                text=True,
+                timeout=INSTALL_TIMEOUT_S,
+            )
         except subprocess.TimeoutExpired as exc:
             raise ToolInstallError(f"go install {package} took over {INSTALL_TIMEOUT_S:.0f} s") from exc
         if done.returncode != 0:
-            raise ToolInstallError(f"go install {package} failed ({done.returncode}):\n"
-                                   f"{done.stdout}{done.stderr}")
+            raise ToolInstallError(f"go install {package} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         os.replace(Path(gobin) / built_name, binary)
 
 
@@ -206,7 +225,7 @@ class _flock:
         self.timeout_s = timeout_s
         self.fd = -1
 
-    def __enter__(self) -> "_flock":
+    def __enter__(self) -> _flock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.timeout_s
         while True:

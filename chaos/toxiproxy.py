@@ -59,14 +59,19 @@ class Proxy:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Proxy:
-        return Proxy(name=data["name"], listen=data["listen"], upstream=data["upstream"],
-                     enabled=bool(data["enabled"]),
-                     toxics=tuple(t["name"] for t in data.get("toxics") or ()))
+        return Proxy(
+            name=data["name"],
+            listen=data["listen"],
+            upstream=data["upstream"],
+            enabled=bool(data["enabled"]),
+            toxics=tuple(t["name"] for t in data.get("toxics") or ()),
+        )
 
 
 @dataclass(frozen=True)
 class Fault:
     """What a fault helper did to one proxy, so `Toxiproxy.remove(fault)` can undo exactly that."""
+
     proxy: str
     toxics: tuple[str, ...] = ()
     disabled: bool = False
@@ -101,8 +106,9 @@ class Toxiproxy:
         """Disabling closes the listener and every open connection; enabling re-listens on the same address."""
         return Proxy.from_json(self._request("POST", f"/proxies/{quote(name, safe='')}", {"enabled": enabled}))
 
-    def add_toxic(self, proxy: str, name: str, type: str, stream: Stream, attributes: dict[str, Any],
-                  toxicity: float = 1.0) -> str:
+    def add_toxic(
+        self, proxy: str, name: str, type: str, stream: Stream, attributes: dict[str, Any], toxicity: float = 1.0
+    ) -> str:
         """Add a toxic and return its name. `toxicity` is drawn once per connection, not per message."""
         _check_name(name)
         body = {"name": name, "type": type, "stream": stream, "toxicity": toxicity, "attributes": attributes}
@@ -117,22 +123,30 @@ class Toxiproxy:
 
     # --- fault helpers: each returns a Fault for remove() ---------------------------------------
 
-    def latency(self, proxy: str, latency_ms: int, jitter_ms: int = 0,
-                stream: Stream = "downstream", name: str | None = None) -> Fault:
+    def latency(
+        self, proxy: str, latency_ms: int, jitter_ms: int = 0, stream: Stream = "downstream", name: str | None = None
+    ) -> Fault:
         return self._toxic(proxy, "latency", stream, {"latency": latency_ms, "jitter": jitter_ms}, name)
 
-    def bandwidth(self, proxy: str, rate_kbps: int, stream: Stream = "downstream",
-                  name: str | None = None) -> Fault:
+    def bandwidth(self, proxy: str, rate_kbps: int, stream: Stream = "downstream", name: str | None = None) -> Fault:
         # Toxiproxy's unit is KB/s (kilobytes).
         return self._toxic(proxy, "bandwidth", stream, {"rate": rate_kbps}, name)
 
-    def slicer(self, proxy: str, avg_size: int, size_variation: int, delay_us: int,
-               stream: Stream = "downstream", name: str | None = None) -> Fault:
+    def slicer(
+        self,
+        proxy: str,
+        avg_size: int,
+        size_variation: int,
+        delay_us: int,
+        stream: Stream = "downstream",
+        name: str | None = None,
+    ) -> Fault:
         attributes = {"average_size": avg_size, "size_variation": size_variation, "delay": delay_us}
         return self._toxic(proxy, "slicer", stream, attributes, name)
 
-    def reset_peer(self, proxy: str, timeout_ms: int = 0, stream: Stream = "downstream",
-                   name: str | None = None) -> Fault:
+    def reset_peer(
+        self, proxy: str, timeout_ms: int = 0, stream: Stream = "downstream", name: str | None = None
+    ) -> Fault:
         return self._toxic(proxy, "reset_peer", stream, {"timeout": timeout_ms}, name)
 
     def blackhole(self, proxy: str) -> Fault:
@@ -152,8 +166,7 @@ class Toxiproxy:
         if fault.disabled:
             self.set_enabled(fault.proxy, True)
 
-    def _toxic(self, proxy: str, type: str, stream: Stream, attributes: dict[str, Any],
-               name: str | None) -> Fault:
+    def _toxic(self, proxy: str, type: str, stream: Stream, attributes: dict[str, Any], name: str | None) -> Fault:
         return Fault(proxy, toxics=(self.add_toxic(proxy, name or f"{type}_{stream}", type, stream, attributes),))
 
     # --- transport -------------------------------------------------------------------------------
@@ -178,8 +191,14 @@ class Toxiproxy:
 class ToxiproxyServer:
     """A real toxiproxy-server process on 127.0.0.1 and a free port; `with` starts and stops it."""
 
-    def __init__(self, binary: Path | None = None, host: str = "127.0.0.1", start_timeout_s: float = 10.0,
-                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        binary: Path | None = None,
+        host: str = "127.0.0.1",
+        start_timeout_s: float = 10.0,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.binary = binary
         self.env = env  # the server's environment (None: ours); a cluster's run tags its own
         self.host = host
@@ -206,8 +225,10 @@ class ToxiproxyServer:
             # Usually someone took the port between our probe and the server's bind: try another one.
             log_tail = self.log_tail()
             self.stop()
-        raise RuntimeError(f"toxiproxy-server did not come up within {self.start_timeout_s} s "
-                           f"({attempts} attempts); last log:\n{log_tail}")
+        raise RuntimeError(
+            f"toxiproxy-server did not come up within {self.start_timeout_s} s "
+            f"({attempts} attempts); last log:\n{log_tail}"
+        )
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after `timeout_s`; always reaps the process."""
@@ -248,8 +269,9 @@ class ToxiproxyServer:
             if self.log_path is None:
                 os.unlink(path)
             with signals_held():  # a stop signal must find the process recorded in self.process
-                self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=child_log,
-                                                stderr=subprocess.STDOUT, env=self.env)
+                self.process = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=child_log, stderr=subprocess.STDOUT, env=self.env
+                )
 
     def _wait_ready(self) -> bool:
         assert self.process is not None
@@ -288,7 +310,7 @@ def _owns_listener(pid: int, port: int) -> bool:
             except OSError:  # fd closed meanwhile
                 continue
             if target.startswith("socket:["):
-                inodes.add(target[len("socket:["):-1])
+                inodes.add(target[len("socket:[") : -1])
     except OSError:
         return False
     with open("/proc/net/tcp") as table:

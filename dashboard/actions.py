@@ -57,8 +57,10 @@ def act(directory: Path, body: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError("latency and jitter must be whole milliseconds") from None
         if latency_ms < 0 or jitter_ms < 0:
             raise ConfigError("latency and jitter must not be negative")
-        return {"action": action, **network_fault(directory, "latency", link=_link(body), latency_ms=latency_ms,
-                                                  jitter_ms=jitter_ms)}
+        return {
+            "action": action,
+            **network_fault(directory, "latency", link=_link(body), latency_ms=latency_ms, jitter_ms=jitter_ms),
+        }
     if action == "heal":
         return {"action": action, **network_fault(directory, "heal")}
     raise ConfigError(f"unknown action {action!r}; one of {', '.join([*PROCESS, *NETWORK])}")

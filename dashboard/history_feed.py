@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.checkers import overlaps
-from node.history import leadership_intervals
 from chaos.report import fault_spans
+from node.history import leadership_intervals
 
 # The kinds that shape the timeline: leadership, processes, faults (the rest is counted, not drawn).
 TIMELINE_KINDS = frozenset({"meta", "view", "process", "fault", "heal"})
@@ -50,15 +50,23 @@ def picture(events: Iterable[Mapping[str, Any]], now_ns: int, origin_ns: int) ->
 
     intervals = [
         {"node": iv.node, "epoch": iv.epoch, "start_ms": ms(iv.start), "end_ms": ms(iv.end), "open": iv.end == now_ns}
-        for iv in leadership_intervals(marked) if recent(iv.end)
+        for iv in leadership_intervals(marked)
+        if recent(iv.end)
     ]
     two = [
-        {"nodes": [o.first.node, o.second.node], "epochs": [o.first.epoch, o.second.epoch], "start_ms": ms(o.start_ns),
-         "end_ms": ms(o.end_ns), "open": o.end_ns == now_ns}
-        for o in overlaps(marked) if recent(o.end_ns)
+        {
+            "nodes": [o.first.node, o.second.node],
+            "epochs": [o.first.epoch, o.second.epoch],
+            "start_ms": ms(o.start_ns),
+            "end_ms": ms(o.end_ns),
+            "open": o.end_ns == now_ns,
+        }
+        for o in overlaps(marked)
+        if recent(o.end_ns)
     ]
     faults = [
         {"name": name, "start_ms": ms(start), "end_ms": ms(end), "open": end == now_ns}
-        for name, start, end in fault_spans(marked) if recent(end)
+        for name, start, end in fault_spans(marked)
+        if recent(end)
     ]
     return Picture(intervals, two, sorted(faults, key=lambda f: f["start_ms"]))

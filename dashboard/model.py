@@ -21,14 +21,19 @@ from node.store.db import CLAIM_KEY_PREFIX
 
 from .history_feed import TIMELINE_KINDS, picture
 
-MODE_NAME = {pb.Mode.Value(name): name.removeprefix("MODE_").lower() for name in pb.Mode.keys() if name != "MODE_UNSPECIFIED"}
+MODE_NAME = {
+    pb.Mode.Value(name): name.removeprefix("MODE_").lower() for name in pb.Mode.keys() if name != "MODE_UNSPECIFIED"
+}
 LOG_LIMIT = 2000  # entries kept (the page shows the newest)
 ELECTION_LIMIT = 200  # elections kept
 MESSAGES_PER_ELECTION = 400  # messages kept per election (the rest are counted)
 TIMELINE_EVENT_LIMIT = 50_000
 STEP_DOWN_REASONS = {
-    "lease_expired": "its lease ran out", "higher_epoch": "it saw a newer epoch", "higher_leader": "a higher node leads",
-    "resigned": "it resigned", "preempted": "a higher node took over",
+    "lease_expired": "its lease ran out",
+    "higher_epoch": "it saw a newer epoch",
+    "higher_leader": "a higher node leads",
+    "resigned": "it resigned",
+    "preempted": "a higher node took over",
 }
 
 
@@ -69,21 +74,33 @@ class NodeState:
     def tile(self) -> dict[str, Any]:
         info, st = self.info, self.status
         out: dict[str, Any] = {
-            "id": self.id, "role": self.role(), "proc": self.proc, "pid": self.pid, "address": self.address,
+            "id": self.id,
+            "role": self.role(),
+            "proc": self.proc,
+            "pid": self.pid,
+            "address": self.address,
             "error": self.error,
         }
         if info is not None:
-            out.update(epoch=info.epoch if info.known else None, follows=info.leader_id if info.known else None,
-                       lease_valid=info.lease_valid)
+            out.update(
+                epoch=info.epoch if info.known else None,
+                follows=info.leader_id if info.known else None,
+                lease_valid=info.lease_valid,
+            )
             if info.view_time_unix_ns:  # when the node formed this view (streamed views carry it)
                 out["view_unix_ms"] = info.view_time_unix_ns // 1_000_000
         if st is not None:
             if out.get("epoch") is None:  # the stream's view is the newer one when it names a leader
                 out["epoch"] = st.epoch
             out.update(
-                mode=MODE_NAME.get(st.mode, "?"), promised_epoch=st.promised_epoch,
-                promised_to=st.promised_to or None, sent=dict(st.messages_sent), received=dict(st.messages_received),
-                elections_started=st.elections_started, elections_won=st.elections_won, stepdowns=st.stepdowns,
+                mode=MODE_NAME.get(st.mode, "?"),
+                promised_epoch=st.promised_epoch,
+                promised_to=st.promised_to or None,
+                sent=dict(st.messages_sent),
+                received=dict(st.messages_received),
+                elections_started=st.elections_started,
+                elections_won=st.elections_won,
+                stepdowns=st.stepdowns,
                 uptime_ms=st.uptime_ms,
             )
             # Peers on another member list: neither counts the other (the full reason on hover).
@@ -120,12 +137,20 @@ class Election:
         refused = sum(1 for m in self.messages if m.get("granted") is False)
         failed = sum(1 for m in self.messages if m.get("error"))
         out = {
-            "id": self.id, "start_ms": _ms(self.start_ns, origin_ns), "end_ms": _ms(self.end_ns, origin_ns),
-            "total": self.total, "nodes": nodes, "epochs": epochs, "refused": refused, "failed": failed,
+            "id": self.id,
+            "start_ms": _ms(self.start_ns, origin_ns),
+            "end_ms": _ms(self.end_ns, origin_ns),
+            "total": self.total,
+            "nodes": nodes,
+            "epochs": epochs,
+            "refused": refused,
+            "failed": failed,
             "winners": [{"node": n, "epoch": e} for n, e in self.winners],
         }
         if messages:
-            out["messages"] = [{**m, "t_ms": _ms(m["t_ns"], origin_ns)} for m in sorted(self.messages, key=lambda m: m["t_ns"])]
+            out["messages"] = [
+                {**m, "t_ms": _ms(m["t_ns"], origin_ns)} for m in sorted(self.messages, key=lambda m: m["t_ns"])
+            ]
         return out
 
 
@@ -134,8 +159,9 @@ def _ms(t_ns: int, origin_ns: int) -> float:
 
 
 class Model:
-    def __init__(self, nodes: dict[int, str], origin_ns: int, election_timeout_ms: int = 500,
-                 mode: str = "", source: str = "") -> None:
+    def __init__(
+        self, nodes: dict[int, str], origin_ns: int, election_timeout_ms: int = 500, mode: str = "", source: str = ""
+    ) -> None:
         self.nodes = {nid: NodeState(nid, addr) for nid, addr in sorted(nodes.items())}
         self.origin_ns = origin_ns
         self.quiet_ns = max(300, election_timeout_ms) * 1_000_000
@@ -181,9 +207,14 @@ class Model:
             return
         st.status, st.answered, st.error = status, True, ""
         if not st.streaming:  # a poll's view may be older than the stream's latest push
-            st.info = pb.LeaderInfo(known=status.has_leader, leader_id=status.leader_id,
-                                    epoch=status.epoch if status.has_leader else 0, node_id=node, role=status.role,
-                                    lease_valid=status.lease_valid)
+            st.info = pb.LeaderInfo(
+                known=status.has_leader,
+                leader_id=status.leader_id,
+                epoch=status.epoch if status.has_leader else 0,
+                node_id=node,
+                role=status.role,
+                lease_valid=status.lease_valid,
+            )
         self._nodes_changed()
 
     def on_process(self, node: int, pid: int | None, proc: str) -> None:
@@ -202,19 +233,25 @@ class Model:
         return agreed_leader(views)
 
     def leaders_now(self) -> list[dict[str, int]]:
-        return [{"node": nid, "epoch": st.info.epoch} for nid, st in self.nodes.items()
-                if st.live() and st.info is not None and st.info.role == pb.ROLE_LEADER]
+        return [
+            {"node": nid, "epoch": st.info.epoch}
+            for nid, st in self.nodes.items()
+            if st.live() and st.info is not None and st.info.role == pb.ROLE_LEADER
+        ]
 
     def nodes_json(self, now_ns: int) -> dict[str, Any]:
         agreed = self.agreed()
         leaders = self.leaders_now()
         return {
             "now_ms": _ms(now_ns, self.origin_ns),
-            "source": self.source, "mode": self.mode,
+            "source": self.source,
+            "mode": self.mode,
             "agreed": None if agreed is None else {"leader": agreed[0], "epoch": agreed[1]},
-            "leaders": leaders, "split_brain": len(leaders) > 1,
+            "leaders": leaders,
+            "split_brain": len(leaders) > 1,
             "tiles": [st.tile() for st in self.nodes.values()],
-            "store": dict(self.store), "counts": dict(self.counts),
+            "store": dict(self.store),
+            "counts": dict(self.counts),
             "source_error": "; ".join(f"{k}: {v}" for k, v in sorted(self.source_errors.items())),
         }
 
@@ -257,14 +294,22 @@ class Model:
 
     def _say(self, ev: dict[str, Any], wall: Any, text: str, level: str = "info", **extra: Any) -> dict[str, Any]:
         self.log_seq += 1
-        entry = {"seq": self.log_seq, "t_ms": _ms(ev["t_ns"], self.origin_ns), "wall": wall(ev["t_ns"]), "text": text,
-                 "level": level, **extra}
+        entry = {
+            "seq": self.log_seq,
+            "t_ms": _ms(ev["t_ns"], self.origin_ns),
+            "wall": wall(ev["t_ns"]),
+            "text": text,
+            "level": level,
+            **extra,
+        }
         self.log.append(entry)
         return entry
 
     def _on_meta(self, ev: dict[str, Any], wall: Any) -> None:
         if ev.get("scenario") and ev["scenario"] != "manual":
-            self._say(ev, wall, f"scenario {ev['scenario']} ({ev.get('mode')}, seed {ev.get('seed')}) started its cluster")
+            self._say(
+                ev, wall, f"scenario {ev['scenario']} ({ev.get('mode')}, seed {ev.get('seed')}) started its cluster"
+            )
 
     def _on_view(self, ev: dict[str, Any], wall: Any) -> None:
         node, role, epoch = ev["node"], ev["role"], ev["epoch"]
@@ -274,31 +319,64 @@ class Model:
         if ev.get("reason") == "boot":
             self._say(ev, wall, f"node {node} booted as {role} (epoch {epoch})", node=node)
         elif role == "leader" and was == "leader" and prev and prev["epoch"] != epoch:
-            self._say(ev, wall, f"node {node} moved its leadership to epoch {epoch}", "leader", node=node, epoch=epoch,
-                      election=self._election_near(ev["t_ns"], node, epoch))
+            self._say(
+                ev,
+                wall,
+                f"node {node} moved its leadership to epoch {epoch}",
+                "leader",
+                node=node,
+                epoch=epoch,
+                election=self._election_near(ev["t_ns"], node, epoch),
+            )
         elif role == "leader" and was != "leader":
-            self._say(ev, wall, f"node {node} is the new LEADER (epoch {epoch})", "leader", node=node, epoch=epoch,
-                      election=self._election_near(ev["t_ns"], node, epoch))
+            self._say(
+                ev,
+                wall,
+                f"node {node} is the new LEADER (epoch {epoch})",
+                "leader",
+                node=node,
+                epoch=epoch,
+                election=self._election_near(ev["t_ns"], node, epoch),
+            )
         elif role == "candidate" and node not in self.electing:
             # Once per leaderless stretch: its retries show as elections of their own.
             self.electing.add(node)
-            self._say(ev, wall, f"node {node} started an election (epoch {epoch})", node=node,
-                      election=self._election_near(ev["t_ns"]))
+            self._say(
+                ev,
+                wall,
+                f"node {node} started an election (epoch {epoch})",
+                node=node,
+                election=self._election_near(ev["t_ns"]),
+            )
         if role == "leader" or ev.get("leader") is not None:
             self.electing.discard(node)
         if was == "leader" and role != "leader":
             why = STEP_DOWN_REASONS.get(ev.get("reason", ""), ev.get("reason") or "")
-            self._say(ev, wall, f"node {node} stepped down from epoch {prev['epoch'] if prev else epoch}"
-                      + (f": {why}" if why else ""), "warn", node=node)
+            self._say(
+                ev,
+                wall,
+                f"node {node} stepped down from epoch {prev['epoch'] if prev else epoch}" + (f": {why}" if why else ""),
+                "warn",
+                node=node,
+            )
 
     def _on_process(self, ev: dict[str, Any], wall: Any) -> None:
         node, action = ev["node"], ev.get("action")
         who = "the store" if node == "store" else f"node {node}"
         if ev.get("harness", True) and "pid" in ev and action in ("kill", "pause", "resume", "restart"):
-            text = {"kill": f"crash {who} (SIGKILL pid {ev['pid']})", "pause": f"pause {who} (SIGSTOP)",
-                    "resume": f"resume {who} (SIGCONT)", "restart": f"restart {who}"}[action]
-            self._say(ev, wall, text, "fault" if action in ("kill", "pause") else "action",
-                      node=node if isinstance(node, int) else None)
+            text = {
+                "kill": f"crash {who} (SIGKILL pid {ev['pid']})",
+                "pause": f"pause {who} (SIGSTOP)",
+                "resume": f"resume {who} (SIGCONT)",
+                "restart": f"restart {who}",
+            }[action]
+            self._say(
+                ev,
+                wall,
+                text,
+                "fault" if action in ("kill", "pause") else "action",
+                node=node if isinstance(node, int) else None,
+            )
             if isinstance(node, int) and action in ("kill", "restart"):
                 self._forget(node)
         elif action == "stop" and isinstance(node, int):
@@ -331,22 +409,50 @@ class Model:
             if ev["key"].startswith(CLAIM_KEY_PREFIX) and (writer, epoch) not in self.claimed:
                 self.claimed.add((writer, epoch))
                 self.store["claims"] += 1
-                self._say(ev, wall, f"store accepted node {writer}'s claim of epoch {epoch}: older epochs are fenced off",
-                          "store", node=writer)
+                self._say(
+                    ev,
+                    wall,
+                    f"store accepted node {writer}'s claim of epoch {epoch}: older epochs are fenced off",
+                    "store",
+                    node=writer,
+                )
         else:
             self.store["rejected"] += 1
             self.rejected_marks.append({"node": writer, "t_ms": _ms(ev["t_ns"], self.origin_ns)})
             self.timeline_dirty = True
             if (writer, epoch) not in self.fenced:  # once per stale writer and epoch; the rest are counted
                 self.fenced.add((writer, epoch))
-                self._say(ev, wall, f"store REJECTED node {writer}'s write in epoch {epoch} ({ev.get('reason', '')}); "
-                          "its further writes in that epoch are counted above and marked × on the timeline",
-                          "error", node=writer)
+                self._say(
+                    ev,
+                    wall,
+                    f"store REJECTED node {writer}'s write in epoch {epoch} ({ev.get('reason', '')}); "
+                    "its further writes in that epoch are counted above and marked × on the timeline",
+                    "error",
+                    node=writer,
+                )
 
     def _group_message(self, ev: dict[str, Any]) -> int | None:
         """Add a message event to the election going on, or start one; the new election's id if it did."""
-        msg = {k: ev[k] for k in ("t_ns", "node", "type", "src", "dst", "epoch", "reply", "granted", "why", "error",
-                                  "resigning", "successor", "ids", "skipped") if ev.get(k) is not None}
+        msg = {
+            k: ev[k]
+            for k in (
+                "t_ns",
+                "node",
+                "type",
+                "src",
+                "dst",
+                "epoch",
+                "reply",
+                "granted",
+                "why",
+                "error",
+                "resigning",
+                "successor",
+                "ids",
+                "skipped",
+            )
+            if ev.get(k) is not None
+        }
         current = self.elections[-1] if self.elections else None
         started = None
         if current is None or ev["t_ns"] - current.end_ns > self.quiet_ns:
@@ -393,8 +499,12 @@ class Model:
                 a, b = o["nodes"]
                 ea, eb = o["epochs"]
                 start_ns = self.origin_ns + int(o["start_ms"] * 1e6)
-                self._say({"t_ns": start_ns}, lambda t: wall_clock(t, now_ns, now_wall_s),
-                          f"SPLIT BRAIN: node {a} (epoch {ea}) and node {b} (epoch {eb}) both lead", "error")
+                self._say(
+                    {"t_ns": start_ns},
+                    lambda t: wall_clock(t, now_ns, now_wall_s),
+                    f"SPLIT BRAIN: node {a} (epoch {ea}) and node {b} (epoch {eb}) both lead",
+                    "error",
+                )
         if pic != self.picture:
             self.picture = pic
             self.versions["timeline"] += 1
@@ -405,7 +515,9 @@ class Model:
         return [e for e in self.log if e["seq"] > seq]
 
     def elections_after(self, version: int, messages: bool = True) -> list[dict[str, Any]]:
-        return [e.to_json(self.origin_ns, messages) for e in self.elections if self.election_changed.get(e.id, 0) > version]
+        return [
+            e.to_json(self.origin_ns, messages) for e in self.elections if self.election_changed.get(e.id, 0) > version
+        ]
 
     def election(self, election_id: int) -> dict[str, Any] | None:
         for e in self.elections:

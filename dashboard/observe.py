@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -68,7 +69,9 @@ class Observer:
         self.stubs: dict[int, pb_grpc.LeadershipStub] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.tails = [JsonLinesTail(directory / HARNESS_EVENTS)] + [
-            JsonLinesTail(n["events"], from_end_bytes=TAIL_FROM_END_BYTES) for n in self.data["nodes"] if n.get("events")
+            JsonLinesTail(n["events"], from_end_bytes=TAIL_FROM_END_BYTES)
+            for n in self.data["nodes"]
+            if n.get("events")
         ]
         self.store_after = 0
         self.store_channel: grpc.aio.Channel | None = None
@@ -81,11 +84,16 @@ class Observer:
         if self.data.get("store", {}).get("address"):
             self.store_channel = client_channel(self.data["store"]["address"])
         self._processes()
-        self.tasks = [asyncio.ensure_future(c) for c in (
-            *(self._watch(nid) for nid in self.stubs), self._every(STATUS_PERIOD_S, self._statuses),
-            self._every(PROCESS_PERIOD_S, self._processes_async), self._every(FEED_PERIOD_S, self._feed),
-            self._every(STORE_PERIOD_S, self._store),
-        )]
+        self.tasks = [
+            asyncio.ensure_future(c)
+            for c in (
+                *(self._watch(nid) for nid in self.stubs),
+                self._every(STATUS_PERIOD_S, self._statuses),
+                self._every(PROCESS_PERIOD_S, self._processes_async),
+                self._every(FEED_PERIOD_S, self._feed),
+                self._every(STORE_PERIOD_S, self._store),
+            )
+        ]
 
     async def stop(self) -> None:
         for t in self.tasks:
@@ -131,7 +139,9 @@ class Observer:
     async def _statuses(self) -> None:
         async def one(node: int) -> None:
             try:
-                status: pb.NodeStatus | str = await self.stubs[node].GetStatus(pb.GetStatusRequest(), timeout=RPC_TIMEOUT_S)
+                status: pb.NodeStatus | str = await self.stubs[node].GetStatus(
+                    pb.GetStatusRequest(), timeout=RPC_TIMEOUT_S
+                )
             except grpc.aio.AioRpcError as exc:
                 status = exc.code().name
             self.model.on_status(node, status)

@@ -27,7 +27,8 @@ CANCEL_GRACE_S = 30.0  # SIGINT lets the run stop its cluster; after this long i
 def catalogue() -> dict[str, Any]:
     return {
         "scenarios": [{"name": n, "description": DESCRIPTIONS[n], "timing": TIMINGS[n].describe()} for n in SCENARIOS],
-        "modes": list(mode_names()), "default_mode": DEFAULT_MODE,
+        "modes": list(mode_names()),
+        "default_mode": DEFAULT_MODE,
     }
 
 
@@ -39,7 +40,7 @@ def failure_line(stderr: str) -> str:
     (a gRPC error's status and details span several lines; its last line is only `">`)."""
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
     starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
-    tail = lines[starts[-1]:] if starts else lines[-1:]
+    tail = lines[starts[-1] :] if starts else lines[-1:]
     return " ".join(tail)[:600]
 
 
@@ -61,15 +62,32 @@ class ScenarioRun:
         self.proc: asyncio.subprocess.Process | None = None
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "node.cli", "chaos", "run", self.name, "--mode", self.mode, "--seed", str(self.seed),
-                "--json", "--dir", str(self.directory)]
+        return [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "chaos",
+            "run",
+            self.name,
+            "--mode",
+            self.mode,
+            "--seed",
+            str(self.seed),
+            "--json",
+            "--dir",
+            str(self.directory),
+        ]
 
     async def run(self) -> None:
         """Start the run and wait for it; fills in state, report and error."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            *self.argv(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         self.state = "running"
         out, err = await self.proc.communicate()
         self.finished_s = time.time()
@@ -92,7 +110,7 @@ class ScenarioRun:
         self.proc.send_signal(signal.SIGINT)  # KeyboardInterrupt: the run's `with cluster:` stops what it started
         try:
             await asyncio.wait_for(self.proc.wait(), CANCEL_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
 
@@ -102,21 +120,34 @@ class ScenarioRun:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "name": self.name, "mode": self.mode, "seed": self.seed, "state": self.state, "error": self.error,
-            "directory": str(self.directory), "command": " ".join(["bullyproof", *self.argv()[3:]]),
+            "name": self.name,
+            "mode": self.mode,
+            "seed": self.seed,
+            "state": self.state,
+            "error": self.error,
+            "directory": str(self.directory),
+            "command": " ".join(["bullyproof", *self.argv()[3:]]),
             "elapsed_s": round((self.finished_s or time.time()) - self.started_s, 1),
         }
         if self.report is not None:
             r = self.report
             out["verdicts"] = [
-                {"id": c["id"], "name": c["name"],
-                 "verdict": "N/A" if c["data"].get("applicable") is False else ("PASS" if c["ok"] else "FAIL"),
-                 "evidence": c["evidence"][:3]}
+                {
+                    "id": c["id"],
+                    "name": c["name"],
+                    "verdict": "N/A" if c["data"].get("applicable") is False else ("PASS" if c["ok"] else "FAIL"),
+                    "evidence": c["evidence"][:3],
+                }
                 for c in r["results"]
             ]
-            out.update(split_brain=r["split_brain"], violations=r["violations"], recovery_ms=r.get("recovery_ms"),
-                       stale_writes_rejected=r.get("stale_writes_rejected"), replay=r.get("replay"),
-                       has_timeline=self.timeline_png() is not None)
+            out.update(
+                split_brain=r["split_brain"],
+                violations=r["violations"],
+                recovery_ms=r.get("recovery_ms"),
+                stale_writes_rejected=r.get("stale_writes_rejected"),
+                replay=r.get("replay"),
+                has_timeline=self.timeline_png() is not None,
+            )
             with contextlib.suppress(OSError):
                 out["text"] = (self.directory / "report.txt").read_text()
         return out

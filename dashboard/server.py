@@ -71,7 +71,9 @@ def admin_token(data: dict[str, Any]) -> str | None:
     try:
         key = key_path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"the dashboard acts as the cluster's admin and cannot read {key_path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"the dashboard acts as the cluster's admin and cannot read {key_path}: {exc.strerror}"
+        ) from None
     return hmac.new(key, b"bullyproof dashboard admin", hashlib.sha256).hexdigest()[:32]
 
 
@@ -121,8 +123,13 @@ class Dashboard:
         data = read_cluster_file(directory)
         if self.observer is not None:
             await self.observer.stop()
-        self.model = Model({n["id"]: n["client_address"] for n in data["nodes"]}, self.origin_ns,
-                           data.get("election_timeout_ms", 500), data.get("mode", ""), label)
+        self.model = Model(
+            {n["id"]: n["client_address"] for n in data["nodes"]},
+            self.origin_ns,
+            data.get("election_timeout_ms", 500),
+            data.get("mode", ""),
+            label,
+        )
         self.observer = Observer(directory, self.model, self.notify)
         await self.observer.start()
         self.watching = directory
@@ -201,8 +208,13 @@ class Dashboard:
 
     def reset_json(self) -> dict[str, Any]:
         assert self.model is not None
-        return {"generation": self.generation, "source": self.model.source, "mode": self.model.mode,
-                "nodes": list(self.model.nodes), "main": self.watching == self.main_dir}
+        return {
+            "generation": self.generation,
+            "source": self.model.source,
+            "mode": self.model.mode,
+            "nodes": list(self.model.nodes),
+            "main": self.watching == self.main_dir,
+        }
 
     def scenario_json(self) -> dict[str, Any] | None:
         return None if self.run is None else self.run.to_json()
@@ -210,9 +222,14 @@ class Dashboard:
     def state(self) -> dict[str, Any]:
         m = self.model
         assert m is not None
-        return {"reset": self.reset_json(), "nodes": m.nodes_json(time.monotonic_ns()),
-                "log": list(m.log)[-LOG_ON_CONNECT:], "elections": m.elections_after(0, messages=False),
-                "timeline": m.picture, "scenario": self.scenario_json()}
+        return {
+            "reset": self.reset_json(),
+            "nodes": m.nodes_json(time.monotonic_ns()),
+            "log": list(m.log)[-LOG_ON_CONNECT:],
+            "elections": m.elections_after(0, messages=False),
+            "timeline": m.picture,
+            "scenario": self.scenario_json(),
+        }
 
 
 def _sse(event: str, data: Any) -> str:
@@ -249,7 +266,7 @@ async def _push(dash: Dashboard) -> AsyncIterator[str]:
             yield _sse("scenario", dash.scenario_json())
         try:
             await asyncio.wait_for(changed.wait(), 15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             yield ": still here\n\n"  # keeps proxies and the browser from giving up on a quiet stream
         await asyncio.sleep(PUSH_COALESCE_S)
 
@@ -261,8 +278,11 @@ def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
         return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
 
     async def stream(request: Request) -> Response:
-        return StreamingResponse(_push(dash), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _push(dash),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def state(request: Request) -> Response:
         return JSONResponse(dash.state())
@@ -270,7 +290,11 @@ def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
     async def election(request: Request) -> Response:
         assert dash.model is not None
         found = dash.model.election(int(request.path_params["election_id"]))
-        return JSONResponse(found) if found else JSONResponse({"error": "no such election (it may have scrolled out)"}, 404)
+        return (
+            JSONResponse(found)
+            if found
+            else JSONResponse({"error": "no such election (it may have scrolled out)"}, 404)
+        )
 
     async def json_body(request: Request) -> dict[str, Any]:
         # JSON only: a page on another site cannot send this without the browser asking us first.
@@ -288,8 +312,14 @@ def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
         """403 unless the request carries the admin token (clusters without TLS have none to check)."""
         if dash.token is None or hmac.compare_digest(request.headers.get(TOKEN_HEADER, ""), dash.token):
             return None
-        return JSONResponse({"ok": False, "error": "faults and scenario runs are for the cluster's admin: open the URL "
-                             "`bullyproof dashboard` printed (it carries the admin token)"}, 403)
+        return JSONResponse(
+            {
+                "ok": False,
+                "error": "faults and scenario runs are for the cluster's admin: open the URL "
+                "`bullyproof dashboard` printed (it carries the admin token)",
+            },
+            403,
+        )
 
     async def action(request: Request) -> Response:
         if (no := refused(request)) is not None:
@@ -368,7 +398,9 @@ def bind(host: str, port: int, port_flag: str = "--port") -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"port {port} on {host} is taken by another program; choose another with {port_flag}") from None
+            raise ConfigError(
+                f"port {port} on {host} is taken by another program; choose another with {port_flag}"
+            ) from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(128)
     sock.setblocking(False)
@@ -382,17 +414,26 @@ def url_of(sock: socket.socket, host: str) -> str:
 
 
 def _server(dash: Dashboard, host: str) -> uvicorn.Server:
-    config = uvicorn.Config(build_app(dash, host), log_level="warning", lifespan="on", loop="asyncio", http="h11",
-                            ws="none", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        build_app(dash, host),
+        log_level="warning",
+        lifespan="on",
+        loop="asyncio",
+        http="h11",
+        ws="none",
+        timeout_graceful_shutdown=1,
+    )
     return uvicorn.Server(config)
 
 
 def warn_if_exposed(host: str) -> str | None:
     if host in ("127.0.0.1", "localhost", "::1", "[::1]") or host.startswith("127."):
         return None
-    return (f"warning: the dashboard listens on {host} over plain HTTP: anyone who can reach it sees the cluster, "
-            "and the admin token in its URL (which allows faults) crosses the network unencrypted; prefer the "
-            "default 127.0.0.1 with an SSH tunnel (on a cluster started --insecure, there is no token at all)")
+    return (
+        f"warning: the dashboard listens on {host} over plain HTTP: anyone who can reach it sees the cluster, "
+        "and the admin token in its URL (which allows faults) crosses the network unencrypted; prefer the "
+        "default 127.0.0.1 with an SSH tunnel (on a cluster started --insecure, there is no token at all)"
+    )
 
 
 def serve(directory: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
@@ -401,7 +442,10 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) ->
     sock = bind(host, port)
     if (warning := warn_if_exposed(host)) is not None:
         print(warning, flush=True)
-    print(f"dashboard: {with_token(url_of(sock, host), dash.token)}  (cluster in {dash.main_dir}; stop with Ctrl-C)", flush=True)
+    print(
+        f"dashboard: {with_token(url_of(sock, host), dash.token)}  (cluster in {dash.main_dir}; stop with Ctrl-C)",
+        flush=True,
+    )
     _server(dash, host).run(sockets=[sock])
     return 0
 
@@ -420,12 +464,13 @@ class Background:
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
 
-    def start(self, directory: Path) -> "Background":
+    def start(self, directory: Path) -> Background:
         dash = Dashboard(directory)
         self.url = with_token(self.url, dash.token)
         self.server = _server(dash, self.host)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="dashboard",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="dashboard", daemon=True
+        )
         self.thread.start()
         return self
 

@@ -8,12 +8,12 @@ server's certificate (node.tls.node_name(N) for peer N, even through a proxy); w
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
 from node.tls import MEMBER_NAME, Identity, Tls, TlsError
-
 
 # Keepalive on peer links, both ends from these numbers. A peer channel pings a connection without
 # calls every keepalive_time_ms (ten heartbeats, at least KEEPALIVE_FLOOR_MS): the links between
@@ -136,23 +136,30 @@ def handshake_refused(exc: grpc.RpcError, address: str, tls: Tls | None) -> str 
     details = exc.details() or ""
     if "Socket closed" in details:
         if tls is None:
-            return (f"{address} closed the connection at the handshake: it expects mutual TLS and we dialled "
-                    f"in plaintext. Present the cluster's certificates (--certs DIR, the directory `bullyproof certs "
-                    f"init` wrote for it) instead of --insecure")
-        return (f"{address} closed the connection during the TLS handshake: it refused our certificate {tls.cert}, "
-                f"which the cluster's CA did not sign. Check that --certs is this cluster's certificate directory")
+            return (
+                f"{address} closed the connection at the handshake: it expects mutual TLS and we dialled "
+                f"in plaintext. Present the cluster's certificates (--certs DIR, the directory `bullyproof certs "
+                f"init` wrote for it) instead of --insecure"
+            )
+        return (
+            f"{address} closed the connection during the TLS handshake: it refused our certificate {tls.cert}, "
+            f"which the cluster's CA did not sign. Check that --certs is this cluster's certificate directory"
+        )
     if "Tls handshake failed" in details or "ssl_transport_security" in details:
         if "WRONG_VERSION_NUMBER" in details or "packet length too long" in details:
-            return (f"{address} does not speak TLS: if the cluster is plaintext (started with --insecure), "
-                    f"pass --insecure instead of certificates")
+            return (
+                f"{address} does not speak TLS: if the cluster is plaintext (started with --insecure), "
+                f"pass --insecure instead of certificates"
+            )
         if "CERTIFICATE_VERIFY_FAILED" in details:
             ca = tls.ca if tls else "our CA"
-            return (f"the TLS handshake with {address} failed: its certificate is not signed by {ca}. "
-                    f"Check that --certs is this cluster's certificate directory (its ca.pem)")
+            return (
+                f"the TLS handshake with {address} failed: its certificate is not signed by {ca}. "
+                f"Check that --certs is this cluster's certificate directory (its ca.pem)"
+            )
         return f"the TLS handshake with {address} failed ({details.rpartition(': ')[2] or details}); check --certs and --insecure"
     if "not in peer certificate" in details:
-        return (f"{address}'s certificate does not name the server we asked for: check the address "
-                f"and --server-name")
+        return f"{address}'s certificate does not name the server we asked for: check the address and --server-name"
     return None
 
 
@@ -161,8 +168,13 @@ def caller(context: grpc.aio.ServicerContext) -> Identity | None:
     return Identity.of(value.decode(errors="replace") for value in context.auth_context().get("peer_uri", ()))
 
 
-async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterable[str], what: str,
-                  claimed: tuple[str, int] | None = None) -> Identity | None:
+async def require(
+    context: grpc.aio.ServicerContext,
+    secure: bool,
+    kinds: Iterable[str],
+    what: str,
+    claimed: tuple[str, int] | None = None,
+) -> Identity | None:
     """Abort with PERMISSION_DENIED unless the caller's certificate is of one of `kinds`; its identity.
     `claimed` (field, id): a node certificate must name the node the request says it is from (a
     member cannot speak for another). Plaintext (--insecure) lets everyone through: that is what the
@@ -172,18 +184,24 @@ async def require(context: grpc.aio.ServicerContext, secure: bool, kinds: Iterab
     who = caller(context)
     if who is None or who.kind not in kinds:
         shown = who.uri if who else "a certificate without a bullyproof identity"
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            f"{what} needs a certificate of kind {' or '.join(kinds)}; the caller has {shown}")
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{what} needs a certificate of kind {' or '.join(kinds)}; the caller has {shown}",
+        )
     if claimed is not None and who.kind == "node" and who.node_id != claimed[1]:
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                            f"{what}: {claimed[0]} {claimed[1]}, but the caller's certificate names node {who.node_id}")
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{what}: {claimed[0]} {claimed[1]}, but the caller's certificate names node {who.node_id}",
+        )
     return who
 
 
 # ---- channels and servers ------------------------------------------------------------------------------
 
 
-def _secure(options: Any, tls: Tls | None, server_name: str) -> tuple[list[tuple[str, Any]], grpc.ChannelCredentials | None]:
+def _secure(
+    options: Any, tls: Tls | None, server_name: str
+) -> tuple[list[tuple[str, Any]], grpc.ChannelCredentials | None]:
     opts = list(options)
     if tls is None:
         return opts, None
@@ -191,9 +209,15 @@ def _secure(options: Any, tls: Tls | None, server_name: str) -> tuple[list[tuple
     return opts + [("grpc.ssl_target_name_override", server_name)], channel_credentials(tls)
 
 
-def peer_channel(address: str, heartbeat_interval_ms: int, tls: Tls | None = None, server_name: str = MEMBER_NAME) -> grpc.aio.Channel:
+def peer_channel(
+    address: str, heartbeat_interval_ms: int, tls: Tls | None = None, server_name: str = MEMBER_NAME
+) -> grpc.aio.Channel:
     options, creds = _secure(peer_options(heartbeat_interval_ms), tls, server_name)
-    return grpc.aio.secure_channel(address, creds, options=options) if creds else grpc.aio.insecure_channel(address, options=options)
+    return (
+        grpc.aio.secure_channel(address, creds, options=options)
+        if creds
+        else grpc.aio.insecure_channel(address, options=options)
+    )
 
 
 def client_channel(address: str, tls: Tls | None = None, server_name: str = MEMBER_NAME) -> grpc.aio.Channel:
@@ -201,7 +225,11 @@ def client_channel(address: str, tls: Tls | None = None, server_name: str = MEMB
     if tls is None:
         tls, server_name = _dial_book.get(address, (None, server_name))
     options, creds = _secure(CLIENT_OPTIONS, tls, server_name)
-    return grpc.aio.secure_channel(address, creds, options=options) if creds else grpc.aio.insecure_channel(address, options=options)
+    return (
+        grpc.aio.secure_channel(address, creds, options=options)
+        if creds
+        else grpc.aio.insecure_channel(address, options=options)
+    )
 
 
 def observer_channel(address: str, tls: Tls | None = None, server_name: str = MEMBER_NAME) -> grpc.Channel:
@@ -209,7 +237,11 @@ def observer_channel(address: str, tls: Tls | None = None, server_name: str = ME
     if tls is None:
         tls, server_name = _dial_book.get(address, (None, server_name))
     options, creds = _secure(OBSERVER_OPTIONS, tls, server_name)
-    return grpc.secure_channel(address, creds, options=options) if creds else grpc.insecure_channel(address, options=options)
+    return (
+        grpc.secure_channel(address, creds, options=options)
+        if creds
+        else grpc.insecure_channel(address, options=options)
+    )
 
 
 # How the operator's own tools (CLI, harness, dashboard, benchmarks) dial a cluster they read from its
@@ -247,12 +279,15 @@ HANDSHAKE_TIMEOUT_MS = 5000
 def server(max_receive_bytes: int = MAX_RECEIVE_BYTES) -> grpc.aio.Server:
     from node.runtime.guard import DecodeGuard  # a request that does not parse: INVALID_ARGUMENT, not UNKNOWN
 
-    return grpc.aio.server(interceptors=[DecodeGuard()], options=[
-        ("grpc.so_reuseport", 0),  # a second process on our port must fail to bind, not silently share it
-        ("grpc.max_receive_message_length", max_receive_bytes),
-        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
-        *SERVER_PING_POLICY,  # our own peer channels' keepalive pings are welcome
-    ])
+    return grpc.aio.server(
+        interceptors=[DecodeGuard()],
+        options=[
+            ("grpc.so_reuseport", 0),  # a second process on our port must fail to bind, not silently share it
+            ("grpc.max_receive_message_length", max_receive_bytes),
+            ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+            *SERVER_PING_POLICY,  # our own peer channels' keepalive pings are welcome
+        ],
+    )
 
 
 def listen(srv: grpc.aio.Server, address: str, tls: Tls | None) -> int:

@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from node.config import INSECURE_WARNING, ConfigError, NodeSettings, add_tls_args, check_timings, parse_peers, parse_planted_bugs, tls_files, tls_from_args
+from node.config import (
+    INSECURE_WARNING,
+    ConfigError,
+    NodeSettings,
+    add_tls_args,
+    check_timings,
+    parse_peers,
+    parse_planted_bugs,
+    tls_files,
+    tls_from_args,
+)
 from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_info, mode_names
 from node.tls import MEMBER_NAME, Identity, TlsError
 
@@ -46,30 +56,45 @@ def _id_list(text: str) -> tuple[int, ...]:
 
 def _mode_option_arg(p: argparse.ArgumentParser) -> None:
     takes = "; ".join(f"{m}: {', '.join(info.options)}" for m, info in REGISTRY.items() if info.options)
-    p.add_argument("--mode-option", action="append", default=[], metavar="NAME",
-                   help=f"a switch of the mode, repeatable ({takes})")
+    p.add_argument(
+        "--mode-option", action="append", default=[], metavar="NAME", help=f"a switch of the mode, repeatable ({takes})"
+    )
 
 
 def _timing_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat-interval-ms", type=_positive, default=100, help="leader heartbeat period (default 100)")
-    p.add_argument("--election-timeout-ms", type=_positive, default=500, help="follower timeout before electing (default 500)")
+    p.add_argument(
+        "--election-timeout-ms", type=_positive, default=500, help="follower timeout before electing (default 500)"
+    )
 
 
 DASHBOARD_PORT = 8040  # dashboard.server.DEFAULT_PORT (not imported: the parser must not load the web server)
 
 
 def _dashboard_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    p.add_argument(f"--{prefix}host", default="127.0.0.1", help="address to serve the dashboard on (default 127.0.0.1, loopback)")
-    p.add_argument(f"--{prefix}port", type=int, default=DASHBOARD_PORT, help=f"its port (default {DASHBOARD_PORT}; 0: any free port)")
+    p.add_argument(
+        f"--{prefix}host", default="127.0.0.1", help="address to serve the dashboard on (default 127.0.0.1, loopback)"
+    )
+    p.add_argument(
+        f"--{prefix}port",
+        type=int,
+        default=DASHBOARD_PORT,
+        help=f"its port (default {DASHBOARD_PORT}; 0: any free port)",
+    )
 
 
 def _cluster_source(p: argparse.ArgumentParser) -> None:
     """--dir (a local cluster's run directory) or --compose [FILE] (a compose cluster, from its file)."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--dir", default=DEFAULT_DIR, help=f"local cluster's run directory (default {DEFAULT_DIR})")
-    where.add_argument("--compose", nargs="?", const=DEFAULT_COMPOSE_FILE, metavar="FILE",
-                       help=f"the compose cluster of FILE instead (default {DEFAULT_COMPOSE_FILE}); "
-                            "addresses are its published ports, processes its containers")
+    where.add_argument(
+        "--compose",
+        nargs="?",
+        const=DEFAULT_COMPOSE_FILE,
+        metavar="FILE",
+        help=f"the compose cluster of FILE instead (default {DEFAULT_COMPOSE_FILE}); "
+        "addresses are its published ports, processes its containers",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,39 +104,68 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("node", help="run one node process")
     ident = p.add_mutually_exclusive_group(required=True)
     ident.add_argument("--id", type=_positive, help="this node's id (Bully order: highest wins)")
-    ident.add_argument("--id-from-hostname", action="store_true",
-                       help="a StatefulSet's pod NAME-N is node N+1; its own entry in --peers is skipped")
+    ident.add_argument(
+        "--id-from-hostname",
+        action="store_true",
+        help="a StatefulSet's pod NAME-N is node N+1; its own entry in --peers is skipped",
+    )
     p.add_argument("--listen", required=True, help="HOST:PORT for the Peer service")
     p.add_argument("--client-listen", required=True, help="HOST:PORT for Leadership, health and reflection")
-    p.add_argument("--peers", default="", help="ID=HOST:PORT,... (every other node it may talk to; "
-                                               "may be left out with --peer-address-template)")
+    p.add_argument(
+        "--peers",
+        default="",
+        help="ID=HOST:PORT,... (every other node it may talk to; may be left out with --peer-address-template)",
+    )
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
-    p.add_argument("--peer-address-template", metavar="TEMPLATE",
-                   help="quorum, raft: where to dial any member not in --peers, from its id: {id} is replaced by the "
-                        "id, {ordinal} by the id - 1 (a StatefulSet: bullyproof-{ordinal}.bullyproof:7000); with "
-                        "it, members added later need no restart of the others")
-    p.add_argument("--client-address-template", metavar="TEMPLATE",
-                   help="quorum, raft: where members serve Leadership (their --client-listen), from their ids, as "
-                        "--peer-address-template; --self-join asks the leader there")
-    p.add_argument("--self-join", action="store_true",
-                   help="quorum, raft: members manage their own membership (a StatefulSet scaled up or down): while "
-                        "in no configuration, this node asks the leader to add it, with its own certificate, and "
-                        "it grants other nodes' requests to add or remove themselves (each itself only). A node "
-                        "not in --voters starts outside, as with --join")
-    p.add_argument("--voters", type=_id_list, default=(), metavar="ID,...",
-                   help="quorum: the configuration to start with (default: this node and every node of --peers); "
-                        "once the node has promised anything, the configuration it made durable wins")
-    p.add_argument("--join", action="store_true",
-                   help="quorum, raft: start outside the configuration, to be added by `bullyproof member add`")
+    p.add_argument(
+        "--peer-address-template",
+        metavar="TEMPLATE",
+        help="quorum, raft: where to dial any member not in --peers, from its id: {id} is replaced by the "
+        "id, {ordinal} by the id - 1 (a StatefulSet: bullyproof-{ordinal}.bullyproof:7000); with "
+        "it, members added later need no restart of the others",
+    )
+    p.add_argument(
+        "--client-address-template",
+        metavar="TEMPLATE",
+        help="quorum, raft: where members serve Leadership (their --client-listen), from their ids, as "
+        "--peer-address-template; --self-join asks the leader there",
+    )
+    p.add_argument(
+        "--self-join",
+        action="store_true",
+        help="quorum, raft: members manage their own membership (a StatefulSet scaled up or down): while "
+        "in no configuration, this node asks the leader to add it, with its own certificate, and "
+        "it grants other nodes' requests to add or remove themselves (each itself only). A node "
+        "not in --voters starts outside, as with --join",
+    )
+    p.add_argument(
+        "--voters",
+        type=_id_list,
+        default=(),
+        metavar="ID,...",
+        help="quorum: the configuration to start with (default: this node and every node of --peers); "
+        "once the node has promised anything, the configuration it made durable wins",
+    )
+    p.add_argument(
+        "--join",
+        action="store_true",
+        help="quorum, raft: start outside the configuration, to be added by `bullyproof member add`",
+    )
     p.add_argument("--state-dir", required=True, help="where the durable promise lives")
     _timing_args(p)
     p.add_argument("--tick-ms", type=_positive, default=10, help="core clock resolution (default 10)")
     p.add_argument("--store", help="HOST:PORT of the fenced store; the leader writes to it while it leads")
     p.add_argument("--write-period-ms", type=_positive, default=100, help="leader duty write period (default 100)")
-    p.add_argument("--preempt-hold-down-ms", type=int, default=3000,
-                   help="quorum: a higher node takes over only after this long healthy (default 3000; 0 = never)")
+    p.add_argument(
+        "--preempt-hold-down-ms",
+        type=int,
+        default=3000,
+        help="quorum: a higher node takes over only after this long healthy (default 3000; 0 = never)",
+    )
     p.add_argument("--events", help="append history events (JSON lines) to this file")
-    p.add_argument("--metrics-listen", help="HOST:PORT to serve Prometheus metrics over HTTP (default: no metrics server)")
+    p.add_argument(
+        "--metrics-listen", help="HOST:PORT to serve Prometheus metrics over HTTP (default: no metrics server)"
+    )
     _mode_option_arg(p)
     add_tls_args(p, "node-N")
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
@@ -122,57 +176,110 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cluster", help="start or stop a local cluster")
     csub = p.add_subparsers(dest="cluster_command", required=True)
     up = csub.add_parser(
-        "up", help="start N nodes and the store; print leadership changes until Ctrl-C",
+        "up",
+        help="start N nodes and the store; print leadership changes until Ctrl-C",
         description="Start N nodes, the store and Toxiproxy, wait for an agreed leader, then print leadership changes. "
-                    "SIGINT (Ctrl-C) or SIGTERM, at any instant, stops everything it started and exits: 0 once the "
-                    "cluster was up (a leader agreed), 130 (SIGINT) or 143 (SIGTERM) if it was still starting, "
-                    "2 if it could not start. After a launcher killed outright, `cluster down` stops what it left.")
+        "SIGINT (Ctrl-C) or SIGTERM, at any instant, stops everything it started and exits: 0 once the "
+        "cluster was up (a leader agreed), 130 (SIGINT) or 143 (SIGTERM) if it was still starting, "
+        "2 if it could not start. After a launcher killed outright, `cluster down` stops what it left.",
+    )
     up.add_argument("--nodes", type=_positive, default=5)
-    up.add_argument("--spares", type=int, default=0, metavar="K",
-                    help="quorum: K more nodes (ids after --nodes), started outside the configuration, to add with "
-                         "`bullyproof member add` (default 0)")
+    up.add_argument(
+        "--spares",
+        type=int,
+        default=0,
+        metavar="K",
+        help="quorum: K more nodes (ids after --nodes), started outside the configuration, to add with "
+        "`bullyproof member add` (default 0)",
+    )
     up.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     up.add_argument("--dir", default=DEFAULT_DIR, help=f"run directory (default {DEFAULT_DIR})")
     _timing_args(up)
-    up.add_argument("--direct", action="store_true", help="no Toxiproxy: nodes dial each other directly (no network faults)")
-    up.add_argument("--detach", action="store_true", help="start, wait for a leader, and return (stop with cluster down)")
+    up.add_argument(
+        "--direct", action="store_true", help="no Toxiproxy: nodes dial each other directly (no network faults)"
+    )
+    up.add_argument(
+        "--detach", action="store_true", help="start, wait for a leader, and return (stop with cluster down)"
+    )
     _mode_option_arg(up)
-    up.add_argument("--insecure", action="store_true",
-                    help="plaintext, no certificates (default: mutual TLS with certificates made in DIR/certs)")
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext, no certificates (default: mutual TLS with certificates made in DIR/certs)",
+    )
     up.add_argument("--dashboard", action="store_true", help="also serve the live dashboard (prints its URL)")
     _dashboard_args(up, prefix="dashboard-")
     down = csub.add_parser("down", help="stop everything a cluster up started (also after its launcher was killed)")
     down.add_argument("--dir", default=DEFAULT_DIR)
 
-    for action, text in [("kill", "SIGKILL"), ("pause", "SIGSTOP"), ("resume", "SIGCONT"), ("restart", "SIGKILL and start again")]:
+    for action, text in [
+        ("kill", "SIGKILL"),
+        ("pause", "SIGSTOP"),
+        ("resume", "SIGCONT"),
+        ("restart", "SIGKILL and start again"),
+    ]:
         p = sub.add_parser(action, help=f"{text} a node (or 'store'); under --compose, its container")
         p.add_argument("target", help="node id, or 'store'")
         _cluster_source(p)
         if action == "restart":
             # One step of a rolling change: the node comes back with these (and keeps them).
             p.add_argument("--election-timeout-ms", type=_positive, help="restart the node with this election timeout")
-            p.add_argument("--heartbeat-interval-ms", type=_positive, help="restart the node with this heartbeat interval")
+            p.add_argument(
+                "--heartbeat-interval-ms", type=_positive, help="restart the node with this heartbeat interval"
+            )
 
     p = sub.add_parser("certs", help="make the cluster CA and certificates for mutual TLS (bullyproof certs init)")
     ccmd = p.add_subparsers(dest="certs_command", required=True)
-    init = ccmd.add_parser("init", help="a cluster CA, a certificate per node and the store, admin and client certificates")
+    init = ccmd.add_parser(
+        "init", help="a cluster CA, a certificate per node and the store, admin and client certificates"
+    )
     init.add_argument("--nodes", type=_positive, required=True, help="nodes 1..N get node-N.pem and node-N.key")
     init.add_argument("--dir", required=True, help="where to write them (an existing CA there is reused)")
-    init.add_argument("--admin", action="append", default=[], metavar="NAME",
-                      help="an admin certificate NAME.pem (may resign, transfer; default: one named admin)")
-    init.add_argument("--client", action="append", default=[], metavar="NAME",
-                      help="a client certificate NAME.pem (may read; default: one named client)")
-    init.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
-                      help="another name nodes and the store answer to (a host name, a compose service, an IP)")
-    inst = ccmd.add_parser("install", help="copy the CA certificate and holders' certificates and keys (never ca.key) "
-                                           "where processes read them: the compose file's certs service runs it")
+    init.add_argument(
+        "--admin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an admin certificate NAME.pem (may resign, transfer; default: one named admin)",
+    )
+    init.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a client certificate NAME.pem (may read; default: one named client)",
+    )
+    init.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
+        help="another name nodes and the store answer to (a host name, a compose service, an IP)",
+    )
+    inst = ccmd.add_parser(
+        "install",
+        help="copy the CA certificate and holders' certificates and keys (never ca.key) "
+        "where processes read them: the compose file's certs service runs it",
+    )
     inst.add_argument("--from", dest="source", required=True, metavar="DIR", help="the directory `certs init` wrote")
-    inst.add_argument("--to", dest="dest", required=True, metavar="DIR", help="where the processes read them (--certs DIR)")
-    inst.add_argument("--owner", type=_owner, metavar="UID:GID", help="owner of the copies (the processes' user; needs root)")
-    inst.add_argument("--holder", action="append", default=[], metavar="NAME",
-                      help="only these holders (shell patterns, repeatable: node-*, store; default every one)")
-    inst.add_argument("--split", action="store_true",
-                      help="each holder in its own DIR/NAME (ca.pem, NAME.pem, NAME.key), for one volume per container")
+    inst.add_argument(
+        "--to", dest="dest", required=True, metavar="DIR", help="where the processes read them (--certs DIR)"
+    )
+    inst.add_argument(
+        "--owner", type=_owner, metavar="UID:GID", help="owner of the copies (the processes' user; needs root)"
+    )
+    inst.add_argument(
+        "--holder",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only these holders (shell patterns, repeatable: node-*, store; default every one)",
+    )
+    inst.add_argument(
+        "--split",
+        action="store_true",
+        help="each holder in its own DIR/NAME (ca.pem, NAME.pem, NAME.key), for one volume per container",
+    )
 
     p = sub.add_parser("dashboard", help="a live page beside a running cluster: watch it elect, break it from the page")
     p.add_argument("--dir", default=DEFAULT_DIR)
@@ -184,33 +291,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="print every node's status as JSON")
     _cluster_source(p)
 
-    p = sub.add_parser("resign", help="ask the leader to step down; the others elect in the mode's order (admin certificate)",
-                       description="Ask the node that leads (with a valid lease) to resign. It names no successor: the "
-                                   "followers elect at once, highest id first under Bully, and a transfer's hold ends.")
+    p = sub.add_parser(
+        "resign",
+        help="ask the leader to step down; the others elect in the mode's order (admin certificate)",
+        description="Ask the node that leads (with a valid lease) to resign. It names no successor: the "
+        "followers elect at once, highest id first under Bully, and a transfer's hold ends.",
+    )
     _cluster_source(p)
 
-    p = sub.add_parser("transfer", help="hand leadership to node N, and keep it there (admin certificate)",
-                       description="Ask the node that leads to hand leadership to node N; prints N and its new epoch "
-                                   "once N leads. Under quorum, N keeps leading (no preemption by a higher node) until "
-                                   "it fails, steps down or an operator resigns it.")
+    p = sub.add_parser(
+        "transfer",
+        help="hand leadership to node N, and keep it there (admin certificate)",
+        description="Ask the node that leads to hand leadership to node N; prints N and its new epoch "
+        "once N leads. Under quorum, N keeps leading (no preemption by a higher node) until "
+        "it fails, steps down or an operator resigns it.",
+    )
     p.add_argument("target", type=_positive, metavar="N", help="the node to lead")
-    p.add_argument("--timeout-ms", type=_positive, help="how long the leader waits for N to lead (default: four election timeouts)")
+    p.add_argument(
+        "--timeout-ms", type=_positive, help="how long the leader waits for N to lead (default: four election timeouts)"
+    )
     _cluster_source(p)
 
-    p = sub.add_parser("member", help="list or change the configuration: who votes (quorum, raft; changes need the admin certificate)",
-                       description="Membership changes, one member at a time: `add N` makes node N (started with "
-                                   "--join, or a --spares node) a learner, then a voter once it has caught up; `remove N` "
-                                   "takes it out (the leader hands over first if N leads); `replace OLD NEW` adds NEW, "
-                                   "then removes OLD. Each change is agreed by a majority of the voters before and after "
-                                   "it before the next may start.")
+    p = sub.add_parser(
+        "member",
+        help="list or change the configuration: who votes (quorum, raft; changes need the admin certificate)",
+        description="Membership changes, one member at a time: `add N` makes node N (started with "
+        "--join, or a --spares node) a learner, then a voter once it has caught up; `remove N` "
+        "takes it out (the leader hands over first if N leads); `replace OLD NEW` adds NEW, "
+        "then removes OLD. Each change is agreed by a majority of the voters before and after "
+        "it before the next may start.",
+    )
     msub = p.add_subparsers(dest="member_command", required=True)
     m = msub.add_parser("list", help="print the configuration each node runs, and the leader's, as JSON")
     _cluster_source(m)
     for name, what in [("add", "the node to add"), ("remove", "the node to remove")]:
         m = msub.add_parser(name, help=f"{name} one node (admin certificate)")
         m.add_argument("target", type=_positive, metavar="N", help=what)
-        m.add_argument("--timeout-ms", type=_positive, help="how long the leader waits for the change to be agreed "
-                                                            "(default: four election timeouts)")
+        m.add_argument(
+            "--timeout-ms",
+            type=_positive,
+            help="how long the leader waits for the change to be agreed (default: four election timeouts)",
+        )
         _cluster_source(m)
     m = msub.add_parser("replace", help="add NEW, then remove OLD (admin certificate)")
     m.add_argument("old", type=_positive, metavar="OLD")
@@ -218,70 +339,118 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--timeout-ms", type=_positive, help="per change (default: four election timeouts)")
     _cluster_source(m)
 
-    p = sub.add_parser("leave", help="take this node out of the configuration, with its own certificate "
-                                     "(quorum; a StatefulSet's preStop hook)",
-                       description="Ask the leader to remove this node, through the protocol (a joint configuration); "
-                                   "if this node leads, it hands leadership to another voter first. With --statefulset, "
-                                   "only when that StatefulSet now runs fewer pods than this pod's ordinal + 1 (a "
-                                   "scale-down, read from the Kubernetes API with the pod's service account); any other "
-                                   "stop (a restart, a rolling update, a drain) keeps the member. Exit 0: left, or "
-                                   "stays; 1: still a member at the deadline; 2: refused.")
+    p = sub.add_parser(
+        "leave",
+        help="take this node out of the configuration, with its own certificate (quorum; a StatefulSet's preStop hook)",
+        description="Ask the leader to remove this node, through the protocol (a joint configuration); "
+        "if this node leads, it hands leadership to another voter first. With --statefulset, "
+        "only when that StatefulSet now runs fewer pods than this pod's ordinal + 1 (a "
+        "scale-down, read from the Kubernetes API with the pod's service account); any other "
+        "stop (a restart, a rolling update, a drain) keeps the member. Exit 0: left, or "
+        "stays; 1: still a member at the deadline; 2: refused.",
+    )
     ident = p.add_mutually_exclusive_group(required=True)
     ident.add_argument("--id", type=_positive, help="this node's id")
     ident.add_argument("--id-from-hostname", action="store_true", help="a StatefulSet's pod NAME-N is node N+1")
-    p.add_argument("--client-address-template", required=True, metavar="TEMPLATE",
-                   help="where members serve Leadership, from their ids ({id}, {ordinal}), as for `bullyproof node`")
-    p.add_argument("--members", type=_id_list, default=(), metavar="ID,...",
-                   help="members to ask who leads, besides those the node itself names (its --voters)")
-    p.add_argument("--state-dir", help="the node's --state-dir: it stops asking to be added (--self-join) while it leaves")
-    p.add_argument("--statefulset", metavar="NAME",
-                   help="leave only on a scale-down of the StatefulSet NAME (this pod's ordinal >= its replicas)")
+    p.add_argument(
+        "--client-address-template",
+        required=True,
+        metavar="TEMPLATE",
+        help="where members serve Leadership, from their ids ({id}, {ordinal}), as for `bullyproof node`",
+    )
+    p.add_argument(
+        "--members",
+        type=_id_list,
+        default=(),
+        metavar="ID,...",
+        help="members to ask who leads, besides those the node itself names (its --voters)",
+    )
+    p.add_argument(
+        "--state-dir", help="the node's --state-dir: it stops asking to be added (--self-join) while it leaves"
+    )
+    p.add_argument(
+        "--statefulset",
+        metavar="NAME",
+        help="leave only on a scale-down of the StatefulSet NAME (this pod's ordinal >= its replicas)",
+    )
     p.add_argument("--timeout-s", type=float, default=40.0, help="give up after this long (default 40)")
     add_tls_args(p, "node-N")
 
     p = sub.add_parser("health", help="gRPC health of a node or the store: exit 0 if SERVING (container healthchecks)")
     p.add_argument("address", help="HOST:PORT (a node's client port, or the store's)")
-    p.add_argument("--service", default="", help="health service name (default '': the whole server; 'leader': leads now)")
+    p.add_argument(
+        "--service", default="", help="health service name (default '': the whole server; 'leader': leads now)"
+    )
     p.add_argument("--timeout-s", type=float, default=2.0)
     add_tls_args(p, "client", dialler=True)
 
-    p = sub.add_parser("compose", help="write docker-compose.yml (and toxiproxy.json beside it) from the cluster description")
+    p = sub.add_parser(
+        "compose", help="write docker-compose.yml (and toxiproxy.json beside it) from the cluster description"
+    )
     p.add_argument("--nodes", type=_positive, default=5)
-    p.add_argument("--spares", type=int, default=0, metavar="K",
-                   help="quorum: K more node services (ids after --nodes) that start outside the configuration, to "
-                        "add with `bullyproof member add N --compose` (default 0)")
+    p.add_argument(
+        "--spares",
+        type=int,
+        default=0,
+        metavar="K",
+        help="quorum: K more node services (ids after --nodes) that start outside the configuration, to "
+        "add with `bullyproof member add N --compose` (default 0)",
+    )
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument("--output", default=DEFAULT_COMPOSE_FILE)
     p.add_argument("--check", action="store_true", help="fail if the files differ from what would be written")
-    p.add_argument("--insecure", action="store_true",
-                   help="a plaintext cluster, no certificates (default: mutual TLS with certificates made in certs/ "
-                        "beside the file)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="a plaintext cluster, no certificates (default: mutual TLS with certificates made in certs/ "
+        "beside the file)",
+    )
 
     p = sub.add_parser("k8s", help="write Kubernetes manifests (StatefulSet, Services) from the cluster description")
     p.add_argument("--nodes", type=_positive, default=5)
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
-    p.add_argument("--image", default="bullyproof:local", help="the image built from Dockerfile, pushed where the cluster pulls")
+    p.add_argument(
+        "--image", default="bullyproof:local", help="the image built from Dockerfile, pushed where the cluster pulls"
+    )
     _timing_args(p)
-    p.add_argument("--max-nodes", type=_positive, metavar="M",
-                   help="quorum: how far `kubectl scale` may grow the StatefulSet: the node pods see the certificates "
-                        "of nodes 1..M (make them with `certs init --nodes M`; default the larger of 7 and --nodes)")
+    p.add_argument(
+        "--max-nodes",
+        type=_positive,
+        metavar="M",
+        help="quorum: how far `kubectl scale` may grow the StatefulSet: the node pods see the certificates "
+        "of nodes 1..M (make them with `certs init --nodes M`; default the larger of 7 and --nodes)",
+    )
     p.add_argument("--output", default="-", help="file to write (default -: stdout)")
-    p.add_argument("--insecure", action="store_true",
-                   help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, README)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, README)",
+    )
 
-    p = sub.add_parser("chaos", help="faults on a running cluster, or a whole checked scenario (bullyproof chaos -h)", add_help=False)
+    p = sub.add_parser(
+        "chaos", help="faults on a running cluster, or a whole checked scenario (bullyproof chaos -h)", add_help=False
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
-    p = sub.add_parser("fence", help="check a fencing adapter: writers, faults, a linearizability verdict "
-                                     "(bullyproof fence check -h)", add_help=False)
+    p = sub.add_parser(
+        "fence",
+        help="check a fencing adapter: writers, faults, a linearizability verdict (bullyproof fence check -h)",
+        add_help=False,
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
-    p = sub.add_parser("showdown", help="every mode through the same chaos scenarios, one table (bullyproof showdown -h)",
-                       add_help=False)
+    p = sub.add_parser(
+        "showdown",
+        help="every mode through the same chaos scenarios, one table (bullyproof showdown -h)",
+        add_help=False,
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
-    p = sub.add_parser("bench", help="bullyproof beside etcd: failover, cold start, idle cost, load (bullyproof bench -h)",
-                       add_help=False)
+    p = sub.add_parser(
+        "bench",
+        help="bullyproof beside etcd: failover, cold start, idle cost, load (bullyproof bench -h)",
+        add_help=False,
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("sim", help="replay a deterministic simulation by seed", add_help=False)
@@ -373,7 +542,9 @@ class _Follower:
                 if ev["role"] == "leader":
                     print(f"{_stamp()}  node {ev['node']} leads  epoch {ev['epoch']}", flush=True)
                 elif ev.get("reason") in ("lease_expired", "higher_leader", "resigned", "preempted"):
-                    print(f"{_stamp()}  node {ev['node']} stepped down  epoch {ev['epoch']} ({ev['reason']})", flush=True)
+                    print(
+                        f"{_stamp()}  node {ev['node']} stepped down  epoch {ev['epoch']} ({ev['reason']})", flush=True
+                    )
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
@@ -381,19 +552,28 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 
     stop_on_signals()  # first: from here on SIGINT or SIGTERM stops what was started so far (below)
     from chaos.harness import ChaosCluster  # composition root, see main()
-
     from node.launcher.cluster import read_cluster_file
 
     check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)
     if args.dashboard and args.detach:
-        raise ConfigError("--dashboard serves the page from this process: drop --detach, or run "
-                          "`bullyproof dashboard --dir DIR` beside a detached cluster")
+        raise ConfigError(
+            "--dashboard serves the page from this process: drop --detach, or run "
+            "`bullyproof dashboard --dir DIR` beside a detached cluster"
+        )
     page = None
     if args.spares < 0:
         raise ConfigError(f"--spares must be >= 0, got {args.spares}")
-    cc = ChaosCluster(Path(args.dir), args.nodes, args.mode, args.heartbeat_interval_ms, args.election_timeout_ms,
-                      direct=args.direct, mode_options=tuple(args.mode_option), insecure=args.insecure,
-                      spares=args.spares)
+    cc = ChaosCluster(
+        Path(args.dir),
+        args.nodes,
+        args.mode,
+        args.heartbeat_interval_ms,
+        args.election_timeout_ms,
+        direct=args.direct,
+        mode_options=tuple(args.mode_option),
+        insecure=args.insecure,
+        spares=args.spares,
+    )
     agreed = False
 
     def stop_all() -> None:
@@ -411,13 +591,17 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         cc.start(launcher_pid=None if args.detach else os.getpid())
         data = read_cluster_file(cc.directory)
         wiring = "direct links" if args.direct else f"every link through Toxiproxy at {data['toxiproxy_api']}"
-        print(f"cluster up: {args.nodes} nodes ({args.mode}), store at {data['store']['address']}, {wiring}, dir {cc.directory}",
-              flush=True)
+        print(
+            f"cluster up: {args.nodes} nodes ({args.mode}), store at {data['store']['address']}, {wiring}, dir {cc.directory}",
+            flush=True,
+        )
         if args.insecure:
             print(f"warning: {INSECURE_WARNING}", flush=True)
         else:
-            print(f"mutual TLS: certificates in {data['certs']} (admin.pem/.key may resign and transfer; client.pem/.key may read)",
-                  flush=True)
+            print(
+                f"mutual TLS: certificates in {data['certs']} (admin.pem/.key may resign and transfer; client.pem/.key may read)",
+                flush=True,
+            )
         print(f"stop with Ctrl-C or: bullyproof cluster down --dir {args.dir}", flush=True)
         if page is not None:
             page.start(cc.directory)
@@ -428,8 +612,10 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
             leader, epoch = cc.wait_for_leader(timeout_s=15.0)
         except TimeoutError as exc:
             raise ConfigError(f"{exc}; see the logs in {cc.directory}/node-*/node.log") from None
-        print(f"{_stamp()}  agreed: node {leader} leads epoch {epoch} ({(time.monotonic() - t0) * 1000:.0f} ms after launch)",
-              flush=True)
+        print(
+            f"{_stamp()}  agreed: node {leader} leads epoch {epoch} ({(time.monotonic() - t0) * 1000:.0f} ms after launch)",
+            flush=True,
+        )
         agreed = True
         if args.detach:
             return 0
@@ -446,8 +632,11 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         if agreed:
             print("stopped", flush=True)
             return 0
-        print(f"bullyproof: {stop} before the cluster was up: stopped everything it had started in {cc.directory}",
-              file=sys.stderr, flush=True)
+        print(
+            f"bullyproof: {stop} before the cluster was up: stopped everything it had started in {cc.directory}",
+            file=sys.stderr,
+            flush=True,
+        )
         return stop.exit_status
     except BaseException:  # a failed start or no agreement: nothing this launcher started may outlive it
         stop_all()
@@ -461,7 +650,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
-    from node.launcher.cluster import pid_alive, read_cluster_file, run_pids, signal_pid, start_ticks, stop_run, wait_for
+    from node.launcher.cluster import (
+        pid_alive,
+        read_cluster_file,
+        run_pids,
+        signal_pid,
+        start_ticks,
+        stop_run,
+        wait_for,
+    )
 
     directory = Path(args.dir).resolve()
     try:
@@ -501,8 +698,11 @@ def nobody_answered(data: dict, args: argparse.Namespace) -> None:
 
     refused = refused_handshake(data["nodes"][0]["client_address"])
     if refused is not None:
-        certs = f"; this cluster's record names the certificates {data['certs']}" if data.get("certs") else \
-            "; this cluster's record names no certificates (plaintext)"
+        certs = (
+            f"; this cluster's record names the certificates {data['certs']}"
+            if data.get("certs")
+            else "; this cluster's record names no certificates (plaintext)"
+        )
         raise ConfigError(f"handshake refused: {refused}{certs}")
     if args.compose:
         raise not_up(data)
@@ -513,10 +713,14 @@ def not_up(data: dict, args: argparse.Namespace | None = None) -> ConfigError:
     also just be down, which `leader` and `status` show as nodes without answers instead."""
     addresses = ", ".join(n["client_address"] for n in data["nodes"])
     if args is not None and not args.compose:
-        return ConfigError(f"the cluster in {args.dir} is not up: no node answers at {addresses} "
-                           f"(start it with: bullyproof cluster up --dir {args.dir})")
-    return ConfigError(f"the compose cluster of {data['compose_file']} is not up: no node answers at {addresses} "
-                       f"(start it with: docker compose -f {data['compose_file']} up -d)")
+        return ConfigError(
+            f"the cluster in {args.dir} is not up: no node answers at {addresses} "
+            f"(start it with: bullyproof cluster up --dir {args.dir})"
+        )
+    return ConfigError(
+        f"the compose cluster of {data['compose_file']} is not up: no node answers at {addresses} "
+        f"(start it with: docker compose -f {data['compose_file']} up -d)"
+    )
 
 
 def _same_cluster(args: argparse.Namespace) -> str:
@@ -534,8 +738,10 @@ def current_leader(data: dict, args: argparse.Namespace) -> tuple[int, int]:
         raise not_up(data, args)
     found = leading_node(views)
     if found is None:
-        raise ConfigError("no leader known: no node says it leads with a valid lease (an election may be under way, "
-                          f"or too few nodes are up); see: bullyproof status {_same_cluster(args)}")
+        raise ConfigError(
+            "no leader known: no node says it leads with a valid lease (an election may be under way, "
+            f"or too few nodes are up); see: bullyproof status {_same_cluster(args)}"
+        )
     return found
 
 
@@ -548,8 +754,11 @@ def handover_refused(failed: HandoverFailed, leader: int, what: str, data: dict)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    timing_ms = {f"--{name.replace('_', '-')}": value for name in ("election_timeout_ms", "heartbeat_interval_ms")
-                 if (value := getattr(args, name, None)) is not None}
+    timing_ms = {
+        f"--{name.replace('_', '-')}": value
+        for name in ("election_timeout_ms", "heartbeat_interval_ms")
+        if (value := getattr(args, name, None)) is not None
+    }
     if timing_ms and args.compose:
         raise ConfigError("new timings on restart are for a local cluster; under compose, change the compose file")
     if args.compose:
@@ -557,7 +766,9 @@ def cmd_process(args: argparse.Namespace) -> int:
 
         print(json.dumps(container_fault(cluster_record(args), args.target, args.command)))
         return 0
-    from chaos.harness import process_action  # composition root: recorded in the cluster's history, as the dashboard does
+    from chaos.harness import (
+        process_action,
+    )  # composition root: recorded in the cluster's history, as the dashboard does
 
     rec = process_action(Path(args.dir), args.target, args.command, timing_ms=timing_ms or None)
     print(json.dumps({"action": args.command, "target": args.target, "pid": rec["pid"]}))
@@ -578,9 +789,14 @@ def cmd_leader(args: argparse.Namespace) -> int:
         "epoch": agreed[1] if agreed else None,
         "agreed": agreed is not None,
         "nodes": {
-            str(nid): None if v is None else {
-                "leader": v.leader_id if v.known else None, "epoch": v.epoch, "role": ROLE_NAME.get(v.role, "?"),
-                "lease_valid": v.lease_valid, "outside": v.outside,
+            str(nid): None
+            if v is None
+            else {
+                "leader": v.leader_id if v.known else None,
+                "epoch": v.epoch,
+                "role": ROLE_NAME.get(v.role, "?"),
+                "lease_valid": v.lease_valid,
+                "outside": v.outside,
             }
             for nid, v in views.items()
         },
@@ -598,7 +814,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     out = {}
     for n in data["nodes"]:
         st = get_status(n["client_address"])
-        out[str(n["id"])] = {"error": st} if isinstance(st, str) else MessageToDict(st, preserving_proto_field_name=True)
+        out[str(n["id"])] = (
+            {"error": st} if isinstance(st, str) else MessageToDict(st, preserving_proto_field_name=True)
+        )
     if all("error" in v for v in out.values()):
         nobody_answered(data, args)
     print(json.dumps(out, indent=2))
@@ -626,15 +844,21 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     data = cluster_record(args)
     node_record(data, args.target)  # "no node N in this cluster (nodes: ...)" before asking anyone
     if not mode_info(data["mode"]).transfers:
-        raise ConfigError(f"mode {data['mode']} does not hand leadership to a chosen node (it elects by its own rule); "
-                          "bullyproof resign starts a new election")
+        raise ConfigError(
+            f"mode {data['mode']} does not hand leadership to a chosen node (it elects by its own rule); "
+            "bullyproof resign starts a new election"
+        )
     leader, epoch = current_leader(data, args)
     if leader == args.target:
         raise ConfigError(f"node {args.target} already leads (epoch {epoch}): nothing to transfer")
     waits_ms = args.timeout_ms or 4 * data["election_timeout_ms"]  # sending 0 leaves it to the node: this long
     try:
-        new_leader, new_epoch = transfer_leadership(node_record(data, leader)["client_address"], args.target,
-                                                    timeout_ms=args.timeout_ms or 0, timeout_s=waits_ms / 1000 + 5)
+        new_leader, new_epoch = transfer_leadership(
+            node_record(data, leader)["client_address"],
+            args.target,
+            timeout_ms=args.timeout_ms or 0,
+            timeout_s=waits_ms / 1000 + 5,
+        )
     except HandoverFailed as exc:
         raise handover_refused(exc, leader, f"hand leadership to node {args.target}", data) from None
     print(json.dumps({"leader": new_leader, "epoch": new_epoch}))
@@ -657,15 +881,20 @@ def cmd_member(args: argparse.Namespace) -> int:
     if all(isinstance(st, str) for st in statuses.values()):
         nobody_answered(data, args)
     if args.member_command == "list":
-        leading = [(st.epoch, nid) for nid, st in statuses.items()
-                   if not isinstance(st, str) and st.role == pb.ROLE_LEADER and st.lease_valid]
+        leading = [
+            (st.epoch, nid)
+            for nid, st in statuses.items()
+            if not isinstance(st, str) and st.role == pb.ROLE_LEADER and st.lease_valid
+        ]
         leader = max(leading)[1] if leading else None
         out = {
             "leader": leader,
             "configuration": _configuration_json(statuses[leader].configuration) if leader else None,
             "agreed": statuses[leader].configuration_agreed if leader else None,
-            "nodes": {str(nid): {"error": st} if isinstance(st, str) else _configuration_json(st.configuration)
-                      for nid, st in statuses.items()},
+            "nodes": {
+                str(nid): {"error": st} if isinstance(st, str) else _configuration_json(st.configuration)
+                for nid, st in statuses.items()
+            },
         }
         print(json.dumps(out))
         return 0 if leader else 1
@@ -675,8 +904,9 @@ def cmd_member(args: argparse.Namespace) -> int:
 
     def change(action: str, target: int) -> dict:
         try:
-            leader, c = member_change(nodes, action, target, timeout_ms=args.timeout_ms or 0,
-                                      timeout_s=waits_ms / 1000 + 5)
+            leader, c = member_change(
+                nodes, action, target, timeout_ms=args.timeout_ms or 0, timeout_s=waits_ms / 1000 + 5
+            )
         except HandoverFailed as exc:
             if exc.code == "NO_LEADER":
                 current_leader(data, args)  # says why, in the words `resign` and `transfer` use
@@ -723,8 +953,14 @@ def cmd_leave(args: argparse.Namespace) -> int:
     if args.state_dir:
         mark_leaving(Path(args.state_dir))
     try:
-        leave(args.id, lambda node: expand_address_template(args.client_address_template, node), tls,
-              args.timeout_s, members=args.members, keep=keep)
+        leave(
+            args.id,
+            lambda node: expand_address_template(args.client_address_template, node),
+            tls,
+            args.timeout_s,
+            members=args.members,
+            keep=keep,
+        )
     except HandoverFailed as exc:
         if exc.code == "DEADLINE_EXCEEDED":
             print(f"bullyproof: error: {exc.detail}", file=sys.stderr)
@@ -739,13 +975,23 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
     admins, clients = args.admin or ["admin"], args.client or ["client"]
     clash = set(admins) & set(clients) | {n for n in admins + clients if n in ("ca", "store") or n.startswith("node-")}
     if clash:
-        raise ConfigError(f"certificate names {sorted(clash)} are taken (ca, store, node-N, or both --admin and --client)")
+        raise ConfigError(
+            f"certificate names {sorted(clash)} are taken (ca, store, node-N, or both --admin and --client)"
+        )
     bad = [n for n in admins + clients if Identity.parse(f"bullyproof://client/{n}") is None]
     if bad:
         raise ConfigError(f"certificate names {bad}: use 1 to 64 letters, digits, '.', '_' or '-'")
     made = make_cluster_certs(Path(args.dir), args.nodes, admins=admins, clients=clients, hosts=args.host)
-    print(json.dumps({"dir": str(Path(args.dir).resolve()), "ca": "ca.pem",
-                      "certificates": {name: tls.cert.name for name, tls in made.items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "dir": str(Path(args.dir).resolve()),
+                "ca": "ca.pem",
+                "certificates": {name: tls.cert.name for name, tls in made.items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -789,13 +1035,13 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_compose(args: argparse.Namespace) -> int:
     from chaos.tools import TOXIPROXY_VERSION  # composition root: the pin the local set-up builds
-
     from node.launcher.compose import compose_cluster, ensure_certs, stale_files, write_files
 
     if args.spares < 0:
         raise ConfigError(f"--spares must be >= 0, got {args.spares}")
-    cc = compose_cluster(args.nodes, args.mode, toxiproxy_version=TOXIPROXY_VERSION, insecure=args.insecure,
-                         spares=args.spares)
+    cc = compose_cluster(
+        args.nodes, args.mode, toxiproxy_version=TOXIPROXY_VERSION, insecure=args.insecure, spares=args.spares
+    )
     path = Path(args.output)
     if args.check:  # the rendered files only: certificates are per machine, and secret
         stale = stale_files(cc, path)
@@ -813,8 +1059,10 @@ def cmd_compose(args: argparse.Namespace) -> int:
         return 0
     certs = path.parent / cc.certs
     made = ensure_certs(cc, path)
-    print(f"{'made' if made else 'kept'} certificates in {certs} (mutual TLS; not checked in: it holds the CA's key). "
-          f"The CLI (--compose) acts as {certs / 'admin.pem'}; read-only clients use {certs / 'client.pem'}")
+    print(
+        f"{'made' if made else 'kept'} certificates in {certs} (mutual TLS; not checked in: it holds the CA's key). "
+        f"The CLI (--compose) acts as {certs / 'admin.pem'}; read-only clients use {certs / 'client.pem'}"
+    )
     return 0
 
 
@@ -822,8 +1070,13 @@ def cmd_k8s(args: argparse.Namespace) -> int:
     from node.launcher.k8s import k8s_spec, render_k8s
 
     check_timings(args.heartbeat_interval_ms, args.election_timeout_ms)  # what every pod would refuse, refused here
-    spec = k8s_spec(args.nodes, args.mode, insecure=args.insecure, heartbeat_interval_ms=args.heartbeat_interval_ms,
-                    election_timeout_ms=args.election_timeout_ms)
+    spec = k8s_spec(
+        args.nodes,
+        args.mode,
+        insecure=args.insecure,
+        heartbeat_interval_ms=args.heartbeat_interval_ms,
+        election_timeout_ms=args.election_timeout_ms,
+    )
     text = render_k8s(spec, image=args.image, max_nodes=args.max_nodes)
     if args.insecure:
         print(f"warning: the manifests run {INSECURE_WARNING}", file=sys.stderr)
@@ -859,7 +1112,6 @@ def main(argv: list[str] | None = None) -> int:
             return showdown_main(argv[1:])
         if argv[:1] == ["bench"]:
             from chaos import tools  # composition root: the benchmark's set-up installs etcd and ghz
-
             from node.client.versus import main as bench_main
 
             return bench_main(argv[1:], tools)

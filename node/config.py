@@ -71,8 +71,10 @@ def expand_address_template(template: str, node_id: int) -> str:
 def check_address_template(template: str, what: str) -> None:
     """A template names the node ({id} or {ordinal}), replaces nothing else, and makes HOST:PORT."""
     if not any(name in template for name in TEMPLATE_FIELDS):
-        raise ConfigError(f"{what} {template!r} names no node: put {{id}} (the node's id) or {{ordinal}} "
-                          "(its id - 1, a StatefulSet pod's ordinal) in it")
+        raise ConfigError(
+            f"{what} {template!r} names no node: put {{id}} (the node's id) or {{ordinal}} "
+            "(its id - 1, a StatefulSet pod's ordinal) in it"
+        )
     rest = template
     for name in TEMPLATE_FIELDS:
         rest = rest.replace(name, "")
@@ -102,8 +104,10 @@ def check_timings(heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms:
     if heartbeat_interval_ms <= 0 or election_timeout_ms <= 0:
         raise ConfigError("--heartbeat-interval-ms and --election-timeout-ms must be positive")
     if election_timeout_ms > MAX_ELECTION_TIMEOUT_MS:
-        raise ConfigError(f"--election-timeout-ms ({election_timeout_ms}) is over {MAX_ELECTION_TIMEOUT_MS} "
-                          "(10 minutes): peers refuse a lease that long")
+        raise ConfigError(
+            f"--election-timeout-ms ({election_timeout_ms}) is over {MAX_ELECTION_TIMEOUT_MS} "
+            "(10 minutes): peers refuse a lease that long"
+        )
     if election_timeout_ms < 3 * heartbeat_interval_ms:
         raise ConfigError(
             f"--election-timeout-ms ({election_timeout_ms}) must be at least 3x "
@@ -177,33 +181,45 @@ class NodeSettings:
         if self.write_period_ms <= 0:
             raise ConfigError(f"--write-period-ms must be positive, got {self.write_period_ms}")
         if self.preempt_hold_down_ms < 0:
-            raise ConfigError(f"--preempt-hold-down-ms must be >= 0 (0 = never preempt), got {self.preempt_hold_down_ms}")
+            raise ConfigError(
+                f"--preempt-hold-down-ms must be >= 0 (0 = never preempt), got {self.preempt_hold_down_ms}"
+            )
         changes = mode_info(self.mode).membership_changes
         if (self.voters or self.join) and not changes:
-            raise ConfigError(f"--voters and --join need a mode that changes membership (quorum), not {self.mode.value}")
-        for flag, template in (("--peer-address-template", self.peer_address_template),
-                               ("--client-address-template", self.client_address_template)):
+            raise ConfigError(
+                f"--voters and --join need a mode that changes membership (quorum), not {self.mode.value}"
+            )
+        for flag, template in (
+            ("--peer-address-template", self.peer_address_template),
+            ("--client-address-template", self.client_address_template),
+        ):
             if template is not None:
                 if not changes:
-                    raise ConfigError(f"{flag} needs a mode that changes membership (quorum), not {self.mode.value}: "
-                                      "the others keep their --peers list")
+                    raise ConfigError(
+                        f"{flag} needs a mode that changes membership (quorum), not {self.mode.value}: "
+                        "the others keep their --peers list"
+                    )
                 check_address_template(template, flag)
         if self.self_join and self.client_address_template is None:
             raise ConfigError("--self-join asks the leader at its client address: give --client-address-template")
         if self.voters and self.join:
-            raise ConfigError("--join starts a node outside the configuration; --voters names the configuration: "
-                              "give one of them")
+            raise ConfigError(
+                "--join starts a node outside the configuration; --voters names the configuration: give one of them"
+            )
         unknown = sorted(set(self.voters) - set(self.members))
         if unknown and self.peer_address_template is None:
             raise ConfigError(f"--voters names {','.join(map(str, unknown))}, not in --peers (or this node's --id)")
         if self.voters and self.node_id not in self.voters and not self.self_join:
-            raise ConfigError(f"--voters must include this node ({self.node_id}); to start outside the "
-                              "configuration and be added later, use --join")
+            raise ConfigError(
+                f"--voters must include this node ({self.node_id}); to start outside the "
+                "configuration and be added later, use --join"
+            )
         if not self.peers and self.peer_address_template is None:
             raise ConfigError("--peers is empty: a cluster needs other members")
         if not self.peers and not (self.voters or self.starts_outside):
-            raise ConfigError("--peer-address-template without --peers: give --voters (the configuration to start "
-                              "with) or --join")
+            raise ConfigError(
+                "--peer-address-template without --peers: give --voters (the configuration to start with) or --join"
+            )
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -245,29 +261,47 @@ class NodeSettings:
 
     @property
     def timing(self) -> Timing:
-        return Timing.from_ms(self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms, self.preempt_hold_down_ms)
+        return Timing.from_ms(
+            self.heartbeat_interval_ms, self.election_timeout_ms, self.tick_ms, self.preempt_hold_down_ms
+        )
 
 
 # ---- mutual TLS or an explicit opt-out (node and store take the same flags) -----------------------
 
-INSECURE_WARNING = ("--insecure: plaintext, no authentication: anyone who reaches this process's ports can "
-                    "send peer messages under any node's id, resign the leader, or write to the store")
+INSECURE_WARNING = (
+    "--insecure: plaintext, no authentication: anyone who reaches this process's ports can "
+    "send peer messages under any node's id, resign the leader, or write to the store"
+)
 
 
 def add_tls_args(parser: Any, holder: str, dialler: bool = False) -> None:
     """--certs / --ca --cert --key / --insecure, for a server (its own files, as `holder`) or, with
     `dialler`, for a command that calls one (--as picks the holder, --server-name what to verify)."""
     g = parser.add_argument_group("security (one of --certs, --ca/--cert/--key, or --insecure)")
-    g.add_argument("--certs", metavar="DIR", help=f"the directory `bullyproof certs init` wrote: DIR/ca.pem, DIR/{holder}.pem and .key")
+    g.add_argument(
+        "--certs",
+        metavar="DIR",
+        help=f"the directory `bullyproof certs init` wrote: DIR/ca.pem, DIR/{holder}.pem and .key",
+    )
     if dialler:
-        g.add_argument("--as", dest="holder", default=holder, metavar="NAME",
-                       help=f"whose certificate in --certs to present (default {holder}; admin, node-N, ...)")
-        g.add_argument("--server-name", help="the name to verify in the server's certificate "
-                       "(default member.bullyproof; the store: store.bullyproof)")
+        g.add_argument(
+            "--as",
+            dest="holder",
+            default=holder,
+            metavar="NAME",
+            help=f"whose certificate in --certs to present (default {holder}; admin, node-N, ...)",
+        )
+        g.add_argument(
+            "--server-name",
+            help="the name to verify in the server's certificate "
+            "(default member.bullyproof; the store: store.bullyproof)",
+        )
     g.add_argument("--ca", metavar="FILE", help="the cluster CA's certificate (PEM)")
     g.add_argument("--cert", metavar="FILE", help="the certificate to present (PEM), naming its identity")
     g.add_argument("--key", metavar="FILE", help="its private key (PEM)")
-    g.add_argument("--insecure", action="store_true", help="plaintext and no authentication (an explicit, logged opt-out)")
+    g.add_argument(
+        "--insecure", action="store_true", help="plaintext and no authentication (an explicit, logged opt-out)"
+    )
 
 
 def tls_files(args: Any, holder: str) -> Tls | None:
@@ -275,7 +309,9 @@ def tls_files(args: Any, holder: str) -> Tls | None:
     --insecure. Secure by default: exactly one of the three ways, or a configuration error."""
     files = (args.ca, args.cert, args.key)
     if sum([bool(args.certs), any(files), args.insecure]) != 1:
-        raise ConfigError("give exactly one of --certs DIR (made by `bullyproof certs init`), --ca/--cert/--key, or --insecure")
+        raise ConfigError(
+            "give exactly one of --certs DIR (made by `bullyproof certs init`), --ca/--cert/--key, or --insecure"
+        )
     if args.insecure:
         return None
     if args.certs:

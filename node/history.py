@@ -38,8 +38,21 @@ from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, get_origin, get_type_hints
 
 KINDS = frozenset(
-    {"meta", "view", "write", "store", "process", "fault", "heal", "transfer", "grant", "release", "message", "answer",
-     "membership"}
+    {
+        "meta",
+        "view",
+        "write",
+        "store",
+        "process",
+        "fault",
+        "heal",
+        "transfer",
+        "grant",
+        "release",
+        "message",
+        "answer",
+        "membership",
+    }
 )
 
 # Process actions after which a node process is not running (or not scheduled) any more.
@@ -208,6 +221,7 @@ class HealEvent(TypedDict):
 class MembershipEvent(TypedDict):
     """A node runs another configuration from now on (node.core.membership): it adopted one, or made
     one as leader. Every leader's backing is judged against the configuration it runs (``backed_spans``)."""
+
     t_ns: int
     kind: Literal["membership"]
     node: int
@@ -235,9 +249,18 @@ Event = (
 
 
 SCHEMAS: dict[str, Any] = {
-    "meta": MetaEvent, "view": ViewEvent, "write": WriteEvent, "store": StoreEvent, "grant": GrantEvent,
-    "release": ReleaseEvent, "message": MessageEvent, "answer": AnswerEvent, "process": ProcessEvent,
-    "fault": FaultEvent, "heal": HealEvent, "membership": MembershipEvent,
+    "meta": MetaEvent,
+    "view": ViewEvent,
+    "write": WriteEvent,
+    "store": StoreEvent,
+    "grant": GrantEvent,
+    "release": ReleaseEvent,
+    "message": MessageEvent,
+    "answer": AnswerEvent,
+    "process": ProcessEvent,
+    "fault": FaultEvent,
+    "heal": HealEvent,
+    "membership": MembershipEvent,
 }
 
 
@@ -374,8 +397,13 @@ class Answer:
     end: int
 
 
-def false_answers(answers: Iterable[Answer], intervals: Iterable[Interval], transit: int, horizon: int,
-                  lease_ended: Callable[[Interval], bool]) -> list[Answer]:
+def false_answers(
+    answers: Iterable[Answer],
+    intervals: Iterable[Interval],
+    transit: int,
+    horizon: int,
+    lease_ended: Callable[[Interval], bool],
+) -> list[Answer]:
     """P6: every answer that named a leader named one that led that epoch at that moment, within a
     stated tolerance. An answer trails the truth for two reasons, and only these are forgiven:
 
@@ -611,7 +639,9 @@ def own_votes(up: Mapping[int, Sequence[Span]], windows: Iterable[GrantWindow]) 
 
 
 def backed_spans(
-    members: Iterable[int], windows: Sequence[GrantWindow], self_votes: Mapping[int, Sequence[Span]],
+    members: Iterable[int],
+    windows: Sequence[GrantWindow],
+    self_votes: Mapping[int, Sequence[Span]],
     configurations: Mapping[int, Sequence[tuple[int, tuple[int, ...], tuple[int, ...]]]] | None = None,
 ) -> dict[int, list[Span]]:
     """For each node, when a majority of the membership stood behind it: its own vote
@@ -670,7 +700,9 @@ def _majority_sweep(supporters: Mapping[int, Sequence[Span]], majority: int) -> 
     return spans_out
 
 
-def outside_backing(intervals: Iterable[Interval], backed: Mapping[int, Sequence[Span]]) -> list[tuple[Interval, list[Span]]]:
+def outside_backing(
+    intervals: Iterable[Interval], backed: Mapping[int, Sequence[Span]]
+) -> list[tuple[Interval, list[Span]]]:
     """Each leadership interval with the parts of it no majority's promises covered (unsafe even
     when no second leader appeared), for the intervals that have any."""
     found = []
@@ -692,12 +724,15 @@ def backed_overlaps(backed: Mapping[int, Sequence[Span]]) -> list[tuple[int, int
     ]
     return sorted(found, key=lambda item: item[2].start)
 
+
 # =================================================================================================
 # Part 3: the rules applied to a history's events, in its own time unit (ticks or nanoseconds; every
 # time field, ``t_ns``, ``until_ns``, ``lease_end_ns``, ``end_ns``, holds that unit).
 
 
-def leadership(ordered: Sequence[Mapping[str, Any]], end: int, instant: int = 0) -> tuple[list[Interval], set[Interval]]:
+def leadership(
+    ordered: Sequence[Mapping[str, Any]], end: int, instant: int = 0
+) -> tuple[list[Interval], set[Interval]]:
     """Who believed they led which epoch, and when, from a sorted history: the intervals, sorted by
     start, and those of them that ended as their lease ran out (P6 forgives those less).
 
@@ -781,9 +816,7 @@ def leadership_intervals(events: Iterable[Mapping[str, Any]]) -> list[Interval]:
 def history_members(ordered: Sequence[Mapping[str, Any]]) -> set[int]:
     """The membership: the meta event's node list, plus any node that reported or was acted on."""
     members = {
-        event["node"]
-        for event in ordered
-        if event["kind"] in ("view", "process") and isinstance(event["node"], int)
+        event["node"] for event in ordered if event["kind"] in ("view", "process") and isinstance(event["node"], int)
     }
     meta = next((event for event in ordered if event["kind"] == "meta"), None)
     if meta is not None:
@@ -827,10 +860,12 @@ class ClusterState:
 
     def agreement(self) -> Agreement | None:
         views = {node: self.views.get(node) for node in self.live() if node not in self.outside}
-        return agreement({
-            node: None if view is None else Seen(view["leader"], view["epoch"], view["role"] == "leader")
-            for node, view in views.items()
-        })
+        return agreement(
+            {
+                node: None if view is None else Seen(view["leader"], view["epoch"], view["role"] == "leader")
+                for node, view in views.items()
+            }
+        )
 
     def describe(self) -> str:
         parts = []
@@ -965,9 +1000,14 @@ def recorded_tolerance(ordered: Sequence[Mapping[str, Any]], promises: bool) -> 
         return max([int(meta.get(field, default)), *(int(e[field]) for e in starts if field in e)])
 
     et_ns = longest_ms("election_timeout_ms", 500) * 1_000_000
-    latency_ms = max((int(e["detail"].get("latency", 0)) + int(e["detail"].get("jitter", 0))
-                      for e in ordered if e["kind"] == "fault" and e["action"] == "start"
-                      and e.get("detail", {}).get("type") == "latency"), default=0)
+    latency_ms = max(
+        (
+            int(e["detail"].get("latency", 0)) + int(e["detail"].get("jitter", 0))
+            for e in ordered
+            if e["kind"] == "fault" and e["action"] == "start" and e.get("detail", {}).get("type") == "latency"
+        ),
+        default=0,
+    )
     paused_at: dict[Any, int] = {}
     longest_pause_ns = 0
     for e in ordered:
@@ -1037,11 +1077,23 @@ class StoreEntry:
 
     @classmethod
     def of(cls, event: Mapping[str, Any]) -> StoreEntry:
-        return cls(event["seq"], event["t_ns"], event["writer"], event["epoch"], event["key"], event["accepted"],
-                   event.get("reason", ""))
+        return cls(
+            event["seq"],
+            event["t_ns"],
+            event["writer"],
+            event["epoch"],
+            event["key"],
+            event["accepted"],
+            event.get("reason", ""),
+        )
 
     def same_decision(self, other: StoreEntry) -> bool:
-        return (self.writer, self.epoch, self.key, self.accepted) == (other.writer, other.epoch, other.key, other.accepted)
+        return (self.writer, self.epoch, self.key, self.accepted) == (
+            other.writer,
+            other.epoch,
+            other.key,
+            other.accepted,
+        )
 
 
 def store_log(ordered: Sequence[Mapping[str, Any]]) -> tuple[list[StoreEntry], list[StoreConflict]]:
@@ -1071,8 +1123,15 @@ class History:
     the run was judged (default: its last event); leaderships still open end there.
     """
 
-    def __init__(self, events: Iterable[Mapping[str, Any]], unit: Unit = NS, *, promises: bool = True,
-                 tolerance: AnswerTolerance | None = None, end: int | None = None) -> None:
+    def __init__(
+        self,
+        events: Iterable[Mapping[str, Any]],
+        unit: Unit = NS,
+        *,
+        promises: bool = True,
+        tolerance: AnswerTolerance | None = None,
+        end: int | None = None,
+    ) -> None:
         self.events: list[Mapping[str, Any]] = sorted(events, key=_time)
         self.unit = unit
         self.promises = promises
@@ -1106,8 +1165,9 @@ class History:
 
     @cached_property
     def leaders_by_epoch(self) -> dict[int, dict[int, int]]:
-        return epochs_led((e["node"], e["epoch"], e["t_ns"]) for e in self.events
-                          if e["kind"] == "view" and e["role"] == "leader")
+        return epochs_led(
+            (e["node"], e["epoch"], e["t_ns"]) for e in self.events if e["kind"] == "view" and e["role"] == "leader"
+        )
 
     @cached_property
     def promise_record(self) -> list[Grant | Release]:
@@ -1141,8 +1201,11 @@ class History:
 
     @cached_property
     def answers(self) -> list[Answer]:
-        return [Answer(e["node"], e["leader"], e["epoch"], e["t_ns"], e["end_ns"])
-                for e in self.events if e["kind"] == "answer"]
+        return [
+            Answer(e["node"], e["leader"], e["epoch"], e["t_ns"], e["end_ns"])
+            for e in self.events
+            if e["kind"] == "answer"
+        ]
 
     @cached_property
     def up(self) -> dict[int, list[Span]]:
@@ -1171,7 +1234,8 @@ class History:
         for e in changes:
             voters = tuple(e["voters"])
             eras.setdefault(e["node"], [(-_FOREVER, first, first)]).append(
-                (e["t_ns"], voters, tuple(e.get("previous", voters))))
+                (e["t_ns"], voters, tuple(e.get("previous", voters)))
+            )
         return eras
 
     @cached_property
@@ -1329,8 +1393,14 @@ class LateWrite:
 
 def unique_leaders(h: History) -> Verdict:
     """P1: at most one node ever becomes leader of a given epoch."""
-    return _verdict("P1", (SharedEpoch(epoch, tuple(leaders.items()))
-                           for epoch, leaders in sorted(h.leaders_by_epoch.items()) if len(leaders) > 1))
+    return _verdict(
+        "P1",
+        (
+            SharedEpoch(epoch, tuple(leaders.items()))
+            for epoch, leaders in sorted(h.leaders_by_epoch.items())
+            if len(leaders) > 1
+        ),
+    )
 
 
 def store_monotonic(h: History) -> Verdict:
@@ -1364,11 +1434,14 @@ def no_overlap_by_grants(h: History) -> Verdict:
     if not h.promises:
         return Verdict("P3g", True, (), applicable=False)
     backed = h.backed
-    return _verdict("P3g", [
-        *(BackedTogether(a, b, span) for a, b, span in backed_overlaps(backed)),
-        *(Unbacked(interval, tuple(gaps)) for interval, gaps in outside_backing(h.intervals, backed)),
-        *double_promises(h.promise_record),
-    ])
+    return _verdict(
+        "P3g",
+        [
+            *(BackedTogether(a, b, span) for a, b, span in backed_overlaps(backed)),
+            *(Unbacked(interval, tuple(gaps)) for interval, gaps in outside_backing(h.intervals, backed)),
+            *double_promises(h.promise_record),
+        ],
+    )
 
 
 def agreement_after_heal(h: History, bound: int) -> Verdict:
@@ -1383,7 +1456,9 @@ def recovery(h: History, bound: int) -> Recovery:
     at the first event. Network faults still active at the end of the history fail it: nothing healed."""
     ordered = h.events
     heals = [e for e in ordered if e["kind"] == "heal"]
-    anchors = heals or [e for e in ordered if e["kind"] == "process" or (e["kind"] == "fault" and e["action"] == "stop")]
+    anchors = heals or [
+        e for e in ordered if e["kind"] == "process" or (e["kind"] == "fault" and e["action"] == "stop")
+    ]
     anchor = anchors[-1] if anchors else (ordered[0] if ordered else None)
     if anchor is None:
         return Recovery(None, bound)
@@ -1421,7 +1496,11 @@ def no_lost_writes(h: History) -> Verdict:
             continue
         entry = by_seq.get(write["seq"]) if write["seq"] is not None else None
         if entry is None or (entry.writer, entry.epoch, entry.key, entry.accepted) != (
-                write["node"], write["epoch"], write["key"], True):
+            write["node"],
+            write["epoch"],
+            write["key"],
+            True,
+        ):
             found.append(LostWrite(write, entry))
     return _verdict("P5", found)
 
@@ -1472,36 +1551,52 @@ def describe(finding: Any, h: History) -> str:
         when = ", ".join(f"node {node} at {at(t)}" for node, t in finding.leaders)
         return f"epoch {finding.epoch} led by nodes {and_list([node for node, _ in finding.leaders])} ({when})"
     if isinstance(finding, StoreConflict):
-        return (f"store seq {finding.kept.seq} recorded twice with different contents: "
-                f"{_store_words(finding.kept)} vs {_store_words(finding.other)}")
+        return (
+            f"store seq {finding.kept.seq} recorded twice with different contents: "
+            f"{_store_words(finding.kept)} vs {_store_words(finding.other)}"
+        )
     if isinstance(finding, StaleAccepted):
         e, top = finding.entry, finding.highest
-        return (f"store seq {e.seq} accepted epoch {e.epoch} from node {e.writer} after "
-                f"accepting epoch {top.epoch} (seq {top.seq}, node {top.writer})")
+        return (
+            f"store seq {e.seq} accepted epoch {e.epoch} from node {e.writer} after "
+            f"accepting epoch {top.epoch} (seq {top.seq}, node {top.writer})"
+        )
     if isinstance(finding, TwoWriters):
         e, first = finding.entry, finding.first
-        return (f"epoch {e.epoch} accepted from nodes {first.writer} and {e.writer} "
-                f"(seq {first.seq} node {first.writer}, seq {e.seq} node {e.writer})")
+        return (
+            f"epoch {e.epoch} accepted from nodes {first.writer} and {e.writer} "
+            f"(seq {first.seq} node {first.writer}, seq {e.seq} node {e.writer})"
+        )
     if isinstance(finding, LeaderOverlap):
         a, b, span = finding.first, finding.second, finding.span
-        return (f"node {a.node} (epoch {a.epoch}) and node {b.node} (epoch {b.epoch}) both led from "
-                f"{at(span.start)} for {length(span.end - span.start)}")
+        return (
+            f"node {a.node} (epoch {a.epoch}) and node {b.node} (epoch {b.epoch}) both led from "
+            f"{at(span.start)} for {length(span.end - span.start)}"
+        )
     if isinstance(finding, BackedTogether):
-        return (f"nodes {finding.a} and {finding.b} were both backed by a majority's live promises from "
-                f"{at(finding.span.start)} for {length(finding.span.end - finding.span.start)}")
+        return (
+            f"nodes {finding.a} and {finding.b} were both backed by a majority's live promises from "
+            f"{at(finding.span.start)} for {length(finding.span.end - finding.span.start)}"
+        )
     if isinstance(finding, Unbacked):
         i, first = finding.interval, finding.gaps[0]
         outside = sum(gap.end - gap.start for gap in finding.gaps)
-        return (f"node {i.node} led epoch {i.epoch} ({at(i.start)} for {length(i.end - i.start)}) {length(outside)} "
-                f"outside a majority's live promises, first from {at(first.start)} for {length(first.end - first.start)}")
+        return (
+            f"node {i.node} led epoch {i.epoch} ({at(i.start)} for {length(i.end - i.start)}) {length(outside)} "
+            f"outside a majority's live promises, first from {at(first.start)} for {length(first.end - first.start)}"
+        )
     if isinstance(finding, DoublePromise):
         whom = "itself" if finding.leader == finding.node else f"node {finding.leader}"
-        return (f"node {finding.node} granted {whom} (epoch {finding.epoch}) at {at(finding.at)} while its promise "
-                f"to node {finding.other} (epoch {finding.other_epoch}) lasted {length(finding.until - finding.at)} more")
+        return (
+            f"node {finding.node} granted {whom} (epoch {finding.epoch}) at {at(finding.at)} while its promise "
+            f"to node {finding.other} (epoch {finding.other_epoch}) lasted {length(finding.until - finding.at)} more"
+        )
     if isinstance(finding, FalseAnswer):
         a = finding.answer
-        return (f"node {a.node} named node {a.leader} leader of epoch {a.epoch} at {at(a.start)}, when it did not lead"
-                + (": it never led that epoch" if finding.never_led else ""))
+        return (
+            f"node {a.node} named node {a.leader} leader of epoch {a.epoch} at {at(a.start)}, when it did not lead"
+            + (": it never led that epoch" if finding.never_led else "")
+        )
     if isinstance(finding, LostWrite):
         w, entry = finding.write, finding.entry
         what = write_words(w, h)
@@ -1528,14 +1623,18 @@ def recovery_lines(r: Recovery, h: History) -> list[str]:
         lines = [f"live nodes never agreed on a leader after {since}"]
     else:
         at, agreed = r.agreed
-        message = (f"all live nodes agreed on leader {agreed.leader} at epoch {agreed.epoch} at {h.at(at)}, "
-                   f"{length(at - anchor_t)} after {since}")
+        message = (
+            f"all live nodes agreed on leader {agreed.leader} at epoch {agreed.epoch} at {h.at(at)}, "
+            f"{length(at - anchor_t)} after {since}"
+        )
         if r.ok:
             return [message]
         lines = [f"{message}: later than the bound of {h.unit.bound(r.bound)}"]
     end = h.events[-1]["t_ns"]
     if end < anchor_t + r.bound:
-        lines.append(f"the history ends {length(end - anchor_t)} after {since}, before the bound of {h.unit.bound(r.bound)}")
+        lines.append(
+            f"the history ends {length(end - anchor_t)} after {since}, before the bound of {h.unit.bound(r.bound)}"
+        )
     if r.state is not None:
         lines.append(f"at {h.at(min(anchor_t + r.bound, end))}: {r.state.describe()}")
     return lines

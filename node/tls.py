@@ -21,9 +21,10 @@ import datetime
 import ipaddress
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 SCHEME = "bullyproof"
 MEMBER_NAME = "member.bullyproof"  # in every node's certificate: "any member of this cluster"
@@ -54,27 +55,32 @@ class Identity:
         return self.uri
 
     @staticmethod
-    def parse(uri: str) -> "Identity | None":
+    def parse(uri: str) -> Identity | None:
         """The identity a URI names, in its one canonical spelling only (node/3, not node/03 or
         node/3/x; names of letters, digits, '.', '_', '-'), else None."""
         match = _IDENTITY_URI.fullmatch(uri)
         if match is None:
             return None
         kind, name = match.group("kind"), match.group("name") or ""
-        if (kind == "node") != bool(_NODE_ID.fullmatch(name)) or (kind in ("admin", "client") and not name) \
-                or (kind == "store" and name):
+        if (
+            (kind == "node") != bool(_NODE_ID.fullmatch(name))
+            or (kind in ("admin", "client") and not name)
+            or (kind == "store" and name)
+        ):
             return None
         return Identity(kind, name)
 
     @staticmethod
-    def of(uris: Iterable[str]) -> "Identity | None":
+    def of(uris: Iterable[str]) -> Identity | None:
         """The identity of a certificate with these URI SANs: exactly one bullyproof URI, and a valid
         one; a certificate naming two (say, an admin and a node) names nobody."""
         ours = [u for u in uris if u.startswith(f"{SCHEME}:")]
         return Identity.parse(ours[0]) if len(ours) == 1 else None
 
 
-_IDENTITY_URI = re.compile(rf"{SCHEME}://(?P<kind>node|store|admin|client)(?:/(?P<name>[A-Za-z0-9._-]{{1,64}}))?", re.ASCII)
+_IDENTITY_URI = re.compile(
+    rf"{SCHEME}://(?P<kind>node|store|admin|client)(?:/(?P<name>[A-Za-z0-9._-]{{1,64}}))?", re.ASCII
+)
 _NODE_ID = re.compile(r"[1-9][0-9]{0,8}", re.ASCII)
 
 
@@ -90,7 +96,7 @@ class Tls:
     key: Path
 
     @staticmethod
-    def in_dir(directory: Path, holder: str) -> "Tls":
+    def in_dir(directory: Path, holder: str) -> Tls:
         """The files `bullyproof certs init` wrote for `holder` (node-3, store, admin, client)."""
         return Tls(directory / "ca.pem", directory / f"{holder}.pem", directory / f"{holder}.key")
 
@@ -111,8 +117,9 @@ class Tls:
         return {"ca": str(self.ca), "cert": str(self.cert), "key": str(self.key)}
 
     @staticmethod
-    def from_dict(d: dict[str, str]) -> "Tls":
+    def from_dict(d: dict[str, str]) -> Tls:
         return Tls(Path(d["ca"]), Path(d["cert"]), Path(d["key"]))
+
 
 class TlsError(Exception):
     """Certificate files missing or unreadable (the CLI reports it as a configuration error)."""
@@ -125,7 +132,8 @@ def identity_in(cert_path: Path) -> Identity | None:
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier)
+            x509.UniformResourceIdentifier
+        )
     except (OSError, ValueError, x509.ExtensionNotFound):
         return None
     return Identity.of(uris)
@@ -145,8 +153,14 @@ def check_holder(tls: Tls, expected: Identity, flag: str) -> None:
 CERT_DAYS = 825  # the usual upper bound for TLS server certificates
 
 
-def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = ("admin",), clients: Iterable[str] = ("client",),
-                       hosts: Iterable[str] = ()) -> dict[str, Tls]:
+def make_cluster_certs(
+    directory: Path,
+    nodes: int,
+    *,
+    admins: Iterable[str] = ("admin",),
+    clients: Iterable[str] = ("client",),
+    hosts: Iterable[str] = (),
+) -> dict[str, Tls]:
     """A cluster CA and a certificate per node, the store, each admin and each client, in `directory`.
 
     Node and store certificates also name localhost, 127.0.0.1 and `hosts` (compose service names,
@@ -159,11 +173,13 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_cert_path, ca_key_path = directory / "ca.pem", directory / "ca.key"
 
     def write_key(path: Path, key: Any) -> None:
-        data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        data = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         _write_new(path, data, 0o600)
 
     if ca_cert_path.exists() or ca_key_path.exists():
@@ -173,25 +189,45 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
             ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
             ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
         except FileNotFoundError as exc:
-            raise TlsError(f"{directory} has {'ca.pem' if ca_cert_path.exists() else 'ca.key'} but not {Path(exc.filename).name}: "
-                           "certificates must come from the CA the cluster trusts (restore it, or use a new directory "
-                           "for a new cluster)") from None
+            raise TlsError(
+                f"{directory} has {'ca.pem' if ca_cert_path.exists() else 'ca.key'} but not {Path(exc.filename).name}: "
+                "certificates must come from the CA the cluster trusts (restore it, or use a new directory "
+                "for a new cluster)"
+            ) from None
         except ValueError as exc:
             raise TlsError(f"cannot read the CA in {directory}: {exc}") from None
-        if ca_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
-                ca_cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+        if ca_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ) != ca_cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ):
             raise TlsError(f"{ca_key_path} is not the key of {ca_cert_path}")
     else:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bullyproof cluster CA")])
         ca_cert = (
-            x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=10 * 365))
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=10 * 365))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
@@ -214,8 +250,11 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, holder)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -227,8 +266,10 @@ def make_cluster_certs(directory: Path, nodes: int, *, admins: Iterable[str] = (
         _write_new(tls.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return tls
 
-    made = {f"node-{i}": issue(f"node-{i}", Identity("node", str(i)), [node_name(i), MEMBER_NAME], True)
-            for i in range(1, nodes + 1)}
+    made = {
+        f"node-{i}": issue(f"node-{i}", Identity("node", str(i)), [node_name(i), MEMBER_NAME], True)
+        for i in range(1, nodes + 1)
+    }
     made["store"] = issue("store", Identity("store"), [STORE_NAME], True)
     for name in admins:
         made[name] = issue(name, Identity("admin", name), [], False)
@@ -260,8 +301,9 @@ def _write_new(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None
 # ---- handing certificates to processes -----------------------------------------------------------
 
 
-def install_certs(source: Path, dest: Path, *, owner: tuple[int, int] | None = None, holders: Iterable[str] = (),
-                  split: bool = False) -> dict[str, Path]:
+def install_certs(
+    source: Path, dest: Path, *, owner: tuple[int, int] | None = None, holders: Iterable[str] = (), split: bool = False
+) -> dict[str, Path]:
     """Copy what processes need of `bullyproof certs init`'s files from `source` into `dest`.
 
     ca.pem, and each holder's HOLDER.pem and HOLDER.key: every holder in `source`, or those whose name
@@ -276,14 +318,18 @@ def install_certs(source: Path, dest: Path, *, owner: tuple[int, int] | None = N
 
     ca = source / "ca.pem"
     if not ca.is_file():
-        raise TlsError(f"no ca.pem in {source}: make the certificates first (bullyproof certs init --nodes N --dir DIR, "
-                       "or bullyproof compose beside a compose file)")
+        raise TlsError(
+            f"no ca.pem in {source}: make the certificates first (bullyproof certs init --nodes N --dir DIR, "
+            "or bullyproof compose beside a compose file)"
+        )
     present = sorted(p.stem for p in source.glob("*.pem") if p.stem != "ca" and p.with_suffix(".key").is_file())
     patterns = list(holders)
     chosen = [h for h in present if not patterns or any(fnmatch.fnmatchcase(h, pat) for pat in patterns)]
     unmatched = [pat for pat in patterns if not any(fnmatch.fnmatchcase(h, pat) for h in present)]
     if unmatched:
-        raise TlsError(f"no certificate and key for {', '.join(unmatched)} in {source} (it has: {', '.join(present) or 'none'})")
+        raise TlsError(
+            f"no certificate and key for {', '.join(unmatched)} in {source} (it has: {', '.join(present) or 'none'})"
+        )
 
     def read(path: Path) -> bytes:
         try:
@@ -299,7 +345,7 @@ def install_certs(source: Path, dest: Path, *, owner: tuple[int, int] | None = N
 
     ca_pem = read(ca)
     done: dict[str, Path] = {}
-    for where in ([dest / h for h in chosen] if split else [dest]):
+    for where in [dest / h for h in chosen] if split else [dest]:
         try:
             where.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

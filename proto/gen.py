@@ -22,9 +22,8 @@ PROTOS = ["bullyproof/v1/bullyproof.proto"]
 
 
 def generate(out_dir: Path) -> dict[str, str]:
-    from grpc_tools import protoc  # test extra; only needed to regenerate
-
     import grpc_tools
+    from grpc_tools import protoc  # test extra; only needed to regenerate
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,9 +41,7 @@ def generate(out_dir: Path) -> dict[str, str]:
         files: dict[str, str] = {}
         for path in sorted(Path(tmp).rglob("*.py*")):
             text = path.read_text()
-            text = re.sub(
-                r"^from bullyproof\.v1 import (\w+) as", r"from . import \1 as", text, flags=re.M
-            )
+            text = re.sub(r"^from bullyproof\.v1 import (\w+) as", r"from . import \1 as", text, flags=re.M)
             files[path.name] = text
     return files
 
@@ -54,7 +51,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail if node/api is out of date")
     args = parser.parse_args()
     files = generate(OUT_DIR)
-    stale = [name for name, text in files.items() if not (OUT_DIR / name).exists() or (OUT_DIR / name).read_text() != text]
+    stale = [
+        name for name, text in files.items() if not (OUT_DIR / name).exists() or (OUT_DIR / name).read_text() != text
+    ]
     if args.check:
         if stale:
             print(f"generated code is stale: {', '.join(stale)}; run: python proto/gen.py", file=sys.stderr)

@@ -8,10 +8,10 @@ import os
 import ssl
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -33,8 +33,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     started: list[LocalCluster] = []
 
-    def make(n: int = 5, mode: str = "quorum", env: dict[str, str] | None = None,
-             write_period_ms: int | None = None, secure: bool = False, spares: int = 0, **timing: int) -> LocalCluster:
+    def make(
+        n: int = 5,
+        mode: str = "quorum",
+        env: dict[str, str] | None = None,
+        write_period_ms: int | None = None,
+        secure: bool = False,
+        spares: int = 0,
+        **timing: int,
+    ) -> LocalCluster:
         """Plaintext unless `secure` (mutual TLS, certificates in the cluster's directory): these
         tests are about elections; tests/integration/test_security.py is about who may do what."""
         directory = tmp_path / f"cluster-{len(started)}"
@@ -118,7 +125,10 @@ class KubeApi:
 
     def statefulset(self, name: str, replicas: int, namespace: str = "prod") -> None:
         self.objects[f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"] = {
-            "kind": "StatefulSet", "metadata": {"name": name, "namespace": namespace}, "spec": {"replicas": replicas}}
+            "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas},
+        }
 
 
 @pytest.fixture

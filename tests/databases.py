@@ -32,9 +32,13 @@ class Unavailable(Exception):
 
 def postgres_bindir() -> Path:
     """The newest installed PostgreSQL's bin directory (Debian: /usr/lib/postgresql/N/bin)."""
-    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "postgres").is_file() and (p / "initdb").is_file()]
+    found = [
+        p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "postgres").is_file() and (p / "initdb").is_file()
+    ]
     if not found:
-        raise Unavailable(f"PostgreSQL's server is not installed (no /usr/lib/postgresql/*/bin/postgres); {INSTALL_HINT}")
+        raise Unavailable(
+            f"PostgreSQL's server is not installed (no /usr/lib/postgresql/*/bin/postgres); {INSTALL_HINT}"
+        )
     return max(found, key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.name)] or [0])
 
 
@@ -78,18 +82,58 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         data = self.dir / "data"
-        init = subprocess.run([str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-N",
-                               "-E", "UTF8", "--locale=C"], cwd=self.dir, capture_output=True, text=True, **self._user)
+        init = subprocess.run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-N",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            **self._user,
+        )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed: {init.stdout[-500:]}{init.stderr[-1000:]}")
         self.port = free_port()
         log = open(self.dir / "postgres.log", "wb")
         self.proc = subprocess.Popen(
-            [str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-             "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=60", "-c", "shared_buffers=16MB"],
-            cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            **self._user)
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.dir}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=60",
+                "-c",
+                "shared_buffers=16MB",
+            ],
+            cwd=self.dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **self._user,
+        )
         log.close()
         self._wait_ready()
         return self
@@ -106,7 +150,9 @@ class PostgresServer:
                 return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"postgres did not accept connections within {START_TIMEOUT_S} s: {self.log()[-1500:]}")
+                    raise TimeoutError(
+                        f"postgres did not accept connections within {START_TIMEOUT_S} s: {self.log()[-1500:]}"
+                    )
                 time.sleep(0.05)
 
     def create_database(self) -> str:
@@ -149,9 +195,29 @@ class RedisServer:
         self.port = free_port()
         log = open(self.dir / "redis.log", "wb")
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
-            cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            cwd=self.dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         import redis
 
@@ -160,7 +226,9 @@ class RedisServer:
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited {self.proc.returncode}: {(self.dir / 'redis.log').read_text()[-1500:]}")
+                    raise RuntimeError(
+                        f"redis-server exited {self.proc.returncode}: {(self.dir / 'redis.log').read_text()[-1500:]}"
+                    )
                 try:
                     client.ping()
                     return self
@@ -203,9 +271,22 @@ class StoreServer:
         root = Path(__file__).resolve().parent.parent
         with open(self.dir / "store.stderr", "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node.store.server", "--insecure", "--listen", "127.0.0.1:0",
-                 "--data-dir", str(self.dir / "data")],
-                cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "node.store.server",
+                    "--insecure",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(self.dir / "data"),
+                ],
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         line = b""
         while not line.endswith(b"\n"):

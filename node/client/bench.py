@@ -69,9 +69,17 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def kill_loop(agree: Callable[..., Any], leader_of: Callable[[Any], int], kill: Callable[[int], object],
-              restart: Callable[[int], object], kills: int, election_timeout_ms: int, progress: str | None = None,
-              into: list[float] | None = None, idle_s: float = 0) -> list[float]:
+def kill_loop(
+    agree: Callable[..., Any],
+    leader_of: Callable[[Any], int],
+    kill: Callable[[int], object],
+    restart: Callable[[int], object],
+    kills: int,
+    election_timeout_ms: int,
+    progress: str | None = None,
+    into: list[float] | None = None,
+    idle_s: float = 0,
+) -> list[float]:
     """SIGKILL the agreed leader `kills` times: seconds from each kill to the survivors' agreement on
     a new leader. The killed member restarts and rejoins before the next kill. Any cluster: `agree`
     (optionally `exclude=`, `differs_from=`) waits for and returns an agreement, `leader_of` names its
@@ -99,22 +107,43 @@ def kill_loop(agree: Callable[..., Any], leader_of: Callable[[Any], int], kill: 
     return failovers
 
 
-def failover_samples(cluster: LocalCluster, kills: int, election_timeout_ms: int, limit_s: float = 30,
-                     progress: str | None = None, into: list[float] | None = None, idle_s: float = 0) -> list[float]:
+def failover_samples(
+    cluster: LocalCluster,
+    kills: int,
+    election_timeout_ms: int,
+    limit_s: float = 30,
+    progress: str | None = None,
+    into: list[float] | None = None,
+    idle_s: float = 0,
+) -> list[float]:
     """kill_loop on our nodes, polled every 10 ms."""
     return kill_loop(
         agree=lambda **where: cluster.wait_for_agreement(limit_s, interval_s=0.01, rpc_timeout_s=0.2, **where),
         leader_of=lambda agreed: agreed[0],
         kill=lambda node: process_fault(cluster.dir, str(node), "kill"),
         restart=lambda node: process_fault(cluster.dir, str(node), "restart"),
-        kills=kills, election_timeout_ms=election_timeout_ms, progress=progress, into=into, idle_s=idle_s)
+        kills=kills,
+        election_timeout_ms=election_timeout_ms,
+        progress=progress,
+        into=into,
+        idle_s=idle_s,
+    )
 
 
-def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_interval_ms: int,
-        idle_s: float = 0, tls: bool = False) -> dict:
+def run(
+    nodes: int,
+    kills: int,
+    mode: str,
+    election_timeout_ms: int,
+    heartbeat_interval_ms: int,
+    idle_s: float = 0,
+    tls: bool = False,
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
         certs_dir = str(Path(tmp) / "certs") if tls else None
-        cluster = LocalCluster(local_spec(nodes, mode, heartbeat_interval_ms, election_timeout_ms, certs_dir=certs_dir), Path(tmp))
+        cluster = LocalCluster(
+            local_spec(nodes, mode, heartbeat_interval_ms, election_timeout_ms, certs_dir=certs_dir), Path(tmp)
+        )
         t0 = time.monotonic()
         cluster.start()
         try:
@@ -143,6 +172,7 @@ def run(nodes: int, kills: int, mode: str, election_timeout_ms: int, heartbeat_i
 
 def bench_query(queries: int, concurrency: int = 32) -> dict:
     """GetLeader on one node over loopback: sequential latency, then concurrent throughput."""
+
     async def measure(address: str) -> dict:
         async with client_channel(address) as ch:
             stub = pb_grpc.LeadershipStub(ch)
@@ -178,8 +208,10 @@ def bench_query(queries: int, concurrency: int = 32) -> dict:
         try:
             leader, _ = cluster.wait_for_agreement(30)
             follower = min(n for n in cluster.client_addresses() if n != leader)
-            return {"leader_node": asyncio.run(measure(cluster.spec.node(leader).client_address)),
-                    "follower_node": asyncio.run(measure(cluster.spec.node(follower).client_address))}
+            return {
+                "leader_node": asyncio.run(measure(cluster.spec.node(leader).client_address)),
+                "follower_node": asyncio.run(measure(cluster.spec.node(follower).client_address)),
+            }
         finally:
             cluster.stop()
 
@@ -214,7 +246,9 @@ def bench_watch(kills: int) -> dict:
                 time.sleep(0.5)
             stream.cancel()
             channel.close()
-            events = [json.loads(line) for line in (cluster.dir / f"node-{watched}" / "events.jsonl").read_text().splitlines()]
+            events = [
+                json.loads(line) for line in (cluster.dir / f"node-{watched}" / "events.jsonl").read_text().splitlines()
+            ]
             views = [e for e in events if e["kind"] == "view"]
             got = []
             while not received.empty():
@@ -249,7 +283,9 @@ def election_sent(cluster: LocalCluster, ids: list[int]) -> dict[int, dict[str, 
     return out
 
 
-def settled(cluster: LocalCluster, quiet_s: float, timeout_s: float) -> tuple[tuple[int, int], dict[int, dict[str, int]]]:
+def settled(
+    cluster: LocalCluster, quiet_s: float, timeout_s: float
+) -> tuple[tuple[int, int], dict[int, dict[str, int]]]:
     """Agreement, and no node sent anything but heartbeats for quiet_s: (leader, epoch) and the counters."""
     ids = sorted(cluster.client_addresses())
     deadline = time.monotonic() + timeout_s
@@ -295,8 +331,15 @@ def bench_messages_point(mode: str, n: int, trials: int, heartbeat_interval_ms: 
                     for t, c in after[nid].items():
                         by_type[t] = by_type.get(t, 0) + c - before[nid].get(t, 0)
                 by_type = {t: c for t, c in sorted(by_type.items()) if c}
-                samples.append({"messages": sum(by_type.values()), "by_type": by_type, "old_leader": old[0],
-                                "new_leader": new[0], "failover_ms": round(failover_s * 1000, 1)})
+                samples.append(
+                    {
+                        "messages": sum(by_type.values()),
+                        "by_type": by_type,
+                        "old_leader": old[0],
+                        "new_leader": new[0],
+                        "failover_ms": round(failover_s * 1000, 1),
+                    }
+                )
                 if trial < trials - 1:
                     process_fault(cluster.dir, str(old[0]), "restart")
         except TimeoutError as exc:
@@ -305,15 +348,26 @@ def bench_messages_point(mode: str, n: int, trials: int, heartbeat_interval_ms: 
             cluster.stop()
     counts = [s["messages"] for s in samples]
     return {
-        "mode": mode, "n": n, "heartbeat_interval_ms": heartbeat_interval_ms, "election_timeout_ms": election_timeout_ms,
-        "median": statistics.median(counts) if counts else None, "trials": samples,
-        "error": error, "seconds": round(time.monotonic() - t0, 1),
+        "mode": mode,
+        "n": n,
+        "heartbeat_interval_ms": heartbeat_interval_ms,
+        "election_timeout_ms": election_timeout_ms,
+        "median": statistics.median(counts) if counts else None,
+        "trials": samples,
+        "error": error,
+        "seconds": round(time.monotonic() - t0, 1),
     }
 
 
-def bench_messages(sizes: tuple[int, ...] = MESSAGE_SIZES, trials: int = 3, modes: tuple[str, ...] | None = None,
-                   sim_rows: list[dict] | None = None, heartbeat_interval_ms: int = 100, election_timeout_ms: int = 500,
-                   progress: bool = True) -> list[dict]:
+def bench_messages(
+    sizes: tuple[int, ...] = MESSAGE_SIZES,
+    trials: int = 3,
+    modes: tuple[str, ...] | None = None,
+    sim_rows: list[dict] | None = None,
+    heartbeat_interval_ms: int = 100,
+    election_timeout_ms: int = 500,
+    progress: bool = True,
+) -> list[dict]:
     """Every mode at every size; each row with the simulator's typical count beside it (if given)."""
     sim = {(r["mode"], r["n"]): r["median"] for r in sim_rows or []}
     rows = []
@@ -323,10 +377,14 @@ def bench_messages(sizes: tuple[int, ...] = MESSAGE_SIZES, trials: int = 3, mode
             row["simulator_median"] = sim.get((mode, n))
             rows.append(row)
             if progress:
-                print(f"{mode:8} n={n:2d}: real {row['median']}, "
-                      f"simulator {row['simulator_median']}, per trial {[t['messages'] for t in row['trials']]}"
-                      + (f"; FAILED: {row['error']}" if row["error"] else "") + f"  [{row['seconds']} s]",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{mode:8} n={n:2d}: real {row['median']}, "
+                    f"simulator {row['simulator_median']}, per trial {[t['messages'] for t in row['trials']]}"
+                    + (f"; FAILED: {row['error']}" if row["error"] else "")
+                    + f"  [{row['seconds']} s]",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return rows
 
 
@@ -359,8 +417,9 @@ def bench_figure16(trials: int, election_timeout_ms: int = 150, seed: int = 0, p
                 t_kill_ns = time.monotonic_ns()
                 process_fault(cluster.dir, str(old[0]), "kill")
                 try:
-                    new = cluster.wait_for_agreement(10, exclude={old[0]}, differs_from=old, interval_s=0.005,
-                                                     rpc_timeout_s=0.2)
+                    new = cluster.wait_for_agreement(
+                        10, exclude={old[0]}, differs_from=old, interval_s=0.005, rpc_timeout_s=0.2
+                    )
                 except TimeoutError as exc:
                     failed.append(str(exc))
                     new = None
@@ -377,13 +436,24 @@ def bench_figure16(trials: int, election_timeout_ms: int = 150, seed: int = 0, p
             cluster.stop()
     label = f"{election_timeout_ms}-{2 * election_timeout_ms}"
     lines = {
-        "elected": Line(election_timeout_ms, 2 * election_timeout_ms, tuple(round(x, 1) for x in elected_ms),
-                        trials - len(elected_ms)),
-        "agreed": Line(election_timeout_ms, 2 * election_timeout_ms, tuple(round(x, 1) for x in agreed_ms), len(failed)),
+        "elected": Line(
+            election_timeout_ms,
+            2 * election_timeout_ms,
+            tuple(round(x, 1) for x in elected_ms),
+            trials - len(elected_ms),
+        ),
+        "agreed": Line(
+            election_timeout_ms, 2 * election_timeout_ms, tuple(round(x, 1) for x in agreed_ms), len(failed)
+        ),
     }
     return {
-        "range_ms": label, "heartbeat_interval_ms": heartbeat_ms, "election_timeout_ms": election_timeout_ms,
-        "nodes": 5, "mode": "raft", "seed": seed, "failures": failed,
+        "range_ms": label,
+        "heartbeat_interval_ms": heartbeat_ms,
+        "election_timeout_ms": election_timeout_ms,
+        "nodes": 5,
+        "mode": "raft",
+        "seed": seed,
+        "failures": failed,
         "lines": {what: {**line.to_dict(), "samples_ms": sorted(line.samples_ms)} for what, line in lines.items()},
         "_lines": lines,
     }
@@ -414,15 +484,21 @@ def write_figure16(result: dict, sim_trials: int, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     lines = result.pop("_lines")
     et = result["election_timeout_ms"]
-    matched = figure16_line(et, 2 * et, sim_trials, heartbeat_ms=result["heartbeat_interval_ms"],
-                            one_way_delay_ms=LOOPBACK_ONE_WAY_DELAY_MS)
+    matched = figure16_line(
+        et, 2 * et, sim_trials, heartbeat_ms=result["heartbeat_interval_ms"], one_way_delay_ms=LOOPBACK_ONE_WAY_DELAY_MS
+    )
     result["simulator_at_these_settings"] = {
-        **matched.to_dict(), "heartbeat_interval_ms": result["heartbeat_interval_ms"],
-        "one_way_delay_ms": list(LOOPBACK_ONE_WAY_DELAY_MS), "tick_ms": 1,
+        **matched.to_dict(),
+        "heartbeat_interval_ms": result["heartbeat_interval_ms"],
+        "one_way_delay_ms": list(LOOPBACK_ONE_WAY_DELAY_MS),
+        "tick_ms": 1,
     }
     (out / "figure16.json").write_text(json.dumps(result, indent=2) + "\n")
     label = result["range_ms"]
-    real = {f"{label} ms, real: leader elected": lines["elected"], f"{label} ms, real: all survivors agree": lines["agreed"]}
+    real = {
+        f"{label} ms, real: leader elected": lines["elected"],
+        f"{label} ms, real: all survivors agree": lines["agreed"],
+    }
     plot_figure16(figure16(sim_trials), out / "figure16.png", real=real)
 
 
@@ -437,14 +513,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--sizes", default=",".join(map(str, MESSAGE_SIZES)), help="messages: membership sizes")
     parser.add_argument("--modes", default=",".join(mode_names()), help="messages: modes")
-    parser.add_argument("--trials", type=int, help="messages: kills per point (default 3); figure16: trials (default 100)")
-    parser.add_argument("--sim", type=Path, default=Path("results/sim/messages.json"),
-                        help="messages: the simulator's table to compare with (bullyproof sim messages --out)")
+    parser.add_argument(
+        "--trials", type=int, help="messages: kills per point (default 3); figure16: trials (default 100)"
+    )
+    parser.add_argument(
+        "--sim",
+        type=Path,
+        default=Path("results/sim/messages.json"),
+        help="messages: the simulator's table to compare with (bullyproof sim messages --out)",
+    )
     parser.add_argument("--sim-trials", type=int, default=1000, help="figure16: trials per simulator line in the plot")
     parser.add_argument("--out", type=Path, help="messages, figure16: write the JSON and the plot into this folder")
-    parser.add_argument("--idle-s", type=float, default=0,
-                        help="failover: also kill the leader after this many seconds without an election, --kills times")
-    parser.add_argument("--tls", action="store_true", help="failover: mutual TLS between the nodes (default: plaintext)")
+    parser.add_argument(
+        "--idle-s",
+        type=float,
+        default=0,
+        help="failover: also kill the leader after this many seconds without an election, --kills times",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="failover: mutual TLS between the nodes (default: plaintext)"
+    )
     args = parser.parse_args(argv)
     if args.what == "query":
         result = bench_query(args.queries)
@@ -452,11 +540,20 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_watch(args.kills)
     elif args.what == "messages":
         sim_rows = json.loads(args.sim.read_text()) if args.sim.exists() else []
-        print(f"messages per election on real processes: heartbeat {args.heartbeat_interval_ms} ms, "
-              f"election timeout {args.election_timeout_ms} ms, every size", file=sys.stderr, flush=True)
-        result = bench_messages(tuple(int(n) for n in args.sizes.split(",")), args.trials or 3,
-                                tuple(args.modes.split(",")), sim_rows, args.heartbeat_interval_ms,
-                                args.election_timeout_ms)
+        print(
+            f"messages per election on real processes: heartbeat {args.heartbeat_interval_ms} ms, "
+            f"election timeout {args.election_timeout_ms} ms, every size",
+            file=sys.stderr,
+            flush=True,
+        )
+        result = bench_messages(
+            tuple(int(n) for n in args.sizes.split(",")),
+            args.trials or 3,
+            tuple(args.modes.split(",")),
+            sim_rows,
+            args.heartbeat_interval_ms,
+            args.election_timeout_ms,
+        )
         if args.out:
             write_messages(result, args.out, sim_rows)
     elif args.what == "figure16":
@@ -467,8 +564,15 @@ def main(argv: list[str] | None = None) -> int:
         for line in result["lines"].values():
             line.pop("samples_ms")
     else:
-        result = run(args.nodes, args.kills, args.mode, args.election_timeout_ms, args.heartbeat_interval_ms,
-                     args.idle_s, args.tls)
+        result = run(
+            args.nodes,
+            args.kills,
+            args.mode,
+            args.election_timeout_ms,
+            args.heartbeat_interval_ms,
+            args.idle_s,
+            args.tls,
+        )
     print(json.dumps(result, indent=2))
     return 0
 

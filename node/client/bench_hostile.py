@@ -37,8 +37,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -65,8 +66,11 @@ def heartbeat_gaps_ms(cluster: LocalCluster, leader: int, t0_ns: int, t1_ns: int
     for n in read_cluster_file(cluster.dir)["nodes"]:
         if n["id"] == leader:
             continue
-        times = [e["t_ns"] for e in read_history(n["events"])
-                 if e.get("kind") == "grant" and e.get("leader") == leader and t0_ns <= e["t_ns"] <= t1_ns]
+        times = [
+            e["t_ns"]
+            for e in read_history(n["events"])
+            if e.get("kind") == "grant" and e.get("leader") == leader and t0_ns <= e["t_ns"] <= t1_ns
+        ]
         gaps += [(b - a) / 1e6 for a, b in zip(times, times[1:])]
     return gaps
 
@@ -87,8 +91,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def gap_summary(gaps: list[float]) -> dict[str, Any]:
-    return {"heartbeats": len(gaps), "gap_p50_ms": percentile(gaps, 0.5), "gap_p99_ms": percentile(gaps, 0.99),
-            "gap_max_ms": round(max(gaps), 1) if gaps else None}
+    return {
+        "heartbeats": len(gaps),
+        "gap_p50_ms": percentile(gaps, 0.5),
+        "gap_p99_ms": percentile(gaps, 0.99),
+        "gap_max_ms": round(max(gaps), 1) if gaps else None,
+    }
 
 
 # ---- load: WatchLeader subscribers ------------------------------------------------------------------
@@ -115,9 +123,12 @@ class Watchers:
         self._tasks: list[asyncio.Task] = []
 
     async def _open(self, timeout_s: float) -> None:
-        self._channels = [grpc.aio.insecure_channel(self.address, options=[("grpc.use_local_subchannel_pool", 1),
-                                                                           ("bullyproof.watchers.channel", i)])
-                          for i in range(self.connections)]
+        self._channels = [
+            grpc.aio.insecure_channel(
+                self.address, options=[("grpc.use_local_subchannel_pool", 1), ("bullyproof.watchers.channel", i)]
+            )
+            for i in range(self.connections)
+        ]
 
         async def watch(i: int) -> None:
             call = pb_grpc.LeadershipStub(self._channels[i % self.connections]).WatchLeader(pb.WatchLeaderRequest())
@@ -132,7 +143,7 @@ class Watchers:
                     if info is grpc.aio.EOF:
                         return
                     self.updates += 1
-            except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, grpc.aio.AioRpcError) as exc:
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "TIMEOUT"
                 self.errors[code] = self.errors.get(code, 0) + 1
 
@@ -161,14 +172,21 @@ class Watchers:
         self._loop.close()
 
     def summary(self) -> dict[str, Any]:
-        return {"watchers": self.count, "never_read_after_first": self.idle, "opened": self.opened,
-                "updates_read": self.updates, "errors": dict(self.errors)}
+        return {
+            "watchers": self.count,
+            "never_read_after_first": self.idle,
+            "opened": self.opened,
+            "updates_read": self.updates,
+            "errors": dict(self.errors),
+        }
 
 
 # ---- load: GetLeader flood ------------------------------------------------------------------------
 
 
-async def _flood(address: str, concurrency: int, seconds: float, go: Callable[[], None] = lambda: None) -> dict[str, Any]:
+async def _flood(
+    address: str, concurrency: int, seconds: float, go: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
     """GetLeader with `concurrency` calls in flight for `seconds`, once connected and `go()` returned."""
     count, errors, lat_ms = 0, {}, []
     async with grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
@@ -225,10 +243,22 @@ class Flood:
     def __enter__(self) -> Flood:
         """Returns once every worker has started and connected (starting Python and importing gRPC
         takes a CPU for a moment: not part of the flood), and tells them all to go."""
-        argv = [sys.executable, "-m", "node.client.bench_hostile", "--flood-worker", self.address,
-                "--flood-concurrency", str(self.concurrency), "--seconds", str(self.seconds), "--flood-nice", str(self.nice)]
-        self._procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                       for _ in range(self.procs)]
+        argv = [
+            sys.executable,
+            "-m",
+            "node.client.bench_hostile",
+            "--flood-worker",
+            self.address,
+            "--flood-concurrency",
+            str(self.concurrency),
+            "--seconds",
+            str(self.seconds),
+            "--flood-nice",
+            str(self.nice),
+        ]
+        self._procs = [
+            subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(self.procs)
+        ]
         for p in self._procs:
             ready = p.stdout.readline()
             if ready.strip() != "ready":
@@ -255,25 +285,55 @@ class Flood:
                 errors[k] = errors.get(k, 0) + (v if isinstance(v, int) else 1)
         total = sum(r.get("count", 0) for r in self.results)
         p99 = [r["p99_ms"] for r in self.results if r.get("p99_ms") is not None]
-        return {"processes": self.procs, "concurrency_each": self.concurrency, "nice": self.nice, "calls": total,
-                "calls_per_s": round(total / self.seconds), "errors": errors,
-                "call_p99_ms_worst_process": max(p99) if p99 else None}
+        return {
+            "processes": self.procs,
+            "concurrency_each": self.concurrency,
+            "nice": self.nice,
+            "calls": total,
+            "calls_per_s": round(total / self.seconds),
+            "errors": errors,
+            "call_p99_ms_worst_process": max(p99) if p99 else None,
+        }
 
 
 class Ghz:
     """The same flood from ghz (a Go load generator, 4 connections), if a ghz binary is given."""
 
     def __init__(self, ghz: Path, address: str, concurrency: int, seconds: float, nice: int = 0) -> None:
-        self.argv = [str(ghz), "--insecure", "--proto", str(PROTO), "--import-paths", str(PROTO.parent),
-                     "--call", "bullyproof.v1.Leadership.GetLeader", "--data", "{}",
-                     "--concurrency", str(concurrency), "--connections", "4", "--duration", f"{seconds}s",
-                     "--timeout", "5s", "--format", "json", address]
+        self.argv = [
+            str(ghz),
+            "--insecure",
+            "--proto",
+            str(PROTO),
+            "--import-paths",
+            str(PROTO.parent),
+            "--call",
+            "bullyproof.v1.Leadership.GetLeader",
+            "--data",
+            "{}",
+            "--concurrency",
+            str(concurrency),
+            "--connections",
+            "4",
+            "--duration",
+            f"{seconds}s",
+            "--timeout",
+            "5s",
+            "--format",
+            "json",
+            address,
+        ]
         self.seconds, self.nice = seconds, nice
         self.report: dict[str, Any] = {}
 
     def __enter__(self) -> Ghz:
-        self._proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      preexec_fn=lambda: lower_priority(self.nice))
+        self._proc = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: lower_priority(self.nice),
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -285,23 +345,29 @@ class Ghz:
         if "count" not in r:
             return {"tool": "ghz", **r}
         lat = {f"p{int(d['percentage'])}_ms": round(d["latency"] / 1e6, 2) for d in r.get("latencyDistribution") or []}
-        return {"tool": "ghz", "nice": self.nice, "calls": r["count"], "calls_per_s": round(r["rps"]),
-                "errors": {k: v for k, v in (r.get("statusCodeDistribution") or {}).items() if k != "OK"},
-                "call_p99_ms": lat.get("p99_ms")}
+        return {
+            "tool": "ghz",
+            "nice": self.nice,
+            "calls": r["count"],
+            "calls_per_s": round(r["rps"]),
+            "errors": {k: v for k, v in (r.get("statusCodeDistribution") or {}).items() if k != "OK"},
+            "call_p99_ms": lat.get("p99_ms"),
+        }
 
 
 # ---- phases ---------------------------------------------------------------------------------------
 
 
-def run_phase(cluster: LocalCluster, name: str, target: int | None, seconds: float,
-              load: Callable[[], Any] | None = None) -> dict[str, Any]:
+def run_phase(
+    cluster: LocalCluster, name: str, target: int | None, seconds: float, load: Callable[[], Any] | None = None
+) -> dict[str, Any]:
     """Hold `load` (a context manager factory) for `seconds` and measure the window."""
     leader, epoch = cluster.wait_for_agreement(30)
     pids = {n["id"]: n["pid"] for n in read_cluster_file(cluster.dir)["nodes"]}
     node = target if target is not None else leader
     rss_before = rss_mb(pids[node])
     samples: list[float] = []
-    with (load() if load else contextlib.nullcontext()) as held:
+    with load() if load else contextlib.nullcontext() as held:
         t0 = time.monotonic_ns()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -311,10 +377,18 @@ def run_phase(cluster: LocalCluster, name: str, target: int | None, seconds: flo
     after = cluster.wait_for_agreement(30)
     views = views_between(cluster, t0, t1)
     out = {
-        "phase": name, "leader": leader, "loaded_node": node, "loaded_role": "leader" if node == leader else "follower",
+        "phase": name,
+        "leader": leader,
+        "loaded_node": node,
+        "loaded_role": "leader" if node == leader else "follower",
         **gap_summary(heartbeat_gaps_ms(cluster, leader, t0, t1)),
-        "view_changes_in_window": len(views), "leader_after": after[0], "epoch_before": epoch, "epoch_after": after[1],
-        "rss_mb_before": round(rss_before, 1), "rss_mb_peak": round(max(samples), 1), "rss_mb_end": round(samples[-1], 1),
+        "view_changes_in_window": len(views),
+        "leader_after": after[0],
+        "epoch_before": epoch,
+        "epoch_after": after[1],
+        "rss_mb_before": round(rss_before, 1),
+        "rss_mb_peak": round(max(samples), 1),
+        "rss_mb_end": round(samples[-1], 1),
         "rss_mb_last_second_spread": round(max(samples[-4:]) - min(samples[-4:]), 1),
         "alive": all(pid_alive(p) for p in pids.values()),
         # the machine's load (runnable processes, 1-minute average) when the window closed: on a
@@ -326,8 +400,17 @@ def run_phase(cluster: LocalCluster, name: str, target: int | None, seconds: flo
     return out
 
 
-def run(nodes: int, seconds: float, watchers: int, idle_share: float, flood_procs: int, flood_concurrency: int,
-        ghz: Path | None, nice: int = 19, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run(
+    nodes: int,
+    seconds: float,
+    watchers: int,
+    idle_share: float,
+    flood_procs: int,
+    flood_concurrency: int,
+    ghz: Path | None,
+    nice: int = 19,
+    progress: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bullyproof-hostile-") as tmp:
         cluster = LocalCluster(local_spec(nodes), Path(tmp))
         cluster.start()
@@ -341,45 +424,78 @@ def run(nodes: int, seconds: float, watchers: int, idle_share: float, flood_proc
             phases.append(run_phase(cluster, "idle", None, seconds))
             for role, nid in (("leader", leader), ("follower", follower)):
                 progress(f"{watchers} watchers on the {role}")
-                phases.append(run_phase(cluster, f"{watchers} WatchLeader streams", nid, seconds,
-                                        lambda nid=nid: Watchers(addr[nid], watchers, idle_share)))
+                phases.append(
+                    run_phase(
+                        cluster,
+                        f"{watchers} WatchLeader streams",
+                        nid,
+                        seconds,
+                        lambda nid=nid: Watchers(addr[nid], watchers, idle_share),
+                    )
+                )
             floods = [("leader", leader, nice), ("follower", follower, nice)]
             if nice:  # the same flood competing for the CPUs with the nodes, for contrast
                 floods.append(("leader", leader, 0))
             for role, nid, level in floods:
                 progress(f"GetLeader flood on the {role}, nice {level}")
-                phases.append(run_phase(cluster, f"GetLeader flood, {flood_procs} procs, nice {level}", nid, seconds,
-                                        lambda nid=nid, level=level: Flood(addr[nid], flood_procs, flood_concurrency,
-                                                                           seconds, level)))
+                phases.append(
+                    run_phase(
+                        cluster,
+                        f"GetLeader flood, {flood_procs} procs, nice {level}",
+                        nid,
+                        seconds,
+                        lambda nid=nid, level=level: Flood(addr[nid], flood_procs, flood_concurrency, seconds, level),
+                    )
+                )
             if ghz is not None:
                 for role, nid in (("leader", leader), ("follower", follower)):
                     progress(f"ghz flood on the {role}, nice {nice}")
-                    phases.append(run_phase(cluster, f"GetLeader flood, ghz, nice {nice}", nid, seconds,
-                                            lambda nid=nid: Ghz(ghz, addr[nid], flood_procs * flood_concurrency,
-                                                                seconds, nice)))
-            return {"nodes": nodes, "heartbeat_interval_ms": 100, "election_timeout_ms": 500,
-                    "follower_promise_ms": 400, "seconds_per_phase": seconds, "cpus": os.cpu_count(),
-                    "note": "ghz counts the calls still in flight when its --duration ends as Unavailable "
-                            "(as many as its concurrency)",
-                    "phases": phases}
+                    phases.append(
+                        run_phase(
+                            cluster,
+                            f"GetLeader flood, ghz, nice {nice}",
+                            nid,
+                            seconds,
+                            lambda nid=nid: Ghz(ghz, addr[nid], flood_procs * flood_concurrency, seconds, nice),
+                        )
+                    )
+            return {
+                "nodes": nodes,
+                "heartbeat_interval_ms": 100,
+                "election_timeout_ms": 500,
+                "follower_promise_ms": 400,
+                "seconds_per_phase": seconds,
+                "cpus": os.cpu_count(),
+                "note": "ghz counts the calls still in flight when its --duration ends as Unavailable "
+                "(as many as its concurrency)",
+                "phases": phases,
+            }
         finally:
             cluster.stop()
 
 
 def table(result: dict[str, Any]) -> str:
-    head = (f"{'phase':<38} {'on':<9} {'hb gap p50':>10} {'p99':>7} {'max':>7} {'changes':>7} "
-            f"{'RSS MB before/peak/end':>23} {'loadavg':>7}  load")
+    head = (
+        f"{'phase':<38} {'on':<9} {'hb gap p50':>10} {'p99':>7} {'max':>7} {'changes':>7} "
+        f"{'RSS MB before/peak/end':>23} {'loadavg':>7}  load"
+    )
     lines = [head, "-" * len(head)]
     for p in result["phases"]:
         load = p.get("load", {})
-        what = (f"{load.get('calls_per_s')} calls/s, errors {load.get('errors')}"
-                if "calls_per_s" in load else
-                f"{load.get('opened')}/{load.get('watchers')} open, errors {load.get('errors')}" if load else "")
+        what = (
+            f"{load.get('calls_per_s')} calls/s, errors {load.get('errors')}"
+            if "calls_per_s" in load
+            else f"{load.get('opened')}/{load.get('watchers')} open, errors {load.get('errors')}"
+            if load
+            else ""
+        )
         if load.get("call_p99_ms") or load.get("call_p99_ms_worst_process"):
             what += f", call p99 {load.get('call_p99_ms') or load.get('call_p99_ms_worst_process')} ms"
-        lines.append(f"{p['phase']:<38} {p['loaded_role'] if 'load' in p else '-':<9} {p['gap_p50_ms']:>10} "
-                     f"{p['gap_p99_ms']:>7} {p['gap_max_ms']:>7} {p['view_changes_in_window']:>7} "
-                     f"{p['rss_mb_before']:>7}/{p['rss_mb_peak']}/{p['rss_mb_end']:<7} {p['loadavg_1m']:>7}  {what}")
+        lines.append(
+            f"{p['phase']:<38} {p['loaded_role'] if 'load' in p else '-':<9} {p['gap_p50_ms']:>10} "
+            f"{p['gap_p99_ms']:>7} {p['gap_max_ms']:>7} {p['view_changes_in_window']:>7} "
+            f"{p['rss_mb_before']:>7}/{p['rss_mb_peak']}/{p['rss_mb_end']:<7} {p['loadavg_1m']:>7}  {what}"
+        )
     return "\n".join(lines)
 
 
@@ -388,13 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase's window")
     p.add_argument("--watchers", type=int, default=1000)
-    p.add_argument("--idle-share", type=float, default=0.3, help="share of watchers that never read after their first view")
+    p.add_argument(
+        "--idle-share", type=float, default=0.3, help="share of watchers that never read after their first view"
+    )
     p.add_argument("--flood-procs", type=int, default=3)
     p.add_argument("--flood-concurrency", type=int, default=64)
     p.add_argument("--ghz", type=Path, help="also flood with this ghz binary (e.g. .tools/bin/ghz)")
-    p.add_argument("--nice", type=int, default=19,
-                   help="CPU priority of the flood's processes (19: they take only CPU the nodes leave, as clients on "
-                        "other machines would; a phase at 0 follows for contrast)")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=19,
+        help="CPU priority of the flood's processes (19: they take only CPU the nodes leave, as clients on "
+        "other machines would; a phase at 0 follows for contrast)",
+    )
     p.add_argument("--json", type=Path, help="write the result here too")
     p.add_argument("--flood-worker", metavar="ADDRESS", help=argparse.SUPPRESS)
     p.add_argument("--flood-nice", type=int, default=0, help=argparse.SUPPRESS)
@@ -408,8 +530,17 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(asyncio.run(_flood(args.flood_worker, args.flood_concurrency, args.seconds, go))), flush=True)
         return 0
-    result = run(args.nodes, args.seconds, args.watchers, args.idle_share, args.flood_procs, args.flood_concurrency,
-                 args.ghz, args.nice, progress=lambda s: print(f"... {s}", file=sys.stderr, flush=True))
+    result = run(
+        args.nodes,
+        args.seconds,
+        args.watchers,
+        args.idle_share,
+        args.flood_procs,
+        args.flood_concurrency,
+        args.ghz,
+        args.nice,
+        progress=lambda s: print(f"... {s}", file=sys.stderr, flush=True),
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from node.channels import dial_as
-from node.client.observer import HandoverFailed, change_membership, get_status, leading_node, transfer_leadership, views_of
+from node.client.observer import (
+    HandoverFailed,
+    change_membership,
+    get_status,
+    leading_node,
+    transfer_leadership,
+    views_of,
+)
 from node.runtime.state import LEAVING_FILE
 from node.tls import Tls, node_name
 
@@ -45,10 +52,16 @@ def choose_successor(node_id: int, voters: list[int], keep: Callable[[int], bool
     raise ValueError("no other voter")
 
 
-def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadline_s: float,
-          members: tuple[int, ...] = (), keep: Callable[[int], bool] = lambda node: True,
-          say: Callable[[dict], None] = lambda step: print(json.dumps(step), flush=True),
-          interval_s: float = 0.2) -> dict:
+def leave(
+    node_id: int,
+    address_of: Callable[[int], str],
+    tls: Tls | None,
+    deadline_s: float,
+    members: tuple[int, ...] = (),
+    keep: Callable[[int], bool] = lambda node: True,
+    say: Callable[[dict], None] = lambda step: print(json.dumps(step), flush=True),
+    interval_s: float = 0.2,
+) -> dict:
     """Take node `node_id` out of the configuration; the leader's configuration once it is out.
 
     `address_of(N)`: node N's client address. The members asked who leads are those the node's own
@@ -90,34 +103,52 @@ def leave(node_id: int, address_of: Callable[[int], str], tls: Tls | None, deadl
                     now = time.monotonic()
                     out_since = now if out_since is None else out_since
                     if now - out_since >= SETTLE_S:
-                        result = {"left": node_id, "leader": leader, "voters": list(c.voters),
-                                  "learners": list(c.learners)}
+                        result = {
+                            "left": node_id,
+                            "leader": leader,
+                            "voters": list(c.voters),
+                            "learners": list(c.learners),
+                        }
                         say(result)
                         return result
                 else:
                     out_since = None
                     others = [v for v in c.voters if v != node_id]
                     if leader == node_id and not others:
-                        raise HandoverFailed("FAILED_PRECONDITION", f"node {node_id} is the only voter: it cannot "
-                                                                    "leave (add another first)")
+                        raise HandoverFailed(
+                            "FAILED_PRECONDITION",
+                            f"node {node_id} is the only voter: it cannot leave (add another first)",
+                        )
                     try:
                         if leader == node_id:
                             successor = choose_successor(node_id, others, keep)
                             step({"step": "transfer", "from": node_id, "to": successor})
-                            transfer_leadership(address_of(node_id), successor, timeout_ms=0,
-                                                timeout_s=max(1.0, min(10.0, end - time.monotonic())))
+                            transfer_leadership(
+                                address_of(node_id),
+                                successor,
+                                timeout_ms=0,
+                                timeout_s=max(1.0, min(10.0, end - time.monotonic())),
+                            )
                         else:
                             step({"step": "remove", "node": node_id, "leader": leader})
-                            change_membership(address_of(leader), "remove", node_id, timeout_ms=0,
-                                              timeout_s=max(1.0, min(10.0, end - time.monotonic())))
+                            change_membership(
+                                address_of(leader),
+                                "remove",
+                                node_id,
+                                timeout_ms=0,
+                                timeout_s=max(1.0, min(10.0, end - time.monotonic())),
+                            )
                     except HandoverFailed as exc:
                         if exc.code in FINAL:
                             raise
                         last_error = str(exc)
                         step({"step": "retry", "because": last_error})
         if time.monotonic() >= end:
-            raise HandoverFailed("DEADLINE_EXCEEDED", f"node {node_id} is still a member after {deadline_s:g} s "
-                                                      f"({last_error}); once the cluster has a leader, remove it "
-                                                      f"with the admin certificate (ChangeMembership, or `bullyproof "
-                                                      f"member remove {node_id}`)")
+            raise HandoverFailed(
+                "DEADLINE_EXCEEDED",
+                f"node {node_id} is still a member after {deadline_s:g} s "
+                f"({last_error}); once the cluster has a leader, remove it "
+                f"with the admin certificate (ChangeMembership, or `bullyproof "
+                f"member remove {node_id}`)",
+            )
         time.sleep(interval_s)

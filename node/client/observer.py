@@ -37,7 +37,9 @@ def health_status(address: str, service: str = "", timeout_s: float = 2.0) -> st
 
     try:
         with observer_channel(address) as ch:
-            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+            reply = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
     except grpc.RpcError as exc:
         return exc.code().name
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
@@ -81,7 +83,8 @@ def transfer_leadership(address: str, target: int, timeout_ms: int, timeout_s: f
     try:
         with observer_channel(address) as ch:
             reply = pb_grpc.LeadershipStub(ch).TransferLeadership(
-                pb.TransferRequest(target_id=target, timeout_ms=timeout_ms), timeout=timeout_s)
+                pb.TransferRequest(target_id=target, timeout_ms=timeout_ms), timeout=timeout_s
+            )
     except grpc.RpcError as exc:
         raise HandoverFailed(exc.code().name, exc.details() or "") from None
     return reply.leader_id, reply.epoch
@@ -94,14 +97,16 @@ def change_membership(address: str, action: str, node_id: int, timeout_ms: int, 
     try:
         with observer_channel(address) as ch:
             reply = pb_grpc.LeadershipStub(ch).ChangeMembership(
-                pb.MembershipRequest(action=which, node_id=node_id, timeout_ms=timeout_ms), timeout=timeout_s)
+                pb.MembershipRequest(action=which, node_id=node_id, timeout_ms=timeout_ms), timeout=timeout_s
+            )
     except grpc.RpcError as exc:
         raise HandoverFailed(exc.code().name, exc.details() or "") from None
     return reply.configuration
 
 
-def member_change(nodes: dict[int, str], action: str, target: int, timeout_ms: int, timeout_s: float
-                  ) -> tuple[int, pb.Configuration]:
+def member_change(
+    nodes: dict[int, str], action: str, target: int, timeout_ms: int, timeout_s: float
+) -> tuple[int, pb.Configuration]:
     """`add` or `remove` node `target` at whichever of `nodes` (id -> client address) leads; removing
     the leader hands leadership to the highest other voter first. (leader, configuration) once agreed.
     Raises HandoverFailed (with the code NO_LEADER when no node leads now)."""
@@ -113,7 +118,9 @@ def member_change(nodes: dict[int, str], action: str, target: int, timeout_ms: i
         st = get_status(nodes[leader])
         others = [] if isinstance(st, str) else [v for v in st.configuration.voters if v != leader]
         if not others:
-            raise HandoverFailed("FAILED_PRECONDITION", f"node {leader} is the only voter: add another before removing it")
+            raise HandoverFailed(
+                "FAILED_PRECONDITION", f"node {leader} is the only voter: add another before removing it"
+            )
         leader, _ = transfer_leadership(nodes[leader], max(others), timeout_ms=0, timeout_s=timeout_s)
     return leader, change_membership(nodes[leader], action, target, timeout_ms, timeout_s)
 
@@ -125,19 +132,24 @@ def views_of(nodes: dict[int, str], timeout_s: float = 0.5) -> dict[int, pb.Lead
 def agreed_leader(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | None:
     """(leader, epoch) by node.history.agreement over the nodes that answered, but those in no
     configuration (joining, or removed: they follow no one)."""
-    agreed = agreement({
-        node: Seen(view.leader_id if view.known else None, view.epoch, view.role == pb.ROLE_LEADER)
-        for node, view in views.items()
-        if view is not None and not view.outside
-    })
+    agreed = agreement(
+        {
+            node: Seen(view.leader_id if view.known else None, view.epoch, view.role == pb.ROLE_LEADER)
+            for node, view in views.items()
+            if view is not None and not view.outside
+        }
+    )
     return None if agreed is None else (agreed.leader, agreed.epoch)
 
 
 def leading_node(views: dict[int, pb.LeaderInfo | None]) -> tuple[int, int] | None:
     """(node, epoch) of the node that says it leads with a valid lease: the one to ask for a handover
     (of the highest epoch if several say so, as classic's split brain allows). None if none does."""
-    claims = [(view.epoch, node) for node, view in views.items()
-              if view is not None and view.role == pb.ROLE_LEADER and view.lease_valid]
+    claims = [
+        (view.epoch, node)
+        for node, view in views.items()
+        if view is not None and view.role == pb.ROLE_LEADER and view.lease_valid
+    ]
     if not claims:
         return None
     epoch, node = max(claims)

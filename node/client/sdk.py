@@ -143,7 +143,9 @@ class HandshakeRefused(NodeError):
 def _security(tls: Tls | None, insecure: bool) -> Tls | None:
     """Secure by default: a certificate, or an explicit (and logged) insecure=True."""
     if (tls is None) == (not insecure):
-        raise ValueError("give tls=Tls(...) (the cluster's certificates) or insecure=True for a plaintext cluster, not both or neither")
+        raise ValueError(
+            "give tls=Tls(...) (the cluster's certificates) or insecure=True for a plaintext cluster, not both or neither"
+        )
     if insecure:
         log.warning("bullyproof client: insecure=True: plaintext, the server is not authenticated")
     return tls
@@ -248,8 +250,9 @@ class LeaderClient:
     a deadline each, and the client remembers which node answered last and asks it first.
     """
 
-    def __init__(self, addresses: str | Sequence[str], deadline_s: float = 1.0, *, tls: Tls | None = None,
-                 insecure: bool = False) -> None:
+    def __init__(
+        self, addresses: str | Sequence[str], deadline_s: float = 1.0, *, tls: Tls | None = None, insecure: bool = False
+    ) -> None:
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be positive, got {deadline_s}")
         self.addresses = parse_addresses(addresses)
@@ -263,8 +266,9 @@ class LeaderClient:
     async def __aenter__(self) -> LeaderClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -426,14 +430,24 @@ class Leadership:
     makes writes in that window harmless (see FencedWriter).
     """
 
-    def __init__(self, node_address: str, node_id: int, *, release_on_cancel: bool = False,
-                 confirm_interval_s: float = 0.1, confirm_timeout_s: float = 0.5, deadline_s: float = 1.0,
-                 tls: Tls | None = None, insecure: bool = False) -> None:
+    def __init__(
+        self,
+        node_address: str,
+        node_id: int,
+        *,
+        release_on_cancel: bool = False,
+        confirm_interval_s: float = 0.1,
+        confirm_timeout_s: float = 0.5,
+        deadline_s: float = 1.0,
+        tls: Tls | None = None,
+        insecure: bool = False,
+    ) -> None:
         if node_id <= 0:
             raise ValueError(f"node_id must be positive, got {node_id}")
         if not 0 < confirm_interval_s < confirm_timeout_s:
-            raise ValueError("need 0 < confirm_interval_s < confirm_timeout_s, "
-                             f"got {confirm_interval_s} and {confirm_timeout_s}")
+            raise ValueError(
+                f"need 0 < confirm_interval_s < confirm_timeout_s, got {confirm_interval_s} and {confirm_timeout_s}"
+            )
         if deadline_s <= 0:
             raise ValueError(f"deadline_s must be positive, got {deadline_s}")
         (self.node_address,) = parse_addresses([node_address])
@@ -480,8 +494,12 @@ class Leadership:
                         continue  # work that returns early waits for the next term
                     if isinstance(signal, _Lost):
                         if term is not None and signal.token is term.token:
-                            log.info("node %d: leadership of epoch %d lost: %s",
-                                     self.node_id, term.token.epoch, signal.reason)
+                            log.info(
+                                "node %d: leadership of epoch %d lost: %s",
+                                self.node_id,
+                                term.token.epoch,
+                                signal.reason,
+                            )
                             await self._end(term, on_stopped_leading)
                             term = None
                         continue
@@ -503,8 +521,14 @@ class Leadership:
                     if self.release_on_cancel:
                         await self._resign(stub)
 
-    async def _begin(self, stub: pb_grpc.LeadershipStub, work: Callable[[LeaseToken], Awaitable[None]], epoch: int,
-                     inbox: asyncio.Queue[_Signal], on_started_leading: Callable[[int], object] | None) -> _Term:
+    async def _begin(
+        self,
+        stub: pb_grpc.LeadershipStub,
+        work: Callable[[LeaseToken], Awaitable[None]],
+        epoch: int,
+        inbox: asyncio.Queue[_Signal],
+        on_started_leading: Callable[[int], object] | None,
+    ) -> _Term:
         await _call(on_started_leading, epoch)
         token = LeaseToken(self.node_id, epoch)
         term = _Term(token, asyncio.create_task(work(token)), asyncio.create_task(self._confirm(stub, token, inbox)))
@@ -538,7 +562,7 @@ class Leadership:
                 if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                     raise _unsupported(self.node_address, "WatchLeader") from None
                 log.debug("WatchLeader on %s broke: %s", self.node_address, exc.code().name)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.debug("WatchLeader on %s sent no view within %s s", self.node_address, self.deadline_s)
             finally:
                 call.cancel()
@@ -587,8 +611,15 @@ class FencedWriter:
     epoch, and the node itself may already write with its own id at that epoch.
     """
 
-    def __init__(self, store_address: str, writer_id: int, deadline_s: float = 1.0, *, tls: Tls | None = None,
-                 insecure: bool = False) -> None:
+    def __init__(
+        self,
+        store_address: str,
+        writer_id: int,
+        deadline_s: float = 1.0,
+        *,
+        tls: Tls | None = None,
+        insecure: bool = False,
+    ) -> None:
         if writer_id <= 0:
             raise ValueError(f"writer_id must be positive, got {writer_id}")
         if deadline_s <= 0:
@@ -602,8 +633,9 @@ class FencedWriter:
     async def __aenter__(self) -> FencedWriter:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def write(self, token: LeaseToken, key: str, value: bytes) -> WriteResult:
@@ -623,7 +655,9 @@ class FencedWriter:
             raise
         if not reply.accepted:
             refusal = StaleEpoch if token.epoch < reply.highest_epoch else EpochTaken
-            raise refusal(token.epoch, reply.highest_epoch, reply.reason, reply.seq, resource=key, writer_id=self.writer_id)
+            raise refusal(
+                token.epoch, reply.highest_epoch, reply.reason, reply.seq, resource=key, writer_id=self.writer_id
+            )
         return WriteResult(key, token.epoch, reply.seq, reply.highest_epoch)
 
     async def close(self) -> None:

@@ -3,7 +3,7 @@
     bullyproof bench [--kills 30] [--settings 100/500,100/1000,50/500] [--modes classic,quorum,ring,raft]
                      [--sizes 3,5,9,15,25] [--out results/bench] [--quick] [--skip-suite] [--skip PARTS]
 
-Parts (each can be skipped with --skip): 
+Parts (each can be skipped with --skip):
 * failover: 5 members on loopback at each heartbeat/election-timeout setting; SIGKILL the leader,
   time until every survivor reports the same new leader (polled every 10 ms), restart the killed
   member and let it rejoin, `--kills` times: etcd (Debian's etcd-server, same heartbeat and election
@@ -39,10 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -50,7 +51,16 @@ from node.channels import observer_channel
 from node.client import grpc_floor
 from node.client.bench import failover_samples, kill_loop, summary_ms
 from node.core import mode_names
-from node.launcher.cluster import LocalCluster, local_spec, pid_alive, read_cluster_file, signal_pid, spawn, stop_pids, wait_for
+from node.launcher.cluster import (
+    LocalCluster,
+    local_spec,
+    pid_alive,
+    read_cluster_file,
+    signal_pid,
+    spawn,
+    stop_pids,
+    wait_for,
+)
 from node.launcher.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,11 +100,11 @@ def proto_fields(buf: bytes) -> dict[int, Any]:
             out[number], i = _varint(buf, i)
         elif wire == 2:
             size, i = _varint(buf, i)
-            out[number], i = buf[i:i + size], i + size
+            out[number], i = buf[i : i + size], i + size
         elif wire == 1:
-            out[number], i = int.from_bytes(buf[i:i + 8], "little"), i + 8
+            out[number], i = int.from_bytes(buf[i : i + 8], "little"), i + 8
         elif wire == 5:
-            out[number], i = int.from_bytes(buf[i:i + 4], "little"), i + 4
+            out[number], i = int.from_bytes(buf[i : i + 4], "little"), i + 4
         else:
             raise ValueError(f"unexpected wire type {wire}")
     return out
@@ -136,19 +146,40 @@ class EtcdCluster:
     members: list[EtcdMember] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.members = [EtcdMember(f"m{i}", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-                        for i in range(1, self.n + 1)]
+        self.members = [
+            EtcdMember(f"m{i}", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}") for i in range(1, self.n + 1)
+        ]
 
     def argv(self, m: EtcdMember) -> list[str]:
         initial = ",".join(f"{x.name}=http://{x.peer}" for x in self.members)
         return [
-            str(self.etcd), "--name", m.name, "--data-dir", str(self.directory / m.name),
-            "--listen-client-urls", f"http://{m.client}", "--advertise-client-urls", f"http://{m.client}",
-            "--listen-peer-urls", f"http://{m.peer}", "--initial-advertise-peer-urls", f"http://{m.peer}",
-            "--initial-cluster", initial, "--initial-cluster-state", "new",  # ignored once the data dir exists
-            "--initial-cluster-token", "bullyproof-bench",
-            "--heartbeat-interval", str(self.heartbeat_interval_ms), "--election-timeout", str(self.election_timeout_ms),
-            "--logger", "zap", "--log-outputs", "stderr",
+            str(self.etcd),
+            "--name",
+            m.name,
+            "--data-dir",
+            str(self.directory / m.name),
+            "--listen-client-urls",
+            f"http://{m.client}",
+            "--advertise-client-urls",
+            f"http://{m.client}",
+            "--listen-peer-urls",
+            f"http://{m.peer}",
+            "--initial-advertise-peer-urls",
+            f"http://{m.peer}",
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "new",  # ignored once the data dir exists
+            "--initial-cluster-token",
+            "bullyproof-bench",
+            "--heartbeat-interval",
+            str(self.heartbeat_interval_ms),
+            "--election-timeout",
+            str(self.election_timeout_ms),
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
         ]
 
     def start(self) -> None:
@@ -172,8 +203,14 @@ class EtcdCluster:
             os.waitpid(m.pid, os.WNOHANG)
         m.pid = spawn(self.argv(m), self.directory / f"{m.name}.log")
 
-    def wait_for_agreement(self, timeout_s: float, exclude: frozenset[int] = frozenset(), differs_from: int | None = None,
-                           interval_s: float = 0.01, rpc_timeout_s: float = 0.2) -> int:
+    def wait_for_agreement(
+        self,
+        timeout_s: float,
+        exclude: frozenset[int] = frozenset(),
+        differs_from: int | None = None,
+        interval_s: float = 0.01,
+        rpc_timeout_s: float = 0.2,
+    ) -> int:
         """The index of the member every other (not excluded) member names as leader."""
         asked = [i for i in range(self.n) if i not in exclude]
 
@@ -214,9 +251,16 @@ def etcd_failover(etcd: Path, kills: int, heartbeat_ms: int, election_ms: int) -
         try:
             cluster.wait_for_agreement(30)
             out["cold_start_ms"] = round((time.monotonic() - t0) * 1000, 1)
-            kill_loop(agree=lambda **where: cluster.wait_for_agreement(30, **where), leader_of=lambda index: index,
-                      kill=cluster.kill, restart=cluster.restart, kills=kills, election_timeout_ms=election_ms,
-                      progress=f"etcd {heartbeat_ms}/{election_ms}", into=samples)
+            kill_loop(
+                agree=lambda **where: cluster.wait_for_agreement(30, **where),
+                leader_of=lambda index: index,
+                kill=cluster.kill,
+                restart=cluster.restart,
+                kills=kills,
+                election_timeout_ms=election_ms,
+                progress=f"etcd {heartbeat_ms}/{election_ms}",
+                into=samples,
+            )
         except TimeoutError as exc:
             out["error"] = f"TimeoutError after {len(samples)} kills: {exc}"
             cluster.stop()
@@ -238,8 +282,9 @@ def ours_failover(mode: str, kills: int, heartbeat_ms: int, election_ms: int, no
         try:
             cluster.wait_for_agreement(30 + 2 * nodes, interval_s=0.01, rpc_timeout_s=0.2)
             out["cold_start_ms"] = round((time.monotonic() - t0) * 1000, 1)
-            failover_samples(cluster, kills, election_ms, progress=f"{mode} n={nodes} {heartbeat_ms}/{election_ms}",
-                             into=samples)
+            failover_samples(
+                cluster, kills, election_ms, progress=f"{mode} n={nodes} {heartbeat_ms}/{election_ms}", into=samples
+            )
         except TimeoutError as exc:
             out["error"] = f"TimeoutError after {len(samples)} kills: {exc}"
             cluster.stop()
@@ -254,8 +299,12 @@ def describe(samples_s: list[float], election_ms: int) -> dict:
         return {"kills": 0}
     s = summary_ms(samples_s)
     s["kills"] = s.pop("n")
-    return {**s, "median_over_et": round(s["median_ms"] / election_ms, 2), "p99_over_et": round(s["p99_ms"] / election_ms, 2),
-            "samples_ms": [round(x * 1000, 1) for x in samples_s]}
+    return {
+        **s,
+        "median_over_et": round(s["median_ms"] / election_ms, 2),
+        "p99_over_et": round(s["p99_ms"] / election_ms, 2),
+        "samples_ms": [round(x * 1000, 1) for x in samples_s],
+    }
 
 
 def failover_row(r: dict, election_ms: int) -> dict:
@@ -290,13 +339,23 @@ def bench_failover(settings: list[tuple[int, int]], modes: list[str], kills: int
         ref = systems.get("etcd", {})
         for name, row in systems.items():
             if name != "etcd" and "median_ms" in row and "median_ms" in ref:
-                row["over_etcd"] = {"median": round(row["median_ms"] / ref["median_ms"], 2),
-                                    "p99": round(row["p99_ms"] / ref["p99_ms"], 2)}
-        rows.append({"heartbeat_interval_ms": hb, "election_timeout_ms": et, "nodes": NODES, "kills": kills,
-                     "systems": systems})
+                row["over_etcd"] = {
+                    "median": round(row["median_ms"] / ref["median_ms"], 2),
+                    "p99": round(row["p99_ms"] / ref["p99_ms"], 2),
+                }
+        rows.append(
+            {"heartbeat_interval_ms": hb, "election_timeout_ms": et, "nodes": NODES, "kills": kills, "systems": systems}
+        )
         for name, row in systems.items():
-            log(f"  {name:8} " + (f"median {row['median_ms']} p99 {row['p99_ms']} max {row['worst_ms']} ms"
-                                  if "median_ms" in row else "") + (f" FAILED: {row['error']}" if "error" in row else ""))
+            log(
+                f"  {name:8} "
+                + (
+                    f"median {row['median_ms']} p99 {row['p99_ms']} max {row['worst_ms']} ms"
+                    if "median_ms" in row
+                    else ""
+                )
+                + (f" FAILED: {row['error']}" if "error" in row else "")
+            )
     return rows
 
 
@@ -313,23 +372,31 @@ def cli_cold_start(direct: bool, runs: int, mode: str = "quorum") -> dict:
     reported_ms: list[int] = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="bullyproof-bench-up-") as tmp:
-            argv = LocalCluster.python_argv(["cluster", "up", "--detach", "--nodes", str(NODES), "--mode", mode,
-                                             "--dir", tmp] + (["--direct"] if direct else []))
+            argv = LocalCluster.python_argv(
+                ["cluster", "up", "--detach", "--nodes", str(NODES), "--mode", mode, "--dir", tmp]
+                + (["--direct"] if direct else [])
+            )
             t0 = time.monotonic()
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
                 elapsed = time.monotonic() - t0
             finally:
-                subprocess.run(LocalCluster.python_argv(["cluster", "down", "--dir", tmp]), capture_output=True, timeout=60)
+                subprocess.run(
+                    LocalCluster.python_argv(["cluster", "down", "--dir", tmp]), capture_output=True, timeout=60
+                )
             if done.returncode != 0:
                 raise RuntimeError(f"{shlex.join(argv[2:])} exited {done.returncode}: {done.stderr.strip()[-500:]}")
             wall_s.append(elapsed)
             m = AGREED_LINE.search(done.stdout)
             if m:
                 reported_ms.append(int(m.group(3)))
-    return {"command": f"bullyproof cluster up --detach --nodes {NODES} --mode {mode}" + (" --direct" if direct else ""),
-            "runs": runs, **summary_ms(wall_s), "samples_ms": [round(x * 1000) for x in wall_s],
-            "cli_reported_ms": reported_ms}
+    return {
+        "command": f"bullyproof cluster up --detach --nodes {NODES} --mode {mode}" + (" --direct" if direct else ""),
+        "runs": runs,
+        **summary_ms(wall_s),
+        "samples_ms": [round(x * 1000) for x in wall_s],
+        "cli_reported_ms": reported_ms,
+    }
 
 
 def etcd_cold_start(etcd: Path, runs: int) -> dict:
@@ -344,8 +411,12 @@ def etcd_cold_start(etcd: Path, runs: int) -> dict:
                 samples.append(time.monotonic() - t0)
             finally:
                 cluster.stop()
-    return {"command": f"{NODES} etcd processes started together (no CLI)", "runs": runs, **summary_ms(samples),
-            "samples_ms": [round(x * 1000) for x in samples]}
+    return {
+        "command": f"{NODES} etcd processes started together (no CLI)",
+        "runs": runs,
+        **summary_ms(samples),
+        "samples_ms": [round(x * 1000) for x in samples],
+    }
 
 
 def bench_cold_start(runs: int, etcd: Path | None) -> dict:
@@ -391,8 +462,11 @@ def idle_cost(pids: dict[str, int], seconds: float) -> dict[str, dict]:
     for name, pid in pids.items():
         cpu = (cpu_ticks(pid) - before[name]) / CLK_TCK / elapsed * 100
         mem = memory_kb(pid)
-        out[name] = {"cpu_percent": round(cpu, 2), "rss_mb": round(mem["rss_kb"] / 1024, 1),
-                     **({"pss_mb": round(mem["pss_kb"] / 1024, 1)} if "pss_kb" in mem else {})}
+        out[name] = {
+            "cpu_percent": round(cpu, 2),
+            "rss_mb": round(mem["rss_kb"] / 1024, 1),
+            **({"pss_mb": round(mem["pss_kb"] / 1024, 1)} if "pss_kb" in mem else {}),
+        }
     return out
 
 
@@ -400,21 +474,38 @@ def per_member(per_process: dict[str, dict], leader: str | None) -> dict:
     members = {k: v for k, v in per_process.items() if k != "store"}
     cpu = [v["cpu_percent"] for v in members.values()]
     rss = [v["rss_mb"] for v in members.values()]
-    row: dict[str, Any] = {"cpu_percent_mean": round(statistics.mean(cpu), 2), "cpu_percent_max": max(cpu),
-                           "rss_mb_mean": round(statistics.mean(rss), 1), "rss_mb_max": max(rss),
-                           "leader": leader, "per_process": per_process}
+    row: dict[str, Any] = {
+        "cpu_percent_mean": round(statistics.mean(cpu), 2),
+        "cpu_percent_max": max(cpu),
+        "rss_mb_mean": round(statistics.mean(rss), 1),
+        "rss_mb_max": max(rss),
+        "leader": leader,
+        "per_process": per_process,
+    }
     if leader in members:
         row["leader_cpu_percent"] = members[leader]["cpu_percent"]
-        row["followers_cpu_percent_mean"] = round(statistics.mean(v["cpu_percent"] for k, v in members.items() if k != leader), 2)
+        row["followers_cpu_percent_mean"] = round(
+            statistics.mean(v["cpu_percent"] for k, v in members.items() if k != leader), 2
+        )
     if all("pss_mb" in v for v in members.values()):
         row["pss_mb_mean"] = round(statistics.mean(v["pss_mb"] for v in members.values()), 1)
     return row
 
 
-def bench_idle(modes: list[str], seconds: float, settle_s: float, etcd: Path | None, heartbeat_ms: int = 100,
-               election_ms: int = 500) -> dict:
-    out: dict[str, Any] = {"heartbeat_interval_ms": heartbeat_ms, "election_timeout_ms": election_ms, "seconds": seconds,
-                           "nodes": NODES}
+def bench_idle(
+    modes: list[str],
+    seconds: float,
+    settle_s: float,
+    etcd: Path | None,
+    heartbeat_ms: int = 100,
+    election_ms: int = 500,
+) -> dict:
+    out: dict[str, Any] = {
+        "heartbeat_interval_ms": heartbeat_ms,
+        "election_timeout_ms": election_ms,
+        "seconds": seconds,
+        "nodes": NODES,
+    }
     if etcd is not None:
         log(f"idle: etcd, {seconds:.0f} s")
 
@@ -465,11 +556,19 @@ def bench_grpc_floor(seconds: float, settle_s: float, heartbeat_ms: int = 100) -
             argv = [sys.executable, "-m", "node.client.grpc_floor"]
             procs: list[subprocess.Popen] = []
             try:
-                server = subprocess.Popen(argv + ["serve"], stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+                server = subprocess.Popen(
+                    argv + ["serve"], stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True
+                )
                 procs.append(server)
                 port = int(server.stdout.readline().split()[1])  # type: ignore[union-attr]
-                sender = subprocess.Popen(argv + ["send", f"127.0.0.1:{port}", kind, str(heartbeat_ms)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+                sender = subprocess.Popen(
+                    argv + ["send", f"127.0.0.1:{port}", kind, str(heartbeat_ms)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=ROOT,
+                    start_new_session=True,
+                )
                 procs.append(sender)
                 if sender.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
                     raise RuntimeError(f"the {kind} sender did not connect")
@@ -480,9 +579,15 @@ def bench_grpc_floor(seconds: float, settle_s: float, heartbeat_ms: int = 100) -
             finally:
                 stop_pids([p.pid for p in procs])
             per_second = 1000 / heartbeat_ms
-            return {**cost, "echoes": echoes, "messages_per_s": per_second,
-                    **{f"{who}_cpu_us_per_message": round(cost[who]["cpu_percent"] / 100 * 1e6 / per_second)
-                       for who in ("server", "sender")}}
+            return {
+                **cost,
+                "echoes": echoes,
+                "messages_per_s": per_second,
+                **{
+                    f"{who}_cpu_us_per_message": round(cost[who]["cpu_percent"] / 100 * 1e6 / per_second)
+                    for who in ("server", "sender")
+                },
+            }
 
         out[kind] = guarded(f"gRPC floor {kind}", measure)
     return out
@@ -505,18 +610,41 @@ def bench_sizes(sizes: list[int], kills: int, hb: int, et: int, mode: str = "quo
 
 
 def ghz_run(ghz: Path, address: str, requests: int, concurrency: int) -> dict:
-    argv = [str(ghz), "--insecure", "--proto", str(PROTO), "--import-paths", str(PROTO.parent),
-            "--call", "bullyproof.v1.Leadership.GetLeader", "--data", "{}", "--concurrency", str(concurrency),
-            "--total", str(requests), "--timeout", "5s", "--format", "json", address]
+    argv = [
+        str(ghz),
+        "--insecure",
+        "--proto",
+        str(PROTO),
+        "--import-paths",
+        str(PROTO.parent),
+        "--call",
+        "bullyproof.v1.Leadership.GetLeader",
+        "--data",
+        "{}",
+        "--concurrency",
+        str(concurrency),
+        "--total",
+        str(requests),
+        "--timeout",
+        "5s",
+        "--format",
+        "json",
+        address,
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"ghz exited {done.returncode}: {done.stderr.strip()[-500:]}")
     report = json.loads(done.stdout)
     lat = {f"p{int(d['percentage'])}_ms": round(d["latency"] / 1e6, 3) for d in report.get("latencyDistribution") or []}
-    return {"requests": report["count"], "concurrency": concurrency, "throughput_per_s": round(report["rps"]),
-            "average_ms": round(report["average"] / 1e6, 3), "slowest_ms": round(report["slowest"] / 1e6, 3),
-            **{k: lat[k] for k in ("p50_ms", "p90_ms", "p99_ms") if k in lat},
-            "status_codes": report.get("statusCodeDistribution", {})}
+    return {
+        "requests": report["count"],
+        "concurrency": concurrency,
+        "throughput_per_s": round(report["rps"]),
+        "average_ms": round(report["average"] / 1e6, 3),
+        "slowest_ms": round(report["slowest"] / 1e6, 3),
+        **{k: lat[k] for k in ("p50_ms", "p90_ms", "p99_ms") if k in lat},
+        "status_codes": report.get("statusCodeDistribution", {}),
+    }
 
 
 def bench_query(ghz: Path, requests: int, concurrency: int, mode: str = "quorum") -> dict:
@@ -549,8 +677,12 @@ def bench_suite(workers: tuple[str, ...] = ("0", "2")) -> dict:
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3 * 3600)
         elapsed = time.monotonic() - t0
         lines = [ln for ln in done.stdout.strip().splitlines() if ln.strip()]
-        out[f"n{n}"] = {"command": f"pytest tests/chaos -n {n}", "seconds": round(elapsed, 1), "exit_code": done.returncode,
-                        "summary": lines[-1].strip("= ") if lines else ""}
+        out[f"n{n}"] = {
+            "command": f"pytest tests/chaos -n {n}",
+            "seconds": round(elapsed, 1),
+            "exit_code": done.returncode,
+            "summary": lines[-1].strip("= ") if lines else "",
+        }
         log(f"  {out[f'n{n}']['summary']} in {elapsed:.0f} s")
     return out
 
@@ -559,14 +691,28 @@ def bench_suite(workers: tuple[str, ...] = ("0", "2")) -> dict:
 
 
 def machine(etcd_version: str | None, ghz_version: str | None) -> dict:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": len(os.sched_getaffinity(0)), "cpu_model": model, "kernel": platform.release(),
-        "python": platform.python_version(), "grpcio": grpc.__version__, "etcd": etcd_version, "ghz": ghz_version,
-        "bullyproof_commit": commit or None, "loadavg_at_start": os.getloadavg()[0],
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "etcd": etcd_version,
+        "ghz": ghz_version,
+        "bullyproof_commit": commit or None,
+        "loadavg_at_start": os.getloadavg()[0],
     }
 
 
@@ -577,29 +723,37 @@ def _fmt(x: Any, unit: str = "") -> str:
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
-        "# bullyproof beside etcd", "",
+        "# bullyproof beside etcd",
+        "",
         f"`{result['command']}` on {m['date']}: {m['nproc']} cores ({m['cpu_model']}), Linux {m['kernel']}, "
         f"Python {m['python']}, etcd {_fmt(m['etcd'])}, ghz {_fmt(m['ghz'])}, bullyproof {m['bullyproof_commit']}; "
         f"load average {m['loadavg_at_start']:.2f} at the start, {result.get('loadavg_at_end', 0):.2f} at the end "
-        f"(a shared machine: other work ran beside it). {result['seconds']:.0f} s in all.", "",
+        f"(a shared machine: other work ran beside it). {result['seconds']:.0f} s in all.",
+        "",
     ]
     if isinstance(result["failover"], list) and result["failover"]:
-        lines += ["## Failover: SIGKILL the leader → every survivor names the same new leader", "",
-                  f"{NODES} members on loopback, each asked every 10 ms on a fresh gRPC channel (GetLeader; etcd's "
-                  "Maintenance.Status); the killed member restarts and rejoins before the next kill. etcd runs with "
-                  "`--heartbeat-interval` and `--election-timeout` set to ours, every other flag at its default (in 3.4: "
-                  "no pre-vote). bullyproof nodes run with their fenced store, as `cluster up` starts them. "
-                  "ET = election timeout; with 30 kills p99 is the worst kill (nearest rank). "
-                  "\"vs etcd\": ours over etcd's, from the same run.", "",
-                  "| heartbeat / ET | system | kills | min | median | p90 | p99 | max | median / ET | p99 / ET | median vs etcd | p99 vs etcd |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Failover: SIGKILL the leader → every survivor names the same new leader",
+            "",
+            f"{NODES} members on loopback, each asked every 10 ms on a fresh gRPC channel (GetLeader; etcd's "
+            "Maintenance.Status); the killed member restarts and rejoins before the next kill. etcd runs with "
+            "`--heartbeat-interval` and `--election-timeout` set to ours, every other flag at its default (in 3.4: "
+            "no pre-vote). bullyproof nodes run with their fenced store, as `cluster up` starts them. "
+            "ET = election timeout; with 30 kills p99 is the worst kill (nearest rank). "
+            '"vs etcd": ours over etcd\'s, from the same run.',
+            "",
+            "| heartbeat / ET | system | kills | min | median | p90 | p99 | max | median / ET | p99 / ET | median vs etcd | p99 vs etcd |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         notes = []
         for row in result["failover"]:
             for name, s in row["systems"].items():
                 setting = f"{row['heartbeat_interval_ms']} / {row['election_timeout_ms']} ms"
                 who = "etcd" if name == "etcd" else f"bullyproof {name}"
                 if "error" in s:
-                    notes.append(f"{who} at {setting}: {s['error']}" + (f" (logs: `{s['kept']}`)" if "kept" in s else ""))
+                    notes.append(
+                        f"{who} at {setting}: {s['error']}" + (f" (logs: `{s['kept']}`)" if "kept" in s else "")
+                    )
                     who += f" [{len(notes)}]"
                 if "median_ms" not in s:
                     lines.append(f"| {setting} | {who} | {s.get('kills', 0)} | failed | | | | | | | | |")
@@ -608,28 +762,41 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| {setting} | {who} | {s['kills']} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | {s['p90_ms']:.0f} | "
                     f"{s['p99_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['p99_over_et']:.2f} | "
-                    f"{_fmt(ratio.get('median'), ' ×')} | {_fmt(ratio.get('p99'), ' ×')} |")
+                    f"{_fmt(ratio.get('median'), ' ×')} | {_fmt(ratio.get('p99'), ' ×')} |"
+                )
         lines.append("")
-        lines += [f"[{i}] {note}" + "  " * (i < len(notes)) for i, note in enumerate(notes, 1)] + ([""] if notes else [])
+        lines += [f"[{i}] {note}" + "  " * (i < len(notes)) for i, note in enumerate(notes, 1)] + (
+            [""] if notes else []
+        )
     cs = result["cold_start"]
     if isinstance(cs, dict) and "skipped" not in cs:
-        lines += ["## Cold start: launch → every member names the same leader (5 members)", "",
-                  "| how | runs | min | median | max |", "|---|---|---|---|---|"]
+        lines += [
+            "## Cold start: launch → every member names the same leader (5 members)",
+            "",
+            "| how | runs | min | median | max |",
+            "|---|---|---|---|---|",
+        ]
         for name, s in cs.items():
             if "error" in s:
                 lines.append(f"| {name} | failed: {s['error'][:80]} | | | |")
             else:
-                lines.append(f"| `{s['command']}` | {s['runs']} | {s['min_ms']:.0f} ms | **{s['median_ms']:.0f} ms** | {s['worst_ms']:.0f} ms |")
+                lines.append(
+                    f"| `{s['command']}` | {s['runs']} | {s['min_ms']:.0f} ms | **{s['median_ms']:.0f} ms** | {s['worst_ms']:.0f} ms |"
+                )
         lines.append("")
     idle = result["idle"]
     if isinstance(idle, dict) and "skipped" not in idle:
-        lines += [f"## Idle cost per member: {idle['seconds']:.0f} s of a settled cluster at {idle['heartbeat_interval_ms']} / "
-                  f"{idle['election_timeout_ms']} ms", "",
-                  "CPU is utime + stime from /proc over the window, in % of one core. RSS counts shared pages in every "
-                  "process; PSS splits them. bullyproof's fenced store (written by the leader every 100 ms) is listed apart. "
-                  "etcd and the rows without a note run plaintext; `cluster up` runs mutual TLS (its row says so).", "",
-                  "| system | CPU mean | CPU leader | CPU followers | RSS mean | RSS max | PSS mean | store CPU | store RSS |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Idle cost per member: {idle['seconds']:.0f} s of a settled cluster at {idle['heartbeat_interval_ms']} / "
+            f"{idle['election_timeout_ms']} ms",
+            "",
+            "CPU is utime + stime from /proc over the window, in % of one core. RSS counts shared pages in every "
+            "process; PSS splits them. bullyproof's fenced store (written by the leader every 100 ms) is listed apart. "
+            "etcd and the rows without a note run plaintext; `cluster up` runs mutual TLS (its row says so).",
+            "",
+            "| system | CPU mean | CPU leader | CPU followers | RSS mean | RSS max | PSS mean | store CPU | store RSS |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, s in idle.items():
             if not isinstance(s, dict) or name == "grpc_floor":
                 continue
@@ -638,36 +805,49 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {who} | failed: {s['error'][:80]} | | | | | | | |")
                 continue
             store = s["per_process"].get("store", {})
-            lines.append(f"| {who} | **{s['cpu_percent_mean']} %** | {_fmt(s.get('leader_cpu_percent'), ' %')} | "
-                         f"{_fmt(s.get('followers_cpu_percent_mean'), ' %')} | **{s['rss_mb_mean']} MB** | {s['rss_mb_max']} MB | "
-                         f"{_fmt(s.get('pss_mb_mean'), ' MB')} | {_fmt(store.get('cpu_percent'), ' %')} | {_fmt(store.get('rss_mb'), ' MB')} |")
+            lines.append(
+                f"| {who} | **{s['cpu_percent_mean']} %** | {_fmt(s.get('leader_cpu_percent'), ' %')} | "
+                f"{_fmt(s.get('followers_cpu_percent_mean'), ' %')} | **{s['rss_mb_mean']} MB** | {s['rss_mb_max']} MB | "
+                f"{_fmt(s.get('pss_mb_mean'), ' MB')} | {_fmt(store.get('cpu_percent'), ' %')} | {_fmt(store.get('rss_mb'), ' MB')} |"
+            )
         lines.append("")
         floor = idle.get("grpc_floor", {})
         if floor:
-            lines += ["The floor under those rows: a bare Python gRPC echo server (no bullyproof code) and one sender at one "
-                      f"40-byte message per {idle['heartbeat_interval_ms']} ms, as unary calls and on one open stream "
-                      "(node/client/grpc_floor.py). An idle follower receives and answers one heartbeat per interval, so it "
-                      "cannot cost less than the server column.", "",
-                      "| Python gRPC alone | server CPU (a follower's floor) | per message | sender CPU (a leader's, per follower) | per message | echoes |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                "The floor under those rows: a bare Python gRPC echo server (no bullyproof code) and one sender at one "
+                f"40-byte message per {idle['heartbeat_interval_ms']} ms, as unary calls and on one open stream "
+                "(node/client/grpc_floor.py). An idle follower receives and answers one heartbeat per interval, so it "
+                "cannot cost less than the server column.",
+                "",
+                "| Python gRPC alone | server CPU (a follower's floor) | per message | sender CPU (a leader's, per follower) | per message | echoes |",
+                "|---|---|---|---|---|---|",
+            ]
             for kind, f in floor.items():
                 if "error" in f:
                     lines.append(f"| {kind} | failed: {f['error'][:80]} | | | | |")
                     continue
-                lines.append(f"| {kind} | **{f['server']['cpu_percent']} %** | {f['server_cpu_us_per_message']} µs | "
-                             f"{f['sender']['cpu_percent']} % | {f['sender_cpu_us_per_message']} µs | {f['echoes']} |")
+                lines.append(
+                    f"| {kind} | **{f['server']['cpu_percent']} %** | {f['server_cpu_us_per_message']} µs | "
+                    f"{f['sender']['cpu_percent']} % | {f['sender_cpu_us_per_message']} µs | {f['echoes']} |"
+                )
             lines.append("")
     sizes = result["sizes"]
     if isinstance(sizes, list) and sizes:
         r0 = sizes[0]
-        lines += [f"## Failover as n grows: {r0['mode']}, {r0['heartbeat_interval_ms']} / {r0['election_timeout_ms']} ms", "",
-                  "| n | kills | min | median | p90 | max | median / ET | cold start |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Failover as n grows: {r0['mode']}, {r0['heartbeat_interval_ms']} / {r0['election_timeout_ms']} ms",
+            "",
+            "| n | kills | min | median | p90 | max | median / ET | cold start |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for s in sizes:
             if "median_ms" not in s:
                 lines.append(f"| {s['n']} | failed: {s.get('error', '')[:100]} | | | | | | |")
             else:
-                lines.append(f"| {s['n']} | {s['kills']}{' (then timed out)' if 'error' in s else ''} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | "
-                             f"{s['p90_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['cold_start_ms']:.0f} ms |")
+                lines.append(
+                    f"| {s['n']} | {s['kills']}{' (then timed out)' if 'error' in s else ''} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | "
+                    f"{s['p90_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['cold_start_ms']:.0f} ms |"
+                )
         lines.append("")
     q = result["query"]
     if isinstance(q, dict) and "skipped" not in q:
@@ -675,13 +855,17 @@ def markdown(result: dict) -> str:
         if "error" in q:
             lines.append(f"failed: {q['error']}")
         else:
-            lines += ["| node | requests | concurrency | throughput | p50 | p90 | p99 | slowest | status codes |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "| node | requests | concurrency | throughput | p50 | p90 | p99 | slowest | status codes |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
             for role in ("leader_node", "follower_node"):
                 s = q[role]
-                lines.append(f"| {role.split('_')[0]} | {s['requests']} | {s['concurrency']} | **{s['throughput_per_s']}/s** | "
-                             f"{_fmt(s.get('p50_ms'), ' ms')} | {_fmt(s.get('p90_ms'), ' ms')} | {_fmt(s.get('p99_ms'), ' ms')} | "
-                             f"{s['slowest_ms']} ms | {', '.join(f'{k} {v}' for k, v in s['status_codes'].items())} |")
+                lines.append(
+                    f"| {role.split('_')[0]} | {s['requests']} | {s['concurrency']} | **{s['throughput_per_s']}/s** | "
+                    f"{_fmt(s.get('p50_ms'), ' ms')} | {_fmt(s.get('p90_ms'), ' ms')} | {_fmt(s.get('p99_ms'), ' ms')} | "
+                    f"{s['slowest_ms']} ms | {', '.join(f'{k} {v}' for k, v in s['status_codes'].items())} |"
+                )
         lines.append("")
     suite = result["suite"]
     if isinstance(suite, dict) and "skipped" not in suite:
@@ -690,7 +874,9 @@ def markdown(result: dict) -> str:
             if "error" in s:
                 lines.append(f"| – | failed: {s['error'][:80]} | |")
             else:
-                lines.append(f"| `{s['command']}` | **{s['seconds']:.0f} s** | {s['summary']} (exit {s['exit_code']}) |")
+                lines.append(
+                    f"| `{s['command']}` | **{s['seconds']:.0f} s** | {s['summary']} (exit {s['exit_code']}) |"
+                )
         lines.append("")
     skipped = [f"{k} ({v['skipped']})" for k, v in result.items() if isinstance(v, dict) and "skipped" in v]
     if skipped:
@@ -712,15 +898,24 @@ def plot_failover(row: dict, path: Path) -> None:
         if not samples:
             continue
         etcd = name == "etcd"
-        ax.step([samples[0], *samples], [0, *((k + 1) / len(samples) for k in range(len(samples)))], where="post",
-                label="etcd" if etcd else f"bullyproof {name}", color="black" if etcd else f"C{i}",
-                linewidth=2.2 if etcd else 1.5, linestyle="-" if etcd else "--")
+        ax.step(
+            [samples[0], *samples],
+            [0, *((k + 1) / len(samples) for k in range(len(samples)))],
+            where="post",
+            label="etcd" if etcd else f"bullyproof {name}",
+            color="black" if etcd else f"C{i}",
+            linewidth=2.2 if etcd else 1.5,
+            linestyle="-" if etcd else "--",
+        )
     ax.axvline(et, color="grey", linestyle=":", linewidth=1)
     ax.text(et, 0.02, " election timeout", color="grey", fontsize=8)
     ax.set_xlabel("SIGKILL of the leader → every survivor names the new leader (ms)")
     ax.set_ylabel("cumulative fraction of kills")
-    ax.set_title(f"Failover, {row['nodes']} members, heartbeat {row['heartbeat_interval_ms']} ms, "
-                 f"election timeout {et} ms, {row['kills']} kills each", fontsize=10)
+    ax.set_title(
+        f"Failover, {row['nodes']} members, heartbeat {row['heartbeat_interval_ms']} ms, "
+        f"election timeout {et} ms, {row['kills']} kills each",
+        fontsize=10,
+    )
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, alpha=0.3)
@@ -761,23 +956,43 @@ def parse_list(text: str, allowed: tuple[str, ...] | None = None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bullyproof bench", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[5:]))
+    p = argparse.ArgumentParser(
+        prog="bullyproof bench",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[5:]),
+    )
     p.add_argument("--kills", type=int, help="failover: kills per system and setting (default 30; --quick 3)")
-    p.add_argument("--settings", type=parse_settings, help="HB/ET,... in ms (default 100/500,100/1000,50/500; --quick 100/500)")
-    p.add_argument("--modes", type=lambda t: parse_list(t, mode_names()), help=f"bullyproof modes (default {','.join(mode_names())})")
-    p.add_argument("--sizes", type=lambda t: [int(x) for x in parse_list(t)], help="n for failover as n grows (default 3,5,9,15,25; --quick 3,5)")
+    p.add_argument(
+        "--settings", type=parse_settings, help="HB/ET,... in ms (default 100/500,100/1000,50/500; --quick 100/500)"
+    )
+    p.add_argument(
+        "--modes",
+        type=lambda t: parse_list(t, mode_names()),
+        help=f"bullyproof modes (default {','.join(mode_names())})",
+    )
+    p.add_argument(
+        "--sizes",
+        type=lambda t: [int(x) for x in parse_list(t)],
+        help="n for failover as n grows (default 3,5,9,15,25; --quick 3,5)",
+    )
     p.add_argument("--size-kills", type=int, help="kills per size (default a third of --kills, at least 5; --quick 2)")
     p.add_argument("--cold-start-runs", type=int, help="runs per way of starting (default 5; --quick 1)")
     p.add_argument("--idle-s", type=float, help="idle measuring window (default 10 s; --quick 2 s)")
     p.add_argument("--requests", type=int, help="ghz requests per node (default 10000; --quick 500)")
     p.add_argument("--concurrency", type=int, default=50, help="ghz concurrent workers (default 50)")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="results folder (default results/bench)")
-    p.add_argument("--quick", action="store_true", help="a smoke run: few kills, one setting, no suite; etcd and "
-                                                        "ghz only if already installed")
-    p.add_argument("--skip", type=lambda t: parse_list(t, PARTS + ("etcd",)), default=[],
-                   help=f"parts to leave out: {', '.join(PARTS)}, or etcd (bullyproof only)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: few kills, one setting, no suite; etcd and ghz only if already installed",
+    )
+    p.add_argument(
+        "--skip",
+        type=lambda t: parse_list(t, PARTS + ("etcd",)),
+        default=[],
+        help=f"parts to leave out: {', '.join(PARTS)}, or etcd (bullyproof only)",
+    )
     p.add_argument("--skip-suite", action="store_true", help="same as --skip suite (the chaos suite takes long)")
     return p
 
@@ -816,8 +1031,13 @@ def main(argv: list[str], tools: ModuleType) -> int:
     skip = set(args.skip) | ({"suite"} if args.skip_suite or q else set())
     t0 = time.monotonic()
     try:
-        found = setup(tools, want_etcd="etcd" not in skip and bool({"failover", "cold-start", "idle"} - skip),
-                      want_ghz="query" not in skip, want_toxiproxy="cold-start" not in skip, quick=q)
+        found = setup(
+            tools,
+            want_etcd="etcd" not in skip and bool({"failover", "cold-start", "idle"} - skip),
+            want_ghz="query" not in skip,
+            want_toxiproxy="cold-start" not in skip,
+            quick=q,
+        )
     except tools.ToolInstallError as exc:
         print(f"bullyproof bench: error: could not set up the tools: {exc}", file=sys.stderr)
         return 2
@@ -825,7 +1045,8 @@ def main(argv: list[str], tools: ModuleType) -> int:
     result: dict[str, Any] = {
         "command": "bullyproof bench " + shlex.join(argv) if argv else "bullyproof bench",
         "machine": machine(found["etcd_version"], tools.GHZ_VERSION if found["ghz"] else None),
-        "settings": [f"{hb}/{et}" for hb, et in settings], "modes": modes,
+        "settings": [f"{hb}/{et}" for hb, et in settings],
+        "modes": modes,
     }
     reasons = {p: "--skip" for p in skip if p in PARTS} | found["skipped"]
     if "etcd" in skip:
@@ -833,13 +1054,22 @@ def main(argv: list[str], tools: ModuleType) -> int:
     elif "etcd" in found["skipped"]:
         result["etcd"] = {"skipped": found["skipped"].pop("etcd")}
         reasons.pop("etcd", None)
-    result["failover"] = {"skipped": reasons["failover"]} if "failover" in reasons else bench_failover(settings, modes, kills, etcd)
-    result["cold_start"] = {"skipped": reasons["cold-start"]} if "cold-start" in reasons else bench_cold_start(runs, etcd)
-    result["idle"] = {"skipped": reasons["idle"]} if "idle" in reasons else bench_idle(modes, idle_s, 1.0 if q else 3.0, etcd)
+    result["failover"] = (
+        {"skipped": reasons["failover"]} if "failover" in reasons else bench_failover(settings, modes, kills, etcd)
+    )
+    result["cold_start"] = (
+        {"skipped": reasons["cold-start"]} if "cold-start" in reasons else bench_cold_start(runs, etcd)
+    )
+    result["idle"] = (
+        {"skipped": reasons["idle"]} if "idle" in reasons else bench_idle(modes, idle_s, 1.0 if q else 3.0, etcd)
+    )
     hb, et = settings[0]
     result["sizes"] = {"skipped": reasons["sizes"]} if "sizes" in reasons else bench_sizes(sizes, size_kills, hb, et)
-    result["query"] = ({"skipped": reasons["query"]} if "query" in reasons
-                       else guarded("query", lambda: bench_query(found["ghz"], requests, args.concurrency)))
+    result["query"] = (
+        {"skipped": reasons["query"]}
+        if "query" in reasons
+        else guarded("query", lambda: bench_query(found["ghz"], requests, args.concurrency))
+    )
     if q and "suite" not in args.skip and not args.skip_suite:
         reasons["suite"] = "--quick"
     result["suite"] = {"skipped": reasons["suite"]} if "suite" in reasons else guarded("suite", bench_suite)

@@ -16,6 +16,17 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from .kit import (
+    CONFIGURATION_REFUSALS,
+    EPOCH_PROMISED,
+    EPOCH_STALE,
+    LEADING,
+    LOWER_ID,
+    NOT_A_VOTER,
+    PROMISE_LIVE,
+    ElectorKit,
+)
+from .known import KnownLeader
 from .types import (
     Batch,
     BecameLeader,
@@ -32,8 +43,6 @@ from .types import (
     View,
     grant_window,
 )
-from .kit import CONFIGURATION_REFUSALS, EPOCH_PROMISED, EPOCH_STALE, LEADING, LOWER_ID, NOT_A_VOTER, PROMISE_LIVE, ElectorKit
-from .known import KnownLeader
 
 
 class _Phase:
@@ -61,8 +70,11 @@ class BullyElector(ElectorKit):
     }
     FOLLOWING = _Phase.IDLE
     LEADING = _Phase.LEADING
-    REQUESTS = {MsgType.ELECTION: "_on_election", MsgType.COORDINATOR: "_on_coordinator",
-                MsgType.HEARTBEAT: "_on_heartbeat"}
+    REQUESTS = {
+        MsgType.ELECTION: "_on_election",
+        MsgType.COORDINATOR: "_on_coordinator",
+        MsgType.HEARTBEAT: "_on_heartbeat",
+    }
     REPLIES = {_Phase.ELECTING: {MsgType.ALIVE: "_on_alive"}}
 
     def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int) -> None:
@@ -356,9 +368,11 @@ class QuorumBully(BullyElector):
         "reassert-failed": "a majority refused the leader's fresh epoch",
     }
 
-    REPLIES = {**BullyElector.REPLIES,
-               _Phase.PROPOSING: {MsgType.COORDINATOR_ACK: "_on_proposal_ack"},
-               _Phase.LEADING: {MsgType.COORDINATOR_ACK: "_on_reassert_ack", MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"}}
+    REPLIES = {
+        **BullyElector.REPLIES,
+        _Phase.PROPOSING: {MsgType.COORDINATOR_ACK: "_on_proposal_ack"},
+        _Phase.LEADING: {MsgType.COORDINATOR_ACK: "_on_reassert_ack", MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"},
+    }
     LEASED = True
     CHANGES_MEMBERSHIP = True
 
@@ -402,8 +416,14 @@ class QuorumBully(BullyElector):
 
     def _timers(self) -> list[int]:
         lease = self.timing.leader_lease_ticks
-        timers = super()._timers() + [self.lease_until, self.promise_until, self.known.until, self.reassert_retry_at,
-                                      self.reassert_sent_at + lease, self.proposal_sent_at + lease]
+        timers = super()._timers() + [
+            self.lease_until,
+            self.promise_until,
+            self.known.until,
+            self.reassert_retry_at,
+            self.reassert_sent_at + lease,
+            self.proposal_sent_at + lease,
+        ]
         if self.release_pending is not None:
             timers.append(self.release_pending[2] + self.timing.heartbeat_interval_ticks)
         return timers
@@ -538,8 +558,11 @@ class QuorumBully(BullyElector):
             return None
         fresh = 2 * self.timing.heartbeat_interval_ticks
         ready = [
-            p for p in self.members
-            if p > self.id and p in self.last_ack and self.now - self.last_ack[p] <= fresh
+            p
+            for p in self.members
+            if p > self.id
+            and p in self.last_ack
+            and self.now - self.last_ack[p] <= fresh
             and self.now - self.ack_streak_start[p] >= hold
         ]
         return max(ready) if ready else None
@@ -562,8 +585,14 @@ class QuorumBully(BullyElector):
             sent_at = self.next_heartbeat
         lease_remaining = self._open_round(sent_at)
         for peer in self.peers:
-            self._send(batch, MsgType.HEARTBEAT, peer, round=self.round, lease_remaining=lease_remaining,
-                       lease_ticks=self.timing.leader_lease_ticks)
+            self._send(
+                batch,
+                MsgType.HEARTBEAT,
+                peer,
+                round=self.round,
+                lease_remaining=lease_remaining,
+                lease_ticks=self.timing.leader_lease_ticks,
+            )
 
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         if not msg.granted:
@@ -590,9 +619,12 @@ class QuorumBully(BullyElector):
         if last is None or self.now - last > 2 * self.timing.heartbeat_interval_ticks:
             self.ack_streak_start[msg.src] = self.now  # a new unbroken run of acks begins
         self.last_ack[msg.src] = self.now
-        self._round_acked(msg.round, msg.src, sent_at=self.now if PlantedBug.LEASE_FROM_RECEIPT in bugs else None,
-                          lease_ticks=self.timing.follower_promise_ticks if PlantedBug.LEASE_AS_LONG_AS_PROMISE in bugs
-                          else None)
+        self._round_acked(
+            msg.round,
+            msg.src,
+            sent_at=self.now if PlantedBug.LEASE_FROM_RECEIPT in bugs else None,
+            lease_ticks=self.timing.follower_promise_ticks if PlantedBug.LEASE_AS_LONG_AS_PROMISE in bugs else None,
+        )
 
     # -- following -----------------------------------------------------------------------------
 
@@ -623,8 +655,14 @@ class QuorumBully(BullyElector):
         """Grant `msg` (a Coordinator or a leader's Heartbeat): durable first, then the promise window,
         long enough to outlast the lease its sender announced."""
         leader, epoch = msg.src, msg.epoch
-        until, durable = grant_window(self.timing, self.now, self._promise_ticks(msg.lease_ticks), self.promise_until,
-                                      self.promise, again=leader == self.promise.leader_id)
+        until, durable = grant_window(
+            self.timing,
+            self.now,
+            self._promise_ticks(msg.lease_ticks),
+            self.promise_until,
+            self.promise,
+            again=leader == self.promise.leader_id,
+        )
         self._make_promise(Promise(epoch, leader, durable), batch)
         if self.phase != _Phase.IDLE or self.leader_id != leader or self.epoch != epoch:
             self._follow(leader, epoch)
@@ -643,7 +681,11 @@ class QuorumBully(BullyElector):
         return self.timing.hold_ticks_for(lease_ticks)
 
     def _on_coordinator(self, msg: Message, batch: Batch) -> None:
-        refusal = NOT_A_VOTER if self.id not in self.membership.electorate else self._acknowledgement_refused(msg.src, msg.epoch)
+        refusal = (
+            NOT_A_VOTER
+            if self.id not in self.membership.electorate
+            else self._acknowledgement_refused(msg.src, msg.epoch)
+        )
         if not refusal:
             self._acknowledge(msg, batch)
         self._reply(batch, msg, refusal)
@@ -672,4 +714,3 @@ class QuorumBully(BullyElector):
             self._on_leader_timers(batch)
         elif self.phase == _Phase.IDLE and (self.leader_id is None or self.now >= self.promise_until):
             self._start_election(batch)
-

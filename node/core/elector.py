@@ -45,7 +45,7 @@ class Elector(Protocol):
         ahead counts); late is not, and the simulator checks it (tests/unit/test_next_deadline.py)."""
 
 
-def earliest_after(now: int, timers: "list[int]", horizon_ticks: int) -> int:
+def earliest_after(now: int, timers: list[int], horizon_ticks: int) -> int:
     """The first of `timers` after `now`, or `now + horizon_ticks` if none is. Right after a tick
     the timers that already passed have acted, or wait on one still ahead (then in the list)."""
     return min((t for t in timers if t > now), default=now + horizon_ticks)

@@ -34,7 +34,6 @@ import random
 from dataclasses import replace
 
 from .elector import earliest_after
-from .votes import has_majority
 from .membership import CONFLICT, OUTSIDE, STALE, Membership, MembershipRefused, initial, joining
 from .types import (
     REPLY_TYPE,
@@ -50,6 +49,7 @@ from .types import (
     Stats,
     SteppedDown,
 )
+from .votes import has_majority
 
 # ---- why a reply refused (Message.refusal) ------------------------------------------------------
 EPOCH_STALE = "epoch-stale"  # the request's epoch is below the one the receiver has promised
@@ -100,7 +100,8 @@ class ElectorKit:
         self.now = now
         # Whom we count and talk to. Modes that keep their start-up list never move off it.
         self.membership: Membership = promise.membership or (
-            joining() if config.join and self.CHANGES_MEMBERSHIP else initial(config.members))
+            joining() if config.join and self.CHANGES_MEMBERSHIP else initial(config.members)
+        )
         self.leader_id: int | None = None
         self.abstain_until = 0  # a node that resigned stands for nothing until then
         self.next_heartbeat = 0  # when a leader sends its next heartbeat round
@@ -200,8 +201,13 @@ class ElectorKit:
         """Let time catch up: a leader whose lease ran out while it was away steps down first."""
         self.now = max(self.now, now)
         self._catch_up(batch)
-        if (lease_check and self.LEASED and self.phase == self.LEADING and self.now >= self.lease_until
-                and PlantedBug.IGNORE_LEASE not in self.config.planted_bugs):
+        if (
+            lease_check
+            and self.LEASED
+            and self.phase == self.LEADING
+            and self.now >= self.lease_until
+            and PlantedBug.IGNORE_LEASE not in self.config.planted_bugs
+        ):
             self._step_down(Reason.LEASE_EXPIRED, batch, lease_end_tick=self.lease_until)
 
     def _catch_up(self, batch: Batch) -> None:
@@ -286,8 +292,16 @@ class ElectorKit:
         if refusal != "" and refusal not in REFUSALS:
             raise ValueError(f"a refusal must be one of REFUSALS, got {refusal!r}")
         fields.setdefault("promised_epoch", self.promise.epoch)
-        self._send(batch, REPLY_TYPE[request.type], request.src, epoch=request.epoch, round=request.round,
-                   granted=not refusal, refusal=refusal, **fields)
+        self._send(
+            batch,
+            REPLY_TYPE[request.type],
+            request.src,
+            epoch=request.epoch,
+            round=request.round,
+            granted=not refusal,
+            refusal=refusal,
+            **fields,
+        )
 
     # ---- stepping down and resigning ---------------------------------------------------------------
 
@@ -307,8 +321,9 @@ class ElectorKit:
             self._step_down(reason, batch, lease_end_tick=self.now)
         transfer = bool(successor) and reason == Reason.RESIGNED  # an operator's choice, not preemption
         for peer in self.peers:
-            self._send(batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor,
-                       transfer=transfer)
+            self._send(
+                batch, MsgType.HEARTBEAT, peer, epoch=epoch, resigning=True, successor=successor, transfer=transfer
+            )
         if keep_leading:
             return
         self.abstain_until = self.now + self.timing.election_timeout_ticks
@@ -378,7 +393,8 @@ class ElectorKit:
         if self.membership.joint or not self._agreed():
             raise MembershipRefused(
                 f"{self.membership.describe()} is not yet agreed (acknowledged in epoch {self.epoch} by a "
-                "majority of its voters); one change at a time, try again shortly")
+                "majority of its voters); one change at a time, try again shortly"
+            )
         self._make_own(self.membership.changed(tuple(voters), tuple(learners), self.epoch), batch)
         return batch.freeze()
 
@@ -426,5 +442,6 @@ class ElectorKit:
             return
         ready = sorted(p for p in m.learners if p in self.confirmed)
         if ready:
-            self._make_own(m.changed(m.voters + (ready[0],), tuple(x for x in m.learners if x != ready[0]),
-                                     self.epoch), batch)
+            self._make_own(
+                m.changed(m.voters + (ready[0],), tuple(x for x in m.learners if x != ready[0]), self.epoch), batch
+            )

@@ -26,8 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def configuration_id(members: tuple[int, ...] | list[int], learners: tuple[int, ...] = (), index: int = 0,
-                     term: int = 0, previous: tuple[int, ...] = (), notify: tuple[int, ...] = ()) -> int:
+def configuration_id(
+    members: tuple[int, ...] | list[int],
+    learners: tuple[int, ...] = (),
+    index: int = 0,
+    term: int = 0,
+    previous: tuple[int, ...] = (),
+    notify: tuple[int, ...] = (),
+) -> int:
     """A fingerprint of a configuration (32-bit FNV-1a, never 0); of the initial list alone, it is the
     fingerprint of its sorted ids. Shown by status and in refusals ("we run 3f2a…")."""
     text = ",".join(map(str, sorted(members)))
@@ -124,8 +130,10 @@ class Membership:
     def describe(self) -> str:
         learners = f", learners {','.join(map(str, self.learners))}" if self.learners else ""
         joint = f", joint with voters {','.join(map(str, self.previous))}" if self.joint else ""
-        return (f"configuration {self.index} of term {self.term} (voters {','.join(map(str, self.voters))}"
-                f"{learners}{joint})")
+        return (
+            f"configuration {self.index} of term {self.term} (voters {','.join(map(str, self.voters))}"
+            f"{learners}{joint})"
+        )
 
     def compare(self, other: Membership) -> str:
         """'' when the same, 'later' when `other` comes after this one, else the refusal reason."""
@@ -149,7 +157,8 @@ class Membership:
         if len(set(voters) ^ set(self.voters)) > 1:
             raise MembershipRefused(
                 f"voters {','.join(map(str, self.voters))} -> {','.join(map(str, voters))} changes more than one "
-                "voter; change one member at a time")
+                "voter; change one member at a time"
+            )
         if voters == self.voters and learners == self.learners:
             raise MembershipRefused(f"{self.describe()} already")
         if self.joint:

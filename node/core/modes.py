@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from .bully import ClassicBully, QuorumBully
 from .elector import Elector
-from .kit import ElectorKit
 from .instants import GENERIC_INSTANTS
+from .kit import ElectorKit
 from .raft import RaftElector
 from .ring import RingElector
 from .types import Config, PlantedBug, Promise
@@ -34,6 +34,7 @@ class ModeInfo:
     options: dict[str, str] = field(default_factory=dict)
     # The planted bugs (tests only) its elector honours; the store's own applies to every mode.
     planted_bugs: frozenset[PlantedBug] = frozenset()
+
     @property
     def transfers(self) -> bool:
         """Can leadership be handed over on request (Resign, TransferLeadership)? The elector says."""
@@ -51,33 +52,62 @@ class ModeInfo:
 
 
 # Which planted bugs live in which elector (each names its mode in node/core/types.py).
-_RAFT_BUGS = frozenset({
-    PlantedBug.TERM_ONLY_PERSIST, PlantedBug.VOTE_WINDOW_IS_LEASE, PlantedBug.LEASE_CHECK_ON_TICK,
-    PlantedBug.LATE_VOTE_UNTIL_DEADLINE, PlantedBug.RELEASE_ANY_TERM,
-    PlantedBug.VOTE_BY_WINDOW, PlantedBug.LEASE_FROM_WIN, PlantedBug.PERSIST_BEFORE_SELF_VOTE,
-})
+_RAFT_BUGS = frozenset(
+    {
+        PlantedBug.TERM_ONLY_PERSIST,
+        PlantedBug.VOTE_WINDOW_IS_LEASE,
+        PlantedBug.LEASE_CHECK_ON_TICK,
+        PlantedBug.LATE_VOTE_UNTIL_DEADLINE,
+        PlantedBug.RELEASE_ANY_TERM,
+        PlantedBug.VOTE_BY_WINDOW,
+        PlantedBug.LEASE_FROM_WIN,
+        PlantedBug.PERSIST_BEFORE_SELF_VOTE,
+    }
+)
 # Members running different timings: both electors that hold promises.
 _TIMING_BUGS = frozenset({PlantedBug.ANNOUNCED_LEASE_IGNORED, PlantedBug.HOLD_NOT_PERSISTED})
 # Membership changes: the kit's configuration part, in every mode that changes membership.
-MEMBERSHIP_BUGS = frozenset({
-    PlantedBug.NEW_CONFIGURATION_RELEASES, PlantedBug.MEMBERSHIP_NOT_PERSISTED, PlantedBug.REMOVED_STILL_COUNTED,
-    PlantedBug.ADOPTS_ANY_CONFIGURATION,
-})
+MEMBERSHIP_BUGS = frozenset(
+    {
+        PlantedBug.NEW_CONFIGURATION_RELEASES,
+        PlantedBug.MEMBERSHIP_NOT_PERSISTED,
+        PlantedBug.REMOVED_STILL_COUNTED,
+        PlantedBug.ADOPTS_ANY_CONFIGURATION,
+    }
+)
 _QUORUM_BUGS = frozenset(PlantedBug) - _RAFT_BUGS
 _RAFT_BUGS |= _TIMING_BUGS | MEMBERSHIP_BUGS
 
 REGISTRY: dict[str, ModeInfo] = {
     info.name: info
     for info in (
-        ModeInfo("classic", "textbook Bully: the highest reachable id wins without consent", ClassicBully, promises=False),
-        ModeInfo("quorum", "Bully ordering with majority-acknowledged leadership, leases and durable promises",
-                 QuorumBully, promises=True, planted_bugs=_QUORUM_BUGS),
-        ModeInfo("ring", "textbook Ring election (Chang-Roberts): a token collects the live ids, the highest leads; "
-                 "no consent, no lease", RingElector, promises=False),
-        ModeInfo("raft", "Raft election (no log): randomized timeouts, PreVote, one durable vote per term, "
-                 "CheckQuorum leases", RaftElector, promises=True,
-                 options={"no-pre-vote": "campaign without a PreVote round first (a rejoining node may depose a healthy leader)"},
-                 planted_bugs=_RAFT_BUGS | {PlantedBug.STALE_STORE}),
+        ModeInfo(
+            "classic", "textbook Bully: the highest reachable id wins without consent", ClassicBully, promises=False
+        ),
+        ModeInfo(
+            "quorum",
+            "Bully ordering with majority-acknowledged leadership, leases and durable promises",
+            QuorumBully,
+            promises=True,
+            planted_bugs=_QUORUM_BUGS,
+        ),
+        ModeInfo(
+            "ring",
+            "textbook Ring election (Chang-Roberts): a token collects the live ids, the highest leads; "
+            "no consent, no lease",
+            RingElector,
+            promises=False,
+        ),
+        ModeInfo(
+            "raft",
+            "Raft election (no log): randomized timeouts, PreVote, one durable vote per term, CheckQuorum leases",
+            RaftElector,
+            promises=True,
+            options={
+                "no-pre-vote": "campaign without a PreVote round first (a rejoining node may depose a healthy leader)"
+            },
+            planted_bugs=_RAFT_BUGS | {PlantedBug.STALE_STORE},
+        ),
     )
 }
 

@@ -34,6 +34,8 @@ from __future__ import annotations
 import enum
 import random
 
+from .kit import EPOCH_PROMISED, EPOCH_STALE, LEADING, NOT_A_VOTER, PROMISE_LIVE, ElectorKit
+from .known import KnownLeader
 from .types import (
     Batch,
     BecameLeader,
@@ -50,8 +52,6 @@ from .types import (
     View,
     grant_window,
 )
-from .kit import EPOCH_PROMISED, EPOCH_STALE, LEADING, NOT_A_VOTER, PROMISE_LIVE, ElectorKit
-from .known import KnownLeader
 
 
 class Phase(str, enum.Enum):
@@ -81,16 +81,28 @@ class RaftElector(ElectorKit):
     }
     FOLLOWING = Phase.FOLLOWER
     LEADING = Phase.LEADER
-    REQUESTS = {MsgType.PRE_VOTE: "_on_pre_vote", MsgType.REQUEST_VOTE: "_on_request_vote",
-                MsgType.HEARTBEAT: "_on_heartbeat"}
-    REPLIES = {Phase.PRE_CANDIDATE: {MsgType.PRE_VOTE_ACK: "_on_pre_vote_ack"},
-               Phase.CANDIDATE: {MsgType.VOTE: "_on_vote"},
-               Phase.LEADER: {MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"}}
+    REQUESTS = {
+        MsgType.PRE_VOTE: "_on_pre_vote",
+        MsgType.REQUEST_VOTE: "_on_request_vote",
+        MsgType.HEARTBEAT: "_on_heartbeat",
+    }
+    REPLIES = {
+        Phase.PRE_CANDIDATE: {MsgType.PRE_VOTE_ACK: "_on_pre_vote_ack"},
+        Phase.CANDIDATE: {MsgType.VOTE: "_on_vote"},
+        Phase.LEADER: {MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"},
+    }
     LEASED = True
     CHANGES_MEMBERSHIP = True
 
-    def __init__(self, config: Config, promise: Promise, rng: random.Random, now: int, pre_vote: bool = True,
-                 timeout_spread_ticks: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        promise: Promise,
+        rng: random.Random,
+        now: int,
+        pre_vote: bool = True,
+        timeout_spread_ticks: int | None = None,
+    ) -> None:
         super().__init__(config, promise, rng, now)
         self.pre_vote = pre_vote and "no-pre-vote" not in config.options
         # Election timeouts are drawn from [ET, ET + spread]; None: [ET, 2 ET), Raft's usual range.
@@ -158,8 +170,15 @@ class RaftElector(ElectorKit):
 
     def _timers(self) -> list[int]:
         lease = self.timing.leader_lease_ticks
-        return [self.election_deadline, self.next_heartbeat, self.lease_until, self.promise_until,
-                self.abstain_until, self.election_sent_at + lease, self.known.until]
+        return [
+            self.election_deadline,
+            self.next_heartbeat,
+            self.lease_until,
+            self.promise_until,
+            self.abstain_until,
+            self.election_sent_at + lease,
+            self.known.until,
+        ]
 
     def _heartbeat_now(self, batch: Batch) -> None:
         self._send_heartbeats(batch)
@@ -238,8 +257,9 @@ class RaftElector(ElectorKit):
         hold = self.timing.hold_ticks_for(request.lease_ticks)
         if PlantedBug.ANNOUNCED_LEASE_IGNORED in self.config.planted_bugs:
             hold = self.timing.promise_hold_ticks
-        until, durable = grant_window(self.timing, self.now, hold, self.promise_until, self.promise,
-                                      again=node == self.promised_to)
+        until, durable = grant_window(
+            self.timing, self.now, hold, self.promise_until, self.promise, again=node == self.promised_to
+        )
         self.phase = Phase.FOLLOWER
         self.voted_for = node
         self._persist(batch, hold_ticks=durable)
@@ -433,8 +453,15 @@ class RaftElector(ElectorKit):
         self.next_heartbeat = self.now + t.heartbeat_interval_ticks
         lease_remaining = self._open_round(self.now)
         for peer in self.peers:
-            self._send(batch, MsgType.HEARTBEAT, peer, epoch=self.term, round=self.round, lease_remaining=lease_remaining,
-                       lease_ticks=t.leader_lease_ticks)
+            self._send(
+                batch,
+                MsgType.HEARTBEAT,
+                peer,
+                epoch=self.term,
+                round=self.round,
+                lease_remaining=lease_remaining,
+                lease_ticks=t.leader_lease_ticks,
+            )
 
     def _on_heartbeat_ack(self, msg: Message, batch: Batch) -> None:
         if not msg.granted or msg.epoch != self.term or msg.round not in self.rounds:

@@ -84,8 +84,12 @@ class RingElector(ElectorKit):
     FOLLOWING = _Phase.IDLE
     LEADING = _Phase.LEADING
     # Every pass is acknowledged whatever the role; a heartbeat ack matters only to a leader.
-    REQUESTS = {MsgType.RING_ELECTION: "_on_token", MsgType.RING_COORDINATOR: "_on_coordinator",
-                MsgType.RING_ACK: "_on_ring_ack", MsgType.HEARTBEAT: "_on_heartbeat"}
+    REQUESTS = {
+        MsgType.RING_ELECTION: "_on_token",
+        MsgType.RING_COORDINATOR: "_on_coordinator",
+        MsgType.RING_ACK: "_on_ring_ack",
+        MsgType.HEARTBEAT: "_on_heartbeat",
+    }
     REPLIES = {_Phase.LEADING: {MsgType.HEARTBEAT_ACK: "_on_heartbeat_ack"}}
     TRANSFERS = False
 
@@ -134,8 +138,14 @@ class RingElector(ElectorKit):
             self._pass_on(batch, p.msg, after=msg.dst)  # refused: the next member, without waiting
 
     def _timers(self) -> list[int]:
-        return [self.election_deadline, self.candidate_deadline, self.next_heartbeat, self.abstain_until,
-                self.joined_until, *(p.deadline for p in self.passes.values())]
+        return [
+            self.election_deadline,
+            self.candidate_deadline,
+            self.next_heartbeat,
+            self.abstain_until,
+            self.joined_until,
+            *(p.deadline for p in self.passes.values()),
+        ]
 
     INSTANTS: dict[str, str] = {}  # only the generic ones (node.core.instants)
 
@@ -165,8 +175,7 @@ class RingElector(ElectorKit):
 
     def _ack(self, batch: Batch, request: Message) -> None:
         """Received (not agreed to anything): the sender may stop trying other successors."""
-        self._send(batch, REPLY_TYPE[request.type], request.src, epoch=request.epoch, round=request.round,
-                   granted=True)
+        self._send(batch, REPLY_TYPE[request.type], request.src, epoch=request.epoch, round=request.round, granted=True)
 
     def _successor(self, after: int) -> int:
         """The member after `after` in the ring (by id, wrapping around)."""
@@ -209,8 +218,14 @@ class RingElector(ElectorKit):
         t = self.timing
         # Long enough for a lap in which every other member has to be skipped after a silent wait.
         self.candidate_deadline = self.now + t.election_timeout_ticks + len(self.ring) * t.alive_wait_ticks
-        token = Message(MsgType.RING_ELECTION, self.id, self.id, max(self.highest_seen_epoch, self.promise.epoch),
-                        ids=(self.id,), initiator=self.id)
+        token = Message(
+            MsgType.RING_ELECTION,
+            self.id,
+            self.id,
+            max(self.highest_seen_epoch, self.promise.epoch),
+            ids=(self.id,),
+            initiator=self.id,
+        )
         self._pass_on(batch, token, after=self.id)
 
     def _on_token(self, msg: Message, batch: Batch) -> None:
@@ -230,8 +245,11 @@ class RingElector(ElectorKit):
             self.election_deadline = self.now + self._election_delay()  # an election is under way
         ids = msg.ids if self._abstaining() else (*msg.ids, self.id)
         epoch = max(msg.epoch, self.highest_seen_epoch, self.promise.epoch)
-        self._pass_on(batch, Message(MsgType.RING_ELECTION, self.id, self.id, epoch, ids=ids, initiator=msg.initiator),
-                      after=self.id)
+        self._pass_on(
+            batch,
+            Message(MsgType.RING_ELECTION, self.id, self.id, epoch, ids=ids, initiator=msg.initiator),
+            after=self.id,
+        )
 
     def _complete(self, batch: Batch, token: Message) -> None:
         """Our token came back: its highest id coordinates the next epoch; tell the ring once."""
@@ -270,8 +288,11 @@ class RingElector(ElectorKit):
             if self.phase == _Phase.LEADING:
                 self._step_down(Reason.HIGHER_EPOCH if epoch > self.epoch else Reason.HIGHER_LEADER, batch)
             self._follow(coordinator, epoch)
-        self._pass_on(batch, Message(MsgType.RING_COORDINATOR, self.id, self.id, self.epoch, ids=msg.ids,
-                                     initiator=msg.initiator), after=self.id)
+        self._pass_on(
+            batch,
+            Message(MsgType.RING_COORDINATOR, self.id, self.id, self.epoch, ids=msg.ids, initiator=msg.initiator),
+            after=self.id,
+        )
 
     def _on_ring_ack(self, msg: Message, batch: Batch) -> None:
         p = self.passes.get(msg.round)

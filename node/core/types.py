@@ -134,7 +134,9 @@ def _beyond_own(window_ticks: int, timing: Timing) -> int:
     return window_ticks if window_ticks > timing.promise_hold_ticks else 0
 
 
-def grant_window(timing: Timing, now: int, hold_ticks: int, until: int, promise: Promise, again: bool) -> tuple[int, int]:
+def grant_window(
+    timing: Timing, now: int, hold_ticks: int, until: int, promise: Promise, again: bool
+) -> tuple[int, int]:
     """A grant held `hold_ticks` from `now`: (when its window ends, the durable Promise.hold_ticks).
 
     `again`: the grant goes to the node the live window (ending at `until`, granted as `promise`) is
@@ -155,21 +157,27 @@ class PlantedBug(str, enum.Enum):
     FORGET_PROMISE = "forget-promise"  # the promise is not kept across restarts
     STALE_STORE = "stale-store"  # the fenced store accepts any epoch (store side)
     BOOT_SELF_VOTE = "boot-self-vote"  # votes for itself inside the promise window it honours after boot
-    PERSIST_AFTER_REPLY = "persist-after-reply"  # a promise is written behind: on disk a heartbeat interval after the ack
+    PERSIST_AFTER_REPLY = (
+        "persist-after-reply"  # a promise is written behind: on disk a heartbeat interval after the ack
+    )
     WRONG_ROUND_ACK = "wrong-round-ack"  # a heartbeat ack is credited to the newest round, not its own
     EARLY_RELEASE = "early-release"  # a resigning leader releases its followers, then leads one more interval
     LEASE_FROM_RECEIPT = "lease-from-receipt"  # the lease is renewed from when the ack arrived, not when sent
     HALF_IS_MAJORITY = "half-is-majority"  # in an even-sized cluster, half the members count as a majority
     SHORT_PROMISE = "short-promise"  # a follower honours its promise for only half the leader's lease
     # independent
-    OLD_RESIGN_RELEASES = "old-resign-releases"  # quorum: an older epoch's resign from our leader ends the newer promise
+    OLD_RESIGN_RELEASES = (
+        "old-resign-releases"  # quorum: an older epoch's resign from our leader ends the newer promise
+    )
     REASSERT_KEEPS_GRANTS = "reassert-keeps-grants"  # quorum: a reassert counts the grants of the proposal that won
     ACK_KEEPS_WINDOW = "ack-keeps-window"  # quorum: re-acking the same leader and epoch does not extend the window
     ROUND_WITHOUT_EPOCH = "round-without-epoch"  # quorum: a heartbeat ack is matched to a round by number, not epoch
     BOOT_WINDOW_FROM_ZERO = "boot-window-from-zero"  # quorum: the window after a restart counts from clock zero
     LEASE_FROM_NEXT_BEAT = "lease-from-next-beat"  # quorum: a round is stamped with the time the next one is due
     LEASE_AS_LONG_AS_PROMISE = "lease-as-long-as-promise"  # quorum: a renewed lease lasts the followers' window
-    LATE_ACK_UNTIL_TIMEOUT = "late-ack-until-timeout"  # quorum: proposal acks count for an election timeout, not a lease
+    LATE_ACK_UNTIL_TIMEOUT = (
+        "late-ack-until-timeout"  # quorum: proposal acks count for an election timeout, not a lease
+    )
     TERM_ONLY_PERSIST = "term-only-persist"  # raft: the promise is written only when the term changes
     VOTE_WINDOW_IS_LEASE = "vote-window-is-lease"  # raft: a granted vote promises for a lease, not the window
     LEASE_CHECK_ON_TICK = "lease-check-on-tick"  # raft: an expired lease is noticed on ticks only, not on messages
@@ -181,15 +189,23 @@ class PlantedBug(str, enum.Enum):
     REASSERT_ADOPTS_EPOCH = "reassert-adopts-epoch"  # quorum: a leader takes its reassert's fresh epoch when it asks, not when a majority grants it
     VOTE_BY_WINDOW = "vote-by-window"  # raft: a vote is checked against whom the node backs now (promised_to), not whom it voted for in the term
     LEASE_FROM_WIN = "lease-from-win"  # raft: a new leader's lease counts from its win, not from its RequestVote round
-    PERSIST_BEFORE_SELF_VOTE = "persist-before-self-vote"  # raft: a candidate persists its new term before it records its own vote
+    PERSIST_BEFORE_SELF_VOTE = (
+        "persist-before-self-vote"  # raft: a candidate persists its new term before it records its own vote
+    )
     # configuration: members running different timings
-    ANNOUNCED_LEASE_IGNORED = "announced-lease-ignored"  # a follower holds its own window, whatever lease the leader announces
+    ANNOUNCED_LEASE_IGNORED = (
+        "announced-lease-ignored"  # a follower holds its own window, whatever lease the leader announces
+    )
     HOLD_NOT_PERSISTED = "hold-not-persisted"  # a window longer than the node's own is held but not made durable
     # configuration: membership changes
-    NEW_CONFIGURATION_RELEASES = "new-configuration-releases"  # quorum: adopting a later configuration ends the node's live promise
+    NEW_CONFIGURATION_RELEASES = (
+        "new-configuration-releases"  # quorum: adopting a later configuration ends the node's live promise
+    )
     MEMBERSHIP_NOT_PERSISTED = "membership-not-persisted"  # quorum: an adopted configuration is held in memory only
     REMOVED_STILL_COUNTED = "removed-still-counted"  # quorum: a voter removed by the last change still counts
-    ADOPTS_ANY_CONFIGURATION = "adopts-any-configuration"  # quorum: a node adopts any other configuration it hears, even an earlier one
+    ADOPTS_ANY_CONFIGURATION = (
+        "adopts-any-configuration"  # quorum: a node adopts any other configuration it hears, even an earlier one
+    )
 
 
 # The clock-rate error the lease rule is promised to tolerate (and the explorer checks): every timing a
@@ -275,8 +291,9 @@ class Timing:
         return (promise - lease) / (promise + lease)
 
     @classmethod
-    def from_ms(cls, heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int,
-                preempt_hold_down_ms: int = 0) -> "Timing":
+    def from_ms(
+        cls, heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int, preempt_hold_down_ms: int = 0
+    ) -> Timing:
         """Derive every duration from the two user-facing knobs."""
         if tick_ms <= 0:
             raise ValueError(f"tick_ms must be > 0, got {tick_ms}")

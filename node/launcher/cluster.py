@@ -18,9 +18,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from node.api import bullyproof_pb2 as pb
 from node.channels import dial_as
@@ -106,17 +107,28 @@ class ClusterSpec:
         peers = ",".join(f"{p.id}={node.dial.get(p.id, p.peer_address)}" for p in self.nodes if p.id != node.id)
         args = [
             "node",
-            "--id", str(node.id),
-            "--listen", node.peer_address,
-            "--client-listen", node.client_address,
-            "--peers", peers,
-            "--mode", self.mode,
-            "--state-dir", state_dir,
-            "--heartbeat-interval-ms", str(self.heartbeat_interval_ms),
-            "--election-timeout-ms", str(self.election_timeout_ms),
-            "--store", self.store_dial.get(node.id, self.store_address),
-            "--write-period-ms", str(self.write_period_ms),
-            "--preempt-hold-down-ms", str(self.preempt_hold_down_ms),
+            "--id",
+            str(node.id),
+            "--listen",
+            node.peer_address,
+            "--client-listen",
+            node.client_address,
+            "--peers",
+            peers,
+            "--mode",
+            self.mode,
+            "--state-dir",
+            state_dir,
+            "--heartbeat-interval-ms",
+            str(self.heartbeat_interval_ms),
+            "--election-timeout-ms",
+            str(self.election_timeout_ms),
+            "--store",
+            self.store_dial.get(node.id, self.store_address),
+            "--write-period-ms",
+            str(self.write_period_ms),
+            "--preempt-hold-down-ms",
+            str(self.preempt_hold_down_ms),
         ]
         for option in self.mode_options:
             args += ["--mode-option", option]
@@ -142,16 +154,32 @@ def check_cluster_size(n: int) -> None:
         raise ConfigError(f"--nodes must be between 2 and {MAX_NODES}, got {n}")
 
 
-def local_spec(n: int, mode: str = "quorum", heartbeat_interval_ms: int = 100, election_timeout_ms: int = 500,
-               host: str = "127.0.0.1", certs_dir: str | None = None, spares: int = 0) -> ClusterSpec:
+def local_spec(
+    n: int,
+    mode: str = "quorum",
+    heartbeat_interval_ms: int = 100,
+    election_timeout_ms: int = 500,
+    host: str = "127.0.0.1",
+    certs_dir: str | None = None,
+    spares: int = 0,
+) -> ClusterSpec:
     """n voters, and `spares` more nodes (ids after n) started to join, for `bullyproof member add`."""
     check_cluster_size(n + spares)
     nodes = tuple(
-        NodeSpec(i, f"{host}:{free_port(host)}", f"{host}:{free_port(host)}", metrics_address=f"{host}:{free_port(host)}")
+        NodeSpec(
+            i, f"{host}:{free_port(host)}", f"{host}:{free_port(host)}", metrics_address=f"{host}:{free_port(host)}"
+        )
         for i in range(1, n + spares + 1)
     )
-    return ClusterSpec(nodes, f"{host}:{free_port(host)}", mode, heartbeat_interval_ms, election_timeout_ms, certs_dir=certs_dir,
-                       joining=tuple(range(n + 1, n + spares + 1)))
+    return ClusterSpec(
+        nodes,
+        f"{host}:{free_port(host)}",
+        mode,
+        heartbeat_interval_ms,
+        election_timeout_ms,
+        certs_dir=certs_dir,
+        joining=tuple(range(n + 1, n + spares + 1)),
+    )
 
 
 # ---- links: one Toxiproxy proxy per direction --------------------------------------------------
@@ -164,6 +192,7 @@ def link_name(src: int | str, dst: int | str) -> str:
 @dataclass(frozen=True)
 class Link:
     """Node `src` dialling peer `dst` (or the store, dst == STORE); `upstream` is where it dials directly."""
+
     src: int
     dst: int | str
     upstream: str
@@ -209,9 +238,14 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float =
         time.sleep(interval_s)
 
 
-def wait_for_agreement(addresses: dict[int, str], timeout_s: float, exclude: set[int] = frozenset(),
-                       differs_from: tuple[int, int] | None = None, interval_s: float = 0.02,
-                       rpc_timeout_s: float = 0.3) -> tuple[int, int]:
+def wait_for_agreement(
+    addresses: dict[int, str],
+    timeout_s: float,
+    exclude: set[int] = frozenset(),
+    differs_from: tuple[int, int] | None = None,
+    interval_s: float = 0.02,
+    rpc_timeout_s: float = 0.3,
+) -> tuple[int, int]:
     """Poll every node's client address (but `exclude`) until all answer and agree on (leader, epoch)
     (those in no configuration, joining or removed, answer but are not asked to agree)."""
     addrs = {k: v for k, v in addresses.items() if k not in exclude}
@@ -231,8 +265,10 @@ def wait_for_agreement(addresses: dict[int, str], timeout_s: float, exclude: set
     except TimeoutError as e:
         # Say what each node last answered (None: no answer within rpc_timeout_s), to tell a slow
         # node from a split or from no leader at all.
-        answers = {n: None if v is None else (v.leader_id if v.known else None, v.epoch, v.role == pb.ROLE_LEADER)
-                   for n, v in sorted(last.items())}
+        answers = {
+            n: None if v is None else (v.leader_id if v.known else None, v.epoch, v.role == pb.ROLE_LEADER)
+            for n, v in sorted(last.items())
+        }
         raise TimeoutError(f"{e}; last answers as (leader named, epoch, is leader): {answers}") from None
 
 
@@ -263,7 +299,9 @@ def read_cluster_file(directory: Path) -> dict[str, Any]:
         trust_cluster(data)
         return data
     except FileNotFoundError:
-        raise ConfigError(f"no cluster at {directory}: {path} does not exist (start one with: bullyproof cluster up --dir {directory})") from None
+        raise ConfigError(
+            f"no cluster at {directory}: {path} does not exist (start one with: bullyproof cluster up --dir {directory})"
+        ) from None
     except NotADirectoryError:
         raise ConfigError(f"no cluster at {directory}: it is not a directory") from None
     except json.JSONDecodeError as exc:
@@ -311,7 +349,10 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None, ru
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log, signals_held():
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the launcher's terminal must not kill nodes abruptly
             env=env if run_dir is None else run_env(run_dir, env),
         )
@@ -375,9 +416,15 @@ def stop_pids(pids: list[int], grace_s: float = 3.0) -> None:
 class LocalCluster:
     """Real node and store processes on loopback, recorded in DIR/cluster.json."""
 
-    def __init__(self, spec: ClusterSpec, directory: Path, env: dict[str, str] | None = None,
-                 extra_node_args: list[str] | None = None, extra: dict[str, Any] | None = None,
-                 extra_store_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        directory: Path,
+        env: dict[str, str] | None = None,
+        extra_node_args: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+        extra_store_args: list[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.dir = directory.resolve()
         self.env = env
@@ -405,7 +452,9 @@ class LocalCluster:
             old = read_cluster_file(self.dir)
             alive = _recorded_alive(old, run_pids(self.dir))
             if alive:
-                raise ConfigError(f"a cluster is already running in {self.dir} (pids {alive}); stop it with: bullyproof cluster down --dir {self.dir}")
+                raise ConfigError(
+                    f"a cluster is already running in {self.dir} (pids {alive}); stop it with: bullyproof cluster down --dir {self.dir}"
+                )
         self.owns_dir = True  # from here on, stop() stops whatever runs for this directory
         # Only now: a refused start must not reissue the running cluster's certificates (its servers
         # would pick them up at the next handshake, and admin.key, the dashboard token's root, would change).
@@ -429,11 +478,17 @@ class LocalCluster:
         for node in self.spec.nodes:
             argv = self.node_argv(node)
             pid = spawn(argv, self.dir / f"node-{node.id}" / "node.log", self.env, self.dir)
-            data["nodes"].append({
-                "id": node.id, "pid": pid, "peer_address": node.peer_address,
-                "client_address": node.client_address, "metrics_address": node.metrics_address, "argv": argv,
-                "events": str(self.dir / f"node-{node.id}" / "events.jsonl"),
-            })
+            data["nodes"].append(
+                {
+                    "id": node.id,
+                    "pid": pid,
+                    "peer_address": node.peer_address,
+                    "client_address": node.client_address,
+                    "metrics_address": node.metrics_address,
+                    "argv": argv,
+                    "events": str(self.dir / f"node-{node.id}" / "events.jsonl"),
+                }
+            )
         trust_cluster(data)
         tmp = self.dir / (CLUSTER_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -443,9 +498,14 @@ class LocalCluster:
     def client_addresses(self) -> dict[int, str]:
         return {n.id: n.client_address for n in self.spec.nodes}
 
-    def wait_for_agreement(self, timeout_s: float, exclude: set[int] = frozenset(),
-                           differs_from: tuple[int, int] | None = None, interval_s: float = 0.02,
-                           rpc_timeout_s: float = 0.3) -> tuple[int, int]:
+    def wait_for_agreement(
+        self,
+        timeout_s: float,
+        exclude: set[int] = frozenset(),
+        differs_from: tuple[int, int] | None = None,
+        interval_s: float = 0.02,
+        rpc_timeout_s: float = 0.3,
+    ) -> tuple[int, int]:
         return wait_for_agreement(self.client_addresses(), timeout_s, exclude, differs_from, interval_s, rpc_timeout_s)
 
     def stop(self) -> list[int]:
@@ -499,8 +559,13 @@ def node_record(data: dict[str, Any], node_id: int) -> dict[str, Any]:
 PROCESS_ACTIONS = ("kill", "pause", "resume", "restart")
 
 
-def process_fault(directory: Path, target: str, action: str, env: dict[str, str] | None = None,
-                  timing_ms: dict[str, int] | None = None) -> dict[str, Any]:
+def process_fault(
+    directory: Path,
+    target: str,
+    action: str,
+    env: dict[str, str] | None = None,
+    timing_ms: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """kill | pause | resume | restart a node (by id) or the store ("store"), by pid from cluster.json.
 
     A restart with `timing_ms` ({"--election-timeout-ms": 1000, ...}) starts the node with those flags

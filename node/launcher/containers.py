@@ -47,8 +47,13 @@ def detect_engine(environ: dict[str, str] | None = None) -> str:
             problems.append(f"{name}: not installed")
             continue
         try:
-            done = subprocess.run([name, "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                                  text=True, timeout=15, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                [name, "version", "--format", "{{.Server.Version}}"],
+                capture_output=True,
+                text=True,
+                timeout=15,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             problems.append(f"{name}: no answer within 15 s")
             continue
@@ -68,8 +73,9 @@ class Engine:
 
     def run(self, *args: str) -> str:
         try:
-            done = subprocess.run([self.name, *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                [self.name, *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             raise ConfigError(f"{self.name} {' '.join(args)}: no answer within {COMMAND_TIMEOUT_S:.0f} s") from None
         if done.returncode != 0:
@@ -88,16 +94,26 @@ class Engine:
 
     def container(self, service: str) -> str:
         """The id of the one container of `service`; a one-line error naming the engine if there is none."""
-        filters = [arg for label in [f"{LABEL_SERVICE}={service}", *self.project_labels()]
-                   for arg in ("--filter", f"label={label}")]
-        rows = [line.split() for line in self.run("ps", "-a", *filters, "--format", "{{.ID}} {{.Names}}").splitlines()
-                if line.strip()]
+        filters = [
+            arg
+            for label in [f"{LABEL_SERVICE}={service}", *self.project_labels()]
+            for arg in ("--filter", f"label={label}")
+        ]
+        rows = [
+            line.split()
+            for line in self.run("ps", "-a", *filters, "--format", "{{.ID}} {{.Names}}").splitlines()
+            if line.strip()
+        ]
         if not rows:
-            raise ConfigError(f"{self.name}: no container of service {service} in {self.describe_project()}; "
-                              f"is the compose cluster up? (docker compose -f {self.compose_file} up -d)")
+            raise ConfigError(
+                f"{self.name}: no container of service {service} in {self.describe_project()}; "
+                f"is the compose cluster up? (docker compose -f {self.compose_file} up -d)"
+            )
         if len(rows) > 1:
-            raise ConfigError(f"{self.name}: {len(rows)} containers of service {service} in {self.describe_project()} "
-                              f"({', '.join(r[-1] for r in rows)}); set COMPOSE_PROJECT_NAME to choose one project")
+            raise ConfigError(
+                f"{self.name}: {len(rows)} containers of service {service} in {self.describe_project()} "
+                f"({', '.join(r[-1] for r in rows)}); set COMPOSE_PROJECT_NAME to choose one project"
+            )
         return rows[0][0]
 
     def state(self, container: str) -> str:

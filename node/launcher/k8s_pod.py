@@ -20,9 +20,9 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")  # token, ca.crt, namespace
 
@@ -68,8 +68,9 @@ def _api_host(environ: Mapping[str, str]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def read_statefulset(name: str, account_dir: Path | None = None, environ: Mapping[str, str] | None = None,
-                     timeout_s: float = 5.0) -> StatefulSetState:
+def read_statefulset(
+    name: str, account_dir: Path | None = None, environ: Mapping[str, str] | None = None, timeout_s: float = 5.0
+) -> StatefulSetState:
     """GET apps/v1 StatefulSet `name` in the pod's own namespace with the pod's service account token
     (in `account_dir`, default SERVICE_ACCOUNT_DIR), verifying the API server with the account's
     ca.crt. 404: StatefulSetState(None). Anything else that is not the object: StatefulSetUnreadable
@@ -81,10 +82,13 @@ def read_statefulset(name: str, account_dir: Path | None = None, environ: Mappin
         token = (account_dir / "token").read_text().strip()
         context = ssl.create_default_context(cafile=str(account_dir / "ca.crt"))
     except (OSError, ssl.SSLError) as exc:
-        raise StatefulSetUnreadable(f"cannot read the pod's service account in {account_dir}: {exc} "
-                                    "(is automountServiceAccountToken off?)") from None
-    url = (f"https://{_api_host(environ)}/apis/apps/v1/namespaces/{urllib.parse.quote(namespace, safe='')}"
-           f"/statefulsets/{urllib.parse.quote(name, safe='')}")
+        raise StatefulSetUnreadable(
+            f"cannot read the pod's service account in {account_dir}: {exc} (is automountServiceAccountToken off?)"
+        ) from None
+    url = (
+        f"https://{_api_host(environ)}/apis/apps/v1/namespaces/{urllib.parse.quote(namespace, safe='')}"
+        f"/statefulsets/{urllib.parse.quote(name, safe='')}"
+    )
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, context=context, timeout=timeout_s) as response:
@@ -92,8 +96,14 @@ def read_statefulset(name: str, account_dir: Path | None = None, environ: Mappin
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return StatefulSetState(None)
-        hint = (f": the pod's service account needs `get` on statefulsets/{name} in namespace {namespace} "
-                "(the Role and RoleBinding `bullyproof k8s` writes)") if exc.code in (401, 403) else ""
+        hint = (
+            (
+                f": the pod's service account needs `get` on statefulsets/{name} in namespace {namespace} "
+                "(the Role and RoleBinding `bullyproof k8s` writes)"
+            )
+            if exc.code in (401, 403)
+            else ""
+        )
         raise StatefulSetUnreadable(f"GET {url}: HTTP {exc.code} {exc.reason}{hint}") from None
     except (OSError, ValueError) as exc:  # URLError, TLS, timeouts, a body that is not JSON
         raise StatefulSetUnreadable(f"GET {url}: {exc}") from None

@@ -12,9 +12,9 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel
-from node.tls import STORE_NAME
 from node.core import Role
 from node.store.db import claim_key
+from node.tls import STORE_NAME
 
 if TYPE_CHECKING:
     from node.runtime.node import NodeRuntime
@@ -83,10 +83,18 @@ class LeaderDuty:
         try:
             reply = await stub.Write(req, timeout=max(0.5, node.transport.rpc_timeout_s))
         except grpc.aio.AioRpcError as exc:
-            node.events.record("write", epoch=epoch, key=key, accepted=None, seq=None, error=exc.code().name, sent_ns=sent_ns)
+            node.events.record(
+                "write", epoch=epoch, key=key, accepted=None, seq=None, error=exc.code().name, sent_ns=sent_ns
+            )
             return
         node.events.record(
-            "write", epoch=epoch, key=key, accepted=reply.accepted, seq=reply.seq, error=reply.reason or None, sent_ns=sent_ns
+            "write",
+            epoch=epoch,
+            key=key,
+            accepted=reply.accepted,
+            seq=reply.seq,
+            error=reply.reason or None,
+            sent_ns=sent_ns,
         )
         if not reply.accepted:
             node.events.log("store rejected write", epoch, level="warning", reason=reply.reason, key=key)

@@ -8,8 +8,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class EventLog:
@@ -26,7 +27,9 @@ class EventLog:
 
     def record(self, kind: str, **fields: Any) -> None:
         if self.file:
-            self.file.write(json.dumps({"t_ns": time.monotonic_ns(), "kind": kind, "node": self.node_id, **fields}) + "\n")
+            self.file.write(
+                json.dumps({"t_ns": time.monotonic_ns(), "kind": kind, "node": self.node_id, **fields}) + "\n"
+            )
 
     def log(self, msg: str, epoch: int, level: str = "info", **fields: Any) -> None:
         line = {"ts": round(time.time(), 3), "level": level, "node": self.node_id, "epoch": epoch, "msg": msg, **fields}

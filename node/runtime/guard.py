@@ -18,8 +18,9 @@ and an aio server runs such handlers in its threads.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 
@@ -48,6 +49,7 @@ def _detail(method: str, bad: Undecodable) -> str:
 
 def _wrap_unary_request(behavior: Callable[..., Any], method: str, streaming_reply: bool) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
+
         async def agen(request: Any, context: Any) -> Any:
             if isinstance(request, Undecodable):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _detail(method, request))
@@ -56,6 +58,7 @@ def _wrap_unary_request(behavior: Callable[..., Any], method: str, streaming_rep
 
         return agen
     if inspect.iscoroutinefunction(behavior):
+
         async def coro(request: Any, context: Any) -> Any:
             if isinstance(request, Undecodable):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _detail(method, request))
@@ -63,6 +66,7 @@ def _wrap_unary_request(behavior: Callable[..., Any], method: str, streaming_rep
 
         return coro
     if streaming_reply:  # a sync generator (or a function returning an iterator), run in a thread
+
         def gen(request: Any, context: Any) -> Any:
             if isinstance(request, Undecodable):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, _detail(method, request))
@@ -84,6 +88,7 @@ def _wrap_stream_request(behavior: Callable[..., Any], method: str) -> Callable[
     is_async = inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
 
     if is_async:
+
         async def checked(requests: Any, context: Any) -> Any:
             async for request in requests:
                 if isinstance(request, Undecodable):
@@ -91,6 +96,7 @@ def _wrap_stream_request(behavior: Callable[..., Any], method: str) -> Callable[
                 yield request
 
         if inspect.isasyncgenfunction(behavior):
+
             async def agen(requests: Any, context: Any) -> Any:
                 async for reply in behavior(checked(requests, context), context):
                     yield reply
@@ -123,16 +129,28 @@ def guard_handler(handler: grpc.RpcMethodHandler | None, method: str) -> grpc.Rp
     serialize = handler.response_serializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_request(handler.unary_unary, method, False), request_deserializer=decode, response_serializer=serialize)
+            _wrap_unary_request(handler.unary_unary, method, False),
+            request_deserializer=decode,
+            response_serializer=serialize,
+        )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_unary_request(handler.unary_stream, method, True), request_deserializer=decode, response_serializer=serialize)
+            _wrap_unary_request(handler.unary_stream, method, True),
+            request_deserializer=decode,
+            response_serializer=serialize,
+        )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_stream_request(handler.stream_unary, method), request_deserializer=decode, response_serializer=serialize)
+            _wrap_stream_request(handler.stream_unary, method),
+            request_deserializer=decode,
+            response_serializer=serialize,
+        )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_request(handler.stream_stream, method), request_deserializer=decode, response_serializer=serialize)
+            _wrap_stream_request(handler.stream_stream, method),
+            request_deserializer=decode,
+            response_serializer=serialize,
+        )
     return handler
 
 

@@ -28,6 +28,7 @@ from node.tls import node_name
 if TYPE_CHECKING:
     from node.runtime.node import NodeRuntime
 
+
 class SelfJoin:
     def __init__(self, node: NodeRuntime) -> None:
         self.node = node
@@ -76,11 +77,17 @@ class SelfJoin:
             self.note("knows no member to ask who leads: give --voters or --peers", "warning")
             return
         views = await asyncio.gather(*(self._leader_info(c, s.election_timeout_ms / 1000) for c in asked))
-        claims = [(info.epoch, c) for c, info in zip(asked, views)
-                  if info is not None and info.role == pb.ROLE_LEADER and info.lease_valid]
+        claims = [
+            (info.epoch, c)
+            for c, info in zip(asked, views)
+            if info is not None and info.role == pb.ROLE_LEADER and info.lease_valid
+        ]
         if not claims:
-            self.note(f"outside the configuration, and none of nodes {','.join(map(str, asked))} leads now: "
-                      "asking again shortly", "warning")
+            self.note(
+                f"outside the configuration, and none of nodes {','.join(map(str, asked))} leads now: "
+                "asking again shortly",
+                "warning",
+            )
             return
         leader = max(claims)[1]
         address = s.client_address(leader)
@@ -90,7 +97,8 @@ class SelfJoin:
         try:
             async with client_channel(address, s.tls, node_name(leader)) as ch:
                 reply = await pb_grpc.LeadershipStub(ch).ChangeMembership(
-                    request, timeout=4 * s.election_timeout_ms / 1000 + 2)
+                    request, timeout=4 * s.election_timeout_ms / 1000 + 2
+                )
         except grpc.aio.AioRpcError as exc:
             self.note(f"node {leader} did not add node {node.id}: {exc.code().name}: {exc.details()}", "warning")
             return

@@ -10,8 +10,8 @@ import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.core import Membership, MembershipRefused, Role, mode_info
 from node.channels import require
+from node.core import Membership, MembershipRefused, Role, mode_info
 from node.runtime.wire import membership_to_pb
 from node.tls import ADMIN
 
@@ -39,8 +39,10 @@ class Handover:
         once the change is agreed. TransferError with the precise status otherwise."""
         node, s = self.node, self.node.settings
         if not mode_info(s.mode).membership_changes:
-            raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"mode {s.mode.value} keeps its start-up list; membership changes need quorum or raft mode")
+            raise TransferError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"mode {s.mode.value} keeps its start-up list; membership changes need quorum or raft mode",
+            )
         if action not in (pb.MembershipRequest.ACTION_ADD, pb.MembershipRequest.ACTION_REMOVE):
             raise TransferError(grpc.StatusCode.INVALID_ARGUMENT, "action must be ACTION_ADD or ACTION_REMOVE")
         if target <= 0:
@@ -54,18 +56,22 @@ class Handover:
             if target in m.voters:
                 return m
             if node.transport.peer(target) is None:
-                raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"node {target} has no address in node {node.id}'s --peers; give every member its "
-                                    "address (restart them one at a time with it, or with --peer-address-template) "
-                                    "before adding it")
+                raise TransferError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"node {target} has no address in node {node.id}'s --peers; give every member its "
+                    "address (restart them one at a time with it, or with --peer-address-template) "
+                    "before adding it",
+                )
             voters, learners = m.voters, tuple(sorted({*m.learners, target}))
         else:
             if target not in m.everyone:
                 return m
             if target == node.id:
-                raise TransferError(grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"node {node.id} leads and cannot remove itself: transfer leadership first "
-                                    "(`bullyproof member remove` does that for you)")
+                raise TransferError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"node {node.id} leads and cannot remove itself: transfer leadership first "
+                    "(`bullyproof member remove` does that for you)",
+                )
             voters = tuple(v for v in m.voters if v != target)
             learners = tuple(x for x in m.learners if x != target)
         try:
@@ -83,9 +89,11 @@ class Handover:
             async with asyncio.timeout(timeout_s):
                 while not done():
                     if elector.view(node.now()).role != Role.LEADER:
-                        raise TransferError(grpc.StatusCode.ABORTED,
-                                            f"node {node.id} lost leadership during the change; it may or may not be "
-                                            "agreed: read the configuration (`bullyproof member list`) and try again")
+                        raise TransferError(
+                            grpc.StatusCode.ABORTED,
+                            f"node {node.id} lost leadership during the change; it may or may not be "
+                            "agreed: read the configuration (`bullyproof member list`) and try again",
+                        )
                     self.configuration_moved.clear()
                     try:
                         async with asyncio.timeout(s.heartbeat_interval_ms / 1000):
@@ -93,9 +101,11 @@ class Handover:
                     except TimeoutError:
                         pass
         except TimeoutError:
-            raise TransferError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"the change was not agreed within {timeout_s:g} s (now {elector.membership.describe()}); "
-                                "it may still complete: read `bullyproof member list`") from None
+            raise TransferError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the change was not agreed within {timeout_s:g} s (now {elector.membership.describe()}); "
+                "it may still complete: read `bullyproof member list`",
+            ) from None
         return elector.membership
 
     def not_leader_detail(self) -> str:
@@ -119,16 +129,20 @@ class Handover:
         peer = node.transport.peer(target) if target != node.id and target in voters and s.knows(target) else None
         if peer is None:
             others = [m for m in voters if m != node.id]
-            raise TransferError(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"target {target} must be another voter ({', '.join(map(str, others))})")
+            raise TransferError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"target {target} must be another voter ({', '.join(map(str, others))})",
+            )
         v = node.elector.view(node.now())
         if v.role != Role.LEADER:
             raise TransferError(grpc.StatusCode.FAILED_PRECONDITION, self.not_leader_detail())
         recent_ns = 2 * s.heartbeat_interval_ms * 1_000_000
         if not peer.reachable or time.monotonic_ns() - peer.last_heard_ns > recent_ns:
             # Checked before stepping down: an unreachable target leaves the current leader in place.
-            raise TransferError(grpc.StatusCode.UNAVAILABLE,
-                                f"node {target} has not answered recently; node {node.id} keeps leading epoch {v.epoch}")
+            raise TransferError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"node {target} has not answered recently; node {node.id} keeps leading epoch {v.epoch}",
+            )
         self.resign(successor=target)
         timeout_s = (timeout_ms or 4 * s.election_timeout_ms) / 1000
         try:
@@ -177,8 +191,10 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
         node = self.node
         who = await require(context, node.settings.tls is not None, (*ADMIN, "node"), f"Leadership/{rpc}")
         if who is not None and who.kind == "node" and who.node_id != node.id:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"Leadership/{rpc} needs an admin certificate or node {node.id}'s own; the caller has {who.uri}")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Leadership/{rpc} needs an admin certificate or node {node.id}'s own; the caller has {who.uri}",
+            )
 
     async def Resign(self, request, context):
         await self._require_admin(context, "Resign")
@@ -213,13 +229,17 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
         if who is None or who.kind != "node":
             return
         if not node.settings.self_join:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"{what} needs an admin certificate (node {node.id} runs without --self-join, so a "
-                                f"node may not change even its own membership); the caller has {who.uri}")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{what} needs an admin certificate (node {node.id} runs without --self-join, so a "
+                f"node may not change even its own membership); the caller has {who.uri}",
+            )
         if who.node_id != request.node_id:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"{what}: node {who.node_id}'s certificate may add or remove node {who.node_id} only, "
-                                f"not node {request.node_id}; other changes need an admin certificate")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{what}: node {who.node_id}'s certificate may add or remove node {who.node_id} only, "
+                f"not node {request.node_id}; other changes need an admin certificate",
+            )
 
     async def ChangeMembership(self, request, context):
         await self._require_admin_or_self(context, request)

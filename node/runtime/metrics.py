@@ -14,7 +14,8 @@ import ssl
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -49,30 +50,48 @@ class NodeMetrics:
         self.leader_changes = counter("leader_changes", "times the leader this node knows changed (incl. to none)")
         # These three (and lease_renewals) mirror the core's Stats, as GetStatus shows them.
         self.elections_started = counter(
-            "elections_started", "elections this node started (an Election round, a (pre)vote campaign, a ring token)")
+            "elections_started", "elections this node started (an Election round, a (pre)vote campaign, a ring token)"
+        )
         self.elections_won = counter(
-            "elections_won", "times this node became leader by winning an election; in bully and raft modes only "
-            "elections it started (so at most elections_started), in ring mode also ones other members started")
+            "elections_won",
+            "times this node became leader by winning an election; in bully and raft modes only "
+            "elections it started (so at most elections_started), in ring mode also ones other members started",
+        )
         self.handovers_won = counter(
-            "handovers_won", "times this node became leader as the successor a resigning, transferring or preempted "
-            "leader named, without an election of its own (classic and quorum; raft's successor runs an election)")
+            "handovers_won",
+            "times this node became leader as the successor a resigning, transferring or preempted "
+            "leader named, without an election of its own (classic and quorum; raft's successor runs an election)",
+        )
         self.election_duration = Histogram(
             f"{PREFIX}_election_duration_seconds",
             "from this node starting an election until it has a leader again (itself or another)",
-            buckets=ELECTION_BUCKETS_S, registry=r,
+            buckets=ELECTION_BUCKETS_S,
+            registry=r,
         )
         self.messages_sent = counter("messages_sent", "peer messages sent, by type", ("type",))
         self.messages_received = counter("messages_received", "peer messages received, by type", ("type",))
-        self.rpc_errors = counter("rpc_errors", "peer RPCs that failed, by gRPC status code and peer id", ("code", "peer"))
+        self.rpc_errors = counter(
+            "rpc_errors", "peer RPCs that failed, by gRPC status code and peer id", ("code", "peer")
+        )
         self.configuration_refusals = counter(
-            "configuration_refusals", "messages refused, either way, because this node and the peer run different "
-            "member lists (neither counts the other)", ("peer",))
+            "configuration_refusals",
+            "messages refused, either way, because this node and the peer run different "
+            "member lists (neither counts the other)",
+            ("peer",),
+        )
         self.peer_disconnects = counter(
-            "peer_disconnects", "times this node's connection to a peer was up and went down (the peer stopped or "
-            "restarted, a reset, a GOAWAY), by peer id; an idle link that stays open adds nothing", ("peer",))
-        self.lease_renewals = counter("lease_renewals", "times the leader's lease was extended by a majority-acked round")
+            "peer_disconnects",
+            "times this node's connection to a peer was up and went down (the peer stopped or "
+            "restarted, a reset, a GOAWAY), by peer id; an idle link that stays open adds nothing",
+            ("peer",),
+        )
+        self.lease_renewals = counter(
+            "lease_renewals", "times the leader's lease was extended by a majority-acked round"
+        )
         self.stepdowns = counter("stepdowns", "times this node stopped leading, by reason", ("reason",))
-        self.watchers = gauge("watchers", "WatchLeader streams (and transfers waiting for their target) following this node's view")
+        self.watchers = gauge(
+            "watchers", "WatchLeader streams (and transfers waiting for their target) following this node's view"
+        )
 
         # Labelled children, looked up once: labels() costs a lock and a dict build per call, and
         # heartbeats count a message several times a second per peer (a tenth of idle CPU).
@@ -92,12 +111,18 @@ class NodeMetrics:
         gauges = (has_leader, view.role == Role.LEADER, view.epoch, promised_epoch, view.lease_valid)
         if gauges != self._last_gauges:  # most steps (heartbeats) change none of them
             self._last_gauges = gauges
-            for gauge, value in zip((self.has_leader, self.is_leader, self.epoch, self.promised_epoch, self.lease_valid), gauges):
+            for gauge, value in zip(
+                (self.has_leader, self.is_leader, self.epoch, self.promised_epoch, self.lease_valid), gauges
+            ):
                 gauge.set(value)
         seen = self._stats_seen
         if stats != seen:  # most steps (heartbeats) count nothing
-            for name, counter in (("elections_started", self.elections_started), ("elections_won", self.elections_won),
-                                  ("handovers_won", self.handovers_won), ("lease_renewals", self.lease_renewals)):
+            for name, counter in (
+                ("elections_started", self.elections_started),
+                ("elections_won", self.elections_won),
+                ("handovers_won", self.handovers_won),
+                ("lease_renewals", self.lease_renewals),
+            ):
                 if (grew := getattr(stats, name) - getattr(seen, name)) > 0:
                     counter.inc(grew)
             self._stats_seen = dataclasses.replace(stats)
@@ -139,8 +164,9 @@ class NodeMetrics:
 
     # ---- serving -------------------------------------------------------------------------------
 
-    def start(self, listen: str, on_error: Callable[[str, BaseException | None], None] | None = None,
-              tls: Tls | None = None) -> int:
+    def start(
+        self, listen: str, on_error: Callable[[str, BaseException | None], None] | None = None, tls: Tls | None = None
+    ) -> int:
         """Serve /metrics on HOST:PORT (port 0: any free port); returns the bound port. With `tls`,
         HTTPS that demands a client certificate of the cluster CA (as the gRPC ports do), so a
         scraper needs one (Prometheus: tls_config with cert_file/key_file/ca_file)."""

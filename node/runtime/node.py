@@ -28,14 +28,22 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.config import INSECURE_WARNING, ConfigError, NodeSettings
 from node.core import (
-    REPLY_TYPE, BecameLeader, Config, ElectionStarted, MembershipChanged, Message, Output, PromiseReleased, SteppedDown,
+    REPLY_TYPE,
+    BecameLeader,
+    Config,
+    ElectionStarted,
+    MembershipChanged,
+    Message,
+    Output,
+    PromiseReleased,
+    SteppedDown,
     make_elector,
     mode_info,
 )
 from node.runtime.clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
 from node.runtime.duty import LeaderDuty
-from node.runtime.joining import SelfJoin
 from node.runtime.events import EventLog, route_logging
+from node.runtime.joining import SelfJoin
 from node.runtime.leadership import Handover, LeadershipServicer
 from node.runtime.metrics import NodeMetrics
 from node.runtime.observe import Observation
@@ -55,8 +63,14 @@ class NodeRuntime:
         self.started_unix = time.time()
         self.promises = PromiseStore(settings.state_dir, settings.timing, settings.tick_ms)
         outside = settings.starts_outside  # --join, or --self-join and not in --voters
-        config = Config(settings.node_id, settings.initial_voters if not outside else settings.members,
-                        settings.timing, settings.planted_bugs, settings.mode_options, join=outside)
+        config = Config(
+            settings.node_id,
+            settings.initial_voters if not outside else settings.members,
+            settings.timing,
+            settings.planted_bugs,
+            settings.mode_options,
+            join=outside,
+        )
         # Seeded per node and boot, so a run's randomness is reproducible from its log line.
         seed = hash((settings.node_id, self.t0.lease_ns)) & 0xFFFFFFFF
         self.elector = make_elector(settings.mode, config, self.promises.load(), random.Random(seed), self.now())
@@ -76,8 +90,14 @@ class NodeRuntime:
         self.handover = Handover(self)
         self.duty = LeaderDuty(self)
         self.joining = SelfJoin(self)
-        self.events.log("boot", self.epoch(), seed=seed, mode=str(settings.mode.value), promise=self.elector.promise.__dict__,
-                        lease_clock=LEASE_CLOCK_NAME)
+        self.events.log(
+            "boot",
+            self.epoch(),
+            seed=seed,
+            mode=str(settings.mode.value),
+            promise=self.elector.promise.__dict__,
+            lease_clock=LEASE_CLOCK_NAME,
+        )
         self.events.record("process", action="start", pid=os.getpid())
         self.observe.record(self.observe.view, "boot")
 
@@ -140,9 +160,16 @@ class NodeRuntime:
         self.failed = exc
         self.observe.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         self.observe.health.set("leader", health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.events.log(f"fail-stop: {exc}; stopping without answering", self.epoch(), level="error",
-                        event="persist_failed", file=str(exc.target), failed_path=str(exc.path),
-                        os_error=exc.error.strerror or str(exc.error), errno=exc.error.errno)
+        self.events.log(
+            f"fail-stop: {exc}; stopping without answering",
+            self.epoch(),
+            level="error",
+            event="persist_failed",
+            file=str(exc.target),
+            failed_path=str(exc.path),
+            os_error=exc.error.strerror or str(exc.error),
+            errno=exc.error.errno,
+        )
         self.stop()
 
     def stop(self) -> None:
@@ -160,11 +187,16 @@ class NodeRuntime:
             self.observe.stepdown, self.observe.stepdown_ns = ev, time.monotonic_ns()
         elif isinstance(ev, MembershipChanged):
             m = ev.membership
-            self.events.log(("agreed " if ev.committed else "runs ") + m.describe(), self.epoch(),
-                            configuration=m.id)
+            self.events.log(("agreed " if ev.committed else "runs ") + m.describe(), self.epoch(), configuration=m.id)
             if not ev.committed:  # the history's record of whom this node counts, from now on
-                self.events.record("membership", voters=list(m.voters), learners=list(m.learners), index=m.index,
-                                   term=m.term, previous=list(m.previous))
+                self.events.record(
+                    "membership",
+                    voters=list(m.voters),
+                    learners=list(m.learners),
+                    index=m.index,
+                    term=m.term,
+                    previous=list(m.previous),
+                )
             self.handover.membership_changed()
 
     def spawn(self, coro: Any) -> None:
@@ -196,7 +228,9 @@ class NodeRuntime:
             peer_port = channels.listen(self.peer_server, s.peer_listen, s.tls)
             client_port = channels.listen(self.server, s.client_listen, s.tls)
         except RuntimeError:
-            raise ConfigError(f"cannot listen on {s.peer_listen} and {s.client_listen}: address in use or not local") from None
+            raise ConfigError(
+                f"cannot listen on {s.peer_listen} and {s.client_listen}: address in use or not local"
+            ) from None
         if s.tls is None:
             self.events.log(INSECURE_WARNING, self.epoch(), level="warning", event="insecure")
         metrics_port = self._start_metrics()
@@ -208,7 +242,10 @@ class NodeRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        addresses = {"peer_address": f"{_host(s.peer_listen)}:{peer_port}", "client_address": f"{_host(s.client_listen)}:{client_port}"}
+        addresses = {
+            "peer_address": f"{_host(s.peer_listen)}:{peer_port}",
+            "client_address": f"{_host(s.client_listen)}:{client_port}",
+        }
         if s.metrics_listen is not None:
             addresses["metrics_address"] = f"{_host(s.metrics_listen)}:{metrics_port}"
         self.events.log("listening", self.epoch(), event="listening", **addresses, pid=os.getpid())
@@ -228,8 +265,9 @@ class NodeRuntime:
         if listen is None:
             return None
         try:
-            return self.metrics.start(listen, on_error=lambda msg, exc: self.events.error(msg, self.epoch(), exc),
-                                      tls=self.settings.tls)
+            return self.metrics.start(
+                listen, on_error=lambda msg, exc: self.events.error(msg, self.epoch(), exc), tls=self.settings.tls
+            )
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
 

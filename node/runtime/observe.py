@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -128,7 +129,9 @@ class Observation:
     def _notify_watchers(self, view: View) -> None:
         """Wake WatchLeader streams, and keep health service "leader" true only with a valid lease."""
         self.view = view
-        serving = health_pb2.HealthCheckResponse.SERVING if view.lease_valid else health_pb2.HealthCheckResponse.NOT_SERVING
+        serving = (
+            health_pb2.HealthCheckResponse.SERVING if view.lease_valid else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         self.health.set("leader", serving)
         self.view_seq += 1
         changed, self.view_changed = self.view_changed, asyncio.Event()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -82,7 +83,7 @@ def core_refusal(refuser: int, refused: int, reason: str, refuser_m: Membership,
     why = {
         STALE: f"node {refused} runs an earlier configuration than node {refuser}",
         CONFLICT: f"nodes {refused} and {refuser} run different configurations of the same order "
-                  "(started with different --voters or --peers lists?)",
+        "(started with different --voters or --peers lists?)",
         OUTSIDE: f"node {refuser} is in no configuration (removed, or still joining)",
     }.get(reason, reason)
     theirs = f"node {refused} runs {refused_m.describe()}; " if refused_m is not None else ""
@@ -159,9 +160,13 @@ class PeerTransport:
             # The configuration names a node this one has no address for: as if it were down.
             if msg.dst not in self.unaddressed:
                 self.unaddressed.add(msg.dst)
-                node.events.log(f"node {msg.dst} is in the configuration but not in --peers (and no "
-                                "--peer-address-template): no address to reach it",
-                                node.epoch(), level="warning", peer=msg.dst)
+                node.events.log(
+                    f"node {msg.dst} is in the configuration but not in --peers (and no "
+                    "--peer-address-template): no address to reach it",
+                    node.epoch(),
+                    level="warning",
+                    peer=msg.dst,
+                )
             node.apply(node.elector.send_failed(node.now(), msg))
             return
         self._count_sent(msg)
@@ -182,12 +187,14 @@ class PeerTransport:
         if reply.HasField("ack"):
             answer = ack_from_pb(msg, reply.ack, self.configuration)  # validated, configuration included
             if answer is not None and answer.refusal in CONFIGURATION_REFUSALS:
-                self.configuration_refused(msg.dst, core_refusal(msg.dst, node.id, answer.refusal, answer.membership,
-                                                                 msg.membership))
+                self.configuration_refused(
+                    msg.dst, core_refusal(msg.dst, node.id, answer.refusal, answer.membership, msg.membership)
+                )
             elif not reply.ack.HasField("configuration") and reply.ack.configuration_id != self.configuration:
                 s = node.settings
-                self.configuration_refused(msg.dst, configuration_refusal(msg.dst, reply.ack.configuration_id, node.id,
-                                                                          s.members))
+                self.configuration_refused(
+                    msg.dst, configuration_refusal(msg.dst, reply.ack.configuration_id, node.id, s.members)
+                )
             if answer is not None:
                 self._count_received(answer)
                 node.apply(node.elector.step(node.now(), answer))
@@ -196,9 +203,12 @@ class PeerTransport:
         """An inbound peer request: validate, step the elector, answer on the same call."""
         node = self.node
         # The certificate says who is talking; a member cannot speak for another.
-        await require(context, node.settings.tls is not None, ("node",), f"Peer/{rpc}", claimed=("sender_id", req.sender_id))
-        rejection = check_peer_message(rpc, req, node.id, node.settings.members, node.settings.mode.value,
-                                       node.settings.open_membership)
+        await require(
+            context, node.settings.tls is not None, ("node",), f"Peer/{rpc}", claimed=("sender_id", req.sender_id)
+        )
+        rejection = check_peer_message(
+            rpc, req, node.id, node.settings.members, node.settings.mode.value, node.settings.open_membership
+        )
         if rejection is not None:
             if rejection.member_list:  # (its sender is a peer: that is checked first)
                 self.configuration_refused(req.sender_id, rejection.detail)
@@ -223,8 +233,9 @@ class PeerTransport:
         if reply is None:
             return pb.PeerReply()
         if reply.refusal in CONFIGURATION_REFUSALS:
-            self.configuration_refused(req.sender_id, core_refusal(node.id, req.sender_id, reply.refusal,
-                                                                   reply.membership, msg.membership))
+            self.configuration_refused(
+                req.sender_id, core_refusal(node.id, req.sender_id, reply.refusal, reply.membership, msg.membership)
+            )
         self._count_sent(reply)
         return pb.PeerReply(ack=ack_to_pb(reply, self.configuration))
 
@@ -245,7 +256,9 @@ class PeerTransport:
         for itself are recorded where the elector's output is carried out (NodeRuntime.apply)."""
         node = self.node
         node.events.record(
-            "grant", leader=reply.dst, epoch=reply.epoch,
+            "grant",
+            leader=reply.dst,
+            epoch=reply.epoch,
             promise_ms=node.elector.timing.window_ticks_for(request.lease_ticks) * node.settings.tick_ms,
             until_ns=node.tick_to_ns(node.elector.promise_until),
         )
@@ -255,9 +268,14 @@ class PeerTransport:
         now = node.now()
         view = elector.view(now)
         promise_until = getattr(elector, "promise_until", now)  # modes without promises have no window
-        return Before(node.id, view.role, view.epoch, elector.promise,
-                      getattr(elector, "promised_to", elector.promise.leader_id),
-                      max(0, promise_until - now) * node.settings.tick_ms)
+        return Before(
+            node.id,
+            view.role,
+            view.epoch,
+            elector.promise,
+            getattr(elector, "promised_to", elector.promise.leader_id),
+            max(0, promise_until - now) * node.settings.tick_ms,
+        )
 
     def _record_message(self, msg: Message, reply: Message | None, before: Before) -> None:
         """A "message" event: the request as received, with the answer it got on the same call."""

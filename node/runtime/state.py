@@ -71,15 +71,19 @@ class PromiseStore:
             epoch, leader_id = data["epoch"], data["leader_id"]
             window_ms = data.get("window_ms", 0)  # absent in files written before windows were kept
             if not all(type(v) is int for v in (epoch, leader_id, window_ms)):
-                raise TypeError(f"epoch, leader_id and window_ms must be integers, got {epoch!r}, {leader_id!r} "
-                                f"and {window_ms!r}")
+                raise TypeError(
+                    f"epoch, leader_id and window_ms must be integers, got {epoch!r}, {leader_id!r} and {window_ms!r}"
+                )
         except (ValueError, KeyError, TypeError) as exc:
             detail = " ".join(str(exc).split())  # one line, whatever the parser said
-            raise StateError(f"{self.path} is corrupt ({type(exc).__name__}: {detail}); "
-                             "move it away only if you know this node's history") from exc
+            raise StateError(
+                f"{self.path} is corrupt ({type(exc).__name__}: {detail}); "
+                "move it away only if you know this node's history"
+            ) from exc
         if epoch < 0 or leader_id < 0 or window_ms < 0:
-            raise StateError(f"{self.path} holds negative values: epoch {epoch}, leader_id {leader_id}, "
-                             f"window_ms {window_ms}")
+            raise StateError(
+                f"{self.path} holds negative values: epoch {epoch}, leader_id {leader_id}, window_ms {window_ms}"
+            )
         promise = Promise(epoch=epoch, leader_id=leader_id, membership=self._membership(data.get("configuration")))
         if self.timing is None:
             return promise
@@ -100,12 +104,20 @@ class PromiseStore:
                 raise TypeError("voters, learners, previous and notify must be lists of integers")
             if not all(type(v) is int for v in numbers.values()):
                 raise TypeError("index and term must be integers")
-            return Membership(tuple(lists["voters"]), tuple(lists["learners"]), numbers["index"], numbers["term"],
-                              tuple(lists["previous"]), tuple(lists["notify"]))
+            return Membership(
+                tuple(lists["voters"]),
+                tuple(lists["learners"]),
+                numbers["index"],
+                numbers["term"],
+                tuple(lists["previous"]),
+                tuple(lists["notify"]),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             detail = " ".join(str(exc).split())
-            raise StateError(f"{self.path} holds a corrupt configuration ({type(exc).__name__}: {detail}); "
-                             "move it away only if you know this node's history") from exc
+            raise StateError(
+                f"{self.path} holds a corrupt configuration ({type(exc).__name__}: {detail}); "
+                "move it away only if you know this node's history"
+            ) from exc
 
     def _record(self, promise: Promise) -> dict[str, object]:
         data: dict[str, object] = {"epoch": promise.epoch, "leader_id": promise.leader_id}
@@ -113,8 +125,14 @@ class PromiseStore:
             data["window_ms"] = promise.window_ticks(self.timing) * self.tick_ms
         m = promise.membership
         if m is not None:
-            data["configuration"] = {"voters": list(m.voters), "learners": list(m.learners), "index": m.index,
-                                     "term": m.term, "previous": list(m.previous), "notify": list(m.notify)}
+            data["configuration"] = {
+                "voters": list(m.voters),
+                "learners": list(m.learners),
+                "index": m.index,
+                "term": m.term,
+                "previous": list(m.previous),
+                "notify": list(m.notify),
+            }
         return data
 
     def save(self, promise: Promise) -> None:
@@ -126,7 +144,7 @@ class PromiseStore:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -53,8 +53,14 @@ class Rejection:
     member_list: bool = False  # refused only because the sender runs another member list
 
 
-def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tuple[int, ...],
-                       mode: str | None = None, open_membership: bool = False) -> Rejection | None:
+def check_peer_message(
+    rpc: str,
+    req: pb.PeerMessage,
+    self_id: int,
+    members: tuple[int, ...],
+    mode: str | None = None,
+    open_membership: bool = False,
+) -> Rejection | None:
     """Why this request must be refused, or None. Order: who sent it, to whom, then its fields.
 
     With `mode` (as a node always calls it), an RPC of another mode is UNIMPLEMENTED. With
@@ -76,8 +82,10 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
     if rpc not in RPC_TYPE:
         return Rejection(grpc.StatusCode.UNIMPLEMENTED, f"no peer RPC {rpc!r}")
     if mode is not None and rpc not in MODE_RPCS[mode]:
-        return Rejection(grpc.StatusCode.UNIMPLEMENTED,
-                         f"node {self_id} runs mode {mode}, which has no {rpc} (is the sender running another mode?)")
+        return Rejection(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"node {self_id} runs mode {mode}, which has no {rpc} (is the sender running another mode?)",
+        )
     if rpc in EPOCH_REQUIRED and req.epoch == 0:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs an epoch >= 1, got 0")
     if req.successor_id and not (rpc == "Heartbeat" and req.resigning):
@@ -87,47 +95,67 @@ def check_peer_message(rpc: str, req: pb.PeerMessage, self_id: int, members: tup
     if req.transfer and not req.successor_id:
         return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "transfer is only meaningful with a successor_id")
     if req.lease_remaining_ms and not (rpc == "Heartbeat" and not req.resigning):
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
-                         "lease_remaining_ms is only meaningful on a leader's (non-resigning) Heartbeat")
+        return Rejection(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "lease_remaining_ms is only meaningful on a leader's (non-resigning) Heartbeat",
+        )
     if req.lease_ms and (rpc not in LEASE_RPCS or req.resigning):
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
-                         "lease_ms is only meaningful on Coordinator, RequestVote and a (non-resigning) Heartbeat")
+        return Rejection(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "lease_ms is only meaningful on Coordinator, RequestVote and a (non-resigning) Heartbeat",
+        )
     if req.lease_ms > MAX_LEASE_MS:
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"lease_ms {req.lease_ms} is longer than any lease a node may hold (max {MAX_LEASE_MS})")
+        return Rejection(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"lease_ms {req.lease_ms} is longer than any lease a node may hold (max {MAX_LEASE_MS})",
+        )
     if rpc == "Heartbeat":
         if req.round == 0 and not req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, "Heartbeat needs a round >= 1 (or resigning=true)")
     else:
         if req.round and rpc not in ROUND_RPCS:
-            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"round is only meaningful on Heartbeat, got {req.round} on {rpc}")
+            return Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT, f"round is only meaningful on Heartbeat, got {req.round} on {rpc}"
+            )
         if req.resigning:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"resigning is only meaningful on Heartbeat, not {rpc}")
     if rpc in RING_RPCS:
         if req.initiator_id not in members:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"initiator {req.initiator_id} is not a member")
         if any(i not in members for i in req.ring_ids) or len(set(req.ring_ids)) != len(req.ring_ids):
-            return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids {list(req.ring_ids)} must be distinct members")
+            return Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids {list(req.ring_ids)} must be distinct members"
+            )
         if not req.ring_ids:  # a token starts with its initiator's id; the coordinator is the highest
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc} needs ring_ids (at least the initiator's id)")
     elif req.ring_ids or req.initiator_id:
-        return Rejection(grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}")
+        return Rejection(
+            grpc.StatusCode.INVALID_ARGUMENT, f"ring_ids and initiator_id are only meaningful on ring RPCs, not {rpc}"
+        )
     if req.HasField("configuration"):
         if mode is not None and not mode_info(mode).membership_changes:
-            return Rejection(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"configuration is only meaningful in modes that change membership, not {mode}")
+            return Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"configuration is only meaningful in modes that change membership, not {mode}",
+            )
         problem = configuration_problem(req.configuration, req.configuration_id)
         if problem:
             return Rejection(grpc.StatusCode.INVALID_ARGUMENT, problem)
         return None  # the core compares configurations, and answers with its refusal in the Ack
     if mode is not None and mode_info(mode).membership_changes:
-        return Rejection(grpc.StatusCode.FAILED_PRECONDITION,
-                         f"node {req.sender_id} sent no configuration (a version without membership changes?); "
-                         f"node {self_id} runs mode {mode}, whose every message carries one", member_list=True)
+        return Rejection(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"node {req.sender_id} sent no configuration (a version without membership changes?); "
+            f"node {self_id} runs mode {mode}, whose every message carries one",
+            member_list=True,
+        )
     ours = configuration_id(members)
     if req.configuration_id != ours:
-        return Rejection(grpc.StatusCode.FAILED_PRECONDITION, configuration_refusal(req.sender_id, req.configuration_id,
-                                                                                   self_id, members), member_list=True)
+        return Rejection(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            configuration_refusal(req.sender_id, req.configuration_id, self_id, members),
+            member_list=True,
+        )
     return None
 
 
@@ -157,16 +185,19 @@ def membership_from_pb(c: pb.Configuration) -> Membership:
 
 
 def membership_to_pb(m: Membership) -> pb.Configuration:
-    return pb.Configuration(voters=m.voters, learners=m.learners, index=m.index, term=m.term, previous=m.previous,
-                            notify=m.notify)
+    return pb.Configuration(
+        voters=m.voters, learners=m.learners, index=m.index, term=m.term, previous=m.previous, notify=m.notify
+    )
 
 
 def configuration_refusal(sender: int, theirs: int, self_id: int, members: tuple[int, ...]) -> str:
     """Why node `self_id` refuses what `sender` sent: they run different member lists."""
     listed = ",".join(map(str, sorted(members)))
     what = "sent no member list" if not theirs else f"runs another member list (configuration {theirs:08x})"
-    return (f"node {sender} {what}; node {self_id} runs members {listed} (configuration "
-            f"{configuration_id(members):08x}): a node on another list is never counted")
+    return (
+        f"node {sender} {what}; node {self_id} runs members {listed} (configuration "
+        f"{configuration_id(members):08x}): a node on another list is never counted"
+    )
 
 
 def message_from_pb(rpc: str, req: pb.PeerMessage, tick_ms: int) -> Message:
@@ -174,9 +205,18 @@ def message_from_pb(rpc: str, req: pb.PeerMessage, tick_ms: int) -> Message:
     the leader no longer than it may lead), a lease's length rounded up (a promise that outlasts it
     never comes out shorter)."""
     return Message(
-        RPC_TYPE[rpc], req.sender_id, req.receiver_id, req.epoch, round=req.round, resigning=req.resigning,
-        successor=req.successor_id, transfer=req.transfer, lease_remaining=req.lease_remaining_ms // tick_ms,
-        lease_ticks=-(-req.lease_ms // tick_ms), ids=tuple(req.ring_ids), initiator=req.initiator_id,
+        RPC_TYPE[rpc],
+        req.sender_id,
+        req.receiver_id,
+        req.epoch,
+        round=req.round,
+        resigning=req.resigning,
+        successor=req.successor_id,
+        transfer=req.transfer,
+        lease_remaining=req.lease_remaining_ms // tick_ms,
+        lease_ticks=-(-req.lease_ms // tick_ms),
+        ids=tuple(req.ring_ids),
+        initiator=req.initiator_id,
         membership=membership_from_pb(req.configuration) if req.HasField("configuration") else None,
     )
 
@@ -186,10 +226,19 @@ def message_to_pb(msg: Message, tick_ms: int, configuration: int) -> pb.PeerMess
     its sender's configuration (msg.membership) travels with that one's instead."""
     extra = {} if msg.membership is None else {"configuration": membership_to_pb(msg.membership)}
     return pb.PeerMessage(
-        sender_id=msg.src, receiver_id=msg.dst, epoch=msg.epoch, round=msg.round, resigning=msg.resigning,
-        successor_id=msg.successor, transfer=msg.transfer, lease_remaining_ms=msg.lease_remaining * tick_ms,
-        lease_ms=msg.lease_ticks * tick_ms, ring_ids=msg.ids, initiator_id=msg.initiator,
-        configuration_id=configuration if msg.membership is None else msg.membership.id, **extra,
+        sender_id=msg.src,
+        receiver_id=msg.dst,
+        epoch=msg.epoch,
+        round=msg.round,
+        resigning=msg.resigning,
+        successor_id=msg.successor,
+        transfer=msg.transfer,
+        lease_remaining_ms=msg.lease_remaining * tick_ms,
+        lease_ms=msg.lease_ticks * tick_ms,
+        ring_ids=msg.ids,
+        initiator_id=msg.initiator,
+        configuration_id=configuration if msg.membership is None else msg.membership.id,
+        **extra,
     )
 
 

@@ -68,13 +68,12 @@ from node.core import (
     QuorumBully,
     RaftElector,
     Role,
-    SteppedDown,
     Timing,
     check_mode_options,
     mode_info,
 )
-from node.core.membership import Membership
 from node.core.known import KnownLeader
+from node.core.membership import Membership
 from node.core.types import Stats
 from node.history import (
     Grant,
@@ -163,7 +162,9 @@ def _plan(elector: Elector) -> tuple[tuple[str, Callable], ...]:
         elif kind is KnownLeader or kind is Stats:
             plan.append((name, _copy_object))
         elif not isinstance(value, _SHARED_TYPES):
-            raise TypeError(f"check.clone_elector does not know how to copy {type(elector).__name__}.{name} ({kind.__name__})")
+            raise TypeError(
+                f"check.clone_elector does not know how to copy {type(elector).__name__}.{name} ({kind.__name__})"
+            )
     return tuple(plan)
 
 
@@ -189,20 +190,77 @@ def clone_elector(elector: Elector) -> Elector:
 # Fields every elector has that never change what it does next: its identity and settings, its
 # counters, and its own idea of now (every entry point first moves it to the caller's now).
 # (boot_window_until and last_leader only name protocol instants for the explorer: node.core.instants.)
-_IGNORED = frozenset({"config", "timing", "id", "rng", "stats", "now", "pre_vote", "timeout_spread_ticks",
-                      "boot_window_until", "last_leader"})
+_IGNORED = frozenset(
+    {
+        "config",
+        "timing",
+        "id",
+        "rng",
+        "stats",
+        "now",
+        "pre_vote",
+        "timeout_spread_ticks",
+        "boot_window_until",
+        "last_leader",
+    }
+)
 _QUORUM_FIELDS = _IGNORED | {
-    "promise", "highest_seen_epoch", "phase", "epoch", "leader_id", "election_deadline", "phase_deadline",
-    "pending_higher", "promise_until", "lease_until", "proposal_epoch", "proposal_sent_at", "grants", "refusals",
-    "round", "next_heartbeat", "rounds", "reassert_epoch", "reassert_sent_at", "reassert_retry_at",
-    "ack_streak_start", "last_ack", "known", "proposal_by_transfer", "keep_after_transfer", "abstain_until",
-    "handover", "release_pending", "_unsaved", "_unsaved_since",
-    "membership", "confirmed", "agreed_told",
+    "promise",
+    "highest_seen_epoch",
+    "phase",
+    "epoch",
+    "leader_id",
+    "election_deadline",
+    "phase_deadline",
+    "pending_higher",
+    "promise_until",
+    "lease_until",
+    "proposal_epoch",
+    "proposal_sent_at",
+    "grants",
+    "refusals",
+    "round",
+    "next_heartbeat",
+    "rounds",
+    "reassert_epoch",
+    "reassert_sent_at",
+    "reassert_retry_at",
+    "ack_streak_start",
+    "last_ack",
+    "known",
+    "proposal_by_transfer",
+    "keep_after_transfer",
+    "abstain_until",
+    "handover",
+    "release_pending",
+    "_unsaved",
+    "_unsaved_since",
+    "membership",
+    "confirmed",
+    "agreed_told",
 }
 _RAFT_FIELDS = _IGNORED | {
-    "promise", "term", "voted_for", "phase", "leader_id", "known", "promised_to", "promise_until",
-    "election_deadline", "abstain_until", "campaign_round", "granted_by", "refused_by", "election_sent_at",
-    "lease_until", "round", "next_heartbeat", "rounds", "membership", "confirmed", "agreed_told",
+    "promise",
+    "term",
+    "voted_for",
+    "phase",
+    "leader_id",
+    "known",
+    "promised_to",
+    "promise_until",
+    "election_deadline",
+    "abstain_until",
+    "campaign_round",
+    "granted_by",
+    "refused_by",
+    "election_sent_at",
+    "lease_until",
+    "round",
+    "next_heartbeat",
+    "rounds",
+    "membership",
+    "confirmed",
+    "agreed_told",
 }
 
 # An elector's state as plain data, in absolute times and real ids, computed once per elector version:
@@ -219,9 +277,11 @@ RawKey = tuple
 def _check_fields(elector: Elector, known: frozenset[str]) -> None:
     unknown = elector.__dict__.keys() - known
     if unknown:
-        raise TypeError(f"check.py's canonical form does not know {type(elector).__name__}."
-                        f"{', '.join(sorted(unknown))}: say whether it is a time (and how far back it "
-                        "matters), a round, an id or plain")
+        raise TypeError(
+            f"check.py's canonical form does not know {type(elector).__name__}."
+            f"{', '.join(sorted(unknown))}: say whether it is a time (and how far back it "
+            "matters), a round, an id or plain"
+        )
 
 
 def _rounds(e) -> tuple:
@@ -235,17 +295,50 @@ def quorum_key(e: QuorumBully) -> RawKey:
     _check_fields(e, _QUORUM_FIELDS)
     t = e.timing
     k, pending, unsaved = e.known, e.release_pending, e._unsaved
-    plain = (e.phase, e.promise.epoch, e.highest_seen_epoch, e.epoch, e.proposal_epoch, e.reassert_epoch,
-             e.proposal_by_transfer, e.keep_after_transfer, e.handover, k.epoch, k.closed,
-             "" if pending is None else pending[0].value, -1 if unsaved is None else unsaved.epoch,
-             e.membership.id, e.agreed_told)
-    ids = (e.promise.leader_id, e.leader_id or 0, k.leader_id or 0, 0 if pending is None else pending[1],
-           0 if unsaved is None else unsaved.leader_id)
-    id_sets = (tuple(sorted(e.pending_higher)), tuple(sorted(e.grants)), tuple(sorted(e.refusals)),
-               tuple(sorted(e.confirmed)))
-    times = (e.election_deadline, e.phase_deadline, e.promise_until, e.lease_until, e.proposal_sent_at,
-             e.next_heartbeat, e.reassert_sent_at, e.reassert_retry_at, k.until, e.abstain_until,
-             0 if pending is None else pending[2], e._unsaved_since)
+    plain = (
+        e.phase,
+        e.promise.epoch,
+        e.highest_seen_epoch,
+        e.epoch,
+        e.proposal_epoch,
+        e.reassert_epoch,
+        e.proposal_by_transfer,
+        e.keep_after_transfer,
+        e.handover,
+        k.epoch,
+        k.closed,
+        "" if pending is None else pending[0].value,
+        -1 if unsaved is None else unsaved.epoch,
+        e.membership.id,
+        e.agreed_told,
+    )
+    ids = (
+        e.promise.leader_id,
+        e.leader_id or 0,
+        k.leader_id or 0,
+        0 if pending is None else pending[1],
+        0 if unsaved is None else unsaved.leader_id,
+    )
+    id_sets = (
+        tuple(sorted(e.pending_higher)),
+        tuple(sorted(e.grants)),
+        tuple(sorted(e.refusals)),
+        tuple(sorted(e.confirmed)),
+    )
+    times = (
+        e.election_deadline,
+        e.phase_deadline,
+        e.promise_until,
+        e.lease_until,
+        e.proposal_sent_at,
+        e.next_heartbeat,
+        e.reassert_sent_at,
+        e.reassert_retry_at,
+        k.until,
+        e.abstain_until,
+        0 if pending is None else pending[2],
+        e._unsaved_since,
+    )
     horizons = _quorum_horizons.get(t)
     if horizons is None:
         lease, hb = t.leader_lease_ticks, t.heartbeat_interval_ticks
@@ -254,7 +347,8 @@ def quorum_key(e: QuorumBully) -> RawKey:
     if t.preempt_hold_down_ticks:  # without a hold-down nothing reads the ack streaks
         fresh = 2 * t.heartbeat_interval_ticks + 1
         id_times = tuple(sorted((p, 0, t.preempt_hold_down_ticks, v) for p, v in e.ack_streak_start.items())) + tuple(
-            sorted((p, 1, fresh, v) for p, v in e.last_ack.items()))
+            sorted((p, 1, fresh, v) for p, v in e.last_ack.items())
+        )
     return (plain, ids, id_sets, times, horizons, id_times, _rounds(e))
 
 
@@ -267,8 +361,15 @@ def raft_key(e: RaftElector) -> RawKey:
     plain = (e.phase.value, e.promise.epoch, e.term, k.epoch, k.closed, e.membership.id, e.agreed_told)
     ids = (e.promise.leader_id, e.voted_for, e.leader_id or 0, k.leader_id or 0, e.promised_to)
     id_sets = (tuple(sorted(e.granted_by)), tuple(sorted(e.refused_by)), tuple(sorted(e.confirmed)))
-    times = (e.promise_until, e.election_deadline, e.abstain_until, e.election_sent_at, e.lease_until,
-             e.next_heartbeat, k.until)
+    times = (
+        e.promise_until,
+        e.election_deadline,
+        e.abstain_until,
+        e.election_sent_at,
+        e.lease_until,
+        e.next_heartbeat,
+        k.until,
+    )
     horizons = _raft_horizons.get(e.timing)
     if horizons is None:
         horizons = _raft_horizons[e.timing] = (0, 0, 0, e.timing.leader_lease_ticks, 0, 0, 0)
@@ -288,9 +389,14 @@ def render(raw: RawKey, now: int, lease: int) -> tuple:
 def rename_shown(shown: tuple, r: Sequence[int]) -> tuple:
     """A rendered key with node ids renamed (r[old] = new)."""
     plain, ids, id_sets, rel, id_times, rounds = shown
-    return (plain, tuple(r[i] for i in ids), tuple(tuple(sorted(r[i] for i in s)) for s in id_sets), rel,
-            tuple(sorted((r[p], w, t) for p, w, t in id_times)),
-            tuple(sorted((rn, t, tuple(sorted(r[i] for i in by))) for rn, t, by in rounds)))
+    return (
+        plain,
+        tuple(r[i] for i in ids),
+        tuple(tuple(sorted(r[i] for i in s)) for s in id_sets),
+        rel,
+        tuple(sorted((r[p], w, t) for p, w, t in id_times)),
+        tuple(sorted((rn, t, tuple(sorted(r[i] for i in by))) for rn, t, by in rounds)),
+    )
 
 
 # In-flight items are plain tuples: (kind, type, src, dst, epoch, round, granted, promised_epoch, resigning,
@@ -300,8 +406,20 @@ _messages: dict[tuple, Message] = {}
 
 
 def item_of(kind: int, m: Message) -> Item:
-    return (kind, m.type.value, m.src, m.dst, m.epoch, m.round, m.granted, m.promised_epoch, m.resigning,
-            m.successor, m.transfer, m.lease_remaining)
+    return (
+        kind,
+        m.type.value,
+        m.src,
+        m.dst,
+        m.epoch,
+        m.round,
+        m.granted,
+        m.promised_epoch,
+        m.resigning,
+        m.successor,
+        m.transfer,
+        m.lease_remaining,
+    )
 
 
 def message_of(item: Item) -> Message:
@@ -309,8 +427,9 @@ def message_of(item: Item) -> Message:
     m = _messages.get(key)
     if m is None:
         t, src, dst, epoch, rnd, granted, promised, resigning, successor, transfer, lease = key
-        m = _messages[key] = Message(MsgType(t), src, dst, epoch, rnd, granted, promised, resigning, successor,
-                                     transfer, lease)
+        m = _messages[key] = Message(
+            MsgType(t), src, dst, epoch, rnd, granted, promised, resigning, successor, transfer, lease
+        )
     return m
 
 
@@ -388,8 +507,19 @@ class State:
     """One state of the search. Immutable by convention: a successor copies what it changes (an
     elector is copied only by an action that steps it; the rest is shared with its parent)."""
 
-    __slots__ = ("now", "electors", "keys", "roles", "persisted", "wakes", "flight", "led", "windows", "faults",
-                 "trace")
+    __slots__ = (
+        "now",
+        "electors",
+        "keys",
+        "roles",
+        "persisted",
+        "wakes",
+        "flight",
+        "led",
+        "windows",
+        "faults",
+        "trace",
+    )
 
     def __init__(self, now, electors, keys, roles, persisted, wakes, flight, led, windows, faults, trace) -> None:
         self.now: int = now
@@ -461,16 +591,33 @@ class Report:
     def to_dict(self) -> dict:
         s = self.settings
         return {
-            "mode": s.mode, "nodes": s.nodes, "depth": s.depth, "faults": s.faults, "budget_s": s.budget_s,
-            "bugs": sorted(b.value for b in s.planted_bugs), "mode_options": sorted(s.mode_options),
-            "jitter": s.jitter, "leap": s.leap, "symmetry": s.symmetry and _symmetric(s), "clocks": "exact",
-            "states_explored": self.states_explored, "distinct_states": self.distinct_states,
-            "transitions": self.transitions, "depth_explored": self.depth_explored, "ended_by": self.ended_by,
-            "elapsed_s": round(self.elapsed_s, 2), "cpu_s": round(self.cpu_s, 2), "peak_rss_mb": round(self.peak_rss_mb),
+            "mode": s.mode,
+            "nodes": s.nodes,
+            "depth": s.depth,
+            "faults": s.faults,
+            "budget_s": s.budget_s,
+            "bugs": sorted(b.value for b in s.planted_bugs),
+            "mode_options": sorted(s.mode_options),
+            "jitter": s.jitter,
+            "leap": s.leap,
+            "symmetry": s.symmetry and _symmetric(s),
+            "clocks": "exact",
+            "states_explored": self.states_explored,
+            "distinct_states": self.distinct_states,
+            "transitions": self.transitions,
+            "depth_explored": self.depth_explored,
+            "ended_by": self.ended_by,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "cpu_s": round(self.cpu_s, 2),
+            "peak_rss_mb": round(self.peak_rss_mb),
             "levels": self.levels,
-            "violation": None if self.violation is None else {
-                "property": self.violation.property, "message": self.violation.message,
-                "length": len(self.violation.path), "path": self.violation.lines(),
+            "violation": None
+            if self.violation is None
+            else {
+                "property": self.violation.property,
+                "message": self.violation.message,
+                "length": len(self.violation.path),
+                "path": self.violation.lines(),
             },
         }
 
@@ -511,7 +658,9 @@ def describe_item(item: Item) -> str:
 class Checker:
     def __init__(self, settings: Settings) -> None:
         if settings.mode not in CHECKED_MODES:
-            raise ValueError(f"sim check covers the modes with promises ({', '.join(CHECKED_MODES)}), not {settings.mode}")
+            raise ValueError(
+                f"sim check covers the modes with promises ({', '.join(CHECKED_MODES)}), not {settings.mode}"
+            )
         if settings.jitter not in JITTER_CHOICES:
             raise ValueError(f"jitter must be one of {', '.join(JITTER_CHOICES)}")
         if settings.nodes < 1 or settings.faults < 0 or settings.depth < 0 or settings.leap < 1:
@@ -535,7 +684,9 @@ class Checker:
 
     def initial(self) -> State:
         n = self.n
-        empty = State(0, (None,) * n, (None,) * n, (None,) * n, (Promise(),) * n, (0,) * n, (), frozenset(), (), 0, None)
+        empty = State(
+            0, (None,) * n, (None,) * n, (None,) * n, (Promise(),) * n, (0,) * n, (), frozenset(), (), 0, None
+        )
         w = _Work(self, empty)
         for m in self.members:
             w.boot(m)
@@ -670,8 +821,16 @@ class Checker:
                 signatures[m] = (0, p.epoch, bag)
             else:  # plain values, set sizes, times: all blind to ids
                 shown = self._shown(raw, s.now)
-                signatures[m] = (1, p.epoch, s.wakes[m - 1] - s.now, shown[0], tuple(map(len, shown[2])), shown[3],
-                                 tuple(t for _, t, _ in shown[5]), bag)
+                signatures[m] = (
+                    1,
+                    p.epoch,
+                    s.wakes[m - 1] - s.now,
+                    shown[0],
+                    tuple(map(len, shown[2])),
+                    shown[3],
+                    tuple(t for _, t, _ in shown[5]),
+                    bag,
+                )
         ranked = sorted(self.members, key=signatures.__getitem__)
         groups = [list(g) for _, g in itertools.groupby(ranked, key=signatures.__getitem__)]
         for arrangement in itertools.product(*(itertools.permutations(g) for g in groups)):
@@ -682,7 +841,9 @@ class Checker:
 
     # -- P3g on one instant, with node.history's rules ---------------------------------------------
 
-    def backing_problems(self, at: int, windows, up: tuple[int, ...], leaders: tuple[int, ...]) -> list[tuple[str, int, int]]:
+    def backing_problems(
+        self, at: int, windows, up: tuple[int, ...], leaders: tuple[int, ...]
+    ) -> list[tuple[str, int, int]]:
         """("overlap", a, b): two nodes backed by majorities at `at`; ("unbacked", leader, 0): a
         leader no majority's promises back at `at`. Judged by node.history on the span [at, at+1)."""
         live = frozenset([(w[0], w[1]) for w in windows if w[3] > at])
@@ -693,7 +854,10 @@ class Checker:
             alive = {m: [Span(at, at + 1)] if m in up else [] for m in self.members}
             backed = backed_spans(self.members, spans, own_votes(alive, spans))
             found = [("overlap", a, b) for a, b, _ in backed_overlaps(backed)]
-            found += [("unbacked", i.node, 0) for i, _ in outside_backing([Interval(m, 0, at, at + 1) for m in leaders], backed)]
+            found += [
+                ("unbacked", i.node, 0)
+                for i, _ in outside_backing([Interval(m, 0, at, at + 1) for m in leaders], backed)
+            ]
             self._backing_cache[key] = found
         return found
 
@@ -748,9 +912,15 @@ class Checker:
                 report.frontier = len(frontier)
                 report.distinct_states = len(visited)
                 report.elapsed_s = time.monotonic() - started
-                report.levels.append({"depth": report.depth_explored, "distinct_states": len(visited),
-                                      "frontier": len(frontier), "elapsed_s": round(report.elapsed_s, 2),
-                                      "cpu_s": round(time.process_time() - cpu_started, 2)})
+                report.levels.append(
+                    {
+                        "depth": report.depth_explored,
+                        "distinct_states": len(visited),
+                        "frontier": len(frontier),
+                        "elapsed_s": round(report.elapsed_s, 2),
+                        "cpu_s": round(time.process_time() - cpu_started, 2),
+                    }
+                )
                 if progress:
                     progress(report)
                 if not frontier:
@@ -813,8 +983,19 @@ class _Work:
             if e is None:
                 keys[i] = None
         self.flight.sort()
-        return State(self.now, tuple(self.electors), tuple(keys), roles, tuple(self.persisted),
-                     tuple(self.wakes), tuple(self.flight), self.led, tuple(self.windows), self.faults, trace)
+        return State(
+            self.now,
+            tuple(self.electors),
+            tuple(keys),
+            roles,
+            tuple(self.persisted),
+            tuple(self.wakes),
+            tuple(self.flight),
+            self.led,
+            tuple(self.windows),
+            self.faults,
+            trace,
+        )
 
     # -- actions ------------------------------------------------------------------------------------
 
@@ -908,8 +1089,9 @@ class _Work:
     def output(self, node: int, out: Output) -> None:
         for event in out.events:
             if isinstance(event, PromiseReleased):
-                self.windows = [w for w in self.windows
-                                if not (w[0] == node and w[1] == event.leader and w[2] <= event.epoch)]
+                self.windows = [
+                    w for w in self.windows if not (w[0] == node and w[1] == event.leader and w[2] <= event.epoch)
+                ]
         if out.persist is not None:  # persisted before any message of this output leaves
             self.persisted[node - 1] = out.persist
             if out.persist.leader_id == node:  # a vote for itself: a grant, as far as rule 4 goes
@@ -928,8 +1110,11 @@ class _Work:
         if live:
             for d in double_promises([*live, Grant(self.now, node, leader, epoch, until)]):
                 who = "itself" if d.leader == d.node else f"node {d.leader}"
-                self.fail("P3g", f"node {d.node} granted {who} (epoch {d.epoch}) at tick {d.at} while its promise "
-                                 f"to node {d.other} (epoch {d.other_epoch}) lasted until tick {d.until}")
+                self.fail(
+                    "P3g",
+                    f"node {d.node} granted {who} (epoch {d.epoch}) at tick {d.at} while its promise "
+                    f"to node {d.other} (epoch {d.other_epoch}) lasted until tick {d.until}",
+                )
         if leader == node:
             return
         self.notes.append(("grant", node, leader, epoch, until))
@@ -1012,12 +1197,18 @@ def _print_report(r: Report, out=None) -> None:
     s = r.settings
     bugs = f", bug {', '.join(sorted(b.value for b in s.planted_bugs))}" if s.planted_bugs else ""
     bugs += f", option {', '.join(sorted(s.mode_options))}" if s.mode_options else ""
-    print(f"{s.mode}, {s.nodes} nodes, depth <= {s.depth}, faults <= {s.faults}, jitter {s.jitter}"
-          f"{f', leap {s.leap}' if s.leap > 1 else ''}"
-          f"{', symmetry' if s.symmetry and _symmetric(s) else ''}{bugs}; all clocks exact", file=out)
-    print(f"{r.states_explored:,} states explored, {r.distinct_states:,} distinct, {r.transitions:,} transitions, "
-          f"depth {r.depth_explored} fully explored, ended by {r.ended_by}, {r.elapsed_s:.1f} s "
-          f"({r.cpu_s:.1f} s CPU), {r.peak_rss_mb:,.0f} MB", file=out)
+    print(
+        f"{s.mode}, {s.nodes} nodes, depth <= {s.depth}, faults <= {s.faults}, jitter {s.jitter}"
+        f"{f', leap {s.leap}' if s.leap > 1 else ''}"
+        f"{', symmetry' if s.symmetry and _symmetric(s) else ''}{bugs}; all clocks exact",
+        file=out,
+    )
+    print(
+        f"{r.states_explored:,} states explored, {r.distinct_states:,} distinct, {r.transitions:,} transitions, "
+        f"depth {r.depth_explored} fully explored, ended by {r.ended_by}, {r.elapsed_s:.1f} s "
+        f"({r.cpu_s:.1f} s CPU), {r.peak_rss_mb:,.0f} MB",
+        file=out,
+    )
     if r.violation is None:
         print(f"no violation of P1, P3 or P3g on any path of at most {r.depth_explored} actions", file=out)
         return
@@ -1030,15 +1221,27 @@ def _print_report(r: Report, out=None) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = Settings(
-        nodes=args.nodes, mode=args.mode, depth=args.depth, faults=args.faults, budget_s=args.budget_s,
-        planted_bugs=frozenset(PlantedBug(b) for b in args.bug), mode_options=frozenset(args.mode_option),
-        symmetry=not args.no_symmetry, jitter=args.jitter, leap=args.leap, max_rss_mb=args.max_rss_mb,
+        nodes=args.nodes,
+        mode=args.mode,
+        depth=args.depth,
+        faults=args.faults,
+        budget_s=args.budget_s,
+        planted_bugs=frozenset(PlantedBug(b) for b in args.bug),
+        mode_options=frozenset(args.mode_option),
+        symmetry=not args.no_symmetry,
+        jitter=args.jitter,
+        leap=args.leap,
+        max_rss_mb=args.max_rss_mb,
     )
 
     def progress(r: Report) -> None:
         if args.progress:
-            print(f"  depth {r.depth_explored}: {r.distinct_states:,} distinct, frontier {r.frontier:,}, "
-                  f"{r.elapsed_s:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"  depth {r.depth_explored}: {r.distinct_states:,} distinct, frontier {r.frontier:,}, "
+                f"{r.elapsed_s:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     report = check(settings, progress)
     if args.json:
@@ -1062,19 +1265,46 @@ def add_check_parser(sub) -> None:
     p.add_argument("--nodes", type=_positive, default=3, metavar="N")
     p.add_argument("--mode", choices=CHECKED_MODES, default="quorum")
     p.add_argument("--depth", type=_positive, default=12, metavar="D", help="actions on a path (default 12)")
-    p.add_argument("--faults", type=count, default=1, metavar="K",
-                   help="drops + duplicates + crashes on a path (default 1)")
-    p.add_argument("--budget-s", type=float, default=60.0, metavar="S",
-                   help="wall-clock seconds; the report says which depth was fully explored (default 60)")
-    p.add_argument("--bug", action="append", default=[], choices=[b.value for b in PlantedBug],
-                   help="plant a deliberate defect (to measure the checker)")
-    p.add_argument("--mode-option", action="append", default=[], metavar="NAME", help="a switch of the mode (raft: no-pre-vote)")
-    p.add_argument("--jitter", choices=JITTER_CHOICES, default="low",
-                   help="the electors' random draws: the low end, the high end, or both (one successor each)")
-    p.add_argument("--leap", type=_positive, default=1, metavar="L",
-                   help="one action may let time pass over up to L deadlines (default 1: the next one only)")
-    p.add_argument("--max-rss-mb", type=float, default=8000, metavar="MB",
-                   help="stop when the process has used this much memory (default 8000)")
+    p.add_argument(
+        "--faults", type=count, default=1, metavar="K", help="drops + duplicates + crashes on a path (default 1)"
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="wall-clock seconds; the report says which depth was fully explored (default 60)",
+    )
+    p.add_argument(
+        "--bug",
+        action="append",
+        default=[],
+        choices=[b.value for b in PlantedBug],
+        help="plant a deliberate defect (to measure the checker)",
+    )
+    p.add_argument(
+        "--mode-option", action="append", default=[], metavar="NAME", help="a switch of the mode (raft: no-pre-vote)"
+    )
+    p.add_argument(
+        "--jitter",
+        choices=JITTER_CHOICES,
+        default="low",
+        help="the electors' random draws: the low end, the high end, or both (one successor each)",
+    )
+    p.add_argument(
+        "--leap",
+        type=_positive,
+        default=1,
+        metavar="L",
+        help="one action may let time pass over up to L deadlines (default 1: the next one only)",
+    )
+    p.add_argument(
+        "--max-rss-mb",
+        type=float,
+        default=8000,
+        metavar="MB",
+        help="stop when the process has used this much memory (default 8000)",
+    )
     p.add_argument("--no-symmetry", action="store_true", help="raft: do not merge states that differ by node ids only")
     p.add_argument("--progress", action="store_true", help="a line on stderr per depth")
     p.add_argument("--json", action="store_true")

@@ -1,7 +1,7 @@
 """The simulator's command line: `bullyproof sim explore|check|run|replay|bugs|instants|figure16|messages`.
 
-    bullyproof sim explore [--budget-s 60] [--schedules N] [--workers W] [--nodes N] [--mode M] [--seed S]
-                           [--bug B] [--no-guided] [--json]
+bullyproof sim explore [--budget-s 60] [--schedules N] [--workers W] [--nodes N] [--mode M] [--seed S]
+                       [--bug B] [--no-guided] [--json]
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from node.sim.swarm import SwarmSettings, swarm_schedule
 
 def _settings(args: argparse.Namespace) -> SwarmSettings:
     return SwarmSettings(
-        nodes=args.nodes, mode=Mode(args.mode), drift=args.drift,
-        planted_bugs=frozenset(PlantedBug(b) for b in args.bug), hold_down_ticks=args.hold_down_ticks,
+        nodes=args.nodes,
+        mode=Mode(args.mode),
+        drift=args.drift,
+        planted_bugs=frozenset(PlantedBug(b) for b in args.bug),
+        hold_down_ticks=args.hold_down_ticks,
         # No --mode-option: each schedule draws the mode's options; --mode-option none: all off.
         mode_options=None if not args.mode_option else frozenset(o for o in args.mode_option if o != "none"),
     )
@@ -46,10 +49,16 @@ def _ended_by(report: ExploreReport) -> str:
 
 
 def _print_finding(f: Finding, out=sys.stdout) -> None:
-    origin = ("a guided schedule, a mutation of earlier ones" if f.guided else
-              f"schedule seed {f.seed}: `bullyproof sim run --seed {f.seed}` with the same options replays it unshrunk")
-    print(f"\nVIOLATION in schedule {f.index} after {f.after_s:.1f} s ({origin}; shrunk from {f.original_commands} "
-          f"to {len(f.schedule.commands)} commands):", file=out)
+    origin = (
+        "a guided schedule, a mutation of earlier ones"
+        if f.guided
+        else f"schedule seed {f.seed}: `bullyproof sim run --seed {f.seed}` with the same options replays it unshrunk"
+    )
+    print(
+        f"\nVIOLATION in schedule {f.index} after {f.after_s:.1f} s ({origin}; shrunk from {f.original_commands} "
+        f"to {len(f.schedule.commands)} commands):",
+        file=out,
+    )
     for v in f.violations[:5]:
         print(f"  {v}", file=out)
     print("  minimal schedule (save it and run `bullyproof sim replay FILE`):", file=out)
@@ -61,8 +70,16 @@ def cmd_explore(args: argparse.Namespace) -> int:
     settings = _settings(args)
     progress = None if args.json else _print_finding
     budget_s, max_schedules = _budgets(args)
-    report = explore(budget_s, settings, args.seed, stop_at_first=args.first, progress=progress,
-                     max_schedules=max_schedules, workers=args.workers, guided=not args.no_guided)
+    report = explore(
+        budget_s,
+        settings,
+        args.seed,
+        stop_at_first=args.first,
+        progress=progress,
+        max_schedules=max_schedules,
+        workers=args.workers,
+        guided=not args.no_guided,
+    )
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for f in report.findings:
@@ -71,13 +88,17 @@ def cmd_explore(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         d = report.to_dict()
-        print(f"\nexplored {report.schedules} schedules ({report.ticks} ticks) in {report.elapsed_s:.1f} s: "
-              f"{report.schedules_per_s:.0f} schedules/s with {report.workers} worker(s); mode {settings.mode.value}, "
-              f"drift {settings.drift}" + (f", planted {', '.join(d['bugs'])}" if d["bugs"] else ""))
+        print(
+            f"\nexplored {report.schedules} schedules ({report.ticks} ticks) in {report.elapsed_s:.1f} s: "
+            f"{report.schedules_per_s:.0f} schedules/s with {report.workers} worker(s); mode {settings.mode.value}, "
+            f"drift {settings.drift}" + (f", planted {', '.join(d['bugs'])}" if d["bugs"] else "")
+        )
         print(f"ended because {_ended_by(report)}")
         if report.guided:
-            print(f"guided: {report.guided_schedules} of the schedules were mutations of the {report.corpus} "
-                  f"that reached something new")
+            print(
+                f"guided: {report.guided_schedules} of the schedules were mutations of the {report.corpus} "
+                f"that reached something new"
+            )
         _print_coverage(report)
         print("fault kinds covered: " + ", ".join(f"{k} {v}" for k, v in d["kinds_covered"].items()))
         if d["kinds_missing"]:
@@ -90,8 +111,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
 def _print_coverage(report: ExploreReport) -> None:
     """Protocol instants: in how many schedules each was reached, and those never reached."""
     instants = mode_info(report.settings.mode).instants
-    print(f"protocol instants reached (schedules), {len(instants) - len(report.unreached())} of {len(instants)}; "
-          f"{report.combos} combinations of phases:")
+    print(
+        f"protocol instants reached (schedules), {len(instants) - len(report.unreached())} of {len(instants)}; "
+        f"{report.combos} combinations of phases:"
+    )
     for name in sorted(instants, key=lambda i: (-report.instants[i], i)):
         if report.instants[name]:
             print(f"  {name:24} {report.instants[name]:6d}  {instants[name]}")
@@ -126,9 +149,11 @@ def _show(outcome: Outcome, views: bool, print_script: bool = False) -> int:
         print(line)
     net = outcome.net
     late = net.accepted_after_lease_end()
-    print(f"messages sent: {sum(net.sent.values())}; dropped {net.dropped}, refused {net.refused}; "
-          f"store: {sum(r.accepted for r in net.store_log)} accepted, "
-          f"{sum(not r.accepted for r in net.store_log)} rejected, {len(late)} accepted after their lease ended")
+    print(
+        f"messages sent: {sum(net.sent.values())}; dropped {net.dropped}, refused {net.refused}; "
+        f"store: {sum(r.accepted for r in net.store_log)} accepted, "
+        f"{sum(not r.accepted for r in net.store_log)} rejected, {len(late)} accepted after their lease ended"
+    )
     disagreement = net.disagreement()
     if disagreement:
         print(f"P3 checks disagree: {disagreement}")
@@ -144,25 +169,48 @@ def cmd_bugs(args: argparse.Namespace) -> int:
     """Harness power: how fast the explorer finds each planted bug."""
     rows = []
     # By default the bugs the mode's elector honours (and the store's).
-    core_bugs = sorted(mode_info(args.mode).planted_bugs, key=list(PlantedBug).index) if not args.bug else [PlantedBug(b) for b in args.bug]
+    core_bugs = (
+        sorted(mode_info(args.mode).planted_bugs, key=list(PlantedBug).index)
+        if not args.bug
+        else [PlantedBug(b) for b in args.bug]
+    )
     budget_s, max_schedules = _budgets(args)
     for bug in core_bugs:
         settings = replace(_settings(args), planted_bugs=frozenset({bug}))
-        report = explore(budget_s, settings, args.seed, stop_at_first=True, max_schedules=max_schedules,
-                         workers=args.workers, guided=not args.no_guided)
+        report = explore(
+            budget_s,
+            settings,
+            args.seed,
+            stop_at_first=True,
+            max_schedules=max_schedules,
+            workers=args.workers,
+            guided=not args.no_guided,
+        )
         f = report.findings[0] if report.findings else None
-        rows.append({
-            "bug": bug.value, "found": f is not None, "after_s": None if f is None else round(f.after_s, 2),
-            "schedules": report.schedules, "index": None if f is None else f.index, "ended_by": report.ended_by,
-            "minimal_commands": None if f is None else len(f.schedule.commands),
-            "property": None if f is None else f.violations[0].split(":", 1)[0],
-            "script": None if f is None else f.schedule.to_script(),
-        })
+        rows.append(
+            {
+                "bug": bug.value,
+                "found": f is not None,
+                "after_s": None if f is None else round(f.after_s, 2),
+                "schedules": report.schedules,
+                "index": None if f is None else f.index,
+                "ended_by": report.ended_by,
+                "minimal_commands": None if f is None else len(f.schedule.commands),
+                "property": None if f is None else f.violations[0].split(":", 1)[0],
+                "script": None if f is None else f.schedule.to_script(),
+            }
+        )
         if not args.json:
             when = f"{f.after_s:6.1f} s" if f else "  not found"
-            print(f"{bug.value:22} {when}  {report.schedules:6d} schedules  "
-                  + (f"minimal {len(f.schedule.commands):2d} commands  {rows[-1]['property']}" if f
-                     else f"({_ended_by(report)})"), flush=True)
+            print(
+                f"{bug.value:22} {when}  {report.schedules:6d} schedules  "
+                + (
+                    f"minimal {len(f.schedule.commands):2d} commands  {rows[-1]['property']}"
+                    if f
+                    else f"({_ended_by(report)})"
+                ),
+                flush=True,
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0 if all(r["found"] for r in rows) else 1
@@ -187,8 +235,10 @@ def cmd_figure16(args: argparse.Namespace) -> int:
     if not _write_out(args, "figure16", rows, lambda path: plot_figure16(lines, path)):
         print("election timeout  trials  median  p90    worst  (ms without a leader; 5 raft nodes, leader crashed)")
         for r in rows:
-            print(f"{r['range_ms']:>16}  {r['trials']:6d}  {r['median_ms']!s:>6}  {r['p90_ms']!s:>5}  {r['worst_ms']!s:>6}"
-                  + (f"  ({r['failed']} without a leader)" if r["failed"] else ""))
+            print(
+                f"{r['range_ms']:>16}  {r['trials']:6d}  {r['median_ms']!s:>6}  {r['p90_ms']!s:>5}  {r['worst_ms']!s:>6}"
+                + (f"  ({r['failed']} without a leader)" if r["failed"] else "")
+            )
     return 0
 
 
@@ -210,17 +260,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def swarm_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--nodes", type=int, choices=range(1, 8), metavar="N", help="membership size (default: random 1..7)")
+        p.add_argument(
+            "--nodes", type=int, choices=range(1, 8), metavar="N", help="membership size (default: random 1..7)"
+        )
         p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--drift", choices=["within", "beyond", "none"], default="within",
-                       help=f"clock-rate skew: within the ±{CLOCK_DRIFT_BOUND * 100:.0f}%% bound (default), beyond it, or none")
+        p.add_argument(
+            "--drift",
+            choices=["within", "beyond", "none"],
+            default="within",
+            help=f"clock-rate skew: within the ±{CLOCK_DRIFT_BOUND * 100:.0f}%% bound (default), beyond it, or none",
+        )
         p.add_argument("--hold-down-ticks", type=int, default=None, help="preemption hold-down (default: random)")
-        p.add_argument("--bug", action="append", default=[], choices=[b.value for b in PlantedBug],
-                       help="plant a deliberate defect (to measure the explorer)")
-        p.add_argument("--mode-option", action="append", default=[], metavar="NAME",
-                       help="a switch of the mode (raft: no-pre-vote); `none` for all off "
-                            "(default: each schedule draws them)")
+        p.add_argument(
+            "--bug",
+            action="append",
+            default=[],
+            choices=[b.value for b in PlantedBug],
+            help="plant a deliberate defect (to measure the explorer)",
+        )
+        p.add_argument(
+            "--mode-option",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="a switch of the mode (raft: no-pre-vote); `none` for all off (default: each schedule draws them)",
+        )
 
     def seconds(text: str) -> float:
         try:
@@ -232,15 +297,33 @@ def build_parser() -> argparse.ArgumentParser:
         return value
 
     def budget_options(p: argparse.ArgumentParser, per: str) -> None:
-        p.add_argument("--budget-s", type=seconds, default=None, metavar="S",
-                       help=f"seconds{per} (default: 60 unless --schedules is given)")
-        p.add_argument("--schedules", type=_positive, default=None, metavar="N",
-                       help=f"run schedules 0..N-1 of the seed{per}, the same ones on any machine and under any "
-                            "load; with --budget-s too, whichever is spent first ends the run")
-        p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, metavar="W",
-                       help="processes running schedules (default: every core; 1: in this process)")
-        p.add_argument("--no-guided", action="store_true",
-                       help="swarm schedules only (default: also mutations of those that reached something new)")
+        p.add_argument(
+            "--budget-s",
+            type=seconds,
+            default=None,
+            metavar="S",
+            help=f"seconds{per} (default: 60 unless --schedules is given)",
+        )
+        p.add_argument(
+            "--schedules",
+            type=_positive,
+            default=None,
+            metavar="N",
+            help=f"run schedules 0..N-1 of the seed{per}, the same ones on any machine and under any "
+            "load; with --budget-s too, whichever is spent first ends the run",
+        )
+        p.add_argument(
+            "--workers",
+            type=_positive,
+            default=os.cpu_count() or 1,
+            metavar="W",
+            help="processes running schedules (default: every core; 1: in this process)",
+        )
+        p.add_argument(
+            "--no-guided",
+            action="store_true",
+            help="swarm schedules only (default: also mutations of those that reached something new)",
+        )
 
     p = sub.add_parser("explore", help="search fault schedules for a budget; exit 1 if a property failed")
     swarm_options(p)
@@ -251,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explore)
 
     from node.sim.check import add_check_parser  # `sim check`: the exhaustive small-scope checker
+
     add_check_parser(sub)
 
     p = sub.add_parser("instants", help="the protocol instants of a mode that faults can wait for")
@@ -280,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_figure16)
 
-    p = sub.add_parser("messages", help="messages per election after a leader failure, every mode, against the textbook")
+    p = sub.add_parser(
+        "messages", help="messages per election after a leader failure, every mode, against the textbook"
+    )
     p.add_argument("--sizes", default="3,5,9,15,25")
     p.add_argument("--out", type=Path, help="write messages.png and messages.json here")
     p.add_argument("--json", action="store_true")

@@ -102,8 +102,9 @@ def rare_instant(mode: Mode, rng: random.Random, seen: Counter[str] | None) -> s
     return rng.choices(names, [1.0 / math.sqrt(1 + seen[f"i:{name}"]) for name in names])[0]
 
 
-def mutate(parent: Schedule, rng: random.Random, donor: Schedule | None = None,
-           seen: Counter[str] | None = None) -> Schedule:
+def mutate(
+    parent: Schedule, rng: random.Random, donor: Schedule | None = None, seen: Counter[str] | None = None
+) -> Schedule:
     """A variation of `parent`: one to three edits (a wait longer or shorter, another instant to wait
     for or to hold messages until, rare instants preferred by `seen`; another target, a command
     dropped, a fault inserted, or the tail of `donor` spliced on)."""
@@ -114,7 +115,9 @@ def mutate(parent: Schedule, rng: random.Random, donor: Schedule | None = None,
         at = rng.randrange(len(commands)) if commands else 0
         c = list(commands[at]) if commands else []
         if edit == "wait" and c and c[0] in ("run", "until", "pause"):
-            c[-1] = str(max(0 if c[0] == "run" else 1, rng.choice([int(c[-1]) // 2, int(c[-1]) * 2, rng.randint(0, 2 * et)])))
+            c[-1] = str(
+                max(0 if c[0] == "run" else 1, rng.choice([int(c[-1]) // 2, int(c[-1]) * 2, rng.randint(0, 2 * et)]))
+            )
             commands[at] = tuple(c)
         elif edit == "instant" and c and c[0] in ("until", "hold"):
             c[1 if c[0] == "until" else 5] = rare_instant(parent.mode, rng, seen)
@@ -129,8 +132,11 @@ def mutate(parent: Schedule, rng: random.Random, donor: Schedule | None = None,
         elif edit == "insert":
             kind = rng.choice([k for k in FAULT_KINDS if k != "skew"])
             # Half the triggers as the swarm aims them, half at instants the corpus has rarely reached.
-            trigger = (trigger_for(kind, rng, et, parent.mode) if rng.random() < 0.5
-                       else ("until", rare_instant(parent.mode, rng, seen), "*", str(rng.choice([et, 2 * et, 4 * et]))))
+            trigger = (
+                trigger_for(kind, rng, et, parent.mode)
+                if rng.random() < 0.5
+                else ("until", rare_instant(parent.mode, rng, seen), "*", str(rng.choice([et, 2 * et, 4 * et])))
+            )
             block = [trigger] if rng.random() < 0.6 else []
             block += commands_for(kind, rng, parent.n, et, lease, parent.mode)
             commands[at:at] = block
@@ -151,6 +157,7 @@ def schedule_seed(seed: int, index: int) -> int:
 @dataclass(frozen=True)
 class Tried:
     """What the search keeps of one schedule it ran (small, so a worker process can send it back)."""
+
     index: int
     n: int
     ticks: int
@@ -162,8 +169,15 @@ class Tried:
 
 def _try(index: int, schedule: Schedule, guided: bool) -> Tried:
     outcome = run_schedule(schedule)
-    return Tried(index, outcome.schedule.n, outcome.net.now, frozenset(outcome.kinds), tuple(outcome.violations),
-                 features(outcome), guided)
+    return Tried(
+        index,
+        outcome.schedule.n,
+        outcome.net.now,
+        frozenset(outcome.kinds),
+        tuple(outcome.violations),
+        features(outcome),
+        guided,
+    )
 
 
 class Corpus:
@@ -260,8 +274,10 @@ def _tried_in_workers(plan: Plan, limit: int | None, deadline: float, workers: i
     if method == "forkserver":
         ctx.set_forkserver_preload(["node.sim.explore"])
     tasks, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(tasks, results), daemon=True, name=f"explore-worker-{i}")
-             for i in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(tasks, results), daemon=True, name=f"explore-worker-{i}")
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     waiting: dict[int, Tried] = {}  # finished ahead of a lower index still running
@@ -312,16 +328,21 @@ class Finding:
 
     def to_dict(self) -> dict:
         return {
-            "index": self.index, "seed": self.seed, "after_s": round(self.after_s, 3),
-            "violations": self.violations[:5], "commands": len(self.schedule.commands),
-            "original_commands": self.original_commands, "script": self.schedule.to_script(),
+            "index": self.index,
+            "seed": self.seed,
+            "after_s": round(self.after_s, 3),
+            "violations": self.violations[:5],
+            "commands": len(self.schedule.commands),
+            "original_commands": self.original_commands,
+            "script": self.schedule.to_script(),
             "guided": self.guided,
         }
 
 
 # What ended a search (ExploreReport.ended_by), in words.
 ENDED_BY = {
-    "schedules": "the schedule budget was spent", "time": "the time budget was spent",
+    "schedules": "the schedule budget was spent",
+    "time": "the time budget was spent",
     "findings": "it stopped at what it found",
 }
 
@@ -356,25 +377,45 @@ class ExploreReport:
 
     def to_dict(self) -> dict:
         return {
-            "mode": self.settings.mode.value, "nodes": self.settings.nodes, "drift": self.settings.drift,
+            "mode": self.settings.mode.value,
+            "nodes": self.settings.nodes,
+            "drift": self.settings.drift,
             "bugs": sorted(b.value for b in self.settings.planted_bugs),
             "mode_options": None if self.settings.mode_options is None else sorted(self.settings.mode_options),
-            "seed": self.seed, "guided": self.guided, "guided_schedules": self.guided_schedules,
-            "budget_s": self.budget_s, "max_schedules": self.max_schedules, "workers": self.workers,
-            "ended_by": self.ended_by, "elapsed_s": round(self.elapsed_s, 2), "schedules": self.schedules,
-            "schedules_per_s": round(self.schedules_per_s, 1), "ticks": self.ticks,
-            "kinds_covered": dict(sorted(self.kinds.items())), "sizes": dict(sorted(self.sizes.items())),
+            "seed": self.seed,
+            "guided": self.guided,
+            "guided_schedules": self.guided_schedules,
+            "budget_s": self.budget_s,
+            "max_schedules": self.max_schedules,
+            "workers": self.workers,
+            "ended_by": self.ended_by,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "schedules": self.schedules,
+            "schedules_per_s": round(self.schedules_per_s, 1),
+            "ticks": self.ticks,
+            "kinds_covered": dict(sorted(self.kinds.items())),
+            "sizes": dict(sorted(self.sizes.items())),
             "kinds_missing": sorted(set(FAULT_KINDS) - set(self.kinds)),
-            "instants": dict(sorted(self.instants.items())), "instants_unreached": self.unreached(),
-            "phase_combinations": self.combos, "corpus": self.corpus,
+            "instants": dict(sorted(self.instants.items())),
+            "instants_unreached": self.unreached(),
+            "phase_combinations": self.combos,
+            "corpus": self.corpus,
             "violations": [f.to_dict() for f in self.findings],
         }
 
 
-def explore(budget_s: float | None = None, settings: SwarmSettings = SwarmSettings(), seed: int = 0,
-            stop_at_first: bool = False, max_findings: int = 3, shrink_budget_s: float = 20.0,
-            max_schedules: int | None = None, progress: Callable[[Finding], None] | None = None,
-            workers: int = 1, guided: bool = True) -> ExploreReport:
+def explore(
+    budget_s: float | None = None,
+    settings: SwarmSettings = SwarmSettings(),
+    seed: int = 0,
+    stop_at_first: bool = False,
+    max_findings: int = 3,
+    shrink_budget_s: float = 20.0,
+    max_schedules: int | None = None,
+    progress: Callable[[Finding], None] | None = None,
+    workers: int = 1,
+    guided: bool = True,
+) -> ExploreReport:
     """Run schedules 0, 1, 2, ... of `seed` (swarm, and with `guided` mutations of those that reached
     something new) until the time budget or max_schedules is spent (the first of them); shrink and
     keep the first few that fail.
@@ -391,8 +432,11 @@ def explore(budget_s: float | None = None, settings: SwarmSettings = SwarmSettin
     started = time.monotonic()
     deadline = math.inf if budget_s is None else started + budget_s
     plan = Plan(seed, settings, guided)
-    tried = (_tried_in_process(plan, max_schedules, deadline) if workers == 1
-             else _tried_in_workers(plan, max_schedules, deadline, workers))
+    tried = (
+        _tried_in_process(plan, max_schedules, deadline)
+        if workers == 1
+        else _tried_in_workers(plan, max_schedules, deadline, workers)
+    )
     seen: set[str] = set()
     combos: set[str] = set()
     with contextlib.closing(tried):
@@ -415,8 +459,15 @@ def explore(budget_s: float | None = None, settings: SwarmSettings = SwarmSettin
             # Run it again here (a schedule replays exactly) to have the whole outcome to shrink.
             outcome = run_schedule(schedule)
             small = shrink(outcome, shrink_budget_s)
-            finding = Finding(schedule_seed(seed, t.index), found_after, small.violations, small.schedule,
-                              len(outcome.schedule.commands), t.index, t.guided)
+            finding = Finding(
+                schedule_seed(seed, t.index),
+                found_after,
+                small.violations,
+                small.schedule,
+                len(outcome.schedule.commands),
+                t.index,
+                t.guided,
+            )
             report.findings.append(finding)
             if progress:
                 progress(finding)
@@ -428,5 +479,3 @@ def explore(budget_s: float | None = None, settings: SwarmSettings = SwarmSettin
         report.ended_by = "schedules" if report.schedules == max_schedules else "time"
     report.elapsed_s = time.monotonic() - started
     return report
-
-

@@ -44,14 +44,24 @@ class Line:
     def to_dict(self) -> dict:
         s = sorted(self.samples_ms)
         return {
-            "range_ms": f"{self.low_ms}-{self.high_ms}", "trials": len(s) + self.failed, "failed": self.failed,
-            "median_ms": round(statistics.median(s), 1) if s else None, "p90_ms": s[int(0.9 * (len(s) - 1))] if s else None,
+            "range_ms": f"{self.low_ms}-{self.high_ms}",
+            "trials": len(s) + self.failed,
+            "failed": self.failed,
+            "median_ms": round(statistics.median(s), 1) if s else None,
+            "p90_ms": s[int(0.9 * (len(s) - 1))] if s else None,
             "worst_ms": s[-1] if s else None,
         }
 
 
-def figure16_line(low_ms: int, high_ms: int, trials: int, seed: int = 0, limit_ms: int = 10_000,
-                  heartbeat_ms: int | None = None, one_way_delay_ms: tuple[int, int] = ONE_WAY_DELAY_MS) -> Line:
+def figure16_line(
+    low_ms: int,
+    high_ms: int,
+    trials: int,
+    seed: int = 0,
+    limit_ms: int = 10_000,
+    heartbeat_ms: int | None = None,
+    one_way_delay_ms: tuple[int, int] = ONE_WAY_DELAY_MS,
+) -> Line:
     """Time from the leader's crash to the next leader, over `trials` seeded runs (1 tick = 1 ms).
 
     The heartbeat is half the minimum timeout, as in the paper, unless `heartbeat_ms` says otherwise.
@@ -94,17 +104,29 @@ def plot_figure16(lines: list[Line], path: Path, real: dict[str, Line] | None = 
 
     fig, ax = plt.subplots(figsize=(7, 4))
     styles = [(f"{line.low_ms}-{line.high_ms} ms", line, "-", f"C{i}") for i, line in enumerate(lines)]
-    styles += [(label, line, "--", ("black", "grey", "C9")[i % 3]) for i, (label, line) in enumerate((real or {}).items())]
+    styles += [
+        (label, line, "--", ("black", "grey", "C9")[i % 3]) for i, (label, line) in enumerate((real or {}).items())
+    ]
     for label, line, linestyle, colour in styles:
         s = sorted(line.samples_ms)
         if s:
-            ax.step(s, [(i + 1) / len(s) for i in range(len(s))], where="post", label=label, linestyle=linestyle,
-                    color=colour)
+            ax.step(
+                s,
+                [(i + 1) / len(s) for i in range(len(s))],
+                where="post",
+                label=label,
+                linestyle=linestyle,
+                color=colour,
+            )
     ax.set_xscale("log")
     ax.set_xlabel("time without leader (ms)")
     ax.set_ylabel("cumulative fraction of trials")
-    ax.set_title("Raft figure 16: simulator" + (" (solid) and real processes (dashed)" if real else "")
-                 + ", 5 nodes, leader crashed", fontsize=10)
+    ax.set_title(
+        "Raft figure 16: simulator"
+        + (" (solid) and real processes (dashed)" if real else "")
+        + ", 5 nodes, leader crashed",
+        fontsize=10,
+    )
     ax.legend(title="election timeout", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -148,11 +170,16 @@ def messages_table(sizes: tuple[int, ...] = (3, 5, 9, 15, 25), seeds: int = 3) -
         for n in sizes:
             typical = [m for s in range(seeds) if (m := election_messages(mode, n, s)) is not None]
             worst = [m for s in range(seeds) if (m := election_messages(mode, n, s, simultaneous=True)) is not None]
-            rows.append({
-                "mode": mode, "n": n, "median": statistics.median(typical) if typical else None,
-                "all_at_once": max(worst) if worst else None, "textbook": textbook(mode, n),
-                "promises": mode_info(mode).promises,
-            })
+            rows.append(
+                {
+                    "mode": mode,
+                    "n": n,
+                    "median": statistics.median(typical) if typical else None,
+                    "all_at_once": max(worst) if worst else None,
+                    "textbook": textbook(mode, n),
+                    "promises": mode_info(mode).promises,
+                }
+            )
     return rows
 
 
@@ -168,21 +195,40 @@ def plot_messages(rows: list[dict], path: Path, real: list[dict] | None = None) 
     for i, mode in enumerate(mode_names()):
         colour = f"C{i}"
         mine = [r for r in rows if r["mode"] == mode and r["median"] is not None]
-        ax.plot([r["n"] for r in mine], [r["median"] for r in mine], marker="o", color=colour,
-                label=f"{mode} (simulator, typical)" if real is not None else f"{mode} (typical)")
+        ax.plot(
+            [r["n"] for r in mine],
+            [r["median"] for r in mine],
+            marker="o",
+            color=colour,
+            label=f"{mode} (simulator, typical)" if real is not None else f"{mode} (typical)",
+        )
         if real is None:
-            ax.plot([r["n"] for r in mine], [r["all_at_once"] for r in mine], linestyle="--", alpha=0.6, color=colour,
-                    label=f"{mode} (all time out at once)")
+            ax.plot(
+                [r["n"] for r in mine],
+                [r["all_at_once"] for r in mine],
+                linestyle="--",
+                alpha=0.6,
+                color=colour,
+                label=f"{mode} (all time out at once)",
+            )
             continue
         theirs = [r for r in real if r["mode"] == mode and r["median"] is not None]
-        ax.plot([r["n"] for r in theirs], [r["median"] for r in theirs], marker="s", linestyle="--", color=colour,
-                label=f"{mode} (real processes)")
+        ax.plot(
+            [r["n"] for r in theirs],
+            [r["median"] for r in theirs],
+            marker="s",
+            linestyle="--",
+            color=colour,
+            label=f"{mode} (real processes)",
+        )
     # The published formulas, for the eye: Bully's best case (n-2 coordinators, the second-highest
     # detects) and worst order (n^2, the lowest detects), Chang-Roberts' n log n average.
     ns = sorted({r["n"] for r in rows})
-    for label, f, style in [("textbook: Bully best, n-2", lambda n: max(n - 2, 1), ":"),
-                            ("textbook: Bully worst, n^2", lambda n: n * n, "-."),
-                            ("textbook: ring average, n log2 n", lambda n: n * math.log2(n), (0, (1, 3)))]:
+    for label, f, style in [
+        ("textbook: Bully best, n-2", lambda n: max(n - 2, 1), ":"),
+        ("textbook: Bully worst, n^2", lambda n: n * n, "-."),
+        ("textbook: ring average, n log2 n", lambda n: n * math.log2(n), (0, (1, 3))),
+    ]:
         ax.plot(ns, [f(n) for n in ns], color="grey", linestyle=style, linewidth=1, label=label)
     ax.set_xlabel("membership size n")
     ax.set_ylabel("messages per election (no heartbeats)")

@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from node.core import (
-    Membership,
-    MembershipChanged,
-    MembershipRefused,
+    REPLY_TYPE,
     BecameLeader,
     Config,
     Elector,
     Event,
+    Membership,
+    MembershipChanged,
+    MembershipRefused,
     Message,
     Mode,
     MsgType,
@@ -50,7 +51,6 @@ from node.core import (
     SteppedDown,
     Timing,
     View,
-    REPLY_TYPE,
     check_mode_options,
     configuration_id,
     instants_of_output,
@@ -78,7 +78,7 @@ from node.history import (
 from node.sim.processes import Process
 from node.sim.recorder import FaultRecord, NodeEvent, Recorder, ViewChange
 from node.sim.store import SimStore, StoreRecord, StoreWrite
-from node.sim.world import STORE, Clocks, Hold, Link, Links, LinkFaults, Queue, carry
+from node.sim.world import STORE, Clocks, Hold, Link, LinkFaults, Links, Queue, carry
 
 __all__ = ["Network", "FaultRecord", "NodeEvent", "StoreRecord", "ViewChange", "describe_event", "timeline"]
 
@@ -161,9 +161,18 @@ class Network:
         self.delivered: Counter[MsgType] = Counter()
         self.dropped = 0  # cut or lost on the way: the sender is not told
         self.refused = 0  # to a crashed node: the sender gets send_failed
-        self.record = Recorder(self.members, self.mode, self.timings, self.clocks, self.store.log, self._paused_lease_end,
-                               seed, sorted(b.value for b in planted_bugs), sorted(mode_options),
-                               voters=[m for m in range(1, n + 1) if m not in self.joining] if self.joining else None)
+        self.record = Recorder(
+            self.members,
+            self.mode,
+            self.timings,
+            self.clocks,
+            self.store.log,
+            self._paused_lease_end,
+            seed,
+            sorted(b.value for b in planted_bugs),
+            sorted(mode_options),
+            voters=[m for m in range(1, n + 1) if m not in self.joining] if self.joining else None,
+        )
         self._queue: Queue[_InFlight | StoreWrite] = Queue()
         # Protocol instants (node.core.instants): how often each was reached in this run, those reached
         # since the last tick began (node, name), and every combination of phases the nodes were in.
@@ -192,8 +201,12 @@ class Network:
     # Each takes `links` (directed (src, dst) pairs) to act on those only; without, every link.
 
     def set_delay(self, min_delay_ticks: int, max_delay_ticks: int, links: Iterable[Link] | None = None) -> None:
-        self._links_change(links, f"delay {min_delay_ticks}..{max_delay_ticks} ticks",
-                           min_delay_ticks=min_delay_ticks, max_delay_ticks=max_delay_ticks)
+        self._links_change(
+            links,
+            f"delay {min_delay_ticks}..{max_delay_ticks} ticks",
+            min_delay_ticks=min_delay_ticks,
+            max_delay_ticks=max_delay_ticks,
+        )
 
     def set_drop(self, probability: float, links: Iterable[Link] | None = None) -> None:
         self._links_change(links, f"drop {probability:.2f}", drop_probability=probability)
@@ -242,7 +255,9 @@ class Network:
         if count < 0 or max_ticks <= 0:
             raise ValueError(f"hold needs count >= 0 and max_ticks > 0, got {count}, {max_ticks}")
         self.links.holds.append(Hold(src, dst, kind, count, until, self.now + max_ticks))
-        self._link_fault(f"hold {src or '*'}->{dst or '*'} {kind} x{count or 'all'} until {until} (at most {max_ticks} ticks)")
+        self._link_fault(
+            f"hold {src or '*'}->{dst or '*'} {kind} x{count or 'all'} until {until} (at most {max_ticks} ticks)"
+        )
 
     def heal_link(self, a: int, b: int) -> None:
         """Restore the link a->b (one way): no cut, drop, duplicate or hold, one-tick delay."""
@@ -283,8 +298,10 @@ class Network:
     def _set_members(self, node: int, members: Iterable[int]) -> None:
         listed = tuple(sorted(set(members)))
         if node not in listed or any(m not in range(1, len(self.timings) + 1) for m in listed):
-            raise ValueError(f"node {node} cannot run the member list {listed}: it must list itself and only nodes "
-                             f"1..{len(self.timings)}")
+            raise ValueError(
+                f"node {node} cannot run the member list {listed}: it must list itself and only nodes "
+                f"1..{len(self.timings)}"
+            )
         self.member_lists[node] = listed
         self._configuration[node] = configuration_id(listed)
 
@@ -433,8 +450,10 @@ class Network:
         if not mode_info(self.mode).membership_changes:
             raise MembershipRefused(f"mode {self.mode.value} cannot change membership")
         out = elector.change_membership(self.local(node), tuple(voters), tuple(learners))
-        self._fault(f"members at {node}: voters {','.join(map(str, sorted(voters)))}"
-                    + (f" learners {','.join(map(str, sorted(learners)))}" if learners else ""))
+        self._fault(
+            f"members at {node}: voters {','.join(map(str, sorted(voters)))}"
+            + (f" learners {','.join(map(str, sorted(learners)))}" if learners else "")
+        )
         self._apply(node, out)
         return out
 
@@ -473,10 +492,12 @@ class Network:
     def agreed_among(self, nodes: Sequence[int]) -> tuple[int, int] | None:
         """Like agreed_leader, among `nodes` only (e.g. the majority side of a partition)."""
         views = {m: self.view(m) for m in nodes}
-        agreed = agreement({
-            m: None if v is None else Seen(v.leader_id, v.epoch, v.role == Role.LEADER and v.lease_valid)
-            for m, v in views.items()
-        })
+        agreed = agreement(
+            {
+                m: None if v is None else Seen(v.leader_id, v.epoch, v.role == Role.LEADER and v.lease_valid)
+                for m, v in views.items()
+            }
+        )
         return None if agreed is None else (agreed.leader, agreed.epoch)
 
     def run_until(self, predicate: Callable[[], object], max_ticks: int) -> int:
@@ -490,7 +511,11 @@ class Network:
 
     def events_of(self, node: int, kind: type, since_tick: int = 0) -> list[tuple[int, Event]]:
         """(tick, event) of every `kind` event of `node` from `since_tick` on."""
-        return [(e.tick, e.event) for e in self.events if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick]
+        return [
+            (e.tick, e.event)
+            for e in self.events
+            if e.node == node and isinstance(e.event, kind) and e.tick >= since_tick
+        ]
 
     # -- the record (node.sim.recorder) --------------------------------------------------------------
 
@@ -594,8 +619,11 @@ class Network:
     @property
     def answers(self) -> list[Answer]:
         """What nodes told clients who asked who leads: the answers they no longer give."""
-        return [Answer(e["node"], e["leader"], e["epoch"], e["t_ns"], e["end_ns"])
-                for e in self.record.history if e["kind"] == "answer"]
+        return [
+            Answer(e["node"], e["leader"], e["epoch"], e["t_ns"], e["end_ns"])
+            for e in self.record.history
+            if e["kind"] == "answer"
+        ]
 
     def all_answers(self) -> list[Answer]:
         """Every answer, those still given ending now."""
@@ -610,8 +638,14 @@ class Network:
     # -- internals ---------------------------------------------------------------------------------
 
     def _build_elector(self, node: int, incarnation: int) -> Elector:
-        config = Config(node, self.member_lists[node], self.timings[node], self.planted_bugs, self.mode_options,
-                        join=node in self.joining)
+        config = Config(
+            node,
+            self.member_lists[node],
+            self.timings[node],
+            self.planted_bugs,
+            self.mode_options,
+            join=node in self.joining,
+        )
         rng = random.Random(f"{self.seed}:node:{node}:{incarnation}")
         return self.elector_factory(config, self.persisted[node], rng, self.local(node))
 
@@ -719,13 +753,16 @@ class Network:
             out = state.elector.send_failed(now, item.msg)
         else:
             self.delivered[item.msg.type] += 1
-            if item.msg.type == MsgType.HEARTBEAT and not item.msg.resigning:  # how late a follower's evidence may be (P6)
+            if (
+                item.msg.type == MsgType.HEARTBEAT and not item.msg.resigning
+            ):  # how late a follower's evidence may be (P6)
                 self.record.heartbeat_transit(self.now - item.sent_tick)
             out = state.elector.step(now, item.msg)
         self._apply(item.recipient, out, None if item.failed else item.msg)
 
     def _record_view(self, node: int, stepdown: SteppedDown | None = None) -> None:
         self.record.view(node, self.view(node), stepdown)
+
 
 def describe_event(event: Event) -> str:
     if isinstance(event, SteppedDown):

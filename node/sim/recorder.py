@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.core import (
+    PROMISE_REPLY_TYPES,
+    Event,
     Membership,
     MembershipChanged,
-    Event,
     Message,
     Mode,
-    PROMISE_REPLY_TYPES,
     Promise,
     PromiseReleased,
     Role,
@@ -64,10 +64,19 @@ class FaultRecord:
 
 
 class Recorder:
-    def __init__(self, members: Sequence[int], mode: Mode, timings: Mapping[int, Timing], clocks: Clocks,
-                 store_log: list[StoreRecord], lease_end_if_paused: Callable[[int], int], seed: int = 0,
-                 planted_bugs: Sequence[str] = (), mode_options: Sequence[str] = (),
-                 voters: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        members: Sequence[int],
+        mode: Mode,
+        timings: Mapping[int, Timing],
+        clocks: Clocks,
+        store_log: list[StoreRecord],
+        lease_end_if_paused: Callable[[int], int],
+        seed: int = 0,
+        planted_bugs: Sequence[str] = (),
+        mode_options: Sequence[str] = (),
+        voters: Sequence[int] | None = None,
+    ) -> None:
         self.members = tuple(members)
         self.mode = mode
         self.timings = timings  # each node's timing, as it is now (the network changes it on a restart)
@@ -77,11 +86,19 @@ class Recorder:
         # Now, or for a paused node when its lease ran out (it never woke up to notice).
         self.lease_end_if_paused = lease_end_if_paused
         # The run's history, as a real run records it (node.history's events), in global ticks.
-        self.history: list[dict[str, Any]] = [{
-            "t_ns": 0, "kind": "meta", "seed": seed, "mode": Mode(mode).value, "scenario": "simulation",
-            "nodes": list(members), "timing_ticks": dict(timings[min(members)].__dict__),
-            "planted_bugs": sorted(planted_bugs), "mode_options": sorted(mode_options),
-        }]
+        self.history: list[dict[str, Any]] = [
+            {
+                "t_ns": 0,
+                "kind": "meta",
+                "seed": seed,
+                "mode": Mode(mode).value,
+                "scenario": "simulation",
+                "nodes": list(members),
+                "timing_ticks": dict(timings[min(members)].__dict__),
+                "planted_bugs": sorted(planted_bugs),
+                "mode_options": sorted(mode_options),
+            }
+        ]
         if voters is not None:  # some nodes start outside the configuration (to join it): who votes at first
             self.history[0]["voters"] = list(voters)
         self.pausing: dict[int, dict[str, Any]] = {}  # node -> its pause event, complete when the pause ends
@@ -115,13 +132,22 @@ class Recorder:
         # itself right after its leader released it must not look like a vote inside that promise).
         for event in events:
             if isinstance(event, PromiseReleased):
-                self.history.append({"t_ns": self.now, "kind": "release", "node": node, "leader": event.leader,
-                                     "epoch": event.epoch})
+                self.history.append(
+                    {"t_ns": self.now, "kind": "release", "node": node, "leader": event.leader, "epoch": event.epoch}
+                )
 
     def persisted(self, node: int, promise: Promise) -> None:
         if promise.leader_id == node:  # a vote for itself: a grant, as far as rule 4 goes
-            self.history.append({"t_ns": self.now, "kind": "grant", "node": node, "leader": node,
-                                 "epoch": promise.epoch, "promise_ms": 0})
+            self.history.append(
+                {
+                    "t_ns": self.now,
+                    "kind": "grant",
+                    "node": node,
+                    "leader": node,
+                    "epoch": promise.epoch,
+                    "promise_ms": 0,
+                }
+            )
 
     def sent(self, node: int, msg: Message, request: Message | None = None) -> None:
         if msg.type in PROMISE_REPLY_TYPES and msg.granted:
@@ -129,16 +155,39 @@ class Recorder:
             # its own, or longer where the request announced a lease its own would not outlast.
             hold = self.timings[node].hold_ticks_for(request.lease_ticks if request is not None else 0)
             window_end = self.clocks.global_tick(node, self.clocks.local(node) + hold)
-            self.history.append({"t_ns": self.now, "kind": "grant", "node": node, "leader": msg.dst,
-                                 "epoch": msg.epoch, "promise_ms": window_end - self.now, "until_ns": window_end})
+            self.history.append(
+                {
+                    "t_ns": self.now,
+                    "kind": "grant",
+                    "node": node,
+                    "leader": msg.dst,
+                    "epoch": msg.epoch,
+                    "promise_ms": window_end - self.now,
+                    "until_ns": window_end,
+                }
+            )
 
     def stored(self, record: StoreRecord) -> None:
         """A store decision; a leader's first write of an epoch is its claim (node.store.db.claim_key)."""
         first = (record.writer, record.epoch) not in self.claimed
         self.claimed.add((record.writer, record.epoch))
-        key = claim_key(record.writer, record.epoch) if first else f"duty/{record.writer}/{record.epoch}/{record.sent_tick}"
-        self.history.append({"t_ns": record.tick, "kind": "store", "seq": len(self.store_log), "writer": record.writer,
-                             "epoch": record.epoch, "key": key, "accepted": record.accepted, "reason": record.reason})
+        key = (
+            claim_key(record.writer, record.epoch)
+            if first
+            else f"duty/{record.writer}/{record.epoch}/{record.sent_tick}"
+        )
+        self.history.append(
+            {
+                "t_ns": record.tick,
+                "kind": "store",
+                "seq": len(self.store_log),
+                "writer": record.writer,
+                "epoch": record.epoch,
+                "key": key,
+                "accepted": record.accepted,
+                "reason": record.reason,
+            }
+        )
 
     def heartbeat_transit(self, ticks: int) -> None:
         self.heartbeat_transit_ticks = max(self.heartbeat_transit_ticks, ticks)
@@ -150,9 +199,18 @@ class Recorder:
 
     def membership(self, node: int, m: Membership) -> None:
         """The node runs configuration `m` from now on (node.history's ``membership`` event)."""
-        self.history.append({"t_ns": self.now, "kind": "membership", "node": node, "voters": list(m.voters),
-                             "learners": list(m.learners), "index": m.index, "term": m.term,
-                             "previous": list(m.previous)})
+        self.history.append(
+            {
+                "t_ns": self.now,
+                "kind": "membership",
+                "node": node,
+                "voters": list(m.voters),
+                "learners": list(m.learners),
+                "index": m.index,
+                "term": m.term,
+                "previous": list(m.previous),
+            }
+        )
 
     def crashed(self, node: int, lease_end_tick: int, incarnation: int) -> None:
         self.pause_ended(node, lease_end_tick)
@@ -187,8 +245,15 @@ class Recorder:
         self.views.append(ViewChange(self.now, node, *key))
         if view is None:
             return  # the kill is the process event
-        event = {"t_ns": self.now, "kind": "view", "node": node, "role": view.role.value, "epoch": view.epoch,
-                 "leader": view.leader_id, "reason": "" if stepdown is None else str(stepdown.reason)}
+        event = {
+            "t_ns": self.now,
+            "kind": "view",
+            "node": node,
+            "role": view.role.value,
+            "epoch": view.epoch,
+            "leader": view.leader_id,
+            "reason": "" if stepdown is None else str(stepdown.reason),
+        }
         if stepdown is not None and stepdown.reason == "lease_expired" and stepdown.lease_end_tick is not None:
             event["lease_end_ns"] = self.clocks.global_tick(node, stepdown.lease_end_tick)
         self.history.append(event)
@@ -199,8 +264,16 @@ class Recorder:
         open_answer = self.answering.get(node)
         if open_answer is not None and now_answer != open_answer[:2]:
             leader, epoch, since = self.answering.pop(node)
-            self.history.append({"t_ns": since, "kind": "answer", "node": node, "leader": leader, "epoch": epoch,
-                                 "end_ns": self.now - 1})
+            self.history.append(
+                {
+                    "t_ns": since,
+                    "kind": "answer",
+                    "node": node,
+                    "leader": leader,
+                    "epoch": epoch,
+                    "end_ns": self.now - 1,
+                }
+            )
             open_answer = None
         if open_answer is None and now_answer is not None:
             self.answering[node] = (*now_answer, self.now)
@@ -212,8 +285,10 @@ class Recorder:
         pauses still going on (their leaders' leases judged up to now)."""
         return [
             *self.history,
-            *({"t_ns": since, "kind": "answer", "node": node, "leader": leader, "epoch": epoch, "end_ns": self.now}
-              for node, (leader, epoch, since) in self.answering.items()),
+            *(
+                {"t_ns": since, "kind": "answer", "node": node, "leader": leader, "epoch": epoch, "end_ns": self.now}
+                for node, (leader, epoch, since) in self.answering.items()
+            ),
             *({**pause, "lease_end_ns": self.lease_end_if_paused(node)} for node, pause in self.pausing.items()),
         ]
 
@@ -229,8 +304,19 @@ class Recorder:
             # (an answer given under a leader's longer lease stays true when it restarts shorter).
             timings = self.ran
             transit = self.heartbeat_transit_ticks + max(t.heartbeat_interval_ticks for t in timings) + 1
-            horizon = (max(t.leader_lease_ticks for t in timings) if promises
-                       else 2 * max(t.election_timeout_ticks for t in timings))
-            self._judged = key, History(self.events_now(), TICKS, promises=promises,
-                                        tolerance=AnswerTolerance(transit, horizon), end=self.now)
+            horizon = (
+                max(t.leader_lease_ticks for t in timings)
+                if promises
+                else 2 * max(t.election_timeout_ticks for t in timings)
+            )
+            self._judged = (
+                key,
+                History(
+                    self.events_now(),
+                    TICKS,
+                    promises=promises,
+                    tolerance=AnswerTolerance(transit, horizon),
+                    end=self.now,
+                ),
+            )
         return self._judged[1]

@@ -57,8 +57,11 @@ class Schedule:
     @property
     def agree_within_ticks(self) -> int:
         # The longest election timeout a node may run: retime commands' too.
-        timeouts = [self.timing.election_timeout_ticks, *(et for _, et in self.retimed),
-                    *(int(c[2]) for c in self.commands if c[0] == "retime")]
+        timeouts = [
+            self.timing.election_timeout_ticks,
+            *(et for _, et in self.retimed),
+            *(int(c[2]) for c in self.commands if c[0] == "retime"),
+        ]
         return self.heal_ticks or 6 * max(timeouts) + self.timing.preempt_hold_down_ticks
 
     def timing_with(self, election_timeout_ticks: int) -> Timing:
@@ -109,16 +112,20 @@ class Schedule:
             check_mode_options(values["mode"][0], frozenset(options))
             timing = Timing(**{k: int(v) for k, v in (kv.split("=") for kv in values["timing"])})
             return cls(
-                seed=int(values["seed"][0]), n=int(values["nodes"][0]), mode=Mode(values["mode"][0]), timing=timing,
-                commands=tuple(commands), clock_rates=tuple(Fraction(r) for r in values.get("rates", [])),
-                planted_bugs=frozenset(bugs), heal_ticks=int(values.get("heal", ["0"])[0]),
+                seed=int(values["seed"][0]),
+                n=int(values["nodes"][0]),
+                mode=Mode(values["mode"][0]),
+                timing=timing,
+                commands=tuple(commands),
+                clock_rates=tuple(Fraction(r) for r in values.get("rates", [])),
+                planted_bugs=frozenset(bugs),
+                heal_ticks=int(values.get("heal", ["0"])[0]),
                 mode_options=frozenset(options),
                 retimed=tuple((int(node), int(et)) for node, et in (kv.split("=") for kv in values.get("retimed", []))),
                 joining=tuple(int(node) for node in values.get("joining", [])),
             )
         except KeyError as exc:
             raise ValueError(f"schedule script lacks the header line @{exc.args[0]}") from None
-
 
 
 # ---- running a schedule ----------------------------------------------------------------------------
@@ -144,8 +151,17 @@ class Runner:
         self.s = schedule
         rates = {i + 1: r for i, r in enumerate(schedule.clock_rates)}
         timings = {node: schedule.timing_with(et) for node, et in schedule.retimed}
-        self.net = Network(schedule.seed, schedule.n, schedule.mode, schedule.timing, schedule.planted_bugs, rates,
-                           mode_options=schedule.mode_options, timings=timings, joining=schedule.joining)
+        self.net = Network(
+            schedule.seed,
+            schedule.n,
+            schedule.mode,
+            schedule.timing,
+            schedule.planted_bugs,
+            rates,
+            mode_options=schedule.mode_options,
+            timings=timings,
+            joining=schedule.joining,
+        )
         self.rng = random.Random(f"{schedule.seed}:targets")
         self.trigger_node: int | None = None
         self.kinds: set[str] = set()
@@ -154,8 +170,10 @@ class Runner:
         for c in schedule.commands:
             name = c[1] if c[0] == "until" else c[5] if c[0] == "hold" and len(c) > 5 else None
             if name is not None and name not in known:
-                raise ValueError(f"{' '.join(c)}: mode {schedule.mode.value} has no instant {name!r}; "
-                                 f"known: {', '.join(sorted(known))}")
+                raise ValueError(
+                    f"{' '.join(c)}: mode {schedule.mode.value} has no instant {name!r}; "
+                    f"known: {', '.join(sorted(known))}"
+                )
 
     # -- targets ---------------------------------------------------------------------------------
 
@@ -244,6 +262,7 @@ class Runner:
                 return
         self.trigger_node = None
 
+
 def retimed_timing(base: Timing, election_timeout_ticks: int) -> Timing:
     """`base` with another election timeout, derived as the runtime derives every duration from its
     two knobs (ticks as milliseconds); ValueError if node.config would refuse the result."""
@@ -277,7 +296,9 @@ def _member(r: Runner, action: str, node: int) -> None:
     if action == "add":
         r.net.change_membership(leader, m.voters, m.learners + (node,))
     elif action == "remove":
-        r.net.change_membership(leader, tuple(v for v in m.voters if v != node), tuple(x for x in m.learners if x != node))
+        r.net.change_membership(
+            leader, tuple(v for v in m.voters if v != node), tuple(x for x in m.learners if x != node)
+        )
     else:
         raise ValueError(f"member {action}: add or remove")
 
@@ -302,16 +323,33 @@ def _distinct(a: int, b: int) -> tuple[int, int]:
 
 # What each command takes, how its words parse, and what it does.
 ARGS: dict[str, tuple[str, ...]] = {
-    "run": ("ticks",), "until": ("instant", "who", "ticks"),
-    "crash": ("node",), "restart": ("node",), "crash_restart": ("node",), "restart_all": (), "pause": ("node", "ticks"),
-    "cut": ("node", "node"), "isolate": ("node",), "partition": ("groups",), "heal": (),
-    "delay": ("ticks", "ticks"), "drop": ("p",), "duplicate": ("p",),
-    "delay_link": ("node", "node", "ticks", "ticks"), "drop_link": ("node", "node", "p"),
-    "duplicate_link": ("node", "node", "p"), "heal_link": ("node", "node"),
+    "run": ("ticks",),
+    "until": ("instant", "who", "ticks"),
+    "crash": ("node",),
+    "restart": ("node",),
+    "crash_restart": ("node",),
+    "restart_all": (),
+    "pause": ("node", "ticks"),
+    "cut": ("node", "node"),
+    "isolate": ("node",),
+    "partition": ("groups",),
+    "heal": (),
+    "delay": ("ticks", "ticks"),
+    "drop": ("p",),
+    "duplicate": ("p",),
+    "delay_link": ("node", "node", "ticks", "ticks"),
+    "drop_link": ("node", "node", "p"),
+    "duplicate_link": ("node", "node", "p"),
+    "heal_link": ("node", "node"),
     "hold": ("who", "who", "kind", "count", "instant", "ticks"),
-    "resign": ("node",), "transfer": ("node", "node"), "retime": ("node", "ticks"),
-    "member": ("action", "node"), "stale": ("node",),
+    "resign": ("node",),
+    "transfer": ("node", "node"),
+    "retime": ("node", "ticks"),
+    "member": ("action", "node"),
+    "stale": ("node",),
 }
+
+
 def _kind(word: str) -> str:
     if word not in HOLD_KINDS:
         raise ValueError(f"unknown message kind {word!r}; known: {', '.join(HOLD_KINDS)}")
@@ -319,7 +357,13 @@ def _kind(word: str) -> str:
 
 
 PARSE: dict[str, Callable[[str], object]] = {
-    "ticks": int, "count": int, "p": float, "groups": _groups, "instant": str, "who": str, "kind": _kind,
+    "ticks": int,
+    "count": int,
+    "p": float,
+    "groups": _groups,
+    "instant": str,
+    "who": str,
+    "kind": _kind,
     "action": str,
 }
 COMMANDS: dict[str, Callable[..., object]] = {
@@ -352,5 +396,3 @@ COMMANDS: dict[str, Callable[..., object]] = {
 
 def run_schedule(schedule: Schedule) -> Outcome:
     return Runner(schedule).run()
-
-

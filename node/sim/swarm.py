@@ -26,9 +26,27 @@ HOLD_DOWN_CHOICES_TICKS = (300, 300, 60, 20, 0, 0)
 SIZE_CHOICES = (1, 2, 3, 3, 4, 4, 5, 5, 6, 7)
 
 FAULT_KINDS = (
-    "crash", "restart", "crash_restart", "restart_all", "pause", "cut", "partition", "isolate", "heal", "delay",
-    "long_delay", "drop", "duplicate", "resign", "transfer", "skew",
-    "delay_link", "drop_link", "duplicate_link", "heal_link", "hold",
+    "crash",
+    "restart",
+    "crash_restart",
+    "restart_all",
+    "pause",
+    "cut",
+    "partition",
+    "isolate",
+    "heal",
+    "delay",
+    "long_delay",
+    "drop",
+    "duplicate",
+    "resign",
+    "transfer",
+    "skew",
+    "delay_link",
+    "drop_link",
+    "duplicate_link",
+    "heal_link",
+    "hold",
 )
 # The instants most faults wait for; any other instant of the mode is drawn too, less often.
 COMMON_TRIGGERS = ("ack", "lease-end", "deadline", "leader", "candidate")
@@ -58,7 +76,9 @@ def accepted_timings() -> tuple[Timing, ...]:
                 found.append(check_timings(hb * TICK_MS, et * TICK_MS, TICK_MS))
             except ConfigError:
                 continue
-    return tuple(sorted(set(found), key=lambda t: (t.drift_margin, t.election_timeout_ticks, t.heartbeat_interval_ticks)))
+    return tuple(
+        sorted(set(found), key=lambda t: (t.drift_margin, t.election_timeout_ticks, t.heartbeat_interval_ticks))
+    )
 
 
 def accepted_timing(rng: random.Random, hold_down_ticks: int) -> Timing:
@@ -110,12 +130,23 @@ def swarm_schedule(seed: int, settings: SwarmSettings = SwarmSettings()) -> Sche
         commands.append(("run", str(rng.choice([0, 1, 3, 8, 15, 30, 60, 120]))))
     retimed, commands = mixed_timings(seed, n, timing, commands)
     joining, commands = membership_changes(seed, n, settings.mode, et, commands)
-    return Schedule(seed, n + len(joining), settings.mode, timing, tuple(commands), rates, settings.planted_bugs,
-                    mode_options=options, retimed=retimed, joining=joining)
+    return Schedule(
+        seed,
+        n + len(joining),
+        settings.mode,
+        timing,
+        tuple(commands),
+        rates,
+        settings.planted_bugs,
+        mode_options=options,
+        retimed=retimed,
+        joining=joining,
+    )
 
 
-def membership_changes(seed: int, n: int, mode: Mode, et: int, commands: list[Command]
-                       ) -> tuple[tuple[int, ...], list[Command]]:
+def membership_changes(
+    seed: int, n: int, mode: Mode, et: int, commands: list[Command]
+) -> tuple[tuple[int, ...], list[Command]]:
     """In some schedules of modes that change membership: nodes that start outside the configuration
     (ids after n), and operators' changes among the other commands: add one, remove a voter (the
     leader too: it must hand over first, so that is refused), restart a node with its stale start-up
@@ -140,8 +171,9 @@ def membership_changes(seed: int, n: int, mode: Mode, et: int, commands: list[Co
     return joining, commands
 
 
-def mixed_timings(seed: int, n: int, timing: Timing, commands: list[Command]
-                  ) -> tuple[tuple[tuple[int, int], ...], list[Command]]:
+def mixed_timings(
+    seed: int, n: int, timing: Timing, commands: list[Command]
+) -> tuple[tuple[tuple[int, int], ...], list[Command]]:
     """In some schedules, members that start on other election timeouts, and a rolling change of one
     node's timeout somewhere among the commands. Drawn from a generator of their own, so the rest of
     every schedule is what it would be without them."""
@@ -255,5 +287,3 @@ def commands_for(kind: str, rng: random.Random, n: int, et: int, lease: int, mod
     if kind == "transfer":
         return [("transfer", "L", rng.choice(["F", "T", str(rng.randint(1, n))]))]
     raise ValueError(kind)
-
-

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Generic, TypeVar
 
-from node.core import Message, MsgType, PROMISE_REPLY_TYPES
+from node.core import PROMISE_REPLY_TYPES, Message, MsgType
 
 STORE = 0  # the fenced store's end of a writer->store link
 

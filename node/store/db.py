@@ -32,6 +32,7 @@ CLAIM_KEY_PREFIX = "claim/"
 def claim_key(writer_id: int, epoch: int) -> str:
     return f"{CLAIM_KEY_PREFIX}{writer_id}/{epoch}"
 
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
     seq INTEGER PRIMARY KEY,
@@ -156,7 +157,16 @@ class FencedStoreDB:
             cur = self._conn.execute(
                 "INSERT INTO log (writer_id, epoch, key, value, accepted, reason, recorded_unix_ns, recorded_monotonic_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (writer_id, epoch, key, bytes(value), reason is None, reason or "", time.time_ns(), time.monotonic_ns()),
+                (
+                    writer_id,
+                    epoch,
+                    key,
+                    bytes(value),
+                    reason is None,
+                    reason or "",
+                    time.time_ns(),
+                    time.monotonic_ns(),
+                ),
             )
             # Memory changes only after the row is durable: a failed commit leaves the state as it was.
             if reason is None and epoch >= self.highest_epoch:

@@ -11,9 +11,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -46,7 +46,9 @@ class FencedStoreServicer(pb_grpc.FencedStoreServicer):
         self.write_lock = asyncio.Lock()
 
     async def Write(self, request: pb.WriteRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
-        await channels.require(context, self.secure, ("node",), "FencedStore/Write", claimed=("writer_id", request.writer_id))
+        await channels.require(
+            context, self.secure, ("node",), "FencedStore/Write", claimed=("writer_id", request.writer_id)
+        )
         try:
             async with self.write_lock:
                 d = await asyncio.to_thread(self.db.write, request.writer_id, request.epoch, request.key, request.value)
@@ -64,12 +66,19 @@ class FencedStoreServicer(pb_grpc.FencedStoreServicer):
         except StoreInputError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.ReadLogReply(
-            entries=[pb.LogEntry(**asdict(e)) for e in entries], highest_epoch=highest_epoch, highest_epoch_writer=owner_id
+            entries=[pb.LogEntry(**asdict(e)) for e in entries],
+            highest_epoch=highest_epoch,
+            highest_epoch_writer=owner_id,
         )
 
 
-async def serve(listen: str, db_path: Path, ready: Callable[[int], None] | None = None,
-                planted_bugs: frozenset[PlantedBug] = frozenset(), tls: Tls | None = None) -> None:
+async def serve(
+    listen: str,
+    db_path: Path,
+    ready: Callable[[int], None] | None = None,
+    planted_bugs: frozenset[PlantedBug] = frozenset(),
+    tls: Tls | None = None,
+) -> None:
     """Serve the store on `listen` (HOST:PORT, port 0 = any free port) until SIGTERM/SIGINT or cancellation.
 
     `ready(port)` is called with the bound port once every service reports SERVING. With `tls`, mutual
@@ -110,10 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bullyproof store", description="Run the fenced store: accepts a write only if its epoch is current."
     )
-    parser.add_argument("--listen", required=True, metavar="HOST:PORT",
-                        help="address for FencedStore, health and reflection (port 0: any free port)")
-    parser.add_argument("--data-dir", required=True, type=Path, metavar="DIR",
-                        help=f"directory of the durable log, DIR/{DB_FILE} (created if missing)")
+    parser.add_argument(
+        "--listen",
+        required=True,
+        metavar="HOST:PORT",
+        help="address for FencedStore, health and reflection (port 0: any free port)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help=f"directory of the durable log, DIR/{DB_FILE} (created if missing)",
+    )
     add_tls_args(parser, "store")
     parser.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
     return parser
@@ -135,7 +153,11 @@ def main(argv: list[str]) -> int:
         bugs = parse_planted_bugs(args.planted_bug)
         tls = tls_from_args(args, "store", Identity("store"))
         if tls is None:
-            print(json.dumps({"event": "insecure", "level": "warning", "msg": INSECURE_WARNING}), file=sys.stderr, flush=True)
+            print(
+                json.dumps({"event": "insecure", "level": "warning", "msg": INSECURE_WARNING}),
+                file=sys.stderr,
+                flush=True,
+            )
         asyncio.run(serve(args.listen, args.data_dir / DB_FILE, announce, bugs, tls))
     except (ConfigError, StoreOpenError) as exc:
         print(f"bullyproof store: error: {exc}", file=sys.stderr)

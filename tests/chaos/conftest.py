@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -41,8 +42,9 @@ def run_at_instant(tmp_path: Path) -> Callable[..., RunResult]:
     six misses mean the scenario no longer does what it is for, and the test fails.
     """
 
-    def run(name: str, mode: str, seed: int, check_each: Callable[[RunResult], None] | None = None,
-            **options: Any) -> RunResult:
+    def run(
+        name: str, mode: str, seed: int, check_each: Callable[[RunResult], None] | None = None, **options: Any
+    ) -> RunResult:
         results = run_until_reached(name, mode, seed, tmp_path, INSTANT_TRIES, **options)
         for result in results:
             if check_each is not None:
@@ -50,14 +52,21 @@ def run_at_instant(tmp_path: Path) -> Callable[..., RunResult]:
         if results[-1].reached:
             print(results[-1].text)
             return results[-1]
-        misses = "\n".join(f"  seed {r.seed} (load {r.load_per_core:.2f} per core): {r.instant.evidence}"
-                           for r in results if r.instant is not None)
-        what = (f"{name} ({mode}) never reached its instant ({results[-1].instant.description}) in "
-                f"{len(results)} seeds from {seed}:\n{misses}\nlast report:\n{results[-1].text}")
+        misses = "\n".join(
+            f"  seed {r.seed} (load {r.load_per_core:.2f} per core): {r.instant.evidence}"
+            for r in results
+            if r.instant is not None
+        )
+        what = (
+            f"{name} ({mode}) never reached its instant ({results[-1].instant.description}) in "
+            f"{len(results)} seeds from {seed}:\n{misses}\nlast report:\n{results[-1].text}"
+        )
         load = max(r.load_per_core for r in results)
         if load >= OVERLOADED_LOAD_PER_CORE:
             pytest.skip(f"MACHINE OVERLOADED (load up to {load:.2f} per core), nothing tested: {what}")
-        pytest.fail(f"the scenario no longer reaches its instant on a machine with CPU to spare "
-                    f"(load at most {load:.2f} per core): {what}")
+        pytest.fail(
+            f"the scenario no longer reaches its instant on a machine with CPU to spare "
+            f"(load at most {load:.2f} per core): {what}"
+        )
 
     return run

@@ -35,7 +35,9 @@ def test_a_scenario_with_its_own_timing_says_so_and_checks_overrides():
 
 
 def test_run_json_reports_properties_and_seed(tmp_path):
-    result = cli("chaos", "run", "leader-blackholed", "--mode", "classic", "--seed", "11", "--json", "--dir", str(tmp_path / "r"))
+    result = cli(
+        "chaos", "run", "leader-blackholed", "--mode", "classic", "--seed", "11", "--json", "--dir", str(tmp_path / "r")
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["seed"] == 11 and report["mode"] == "classic"
@@ -58,8 +60,17 @@ def test_faults_on_a_running_cluster_from_another_terminal(tmp_path):
         others = [n["id"] for n in data["nodes"] if n["id"] != first]
         minority = [first, others[0]]
         majority = others[1:]
-        out = cli("chaos", "partition", ",".join(map(str, minority)), "/", ",".join(map(str, majority)), "--dir", str(directory))
+        out = cli(
+            "chaos",
+            "partition",
+            ",".join(map(str, minority)),
+            "/",
+            ",".join(map(str, majority)),
+            "--dir",
+            str(directory),
+        )
         assert out.returncode == 0, out.stderr
+
         # The majority elects its own leader; the old one (in the minority) steps down.
         def majority_leader():
             views = leader(directory)["nodes"]
@@ -68,7 +79,12 @@ def test_faults_on_a_running_cluster_from_another_terminal(tmp_path):
 
         new = wait_for(majority_leader, 15, what="the majority's own leader")
         assert new in majority
-        assert cli("chaos", "latency", f"{majority[0]}->{new}", "150ms", "--jitter", "20ms", "--dir", str(directory)).returncode == 0
+        assert (
+            cli(
+                "chaos", "latency", f"{majority[0]}->{new}", "150ms", "--jitter", "20ms", "--dir", str(directory)
+            ).returncode
+            == 0
+        )
         assert cli("chaos", "heal", "--dir", str(directory)).returncode == 0
         healed = wait_for(lambda: leader(directory)["agreed"] and leader(directory), 15, what="agreement after heal")
         assert healed["epoch"] > 1

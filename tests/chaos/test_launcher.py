@@ -20,8 +20,12 @@ pytestmark = pytest.mark.chaos
 
 def test_cluster_up_prints_leadership_changes_and_ctrl_c_stops_everything(tmp_path):
     directory = tmp_path / "local"
-    proc = subprocess.Popen([sys.executable, "-m", "node.cli", "cluster", "up", "--nodes", "5", "--dir", str(directory)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "cluster", "up", "--nodes", "5", "--dir", str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
 

@@ -40,9 +40,13 @@ def test_every_case_names_its_instant():
 
 @pytest.mark.parametrize("bug, scenario, mode, seed, expected", CASES, ids=[c[0].value for c in CASES])
 def test_planted_bug_is_caught(bug, scenario, mode, seed, expected, run_at_instant):
-    print(f"\nreplay: BULLYPROOF_TEST_ONLY_PLANTED_BUGS=1 bullyproof chaos run {scenario} --mode {mode} "
-          f"--seed SEED --planted-bug {bug.value}  (SEED from {seed}, below)")
+    print(
+        f"\nreplay: BULLYPROOF_TEST_ONLY_PLANTED_BUGS=1 bullyproof chaos run {scenario} --mode {mode} "
+        f"--seed SEED --planted-bug {bug.value}  (SEED from {seed}, below)"
+    )
     result = run_at_instant(scenario, mode, seed, planted_bugs=frozenset({bug}))
     caught = expected & set(result.report.violations)
-    assert caught, (f"{bug.value} went unnoticed in {scenario} at seed {result.seed}, although the run reached "
-                    f"its instant: violations {result.report.violations}\n{result.text}")
+    assert caught, (
+        f"{bug.value} went unnoticed in {scenario} at seed {result.seed}, although the run reached "
+        f"its instant: violations {result.report.violations}\n{result.text}"
+    )

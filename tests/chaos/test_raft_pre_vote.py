@@ -22,8 +22,15 @@ HEARTBEAT_MS, ELECTION_TIMEOUT_MS = 100, 500
 
 @pytest.mark.parametrize("options", [(), ("no-pre-vote",)], ids=["pre-vote", "no-pre-vote"])
 def test_a_rejoining_follower_deposes_the_leader_only_without_pre_vote(tmp_path, options):
-    cc = ChaosCluster(tmp_path / "cluster", 5, "raft", HEARTBEAT_MS, ELECTION_TIMEOUT_MS, mode_options=options,
-                      scenario="rejoin-after-isolation")
+    cc = ChaosCluster(
+        tmp_path / "cluster",
+        5,
+        "raft",
+        HEARTBEAT_MS,
+        ELECTION_TIMEOUT_MS,
+        mode_options=options,
+        scenario="rejoin-after-isolation",
+    )
     cc.start()
     try:
         leader, term = cc.wait_for_leader()

@@ -78,7 +78,9 @@ def test_classic_mode_splits_its_brain_and_fencing_shows_it(name, run_at_instant
 
 
 # Rolling timing changes are about promises outlasting leases, which classic mode does not make.
-@pytest.mark.parametrize("name", [n for n in scenarios_for("classic") if n not in SPLITTING and n != "rolling-timing-change"])
+@pytest.mark.parametrize(
+    "name", [n for n in scenarios_for("classic") if n not in SPLITTING and n != "rolling-timing-change"]
+)
 def test_classic_mode_other_scenarios_keep_the_store_honest(name, tmp_path):
     result = run(name, "classic", tmp_path)
     assert "P2" not in result.report.violations and "P5" not in result.report.violations, result.text

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from chaos.checkers import availability, check_all
-from node.history import read_history
 from chaos.runner import RECOVERY_BOUND_ELECTION_TIMEOUTS
+from node.history import read_history
 
 pytestmark = pytest.mark.chaos
 
@@ -22,12 +22,35 @@ SEED = 3
 
 def test_a_tiny_showdown_writes_its_table_and_shows_classic_split_and_quorum_hold(tmp_path):
     out, work = tmp_path / "out", tmp_path / "runs"
-    print(f"\nseed {SEED}: replay with `bullyproof showdown --modes classic,quorum --scenarios partition "
-          f"--nodes 3 --kills 2 --seed {SEED}`")
+    print(
+        f"\nseed {SEED}: replay with `bullyproof showdown --modes classic,quorum --scenarios partition "
+        f"--nodes 3 --kills 2 --seed {SEED}`"
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "node.cli", "showdown", "--modes", "classic,quorum", "--scenarios", "partition",
-         "--nodes", "3", "--kills", "2", "--seed", str(SEED), "--out", str(out), "--work-dir", str(work), "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "showdown",
+            "--modes",
+            "classic,quorum",
+            "--scenarios",
+            "partition",
+            "--nodes",
+            "3",
+            "--kills",
+            "2",
+            "--seed",
+            str(SEED),
+            "--out",
+            str(out),
+            "--work-dir",
+            str(work),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     print(done.stderr)
     assert done.returncode == 0, done.stderr
@@ -36,7 +59,15 @@ def test_a_tiny_showdown_writes_its_table_and_shows_classic_split_and_quorum_hol
     rows = {row["mode"]: row for row in data["rows"]}
     assert set(rows) == {"classic", "quorum"}
     for row in rows.values():
-        assert row["scenario"] == "partition-leader-minority" and set(row["verdicts"]) == {"P1", "P2", "P3", "P3g", "P4", "P5", "P6"}
+        assert row["scenario"] == "partition-leader-minority" and set(row["verdicts"]) == {
+            "P1",
+            "P2",
+            "P3",
+            "P3g",
+            "P4",
+            "P5",
+            "P6",
+        }
         # The row is what the checkers say about the recorded history.
         events = read_history(work / f"{row['mode']}-partition-leader-minority" / "history.jsonl")
         report = check_all(events, row["mode"], RECOVERY_BOUND_ELECTION_TIMEOUTS * 500)

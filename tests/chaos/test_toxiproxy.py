@@ -11,8 +11,8 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -146,8 +146,10 @@ def test_latency_is_added(toxiproxy: ToxiproxyServer, echo_port: int) -> None:
 def test_other_toxics_keep_data_intact(toxiproxy: ToxiproxyServer, echo_port: int) -> None:
     client = toxiproxy.client()
     port = client.create_proxy("echo", f"{HOST}:0", f"{HOST}:{echo_port}").listen_port
-    faults = [client.bandwidth("echo", rate_kbps=64),
-              client.slicer("echo", avg_size=8, size_variation=4, delay_us=100, stream="upstream")]
+    faults = [
+        client.bandwidth("echo", rate_kbps=64),
+        client.slicer("echo", avg_size=8, size_variation=4, delay_us=100, stream="upstream"),
+    ]
     payload = bytes(range(256)) * 8
     assert roundtrip(port, payload) == payload
     for fault in faults:
@@ -170,7 +172,8 @@ def test_reset_peer_resets_connections(toxiproxy: ToxiproxyServer, echo_port: in
 
 
 def test_blackhole_drops_silently_and_removal_closes_held_connections(
-        toxiproxy: ToxiproxyServer, echo_port: int) -> None:
+    toxiproxy: ToxiproxyServer, echo_port: int
+) -> None:
     client = toxiproxy.client()
     port = client.create_proxy("echo", f"{HOST}:0", f"{HOST}:{echo_port}").listen_port
     with connect(port) as before:
@@ -187,8 +190,7 @@ def test_blackhole_drops_silently_and_removal_closes_held_connections(
     assert roundtrip(port) == b"ping"
 
 
-def test_refuse_closes_and_refuses_then_recovers_on_same_port(
-        toxiproxy: ToxiproxyServer, echo_port: int) -> None:
+def test_refuse_closes_and_refuses_then_recovers_on_same_port(toxiproxy: ToxiproxyServer, echo_port: int) -> None:
     client = toxiproxy.client()
     port = client.create_proxy("echo", f"{HOST}:0", f"{HOST}:{echo_port}").listen_port
     with connect(port) as before:
@@ -218,10 +220,12 @@ def test_reset_restores_everything(toxiproxy: ToxiproxyServer, echo_port: int) -
 
 def test_bad_calls_raise_with_status(toxiproxy: ToxiproxyServer, echo_port: int) -> None:
     client = toxiproxy.client()
-    for call in (lambda: client.add_toxic("nope", "t", "latency", "downstream", {"latency": 1}),
-                 lambda: client.remove_toxic("nope", "t"),
-                 lambda: client.set_enabled("nope", False),
-                 lambda: client.delete_proxy("nope")):
+    for call in (
+        lambda: client.add_toxic("nope", "t", "latency", "downstream", {"latency": 1}),
+        lambda: client.remove_toxic("nope", "t"),
+        lambda: client.set_enabled("nope", False),
+        lambda: client.delete_proxy("nope"),
+    ):
         with pytest.raises(ToxiproxyError) as err:
             call()
         assert err.value.status == 404 and "not found" in err.value.body

@@ -29,9 +29,10 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -42,10 +43,16 @@ from chaos.tools import TOXIPROXY_VERSION
 from node.api import bullyproof_pb2 as pb
 from node.client.observer import get_status, views_of
 from node.launcher.cluster import wait_for, wait_for_agreement
-from node.launcher.compose import CERTS_SERVICE, Published, compose_cluster, ensure_certs, read_compose_file, write_files
+from node.launcher.compose import (
+    CERTS_SERVICE,
+    Published,
+    compose_cluster,
+    ensure_certs,
+    read_compose_file,
+    write_files,
+)
 from node.launcher.ports import free_port
 from node.tls import make_cluster_certs
-
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
 
@@ -71,8 +78,12 @@ def containers_unavailable() -> str | None:
             return f"{tool} is not installed, so containers cannot run here ({SETUP_HINT})"
     if subprocess.run([ENGINE, "image", "exists", TOXIPROXY_IMAGE]).returncode != 0:
         return None  # podman works but the set-up did not finish: that is a failure, not a skip (see setup_error)
-    probe = subprocess.run([ENGINE, "run", "--rm", "--network", "none", TOXIPROXY_IMAGE, "-version"],
-                           capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [ENGINE, "run", "--rm", "--network", "none", TOXIPROXY_IMAGE, "-version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if probe.returncode != 0:
         return f"containers cannot run here: `{ENGINE} run` failed: {_last_line(probe.stderr)} ({SETUP_HINT})"
     return None
@@ -93,10 +104,14 @@ class ApiService:
         self.log = directory / "podman-service.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "ApiService":
+    def start(self) -> ApiService:
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([ENGINE, "system", "service", "--time=0", f"unix://{self.socket}"],
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [ENGINE, "system", "service", "--time=0", f"unix://{self.socket}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while not self.socket.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -121,27 +136,51 @@ class ApiService:
 @dataclass
 class Project:
     """One compose project: its file, its name, and the environment compose and the CLI run with."""
+
     name: str
     file: Path
     api: ApiService
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "DOCKER_HOST": self.api.docker_host, "COMPOSE_PROJECT_NAME": self.name,
-                "BULLYPROOF_CONTAINER_ENGINE": ENGINE}
+        return {
+            **os.environ,
+            "DOCKER_HOST": self.api.docker_host,
+            "COMPOSE_PROJECT_NAME": self.name,
+            "BULLYPROOF_CONTAINER_ENGINE": ENGINE,
+        }
 
     def compose(self, *args: str, timeout_s: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([COMPOSE, "--no-ansi", "-f", str(self.file), "-p", self.name, *args], env=self.env,
-                              cwd=self.file.parent, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(
+            [COMPOSE, "--no-ansi", "-f", str(self.file), "-p", self.name, *args],
+            env=self.env,
+            cwd=self.file.parent,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
         if check and done.returncode != 0:
-            raise AssertionError(f"{COMPOSE} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            raise AssertionError(
+                f"{COMPOSE} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     def containers(self, stopped_too: bool = True) -> dict[str, str]:
         """service -> container id, for every container of the project (or only the running ones)."""
-        out = subprocess.run([ENGINE, "ps", *(["-a"] if stopped_too else []), "--filter", f"label=com.docker.compose.project={self.name}",
-                              "--format", '{{.ID}} {{index .Labels "com.docker.compose.service"}}'],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                ENGINE,
+                "ps",
+                *(["-a"] if stopped_too else []),
+                "--filter",
+                f"label=com.docker.compose.project={self.name}",
+                "--format",
+                '{{.ID}} {{index .Labels "com.docker.compose.service"}}',
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return {service: cid for cid, service in (line.split() for line in out.splitlines() if line.strip())}
 
     def leftovers(self) -> dict[str, list[str]]:
@@ -152,9 +191,11 @@ class Project:
             out = subprocess.run([ENGINE, *cmd], capture_output=True, text=True, check=True).stdout
             return [line for line in out.split() if line]
 
-        return {"containers": names("ps", "-a", "--filter", label, "--format", "{{.Names}}"),
-                "volumes": names("volume", "ls", "--filter", label, "--format", "{{.Name}}"),
-                "networks": [n for n in names("network", "ls", "--format", "{{.Name}}") if n.startswith(self.name)]}
+        return {
+            "containers": names("ps", "-a", "--filter", label, "--format", "{{.Names}}"),
+            "volumes": names("volume", "ls", "--filter", label, "--format", "{{.Name}}"),
+            "networks": [n for n in names("network", "ls", "--format", "{{.Name}}") if n.startswith(self.name)],
+        }
 
 
 class HealthPump:
@@ -169,7 +210,7 @@ class HealthPump:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-pump", daemon=True)
 
-    def __enter__(self) -> "HealthPump":
+    def __enter__(self) -> HealthPump:
         self._thread.start()
         return self
 
@@ -179,10 +220,13 @@ class HealthPump:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            checks = {service: subprocess.Popen([ENGINE, "healthcheck", "run", cid], stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL)
-                      for service, cid in self.project.containers().items()
-                      if service in self.wanted and service not in self.healthy}
+            checks = {
+                service: subprocess.Popen(
+                    [ENGINE, "healthcheck", "run", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                for service, cid in self.project.containers().items()
+                if service in self.wanted and service not in self.healthy
+            }
             for service, check in checks.items():
                 if check.wait() == 0:
                     self.healthy.add(service)
@@ -204,6 +248,7 @@ def api_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiService
     finally:
         service.stop()
 
+
 NODES = 5
 SPARES = 1  # node 6 starts outside the configuration; the test adds it, then removes it
 AGREE_TIMEOUT_S = 60.0  # containers start slower than processes, and the machine is shared
@@ -215,16 +260,27 @@ def project(api_service: ApiService, tmp_path_factory: pytest.TempPathFactory) -
     directory = tmp_path_factory.mktemp("compose")
     ids = list(range(1, NODES + SPARES + 1))
     published = Published({i: free_port() for i in ids}, {i: free_port() for i in ids}, free_port(), free_port())
-    cc = compose_cluster(NODES, toxiproxy_version=TOXIPROXY_VERSION, published=published, build_context=str(ROOT),
-                         image=f"bullyproof:{name}", spares=SPARES)
+    cc = compose_cluster(
+        NODES,
+        toxiproxy_version=TOXIPROXY_VERSION,
+        published=published,
+        build_context=str(ROOT),
+        image=f"bullyproof:{name}",
+        spares=SPARES,
+    )
     write_files(cc, directory / "docker-compose.yml")
     assert ensure_certs(cc, directory / "docker-compose.yml")  # as `bullyproof compose` does: certs/ beside the file
     proj = Project(name, directory / "docker-compose.yml", api_service)
     try:
         yield proj
     finally:
-        subprocess.run(["docker-compose", "--no-ansi", "-f", str(proj.file), "-p", name, "down", "-v", "--timeout", "5"],
-                       env=proj.env, cwd=directory, capture_output=True, timeout=300)
+        subprocess.run(
+            ["docker-compose", "--no-ansi", "-f", str(proj.file), "-p", name, "down", "-v", "--timeout", "5"],
+            env=proj.env,
+            cwd=directory,
+            capture_output=True,
+            timeout=300,
+        )
         subprocess.run([ENGINE, "rmi", f"bullyproof:{name}"], capture_output=True, timeout=120)  # layers stay cached
         # Each build leaves its untagged build stage behind as the next build's cache; a day's worth is plenty.
         subprocess.run([ENGINE, "image", "prune", "--force", "--filter", "until=24h"], capture_output=True, timeout=300)
@@ -246,9 +302,17 @@ class Steps:
 
 def bullyproof(project: Project, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
     """The CLI a user would type, against the compose file (cwd: its directory, so runs/ stays there)."""
-    done = subprocess.run([sys.executable, "-m", "node.cli", *args], env={**project.env, "PYTHONPATH": str(ROOT)},
-                          cwd=project.file.parent, capture_output=True, text=True, timeout=120)
-    assert done.returncode == expect, f"bullyproof {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    done = subprocess.run(
+        [sys.executable, "-m", "node.cli", *args],
+        env={**project.env, "PYTHONPATH": str(ROOT)},
+        cwd=project.file.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == expect, (
+        f"bullyproof {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    )
     return done
 
 
@@ -265,9 +329,15 @@ def up_and_healthy(project: Project) -> None:
 
 def ask_every_node(project: Project, record: dict[str, Any]) -> tuple[int, int]:
     """`bullyproof leader --compose`: every node answers through its published port and all agree."""
+
     def agreed() -> dict[str, Any] | None:
-        done = subprocess.run([sys.executable, "-m", "node.cli", "leader", "--compose", str(project.file)],
-                              env={**project.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "node.cli", "leader", "--compose", str(project.file)],
+            env={**project.env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         out = json.loads(done.stdout) if done.returncode == 0 else None
         return out if out and all(v is not None for v in out["nodes"].values()) else None
 
@@ -302,14 +372,21 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     steps.run("mutual TLS on every published port", check_tls, project, record)
     steps.run("first agreed leader", ask_every_node, project, record)
     # Bully: the highest id leads, at once or (if its container started late) after its preemption hold-down.
-    leader, epoch = steps.run("highest id leads", wait_for, lambda: _agreed_on(record, NODES), AGREE_TIMEOUT_S, 0.1,
-                              what=f"node {NODES} to lead")
+    leader, epoch = steps.run(
+        "highest id leads",
+        wait_for,
+        lambda: _agreed_on(record, NODES),
+        AGREE_TIMEOUT_S,
+        0.1,
+        what=f"node {NODES} to lead",
+    )
 
     # Failover: kill the leader's container.
     def failover() -> tuple[int, int]:
         bullyproof(project, "kill", str(leader), "--compose", str(project.file))
-        return wait_for_agreement(clients(record), AGREE_TIMEOUT_S, exclude={leader}, differs_from=(leader, epoch),
-                                  interval_s=0.05)
+        return wait_for_agreement(
+            clients(record), AGREE_TIMEOUT_S, exclude={leader}, differs_from=(leader, epoch), interval_s=0.05
+        )
 
     new_leader, new_epoch = steps.run("failover", failover)
     assert new_leader != leader and new_epoch > epoch
@@ -327,20 +404,39 @@ def test_compose_cluster_in_containers(project: Project) -> None:
 
     def partition() -> float:
         t0 = time.monotonic()
-        bullyproof(project, "chaos", "partition", ",".join(map(str, minority)), "/", ",".join(map(str, majority)),
-                   "--compose", str(project.file))
-        wait_for(lambda: _role(record, leader) not in (None, pb.ROLE_LEADER), AGREE_TIMEOUT_S, 0.02,
-                 what=f"node {leader} (minority) to step down")
+        bullyproof(
+            project,
+            "chaos",
+            "partition",
+            ",".join(map(str, minority)),
+            "/",
+            ",".join(map(str, majority)),
+            "--compose",
+            str(project.file),
+        )
+        wait_for(
+            lambda: _role(record, leader) not in (None, pb.ROLE_LEADER),
+            AGREE_TIMEOUT_S,
+            0.02,
+            what=f"node {leader} (minority) to step down",
+        )
         return time.monotonic() - t0
 
     stepdown_s = steps.run("partition: minority leader steps down", partition)
     print(f"compose: node {leader} stepped down {stepdown_s * 1000:.0f} ms after the partition", flush=True)
     side_leader, side_epoch = steps.run(
-        "partition: majority elects", wait_for_agreement, clients(record, exclude=set(minority)), AGREE_TIMEOUT_S)
+        "partition: majority elects", wait_for_agreement, clients(record, exclude=set(minority)), AGREE_TIMEOUT_S
+    )
     assert side_leader in majority and side_epoch > epoch
     bullyproof(project, "chaos", "heal", "--compose", str(project.file))
-    leader, epoch = steps.run("heal: all agree, highest leads",
-                              wait_for, lambda: _agreed_on(record, NODES), AGREE_TIMEOUT_S, 0.1, what="agreement after heal")
+    leader, epoch = steps.run(
+        "heal: all agree, highest leads",
+        wait_for,
+        lambda: _agreed_on(record, NODES),
+        AGREE_TIMEOUT_S,
+        0.1,
+        what="agreement after heal",
+    )
     assert (Path(project.file.parent) / "runs" / "compose" / "harness.jsonl").exists()  # the faults were recorded
 
     # Restart a follower: its promise comes back from its volume.
@@ -383,10 +479,12 @@ def test_compose_cluster_in_containers(project: Project) -> None:
 
     def restart_store() -> list[dict[str, Any]]:
         project.compose("restart", "store")
-        return wait_for(lambda: _more_log(store, len(logged)), AGREE_TIMEOUT_S, 0.2, what="the store's log to grow again")
+        return wait_for(
+            lambda: _more_log(store, len(logged)), AGREE_TIMEOUT_S, 0.2, what="the store's log to grow again"
+        )
 
     after_log = steps.run("restart of the store", restart_store)
-    assert after_log[:len(logged)] == logged
+    assert after_log[: len(logged)] == logged
 
     # Grow through the protocol: the spare joins as a learner and is promoted; then shrink back.
     spare = NODES + SPARES
@@ -422,9 +520,11 @@ def up_without_certificates(project: Project) -> None:
         # docker-compose 1.29's words for a dependency that did not complete successfully:
         assert f'Container "{containers[CERTS_SERVICE][:12]}" exited with code 2' in done.stderr, done.stderr
         logs = subprocess.run([ENGINE, "logs", containers[CERTS_SERVICE]], capture_output=True, text=True, check=True)
-        assert (logs.stdout + logs.stderr).strip() == ("bullyproof: error: no ca.pem in /host-certs: make the certificates "
-                                                       "first (bullyproof certs init --nodes N --dir DIR, or bullyproof "
-                                                       "compose beside a compose file)"), logs
+        assert (logs.stdout + logs.stderr).strip() == (
+            "bullyproof: error: no ca.pem in /host-certs: make the certificates "
+            "first (bullyproof certs init --nodes N --dir DIR, or bullyproof "
+            "compose beside a compose file)"
+        ), logs
         running = project.containers(stopped_too=False)
         assert not {"store", *(f"node{i}" for i in range(1, NODES + 1))} & set(running), running
     finally:
@@ -439,17 +539,31 @@ def check_tls(project: Project, record: dict[str, Any]) -> None:
     image's user) and never the CA's; the published ports refuse plaintext and another CA's
     certificate, and answer the cluster's read-only client as the CLI would."""
     containers = project.containers()
-    exit_code = subprocess.run([ENGINE, "inspect", "--format", "{{.State.ExitCode}}", containers[CERTS_SERVICE]],
-                               capture_output=True, text=True, check=True).stdout.strip()
+    exit_code = subprocess.run(
+        [ENGINE, "inspect", "--format", "{{.State.ExitCode}}", containers[CERTS_SERVICE]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert exit_code == "0", exit_code
-    script = ("import os, json\n"
-              "print(json.dumps({n: [oct(os.stat('/certs/' + n).st_mode & 0o777), os.stat('/certs/' + n).st_uid]"
-              " for n in sorted(os.listdir('/certs'))}))\n")
+    script = (
+        "import os, json\n"
+        "print(json.dumps({n: [oct(os.stat('/certs/' + n).st_mode & 0o777), os.stat('/certs/' + n).st_uid]"
+        " for n in sorted(os.listdir('/certs'))}))\n"
+    )
     for service, holder in [("store", "store"), ("node1", "node-1"), (f"node{NODES}", f"node-{NODES}")]:
-        done = subprocess.run([ENGINE, "exec", containers[service], "python3", "-c", script], capture_output=True,
-                              text=True, timeout=60, check=True)
-        assert json.loads(done.stdout) == {"ca.pem": ["0o644", 10001], f"{holder}.key": ["0o600", 10001],
-                                           f"{holder}.pem": ["0o644", 10001]}, (service, done.stdout)
+        done = subprocess.run(
+            [ENGINE, "exec", containers[service], "python3", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert json.loads(done.stdout) == {
+            "ca.pem": ["0o644", 10001],
+            f"{holder}.key": ["0o600", 10001],
+            f"{holder}.pem": ["0o644", 10001],
+        }, (service, done.stdout)
 
     node, store = record["nodes"][0]["client_address"], record["store"]["address"]
     for address in (node, store):
@@ -459,14 +573,23 @@ def check_tls(project: Project, record: dict[str, Any]) -> None:
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value  # no handshake, no answer
     certs = Path(record["certs"])
     assert bullyproof(project, "health", node, "--certs", str(certs), "--as", "client").stdout.strip() == "SERVING"
-    assert bullyproof(project, "health", store, "--certs", str(certs), "--as", "client",
-                      "--server-name", "store.bullyproof").stdout.strip() == "SERVING"
+    assert (
+        bullyproof(
+            project, "health", store, "--certs", str(certs), "--as", "client", "--server-name", "store.bullyproof"
+        ).stdout.strip()
+        == "SERVING"
+    )
     stranger = project.file.parent / "stranger-certs"
     make_cluster_certs(stranger, 1)
-    assert bullyproof(project, "health", node, "--certs", str(stranger), "--as", "admin", expect=1).stdout.strip() == "UNAVAILABLE"
+    assert (
+        bullyproof(project, "health", node, "--certs", str(stranger), "--as", "admin", expect=1).stdout.strip()
+        == "UNAVAILABLE"
+    )
     # Prometheus' view: HTTPS on the published metrics port, with a client certificate of the CA.
     context = client_context(certs)
-    with urllib.request.urlopen(f"https://{record['nodes'][0]['metrics_address']}/metrics", context=context, timeout=10) as r:
+    with urllib.request.urlopen(
+        f"https://{record['nodes'][0]['metrics_address']}/metrics", context=context, timeout=10
+    ) as r:
         assert b"bullyproof_epoch" in r.read()
 
 
@@ -492,11 +615,18 @@ def rotate_certificates(project: Project, record: dict[str, Any]) -> None:
     a running node presents its new certificate at the next handshake, without a restart."""
     certs, node = Path(record["certs"]), record["nodes"][0]["client_address"]
     before = served_certificate(node, certs)
-    make_cluster_certs(certs, NODES + SPARES)  # what `bullyproof certs init --nodes 5 --dir certs` does again: the CA is kept
+    make_cluster_certs(
+        certs, NODES + SPARES
+    )  # what `bullyproof certs init --nodes 5 --dir certs` does again: the CA is kept
     new = ssl.PEM_cert_to_DER_cert((certs / "node-1.pem").read_text())
     assert new != before
     project.compose("up", "-d", CERTS_SERVICE)
-    wait_for(lambda: served_certificate(node, certs) == new, AGREE_TIMEOUT_S, 0.2, what="node 1 to present its new certificate")
+    wait_for(
+        lambda: served_certificate(node, certs) == new,
+        AGREE_TIMEOUT_S,
+        0.2,
+        what="node 1 to present its new certificate",
+    )
 
 
 def check_image(image: str, env: dict[str, str]) -> None:
@@ -507,17 +637,28 @@ def check_image(image: str, env: dict[str, str]) -> None:
         "print(sorted(t for t in ('pip', 'pip3', 'gcc', 'cc', 'make', 'apt-get') if shutil.which(t) and t != 'apt-get'))\n"
         "print('\\n'.join(sorted(f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions())))\n"
     )
-    done = subprocess.run([ENGINE, "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", script],
-                          capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [ENGINE, "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     uid, tools, *installed = done.stdout.splitlines()
     assert uid == "10001"
     assert tools == "[]", f"build tools in the final image: {tools}"
-    lock = sorted(line.lower() for line in (ROOT / "requirements.lock").read_text().splitlines()
-                  if line and not line.startswith("#"))
+    lock = sorted(
+        line.lower()
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert [p for p in installed if not p.startswith("bullyproof==")] == lock
-    toxiproxy_user = subprocess.run([ENGINE, "image", "inspect", "--format", "{{.Config.User}}",
-                                     f"bullyproof-toxiproxy:{TOXIPROXY_VERSION}"], capture_output=True, text=True,
-                                    check=True).stdout.strip()
+    toxiproxy_user = subprocess.run(
+        [ENGINE, "image", "inspect", "--format", "{{.Config.User}}", f"bullyproof-toxiproxy:{TOXIPROXY_VERSION}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert toxiproxy_user and not toxiproxy_user.startswith(("0", "root")), toxiproxy_user
 
 
@@ -539,8 +680,12 @@ def _boot_promises(container: str) -> list[dict[str, int]]:
 
 
 def _networks(container: str) -> tuple[str, ...]:
-    out = subprocess.run([ENGINE, "inspect", "--format", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
-                          container], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [ENGINE, "inspect", "--format", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return tuple(sorted(out.split()))
 
 

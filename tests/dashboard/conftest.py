@@ -14,9 +14,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -56,8 +56,11 @@ class RunningCluster:
             data = read_cluster_file(self.directory)
         except Exception:
             return []
-        return [n["pid"] for n in data["nodes"]] + [data["store"]["pid"]] + (
-            [data["toxiproxy_pid"]] if data.get("toxiproxy_pid") else [])
+        return (
+            [n["pid"] for n in data["nodes"]]
+            + [data["store"]["pid"]]
+            + ([data["toxiproxy_pid"]] if data.get("toxiproxy_pid") else [])
+        )
 
 
 @pytest.fixture
@@ -68,9 +71,26 @@ def dashboard_cluster(tmp_path: Path) -> Iterator[Callable[..., RunningCluster]]
     def start(nodes: int = 5, mode: str = "quorum") -> RunningCluster:
         directory = tmp_path / f"cluster-{len(started)}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "cluster", "up", "--dashboard", "--dashboard-port", "0", "--nodes", str(nodes),
-             "--mode", mode, "--dir", str(directory)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "node.cli",
+                "cluster",
+                "up",
+                "--dashboard",
+                "--dashboard-port",
+                "0",
+                "--nodes",
+                str(nodes),
+                "--mode",
+                mode,
+                "--dir",
+                str(directory),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines: queue.Queue[str] = queue.Queue()
         running = RunningCluster("", directory, proc)
         started.append(running)
@@ -133,7 +153,9 @@ def artifacts() -> Path:
 def chromium():
     """Debian's chromium under Playwright, or a skip that says exactly why not."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: Debian's chromium is not installed (`make test` installs it: .ci/install-browser)")
+        pytest.skip(
+            f"{CHROMIUM} is missing: Debian's chromium is not installed (`make test` installs it: .ci/install-browser)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
@@ -171,7 +193,9 @@ def open_page(chromium, request) -> Iterator[Callable[[str], Page]]:
         context = chromium.new_context(viewport={"width": width, "height": height})
         page = context.new_page()
         wrapped = Page(page, [], request.node.name.removeprefix("test_"))
-        page.on("console", lambda m: wrapped.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on(
+            "console", lambda m: wrapped.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        )
         page.on("pageerror", lambda e: wrapped.errors.append(f"uncaught: {e}"))
         page.goto(url)
         opened.append((context, wrapped))

@@ -93,14 +93,19 @@ def test_crash_the_leader_inspect_the_election_partition_it_into_a_minority(dash
         page.keyboard.press("r")
         page.wait_for_selector(f"#log li:has-text('restart node {leader}')")
         page.wait_for_function(f"{AGREED} === '{leader}'", timeout=20_000)
-    report = {"crash_click_to_new_leader_on_page_ms": [round(t, 1) for t in timings],
-              "median_ms": round(statistics.median(timings), 1), "worst_ms": round(max(timings), 1),
-              "new_leader_view_to_agreement_on_page_ms": pushes}
+    report = {
+        "crash_click_to_new_leader_on_page_ms": [round(t, 1) for t in timings],
+        "median_ms": round(statistics.median(timings), 1),
+        "worst_ms": round(max(timings), 1),
+        "new_leader_view_to_agreement_on_page_ms": pushes,
+    }
     (artifacts / "crash-to-new-leader.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"crash click -> new leader on the page: {report} ({artifacts / 'crash-to-new-leader.json'})")
 
     # Inspect the election that made the current leader: who asked whom, granted or refused, why.
-    page.locator("#log li", has_text=f"node {leader} is the new LEADER").first.locator("button", has_text="messages").click()
+    page.locator("#log li", has_text=f"node {leader} is the new LEADER").first.locator(
+        "button", has_text="messages"
+    ).click()
     page.wait_for_selector("#inspector:not([hidden]) #messages tbody tr")
     rows = page.locator("#messages tbody tr").all_inner_texts()
     assert any("coordinator" in r and "granted" in r for r in rows), rows
@@ -117,12 +122,16 @@ def test_crash_the_leader_inspect_the_election_partition_it_into_a_minority(dash
         page.keyboard.press("c")
     page.locator("body").press("x")
     page.wait_for_selector("#log li:has-text('fault partition started')")
-    page.wait_for_function(f"document.querySelector(\".tile[data-node='{leader}']\").dataset.role !== 'leader'", timeout=20_000)
+    page.wait_for_function(
+        f"document.querySelector(\".tile[data-node='{leader}']\").dataset.role !== 'leader'", timeout=20_000
+    )
     page.wait_for_selector(f"#log li:has-text('node {leader} stepped down')")
     majority = [n["id"] for n in data["nodes"] if n["id"] not in (leader, other)]
     page.wait_for_function(
-        "ids => ids.some(id => document.querySelector(`.tile[data-node='${id}']`).dataset.role === 'leader')", arg=majority,
-        timeout=20_000)
+        "ids => ids.some(id => document.querySelector(`.tile[data-node='${id}']`).dataset.role === 'leader')",
+        arg=majority,
+        timeout=20_000,
+    )
     assert page.locator("#splitbrain").is_hidden()  # quorum: never two leaders
     p.shot("4-leader-partitioned-into-minority")
 
@@ -139,7 +148,9 @@ def test_crash_the_leader_inspect_the_election_partition_it_into_a_minority(dash
     assert cluster.token, "a TLS cluster's dashboard URL carries the admin token"
     leader_now = agreed_leader(page)
     for headers in ({}, {TOKEN_HEADER: "0" * 32}):
-        refused = page.request.post(cluster.base + "api/action", data={"action": "crash", "node": leader_now}, headers=headers)
+        refused = page.request.post(
+            cluster.base + "api/action", data={"action": "crash", "node": leader_now}, headers=headers
+        )
         assert refused.status == 403 and "admin" in refused.json()["error"]
         refused = page.request.post(cluster.base + "api/scenario", data={"name": "partition"}, headers=headers)
         assert refused.status == 403
@@ -176,12 +187,20 @@ def test_a_scenario_runs_from_the_page_and_shows_its_verdicts(dashboard_cluster,
     page.wait_for_function("document.getElementById('source').textContent.includes('scenario leader-pause')")
     p.shot("1-watching-the-run")
     # Verdicts, or a failed run (then its status line says what it died of).
-    page.wait_for_function("document.querySelector('#verdicts:not([hidden]) tbody tr') !== null"
-                           " || document.getElementById('scenario-status').className === 'error-text'", timeout=90_000)
-    assert page.locator("#scenario-status").get_attribute("class") != "error-text", \
-        page.locator("#scenario-status").inner_text()
-    verdicts = dict(zip(page.locator("#verdicts tbody tr td:first-child").all_inner_texts(),
-                        page.locator("#verdicts tbody tr td:nth-child(2)").all_inner_texts()))
+    page.wait_for_function(
+        "document.querySelector('#verdicts:not([hidden]) tbody tr') !== null"
+        " || document.getElementById('scenario-status').className === 'error-text'",
+        timeout=90_000,
+    )
+    assert page.locator("#scenario-status").get_attribute("class") != "error-text", page.locator(
+        "#scenario-status"
+    ).inner_text()
+    verdicts = dict(
+        zip(
+            page.locator("#verdicts tbody tr td:first-child").all_inner_texts(),
+            page.locator("#verdicts tbody tr td:nth-child(2)").all_inner_texts(),
+        )
+    )
     assert {k.split()[0] for k in verdicts} >= {"P1", "P2", "P3", "P3g", "P4", "P5"}
     assert set(verdicts.values()) == {"PASS"}, verdicts
     page.wait_for_selector("#scenario-timeline:not([hidden])")

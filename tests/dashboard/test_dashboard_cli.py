@@ -27,7 +27,8 @@ def test_a_directory_without_a_cluster_is_named(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f"bullyproof: error: no cluster at {tmp_path / 'nothing'}: {tmp_path / 'nothing' / 'cluster.json'} does not exist "
-        f"(start one with: bullyproof cluster up --dir {tmp_path / 'nothing'})"]
+        f"(start one with: bullyproof cluster up --dir {tmp_path / 'nothing'})"
+    ]
 
 
 def test_a_taken_port_is_named(tmp_path, taken_port):
@@ -35,7 +36,8 @@ def test_a_taken_port_is_named(tmp_path, taken_port):
     out = cli("dashboard", "--dir", str(tmp_path), "--port", str(taken_port))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        f"bullyproof: error: port {taken_port} on 127.0.0.1 is taken by another program; choose another with --port"]
+        f"bullyproof: error: port {taken_port} on 127.0.0.1 is taken by another program; choose another with --port"
+    ]
 
 
 def test_cluster_up_checks_the_dashboard_port_before_it_starts_anything(tmp_path, taken_port):

@@ -31,8 +31,14 @@ async def main(args: argparse.Namespace) -> None:
             async with token.fenced(fence).transaction(args.resource) as conn:
                 await conn.execute("INSERT INTO runs (epoch, node) VALUES (%s, %s)", (token.epoch, token.node_id))
         except FencingRefused as exc:
-            emit("refused", node=token.node_id, epoch=token.epoch, type=type(exc).__name__,
-                 highest_epoch=exc.highest_epoch, owner=exc.owner_id)
+            emit(
+                "refused",
+                node=token.node_id,
+                epoch=token.epoch,
+                type=type(exc).__name__,
+                highest_epoch=exc.highest_epoch,
+                owner=exc.owner_id,
+            )
         else:
             emit("wrote", node=token.node_id, epoch=token.epoch)
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from fencelib import Target
 
 from chaos.fence_conformance import Adapter, RunResult, collect, count, make_plan, report_lines, run_check
-from fencelib import Target
 from node.cli import main as cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -38,8 +38,10 @@ def explain(result: RunResult) -> str:
 
 def test_every_built_in_adapter_passes(make, tmp_path: Path):
     targets = {kind: make(kind) for kind in ("postgres", "redis", "sqlite", "store")}
-    runs = {kind: dict(adapter=Adapter(t.url), seed=1, rounds=CORRECT_ROUNDS, directory=tmp_path / kind)
-            for kind, t in targets.items()}
+    runs = {
+        kind: dict(adapter=Adapter(t.url), seed=1, rounds=CORRECT_ROUNDS, directory=tmp_path / kind)
+        for kind, t in targets.items()
+    }
     results = check_all(runs)
     for kind, result in results.items():
         print(explain(result))
@@ -59,16 +61,33 @@ def test_every_built_in_adapter_passes(make, tmp_path: Path):
     assert results["store"].plan.resources == 1 and results["store"].epoch_floor >= 0
 
 
-@pytest.mark.parametrize("bug,kind,diagnostic", [
-    ("check-outside-transaction", "postgres", "stale_accepted"),
-    ("equal-is-stale", "redis", "unexplained_refusals"),
-    ("no-writer-check", "sqlite", "epoch_shared"),
-], ids=["check-outside-transaction", "equal-is-stale", "no-writer-check"])
+@pytest.mark.parametrize(
+    "bug,kind,diagnostic",
+    [
+        ("check-outside-transaction", "postgres", "stale_accepted"),
+        ("equal-is-stale", "redis", "unexplained_refusals"),
+        ("no-writer-check", "sqlite", "epoch_shared"),
+    ],
+    ids=["check-outside-transaction", "equal-is-stale", "no-writer-check"],
+)
 def test_a_planted_bug_fails_the_check(bug: str, kind: str, diagnostic: str, make, tmp_path: Path, capsys):
     """Through the CLI, as a user runs it: exit 1, the report names the failure and the visualization."""
     target: Target = make(kind)
-    code = cli(["fence", "check", target.url, "--seed", "3", "--rounds", str(PLANTED_ROUNDS), "--dir",
-                str(tmp_path / "run"), "--planted-bug", bug])
+    code = cli(
+        [
+            "fence",
+            "check",
+            target.url,
+            "--seed",
+            "3",
+            "--rounds",
+            str(PLANTED_ROUNDS),
+            "--dir",
+            str(tmp_path / "run"),
+            "--planted-bug",
+            bug,
+        ]
+    )
     out = capsys.readouterr().out
     print(out)
     assert code == 1, out
@@ -88,13 +107,27 @@ def test_your_own_adapter_through_a_factory(tmp_path: Path, monkeypatch: pytest.
         "    return SqliteFence(url.removeprefix('sqlite://'), _between_check_and_write=_between_check_and_write)\n"
         "def broken(url, _between_check_and_write=None):\n"
         "    return SqliteFence(url.removeprefix('sqlite://'), _between_check_and_write=_between_check_and_write,\n"
-        "                       _planted=['check-outside-transaction'])\n")
+        "                       _planted=['check-outside-transaction'])\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
     codes = {}
     for name in ("make", "broken"):
-        codes[name] = cli(["fence", "check", f"sqlite://{tmp_path / name}.db", "--factory", f"my_fences:{name}",
-                           "--seed", "5", "--rounds", str(PLANTED_ROUNDS), "--dir", str(tmp_path / name)])
+        codes[name] = cli(
+            [
+                "fence",
+                "check",
+                f"sqlite://{tmp_path / name}.db",
+                "--factory",
+                f"my_fences:{name}",
+                "--seed",
+                "5",
+                "--rounds",
+                str(PLANTED_ROUNDS),
+                "--dir",
+                str(tmp_path / name),
+            ]
+        )
     out = capsys.readouterr().out
     assert codes == {"make": 0, "broken": 1}, out
     assert "pauses and kills only" in out
@@ -147,11 +180,16 @@ def test_a_call_without_an_outcome_is_unknown(tmp_path: Path):
     (tmp_path / "writer-1.1.jsonl").write_text(
         '{"n": 1, "client": 1, "resource": "r", "kind": "write", "epoch": 3, "value": "1", "call_ns": 10}\n'
         '{"n": 1, "return_ns": 20, "result": "ok"}\n'
-        '{"n": 2, "client": 1, "resource": "r", "kind": "write", "epoch": 3, "value": "2", "call_ns": 30}\n')
+        '{"n": 2, "client": 1, "resource": "r", "kind": "write", "epoch": 3, "value": "2", "call_ns": 30}\n'
+    )
     (tmp_path / "reader.1.jsonl").write_text(
         '{"n": 1, "client": 5, "resource": "r", "kind": "read", "call_ns": 25}\n'
-        '{"n": 1, "return_ns": 26, "result": "ok", "observed": {"epoch": 3, "writer": 1, "value": "1"}}\n')
+        '{"n": 1, "return_ns": 26, "result": "ok", "observed": {"epoch": 3, "writer": 1, "value": "1"}}\n'
+    )
     ops = collect(tmp_path)
-    assert [(op["call_ns"], op["result"], op["return_ns"]) for op in ops] == [(10, "ok", 20), (25, "ok", 26),
-                                                                             (30, "unknown", None)]
+    assert [(op["call_ns"], op["result"], op["return_ns"]) for op in ops] == [
+        (10, "ok", 20),
+        (25, "ok", 26),
+        (30, "unknown", None),
+    ]
     assert count(ops) == {"write": {"ok": 1, "unknown": 1}, "read": {"ok": 1}}

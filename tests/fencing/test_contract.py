@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-
 from fencelib import Target, run
+
 from node.client import LeaseToken
 from node.client.fencing import NEVER_WRITTEN, EpochTaken, FenceState, FencingRefused, StaleEpoch
 

@@ -13,8 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -37,9 +38,22 @@ class App:
         self.stderr = log_dir / f"app-{node_id}.stderr"
         with open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "fenced_app.py"), "--node", node_address, "--node-id", str(node_id),
-                 "--url", url], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+                [
+                    sys.executable,
+                    str(HERE / "fenced_app.py"),
+                    "--node",
+                    node_address,
+                    "--node-id",
+                    str(node_id),
+                    "--url",
+                    url,
+                ],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
         self.events: list[dict[str, Any]] = []
         self._buffer = b""
 
@@ -51,8 +65,9 @@ class App:
                     return event
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0 or self.proc.poll() is not None:
-                raise AssertionError(f"app {self.node_id}: no {what}; events {self.events}; "
-                                     f"stderr: {self.stderr.read_text()[-1500:]}")
+                raise AssertionError(
+                    f"app {self.node_id}: no {what}; events {self.events}; stderr: {self.stderr.read_text()[-1500:]}"
+                )
             if select.select([self.proc.stdout], [], [], min(remaining_s, 0.2))[0]:
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
                 self._buffer += chunk
@@ -68,8 +83,9 @@ def test_a_paused_leaders_late_write_is_refused_by_postgresql(postgres_url: str,
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE runs (epoch BIGINT NOT NULL, node INT NOT NULL)")
     # No preemption: a higher id taking over mid-test would end the terms this test follows.
-    cluster = LocalCluster(dataclasses.replace(local_spec(3), preempt_hold_down_ms=0), tmp_path / "cluster",
-                           env=dict(os.environ))
+    cluster = LocalCluster(
+        dataclasses.replace(local_spec(3), preempt_hold_down_ms=0), tmp_path / "cluster", env=dict(os.environ)
+    )
     apps: dict[int, App] = {}
     try:
         cluster.start()
@@ -80,7 +96,9 @@ def test_a_paused_leaders_late_write_is_refused_by_postgresql(postgres_url: str,
         # The old leader's host stands still: its node and its app.
         process_fault(cluster.dir, str(old_id), "pause")
         os.kill(apps[old_id].proc.pid, signal.SIGSTOP)
-        new_id, new_epoch = cluster.wait_for_agreement(AGREE_TIMEOUT_S, exclude={old_id}, differs_from=(old_id, old_epoch))
+        new_id, new_epoch = cluster.wait_for_agreement(
+            AGREE_TIMEOUT_S, exclude={old_id}, differs_from=(old_id, old_epoch)
+        )
         assert new_epoch > old_epoch
         apps[new_id].wait(lambda e: e["event"] == "wrote" and e["epoch"] == new_epoch, "write as the new leader")
 
@@ -88,8 +106,14 @@ def test_a_paused_leaders_late_write_is_refused_by_postgresql(postgres_url: str,
         apps[old_id].next_job()
         os.kill(apps[old_id].proc.pid, signal.SIGCONT)
         refused = apps[old_id].wait(lambda e: e["event"] == "refused", "refusal of its late write")
-        assert refused == {"event": "refused", "node": old_id, "epoch": old_epoch, "type": "StaleEpoch",
-                           "highest_epoch": new_epoch, "owner": new_id}
+        assert refused == {
+            "event": "refused",
+            "node": old_id,
+            "epoch": old_epoch,
+            "type": "StaleEpoch",
+            "highest_epoch": new_epoch,
+            "owner": new_id,
+        }
         with psycopg.connect(postgres_url) as conn:
             rows = conn.execute("SELECT epoch, node FROM runs ORDER BY epoch").fetchall()
             fence = conn.execute("SELECT epoch, writer FROM bullyproof_fence WHERE resource = 'runs'").fetchone()

@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from fencelib import Target, run
+
 from node.client.fencing import EpochTaken, FenceBug, FenceState, StaleEpoch, open_fence
 
 pytestmark = pytest.mark.integration

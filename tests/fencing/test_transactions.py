@@ -11,9 +11,8 @@ import threading
 import psycopg
 import pytest
 import redis
-
 from fencelib import run
-from node.launcher.cluster import wait_for
+
 from node.client.fencing import (
     BlockingPostgresFence,
     BlockingRedisFence,
@@ -25,6 +24,7 @@ from node.client.fencing import (
     SqliteFence,
     StaleEpoch,
 )
+from node.launcher.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +112,12 @@ def test_postgres_claim_inside_the_users_own_transaction(postgres_url: str):
 
 def waiting_on_a_lock(url: str) -> bool:
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                            " AND wait_event_type = 'Lock'").fetchone()[0] > 0
+        return (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()[0]
+            > 0
+        )
 
 
 def test_postgres_a_claim_waits_for_the_open_transaction_that_holds_the_resource(postgres_url: str):
@@ -188,7 +192,9 @@ def test_postgres_makes_its_table_on_first_use_and_a_named_one(postgres_url: str
     try:
         fence.write("x", 1, 1, b"v")
         with psycopg.connect(postgres_url) as conn:
-            assert conn.execute("SELECT resource, epoch, writer, value FROM leader_fence").fetchall() == [("x", 1, 1, b"v")]
+            assert conn.execute("SELECT resource, epoch, writer, value FROM leader_fence").fetchall() == [
+                ("x", 1, 1, b"v")
+            ]
             assert conn.execute("SELECT to_regclass('bullyproof_fence')").fetchone() == (None,)
     finally:
         fence.close()
@@ -274,8 +280,14 @@ def test_redis_keys_are_set_with_the_claim_or_not_at_all(redis_url: str):
             assert await fence.client.mget("job:last", "job:by") == [b"run 1", b"1"]
             assert await fence.read("job") == FenceState(5, 1, None)
             # The user's Lua sees its own KEYS and ARGV; what it returns comes back.
-            got = await fence.eval("job", 1, 5, "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('INCR', KEYS[2])",
-                                   keys=["job:last", "job:count"], args=["run 2"])
+            got = await fence.eval(
+                "job",
+                1,
+                5,
+                "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('INCR', KEYS[2])",
+                keys=["job:last", "job:count"],
+                args=["run 2"],
+            )
             assert got == 1 and await fence.client.get("job:last") == b"run 2"
             # An error in the user's Lua claims nothing: epoch 6 is still free, the owner still writes at 5.
             with pytest.raises(redis.ResponseError, match="boom"):
@@ -317,7 +329,6 @@ def test_redis_compares_epochs_beyond_double_precision_exactly(redis_url: str):
         assert fence.read("r") == FenceState(2**63 - 1, 2, b"max")
     finally:
         fence.close()
-
 
 
 def test_sqlite_a_transaction_cancelled_while_it_waits_for_the_lock_claims_nothing(tmp_path):

@@ -11,8 +11,8 @@ import json
 import os
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,6 +21,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from fuzzlib import FuzzStats, child_env, forget_status_channels, start_store, stop_store  # noqa: E402
+
 from node.launcher.cluster import LocalCluster, local_spec  # noqa: E402
 
 SEED: int = 0
@@ -48,6 +49,7 @@ def fuzz_seed() -> int:
 # "guarded" ones take undecodable bodies (every server has DecodeGuard); "load" ones take client load: their
 # timeout leaves a shared, busy test machine room (the benchmark measures the default 100/500 ms).
 ELECTION_TIMEOUT_MS = {"quiet": 2000, "noisy": 500, "handover": 500, "guarded": 500, "load": 1000}
+
 
 class ClusterPool:
     """3-node clusters of this worker's current test module, one per (kind, mode), started when first asked for."""

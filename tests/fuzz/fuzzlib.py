@@ -12,16 +12,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
+import protofuzz as pf
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,16 +32,26 @@ from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.history import epochs_led, leadership_intervals, overlapping_pairs, read_history
 from node.launcher.cluster import LocalCluster, pid_alive, read_cluster_file, stop_pids
 
-import protofuzz as pf
-
 ROOT = Path(__file__).resolve().parents[2]
 
 # Statuses that say what was wrong (or that nothing was). UNKNOWN and INTERNAL are a server's own
 # failure; DEADLINE_EXCEEDED and CANCELLED a hang; UNAVAILABLE a dead or stopping server. An RPC may
 # earn more of them only where a policy says why (TransferLeadership: a target that is not answering).
-PRECISE = frozenset({"OK", "INVALID_ARGUMENT", "PERMISSION_DENIED", "FAILED_PRECONDITION", "NOT_FOUND",
-                     "OUT_OF_RANGE", "UNIMPLEMENTED", "RESOURCE_EXHAUSTED", "ALREADY_EXISTS", "ABORTED",
-                     "UNAUTHENTICATED"})
+PRECISE = frozenset(
+    {
+        "OK",
+        "INVALID_ARGUMENT",
+        "PERMISSION_DENIED",
+        "FAILED_PRECONDITION",
+        "NOT_FOUND",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "RESOURCE_EXHAUSTED",
+        "ALREADY_EXISTS",
+        "ABORTED",
+        "UNAUTHENTICATED",
+    }
+)
 
 CLIENT_OPTIONS = [
     # The server's limits are under test, not the client's: a large reply must reach us whole.
@@ -154,9 +165,17 @@ class FuzzStats:
         return sorted(self.goals - set(self.met))
 
     def to_json(self) -> str:
-        return json.dumps({"rpc": self.rpc, "seed": self.seed, "requests": self.requests, "examples": self.examples,
-                           "codes": dict(self.codes.most_common()), "notes": dict(self.notes),
-                           "least_covered": dict(sorted(self.met.items(), key=lambda kv: kv[1])[:3])})
+        return json.dumps(
+            {
+                "rpc": self.rpc,
+                "seed": self.seed,
+                "requests": self.requests,
+                "examples": self.examples,
+                "codes": dict(self.codes.most_common()),
+                "notes": dict(self.notes),
+                "least_covered": dict(sorted(self.met.items(), key=lambda kv: kv[1])[:3]),
+            }
+        )
 
 
 # ---- what a refused request must leave as it was ------------------------------------------------
@@ -183,9 +202,16 @@ def snapshot(address: str) -> dict[str, Any]:
     _, stub = _STATUS_CHANNELS[address]
     s = stub.GetStatus(pb.GetStatusRequest(), timeout=5)
     return {
-        "role": s.role, "epoch": s.epoch, "promised_epoch": s.promised_epoch, "promised_to": s.promised_to,
-        "has_leader": s.has_leader, "leader_id": s.leader_id, "elections_started": s.elections_started,
-        "elections_won": s.elections_won, "stepdowns": s.stepdowns, "leader_changes": s.leader_changes,
+        "role": s.role,
+        "epoch": s.epoch,
+        "promised_epoch": s.promised_epoch,
+        "promised_to": s.promised_to,
+        "has_leader": s.has_leader,
+        "leader_id": s.leader_id,
+        "elections_started": s.elections_started,
+        "elections_won": s.elections_won,
+        "stepdowns": s.stepdowns,
+        "leader_changes": s.leader_changes,
         "received": {k: v for k, v in s.messages_received.items() if k not in MOVING_COUNTERS},
         "sent": {k: v for k, v in s.messages_sent.items() if k not in MOVING_COUNTERS},
     }
@@ -205,6 +231,7 @@ def moved(before: dict[int, dict], after: dict[int, dict]) -> dict[int, dict]:
 
 
 # ---- processes ------------------------------------------------------------------------------------
+
 
 def node_pids(cluster: LocalCluster) -> dict[int, int]:
     return {n["id"]: n["pid"] for n in read_cluster_file(cluster.dir)["nodes"]}
@@ -231,7 +258,9 @@ def safety_violations(cluster: LocalCluster, overlap: bool = True) -> list[str]:
     """P1 (one leader per epoch) and, if asked, P3 (no two leaderships at once) from the history."""
     events = history(cluster)
     wins = [(e["node"], e["epoch"], e["t_ns"]) for e in events if e["kind"] == "view" and e["role"] == "leader"]
-    found = [f"P1: epoch {epoch} led by nodes {sorted(nodes)}" for epoch, nodes in epochs_led(wins).items() if len(nodes) > 1]
+    found = [
+        f"P1: epoch {epoch} led by nodes {sorted(nodes)}" for epoch, nodes in epochs_led(wins).items() if len(nodes) > 1
+    ]
     if overlap:
         found += [f"P3: {a} overlaps {b}" for a, b in overlapping_pairs(leadership_intervals(events))]
     return found
@@ -252,8 +281,14 @@ def start_store(data_dir: Path, env: dict[str, str], argv: list[str] | None = No
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = argv or [sys.executable, "-m", "node.cli"]
     with open(data_dir / "store.log", "ab") as log:
-        proc = subprocess.Popen([*argv, "store", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
-                                stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True, text=True)
+        proc = subprocess.Popen(
+            [*argv, "store", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+            text=True,
+        )
     line = proc.stdout.readline()
     proc.stdout.close()
     if not line:

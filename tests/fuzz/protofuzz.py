@@ -18,7 +18,7 @@ reproducible from its Hypothesis example, and a failing request is printed as by
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from google.protobuf import message_factory
@@ -184,7 +184,7 @@ def _build(descriptor: Descriptor, values: dict[str, Any]) -> Message:
     return msg
 
 
-@lru_cache(maxsize=None)
+@cache
 def messages(descriptor: Descriptor, depth: int = 0, hints: Hints = ()) -> st.SearchStrategy[Message]:
     """Any message of this type: each field unset or set to a value of its type. `hints` names
     values worth trying more often, by field name ((("sender_id", (1, 2, 3)),), say): without them
@@ -197,6 +197,7 @@ def messages(descriptor: Descriptor, depth: int = 0, hints: Hints = ()) -> st.Se
 
 
 # ---- the wire ---------------------------------------------------------------------------------
+
 
 def varint(n: int) -> bytes:
     n &= (1 << 64) - 1
@@ -229,11 +230,12 @@ def unknown_fields(descriptor: Descriptor) -> st.SearchStrategy[bytes]:
     """Well-formed fields this message does not define (a newer sender's, or an attacker's)."""
     used = {f.number for f in descriptor.fields}
     numbers = st.one_of(st.integers(1, 40), st.integers(1, 2**29 - 1)).filter(
-        lambda n: n not in used and not 19000 <= n <= 19999)
+        lambda n: n not in used and not 19000 <= n <= 19999
+    )
     return st.lists(_unknown_field(numbers), max_size=4).map(b"".join)
 
 
-@lru_cache(maxsize=None)
+@cache
 def encodings(descriptor: Descriptor, hints: Hints = ()) -> st.SearchStrategy[bytes]:
     """Well-formed encodings: a message of this type, sometimes with unknown fields around it."""
     plain = messages(descriptor, 0, hints).map(lambda m: m.SerializeToString())
@@ -248,7 +250,7 @@ def _damage(data: bytes, how: str, at: int, junk: bytes) -> bytes:
     if how == "truncate":
         return data[:i]
     if how == "flip":
-        return data[:i] + bytes([data[i] ^ (junk[0] if junk else 0xFF)]) + data[i + 1:]
+        return data[:i] + bytes([data[i] ^ (junk[0] if junk else 0xFF)]) + data[i + 1 :]
     if how == "insert":
         return data[:i] + junk + data[i:]
     return junk  # "replace"
@@ -266,16 +268,25 @@ def _wrong_wire_types(descriptor: Descriptor) -> st.SearchStrategy[bytes] | None
     numbers = [f.number for f in descriptor.fields]
     if not numbers:
         return None
-    return st.builds(lambda n, w, b: tag(n, w) + b, st.sampled_from(numbers), st.sampled_from([3, 4, 6, 7]),
-                     st.binary(max_size=8))
+    return st.builds(
+        lambda n, w, b: tag(n, w) + b, st.sampled_from(numbers), st.sampled_from([3, 4, 6, 7]), st.binary(max_size=8)
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def malformed(descriptor: Descriptor) -> st.SearchStrategy[bytes]:
     """Damaged encodings. Some still parse (a cut at a field boundary); `parses` tells which."""
-    damaged = st.builds(_damage, encodings(descriptor), st.sampled_from(["truncate", "flip", "insert", "replace"]),
-                        st.integers(0, 2**16), st.binary(min_size=1, max_size=16))
-    options = [damaged, st.sampled_from([b"\x08", b"\x0a\x05ab", b"\x80", b"\xff" * 11, b"\x0f", b"\x0a\xff\xff\xff\xff\x0f"])]
+    damaged = st.builds(
+        _damage,
+        encodings(descriptor),
+        st.sampled_from(["truncate", "flip", "insert", "replace"]),
+        st.integers(0, 2**16),
+        st.binary(min_size=1, max_size=16),
+    )
+    options = [
+        damaged,
+        st.sampled_from([b"\x08", b"\x0a\x05ab", b"\x80", b"\xff" * 11, b"\x0f", b"\x0a\xff\xff\xff\xff\x0f"]),
+    ]
     for extra in (_bad_utf8_strings(descriptor), _wrong_wire_types(descriptor)):
         if extra is not None:
             options.append(st.builds(lambda m, x: m + x, encodings(descriptor), extra))
@@ -291,6 +302,7 @@ def parses(descriptor: Descriptor, data: bytes) -> bool:
 
 
 # ---- fast derived values (the same rules as the strategies above, drawn from a seeded Random) ------
+
 
 def _random_int(lo: int, hi: int, rng: random.Random) -> int:
     r = rng.random()
@@ -308,8 +320,10 @@ def _random_text(rng: random.Random) -> str:
     if r < 0.7:
         return "".join(rng.choice("az/\\.%\x00\n\u00e9\u4e2d\U0001f600") for _ in range(rng.randint(1, 40)))
     if r < 0.95:
-        return "".join(chr(rng.choice([rng.randint(32, 126), rng.randint(0xA0, 0xD7FF), rng.randint(0xE000, 0x10FFFF)]))
-                       for _ in range(rng.randint(1, 40)))
+        return "".join(
+            chr(rng.choice([rng.randint(32, 126), rng.randint(0xA0, 0xD7FF), rng.randint(0xE000, 0x10FFFF)]))
+            for _ in range(rng.randint(1, 40))
+        )
     return rng.choice("x\u00e9\U0001f600") * rng.randint(256, 4096)
 
 
@@ -345,8 +359,13 @@ def _random_scalar(field: FieldDescriptor, rng: random.Random, hints: dict[str, 
     raise TypeError(f"no value for field {field.full_name} of type {t}")
 
 
-def _set_random(msg: Message, field: FieldDescriptor, rng: random.Random, depth: int,
-                hints: dict[str, tuple[Any, ...]] | None = None) -> None:
+def _set_random(
+    msg: Message,
+    field: FieldDescriptor,
+    rng: random.Random,
+    depth: int,
+    hints: dict[str, tuple[Any, ...]] | None = None,
+) -> None:
     """Give `field` of `msg` a fresh random value (or clear it)."""
     msg.ClearField(field.name)
     if rng.random() < 0.2 and not (hints and field.name in hints):
@@ -381,8 +400,13 @@ def _set_random(msg: Message, field: FieldDescriptor, rng: random.Random, depth:
             setattr(msg, field.name, _random_scalar(field, rng, hints))
 
 
-def random_message(descriptor: Descriptor, rng: random.Random, depth: int = 0, into: Message | None = None,
-                   hints: dict[str, tuple[Any, ...]] | None = None) -> Message:
+def random_message(
+    descriptor: Descriptor,
+    rng: random.Random,
+    depth: int = 0,
+    into: Message | None = None,
+    hints: dict[str, tuple[Any, ...]] | None = None,
+) -> Message:
     msg = message_class(descriptor)() if into is None else into
     for field in descriptor.fields:
         if rng.random() < 0.6 or (hints and field.name in hints):
@@ -410,7 +434,9 @@ def _random_unknown(descriptor: Descriptor, rng: random.Random) -> bytes:
     return out
 
 
-def mutant(base: bytes, descriptor: Descriptor, rng: random.Random, hints: dict[str, tuple[Any, ...]] | None = None) -> bytes:
+def mutant(
+    base: bytes, descriptor: Descriptor, rng: random.Random, hints: dict[str, tuple[Any, ...]] | None = None
+) -> bytes:
     """`base` (a well-formed encoding) with one to three fields re-drawn, or a fresh random message;
     sometimes with unknown fields before or after."""
     msg = message_class(descriptor).FromString(base)
@@ -428,7 +454,9 @@ def mutant(base: bytes, descriptor: Descriptor, rng: random.Random, hints: dict[
     return data
 
 
-def batches(descriptor: Descriptor, size: int = 100, drawn: int = 8, hints: Hints = ()) -> st.SearchStrategy[list[bytes]]:
+def batches(
+    descriptor: Descriptor, size: int = 100, drawn: int = 8, hints: Hints = ()
+) -> st.SearchStrategy[list[bytes]]:
     """`size` well-formed encodings: `drawn` from Hypothesis, the rest mutants of them."""
     hint_map = dict(hints)
 
@@ -436,10 +464,13 @@ def batches(descriptor: Descriptor, size: int = 100, drawn: int = 8, hints: Hint
         rng = random.Random(seed)  # not st.randoms(): Hypothesis would record every draw of it
         return seeds + [mutant(rng.choice(seeds), descriptor, rng, hint_map) for _ in range(size - len(seeds))]
 
-    return st.builds(expand, st.lists(encodings(descriptor, hints), min_size=drawn, max_size=drawn), st.integers(0, 2**64 - 1))
+    return st.builds(
+        expand, st.lists(encodings(descriptor, hints), min_size=drawn, max_size=drawn), st.integers(0, 2**64 - 1)
+    )
 
 
 # ---- what a run of requests covered --------------------------------------------------------------
+
 
 def _is_set(msg: Message, field: FieldDescriptor) -> bool:
     value = getattr(msg, field.name)

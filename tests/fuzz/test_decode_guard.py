@@ -49,7 +49,9 @@ class Leadership(pb_grpc.LeadershipServicer):
 
 async def _serve(guarded: bool):
     interceptors = [DecodeGuard()] if guarded else []
-    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+    server = grpc.aio.server(
+        interceptors=interceptors, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+    )
     pb_grpc.add_FencedStoreServicer_to_server(Store(), server)
     pb_grpc.add_LeadershipServicer_to_server(Leadership(), server)
     sync_health = health.HealthServicer()  # the node's: sync handlers, run in the server's threads
@@ -118,7 +120,9 @@ async def _good_requests_still_work(address: str) -> None:
             await ch.unary_unary("/bullyproof.v1.FencedStore/Nope")(b"", timeout=5)
         assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(grpc.aio.AioRpcError) as big:
-            await ch.unary_unary("/bullyproof.v1.FencedStore/Write")(b"\x22" + b"\xff\xff\x07" + b"v" * 120_000, timeout=5)
+            await ch.unary_unary("/bullyproof.v1.FencedStore/Write")(
+                b"\x22" + b"\xff\xff\x07" + b"v" * 120_000, timeout=5
+            )
         assert big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 

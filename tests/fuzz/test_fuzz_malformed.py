@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 
 import grpc
+import protofuzz as pf
 import pytest
+from fuzzlib import PRECISE, Caller, FuzzStats, dead_processes, describe, seed_for
 from google.protobuf.descriptor import MethodDescriptor
 from hypothesis import given, seed
 from hypothesis import strategies as st
-
-import protofuzz as pf
-from fuzzlib import PRECISE, Caller, FuzzStats, dead_processes, describe, seed_for
 from test_fuzz_rpcs import MEMBERS, METHODS, fuzz_settings, handover_allowed, mode_for
 
 pytestmark = pytest.mark.integration
@@ -39,7 +38,9 @@ def test_malformed_requests_get_invalid_argument(method: MethodDescriptor, reque
             return [] if store.alive() else ["store"]
     else:
         cluster = request.getfixturevalue("clusters").get("guarded", mode_for(method.name))
-        callers = {n.id: Caller(n.peer_address if service == "Peer" else n.client_address, method) for n in cluster.spec.nodes}
+        callers = {
+            n.id: Caller(n.peer_address if service == "Peer" else n.client_address, method) for n in cluster.spec.nodes
+        }
 
         def dead() -> list[str]:
             return dead_processes(cluster)
@@ -73,9 +74,11 @@ UNDECODABLE = b"\x0a\x05ab"  # field 1, length 5, two bytes follow: no message t
 def test_an_undecodable_request_gets_invalid_argument_as_shipped(quiet_cluster, fuzz_store) -> None:
     node = quiet_cluster.spec.node(1)
     codes = {}
-    for address, path in ((node.peer_address, "/bullyproof.v1.Peer/Heartbeat"),
-                          (node.client_address, "/bullyproof.v1.Leadership/GetLeader"),
-                          (fuzz_store.address, "/bullyproof.v1.FencedStore/Write")):
+    for address, path in (
+        (node.peer_address, "/bullyproof.v1.Peer/Heartbeat"),
+        (node.client_address, "/bullyproof.v1.Leadership/GetLeader"),
+        (fuzz_store.address, "/bullyproof.v1.FencedStore/Write"),
+    ):
         with grpc.insecure_channel(address) as ch:
             try:
                 ch.unary_unary(path)(UNDECODABLE, timeout=5)

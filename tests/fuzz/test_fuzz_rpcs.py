@@ -33,14 +33,28 @@ from __future__ import annotations
 import os
 
 import grpc
+import protofuzz as pf
 import pytest
+from fuzzlib import (
+    PRECISE,
+    Caller,
+    FuzzStats,
+    Outcome,
+    cluster_snapshot,
+    dead_processes,
+    describe,
+    history,
+    last_seq,
+    moved,
+    safety_violations,
+    seed_for,
+    store_log,
+    watchers_gauge,
+)
 from google.protobuf.descriptor import MethodDescriptor
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-import protofuzz as pf
-from fuzzlib import (PRECISE, Caller, FuzzStats, Outcome, cluster_snapshot, dead_processes, describe, history, last_seq,
-                     moved, safety_violations, seed_for, store_log, watchers_gauge)
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.core import configuration_id, mode_info
@@ -58,8 +72,9 @@ MEMBERS = (1, 2, 3)
 READS = frozenset({"GetLeader", "GetStatus", "WatchLeader"})
 HANDOVERS = frozenset({"Resign", "TransferLeadership", "ChangeMembership"})
 # Refusals a request earns by its content alone: sent again anywhere, it gets the same answer.
-CONTENT_REFUSALS = frozenset({"INVALID_ARGUMENT", "PERMISSION_DENIED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-                              "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"})
+CONTENT_REFUSALS = frozenset(
+    {"INVALID_ARGUMENT", "PERMISSION_DENIED", "OUT_OF_RANGE", "UNIMPLEMENTED", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED"}
+)
 # A peer message addressed to another node is refused whatever the receiver's state.
 PEER_CONTENT_REFUSALS = CONTENT_REFUSALS | {"FAILED_PRECONDITION"}
 
@@ -67,8 +82,14 @@ PEER_CONTENT_REFUSALS = CONTENT_REFUSALS | {"FAILED_PRECONDITION"}
 def fuzz_settings(examples: int):
     # No shrinking: the processes keep state between examples, so a shrunk example is not the same
     # test; the failing request is printed whole instead.
-    return settings(max_examples=examples, deadline=None, database=None, phases=(Phase.explicit, Phase.generate),
-                    suppress_health_check=list(HealthCheck), print_blob=True)
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
 
 
 def check_statuses(method: MethodDescriptor, bodies: list[bytes], outcomes: list[Outcome], allowed) -> None:
@@ -88,7 +109,11 @@ def check_acks(method: MethodDescriptor, bodies: list[bytes], outcomes: list[Out
         if o.code == "OK" and o.reply.HasField("ack"):
             req, ack = pb.PeerMessage.FromString(body), o.reply.ack
             assert (ack.sender_id, ack.receiver_id, ack.epoch, ack.round) == (
-                req.receiver_id, req.sender_id, req.epoch, req.round), describe(method, body, o) + f" ack: {ack}"
+                req.receiver_id,
+                req.sender_id,
+                req.epoch,
+                req.round,
+            ), describe(method, body, o) + f" ack: {ack}"
 
 
 def peer_hints(target: int) -> pf.Hints:
@@ -97,20 +122,32 @@ def peer_hints(target: int) -> pf.Hints:
     others = tuple(m for m in MEMBERS if m != target)
     # Fields most RPCs leave unset are mostly unset: each one set where it does not belong is a refusal
     # of its own, and a request must get past all of them to reach the elector.
-    return (("sender_id", others), ("receiver_id", (target,)), ("epoch", (1, 2, 3, 4, 7, 50, 2**62)),
-            ("round", (0,) * 9 + (1, 2, 9)), ("resigning", (False,) * 9 + (True,)),
-            ("successor_id", (0,) * 12 + MEMBERS), ("initiator_id", (0,) * 9 + MEMBERS),
-            ("ring_ids", ((),) * 9 + ((others[0],), (*others, target), (target, others[1]))),
-            ("lease_ms", (0,) * 6 + (350, 700)), ("lease_remaining_ms", (0,) * 6 + (200,)),
-            ("transfer", (False,) * 9 + (True,)), *CONFIGURATION_HINTS)
+    return (
+        ("sender_id", others),
+        ("receiver_id", (target,)),
+        ("epoch", (1, 2, 3, 4, 7, 50, 2**62)),
+        ("round", (0,) * 9 + (1, 2, 9)),
+        ("resigning", (False,) * 9 + (True,)),
+        ("successor_id", (0,) * 12 + MEMBERS),
+        ("initiator_id", (0,) * 9 + MEMBERS),
+        ("ring_ids", ((),) * 9 + ((others[0],), (*others, target), (target, others[1]))),
+        ("lease_ms", (0,) * 6 + (350, 700)),
+        ("lease_remaining_ms", (0,) * 6 + (200,)),
+        ("transfer", (False,) * 9 + (True,)),
+        *CONFIGURATION_HINTS,
+    )
 
 
 # The clusters' own configuration, mostly, so that messages in modes that change membership pass the
 # wire's check and reach the elector; now and then a later, a joint or an impossible one.
 CONFIGURATION_HINTS = (
-    ("voters", (MEMBERS,) * 12 + ((1, 2), (1, 2, 3, 4))), ("learners", ((),) * 12 + ((4,),)),
-    ("index", (0,) * 12 + (1, 7)), ("term", (0,) * 12 + (2, -1)), ("previous", ((),) * 12 + ((1, 2),)),
-    ("notify", ((),) * 12 + ((5,),)), ("configuration_id", (configuration_id(MEMBERS),) * 12 + (1,)),
+    ("voters", (MEMBERS,) * 12 + ((1, 2), (1, 2, 3, 4))),
+    ("learners", ((),) * 12 + ((4,),)),
+    ("index", (0,) * 12 + (1, 7)),
+    ("term", (0,) * 12 + (2, -1)),
+    ("previous", ((),) * 12 + ((1, 2),)),
+    ("notify", ((),) * 12 + ((5,),)),
+    ("configuration_id", (configuration_id(MEMBERS),) * 12 + (1,)),
 )
 
 
@@ -134,6 +171,7 @@ def test_fuzz_rpc(method: MethodDescriptor, request, fuzz_seed: int, fuzz_stats)
 
 # ---- Peer ---------------------------------------------------------------------------------------
 
+
 def mode_for(rpc: str) -> str:
     """A mode whose nodes handle `rpc` (quorum if it does): there the request reaches the elector."""
     return next((m for m in ("quorum", *MODE_RPCS) if rpc in MODE_RPCS[m]), "quorum")
@@ -147,7 +185,8 @@ def fuzz_peer(method: MethodDescriptor, request, fuzz_seed: int, stats: FuzzStat
     to_noisy = {n.id: Caller(n.peer_address, method) for n in noisy.spec.nodes}
     to_quiet = {n.id: Caller(n.peer_address, method) for n in quiet.spec.nodes}
     batches = st.sampled_from(MEMBERS).flatmap(
-        lambda target: st.tuples(st.just(target), pf.batches(method.input_type, BATCH, hints=peer_hints(target))))
+        lambda target: st.tuples(st.just(target), pf.batches(method.input_type, BATCH, hints=peer_hints(target)))
+    )
 
     @seed(seed_for(fuzz_seed, stats.rpc))
     @fuzz_settings(REQUESTS // BATCH)
@@ -167,11 +206,14 @@ def fuzz_peer(method: MethodDescriptor, request, fuzz_seed: int, stats: FuzzStat
         again = to_quiet[target].send([b for b, _ in refused])
         after = cluster_snapshot(quiet)
         stats.notes["refused, replayed on the quiet cluster"] += len(refused)
-        changed = [describe(method, b, o) + f" / quiet: {a.code}" for (b, o), a in zip(refused, again) if a.code != o.code]
+        changed = [
+            describe(method, b, o) + f" / quiet: {a.code}" for (b, o), a in zip(refused, again) if a.code != o.code
+        ]
         assert not changed, "a refusal depended on more than the request:\n" + "\n".join(changed[:5])
         drift = moved(before, after)
-        assert not drift, (f"refused {method.name} requests changed node state {drift}; requests: "
-                           + "\n".join(describe(method, b, o) for b, o in refused[:10]))
+        assert not drift, f"refused {method.name} requests changed node state {drift}; requests: " + "\n".join(
+            describe(method, b, o) for b, o in refused[:10]
+        )
         check_alive(quiet, method, bodies)
 
     try:
@@ -185,6 +227,7 @@ def fuzz_peer(method: MethodDescriptor, request, fuzz_seed: int, stats: FuzzStat
 
 
 # ---- Leadership ---------------------------------------------------------------------------------
+
 
 def fuzz_reads(method: MethodDescriptor, request, fuzz_seed: int, stats: FuzzStats) -> None:
     quiet: LocalCluster = request.getfixturevalue("quiet_cluster")
@@ -233,8 +276,10 @@ def handover_allowed(method: MethodDescriptor):
         if method.name == "ChangeMembership" and o.code == "DEADLINE_EXCEEDED":
             # The node's own deadline (the request's timeout_ms) passed before the change was agreed, or
             # it was asked to wait longer than our deadline.
-            return ("was not agreed within" in o.details
-                    or cls.FromString(body).timeout_ms >= TRANSFER_TIMEOUT_S * 1000 * 0.9)
+            return (
+                "was not agreed within" in o.details
+                or cls.FromString(body).timeout_ms >= TRANSFER_TIMEOUT_S * 1000 * 0.9
+            )
         return False
 
     return allowed
@@ -314,13 +359,17 @@ def fuzz_store_write(method: MethodDescriptor, request, fuzz_seed: int, stats: F
         outcomes = caller.send(bodies)
         stats.add(outcomes)
         stats.cover(method, bodies, STORE_HINTS)
-        check_statuses(method, bodies, outcomes, lambda b, o: o.code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"))
+        check_statuses(
+            method, bodies, outcomes, lambda b, o: o.code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED")
+        )
         assert store.alive(), f"the store died during a batch of Write; first request {bodies[0]!r}"
         entries = {e.seq: e for e in store_log(store.address, position["seq"])}
         written = {o.reply.seq: (cls.FromString(b), o.reply) for b, o in zip(bodies, outcomes) if o.code == "OK"}
         assert set(entries) == set(written), (
             f"log grew by {sorted(entries)} but OK replies were {sorted(written)}: a refused write left an entry"
-            if set(entries) - set(written) else f"OK replies {sorted(set(written) - set(entries))} have no entry")
+            if set(entries) - set(written)
+            else f"OK replies {sorted(set(written) - set(entries))} have no entry"
+        )
         for seq, (req, reply) in written.items():
             e = entries[seq]
             assert (e.writer_id, e.epoch, e.key, e.value) == (req.writer_id, req.epoch, req.key, req.value), (e, req)
@@ -343,7 +392,9 @@ def fuzz_store_read(method: MethodDescriptor, request, fuzz_seed: int, stats: Fu
     with grpc.insecure_channel(store.address) as ch:  # something to read
         writer = pb_grpc.FencedStoreStub(ch)
         for i in range(30):
-            writer.Write(pb.WriteRequest(writer_id=1 + i % 3, epoch=1 + i // 3, key=f"k{i}", value=bytes([i]) * i), timeout=5)
+            writer.Write(
+                pb.WriteRequest(writer_id=1 + i % 3, epoch=1 + i // 3, key=f"k{i}", value=bytes([i]) * i), timeout=5
+            )
 
     @seed(seed_for(fuzz_seed, stats.rpc))
     @fuzz_settings(REQUESTS // BATCH)

@@ -16,9 +16,9 @@ import time
 
 import grpc
 import pytest
+from fuzzlib import watchers_gauge
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fuzzlib import watchers_gauge
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import pid_alive, read_cluster_file, wait_for
@@ -37,8 +37,14 @@ def test_abandoned_health_watches_leave_check_working_and_sigterm_prompt(make_cl
             stream.cancel()
     with grpc.insecure_channel(node.client_address) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
-        assert stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=3).status == health_pb2.HealthCheckResponse.SERVING
-        assert stub.Check(health_pb2.HealthCheckRequest(service="leader"), timeout=3).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=3).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service="leader"), timeout=3).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
         with pytest.raises(grpc.RpcError) as missing:
             stub.Check(health_pb2.HealthCheckRequest(service="no-such-service"), timeout=3)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -63,7 +69,9 @@ def test_abandoned_health_watches_leave_check_working_and_sigterm_prompt(make_cl
 def test_cancelled_watch_leader_streams_are_released(quiet_cluster):
     node = quiet_cluster.spec.node(2)
     baseline = watchers_gauge(node.metrics_address)
-    channels = [grpc.insecure_channel(node.client_address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(4)]
+    channels = [
+        grpc.insecure_channel(node.client_address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(4)
+    ]
     streams = []
     for i in range(200):
         stream = pb_grpc.LeadershipStub(channels[i % 4]).WatchLeader(pb.WatchLeaderRequest(), timeout=30)
@@ -80,5 +88,9 @@ def test_cancelled_watch_leader_streams_are_released(quiet_cluster):
         next(s)
     assert watchers_gauge(node.metrics_address) == baseline + 50
     channels[3].close()
-    wait_for(lambda: watchers_gauge(node.metrics_address) == baseline, 10, what="watchers of a closed connection to be released")
+    wait_for(
+        lambda: watchers_gauge(node.metrics_address) == baseline,
+        10,
+        what="watchers of a closed connection to be released",
+    )
     channels[2].close()

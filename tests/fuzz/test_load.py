@@ -18,11 +18,10 @@ gaps, RSS and throughput at the default 100/500 ms.
 
 from __future__ import annotations
 
-import pytest
-
 import grpc
-
+import pytest
 from fuzzlib import node_pids, safety_violations, watchers_gauge
+
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.client.bench_hostile import Flood, Watchers, rss_mb, run_phase
@@ -50,7 +49,9 @@ def test_1000_watchers_leave_leadership_alone_and_memory_bounded(role, load_clus
     leader, follower = leader_and_follower(load_cluster)
     target = leader if role == "leader" else follower
     node = load_cluster.spec.node(target)
-    result = run_phase(load_cluster, "watchers", target, 4.0, lambda: Watchers(node.client_address, 1000, idle_share=0.3))
+    result = run_phase(
+        load_cluster, "watchers", target, 4.0, lambda: Watchers(node.client_address, 1000, idle_share=0.3)
+    )
     load = result["load"]
     assert (load["opened"], load["errors"]) == (1000, {}), load
     assert result["alive"], result

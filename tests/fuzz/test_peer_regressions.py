@@ -29,9 +29,16 @@ def _request(rpc: str, mode: str) -> pb.PeerMessage:
     membership carry the whole configuration)."""
     ring = rpc.startswith("Ring")
     extra = {"configuration": membership_to_pb(initial(MEMBERS))} if mode_info(mode).membership_changes else {}
-    return pb.PeerMessage(sender_id=3, receiver_id=1, epoch=7, round=1 if rpc in ("Heartbeat", "PreVote") or ring else 0,
-                          ring_ids=[3] if ring else [], initiator_id=3 if ring else 0,
-                          configuration_id=configuration_id(MEMBERS), **extra)
+    return pb.PeerMessage(
+        sender_id=3,
+        receiver_id=1,
+        epoch=7,
+        round=1 if rpc in ("Heartbeat", "PreVote") or ring else 0,
+        ring_ids=[3] if ring else [],
+        initiator_id=3 if ring else 0,
+        configuration_id=configuration_id(MEMBERS),
+        **extra,
+    )
 
 
 @pytest.mark.parametrize("mode", mode_names())
@@ -70,8 +77,13 @@ def test_a_quorum_node_refuses_ring_and_raft_rpcs_and_keeps_its_epoch(quiet_clus
             assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED, (rpc, info.value.details())
     with grpc.insecure_channel(node.client_address) as ch:
         after = pb_grpc.LeadershipStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)
-    assert (after.epoch, after.promised_epoch, after.leader_id) == (before.epoch, before.promised_epoch, before.leader_id)
+    assert (after.epoch, after.promised_epoch, after.leader_id) == (
+        before.epoch,
+        before.promised_epoch,
+        before.leader_id,
+    )
     assert dict(after.messages_received).keys() == dict(before.messages_received).keys()
+
 
 def test_a_ring_message_needs_ring_ids():
     empty = pb.PeerMessage(sender_id=2, receiver_id=3, epoch=2, initiator_id=1)
@@ -90,5 +102,7 @@ def test_a_ring_node_refuses_an_empty_ring_coordinator(clusters):
     node = clusters.get("quiet", "ring").spec.node(3)
     with grpc.insecure_channel(node.peer_address) as ch:
         with pytest.raises(grpc.RpcError) as info:
-            pb_grpc.PeerStub(ch).RingCoordinator(pb.PeerMessage(sender_id=2, receiver_id=3, epoch=2, initiator_id=1), timeout=5)
+            pb_grpc.PeerStub(ch).RingCoordinator(
+                pb.PeerMessage(sender_id=2, receiver_id=3, epoch=2, initiator_id=1), timeout=5
+            )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()

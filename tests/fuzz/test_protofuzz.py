@@ -12,13 +12,13 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+import protofuzz as pf
 import pytest
 from google.protobuf.descriptor import FieldDescriptor as F
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import protofuzz as pf
 from node.api import bullyproof_pb2 as pb
 
 MESSAGES = [*pb.DESCRIPTOR.message_types_by_name.values(), *health_pb2.DESCRIPTOR.message_types_by_name.values()]
@@ -101,5 +101,7 @@ def test_coverage_goals_are_met_only_by_requests_that_meet_them():
     empty = pf.covered(descriptor, b"", hints)
     assert "key: unset" in empty and "key: set" not in empty and "unknown fields" not in empty
     assert "writer_id: another value" in empty  # 0, unset, is not one of the hinted values
-    full = pf.covered(descriptor, pb.WriteRequest(writer_id=2, key="k").SerializeToString() + pf.tag(99, 0) + b"\x01", hints)
+    full = pf.covered(
+        descriptor, pb.WriteRequest(writer_id=2, key="k").SerializeToString() + pf.tag(99, 0) + b"\x01", hints
+    )
     assert {"writer_id = 2", "key: set", "unknown fields"} <= full

@@ -20,24 +20,65 @@ BAD_PEER_CALLS = [
     ("Heartbeat", dict(sender_id=99, epoch=1, round=1), grpc.StatusCode.PERMISSION_DENIED, "not a peer"),
     ("Coordinator", dict(sender_id=0, epoch=1), grpc.StatusCode.PERMISSION_DENIED, "not a peer"),
     ("Coordinator", dict(sender_id="self", epoch=1), grpc.StatusCode.PERMISSION_DENIED, "not a peer"),
-    ("Coordinator", dict(sender_id=1, receiver_id=2, epoch=1), grpc.StatusCode.FAILED_PRECONDITION, "addressed to node 2"),
+    (
+        "Coordinator",
+        dict(sender_id=1, receiver_id=2, epoch=1),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "addressed to node 2",
+    ),
     ("Coordinator", dict(sender_id=1, epoch=0), grpc.StatusCode.INVALID_ARGUMENT, "epoch >= 1"),
     ("Coordinator", dict(sender_id=1, epoch=MAX_EPOCH + 1), grpc.StatusCode.INVALID_ARGUMENT, "impossible"),
     ("Heartbeat", dict(sender_id=1, epoch=5, round=0), grpc.StatusCode.INVALID_ARGUMENT, "round >= 1"),
     ("Election", dict(sender_id=1, epoch=1, round=3), grpc.StatusCode.INVALID_ARGUMENT, "only meaningful on Heartbeat"),
-    ("Alive", dict(sender_id=1, epoch=1, resigning=True), grpc.StatusCode.INVALID_ARGUMENT, "only meaningful on Heartbeat"),
-    ("Alive", dict(sender_id=1, epoch=1, lease_ms=700), grpc.StatusCode.INVALID_ARGUMENT, "lease_ms is only meaningful"),
-    ("Coordinator", dict(sender_id=1, epoch=9, lease_ms=MAX_LEASE_MS + 1), grpc.StatusCode.INVALID_ARGUMENT,
-     "longer than any lease"),
+    (
+        "Alive",
+        dict(sender_id=1, epoch=1, resigning=True),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "only meaningful on Heartbeat",
+    ),
+    (
+        "Alive",
+        dict(sender_id=1, epoch=1, lease_ms=700),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "lease_ms is only meaningful",
+    ),
+    (
+        "Coordinator",
+        dict(sender_id=1, epoch=9, lease_ms=MAX_LEASE_MS + 1),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "longer than any lease",
+    ),
     # Quorum mode: every message carries its sender's configuration, well formed.
-    ("Coordinator", dict(sender_id=1, epoch=9, configuration_id=configuration_id((1, 2, 3, 4, 5))),
-     grpc.StatusCode.FAILED_PRECONDITION, "sent no configuration"),
-    ("Heartbeat", dict(sender_id=1, epoch=9, round=1, configuration=pb.Configuration(voters=[1, 1, 2])),
-     grpc.StatusCode.INVALID_ARGUMENT, "lists a node twice"),
-    ("Heartbeat", dict(sender_id=1, epoch=9, round=1, configuration=pb.Configuration(voters=[1, 2, 3])),
-     grpc.StatusCode.INVALID_ARGUMENT, "does not match the configuration"),
-    ("Heartbeat", dict(sender_id=1, epoch=9, round=1, configuration=pb.Configuration(voters=[1, 2], term=-2),
-                       configuration_id=Membership((1, 2)).id), grpc.StatusCode.INVALID_ARGUMENT, "impossible"),
+    (
+        "Coordinator",
+        dict(sender_id=1, epoch=9, configuration_id=configuration_id((1, 2, 3, 4, 5))),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "sent no configuration",
+    ),
+    (
+        "Heartbeat",
+        dict(sender_id=1, epoch=9, round=1, configuration=pb.Configuration(voters=[1, 1, 2])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "lists a node twice",
+    ),
+    (
+        "Heartbeat",
+        dict(sender_id=1, epoch=9, round=1, configuration=pb.Configuration(voters=[1, 2, 3])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "does not match the configuration",
+    ),
+    (
+        "Heartbeat",
+        dict(
+            sender_id=1,
+            epoch=9,
+            round=1,
+            configuration=pb.Configuration(voters=[1, 2], term=-2),
+            configuration_id=Membership((1, 2)).id,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "impossible",
+    ),
     ("Heartbeat", dict(sender_id=1, epoch=9, round=1), grpc.StatusCode.FAILED_PRECONDITION, "sent no configuration"),
 ]
 
@@ -81,16 +122,27 @@ def test_stale_coordinator_from_a_member_is_refused_not_an_error(running):
     node = running.spec.node(1)
     with grpc.insecure_channel(node.peer_address) as ch:
         members = [n.id for n in running.spec.nodes]
-        stale = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1, configuration_id=configuration_id(members),
-                               configuration=pb.Configuration(voters=members, previous=members))
+        stale = pb.PeerMessage(
+            sender_id=2,
+            receiver_id=1,
+            epoch=1,
+            configuration_id=configuration_id(members),
+            configuration=pb.Configuration(voters=members, previous=members),
+        )
         reply = pb_grpc.PeerStub(ch).Coordinator(stale, timeout=2)
         # Epoch 1 is either already promised to node 3, or below the promise: refused either way.
         assert reply.ack.granted is False or reply.ack.promised_epoch == 1
         # A configuration of the same order with other voters: refused in the ack, with the reason and
         # the receiver's own configuration, never counted.
         other = Membership((1, 2))
-        conflicting = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=50, configuration_id=other.id,
-                                     configuration=pb.Configuration(voters=[1, 2], previous=[1, 2]), lease_ms=350)
+        conflicting = pb.PeerMessage(
+            sender_id=2,
+            receiver_id=1,
+            epoch=50,
+            configuration_id=other.id,
+            configuration=pb.Configuration(voters=[1, 2], previous=[1, 2]),
+            lease_ms=350,
+        )
         ack = pb_grpc.PeerStub(ch).Coordinator(conflicting, timeout=2).ack
     assert not ack.granted and ack.refusal == "configuration-conflict" and list(ack.configuration.voters) == members
 
@@ -102,15 +154,118 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["node", "--insecure", "--id", "0", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x"], "positive"),
-        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=nohost", "--state-dir", "/tmp/x"], "HOST:PORT"),
-        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "1=h:1", "--state-dir", "/tmp/x"], "own id"),
-        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:99999", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x"], "outside 0..65535"),
-        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x",
-          "--heartbeat-interval-ms", "300", "--election-timeout-ms", "500"], "at least 3x"),
-        (["node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0", "--peers", "2=h:1", "--state-dir", "/tmp/x",
-          "--planted-bug", "double-ack"], "test-only"),
-        (["store", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--planted-bug", "stale-store"], "test-only"),
+        (
+            [
+                "node",
+                "--insecure",
+                "--id",
+                "0",
+                "--listen",
+                "127.0.0.1:0",
+                "--client-listen",
+                "127.0.0.1:0",
+                "--peers",
+                "2=h:1",
+                "--state-dir",
+                "/tmp/x",
+            ],
+            "positive",
+        ),
+        (
+            [
+                "node",
+                "--insecure",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--client-listen",
+                "127.0.0.1:0",
+                "--peers",
+                "2=nohost",
+                "--state-dir",
+                "/tmp/x",
+            ],
+            "HOST:PORT",
+        ),
+        (
+            [
+                "node",
+                "--insecure",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--client-listen",
+                "127.0.0.1:0",
+                "--peers",
+                "1=h:1",
+                "--state-dir",
+                "/tmp/x",
+            ],
+            "own id",
+        ),
+        (
+            [
+                "node",
+                "--insecure",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:99999",
+                "--client-listen",
+                "127.0.0.1:0",
+                "--peers",
+                "2=h:1",
+                "--state-dir",
+                "/tmp/x",
+            ],
+            "outside 0..65535",
+        ),
+        (
+            [
+                "node",
+                "--insecure",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--client-listen",
+                "127.0.0.1:0",
+                "--peers",
+                "2=h:1",
+                "--state-dir",
+                "/tmp/x",
+                "--heartbeat-interval-ms",
+                "300",
+                "--election-timeout-ms",
+                "500",
+            ],
+            "at least 3x",
+        ),
+        (
+            [
+                "node",
+                "--insecure",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--client-listen",
+                "127.0.0.1:0",
+                "--peers",
+                "2=h:1",
+                "--state-dir",
+                "/tmp/x",
+                "--planted-bug",
+                "double-ack",
+            ],
+            "test-only",
+        ),
+        (
+            ["store", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--planted-bug", "stale-store"],
+            "test-only",
+        ),
         (["cluster", "up", "--nodes", "0"], "must be positive"),
         (["cluster", "up", "--nodes", "30", "--dir", "/tmp/never"], "between 2 and 25"),
         (["cluster", "up", "--nodes", "1", "--dir", "/tmp/never"], "between 2 and 25"),
@@ -140,7 +295,19 @@ def test_corrupt_promise_file_refuses_to_start(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "promise.json").write_text("{not json")
-    result = cli("node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0", "--client-listen", "127.0.0.1:0",
-                 "--peers", "2=127.0.0.1:1", "--state-dir", str(state))
+    result = cli(
+        "node",
+        "--insecure",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--client-listen",
+        "127.0.0.1:0",
+        "--peers",
+        "2=127.0.0.1:1",
+        "--state-dir",
+        str(state),
+    )
     assert result.returncode == 2 and "corrupt" in result.stderr
     assert (state / "promise.json").read_text() == "{not json", "the evidence is left as it was"

@@ -13,9 +13,9 @@ import pytest
 from chaos.checkers import check_no_overlap_by_grants
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.launcher.cluster import process_fault, read_cluster_file, wait_for
 from node.core import mode_info, mode_names
 from node.core.membership import initial
+from node.launcher.cluster import process_fault, read_cluster_file, wait_for
 from node.runtime.wire import membership_to_pb
 
 pytestmark = pytest.mark.integration
@@ -56,8 +56,11 @@ def test_every_mode_elects_and_fails_over_on_real_processes(make_cluster, mode):
     process_fault(cluster.dir, str(leader), "kill")
     new_leader, new_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={leader}, differs_from=(leader, epoch))
     assert new_leader != leader and new_epoch > epoch
-    wait_for(lambda: any(e.writer_id == new_leader and e.epoch == new_epoch and e.accepted for e in store_log(cluster)),
-             10, what="the new leader's claim or write")
+    wait_for(
+        lambda: any(e.writer_id == new_leader and e.epoch == new_epoch and e.accepted for e in store_log(cluster)),
+        10,
+        what="the new leader's claim or write",
+    )
 
 
 def test_sigkill_leader_then_survivors_agree_on_a_new_leader_with_higher_epoch(make_cluster):
@@ -79,8 +82,11 @@ def test_paused_leader_steps_down_and_fencing_rejects_its_epoch(make_cluster):
     try:
         new, new_epoch = cluster.wait_for_agreement(timeout_s=15, exclude={old}, differs_from=(old, old_epoch))
         assert new_epoch > old_epoch
-        wait_for(lambda: any(e.writer_id == new and e.epoch == new_epoch and e.accepted for e in store_log(cluster)),
-                 10, what="the new leader's first accepted write")
+        wait_for(
+            lambda: any(e.writer_id == new and e.epoch == new_epoch and e.accepted for e in store_log(cluster)),
+            10,
+            what="the new leader's first accepted write",
+        )
     finally:
         process_fault(cluster.dir, str(old), "resume")
 
@@ -94,7 +100,8 @@ def test_paused_leader_steps_down_and_fencing_rejects_its_epoch(make_cluster):
     # A write stamped with the old epoch (as one in flight across the pause would be) is refused...
     with grpc.insecure_channel(cluster.spec.store_address) as ch:
         reply = pb_grpc.FencedStoreStub(ch).Write(
-            pb.WriteRequest(writer_id=old, epoch=old_epoch, key="in-flight", value=b"stale"), timeout=2)
+            pb.WriteRequest(writer_id=old, epoch=old_epoch, key="in-flight", value=b"stale"), timeout=2
+        )
     assert not reply.accepted and "stale" in reply.reason
     assert reply.highest_epoch >= new_epoch
 
@@ -103,8 +110,11 @@ def test_paused_leader_steps_down_and_fencing_rejects_its_epoch(make_cluster):
     first_new = min(e.seq for e in log if e.epoch == new_epoch and e.accepted)
     later_old = [e for e in log if e.seq > first_new and e.epoch < new_epoch]
     assert later_old and all(not e.accepted for e in later_old)
-    wait_for(lambda: any(e.seq > reply.seq and e.epoch >= new_epoch and e.accepted for e in store_log(cluster)),
-             10, what="accepted writes after the stale one")
+    wait_for(
+        lambda: any(e.seq > reply.seq and e.epoch >= new_epoch and e.accepted for e in store_log(cluster)),
+        10,
+        what="accepted writes after the stale one",
+    )
 
 
 def test_a_new_leaders_first_store_record_is_its_claim_and_it_comes_at_once(make_cluster):
@@ -115,14 +125,22 @@ def test_a_new_leaders_first_store_record_is_its_claim_and_it_comes_at_once(make
     cluster = make_cluster(3, write_period_ms=5000)
 
     def check_claim(leader: int, epoch: int) -> None:
-        became = next(e for e in read_events(cluster, leader)
-                      if e["kind"] == "view" and e["role"] == "leader" and e["epoch"] == epoch)
-        first = wait_for(lambda: next((e for e in store_log(cluster) if e.writer_id == leader and e.epoch == epoch), None),
-                         5, what=f"node {leader}'s first store record in epoch {epoch}")
+        became = next(
+            e
+            for e in read_events(cluster, leader)
+            if e["kind"] == "view" and e["role"] == "leader" and e["epoch"] == epoch
+        )
+        first = wait_for(
+            lambda: next((e for e in store_log(cluster) if e.writer_id == leader and e.epoch == epoch), None),
+            5,
+            what=f"node {leader}'s first store record in epoch {epoch}",
+        )
         assert first.key == f"claim/{leader}/{epoch}" and first.accepted, first
         delay_ms = (first.recorded_monotonic_ns - became["t_ns"]) / 1e6
         assert 0 <= delay_ms < 1000, f"the claim reached the store {delay_ms:.0f} ms after node {leader} began to lead"
-        writes = wait_for(lambda: [e for e in read_events(cluster, leader) if e["kind"] == "write"], 5, what="the write event")
+        writes = wait_for(
+            lambda: [e for e in read_events(cluster, leader) if e["kind"] == "write"], 5, what="the write event"
+        )
         assert writes[0]["key"] == first.key and writes[0]["accepted"] and writes[0]["seq"] == first.seq
         assert writes[0]["sent_ns"] >= became["t_ns"]
 
@@ -134,7 +152,8 @@ def test_a_new_leaders_first_store_record_is_its_claim_and_it_comes_at_once(make
     # From the claim on, the old epoch is fenced off, before the new leader's first duty write.
     with grpc.insecure_channel(cluster.spec.store_address) as ch:
         reply = pb_grpc.FencedStoreStub(ch).Write(
-            pb.WriteRequest(writer_id=leader, epoch=epoch, key="in-flight", value=b"late"), timeout=2)
+            pb.WriteRequest(writer_id=leader, epoch=epoch, key="in-flight", value=b"late"), timeout=2
+        )
     assert not reply.accepted and "stale" in reply.reason
     assert not [e for e in store_log(cluster) if e.key.startswith(f"duty/{new}/")], "a duty write came first"
 
@@ -143,8 +162,11 @@ def test_quorum_followers_record_what_they_grant(make_cluster):
     cluster = make_cluster(3)
     leader, epoch = cluster.wait_for_agreement(timeout_s=15)
     for node in (n.id for n in cluster.spec.nodes if n.id != leader):
-        grants = wait_for(lambda: [e for e in read_events(cluster, node) if e["kind"] == "grant" and e["leader"] == leader],
-                          5, what=f"node {node} to record a grant")
+        grants = wait_for(
+            lambda: [e for e in read_events(cluster, node) if e["kind"] == "grant" and e["leader"] == leader],
+            5,
+            what=f"node {node} to record a grant",
+        )
         # 0.8 election timeouts from receipt, on the follower's 10 ms ticks
         assert all(g["epoch"] == epoch and g["promise_ms"] == 400 for g in grants)
         # Never longer than the window plus one tick (its receipt tick may be up to a tick early), and
@@ -187,9 +209,18 @@ def test_a_resigning_leaders_lease_ends_when_it_resigned(make_cluster):
         pass  # busy: a sleep could overshoot most of the tick
     asked_ns = time.monotonic_ns()
     resign(cluster, leader)
-    stepdown = wait_for(lambda: next((e for e in read_events(cluster, leader) if e["kind"] == "view"
-                                      and e.get("reason") == "resigned" and e["t_ns"] > asked_ns), None),
-                        5, what=f"node {leader}'s resignation")
+    stepdown = wait_for(
+        lambda: next(
+            (
+                e
+                for e in read_events(cluster, leader)
+                if e["kind"] == "view" and e.get("reason") == "resigned" and e["t_ns"] > asked_ns
+            ),
+            None,
+        ),
+        5,
+        what=f"node {leader}'s resignation",
+    )
     assert asked_ns <= stepdown["lease_end_ns"] <= stepdown["t_ns"], (asked_ns, stepdown)
 
 
@@ -214,9 +245,20 @@ def test_restarted_node_never_acknowledges_an_epoch_it_has_passed(make_cluster):
     def ask(e: int) -> pb.Ack | None:
         try:
             with grpc.insecure_channel(address) as ch:
-                return pb_grpc.PeerStub(ch).Coordinator(
-                    pb.PeerMessage(sender_id=other, receiver_id=follower, epoch=e, configuration_id=start.id,
-                                   configuration=membership_to_pb(start)), timeout=1).ack
+                return (
+                    pb_grpc.PeerStub(ch)
+                    .Coordinator(
+                        pb.PeerMessage(
+                            sender_id=other,
+                            receiver_id=follower,
+                            epoch=e,
+                            configuration_id=start.id,
+                            configuration=membership_to_pb(start),
+                        ),
+                        timeout=1,
+                    )
+                    .ack
+                )
         except grpc.RpcError:
             return None
 

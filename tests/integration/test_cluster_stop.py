@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -29,8 +29,11 @@ pytestmark = pytest.mark.integration
 # Starts the rest of its command line with SIGINT ignored, as a shell without job control starts a
 # background job: the launcher must still stop on SIGINT (node/launcher/stopping.py says why).
 TAG = "BULLYPROOF_STOP_TEST"  # in each launcher's environment, a value of its own
-SIGINT_IGNORED = ["-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-                        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
+SIGINT_IGNORED = [
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+]
 
 
 @dataclass
@@ -60,7 +63,9 @@ class Launch:
         """Poll `condition` closely (the instants are short) until it holds; the launcher must not exit first."""
         deadline = time.monotonic() + 60
         while not condition():
-            assert self.proc.poll() is None, f"cluster up exited ({self.proc.returncode}) before {what}:\n{self.output()}"
+            assert self.proc.poll() is None, (
+                f"cluster up exited ({self.proc.returncode}) before {what}:\n{self.output()}"
+            )
             assert time.monotonic() < deadline, f"no {what} within 60 s:\n{self.output()}"
             time.sleep(0.002)
 
@@ -79,15 +84,31 @@ def tagged(tag: str) -> list[int]:
     return found
 
 
-def launch(tmp_path: Path, *flags: str, sigint_ignored: bool = False, command: tuple[str, ...] = ("cluster", "up")) -> Launch:
+def launch(
+    tmp_path: Path, *flags: str, sigint_ignored: bool = False, command: tuple[str, ...] = ("cluster", "up")
+) -> Launch:
     directory = tmp_path / "run"
     value = uuid.uuid4().hex
     out = tmp_path / "out.txt"
     with open(out, "w") as f:
         proc = subprocess.Popen(
-            [sys.executable, *(SIGINT_IGNORED if sigint_ignored else []), "-m", "node.cli", *command, "--nodes", "5",
-             "--dir", str(directory), *flags],
-            stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, TAG: value})
+            [
+                sys.executable,
+                *(SIGINT_IGNORED if sigint_ignored else []),
+                "-m",
+                "node.cli",
+                *command,
+                "--nodes",
+                "5",
+                "--dir",
+                str(directory),
+                *flags,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, TAG: value},
+        )
     return Launch(directory, proc, out, f"{TAG}={value}")
 
 
@@ -105,6 +126,7 @@ def until(instant: str) -> Callable[[Launch], None]:
             time.sleep(float(instant.removeprefix("cluster.json+").removesuffix("s")))
         else:
             run.wait(lambda: "agreed:" in run.output(), "agreement")
+
     return wait
 
 
@@ -126,7 +148,11 @@ def assert_all_gone(run: Launch, how: str) -> None:
 
 INSTANTS = ["dir", "node-2", "cluster.json+0.3s", "cluster.json+1s", "agreed"]
 CASES = [
-    *[pytest.param(sig, instant, ["--direct"], id=f"SIG{sig}-{instant}-direct") for instant in INSTANTS for sig in ("INT", "TERM")],
+    *[
+        pytest.param(sig, instant, ["--direct"], id=f"SIG{sig}-{instant}-direct")
+        for instant in INSTANTS
+        for sig in ("INT", "TERM")
+    ],
     pytest.param("INT", "node-2", [], id="SIGINT-node-2-toxiproxy", marks=pytest.mark.chaos),
     pytest.param("TERM", "cluster.json+0.3s", [], id="SIGTERM-cluster.json+0.3s-toxiproxy", marks=pytest.mark.chaos),
 ]
@@ -150,7 +176,10 @@ def test_a_stop_signal_at_any_instant_of_the_start_up_stops_everything(tmp_path,
         else:
             assert instant != "agreed"
             assert status == 128 + getattr(signal, f"SIG{sig}"), out
-            assert last == f"bullyproof: SIG{sig} before the cluster was up: stopped everything it had started in {run.directory}"
+            assert (
+                last
+                == f"bullyproof: SIG{sig} before the cluster was up: stopped everything it had started in {run.directory}"
+            )
     finally:
         stop_leftovers(run)
 
@@ -185,11 +214,14 @@ def test_chaos_run_stops_its_cluster_on_sigint_inherited_ignored(tmp_path):
         stop_leftovers(run)
 
 
-@pytest.mark.parametrize("instant, flags", [
-    pytest.param("node-2", ["--direct"], id="node-2-direct"),
-    pytest.param("cluster.json+0.3s", ["--direct"], id="cluster.json+0.3s-direct"),
-    pytest.param("node-2", [], marks=pytest.mark.chaos, id="node-2-toxiproxy"),
-])
+@pytest.mark.parametrize(
+    "instant, flags",
+    [
+        pytest.param("node-2", ["--direct"], id="node-2-direct"),
+        pytest.param("cluster.json+0.3s", ["--direct"], id="cluster.json+0.3s-direct"),
+        pytest.param("node-2", [], marks=pytest.mark.chaos, id="node-2-toxiproxy"),
+    ],
+)
 def test_cluster_down_stops_what_a_killed_launcher_left(tmp_path, instant, flags):
     run = launch(tmp_path, *flags)
     try:
@@ -197,29 +229,45 @@ def test_cluster_down_stops_what_a_killed_launcher_left(tmp_path, instant, flags
         run.proc.kill()
         run.proc.wait()
         assert run.started(), f"nothing was left running at {instant}"
-        down = subprocess.run([sys.executable, "-m", "node.cli", "cluster", "down", "--dir", str(run.directory)],
-                              capture_output=True, text=True, timeout=60)
-        assert down.returncode == 0 and down.stdout.startswith(f"stopped cluster in {run.directory}"), down.stdout + down.stderr
+        down = subprocess.run(
+            [sys.executable, "-m", "node.cli", "cluster", "down", "--dir", str(run.directory)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert down.returncode == 0 and down.stdout.startswith(f"stopped cluster in {run.directory}"), (
+            down.stdout + down.stderr
+        )
         assert_all_gone(run, f"SIGKILL at {instant}, then cluster down")
     finally:
         stop_leftovers(run)
 
 
 def test_cluster_down_with_nothing_to_stop_says_so(tmp_path):
-    down = subprocess.run([sys.executable, "-m", "node.cli", "cluster", "down", "--dir", str(tmp_path / "none")],
-                          capture_output=True, text=True, timeout=60)
+    down = subprocess.run(
+        [sys.executable, "-m", "node.cli", "cluster", "down", "--dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert down.returncode == 2 and "no cluster at" in down.stderr, down.stderr
 
 
 def test_a_refused_second_start_leaves_the_running_cluster_alone(tmp_path):
     directory = tmp_path / "run"
     cli = [sys.executable, "-m", "node.cli", "cluster"]
-    up = subprocess.run([*cli, "up", "--detach", "--direct", "--insecure", "--dir", str(directory)], capture_output=True,
-                        text=True, timeout=60)
+    up = subprocess.run(
+        [*cli, "up", "--detach", "--direct", "--insecure", "--dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     try:
         assert up.returncode == 0, up.stderr
         pids = [n["pid"] for n in json.loads((directory / "cluster.json").read_text())["nodes"]]
-        again = subprocess.run([*cli, "up", "--detach", "--direct", "--dir", str(directory)], capture_output=True, text=True, timeout=60)
+        again = subprocess.run(
+            [*cli, "up", "--detach", "--direct", "--dir", str(directory)], capture_output=True, text=True, timeout=60
+        )
         assert again.returncode == 2 and "already running" in again.stderr, again.stderr
         assert all(pid_alive(p) for p in pids), "the refused start stopped the running cluster"
     finally:

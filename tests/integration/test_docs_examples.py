@@ -40,9 +40,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -107,9 +108,18 @@ def read_blocks(path: Path) -> list[Block]:
             i += 1
         if i == len(lines):
             raise AssertionError(f"{path.relative_to(ROOT)}:{start}: code fence opened here is never closed")
-        body = [line[len(opening["indent"]):] if line.startswith(opening["indent"]) else line for line in lines[start:i]]
-        blocks.append(Block(path, start + 1, info.split()[0].lower() if info else "", "\n".join(body) + "\n",
-                            marker[1] if marker else None))
+        body = [
+            line[len(opening["indent"]) :] if line.startswith(opening["indent"]) else line for line in lines[start:i]
+        ]
+        blocks.append(
+            Block(
+                path,
+                start + 1,
+                info.split()[0].lower() if info else "",
+                "\n".join(body) + "\n",
+                marker[1] if marker else None,
+            )
+        )
         i += 1
     return blocks
 
@@ -204,14 +214,19 @@ def delegated_parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     from node.sim.cli import build_parser as sim_parser
     from node.store.server import build_parser as store_parser
 
-    return {"store": store_parser, "chaos": chaos_parser, "fence": fence_parser, "showdown": showdown_parser,
-            "bench": bench_parser, "sim": sim_parser}
+    return {
+        "store": store_parser,
+        "chaos": chaos_parser,
+        "fence": fence_parser,
+        "showdown": showdown_parser,
+        "bench": bench_parser,
+        "sim": sim_parser,
+    }
 
 
 def subcommands_taking_the_rest(parser: argparse.ArgumentParser) -> set[str]:
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return {name for name, p in sub.choices.items()
-            if any(a.nargs == argparse.REMAINDER for a in p._actions)}
+    return {name for name, p in sub.choices.items() if any(a.nargs == argparse.REMAINDER for a in p._actions)}
 
 
 def parse_error(args: list[str]) -> str | None:
@@ -315,11 +330,14 @@ async def run_block(block: Block, namespace: dict[str, Any]) -> str | None:
                     task.cancel()
                     await asyncio.wait({task})
                     if block.marker != UNTIL_CANCELLED:
-                        failure = (f"{block.where}: did not finish within {BLOCK_TIMEOUT_S:.0f} s (if it runs forever "
-                                   f"by design, mark it <!-- docs-test: {UNTIL_CANCELLED} -->)")
+                        failure = (
+                            f"{block.where}: did not finish within {BLOCK_TIMEOUT_S:.0f} s (if it runs forever "
+                            f"by design, mark it <!-- docs-test: {UNTIL_CANCELLED} -->)"
+                        )
                     elif missing := sorted(wanted - seen):
-                        failure = (f"{block.where}: cancelled after {BLOCK_TIMEOUT_S:.0f} s with lines {missing} "
-                                   "never reached")
+                        failure = (
+                            f"{block.where}: cancelled after {BLOCK_TIMEOUT_S:.0f} s with lines {missing} never reached"
+                        )
                 elif not task.cancelled() and task.exception() is not None:
                     failure = describe(task.exception(), block)
                 elif block.marker == UNTIL_CANCELLED:
@@ -422,8 +440,11 @@ def test_node_client_binds_every_name_it_exports():
 
 
 def test_markers_are_known_and_blocks_are_found():
-    bad = [f"{b.where}: docs-test marker {b.marker!r}: known are {MARKERS}, on python blocks"
-           for b in all_blocks() if b.marker is not None and (b.marker not in MARKERS or b.lang not in ("python", "py"))]
+    bad = [
+        f"{b.where}: docs-test marker {b.marker!r}: known are {MARKERS}, on python blocks"
+        for b in all_blocks()
+        if b.marker is not None and (b.marker not in MARKERS or b.lang not in ("python", "py"))
+    ]
     assert not bad, "\n".join(bad)
     assert shell_commands(), "found no shell commands in README.md and docs/: is the extraction broken?"
 
@@ -432,7 +453,9 @@ def test_every_delegating_subcommand_is_parsed_by_its_own_parser():
     from node.cli import build_parser
 
     unknown = subcommands_taking_the_rest(build_parser()) - set(delegated_parsers())
-    assert not unknown, f"bullyproof {sorted(unknown)} hand their arguments to another parser: add it to delegated_parsers()"
+    assert not unknown, (
+        f"bullyproof {sorted(unknown)} hand their arguments to another parser: add it to delegated_parsers()"
+    )
 
 
 def test_every_documented_bullyproof_command_parses():
@@ -447,8 +470,9 @@ DATABASE_ENV = {"DATABASE_URL": "postgres_url", "REDIS_URL": "redis_url"}
 
 
 @pytest.mark.parametrize("doc", python_docs(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_blocks_run_against_a_cluster(doc: Path, docs_cluster: DocsCluster, monkeypatch: pytest.MonkeyPatch,
-                                             request: pytest.FixtureRequest):
+def test_python_blocks_run_against_a_cluster(
+    doc: Path, docs_cluster: DocsCluster, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+):
     blocks = [b for b in read_blocks(doc) if b.lang in ("python", "py")]
     for name, fixture in DATABASE_ENV.items():  # the fencing examples write to real PostgreSQL and Redis
         if any(name in b.text for b in blocks):
@@ -471,8 +495,8 @@ def test_shell_commands_run_or_check_out(docs_cluster: DocsCluster, tmp_path: Pa
     for cmd in shell_commands():
         args = cmd.argv[1:]
         if program(cmd) == "bullyproof":
-            writes = any(tuple(args[:len(key)]) == key for key in WRITES_FILES)
-            if not writes and not any(tuple(args[:len(key)]) == key for key in READ_ONLY):
+            writes = any(tuple(args[: len(key)]) == key for key in WRITES_FILES)
+            if not writes and not any(tuple(args[: len(key)]) == key for key in READ_ONLY):
                 unchecked.append(f"{cmd.where}: `{cmd.text}`: parsed, not run (changes a cluster, or runs long)")
                 continue
             if "--compose" in args:
@@ -480,10 +504,18 @@ def test_shell_commands_run_or_check_out(docs_cluster: DocsCluster, tmp_path: Pa
                 continue
             foreign = [a for a in args if re.fullmatch(r"[\w.-]+:\d+", a) and a not in docs_cluster.client_addresses()]
             if foreign:
-                unchecked.append(f"{cmd.where}: `{cmd.text}`: parsed, not run ({foreign[0]} is no test cluster's address)")
+                unchecked.append(
+                    f"{cmd.where}: `{cmd.text}`: parsed, not run ({foreign[0]} is no test cluster's address)"
+                )
                 continue
-            proc = subprocess.run([sys.executable, "-m", "node.cli", *args], env=env, capture_output=True, text=True,
-                                  cwd=tmp_path if writes else docs_cluster.cwd, timeout=COMMAND_TIMEOUT_S)
+            proc = subprocess.run(
+                [sys.executable, "-m", "node.cli", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=tmp_path if writes else docs_cluster.cwd,
+                timeout=COMMAND_TIMEOUT_S,
+            )
             ran += 1
             if proc.returncode != 0:
                 said = (proc.stderr or proc.stdout).strip()[-400:]

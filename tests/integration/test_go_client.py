@@ -27,9 +27,14 @@ def wholeads(tmp_path_factory: pytest.TempPathFactory) -> Path:
     binary = tmp_path_factory.mktemp("go") / "wholeads"
     # go.sum is checked in and -mod=readonly is the default: the build uses the module cache and
     # only downloads (once) what the cache lacks. -buildvcs=false: no git lookups for a test build.
-    done = subprocess.run([go, "build", "-buildvcs=false", "-o", str(binary), "./cmd/wholeads"],
-                          cwd=GO_MODULE, env={**os.environ, "CGO_ENABLED": "0"},
-                          capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    done = subprocess.run(
+        [go, "build", "-buildvcs=false", "-o", str(binary), "./cmd/wholeads"],
+        cwd=GO_MODULE,
+        env={**os.environ, "CGO_ENABLED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
     assert done.returncode == 0, f"go build ./cmd/wholeads in {GO_MODULE} failed:\n{done.stdout}{done.stderr}"
     return binary
 
@@ -87,7 +92,14 @@ def test_mutual_tls_with_the_clusters_certificates(wholeads, make_cluster):
     cluster = make_cluster(3, secure=True)
     leader, epoch = cluster.wait_for_agreement(timeout_s=15)
     certs = Path(cluster.spec.certs_dir)
-    as_client = ("-cacert", str(certs / "ca.pem"), "-cert", str(certs / "client.pem"), "-key", str(certs / "client.key"))
+    as_client = (
+        "-cacert",
+        str(certs / "ca.pem"),
+        "-cert",
+        str(certs / "client.pem"),
+        "-key",
+        str(certs / "client.key"),
+    )
     addrs = [n.client_address for n in cluster.spec.nodes]
     done = run(wholeads, *addrs, security=as_client)
     assert done.returncode == 0, done.stderr

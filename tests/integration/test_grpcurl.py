@@ -19,10 +19,20 @@ pytestmark = pytest.mark.integration
 CALL_TIMEOUT_S = 30.0  # per grpcurl process; grpcurl itself gets -max-time below
 
 
-def grpcurl(certs: Path, *args: str, holder: str = "client", server_name: str = MEMBER_NAME) -> subprocess.CompletedProcess:
+def grpcurl(
+    certs: Path, *args: str, holder: str = "client", server_name: str = MEMBER_NAME
+) -> subprocess.CompletedProcess:
     """grpcurl as `holder` of the cluster whose certificates are in `certs`."""
-    tls = ["-cacert", str(certs / "ca.pem"), "-cert", str(certs / f"{holder}.pem"), "-key", str(certs / f"{holder}.key"),
-           "-servername", server_name]
+    tls = [
+        "-cacert",
+        str(certs / "ca.pem"),
+        "-cert",
+        str(certs / f"{holder}.pem"),
+        "-key",
+        str(certs / f"{holder}.key"),
+        "-servername",
+        server_name,
+    ]
     cmd = [str(grpcurl_path()), *tls, "-max-time", "5", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
 
@@ -74,13 +84,22 @@ def test_grpcurl_health_of_the_leader_service(running):
     follower = next(n.id for n in cluster.spec.nodes if n.id != leader)
 
     def health(node_id: int) -> str:
-        out = ok(certs, "-d", '{"service":"leader"}', cluster.spec.node(node_id).client_address, "grpc.health.v1.Health/Check")
+        out = ok(
+            certs,
+            "-d",
+            '{"service":"leader"}',
+            cluster.spec.node(node_id).client_address,
+            "grpc.health.v1.Health/Check",
+        )
         return json.loads(out)["status"]
 
     # The leader serves "leader" once its lease is valid; a follower never does.
     wait_for(lambda: health(leader) == "SERVING", 10, what=f"node {leader} to report leader SERVING")
     assert health(follower) == "NOT_SERVING"
-    assert json.loads(ok(certs, cluster.spec.node(follower).client_address, "grpc.health.v1.Health/Check"))["status"] == "SERVING"
+    assert (
+        json.loads(ok(certs, cluster.spec.node(follower).client_address, "grpc.health.v1.Health/Check"))["status"]
+        == "SERVING"
+    )
 
 
 def test_grpcurl_shows_the_status_code_of_a_refused_call(running):
@@ -90,7 +109,16 @@ def test_grpcurl_shows_the_status_code_of_a_refused_call(running):
     body = '{"senderId": 1, "receiverId": %d, "epoch": "1"}' % leader
     peer = cluster.spec.node(leader).peer_address
     for holder, words in [("client", "needs a certificate of kind node"), ("node-2", "certificate names node 2")]:
-        done = grpcurl(certs, *proto, "-d", body, peer, "bullyproof.v1.Peer/Coordinator", holder=holder, server_name=node_name(leader))
+        done = grpcurl(
+            certs,
+            *proto,
+            "-d",
+            body,
+            peer,
+            "bullyproof.v1.Peer/Coordinator",
+            holder=holder,
+            server_name=node_name(leader),
+        )
         assert done.returncode == 64 + 7, (done.returncode, done.stderr)  # grpcurl exits 64 + the status code
         assert "Code: PermissionDenied" in done.stderr and words in done.stderr, done.stderr
     # Resign needs an admin (or the node's own certificate); a client is refused, an admin is not.

@@ -98,6 +98,7 @@ def test_resign_names_no_successor_and_bully_order_returns(make_cluster):
     assert moved["leader"] == 2
     resigned = ok_json("resign", "--dir", str(cluster.dir))
     assert resigned == {"resigned": 2, "epoch": moved["epoch"]}
+
     # The followers elect in Bully order (and a leader elected so preempts again): node 5 leads.
     def node_5_leads() -> tuple[int, int] | None:
         agreed = cluster.wait_for_agreement(timeout_s=15)
@@ -110,7 +111,9 @@ def test_resign_names_no_successor_and_bully_order_returns(make_cluster):
 def three(tmp_path_factory: pytest.TempPathFactory):
     """A mutual-TLS cluster of 3 for the refusals that change nothing."""
     base = tmp_path_factory.mktemp("handover")
-    cluster = LocalCluster(local_spec(3, certs_dir=str(base / "certs"), **TIMING), base / "cluster", env=dict(os.environ))
+    cluster = LocalCluster(
+        local_spec(3, certs_dir=str(base / "certs"), **TIMING), base / "cluster", env=dict(os.environ)
+    )
     cluster.start()
     try:
         cluster.wait_for_agreement(timeout_s=15)
@@ -132,9 +135,14 @@ def test_refusals_that_change_nothing(three, tmp_path):
     leader, epoch = three.wait_for_agreement(timeout_s=15)
     d = str(three.dir)
     assert error_line("transfer", "9", "--dir", d) == "no node 9 in this cluster (nodes: 1, 2, 3)"
-    assert error_line("transfer", str(leader), "--dir", d) == f"node {leader} already leads (epoch {epoch}): nothing to transfer"
+    assert (
+        error_line("transfer", str(leader), "--dir", d)
+        == f"node {leader} already leads (epoch {epoch}): nothing to transfer"
+    )
     ring = _record_copy(three, tmp_path / "ring", mode="ring")
-    assert error_line("transfer", "1", "--dir", str(ring)).startswith("mode ring does not hand leadership to a chosen node")
+    assert error_line("transfer", "1", "--dir", str(ring)).startswith(
+        "mode ring does not hand leadership to a chosen node"
+    )
     assert three.wait_for_agreement(timeout_s=5) == (leader, epoch)
 
 
@@ -164,8 +172,10 @@ def test_a_node_that_does_not_lead_is_shown_with_its_detail(three):
     with pytest.raises(HandoverFailed) as info:
         resign(three.spec.node(follower).client_address)
     line = str(handover_refused(info.value, follower, "resign", {"certs": three.spec.certs_dir}))
-    assert line == (f"node {follower} did not resign: FAILED_PRECONDITION: node {follower} is not the leader "
-                    f"(node {leader} leads epoch {epoch}); ask the leader"), line
+    assert line == (
+        f"node {follower} did not resign: FAILED_PRECONDITION: node {follower} is not the leader "
+        f"(node {leader} leads epoch {epoch}); ask the leader"
+    ), line
 
 
 def test_refusals_along_a_failing_cluster(make_cluster):
@@ -177,8 +187,9 @@ def test_refusals_along_a_failing_cluster(make_cluster):
     target = min(n.id for n in cluster.spec.nodes if n.id != leader)
     # 1 ms is less than any takeover needs (a durable promise, then a majority's answers over TLS).
     line = error_line("transfer", str(target), "--timeout-ms", "1", "--dir", d)
-    assert line.startswith(f"node {leader} did not hand leadership to node {target}: ABORTED: "
-                           f"node {target} did not take over (now: "), line
+    assert line.startswith(
+        f"node {leader} did not hand leadership to node {target}: ABORTED: node {target} did not take over (now: "
+    ), line
 
     leader, epoch = cluster.wait_for_agreement(timeout_s=15)
     dead = next(n.id for n in cluster.spec.nodes if n.id != leader)
@@ -190,19 +201,31 @@ def test_refusals_along_a_failing_cluster(make_cluster):
 
     wait_for(leader_saw_it_die, 10, what=f"node {leader} to see node {dead} gone")
     line = error_line("transfer", str(dead), "--dir", d)
-    assert line == (f"node {leader} did not hand leadership to node {dead}: UNAVAILABLE: node {dead} has not answered "
-                    f"recently; node {leader} keeps leading epoch {epoch}"), line
+    assert line == (
+        f"node {leader} did not hand leadership to node {dead}: UNAVAILABLE: node {dead} has not answered "
+        f"recently; node {leader} keeps leading epoch {epoch}"
+    ), line
 
     process_fault(cluster.dir, str(leader), "kill")
     alone = next(n.id for n in cluster.spec.nodes if n.id not in (leader, dead))
-    wait_for(lambda: (v := get_leader(cluster.spec.node(alone).client_address, 2)) is not None and v.role != pb.ROLE_LEADER
-             and not v.known, 10, what=f"node {alone}, alone, to know of no leader")
+    wait_for(
+        lambda: (
+            (v := get_leader(cluster.spec.node(alone).client_address, 2)) is not None
+            and v.role != pb.ROLE_LEADER
+            and not v.known
+        ),
+        10,
+        what=f"node {alone}, alone, to know of no leader",
+    )
     for args in (["resign"], ["transfer", str(alone)]):
-        assert error_line(*args, "--dir", d) == ("no leader known: no node says it leads with a valid lease (an election "
-                                                 "may be under way, or too few nodes are up); see: bullyproof status "
-                                                 f"--dir {d}")
+        assert error_line(*args, "--dir", d) == (
+            "no leader known: no node says it leads with a valid lease (an election "
+            "may be under way, or too few nodes are up); see: bullyproof status "
+            f"--dir {d}"
+        )
 
     cluster.stop()
     line = error_line("resign", "--dir", d)
-    assert line.startswith(f"the cluster in {d} is not up: no node answers at ") and \
-        line.endswith(f"(start it with: bullyproof cluster up --dir {d})"), line
+    assert line.startswith(f"the cluster in {d} is not up: no node answers at ") and line.endswith(
+        f"(start it with: bullyproof cluster up --dir {d})"
+    ), line

@@ -32,9 +32,9 @@ from node.channels import channel_credentials, dial_as
 from node.cli import main
 from node.client.observer import get_status, transfer_leadership
 from node.launcher import k8s_pod
-from node.launcher.k8s_pod import StatefulSetState, leaves_on_stop
 from node.launcher.cluster import spawn, stop_pids, stop_run, wait_for, wait_for_agreement
 from node.launcher.k8s import k8s_spec, node_template_args
+from node.launcher.k8s_pod import StatefulSetState, leaves_on_stop
 from node.launcher.ports import free_port
 from node.tls import Tls, make_cluster_certs, node_name
 
@@ -83,9 +83,13 @@ class Pods:
 
     def argv(self, node_id: int) -> list[str]:
         """The template's command line as pod bullyproof-(node_id - 1) would run it."""
-        local = {"--listen": f"{host(node_id)}:{self.peer_port}", "--client-listen": self.client(node_id),
-                 "--state-dir": str(self.base / f"node-{node_id}" / "state"),
-                 "--events": str(self.base / f"node-{node_id}" / "events.jsonl"), "--certs": str(self.certs)}
+        local = {
+            "--listen": f"{host(node_id)}:{self.peer_port}",
+            "--client-listen": self.client(node_id),
+            "--state-dir": str(self.base / f"node-{node_id}" / "state"),
+            "--events": str(self.base / f"node-{node_id}" / "events.jsonl"),
+            "--certs": str(self.certs),
+        }
         args: list[str] = []
         rest = iter(self.template)
         for arg in rest:
@@ -101,8 +105,9 @@ class Pods:
         return [sys.executable, "-m", "node.cli", *args]
 
     def start(self, node_id: int) -> None:
-        self.pids[node_id] = spawn(self.argv(node_id), self.base / f"node-{node_id}" / "node.log", dict(os.environ),
-                                   self.base)
+        self.pids[node_id] = spawn(
+            self.argv(node_id), self.base / f"node-{node_id}" / "node.log", dict(os.environ), self.base
+        )
 
     def configuration(self, node_id: int) -> pb.Configuration | None:
         st = get_status(self.client(node_id))
@@ -129,13 +134,27 @@ def pods(tmp_path: Path):
 def prestop(pods: Pods, node_id: int, ask_api: bool = True) -> list[str]:
     """The preStop hook's command (k8s.leave_args) as pod bullyproof-(node_id - 1) runs it; without
     `ask_api`, as one whose decision was made (to leave) without the stand-in API."""
-    return ["leave", "--id", str(node_id), "--client-address-template", pods.client_template, "--members", "1,2,3",
-            "--state-dir", str(pods.base / f"node-{node_id}" / "state"),
-            *(["--statefulset", "bullyproof"] if ask_api else []), "--timeout-s", "20", "--certs", str(pods.certs)]
+    return [
+        "leave",
+        "--id",
+        str(node_id),
+        "--client-address-template",
+        pods.client_template,
+        "--members",
+        "1,2,3",
+        "--state-dir",
+        str(pods.base / f"node-{node_id}" / "state"),
+        *(["--statefulset", "bullyproof"] if ask_api else []),
+        "--timeout-s",
+        "20",
+        "--certs",
+        str(pods.certs),
+    ]
 
 
 def test_scaled_up_pods_join_by_themselves_and_a_scale_down_removes_them_through_the_protocol(
-        pods, kube_api, monkeypatch, capsys):
+    pods, kube_api, monkeypatch, capsys
+):
     for node_id in (1, 2, 3):
         pods.start(node_id)
     pods.leader(range(1, 4))
@@ -145,15 +164,20 @@ def test_scaled_up_pods_join_by_themselves_and_a_scale_down_removes_them_through
     # configuration, and ask at the same time (one change at a time: one of them waits its turn).
     pods.start(4)
     pods.start(5)
-    wait_for(lambda: all(pods.names(n, 4) and pods.names(n, 5) and not pods.configuration(n).learners
-                         for n in range(1, 6)), 20, 0.1, what="nodes 4 and 5 to add themselves and become voters")
+    wait_for(
+        lambda: all(pods.names(n, 4) and pods.names(n, 5) and not pods.configuration(n).learners for n in range(1, 6)),
+        20,
+        0.1,
+        what="nodes 4 and 5 to add themselves and become voters",
+    )
     leader, _ = pods.leader(range(1, 6))
     assert list(pods.configuration(leader).voters) == [1, 2, 3, 4, 5]
 
     # Node 4's certificate may change node 4's membership only: anything else is refused, precisely.
     node4 = Tls.in_dir(pods.certs, "node-4")
-    with grpc.secure_channel(pods.client(leader), channel_credentials(node4),
-                             options=[("grpc.ssl_target_name_override", node_name(leader))]) as ch:
+    with grpc.secure_channel(
+        pods.client(leader), channel_credentials(node4), options=[("grpc.ssl_target_name_override", node_name(leader))]
+    ) as ch:
         stub = pb_grpc.LeadershipStub(ch)
         for action, target in ((pb.MembershipRequest.ACTION_ADD, 6), (pb.MembershipRequest.ACTION_REMOVE, 1)):
             with pytest.raises(grpc.RpcError) as refused:
@@ -179,8 +203,12 @@ def test_scaled_up_pods_join_by_themselves_and_a_scale_down_removes_them_through
     # handing leadership down first, to a node that stays.
     kube_api.statefulset("bullyproof", 3)
     assert leaves_on_stop(3, StatefulSetState(3))[0]
-    other = subprocess.Popen([sys.executable, "-m", "node.cli", *prestop(pods, 4, ask_api=False)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", *prestop(pods, 4, ask_api=False)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert main(prestop(pods, 5)) == 0
     out, err = other.communicate(timeout=30)
     assert other.returncode == 0, err + out
@@ -197,5 +225,9 @@ def test_scaled_up_pods_join_by_themselves_and_a_scale_down_removes_them_through
     # Scaled up again on its old volume (the StatefulSet keeps it): node 4 asks again, and is a voter.
     stop_pids([pods.pids.pop(4)])
     pods.start(4)
-    wait_for(lambda: (c := pods.configuration(4)) is not None and 4 in c.voters, 20, 0.1,
-             what="node 4 to be added again after its restart")
+    wait_for(
+        lambda: (c := pods.configuration(4)) is not None and 4 in c.voters,
+        20,
+        0.1,
+        what="node 4 to be added again after its restart",
+    )

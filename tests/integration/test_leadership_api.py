@@ -79,8 +79,14 @@ def test_transfer_moves_leadership_to_the_target_with_a_higher_epoch(make_cluste
     assert cluster.wait_for_agreement(timeout_s=10) == (target, reply.epoch)
 
 
-@pytest.mark.parametrize("target, code", [(0, grpc.StatusCode.INVALID_ARGUMENT), (9, grpc.StatusCode.INVALID_ARGUMENT),
-                                          ("self", grpc.StatusCode.INVALID_ARGUMENT)])
+@pytest.mark.parametrize(
+    "target, code",
+    [
+        (0, grpc.StatusCode.INVALID_ARGUMENT),
+        (9, grpc.StatusCode.INVALID_ARGUMENT),
+        ("self", grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
 def test_transfer_bad_target_is_refused_and_the_leader_stays(make_cluster, target, code):
     cluster = make_cluster(3)
     leader, epoch = cluster.wait_for_agreement(timeout_s=15)
@@ -100,8 +106,13 @@ def test_transfer_to_a_dead_node_fails_and_the_old_leader_keeps_leading(make_clu
     # Wait until the leader has noticed (its last call to the dead node failed).
     channel, stub = leadership(cluster, leader)
     with channel:
-        wait_for(lambda: not next(p for p in stub.GetStatus(pb.GetStatusRequest(), timeout=2).peers if p.id == dead).reachable,
-                 10, what="the leader to see the dead node")
+        wait_for(
+            lambda: (
+                not next(p for p in stub.GetStatus(pb.GetStatusRequest(), timeout=2).peers if p.id == dead).reachable
+            ),
+            10,
+            what="the leader to see the dead node",
+        )
         with pytest.raises(grpc.RpcError) as info:
             stub.TransferLeadership(pb.TransferRequest(target_id=dead), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -119,7 +130,9 @@ def test_health_leader_service_is_serving_only_on_the_leader(make_cluster):
             overall = hstub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
             as_leader = hstub.Check(health_pb2.HealthCheckRequest(service="leader"), timeout=2).status
         assert overall == health_pb2.HealthCheckResponse.SERVING
-        expected = health_pb2.HealthCheckResponse.SERVING if node.id == leader else health_pb2.HealthCheckResponse.NOT_SERVING
+        expected = (
+            health_pb2.HealthCheckResponse.SERVING if node.id == leader else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         assert as_leader == expected, node.id
 
 

@@ -8,14 +8,13 @@ import json
 
 import grpc
 import pytest
+from test_handover_cli import TIMING, cli, error_line, ok_json
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.client.observer import get_status
 from node.launcher.cluster import process_fault, wait_for
-
-from test_handover_cli import TIMING, cli, error_line, ok_json
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +50,11 @@ def test_three_voters_grow_to_five_and_shrink_back_to_three(make_cluster, mode):
     # Durable: a node killed and restarted keeps the configuration it was last told.
     survivor = next(v for v in final if v != agreed["leader"])
     process_fault(cluster.dir, survivor, "restart")
-    wait_for(lambda: not isinstance(get_status(cluster.spec.node(survivor).client_address), str), 15,
-             what=f"node {survivor} to answer after its restart")
+    wait_for(
+        lambda: not isinstance(get_status(cluster.spec.node(survivor).client_address), str),
+        15,
+        what=f"node {survivor} to answer after its restart",
+    )
     assert list(configuration_of(cluster, survivor).voters) == final
     assert cluster.wait_for_agreement(timeout_s=15)[0] in final
 
@@ -74,11 +76,21 @@ def test_changes_that_cannot_be_made_get_a_precise_refusal_and_change_nothing(ma
         stub = pb_grpc.LeadershipStub(ch)
         for request, code, words in [
             (pb.MembershipRequest(node_id=4), grpc.StatusCode.INVALID_ARGUMENT, "ACTION_ADD or ACTION_REMOVE"),
-            (pb.MembershipRequest(action=pb.MembershipRequest.ACTION_ADD), grpc.StatusCode.INVALID_ARGUMENT, "positive"),
-            (pb.MembershipRequest(action=pb.MembershipRequest.ACTION_ADD, node_id=7), grpc.StatusCode.FAILED_PRECONDITION,
-             "no address"),
-            (pb.MembershipRequest(action=pb.MembershipRequest.ACTION_REMOVE, node_id=leader),
-             grpc.StatusCode.FAILED_PRECONDITION, "transfer leadership first"),
+            (
+                pb.MembershipRequest(action=pb.MembershipRequest.ACTION_ADD),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "positive",
+            ),
+            (
+                pb.MembershipRequest(action=pb.MembershipRequest.ACTION_ADD, node_id=7),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "no address",
+            ),
+            (
+                pb.MembershipRequest(action=pb.MembershipRequest.ACTION_REMOVE, node_id=leader),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "transfer leadership first",
+            ),
         ]:
             with pytest.raises(grpc.RpcError) as refused:
                 stub.ChangeMembership(request, timeout=5)

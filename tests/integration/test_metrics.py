@@ -76,16 +76,24 @@ def test_metrics_show_leader_epoch_heartbeats_and_failover(make_cluster):
     assert value(lm, "bullyproof_lease_valid") == 1
     assert value(lm, "bullyproof_elections_started_total") >= 1
     assert value(lm, "bullyproof_election_duration_seconds_count") >= 1
-    wait_for(lambda: value(scrape(addresses[leader]), "bullyproof_lease_renewals_total") > 0, 10, interval_s=0.1,
-             what="the leader to renew its lease")
+    wait_for(
+        lambda: value(scrape(addresses[leader]), "bullyproof_lease_renewals_total") > 0,
+        10,
+        interval_s=0.1,
+        what="the leader to renew its lease",
+    )
     for nid, s in m.items():
         if nid != leader:
             assert value(s, "bullyproof_messages_received_total", type="heartbeat") > 0, nid
 
     # Heartbeats keep going out: the counter grows between scrapes (no claim about how fast).
     sent_before = value(lm, "bullyproof_messages_sent_total", type="heartbeat")
-    wait_for(lambda: value(scrape(addresses[leader]), "bullyproof_messages_sent_total", type="heartbeat") > sent_before,
-             10, interval_s=0.1, what="the leader to send more heartbeats")
+    wait_for(
+        lambda: value(scrape(addresses[leader]), "bullyproof_messages_sent_total", type="heartbeat") > sent_before,
+        10,
+        interval_s=0.1,
+        what="the leader to send more heartbeats",
+    )
 
     before = scrape_all(addresses)
     process_fault(cluster.dir, str(leader), "kill")
@@ -104,7 +112,10 @@ def test_metrics_show_leader_epoch_heartbeats_and_failover(make_cluster):
                 for nid, s in m.items()
             )
             # The new leader's heartbeats to the dead node fail (refused, or past their deadline).
-            and sum(s.value for s in m[new_leader].get("bullyproof_rpc_errors_total", []) if s.labels["peer"] == str(leader)) > 0
+            and sum(
+                s.value for s in m[new_leader].get("bullyproof_rpc_errors_total", []) if s.labels["peer"] == str(leader)
+            )
+            > 0
         )
         return m if ok else None
 
@@ -141,8 +152,12 @@ def test_a_transfer_is_counted_as_what_it_is_and_wins_never_outnumber_starts_and
     assert reply.leader_id == target and reply.epoch > epoch
 
     grew = {"quorum": "handovers_won", "raft": "elections_won"}[mode]
-    after = wait_for(lambda: (c := win_counts(addresses, cluster)) and c[target][grew] > before[target][grew] and c,
-                     10, interval_s=0.1, what=f"node {target}'s {grew} to count the transfer")
+    after = wait_for(
+        lambda: (c := win_counts(addresses, cluster)) and c[target][grew] > before[target][grew] and c,
+        10,
+        interval_s=0.1,
+        what=f"node {target}'s {grew} to count the transfer",
+    )
     if mode == "quorum":
         assert after[target]["elections_won"] == before[target]["elections_won"]
     else:
@@ -193,13 +208,19 @@ def test_idle_peer_links_stay_open(make_cluster):
     # Nor did any node's own links drop (the elections at boot connected some followers to each other).
     after = scrape_all(addresses)
     drops = {nid: sum(s.value for s in m.get("bullyproof_peer_disconnects_total", [])) for nid, m in after.items()}
-    assert drops == {nid: sum(s.value for s in m.get("bullyproof_peer_disconnects_total", [])) for nid, m in before.items()}
+    assert drops == {
+        nid: sum(s.value for s in m.get("bullyproof_peer_disconnects_total", [])) for nid, m in before.items()
+    }
     assert cluster.wait_for_agreement(timeout_s=5) == (leader, epoch)  # no election in between
 
     # The counter counts: the leader's busy link to a follower that dies goes down.
     process_fault(cluster.dir, str(follower["id"]), "kill")
-    wait_for(lambda: value(scrape(addresses[leader]), "bullyproof_peer_disconnects_total", peer=str(follower["id"])) >= 1,
-             10, interval_s=0.1, what="the leader to count its link to the killed follower going down")
+    wait_for(
+        lambda: value(scrape(addresses[leader]), "bullyproof_peer_disconnects_total", peer=str(follower["id"])) >= 1,
+        10,
+        interval_s=0.1,
+        what="the leader to count its link to the killed follower going down",
+    )
 
 
 def test_every_log_line_is_json_with_node_and_epoch(make_cluster):
@@ -224,8 +245,24 @@ def test_every_log_line_is_json_with_node_and_epoch(make_cluster):
 
 
 def start_lone_node(tmp_path, *extra: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "node.cli", "node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0",
-            "--client-listen", "127.0.0.1:0", "--peers", "2=127.0.0.1:1", "--state-dir", str(tmp_path / "state"), *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "node",
+        "--insecure",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--client-listen",
+        "127.0.0.1:0",
+        "--peers",
+        "2=127.0.0.1:1",
+        "--state-dir",
+        str(tmp_path / "state"),
+        *extra,
+    ]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

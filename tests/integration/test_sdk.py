@@ -21,9 +21,9 @@ import pytest
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
+from node.client.sdk import Fenced, FencedWriter, LeaderClient, LeaderEvent, Leadership, LeaseToken, NodeError
 from node.launcher.cluster import LocalCluster, pid_alive, process_fault, stop_pids, wait_for
 from node.launcher.ports import free_port
-from node.client.sdk import Fenced, FencedWriter, LeaderClient, LeaderEvent, Leadership, LeaseToken, NodeError
 
 pytestmark = pytest.mark.integration
 
@@ -160,15 +160,18 @@ def test_errors_end_the_call_instead_of_retrying_forever(make_cluster):
 
     async def scenario() -> None:
         with pytest.raises(NodeError, match=f"is node {follower_id}, not node {leader_id}"):  # wrong address
-            await asyncio.wait_for(Leadership(addresses[follower_id], node_id=leader_id, insecure=True).run(never), STEP_TIMEOUT_S)
+            await asyncio.wait_for(
+                Leadership(addresses[follower_id], node_id=leader_id, insecure=True).run(never), STEP_TIMEOUT_S
+            )
         async with LeaderClient([cluster.spec.store_address], insecure=True) as client:  # the store is not a node
             with pytest.raises(NodeError, match="WatchLeader"):
                 await asyncio.wait_for(anext(client.watch()), STEP_TIMEOUT_S)
         stopped: list[bool] = []
         leadership = Leadership(addresses[leader_id], leader_id, insecure=True)
         with pytest.raises(RuntimeError, match="job failed"):
-            await asyncio.wait_for(leadership.run(broken, on_stopped_leading=lambda: stopped.append(True)),
-                                   STEP_TIMEOUT_S)
+            await asyncio.wait_for(
+                leadership.run(broken, on_stopped_leading=lambda: stopped.append(True)), STEP_TIMEOUT_S
+            )
         assert stopped == [True], "the term is closed before the error leaves run()"
 
     run(scenario)
@@ -209,8 +212,9 @@ class App:
 
 
 @contextlib.asynccontextmanager
-async def apps_beside(cluster: LocalCluster,
-                      release_on_cancel: bool = False) -> AsyncIterator[dict[int, tuple[App, asyncio.Task]]]:
+async def apps_beside(
+    cluster: LocalCluster, release_on_cancel: bool = False
+) -> AsyncIterator[dict[int, tuple[App, asyncio.Task]]]:
     apps: dict[int, tuple[App, asyncio.Task]] = {}
     for node_id, address in cluster.client_addresses().items():
         app = App(node_id)
@@ -237,8 +241,11 @@ def test_leadership_runs_work_only_beside_the_leader_and_cancels_it_when_that_no
             assert ("started", old_epoch) in old_app.log and ("new_leader", old_id, old_epoch) in old_app.log
             for node_id, (app, task) in apps.items():
                 if node_id != old_id:
-                    await eventually(lambda app=app: ("new_leader", old_id, old_epoch) in app.log, STEP_TIMEOUT_S,
-                                     f"the app beside node {node_id} to learn the leader")
+                    await eventually(
+                        lambda app=app: ("new_leader", old_id, old_epoch) in app.log,
+                        STEP_TIMEOUT_S,
+                        f"the app beside node {node_id} to learn the leader",
+                    )
                     assert not app.tokens, f"work started beside follower {node_id}"
                 assert not task.done(), f"run() beside node {node_id} ended: {task}"
 
@@ -249,8 +256,9 @@ def test_leadership_runs_work_only_beside_the_leader_and_cancels_it_when_that_no
                 await eventually(lambda: old_app.cancelled == [old_epoch], STEP_TIMEOUT_S, "work to be cancelled")
                 await eventually(lambda: old_app.log[-1] == ("stopped",), STEP_TIMEOUT_S, "on_stopped_leading")
 
-                app = await eventually(lambda: leading_app(apps, besides=old_id), STEP_TIMEOUT_S,
-                                       "work to start beside the new leader")
+                app = await eventually(
+                    lambda: leading_app(apps, besides=old_id), STEP_TIMEOUT_S, "work to start beside the new leader"
+                )
                 assert app.tokens[-1].epoch > old_epoch
                 assert not old_app.leading
                 new_id, new_epoch = await agreement(cluster, exclude={old_id}, differs_from=(old_id, old_epoch))
@@ -276,8 +284,9 @@ def test_leadership_release_on_cancel_resigns_so_another_node_takes_over(make_cl
             # The node itself is healthy: only Resign can make the cluster move on from it.
             new_id, new_epoch = await agreement(cluster, differs_from=(old_id, old_epoch))
             assert new_id != old_id and new_epoch > old_epoch, "the resigning node stands aside"
-            app = await eventually(lambda: leading_app(apps, besides=old_id), STEP_TIMEOUT_S,
-                                   "work to start beside the next leader")
+            app = await eventually(
+                lambda: leading_app(apps, besides=old_id), STEP_TIMEOUT_S, "work to start beside the next leader"
+            )
             assert (app.node_id, app.tokens[-1].epoch) == (new_id, new_epoch)
 
     run(scenario)
@@ -307,8 +316,11 @@ def test_fenced_writer_stamps_the_epoch_and_raises_fenced_for_a_deposed_leader(m
             process_fault(cluster.dir, str(old_id), "kill")
             _, new_epoch = await agreement(cluster, exclude={old_id}, differs_from=(old_id, old_epoch))
             # The new leader's own duty writes raise the store's epoch; the old token is now stale.
-            await eventually(lambda: any(e.epoch == new_epoch and e.accepted for e in store_log(cluster)),
-                             STEP_TIMEOUT_S, "a write at the new epoch")
+            await eventually(
+                lambda: any(e.epoch == new_epoch and e.accepted for e in store_log(cluster)),
+                STEP_TIMEOUT_S,
+                "a write at the new epoch",
+            )
             with pytest.raises(Fenced) as info:
                 await writer.write(old_token, "sdk/late", b"from a deposed leader")
             assert info.value.epoch == old_epoch and info.value.highest_epoch >= new_epoch
@@ -341,9 +353,20 @@ def start_schedulers(cluster: LocalCluster, period_ms: int = 50) -> dict[int, Sc
     procs: dict[int, SchedulerProcess] = {}
     for node_id, address in cluster.client_addresses().items():
         out = cluster.dir / f"scheduler-{node_id}.log"
-        argv = [sys.executable, "-m", "node.client.examples.scheduler", "--node", address, "--node-id", str(node_id),
-                "--store", cluster.spec.store_address, "--period-ms", str(period_ms),
-                *(["--certs", cluster.spec.certs_dir] if cluster.spec.certs_dir else ["--insecure"])]
+        argv = [
+            sys.executable,
+            "-m",
+            "node.client.examples.scheduler",
+            "--node",
+            address,
+            "--node-id",
+            str(node_id),
+            "--store",
+            cluster.spec.store_address,
+            "--period-ms",
+            str(period_ms),
+            *(["--certs", cluster.spec.certs_dir] if cluster.spec.certs_dir else ["--insecure"]),
+        ]
         with open(out, "wb") as f:
             proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
         procs[node_id] = SchedulerProcess(node_id, proc, out)
@@ -359,27 +382,40 @@ def test_scheduler_runs_only_beside_the_leader_and_moves_with_it(make_cluster):
     old_id, old_epoch = cluster.wait_for_agreement(timeout_s=AGREE_TIMEOUT_S)
     schedulers = start_schedulers(cluster)
     try:
-        wait_for(lambda: len([e for e in scheduler_rows(cluster) if e.accepted]) >= 5, STEP_TIMEOUT_S,
-                 what="five accepted scheduler runs")
+        wait_for(
+            lambda: len([e for e in scheduler_rows(cluster) if e.accepted]) >= 5,
+            STEP_TIMEOUT_S,
+            what="five accepted scheduler runs",
+        )
         rows = scheduler_rows(cluster)
         assert all(e.accepted and e.writer_id == old_id and e.epoch == old_epoch for e in rows), rows
         assert all(e.key.startswith(f"scheduler/{old_id}/") and e.value.startswith(b"tick ") for e in rows)
         assert schedulers[old_id].saw("started_leading", epoch=old_epoch)
         for node_id, s in schedulers.items():
             if node_id != old_id:
-                wait_for(lambda s=s: s.saw("new_leader", leader=old_id, epoch=old_epoch), STEP_TIMEOUT_S,
-                         what=f"scheduler {node_id} to learn the leader")
+                wait_for(
+                    lambda s=s: s.saw("new_leader", leader=old_id, epoch=old_epoch),
+                    STEP_TIMEOUT_S,
+                    what=f"scheduler {node_id} to learn the leader",
+                )
                 assert not s.saw("started_leading") and not s.saw("job"), f"scheduler {node_id} acted as leader"
         assert all(e.writer_id == old_id for e in scheduler_rows(cluster)), "followers' schedulers never write"
 
         process_fault(cluster.dir, str(old_id), "kill")
         new_id, new_epoch = cluster.wait_for_agreement(
-            timeout_s=AGREE_TIMEOUT_S, exclude={old_id}, differs_from=(old_id, old_epoch))
+            timeout_s=AGREE_TIMEOUT_S, exclude={old_id}, differs_from=(old_id, old_epoch)
+        )
         assert new_epoch > old_epoch
-        wait_for(lambda: any(e.accepted and e.epoch == new_epoch for e in scheduler_rows(cluster)), STEP_TIMEOUT_S,
-                 what="the new leader's scheduler to run")
-        wait_for(lambda: schedulers[old_id].saw("stopped_leading"), STEP_TIMEOUT_S,
-                 what="the scheduler beside the killed node to stop leading")
+        wait_for(
+            lambda: any(e.accepted and e.epoch == new_epoch for e in scheduler_rows(cluster)),
+            STEP_TIMEOUT_S,
+            what="the new leader's scheduler to run",
+        )
+        wait_for(
+            lambda: schedulers[old_id].saw("stopped_leading"),
+            STEP_TIMEOUT_S,
+            what="the scheduler beside the killed node to stop leading",
+        )
 
         rows = scheduler_rows(cluster)
         accepted = [e for e in rows if e.accepted]

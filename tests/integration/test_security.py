@@ -67,8 +67,14 @@ def test_each_port_serves_only_its_own_services(secure):
     admin = as_holder(secure, "admin")
     me = as_holder(secure, "node-2")
     with channel(node.peer_address, admin, node_name(1)) as ch:
-        assert code_of(lambda: pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=2)) == grpc.StatusCode.UNIMPLEMENTED
-        assert code_of(lambda: health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)) == grpc.StatusCode.UNIMPLEMENTED
+        assert (
+            code_of(lambda: pb_grpc.LeadershipStub(ch).GetLeader(pb.GetLeaderRequest(), timeout=2))
+            == grpc.StatusCode.UNIMPLEMENTED
+        )
+        assert (
+            code_of(lambda: health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2))
+            == grpc.StatusCode.UNIMPLEMENTED
+        )
     with channel(node.client_address, me, node_name(1)) as ch:
         hb = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1)
         assert code_of(lambda: pb_grpc.PeerStub(ch).Heartbeat(hb, timeout=2)) == grpc.StatusCode.UNIMPLEMENTED
@@ -89,8 +95,12 @@ def test_a_member_cannot_speak_for_another_and_nothing_changes(secure):
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, rpc
             assert "certificate names node 1" in info.value.details()
     after = status(secure, 2)
-    assert (after.epoch, after.promised_epoch, after.promised_to, after.leader_id) == \
-        (before.epoch, before.promised_epoch, before.promised_to, before.leader_id)
+    assert (after.epoch, after.promised_epoch, after.promised_to, after.leader_id) == (
+        before.epoch,
+        before.promised_epoch,
+        before.promised_to,
+        before.leader_id,
+    )
 
 
 @pytest.mark.parametrize("holder", ["client", "admin", "store"])
@@ -130,22 +140,30 @@ def test_clients_read_but_only_admins_and_the_node_itself_hand_over(secure):
             assert stub.GetStatus(pb.GetStatusRequest(), timeout=2).node_id == leader_id
             first = next(stub.WatchLeader(pb.WatchLeaderRequest(), timeout=2))
             assert first.leader_id == leader_id
-            for call in (lambda: stub.Resign(pb.ResignRequest(), timeout=2),
-                         lambda: stub.TransferLeadership(pb.TransferRequest(target_id=1), timeout=2),
-                         lambda: stub.ChangeMembership(pb.MembershipRequest(
-                             action=pb.MembershipRequest.ACTION_REMOVE, node_id=1), timeout=2)):
+            for call in (
+                lambda: stub.Resign(pb.ResignRequest(), timeout=2),
+                lambda: stub.TransferLeadership(pb.TransferRequest(target_id=1), timeout=2),
+                lambda: stub.ChangeMembership(
+                    pb.MembershipRequest(action=pb.MembershipRequest.ACTION_REMOVE, node_id=1), timeout=2
+                ),
+            ):
                 with pytest.raises(grpc.RpcError) as info:
                     call()
                 assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
                 # (ChangeMembership: not even a node's own, without --self-join: test_k8s_members.py)
-                assert "needs an admin certificate" in info.value.details() \
+                assert (
+                    "needs an admin certificate" in info.value.details()
                     or "needs a certificate of kind admin or node" in info.value.details()
+                )
     assert status(secure, leader_id).role == pb.ROLE_LEADER, "a refused Resign must not step down"
     # An admin, or the node's own certificate, at a follower gets past authorisation to the precise
     # answer: not the leader.
     for holder in ("admin", f"node-{other_node}"):
         with channel(secure.spec.node(other_node).client_address, as_holder(secure, holder)) as ch:
-            assert code_of(lambda: pb_grpc.LeadershipStub(ch).Resign(pb.ResignRequest(), timeout=2)) == grpc.StatusCode.FAILED_PRECONDITION
+            assert (
+                code_of(lambda: pb_grpc.LeadershipStub(ch).Resign(pb.ResignRequest(), timeout=2))
+                == grpc.StatusCode.FAILED_PRECONDITION
+            )
 
 
 def test_the_store_takes_writes_only_from_nodes_under_their_own_id(secure):
@@ -173,14 +191,23 @@ def _node_argv(cluster: LocalCluster, extra: list[str], node_id: int = 1) -> lis
     return [sys.executable, "-m", "node.cli", *args, *extra]
 
 
-@pytest.mark.parametrize("extra, words", [
-    ([], "give exactly one of --certs"),
-    (["--certs", "CERTS", "--insecure"], "give exactly one of --certs"),
-    (["--ca", "CERTS/ca.pem"], "go together"),
-    (["--ca", "CERTS/ca.pem", "--cert", "CERTS/node-2.pem", "--key", "CERTS/node-2.key"], "names bullyproof://node/2"),
-    (["--ca", "CERTS/ca.pem", "--cert", "CERTS/admin.pem", "--key", "CERTS/admin.key"], "but this process is bullyproof://node/1"),
-    (["--certs", "/nonexistent"], "cannot read /nonexistent/ca.pem"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ([], "give exactly one of --certs"),
+        (["--certs", "CERTS", "--insecure"], "give exactly one of --certs"),
+        (["--ca", "CERTS/ca.pem"], "go together"),
+        (
+            ["--ca", "CERTS/ca.pem", "--cert", "CERTS/node-2.pem", "--key", "CERTS/node-2.key"],
+            "names bullyproof://node/2",
+        ),
+        (
+            ["--ca", "CERTS/ca.pem", "--cert", "CERTS/admin.pem", "--key", "CERTS/admin.key"],
+            "but this process is bullyproof://node/1",
+        ),
+        (["--certs", "/nonexistent"], "cannot read /nonexistent/ca.pem"),
+    ],
+)
 def test_a_node_refuses_to_start_without_usable_certificates(secure, extra, words):
     argv = _node_argv(secure, [a.replace("CERTS", str(certs(secure))) for a in extra])
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -190,8 +217,12 @@ def test_a_node_refuses_to_start_without_usable_certificates(secure, extra, word
 
 def test_the_health_command_takes_certificates(secure):
     address = secure.spec.node(1).client_address
-    run = lambda *a: subprocess.run([sys.executable, "-m", "node.cli", "health", address, *a],  # noqa: E731
-                                    capture_output=True, text=True, timeout=30)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "node.cli", "health", address, *a],  # noqa: E731
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     ok = run("--certs", str(certs(secure)))
     assert ok.returncode == 0 and ok.stdout.strip() == "SERVING", ok.stderr
     plain = run("--insecure")
@@ -226,7 +257,9 @@ def test_a_node_rereads_its_certificate_files_for_new_connections(make_cluster, 
             except grpc.RpcError as exc:
                 return exc.code()
 
-    kept = {p: p.read_bytes() for p in (old / "ca.pem", old / "admin.pem", old / "admin.key")}  # the old admin's own copy
+    kept = {
+        p: p.read_bytes() for p in (old / "ca.pem", old / "admin.pem", old / "admin.key")
+    }  # the old admin's own copy
     old_admin = Tls(*(tmp_path / f"old-admin{suffix}" for suffix in (".ca", ".pem", ".key")))
     for path, src in zip((old_admin.ca, old_admin.cert, old_admin.key), kept.values()):
         path.write_bytes(src)
@@ -291,8 +324,9 @@ def test_the_cli_says_the_handshake_was_refused_and_what_to_check(secure, tmp_pa
     make_cluster_certs(foreign, 3)
     view = _record_with_certs(secure, tmp_path / "view", None if who == "plaintext" else foreign)
     for command in ("leader", "status"):
-        out = subprocess.run([sys.executable, "-m", "node.cli", command, "--dir", str(view)],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "node.cli", command, "--dir", str(view)], capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         error = out.stderr.strip().splitlines()[-1]
         assert error.startswith("bullyproof: error: handshake refused: "), error
@@ -303,9 +337,24 @@ def test_the_cli_says_the_handshake_was_refused_and_what_to_check(secure, tmp_pa
 
     # health: a certificate of another CA, presented with the right CA: the node refuses it.
     address = secure.spec.node(1).client_address
-    out = subprocess.run([sys.executable, "-m", "node.cli", "health", address, "--ca", str(certs(secure) / "ca.pem"),
-                          "--cert", str(foreign / "client.pem"), "--key", str(foreign / "client.key")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "health",
+            address,
+            "--ca",
+            str(certs(secure) / "ca.pem"),
+            "--cert",
+            str(foreign / "client.pem"),
+            "--key",
+            str(foreign / "client.key"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and out.stdout.strip() == "UNAVAILABLE"
     assert f"it refused our certificate {foreign / 'client.pem'}" in out.stderr, out.stderr
 
@@ -314,8 +363,12 @@ def test_a_cluster_that_is_down_is_not_called_a_refused_handshake(tmp_path):
     cluster = LocalCluster(local_spec(2, certs_dir=str(tmp_path / "certs")), tmp_path / "cluster", env=dict(os.environ))
     cluster.start()
     cluster.stop()
-    out = subprocess.run([sys.executable, "-m", "node.cli", "leader", "--dir", str(cluster.dir)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "node.cli", "leader", "--dir", str(cluster.dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "handshake" not in out.stderr, out.stderr
 
 
@@ -327,11 +380,16 @@ def test_the_sdk_raises_handshake_refused_saying_what_to_check(secure, tmp_path,
 
     foreign = make_cluster_certs(tmp_path / "other-ca", 3)
     own = as_holder(secure, "node-1")
-    tls = {"no-certificate": None, "foreign-ca": foreign["node-1"],
-           "foreign-client-certificate": Tls(own.ca, foreign["node-1"].cert, foreign["node-1"].key)}[who]
-    words = {"no-certificate": "expects mutual TLS and we dialled in plaintext",
-             "foreign-ca": f"not signed by {foreign['node-1'].ca}",
-             "foreign-client-certificate": f"it refused our certificate {foreign['node-1'].cert}"}[who]
+    tls = {
+        "no-certificate": None,
+        "foreign-ca": foreign["node-1"],
+        "foreign-client-certificate": Tls(own.ca, foreign["node-1"].cert, foreign["node-1"].key),
+    }[who]
+    words = {
+        "no-certificate": "expects mutual TLS and we dialled in plaintext",
+        "foreign-ca": f"not signed by {foreign['node-1'].ca}",
+        "foreign-client-certificate": f"it refused our certificate {foreign['node-1'].cert}",
+    }[who]
     security = {"tls": tls} if tls else {"insecure": True}
     # This process dials the cluster as its admin (the fixture read its record): forget that here,
     # or insecure=True would present the admin's certificate from that book.

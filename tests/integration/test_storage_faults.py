@@ -19,12 +19,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
-from node.core.membership import initial
-from node.runtime.wire import membership_to_pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.core.membership import initial
 from node.launcher.cluster import LocalCluster, local_spec, pid_alive, wait_for
 from node.launcher.ports import free_port
 from node.runtime.state import PROMISE_FILE, PROMISE_TMP
+from node.runtime.wire import membership_to_pb
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +43,27 @@ class NodeProcess:
         self.peer = f"127.0.0.1:{free_port()}"
         self.client = f"127.0.0.1:{free_port()}"
         self.stdout_path, self.stderr_path = tmp_path / "node.out", tmp_path / "node.err"
-        argv = [sys.executable, "-m", "node.cli", "node", "--insecure", "--id", "1", "--listen", self.peer,
-                "--client-listen", self.client, "--peers", f"2=127.0.0.1:{free_port()},3=127.0.0.1:{free_port()}",
-                "--state-dir", str(state), "--heartbeat-interval-ms", str(election_timeout_ms // 5),
-                "--election-timeout-ms", str(election_timeout_ms)]
+        argv = [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "node",
+            "--insecure",
+            "--id",
+            "1",
+            "--listen",
+            self.peer,
+            "--client-listen",
+            self.client,
+            "--peers",
+            f"2=127.0.0.1:{free_port()},3=127.0.0.1:{free_port()}",
+            "--state-dir",
+            str(state),
+            "--heartbeat-interval-ms",
+            str(election_timeout_ms // 5),
+            "--election-timeout-ms",
+            str(election_timeout_ms),
+        ]
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
@@ -105,8 +122,9 @@ def test_unpersistable_ack_is_never_sent_and_the_node_stops(tmp_path, node_proce
     with grpc.insecure_channel(node.peer) as ch:
         with pytest.raises(grpc.RpcError) as info:
             start = initial((1, 2, 3))
-            first = pb.PeerMessage(sender_id=3, receiver_id=1, epoch=1, configuration_id=start.id,
-                                   configuration=membership_to_pb(start))
+            first = pb.PeerMessage(
+                sender_id=3, receiver_id=1, epoch=1, configuration_id=start.id, configuration=membership_to_pb(start)
+            )
             pb_grpc.PeerStub(ch).Coordinator(first, timeout=5)
     # Not a granted ack, not any ack: the call fails, and says why.
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
@@ -147,8 +165,23 @@ def test_a_cluster_elects_without_the_node_that_cannot_persist(tmp_path):
 
 
 def run_cli_node(state: Path, timeout_s: float = 30) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "node.cli", "node", "--insecure", "--id", "1", "--listen", "127.0.0.1:0",
-            "--client-listen", "127.0.0.1:0", "--peers", "2=127.0.0.1:1", "--state-dir", str(state)]
+    argv = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "node",
+        "--insecure",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--client-listen",
+        "127.0.0.1:0",
+        "--peers",
+        "2=127.0.0.1:1",
+        "--state-dir",
+        str(state),
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
 
 

@@ -40,14 +40,20 @@ from pathlib import Path
 
 import grpc
 import pytest
+from test_store_process import (
+    EXIT_TIMEOUT_S,
+    RPC_TIMEOUT_S,
+    StoreProcess,
+    read_all,
+    start_store,  # noqa: F401 (a fixture)
+    store_errors,
+)
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.launcher.cluster import wait_for
 from node.store.db import FencedStoreDB, claim_key, decide
 from node.store.server import DB_FILE
-from test_store_process import (EXIT_TIMEOUT_S, RPC_TIMEOUT_S, StoreProcess, read_all, start_store,  # noqa: F401 (a fixture)
-                                store_errors)
 
 pytestmark = pytest.mark.integration
 
@@ -148,8 +154,9 @@ class Writer:
             self.failure = exc
 
 
-def check_log(entries: list[pb.LogEntry], highest_epoch: int, owner_id: int, attempts: list[Attempt],
-              floor: int) -> int:
+def check_log(
+    entries: list[pb.LogEntry], highest_epoch: int, owner_id: int, attempts: list[Attempt], floor: int
+) -> int:
     """Raise AssertionError naming the first broken promise; return the highest epoch (the next floor).
 
     `attempts` is every write sent so far; `floor` is the highest epoch the store has revealed so far
@@ -198,27 +205,37 @@ def check_log(entries: list[pb.LogEntry], highest_epoch: int, owner_id: int, att
             f"acknowledged write lost: {key!r} (seq {seq}, accepted={a.reply.accepted}) is"
             f" {'not in the log' if e is None else f'replaced by {e.key!r}'}"
         )
-        assert (e.accepted, e.reason, highest_after[seq - 1]) == (a.reply.accepted, a.reply.reason, a.reply.highest_epoch), (
+        assert (e.accepted, e.reason, highest_after[seq - 1]) == (
+            a.reply.accepted,
+            a.reply.reason,
+            a.reply.highest_epoch,
+        ), (
             f"seq {seq}: logged accepted={e.accepted} {e.reason!r} (highest {highest_after[seq - 1]});"
             f" replied accepted={a.reply.accepted} {a.reply.reason!r} (highest {a.reply.highest_epoch})"
         )
     return highest_epoch
 
 
-def probe_fencing(stub: pb_grpc.FencedStoreStub, history: History, highest_epoch: int, owner_id: int,
-                  cycle: int) -> None:
+def probe_fencing(
+    stub: pb_grpc.FencedStoreStub, history: History, highest_epoch: int, owner_id: int, cycle: int
+) -> None:
     """(c) After a restart the store still refuses a stale epoch and another writer's claim of the highest."""
     if highest_epoch == 0:
         return
     other = owner_id % WRITERS + 1
     taken = history.send(stub, pb.WriteRequest(writer_id=other, epoch=highest_epoch, key=f"probe/{cycle}/owned"), cycle)
     assert (taken.reply.accepted, taken.reply.reason) == (
-        False, f"epoch {highest_epoch} already owned by writer {owner_id}"), f"cycle {cycle}: {taken.reply}"
+        False,
+        f"epoch {highest_epoch} already owned by writer {owner_id}",
+    ), f"cycle {cycle}: {taken.reply}"
     if highest_epoch > 1:
-        stale = history.send(stub, pb.WriteRequest(writer_id=owner_id, epoch=highest_epoch - 1,
-                                                   key=f"probe/{cycle}/stale"), cycle)
+        stale = history.send(
+            stub, pb.WriteRequest(writer_id=owner_id, epoch=highest_epoch - 1, key=f"probe/{cycle}/stale"), cycle
+        )
         assert (stale.reply.accepted, stale.reply.reason) == (
-            False, f"stale epoch {highest_epoch - 1} < highest {highest_epoch}"), f"cycle {cycle}: {stale.reply}"
+            False,
+            f"stale epoch {highest_epoch - 1} < highest {highest_epoch}",
+        ), f"cycle {cycle}: {stale.reply}"
 
 
 def integrity_check(db_path: Path, scratch: Path) -> None:
@@ -285,8 +302,12 @@ def test_acknowledged_writes_survive_many_sigkills_during_writes(start_store, tm
         for t in threads:
             t.start()
         try:
-            wait_for(lambda: history.acked > acked_before, RPC_TIMEOUT_S, interval_s=0.002,
-                     what=f"cycle {cycle}: a first acknowledged write")
+            wait_for(
+                lambda: history.acked > acked_before,
+                RPC_TIMEOUT_S,
+                interval_s=0.002,
+                what=f"cycle {cycle}: a first acknowledged write",
+            )
             time.sleep(rng.uniform(0, MAX_KILL_DELAY_S))
             kill_s, dead_s = kill(store)
         finally:
@@ -350,13 +371,15 @@ def acked_history(tmp_path: Path) -> tuple[list[pb.LogEntry], int, int, list[Att
 
 
 def _drop(entries: list[pb.LogEntry], index: int) -> list[pb.LogEntry]:
-    return entries[:index] + entries[index + 1:]
+    return entries[:index] + entries[index + 1 :]
 
 
 def _renumber(entries: list[pb.LogEntry]) -> list[pb.LogEntry]:
     """The rows given seqs 1..n again, as if the loss had happened before later rows were written."""
-    return [pb.LogEntry(**{**{f.name: getattr(e, f.name) for f in e.DESCRIPTOR.fields}, "seq": seq})
-            for seq, e in enumerate(entries, 1)]
+    return [
+        pb.LogEntry(**{**{f.name: getattr(e, f.name) for f in e.DESCRIPTOR.fields}, "seq": seq})
+        for seq, e in enumerate(entries, 1)
+    ]
 
 
 def _edit(entries: list[pb.LogEntry], index: int, **fields) -> list[pb.LogEntry]:
@@ -373,7 +396,10 @@ BROKEN_LOGS = {
     "row recorded twice": (lambda es, _: _renumber(es[:4] + es[3:]), "key 'k3' recorded twice"),
     "row never sent": (lambda es, _: _edit(es, 7, key="forged"), "key 'forged' was never sent"),
     "value changed": (lambda es, _: _edit(es, 1, value=b"x"), "value b'x' for 'k1'"),
-    "stale write accepted": (lambda es, _: _edit(es, 3, accepted=True, reason=""), "the fencing rule says accepted=False"),
+    "stale write accepted": (
+        lambda es, _: _edit(es, 3, accepted=True, reason=""),
+        "the fencing rule says accepted=False",
+    ),
     "highest epoch forgotten": (lambda es, h: es, "highest epoch went back: 3 after 4 was revealed"),
 }
 

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import grpc
 import pytest
@@ -69,7 +69,10 @@ def start_store(tmp_path: Path) -> Iterator[Callable[[Path], StoreProcess]]:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 store_argv("--listen", "127.0.0.1:0", "--data-dir", str(data_dir)),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
             )
         started.append(proc)
         event = json.loads(read_line(proc, START_TIMEOUT_S, log_path))
@@ -85,7 +88,9 @@ def start_store(tmp_path: Path) -> Iterator[Callable[[Path], StoreProcess]]:
         proc.stdout.close()
 
 
-def write(stub: pb_grpc.FencedStoreStub, writer_id: int, epoch: int, key: str = "k", value: bytes = b"") -> pb.WriteReply:
+def write(
+    stub: pb_grpc.FencedStoreStub, writer_id: int, epoch: int, key: str = "k", value: bytes = b""
+) -> pb.WriteReply:
     return stub.Write(pb.WriteRequest(writer_id=writer_id, epoch=epoch, key=key, value=value), timeout=RPC_TIMEOUT_S)
 
 
@@ -93,7 +98,9 @@ def read_all(stub: pb_grpc.FencedStoreStub, limit: int = 0) -> tuple[list[pb.Log
     """Every log entry, paging by after_seq; plus the highest epoch and its writer."""
     entries: list[pb.LogEntry] = []
     while True:
-        reply = stub.ReadLog(pb.ReadLogRequest(after_seq=entries[-1].seq if entries else 0, limit=limit), timeout=RPC_TIMEOUT_S)
+        reply = stub.ReadLog(
+            pb.ReadLogRequest(after_seq=entries[-1].seq if entries else 0, limit=limit), timeout=RPC_TIMEOUT_S
+        )
         if not reply.entries:
             return entries, reply.highest_epoch, reply.highest_epoch_writer
         entries.extend(reply.entries)
@@ -140,7 +147,11 @@ BAD_CALLS = [
     ("Write", pb.WriteRequest(writer_id=1, epoch=2**63, key="k"), "epoch must be in 1.."),
     ("Write", pb.WriteRequest(writer_id=1, epoch=1, key=""), "key must not be empty"),
     ("Write", pb.WriteRequest(writer_id=1, epoch=1, key="k" * 257), "key must be at most 256 bytes"),
-    ("Write", pb.WriteRequest(writer_id=1, epoch=1, key="k", value=b"x" * (64 * 1024 + 1)), "value must be at most 65536 bytes"),
+    (
+        "Write",
+        pb.WriteRequest(writer_id=1, epoch=1, key="k", value=b"x" * (64 * 1024 + 1)),
+        "value must be at most 65536 bytes",
+    ),
     ("ReadLog", pb.ReadLogRequest(limit=10_001), "limit must be in 1..10000"),
     ("ReadLog", pb.ReadLogRequest(after_seq=2**63), "after_seq must be in 0.."),
 ]
@@ -204,7 +215,12 @@ def test_acknowledged_writes_survive_sigkill_and_stale_epochs_stay_rejected(star
             entry = by_seq.get(reply.seq)
             assert entry is not None, f"acknowledged write seq {reply.seq} lost"
             assert (entry.writer_id, entry.epoch, entry.key, entry.value, entry.accepted, entry.reason) == (
-                request.writer_id, request.epoch, request.key, request.value, reply.accepted, reply.reason
+                request.writer_id,
+                request.epoch,
+                request.key,
+                request.value,
+                reply.accepted,
+                reply.reason,
             )
         last_accepted = max((e for e in entries if e.accepted), key=lambda e: e.seq)
         assert (highest_epoch, owner_id) == (last_accepted.epoch, last_accepted.writer_id)

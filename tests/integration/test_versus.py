@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,31 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_quick_bench_reports_every_part_for_bullyproof(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    argv = [sys.executable, "-m", "node.cli", "bench", "--quick", "--skip", "etcd", "--modes", "quorum", "--kills", "2",
-            "--sizes", "3", "--size-kills", "1", "--cold-start-runs", "1", "--idle-s", "1", "--requests", "200",
-            "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "bench",
+        "--quick",
+        "--skip",
+        "etcd",
+        "--modes",
+        "quorum",
+        "--kills",
+        "2",
+        "--sizes",
+        "3",
+        "--size-kills",
+        "1",
+        "--cold-start-runs",
+        "1",
+        "--idle-s",
+        "1",
+        "--requests",
+        "200",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "bench.json").read_text())

@@ -6,11 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from node.core import Message, MsgType, Mode, QuorumBully, Role, View
-from node.core import Timing
+from node.core import Message, Mode, MsgType, QuorumBully, Role, Timing, View
 from node.core.known import KnownLeader
-from node.sim.swarm import runtime_timing
 from node.sim.network import Network
+from node.sim.swarm import runtime_timing
 
 ET = runtime_timing(0).election_timeout_ticks
 TIMING = Timing()  # heartbeat 10 ticks (the grace), election timeout 50 (the cap)

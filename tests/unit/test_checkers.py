@@ -85,20 +85,14 @@ class History:
         return self.view(at_ms, node, "follower", epoch, leader)
 
     def step_down(self, at_ms: float, node: int, epoch: int, lease_end_ms: float) -> History:
-        return self.view(
-            at_ms, node, "follower", epoch, None, reason="lease_expired", lease_end_ms=lease_end_ms
-        )
+        return self.view(at_ms, node, "follower", epoch, None, reason="lease_expired", lease_end_ms=lease_end_ms)
 
     def process(self, at_ms: float, node: int | str, action: str) -> History:
         return self.add(at_ms, "process", node=node, action=action, pid=1000)
 
-    def write(
-        self, at_ms: float, node: int, epoch: int, key: str, accepted: bool | None, seq: int | None
-    ) -> History:
+    def write(self, at_ms: float, node: int, epoch: int, key: str, accepted: bool | None, seq: int | None) -> History:
         error = "deadline exceeded" if accepted is None else None
-        return self.add(
-            at_ms, "write", node=node, epoch=epoch, key=key, accepted=accepted, seq=seq, error=error
-        )
+        return self.add(at_ms, "write", node=node, epoch=epoch, key=key, accepted=accepted, seq=seq, error=error)
 
     def store(
         self,
@@ -111,12 +105,23 @@ class History:
         reason: str = "ok",
     ) -> History:
         return self.add(
-            at_ms, "store", seq=seq, writer=writer, epoch=epoch, key=key, accepted=accepted,
+            at_ms,
+            "store",
+            seq=seq,
+            writer=writer,
+            epoch=epoch,
+            key=key,
+            accepted=accepted,
             reason=reason,
         )
 
     def grant(
-        self, at_ms: float, node: int, leader: int, epoch: int, promise_ms: int = 240,
+        self,
+        at_ms: float,
+        node: int,
+        leader: int,
+        epoch: int,
+        promise_ms: int = 240,
         until_ms: float | None = None,
     ) -> History:
         """Follower ``node`` acks ``leader``: it promises to refuse others for ``promise_ms``."""
@@ -160,9 +165,7 @@ def test_history_writer_round_trip_from_many_threads(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     with HistoryWriter(path) as writer:
         threads = [
-            threading.Thread(
-                target=lambda n=n: [writer.write({"kind": "heal", "n": n}) for _ in range(200)]
-            )
+            threading.Thread(target=lambda n=n: [writer.write({"kind": "heal", "n": n}) for _ in range(200)])
             for n in range(8)
         ]
         for thread in threads:
@@ -247,9 +250,7 @@ def test_p1_fails_when_two_nodes_lead_one_epoch() -> None:
     history = History(mode="classic", nodes=(1, 2, 3, 4, 5)).lead(1234, 4, 7).lead(1240, 5, 7)
     result = check_unique_leader_per_epoch(history.events)
     assert not result.ok
-    assert result.evidence == [
-        "epoch 7 led by nodes 4 and 5 (node 4 at t=+1.234s, node 5 at t=+1.240s)"
-    ]
+    assert result.evidence == ["epoch 7 led by nodes 4 and 5 (node 4 at t=+1.234s, node 5 at t=+1.240s)"]
     assert result.data["conflicts"] == [{"epoch": 7, "nodes": [4, 5]}]
 
 
@@ -269,9 +270,7 @@ def test_p2_fails_when_an_accepted_epoch_goes_down() -> None:
     history = History().store(10, 1, 2, 2, "a").store(20, 2, 3, 1, "b")
     result = check_store_monotonic(history.events)
     assert not result.ok
-    assert result.evidence == [
-        "store seq 2 accepted epoch 1 from node 3 after accepting epoch 2 (seq 1, node 2)"
-    ]
+    assert result.evidence == ["store seq 2 accepted epoch 1 from node 3 after accepting epoch 2 (seq 1, node 2)"]
 
 
 def test_p2_fails_when_one_epoch_is_accepted_from_two_writers() -> None:
@@ -350,9 +349,7 @@ def test_p3_resumed_classic_leader_overlaps_the_new_leader() -> None:
     history.process(500, 3, "resume").follow(650, 3, 2, 1)
     result = check_no_overlap(history.events)
     assert not result.ok
-    assert result.evidence[1] == (
-        "node 2 (epoch 1) and node 3 (epoch 1) both led from t=+0.500s for 150.0 ms"
-    )
+    assert result.evidence[1] == ("node 2 (epoch 1) and node 3 (epoch 1) both led from t=+0.500s for 150.0 ms")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -425,7 +422,10 @@ def test_p3g_catches_a_promise_broken_to_a_killed_leader() -> None:
     assert not result.ok
     assert result.data["overlaps"] == [] and result.data["outside_grants"] == []
     assert [(b["node"], b["granted"], b["promised"]) for b in result.data["broken_promises"]] == [(1, 4, 5), (2, 4, 5)]
-    assert "node 1 granted node 4 (epoch 2) at t=+0.150s while its promise to node 5 (epoch 1) lasted 95.0 ms more" in result.evidence
+    assert (
+        "node 1 granted node 4 (epoch 2) at t=+0.150s while its promise to node 5 (epoch 1) lasted 95.0 ms more"
+        in result.evidence
+    )
     # Granted once the promises ran out: fine.
     later = History(nodes=(1, 2, 3, 4, 5))
     later.events = [e for e in history.events if e["kind"] != "grant" or e["t_ns"] < ns(100)]
@@ -528,8 +528,7 @@ def test_p4_passes_and_measures_recovery_after_the_heal() -> None:
     assert result.ok
     assert result.data["recovery_ms"] == pytest.approx(150.0)
     assert result.evidence == [
-        "all live nodes agreed on leader 2 at epoch 2 at t=+1.150s, 150.0 ms after the last heal "
-        "(t=+1.000s)"
+        "all live nodes agreed on leader 2 at epoch 2 at t=+1.150s, 150.0 ms after the last heal (t=+1.000s)"
     ]
 
 
@@ -539,8 +538,7 @@ def test_p4_fails_when_agreement_comes_after_the_bound() -> None:
     assert result.data["recovery_ms"] == pytest.approx(150.0)
     assert result.evidence[0].endswith("later than the bound of 100 ms")
     assert result.evidence[1] == (
-        "at t=+1.100s: node 1 follower of 2 at epoch 2; node 2 leads epoch 2; "
-        "node 3 follower at epoch 1 with no leader"
+        "at t=+1.100s: node 1 follower of 2 at epoch 2; node 2 leads epoch 2; node 3 follower at epoch 1 with no leader"
     )
 
 
@@ -581,9 +579,7 @@ def test_p4_fails_while_a_fault_is_never_healed() -> None:
     history = settled().fault(100, "start", "blackhole 1->2")
     result = check_agreement_after_heal(history.events, bound_ms=500)
     assert not result.ok
-    assert result.evidence == [
-        "faults still active at the end of the history, never healed: 'blackhole 1->2'"
-    ]
+    assert result.evidence == ["faults still active at the end of the history, never healed: 'blackhole 1->2'"]
 
 
 def test_p4_fails_when_the_history_ends_too_early() -> None:
@@ -612,8 +608,7 @@ def test_p5_fails_on_a_missing_or_different_acknowledged_write() -> None:
     result = check_no_lost_writes(history.events)
     assert not result.ok
     assert result.evidence == [
-        "write by node 3 (epoch 1, key 'a') at t=+0.021s acknowledged as seq 1 is missing from the "
-        "store log",
+        "write by node 3 (epoch 1, key 'a') at t=+0.021s acknowledged as seq 1 is missing from the store log",
         "write by node 3 (epoch 1, key 'b') at t=+0.031s acknowledged as seq 2, but the store log "
         "has seq 2 as node 2 epoch 2 key 'x' accepted",
     ]
@@ -625,8 +620,7 @@ def test_p5_unknown_outcome_is_not_a_loss() -> None:
     assert result.ok
     assert result.data["unknown_outcome"] == 1
     assert result.evidence == [
-        "unknown outcome (not a loss): write by node 3 (epoch 1, key 'a') at t=+0.021s, "
-        "error 'deadline exceeded'"
+        "unknown outcome (not a loss): write by node 3 (epoch 1, key 'a') at t=+0.021s, error 'deadline exceeded'"
     ]
 
 

@@ -9,9 +9,9 @@ import pytest
 
 import node.runtime.clock as clock
 import node.runtime.node as runtime
-from node.runtime.clock import ClockPair, lease_clock_ns
 from node.config import NodeSettings
 from node.core import Mode
+from node.runtime.clock import ClockPair, lease_clock_ns
 
 
 @pytest.mark.skipif(not hasattr(time, "CLOCK_BOOTTIME"), reason="CLOCK_BOOTTIME is Linux-only")
@@ -68,8 +68,15 @@ def test_runtime_ticks_count_suspend_and_lease_ends_report_in_monotonic_time(tmp
     monkeypatch.setattr(clock, "lease_clock_ns", lambda: fake.boottime_ns)
     monkeypatch.setattr(runtime, "lease_clock_ns", lambda: fake.boottime_ns)
     monkeypatch.setattr(clock.time, "monotonic_ns", lambda: fake.monotonic_ns)
-    settings = NodeSettings(node_id=1, peer_listen="127.0.0.1:0", client_listen="127.0.0.1:0", peers={2: "127.0.0.1:1"},
-                            mode=Mode.QUORUM, state_dir=tmp_path, tick_ms=10)
+    settings = NodeSettings(
+        node_id=1,
+        peer_listen="127.0.0.1:0",
+        client_listen="127.0.0.1:0",
+        peers={2: "127.0.0.1:1"},
+        mode=Mode.QUORUM,
+        state_dir=tmp_path,
+        tick_ms=10,
+    )
     node = runtime.NodeRuntime(settings)
     try:
         assert node.t0 == ClockPair(7_000_000_000, 1_000_000_000)

@@ -101,21 +101,44 @@ def test_services_are_healthchecked_and_wait_for_healthy_dependencies(committed:
         if name == TOXIPROXY:
             assert test[1:] == ["/toxiproxy-cli", "-h", "http://127.0.0.1:8474", "list"]  # its HTTP API
         elif name == "store":  # gRPC health over mutual TLS, as the store itself, verifying the store's name
-            assert test[1:] == ["bullyproof", "health", "127.0.0.1:7200", "--certs", "/certs", "--as", "store",
-                                "--server-name", STORE_NAME]
+            assert test[1:] == [
+                "bullyproof",
+                "health",
+                "127.0.0.1:7200",
+                "--certs",
+                "/certs",
+                "--as",
+                "store",
+                "--server-name",
+                STORE_NAME,
+            ]
         else:  # a node asks itself as itself (the default server name: any member)
-            assert test[1:] == ["bullyproof", "health", "127.0.0.1:7100", "--certs", "/certs", "--as", f"node-{name[4:]}"]
+            assert test[1:] == [
+                "bullyproof",
+                "health",
+                "127.0.0.1:7100",
+                "--certs",
+                "/certs",
+                "--as",
+                f"node-{name[4:]}",
+            ]
         assert all(port.startswith("127.0.0.1:") for port in service["ports"])  # published on loopback only
     copied = {"certs": {"condition": "service_completed_successfully"}}
     assert services["store"]["depends_on"] == copied
     assert services["store"]["volumes"] == ["store-data:/var/lib/bullyproof", "store-certs:/certs:ro"]
     for i in range(1, 6):
         node = services[f"node{i}"]
-        assert node["depends_on"] == {**copied, "store": {"condition": "service_healthy"},
-                                      TOXIPROXY: {"condition": "service_healthy"}}
+        assert node["depends_on"] == {
+            **copied,
+            "store": {"condition": "service_healthy"},
+            TOXIPROXY: {"condition": "service_healthy"},
+        }
         assert node["volumes"] == [f"node{i}-state:/var/lib/bullyproof", f"node{i}-certs:/certs:ro"]
-    assert set(committed["volumes"]) == {"store-data", "store-certs", *(f"node{i}-{v}" for i in range(1, 6)
-                                                                         for v in ("state", "certs"))}
+    assert set(committed["volumes"]) == {
+        "store-data",
+        "store-certs",
+        *(f"node{i}-{v}" for i in range(1, 6) for v in ("state", "certs")),
+    }
 
 
 def test_commands_come_from_the_cluster_spec_with_certificates(committed: dict) -> None:
@@ -140,7 +163,17 @@ def test_the_certs_service_gives_each_container_only_its_own_key(committed: dict
     holders = {"store": "store", **{f"node{i}": f"node-{i}" for i in range(1, 6)}}
     assert certs["volumes"] == ["./certs:/host-certs:ro", *(f"{s}-certs:/certs/{h}" for s, h in holders.items())]
     command = certs["command"]
-    assert command[:9] == ["certs", "install", "--from", "/host-certs", "--to", "/certs", "--owner", "10001:10001", "--split"]
+    assert command[:9] == [
+        "certs",
+        "install",
+        "--from",
+        "/host-certs",
+        "--to",
+        "/certs",
+        "--owner",
+        "10001:10001",
+        "--split",
+    ]
     assert command[9::2] == ["--holder"] * 6 and command[10::2] == list(holders.values())
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER 10001:10001" in dockerfile  # --owner is the image's user
@@ -175,8 +208,9 @@ def test_insecure_renders_a_plaintext_cluster(tmp_path: Path, capsys: pytest.Cap
     assert record["nodes"][0]["client_address"] not in channels._dial_book  # plaintext
 
 
-def test_compose_makes_certificates_once_and_check_never_touches_them(tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_compose_makes_certificates_once_and_check_never_touches_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "docker-compose.yml"
     write_files(compose_cluster(3, toxiproxy_version=TOXIPROXY_VERSION), out)
     assert main(["compose", "--nodes", "3", "--output", str(out), "--check"]) == 0
@@ -185,8 +219,13 @@ def test_compose_makes_certificates_once_and_check_never_touches_them(tmp_path: 
     assert "made certificates in" in capsys.readouterr().out
     certs = tmp_path / "certs"
     assert {identity_in(certs / f"{h}.pem") for h in ("node-1", "node-2", "node-3", "store", "admin", "client")} == {
-        Identity("node", "1"), Identity("node", "2"), Identity("node", "3"), Identity("store"), Identity("admin", "admin"),
-        Identity("client", "client")}
+        Identity("node", "1"),
+        Identity("node", "2"),
+        Identity("node", "3"),
+        Identity("store"),
+        Identity("admin", "admin"),
+        Identity("client", "client"),
+    }
     for key in certs.glob("*.key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
     before = {p.name: p.read_bytes() for p in certs.iterdir()}
@@ -210,9 +249,11 @@ def test_toxiproxy_is_pinned_to_the_version_the_local_setup_builds(committed: di
     assert toxiproxy["volumes"] == [f"./{TOXIPROXY_CONFIG}:/etc/toxiproxy/toxiproxy.json:ro"]
     dockerfile = (ROOT / "Dockerfile.toxiproxy").read_text()
     assert "github.com/Shopify/toxiproxy/v2/cmd/server@v${TOXIPROXY_VERSION}" in dockerfile
-    assert "-X github.com/Shopify/toxiproxy/v2.Version=${TOXIPROXY_VERSION}" in dockerfile  # as .ci/install-tools stamps it
+    assert (
+        "-X github.com/Shopify/toxiproxy/v2.Version=${TOXIPROXY_VERSION}" in dockerfile
+    )  # as .ci/install-tools stamps it
     script = (ROOT / ".ci" / "install-containers").read_text()
-    assert "TOXIPROXY_VERSION=\"$(sed -n" in script  # the stand-in image reads the same pin
+    assert 'TOXIPROXY_VERSION="$(sed -n' in script  # the stand-in image reads the same pin
 
 
 def test_the_image_is_multi_stage_non_root_and_installs_the_lock() -> None:
@@ -251,11 +292,16 @@ def test_read_compose_file_gives_the_published_addresses(tmp_path: Path) -> None
     assert record["certs"] == str(tmp_path / "certs")  # absolute: the CLI may run from anywhere
     # From now on the published ports are dialled as the admin of certs/, verifying the servers' own names.
     tls, name = channels._dial_book["127.0.0.1:17102"]
-    assert (tls.cert, tls.key, tls.ca) == (tmp_path / "certs/admin.pem", tmp_path / "certs/admin.key", tmp_path / "certs/ca.pem")
+    assert (tls.cert, tls.key, tls.ca) == (
+        tmp_path / "certs/admin.pem",
+        tmp_path / "certs/admin.key",
+        tmp_path / "certs/ca.pem",
+    )
     assert name == node_name(2) and channels._dial_book["127.0.0.1:17200"][1] == STORE_NAME
     assert record["store"] == {"service": "store", "address": "127.0.0.1:17200"}
     assert [(n["id"], n["service"], n["client_address"]) for n in record["nodes"]] == [
-        (i, f"node{i}", f"127.0.0.1:{17100 + i}") for i in (1, 2, 3)]
+        (i, f"node{i}", f"127.0.0.1:{17100 + i}") for i in (1, 2, 3)
+    ]
     ports = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())["services"]["node2"]["ports"]
     assert ports[0] == f"127.0.0.1:17102:{CLIENT_PORT}"
 
@@ -267,7 +313,9 @@ def test_read_compose_file_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not written by bullyproof compose"):
         read_compose_file(tmp_path / "other.yml")
     write_files(compose_cluster(2, toxiproxy_version=TOXIPROXY_VERSION), tmp_path / "dc.yml")  # no certs/ yet
-    with pytest.raises(ConfigError, match=r"runs mutual TLS, but cannot read .*certs/ca.pem.*bullyproof compose --output"):
+    with pytest.raises(
+        ConfigError, match=r"runs mutual TLS, but cannot read .*certs/ca.pem.*bullyproof compose --output"
+    ):
         read_compose_file(tmp_path / "dc.yml")
 
 
@@ -282,11 +330,21 @@ def idle_compose_file(tmp_path: Path) -> Path:
     return tmp_path / "dc.yml"
 
 
-@pytest.mark.parametrize("command", [["leader"], ["status"], ["resign"], ["transfer", "2"], ["chaos", "heal"], ["chaos", "partition", "1", "/", "2,3"]])
-def test_compose_commands_say_in_one_line_when_the_cluster_is_not_up(idle_compose_file: Path, command: list[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "node.cli", *command, "--compose", str(idle_compose_file)],
-                          capture_output=True, text=True, timeout=60, cwd=idle_compose_file.parent,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+@pytest.mark.parametrize(
+    "command",
+    [["leader"], ["status"], ["resign"], ["transfer", "2"], ["chaos", "heal"], ["chaos", "partition", "1", "/", "2,3"]],
+)
+def test_compose_commands_say_in_one_line_when_the_cluster_is_not_up(
+    idle_compose_file: Path, command: list[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "node.cli", *command, "--compose", str(idle_compose_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=idle_compose_file.parent,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 2, done
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "up" in done.stderr and str(idle_compose_file) in done.stderr, done.stderr
@@ -334,11 +392,16 @@ def test_install_flat_copies_every_holder_but_never_the_ca_key(made: Path, tmp_p
         os.umask(old)
     listing = _listing(tmp_path / "flat")
     holders = ["admin", "client", "node-1", "node-2", "node-3", "store"]
-    assert listing == {"ca.pem": 0o644, **{f"{h}.{e}": 0o600 if e == "key" else 0o644 for h in holders for e in ("pem", "key")}}
+    assert listing == {
+        "ca.pem": 0o644,
+        **{f"{h}.{e}": 0o600 if e == "key" else 0o644 for h in holders for e in ("pem", "key")},
+    }
     assert "ca.key" not in listing
 
 
-def test_install_says_in_one_line_what_is_missing(made: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_install_says_in_one_line_what_is_missing(
+    made: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     empty = tmp_path / "empty"  # what compose bind-mounts when certs/ was never made: an empty directory
     empty.mkdir()
     assert main(["certs", "install", "--from", str(empty), "--to", str(tmp_path / "out")]) == 2
@@ -352,11 +415,33 @@ def test_install_says_in_one_line_what_is_missing(made: Path, tmp_path: Path, ca
     assert "expected UID:GID" in capsys.readouterr().err
 
 
-def test_install_cli_is_the_command_the_certs_service_runs(made: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_install_cli_is_the_command_the_certs_service_runs(
+    made: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dest = tmp_path / "certs"
     owner = f"{os.getuid()}:{os.getgid()}"
-    assert main(["certs", "install", "--from", str(made), "--to", str(dest), "--owner", owner, "--split",
-                 "--holder", "store", "--holder", "node-2"]) == 0
-    assert json.loads(capsys.readouterr().out)["holders"] == {"node-2": str(dest / "node-2"), "store": str(dest / "store")}
+    assert (
+        main(
+            [
+                "certs",
+                "install",
+                "--from",
+                str(made),
+                "--to",
+                str(dest),
+                "--owner",
+                owner,
+                "--split",
+                "--holder",
+                "store",
+                "--holder",
+                "node-2",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["holders"] == {
+        "node-2": str(dest / "node-2"),
+        "store": str(dest / "store"),
+    }
     assert identity_in(dest / "node-2" / "node-2.pem") == Identity("node", "2")

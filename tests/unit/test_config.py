@@ -17,8 +17,10 @@ def test_a_timing_whose_ticks_leave_too_little_drift_margin_is_refused() -> None
     assert check_timings(50, 160, 5).drift_margin >= CLOCK_DRIFT_BOUND  # finer ticks fix it
 
 
-@pytest.mark.parametrize("heartbeat_ms, election_timeout_ms, tick_ms", [(100, 500, 10), (100, 1000, 10), (50, 500, 10),
-                                                                      (1000, 3000, 10), (100, 500, 100)])
+@pytest.mark.parametrize(
+    "heartbeat_ms, election_timeout_ms, tick_ms",
+    [(100, 500, 10), (100, 1000, 10), (50, 500, 10), (1000, 3000, 10), (100, 500, 100)],
+)
 def test_the_documented_timings_keep_the_margin(heartbeat_ms: int, election_timeout_ms: int, tick_ms: int) -> None:
     assert check_timings(heartbeat_ms, election_timeout_ms, tick_ms).drift_margin >= CLOCK_DRIFT_BOUND
 
@@ -51,9 +53,18 @@ def _settings(**changes):
     from node.config import NodeSettings
     from node.core import Mode
 
-    fields = dict(node_id=4, peer_listen="127.0.0.1:0", client_listen="127.0.0.1:0", peers={}, mode=Mode("quorum"),
-                  state_dir=Path("/nonexistent"), peer_address_template="pod-{ordinal}.svc:7000",
-                  client_address_template="pod-{ordinal}.svc:7100", voters=(1, 2, 3), self_join=True)
+    fields = dict(
+        node_id=4,
+        peer_listen="127.0.0.1:0",
+        client_listen="127.0.0.1:0",
+        peers={},
+        mode=Mode("quorum"),
+        state_dir=Path("/nonexistent"),
+        peer_address_template="pod-{ordinal}.svc:7000",
+        client_address_template="pod-{ordinal}.svc:7100",
+        voters=(1, 2, 3),
+        self_join=True,
+    )
     fields.update(changes)
     return NodeSettings(**fields)
 
@@ -61,11 +72,22 @@ def _settings(**changes):
 def test_members_found_by_their_ids_under_an_address_template() -> None:
     """A StatefulSet's pod NAME-N is node N+1: {ordinal} is the id - 1, {id} the id; --peers wins."""
     s = _settings(peers={2: "10.0.0.2:7000"})
-    assert (s.peer_address(1), s.peer_address(2), s.peer_address(9)) == ("pod-0.svc:7000", "10.0.0.2:7000", "pod-8.svc:7000")
+    assert (s.peer_address(1), s.peer_address(2), s.peer_address(9)) == (
+        "pod-0.svc:7000",
+        "10.0.0.2:7000",
+        "pod-8.svc:7000",
+    )
     assert s.peer_address(4) is None and s.client_address(5) == "pod-4.svc:7100"
     assert s.open_membership and s.knows(25) and not s.knows(0)
-    closed = _settings(peers={1: "a:1", 2: "b:1", 3: "c:1"}, peer_address_template=None, client_address_template=None,
-                       self_join=False, voters=(), node_id=3, join=False)
+    closed = _settings(
+        peers={1: "a:1", 2: "b:1", 3: "c:1"},
+        peer_address_template=None,
+        client_address_template=None,
+        self_join=False,
+        voters=(),
+        node_id=3,
+        join=False,
+    )
     assert closed.peer_address(9) is None and not closed.knows(9) and not closed.open_membership
 
 
@@ -75,18 +97,25 @@ def test_a_self_joining_node_not_in_voters_starts_outside_and_one_in_them_inside
     assert _settings(self_join=False, voters=(), join=True).starts_outside
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"peer_address_template": "pod.svc:7000"}, "names no node: put {id}"),
-    ({"peer_address_template": "pod-{ordinal}.svc:{port}"}, "only {id} and {ordinal} are replaced"),
-    ({"client_address_template": "pod-{id}.svc"}, "is not HOST:PORT"),
-    ({"client_address_template": None}, "--self-join asks the leader at its client address"),
-    ({"self_join": False}, "--voters must include this node (4)"),
-    ({"voters": ()}, "--peer-address-template without --peers: give --voters"),
-    ({"mode": "ring", "voters": (), "self_join": False, "client_address_template": None, "peers": {1: "a:1"}},
-     "--peer-address-template needs a mode that changes membership"),
-    ({"peer_address_template": None, "client_address_template": None, "self_join": False, "voters": ()},
-     "--peers is empty"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"peer_address_template": "pod.svc:7000"}, "names no node: put {id}"),
+        ({"peer_address_template": "pod-{ordinal}.svc:{port}"}, "only {id} and {ordinal} are replaced"),
+        ({"client_address_template": "pod-{id}.svc"}, "is not HOST:PORT"),
+        ({"client_address_template": None}, "--self-join asks the leader at its client address"),
+        ({"self_join": False}, "--voters must include this node (4)"),
+        ({"voters": ()}, "--peer-address-template without --peers: give --voters"),
+        (
+            {"mode": "ring", "voters": (), "self_join": False, "client_address_template": None, "peers": {1: "a:1"}},
+            "--peer-address-template needs a mode that changes membership",
+        ),
+        (
+            {"peer_address_template": None, "client_address_template": None, "self_join": False, "voters": ()},
+            "--peers is empty",
+        ),
+    ],
+)
 def test_address_templates_and_self_join_are_refused_where_they_cannot_work(changes, words) -> None:
     from node.core import Mode
 

@@ -20,12 +20,19 @@ RECORD = {
 }
 
 
-def fake_engine(bin_dir: Path, name: str, log: Path, *, version_ok: bool = True, ps_rows: str = "c0ffee bp-node2-1",
-                state: str = "running") -> None:
+def fake_engine(
+    bin_dir: Path,
+    name: str,
+    log: Path,
+    *,
+    version_ok: bool = True,
+    ps_rows: str = "c0ffee bp-node2-1",
+    state: str = "running",
+) -> None:
     script = f"""#!/bin/sh
 echo "$*" >> {log}
 case "$1" in
-  version) {'echo 4.3.1' if version_ok else 'echo "Cannot connect to the daemon" >&2; exit 1'} ;;
+  version) {"echo 4.3.1" if version_ok else 'echo "Cannot connect to the daemon" >&2; exit 1'} ;;
   ps) printf '%s\\n' "{ps_rows}" ;;
   inspect) echo {state} ;;
 esac
@@ -57,7 +64,10 @@ def test_the_engine_that_answers_is_chosen(bin_dir: Path, tmp_path: Path) -> Non
 
 def test_no_engine_is_one_error_naming_both(bin_dir: Path, tmp_path: Path) -> None:
     fake_engine(bin_dir, "docker", tmp_path / "docker.log", version_ok=False)
-    with pytest.raises(ConfigError, match=r"no container engine answers \(docker: Cannot connect to the daemon; podman: not installed\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"no container engine answers \(docker: Cannot connect to the daemon; podman: not installed\)",
+    ):
         detect_engine()
 
 
@@ -80,7 +90,9 @@ def test_a_node_s_container_is_found_by_service_and_project_directory(bin_dir: P
     assert (kill, wait) == ("kill c0ffee", "wait c0ffee")
 
 
-def test_compose_project_name_selects_the_project(bin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compose_project_name_selects_the_project(
+    bin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = tmp_path / "podman.log"
     fake_engine(bin_dir, "podman", log)
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", "demo")
@@ -90,13 +102,17 @@ def test_compose_project_name_selects_the_project(bin_dir: Path, tmp_path: Path,
     assert pause == "pause c0ffee"
 
 
-@pytest.mark.parametrize("state, expected", [
-    ("running", ["kill c0ffee", "wait c0ffee", "start c0ffee"]),
-    ("paused", ["unpause c0ffee", "kill c0ffee", "wait c0ffee", "start c0ffee"]),
-    ("exited", ["start c0ffee"]),
-])
-def test_restart_is_a_crash_restart_of_the_same_container(bin_dir: Path, tmp_path: Path, state: str,
-                                                          expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    "state, expected",
+    [
+        ("running", ["kill c0ffee", "wait c0ffee", "start c0ffee"]),
+        ("paused", ["unpause c0ffee", "kill c0ffee", "wait c0ffee", "start c0ffee"]),
+        ("exited", ["start c0ffee"]),
+    ],
+)
+def test_restart_is_a_crash_restart_of_the_same_container(
+    bin_dir: Path, tmp_path: Path, state: str, expected: list[str]
+) -> None:
     log = tmp_path / "podman.log"
     fake_engine(bin_dir, "podman", log, state=state)
     container_fault(RECORD, "3", "restart", engine="podman")
@@ -105,8 +121,11 @@ def test_restart_is_a_crash_restart_of_the_same_container(bin_dir: Path, tmp_pat
 
 def test_no_container_says_which_engine_and_how_to_start(bin_dir: Path, tmp_path: Path) -> None:
     fake_engine(bin_dir, "docker", tmp_path / "docker.log", ps_rows="")
-    with pytest.raises(ConfigError, match=r"^docker: no container of service node1 in the compose project of "
-                                          r"/srv/cluster/docker-compose.yml; is the compose cluster up\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^docker: no container of service node1 in the compose project of "
+        r"/srv/cluster/docker-compose.yml; is the compose cluster up\?",
+    ):
         container_fault(RECORD, "1", "resume", engine="docker")
 
 

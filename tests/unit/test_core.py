@@ -18,7 +18,6 @@ from node.core import (
     MsgType,
     Output,
     PlantedBug,
-    Promise,
     Role,
     SteppedDown,
     Timing,
@@ -93,10 +92,10 @@ def test_isolated_quorum_leader_steps_down_within_its_lease() -> None:
     net.isolate(5)
     net.run_until(lambda: net.agreed_among([1, 2, 3, 4]) is not None, SETTLE_TICKS)
 
-    (down_tick, down), = net.events_of(5, SteppedDown, isolated_at)
+    ((down_tick, down),) = net.events_of(5, SteppedDown, isolated_at)
     assert down.reason == "lease_expired" and down.epoch == old_epoch
     assert down_tick <= isolated_at + T.leader_lease_ticks
-    (won_tick, won), = net.events_of(4, BecameLeader, isolated_at)
+    ((won_tick, won),) = net.events_of(4, BecameLeader, isolated_at)
     assert won.epoch > old_epoch and won_tick >= down.lease_end_tick
     assert net.view(5).role == Role.FOLLOWER
     assert net.unique_leader_per_epoch() and net.no_overlapping_leadership(), net.violations()

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-from node.api import bullyproof_pb2 as pb
-
 from dashboard.model import Model
+from node.api import bullyproof_pb2 as pb
 
 MS = 1_000_000
 T0 = 10_000 * MS  # monotonic time of the first event in these histories
 
 
 def model(n: int = 3) -> Model:
-    return Model({i: f"127.0.0.1:{7100 + i}" for i in range(1, n + 1)}, origin_ns=T0, election_timeout_ms=500,
-                 mode="quorum", source="test")
+    return Model(
+        {i: f"127.0.0.1:{7100 + i}" for i in range(1, n + 1)},
+        origin_ns=T0,
+        election_timeout_ms=500,
+        mode="quorum",
+        source="test",
+    )
 
 
 def info(node: int, leader: int | None, epoch: int, role: int = pb.ROLE_FOLLOWER, lease: bool = False) -> pb.LeaderInfo:
-    return pb.LeaderInfo(known=leader is not None, leader_id=leader or 0, epoch=epoch if leader else 0, node_id=node,
-                         role=role, lease_valid=lease)
+    return pb.LeaderInfo(
+        known=leader is not None,
+        leader_id=leader or 0,
+        epoch=epoch if leader else 0,
+        node_id=node,
+        role=role,
+        lease_valid=lease,
+    )
 
 
 def feed(m: Model, *events: dict) -> None:
@@ -32,8 +42,16 @@ def view(t_ms: int, node: int, role: str, epoch: int, leader: int | None, reason
 
 
 def message(t_ms: int, node: int, type_: str, src: int, dst: int, epoch: int, **extra) -> dict:
-    return {"t_ns": T0 + t_ms * MS, "kind": "message", "node": node, "type": type_, "src": src, "dst": dst,
-            "epoch": epoch, **extra}
+    return {
+        "t_ns": T0 + t_ms * MS,
+        "kind": "message",
+        "node": node,
+        "type": type_,
+        "src": src,
+        "dst": dst,
+        "epoch": epoch,
+        **extra,
+    }
 
 
 def texts(m: Model) -> list[str]:
@@ -98,16 +116,45 @@ def test_the_log_tells_the_failover_and_links_the_election_to_its_messages():
         message(1521, 3, "coordinator", 2, 3, 2, error="UNAVAILABLE"),
         view(1522, 2, "leader", 2, 2),
         view(1530, 1, "candidate", 1, None),  # a late starter, refused below
-        message(1531, 2, "coordinator", 1, 2, 2, reply="coordinator_ack", granted=False,
-                why="epoch 2 already promised to node 2"),
-        {"t_ns": T0 + 1540 * MS, "kind": "store", "seq": 9, "writer": 2, "epoch": 2, "key": "claim/2/2",
-         "accepted": True, "reason": ""},
-        {"t_ns": T0 + 1600 * MS, "kind": "store", "seq": 10, "writer": 3, "epoch": 1, "key": "duty/3",
-         "accepted": False, "reason": "stale epoch"},
+        message(
+            1531,
+            2,
+            "coordinator",
+            1,
+            2,
+            2,
+            reply="coordinator_ack",
+            granted=False,
+            why="epoch 2 already promised to node 2",
+        ),
+        {
+            "t_ns": T0 + 1540 * MS,
+            "kind": "store",
+            "seq": 9,
+            "writer": 2,
+            "epoch": 2,
+            "key": "claim/2/2",
+            "accepted": True,
+            "reason": "",
+        },
+        {
+            "t_ns": T0 + 1600 * MS,
+            "kind": "store",
+            "seq": 10,
+            "writer": 3,
+            "epoch": 1,
+            "key": "duty/3",
+            "accepted": False,
+            "reason": "stale epoch",
+        },
     )
     lines = texts(m)
-    assert lines[:4] == ["node 3 is the new LEADER (epoch 1)", "crash node 3 (SIGKILL pid 103)",
-                         "node 2 started an election (epoch 1)", "election"]
+    assert lines[:4] == [
+        "node 3 is the new LEADER (epoch 1)",
+        "crash node 3 (SIGKILL pid 103)",
+        "node 2 started an election (epoch 1)",
+        "election",
+    ]
     assert "node 2 is the new LEADER (epoch 2)" in lines
     assert "store accepted node 2's claim of epoch 2: older epochs are fenced off" in lines
     assert any(line.startswith("store REJECTED node 3's write in epoch 1 (stale epoch)") for line in lines)
@@ -118,16 +165,33 @@ def test_the_log_tells_the_failover_and_links_the_election_to_its_messages():
     assert [msg["type"] for msg in election["messages"]] == ["election", "coordinator", "coordinator", "coordinator"]
     assert election["messages"][-1]["why"] == "epoch 2 already promised to node 2"
     assert m.store == {"accepted": 1, "rejected": 1, "claims": 1, "highest_epoch": 2}
-    feed(m, {"t_ns": T0 + 1700 * MS, "kind": "store", "seq": 11, "writer": 3, "epoch": 1, "key": "duty/3",
-             "accepted": False, "reason": "stale epoch"})
+    feed(
+        m,
+        {
+            "t_ns": T0 + 1700 * MS,
+            "kind": "store",
+            "seq": 11,
+            "writer": 3,
+            "epoch": 1,
+            "key": "duty/3",
+            "accepted": False,
+            "reason": "stale epoch",
+        },
+    )
     assert m.store["rejected"] == 2 and sum("REJECTED" in t for t in texts(m)) == 1  # counted, not repeated
 
 
 def test_quiet_time_separates_elections_and_retries_do_not_repeat_the_candidate_line():
     m = model()
-    feed(m, view(0, 1, "candidate", 1, None), message(5, 2, "coordinator", 1, 2, 2),
-         view(700, 1, "candidate", 2, None), message(705, 2, "coordinator", 1, 2, 3),
-         view(800, 1, "follower", 3, 2), view(2000, 1, "candidate", 3, None))
+    feed(
+        m,
+        view(0, 1, "candidate", 1, None),
+        message(5, 2, "coordinator", 1, 2, 2),
+        view(700, 1, "candidate", 2, None),
+        message(705, 2, "coordinator", 1, 2, 3),
+        view(800, 1, "follower", 3, 2),
+        view(2000, 1, "candidate", 3, None),
+    )
     assert [e.id for e in m.elections] == [1, 2]
     assert texts(m).count("node 1 started an election (epoch 1)") == 1
     assert "node 1 started an election (epoch 3)" in texts(m)  # it had a leader in between
@@ -135,9 +199,18 @@ def test_quiet_time_separates_elections_and_retries_do_not_repeat_the_candidate_
 
 def test_the_timeline_marks_two_leaders_at_once_and_logs_the_split_brain_once():
     m = model()
-    feed(m, view(0, 3, "leader", 1, 3),
-         {"t_ns": T0 + 100 * MS, "kind": "fault", "action": "start", "name": "partition", "detail": {"groups": [[3], [1, 2]]}},
-         view(900, 2, "leader", 2, 2))
+    feed(
+        m,
+        view(0, 3, "leader", 1, 3),
+        {
+            "t_ns": T0 + 100 * MS,
+            "kind": "fault",
+            "action": "start",
+            "name": "partition",
+            "detail": {"groups": [[3], [1, 2]]},
+        },
+        view(900, 2, "leader", 2, 2),
+    )
     now = T0 + 1500 * MS
     assert m.refresh_timeline(now, 1_700_000_000.0)
     pic = m.picture
@@ -182,10 +255,16 @@ def test_a_finished_run_reports_its_verdicts_as_the_report_says(tmp_path):
 
     run = ScenarioRun("leader-pause", "classic", 3, tmp_path)
     run.state = "done"
-    run.report = {"split_brain": True, "violations": ["P3"], "replay": "bullyproof chaos run leader-pause --mode classic --seed 3",
-                  "results": [{"id": "P1", "name": "unique leader", "ok": True, "evidence": [], "data": {}},
-                              {"id": "P3", "name": "no overlap", "ok": False, "evidence": ["nodes 2 and 3"], "data": {}},
-                              {"id": "P3g", "name": "grants", "ok": True, "evidence": ["n/a"], "data": {"applicable": False}}]}
+    run.report = {
+        "split_brain": True,
+        "violations": ["P3"],
+        "replay": "bullyproof chaos run leader-pause --mode classic --seed 3",
+        "results": [
+            {"id": "P1", "name": "unique leader", "ok": True, "evidence": [], "data": {}},
+            {"id": "P3", "name": "no overlap", "ok": False, "evidence": ["nodes 2 and 3"], "data": {}},
+            {"id": "P3g", "name": "grants", "ok": True, "evidence": ["n/a"], "data": {"applicable": False}},
+        ],
+    }
     out = run.to_json()
     assert [(v["id"], v["verdict"]) for v in out["verdicts"]] == [("P1", "PASS"), ("P3", "FAIL"), ("P3g", "N/A")]
     assert out["split_brain"] and out["command"].startswith("bullyproof chaos run leader-pause --mode classic --seed 3")
@@ -194,13 +273,23 @@ def test_a_finished_run_reports_its_verdicts_as_the_report_says(tmp_path):
 def test_a_failed_scenario_run_says_what_it_died_of() -> None:
     from dashboard.runs import failure_line
 
-    grpc_error = "\n".join([
-        "Traceback (most recent call last):", '  File "runner.py", line 97, in run_scenario', "    events = collect()",
-        "grpc._channel._InactiveRpcError: <_InactiveRpcError of RPC that terminated with:",
-        "\tstatus = StatusCode.UNAVAILABLE", '\tdetails = "failed to connect"', ">"])
+    grpc_error = "\n".join(
+        [
+            "Traceback (most recent call last):",
+            '  File "runner.py", line 97, in run_scenario',
+            "    events = collect()",
+            "grpc._channel._InactiveRpcError: <_InactiveRpcError of RPC that terminated with:",
+            "\tstatus = StatusCode.UNAVAILABLE",
+            '\tdetails = "failed to connect"',
+            ">",
+        ]
+    )
     line = failure_line(grpc_error)
     assert line.startswith("grpc._channel._InactiveRpcError") and "UNAVAILABLE" in line and "failed to connect" in line
-    assert failure_line('Traceback (most recent call last):\n  File "a"\nTimeoutError: timed out') == "TimeoutError: timed out"
+    assert (
+        failure_line('Traceback (most recent call last):\n  File "a"\nTimeoutError: timed out')
+        == "TimeoutError: timed out"
+    )
     assert failure_line("no traceback at all") == "no traceback at all"
 
 
@@ -211,7 +300,14 @@ def test_a_node_on_another_member_list_is_flagged_on_its_tile():
     m.on_status(1, pb.NodeStatus(node_id=1, role=pb.ROLE_FOLLOWER, epoch=2, peers=[pb.PeerView(id=2)]))
     assert "warning" not in m.nodes_json(T0)["tiles"][0]
     why = "node 2 runs another member list (configuration 0a0b0c0d); node 1 runs members 1,2,3 (configuration 21cdd3d7)"
-    m.on_status(1, pb.NodeStatus(node_id=1, role=pb.ROLE_FOLLOWER, epoch=2,
-                                 peers=[pb.PeerView(id=2, configuration_refusal=why), pb.PeerView(id=3)]))
+    m.on_status(
+        1,
+        pb.NodeStatus(
+            node_id=1,
+            role=pb.ROLE_FOLLOWER,
+            epoch=2,
+            peers=[pb.PeerView(id=2, configuration_refusal=why), pb.PeerView(id=3)],
+        ),
+    )
     tile = m.nodes_json(T0)["tiles"][0]
     assert tile["warning"] == "another member list than node(s) 2" and tile["warning_detail"] == why

@@ -37,8 +37,9 @@ def test_findings_are_the_lowest_failing_indices_whatever_the_workers() -> None:
     """Classic Bully fails in many ways; each new set of broken properties is a finding, in index order.
     (Swarm schedules only, so that schedule k is the swarm schedule of k.)"""
     settings = SwarmSettings(mode=Mode.CLASSIC)
-    one, two = (explore(max_schedules=40, settings=settings, seed=0, workers=w, max_findings=10, guided=False)
-                for w in (1, 2))
+    one, two = (
+        explore(max_schedules=40, settings=settings, seed=0, workers=w, max_findings=10, guided=False) for w in (1, 2)
+    )
     assert len(one.findings) >= 2, "classic Bully should fail in more than one way within 40 schedules"
     assert _same_run(one) == _same_run(two)
     # Judged independently: a schedule below the last finding is a finding exactly when it is the
@@ -80,10 +81,12 @@ def test_whichever_budget_is_spent_first_ends_the_run() -> None:
 
 
 def test_bad_budgets_get_precise_errors(capsys) -> None:
-    for argv, says in ((["--schedules", "0"], "--schedules: must be positive"),
-                       (["--workers", "-2"], "--workers: must be positive"),
-                       (["--budget-s", "0"], "--budget-s: must be positive"),
-                       (["--budget-s", "soon"], "'soon' is not a number of seconds")):
+    for argv, says in (
+        (["--schedules", "0"], "--schedules: must be positive"),
+        (["--workers", "-2"], "--workers: must be positive"),
+        (["--budget-s", "0"], "--budget-s: must be positive"),
+        (["--budget-s", "soon"], "'soon' is not a number of seconds"),
+    ):
         try:
             main(["explore", *argv])
         except SystemExit as exc:

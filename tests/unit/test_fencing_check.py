@@ -24,13 +24,27 @@ Op = dict[str, Any]
 
 
 def W(writer: int, epoch: int, value: str, call: int, ret: int | None, result: str, resource: str = "k") -> Op:
-    return {"client": writer, "resource": resource, "kind": "write", "epoch": epoch, "value": value,
-            "call_ns": call, "return_ns": ret, "result": result}
+    return {
+        "client": writer,
+        "resource": resource,
+        "kind": "write",
+        "epoch": epoch,
+        "value": value,
+        "call_ns": call,
+        "return_ns": ret,
+        "result": result,
+    }
 
 
 def R(call: int, ret: int | None, seen: tuple[int, int, str] | None, reader: int = 100, resource: str = "k") -> Op:
-    op: Op = {"client": reader, "resource": resource, "kind": "read", "call_ns": call, "return_ns": ret,
-              "result": "ok" if seen is not None else "unknown"}
+    op: Op = {
+        "client": reader,
+        "resource": resource,
+        "kind": "read",
+        "call_ns": call,
+        "return_ns": ret,
+        "result": "ok" if seen is not None else "unknown",
+    }
     if seen is not None:
         op["observed"] = dict(zip(("epoch", "writer", "value"), seen))
     return op
@@ -45,6 +59,7 @@ def counts(v: FencingVerdict) -> dict[str, int]:
 
 
 # --- linearizable -------------------------------------------------------------------------------
+
 
 def test_a_sequential_history_with_every_answer_is_linearizable() -> None:
     v = verdict(
@@ -111,8 +126,14 @@ def test_an_indeterminate_write_shows_in_a_later_refusal() -> None:
 
 def test_a_delayed_write_of_the_same_writer_and_epoch_may_land_late() -> None:
     """The store keeps no order among one writer's writes of one epoch: an unknown one may overwrite later."""
-    v = verdict(W(1, 1, "a", 0, None, "unknown"), W(1, 1, "b", 1, 5, "ok"), R(6, 7, (1, 1, "b")),
-                R(8, 9, (1, 1, "a")), W(2, 2, "c", 10, 12, "ok"), R(13, 14, (2, 2, "c")))
+    v = verdict(
+        W(1, 1, "a", 0, None, "unknown"),
+        W(1, 1, "b", 1, 5, "ok"),
+        R(6, 7, (1, 1, "b")),
+        R(8, 9, (1, 1, "a")),
+        W(2, 2, "c", 10, 12, "ok"),
+        R(13, 14, (2, 2, "c")),
+    )
     assert v.linearizable, v.lines()
     assert v.tightened == 1  # epoch 2, acknowledged at 12, ends the unknown write's window
 
@@ -123,6 +144,7 @@ def test_an_indeterminate_read_constrains_nothing() -> None:
 
 
 # --- not linearizable ---------------------------------------------------------------------------
+
 
 def test_a_stale_write_accepted_after_a_higher_one_returned() -> None:
     v = verdict(W(2, 2, "b", 0, 10, "ok"), W(1, 1, "a", 11, 12, "ok"), R(13, 14, (2, 2, "b")))
@@ -161,10 +183,12 @@ def test_a_read_of_a_value_never_written() -> None:
 def test_a_refused_write_that_should_have_been_accepted() -> None:
     """The model checks refusals too, and their reason: the first write, and a wrong reason; the
     diagnostics name the refusal no write explains."""
-    for ops in ([W(1, 1, "a", 0, 10, "stale")],
-                [W(1, 2, "a", 0, 10, "ok"), W(2, 1, "b", 11, 12, "taken")],  # it was stale
-                [W(1, 2, "a", 0, 10, "ok"), W(2, 2, "b", 11, 12, "stale")],  # it was taken
-                [W(1, 2, "a", 0, 10, "ok"), W(1, 2, "b", 11, 12, "stale")]):  # its owner's second write: `<=` for `<`
+    for ops in (
+        [W(1, 1, "a", 0, 10, "stale")],
+        [W(1, 2, "a", 0, 10, "ok"), W(2, 1, "b", 11, 12, "taken")],  # it was stale
+        [W(1, 2, "a", 0, 10, "ok"), W(2, 2, "b", 11, 12, "stale")],  # it was taken
+        [W(1, 2, "a", 0, 10, "ok"), W(1, 2, "b", 11, 12, "stale")],
+    ):  # its owner's second write: `<=` for `<`
         v = verdict(*ops)
         assert not v.linearizable
         assert counts(v) == {"unexplained_refusals": 1}
@@ -174,8 +198,14 @@ def test_a_refused_write_that_should_have_been_accepted() -> None:
 def test_a_refusal_is_explained_by_a_write_that_may_have_come_first() -> None:
     """Stale: a higher epoch, accepted or unknown, called before the refusal returned (even if it
     returned later); taken: another writer's write of the epoch."""
-    v = verdict(W(1, 1, "a", 0, 10, "ok"), W(2, 2, "b", 11, 30, "ok"), W(1, 1, "c", 12, 20, "stale"),
-                W(3, 3, "d", 31, None, "unknown"), W(2, 2, "e", 32, 33, "stale"), W(4, 3, "f", 34, 35, "taken"))
+    v = verdict(
+        W(1, 1, "a", 0, 10, "ok"),
+        W(2, 2, "b", 11, 30, "ok"),
+        W(1, 1, "c", 12, 20, "stale"),
+        W(3, 3, "d", 31, None, "unknown"),
+        W(2, 2, "e", 32, 33, "stale"),
+        W(4, 3, "f", 34, 35, "taken"),
+    )
     assert v.linearizable, v.lines()
     assert counts(v) == {"indeterminate": 1}
 
@@ -193,8 +223,10 @@ def unknown_writes_each_fenced_then_a_stale_write_accepted(n: int) -> list[Op]:
     search 2^n subsets to try."""
     ops = []
     for i in range(1, n + 1):
-        ops += [W(i, 2 * i, f"lost{i}", 10 * i, None, "unknown"),
-                W(n + i, 2 * i + 1, f"ack{i}", 10 * i + 1, 10 * i + 5, "ok")]
+        ops += [
+            W(i, 2 * i, f"lost{i}", 10 * i, None, "unknown"),
+            W(n + i, 2 * i + 1, f"ack{i}", 10 * i + 1, 10 * i + 5, "ok"),
+        ]
     return [*ops, W(1, 1, "late", 10 * n + 20, 10 * n + 30, "ok")]
 
 
@@ -214,12 +246,19 @@ def test_a_search_that_runs_out_of_time_is_undecided() -> None:
 
 
 def test_resources_are_judged_apart() -> None:
-    v = verdict(W(1, 1, "a", 0, 10, "ok", resource="good"), R(11, 12, (1, 1, "a"), resource="good"),
-                W(1, 1, "a", 0, 10, "ok", resource="bad"), R(11, 12, (0, 0, ""), resource="bad"),
-                R(0, None, None, resource="only-unknown-reads"))
+    v = verdict(
+        W(1, 1, "a", 0, 10, "ok", resource="good"),
+        R(11, 12, (1, 1, "a"), resource="good"),
+        W(1, 1, "a", 0, 10, "ok", resource="bad"),
+        R(11, 12, (0, 0, ""), resource="bad"),
+        R(0, None, None, resource="only-unknown-reads"),
+    )
     assert not v.linearizable
     assert {name: r["linearizable"] for name, r in v.per_resource.items()} == {
-        "good": True, "bad": False, "only-unknown-reads": True}
+        "good": True,
+        "bad": False,
+        "only-unknown-reads": True,
+    }
     assert v.per_resource["bad"]["operations"] == 2
     assert v.diagnostics["lost_writes"].examples[0]["op"] == 2
 
@@ -235,17 +274,21 @@ def test_the_visualization_is_written_for_a_failing_history_only(tmp_path: Path)
 
 # --- the format ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("op, words", [
-    ({**W(1, 1, "a", 0, 10, "ok"), "return_ns": None}, "null exactly when"),
-    (W(1, 1, "a", 10, 5, "ok"), "before"),
-    (W(1, 1, "a", 0, 5, "maybe"), "result"),
-    ({**R(0, 5, None), "result": "ok"}, "observed"),
-    ({k: v for k, v in W(1, 1, "a", 0, 5, "ok").items() if k != "call_ns"}, "call_ns"),
-    (W(0, 1, "a", 0, 5, "ok"), "writer id"),
-    (W(1, 0, "a", 0, 5, "ok"), "epoch"),
-    ({**W(1, 1, "a", 0, 5, "ok"), "epcoh": 2}, "epcoh"),
-    ({**R(0, 5, (0, 0, "")), "value": "x"}, "observed"),
-])
+
+@pytest.mark.parametrize(
+    "op, words",
+    [
+        ({**W(1, 1, "a", 0, 10, "ok"), "return_ns": None}, "null exactly when"),
+        (W(1, 1, "a", 10, 5, "ok"), "before"),
+        (W(1, 1, "a", 0, 5, "maybe"), "result"),
+        ({**R(0, 5, None), "result": "ok"}, "observed"),
+        ({k: v for k, v in W(1, 1, "a", 0, 5, "ok").items() if k != "call_ns"}, "call_ns"),
+        (W(0, 1, "a", 0, 5, "ok"), "writer id"),
+        (W(1, 0, "a", 0, 5, "ok"), "epoch"),
+        ({**W(1, 1, "a", 0, 5, "ok"), "epcoh": 2}, "epcoh"),
+        ({**R(0, 5, (0, 0, "")), "value": "x"}, "observed"),
+    ],
+)
 def test_malformed_operations_are_refused_by_both_readers(op: Op, words: str) -> None:
     with pytest.raises(HistoryFormatError, match=words):
         parse_ops({"ops": [op]})
@@ -271,6 +314,7 @@ def test_the_documented_example_is_a_linearizable_history() -> None:
 
 # --- the pin ------------------------------------------------------------------------------------
 
+
 def test_the_binary_is_built_from_the_pinned_porcupine() -> None:
     """go.mod requires v1.3.1, go.sum (checked in) holds its hash, and the binary was built with
     exactly that module (Go records each dependency's version and sum in the binary)."""
@@ -278,11 +322,13 @@ def test_the_binary_is_built_from_the_pinned_porcupine() -> None:
     assert re.search(rf"^require {re.escape(PORCUPINE)} {re.escape(PORCUPINE_VERSION)}$", go_mod, re.M), go_mod
     sums = dict(line.rsplit(" ", 1) for line in (SOURCES / "go.sum").read_text().splitlines())
     pinned = sums[f"{PORCUPINE} {PORCUPINE_VERSION}"]
-    tracked = subprocess.run(["git", "ls-files", "go.mod", "go.sum", "build.sh"], cwd=SOURCES,
-                             capture_output=True, text=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "go.mod", "go.sum", "build.sh"], cwd=SOURCES, capture_output=True, text=True
+    ).stdout.split()
     assert sorted(tracked) == ["build.sh", "go.mod", "go.sum"]
-    words = subprocess.run([str(fencecheck_path()), "-version"], capture_output=True, text=True,
-                           check=True).stdout.split()
+    words = subprocess.run(
+        [str(fencecheck_path()), "-version"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert words[2:] == [PORCUPINE, PORCUPINE_VERSION, pinned]
     # The set-up builds it (make test -> make tools -> .ci/install-tools), never changing the pins.
     assert "chaos/fencecheck/build.sh" in (ROOT / ".ci" / "install-tools").read_text()
@@ -299,8 +345,8 @@ def test_the_binary_is_rebuilt_only_when_its_sources_change() -> None:
 
 # --- generated histories ------------------------------------------------------------------------
 
-def correct_history(rng: random.Random, resource: str, n_ops: int = 40, writers: int = 3,
-                    readers: int = 2) -> list[Op]:
+
+def correct_history(rng: random.Random, resource: str, n_ops: int = 40, writers: int = 3, readers: int = 2) -> list[Op]:
     """A run of a correct fenced register: each client calls one operation at a time; every operation
     takes effect at one instant inside its interval (random overlaps), applied in that order. Some
     writes and reads end "unknown": such a write took effect, or never did."""
@@ -325,8 +371,15 @@ def correct_history(rng: random.Random, resource: str, n_ops: int = 40, writers:
             result = "stale" if epoch < highest else "taken" if epoch == highest and client != owner else "ok"
             if result == "ok" and (not unknown or rng.random() < 0.5):  # an unknown write may never arrive
                 state = (epoch, client, f"v{i}")
-            op = W(client, epoch, f"v{i}", call, None if unknown else ret, "unknown" if unknown else result,
-                   resource=resource)
+            op = W(
+                client,
+                epoch,
+                f"v{i}",
+                call,
+                None if unknown else ret,
+                "unknown" if unknown else result,
+                resource=resource,
+            )
         else:
             op = R(call, None if unknown else ret, None if unknown else state, reader=client, resource=resource)
         ops.append((i, op))
@@ -336,8 +389,13 @@ def correct_history(rng: random.Random, resource: str, n_ops: int = 40, writers:
 def corrupt_stale(ops: list[Op], rng: random.Random) -> int | None:
     """Flip to "ok" a stale write called strictly after a higher write was acknowledged: must be caught."""
     acked = [op for op in ops if op["kind"] == "write" and op["result"] == "ok"]
-    candidates = [i for i, op in enumerate(ops) if op["kind"] == "write" and op["result"] == "stale"
-                  and any(a["epoch"] > op["epoch"] and a["return_ns"] < op["call_ns"] for a in acked)]
+    candidates = [
+        i
+        for i, op in enumerate(ops)
+        if op["kind"] == "write"
+        and op["result"] == "stale"
+        and any(a["epoch"] > op["epoch"] and a["return_ns"] < op["call_ns"] for a in acked)
+    ]
     if not candidates:
         return None
     victim = rng.choice(candidates)
@@ -348,9 +406,15 @@ def corrupt_stale(ops: list[Op], rng: random.Random) -> int | None:
 def corrupt_taken(ops: list[Op], rng: random.Random) -> int | None:
     """Flip to "ok" a write refused as taken after its epoch's owner was acknowledged: must be caught."""
     acked = [op for op in ops if op["kind"] == "write" and op["result"] == "ok"]
-    candidates = [i for i, op in enumerate(ops) if op["kind"] == "write" and op["result"] == "taken"
-                  and any(a["epoch"] == op["epoch"] and a["client"] != op["client"] and a["return_ns"] < op["call_ns"]
-                          for a in acked)]
+    candidates = [
+        i
+        for i, op in enumerate(ops)
+        if op["kind"] == "write"
+        and op["result"] == "taken"
+        and any(
+            a["epoch"] == op["epoch"] and a["client"] != op["client"] and a["return_ns"] < op["call_ns"] for a in acked
+        )
+    ]
     if not candidates:
         return None
     victim = rng.choice(candidates)
@@ -383,8 +447,12 @@ def test_generated_correct_histories_are_linearizable_and_their_corruptions_are_
         correct += ops
         for diagnostic, corrupt in corruptions.items():
             resource = f"s{seed}-{run}-{diagnostic}"
-            copy = [{**op, "resource": resource, "observed": dict(op["observed"])} if "observed" in op
-                    else {**op, "resource": resource} for op in ops]
+            copy = [
+                {**op, "resource": resource, "observed": dict(op["observed"])}
+                if "observed" in op
+                else {**op, "resource": resource}
+                for op in ops
+            ]
             if (victim := corrupt(copy, rng)) is not None:
                 corrupted += copy
                 caught_by[resource] = (diagnostic, victim)
@@ -405,7 +473,8 @@ def test_generated_correct_histories_are_linearizable_and_their_corruptions_are_
     assert check_history({"ops": correct}, plain=True).linearizable
     plain = check_history({"ops": corrupted}, plain=True, timeout_s=30.0)
     assert {r: v["linearizable"] for r, v in plain.per_resource.items()} == {
-        r: v["linearizable"] for r, v in bad.per_resource.items()}
+        r: v["linearizable"] for r, v in bad.per_resource.items()
+    }
     for resource, (diagnostic, victim) in caught_by.items():
         alone = [op for op in corrupted if op["resource"] == resource]
         finding = diagnose({"ops": alone})[diagnostic]

@@ -54,8 +54,9 @@ def test_fenced_is_fencing_refused_and_keeps_its_old_signature():
     assert str(exc).startswith("'jobs': write with epoch 3 refused")
 
 
-@pytest.mark.parametrize("resource, writer_id, epoch", [("", 1, 1), ("r", 0, 1), ("r", 2**32, 1), ("r", 1, 0),
-                                                        ("r", 1, 2**63)])
+@pytest.mark.parametrize(
+    "resource, writer_id, epoch", [("", 1, 1), ("r", 0, 1), ("r", 2**32, 1), ("r", 1, 0), ("r", 1, 2**63)]
+)
 def test_claims_out_of_bounds_are_value_errors(resource, writer_id, epoch):
     with pytest.raises(ValueError):
         check_claim(resource, writer_id, epoch)

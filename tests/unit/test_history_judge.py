@@ -89,10 +89,13 @@ def test_one_history_judged_in_ticks_and_in_ns_gives_the_same_verdicts() -> None
     lines_ticks = violation_lines(verdicts_ticks, in_ticks)
     assert lines_ticks == [as_ticks(line) for line in violation_lines(verdicts_ns, in_ns)]
     assert "P3: node 3 (epoch 1) and node 2 (epoch 2) both led from tick 21 for 7 ticks" in lines_ticks
-    assert ("P3g: node 3 led epoch 1 (tick 2 for 26 ticks) 3 ticks outside a majority's live promises, "
-            "first from tick 25 for 3 ticks") in lines_ticks
-    assert ("P3g: node 1 granted node 2 (epoch 2) at t=+0.200s while its promise to node 3 (epoch 1) lasted "
-            "50.0 ms more") in violation_lines(verdicts_ns, in_ns)
+    assert (
+        "P3g: node 3 led epoch 1 (tick 2 for 26 ticks) 3 ticks outside a majority's live promises, "
+        "first from tick 25 for 3 ticks"
+    ) in lines_ticks
+    assert (
+        "P3g: node 1 granted node 2 (epoch 2) at t=+0.200s while its promise to node 3 (epoch 1) lasted 50.0 ms more"
+    ) in violation_lines(verdicts_ns, in_ns)
 
 
 def test_every_verdict_is_data() -> None:
@@ -124,8 +127,16 @@ def test_a_recording_does_not_see_inside_a_paused_leader_but_the_simulator_does(
     lead = {"t_ns": 10, "kind": "view", "node": 3, "role": "leader", "epoch": 1, "leader": 3}
     pause = {"t_ns": 100, "kind": "process", "node": 3, "action": "pause", "pid": 1}
     resume = {"t_ns": 500, "kind": "process", "node": 3, "action": "resume", "pid": 1}
-    down = {"t_ns": 500, "kind": "view", "node": 3, "role": "follower", "epoch": 1, "leader": None,
-            "reason": "lease_expired", "lease_end_ns": 180}
+    down = {
+        "t_ns": 500,
+        "kind": "view",
+        "node": 3,
+        "role": "follower",
+        "epoch": 1,
+        "leader": None,
+        "reason": "lease_expired",
+        "lease_end_ns": 180,
+    }
     recorded = [lead, pause, resume, down]
     assert leadership(recorded, 600)[0] == [Interval(3, 1, 10, 100)]
     simulated = [lead, {**pause, "lease_end_ns": 180}, resume, down]
@@ -135,7 +146,11 @@ def test_a_recording_does_not_see_inside_a_paused_leader_but_the_simulator_does(
     still = [lead, {**pause, "lease_end_ns": 500}, resume]
     assert leadership(still, 600)[0] == [Interval(3, 1, 10, 600)]
     # Killed while paused, its lease out at 180: it led until then.
-    killed = [lead, {**pause, "lease_end_ns": 180}, {"t_ns": 300, "kind": "process", "node": 3, "action": "kill", "pid": 1}]
+    killed = [
+        lead,
+        {**pause, "lease_end_ns": 180},
+        {"t_ns": 300, "kind": "process", "node": 3, "action": "kill", "pid": 1},
+    ]
     assert leadership(killed, 600)[0] == [Interval(3, 1, 10, 180)]
 
 
@@ -156,8 +171,16 @@ def test_an_announced_leadership_lasts_at_least_one_tick() -> None:
     """Told it leads at tick 5, with a lease already over: the application was told, so it led
     through tick 5. A recording has no such unit: the empty interval is dropped."""
     lead = {"t_ns": 5, "kind": "view", "node": 1, "role": "leader", "epoch": 1, "leader": 1}
-    down = {"t_ns": 5, "kind": "view", "node": 1, "role": "follower", "epoch": 1, "leader": None,
-            "reason": "lease_expired", "lease_end_ns": 4}
+    down = {
+        "t_ns": 5,
+        "kind": "view",
+        "node": 1,
+        "role": "follower",
+        "epoch": 1,
+        "leader": None,
+        "reason": "lease_expired",
+        "lease_end_ns": 4,
+    }
     assert leadership([lead, down], 9, TICKS.instant)[0] == [Interval(1, 1, 5, 6)]
     assert leadership([lead, down], 9, NS.instant)[0] == []
 
@@ -184,8 +207,17 @@ def _short_run() -> Network:
 def test_the_simulators_events_are_valid_history_events(tmp_path: Path) -> None:
     net = _short_run()
     recorded = net.record.events_now()
-    assert {e["kind"] for e in recorded} >= {"meta", "view", "grant", "release", "process", "store", "answer",
-                                             "fault", "heal"}
+    assert {e["kind"] for e in recorded} >= {
+        "meta",
+        "view",
+        "grant",
+        "release",
+        "process",
+        "store",
+        "answer",
+        "fault",
+        "heal",
+    }
     assert {e["action"] for e in recorded if e["kind"] == "process"} == {"pause", "resume", "kill", "start"}
     assert [problem for e in recorded for problem in check_event(e)] == []
     path = tmp_path / "sim.jsonl"

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import pytest
 
-from node.core import Message, Mode, MsgType, PlantedBug, Promise, Timing
+from node.core import Message, Mode, MsgType, PlantedBug, Timing
 from node.sim.network import Network
 
 T = Timing()
@@ -31,6 +31,7 @@ def leads(net: Network, node: int, among: list[int] | None = None) -> Callable[[
     def check() -> bool:
         agreed = net.agreed_among(among) if among else net.agreed_leader()
         return agreed is not None and agreed[0] == node
+
     return check
 
 
@@ -59,8 +60,9 @@ def old_resign_releases(bugs: frozenset[PlantedBug]) -> Network:
     net.cut(2, 3)
     net.restart(2)
     # Its first proposal reuses 3's epoch and is refused; the next one is above it.
-    net.run_until(lambda: net.elector(2).phase == "proposing"
-                  and net.elector(2).proposal_epoch > net.elector(3).epoch, 600)
+    net.run_until(
+        lambda: net.elector(2).phase == "proposing" and net.elector(2).proposal_epoch > net.elector(3).epoch, 600
+    )
     net.inject(stale)
     net.run(100)
     return net
@@ -197,8 +199,9 @@ def term_only_persist(bugs: frozenset[PlantedBug]) -> Network:
     return net
 
 
-def vote_window_is_lease(bugs: frozenset[PlantedBug], seed: int = 0, rates: dict[int, Fraction] | None = None,
-                         offset: int = 0) -> Network | None:
+def vote_window_is_lease(
+    bugs: frozenset[PlantedBug], seed: int = 0, rates: dict[int, Fraction] | None = None, offset: int = 0
+) -> Network | None:
     """Without pre-vote. The node whose timer fires first (c) campaigns cut off, so it reaches term 1
     alone. Another node wins term 1 with the third's vote; its heartbeats never reach that voter.
     c is held (paused) until the voter's window, as the voter keeps it, is about to end, then asks
@@ -299,8 +302,9 @@ def late_beat_names_resigned(bugs: frozenset[PlantedBug]) -> Network:
     net.cut(3, 1)
     net.run(1)  # 3 sends a round; its heartbeat to 1 is held up (delivered below)
     leader = net.elector(3)
-    stale = Message(MsgType.HEARTBEAT, 3, 1, epoch, round=leader.round,
-                    lease_remaining=max(0, leader.lease_until - net.local(3)))
+    stale = Message(
+        MsgType.HEARTBEAT, 3, 1, epoch, round=leader.round, lease_remaining=max(0, leader.lease_until - net.local(3))
+    )
     net.heal()
     net.run(2)
     net.resign(3)
@@ -440,9 +444,18 @@ SCENARIOS = [
     (PlantedBug.LATE_ACK_UNTIL_TIMEOUT, late_ack_until_timeout, "P3g:"),
     (PlantedBug.TERM_ONLY_PERSIST, term_only_persist, "P1:"),
     (PlantedBug.VOTE_WINDOW_IS_LEASE, vote_window_is_lease_at_rate_one, "P3g:"),
-    pytest.param(PlantedBug.LEASE_CHECK_ON_TICK, lease_check_on_tick, "P3:", marks=pytest.mark.xfail(strict=True, reason=(
-        "judged by events this was P3 (88 ticks); the one judge reads the paused leader's own view, whose lease "
-        "ended during the pause, and it did nothing as leader after: no violation. Open: is this bug unsafe at all?"))),
+    pytest.param(
+        PlantedBug.LEASE_CHECK_ON_TICK,
+        lease_check_on_tick,
+        "P3:",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason=(
+                "judged by events this was P3 (88 ticks); the one judge reads the paused leader's own view, whose lease "
+                "ended during the pause, and it did nothing as leader after: no violation. Open: is this bug unsafe at all?"
+            ),
+        ),
+    ),
     (PlantedBug.LATE_VOTE_UNTIL_DEADLINE, late_vote_until_deadline, "P3:"),
     (PlantedBug.RELEASE_ANY_TERM, release_any_term, "P3:"),
     (PlantedBug.LATE_BEAT_NAMES_RESIGNED, late_beat_names_resigned, "P6:"),
@@ -469,7 +482,9 @@ def test_the_bug_breaks_safety_and_the_clean_core_does_not(bug: PlantedBug, scen
 
 def test_every_independent_bug_has_a_scenario() -> None:
     members = list(PlantedBug)
-    independent = members[members.index(PlantedBug.OLD_RESIGN_RELEASES):members.index(PlantedBug.ANNOUNCED_LEASE_IGNORED)]
+    independent = members[
+        members.index(PlantedBug.OLD_RESIGN_RELEASES) : members.index(PlantedBug.ANNOUNCED_LEASE_IGNORED)
+    ]
     assert sorted(b.value for b in independent) == sorted(_bug_of(c).value for c in SCENARIOS)
 
 

@@ -3,10 +3,11 @@ not reached for the reasons a busy machine gives (a moment missed by a little)."
 
 from __future__ import annotations
 
+from test_checkers import History
+
 from chaos.checkers import check_all
 from chaos.report import text_report
 from chaos.scenarios import INSTANTS, judge_instant
-from test_checkers import History
 
 FIVE = (1, 2, 3, 4, 5)
 
@@ -94,8 +95,18 @@ def bridge(proposer: int, proposal_ms: float) -> History:
     """Middle node 3 promised leader 5 until 300 ms; the bridge is up from 50 to 1000 ms."""
     h = History(nodes=FIVE).lead(10, 5, 1).grant(20, 3, 5, 1, until_ms=300)
     h.add(50, "fault", action="start", name="bridge", detail={"allowed": BRIDGE})
-    h.add(proposal_ms, "message", node=3, type="coordinator", src=proposer, dst=3, epoch=2,
-          reply="coordinator_ack", granted=False, why="promise to node 5 still live")
+    h.add(
+        proposal_ms,
+        "message",
+        node=3,
+        type="coordinator",
+        src=proposer,
+        dst=3,
+        epoch=2,
+        reply="coordinator_ack",
+        granted=False,
+        why="promise to node 5 still live",
+    )
     return h.fault(1000, "stop", "bridge").heal(1000)
 
 
@@ -167,8 +178,12 @@ def test_full_restart_not_reached_when_the_nodes_were_never_all_down():
 
 def test_leader_blackholed_reached_only_if_the_blackholed_node_led():
     def run(target: int) -> History:
-        return History(nodes=FIVE).lead(10, 5, 1).add(100, "fault", action="start", name="blackhole",
-                                                      detail={"node": target}).heal(1000)
+        return (
+            History(nodes=FIVE)
+            .lead(10, 5, 1)
+            .add(100, "fault", action="start", name="blackhole", detail={"node": target})
+            .heal(1000)
+        )
 
     assert judged("leader-blackholed", run(5)).reached
     missed = judged("leader-blackholed", run(4))
@@ -178,18 +193,25 @@ def test_leader_blackholed_reached_only_if_the_blackholed_node_led():
 
 def test_one_way_reached_only_if_the_cut_node_led():
     def run(lead_ms: float) -> History:
-        return History(nodes=FIVE).lead(lead_ms, 5, 1).add(100, "fault", action="start", name="one-way",
-                                                           detail={"from": 5, "to": [1, 2, 3, 4]}).heal(1000)
+        return (
+            History(nodes=FIVE)
+            .lead(lead_ms, 5, 1)
+            .add(100, "fault", action="start", name="one-way", detail={"from": 5, "to": [1, 2, 3, 4]})
+            .heal(1000)
+        )
 
     assert judged("one-way", run(10), mode="classic").reached
     assert not judged("one-way", run(150), mode="classic").reached  # it led only after the cut
 
 
 def test_the_report_says_whether_the_instant_was_reached():
-    for history, verdict in ((partition([[2, 5], [1, 3, 4]]), "instant: REACHED"),
-                             (partition([[1, 2], [3, 4, 5]]), "instant: NOT REACHED")):
+    for history, verdict in (
+        (partition([[2, 5], [1, 3, 4]]), "instant: REACHED"),
+        (partition([[1, 2], [3, 4, 5]]), "instant: NOT REACHED"),
+    ):
         instant = judged("partition-leader-minority", history)
-        text = text_report(check_all(history.events, "quorum", 5000), history.events, "partition-leader-minority", 3,
-                           instant, 2.5)
+        text = text_report(
+            check_all(history.events, "quorum", 5000), history.events, "partition-leader-minority", 3, instant, 2.5
+        )
         assert verdict in text and INSTANTS["partition-leader-minority"].description in text
         assert ("machine load 2.50 per core" in text) == (not instant.reached)

@@ -59,8 +59,10 @@ def test_stable_identities_volumes_probes_and_requests() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     container = pod["containers"][0]
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "64Mi"}
-    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/bullyproof"},
-                                         {"name": "certs", "mountPath": "/certs", "readOnly": True}]
+    assert container["volumeMounts"] == [
+        {"name": "data", "mountPath": "/var/lib/bullyproof"},
+        {"name": "certs", "mountPath": "/certs", "readOnly": True},
+    ]
     args = container["args"]
     assert args[:2] == ["node", "--id-from-hostname"] and "--id" not in args
     # Members found from their ids (any pod a scale-up adds too), the first five the voters to start with.
@@ -74,7 +76,9 @@ def test_stable_identities_volumes_probes_and_requests() -> None:
 
 
 def _pod(docs: list[dict], name: str) -> dict:
-    return next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == name)["spec"]["template"]["spec"]
+    return next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == name)["spec"]["template"][
+        "spec"
+    ]
 
 
 def test_every_process_reads_only_its_own_files_from_the_secret() -> None:
@@ -82,9 +86,15 @@ def test_every_process_reads_only_its_own_files_from_the_secret() -> None:
     and other holders' files out of each pod, whatever the Secret holds. Keys are readable by the
     pod's group (fsGroup 10001: the image's user), not by everyone."""
     docs = documents(3)
-    expected = {"bullyproof-store": ["ca.pem", "store.pem", "store.key"],
-                "bullyproof": ["ca.pem", *(f"node-{i}.{e}" for i in range(1, 8) for e in ("pem", "key")), "client.pem",
-                               "client.key"]}  # nodes 1..7: the pods a scale-up may add (--max-nodes)
+    expected = {
+        "bullyproof-store": ["ca.pem", "store.pem", "store.key"],
+        "bullyproof": [
+            "ca.pem",
+            *(f"node-{i}.{e}" for i in range(1, 8) for e in ("pem", "key")),
+            "client.pem",
+            "client.key",
+        ],
+    }  # nodes 1..7: the pods a scale-up may add (--max-nodes)
     for name, files in expected.items():
         pod = _pod(docs, name)
         (volume,) = pod["volumes"]
@@ -105,9 +115,26 @@ def test_probes_run_bullyproof_health_with_a_certificate() -> None:
     docs = documents(3)
     node, store = _pod(docs, "bullyproof")["containers"][0], _pod(docs, "bullyproof-store")["containers"][0]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert node[probe]["exec"]["command"] == ["bullyproof", "health", "127.0.0.1:7100", "--certs", "/certs", "--as", "client"]
-        assert store[probe]["exec"]["command"] == ["bullyproof", "health", "127.0.0.1:7200", "--certs", "/certs", "--as",
-                                                   "store", "--server-name", "store.bullyproof"]
+        assert node[probe]["exec"]["command"] == [
+            "bullyproof",
+            "health",
+            "127.0.0.1:7100",
+            "--certs",
+            "/certs",
+            "--as",
+            "client",
+        ]
+        assert store[probe]["exec"]["command"] == [
+            "bullyproof",
+            "health",
+            "127.0.0.1:7200",
+            "--certs",
+            "/certs",
+            "--as",
+            "store",
+            "--server-name",
+            "store.bullyproof",
+        ]
         assert node[probe]["timeoutSeconds"] >= 5  # a Python process per probe
     assert store["args"] == k8s_spec(3).store_args("/var/lib/bullyproof/store")  # the one source for the store too
 
@@ -119,7 +146,9 @@ def test_insecure_is_plaintext_with_grpc_probes(capsys: pytest.CaptureFixture[st
         container = pod["containers"][0]
         assert "volumes" not in pod and "--insecure" in container["args"] and "--certs" not in container["args"]
         port = 7100 if name == "bullyproof" else 7200
-        assert container["readinessProbe"]["grpc"] == {"port": port} and container["livenessProbe"]["grpc"] == {"port": port}
+        assert container["readinessProbe"]["grpc"] == {"port": port} and container["livenessProbe"]["grpc"] == {
+            "port": port
+        }
     assert main(["k8s", "--nodes", "3", "--insecure", "--output", str(tmp_path / "k.yaml")]) == 0
     assert "warning: the manifests run --insecure" in capsys.readouterr().err
 
@@ -140,8 +169,9 @@ def test_node_pods_may_read_their_statefulset_and_nothing_else() -> None:
     StatefulSet. Only node pods mount a token (the account's default is off); the store's none."""
     docs = _kinds(documents(3))
     role = docs["Role", "bullyproof"]
-    assert role["rules"] == [{"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": ["bullyproof"],
-                              "verbs": ["get"]}]
+    assert role["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": ["bullyproof"], "verbs": ["get"]}
+    ]
     binding = docs["RoleBinding", "bullyproof"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bullyproof"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bullyproof"}]  # in the binding's namespace
@@ -155,9 +185,23 @@ def test_a_scaled_down_pod_leaves_in_its_prestop_hook_within_its_grace_period() 
     pod = _pod(documents(3), "bullyproof")
     (container,) = pod["containers"]
     command = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert command == ["bullyproof", "leave", "--id-from-hostname", "--client-address-template",
-                       "bullyproof-{ordinal}.bullyproof:7100", "--members", "1,2,3", "--state-dir",
-                       "/var/lib/bullyproof/state", "--statefulset", "bullyproof", "--timeout-s", "40", "--certs", "/certs"]
+    assert command == [
+        "bullyproof",
+        "leave",
+        "--id-from-hostname",
+        "--client-address-template",
+        "bullyproof-{ordinal}.bullyproof:7100",
+        "--members",
+        "1,2,3",
+        "--state-dir",
+        "/var/lib/bullyproof/state",
+        "--statefulset",
+        "bullyproof",
+        "--timeout-s",
+        "40",
+        "--certs",
+        "/certs",
+    ]
     assert command[command.index("--state-dir") + 1] == container["args"][container["args"].index("--state-dir") + 1]
     assert pod["terminationGracePeriodSeconds"] >= int(command[command.index("--timeout-s") + 1]) + 10
     args = build_parser().parse_args(command[1:])  # what the CLI takes
@@ -179,8 +223,22 @@ def test_a_timing_change_is_a_change_of_the_pod_template_alone(tmp_path: Path) -
     line differs, so the StatefulSet rolls it out one pod at a time (and nothing else moves)."""
     before, after = tmp_path / "before.yaml", tmp_path / "after.yaml"
     assert main(["k8s", "--nodes", "3", "--output", str(before)]) == 0
-    assert main(["k8s", "--nodes", "3", "--election-timeout-ms", "1000", "--heartbeat-interval-ms", "200",
-                 "--output", str(after)]) == 0
+    assert (
+        main(
+            [
+                "k8s",
+                "--nodes",
+                "3",
+                "--election-timeout-ms",
+                "1000",
+                "--heartbeat-interval-ms",
+                "200",
+                "--output",
+                str(after),
+            ]
+        )
+        == 0
+    )
     old, new = list(yaml.safe_load_all(before.read_text())), list(yaml.safe_load_all(after.read_text()))
     changed = [(a["kind"], a["metadata"]["name"]) for a, b in zip(old, new, strict=True) if a != b]
     assert changed == [("StatefulSet", "bullyproof")]
@@ -230,15 +288,25 @@ def test_max_nodes_sets_how_far_the_set_may_grow(tmp_path: Path, capsys: pytest.
 def test_the_same_description_as_compose_and_local() -> None:
     """Timings and mode come from the ClusterSpec's node_args, as for local processes and compose."""
     spec = k8s_spec(3, "raft", heartbeat_interval_ms=50, election_timeout_ms=300)
-    args = next(d for d in k8s_documents(spec, "img") if d["kind"] == "StatefulSet"
-                and d["metadata"]["name"] == "bullyproof")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = next(
+        d for d in k8s_documents(spec, "img") if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "bullyproof"
+    )["spec"]["template"]["spec"]["containers"][0]["args"]
     local = spec.node_args(spec.nodes[0], "/var/lib/bullyproof/state", "/var/lib/bullyproof/events.jsonl")
-    for flag in ("--mode", "--heartbeat-interval-ms", "--election-timeout-ms", "--write-period-ms", "--state-dir", "--events"):
+    for flag in (
+        "--mode",
+        "--heartbeat-interval-ms",
+        "--election-timeout-ms",
+        "--write-period-ms",
+        "--state-dir",
+        "--events",
+    ):
         assert args[args.index(flag) + 1] == local[local.index(flag) + 1]
 
 
-@pytest.mark.parametrize("hostname, node_id", [("bullyproof-0", 1), ("bullyproof-4", 5),
-                                                ("bullyproof-12.bullyproof.default.svc.cluster.local", 13)])
+@pytest.mark.parametrize(
+    "hostname, node_id",
+    [("bullyproof-0", 1), ("bullyproof-4", 5), ("bullyproof-12.bullyproof.default.svc.cluster.local", 13)],
+)
 def test_the_pod_ordinal_is_the_node_id_minus_one(hostname: str, node_id: int) -> None:
     assert id_from_hostname(hostname) == node_id
 

@@ -19,17 +19,20 @@ from node.launcher.k8s_pod import StatefulSetState, StatefulSetUnreadable, leave
 from node.tls import make_cluster_certs
 
 
-@pytest.mark.parametrize("ordinal, state, leaves", [
-    (3, StatefulSetState(3), True),  # 4 -> 3: the pod of ordinal 3 goes
-    (4, StatefulSetState(3), True),  # 5 -> 3: so does 4
-    (2, StatefulSetState(3), False),  # a restart (rolling update, drain, eviction) of a pod that stays
-    (0, StatefulSetState(1), False),
-    (3, StatefulSetState(7), False),  # scaled up meanwhile: stays
-    (2, StatefulSetState(0), False),  # scaled to zero: the cluster stops, members stay
-    (2, StatefulSetState(None), False),  # the StatefulSet deleted: likewise
-    (2, StatefulSetState(1, deleting=True), False),  # being deleted: likewise
-    (2, None, False),  # unreadable: decide nothing
-])
+@pytest.mark.parametrize(
+    "ordinal, state, leaves",
+    [
+        (3, StatefulSetState(3), True),  # 4 -> 3: the pod of ordinal 3 goes
+        (4, StatefulSetState(3), True),  # 5 -> 3: so does 4
+        (2, StatefulSetState(3), False),  # a restart (rolling update, drain, eviction) of a pod that stays
+        (0, StatefulSetState(1), False),
+        (3, StatefulSetState(7), False),  # scaled up meanwhile: stays
+        (2, StatefulSetState(0), False),  # scaled to zero: the cluster stops, members stay
+        (2, StatefulSetState(None), False),  # the StatefulSet deleted: likewise
+        (2, StatefulSetState(1, deleting=True), False),  # being deleted: likewise
+        (2, None, False),  # unreadable: decide nothing
+    ],
+)
 def test_only_a_scale_down_below_the_pod_leaves(ordinal: int, state: StatefulSetState | None, leaves: bool) -> None:
     decided, why = leaves_on_stop(ordinal, state)
     assert decided is leaves and why
@@ -59,7 +62,9 @@ def test_what_cannot_be_read_says_why(kube_api, tmp_path: Path) -> None:
     account, env = kube_api.account, kube_api.env
     kube_api.statefulset("bullyproof", 3)
     (account / "token").write_text("someone else's")
-    with pytest.raises(StatefulSetUnreadable, match=r"HTTP 403 .*needs `get` on statefulsets/bullyproof in namespace prod"):
+    with pytest.raises(
+        StatefulSetUnreadable, match=r"HTTP 403 .*needs `get` on statefulsets/bullyproof in namespace prod"
+    ):
         read_statefulset("bullyproof", account, env)
     other_ca = make_cluster_certs(tmp_path / "other", 1)["store"].ca
     (account / "ca.crt").write_bytes(other_ca.read_bytes())  # an API server we cannot verify: refused
@@ -78,11 +83,22 @@ def test_the_prestop_hook_keeps_the_member_of_a_restarted_pod(kube_api, monkeypa
     for key, value in kube_api.env.items():
         monkeypatch.setenv(key, value)
     kube_api.statefulset("bullyproof", 3)
-    argv = ["leave", "--id", "2", "--client-address-template", "192.0.2.{id}:1", "--statefulset", "bullyproof",
-            "--insecure"]
+    argv = [
+        "leave",
+        "--id",
+        "2",
+        "--client-address-template",
+        "192.0.2.{id}:1",
+        "--statefulset",
+        "bullyproof",
+        "--insecure",
+    ]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "node": 2, "leaves": False, "why": "the StatefulSet still runs 3 pods, this one included (pod 1): a restart"}
+        "node": 2,
+        "leaves": False,
+        "why": "the StatefulSet still runs 3 pods, this one included (pod 1): a restart",
+    }
     (kube_api.account / "token").write_text("revoked")
     assert main(argv) == 0  # unreadable: warned, and the member stays
     out = capsys.readouterr()

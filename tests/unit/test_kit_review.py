@@ -35,13 +35,12 @@ persist-after-reply write-behind, lease-check-on-tick, early-release).
 from __future__ import annotations
 
 import pytest
+from test_membership_review import ADDS_REMOVALS_RESTARTS
 
 from node.core import Message, Mode, MsgType, Reason, SteppedDown
 from node.core.kit import NOT_A_VOTER
 from node.sim.network import Network
 from node.sim.schedule import Schedule, run_schedule
-
-from test_membership_review import ADDS_REMOVALS_RESTARTS
 
 NO_PRE_VOTE = frozenset({"no-pre-vote"})
 
@@ -53,8 +52,12 @@ HEADER = """@nodes {n}
 
 
 def run(n: int, body: str, seed: int = 0, joining: str = "", options: str = ""):
-    text = (HEADER.format(n=n, seed=seed) + "".join(f"@option {o}\n" for o in options.split())
-            + (f"@joining {joining}\n" if joining else "") + body)
+    text = (
+        HEADER.format(n=n, seed=seed)
+        + "".join(f"@option {o}\n" for o in options.split())
+        + (f"@joining {joining}\n" if joining else "")
+        + body
+    )
     return run_schedule(Schedule.from_script(text))
 
 
@@ -143,8 +146,11 @@ def test_without_pre_vote_a_removed_leader_deposes_the_new_one_once_with_the_ter
     assert 3 not in net.membership(3).everyone and net.agreed_leader() is not None
 
 
-@pytest.mark.xfail(strict=True, reason="P4: a learner added by a leader cut off from the majority is orphaned "
-                   "once the majority's leader changes the configuration: no one ever talks to it again")
+@pytest.mark.xfail(
+    strict=True,
+    reason="P4: a learner added by a leader cut off from the majority is orphaned "
+    "once the majority's leader changes the configuration: no one ever talks to it again",
+)
 @pytest.mark.parametrize("mode", [Mode.RAFT, Mode.QUORUM])
 def test_a_learner_added_on_the_losing_side_of_a_partition_is_not_orphaned(mode: Mode) -> None:
     """Voters {1,2,3,4} and 5 joining. The leader A, cut off with 5 alone, adds 5 as a learner: C1 (A's
@@ -193,8 +199,11 @@ run 8
 """
 
 
-@pytest.mark.xfail(strict=True, reason="P3g false positive (judge, predates the kit): a raft win undone by a "
-                   "higher term in the same tick, with a vote for a rival, is held through the tick unbacked")
+@pytest.mark.xfail(
+    strict=True,
+    reason="P3g false positive (judge, predates the kit): a raft win undone by a "
+    "higher term in the same tick, with a vote for a rival, is held through the tick unbacked",
+)
 def test_a_raft_win_undone_in_its_own_tick_is_not_judged_unbacked() -> None:
     outcome = run_schedule(Schedule.from_script(ONE_TICK_WIN))
     # Today: "P3g: node 1 led epoch 2 (tick 417 for 1 tick) 1 tick outside a majority's live promises".
@@ -251,7 +260,10 @@ def test_raft_learners_ack_heartbeats_but_neither_vote_nor_stand_nor_count(seed:
 
 # The first two membership reviews' schedules (quorum mode), run in raft mode with and without PreVote.
 PORTED = {
-    "siblings-from-an-even-configuration": (4, "", """run 150
+    "siblings-from-an-even-configuration": (
+        4,
+        "",
+        """run 150
 isolate 4
 member remove 1
 run 250
@@ -261,8 +273,12 @@ run 1
 heal_link 2 4
 heal_link 4 2
 run 600
-"""),
-    "a-follower-removed-while-partitioned": (5, "", """run 150
+""",
+    ),
+    "a-follower-removed-while-partitioned": (
+        5,
+        "",
+        """run 150
 isolate 1
 member remove 1
 run 60
@@ -270,8 +286,12 @@ member remove 2
 run 60
 heal
 run 400
-"""),
-    "stale-restarts-after-an-add": (4, "4", """run 150
+""",
+    ),
+    "stale-restarts-after-an-add": (
+        4,
+        "4",
+        """run 150
 member add 4
 run 20
 stale 2
@@ -279,8 +299,12 @@ stale 1
 run 20
 stale 3
 run 600
-"""),
-    "crash-mid-joint-and-return": (5, "", """run 150
+""",
+    ),
+    "crash-mid-joint-and-return": (
+        5,
+        "",
+        """run 150
 partition 1,3,4|2,5
 member remove 1
 run 3
@@ -289,14 +313,19 @@ heal
 run 300
 restart 5
 run 600
-"""),
+""",
+    ),
     "adds-removals-restarts-partitions": (5, "4 5", ADDS_REMOVALS_RESTARTS),
-    "restart-all-mid-change": (5, "", """run 150
+    "restart-all-mid-change": (
+        5,
+        "",
+        """run 150
 member remove F
 run 4
 restart_all
 run 600
-"""),
+""",
+    ),
 }
 
 
@@ -323,8 +352,11 @@ def test_no_raft_configuration_is_revealed_before_it_is_durable() -> None:
         original(self, node, out, request)
         durable = self.persisted[node].membership
         for msg in out.messages:
-            commits = ((msg.granted and msg.type != MsgType.PRE_VOTE_ACK)
-                       or msg.type in (MsgType.REQUEST_VOTE, MsgType.HEARTBEAT) and not msg.resigning)
+            commits = (
+                (msg.granted and msg.type != MsgType.PRE_VOTE_ACK)
+                or msg.type in (MsgType.REQUEST_VOTE, MsgType.HEARTBEAT)
+                and not msg.resigning
+            )
             if commits and msg.membership is not None and msg.membership != durable:
                 if durable is None and msg.membership.order == (0, 0):
                     continue  # nothing persisted yet: the start-up list, which a restart reads again
@@ -343,9 +375,11 @@ def test_no_raft_configuration_is_revealed_before_it_is_durable() -> None:
 
 # ---- the kit's claim: behaviour unchanged, on paths the swarm seldom takes ------------------------------
 
-TIMING = ("@timing heartbeat_interval_ticks=10 election_timeout_ticks=50 leader_lease_ticks=35 "
-          "follower_promise_ticks=40 alive_wait_ticks=10 coordinator_wait_ticks=25 rank_stagger_ticks=2 jitter_ticks=5 "
-          "preempt_hold_down_ticks=300\n")
+TIMING = (
+    "@timing heartbeat_interval_ticks=10 election_timeout_ticks=50 leader_lease_ticks=35 "
+    "follower_promise_ticks=40 alive_wait_ticks=10 coordinator_wait_ticks=25 rank_stagger_ticks=2 jitter_ticks=5 "
+    "preempt_hold_down_ticks=300\n"
+)
 # name -> (header lines after @timing, commands, the history's hash at 6ca5dca, the kit's parent). Each aims
 # at a part the kit rewrote: raft's term adoption (now in _check_epoch), quorum's Coordinator acks split by
 # phase (proposal / reassert: won, lost, late), resign and transfer in every mode (kit._resign), the
@@ -354,46 +388,65 @@ TIMING = ("@timing heartbeat_interval_ticks=10 election_timeout_ticks=50 leader_
 RARE_PATHS = {
     "classic-transfer": (
         "@nodes 4\n@mode classic\n",
-        "run 150\ntransfer L F\nrun 3\nisolate L\nrun 100\nresign L\nheal\nrun 300\n", "f727c1ab7390de63"),
+        "run 150\ntransfer L F\nrun 3\nisolate L\nrun 100\nresign L\nheal\nrun 300\n",
+        "f727c1ab7390de63",
+    ),
     "quorum-early-release": (
         "@nodes 4\n@mode quorum\n@bug early-release\n",
-        "run 150\nresign L\nrun 2\ntransfer L F\nrun 300\n", "4a049e94bda23dcf"),
+        "run 150\nresign L\nrun 2\ntransfer L F\nrun 300\n",
+        "4a049e94bda23dcf",
+    ),
     "quorum-membership": (
         "@nodes 5\n@mode quorum\n@joining 5\n",
         "run 150\nmember add 5\nrun 1\ncrash_restart L\nrun 40\nmember remove F\nresign L\nrun 300\n",
-        "c025b1a3b0ad93a2"),
+        "c025b1a3b0ad93a2",
+    ),
     "quorum-persist-after-reply": (
         "@nodes 3\n@mode quorum\n@bug persist-after-reply\n",
         "run 150\nuntil ack * 40\ncrash_restart T\nrun 3\nresign L\nuntil ack * 40\ncrash_restart T\nrun 300\n",
-        "f3005550ccce5fee"),
+        "f3005550ccce5fee",
+    ),
     "quorum-reassert-won": (
-        "@nodes 5\n@mode quorum\n", "run 150\nisolate F\nrun 120\nheal\nrun 150\n", "901441e3180f2d7f"),
+        "@nodes 5\n@mode quorum\n",
+        "run 150\nisolate F\nrun 120\nheal\nrun 150\n",
+        "901441e3180f2d7f",
+    ),
     "quorum-reassert-late": (
         "@nodes 5\n@mode quorum\n",
         "run 150\nisolate F\nrun 120\nheal\nuntil reassert-in-flight * 300\nhold * L reply 0 lease-end 60\n"
-        "run 80\nheal\nrun 300\n", "4ac3732d1ee2038d"),
+        "run 80\nheal\nrun 300\n",
+        "4ac3732d1ee2038d",
+    ),
     "quorum-reassert-lost": (
         "@nodes 5\n@mode quorum\n",
         "run 150\nisolate F\nrun 120\nheal\nuntil reassert-in-flight * 300\ndrop 0.7\nrun 80\nheal\nrun 300\n",
-        "08f87200f4e8b690"),
+        "08f87200f4e8b690",
+    ),
     "quorum-reassert-cut": (
         "@nodes 5\n@mode quorum\n",
         "run 150\nisolate F\nrun 120\nheal\nuntil reassert-in-flight * 300\nisolate L\nrun 2\nheal\nrun 300\n",
-        "c03127c1a35d78f8"),
+        "c03127c1a35d78f8",
+    ),
     "raft-lease-check-on-tick": (
         "@nodes 3\n@mode raft\n@bug lease-check-on-tick\n",
-        "run 150\npause L 60\nrun 5\nisolate L\nrun 100\nheal\nrun 200\n", "966184a321849d41"),
+        "run 150\npause L 60\nrun 5\nisolate L\nrun 100\nheal\nrun 200\n",
+        "966184a321849d41",
+    ),
     "raft-term-from-request-vote": (
         "@nodes 5\n@mode raft\n@option no-pre-vote\n",
         "run 150\nisolate F\nrun 200\nisolate L\nrun 5\nheal\nrun 100\nresign L\nrun 3\nheal\nrun 300\n",
-        "0171fa35696b8699"),
+        "0171fa35696b8699",
+    ),
     "raft-transfer-mid-campaign": (
         "@nodes 5\n@mode raft\n",
         "run 150\nuntil pre-voting * 200\ntransfer L F\nrun 2\ntransfer L F\nrun 60\npause L 40\nrun 200\n",
-        "daec8f88812a9703"),
+        "daec8f88812a9703",
+    ),
     "ring-resign": (
         "@nodes 5\n@mode ring\n",
-        "run 150\nresign L\nrun 1\npartition 1,2|3,4,5\nrun 120\ntransfer L F\nheal\nrun 300\n", "886547feec60eacb"),
+        "run 150\nresign L\nrun 1\npartition 1,2|3,4,5\nrun 120\ntransfer L F\nheal\nrun 300\n",
+        "886547feec60eacb",
+    ),
 }
 
 

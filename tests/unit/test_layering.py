@@ -16,8 +16,19 @@ CORE_FILES = sorted(CORE.glob("*.py"))
 NODE_FILES = sorted((ROOT / "node").rglob("*.py"))
 
 # Pure standard-library modules the core may use; anything else needs a reason and a review.
-CORE_ALLOWED = {"__future__", "abc", "collections", "collections.abc", "dataclasses", "enum", "functools",
-                "itertools", "math", "random", "typing"}
+CORE_ALLOWED = {
+    "__future__",
+    "abc",
+    "collections",
+    "collections.abc",
+    "dataclasses",
+    "enum",
+    "functools",
+    "itertools",
+    "math",
+    "random",
+    "typing",
+}
 CORE_FORBIDDEN = {"time", "asyncio", "grpc", "socket", "os", "threading", "subprocess"}
 # random may appear only as a type and a constructor: seeded generators are passed in.
 RANDOM_ALLOWED_ATTRS = {"Random"}
@@ -122,19 +133,39 @@ def test_only_network_parts_import_asyncio_or_grpc(path: Path) -> None:
         return
     for line, module, level in imported_modules(parse(path)):
         if not level:
-            assert module.split(".")[0] not in NETWORK_MODULES, f"{name}:{line}: imports {module}; only {NETWORK_PARTS} may"
+            assert module.split(".")[0] not in NETWORK_MODULES, (
+                f"{name}:{line}: imports {module}; only {NETWORK_PARTS} may"
+            )
 
 
 def test_the_folders_show_the_parts() -> None:
     assert {p.name for p in (ROOT / "node").iterdir() if p.is_dir() and p.name != "__pycache__"} == {
-        "api", "core", "runtime", "store", "client", "sim", "launcher"}
+        "api",
+        "core",
+        "runtime",
+        "store",
+        "client",
+        "sim",
+        "launcher",
+    }
 
 
 # The history contract sits below everything that reads a history (simulator, checkers, CLI,
 # launcher, dashboard): plain standard library, nothing from node/ or chaos/, no network.
 HISTORY = ROOT / "node" / "history.py"
-HISTORY_ALLOWED = {"__future__", "bisect", "collections.abc", "dataclasses", "functools", "json", "os", "pathlib",
-                   "threading", "time", "typing"}
+HISTORY_ALLOWED = {
+    "__future__",
+    "bisect",
+    "collections.abc",
+    "dataclasses",
+    "functools",
+    "json",
+    "os",
+    "pathlib",
+    "threading",
+    "time",
+    "typing",
+}
 
 
 def test_the_history_contract_stands_alone() -> None:
@@ -145,16 +176,39 @@ def test_the_history_contract_stands_alone() -> None:
 def test_every_reader_judges_by_the_one_history_module() -> None:
     """Agreement and every property are defined once: the readers import the History and its judges
     (the simulator in ticks, the checkers in nanoseconds)."""
-    readers = {"node/sim/network.py": {"agreement", "judge", "violation_lines", "unique_leaders", "no_overlap",
-                                       "no_overlap_by_grants", "true_answers", "late_writes"},
-               "node/sim/recorder.py": {"History", "TICKS"},
-               "chaos/checkers.py": {"History", "unique_leaders", "store_monotonic", "no_overlap", "no_overlap_by_grants",
-                                     "no_lost_writes", "true_answers", "recovery", "describe"},
-               "node/client/observer.py": {"agreement"}}
+    readers = {
+        "node/sim/network.py": {
+            "agreement",
+            "judge",
+            "violation_lines",
+            "unique_leaders",
+            "no_overlap",
+            "no_overlap_by_grants",
+            "true_answers",
+            "late_writes",
+        },
+        "node/sim/recorder.py": {"History", "TICKS"},
+        "chaos/checkers.py": {
+            "History",
+            "unique_leaders",
+            "store_monotonic",
+            "no_overlap",
+            "no_overlap_by_grants",
+            "no_lost_writes",
+            "true_answers",
+            "recovery",
+            "describe",
+        },
+        "node/client/observer.py": {"agreement"},
+    }
     for name, wanted in readers.items():
         tree = parse(ROOT / name)
-        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                    and node.module == "node.history" for alias in node.names}
+        imported = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "node.history"
+            for alias in node.names
+        }
         assert wanted <= imported, f"{name} should take {sorted(wanted - imported)} from node.history"
 
 
@@ -167,13 +221,17 @@ CHAOS_FILES = sorted((ROOT / "chaos").rglob("*.py"))
 def test_nothing_below_the_dashboard_imports_it(path: Path) -> None:
     name = str(path.relative_to(ROOT))
     for line, in_function in package_imports(parse(path), "dashboard"):
-        assert name in COMPOSITION_ROOTS and in_function, f"{name}:{line}: only the CLI may start the dashboard (inside a function)"
+        assert name in COMPOSITION_ROOTS and in_function, (
+            f"{name}:{line}: only the CLI may start the dashboard (inside a function)"
+        )
 
 
 def test_the_dashboard_reads_the_history_contract_in_one_place() -> None:
     """node.history and chaos.checkers (the history's schema and readings) are imported by one module."""
     importers = {
-        str(p.relative_to(ROOT)) for p in sorted((ROOT / "dashboard").rglob("*.py"))
-        for _, module, level in imported_modules(parse(p)) if not level and module in ("node.history", "chaos.checkers")
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "dashboard").rglob("*.py"))
+        for _, module, level in imported_modules(parse(p))
+        if not level and module in ("node.history", "chaos.checkers")
     }
     assert importers == {"dashboard/history_feed.py"}

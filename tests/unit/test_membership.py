@@ -145,14 +145,16 @@ def test_a_message_from_an_earlier_or_conflicting_configuration_is_refused_with_
     old = initial((1, 2, 3))
     now = net.membership(follower)
     for theirs, reason in [(old, STALE), (Membership((1, 2, 3, 5), (), now.index, now.term), CONFLICT)]:
-        out = net.inject(Message(MsgType.COORDINATOR, 5 if reason == CONFLICT else 4, follower, 99, lease_ticks=35,
-                                 membership=theirs))
+        out = net.inject(
+            Message(
+                MsgType.COORDINATOR, 5 if reason == CONFLICT else 4, follower, 99, lease_ticks=35, membership=theirs
+            )
+        )
         reply = out.messages[0]
         assert not reply.granted and reply.refusal == reason and reply.membership == net.membership(follower)
         assert out.persist is None  # nothing promised
     # A node in no configuration (still joining) backs no one.
-    out = net.inject(Message(MsgType.HEARTBEAT, leader, 5, net.view(leader).epoch, round=1,
-                             membership=joining()))
+    out = net.inject(Message(MsgType.HEARTBEAT, leader, 5, net.view(leader).epoch, round=1, membership=joining()))
     assert out.messages[0].refusal == OUTSIDE
 
 
@@ -161,8 +163,7 @@ def test_a_later_configuration_is_durable_before_the_answer_that_reveals_it() ->
     leader = net.agreed_leader()[0]
     follower = next(v for v in (1, 2, 3) if v != leader)
     later = net.membership(leader).changed((1, 2, 3), (4,), term=net.view(leader).epoch)
-    out = net.inject(Message(MsgType.HEARTBEAT, leader, follower, net.view(leader).epoch, round=99,
-                             membership=later))
+    out = net.inject(Message(MsgType.HEARTBEAT, leader, follower, net.view(leader).epoch, round=99, membership=later))
     assert out.persist is not None and out.persist.membership == later
     assert out.messages[0].membership == later
 

@@ -50,8 +50,9 @@ def run(n: int, body: str, joining: str = ""):
 
 def agreed(net: Network, leader: int, voters: tuple[int, ...], max_ticks: int = 400) -> None:
     """Run until `leader` runs `voters` and sees that configuration agreed."""
-    net.run_until(lambda: net.membership(leader).voters == voters and net.elector(leader).membership_agreed(),
-                  max_ticks)
+    net.run_until(
+        lambda: net.membership(leader).voters == voters and net.elector(leader).membership_agreed(), max_ticks
+    )
     assert net.membership(leader).voters == voters and net.elector(leader).membership_agreed()
 
 
@@ -148,7 +149,9 @@ def test_a_learner_removed_before_promotion_hears_its_removal() -> None:
     # 1039, on two nodes: "member add 2 / stale 1 / run 60 / member remove 2"). Here the leader's
     # restart drops the pending promotion instead. No fault is needed at all: remove a learner that the
     # operator added without promotion (test below, by hand).
-    outcome = run(4, """run 120
+    outcome = run(
+        4,
+        """run 120
 member add 4
 crash_restart L
 run 50
@@ -156,7 +159,9 @@ member remove 4
 run 50
 member remove 4
 run 300
-""", joining="4")
+""",
+        joining="4",
+    )
     assert ("member", "remove", "4") in outcome.schedule.commands
     assert not outcome.violations, outcome.violations  # today: P4, no agreed leader after the heal
 
@@ -186,7 +191,9 @@ def test_siblings_from_an_odd_sized_configuration_intersect() -> None:
     adopts C1 and is outside it; 3 would need 2, which runs C2 and refuses. Siblings of an odd-sized parent
     always intersect: adding gives 2k+2 voters (majority k+2, so k+1 of the parent), removing 2k (majority
     k+1 of the parent): two such parts of 2k+1 meet."""
-    outcome = run(3, """run 150
+    outcome = run(
+        3,
+        """run 150
 isolate 3
 member remove 1
 run 250
@@ -196,7 +203,8 @@ run 1
 heal_link 1 3
 heal_link 3 1
 run 600
-""")
+""",
+    )
     assert ("member", "remove", "3") in outcome.schedule.commands  # 2 led and made C2
     assert not outcome.violations, outcome.violations
 
@@ -229,7 +237,9 @@ def test_a_follower_removed_while_partitioned_hears_it_and_stands_for_nothing() 
     """5 removes 1 while 1 is cut off, then 2: 1 is then no longer anyone's peer and still runs {1..5}.
     After the heal its proposals carry that configuration: refused as stale, it adopts the newer one,
     is outside it, and the cluster agrees without it (P4 counts only nodes in their configuration)."""
-    outcome = run(5, """run 150
+    outcome = run(
+        5,
+        """run 150
 isolate 1
 member remove 1
 run 60
@@ -237,7 +247,8 @@ member remove 2
 run 60
 heal
 run 400
-""")
+""",
+    )
     net = outcome.net
     assert ("member", "remove", "2") in outcome.schedule.commands
     assert not outcome.violations, outcome.violations
@@ -288,7 +299,9 @@ def test_a_node_restarted_with_its_stale_list_keeps_the_configuration_it_adopted
     net.crash(2)
     net.restart(2, members=net.first_lists[2])
     assert net.member_lists[2] == (1, 2, 3) and net.membership(2).voters == (1, 2, 3, 4)
-    outcome = run(4, """run 150
+    outcome = run(
+        4,
+        """run 150
 member add 4
 run 20
 stale 2
@@ -296,7 +309,9 @@ stale 1
 run 20
 stale 3
 run 600
-""", joining="4")
+""",
+        joining="4",
+    )
     assert not outcome.violations, outcome.violations
     assert outcome.net.membership(1).voters == (1, 2, 3, 4)
 
@@ -318,14 +333,18 @@ def test_learners_count_for_nothing() -> None:
 
 
 def test_joining_nodes_are_added_and_promoted_one_at_a_time() -> None:
-    outcome = run(5, """run 150
+    outcome = run(
+        5,
+        """run 150
 member add 4
 run 5
 member add 5
 run 60
 member add 5
 run 200
-""", joining="4 5")
+""",
+        joining="4 5",
+    )
     assert not outcome.violations, outcome.violations
     assert all(outcome.net.membership(m).voters == (1, 2, 3, 4, 5) for m in range(1, 6))
 
@@ -349,7 +368,10 @@ def test_no_configuration_is_revealed_before_it_is_durable() -> None:
 
     Network._apply = checked
     try:
-        for body in (SIBLINGS, ADDS_REMOVALS_RESTARTS, """run 120
+        for body in (
+            SIBLINGS,
+            ADDS_REMOVALS_RESTARTS,
+            """run 120
 member add 4
 run 1
 member add 5
@@ -360,7 +382,8 @@ member remove F
 run 50
 restart_all
 run 300
-"""):
+""",
+        ):
             run(5 if "5" in body else 4, body, joining="4 5" if "5" in body else "")
     finally:
         Network._apply = original

@@ -31,12 +31,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_membership_review import agreed, run  # the first review's schedule helpers
 
 from node.core import Mode
 from node.core.membership import CONFLICT, STALE, Membership, MembershipRefused
 from node.sim.network import Network
 from node.sim.schedule import Schedule, run_schedule
-from test_membership_review import agreed, run  # the first review's schedule helpers
 
 # An accepted timing the swarm draws (one-tick heartbeats, an alive wait of one tick).
 TIGHT = """@nodes 4
@@ -94,7 +94,10 @@ def test_a_removed_learner_hears_it_after_a_later_change() -> None:
 def test_a_joint_configuration_with_two_voters_before_elects_under_a_tight_timing() -> None:
     # Explore seed 11, schedule 11000502 (shrunk by the swarm): voters {1,2}, 4 added and promoted (joint
     # {1,2,4} with {1,2}), then every node restarts. 1 or 2 always proposes in the same epoch as 4.
-    outcome = run_schedule(Schedule.from_script(TIGHT + """@joining 3 4
+    outcome = run_schedule(
+        Schedule.from_script(
+            TIGHT
+            + """@joining 3 4
 run 30
 resign 2
 run 1
@@ -103,22 +106,32 @@ member add 4
 run 1
 run 1
 restart_all
-"""))
+"""
+        )
+    )
     # Before the configuration check came first in step: P4, no agreed leader 456 ticks after the heal (the
     # epochs of messages refused for their configuration were counted as seen, and proposals collided).
     assert not outcome.violations, outcome.violations
 
 
-@pytest.mark.xfail(strict=True, reason="P3g false positive: a leadership announced and ended (configuration "
-                   "adopted) in one tick is held through the tick, past the node's own grant to a rival")
+@pytest.mark.xfail(
+    strict=True,
+    reason="P3g false positive: a leadership announced and ended (configuration "
+    "adopted) in one tick is held through the tick, past the node's own grant to a rival",
+)
 def test_a_win_undone_by_a_later_configuration_in_the_same_tick_is_not_unbacked() -> None:
-    outcome = run_schedule(Schedule.from_script(TIGHT + """@joining 4
+    outcome = run_schedule(
+        Schedule.from_script(
+            TIGHT
+            + """@joining 4
 run 60
 member add 4
 run 2
 restart_all
 run 300
-"""))
+"""
+        )
+    )
     # Node 2 wins epoch 2 at tick 92 (its own vote and 1's, under voters 1,2,3 with learner 4), adopts the
     # joint configuration 3 had made (4 promoted) from 4's Coordinator in the same tick, steps down at once
     # and grants 4: no second leader, no lease used, but "node 2 led epoch 2 (tick 92 for 1 tick) 1 tick
@@ -171,7 +184,9 @@ def test_a_leader_crash_mid_joint_and_its_return() -> None:
 
 
 def test_a_removed_highest_node_restarted_with_its_old_state_stands_for_nothing() -> None:
-    outcome = run(5, """run 150
+    outcome = run(
+        5,
+        """run 150
 transfer 5 4
 run 100
 isolate 5
@@ -182,7 +197,8 @@ heal
 run 50
 restart 5
 run 600
-""")
+""",
+    )
     net = outcome.net
     assert not outcome.violations, outcome.violations
     assert net.agreed_leader()[0] == 4 and 5 not in net.membership(5).everyone
@@ -225,10 +241,17 @@ def test_removing_twice_and_adding_a_node_that_is_down() -> None:
     assert 1 not in net.membership(1).everyone
 
 
-@pytest.mark.parametrize("field, value", [
-    ("term", 2**62 + 1), ("index", 2**62 + 1), ("voters", [0, 1]), ("voters", [1, 1]),
-    ("previous", [2, 2]), ("learners", [1]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("term", 2**62 + 1),
+        ("index", 2**62 + 1),
+        ("voters", [0, 1]),
+        ("voters", [1, 1]),
+        ("previous", [2, 2]),
+        ("learners", [1]),
+    ],
+)
 def test_a_malformed_configuration_on_the_wire_never_reaches_the_core(field: str, value) -> None:
     from node.api import bullyproof_pb2 as pb
     from node.runtime.wire import check_peer_message

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from node.core import mode_names
-from node.core import Mode
+from node.core import Mode, mode_names
+from node.sim.network import Network
 from node.sim.schedule import run_schedule
 from node.sim.swarm import SwarmSettings, swarm_schedule
-from node.sim.network import Network
 
 SCHEDULES_PER_MODE = 60
 
@@ -29,7 +28,9 @@ def test_ticking_only_at_the_next_deadline_changes_nothing(mode: str, monkeypatc
         monkeypatch.setattr(Network, "sleepy", True)
         sleepy = history(run_schedule(schedule))
         monkeypatch.setattr(Network, "sleepy", False)
-        assert sleepy == every_tick, f"mode {mode}, schedule seed {seed}: replay with `bullyproof sim run --seed {seed} --mode {mode}`"
+        assert sleepy == every_tick, (
+            f"mode {mode}, schedule seed {seed}: replay with `bullyproof sim run --seed {seed} --mode {mode}`"
+        )
 
 
 def test_the_check_would_see_a_late_deadline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,11 +105,11 @@ def test_isolated_leader_steps_down_within_its_lease() -> None:
     rest = [m for m in net.members if m != old]
     net.run_until(lambda: net.agreed_among(rest) is not None, SETTLE_TICKS)
 
-    (down_tick, down), = net.events_of(old, SteppedDown, isolated_at)
+    ((down_tick, down),) = net.events_of(old, SteppedDown, isolated_at)
     assert down.reason == "lease_expired" and down.epoch == old_term
     assert down_tick <= isolated_at + T.leader_lease_ticks
     new, new_term = net.agreed_among(rest)
-    (won_tick, won), = net.events_of(new, BecameLeader, isolated_at)
+    ((won_tick, won),) = net.events_of(new, BecameLeader, isolated_at)
     assert won.epoch == new_term > old_term and won_tick >= down.lease_end_tick
     assert net.view(old).role != Role.LEADER
     assert safe(net), net.violations()
@@ -121,7 +121,7 @@ def test_a_paused_leader_rechecks_its_lease_on_resume() -> None:
     paused_at = net.now
     net.pause(old, 3 * ET)
     net.run(3 * ET + 1)
-    (_, down), = net.events_of(old, SteppedDown, paused_at)
+    ((_, down),) = net.events_of(old, SteppedDown, paused_at)
     assert down.reason == "lease_expired" and down.lease_end_tick <= paused_at + T.leader_lease_ticks
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert safe(net), net.violations()
@@ -241,7 +241,7 @@ def test_with_pre_vote_a_rejoining_node_does_not_change_the_leader_or_term() -> 
 def test_without_pre_vote_a_rejoining_node_deposes_the_leader() -> None:
     net = settled(5, mode_options=frozenset({"no-pre-vote"}))  # the user's switch: --mode-option no-pre-vote
     leader, term, follower = isolate_a_follower_and_heal(net)
-    (_, down), = net.events_of(leader, SteppedDown)
+    ((_, down),) = net.events_of(leader, SteppedDown)
     assert down.reason == "higher_epoch"
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert net.agreed_leader()[1] > term + 5  # the inflated term of the rejoined node won out
@@ -301,7 +301,7 @@ def test_transfer_the_successor_elects_at_once_without_pre_vote() -> None:
     transferred_at = net.now
     net.transfer(leader, successor)
     net.run_until(lambda: bool(net.events_of(successor, BecameLeader, transferred_at)), ET)
-    (won_tick, won), = net.events_of(successor, BecameLeader, transferred_at)
+    ((won_tick, won),) = net.events_of(successor, BecameLeader, transferred_at)
     assert won_tick - transferred_at <= 3 and won.epoch == term + 1
     assert (net.sent - before)[MsgType.PRE_VOTE] == 0
     assert net.run_until_agreed(ET) is not None and net.agreed_leader() == (successor, term + 1)

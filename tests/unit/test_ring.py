@@ -7,6 +7,7 @@ suppression swallows. Like classic Bully it needs no consent, so a partition giv
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
@@ -15,8 +16,6 @@ from node.core import BecameLeader, ElectionStarted, Message, Mode, MsgType, Pro
 from node.core.ring import RingElector
 from node.core.types import Config
 from node.sim.network import Network
-
-import random
 
 RING = Mode("ring")
 T = Timing()
@@ -209,7 +208,7 @@ def test_after_the_heal_the_newer_epoch_wins() -> None:
     net.heal()
     assert net.run_until_agreed(SETTLE_TICKS) is not None
     assert net.agreed_leader() == (3, 2)
-    (_, down), = net.events_of(5, SteppedDown, healed_at)
+    ((_, down),) = net.events_of(5, SteppedDown, healed_at)
     assert down.reason == Reason.HIGHER_EPOCH
 
 

@@ -21,28 +21,34 @@ def test_public_names_are_exported() -> None:
     assert expected <= set(sdk.__all__)
 
 
-@pytest.mark.parametrize("given_, expected", [
-    ("127.0.0.1:7001", ("127.0.0.1:7001",)),
-    ("a:1, b:2,a:1,", ("a:1", "b:2")),
-    (["node-1:7101", " node-2:7102 "], ("node-1:7101", "node-2:7102")),
-    (["[::1]:7001"], ("[::1]:7001",)),
-])
+@pytest.mark.parametrize(
+    "given_, expected",
+    [
+        ("127.0.0.1:7001", ("127.0.0.1:7001",)),
+        ("a:1, b:2,a:1,", ("a:1", "b:2")),
+        (["node-1:7101", " node-2:7102 "], ("node-1:7101", "node-2:7102")),
+        (["[::1]:7001"], ("[::1]:7001",)),
+    ],
+)
 def test_parse_addresses_accepts_host_port_lists(given_, expected) -> None:
     assert parse_addresses(given_) == expected
 
 
-@pytest.mark.parametrize("bad, says", [
-    ("", "no addresses"),
-    ([], "no addresses"),
-    ("localhost", "not HOST:PORT"),
-    (":7001", "not HOST:PORT"),
-    ("host:", "port ''"),
-    ("host:0", "port '0'"),
-    ("host:65536", "port '65536'"),
-    ("host:70x", "port '70x'"),
-    ("host:\u00b2", "port"),
-    ("::1:7001", "brackets"),
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("", "no addresses"),
+        ([], "no addresses"),
+        ("localhost", "not HOST:PORT"),
+        (":7001", "not HOST:PORT"),
+        ("host:", "port ''"),
+        ("host:0", "port '0'"),
+        ("host:65536", "port '65536'"),
+        ("host:70x", "port '70x'"),
+        ("host:\u00b2", "port"),
+        ("::1:7001", "brackets"),
+    ],
+)
 def test_parse_addresses_names_the_bad_one(bad, says) -> None:
     with pytest.raises(ValueError, match=says):
         parse_addresses(bad)
@@ -64,8 +70,11 @@ def test_clients_are_secure_unless_told_otherwise(tmp_path) -> None:
     from node.tls import Tls
 
     tls = Tls.in_dir(tmp_path, "client")
-    for make in (lambda **kw: sdk.LeaderClient("127.0.0.1:1", **kw), lambda **kw: sdk.Leadership("127.0.0.1:1", 1, **kw),
-                 lambda **kw: sdk.FencedWriter("127.0.0.1:1", writer_id=1, **kw)):
+    for make in (
+        lambda **kw: sdk.LeaderClient("127.0.0.1:1", **kw),
+        lambda **kw: sdk.Leadership("127.0.0.1:1", 1, **kw),
+        lambda **kw: sdk.FencedWriter("127.0.0.1:1", writer_id=1, **kw),
+    ):
         for kwargs in ({}, {"tls": tls, "insecure": True}):
             with pytest.raises(ValueError, match="insecure=True"):
                 make(**kwargs)
@@ -92,10 +101,23 @@ def test_backoff_rejects_bounds_that_cannot_hold() -> None:
         Backoff(2, 1)
 
 
-def info(node_id: int = 3, leader_id: int = 3, epoch: int = 4, role: int = pb.ROLE_LEADER,
-         lease_valid: bool = True, known: bool = True) -> pb.LeaderInfo:
-    return pb.LeaderInfo(known=known, leader_id=leader_id, epoch=epoch, node_id=node_id, role=role,
-                         lease_valid=lease_valid, view_time_unix_ns=123)
+def info(
+    node_id: int = 3,
+    leader_id: int = 3,
+    epoch: int = 4,
+    role: int = pb.ROLE_LEADER,
+    lease_valid: bool = True,
+    known: bool = True,
+) -> pb.LeaderInfo:
+    return pb.LeaderInfo(
+        known=known,
+        leader_id=leader_id,
+        epoch=epoch,
+        node_id=node_id,
+        role=role,
+        lease_valid=lease_valid,
+        view_time_unix_ns=123,
+    )
 
 
 def test_is_leading_only_for_the_node_itself_with_a_valid_lease() -> None:
@@ -119,17 +141,21 @@ def event(leader_id: int | None, epoch: int, node_id: int = 1) -> LeaderEvent:
 
 def test_event_filter_drops_repeats_and_leaders_older_than_seen() -> None:
     news = _EventFilter()
-    passed = [e for e in [
-        event(3, 4),
-        event(3, 4, node_id=2),  # the same view from another node after a failover
-        event(None, 0),
-        event(None, 0, node_id=2),
-        event(3, 4, node_id=1),  # the same leader heard again after "no leader" is news
-        event(2, 5),
-        event(3, 4, node_id=1),  # superseded leader: time must not run backwards
-        event(None, 0),
-        event(2, 5),
-    ] if news.is_news(e)]
+    passed = [
+        e
+        for e in [
+            event(3, 4),
+            event(3, 4, node_id=2),  # the same view from another node after a failover
+            event(None, 0),
+            event(None, 0, node_id=2),
+            event(3, 4, node_id=1),  # the same leader heard again after "no leader" is news
+            event(2, 5),
+            event(3, 4, node_id=1),  # superseded leader: time must not run backwards
+            event(None, 0),
+            event(2, 5),
+        ]
+        if news.is_news(e)
+    ]
     assert [(e.leader_id, e.epoch) for e in passed] == [(3, 4), (None, 0), (3, 4), (2, 5), (None, 0), (2, 5)]
 
 

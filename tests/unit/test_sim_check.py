@@ -110,7 +110,7 @@ def test_fingerprint_merges_deliveries_that_commute() -> None:
     checker = Checker(settings())
     checker.memo = None  # each delivery copies and steps its elector: two different objects
     start = _after_first_proposal(checker)
-    to = lambda node: (lambda i: i[1] == "coordinator" and i[3] == node)  # noqa: E731
+    to = lambda node: lambda i: i[1] == "coordinator" and i[3] == node  # noqa: E731
     one_then_two = _deliver(checker, _deliver(checker, start, to(1)), to(2))
     two_then_one = _deliver(checker, _deliver(checker, start, to(2)), to(1))
     assert one_then_two.electors[0] is not two_then_one.electors[0]

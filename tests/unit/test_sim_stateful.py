@@ -75,9 +75,17 @@ def machine_for(planted_bugs: frozenset[PlantedBug] = frozenset()) -> type[RuleB
 
 
 def test_the_correct_core_survives_hypothesis() -> None:
-    run_state_machine_as_test(machine_for(), settings=settings(
-        max_examples=40, stateful_step_count=20, deadline=None, derandomize=True, database=None,
-        suppress_health_check=list(HealthCheck)))
+    run_state_machine_as_test(
+        machine_for(),
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=20,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
 
 
 # Derandomized, so the count of examples is fixed; the wall time is not. Finding takes a second;
@@ -89,9 +97,17 @@ def test_the_correct_core_survives_hypothesis() -> None:
 @pytest.mark.parametrize("bug", [PlantedBug.IGNORE_LEASE])
 def test_hypothesis_finds_and_shrinks_a_planted_bug(bug: PlantedBug) -> None:
     with pytest.raises(AssertionError) as failure:
-        run_state_machine_as_test(machine_for(frozenset({bug})), settings=settings(
-            max_examples=300, stateful_step_count=10, deadline=None, derandomize=True, database=None,
-            suppress_health_check=list(HealthCheck)))
+        run_state_machine_as_test(
+            machine_for(frozenset({bug})),
+            settings=settings(
+                max_examples=300,
+                stateful_step_count=10,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            ),
+        )
     schedule = str(failure.value).split("schedule:\n", 1)[1]
     commands = [line for line in map(str.strip, schedule.splitlines()) if line and not line.startswith("@")]
     assert len(commands) <= 8, schedule  # shrunk: a handful of commands, replayable as a script

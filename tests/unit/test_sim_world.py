@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from node.config import check_timings
-from node.core import CLOCK_DRIFT_BOUND, Mode, MsgType, Role, mode_info
+from node.core import CLOCK_DRIFT_BOUND, Mode, MsgType, mode_info
 from node.sim.explore import mutate, rare_instant
 from node.sim.network import Network
 from node.sim.schedule import Runner, Schedule, run_schedule
@@ -115,7 +115,7 @@ def test_until_waits_for_any_instant_and_names_the_node() -> None:
     script = f"""@nodes 3
 @mode raft
 @seed 4
-@timing {' '.join(f'{k}={v}' for k, v in TIMING.__dict__.items())}
+@timing {" ".join(f"{k}={v}" for k, v in TIMING.__dict__.items())}
 run 200
 crash L
 until pre-vote-won * 400

@@ -62,8 +62,20 @@ def test_save_failure_on_the_rename_names_the_promise_file(tmp_path: Path) -> No
         (b'{"epoch": 4, "leader_id": 2, "window_ms": "80"}', "corrupt"),
         (b'{"epoch": 4, "leader_id": 2, "window_ms": -80}', "negative"),
     ],
-    ids=["empty", "newline", "half-object", "missing-field", "garbage", "list", "string", "float", "bool", "negative",
-         "window-string", "window-negative"],
+    ids=[
+        "empty",
+        "newline",
+        "half-object",
+        "missing-field",
+        "garbage",
+        "list",
+        "string",
+        "float",
+        "bool",
+        "negative",
+        "window-string",
+        "window-negative",
+    ],
 )
 def test_a_bad_promise_file_is_refused_with_one_line_naming_it(tmp_path: Path, content: bytes, words: str) -> None:
     (tmp_path / PROMISE_FILE).write_bytes(content)
@@ -123,9 +135,12 @@ def test_the_configuration_is_saved_with_the_promise_and_a_corrupt_one_refused(t
     # A file written before membership changes has none: the node's start-up list.
     (tmp_path / PROMISE_FILE).write_text('{"epoch": 2, "leader_id": 3}')
     assert PromiseStore(tmp_path).load().membership is None
-    for bad in ('"voters"', '{"voters": [1, 1], "learners": [], "previous": [], "index": 0, "term": 0}',
-                '{"voters": [1], "learners": [], "previous": [], "index": "0", "term": 0}',
-                '{"voters": [1], "learners": [1], "previous": [], "index": 0, "term": 0}'):
+    for bad in (
+        '"voters"',
+        '{"voters": [1, 1], "learners": [], "previous": [], "index": 0, "term": 0}',
+        '{"voters": [1], "learners": [], "previous": [], "index": "0", "term": 0}',
+        '{"voters": [1], "learners": [1], "previous": [], "index": 0, "term": 0}',
+    ):
         (tmp_path / PROMISE_FILE).write_text('{"epoch": 2, "leader_id": 3, "configuration": %s}' % bad)
         with pytest.raises(StateError, match="corrupt configuration"):
             PromiseStore(tmp_path).load()

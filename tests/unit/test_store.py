@@ -52,8 +52,13 @@ def test_rules_through_the_store_and_every_attempt_is_logged(db: FencedStoreDB):
     entries, highest_epoch, owner_id = db.read_log()
     assert (highest_epoch, owner_id) == (4, 2)
     assert [(e.seq, e.writer_id, e.epoch, e.value, e.accepted) for e in entries] == [
-        (1, 1, 3, b"a", True), (2, 1, 3, b"b", True), (3, 2, 3, b"c", False), (4, 2, 2, b"d", False),
-        (5, 2, 4, b"e", True), (6, 1, 4, b"f", False), (7, 1, 3, b"g", False),
+        (1, 1, 3, b"a", True),
+        (2, 1, 3, b"b", True),
+        (3, 2, 3, b"c", False),
+        (4, 2, 2, b"d", False),
+        (5, 2, 4, b"e", True),
+        (6, 1, 4, b"f", False),
+        (7, 1, 3, b"g", False),
     ]
     assert entries[2].reason == "epoch 3 already owned by writer 1" and entries[0].reason == ""
     assert all(e.recorded_unix_ns > 0 and e.recorded_monotonic_ns > 0 for e in entries)

@@ -75,7 +75,6 @@ def attempt(base, timing, sub, p, c):
     return None
 
 
-
 def found_schedule(timing: Timing) -> list[str] | None:
     """The reviewed schedule: 1 leads on a slow clock, 3 keeps proposing, 2 (fast clock) is asked just
     as its promise to 1 runs out on its own tick grid. None: 2 never may grant while 1's lease runs."""

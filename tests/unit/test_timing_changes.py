@@ -26,6 +26,7 @@ def renewed(net: Network, node: int):
         until = net.elector(node).promise_until
         changed, last[0] = until > last[0], until
         return changed
+
     return check
 
 
@@ -88,6 +89,7 @@ def test_the_window_survives_a_restart_with_a_shorter_timeout() -> None:
 def test_a_follower_restarted_inside_a_long_window_keeps_it(mode: Mode) -> None:
     """The same cut, but f is restarted (with its shorter timeout) right after it acknowledged: the
     window it granted x comes back from its promise file, unless the longer window was never written."""
+
     def run(bugs: frozenset[PlantedBug]) -> Network:
         net, x, f, _ = just_after_the_ack(mode, bugs)
         assert net.persisted[f].hold_ticks == (0 if bugs else SHORT.hold_ticks_for(LONG.leader_lease_ticks))
@@ -109,8 +111,20 @@ def test_restarting_a_node_under_new_timings_rewrites_its_command_line_or_refuse
     from node.config import ConfigError
     from node.launcher.cluster import retimed_argv
 
-    argv = ["python", "-m", "node.cli", "node", "--id", "2", "--heartbeat-interval-ms", "100",
-            "--election-timeout-ms", "500", "--mode", "quorum"]
+    argv = [
+        "python",
+        "-m",
+        "node.cli",
+        "node",
+        "--id",
+        "2",
+        "--heartbeat-interval-ms",
+        "100",
+        "--election-timeout-ms",
+        "500",
+        "--mode",
+        "quorum",
+    ]
     changed = retimed_argv(argv, {"--election-timeout-ms": 1000})
     assert changed == [*argv[:-3], "1000", "--mode", "quorum"] and argv[-3] == "500"
     with pytest.raises(ConfigError, match="at least 3x"):
@@ -123,9 +137,9 @@ def test_restarting_a_node_under_new_timings_rewrites_its_command_line_or_refuse
 
 
 def test_mixed_timings_are_drawn_apart_and_leave_the_rest_of_each_schedule_alone(monkeypatch) -> None:
+    import node.sim.swarm as swarm
     from node.sim.schedule import Schedule
     from node.sim.swarm import SwarmSettings, swarm_schedule
-    import node.sim.swarm as swarm
 
     monkeypatch.setattr(swarm, "MEMBERSHIP_SHARE", 0.0)  # membership changes are drawn apart too (their own test)
     schedules = [swarm_schedule(seed, SwarmSettings(mode=Mode.RAFT)) for seed in range(300)]

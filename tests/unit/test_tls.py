@@ -12,23 +12,26 @@ import pytest
 from node.tls import Identity, Tls, TlsError, check_holder, identity_in, make_cluster_certs
 
 
-@pytest.mark.parametrize("uri, expected", [
-    ("bullyproof://node/3", Identity("node", "3")),
-    ("bullyproof://store", Identity("store")),
-    ("bullyproof://admin/ops.team-1", Identity("admin", "ops.team-1")),
-    ("bullyproof://client/web_2", Identity("client", "web_2")),
-    ("bullyproof://node/03", None),  # not the canonical spelling of node 3
-    ("bullyproof://node/0", None),
-    ("bullyproof://node/3/x", None),
-    ("bullyproof://node/\u0663", None),  # an Arabic-Indic 3 is not an ASCII digit
-    ("bullyproof://node/\u00b2", None),
-    ("bullyproof://node/" + "9" * 5000, None),
-    ("bullyproof://admin", None),  # an admin has a name
-    ("bullyproof://store/x", None),
-    ("bullyproof://client/a b", None),
-    ("BULLYPROOF://node/3", None),
-    ("spiffe://bullyproof/node/3", None),
-])
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("bullyproof://node/3", Identity("node", "3")),
+        ("bullyproof://store", Identity("store")),
+        ("bullyproof://admin/ops.team-1", Identity("admin", "ops.team-1")),
+        ("bullyproof://client/web_2", Identity("client", "web_2")),
+        ("bullyproof://node/03", None),  # not the canonical spelling of node 3
+        ("bullyproof://node/0", None),
+        ("bullyproof://node/3/x", None),
+        ("bullyproof://node/\u0663", None),  # an Arabic-Indic 3 is not an ASCII digit
+        ("bullyproof://node/\u00b2", None),
+        ("bullyproof://node/" + "9" * 5000, None),
+        ("bullyproof://admin", None),  # an admin has a name
+        ("bullyproof://store/x", None),
+        ("bullyproof://client/a b", None),
+        ("BULLYPROOF://node/3", None),
+        ("spiffe://bullyproof/node/3", None),
+    ],
+)
 def test_each_identity_has_one_spelling(uri: str, expected: Identity | None) -> None:
     assert Identity.parse(uri) == expected
     if expected is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from node.core import REPLY_TYPE, Message, MsgType, configuration_id, mode_names
+from node.runtime.wire import RPC_NAME, check_peer_message, message_from_pb, message_to_pb
+from node.sim.network import Network
 from node.sim.schedule import run_schedule
 from node.sim.swarm import SwarmSettings, swarm_schedule
-from node.sim.network import Network
-from node.runtime.wire import RPC_NAME, check_peer_message, message_from_pb, message_to_pb
 
 ACKS = set(REPLY_TYPE.values())
 
@@ -52,8 +52,9 @@ def test_ring_fields_only_on_ring_rpcs() -> None:
     members = (1, 2, 3)
     bad = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1, round=1, ring_ids=[2])
     assert check_peer_message("Heartbeat", bad, 1, members).code.name == "INVALID_ARGUMENT"
-    token = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=0, ring_ids=[2, 3], initiator_id=2,
-                           configuration_id=configuration_id(members))
+    token = pb.PeerMessage(
+        sender_id=2, receiver_id=1, epoch=0, ring_ids=[2, 3], initiator_id=2, configuration_id=configuration_id(members)
+    )
     assert check_peer_message("RingElection", token, 1, members) is None
     for ids, initiator in (([2, 2], 2), ([2, 9], 2), ([2], 9)):
         wrong = pb.PeerMessage(sender_id=2, receiver_id=1, ring_ids=ids, initiator_id=initiator)
@@ -85,8 +86,9 @@ def test_an_announced_lease_only_where_a_grant_answers_and_never_shorter_across_
     assert rejection.code.name == "INVALID_ARGUMENT" and str(MAX_LEASE_MS) in rejection.detail
     # A leader counting 7 ticks of 100 ms announces 700 ms; a follower with 30 ms ticks must hold at
     # least 24 of them (23 would be 690 ms): the length is rounded up, what is left of a lease down.
-    sent = message_to_pb(Message(MsgType.HEARTBEAT, 2, 1, 3, round=1, lease_ticks=7, lease_remaining=7), tick_ms=100,
-                         configuration=ours)
+    sent = message_to_pb(
+        Message(MsgType.HEARTBEAT, 2, 1, 3, round=1, lease_ticks=7, lease_remaining=7), tick_ms=100, configuration=ours
+    )
     received = message_from_pb("Heartbeat", sent, tick_ms=30)
     assert (received.lease_ticks, received.lease_remaining) == (24, 23)
 
@@ -118,21 +120,38 @@ def test_under_an_address_template_any_node_may_send_and_the_configuration_decid
     """--peer-address-template (quorum): a node added after this one started (node 7 here) is heard
     and named as a successor; without the template it is not a peer. Its own id, and id 0, never pass."""
     from node.api import bullyproof_pb2 as pb
-    from node.runtime.wire import membership_to_pb
     from node.core import Membership
+    from node.runtime.wire import membership_to_pb
 
     m = Membership((1, 2, 3, 7), index=2, term=4)
-    req = pb.PeerMessage(sender_id=7, receiver_id=1, epoch=5, round=1, lease_ms=700, configuration_id=m.id,
-                         configuration=membership_to_pb(m))
+    req = pb.PeerMessage(
+        sender_id=7,
+        receiver_id=1,
+        epoch=5,
+        round=1,
+        lease_ms=700,
+        configuration_id=m.id,
+        configuration=membership_to_pb(m),
+    )
     closed = check_peer_message("Heartbeat", req, 1, (1, 2, 3), "quorum")
     assert closed.code.name == "PERMISSION_DENIED" and "sender 7 is not a peer of node 1" in closed.detail
     assert check_peer_message("Heartbeat", req, 1, (1, 2, 3), "quorum", open_membership=True) is None
-    handover = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=5, resigning=True, successor_id=7,
-                              configuration_id=m.id, configuration=membership_to_pb(m))
+    handover = pb.PeerMessage(
+        sender_id=2,
+        receiver_id=1,
+        epoch=5,
+        resigning=True,
+        successor_id=7,
+        configuration_id=m.id,
+        configuration=membership_to_pb(m),
+    )
     assert check_peer_message("Heartbeat", handover, 1, (1, 2, 3), "quorum").code.name == "INVALID_ARGUMENT"
     assert check_peer_message("Heartbeat", handover, 1, (1, 2, 3), "quorum", open_membership=True) is None
     for sender in (0, 1):
-        forged = pb.PeerMessage(sender_id=sender, receiver_id=1, epoch=5, round=1, configuration_id=m.id,
-                                configuration=membership_to_pb(m))
-        assert check_peer_message("Heartbeat", forged, 1, (1, 2, 3), "quorum", open_membership=True).code.name \
+        forged = pb.PeerMessage(
+            sender_id=sender, receiver_id=1, epoch=5, round=1, configuration_id=m.id, configuration=membership_to_pb(m)
+        )
+        assert (
+            check_peer_message("Heartbeat", forged, 1, (1, 2, 3), "quorum", open_membership=True).code.name
             == "PERMISSION_DENIED"
+        )

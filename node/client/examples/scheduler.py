@@ -70,8 +70,9 @@ async def serve(node_address: str, node_id: int, store_address: str, period_ms: 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        runner = asyncio.create_task(leadership.run(
-            scheduler.work, scheduler.started_leading, scheduler.stopped_leading, scheduler.new_leader))
+        runner = asyncio.create_task(
+            leadership.run(scheduler.work, scheduler.started_leading, scheduler.stopped_leading, scheduler.new_leader)
+        )
         stopper = asyncio.create_task(stop.wait())
         emit("watching", node=node_id, node_address=node_address, store=store_address, period_ms=period_ms)
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -86,14 +87,18 @@ async def serve(node_address: str, node_id: int, store_address: str, period_ms: 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m node.client.examples.scheduler",
-        description="Run a periodic job only while the node beside it leads, fenced by its epoch.")
-    parser.add_argument("--node", required=True, metavar="HOST:PORT",
-                        help="client address of the node beside this scheduler")
+        description="Run a periodic job only while the node beside it leads, fenced by its epoch.",
+    )
+    parser.add_argument(
+        "--node", required=True, metavar="HOST:PORT", help="client address of the node beside this scheduler"
+    )
     parser.add_argument("--node-id", required=True, type=int, help="that node's id (also the store writer id)")
     parser.add_argument("--store", required=True, metavar="HOST:PORT", help="the fenced store")
     parser.add_argument("--period-ms", type=int, default=200, help="time between job runs while leading (default 200)")
     security = parser.add_mutually_exclusive_group(required=True)
-    security.add_argument("--certs", metavar="DIR", help="the cluster's certificates (bullyproof certs init): uses node-N's")
+    security.add_argument(
+        "--certs", metavar="DIR", help="the cluster's certificates (bullyproof certs init): uses node-N's"
+    )
     security.add_argument("--insecure", action="store_true", help="plaintext, for a cluster started with --insecure")
     return parser
 

@@ -23,8 +23,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from node.client.fencing.base import FenceBug  # noqa: F401 (for tests, which plant bugs with it)
-from node.client.fencing.base import NEVER_WRITTEN, Fence, FencedTerm, FenceState
+from node.client.fencing.base import (
+    NEVER_WRITTEN,
+    Fence,
+    FenceBug,  # noqa: F401 (for tests, which plant bugs with it)
+    FencedTerm,
+    FenceState,
+)
 from node.client.fencing.errors import EpochTaken, FencingRefused, StaleEpoch
 from node.client.fencing.sqlite import BlockingSqliteFence, SqliteFence
 

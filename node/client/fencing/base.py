@@ -67,8 +67,14 @@ def check_identifier(name: str, what: str) -> str:
     return name
 
 
-def judge(resource: str, writer_id: int, epoch: int, highest_epoch: int, owner_id: int,
-          planted: frozenset[FenceBug] = frozenset()) -> None:
+def judge(
+    resource: str,
+    writer_id: int,
+    epoch: int,
+    highest_epoch: int,
+    owner_id: int,
+    planted: frozenset[FenceBug] = frozenset(),
+) -> None:
     """Raise StaleEpoch or EpochTaken if the record (highest_epoch, owner_id) refuses this write.
 
     The rule is the fenced store's `decide`, unchanged; `planted` swaps in a bug for tests."""
@@ -86,10 +92,22 @@ def judge(resource: str, writer_id: int, epoch: int, highest_epoch: int, owner_i
 def refused(resource: str, writer_id: int, epoch: int, kind: str, highest_epoch: int, owner_id: int) -> FencingRefused:
     """The exception for a refusal decided elsewhere (in a Redis script): kind is 'stale' or 'taken'."""
     if kind == "stale":
-        return StaleEpoch(epoch, highest_epoch, f"stale epoch {epoch} < highest {highest_epoch}",
-                          resource=resource, writer_id=writer_id, owner_id=owner_id)
-    return EpochTaken(epoch, highest_epoch, f"epoch {epoch} already owned by writer {owner_id}",
-                      resource=resource, writer_id=writer_id, owner_id=owner_id)
+        return StaleEpoch(
+            epoch,
+            highest_epoch,
+            f"stale epoch {epoch} < highest {highest_epoch}",
+            resource=resource,
+            writer_id=writer_id,
+            owner_id=owner_id,
+        )
+    return EpochTaken(
+        epoch,
+        highest_epoch,
+        f"epoch {epoch} already owned by writer {owner_id}",
+        resource=resource,
+        writer_id=writer_id,
+        owner_id=owner_id,
+    )
 
 
 Hook = Callable[[str, int, int], Any]  # (resource, writer_id, epoch): tests pause a write between check and write

@@ -13,8 +13,17 @@ class FencingRefused(Exception):
     (None elsewhere). `Fenced` is another name for this class.
     """
 
-    def __init__(self, epoch: int, highest_epoch: int, reason: str, seq: int | None = None, *,
-                 resource: str | None = None, writer_id: int | None = None, owner_id: int | None = None) -> None:
+    def __init__(
+        self,
+        epoch: int,
+        highest_epoch: int,
+        reason: str,
+        seq: int | None = None,
+        *,
+        resource: str | None = None,
+        writer_id: int | None = None,
+        owner_id: int | None = None,
+    ) -> None:
         where = f"{resource!r}: " if resource is not None else ""
         super().__init__(f"{where}write with epoch {epoch} refused: {reason} (highest accepted epoch: {highest_epoch})")
         self.epoch = epoch

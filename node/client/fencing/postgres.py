@@ -49,21 +49,28 @@ class _Statements:
         t = sql.Identifier(check_identifier(table, "table"))
         self.table = table
         self.exists = sql.SQL("SELECT to_regclass(quote_ident({}))").format(sql.Literal(table))
-        self.create = sql.SQL("CREATE TABLE IF NOT EXISTS {} (resource TEXT PRIMARY KEY, epoch BIGINT NOT NULL,"
-                              " writer BIGINT NOT NULL, value BYTEA)").format(t)
-        self.insert = sql.SQL("INSERT INTO {} (resource, epoch, writer) VALUES (%s, 0, 0)"
-                              " ON CONFLICT (resource) DO NOTHING").format(t)
+        self.create = sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (resource TEXT PRIMARY KEY, epoch BIGINT NOT NULL,"
+            " writer BIGINT NOT NULL, value BYTEA)"
+        ).format(t)
+        self.insert = sql.SQL(
+            "INSERT INTO {} (resource, epoch, writer) VALUES (%s, 0, 0) ON CONFLICT (resource) DO NOTHING"
+        ).format(t)
         self.lock = sql.SQL("SELECT epoch, writer FROM {} WHERE resource = %s FOR UPDATE").format(t)
         self.peek = sql.SQL("SELECT epoch, writer FROM {} WHERE resource = %s").format(t)
         self.read = sql.SQL("SELECT epoch, writer, value FROM {} WHERE resource = %s").format(t)
         self.claim = sql.SQL("UPDATE {} SET epoch = %s, writer = %s WHERE resource = %s").format(t)
         self.claim_value = sql.SQL("UPDATE {} SET epoch = %s, writer = %s, value = %s WHERE resource = %s").format(t)
         # The planted check-outside-transaction bug writes without looking: an upsert.
-        self.record = sql.SQL("INSERT INTO {} (resource, epoch, writer) VALUES (%s, %s, %s) ON CONFLICT (resource)"
-                              " DO UPDATE SET epoch = excluded.epoch, writer = excluded.writer").format(t)
-        self.record_value = sql.SQL("INSERT INTO {} (resource, epoch, writer, value) VALUES (%s, %s, %s, %s)"
-                                    " ON CONFLICT (resource) DO UPDATE SET epoch = excluded.epoch,"
-                                    " writer = excluded.writer, value = excluded.value").format(t)
+        self.record = sql.SQL(
+            "INSERT INTO {} (resource, epoch, writer) VALUES (%s, %s, %s) ON CONFLICT (resource)"
+            " DO UPDATE SET epoch = excluded.epoch, writer = excluded.writer"
+        ).format(t)
+        self.record_value = sql.SQL(
+            "INSERT INTO {} (resource, epoch, writer, value) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (resource) DO UPDATE SET epoch = excluded.epoch,"
+            " writer = excluded.writer, value = excluded.value"
+        ).format(t)
 
     def update(self, resource: str, writer_id: int, epoch: int, value: object) -> tuple[sql.Composed, tuple[Any, ...]]:
         if value is _KEEP:
@@ -77,7 +84,11 @@ class _Statements:
 
 
 def _state(row: tuple[Any, ...] | None) -> FenceState:
-    return NEVER_WRITTEN if row is None or row[0] == 0 else FenceState(row[0], row[1], row[2] if row[2] is None else bytes(row[2]))
+    return (
+        NEVER_WRITTEN
+        if row is None or row[0] == 0
+        else FenceState(row[0], row[1], row[2] if row[2] is None else bytes(row[2]))
+    )
 
 
 class PostgresFence:
@@ -91,9 +102,14 @@ class PostgresFence:
     with the statement in `_Statements.create`).
     """
 
-    def __init__(self, connection: str | Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection]], *,
-                 table: str = TABLE, _planted: Iterable[FenceBug | str] = (),
-                 _between_check_and_write: Hook | None = None) -> None:
+    def __init__(
+        self,
+        connection: str | Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection]],
+        *,
+        table: str = TABLE,
+        _planted: Iterable[FenceBug | str] = (),
+        _between_check_and_write: Hook | None = None,
+    ) -> None:
         self._sql = _Statements(table)
         self._connect = connection if callable(connection) else self._pooled
         self._conninfo = connection if isinstance(connection, str) else None
@@ -139,8 +155,9 @@ class PostgresFence:
     # ---- inside -----------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, resource: str, writer_id: int, epoch: int,
-                           value: object) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def _transaction(
+        self, resource: str, writer_id: int, epoch: int, value: object
+    ) -> AsyncIterator[psycopg.AsyncConnection]:
         check_claim(resource, writer_id, epoch)
         await self._ensure_table()
         async with self._connect() as conn:
@@ -157,7 +174,9 @@ class PostgresFence:
                 await self._claim(conn, resource, writer_id, epoch, value)
                 yield conn
 
-    async def _claim(self, conn: psycopg.AsyncConnection, resource: str, writer_id: int, epoch: int, value: object) -> None:
+    async def _claim(
+        self, conn: psycopg.AsyncConnection, resource: str, writer_id: int, epoch: int, value: object
+    ) -> None:
         check_claim(resource, writer_id, epoch)
         await conn.execute(self._sql.insert, (resource,))
         highest, owner = await (await conn.execute(self._sql.lock, (resource,))).fetchone()
@@ -181,11 +200,17 @@ class PostgresFence:
 
     @contextlib.asynccontextmanager
     async def _pooled(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        conn = (
+            self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        )
         try:
             yield conn
         finally:
-            if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE or len(self._idle) >= MAX_IDLE:
+            if (
+                conn.closed
+                or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+                or len(self._idle) >= MAX_IDLE
+            ):
                 await conn.close()
             else:
                 self._idle.append(conn)
@@ -196,9 +221,14 @@ class BlockingPostgresFence:
     `connection` may be a callable returning a context manager of a Connection (psycopg_pool's
     `ConnectionPool.connection`). Safe to share between threads: each transaction has its own connection."""
 
-    def __init__(self, connection: str | Callable[[], AbstractContextManager[psycopg.Connection]], *,
-                 table: str = TABLE, _planted: Iterable[FenceBug | str] = (),
-                 _between_check_and_write: Hook | None = None) -> None:
+    def __init__(
+        self,
+        connection: str | Callable[[], AbstractContextManager[psycopg.Connection]],
+        *,
+        table: str = TABLE,
+        _planted: Iterable[FenceBug | str] = (),
+        _between_check_and_write: Hook | None = None,
+    ) -> None:
         import threading
 
         self._sql = _Statements(table)

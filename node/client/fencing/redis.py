@@ -105,8 +105,9 @@ class _Scripts:
             found = self._shas[(snippet, with_value)] = (text, hashlib.sha1(text.encode()).hexdigest())
         return found
 
-    def call(self, resource: str, writer_id: int, epoch: int, value: bytes | None, keys: Iterable[str],
-             args: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+    def call(
+        self, resource: str, writer_id: int, epoch: int, value: bytes | None, keys: Iterable[str], args: Iterable[Any]
+    ) -> tuple[list[Any], list[Any]]:
         check_claim(resource, writer_id, epoch)
         keys = list(keys)
         if any(not isinstance(k, (str, bytes)) for k in keys):
@@ -126,7 +127,9 @@ class _Scripts:
 
 def _state(fields: list[Any]) -> FenceState:
     epoch, writer, value = fields
-    return NEVER_WRITTEN if epoch is None else FenceState(int(epoch), int(writer), None if value is None else bytes(value))
+    return (
+        NEVER_WRITTEN if epoch is None else FenceState(int(epoch), int(writer), None if value is None else bytes(value))
+    )
 
 
 class RedisFence:
@@ -139,12 +142,20 @@ class RedisFence:
     make yourself `retry=Retry(NoBackoff(), 0)` for the same reason.
     """
 
-    def __init__(self, client: str | redis.asyncio.Redis, *, prefix: str = PREFIX,
-                 _planted: Iterable[FenceBug | str] = (), _between_check_and_write: Hook | None = None) -> None:
+    def __init__(
+        self,
+        client: str | redis.asyncio.Redis,
+        *,
+        prefix: str = PREFIX,
+        _planted: Iterable[FenceBug | str] = (),
+        _between_check_and_write: Hook | None = None,
+    ) -> None:
         self._own = isinstance(client, str)
         self.client: redis.asyncio.Redis = (
             redis.asyncio.Redis.from_url(client, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
-            if isinstance(client, str) else client)
+            if isinstance(client, str)
+            else client
+        )
         self._scripts = _Scripts(prefix, _planted, _between_check_and_write)
 
     def __repr__(self) -> str:
@@ -159,8 +170,9 @@ class RedisFence:
         """SET each key to its value and claim the fence, in one script, if the epoch is current."""
         await self._run(_SET, False, resource, writer_id, epoch, None, values.keys(), values.values())
 
-    async def eval(self, resource: str, writer_id: int, epoch: int, script: str, keys: Iterable[str] = (),
-                   args: Iterable[Any] = ()) -> Any:
+    async def eval(
+        self, resource: str, writer_id: int, epoch: int, script: str, keys: Iterable[str] = (), args: Iterable[Any] = ()
+    ) -> Any:
         """Run your Lua `script` (the body of a function of its own KEYS and ARGV) after the check and
         before the claim, in one script; returns what it returns (Redis's conversion of it)."""
         return await self._run(script, False, resource, writer_id, epoch, None, keys, args)
@@ -172,8 +184,17 @@ class RedisFence:
         if self._own:
             await self.client.aclose()
 
-    async def _run(self, snippet: str, with_value: bool, resource: str, writer_id: int, epoch: int,
-                   value: bytes | None, keys: Iterable[str], args: Iterable[Any]) -> Any:
+    async def _run(
+        self,
+        snippet: str,
+        with_value: bool,
+        resource: str,
+        writer_id: int,
+        epoch: int,
+        value: bytes | None,
+        keys: Iterable[str],
+        args: Iterable[Any],
+    ) -> Any:
         s = self._scripts
         keys, argv = s.call(resource, writer_id, epoch, value, keys, args)
         if FenceBug.CHECK_OUTSIDE_TRANSACTION in s.planted:
@@ -191,11 +212,18 @@ class RedisFence:
 class BlockingRedisFence:
     """RedisFence without asyncio (redis.Redis): the same arguments and methods, blocking."""
 
-    def __init__(self, client: str | redis.Redis, *, prefix: str = PREFIX,
-                 _planted: Iterable[FenceBug | str] = (), _between_check_and_write: Hook | None = None) -> None:
+    def __init__(
+        self,
+        client: str | redis.Redis,
+        *,
+        prefix: str = PREFIX,
+        _planted: Iterable[FenceBug | str] = (),
+        _between_check_and_write: Hook | None = None,
+    ) -> None:
         self._own = isinstance(client, str)
-        self.client: redis.Redis = (redis.Redis.from_url(client, retry=Retry(NoBackoff(), 0))
-                                    if isinstance(client, str) else client)
+        self.client: redis.Redis = (
+            redis.Redis.from_url(client, retry=Retry(NoBackoff(), 0)) if isinstance(client, str) else client
+        )
         self._scripts = _Scripts(prefix, _planted, _between_check_and_write)
 
     def __repr__(self) -> str:
@@ -207,8 +235,9 @@ class BlockingRedisFence:
     def set(self, resource: str, writer_id: int, epoch: int, values: Mapping[str, Any]) -> None:
         self._run(_SET, False, resource, writer_id, epoch, None, values.keys(), values.values())
 
-    def eval(self, resource: str, writer_id: int, epoch: int, script: str, keys: Iterable[str] = (),
-             args: Iterable[Any] = ()) -> Any:
+    def eval(
+        self, resource: str, writer_id: int, epoch: int, script: str, keys: Iterable[str] = (), args: Iterable[Any] = ()
+    ) -> Any:
         return self._run(script, False, resource, writer_id, epoch, None, keys, args)
 
     def read(self, resource: str) -> FenceState:
@@ -218,8 +247,17 @@ class BlockingRedisFence:
         if self._own:
             self.client.close()
 
-    def _run(self, snippet: str, with_value: bool, resource: str, writer_id: int, epoch: int,
-             value: bytes | None, keys: Iterable[str], args: Iterable[Any]) -> Any:
+    def _run(
+        self,
+        snippet: str,
+        with_value: bool,
+        resource: str,
+        writer_id: int,
+        epoch: int,
+        value: bytes | None,
+        keys: Iterable[str],
+        args: Iterable[Any],
+    ) -> Any:
         s = self._scripts
         keys, argv = s.call(resource, writer_id, epoch, value, keys, args)
         if FenceBug.CHECK_OUTSIDE_TRANSACTION in s.planted:

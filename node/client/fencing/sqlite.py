@@ -44,8 +44,15 @@ class BlockingSqliteFence:
     transaction to end (sqlite3's busy timeout) before sqlite3.OperationalError("database is locked").
     """
 
-    def __init__(self, path: str | Path, *, table: str = TABLE, timeout_s: float = 5.0,
-                 _planted: Iterable[FenceBug | str] = (), _between_check_and_write: Hook | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        table: str = TABLE,
+        timeout_s: float = 5.0,
+        _planted: Iterable[FenceBug | str] = (),
+        _between_check_and_write: Hook | None = None,
+    ) -> None:
         self.path = Path(path)
         self.table = check_identifier(table, "table")
         self.timeout_s = timeout_s
@@ -75,8 +82,9 @@ class BlockingSqliteFence:
     def read(self, resource: str) -> FenceState:
         with contextlib.closing(self.connect()) as conn:
             try:
-                row = conn.execute(f'SELECT epoch, writer, value FROM "{self.table}" WHERE resource = ?',
-                                   (resource,)).fetchone()
+                row = conn.execute(
+                    f'SELECT epoch, writer, value FROM "{self.table}" WHERE resource = ?', (resource,)
+                ).fetchone()
             except sqlite3.OperationalError as exc:
                 if "no such table" in str(exc):
                     return NEVER_WRITTEN
@@ -129,19 +137,27 @@ class BlockingSqliteFence:
                 raise
             # First use: the table is made in the caller's transaction (a failed statement does not
             # end a SQLite transaction), so it exists from then on unless that transaction rolls back.
-            conn.execute(f'CREATE TABLE IF NOT EXISTS "{self.table}" (resource TEXT PRIMARY KEY,'
-                         " epoch INTEGER NOT NULL, writer INTEGER NOT NULL, value BLOB)")
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self.table}" (resource TEXT PRIMARY KEY,'
+                " epoch INTEGER NOT NULL, writer INTEGER NOT NULL, value BLOB)"
+            )
             row = conn.execute(query, (resource,)).fetchone()
         return (row[0], row[1]) if row else (0, 0)
 
     def _record(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int, value: object) -> None:
         if value is _KEEP:
-            conn.execute(f'INSERT INTO "{self.table}" (resource, epoch, writer) VALUES (?, ?, ?) ON CONFLICT (resource)'
-                         " DO UPDATE SET epoch = excluded.epoch, writer = excluded.writer", (resource, epoch, writer_id))
+            conn.execute(
+                f'INSERT INTO "{self.table}" (resource, epoch, writer) VALUES (?, ?, ?) ON CONFLICT (resource)'
+                " DO UPDATE SET epoch = excluded.epoch, writer = excluded.writer",
+                (resource, epoch, writer_id),
+            )
         else:
-            conn.execute(f'INSERT INTO "{self.table}" (resource, epoch, writer, value) VALUES (?, ?, ?, ?)'
-                         " ON CONFLICT (resource) DO UPDATE SET epoch = excluded.epoch, writer = excluded.writer,"
-                         " value = excluded.value", (resource, epoch, writer_id, value))
+            conn.execute(
+                f'INSERT INTO "{self.table}" (resource, epoch, writer, value) VALUES (?, ?, ?, ?)'
+                " ON CONFLICT (resource) DO UPDATE SET epoch = excluded.epoch, writer = excluded.writer,"
+                " value = excluded.value",
+                (resource, epoch, writer_id, value),
+            )
 
     def _pause(self, resource: str, writer_id: int, epoch: int) -> None:
         if self._hook is not None:

@@ -24,8 +24,15 @@ class StoreFence:
     directory) it writes as writer N with node-N's certificate, as the store requires, and reads the
     log as the cluster's admin; `insecure=True` for a store started with --insecure."""
 
-    def __init__(self, address: str, *, certs: str | Path | None = None, insecure: bool = False,
-                 deadline_s: float = 1.0, _planted: Iterable[FenceBug | str] = ()) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        certs: str | Path | None = None,
+        insecure: bool = False,
+        deadline_s: float = 1.0,
+        _planted: Iterable[FenceBug | str] = (),
+    ) -> None:
         if planted_bugs(_planted):
             raise ValueError("the fenced store's rule is in the store process: plant its bugs there (--planted-bug)")
         if (certs is None) == (not insecure):
@@ -48,8 +55,9 @@ class StoreFence:
         writer = self._writers.get(writer_id)
         if writer is None:
             tls = self._tls(f"node-{writer_id}")
-            writer = self._writers[writer_id] = FencedWriter(self.address, writer_id, self.deadline_s, tls=tls,
-                                                             insecure=tls is None)
+            writer = self._writers[writer_id] = FencedWriter(
+                self.address, writer_id, self.deadline_s, tls=tls, insecure=tls is None
+            )
         await writer.write(LeaseToken(writer_id, epoch), resource, bytes(value))
 
     async def read(self, resource: str) -> FenceState:
