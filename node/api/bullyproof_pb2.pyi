@@ -1,11 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -23,7 +21,6 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_QUORUM: _ClassVar[Mode]
     MODE_RING: _ClassVar[Mode]
     MODE_RAFT: _ClassVar[Mode]
-
 ROLE_UNSPECIFIED: Role
 ROLE_FOLLOWER: Role
 ROLE_CANDIDATE: Role
@@ -35,21 +32,7 @@ MODE_RING: Mode
 MODE_RAFT: Mode
 
 class PeerMessage(_message.Message):
-    __slots__ = (
-        "sender_id",
-        "receiver_id",
-        "epoch",
-        "round",
-        "resigning",
-        "successor_id",
-        "ring_ids",
-        "initiator_id",
-        "lease_remaining_ms",
-        "transfer",
-        "lease_ms",
-        "configuration_id",
-        "configuration",
-    )
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "resigning", "successor_id", "ring_ids", "initiator_id", "lease_remaining_ms", "transfer", "lease_ms", "configuration_id", "configuration")
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -76,22 +59,7 @@ class PeerMessage(_message.Message):
     lease_ms: int
     configuration_id: int
     configuration: Configuration
-    def __init__(
-        self,
-        sender_id: int | None = ...,
-        receiver_id: int | None = ...,
-        epoch: int | None = ...,
-        round: int | None = ...,
-        resigning: bool | None = ...,
-        successor_id: int | None = ...,
-        ring_ids: _Iterable[int] | None = ...,
-        initiator_id: int | None = ...,
-        lease_remaining_ms: int | None = ...,
-        transfer: bool | None = ...,
-        lease_ms: int | None = ...,
-        configuration_id: int | None = ...,
-        configuration: Configuration | _Mapping | None = ...,
-    ) -> None: ...
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., resigning: _Optional[bool] = ..., successor_id: _Optional[int] = ..., ring_ids: _Optional[_Iterable[int]] = ..., initiator_id: _Optional[int] = ..., lease_remaining_ms: _Optional[int] = ..., transfer: _Optional[bool] = ..., lease_ms: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ...) -> None: ...
 
 class Configuration(_message.Message):
     __slots__ = ("voters", "learners", "index", "term", "previous", "notify")
@@ -107,28 +75,10 @@ class Configuration(_message.Message):
     term: int
     previous: _containers.RepeatedScalarFieldContainer[int]
     notify: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(
-        self,
-        voters: _Iterable[int] | None = ...,
-        learners: _Iterable[int] | None = ...,
-        index: int | None = ...,
-        term: int | None = ...,
-        previous: _Iterable[int] | None = ...,
-        notify: _Iterable[int] | None = ...,
-    ) -> None: ...
+    def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., previous: _Optional[_Iterable[int]] = ..., notify: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = (
-        "sender_id",
-        "receiver_id",
-        "epoch",
-        "round",
-        "granted",
-        "promised_epoch",
-        "configuration_id",
-        "configuration",
-        "refusal",
-    )
+    __slots__ = ("sender_id", "receiver_id", "epoch", "round", "granted", "promised_epoch", "configuration_id", "configuration", "refusal")
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -147,24 +97,13 @@ class Ack(_message.Message):
     configuration_id: int
     configuration: Configuration
     refusal: str
-    def __init__(
-        self,
-        sender_id: int | None = ...,
-        receiver_id: int | None = ...,
-        epoch: int | None = ...,
-        round: int | None = ...,
-        granted: bool | None = ...,
-        promised_epoch: int | None = ...,
-        configuration_id: int | None = ...,
-        configuration: Configuration | _Mapping | None = ...,
-        refusal: str | None = ...,
-    ) -> None: ...
+    def __init__(self, sender_id: _Optional[int] = ..., receiver_id: _Optional[int] = ..., epoch: _Optional[int] = ..., round: _Optional[int] = ..., granted: _Optional[bool] = ..., promised_epoch: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., refusal: _Optional[str] = ...) -> None: ...
 
 class PeerReply(_message.Message):
     __slots__ = ("ack",)
     ACK_FIELD_NUMBER: _ClassVar[int]
     ack: Ack
-    def __init__(self, ack: Ack | _Mapping | None = ...) -> None: ...
+    def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
 class MembershipRequest(_message.Message):
     __slots__ = ("action", "node_id", "timeout_ms")
@@ -173,7 +112,6 @@ class MembershipRequest(_message.Message):
         ACTION_UNSPECIFIED: _ClassVar[MembershipRequest.Action]
         ACTION_ADD: _ClassVar[MembershipRequest.Action]
         ACTION_REMOVE: _ClassVar[MembershipRequest.Action]
-
     ACTION_UNSPECIFIED: MembershipRequest.Action
     ACTION_ADD: MembershipRequest.Action
     ACTION_REMOVE: MembershipRequest.Action
@@ -183,12 +121,7 @@ class MembershipRequest(_message.Message):
     action: MembershipRequest.Action
     node_id: int
     timeout_ms: int
-    def __init__(
-        self,
-        action: MembershipRequest.Action | str | None = ...,
-        node_id: int | None = ...,
-        timeout_ms: int | None = ...,
-    ) -> None: ...
+    def __init__(self, action: _Optional[_Union[MembershipRequest.Action, str]] = ..., node_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class MembershipReply(_message.Message):
     __slots__ = ("configuration", "leader_id")
@@ -196,9 +129,7 @@ class MembershipReply(_message.Message):
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     configuration: Configuration
     leader_id: int
-    def __init__(
-        self, configuration: Configuration | _Mapping | None = ..., leader_id: int | None = ...
-    ) -> None: ...
+    def __init__(self, configuration: _Optional[_Union[Configuration, _Mapping]] = ..., leader_id: _Optional[int] = ...) -> None: ...
 
 class WatchLeaderRequest(_message.Message):
     __slots__ = ()
@@ -212,7 +143,7 @@ class ResignReply(_message.Message):
     __slots__ = ("epoch",)
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     epoch: int
-    def __init__(self, epoch: int | None = ...) -> None: ...
+    def __init__(self, epoch: _Optional[int] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
     __slots__ = ("target_id", "timeout_ms")
@@ -220,7 +151,7 @@ class TransferRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     target_id: int
     timeout_ms: int
-    def __init__(self, target_id: int | None = ..., timeout_ms: int | None = ...) -> None: ...
+    def __init__(self, target_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class TransferReply(_message.Message):
     __slots__ = ("leader_id", "epoch")
@@ -228,7 +159,7 @@ class TransferReply(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     leader_id: int
     epoch: int
-    def __init__(self, leader_id: int | None = ..., epoch: int | None = ...) -> None: ...
+    def __init__(self, leader_id: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class GetLeaderRequest(_message.Message):
     __slots__ = ()
@@ -252,17 +183,7 @@ class LeaderInfo(_message.Message):
     lease_valid: bool
     view_time_unix_ns: int
     outside: bool
-    def __init__(
-        self,
-        known: bool | None = ...,
-        leader_id: int | None = ...,
-        epoch: int | None = ...,
-        node_id: int | None = ...,
-        role: Role | str | None = ...,
-        lease_valid: bool | None = ...,
-        view_time_unix_ns: int | None = ...,
-        outside: bool | None = ...,
-    ) -> None: ...
+    def __init__(self, known: _Optional[bool] = ..., leader_id: _Optional[int] = ..., epoch: _Optional[int] = ..., node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., lease_valid: _Optional[bool] = ..., view_time_unix_ns: _Optional[int] = ..., outside: _Optional[bool] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
@@ -280,55 +201,24 @@ class PeerView(_message.Message):
     last_heard_ms: int
     reachable: bool
     configuration_refusal: str
-    def __init__(
-        self,
-        id: int | None = ...,
-        address: str | None = ...,
-        last_heard_ms: int | None = ...,
-        reachable: bool | None = ...,
-        configuration_refusal: str | None = ...,
-    ) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., last_heard_ms: _Optional[int] = ..., reachable: _Optional[bool] = ..., configuration_refusal: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = (
-        "node_id",
-        "role",
-        "mode",
-        "epoch",
-        "promised_epoch",
-        "promised_to",
-        "has_leader",
-        "leader_id",
-        "lease_valid",
-        "peers",
-        "elections_started",
-        "elections_won",
-        "stepdowns",
-        "messages_sent",
-        "messages_received",
-        "leader_changes",
-        "uptime_ms",
-        "handovers_won",
-        "configuration_id",
-        "configuration",
-        "configuration_agreed",
-    )
+    __slots__ = ("node_id", "role", "mode", "epoch", "promised_epoch", "promised_to", "has_leader", "leader_id", "lease_valid", "peers", "elections_started", "elections_won", "stepdowns", "messages_sent", "messages_received", "leader_changes", "uptime_ms", "handovers_won", "configuration_id", "configuration", "configuration_agreed")
     class MessagesSentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: int
-        def __init__(self, key: str | None = ..., value: int | None = ...) -> None: ...
-
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     class MessagesReceivedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: int
-        def __init__(self, key: str | None = ..., value: int | None = ...) -> None: ...
-
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -371,30 +261,7 @@ class NodeStatus(_message.Message):
     configuration_id: int
     configuration: Configuration
     configuration_agreed: bool
-    def __init__(
-        self,
-        node_id: int | None = ...,
-        role: Role | str | None = ...,
-        mode: Mode | str | None = ...,
-        epoch: int | None = ...,
-        promised_epoch: int | None = ...,
-        promised_to: int | None = ...,
-        has_leader: bool | None = ...,
-        leader_id: int | None = ...,
-        lease_valid: bool | None = ...,
-        peers: _Iterable[PeerView | _Mapping] | None = ...,
-        elections_started: int | None = ...,
-        elections_won: int | None = ...,
-        stepdowns: int | None = ...,
-        messages_sent: _Mapping[str, int] | None = ...,
-        messages_received: _Mapping[str, int] | None = ...,
-        leader_changes: int | None = ...,
-        uptime_ms: int | None = ...,
-        handovers_won: int | None = ...,
-        configuration_id: int | None = ...,
-        configuration: Configuration | _Mapping | None = ...,
-        configuration_agreed: bool | None = ...,
-    ) -> None: ...
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., epoch: _Optional[int] = ..., promised_epoch: _Optional[int] = ..., promised_to: _Optional[int] = ..., has_leader: _Optional[bool] = ..., leader_id: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerView, _Mapping]]] = ..., elections_started: _Optional[int] = ..., elections_won: _Optional[int] = ..., stepdowns: _Optional[int] = ..., messages_sent: _Optional[_Mapping[str, int]] = ..., messages_received: _Optional[_Mapping[str, int]] = ..., leader_changes: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., handovers_won: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., configuration_agreed: _Optional[bool] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("writer_id", "epoch", "key", "value")
@@ -406,13 +273,7 @@ class WriteRequest(_message.Message):
     epoch: int
     key: str
     value: bytes
-    def __init__(
-        self,
-        writer_id: int | None = ...,
-        epoch: int | None = ...,
-        key: str | None = ...,
-        value: bytes | None = ...,
-    ) -> None: ...
+    def __init__(self, writer_id: _Optional[int] = ..., epoch: _Optional[int] = ..., key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class WriteReply(_message.Message):
     __slots__ = ("accepted", "highest_epoch", "seq", "reason")
@@ -424,13 +285,7 @@ class WriteReply(_message.Message):
     highest_epoch: int
     seq: int
     reason: str
-    def __init__(
-        self,
-        accepted: bool | None = ...,
-        highest_epoch: int | None = ...,
-        seq: int | None = ...,
-        reason: str | None = ...,
-    ) -> None: ...
+    def __init__(self, accepted: _Optional[bool] = ..., highest_epoch: _Optional[int] = ..., seq: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ReadLogRequest(_message.Message):
     __slots__ = ("after_seq", "limit")
@@ -438,20 +293,10 @@ class ReadLogRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     limit: int
-    def __init__(self, after_seq: int | None = ..., limit: int | None = ...) -> None: ...
+    def __init__(self, after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class LogEntry(_message.Message):
-    __slots__ = (
-        "seq",
-        "writer_id",
-        "epoch",
-        "key",
-        "value",
-        "accepted",
-        "reason",
-        "recorded_unix_ns",
-        "recorded_monotonic_ns",
-    )
+    __slots__ = ("seq", "writer_id", "epoch", "key", "value", "accepted", "reason", "recorded_unix_ns", "recorded_monotonic_ns")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     WRITER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -470,18 +315,7 @@ class LogEntry(_message.Message):
     reason: str
     recorded_unix_ns: int
     recorded_monotonic_ns: int
-    def __init__(
-        self,
-        seq: int | None = ...,
-        writer_id: int | None = ...,
-        epoch: int | None = ...,
-        key: str | None = ...,
-        value: bytes | None = ...,
-        accepted: bool | None = ...,
-        reason: str | None = ...,
-        recorded_unix_ns: int | None = ...,
-        recorded_monotonic_ns: int | None = ...,
-    ) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., writer_id: _Optional[int] = ..., epoch: _Optional[int] = ..., key: _Optional[str] = ..., value: _Optional[bytes] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., recorded_unix_ns: _Optional[int] = ..., recorded_monotonic_ns: _Optional[int] = ...) -> None: ...
 
 class ReadLogReply(_message.Message):
     __slots__ = ("entries", "highest_epoch", "highest_epoch_writer")
@@ -491,9 +325,4 @@ class ReadLogReply(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
     highest_epoch: int
     highest_epoch_writer: int
-    def __init__(
-        self,
-        entries: _Iterable[LogEntry | _Mapping] | None = ...,
-        highest_epoch: int | None = ...,
-        highest_epoch_writer: int | None = ...,
-    ) -> None: ...
+    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., highest_epoch: _Optional[int] = ..., highest_epoch_writer: _Optional[int] = ...) -> None: ...
