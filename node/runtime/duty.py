@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import grpc
 
@@ -13,11 +12,9 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel
 from node.core import Role
+from node.runtime.port import DutyNode
 from node.store.db import claim_key
 from node.tls import STORE_NAME
-
-if TYPE_CHECKING:
-    from node.runtime.node import NodeRuntime
 
 
 @dataclass
@@ -38,7 +35,7 @@ class LeaderDuty:
     epoch only after its claim was answered (or timed out).
     """
 
-    def __init__(self, node: NodeRuntime) -> None:
+    def __init__(self, node: DutyNode) -> None:
         self.node = node
 
     async def run(self) -> None:

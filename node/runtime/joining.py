@@ -15,22 +15,19 @@ itself back between its removal and its stop.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import client_channel
+from node.runtime.port import JoiningNode
 from node.runtime.state import LEAVING_FILE
 from node.tls import node_name
 
-if TYPE_CHECKING:
-    from node.runtime.node import NodeRuntime
-
 
 class SelfJoin:
-    def __init__(self, node: NodeRuntime) -> None:
+    def __init__(self, node: JoiningNode) -> None:
         self.node = node
         self.last_note = ""
 

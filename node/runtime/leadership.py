@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
 import grpc
 
@@ -12,11 +11,9 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import require
 from node.core import Membership, MembershipRefused, Role, mode_info
+from node.runtime.port import LeadershipNode
 from node.runtime.wire import membership_to_pb
 from node.tls import ADMIN
-
-if TYPE_CHECKING:
-    from node.runtime.node import NodeRuntime
 
 
 class TransferError(Exception):
@@ -27,7 +24,7 @@ class TransferError(Exception):
 
 
 class Handover:
-    def __init__(self, node: NodeRuntime) -> None:
+    def __init__(self, node: LeadershipNode) -> None:
         self.node = node
         self.configuration_moved = asyncio.Event()  # set at every MembershipChanged; waiters clear it
 
@@ -164,8 +161,9 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
     CA may read (the TLS handshake already refused every other); handovers need an admin's, or the
     node's own."""
 
-    def __init__(self, node: NodeRuntime) -> None:
+    def __init__(self, node: LeadershipNode, handover: Handover) -> None:
         self.node = node
+        self.handover = handover
 
     async def _refuse_if_failed(self, context) -> None:
         # After a fail-stop the view may show a promise the disk does not hold: answer nothing from it.
@@ -199,16 +197,16 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
     async def Resign(self, request, context):
         await self._require_admin(context, "Resign")
         await self._refuse_if_failed(context)
-        epoch = self.node.handover.resign()
+        epoch = self.handover.resign()
         if epoch is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.node.handover.not_leader_detail())
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.handover.not_leader_detail())
         return pb.ResignReply(epoch=epoch)
 
     async def TransferLeadership(self, request, context):
         await self._require_admin(context, "TransferLeadership")
         await self._refuse_if_failed(context)
         try:
-            leader, epoch = await self.node.handover.transfer(request.target_id, request.timeout_ms)
+            leader, epoch = await self.handover.transfer(request.target_id, request.timeout_ms)
         except TransferError as exc:
             await context.abort(exc.code, exc.detail)
         return pb.TransferReply(leader_id=leader, epoch=epoch)
@@ -245,7 +243,7 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
         await self._require_admin_or_self(context, request)
         await self._refuse_if_failed(context)
         try:
-            m = await self.node.handover.change_membership(request.action, request.node_id, request.timeout_ms)
+            m = await self.handover.change_membership(request.action, request.node_id, request.timeout_ms)
         except TransferError as exc:
             await context.abort(exc.code, exc.detail)
         return pb.MembershipReply(configuration=membership_to_pb(m), leader_id=self.node.id)

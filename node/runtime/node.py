@@ -7,7 +7,8 @@ fail-stops: nothing that could reveal it leaves, and the process exits (run_node
 PersistError; the CLI exits 3). The jobs around it each have a module: peers.py (transport and the
 Peer service), observe.py (view, WatchLeader, health, status), leadership.py (resign, transfer, the
 Leadership service), duty.py (fenced writes), joining.py (--self-join: asking to be added), events.py
-(history and logs).
+(history and logs). Each job takes this node as its port (port.py: exactly the members it uses) and
+never imports this module.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ class NodeRuntime:
         self.peer_server = channels.server()
         pb_grpc.add_PeerServicer_to_server(PeerServicer(self.transport), self.peer_server)
         self.server = channels.server()
-        pb_grpc.add_LeadershipServicer_to_server(LeadershipServicer(self), self.server)
+        pb_grpc.add_LeadershipServicer_to_server(LeadershipServicer(self, self.handover), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.observe.health, self.server)
         names = [pb.DESCRIPTOR.services_by_name[n].full_name for n in ("Peer", "Leadership")]
         reflection.enable_server_reflection([names[1], health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)

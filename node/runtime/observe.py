@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.api import bullyproof_pb2 as pb
 from node.core import Reason, SteppedDown, View, mode_info, mode_names
+from node.runtime.port import ObserveNode
 from node.runtime.wire import ROLE_PB, membership_to_pb
-
-if TYPE_CHECKING:
-    from node.runtime.node import NodeRuntime
 
 MODE_PB = {name: pb.Mode.Value(f"MODE_{name.upper()}") for name in mode_names()}  # the .proto lists every mode
 
@@ -85,7 +83,7 @@ def lease_end_ns(stepdown: SteppedDown, tick_to_ns: Callable[[int], int], steppe
 
 
 class Observation:
-    def __init__(self, node: NodeRuntime) -> None:
+    def __init__(self, node: ObserveNode) -> None:
         self.node = node
         self.health = NodeHealth(node.stopping)
         self.leader_changes = 0

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -28,6 +28,7 @@ from node.core.kit import (
 )
 from node.core.membership import CONFLICT, OUTSIDE, STALE
 from node.runtime.events import MessageLog
+from node.runtime.port import PeersNode
 from node.runtime.state import PersistError
 from node.runtime.wire import (
     RPC_NAME,
@@ -39,9 +40,6 @@ from node.runtime.wire import (
     message_to_pb,
 )
 from node.tls import node_name
-
-if TYPE_CHECKING:
-    from node.runtime.node import NodeRuntime
 
 
 def is_election_traffic(msg: Message) -> bool:
@@ -101,7 +99,7 @@ class PeerState:
 
 
 class PeerTransport:
-    def __init__(self, node: NodeRuntime) -> None:
+    def __init__(self, node: PeersNode) -> None:
         self.node = node
         self.peers: dict[int, PeerState] = {}
         self.configuration = configuration_id(node.settings.members)  # our member list, on every message
