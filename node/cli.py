@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node.argtypes import id_list, positive
 from node.config import (
     INSECURE_WARNING,
     ConfigError,
@@ -34,26 +35,6 @@ DEFAULT_COMPOSE_FILE = "docker-compose.yml"
 EXIT_STORAGE_FAULT = 3  # `node` stopped because its promise could not be persisted (fail-stop)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _id_list(text: str) -> tuple[int, ...]:
-    try:
-        ids = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of node ids (1,2,3)") from None
-    if not ids or any(i <= 0 for i in ids) or len(set(ids)) != len(ids):
-        raise argparse.ArgumentTypeError(f"{text!r}: node ids must be positive and distinct")
-    return ids
-
-
 def _mode_option_arg(p: argparse.ArgumentParser) -> None:
     takes = "; ".join(f"{m}: {', '.join(info.options)}" for m, info in REGISTRY.items() if info.options)
     p.add_argument(
@@ -62,9 +43,9 @@ def _mode_option_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _timing_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--heartbeat-interval-ms", type=_positive, default=100, help="leader heartbeat period (default 100)")
+    p.add_argument("--heartbeat-interval-ms", type=positive, default=100, help="leader heartbeat period (default 100)")
     p.add_argument(
-        "--election-timeout-ms", type=_positive, default=500, help="follower timeout before electing (default 500)"
+        "--election-timeout-ms", type=positive, default=500, help="follower timeout before electing (default 500)"
     )
 
 
@@ -103,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("node", help="run one node process")
     ident = p.add_mutually_exclusive_group(required=True)
-    ident.add_argument("--id", type=_positive, help="this node's id (Bully order: highest wins)")
+    ident.add_argument("--id", type=positive, help="this node's id (Bully order: highest wins)")
     ident.add_argument(
         "--id-from-hostname",
         action="store_true",
@@ -140,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--voters",
-        type=_id_list,
+        type=id_list,
         default=(),
         metavar="ID,...",
         help="quorum: the configuration to start with (default: this node and every node of --peers); "
@@ -153,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--state-dir", required=True, help="where the durable promise lives")
     _timing_args(p)
-    p.add_argument("--tick-ms", type=_positive, default=10, help="core clock resolution (default 10)")
+    p.add_argument("--tick-ms", type=positive, default=10, help="core clock resolution (default 10)")
     p.add_argument("--store", help="HOST:PORT of the fenced store; the leader writes to it while it leads")
-    p.add_argument("--write-period-ms", type=_positive, default=100, help="leader duty write period (default 100)")
+    p.add_argument("--write-period-ms", type=positive, default=100, help="leader duty write period (default 100)")
     p.add_argument(
         "--preempt-hold-down-ms",
         type=int,
@@ -183,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster was up (a leader agreed), 130 (SIGINT) or 143 (SIGTERM) if it was still starting, "
         "2 if it could not start. After a launcher killed outright, `cluster down` stops what it left.",
     )
-    up.add_argument("--nodes", type=_positive, default=5)
+    up.add_argument("--nodes", type=positive, default=5)
     up.add_argument(
         "--spares",
         type=int,
@@ -223,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         _cluster_source(p)
         if action == "restart":
             # One step of a rolling change: the node comes back with these (and keeps them).
-            p.add_argument("--election-timeout-ms", type=_positive, help="restart the node with this election timeout")
+            p.add_argument("--election-timeout-ms", type=positive, help="restart the node with this election timeout")
             p.add_argument(
-                "--heartbeat-interval-ms", type=_positive, help="restart the node with this heartbeat interval"
+                "--heartbeat-interval-ms", type=positive, help="restart the node with this heartbeat interval"
             )
 
     p = sub.add_parser("certs", help="make the cluster CA and certificates for mutual TLS (bullyproof certs init)")
@@ -233,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = ccmd.add_parser(
         "init", help="a cluster CA, a certificate per node and the store, admin and client certificates"
     )
-    init.add_argument("--nodes", type=_positive, required=True, help="nodes 1..N get node-N.pem and node-N.key")
+    init.add_argument("--nodes", type=positive, required=True, help="nodes 1..N get node-N.pem and node-N.key")
     init.add_argument("--dir", required=True, help="where to write them (an existing CA there is reused)")
     init.add_argument(
         "--admin",
@@ -306,9 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         "once N leads. Under quorum, N keeps leading (no preemption by a higher node) until "
         "it fails, steps down or an operator resigns it.",
     )
-    p.add_argument("target", type=_positive, metavar="N", help="the node to lead")
+    p.add_argument("target", type=positive, metavar="N", help="the node to lead")
     p.add_argument(
-        "--timeout-ms", type=_positive, help="how long the leader waits for N to lead (default: four election timeouts)"
+        "--timeout-ms", type=positive, help="how long the leader waits for N to lead (default: four election timeouts)"
     )
     _cluster_source(p)
 
@@ -326,17 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_source(m)
     for name, what in [("add", "the node to add"), ("remove", "the node to remove")]:
         m = msub.add_parser(name, help=f"{name} one node (admin certificate)")
-        m.add_argument("target", type=_positive, metavar="N", help=what)
+        m.add_argument("target", type=positive, metavar="N", help=what)
         m.add_argument(
             "--timeout-ms",
-            type=_positive,
+            type=positive,
             help="how long the leader waits for the change to be agreed (default: four election timeouts)",
         )
         _cluster_source(m)
     m = msub.add_parser("replace", help="add NEW, then remove OLD (admin certificate)")
-    m.add_argument("old", type=_positive, metavar="OLD")
-    m.add_argument("new", type=_positive, metavar="NEW")
-    m.add_argument("--timeout-ms", type=_positive, help="per change (default: four election timeouts)")
+    m.add_argument("old", type=positive, metavar="OLD")
+    m.add_argument("new", type=positive, metavar="NEW")
+    m.add_argument("--timeout-ms", type=positive, help="per change (default: four election timeouts)")
     _cluster_source(m)
 
     p = sub.add_parser(
@@ -350,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stays; 1: still a member at the deadline; 2: refused.",
     )
     ident = p.add_mutually_exclusive_group(required=True)
-    ident.add_argument("--id", type=_positive, help="this node's id")
+    ident.add_argument("--id", type=positive, help="this node's id")
     ident.add_argument("--id-from-hostname", action="store_true", help="a StatefulSet's pod NAME-N is node N+1")
     p.add_argument(
         "--client-address-template",
@@ -360,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--members",
-        type=_id_list,
+        type=id_list,
         default=(),
         metavar="ID,...",
         help="members to ask who leads, besides those the node itself names (its --voters)",
@@ -387,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compose", help="write docker-compose.yml (and toxiproxy.json beside it) from the cluster description"
     )
-    p.add_argument("--nodes", type=_positive, default=5)
+    p.add_argument("--nodes", type=positive, default=5)
     p.add_argument(
         "--spares",
         type=int,
@@ -407,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("k8s", help="write Kubernetes manifests (StatefulSet, Services) from the cluster description")
-    p.add_argument("--nodes", type=_positive, default=5)
+    p.add_argument("--nodes", type=positive, default=5)
     p.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
     p.add_argument(
         "--image", default="bullyproof:local", help="the image built from Dockerfile, pushed where the cluster pulls"
@@ -415,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     _timing_args(p)
     p.add_argument(
         "--max-nodes",
-        type=_positive,
+        type=positive,
         metavar="M",
         help="quorum: how far `kubectl scale` may grow the StatefulSet: the node pods see the certificates "
         "of nodes 1..M (make them with `certs init --nodes M`; default the larger of 7 and --nodes)",

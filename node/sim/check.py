@@ -1253,7 +1253,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def add_check_parser(sub) -> None:
     """`bullyproof sim check` (node/sim/cli.py's parser calls this)."""
-    from node.cli import _positive
+    from node.argtypes import positive as _positive
 
     def count(text: str) -> int:
         value = int(text)

@@ -254,7 +254,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from node.cli import _positive
+    from node.argtypes import positive as _positive
 
     parser = argparse.ArgumentParser(prog="bullyproof sim", description="The deterministic simulator and its explorer.")
     sub = parser.add_subparsers(dest="command", required=True)
