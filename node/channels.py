@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from node.guard import DecodeGuard
 from node.tls import MEMBER_NAME, Identity, Tls, TlsError
 
 # Keepalive on peer links, both ends from these numbers. A peer channel pings a connection without
@@ -277,10 +278,8 @@ HANDSHAKE_TIMEOUT_MS = 5000
 
 
 def server(max_receive_bytes: int = MAX_RECEIVE_BYTES) -> grpc.aio.Server:
-    from node.runtime.guard import DecodeGuard  # a request that does not parse: INVALID_ARGUMENT, not UNKNOWN
-
     return grpc.aio.server(
-        interceptors=[DecodeGuard()],
+        interceptors=[DecodeGuard()],  # a request that does not parse: INVALID_ARGUMENT, not UNKNOWN
         options=[
             ("grpc.so_reuseport", 0),  # a second process on our port must fail to bind, not silently share it
             ("grpc.max_receive_message_length", max_receive_bytes),

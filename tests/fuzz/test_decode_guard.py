@@ -1,4 +1,4 @@
-"""node.runtime.guard.DecodeGuard: undecodable request bytes get INVALID_ARGUMENT on every kind of
+"""node.guard.DecodeGuard: undecodable request bytes get INVALID_ARGUMENT on every kind of
 method (unary and streaming, async and sync handlers), decodable ones reach the handler unchanged;
 without the guard gRPC answers UNKNOWN (the bug it fixes)."""
 
@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import MAX_RECEIVE_BYTES
-from node.runtime.guard import DecodeGuard
+from node.guard import DecodeGuard
 
 BAD_BODIES = [
     b"\x1a\x02\xff\xfe",  # field 3 (a string in WriteRequest and HealthCheckRequest's field 1 is too) not UTF-8
