@@ -25,7 +25,6 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
-from node.client.observer import agreed_leader, member_change, transfer_leadership, views_of
 from node.config import PLANTED_BUGS_ENV, ConfigError
 from node.core import PlantedBug
 from node.history import HistoryWriter, sort_events
@@ -48,6 +47,7 @@ from node.launcher.cluster import (
     run_env,
 )
 from node.launcher.ports import free_port
+from node.observer import agreed_leader, member_change, transfer_leadership, views_of
 
 from .toxiproxy import Toxiproxy, ToxiproxyError, ToxiproxyServer
 

@@ -24,7 +24,6 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
-from node.client.observer import HandoverFailed
 from node.core import MsgType, mode_info
 from node.history import (
     Grant,
@@ -37,6 +36,7 @@ from node.history import (
     sort_events,
     up_spans,
 )
+from node.observer import HandoverFailed
 
 from .checkers import _origin_ns, _rel
 from .harness import STORE, ChaosCluster

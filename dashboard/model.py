@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.api import bullyproof_pb2 as pb
-from node.client.observer import agreed_leader
 from node.launcher.cluster import ROLE_NAME
+from node.observer import agreed_leader
 from node.store.db import CLAIM_KEY_PREFIX
 
 from .history_feed import TIMELINE_KINDS, picture

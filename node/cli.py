@@ -28,7 +28,7 @@ from node.core import DEFAULT_MODE, REGISTRY, Mode, mode_info, mode_names
 from node.tls import MEMBER_NAME, Identity, TlsError
 
 if TYPE_CHECKING:
-    from node.client.observer import HandoverFailed  # grpc stays out of the CLI's own imports
+    from node.observer import HandoverFailed  # grpc stays out of the CLI's own imports
 
 DEFAULT_DIR = "runs/local"
 DEFAULT_COMPOSE_FILE = "docker-compose.yml"
@@ -675,7 +675,7 @@ def cluster_record(args: argparse.Namespace) -> dict:
 def nobody_answered(data: dict, args: argparse.Namespace) -> None:
     """No node answered: a ConfigError if that is our certificates (or plaintext) being refused at the
     handshake, or a compose cluster that is not up; otherwise (a local cluster that is down) nothing."""
-    from node.client.observer import refused_handshake
+    from node.observer import refused_handshake
 
     refused = refused_handshake(data["nodes"][0]["client_address"])
     if refused is not None:
@@ -711,7 +711,7 @@ def _same_cluster(args: argparse.Namespace) -> str:
 
 def current_leader(data: dict, args: argparse.Namespace) -> tuple[int, int]:
     """(node, epoch) of the node that leads the cluster of `data` now, or a precise error."""
-    from node.client.observer import leading_node, views_of
+    from node.observer import leading_node, views_of
 
     views = views_of({n["id"]: n["client_address"] for n in data["nodes"]})
     if all(v is None for v in views.values()):
@@ -757,8 +757,8 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_leader(args: argparse.Namespace) -> int:
-    from node.client.observer import agreed_leader, views_of
     from node.launcher.cluster import ROLE_NAME
+    from node.observer import agreed_leader, views_of
 
     data = cluster_record(args)
     views = views_of({n["id"]: n["client_address"] for n in data["nodes"]})
@@ -789,7 +789,7 @@ def cmd_leader(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
-    from node.client.observer import get_status
+    from node.observer import get_status
 
     data = cluster_record(args)
     out = {}
@@ -805,8 +805,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_resign(args: argparse.Namespace) -> int:
-    from node.client.observer import HandoverFailed, resign
     from node.launcher.cluster import node_record
+    from node.observer import HandoverFailed, resign
 
     data = cluster_record(args)
     leader, _ = current_leader(data, args)
@@ -819,8 +819,8 @@ def cmd_resign(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from node.client.observer import HandoverFailed, transfer_leadership
     from node.launcher.cluster import node_record
+    from node.observer import HandoverFailed, transfer_leadership
 
     data = cluster_record(args)
     node_record(data, args.target)  # "no node N in this cluster (nodes: ...)" before asking anyone
@@ -852,8 +852,8 @@ def _configuration_json(c) -> dict:
 
 def cmd_member(args: argparse.Namespace) -> int:
     from node.api import bullyproof_pb2 as pb
-    from node.client.observer import HandoverFailed, get_status, member_change
     from node.launcher.cluster import node_record
+    from node.observer import HandoverFailed, get_status, member_change
 
     data = cluster_record(args)
     if not mode_info(data["mode"]).membership_changes:
@@ -908,9 +908,9 @@ def cmd_member(args: argparse.Namespace) -> int:
 
 def cmd_leave(args: argparse.Namespace) -> int:
     from node.client.leave import leave, mark_leaving
-    from node.client.observer import HandoverFailed
     from node.config import check_address_template, expand_address_template
     from node.launcher.k8s_pod import StatefulSetUnreadable, leaves_on_stop, read_statefulset
+    from node.observer import HandoverFailed
 
     if args.id_from_hostname:
         import socket
@@ -1004,7 +1004,7 @@ def _client_tls(args: argparse.Namespace) -> None:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from node.client.observer import health_status, refused_handshake
+    from node.observer import health_status, refused_handshake
 
     _client_tls(args)
     status = health_status(args.address, args.service, args.timeout_s)

@@ -1,4 +1,4 @@
-"""For other services: the Python SDK (asyncio), and blocking observer calls (node.client.observer).
+"""For other services: the Python SDK (asyncio). (The blocking calls operators' tools make are node.observer.)
 
 Everything in node.client.sdk's __all__ is importable from here, `Tls` included (it lives in node.tls;
 the README's examples build their certificates with it), so `from node.client import *` works too.

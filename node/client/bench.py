@@ -46,9 +46,9 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import client_channel, observer_channel
-from node.client.observer import get_status
 from node.core import DEFAULT_MODE, mode_names
 from node.launcher.cluster import LocalCluster, local_spec, process_fault
+from node.observer import get_status
 from node.sim.figures import HEARTBEATS, Line, figure16, figure16_line, plot_figure16, plot_messages
 
 

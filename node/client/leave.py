@@ -5,7 +5,7 @@ configuration (node.core.membership); if the leaving node leads, it hands leader
 own certificate may ask its own server to transfer). Before anything it writes the state directory's
 LEAVING_FILE, so that the node stops asking to be added (--self-join) while it leaves.
 
-Blocking calls (node.client.observer) with the node's own certificate, retried while a change is in
+Blocking calls (node.observer) with the node's own certificate, retried while a change is in
 flight, the leader moves or no one leads, until the deadline. Each step is printed as a JSON line.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.channels import dial_as
-from node.client.observer import (
+from node.observer import (
     HandoverFailed,
     change_membership,
     get_status,

@@ -25,11 +25,11 @@ from typing import Any
 
 from node.api import bullyproof_pb2 as pb
 from node.channels import dial_as
-from node.client.observer import agreed_leader, views_of
 from node.config import ConfigError
 from node.core import check_mode_options, mode_info, mode_names
 from node.launcher.ports import free_port
 from node.launcher.stopping import signals_held
+from node.observer import agreed_leader, views_of
 from node.tls import STORE_NAME, Tls, make_cluster_certs, node_name
 
 CLUSTER_FILE = "cluster.json"

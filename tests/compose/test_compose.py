@@ -41,7 +41,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chaos.harness import store_events
 from chaos.tools import TOXIPROXY_VERSION
 from node.api import bullyproof_pb2 as pb
-from node.client.observer import get_status, views_of
 from node.launcher.cluster import wait_for, wait_for_agreement
 from node.launcher.compose import (
     CERTS_SERVICE,
@@ -52,6 +51,7 @@ from node.launcher.compose import (
     write_files,
 )
 from node.launcher.ports import free_port
+from node.observer import get_status, views_of
 from node.tls import make_cluster_certs
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
@@ -663,7 +663,7 @@ def check_image(image: str, env: dict[str, str]) -> None:
 
 
 def _agreed_on(record: dict[str, Any], node: int) -> tuple[int, int] | None:
-    from node.client.observer import agreed_leader
+    from node.observer import agreed_leader
 
     views = views_of(clients(record), 0.3)
     if any(v is None for v in views.values()):

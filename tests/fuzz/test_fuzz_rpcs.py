@@ -286,7 +286,7 @@ def handover_allowed(method: MethodDescriptor):
 
 
 def current_leader(cluster: LocalCluster) -> int | None:
-    from node.client.observer import agreed_leader, views_of
+    from node.observer import agreed_leader, views_of
 
     agreed = agreed_leader(views_of(cluster.client_addresses(), 0.5))
     return agreed[0] if agreed else None

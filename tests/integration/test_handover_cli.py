@@ -18,8 +18,8 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.cli import handover_refused
-from node.client.observer import HandoverFailed, get_leader, get_status, resign
 from node.launcher.cluster import LocalCluster, local_spec, process_fault, wait_for
+from node.observer import HandoverFailed, get_leader, get_status, resign
 
 pytestmark = pytest.mark.integration
 

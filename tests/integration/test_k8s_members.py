@@ -30,12 +30,12 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import channel_credentials, dial_as
 from node.cli import main
-from node.client.observer import get_status, transfer_leadership
 from node.launcher import k8s_pod
 from node.launcher.cluster import spawn, stop_pids, stop_run, wait_for, wait_for_agreement
 from node.launcher.k8s import k8s_spec, node_template_args
 from node.launcher.k8s_pod import StatefulSetState, leaves_on_stop
 from node.launcher.ports import free_port
+from node.observer import get_status, transfer_leadership
 from node.tls import Tls, make_cluster_certs, node_name
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from test_handover_cli import TIMING, cli, error_line, ok_json
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
-from node.client.observer import get_status
 from node.launcher.cluster import process_fault, wait_for
+from node.observer import get_status
 
 pytestmark = pytest.mark.integration
 

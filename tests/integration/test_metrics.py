@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import peer_channel
-from node.client.observer import get_status
 from node.launcher.cluster import process_fault, read_cluster_file, wait_for
+from node.observer import get_status
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,7 @@
-"""Blocking questions to nodes for the launcher, the CLI, the chaos harness and benchmarks.
+"""Blocking questions to nodes for the launcher, the CLI, the chaos harness, the dashboard and benchmarks.
+
+Below all of them (the launcher waits with it for a cluster to agree), above node.channels; not part
+of the SDK (node.client), which a service uses instead.
 
 A fresh channel per question, with its own subchannel: gRPC otherwise shares subchannels across
 channels, and one that failed while a node was starting sits in backoff (up to 120 s).
