@@ -59,4 +59,4 @@ power: setup
 	-$(BIN)/bullyproof sim bugs --mode raft --schedules 1500 --seed 0
 
 bench: setup
-	$(BIN)/python -m node.client.bench
+	$(BIN)/python -m bench

@@ -10,7 +10,7 @@ timing): the verdict of every property (P1-P6, P3g), how long two nodes led at o
 overlaps), stale writes the store fenced off, writes from a second leader it could not fence, and
 availability (chaos.checkers.availability: the share of the history, first event to last, during
 which all live nodes agreed on one leader). Per mode: failover after SIGKILL of the leader, median
-and p90 over --kills kills (node.client.bench.run at the default timing, heartbeat 100 ms, election
+and p90 over --kills kills (bench.real.run at the default timing, heartbeat 100 ms, election
 timeout 500 ms; no Toxiproxy). Writes showdown.md, showdown.json and showdown.png to --out; prints
 the markdown table (or the JSON). Exit status 0 whatever the verdicts; 1 if a run crashed.
 """
@@ -91,7 +91,7 @@ def summarize(result) -> dict[str, Any]:
 
 
 def failover_bench(mode: str, nodes: int, kills: int) -> dict[str, Any]:
-    from node.client.bench import run
+    from bench.real import run
 
     out = run(nodes, kills, mode, BENCH_ELECTION_TIMEOUT_MS, BENCH_HEARTBEAT_INTERVAL_MS)
     return {"kills": kills, "cold_start_ms": out["cold_start_ms"], **out["failover"]}

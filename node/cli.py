@@ -1092,8 +1092,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return showdown_main(argv[1:])
         if argv[:1] == ["bench"]:
+            from bench.versus import main as bench_main
             from chaos import tools  # composition root: the benchmark's set-up installs etcd and ghz
-            from node.client.versus import main as bench_main
 
             return bench_main(argv[1:], tools)
         if argv[:1] == ["sim"]:

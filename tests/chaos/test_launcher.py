@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from node.client.versus import AGREED_LINE
+from bench.versus import AGREED_LINE
 from node.launcher.cluster import pid_alive, process_fault, read_cluster_file, wait_for
 
 pytestmark = pytest.mark.chaos

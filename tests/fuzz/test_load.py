@@ -9,10 +9,10 @@
 * A GetLeader flood from two processes on the leader, then a follower: no view change, no failed call.
   The flood runs at CPU priority 19 (as clients on other machines: it takes the CPU the nodes leave).
   At normal priority, on a two-core machine, it starves the other nodes of CPU and their late answers
-  can cost the leader its lease; bench_hostile shows that too, for contrast.
+  can cost the leader its lease; bench.hostile shows that too, for contrast.
 
 Nothing here asserts a duration. The cluster's election timeout is 1 s (heartbeats every 100 ms) to
-leave a busy, shared test machine room; `python -m node.client.bench_hostile` measures heartbeat
+leave a busy, shared test machine room; `python -m bench.hostile` measures heartbeat
 gaps, RSS and throughput at the default 100/500 ms.
 """
 
@@ -22,14 +22,14 @@ import grpc
 import pytest
 from fuzzlib import node_pids, safety_violations, watchers_gauge
 
+from bench.hostile import Flood, Watchers, rss_mb, run_phase
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.client.bench_hostile import Flood, Watchers, rss_mb, run_phase
 from node.launcher.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 
-# Generous: 1,000 streams cost about 26 MB on a node (measured; bench_hostile prints it).
+# Generous: 1,000 streams cost about 26 MB on a node (measured; bench.hostile prints it).
 MAX_GROWTH_MB = 120
 SETTLED_SPREAD_MB = 8  # the RSS samples of the last second of a window lie within this
 

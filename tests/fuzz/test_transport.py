@@ -23,9 +23,9 @@ from hypothesis import given, seed
 from hypothesis import strategies as st
 from test_fuzz_rpcs import fuzz_settings
 
+from bench.hostile import views_between
 from node.api import bullyproof_pb2 as pb
 from node.channels import MAX_RECEIVE_BYTES
-from node.client.bench_hostile import views_between
 from node.launcher.cluster import LocalCluster
 from node.store.server import MAX_RECEIVE_BYTES as STORE_MAX_RECEIVE_BYTES
 

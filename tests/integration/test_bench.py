@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.client.bench import HEARTBEAT_TYPES, bench_messages_point
+from bench.real import HEARTBEAT_TYPES, bench_messages_point
 
 pytestmark = pytest.mark.integration
 

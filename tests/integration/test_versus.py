@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.versus import PARTS, etcd_failover, proto_fields
 from chaos.tools import ETCD_BINARY, etcd_installed, ghz_installed
-from node.client.versus import PARTS, etcd_failover, proto_fields
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

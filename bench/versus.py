@@ -7,7 +7,7 @@ Parts (each can be skipped with --skip):
 * failover: 5 members on loopback at each heartbeat/election-timeout setting; SIGKILL the leader,
   time until every survivor reports the same new leader (polled every 10 ms), restart the killed
   member and let it rejoin, `--kills` times: etcd (Debian's etcd-server, same heartbeat and election
-  timeout) and every bullyproof mode (node.client.bench's failover loop).
+  timeout) and every bullyproof mode (bench.real's failover loop).
 * cold-start: launch to an agreed leader, 5 nodes: `bullyproof cluster up --detach` through
   Toxiproxy and `--direct` (the CLI started as a process, its exit after it saw agreement), and
   5 etcd members started together.
@@ -47,9 +47,9 @@ from typing import Any
 
 import grpc
 
+from bench import grpc_floor
+from bench.real import failover_samples, kill_loop, summary_ms
 from node.channels import observer_channel
-from node.client import grpc_floor
-from node.client.bench import failover_samples, kill_loop, summary_ms
 from node.core import mode_names
 from node.launcher.cluster import (
     LocalCluster,
@@ -63,7 +63,7 @@ from node.launcher.cluster import (
 )
 from node.launcher.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROTO = ROOT / "proto" / "bullyproof" / "v1" / "bullyproof.proto"
 PARTS = ("failover", "cold-start", "idle", "sizes", "query", "suite")
 DEFAULT_SETTINGS = ((100, 500), (100, 1000), (50, 500))
@@ -271,7 +271,7 @@ def etcd_failover(etcd: Path, kills: int, heartbeat_ms: int, election_ms: int) -
 
 
 def ours_failover(mode: str, kills: int, heartbeat_ms: int, election_ms: int, nodes: int = NODES) -> dict:
-    """Cold start, then `kills` failovers (node.client.bench's loop); a timeout ends the kills but
+    """Cold start, then `kills` failovers (bench.real's loop); a timeout ends the kills but
     keeps the samples so far, and the cluster's directory under runs/bench-failures."""
     with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
         cluster = LocalCluster(local_spec(nodes, mode, heartbeat_ms, election_ms), Path(tmp))
@@ -547,13 +547,13 @@ def bench_idle(
 
 
 def bench_grpc_floor(seconds: float, settle_s: float, heartbeat_ms: int = 100) -> dict:
-    """node.client.grpc_floor, unary and stream: a bare Python gRPC echo at one message per heartbeat."""
+    """bench.grpc_floor, unary and stream: a bare Python gRPC echo at one message per heartbeat."""
     out: dict[str, Any] = {}
     for kind in grpc_floor.KINDS:
         log(f"idle: the Python gRPC floor ({kind}), {seconds:.0f} s")
 
         def measure(kind: str = kind) -> dict:
-            argv = [sys.executable, "-m", "node.client.grpc_floor"]
+            argv = [sys.executable, "-m", "bench.grpc_floor"]
             procs: list[subprocess.Popen] = []
             try:
                 server = subprocess.Popen(
@@ -816,7 +816,7 @@ def markdown(result: dict) -> str:
             lines += [
                 "The floor under those rows: a bare Python gRPC echo server (no bullyproof code) and one sender at one "
                 f"40-byte message per {idle['heartbeat_interval_ms']} ms, as unary calls and on one open stream "
-                "(node/client/grpc_floor.py). An idle follower receives and answers one heartbeat per interval, so it "
+                "(bench/grpc_floor.py). An idle follower receives and answers one heartbeat per interval, so it "
                 "cannot cost less than the server column.",
                 "",
                 "| Python gRPC alone | server CPU (a follower's floor) | per message | sender CPU (a leader's, per follower) | per message | echoes |",

@@ -1,11 +1,10 @@
-"""Benchmarks (not tests): numbers from a real local cluster, printed as JSON.
+"""Benchmarks (not tests): numbers from a real local cluster, printed as JSON (`python -m bench` runs this).
 
-    python -m node.client.bench [--nodes 5] [--kills 20] [--mode quorum]     # cold start + failover
-    python -m node.client.bench --idle-s 30 [--kills 5] [--tls]              # ... and failover after 30 s of calm
-    python -m node.client.bench --what query [--queries 5000]                 # GetLeader latency, throughput
-    python -m node.client.bench --what watch [--kills 10]                     # leader change -> WatchLeader event
-    python -m node.client.bench --what messages [--sizes 3,5,9,15,25] [--trials 3] [--out results/real]
-    python -m node.client.bench --what figure16 [--trials 100] [--out results/real]
+    python -m bench [--nodes 5] [--kills 20] [--mode quorum]         # cold start + failover
+    python -m bench --idle-s 30 [--kills 5] [--tls]                  # ... and failover after 30 s of calm
+    python -m bench --what query [--queries 5000]                    # GetLeader latency, throughput
+    python -m bench --what watch [--kills 10]                        # leader change -> WatchLeader event
+    python -m bench --what figure16 [--trials 100] [--out results/real]
 
 Cold start: launch N node processes (and the store) -> every node agrees on one leader.
 Failover: SIGKILL the leader -> every survivor agrees on a new leader (then the old one restarts).
@@ -503,7 +502,7 @@ def write_figure16(result: dict, sim_trials: int, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)

@@ -1,7 +1,7 @@
 """Client load against the leader's heartbeats, measured (a benchmark, not a test).
 
-    python -m node.client.bench_hostile [--nodes 5] [--seconds 10] [--watchers 1000] [--idle-share 0.3]
-                                        [--flood-procs 3] [--flood-concurrency 64] [--ghz PATH] [--json FILE]
+    python -m bench.hostile [--nodes 5] [--seconds 10] [--watchers 1000] [--idle-share 0.3]
+                            [--flood-procs 3] [--flood-concurrency 64] [--ghz PATH] [--json FILE]
 
 Phases, each on a fresh window of the same quorum cluster (heartbeat 100 ms, election timeout 500 ms):
 
@@ -43,9 +43,9 @@ from typing import Any
 
 import grpc
 
+from bench.versus import PROTO
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.client.versus import PROTO
 from node.history import read_history
 from node.launcher.cluster import LocalCluster, local_spec, pid_alive, read_cluster_file
 
@@ -225,7 +225,7 @@ def lower_priority(nice: int) -> None:
 
 
 class Flood:
-    """`procs` processes (python -m node.client.bench_hostile --flood-worker), each with `concurrency`
+    """`procs` processes (python -m bench.hostile --flood-worker), each with `concurrency`
     GetLeader calls in flight for `seconds`.
 
     `nice` (0..19) lowers the workers' CPU priority (lower_priority: with sched_autogroup a nice value
@@ -246,7 +246,7 @@ class Flood:
         argv = [
             sys.executable,
             "-m",
-            "node.client.bench_hostile",
+            "bench.hostile",
             "--flood-worker",
             self.address,
             "--flood-concurrency",
@@ -500,7 +500,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m node.client.bench_hostile", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.hostile", description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase's window")
     p.add_argument("--watchers", type=int, default=1000)

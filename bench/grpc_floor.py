@@ -1,15 +1,15 @@
 """The floor under a node's idle cost: what Python's gRPC alone spends per message at heartbeat rates.
 
-`bullyproof bench` measures this beside etcd in its idle part (node.client.versus.bench_grpc_floor):
+`bullyproof bench` measures this beside etcd in its idle part (bench.versus.bench_grpc_floor):
 a bare grpc.aio echo server, with no bullyproof code in it, and one sender that sends a 40-byte
 message once per heartbeat interval and waits for its echo; first as unary calls (how heartbeats
 travel), then as messages on one open bidirectional stream. An idle follower receives one
 heartbeat per interval and answers it, so the server's CPU is a lower bound for a follower,
 whatever the election does; the sender's is what a leader pays per follower.
 
-    python -m node.client.grpc_floor serve                                  # prints "port N"
-    python -m node.client.grpc_floor send ADDRESS unary|stream INTERVAL_MS  # prints "ready"; on EOF
-                                                                            # of stdin, "echoes N"
+    python -m bench.grpc_floor serve                                  # prints "port N"
+    python -m bench.grpc_floor send ADDRESS unary|stream INTERVAL_MS  # prints "ready"; on EOF
+                                                                      # of stdin, "echoes N"
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ async def send(address: str, kind: str, interval_ms: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m node.client.grpc_floor", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.grpc_floor", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="a bare grpc.aio echo server on a free loopback port")
     s = sub.add_parser("send", help="one echo per interval until stdin closes")
