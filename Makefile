@@ -34,9 +34,11 @@ containers: tools
 cluster: setup tools
 	$(BIN)/bullyproof cluster up
 
-# Generated code and compose file must match their sources; then every test, in parallel.
+# Generated code and compose file must match their sources, and imports the layers in pyproject.toml
+# ([tool.importlinter]; `python .ci/imports.py` counts cycles and upward imports); then every test, in parallel.
 check: setup
 	$(BIN)/python proto/gen.py --check
+	$(BIN)/lint-imports
 	$(BIN)/bullyproof compose --check
 	bash proto/gen_go.sh --check
 
