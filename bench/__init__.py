@@ -1,6 +1,6 @@
 """Benchmarks (not tests): numbers from real processes, beside etcd and against hostile clients.
 
-    python -m bench ...            # real.py: a local cluster's cold start, failover, queries, watch, messages, figure 16
+    python -m bench ...            # real.py: cold start, failover, queries, watch, messages, figure 16
     bullyproof bench ...           # versus.py: bullyproof beside etcd, one command (results/bench)
     python -m bench.hostile ...    # hostile.py: client load against the leader's heartbeats (results/hostile)
     python -m bench.grpc_floor ... # grpc_floor.py: what Python gRPC alone costs per heartbeat (versus.py runs it)
