@@ -357,7 +357,7 @@ class LeaderClient:
             info = await self._stub(address).GetLeader(pb.GetLeaderRequest(), timeout=self.deadline_s)
         except grpc.aio.AioRpcError as exc:
             log.debug("GetLeader on %s failed: %s", address, exc.code().name)
-            if (refused := handshake_refused(exc, address, self.tls)) is not None:
+            if (refused := await asyncio.to_thread(handshake_refused, exc, address, self.tls)) is not None:
                 self._refused[address] = refused
             else:
                 self._refused.pop(address, None)
@@ -711,7 +711,7 @@ class FencedWriter:
         try:
             reply = await pb_grpc.FencedStoreStub(self._channel).Write(request, timeout=self.deadline_s)
         except grpc.aio.AioRpcError as exc:
-            if (refused := handshake_refused(exc, self.store_address, self.tls)) is not None:
+            if (refused := await asyncio.to_thread(handshake_refused, exc, self.store_address, self.tls)) is not None:
                 raise HandshakeRefused(refused) from exc
             raise
         if not reply.accepted:
