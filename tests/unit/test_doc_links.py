@@ -54,8 +54,21 @@ def anchors(path: Path) -> set[str]:
 
 
 def links(path: Path) -> list[tuple[int, str]]:
-    return [(number, m[1]) for number, line in prose_lines(path)
-            for m in LINK.finditer(INLINE_CODE.sub("", line))]
+    """(line number, target) of every link, also one whose text runs over a line break."""
+    out: list[tuple[int, str]] = []
+    paragraph: list[tuple[int, str]] = []
+    for number, line in [*prose_lines(path), (0, "")]:
+        if line.strip():
+            paragraph.append((number, INLINE_CODE.sub("", line)))
+            continue
+        text, starts = "", []
+        for n, part in paragraph:
+            starts.append((len(text), n))
+            text += part + " "
+        for m in LINK.finditer(text):
+            out.append((max(n for offset, n in starts if offset <= m.start()), m[1]))
+        paragraph = []
+    return out
 
 
 def test_slugs_follow_githubs_rules() -> None:
@@ -94,11 +107,13 @@ def test_a_broken_link_is_reported(tmp_path: Path) -> None:
     (tmp_path / "other.md").write_text("# Other page\n\n## Part: two\n\n## Part: two\n")
     doc = tmp_path / "doc.md"
     doc.write_text("# Doc\n\n[ok](other.md#part-two-1), [self](#doc), [web](https://example.org/x#y)\n"
-                   "[gone](missing.md) and [no heading](other.md#part-three) and [here](#nowhere)\n"
+                   "[gone](missing.md) and [no heading](other.md#part-three) and [here](#nowhere), [over a\n"
+                   "line break](missing.md)\n"
                    "```sh\n[in code](missing.md)\n```\n`[inline](missing.md)`\n")
     assert broken_links(doc) == ["doc.md:4: (missing.md): no file missing.md",
                                  "doc.md:4: (other.md#part-three): no heading #part-three in other.md",
-                                 "doc.md:4: (#nowhere): no heading #nowhere in doc.md"]
+                                 "doc.md:4: (#nowhere): no heading #nowhere in doc.md",
+                                 "doc.md:4: (missing.md): no file missing.md"]
 
 
 @pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
