@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--insecure",
         action="store_true",
-        help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, README)",
+        help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, docs/hosts.md)",
     )
 
     p = sub.add_parser(
