@@ -72,12 +72,16 @@ def links(path: Path) -> list[tuple[int, str]]:
 
 
 def test_slugs_follow_githubs_rules() -> None:
-    assert slug("7. How we know it is safe (added after 15,000 schedules)") == \
-        "7-how-we-know-it-is-safe-added-after-15000-schedules"
+    assert (
+        slug("7. How we know it is safe (added after 15,000 schedules)")
+        == "7-how-we-know-it-is-safe-added-after-15000-schedules"
+    )
     assert slug("Break it: chaos") == "break-it-chaos"
     assert slug("Exhaustive at small scope: `bullyproof sim check`") == "exhaustive-at-small-scope-bullyproof-sim-check"
-    assert slug("Kubernetes: scaling the StatefulSet (quorum and raft)") == \
-        "kubernetes-scaling-the-statefulset-quorum-and-raft"
+    assert (
+        slug("Kubernetes: scaling the StatefulSet (quorum and raft)")
+        == "kubernetes-scaling-the-statefulset-quorum-and-raft"
+    )
     assert slug("node_args and -- dashes") == "node_args-and----dashes"
 
 
@@ -106,14 +110,18 @@ def broken_links(doc: Path) -> list[str]:
 def test_a_broken_link_is_reported(tmp_path: Path) -> None:
     (tmp_path / "other.md").write_text("# Other page\n\n## Part: two\n\n## Part: two\n")
     doc = tmp_path / "doc.md"
-    doc.write_text("# Doc\n\n[ok](other.md#part-two-1), [self](#doc), [web](https://example.org/x#y)\n"
-                   "[gone](missing.md) and [no heading](other.md#part-three) and [here](#nowhere), [over a\n"
-                   "line break](missing.md)\n"
-                   "```sh\n[in code](missing.md)\n```\n`[inline](missing.md)`\n")
-    assert broken_links(doc) == ["doc.md:4: (missing.md): no file missing.md",
-                                 "doc.md:4: (other.md#part-three): no heading #part-three in other.md",
-                                 "doc.md:4: (#nowhere): no heading #nowhere in doc.md",
-                                 "doc.md:4: (missing.md): no file missing.md"]
+    doc.write_text(
+        "# Doc\n\n[ok](other.md#part-two-1), [self](#doc), [web](https://example.org/x#y)\n"
+        "[gone](missing.md) and [no heading](other.md#part-three) and [here](#nowhere), [over a\n"
+        "line break](missing.md)\n"
+        "```sh\n[in code](missing.md)\n```\n`[inline](missing.md)`\n"
+    )
+    assert broken_links(doc) == [
+        "doc.md:4: (missing.md): no file missing.md",
+        "doc.md:4: (other.md#part-three): no heading #part-three in other.md",
+        "doc.md:4: (#nowhere): no heading #nowhere in doc.md",
+        "doc.md:4: (missing.md): no file missing.md",
+    ]
 
 
 @pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))

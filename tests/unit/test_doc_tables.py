@@ -18,7 +18,7 @@ def rows(header: str) -> list[list[str]]:
     lines = EXPLORER.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header} |"))
     out = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         out.append([cell.strip() for cell in line.strip("|").split(" | ")])
