@@ -10,11 +10,11 @@ that can do it. Everything that offers faults asks this registry:
 * the page's buttons and what they send (dashboard/actions.py, served to dashboard/static/app.js),
 * the simulator's schedule language (`Spelling`: the words of node/sim/schedule.py scripts, in
   ticks, and the swarm that draws them),
-* the scenarios (chaos/scenarios.py), written once against `Testbed` and run in either world.
+* the scenarios (chaos/scenarios.py), written once against `ScenarioWorld` and run in either world.
 
 `FaultTarget` is the interface: a method per fault kind that both worlds can do, in the registry's
 own units (milliseconds, node ids, directed links). The simulator's backend is node/sim/target.py
-(SimTarget, over a Network), the real one ChaosCluster. `Testbed` adds what a scenario needs to aim
+(SimTarget, over a Network), the real one ChaosCluster. `ScenarioWorld` adds what a scenario needs to aim
 and to wait: the members, the leader, the timing, and time passing (asleep, or simulated).
 
 Adding a fault kind: an entry here, a method in each world that can do it (and in FaultTarget if
@@ -61,6 +61,7 @@ class Param:
     type: str  # a key of PARAM_TYPES
     help: str
     default: Any = None  # None: required
+    example: Any = None  # what a form offers first for a required one (the page's latency: 200 ms)
 
     @property
     def required(self) -> bool:
@@ -92,7 +93,7 @@ class FaultKind:
     worlds: frozenset[str]
     spellings: tuple[Spelling, ...] = ()  # in the simulator's schedule scripts
     cli: bool = True  # a `bullyproof chaos` command (where the real world can do it)
-    page: bool = False  # a button on the dashboard
+    page: str = ""  # a button on the dashboard, with these words
     example: str = ""  # the arguments of an example command line
 
     def in_world(self, world: str) -> bool:
@@ -115,7 +116,7 @@ class FaultKind:
 
 
 _NODE = Param("node", "node", "the node's id")
-_LINKS = Param("links", "links", "which directed links (SRC->DST, * for all)")
+_LINKS = Param("links", "links", "which directed links")
 
 
 def _kinds(*kinds: FaultKind) -> dict[str, FaultKind]:
@@ -137,18 +138,18 @@ FAULTS: dict[str, FaultKind] = _kinds(
         "fault",
         frozenset(WORLDS),
         (Spelling("partition", ("groups",), "groups separated by |; they must cover every member"),),
-        page=True,
+        page="Partition chosen from the rest",
         example="1,2 / 3,4,5",
     ),
     FaultKind(
         "cut",
         NETWORK,
-        (Param("links", "links", "the directed links to drop (SRC->DST, * for all)"),),
+        (Param("links", "links", "the directed links to drop"),),
         "drop one direction only, silently",
         "fault",
         frozenset(WORLDS),
         (Spelling("cut", ("node", "node"), "drop everything on one directed link"),),
-        page=True,
+        page="Cut this direction",
         example="'5->1'",
     ),
     FaultKind(
@@ -193,7 +194,7 @@ FAULTS: dict[str, FaultKind] = _kinds(
         NETWORK,
         (
             _LINKS,
-            Param("latency_ms", "ms", "the delay added"),
+            Param("latency_ms", "ms", "the delay added", example=200),
             Param("jitter_ms", "ms", "up to this much more or less", 0),
         ),
         "add latency",
@@ -203,7 +204,7 @@ FAULTS: dict[str, FaultKind] = _kinds(
             Spelling("delay", ("ticks", "ticks"), "every link delays each message by MIN..MAX ticks"),
             Spelling("delay_link", ("node", "node", "ticks", "ticks"), "one directed link delays by MIN..MAX ticks"),
         ),
-        page=True,
+        page="Add latency",
         example="'3->1' 200ms --jitter 50ms",
     ),
     FaultKind(
@@ -298,7 +299,7 @@ FAULTS: dict[str, FaultKind] = _kinds(
         "heal",
         frozenset(WORLDS),
         (Spelling("heal", (), "every link healthy again; processes and clocks stay"),),
-        page=True,
+        page="Heal all",
     ),
     # ---- the processes ------------------------------------------------------------------------------
     FaultKind(
@@ -446,7 +447,14 @@ def catalogue(kinds: Iterable[FaultKind]) -> list[dict[str, Any]]:
             "description": k.description,
             "records": k.records,
             "params": [
-                {"name": p.name, "type": p.type, "help": p.help, "default": p.default, "required": p.required}
+                {
+                    "name": p.name,
+                    "type": p.type,
+                    "help": p.help,
+                    "default": p.default,
+                    "example": p.example,
+                    "required": p.required,
+                }
                 for p in k.params
             ],
         }
@@ -498,7 +506,7 @@ class FaultTarget(Protocol):
 
 
 @runtime_checkable
-class Testbed(FaultTarget, Protocol):
+class ScenarioWorld(FaultTarget, Protocol):
     """A cluster a scenario can break, aim at and wait on: the FaultTarget, plus the members, the
     leader, the timing and time passing (a real sleep, or simulated ticks)."""
 
