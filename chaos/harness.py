@@ -26,7 +26,13 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.client.observer import agreed_leader, member_change, transfer_leadership, views_of
-from node.config import PLANTED_BUGS_ENV, ConfigError
+from node.config import (
+    DEFAULT_ELECTION_TIMEOUT_MS,
+    DEFAULT_HEARTBEAT_INTERVAL_MS,
+    DEFAULT_PREEMPT_HOLD_DOWN_MS,
+    PLANTED_BUGS_ENV,
+    ConfigError,
+)
 from node.core import PlantedBug
 from node.history import HistoryWriter, sort_events
 from node.launcher.cluster import (
@@ -71,13 +77,15 @@ class ChaosCluster:
     directory: Path
     nodes: int = 5
     mode: str = "quorum"
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 500
+    heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
+    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
     planted_bugs: frozenset[PlantedBug] = frozenset()
     seed: int = 0
     scenario: str = "manual"
     direct: bool = False  # skip Toxiproxy: nodes dial each other directly
-    preempt_hold_down_ms: int = 3000  # quorum: how long a higher node acks before it takes over (0 = never)
+    preempt_hold_down_ms: int = (
+        DEFAULT_PREEMPT_HOLD_DOWN_MS  # quorum: how long a higher node acks before it takes over (0 = never)
+    )
     mode_options: tuple[str, ...] = ()  # the mode's switches, e.g. raft's no-pre-vote
     insecure: bool = False  # plaintext, no certificates (otherwise mutual TLS with certificates in DIR/certs)
     spares: int = 0  # more nodes (ids after `nodes`) started to join, for membership changes

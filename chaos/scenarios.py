@@ -31,6 +31,7 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.client.observer import HandoverFailed
+from node.config import DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PREEMPT_HOLD_DOWN_MS
 from node.core import MsgType, mode_info
 from node.faults import FAULTS, REAL, SIM, WORLDS, ScenarioWorld
 from node.history import (
@@ -90,9 +91,9 @@ class ScenarioTiming:
     cluster defaults; a scenario that lines faults up against heartbeat rounds declares its own.
     """
 
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 500
-    preempt_hold_down_ms: int = 3000  # 0 = a higher node never takes over from a lower leader
+    heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
+    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
+    preempt_hold_down_ms: int = DEFAULT_PREEMPT_HOLD_DOWN_MS  # 0 = a higher node never takes over from a lower leader
 
     def describe(self) -> str:
         hold = "no preemption" if not self.preempt_hold_down_ms else f"preempt hold-down {self.preempt_hold_down_ms} ms"

@@ -71,8 +71,12 @@ MEMBERSHIP_SHARE = 0.3
 
 
 def runtime_timing(hold_down_ticks: int = 300) -> Timing:
-    """The runtime's defaults (heartbeat 100 ms, election timeout 500 ms, 10 ms ticks)."""
-    return Timing.from_ms(100, 500, TICK_MS, hold_down_ticks * TICK_MS)
+    """The runtime's defaults (node.config: heartbeat 100 ms, election timeout 500 ms, 10 ms ticks)."""
+    from node.config import DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS
+
+    return Timing.from_ms(
+        DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_ELECTION_TIMEOUT_MS, TICK_MS, hold_down_ticks * TICK_MS
+    )
 
 
 @functools.cache
