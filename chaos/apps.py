@@ -62,6 +62,15 @@ def fence_options(url: str, tag: str) -> dict[str, Any]:
     return {"table": f"bullyproof_fence_{tag}", "log": f"bullyproof_fence_log_{tag}"}
 
 
+def check_fences(fences: Mapping[str, str]) -> None:
+    """ValueError unless each name is a plain word (not the store's) and each URL an adapter's."""
+    for name, url in fences.items():
+        if not name.isidentifier() or name == "store":
+            raise ValueError(f"fence name {name!r}: want a plain word other than 'store' (postgres, redis, ...)")
+        if Adapter(url).scheme not in ("postgresql", "postgres", "redis", "rediss", "unix", "sqlite"):
+            raise ValueError(f"fence {name}: {url!r} is not a postgresql://, redis:// or sqlite:// URL")
+
+
 def decode(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "backslashreplace")
 
@@ -82,12 +91,7 @@ class Apps:
     pid: int | None = None
 
     def __post_init__(self) -> None:
-        for name, url in self.fences.items():
-            if not name.isidentifier() or name == "store":
-                raise ValueError(f"fence name {name!r}: want a plain word other than 'store' (postgres, redis, ...)")
-            scheme = Adapter(url).scheme
-            if scheme not in ("postgresql", "postgres", "redis", "rediss", "unix", "sqlite"):
-                raise ValueError(f"fence {name}: {url!r} is not a postgresql://, redis:// or sqlite:// URL")
+        check_fences(self.fences)
 
     def start(self, api: Any) -> None:
         """Proxies in front of each networked database (one per node, `api`: the cluster's Toxiproxy),
@@ -220,11 +224,14 @@ class App:
                 group.create_task(self.writer(name, token.fenced(fence), token.epoch))
 
     async def writer(self, name: str, term: Any, epoch: int) -> None:
-        """Write at once (the term's first write claims the epoch there), then every period."""
+        """Write at once (the term's first write claims the epoch there), then one write every period,
+        the next at once when one took longer (a slow database, a pause at the check)."""
         counter = 0
+        loop = asyncio.get_running_loop()
         while True:
             counter += 1
             value = f"{self.node_id}/{epoch}/{counter}"
+            next_at = loop.time() + self.period_s
             sent_ns = time.monotonic_ns()
             try:
                 async with asyncio.timeout(WRITE_DEADLINE_S):
@@ -238,7 +245,7 @@ class App:
                 self.record(name, epoch, value, sent_ns, None, None, f"{type(exc).__name__}: {exc}"[:200])
             else:
                 self.record(name, epoch, value, sent_ns, True, seq, None)
-            await asyncio.sleep(self.period_s)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     def record(
         self, name: str, epoch: int, value: str, sent_ns: int, accepted: bool | None, seq: int | None, error: str | None

@@ -31,6 +31,7 @@ from node.history import (
     History,
     Interval,
     Span,
+    StoreConflict,
     StoreEntry,
     Unbacked,
     Verdict,
@@ -181,12 +182,17 @@ def _p2(h: History) -> CheckResult:
     verdict = store_monotonic(h)
     accepted = [entry for entry in h.store if entry.accepted]
 
-    def figures(log: Sequence[StoreEntry]) -> dict[str, Any]:
+    def resource(finding: Any) -> str:
+        return (finding.kept if isinstance(finding, StoreConflict) else finding.entry).resource
+
+    def figures(name: str) -> dict[str, Any]:
+        log = h.logs.get(name, [])
         taken = [entry for entry in log if entry.accepted]
         return {
             "records": len(log),
             "accepted": len(taken),
             "highest_epoch": max((entry.epoch for entry in taken), default=None),
+            "violations": sum(1 for finding in verdict.findings if resource(finding) == name),
         }
 
     return CheckResult(
@@ -200,7 +206,7 @@ def _p2(h: History) -> CheckResult:
             "highest_epoch": max((entry.epoch for entry in accepted), default=None),
             # where databases were written through fencing adapters: every resource judged, the store's
             # figures again under "store"
-            **({"resources": {name: figures(h.logs.get(name, [])) for name in h.resources}} if _adapters(h) else {}),
+            **({"resources": {name: figures(name) for name in h.resources}} if _adapters(h) else {}),
         },
     )
 

@@ -41,6 +41,8 @@ class RunResult:
     instant: InstantResult | None = None  # None: the scenario names no instant
     load_per_core: float = 0.0  # the machine's 1-minute load average per core when the run ended
     fences: Mapping[str, str] | None = None  # databases the apps wrote through fencing adapters (chaos.apps)
+    fence_bugs: frozenset[FenceBug] = frozenset()  # planted in those adapters (tests)
+    pause_at_check_ms: int = 0  # the apps' pause between each adapter's check and write (tests)
 
     @property
     def reached(self) -> bool:
@@ -54,6 +56,8 @@ class RunResult:
             if v != getattr(TIMINGS.get(self.scenario, self.timing), k)
         )
         fences = "".join(f" --fence {name}={url}" for name, url in (self.fences or {}).items())
+        fences += "".join(f" --planted-fence-bug {bug.value}" for bug in sorted(self.fence_bugs, key=lambda b: b.value))
+        fences += f" --pause-at-check-ms {self.pause_at_check_ms}" if self.pause_at_check_ms else ""
         return f"bullyproof chaos run {self.scenario} --mode {self.mode} --seed {self.seed}{flags}{fences}"
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -70,6 +74,8 @@ class RunResult:
             instant=None if self.instant is None else self.instant.to_dict(),
             load_per_core=self.load_per_core,
             fences=dict(self.fences or {}),
+            fence_bugs=sorted(bug.value for bug in self.fence_bugs),
+            pause_at_check_ms=self.pause_at_check_ms,
         )
         return out
 
@@ -161,7 +167,19 @@ def run_scenario(
     text = text_report(report, events, name, seed, instant, load_per_core)
     (directory / "report.txt").write_text(text)
     result = RunResult(
-        name, mode, seed, report, directory, events, text, timing, instant, load_per_core, dict(fences or {}) or None
+        name,
+        mode,
+        seed,
+        report,
+        directory,
+        events,
+        text,
+        timing,
+        instant,
+        load_per_core,
+        dict(fences or {}) or None,
+        fence_bugs,
+        pause_at_check_ms,
     )
     (directory / "report.json").write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     timeline_png(events, directory / "timeline.png", f"{name} ({mode}, seed {seed})")

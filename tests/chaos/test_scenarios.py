@@ -15,7 +15,7 @@ partition cuts, and P2 and P5 judge each database's log as they judge the store'
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -35,18 +35,9 @@ WITH_ADAPTERS = {
 ADAPTERS = ("postgres", "redis", "sqlite")
 
 
-def adapter_urls(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    """The databases the apps write to: this worker's PostgreSQL (a fresh database) and Redis servers
-    (each run keeps its own tables and keys), and a SQLite file."""
-    return {
-        "postgres": request.getfixturevalue("postgres_url"),
-        "redis": request.getfixturevalue("redis_url"),
-        "sqlite": f"sqlite://{tmp_path / 'fence.sqlite3'}",
-    }
-
-
-def options_for(name: str, mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict:
-    return {"fences": adapter_urls(request, tmp_path)} if WITH_ADAPTERS.get(mode) == name else {}
+def options_for(name: str, mode: str, databases: Callable[[], dict[str, str]]) -> dict:
+    """run_scenario's options: the databases (conftest.py's fenced_databases) in the run of WITH_ADAPTERS."""
+    return {"fences": databases()} if WITH_ADAPTERS.get(mode) == name else {}
 
 
 def judged_on_every_adapter(result, refusals: bool = False) -> None:
@@ -81,21 +72,21 @@ def keeps_every_property(result) -> None:
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_quorum_mode_keeps_every_property(name, run_at_instant, request, tmp_path):
+def test_quorum_mode_keeps_every_property(name, run_at_instant, fenced_databases):
     seed = seed_for(name, "quorum")
     print(f"\nreplay with `bullyproof chaos run {name} --mode quorum --seed SEED` (SEED from {seed}, below)")
-    options = options_for(name, "quorum", request, tmp_path)
+    options = options_for(name, "quorum", fenced_databases)
     result = run_at_instant(name, "quorum", seed, check_each=keeps_every_property, **options)
     if options:
         judged_on_every_adapter(result)
 
 
 # Raft changes its membership through the same kit as quorum; the real-process run of that is this one.
-def test_raft_mode_grows_and_shrinks_keeping_every_property(run_at_instant, request, tmp_path):
+def test_raft_mode_grows_and_shrinks_keeping_every_property(run_at_instant, fenced_databases):
     name = "membership-grow-shrink"
     seed = seed_for(name, "raft")
     print(f"\nreplay with `bullyproof chaos run {name} --mode raft --seed SEED` (SEED from {seed}, below)")
-    options = options_for(name, "raft", request, tmp_path)
+    options = options_for(name, "raft", fenced_databases)
     result = run_at_instant(name, "raft", seed, check_each=keeps_every_property, **options)
     judged_on_every_adapter(result)
 
@@ -106,10 +97,10 @@ def test_every_splitting_scenario_names_its_instant():
 
 
 @pytest.mark.parametrize("name", SPLITTING)
-def test_classic_mode_splits_its_brain_and_fencing_shows_it(name, run_at_instant, request, tmp_path):
+def test_classic_mode_splits_its_brain_and_fencing_shows_it(name, run_at_instant, fenced_databases):
     seed = seed_for(name, "classic")
     print(f"\nreplay with `bullyproof chaos run {name} --mode classic --seed SEED` (SEED from {seed}, below)")
-    options = options_for(name, "classic", request, tmp_path)
+    options = options_for(name, "classic", fenced_databases)
     result = run_at_instant(name, "classic", seed, **options)
     report = result.report
     assert report.split_brain, f"classic Bully kept one leader in {name}?\n{result.text}"

@@ -305,9 +305,9 @@ def test_p2_judges_each_resource_alone_and_names_it() -> None:
         "redis: epoch 3 accepted from nodes 1 and 2 (seq 7 node 1, seq 8 node 2)",
     ]
     assert result.data["resources"] == {
-        "store": {"records": 2, "accepted": 2, "highest_epoch": 5},
-        "postgres": {"records": 3, "accepted": 3, "highest_epoch": 4},
-        "redis": {"records": 2, "accepted": 2, "highest_epoch": 3},
+        "store": {"records": 2, "accepted": 2, "highest_epoch": 5, "violations": 0},
+        "postgres": {"records": 3, "accepted": 3, "highest_epoch": 4, "violations": 1},
+        "redis": {"records": 2, "accepted": 2, "highest_epoch": 3, "violations": 1},
     }
 
 
