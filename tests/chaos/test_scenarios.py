@@ -37,7 +37,11 @@ ADAPTERS = ("postgres", "redis", "sqlite")
 
 def options_for(name: str, mode: str, databases: Callable[[], dict[str, str]]) -> dict:
     """run_scenario's options: the databases (conftest.py's fenced_databases) in the run of WITH_ADAPTERS."""
-    return {"fences": databases()} if WITH_ADAPTERS.get(mode) == name else {}
+    if WITH_ADAPTERS.get(mode) != name:
+        return {}
+    fences = databases()
+    print("  and add to the replay:", *(f"--fence {db}={url}" for db, url in fences.items()))
+    return {"fences": fences}
 
 
 def judged_on_every_adapter(result, refusals: bool = False) -> None:
