@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from node.client.fencing import FenceBug, FencingRefused, open_fence
+from node.config import ConfigError
 from node.history import HistoryWriter
 from node.launcher.cluster import link_name, read_cluster_file, spawn, stop_pids
 from node.launcher.ports import free_port
@@ -69,6 +70,23 @@ def check_fences(fences: Mapping[str, str]) -> None:
             raise ValueError(f"fence name {name!r}: want a plain word other than 'store' (postgres, redis, ...)")
         if Adapter(url).scheme not in ("postgresql", "postgres", "redis", "rediss", "unix", "sqlite"):
             raise ValueError(f"fence {name}: {url!r} is not a postgresql://, redis:// or sqlite:// URL")
+
+
+def parse_fences(items: list[str]) -> dict[str, str]:
+    """--fence NAME=URL, each name once."""
+    fences: dict[str, str] = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise ConfigError(f"--fence {item!r}: want NAME=URL, e.g. postgres=postgresql://app@127.0.0.1/app_test")
+        if name in fences:
+            raise ConfigError(f"--fence {name} given twice")
+        fences[name] = url
+    try:
+        check_fences(fences)
+    except ValueError as exc:
+        raise ConfigError(f"--fence: {exc}") from None
+    return fences
 
 
 def decode(value: bytes | None) -> str | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from node.config import PLANTED_BUGS_ENV
 from node.core import PlantedBug, mode_info
 
+from .apps import parse_fences
 from .checkers import check_no_overlap
 from .runner import run_scenario
 from .scenarios import scenarios_for
@@ -67,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         help="also write through a fencing adapter to this database in every run (docs/fencing-chaos.md)",
     )
     args = parser.parse_args(argv)
-    from .cli import parse_fences
-
     fences = parse_fences(args.fence) or None
     rows = []
     with tempfile.TemporaryDirectory(prefix="bullyproof-suite-") as tmp:

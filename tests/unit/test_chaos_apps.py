@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.apps import Apps, fence_options
-from chaos.cli import build_parser, cmd_run, parse_fences
+from chaos.apps import Apps, fence_options, parse_fences
+from chaos.cli import build_parser, cmd_run
 from node.config import ConfigError
 
 
