@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--election-timeout-ms", type=int, help="default: the scenario's own")
     p.add_argument("--preempt-hold-down-ms", type=int, help="default: the scenario's own (0 = never preempt)")
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--fence",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="also run an app beside each node that writes through a fencing adapter to this database "
+        "(postgresql://, redis://, sqlite://) while its node leads, and judge its log with P2 and P5 "
+        "(repeatable; docs/fencing-chaos.md)",
+    )
+    p.add_argument("--planted-fence-bug", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--pause-at-check-ms", type=int, default=0, help=argparse.SUPPRESS)
 
     def on_cluster(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
@@ -114,7 +125,10 @@ def main(argv: list[str]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
+    from node.client.fencing import FenceBug
     from node.config import parse_planted_bugs
+
+    from .apps import parse_fences
 
     # Ctrl-C, or the dashboard's cancel (SIGINT), stops the run and its cluster (`with cc:`), also when
     # SIGINT was inherited ignored (a background job of a script): as cluster up, node/launcher/stopping.py.
@@ -126,6 +140,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scenario not in SCENARIOS:
         raise ConfigError(f"unknown scenario {args.scenario!r}; see: bullyproof chaos list")
     bugs: frozenset[PlantedBug] = parse_planted_bugs(args.planted_bug)
+    fences = parse_fences(args.fence)
+    try:
+        fence_bugs = frozenset(FenceBug(bug) for bug in args.planted_fence_bug)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; known: {', '.join(b.value for b in FenceBug)}") from None
+    if (fence_bugs or args.pause_at_check_ms) and not fences:
+        raise ConfigError("--planted-fence-bug and --pause-at-check-ms need --fence")
     timing = scenario_timing(
         args.scenario, args.heartbeat_interval_ms, args.election_timeout_ms, args.preempt_hold_down_ms
     )
@@ -142,6 +163,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         election_timeout_ms=timing.election_timeout_ms,
         preempt_hold_down_ms=timing.preempt_hold_down_ms,
         planted_bugs=bugs,
+        fences=fences,
+        fence_bugs=fence_bugs,
+        pause_at_check_ms=args.pause_at_check_ms,
     )
     if args.json:
         print(json.dumps(result.to_json_dict()))

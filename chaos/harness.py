@@ -58,6 +58,7 @@ from node.launcher.ports import free_port
 from .toxiproxy import Toxiproxy, ToxiproxyError, ToxiproxyServer
 
 HARNESS_EVENTS = "harness.jsonl"
+APPS_EVENTS = "apps.jsonl"  # chaos.apps writes it (the same name there)
 HISTORY = "history.jsonl"
 
 
@@ -518,11 +519,14 @@ def store_events(address: str) -> list[dict[str, Any]]:
             after = reply.entries[-1].seq
 
 
-def collect_history(directory: Path, store_address: str | None = None) -> list[dict[str, Any]]:
-    """Merge harness events, every node's events and the store log into DIR/history.jsonl."""
+def collect_history(
+    directory: Path, store_address: str | None = None, extra: Iterable[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Merge harness events, every node's events, the apps' writes (chaos.apps, if any ran), the
+    store log and `extra` events (the databases' logs the apps wrote to) into DIR/history.jsonl."""
     data = read_cluster_file(directory)
-    events: list[dict[str, Any]] = []
-    for path in [directory / HARNESS_EVENTS, *(Path(n["events"]) for n in data["nodes"])]:
+    events: list[dict[str, Any]] = list(extra)
+    for path in [directory / HARNESS_EVENTS, directory / APPS_EVENTS, *(Path(n["events"]) for n in data["nodes"])]:
         with contextlib.suppress(FileNotFoundError):
             for line in path.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError):  # a line cut short by SIGKILL
