@@ -11,7 +11,7 @@
     bullyproof sim figure16 [--trials 1000] [--json] [--out DIR]
     bullyproof sim messages [--sizes 3,5,9,15,25] [--json] [--out DIR]
 
-The same two measures on real node processes are in node.client.bench (`--what figure16`,
+The same two measures on real node processes are in bench.real (`--what figure16`,
 `--what messages`); they draw their plots with the functions here, beside the simulator's lines.
 """
 
