@@ -461,6 +461,7 @@ def up_without_certificates(project: Project) -> None:
         done = project.compose(*project.engine.up, check=False, timeout_s=1500)
         assert done.returncode != 0, done
         containers = project.containers()
+        assert CERTS_SERVICE in containers, f"no certs container: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         # compose's words for a dependency that did not complete successfully (exit 2)
         assert project.engine.certs_failed(done, containers[CERTS_SERVICE]), (done.stdout, done.stderr)
         logs = project.engine.run("logs", containers[CERTS_SERVICE])
