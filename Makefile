@@ -52,7 +52,7 @@ explore: setup
 	$(BIN)/bullyproof sim explore --schedules 1200 --seed 0 --mode raft
 
 # The harness's power, a benchmark: the schedule at which the explorer first fails each planted bug
-# (seed 0, up to 1,500 schedules per bug; README's tables). About twelve minutes on 2 cores. A bug
+# (seed 0, up to 1,500 schedules per bug; docs/explorer.md's tables). About twelve minutes on 2 cores. A bug
 # not found is a number too (each line exits 1 then): both modes always run.
 power: setup
 	-$(BIN)/bullyproof sim bugs --mode quorum --schedules 1500 --seed 0

@@ -24,12 +24,14 @@ from typing import Any
 from node.core import REGISTRY, mode_info
 from node.history import (
     NS,
+    STORE,
     AnswerTolerance,
     BackedTogether,
     DoublePromise,
     History,
     Interval,
     Span,
+    StoreConflict,
     StoreEntry,
     Unbacked,
     Verdict,
@@ -171,13 +173,28 @@ def _p1(h: History) -> CheckResult:
 
 
 def check_store_monotonic(events: Events | History) -> CheckResult:
-    """P2: the store never accepts an epoch below one it accepted, nor one epoch from two writers."""
+    """P2: no fenced resource (the store, and each database whose log the history holds) accepts an
+    epoch below one it accepted, nor one epoch from two writers."""
     return _p2(history_of(events))
 
 
 def _p2(h: History) -> CheckResult:
     verdict = store_monotonic(h)
     accepted = [entry for entry in h.store if entry.accepted]
+
+    def resource(finding: Any) -> str:
+        return (finding.kept if isinstance(finding, StoreConflict) else finding.entry).resource
+
+    def figures(name: str) -> dict[str, Any]:
+        log = h.logs.get(name, [])
+        taken = [entry for entry in log if entry.accepted]
+        return {
+            "records": len(log),
+            "accepted": len(taken),
+            "highest_epoch": max((entry.epoch for entry in taken), default=None),
+            "violations": sum(1 for finding in verdict.findings if resource(finding) == name),
+        }
+
     return CheckResult(
         id="P2",
         name="store epochs monotonic, one writer per epoch",
@@ -187,8 +204,16 @@ def _p2(h: History) -> CheckResult:
             "records": len(h.store),
             "accepted": len(accepted),
             "highest_epoch": max((entry.epoch for entry in accepted), default=None),
+            # where databases were written through fencing adapters: every resource judged, the store's
+            # figures again under "store"
+            **({"resources": {name: figures(name) for name in h.resources}} if _adapters(h) else {}),
         },
     )
+
+
+def _adapters(h: History) -> bool:
+    """Whether the history has fenced resources besides the store (databases behind fencing adapters)."""
+    return any(name != STORE for name in h.resources)
 
 
 def overlaps(events: Events | History) -> list[Overlap]:
@@ -400,7 +425,8 @@ def _p6(h: History) -> CheckResult:
 
 
 def check_no_lost_writes(events: Events | History) -> CheckResult:
-    """P5: every write acknowledged to its writer is in the store's log, accepted, as written.
+    """P5: every write acknowledged to its writer is in its resource's log (the store's, or the
+    database's it was written to), accepted, as written.
 
     Writes without a reply (accepted null) have an unknown outcome: reported, never a loss.
     """
@@ -415,13 +441,31 @@ def _p5(h: History) -> CheckResult:
         for write in h.writes
         if write["accepted"] is None
     ]
-    store_note = [] if h.store or not acknowledged else ["the history has no store records at all"]
+    by_resource: dict[str, dict[str, int]] = {
+        name: {"acknowledged": 0, "lost": 0, "unknown_outcome": 0} for name in h.resources
+    }
+    for write in h.writes:
+        counts = by_resource[write.get("resource", STORE)]
+        counts["acknowledged"] += bool(write["accepted"])
+        counts["unknown_outcome"] += write["accepted"] is None
+    for finding in verdict.findings:
+        by_resource[finding.write.get("resource", STORE)]["lost"] += 1
+    log_notes = [
+        f"the history has no {'store records' if name == STORE else f'{name} log'} at all"
+        for name, counts in by_resource.items()
+        if counts["acknowledged"] and not h.logs.get(name)
+    ]
     return CheckResult(
         id="P5",
         name="no lost acknowledged writes",
         ok=verdict.ok,
-        evidence=_cap(_words(verdict, h) + store_note + unknown),
-        data={"acknowledged": acknowledged, "lost": len(verdict.findings), "unknown_outcome": len(unknown)},
+        evidence=_cap(_words(verdict, h) + log_notes + unknown),
+        data={
+            "acknowledged": acknowledged,
+            "lost": len(verdict.findings),
+            "unknown_outcome": len(unknown),
+            **({"resources": by_resource} if _adapters(h) else {}),
+        },
     )
 
 
@@ -448,6 +492,8 @@ def fencing_summary(events: Events | History) -> dict[str, Any]:
     made at once when it starts leading (which, by P3, is after the old lease ended). So lateness is
     at most max(RPC deadline, time from the old lease's end to the successor's claim reaching the
     store). ``accepted_unled``: accepted writes from a (writer, epoch) that never led by the history.
+
+    ``resources``: the same for each database written through a fencing adapter (``resource_summary``).
 
     ``claims``: leadership intervals whose first store record (by that node and epoch) is its claim
     (key ``claim/<node>/<epoch>``), and ``claim_delay_max_ms``: the longest time from a node
@@ -492,6 +538,7 @@ def fencing_summary(events: Events | History) -> dict[str, Any]:
 
     late_items = [{**item(w.entry), "lease_end_ns": w.lead_end, "late_ms": w.late / 1e6} for w in late]
     return {
+        "resources": resource_summary(h),
         "accepted": len(accepted),
         "rejected": len(rejected),
         "stale_rejected": len(stale),
@@ -504,6 +551,29 @@ def fencing_summary(events: Events | History) -> dict[str, Any]:
         "accepted_unled_writes": [item(entry) for entry in unled],
         **_claims(h),
     }
+
+
+def resource_summary(h: History) -> dict[str, dict[str, int]]:
+    """Per fenced resource other than the store (a database behind a fencing adapter): its writers'
+    writes and their outcomes (``acknowledged``, ``refused`` of which ``stale`` and ``taken``,
+    ``unknown``), and ``logged``, the accepted writes its log holds. A writer records a refusal with
+    the exception's name first in its error ("StaleEpoch: ...", "EpochTaken: ...")."""
+    out: dict[str, dict[str, int]] = {}
+    for name in h.resources:
+        if name == STORE:
+            continue
+        writes = [w for w in h.writes if w.get("resource", STORE) == name]
+        refused = [w for w in writes if w["accepted"] is False]
+        out[name] = {
+            "writes": len(writes),
+            "acknowledged": sum(1 for w in writes if w["accepted"]),
+            "refused": len(refused),
+            "stale": sum(1 for w in refused if (w["error"] or "").startswith("StaleEpoch")),
+            "taken": sum(1 for w in refused if (w["error"] or "").startswith("EpochTaken")),
+            "unknown": sum(1 for w in writes if w["accepted"] is None),
+            "logged": sum(1 for entry in h.logs.get(name, []) if entry.accepted),
+        }
+    return out
 
 
 def _claims(h: History) -> dict[str, Any]:

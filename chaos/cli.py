@@ -4,64 +4,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from node.config import ConfigError
 from node.core import DEFAULT_MODE, PlantedBug, mode_names
+from node.faults import FAULTS, PARAM_TYPES, REAL, SIM, Param, cli_commands
 
-if TYPE_CHECKING:
-    from .harness import ChaosCluster
+from .faults import DEFAULT_COMPOSE_DIR, DEFAULT_DIR, PARSERS, network_fault
 
-DEFAULT_DIR = "runs/local"
-DEFAULT_COMPOSE_DIR = "runs/compose"
 DEFAULT_COMPOSE_FILE = "docker-compose.yml"
+WORLDS = {REAL: "real processes", SIM: "the simulator"}
 
 
-def parse_ms(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 200ms or 1.5s")
-    value = float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
-    return int(value)
-
-
-def parse_group(text: str) -> list[int]:
-    try:
-        ids = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"group {text!r} is not a comma-separated list of node ids") from None
-    if not ids:
-        raise ConfigError("empty group in partition")
-    return ids
-
-
-def parse_links(text: str, ids: list[int]) -> list[tuple[int, int]]:
-    """'3->1' one link; '3->*' every link out of 3; '*->3' into 3; '*' every peer link."""
-    if text == "*":
-        return [(a, b) for a in ids for b in ids if a != b]
-    src, arrow, dst = text.partition("->")
-    if not arrow:
-        raise ConfigError(f"link {text!r} is not SRC->DST (use * for all)")
-
-    def side(part: str) -> list[int]:
-        if part == "*":
-            return ids
-        try:
-            node = int(part)
-        except ValueError:
-            raise ConfigError(f"{part!r} in link {text!r} is not a node id or *") from None
-        if node not in ids:
-            raise ConfigError(f"no node {node} in this cluster (nodes: {', '.join(map(str, ids))})")
-        return [node]
-
-    links = [(a, b) for a in side(src) for b in side(dst) if a != b]
-    if not links:
-        raise ConfigError(f"link {text!r} names no link between two different nodes")
-    return links
+def add_param(parser: argparse.ArgumentParser, param: Param) -> None:
+    """A fault kind's parameter (node.faults) as an argument: positional if required, else an option
+    (a duration's option drops the unit from its name: its value carries one, `--jitter 50ms`)."""
+    kind = PARAM_TYPES[param.type]
+    help_ = f"{param.help} ({kind})"
+    if param.required:
+        nargs = "+" if param.type == "groups" else None
+        convert = PARSERS[param.type]
+        parser.add_argument(
+            param.name,
+            nargs=nargs,
+            type=None if nargs else convert,
+            metavar=param.name.upper(),
+            help=help_,
+        )
+        return
+    flag = param.name.removesuffix("_ms") if param.type == "ms" else param.name
+    parser.add_argument(
+        "--" + flag.replace("_", "-"),
+        dest=param.name,
+        type=PARSERS[param.type],
+        default=param.default,
+        help=f"{help_}; default {param.default if param.default != () else 'all'}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--election-timeout-ms", type=int, help="default: the scenario's own")
     p.add_argument("--preempt-hold-down-ms", type=int, help="default: the scenario's own (0 = never preempt)")
     p.add_argument("--planted-bug", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--fence",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="also run an app beside each node that writes through a fencing adapter to this database "
+        "(postgresql://, redis://, sqlite://) while its node leads, and judge its log with P2 and P5 "
+        "(repeatable; docs/fencing-chaos.md)",
+    )
+    p.add_argument("--planted-fence-bug", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--pause-at-check-ms", type=int, default=0, help=argparse.SUPPRESS)
 
     def on_cluster(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
@@ -98,32 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sp
 
-    p = on_cluster("partition", "split the cluster: bullyproof chaos partition 1,2 / 3,4,5")
-    p.add_argument("groups", nargs="+", help="groups of ids separated by /")
-    on_cluster("heal", "remove every network fault")
-    p = on_cluster("blackhole", "silently drop every link to and from a node")
-    p.add_argument("node", type=int)
-    p = on_cluster("refuse", "refuse connections into a node (proxies disabled)")
-    p.add_argument("node", type=int)
-    p = on_cluster("cut", "drop one direction only: bullyproof chaos cut '5->1'")
-    p.add_argument("link")
-    p = on_cluster("latency", "add latency: bullyproof chaos latency '3->1' 200ms --jitter 50ms")
-    p.add_argument("link")
-    p.add_argument("latency", type=parse_ms)
-    p.add_argument("--jitter", type=parse_ms, default=0)
-    p = on_cluster("bandwidth", "limit bandwidth in KB/s: bullyproof chaos bandwidth '*' 5")
-    p.add_argument("link")
-    p.add_argument("rate_kbps", type=int)
-    p = on_cluster("slicer", "slice data into small delayed chunks")
-    p.add_argument("link")
-    p = on_cluster("reset-peer", "reset connections (TCP RST)")
-    p.add_argument("link")
+    for kind in cli_commands():
+        sp = on_cluster(kind.name, kind.help())
+        for param in kind.params:
+            add_param(sp, param)
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from .scenarios import DEFAULT_TIMING, DESCRIPTIONS, INSTANTS, SCENARIOS, TIMINGS
+    from .scenarios import DEFAULT_TIMING, DESCRIPTIONS, FAULTS_USED, INSTANTS, SCENARIOS, TIMINGS, WORLDS_OF
 
     if args.action == "list":
         for name in SCENARIOS:
@@ -131,152 +106,29 @@ def main(argv: list[str]) -> int:
             print(f"{name:28s}{DESCRIPTIONS[name]}{own}" if args.describe else name)
             if args.describe and name in INSTANTS:
                 print(f"{'':28s}instant: {INSTANTS[name].description}")
+            if args.describe:
+                worlds = " and ".join(WORLDS[w] for w in sorted(WORLDS_OF[name], reverse=True))
+                print(f"{'':28s}faults: {', '.join(FAULTS_USED[name])}; runs on {worlds}")
         return 0
     if args.action == "run":
         return cmd_run(args)
 
-    params: dict[str, Any] = {}
-    if args.action == "partition":
-        params["groups"] = [parse_group(g) for g in " ".join(args.groups).split("/")]
-    elif args.action in ("blackhole", "refuse"):
-        params["node"] = args.node
-    elif args.action != "heal":
-        params["link"] = args.link
-        if args.action == "latency":
-            params.update(latency_ms=args.latency, jitter_ms=args.jitter)
-        elif args.action == "bandwidth":
-            params["rate_kbps"] = args.rate_kbps
+    kind = FAULTS[args.action]
+    params = {p.name: getattr(args, p.name) for p in kind.params}
+    if "groups" in params:  # the words of `1,2 / 3,4,5`, however the shell split them
+        params["groups"] = PARSERS["groups"](" ".join(params["groups"]))
     detail = network_fault(Path(args.dir) if args.dir else None, args.action, compose=args.compose, **params)
     print(json.dumps({"fault": args.action, **detail}))
     return 0
 
 
-# ---- network faults on a running cluster: one function per action (the CLI and the dashboard call these)
-
-
-def _check_node(cc: ChaosCluster, node: int) -> None:
-    if node not in cc.ids:
-        raise ConfigError(f"no node {node} in this cluster (nodes: {', '.join(map(str, cc.ids))})")
-
-
-def partition(cc: ChaosCluster, groups: list[list[int]]) -> dict[str, Any]:
-    """Cut every link between the groups; nodes not named form a group of their own."""
-    named = [n for g in groups for n in g]
-    unknown = sorted(set(named) - set(cc.ids))
-    if unknown:
-        _check_node(cc, unknown[0])
-    if len(set(named)) != len(named):
-        raise ConfigError("a node appears in two groups")
-    if any(not g for g in groups):
-        raise ConfigError("empty group in partition")
-    rest = [n for n in cc.ids if n not in named]
-    groups = [list(g) for g in groups] + ([rest] if rest else [])
-    if len(groups) < 2:
-        raise ConfigError("a partition needs at least two groups")
-    cc.partition(groups)
-    return {"groups": groups}
-
-
-def heal(cc: ChaosCluster) -> dict[str, Any]:
-    cc.heal()
-    return {}
-
-
-def _on_node(cc: ChaosCluster, node: int, fault: Callable[[int], None]) -> dict[str, Any]:
-    _check_node(cc, node)
-    fault(node)
-    return {"node": node}
-
-
-def blackhole(cc: ChaosCluster, node: int) -> dict[str, Any]:
-    return _on_node(cc, node, cc.blackhole)
-
-
-def refuse(cc: ChaosCluster, node: int) -> dict[str, Any]:
-    return _on_node(cc, node, cc.refuse)
-
-
-def cut(cc: ChaosCluster, link: str) -> dict[str, Any]:
-    links = parse_links(link, cc.ids)
-    detail = {"links": [f"{a}->{b}" for a, b in links]}
-    cc.cut("cut", links, detail)
-    return detail
-
-
-def _degrade(
-    cc: ChaosCluster, action: str, link: str, type_: str, attrs: dict[str, Any], streams: tuple[str, ...]
-) -> dict[str, Any]:
-    links = parse_links(link, cc.ids)
-    cc.degrade(action, links, type_, attrs, streams)
-    return {"links": [f"{a}->{b}" for a, b in links], **attrs}
-
-
-def latency(cc: ChaosCluster, link: str, latency_ms: int, jitter_ms: int = 0) -> dict[str, Any]:
-    return _degrade(cc, "latency", link, "latency", {"latency": latency_ms, "jitter": jitter_ms}, ("upstream",))
-
-
-def bandwidth(cc: ChaosCluster, link: str, rate_kbps: int) -> dict[str, Any]:
-    return _degrade(cc, "bandwidth", link, "bandwidth", {"rate": rate_kbps}, ("upstream", "downstream"))
-
-
-def slicer(cc: ChaosCluster, link: str) -> dict[str, Any]:
-    return _degrade(
-        cc,
-        "slicer",
-        link,
-        "slicer",
-        {"average_size": 16, "size_variation": 8, "delay": 500},
-        ("upstream", "downstream"),
-    )
-
-
-def reset_peer(cc: ChaosCluster, link: str) -> dict[str, Any]:
-    return _degrade(cc, "reset-peer", link, "reset_peer", {"timeout": 0}, ("upstream",))
-
-
-NETWORK_FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
-    "partition": partition,
-    "heal": heal,
-    "blackhole": blackhole,
-    "refuse": refuse,
-    "cut": cut,
-    "latency": latency,
-    "bandwidth": bandwidth,
-    "slicer": slicer,
-    "reset-peer": reset_peer,
-}
-
-
-def network_fault(directory: Path | None, action: str, compose: str | None = None, **params: Any) -> dict[str, Any]:
-    """One network fault (NETWORK_FAULTS) on the cluster in `directory` (or, with `compose`, the compose
-    cluster of that file, through its published Toxiproxy API), recorded in its harness history.
-    Returns what was done (the JSON the CLI prints after "fault")."""
-    from .harness import ChaosCluster
-
-    if action not in NETWORK_FAULTS:
-        raise ConfigError(f"unknown network fault {action!r}; one of {', '.join(NETWORK_FAULTS)}")
-    if compose:
-        from node.launcher.compose import read_compose_file
-
-        data = read_compose_file(Path(compose))
-        cc = ChaosCluster.from_record(
-            data,
-            directory or Path(DEFAULT_COMPOSE_DIR),
-            f"is the compose cluster up? docker compose -f {data['compose_file']} up -d",
-        )
-    else:
-        cc = ChaosCluster.attach(directory or Path(DEFAULT_DIR))
-    try:
-        return NETWORK_FAULTS[action](cc, **params)
-    finally:
-        if cc.history:
-            cc.history.close()
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
+    from node.client.fencing import FenceBug
     from node.config import parse_planted_bugs
+
+    from .apps import parse_fences
 
     # Ctrl-C, or the dashboard's cancel (SIGINT), stops the run and its cluster (`with cc:`), also when
     # SIGINT was inherited ignored (a background job of a script): as cluster up, node/launcher/stopping.py.
@@ -288,6 +140,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scenario not in SCENARIOS:
         raise ConfigError(f"unknown scenario {args.scenario!r}; see: bullyproof chaos list")
     bugs: frozenset[PlantedBug] = parse_planted_bugs(args.planted_bug)
+    fences = parse_fences(args.fence)
+    try:
+        fence_bugs = frozenset(FenceBug(bug) for bug in args.planted_fence_bug)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; known: {', '.join(b.value for b in FenceBug)}") from None
+    if (fence_bugs or args.pause_at_check_ms) and not fences:
+        raise ConfigError("--planted-fence-bug and --pause-at-check-ms need --fence")
     timing = scenario_timing(
         args.scenario, args.heartbeat_interval_ms, args.election_timeout_ms, args.preempt_hold_down_ms
     )
@@ -304,6 +163,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         election_timeout_ms=timing.election_timeout_ms,
         preempt_hold_down_ms=timing.preempt_hold_down_ms,
         planted_bugs=bugs,
+        fences=fences,
+        fence_bugs=fence_bugs,
+        pause_at_check_ms=args.pause_at_check_ms,
     )
     if args.json:
         print(json.dumps(result.to_json_dict()))

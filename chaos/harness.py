@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,13 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.client.observer import agreed_leader, member_change, transfer_leadership, views_of
-from node.config import PLANTED_BUGS_ENV, ConfigError
+from node.config import (
+    DEFAULT_ELECTION_TIMEOUT_MS,
+    DEFAULT_HEARTBEAT_INTERVAL_MS,
+    DEFAULT_PREEMPT_HOLD_DOWN_MS,
+    PLANTED_BUGS_ENV,
+    ConfigError,
+)
 from node.core import PlantedBug
 from node.history import HistoryWriter, sort_events
 from node.launcher.cluster import (
@@ -52,6 +58,7 @@ from node.launcher.ports import free_port
 from .toxiproxy import Toxiproxy, ToxiproxyError, ToxiproxyServer
 
 HARNESS_EVENTS = "harness.jsonl"
+APPS_EVENTS = "apps.jsonl"  # chaos.apps writes it (the same name there)
 HISTORY = "history.jsonl"
 
 
@@ -71,13 +78,15 @@ class ChaosCluster:
     directory: Path
     nodes: int = 5
     mode: str = "quorum"
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 500
+    heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
+    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
     planted_bugs: frozenset[PlantedBug] = frozenset()
     seed: int = 0
     scenario: str = "manual"
     direct: bool = False  # skip Toxiproxy: nodes dial each other directly
-    preempt_hold_down_ms: int = 3000  # quorum: how long a higher node acks before it takes over (0 = never)
+    preempt_hold_down_ms: int = (
+        DEFAULT_PREEMPT_HOLD_DOWN_MS  # quorum: how long a higher node acks before it takes over (0 = never)
+    )
     mode_options: tuple[str, ...] = ()  # the mode's switches, e.g. raft's no-pre-vote
     insecure: bool = False  # plaintext, no certificates (otherwise mutual TLS with certificates in DIR/certs)
     spares: int = 0  # more nodes (ids after `nodes`) started to join, for membership changes
@@ -260,6 +269,24 @@ class ChaosCluster:
 
     # ---- process faults ------------------------------------------------------------------
 
+    def kill(self, node: int) -> None:
+        self.process(node, "kill")
+
+    def restart(self, node: int) -> None:
+        self.process(node, "restart")
+
+    def pause(self, node: int) -> None:
+        self.process(node, "pause")
+
+    def resume(self, node: int) -> None:
+        self.process(node, "resume")
+
+    def retime(self, node: int, election_timeout_ms: int) -> None:
+        self.process(node, "restart", timing_ms={"--election-timeout-ms": election_timeout_ms})
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
     def process(self, target: int | str, action: str, timing_ms: dict[str, int] | None = None) -> None:
         """kill | pause | resume | restart a node or the store; recorded before it happens. A restart
         with `timing_ms` ({"--election-timeout-ms": 1000}) changes the node's timings."""
@@ -284,29 +311,41 @@ class ChaosCluster:
     def _links(self, pairs: Iterable[tuple[int | str, int | str]]) -> list[str]:
         return [link_name(a, b) for a, b in pairs]
 
-    def cut(self, fault: str, pairs: Iterable[tuple[int, int]], detail: dict[str, Any]) -> None:
+    # The network faults of node.faults.FaultTarget (the simulator's node/sim/target.py does the same).
+
+    def _drop(self, fault: str, pairs: Iterable[tuple[int, int]], detail: dict[str, Any]) -> None:
         """Silently drop everything on the given directed links (timeout toxic 0, both streams)."""
         self.record("fault", action="start", name=fault, detail=detail)
         for link in self._links(pairs):
             for stream in ("upstream", "downstream"):
                 self._toxic(fault, link, "timeout", {"timeout": 0}, stream)
 
+    def cut(self, links: Iterable[tuple[int, int]], fault: str = "cut") -> None:
+        links = list(links)
+        self._drop(fault, links, {"links": [link_name(a, b) for a, b in links]})
+
     def partition(self, groups: list[list[int]], fault: str = "partition") -> None:
         pairs = [(a, b) for g1, g2 in itertools.permutations(groups, 2) for a in g1 for b in g2]
-        self.cut(fault, pairs, {"groups": groups})
+        self._drop(fault, pairs, {"groups": groups})
 
     def one_way(self, src: int, dsts: Iterable[int], fault: str = "one-way") -> None:
         dsts = list(dsts)
-        self.cut(fault, [(src, d) for d in dsts], {"from": src, "to": dsts})
+        self._drop(fault, [(src, d) for d in dsts], {"from": src, "to": dsts})
 
     def blackhole(self, node: int, fault: str = "blackhole") -> None:
         others = [n for n in self.ids if n != node]
-        self.cut(fault, [(node, o) for o in others] + [(o, node) for o in others], {"node": node})
+        self._drop(fault, [(node, o) for o in others] + [(o, node) for o in others], {"node": node})
 
-    def reachability(self, allowed: dict[int, set[int]], fault: str) -> None:
+    def reachability(self, allowed: Mapping[int, set[int]], fault: str = "reachability") -> None:
         """Cut every directed peer link a->b where b is not in allowed[a] (bridge, ring)."""
         pairs = [(a, b) for a in self.ids for b in self.ids if a != b and b not in allowed[a]]
-        self.cut(fault, pairs, {"allowed": {str(k): sorted(v) for k, v in allowed.items()}})
+        self._drop(fault, pairs, {"allowed": {str(k): sorted(v) for k, v in allowed.items()}})
+
+    def latency(
+        self, links: Iterable[tuple[int, int]], latency_ms: int, jitter_ms: int = 0, fault: str = "latency"
+    ) -> None:
+        """Delay what each link's dialler sends (Toxiproxy's upstream) by latency_ms, give or take jitter_ms."""
+        self.degrade(fault, links, "latency", {"latency": latency_ms, "jitter": jitter_ms}, ("upstream",))
 
     def refuse(self, node: int, fault: str = "refuse") -> None:
         """Disable every proxy into `node`: connections are refused (and held ones closed)."""
@@ -331,7 +370,7 @@ class ChaosCluster:
             "fault",
             action="start",
             name=fault,
-            detail={"type": type_, "links": [link_name(*l) for l in links], **attributes},
+            detail={"type": type_, "links": [link_name(*pair) for pair in links], **attributes},
         )
         for link in self._links(links):
             for stream in streams:
@@ -480,11 +519,14 @@ def store_events(address: str) -> list[dict[str, Any]]:
             after = reply.entries[-1].seq
 
 
-def collect_history(directory: Path, store_address: str | None = None) -> list[dict[str, Any]]:
-    """Merge harness events, every node's events and the store log into DIR/history.jsonl."""
+def collect_history(
+    directory: Path, store_address: str | None = None, extra: Iterable[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Merge harness events, every node's events, the apps' writes (chaos.apps, if any ran), the
+    store log and `extra` events (the databases' logs the apps wrote to) into DIR/history.jsonl."""
     data = read_cluster_file(directory)
-    events: list[dict[str, Any]] = []
-    for path in [directory / HARNESS_EVENTS, *(Path(n["events"]) for n in data["nodes"])]:
+    events: list[dict[str, Any]] = list(extra)
+    for path in [directory / HARNESS_EVENTS, directory / APPS_EVENTS, *(Path(n["events"]) for n in data["nodes"])]:
         with contextlib.suppress(FileNotFoundError):
             for line in path.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError):  # a line cut short by SIGKILL

@@ -93,6 +93,12 @@ def text_report(
         + (f"; {not_first} began with another write" if not_first else "")
         + (f"; {f.get('unclaimed', 0)} led without reaching the store" if f.get("unclaimed") else "")
     )
+    for name, r in f.get("resources", {}).items():
+        lines.append(
+            f"{name}: {r['writes']} writes through its fencing adapter, {r['acknowledged']} acknowledged, "
+            f"{r['refused']} refused ({r['stale']} stale, {r['taken']} taken), {r['unknown']} unknown; "
+            f"its log holds {r['logged']} accepted"
+        )
     lines.append("")
     lines.append("properties:")
     for r in report.results:

@@ -9,13 +9,16 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from node.client.fencing import FenceBug
 from node.config import ConfigError, check_timings
 from node.core import PlantedBug
 
+from .apps import Apps
 from .checkers import Report, check_all
 from .harness import AnswerRecorder, ChaosCluster, collect_history
 from .report import text_report, timeline_png
@@ -37,6 +40,9 @@ class RunResult:
     timing: ScenarioTiming = ScenarioTiming()
     instant: InstantResult | None = None  # None: the scenario names no instant
     load_per_core: float = 0.0  # the machine's 1-minute load average per core when the run ended
+    fences: Mapping[str, str] | None = None  # databases the apps wrote through fencing adapters (chaos.apps)
+    fence_bugs: frozenset[FenceBug] = frozenset()  # planted in those adapters (tests)
+    pause_at_check_ms: int = 0  # the apps' pause between each adapter's check and write (tests)
 
     @property
     def reached(self) -> bool:
@@ -49,7 +55,10 @@ class RunResult:
             for k, v in asdict(self.timing).items()
             if v != getattr(TIMINGS.get(self.scenario, self.timing), k)
         )
-        return f"bullyproof chaos run {self.scenario} --mode {self.mode} --seed {self.seed}{flags}"
+        fences = "".join(f" --fence {name}={url}" for name, url in (self.fences or {}).items())
+        fences += "".join(f" --planted-fence-bug {bug.value}" for bug in sorted(self.fence_bugs, key=lambda b: b.value))
+        fences += f" --pause-at-check-ms {self.pause_at_check_ms}" if self.pause_at_check_ms else ""
+        return f"bullyproof chaos run {self.scenario} --mode {self.mode} --seed {self.seed}{flags}{fences}"
 
     def to_json_dict(self) -> dict[str, Any]:
         out = json.loads(self.report.to_json())
@@ -64,6 +73,9 @@ class RunResult:
             replay=self.replay(),
             instant=None if self.instant is None else self.instant.to_dict(),
             load_per_core=self.load_per_core,
+            fences=dict(self.fences or {}),
+            fence_bugs=sorted(bug.value for bug in self.fence_bugs),
+            pause_at_check_ms=self.pause_at_check_ms,
         )
         return out
 
@@ -99,8 +111,17 @@ def run_scenario(
     election_timeout_ms: int | None = None,
     preempt_hold_down_ms: int | None = None,
     planted_bugs: frozenset[PlantedBug] = frozenset(),
+    fences: Mapping[str, str] | None = None,
+    fence_bugs: frozenset[FenceBug] = frozenset(),
+    pause_at_check_ms: int = 0,
 ) -> RunResult:
-    """Timings left as None are the scenario's own (chaos.scenarios.TIMINGS), else the cluster defaults."""
+    """Timings left as None are the scenario's own (chaos.scenarios.TIMINGS), else the cluster defaults.
+
+    ``fences`` (name -> postgresql://, redis:// or sqlite:// URL): an app beside each node also writes
+    through a fencing adapter to each of these databases while its node leads (chaos.apps), and P2 and
+    P5 judge each database's log as they judge the store's. ``fence_bugs`` and ``pause_at_check_ms``
+    are for tests: bugs planted in those adapters, and a pause between each adapter's check and write.
+    """
     timing = scenario_timing(name, heartbeat_interval_ms, election_timeout_ms, preempt_hold_down_ms)
     directory = Path(directory or tempfile.mkdtemp(prefix=f"bullyproof-{name}-{mode}-{seed}-"))
     bound_ms = RECOVERY_BOUND_ELECTION_TIMEOUTS * timing.election_timeout_ms
@@ -117,24 +138,49 @@ def run_scenario(
         preempt_hold_down_ms=timing.preempt_hold_down_ms,
         spares=spares,
     )
+    apps = None
+    if fences:
+        apps = Apps(directory, fences, planted=fence_bugs, pause_at_check_ms=pause_at_check_ms)
     with cc:
-        with AnswerRecorder(cc):  # a client asking every node who leads, throughout (P6)
-            cc.wait_for_leader(timeout_s=20)
-            ctx = Context(cc, random.Random(seed))
-            ctx.wait(1)  # a few duty writes under the first leader
-            SCENARIOS[name](ctx)
-            try:
-                cc.wait_for_leader(timeout_s=bound_ms / 1000)
-            except TimeoutError:
-                pass  # the checker says so (P4), from the history
-            ctx.wait(1)  # writes under the healed leader
-        events = collect_history(directory)
+        try:
+            if apps is not None:
+                assert cc.cluster is not None
+                apps.write_period_ms = cc.cluster.spec.write_period_ms
+                apps.start(cc.api)
+            with AnswerRecorder(cc):  # a client asking every node who leads, throughout (P6)
+                cc.wait_for_leader(timeout_s=20)
+                ctx = Context(cc, random.Random(seed))
+                ctx.wait(1)  # a few duty writes under the first leader
+                SCENARIOS[name](ctx)
+                try:
+                    cc.wait_for_leader(timeout_s=bound_ms / 1000)
+                except TimeoutError:
+                    pass  # the checker says so (P4), from the history
+                ctx.wait(1)  # writes under the healed leader
+        finally:
+            if apps is not None:
+                apps.stop()
+        events = collect_history(directory, extra=apps.log_events() if apps is not None else ())
     load_per_core = machine_load_per_core()
     report = check_all(events, mode, bound_ms)
     instant = judge_instant(name, mode, events)
     text = text_report(report, events, name, seed, instant, load_per_core)
     (directory / "report.txt").write_text(text)
-    result = RunResult(name, mode, seed, report, directory, events, text, timing, instant, load_per_core)
+    result = RunResult(
+        name,
+        mode,
+        seed,
+        report,
+        directory,
+        events,
+        text,
+        timing,
+        instant,
+        load_per_core,
+        dict(fences or {}) or None,
+        fence_bugs,
+        pause_at_check_ms,
+    )
     (directory / "report.json").write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     timeline_png(events, directory / "timeline.png", f"{name} ({mode}, seed {seed})")
     return result

@@ -1,4 +1,10 @@
-"""Named chaos scenarios: each breaks a running ChaosCluster in one way, then heals it.
+"""Named chaos scenarios: each breaks a running cluster in one way, then heals it.
+
+A scenario is a function over a Context: a world (node.faults.ScenarioWorld) and a seeded generator. The
+world is real processes through Toxiproxy (chaos/harness.py ChaosCluster) or the simulator
+(node/sim/target.py SimTarget): a scenario that uses only the registry's faults that both can do
+(its `faults`, node.faults.FAULTS) runs unchanged in either, judged by the same judge
+(chaos/simulated.py runs it in the simulator; `chaos list --describe` says where each runs).
 
 A scenario only acts (faults, pauses, kills) and waits; it never judges. The verdict comes from the
 checkers, over the recorded history. Durations are in election timeouts so a scenario means the
@@ -25,7 +31,9 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.client.observer import HandoverFailed
+from node.config import DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PREEMPT_HOLD_DOWN_MS
 from node.core import MsgType, mode_info
+from node.faults import FAULTS, REAL, SIM, WORLDS, ScenarioWorld
 from node.history import (
     Grant,
     GrantWindow,
@@ -44,31 +52,35 @@ from .harness import STORE, ChaosCluster
 
 @dataclass(frozen=True)
 class Context:
-    cc: ChaosCluster
+    """What a scenario acts on: a world (node.faults.ScenarioWorld: real processes through Toxiproxy, a
+    ChaosCluster, or the simulator, node.sim.target.SimTarget) and the run's seeded generator."""
+
+    world: ScenarioWorld
     rng: random.Random
 
     def wait(self, election_timeouts: float) -> None:
-        time.sleep(election_timeouts * self.cc.election_timeout_ms / 1000)
+        """Let time pass (really, or simulated), in election timeouts of the cluster's timing."""
+        self.world.sleep(election_timeouts * self.world.election_timeout_ms / 1000)
 
     def hold_then_heal(self, election_timeouts: float = 4) -> None:
         """Keep the fault long enough for leases to run out and a new leader to form, then heal."""
         self.wait(election_timeouts)
-        self.cc.heal()
+        self.world.heal()
 
     def leader_and_others(self) -> tuple[int, list[int]]:
         """The leader to aim at, and every other node in a seeded random order."""
         leader = self.leader()
-        others = [n for n in self.cc.ids if n != leader]
+        others = [n for n in self.world.ids if n != leader]
         self.rng.shuffle(others)
         return leader, others
 
     def leader(self) -> int:
         """The leader to aim at: the agreed one, else whoever claims it with the highest epoch."""
-        agreed = self.cc.leader()
+        agreed = self.world.leader()
         if agreed:
             return agreed[0]
-        claimed = self.cc.current_leader()
-        return claimed if claimed is not None else max(self.cc.ids)
+        claimed = self.world.current_leader()
+        return claimed if claimed is not None else max(self.world.ids)
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,9 @@ class ScenarioTiming:
     cluster defaults; a scenario that lines faults up against heartbeat rounds declares its own.
     """
 
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 500
-    preempt_hold_down_ms: int = 3000  # 0 = a higher node never takes over from a lower leader
+    heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
+    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
+    preempt_hold_down_ms: int = DEFAULT_PREEMPT_HOLD_DOWN_MS  # 0 = a higher node never takes over from a lower leader
 
     def describe(self) -> str:
         hold = "no preemption" if not self.preempt_hold_down_ms else f"preempt hold-down {self.preempt_hold_down_ms} ms"
@@ -119,6 +131,10 @@ SCENARIOS: dict[str, Scenario] = {}
 DESCRIPTIONS: dict[str, str] = {}
 TIMINGS: dict[str, ScenarioTiming] = {}
 INSTANTS: dict[str, Instant] = {}
+# The fault kinds each scenario uses (node.faults), and the worlds it runs in: those that can do every
+# one of them (node.faults.FaultKind.worlds), less any a scenario excludes for what else it needs.
+FAULTS_USED: dict[str, tuple[str, ...]] = {}
+WORLDS_OF: dict[str, frozenset[str]] = {}
 # Scenarios that change membership: how many of the cluster's nodes start outside the configuration
 # (to be added). They run only in modes that change membership (node.core.ModeInfo.membership_changes).
 SPARES: dict[str, int] = {}
@@ -127,14 +143,26 @@ SPARES: dict[str, int] = {}
 def scenario(
     name: str,
     description: str,
+    faults: tuple[str, ...],
     timing: ScenarioTiming = DEFAULT_TIMING,
     instant: Instant | None = None,
     spares: int = 0,
+    worlds: frozenset[str] = frozenset(WORLDS),
 ) -> Callable[[Scenario], Scenario]:
+    """Register a scenario. `faults` are the registry's kinds it uses (node.faults.FAULTS); it runs in
+    the worlds that can do all of them, and only `worlds` (a scenario that reads heartbeat rounds off
+    real processes, say, runs on them only). Its code uses only node.faults.ScenarioWorld wherever it can run
+    in the simulator too."""
+    for kind in faults:
+        if kind not in FAULTS:
+            raise KeyError(f"scenario {name}: no fault kind {kind!r} in node.faults")
+
     def register(fn: Scenario) -> Scenario:
         SCENARIOS[name] = fn
         DESCRIPTIONS[name] = description
         TIMINGS[name] = timing
+        FAULTS_USED[name] = faults
+        WORLDS_OF[name] = frozenset(worlds).intersection(*(FAULTS[kind].worlds for kind in faults))
         if instant is not None:
             INSTANTS[name] = instant
         if spares:
@@ -142,6 +170,16 @@ def scenario(
         return fn
 
     return register
+
+
+def simulated_scenarios() -> list[str]:
+    """The scenarios that run in the simulator too (chaos/simulated.py)."""
+    return [name for name in SCENARIOS if SIM in WORLDS_OF[name]]
+
+
+def describe_faults(name: str) -> str:
+    """What the scenario's faults are, in the registry's words."""
+    return "; ".join(f"{kind}: {FAULTS[kind].description}" for kind in FAULTS_USED[name])
 
 
 def scenarios_for(mode: str) -> list[str]:
@@ -222,10 +260,11 @@ def _leader_cut_off(fault: str, target: Callable[[Mapping[str, Any]], int], what
 @scenario(
     "leader-blackholed",
     "every link to and from the leader silently drops; then heal",
+    ("blackhole", "heal"),
     instant=_leader_cut_off("blackhole", lambda detail: detail["node"], "blackholed"),
 )
 def leader_blackholed(ctx: Context) -> None:
-    ctx.cc.blackhole(ctx.leader())
+    ctx.world.blackhole(ctx.leader())
     ctx.hold_then_heal()
 
 
@@ -247,50 +286,54 @@ def _leader_on_minority_side(ordered: Events) -> tuple[bool, str]:
 @scenario(
     "partition-leader-minority",
     "majority/minority partition with the old leader in the minority",
+    ("partition", "heal"),
     instant=Instant("the leader was on the minority side when the partition began", _leader_on_minority_side),
 )
 def partition_leader_minority(ctx: Context) -> None:
-    ids = ctx.cc.ids
+    ids = ctx.world.ids
     leader, others = ctx.leader_and_others()
     minority_size = (len(ids) - 1) // 2  # leader + these stay below a majority
     minority = sorted([leader, *others[: minority_size - 1]])
     majority = sorted(n for n in ids if n not in minority)
-    ctx.cc.partition([minority, majority])
+    ctx.world.partition([minority, majority])
     ctx.hold_then_heal()
 
 
 @scenario(
-    "no-majority-anywhere", "SIGKILL the leader, split the rest into halves too small to elect; then heal and restart"
+    "no-majority-anywhere",
+    "SIGKILL the leader, split the rest into halves too small to elect; then heal and restart",
+    ("kill", "partition", "heal", "restart"),
 )
 def no_majority_anywhere(ctx: Context) -> None:
     # Candidates on both sides keep proposing and are acknowledged by their side's other node without
     # ever reaching a majority: what that node tells a client who asks who leads must not name them.
     leader, others = ctx.leader_and_others()
-    ctx.cc.process(leader, "kill")
+    ctx.world.kill(leader)
     half = len(others) // 2
-    ctx.cc.partition([sorted(others[:half]), sorted(others[half:])])
+    ctx.world.partition([sorted(others[:half]), sorted(others[half:])])
     ctx.wait(5)
-    ctx.cc.heal()
-    ctx.cc.process(leader, "restart")
+    ctx.world.heal()
+    ctx.world.restart(leader)
 
 
-@scenario("random-halves", "a random split into two halves; then heal")
+@scenario("random-halves", "a random split into two halves; then heal", ("partition", "heal"))
 def random_halves(ctx: Context) -> None:
-    ids = list(ctx.cc.ids)
+    ids = list(ctx.world.ids)
     ctx.rng.shuffle(ids)
     cut = ctx.rng.randint(1, len(ids) - 1)
-    ctx.cc.partition([sorted(ids[:cut]), sorted(ids[cut:])])
+    ctx.world.partition([sorted(ids[:cut]), sorted(ids[cut:])])
     ctx.hold_then_heal()
 
 
 @scenario(
     "one-way",
     "the leader's outgoing links drop (it still hears everyone); then heal",
+    ("one-way", "heal"),
     instant=_leader_cut_off("one-way", lambda detail: detail["from"], "whose outgoing links dropped"),
 )
 def one_way(ctx: Context) -> None:
     leader = ctx.leader()
-    ctx.cc.one_way(leader, [n for n in ctx.cc.ids if n != leader])
+    ctx.world.one_way(leader, [n for n in ctx.world.ids if n != leader])
     ctx.hold_then_heal()
 
 
@@ -332,6 +375,7 @@ def _bridge_torn(ordered: Events) -> tuple[bool, str]:
 @scenario(
     "bridge",
     "two halves that cannot talk, and one node in the middle that talks to both",
+    ("reachability", "heal"),
     instant=Instant(
         "the bridge node held a live promise to one side when the other side's candidate proposed",
         _bridge_torn,
@@ -339,20 +383,22 @@ def _bridge_torn(ordered: Events) -> tuple[bool, str]:
     ),
 )
 def bridge(ctx: Context) -> None:
-    ids = list(ctx.cc.ids)
+    ids = list(ctx.world.ids)
     leader, others = ctx.leader_and_others()
     middle = others[0]
     rest = [leader, *others[1:]]
     half = len(rest) // 2
     a, b = set(rest[:half]), set(rest[half:])  # the leader lands in the smaller side `a`
     allowed = {n: (a | {middle} if n in a else b | {middle} if n in b else set(ids)) - {n} for n in ids}
-    ctx.cc.reachability(allowed, "bridge")
+    ctx.world.reachability(allowed, "bridge")
     ctx.hold_then_heal()
 
 
-@scenario("majorities-ring", "each node sees a majority, but every node's majority is different")
+@scenario(
+    "majorities-ring", "each node sees a majority, but every node's majority is different", ("reachability", "heal")
+)
 def majorities_ring(ctx: Context) -> None:
-    ids = list(ctx.cc.ids)
+    ids = list(ctx.world.ids)
     ctx.rng.shuffle(ids)
     n = len(ids)
     side = (n // 2 + 1) // 2  # fewest neighbours per side so that self + 2*side is a majority
@@ -360,59 +406,71 @@ def majorities_ring(ctx: Context) -> None:
     for i, node in enumerate(ids):
         near = {ids[(i + k) % n] for k in range(-side, side + 1)}
         allowed[node] = near - {node}
-    ctx.cc.reachability(allowed, "majorities-ring")
+    ctx.world.reachability(allowed, "majorities-ring")
     ctx.hold_then_heal()
 
 
-@scenario("leader-pause", "SIGSTOP the leader for longer than its lease, then SIGCONT it")
+@scenario("leader-pause", "SIGSTOP the leader for longer than its lease, then SIGCONT it", ("pause", "resume", "heal"))
 def leader_pause(ctx: Context) -> None:
     leader = ctx.leader()
-    ctx.cc.process(leader, "pause")
+    ctx.world.pause(leader)
     ctx.wait(4)
-    ctx.cc.process(leader, "resume")
-    ctx.cc.heal()
+    ctx.world.resume(leader)
+    ctx.world.heal()
 
 
-@scenario("flapping-link", "the leader's links drop and return, again and again, near the timeout")
+@scenario(
+    "flapping-link",
+    "the leader's links drop and return, again and again, near the timeout",
+    ("blackhole", "clear", "heal"),
+)
 def flapping_link(ctx: Context) -> None:
     leader = ctx.leader()
     for i in range(5):
-        ctx.cc.blackhole(leader, fault=f"flap-{i}")
+        ctx.world.blackhole(leader, fault=f"flap-{i}")
         ctx.wait(ctx.rng.uniform(0.5, 1.5))
-        ctx.cc.clear(f"flap-{i}")
+        ctx.world.clear(f"flap-{i}")
         ctx.wait(ctx.rng.uniform(0.3, 1.0))
-    ctx.cc.heal()
+    ctx.world.heal()
 
 
-@scenario("latency-near-timeout", "every peer link slowed to about half an election timeout, with jitter")
+# Real processes only: the latency is on the replies (Toxiproxy's downstream), which a simulated link,
+# carrying all one node sends another, cannot single out.
+@scenario(
+    "latency-near-timeout",
+    "every peer link slowed to about half an election timeout, with jitter",
+    ("latency", "heal"),
+    worlds=frozenset({REAL}),
+)
 def latency_near_timeout(ctx: Context) -> None:
-    et = ctx.cc.election_timeout_ms
-    ctx.cc.degrade("latency", ctx.cc.all_peer_links(), "latency", {"latency": et // 2, "jitter": et // 5})
+    et = ctx.world.election_timeout_ms
+    ctx.world.degrade("latency", ctx.world.all_peer_links(), "latency", {"latency": et // 2, "jitter": et // 5})
     ctx.wait(5)
-    ctx.cc.heal()
+    ctx.world.heal()
 
 
 @scenario(
     "rolling-timing-change",
     "the election timeout changed node by node (x2, then x0.6), leader last; "
     "midway the leader loses a follower still on the old timing",
+    ("retime", "one-way", "heal"),
 )
 def rolling_timing_change(ctx: Context) -> None:
     # With timings that differ, a follower on a shorter timeout must still outlast the lease of a
     # leader on a longer one (the announced lease); the cut makes a candidate of the follower that
     # lost the leader while the others run mixed timings.
-    base = ctx.cc.election_timeout_ms
+    base = ctx.world.election_timeout_ms
     for timeout_ms in (2 * base, base * 3 // 5):
         longest = max(timeout_ms, base) / base  # waits are in the cluster's (base) election timeouts
         leader, others = ctx.leader_and_others()
         for i, node in enumerate([*others, leader]):
-            ctx.cc.process(node, "restart", timing_ms={"--election-timeout-ms": timeout_ms})
+            ctx.world.retime(node, timeout_ms)
             ctx.wait(1.5 * longest)
             if i == 0 and len(others) > 1:
-                ctx.cc.one_way(leader, [others[1]], fault=f"mixed-timings-{timeout_ms}")
+                ctx.world.one_way(leader, [others[1]], fault=f"mixed-timings-{timeout_ms}")
                 ctx.wait(3 * longest)
-                ctx.cc.heal()
-    ctx.cc.heal()
+                ctx.world.heal()
+    ctx.world.heal()
 
 
 def _grew_and_shrank(ordered: Events) -> tuple[bool, str]:
@@ -441,11 +499,12 @@ def _grew_and_shrank(ordered: Events) -> tuple[bool, str]:
     "membership-grow-shrink",
     "three voters grow to five and shrink back to three (the leader removed "
     "too), one member at a time: a follower cut off during the first change, another killed during the second",
+    ("member", "blackhole", "heal", "kill", "restart"),
     instant=Instant("the configuration grew to five voters and shrank back to three", _grew_and_shrank),
     spares=2,
 )
 def membership_grow_shrink(ctx: Context) -> None:
-    cc = ctx.cc
+    cc = ctx.world
     spares = list(cc.joining)
     voters = [n for n in cc.ids if n not in spares]
     leader = ctx.leader()
@@ -462,10 +521,10 @@ def membership_grow_shrink(ctx: Context) -> None:
     ctx.wait(1)
     cc.heal()
     ctx.wait(1)
-    cc.process(killed, "kill")  # down while the cluster grows past it
+    cc.kill(killed)  # down while the cluster grows past it
     change("add", spares[1])
     ctx.wait(1)
-    cc.process(killed, "restart")
+    cc.restart(killed)
     ctx.wait(2)
     change("remove", ctx.leader())  # the leader hands over first
     ctx.wait(1)
@@ -474,15 +533,15 @@ def membership_grow_shrink(ctx: Context) -> None:
     cc.heal()
 
 
-@scenario("kill-restart-loop", "SIGKILL the leader and restart it, three times")
+@scenario("kill-restart-loop", "SIGKILL the leader and restart it, three times", ("kill", "restart", "heal"))
 def kill_restart_loop(ctx: Context) -> None:
     for _ in range(3):
         leader = ctx.leader()
-        ctx.cc.process(leader, "kill")
+        ctx.world.kill(leader)
         ctx.wait(2.5)
-        ctx.cc.process(leader, "restart")
+        ctx.world.restart(leader)
         ctx.wait(2)
-    ctx.cc.heal()
+    ctx.world.heal()
 
 
 def _restarted_having_promised(ordered: Events) -> tuple[bool, str]:
@@ -518,6 +577,7 @@ def _restarted_having_promised(ordered: Events) -> tuple[bool, str]:
 @scenario(
     "full-restart",
     "leadership handed down the low ids, every node SIGKILLed, restarted highest-last",
+    ("transfer", "kill", "restart", "heal"),
     instant=Instant(
         "every node restarted having promised an epoch, and one that had never led led first",
         _restarted_having_promised,
@@ -528,21 +588,21 @@ def full_restart(ctx: Context) -> None:
     # Epochs climb through several leaders (the highest id first, then the low ids by transfer,
     # never the second-highest). After the restart the second-highest leads first, and only durable
     # promises keep its epoch above all of those: a cluster that forgot them reuses one (P1).
-    ids = sorted(ctx.cc.ids)
+    ids = sorted(ctx.world.ids)
     highest = ids[-1]
     for target in ids[:-2]:
         with contextlib.suppress(HandoverFailed, TimeoutError):
-            ctx.cc.transfer(target)
+            ctx.world.transfer(target)
     for node in ids:
-        ctx.cc.process(node, "kill")
+        ctx.world.kill(node)
     ctx.wait(0.5)
     for node in ids[:-1]:
-        ctx.cc.process(node, "restart")
+        ctx.world.restart(node)
     with contextlib.suppress(TimeoutError):  # the checkers judge; we only wait for a chance to lead
-        ctx.cc.wait_for_leader(timeout_s=20 * ctx.cc.election_timeout_ms / 1000, exclude=[highest])
-    ctx.cc.process(highest, "restart")
+        ctx.world.wait_for_leader(timeout_s=20 * ctx.world.election_timeout_ms / 1000, exclude=[highest])
+    ctx.world.restart(highest)
     ctx.wait(1)
-    ctx.cc.heal()
+    ctx.world.heal()
 
 
 class _Rounds:
@@ -608,7 +668,9 @@ def _asked_to_elect_inside_promise(ordered: Events) -> tuple[bool, str]:
 @scenario(
     "quick-restart-in-lease",
     "leader cut one way from a minority; a follower its lease rests on is SIGKILLed, restarted and asked to elect",
+    ("transfer", "one-way", "latency", "restart", "heal"),
     timing=ScenarioTiming(heartbeat_interval_ms=1000, election_timeout_ms=3000, preempt_hold_down_ms=0),
+    worlds=frozenset({REAL}),  # it lines the restart up against heartbeat rounds read off real nodes
     instant=Instant(
         "a node restarted inside a promise it had given was asked to elect before that promise ended",
         _asked_to_elect_inside_promise,
@@ -635,7 +697,7 @@ def quick_restart_in_lease(ctx: Context) -> None:
     # it (and L's channel to R then backs off for about H/2) and is back in about 0.1-0.3 s, before
     # the Election. L answers that Election with a round of its own, at once: the 50 ms of latency
     # on L->R keeps that round behind the Election at R (one hop, though over a fresh connection).
-    cc = ctx.cc
+    cc = ctx.world
     ids = sorted(cc.ids)
     if len(ids) < 3:  # no minority to cut off: only the quick restart of a follower
         leader = ctx.leader()
@@ -686,17 +748,27 @@ def quick_restart_in_lease(ctx: Context) -> None:
         cc.heal()
 
 
-@scenario("store-restart", "SIGKILL and restart the fenced store while the leader writes")
+# The simulator's store never stops.
+@scenario(
+    "store-restart",
+    "SIGKILL and restart the fenced store while the leader writes",
+    ("restart", "heal"),
+    worlds=frozenset({REAL}),
+)
 def store_restart(ctx: Context) -> None:
     ctx.wait(1)
-    ctx.cc.process(STORE, "restart")
+    ctx.world.process(STORE, "restart")
     ctx.wait(2)
-    ctx.cc.heal()
+    ctx.world.heal()
 
 
-@scenario("random-mix", "a seeded random mix of the faults above over several rounds, with heal phases")
+@scenario(
+    "random-mix",
+    "a seeded random mix of the faults above over several rounds, with heal phases",
+    ("partition", "blackhole", "refuse", "one-way", "pause", "kill", "latency", "bandwidth", "slicer", "reset-peer"),
+)
 def random_mix(ctx: Context) -> None:
-    ids = ctx.cc.ids
+    ids = ctx.world.ids
     for round_ in range(4):
         kind = ctx.rng.choice(
             [
@@ -719,37 +791,37 @@ def random_mix(ctx: Context) -> None:
         if kind == "halves":
             shuffled = ctx.rng.sample(ids, len(ids))
             cut = ctx.rng.randint(1, len(ids) - 1)
-            ctx.cc.partition([sorted(shuffled[:cut]), sorted(shuffled[cut:])], fault)
+            ctx.world.partition([sorted(shuffled[:cut]), sorted(shuffled[cut:])], fault)
         elif kind == "isolate":
-            ctx.cc.blackhole(victim, fault)
+            ctx.world.blackhole(victim, fault)
         elif kind == "refuse":
-            ctx.cc.refuse(victim, fault)
+            ctx.world.refuse(victim, fault)
         elif kind == "store":
-            ctx.cc.process(STORE, "restart")
+            ctx.world.process(STORE, "restart")
         elif kind == "one-way":
-            ctx.cc.one_way(victim, ctx.rng.sample([n for n in ids if n != victim], 2), fault)
+            ctx.world.one_way(victim, ctx.rng.sample([n for n in ids if n != victim], 2), fault)
         elif kind == "pause":
-            ctx.cc.process(victim, "pause")
+            ctx.world.process(victim, "pause")
         elif kind == "kill":
-            ctx.cc.process(victim, "kill")
+            ctx.world.process(victim, "kill")
         elif kind == "latency":
-            ctx.cc.degrade(
-                fault, ctx.cc.all_peer_links(), "latency", {"latency": ctx.rng.randint(20, 200), "jitter": 30}
+            ctx.world.degrade(
+                fault, ctx.world.all_peer_links(), "latency", {"latency": ctx.rng.randint(20, 200), "jitter": 30}
             )
         elif kind == "bandwidth":
-            ctx.cc.degrade(fault, ctx.cc.all_peer_links(), "bandwidth", {"rate": ctx.rng.choice([1, 4, 16])})
+            ctx.world.degrade(fault, ctx.world.all_peer_links(), "bandwidth", {"rate": ctx.rng.choice([1, 4, 16])})
         elif kind == "slicer":
-            ctx.cc.degrade(
-                fault, ctx.cc.all_peer_links(), "slicer", {"average_size": 16, "size_variation": 8, "delay": 500}
+            ctx.world.degrade(
+                fault, ctx.world.all_peer_links(), "slicer", {"average_size": 16, "size_variation": 8, "delay": 500}
             )
         elif kind == "reset":
-            ctx.cc.degrade(
+            ctx.world.degrade(
                 fault, [(victim, n) for n in ids if n != victim], "reset_peer", {"timeout": 0}, ("upstream",)
             )
         ctx.wait(ctx.rng.uniform(1.5, 3))
         if kind == "pause":
-            ctx.cc.process(victim, "resume")
+            ctx.world.process(victim, "resume")
         elif kind == "kill":
-            ctx.cc.process(victim, "restart")
-        ctx.cc.heal()
+            ctx.world.process(victim, "restart")
+        ctx.world.heal()
         ctx.wait(2)

@@ -1,10 +1,12 @@
 """Run every scenario (and optionally every planted bug) and print one table: a report, not a test.
 
-    python -m chaos.suite [--modes quorum,classic] [--seed 1] [--bugs]
+    python -m chaos.suite [--modes quorum,classic] [--seed 1] [--bugs] [--fence NAME=URL ...]
 
 Per scenario and mode: the violated properties, how often and for how long two leaders coexisted,
 what fencing did (and how many writes it accepted after their lease ended, and how soon new leaders
 claimed their epochs), failover and recovery times. With --bugs: which planted bug each scenario catches.
+With --fence, every run also writes through the fencing adapters to those databases (chaos.apps), P2
+and P5 judge each database's log too, and each row says what each database accepted and refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from node.config import PLANTED_BUGS_ENV
 from node.core import PlantedBug, mode_info
 
+from .apps import parse_fences
 from .checkers import check_no_overlap
 from .runner import run_scenario
 from .scenarios import scenarios_for
@@ -42,6 +45,10 @@ def summarize(result) -> dict:
         "claim_delay_max_ms": _round(report.fencing.get("claim_delay_max_ms")),
         "failover_ms": [round(f) for f in failovers],
         "recovery_ms": None if report.recovery_ms is None else round(report.recovery_ms),
+        "adapters": {
+            name: {"acknowledged": r["acknowledged"], "refused": r["refused"], "unknown": r["unknown"]}
+            for name, r in report.fencing.get("resources", {}).items()
+        },
     }
 
 
@@ -53,12 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         "--bugs", action="store_true", help="also run every scenario with every planted bug (in the mode it lives in)"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--fence",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="also write through a fencing adapter to this database in every run (docs/fencing-chaos.md)",
+    )
     args = parser.parse_args(argv)
+    fences = parse_fences(args.fence) or None
     rows = []
     with tempfile.TemporaryDirectory(prefix="bullyproof-suite-") as tmp:
         for mode in args.modes.split(","):
             for name in scenarios_for(mode):
-                rows.append(summarize(run_scenario(name, mode, args.seed, Path(tmp) / f"{name}-{mode}")))
+                rows.append(summarize(run_scenario(name, mode, args.seed, Path(tmp) / f"{name}-{mode}", fences=fences)))
                 print(json.dumps(rows[-1]) if args.json else _row(rows[-1]), flush=True)
         if args.bugs:
             os.environ[PLANTED_BUGS_ENV] = "1"  # this is a test harness
@@ -92,6 +107,10 @@ def _row(r: dict) -> str:
         f"stale-rejected={r['stale_rejected']} unfenced={r['unfenced']} "
         f"late-accepted={r['late_accepted']} (max {r['late_max_ms']}ms) claim<={r['claim_delay_max_ms']}ms "
         f"failover={r['failover_ms']} recovery={r['recovery_ms']}ms"
+        + "".join(
+            f" {name}={a['acknowledged']}ok/{a['refused']}refused/{a['unknown']}unknown"
+            for name, a in r.get("adapters", {}).items()
+        )
     )
 
 

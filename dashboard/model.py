@@ -402,6 +402,8 @@ class Model:
         self._say(ev, wall, f"node {ev.get('node')} asked to hand leadership to node {ev.get('target')}", "action")
 
     def _on_store(self, ev: dict[str, Any], wall: Any) -> None:
+        if ev.get("resource", "store") != "store":
+            return  # a database's log read back after a chaos run (docs/fencing-chaos.md): not the store's
         writer, epoch = ev["writer"], ev["epoch"]
         if ev["accepted"]:
             self.store["accepted"] += 1

@@ -7,8 +7,8 @@ GET /                  the page (dashboard/static: plain HTML, CSS and JS, shipp
 GET /api/stream        server-sent events: reset, nodes, log, elections, timeline, scenario
 GET /api/state         the same as one JSON object (tests, curl)
 GET /api/election/ID   one election's messages (sender, receiver, epoch, answer, why)
-POST /api/action       {"action": "crash" | "recover" | "pause" | "resume" | "partition" | "cut" | "latency" |
-                       "heal", ...}: dashboard.actions, the CLI's own functions
+POST /api/action       {"action": "crash" | "recover" | "pause" | "resume" | a network fault with a button
+                       (node.faults: partition, cut, latency, heal), ...}: dashboard.actions, the CLI's own functions
 GET /api/scenarios     what can be run; POST /api/scenario {"name", "mode", "seed"}: a `chaos run` child;
                        POST /api/scenario/cancel; POST /api/watch/cluster: back to the cluster after a run
 GET /api/scenario/timeline.png   the finished run's timeline picture
@@ -48,7 +48,7 @@ from starlette.staticfiles import StaticFiles
 from node.config import ConfigError
 from node.launcher.cluster import read_cluster_file
 
-from .actions import act
+from .actions import act, controls_html
 from .model import Model
 from .observe import Observer
 from .runs import ScenarioRun, catalogue
@@ -60,6 +60,9 @@ LOG_ON_CONNECT = 500
 
 
 TOKEN_HEADER = "X-Bullyproof-Token"
+FAULTS_MARK = (
+    "<!-- FAULTS: the network faults' rows, drawn from the fault registry (dashboard.actions.controls_html) -->"
+)
 
 
 def admin_token(data: dict[str, Any]) -> str | None:
@@ -274,8 +277,11 @@ async def _push(dash: Dashboard) -> AsyncIterator[str]:
 def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
     static = resources.files("dashboard") / "static"
 
+    # The network faults' controls come from the fault registry (node.faults), drawn once.
+    page = (static / "index.html").read_text(encoding="utf-8").replace(FAULTS_MARK, controls_html(), 1)
+
     async def index(request: Request) -> Response:
-        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(page)
 
     async def stream(request: Request) -> Response:
         return StreamingResponse(

@@ -8,6 +8,8 @@ server's certificate (node.tls.node_name(N) for peer N, even through a proxy); w
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -135,6 +137,11 @@ def handshake_refused(exc: grpc.RpcError, address: str, tls: Tls | None) -> str 
         return None
     details = exc.details() or ""
     if "Socket closed" in details:
+        # A server refusing us closes the socket mid-handshake, but so does a link cut by a proxy (a
+        # Toxiproxy toxic, a load balancer): only a server that answers a TLS hello of ours is one
+        # that can have refused it.
+        if server_answers_tls(address, tls) is False:
+            return None
         if tls is None:
             return (
                 f"{address} closed the connection at the handshake: it expects mutual TLS and we dialled "
@@ -161,6 +168,37 @@ def handshake_refused(exc: grpc.RpcError, address: str, tls: Tls | None) -> str 
     if "not in peer certificate" in details:
         return f"{address}'s certificate does not name the server we asked for: check the address and --server-name"
     return None
+
+
+PROBE_TIMEOUT_S = 2.0
+
+
+def server_answers_tls(address: str, tls: Tls | None, timeout_s: float = PROBE_TIMEOUT_S) -> bool | None:
+    """Dial `address` once with Python's own TLS (our certificate if we have one, nothing verified: only
+    the server's reaction matters): True if it answered our hello (a handshake, or an alert refusing
+    us), False if the connection closed before any answer (a cut link, a proxy, a server going down),
+    None if neither was seen in time (blocking: call it off the event loop)."""
+    host, _, port = address.rpartition(":")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    if tls is not None:
+        try:
+            context.load_cert_chain(tls.cert, tls.key)
+        except (OSError, ssl.SSLError):
+            return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw:
+            with context.wrap_socket(raw, server_hostname=None) as conn:
+                conn.settimeout(timeout_s)
+                return conn.version() is not None
+    except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ConnectionRefusedError):
+        return False
+    except ssl.SSLError as exc:  # an alert is an answer; anything else, we cannot say
+        return True if "ALERT" in str(exc.reason).upper() else None
+    except (OSError, ValueError):
+        return None
 
 
 def caller(context: grpc.aio.ServicerContext) -> Identity | None:

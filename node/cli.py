@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from node.config import (
+    DEFAULT_ELECTION_TIMEOUT_MS,
+    DEFAULT_HEARTBEAT_INTERVAL_MS,
+    DEFAULT_PREEMPT_HOLD_DOWN_MS,
+    DEFAULT_TICK_MS,
     INSECURE_WARNING,
     ConfigError,
     NodeSettings,
@@ -62,9 +66,17 @@ def _mode_option_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _timing_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--heartbeat-interval-ms", type=_positive, default=100, help="leader heartbeat period (default 100)")
     p.add_argument(
-        "--election-timeout-ms", type=_positive, default=500, help="follower timeout before electing (default 500)"
+        "--heartbeat-interval-ms",
+        type=_positive,
+        default=DEFAULT_HEARTBEAT_INTERVAL_MS,
+        help=f"leader heartbeat period (default {DEFAULT_HEARTBEAT_INTERVAL_MS})",
+    )
+    p.add_argument(
+        "--election-timeout-ms",
+        type=_positive,
+        default=DEFAULT_ELECTION_TIMEOUT_MS,
+        help=f"follower timeout before electing (default {DEFAULT_ELECTION_TIMEOUT_MS})",
     )
 
 
@@ -153,14 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--state-dir", required=True, help="where the durable promise lives")
     _timing_args(p)
-    p.add_argument("--tick-ms", type=_positive, default=10, help="core clock resolution (default 10)")
+    p.add_argument(
+        "--tick-ms", type=_positive, default=DEFAULT_TICK_MS, help=f"core clock resolution (default {DEFAULT_TICK_MS})"
+    )
     p.add_argument("--store", help="HOST:PORT of the fenced store; the leader writes to it while it leads")
     p.add_argument("--write-period-ms", type=_positive, default=100, help="leader duty write period (default 100)")
     p.add_argument(
         "--preempt-hold-down-ms",
         type=int,
-        default=3000,
-        help="quorum: a higher node takes over only after this long healthy (default 3000; 0 = never)",
+        default=DEFAULT_PREEMPT_HOLD_DOWN_MS,
+        help=f"quorum: a higher node takes over only after this long healthy (default {DEFAULT_PREEMPT_HOLD_DOWN_MS}; "
+        "0 = never)",
     )
     p.add_argument("--events", help="append history events (JSON lines) to this file")
     p.add_argument(
@@ -424,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--insecure",
         action="store_true",
-        help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, README)",
+        help="plaintext, no certificates (default: mutual TLS from the Secret bullyproof-certs, docs/hosts.md)",
     )
 
     p = sub.add_parser(

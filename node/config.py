@@ -14,7 +14,12 @@ from node.tls import Identity, Tls, TlsError, check_holder
 # file, flag default or compose service can switch a bug on without it.
 PLANTED_BUGS_ENV = "BULLYPROOF_TEST_ONLY_PLANTED_BUGS"
 
+# The runtime's default timing, the one place it is spelled: the node's flags, the cluster descriptions,
+# the chaos harness and scenarios, and the simulator's "runtime timing" all read these.
 DEFAULT_TICK_MS = 10
+DEFAULT_HEARTBEAT_INTERVAL_MS = 100
+DEFAULT_ELECTION_TIMEOUT_MS = 500
+DEFAULT_PREEMPT_HOLD_DOWN_MS = 3000  # quorum: how long a higher node acks before it takes over (0 = never)
 
 
 class ConfigError(ValueError):
@@ -138,12 +143,12 @@ class NodeSettings:
     peers: dict[int, str]  # id -> address this node dials for that peer (maybe a proxy)
     mode: Mode
     state_dir: Path
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 500
+    heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
+    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
     tick_ms: int = DEFAULT_TICK_MS
     store: str | None = None
     write_period_ms: int = 100
-    preempt_hold_down_ms: int = 3000
+    preempt_hold_down_ms: int = DEFAULT_PREEMPT_HOLD_DOWN_MS
     events_path: Path | None = None
     metrics_listen: str | None = None  # HOST:PORT for Prometheus /metrics over HTTP; None = no server
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)

@@ -55,6 +55,9 @@ KINDS = frozenset(
     }
 )
 
+# The fenced store's name as a resource: "store" events and "write" events without a resource are its.
+STORE = "store"
+
 # Process actions after which a node process is not running (or not scheduled) any more.
 DOWN_ACTIONS = frozenset({"kill", "pause", "stop"})
 # Actions that end a process or start a fresh one: whatever the old process reported no longer
@@ -97,6 +100,10 @@ class WriteEvent(TypedDict):
 
     A key starting with ``claim/`` (``node.store.db.claim_key``) is a new leader's claim of its epoch: its first
     store action, made at once when it starts leading an epoch, so the store fences older epochs.
+
+    ``resource`` names the fenced resource written: the fenced store when absent (the nodes' own duty
+    writes), else a database written through a fencing adapter ("postgres", say: the chaos harness's
+    apps, chaos.apps), whose log of accepted writes is in the history as "store" events of that resource.
     """
 
     t_ns: int
@@ -105,12 +112,19 @@ class WriteEvent(TypedDict):
     epoch: int
     key: str
     accepted: bool | None  # None: no reply (timeout), outcome unknown
-    seq: int | None
+    seq: int | None  # the write's position in its resource's log
     error: str | None
     sent_ns: NotRequired[int]  # when the request left the writer (t_ns is when its answer came)
+    resource: NotRequired[str]  # absent: the fenced store (STORE)
+    value: NotRequired[str]  # what was written (UTF-8, undecodable bytes escaped), where the writer says
 
 
 class StoreEvent(TypedDict):
+    """One decision in a fenced resource's log, at its decision time: the fenced store's log (every
+    attempt, accepted or rejected), or, with ``resource``, a fencing adapter's log of the writes its
+    database accepted (node.client.fencing, ``log=True``; read back after the run, so never a rejection).
+    Each resource is one register: one highest epoch, one writer per epoch (P2), in its own seq order."""
+
     t_ns: int
     kind: Literal["store"]
     seq: int
@@ -119,6 +133,8 @@ class StoreEvent(TypedDict):
     key: str
     accepted: bool
     reason: str
+    resource: NotRequired[str]  # absent: the fenced store (STORE)
+    value: NotRequired[str]  # as WriteEvent's
 
 
 class GrantEvent(TypedDict):
@@ -1065,7 +1081,8 @@ class AnswerTolerance:
 
 @dataclass(frozen=True)
 class StoreEntry:
-    """One decision of the fenced store (``at``: when it decided)."""
+    """One decision of a fenced resource (``at``: when it decided): the fenced store's unless
+    ``resource`` names another (a database behind a fencing adapter)."""
 
     seq: int
     at: int
@@ -1074,6 +1091,8 @@ class StoreEntry:
     key: str
     accepted: bool
     reason: str
+    resource: str = STORE
+    value: str | None = None
 
     @classmethod
     def of(cls, event: Mapping[str, Any]) -> StoreEntry:
@@ -1085,33 +1104,46 @@ class StoreEntry:
             event["key"],
             event["accepted"],
             event.get("reason", ""),
+            event.get("resource", STORE),
+            event.get("value"),
         )
 
     def same_decision(self, other: StoreEntry) -> bool:
-        return (self.writer, self.epoch, self.key, self.accepted) == (
+        return (self.resource, self.writer, self.epoch, self.key, self.accepted) == (
+            other.resource,
             other.writer,
             other.epoch,
             other.key,
             other.accepted,
-        )
+        ) and (self.value is None or other.value is None or self.value == other.value)
 
 
 def store_log(ordered: Sequence[Mapping[str, Any]]) -> tuple[list[StoreEntry], list[StoreConflict]]:
     """The store's decisions in seq order, and each seq recorded twice with different contents.
 
     The store may dump its durable log more than once (e.g. around a store restart), so identical
-    copies of a record are one record.
+    copies of a record are one record. (``resource_logs`` has every resource's.)
     """
-    by_seq: dict[int, StoreEntry] = {}
+    logs, conflicts = resource_logs(ordered)
+    return logs.get(STORE, []), [c for c in conflicts if c.kept.resource == STORE]
+
+
+def resource_logs(ordered: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[StoreEntry]], list[StoreConflict]]:
+    """Each fenced resource's decisions in its own seq order (the store's under STORE), and each
+    (resource, seq) recorded twice with different contents; identical copies are one record."""
+    by_seq: dict[tuple[str, int], StoreEntry] = {}
     conflicts = []
     for event in ordered:
         if event["kind"] != "store":
             continue
         entry = StoreEntry.of(event)
-        kept = by_seq.setdefault(entry.seq, entry)
+        kept = by_seq.setdefault((entry.resource, entry.seq), entry)
         if not kept.same_decision(entry):
             conflicts.append(StoreConflict(kept, entry))
-    return [by_seq[seq] for seq in sorted(by_seq)], conflicts
+    logs: dict[str, list[StoreEntry]] = {}
+    for resource, seq in sorted(by_seq):
+        logs.setdefault(resource, []).append(by_seq[(resource, seq)])
+    return logs, conflicts
 
 
 class History:
@@ -1183,17 +1215,30 @@ class History:
         return grant_windows(self.promise_record)
 
     @cached_property
-    def _store(self) -> tuple[list[StoreEntry], list[StoreConflict]]:
-        return store_log(self.events)
+    def _logs(self) -> tuple[dict[str, list[StoreEntry]], list[StoreConflict]]:
+        return resource_logs(self.events)
+
+    @property
+    def logs(self) -> dict[str, list[StoreEntry]]:
+        """Every fenced resource's decisions, each in its own seq order, by resource name (the
+        fenced store's under STORE; a fencing adapter's log under the name its writes carry)."""
+        return self._logs[0]
 
     @property
     def store(self) -> list[StoreEntry]:
-        """The store's decisions, in seq order."""
-        return self._store[0]
+        """The fenced store's decisions, in seq order."""
+        return self._logs[0].get(STORE, [])
 
     @property
     def store_conflicts(self) -> list[StoreConflict]:
-        return self._store[1]
+        """Every resource's seqs recorded twice with different contents."""
+        return self._logs[1]
+
+    @cached_property
+    def resources(self) -> list[str]:
+        """The fenced resources of this history: the store first, then those written or logged, by name."""
+        named = {w.get("resource", STORE) for w in self.writes} | set(self.logs)
+        return sorted(named, key=lambda name: (name != STORE, name))
 
     @cached_property
     def writes(self) -> list[Mapping[str, Any]]:
@@ -1284,7 +1329,7 @@ class SharedEpoch:
 
 @dataclass(frozen=True)
 class StoreConflict:
-    """P2: the store's log has seq ``kept.seq`` twice, with different contents."""
+    """P2: a resource's log (``kept.resource``) has seq ``kept.seq`` twice, with different contents."""
 
     kept: StoreEntry
     other: StoreEntry
@@ -1292,7 +1337,7 @@ class StoreConflict:
 
 @dataclass(frozen=True)
 class StaleAccepted:
-    """P2: the store accepted ``entry`` after it had accepted the higher epoch of ``highest``."""
+    """P2: a resource (``entry.resource``) accepted ``entry`` after it had accepted the higher epoch of ``highest``."""
 
     entry: StoreEntry
     highest: StoreEntry
@@ -1300,7 +1345,7 @@ class StaleAccepted:
 
 @dataclass(frozen=True)
 class TwoWriters:
-    """P2: the store accepted one epoch from two writers: ``first``'s, then ``entry``'s."""
+    """P2: a resource (``entry.resource``) accepted one epoch from two writers: ``first``'s, then ``entry``'s."""
 
     entry: StoreEntry
     first: StoreEntry
@@ -1337,7 +1382,7 @@ class Unbacked:
 
 @dataclass(frozen=True)
 class LostWrite:
-    """P5: a write acknowledged to its writer that the store's log does not hold as written
+    """P5: a write acknowledged to its writer that its resource's log does not hold as written
     (``entry``: what the log has at its seq, if anything)."""
 
     write: Mapping[str, Any]
@@ -1404,20 +1449,23 @@ def unique_leaders(h: History) -> Verdict:
 
 
 def store_monotonic(h: History) -> Verdict:
-    """P2: the store never accepts an epoch below one it accepted, nor one epoch from two writers."""
+    """P2: no fenced resource (the store, and each database whose log of accepted writes the history
+    holds) accepts an epoch below one it accepted, nor one epoch from two writers; each judged alone,
+    in its own seq order."""
     found: list[Any] = list(h.store_conflicts)
-    highest: StoreEntry | None = None  # the accepted entry with the highest epoch so far
-    owner: dict[int, StoreEntry] = {}  # epoch -> first accepted entry of that epoch
-    for entry in h.store:
-        if not entry.accepted:
-            continue
-        if highest is not None and entry.epoch < highest.epoch:
-            found.append(StaleAccepted(entry, highest))
-        if highest is None or entry.epoch > highest.epoch:
-            highest = entry
-        first = owner.setdefault(entry.epoch, entry)
-        if first.writer != entry.writer:
-            found.append(TwoWriters(entry, first))
+    for log in h.logs.values():
+        highest: StoreEntry | None = None  # the accepted entry with the highest epoch so far
+        owner: dict[int, StoreEntry] = {}  # epoch -> first accepted entry of that epoch
+        for entry in log:
+            if not entry.accepted:
+                continue
+            if highest is not None and entry.epoch < highest.epoch:
+                found.append(StaleAccepted(entry, highest))
+            if highest is None or entry.epoch > highest.epoch:
+                highest = entry
+            first = owner.setdefault(entry.epoch, entry)
+            if first.writer != entry.writer:
+                found.append(TwoWriters(entry, first))
     return _verdict("P2", found)
 
 
@@ -1487,19 +1535,21 @@ def _active_faults(ordered: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 def no_lost_writes(h: History) -> Verdict:
-    """P5: every write acknowledged to its writer is in the store's log, accepted, as written.
-    Writes without a reply (accepted null) have an unknown outcome: never a loss."""
-    by_seq = {entry.seq: entry for entry in h.store}
+    """P5: every write acknowledged to its writer is in its resource's log (the store's, or the
+    database's it was written to), accepted, as written: same writer, epoch, key, and value where both
+    record one. Writes without a reply (accepted null) have an unknown outcome: never a loss."""
+    by_seq = {(entry.resource, entry.seq): entry for log in h.logs.values() for entry in log}
     found = []
     for write in h.writes:
         if not write["accepted"]:
             continue
-        entry = by_seq.get(write["seq"]) if write["seq"] is not None else None
-        if entry is None or (entry.writer, entry.epoch, entry.key, entry.accepted) != (
-            write["node"],
-            write["epoch"],
-            write["key"],
-            True,
+        resource = write.get("resource", STORE)
+        entry = by_seq.get((resource, write["seq"])) if write["seq"] is not None else None
+        if (
+            entry is None
+            or (entry.writer, entry.epoch, entry.key, entry.accepted)
+            != (write["node"], write["epoch"], write["key"], True)
+            or (entry.value is not None and write.get("value") is not None and entry.value != write["value"])
         ):
             found.append(LostWrite(write, entry))
     return _verdict("P5", found)
@@ -1552,19 +1602,20 @@ def describe(finding: Any, h: History) -> str:
         return f"epoch {finding.epoch} led by nodes {and_list([node for node, _ in finding.leaders])} ({when})"
     if isinstance(finding, StoreConflict):
         return (
-            f"store seq {finding.kept.seq} recorded twice with different contents: "
+            f"{finding.kept.resource} seq {finding.kept.seq} recorded twice with different contents: "
             f"{_store_words(finding.kept)} vs {_store_words(finding.other)}"
         )
     if isinstance(finding, StaleAccepted):
         e, top = finding.entry, finding.highest
         return (
-            f"store seq {e.seq} accepted epoch {e.epoch} from node {e.writer} after "
+            f"{e.resource} seq {e.seq} accepted epoch {e.epoch} from node {e.writer} after "
             f"accepting epoch {top.epoch} (seq {top.seq}, node {top.writer})"
         )
     if isinstance(finding, TwoWriters):
         e, first = finding.entry, finding.first
+        where = "" if e.resource == STORE else f"{e.resource}: "
         return (
-            f"epoch {e.epoch} accepted from nodes {first.writer} and {e.writer} "
+            f"{where}epoch {e.epoch} accepted from nodes {first.writer} and {e.writer} "
             f"(seq {first.seq} node {first.writer}, seq {e.seq} node {e.writer})"
         )
     if isinstance(finding, LeaderOverlap):
@@ -1600,11 +1651,14 @@ def describe(finding: Any, h: History) -> str:
     if isinstance(finding, LostWrite):
         w, entry = finding.write, finding.entry
         what = write_words(w, h)
+        resource = w.get("resource", STORE)
         if w["seq"] is None:
-            return f"{what} was acknowledged without a store seq"
+            return f"{what} was acknowledged without a {resource} seq"
         if entry is None:
-            return f"{what} acknowledged as seq {w['seq']} is missing from the store log"
-        return f"{what} acknowledged as seq {w['seq']}, but the store log has seq {w['seq']} as {_store_words(entry)}"
+            return f"{what} acknowledged as seq {w['seq']} is missing from the {resource} log"
+        return (
+            f"{what} acknowledged as seq {w['seq']}, but the {resource} log has seq {w['seq']} as {_store_words(entry)}"
+        )
     if isinstance(finding, Recovery):
         return "; ".join(recovery_lines(finding, h))
     raise TypeError(f"no words for {finding!r}")
@@ -1652,12 +1706,20 @@ def anchor_words(event: Mapping[str, Any]) -> str:
 
 
 def write_words(write: Mapping[str, Any], h: History) -> str:
-    return f"write by node {write['node']} (epoch {write['epoch']}, key {write['key']!r}) at {h.at(write['t_ns'])}"
+    resource = write.get("resource", STORE)
+    if resource == STORE:
+        return f"write by node {write['node']} (epoch {write['epoch']}, key {write['key']!r}) at {h.at(write['t_ns'])}"
+    value = "" if write.get("value") is None else f", value {write['value']!r}"
+    return (
+        f"write to {resource} by node {write['node']} (epoch {write['epoch']}, key {write['key']!r}{value}) "
+        f"at {h.at(write['t_ns'])}"
+    )
 
 
 def _store_words(entry: StoreEntry) -> str:
     verdict = "accepted" if entry.accepted else f"rejected ({entry.reason})"
-    return f"node {entry.writer} epoch {entry.epoch} key {entry.key!r} {verdict}"
+    value = "" if entry.resource == STORE or entry.value is None else f" value {entry.value!r}"
+    return f"node {entry.writer} epoch {entry.epoch} key {entry.key!r}{value} {verdict}"
 
 
 def and_list(items: Sequence[object]) -> str:

@@ -59,7 +59,7 @@ function onReset(r) {
   if (r.nodes.length > 1) $("link-to").value = String(r.nodes[1]);
   $("scenario-banner").hidden = r.main;
   $("scenario-banner-text").textContent = r.main ? "" : "Watching " + r.source + ": its own cluster, started by the run. Actions are off.";
-  for (const b of document.querySelectorAll(".controls button.act, #partition, #cut, #latency, #heal")) b.disabled = !r.main;
+  for (const b of document.querySelectorAll(".controls button.act, button.fault")) b.disabled = !r.main;
   updateChosen();
 }
 
@@ -227,15 +227,26 @@ function describeAction(b) {
   return b.action;
 }
 
+function fault(button) {
+  const body = { action: button.dataset.fault };
+  for (const p of JSON.parse(button.dataset.params)) {
+    if (p.type === "groups") {
+      if (!state.chosen.size) { $("action-status").className = "action-status error"; $("action-status").textContent = "choose the nodes to cut off first (tick 'choose' or press c on a tile)"; return; }
+      body.nodes = [...state.chosen].sort((a, b) => a - b);
+    } else if (p.type === "links") {
+      body.from = Number($("link-from").value);
+      body.to = Number($("link-to").value);
+    } else {
+      body[p.name] = Number($(p.name.replaceAll("_", "-")).value);
+    }
+  }
+  act(body);
+}
+
 function wireControls() {
-  $("partition").addEventListener("click", () => {
-    if (!state.chosen.size) { $("action-status").className = "action-status error"; $("action-status").textContent = "choose the nodes to cut off first (tick 'choose' or press c on a tile)"; return; }
-    act({ action: "partition", nodes: [...state.chosen].sort((a, b) => a - b) });
-  });
-  const link = () => ({ from: Number($("link-from").value), to: Number($("link-to").value) });
-  $("cut").addEventListener("click", () => act({ action: "cut", ...link() }));
-  $("latency").addEventListener("click", () => act({ action: "latency", ...link(), latency_ms: Number($("latency-ms").value), jitter_ms: Number($("jitter-ms").value) }));
-  $("heal").addEventListener("click", () => act({ action: "heal" }));
+  // The network faults' buttons come from the fault registry (the server draws them): each sends its
+  // parameters by type: a partition's groups are the chosen nodes, links the from/to choice, numbers its inputs.
+  for (const b of document.querySelectorAll("button.fault")) b.addEventListener("click", () => fault(b));
   $("back-to-cluster").addEventListener("click", () => post("/api/watch/cluster"));
   $("inspector-close").addEventListener("click", closeInspector);
   $("window").addEventListener("change", drawTimeline);

@@ -7,6 +7,7 @@ The fences for your own databases are in node.client.fencing.
 
 from node.client.sdk import (  # noqa: F401
     Backoff,
+    BlockingLeaseToken,
     EpochTaken,
     Fenced,
     FencedTerm,

@@ -33,6 +33,7 @@ import contextlib
 import inspect
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from node.tls import MEMBER_NAME, STORE_NAME, Tls, node_name
 
 __all__ = [
     "Backoff",
+    "BlockingLeaseToken",
     "EpochTaken",
     "Fenced",
     "FencedTerm",
@@ -69,6 +71,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+STOP_POLL_S = 0.05  # how often run_blocking looks at its `stop` event
 
 # ---- values -----------------------------------------------------------------------------------
 
@@ -97,18 +101,33 @@ class LeaderEvent:
         return cls(info.leader_id if info.known else None, info.epoch, info.node_id, info.view_time_unix_ns)
 
 
+class _Fenceable:
+    node_id: int
+    epoch: int
+
+    def fenced(self, fence: object) -> FencedTerm:
+        """`fence` (node.client.fencing) bound to this term: its writes carry this epoch, with this node
+        as writer, and are refused by the resource itself (StaleEpoch) once a newer leader wrote there."""
+        return FencedTerm(fence, self.node_id, self.epoch)
+
+
 @dataclass(frozen=True)
-class LeaseToken:
+class LeaseToken(_Fenceable):
     """One term of leadership: `epoch` is its fencing token; `lost` is set the moment the term ends."""
 
     node_id: int
     epoch: int
     lost: asyncio.Event = field(default_factory=asyncio.Event, compare=False, repr=False)
 
-    def fenced(self, fence: object) -> FencedTerm:
-        """`fence` (node.client.fencing) bound to this term: its writes carry this epoch, with this node
-        as writer, and are refused by the resource itself (StaleEpoch) once a newer leader wrote there."""
-        return FencedTerm(fence, self.node_id, self.epoch)
+
+@dataclass(frozen=True)
+class BlockingLeaseToken(_Fenceable):
+    """A term of leadership for blocking work (Leadership.run_blocking): `lost` is a threading.Event,
+    set the moment the term ends; wait on it or check it between steps."""
+
+    node_id: int
+    epoch: int
+    lost: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -338,7 +357,7 @@ class LeaderClient:
             info = await self._stub(address).GetLeader(pb.GetLeaderRequest(), timeout=self.deadline_s)
         except grpc.aio.AioRpcError as exc:
             log.debug("GetLeader on %s failed: %s", address, exc.code().name)
-            if (refused := handshake_refused(exc, address, self.tls)) is not None:
+            if (refused := await asyncio.to_thread(handshake_refused, exc, address, self.tls)) is not None:
                 self._refused[address] = refused
             else:
                 self._refused.pop(address, None)
@@ -521,6 +540,48 @@ class Leadership:
                     if self.release_on_cancel:
                         await self._resign(stub)
 
+    def run_blocking(
+        self,
+        work: Callable[[BlockingLeaseToken], None],
+        *,
+        stop: threading.Event | None = None,
+        on_started_leading: Callable[[int], object] | None = None,
+        on_stopped_leading: Callable[[], object] | None = None,
+        on_new_leader: Callable[[int | None, int], object] | None = None,
+    ) -> None:
+        """run() for a service without asyncio: blocks the calling thread until `stop` is set (or
+        KeyboardInterrupt), with the same rules. Each term, `work(token)` runs in a thread of its own.
+
+        A thread cannot be cancelled: when the term ends, `token.lost` is set and the next term waits
+        until work has returned, so work must return soon after (check `token.lost` between steps, or
+        wait on it). Until it notices, its writes through `token.fenced(fence)` (a Blocking... fence of
+        node.client.fencing) are refused by the resource once a newer leader wrote there. Callbacks are
+        plain functions, called on the SDK's thread: keep them short.
+        """
+
+        async def in_a_thread(token: LeaseToken) -> None:
+            blocking = BlockingLeaseToken(token.node_id, token.epoch)
+            done = asyncio.ensure_future(asyncio.to_thread(work, blocking))
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                blocking.lost.set()
+                await asyncio.wait({done})
+                if not done.cancelled() and (error := done.exception()) is not None:
+                    raise error from None  # as with run(): an exception from work ends it
+                raise
+
+        async def until_stopped() -> None:
+            running = asyncio.create_task(self.run(in_a_thread, on_started_leading, on_stopped_leading, on_new_leader))
+            while not running.done():
+                if stop is not None and stop.is_set():
+                    running.cancel()
+                await asyncio.wait({running}, timeout=STOP_POLL_S)
+            if not running.cancelled():
+                running.result()
+
+        asyncio.run(until_stopped())
+
     async def _begin(
         self,
         stub: pb_grpc.LeadershipStub,
@@ -650,7 +711,7 @@ class FencedWriter:
         try:
             reply = await pb_grpc.FencedStoreStub(self._channel).Write(request, timeout=self.deadline_s)
         except grpc.aio.AioRpcError as exc:
-            if (refused := handshake_refused(exc, self.store_address, self.tls)) is not None:
+            if (refused := await asyncio.to_thread(handshake_refused, exc, self.store_address, self.tls)) is not None:
                 raise HandshakeRefused(refused) from exc
             raise
         if not reply.accepted:

@@ -6,7 +6,7 @@ through the headless Service, and keeps its durable promise on its own Persisten
 (volumeClaimTemplates), so a rescheduled pod comes back as the same node with the same promise.
 The fenced store is a one-pod StatefulSet with its own volume. A ClusterIP Service spreads client
 questions ("who leads?") over the nodes; a PodDisruptionBudget keeps a majority up during drains.
-No Toxiproxy here: these are production manifests (README: "Running across hosts").
+No Toxiproxy here: these are production manifests (docs/hosts.md).
 
 Scaling (modes that change membership, such as quorum): the replicas are the members. Every pod
 finds any member from its id alone (--peer-address-template, --client-address-template:
@@ -27,7 +27,7 @@ time, highest ordinal first, each after the one before has been ready for minRea
 whatever the order (docs/design.md, *Timings that differ*). A leader replaced resigns on SIGTERM.
 
 Mutual TLS by default: every process reads `--certs /certs` from the Secret `bullyproof-certs`
-(made from `bullyproof certs init`'s files; README), each pod seeing only the files it needs through
+(made from `bullyproof certs init`'s files; docs/hosts.md), each pod seeing only the files it needs through
 the volume's `items`: the store its own, the nodes theirs (one template for all pods, so every node
 pod sees the key of every node up to --max-nodes) and the client certificate for probes. Kubernetes'
 gRPC probes cannot present a client certificate, so readiness and liveness run `bullyproof health`
@@ -53,7 +53,7 @@ NAME = "bullyproof"
 STORE_NAME = "bullyproof-store"
 CLIENT_SERVICE = "bullyproof-client"
 UID = 10001  # the image's user (Dockerfile)
-CERTS_SECRET = "bullyproof-certs"  # kubectl create secret generic bullyproof-certs --from-file=DIR/ (README)
+CERTS_SECRET = "bullyproof-certs"  # kubectl create secret generic bullyproof-certs --from-file=DIR/ (docs/hosts.md)
 PROBE_HOLDER = "client"  # whose certificate the node pods' probes present
 DEFAULT_MAX_NODES = 7  # how far a StatefulSet may grow without new manifests (consensus clusters rarely run more)
 LEAVE_TIMEOUT_S = 40  # how long a scaled-down pod's preStop hook tries to leave the configuration

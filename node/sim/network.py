@@ -248,6 +248,33 @@ class Network:
     def cut_links(self) -> set[Link]:
         return self.links.cut_links()
 
+    # Named faults, recorded as a real harness records them (a `fault` start with its name and what it
+    # did): the fault registry's interface drives these (node/sim/target.py); schedules use the above.
+
+    def drop_links(self, links: Iterable[Link], fault: str, detail: Mapping[str, object]) -> None:
+        """Drop every message on these directed links (a blackhole, as `cut`), as fault `fault`."""
+        chosen = sorted(set(links))
+        self._check_member(*(n for link in chosen for n in link))
+        self.links.change(chosen, cut=True)
+        self._named_fault(fault, detail)
+
+    def degrade_links(self, links: Iterable[Link], fault: str, detail: Mapping[str, object], **faults: object) -> None:
+        """Set these LinkFaults fields (delays, drop, duplicate) on these directed links, as fault `fault`."""
+        chosen = sorted(set(links))
+        self._check_member(*(n for link in chosen for n in link))
+        LinkFaults(**{**LinkFaults().__dict__, **faults})  # ValueError for a bad value, before anything changes
+        self.links.change(chosen, **faults)
+        self._named_fault(fault, detail)
+
+    def lift(self, fault: str, links: Iterable[Link]) -> None:
+        """Fault `fault` ends: its links are healthy again (whatever else was set on them too)."""
+        self._release(self.links.heal(sorted(set(links))))
+        self._named_fault(fault, {}, "stop")
+
+    def _named_fault(self, fault: str, detail: Mapping[str, object], action: str = "start") -> None:
+        self._fault(f"{fault} {dict(detail)}" if action == "start" else f"{fault} ends")
+        self.record.link_fault(fault, action, dict(detail))
+
     def hold(self, src: int, dst: int, kind: str, count: int, until: str, max_ticks: int) -> None:
         """Keep messages src->dst (0: any node) of `kind` back until a node reaches the instant `until`
         (or max_ticks pass): see node.sim.world.Hold."""

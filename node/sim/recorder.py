@@ -121,8 +121,12 @@ class Recorder:
     def fault(self, description: str) -> None:
         self.faults.append(FaultRecord(self.now, description))
 
-    def link_fault(self, name: str, action: str = "start") -> None:
-        self.history.append({"t_ns": self.now, "kind": "fault", "action": action, "name": name, "detail": {}})
+    def link_fault(self, name: str, action: str = "start", detail: dict[str, Any] | None = None) -> None:
+        self.history.append({"t_ns": self.now, "kind": "fault", "action": action, "name": name, "detail": detail or {}})
+
+    def note(self, kind: str, **fields: Any) -> None:
+        """An event the judges do not read, for people and a scenario's instant (a transfer asked for)."""
+        self.history.append({"t_ns": self.now, "kind": kind, **fields})
 
     def healed(self) -> None:
         self.history.append({"t_ns": self.now, "kind": "heal"})

@@ -4,8 +4,9 @@ Each schedule enables a random subset of fault kinds with random weights, a rand
 (1..7, even sizes included), hold-down on, short or off, the mode's options on or off, the runtime's
 timing or another that node.config accepts (down to the tightest lease/promise margin it accepts),
 and maybe skewed clocks. Some schedules run members on different election timeouts, and some change
-one node's timeout on the way (a rolling change: `retime`). Faults are aimed: most wait for a protocol instant first (`until`), any
-instant the mode names, and some hold messages back until one.
+one node's timeout on the way (a rolling change: `retime`). Faults are aimed: most wait for a
+protocol instant first (`until`), any instant the mode names, and some hold messages back until one.
+The fault commands are the fault registry's spellings (node.faults).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing, mode_info
+from node.faults import schedule_spellings
 from node.sim.schedule import Command, Schedule, retimed_timing
 from node.sim.world import HOLD_KINDS
 
@@ -25,7 +27,14 @@ BEYOND_DRIFT = 0.25  # `--drift beyond`: far outside the bound, to show that the
 HOLD_DOWN_CHOICES_TICKS = (300, 300, 60, 20, 0, 0)
 SIZE_CHOICES = (1, 2, 3, 3, 4, 4, 5, 5, 6, 7)
 
-FAULT_KINDS = (
+# The order the swarm draws fault kinds in is part of every seed's schedule, so it is kept: the
+# schedule commands of the fault registry (node.faults) in the order they were added, with two
+# recipes of its own (a delay longer than the lease, skewed clocks). A command the registry gains
+# later is drawn after these (generically, unless commands_for has a recipe for it); retime, member
+# and stale have generators of their own (mixed_timings, membership_changes).
+RECIPES = ("long_delay", "skew")
+OWN_GENERATORS = ("retime", "member", "stale")
+DRAW_ORDER = (
     "crash",
     "restart",
     "crash_restart",
@@ -48,6 +57,9 @@ FAULT_KINDS = (
     "heal_link",
     "hold",
 )
+FAULT_KINDS = DRAW_ORDER + tuple(
+    command for command in schedule_spellings() if command not in DRAW_ORDER and command not in OWN_GENERATORS
+)
 # The instants most faults wait for; any other instant of the mode is drawn too, less often.
 COMMON_TRIGGERS = ("ack", "lease-end", "deadline", "leader", "candidate")
 TICK_MS = 10
@@ -59,8 +71,12 @@ MEMBERSHIP_SHARE = 0.3
 
 
 def runtime_timing(hold_down_ticks: int = 300) -> Timing:
-    """The runtime's defaults (heartbeat 100 ms, election timeout 500 ms, 10 ms ticks)."""
-    return Timing.from_ms(100, 500, TICK_MS, hold_down_ticks * TICK_MS)
+    """The runtime's defaults (node.config: heartbeat 100 ms, election timeout 500 ms, 10 ms ticks)."""
+    from node.config import DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS
+
+    return Timing.from_ms(
+        DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_ELECTION_TIMEOUT_MS, TICK_MS, hold_down_ticks * TICK_MS
+    )
 
 
 @functools.cache
@@ -286,4 +302,26 @@ def commands_for(kind: str, rng: random.Random, n: int, et: int, lease: int, mod
         return [("resign", "L")]
     if kind == "transfer":
         return [("transfer", "L", rng.choice(["F", "T", str(rng.randint(1, n))]))]
-    raise ValueError(kind)
+    return [generic_command(kind, rng, n, et)]
+
+
+def generic_command(command: str, rng: random.Random, n: int, et: int) -> Command:
+    """A fault command without a recipe of its own, its words drawn by their kinds (node.faults's
+    spelling of it): a node, a wait, a probability..."""
+    try:
+        args = schedule_spellings()[command].args
+    except KeyError:
+        raise ValueError(command) from None
+    draw = {
+        "node": lambda: rng.choice(["T", "L", "F", "*", str(rng.randint(1, n))]),
+        "who": lambda: rng.choice(["L", "*", str(rng.randint(1, n))]),
+        "ticks": lambda: str(rng.randint(1, 3 * et)),
+        "count": lambda: rng.choice(["0", "1", str(n)]),
+        "p": lambda: rng.choice(["0.1", "0.3", "0.6"]),
+        "kind": lambda: rng.choice(HOLD_KINDS),
+        "instant": lambda: rng.choice(COMMON_TRIGGERS),
+        "action": lambda: rng.choice(["add", "remove"]),
+    }
+    if any(a not in draw for a in args):
+        raise ValueError(f"{command}: no way to draw {', '.join(a for a in args if a not in draw)}")
+    return (command, *(draw[a]() for a in args))

@@ -28,6 +28,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
+def fenced_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], dict[str, str]]:
+    """databases(): what chaos.apps writes to through the fencing adapters, by name: this worker's
+    PostgreSQL (a fresh database) and Redis servers, started on first use (tests/conftest.py; the test
+    skips where they cannot run), and a SQLite file. Each run keeps its own tables and keys there."""
+
+    def databases() -> dict[str, str]:
+        return {
+            "postgres": request.getfixturevalue("postgres_url"),
+            "redis": request.getfixturevalue("redis_url"),
+            "sqlite": f"sqlite://{tmp_path / 'fence.sqlite3'}",
+        }
+
+    return databases
+
+
+@pytest.fixture
 def run_at_instant(tmp_path: Path) -> Callable[..., RunResult]:
     """run(name, mode, seed, check_each=None, **run_scenario options): the first run, from seed
     upwards, that reached the scenario's instant; ``check_each`` is called on every run, reached or not.

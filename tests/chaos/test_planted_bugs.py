@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 
 from chaos.scenarios import INSTANTS
+from node.client.fencing import FenceBug
 from node.core import PlantedBug
 
 pytestmark = pytest.mark.chaos
@@ -50,3 +51,48 @@ def test_planted_bug_is_caught(bug, scenario, mode, seed, expected, run_at_insta
         f"{bug.value} went unnoticed in {scenario} at seed {result.seed}, although the run reached "
         f"its instant: violations {result.report.violations}\n{result.text}"
     )
+
+
+# A fencing adapter's bug, on real databases, judged by the same P2 (chaos.apps writes through every
+# adapter; docs/fencing-chaos.md). The adapters check the epoch outside the write's transaction: in
+# classic Bully's split brain the deposed leader's app checks (its epoch still the highest there),
+# its successor's app writes, and the deposed write lands on top. Every write pauses between the
+# adapter's check and its write (the adapters' test hook, as a GC pause would), so a deposed leader's
+# app is in that window most of the time. Whether it is when its successor's first write lands on a
+# database is timing, like a scenario's instant: a run where it never was on any database proves
+# nothing, and the next seed is tried (at most FENCE_TRIES runs, each printed with its seed).
+FENCE_BUG = FenceBug.CHECK_OUTSIDE_TRANSACTION
+FENCE_SCENARIO, FENCE_MODE, FENCE_SEED = "partition-leader-minority", "classic", 3
+PAUSE_AT_CHECK_MS = 300
+FENCE_TRIES = 3
+ADAPTERS = ("postgres", "redis", "sqlite")
+
+
+def test_a_planted_adapter_bug_fails_p2_on_a_database(run_at_instant, fenced_databases):
+    databases = fenced_databases()
+    fences = " ".join(f"--fence {name}={url}" for name, url in databases.items())
+    print(
+        f"\nreplay: bullyproof chaos run {FENCE_SCENARIO} --mode {FENCE_MODE} --seed SEED {fences} "
+        f"--planted-fence-bug {FENCE_BUG.value} --pause-at-check-ms {PAUSE_AT_CHECK_MS}"
+        f"  (SEED from {FENCE_SEED}, below)"
+    )
+    seed, tried = FENCE_SEED, []
+    for _ in range(FENCE_TRIES):
+        result = run_at_instant(
+            FENCE_SCENARIO,
+            FENCE_MODE,
+            seed,
+            fences=databases,
+            fence_bugs=frozenset({FENCE_BUG}),
+            pause_at_check_ms=PAUSE_AT_CHECK_MS,
+        )
+        p2 = next(r for r in result.report.results if r.id == "P2")
+        per_resource = {name: figures["violations"] for name, figures in p2.data["resources"].items()}
+        print(f"seed {result.seed}: P2 findings per resource {per_resource}", *p2.evidence[:6], sep="\n  ")
+        # The store's rule is its own: only the databases behind the planted adapters may break P2.
+        assert per_resource["store"] == 0, result.text
+        if any(per_resource[name] for name in ADAPTERS):
+            return
+        tried.append(result.seed)
+        seed = result.seed + 1
+    pytest.fail(f"{FENCE_BUG.value} went unnoticed on every database at seeds {tried}\nlast report:\n{result.text}")

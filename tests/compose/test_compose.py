@@ -545,7 +545,7 @@ def served_certificate(address: str, certs: Path) -> bytes:
 
 
 def rotate_certificates(project: Project, record: dict[str, Any]) -> None:
-    """README's rotation: new certificates under the same CA on the host, the certs service run again;
+    """docs/compose.md's rotation: new certificates under the same CA on the host, the certs service run again;
     a running node presents its new certificate at the next handshake, without a restart."""
     certs, node = Path(record["certs"]), record["nodes"][0]["client_address"]
     before = served_certificate(node, certs)

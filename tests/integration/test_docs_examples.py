@@ -9,7 +9,7 @@ command or example cannot drift from the code.
   line before the fence changes that (keep them rare):
     <!-- docs-test: runs until cancelled -->  the block loops forever by design (a watch, a leader's
         work): it is cancelled once every one of its statements has run, and must get there without
-        an exception within BLOCK_TIMEOUT_S (README's two SDK examples: a watch, a leader's job);
+        an exception within BLOCK_TIMEOUT_S (the SDK examples of a watch and of a leader's job);
     <!-- docs-test: fragment -->  compiled only (for a piece that cannot run on its own).
 * ```sh / ```bash / ```shell / ```console blocks: every `bullyproof ...` is parsed by the CLI's own
   argparse parsers (the top-level one, or the one of the module a subcommand hands its arguments to);

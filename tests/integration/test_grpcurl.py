@@ -1,5 +1,5 @@
 """The real grpcurl drives a node with no .proto file: everything it knows comes from server reflection.
-Over mutual TLS, with the certificates `cluster up` makes, as README shows."""
+Over mutual TLS, with the certificates `cluster up` makes, as README.md and docs/service.md show."""
 
 from __future__ import annotations
 

@@ -293,9 +293,9 @@ def test_metrics_server_is_optional_and_port_0_reports_the_bound_port(tmp_path, 
         proc.wait(timeout=10)
 
 
-def test_readme_lists_every_metric_a_node_serves(tmp_path):
+def test_the_docs_list_every_metric_a_node_serves(tmp_path):
     listed = set()
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (ROOT / "docs" / "operating.md").read_text().splitlines():  # Metrics and logs
         if line.startswith("| `bullyproof_"):
             listed |= set(re.findall(r"`(bullyproof_[a-z_]+)", line.split(" | ")[0]))
     proc = start_lone_node(tmp_path, "--metrics-listen", "127.0.0.1:0")
@@ -306,7 +306,7 @@ def test_readme_lists_every_metric_a_node_serves(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     # Labelled families are served (HELP and TYPE) before their first sample; counters end in _total;
-    # prometheus_client's `_created` timestamp beside each unlabelled counter is said once in the README.
+    # prometheus_client's `_created` timestamp beside each unlabelled counter is said once in docs/operating.md.
     served = {f.name + ("_total" if f.type == "counter" else "") for f in families if not f.name.endswith("_created")}
     assert listed == served
 

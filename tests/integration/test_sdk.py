@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,17 @@ import pytest
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
-from node.client.sdk import Fenced, FencedWriter, LeaderClient, LeaderEvent, Leadership, LeaseToken, NodeError
+from node.client.fencing import BlockingSqliteFence, StaleEpoch
+from node.client.sdk import (
+    BlockingLeaseToken,
+    Fenced,
+    FencedWriter,
+    LeaderClient,
+    LeaderEvent,
+    Leadership,
+    LeaseToken,
+    NodeError,
+)
 from node.launcher.cluster import LocalCluster, pid_alive, process_fault, stop_pids, wait_for
 from node.launcher.ports import free_port
 
@@ -290,6 +301,65 @@ def test_leadership_release_on_cancel_resigns_so_another_node_takes_over(make_cl
             assert (app.node_id, app.tokens[-1].epoch) == (new_id, new_epoch)
 
     run(scenario)
+
+
+def test_blocking_leadership_runs_work_in_a_thread_and_its_fenced_writes_are_refused_once_deposed(
+    make_cluster, tmp_path
+):
+    """run_blocking, as a service without asyncio uses it: plain threads, a blocking SQLite fence. The
+    leader's node is paused: its work sees `lost`, the next leader's work writes, and the old term's
+    handle, used late (as work that had not noticed would), is refused by the database itself."""
+    cluster = make_cluster(3)
+    old_id, old_epoch = cluster.wait_for_agreement(timeout_s=AGREE_TIMEOUT_S)
+    fence = BlockingSqliteFence(tmp_path / "jobs.db")
+    stop = threading.Event()
+    tokens: dict[int, list[BlockingLeaseToken]] = {n: [] for n in cluster.client_addresses()}
+    returned: list[tuple[int, int]] = []
+
+    def work(token: BlockingLeaseToken) -> None:
+        tokens[token.node_id].append(token)
+        while not token.lost.wait(0.02):
+            token.fenced(fence).write("jobs", f"{token.node_id}@{token.epoch}".encode())
+        returned.append((token.node_id, token.epoch))
+
+    def serve(node_id: int, address: str) -> None:
+        Leadership(address, node_id, insecure=True).run_blocking(work, stop=stop)
+
+    threads = [
+        threading.Thread(target=serve, args=item, name=f"app-{item[0]}", daemon=True)
+        for item in cluster.client_addresses().items()
+    ]
+    for t in threads:
+        t.start()
+
+    def until(predicate: Callable[[], Any], what: str) -> Any:
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        while not (value := predicate()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+        return value
+
+    try:
+        until(lambda: fence.read("jobs").epoch == old_epoch, "the leader's work to write")
+        assert all(not tokens[n] for n in tokens if n != old_id), "work ran beside a follower"
+        old_token = tokens[old_id][0]
+        process_fault(cluster.dir, str(old_id), "pause")
+        try:
+            until(old_token.lost.is_set, "the paused node's app to see its term end")
+            until(lambda: (old_id, old_epoch) in returned, "the old term's work to return")
+            new_state = until(lambda: (st := fence.read("jobs")).epoch > old_epoch and st, "the next leader to write")
+            with pytest.raises(StaleEpoch) as info:
+                old_token.fenced(fence).write("jobs", b"late, from a deposed leader")
+            assert info.value.highest_epoch >= new_state.epoch
+            assert fence.read("jobs").value != b"late, from a deposed leader"
+        finally:
+            process_fault(cluster.dir, str(old_id), "resume")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(STEP_TIMEOUT_S)
+        fence.close()
+    assert not any(t.is_alive() for t in threads), "run_blocking returned once stop was set"
 
 
 def leading_app(apps: dict[int, tuple[App, asyncio.Task]], besides: int) -> App | None:

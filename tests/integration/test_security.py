@@ -3,6 +3,7 @@ ports with separate services, and a store that takes writes only from nodes. Rea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -410,3 +411,38 @@ def test_the_sdk_raises_handshake_refused_saying_what_to_check(secure, tmp_path,
         asyncio.run(ask())
     finally:
         read_cluster_file(secure.dir)  # dial it as its admin again
+
+
+@pytest.mark.parametrize("plaintext", [False, True], ids=["tls", "plaintext"])
+def test_a_link_cut_at_connect_is_not_called_a_refused_handshake(secure, plaintext):
+    """A proxy that closes every connection at once (a cut Toxiproxy link) looks to gRPC like a server
+    refusing us mid-handshake ("Socket closed"): the SDK must raise the plain UNAVAILABLE, retryable,
+    not HandshakeRefused, which tells the user to fix certificates that are fine."""
+    import asyncio
+    import socket
+    import threading
+
+    from node.client import FencedWriter, HandshakeRefused, LeaseToken
+
+    cutter = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{cutter.getsockname()[1]}"
+
+    def close_every_connection() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                cutter.accept()[0].close()
+
+    threading.Thread(target=close_every_connection, daemon=True).start()
+    security = {"insecure": True} if plaintext else {"tls": as_holder(secure, "node-1")}
+
+    async def write() -> None:
+        async with FencedWriter(address, writer_id=1, deadline_s=2, **security) as writer:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await writer.write(LeaseToken(1, 1), "k", b"v")
+            assert not isinstance(info.value, HandshakeRefused)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "Socket closed" in (info.value.details() or "")
+
+    try:
+        asyncio.run(write())
+    finally:
+        cutter.close()

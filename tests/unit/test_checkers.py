@@ -289,6 +289,56 @@ def test_p2_and_p5_survive_a_store_restart_with_a_log_dumped_twice() -> None:
     assert check_no_lost_writes(history.events).ok
 
 
+def test_p2_judges_each_resource_alone_and_names_it() -> None:
+    """A database behind a fencing adapter is a register of its own: its epochs may sit below the
+    store's, but within its own log they must rise, one writer each."""
+    history = History().store(10, 1, 2, 5, "claim").store(20, 2, 2, 5, "a")
+    history.add(30, "store", seq=1, writer=1, epoch=3, key="duty", accepted=True, reason="", resource="postgres")
+    history.add(40, "store", seq=2, writer=2, epoch=4, key="duty", accepted=True, reason="", resource="postgres")
+    history.add(50, "store", seq=3, writer=1, epoch=3, key="duty", accepted=True, reason="", resource="postgres")
+    history.add(30, "store", seq=7, writer=1, epoch=3, key="duty", accepted=True, reason="", resource="redis")
+    history.add(40, "store", seq=8, writer=2, epoch=3, key="duty", accepted=True, reason="", resource="redis")
+    result = check_store_monotonic(history.events)
+    assert not result.ok
+    assert result.evidence == [
+        "postgres seq 3 accepted epoch 3 from node 1 after accepting epoch 4 (seq 2, node 2)",
+        "redis: epoch 3 accepted from nodes 1 and 2 (seq 7 node 1, seq 8 node 2)",
+    ]
+    assert result.data["resources"] == {
+        "store": {"records": 2, "accepted": 2, "highest_epoch": 5, "violations": 0},
+        "postgres": {"records": 3, "accepted": 3, "highest_epoch": 4, "violations": 1},
+        "redis": {"records": 2, "accepted": 2, "highest_epoch": 3, "violations": 1},
+    }
+
+
+def test_p5_matches_a_write_in_its_own_resource_log_value_and_all() -> None:
+    def adapter_write(h: History, at_ms: float, seq: int, value: str) -> History:
+        return h.add(
+            at_ms, "write", node=3, epoch=1, key="duty", accepted=True, seq=seq, error=None,
+            resource="sqlite", value=value,
+        )  # fmt: skip
+
+    history = settled().store(20, 1, 3, 1, "a").write(21, 3, 1, "a", True, 1)
+    history.add(30, "store", seq=1, writer=3, epoch=1, key="duty", accepted=True, reason="", resource="sqlite",
+                value="3/1/1")  # fmt: skip
+    history.add(40, "store", seq=2, writer=3, epoch=1, key="duty", accepted=True, reason="", resource="sqlite",
+                value="3/1/9")  # fmt: skip
+    adapter_write(adapter_write(history, 31, 1, "3/1/1"), 41, 2, "3/1/2")
+    adapter_write(history, 51, 3, "3/1/3")
+    result = check_no_lost_writes(history.events)
+    assert not result.ok
+    assert result.evidence == [
+        "write to sqlite by node 3 (epoch 1, key 'duty', value '3/1/2') at t=+0.041s acknowledged as seq 2, "
+        "but the sqlite log has seq 2 as node 3 epoch 1 key 'duty' value '3/1/9' accepted",
+        "write to sqlite by node 3 (epoch 1, key 'duty', value '3/1/3') at t=+0.051s acknowledged as seq 3 "
+        "is missing from the sqlite log",
+    ]
+    assert result.data["resources"] == {
+        "store": {"acknowledged": 1, "lost": 0, "unknown_outcome": 0},
+        "sqlite": {"acknowledged": 3, "lost": 2, "unknown_outcome": 0},
+    }
+
+
 def test_p2_fails_when_the_store_log_rewrote_a_seq() -> None:
     history = History().store(20, 1, 3, 1, "a").store(70, 1, 3, 1, "b")  # seq restarted at 1
     result = check_store_monotonic(history.events)

@@ -235,3 +235,25 @@ def test_the_dashboard_reads_the_history_contract_in_one_place() -> None:
         if not level and module in ("node.history", "chaos.checkers")
     }
     assert importers == {"dashboard/history_feed.py"}
+
+
+# The fault registry (node/faults.py) sits low: node/sim, chaos/ and dashboard/ all read it, so it
+# imports nothing of theirs (only the standard library), and no reader of it climbs up to a CLI.
+FAULTS_MODULE = ROOT / "node" / "faults.py"
+CLI_MODULES = {"chaos.cli", "node.cli", "node.sim.cli"}
+
+
+def test_the_fault_registry_imports_only_the_standard_library() -> None:
+    for line, module, level in imported_modules(parse(FAULTS_MODULE)):
+        assert not level and module.split(".")[0] not in {"node", "chaos", "dashboard", "grpc", "asyncio"}, (
+            f"node/faults.py:{line}: imports {module}"
+        )
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "dashboard").glob("*.py")) + [ROOT / "chaos" / "faults.py"], ids=lambda p: p.name
+)
+def test_fault_users_never_import_a_cli(path: Path) -> None:
+    for line, module, level in imported_modules(parse(path)):
+        full = module if not level else f"{path.parent.name}.{module}"
+        assert full not in CLI_MODULES, f"{path.relative_to(ROOT)}:{line}: imports {full}"

@@ -106,7 +106,7 @@ def test_classic_split_brain_is_found() -> None:
 # The schedule at which the explorer first fails each planted bug at seed 0 (`bullyproof sim bugs
 # --schedules 1500 --mode M`); the test allows twice that, plus 50. A count, not a time, so the test does
 # not depend on the machine's speed. The independent bugs the explorer has not found yet are listed
-# apart (README: the harness's power); each has a hand-made failing scenario in test_independent_bugs.
+# apart (docs/explorer.md: bugs nobody here planted); each has a hand-made failing scenario in test_independent_bugs.
 FIRST_FAILING = {
     ("quorum", "double-ack"): 3,
     ("quorum", "ignore-lease"): 8,

@@ -13,8 +13,11 @@ write can come between them.
     StoreFence                             the cluster's own fenced store (`bullyproof store`)
 
 Every asyncio fence has write(resource, writer_id, epoch, value), read(resource) -> FenceState and
-close(); `open_fence(url)` makes one from a URL. In a Leadership's work, `token.fenced(fence)` binds
-one to the term, so writes carry its epoch and the node's id without the work passing them.
+close(); `open_fence(url)` makes one from a URL. Made with `log=True`, a PostgreSQL, Redis or SQLite
+fence also keeps a log of the writes it accepted, in the same transaction or script: `write` returns
+the write's seq there and `read_log(after_seq)` reads it back (AcceptedWrite); the store keeps its own.
+In a Leadership's work, `token.fenced(fence)` binds one to the term, so writes carry its epoch and the
+node's id without the work passing them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from node.client.fencing.base import (
+    LOG,
     NEVER_WRITTEN,
+    AcceptedWrite,
     Fence,
     FenceBug,  # noqa: F401 (for tests, which plant bugs with it)
     FencedTerm,
@@ -34,6 +39,7 @@ from node.client.fencing.errors import EpochTaken, FencingRefused, StaleEpoch
 from node.client.fencing.sqlite import BlockingSqliteFence, SqliteFence
 
 __all__ = [
+    "AcceptedWrite",
     "BlockingPostgresFence",
     "BlockingRedisFence",
     "BlockingSqliteFence",
@@ -42,6 +48,7 @@ __all__ = [
     "FenceState",
     "FencedTerm",
     "FencingRefused",
+    "LOG",
     "NEVER_WRITTEN",
     "PostgresFence",
     "RedisFence",
@@ -71,7 +78,7 @@ def __getattr__(name: str) -> Any:
 
 
 def open_fence(url: str, *, blocking: bool = False, **options: Any) -> Any:
-    """A fence from a URL; `options` go to its class (table=, prefix=, _planted=, ...).
+    """A fence from a URL; `options` go to its class (table=, prefix=, log=, _planted=, ...).
 
         postgresql://USER@HOST:PORT/DB       PostgresFence (also postgres://)
         redis://HOST:PORT/DB                 RedisFence (also rediss://, unix://)

@@ -12,6 +12,8 @@ from node.client.fencing.errors import EpochTaken, FencingRefused, StaleEpoch
 from node.store.db import MAX_INT64, MAX_WRITER_ID, decide
 
 TABLE = "bullyproof_fence"  # PostgreSQL and SQLite: one row per resource, in the user's own database
+# With `log=True`: the table (PostgreSQL, SQLite) or stream key (Redis) of the log of accepted writes.
+LOG = "bullyproof_fence_log"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -27,12 +29,49 @@ class FenceState(NamedTuple):
 NEVER_WRITTEN = FenceState(0, 0, None)
 
 
+class AcceptedWrite(NamedTuple):
+    """One entry of a fence's log of accepted writes (made with `log=True`): its position in the log
+    (`seq`, rising in the order the database decided), the resource, the epoch and writer it was
+    accepted from, the value written (None for a claim made by `transaction`, `claim`, `set` or `eval`,
+    which leave the value alone), and when the database accepted it (its own clock, Unix nanoseconds)."""
+
+    seq: int
+    resource: str
+    epoch: int
+    writer_id: int
+    value: bytes | None
+    unix_ns: int
+
+
+def log_name(log: bool | str, what: str) -> str | None:
+    """The log's table or key from a fence's `log=` option: None (no log), LOG, or the name given."""
+    if log is False or log is None:
+        return None
+    if log is True:
+        return LOG
+    if not isinstance(log, str) or not log:
+        raise ValueError(f"log must be True, False or a {what} name, got {log!r}")
+    return log
+
+
+def check_read_log(after_seq: int, limit: int) -> None:
+    if not isinstance(after_seq, int) or after_seq < 0:
+        raise ValueError(f"after_seq must be an integer >= 0, got {after_seq!r}")
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+
+
+def no_log(fence: object) -> ValueError:
+    return ValueError(f"{fence!r} keeps no log of accepted writes: make it with log=True")
+
+
 class Fence(Protocol):
     """What every asyncio fence does (a harness drives them all alike; `open_fence` makes one from a URL).
     Each adapter also runs your own write in the same transaction or script as the check: see its class."""
 
-    async def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> None:
-        """Record `value` for `resource` if `epoch` is current there; else raise StaleEpoch or EpochTaken."""
+    async def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> int | None:
+        """Record `value` for `resource` if `epoch` is current there; else raise StaleEpoch or EpochTaken.
+        Returns the write's seq in the fence's log of accepted writes, None if it keeps none."""
 
     async def read(self, resource: str) -> FenceState: ...
 
@@ -133,7 +172,8 @@ class FencedTerm:
         return f"FencedTerm({type(self.fence).__name__}, writer_id={self.writer_id}, epoch={self.epoch})"
 
     def write(self, resource: str, value: bytes) -> Any:
-        """Record `value` in the resource's fence record (every fence)."""
+        """Record `value` in the resource's fence record (every fence); returns its seq in the fence's
+        log of accepted writes (None without one)."""
         return self.fence.write(resource, self.writer_id, self.epoch, value)
 
     def read(self, resource: str) -> Any:

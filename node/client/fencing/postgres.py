@@ -11,6 +11,11 @@ judged, and claimed; your statements follow under that lock and commit with the 
 with it. So writers of one resource are decided one at a time in commit order, whatever isolation level
 the connection runs (at REPEATABLE READ or SERIALIZABLE a concurrent claim makes PostgreSQL raise a
 serialization failure instead: retry it). BlockingPostgresFence is the same without asyncio.
+
+With `log=True` every accepted claim also appends a row to a log table (default bullyproof_fence_log:
+seq, resource, epoch, writer, value, unix_ns) in the same transaction; `write` returns the row's seq
+and `read_log` reads the log back (AcceptedWrite). The seq is taken under the fence row's lock, so one
+resource's rows rise in the order its writes were decided (a rolled-back transaction leaves a gap).
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ from psycopg import sql
 from node.client.fencing.base import (
     NEVER_WRITTEN,
     TABLE,
+    AcceptedWrite,
     FenceBug,
     FenceState,
     Hook,
     check_claim,
     check_identifier,
+    check_read_log,
     judge,
+    log_name,
+    no_log,
     planted_bugs,
 )
 
@@ -45,9 +54,10 @@ _KEEP = object()  # claim without touching the record's value
 class _Statements:
     """The fence's SQL for one table name."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, log: str | None = None) -> None:
         t = sql.Identifier(check_identifier(table, "table"))
         self.table = table
+        self.log = log
         self.exists = sql.SQL("SELECT to_regclass(quote_ident({}))").format(sql.Literal(table))
         self.create = sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (resource TEXT PRIMARY KEY, epoch BIGINT NOT NULL,"
@@ -71,6 +81,25 @@ class _Statements:
             " ON CONFLICT (resource) DO UPDATE SET epoch = excluded.epoch,"
             " writer = excluded.writer, value = excluded.value"
         ).format(t)
+        if log is not None:
+            lt = sql.Identifier(check_identifier(log, "log table"))
+            self.log_exists = sql.SQL("SELECT to_regclass(quote_ident({}))").format(sql.Literal(log))
+            self.create_log = sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (seq BIGSERIAL PRIMARY KEY, resource TEXT NOT NULL,"
+                " epoch BIGINT NOT NULL, writer BIGINT NOT NULL, value BYTEA, unix_ns BIGINT NOT NULL)"
+            ).format(lt)
+            self.append = sql.SQL(
+                "INSERT INTO {} (resource, epoch, writer, value, unix_ns) VALUES"
+                " (%s, %s, %s, %s, (extract(epoch FROM clock_timestamp()) * 1000000000)::bigint) RETURNING seq"
+            ).format(lt)
+            self.read_log = sql.SQL(
+                "SELECT seq, resource, epoch, writer, value, unix_ns FROM {} WHERE seq > %s ORDER BY seq LIMIT %s"
+            ).format(lt)
+
+    def appended(
+        self, resource: str, writer_id: int, epoch: int, value: object
+    ) -> tuple[sql.Composed, tuple[Any, ...]]:
+        return self.append, (resource, epoch, writer_id, None if value is _KEEP else value)
 
     def update(self, resource: str, writer_id: int, epoch: int, value: object) -> tuple[sql.Composed, tuple[Any, ...]]:
         if value is _KEEP:
@@ -81,6 +110,11 @@ class _Statements:
         if value is _KEEP:
             return self.record, (resource, epoch, writer_id)
         return self.record_value, (resource, epoch, writer_id, value)
+
+
+def _accepted(row: tuple[Any, ...]) -> AcceptedWrite:
+    seq, resource, epoch, writer, value, unix_ns = row
+    return AcceptedWrite(seq, resource, epoch, writer, None if value is None else bytes(value), unix_ns)
 
 
 def _state(row: tuple[Any, ...] | None) -> FenceState:
@@ -99,7 +133,8 @@ class PostgresFence:
     async context manager of a connection, such as psycopg_pool's `pool.connection`. The fence record
     is a table (`table`, default bullyproof_fence: resource, epoch, writer, value) in that database,
     created on first use if missing (the role then needs CREATE on the schema; or create it yourself
-    with the statement in `_Statements.create`).
+    with the statement in `_Statements.create`). `log`: True (or a table name) to keep a log of the
+    accepted writes as well (see the module's doc; made on first use the same way).
     """
 
     def __init__(
@@ -107,10 +142,11 @@ class PostgresFence:
         connection: str | Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection]],
         *,
         table: str = TABLE,
+        log: bool | str = False,
         _planted: Iterable[FenceBug | str] = (),
         _between_check_and_write: Hook | None = None,
     ) -> None:
-        self._sql = _Statements(table)
+        self._sql = _Statements(table, log_name(log, "table"))
         self._connect = connection if callable(connection) else self._pooled
         self._conninfo = connection if isinstance(connection, str) else None
         self._idle: list[psycopg.AsyncConnection] = []
@@ -127,13 +163,26 @@ class PostgresFence:
         run your statements on the connection it gives; they commit with the claim when the block
         ends, and roll back with it if the block raises. Raises StaleEpoch or EpochTaken (subclasses
         of FencingRefused) on entry if the epoch is not current, having changed nothing."""
-        async with self._transaction(resource, writer_id, epoch, _KEEP) as conn:
+        async with self._transaction(resource, writer_id, epoch, _KEEP) as (conn, _):
             yield conn
 
-    async def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> None:
-        """Record `value` in the resource's fence record, if the epoch is current (else as transaction)."""
-        async with self._transaction(resource, writer_id, epoch, bytes(value)):
+    async def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> int | None:
+        """Record `value` in the resource's fence record, if the epoch is current (else as transaction);
+        returns its seq in the log of accepted writes (None without `log`)."""
+        async with self._transaction(resource, writer_id, epoch, bytes(value)) as (_, seq):
             pass
+        return seq
+
+    async def read_log(self, after_seq: int = 0, limit: int = 1000) -> list[AcceptedWrite]:
+        """The log's accepted writes with seq above `after_seq`, in seq order, at most `limit` of them."""
+        check_read_log(after_seq, limit)
+        if self._sql.log is None:
+            raise no_log(self)
+        await self._ensure_table()
+        async with self._connect() as conn:
+            async with conn.transaction():
+                rows = await (await conn.execute(self._sql.read_log, (after_seq, limit))).fetchall()
+        return [_accepted(row) for row in rows]
 
     async def read(self, resource: str) -> FenceState:
         await self._ensure_table()
@@ -141,11 +190,12 @@ class PostgresFence:
             async with conn.transaction():
                 return _state(await (await conn.execute(self._sql.read, (resource,))).fetchone())
 
-    async def claim(self, conn: psycopg.AsyncConnection, resource: str, writer_id: int, epoch: int) -> None:
+    async def claim(self, conn: psycopg.AsyncConnection, resource: str, writer_id: int, epoch: int) -> int | None:
         """Check and claim the fence inside a transaction you opened on `conn`, before your own write;
-        the row stays locked until that transaction ends. On StaleEpoch or EpochTaken roll it back."""
+        the row stays locked until that transaction ends. On StaleEpoch or EpochTaken roll it back.
+        Returns the claim's seq in the log of accepted writes (None without `log`)."""
         await self._ensure_table()
-        await self._claim(conn, resource, writer_id, epoch, _KEEP)
+        return await self._claim(conn, resource, writer_id, epoch, _KEEP)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -157,7 +207,7 @@ class PostgresFence:
     @contextlib.asynccontextmanager
     async def _transaction(
         self, resource: str, writer_id: int, epoch: int, value: object
-    ) -> AsyncIterator[psycopg.AsyncConnection]:
+    ) -> AsyncIterator[tuple[psycopg.AsyncConnection, int | None]]:
         check_claim(resource, writer_id, epoch)
         await self._ensure_table()
         async with self._connect() as conn:
@@ -168,21 +218,28 @@ class PostgresFence:
                 await self._pause(resource, writer_id, epoch)
                 async with conn.transaction():
                     await conn.execute(*self._sql.upsert(resource, writer_id, epoch, value))
-                    yield conn
+                    yield conn, await self._append(conn, resource, writer_id, epoch, value)
                 return
             async with conn.transaction():
-                await self._claim(conn, resource, writer_id, epoch, value)
-                yield conn
+                yield conn, await self._claim(conn, resource, writer_id, epoch, value)
 
     async def _claim(
         self, conn: psycopg.AsyncConnection, resource: str, writer_id: int, epoch: int, value: object
-    ) -> None:
+    ) -> int | None:
         check_claim(resource, writer_id, epoch)
         await conn.execute(self._sql.insert, (resource,))
         highest, owner = await (await conn.execute(self._sql.lock, (resource,))).fetchone()
         judge(resource, writer_id, epoch, highest, owner, self._planted)
         await self._pause(resource, writer_id, epoch)
         await conn.execute(*self._sql.update(resource, writer_id, epoch, value))
+        return await self._append(conn, resource, writer_id, epoch, value)
+
+    async def _append(
+        self, conn: psycopg.AsyncConnection, resource: str, writer_id: int, epoch: int, value: object
+    ) -> int | None:
+        if self._sql.log is None:
+            return None
+        return (await (await conn.execute(*self._sql.appended(resource, writer_id, epoch, value))).fetchone())[0]
 
     async def _ensure_table(self) -> None:
         if self._table_ready:
@@ -192,6 +249,12 @@ class PostgresFence:
                 if (await (await conn.execute(self._sql.exists)).fetchone())[0] is None:
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK_KEY,))
                     await conn.execute(self._sql.create)
+                if (
+                    self._sql.log is not None
+                    and (await (await conn.execute(self._sql.log_exists)).fetchone())[0] is None
+                ):
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK_KEY,))
+                    await conn.execute(self._sql.create_log)
         self._table_ready = True
 
     async def _pause(self, resource: str, writer_id: int, epoch: int) -> None:
@@ -226,12 +289,13 @@ class BlockingPostgresFence:
         connection: str | Callable[[], AbstractContextManager[psycopg.Connection]],
         *,
         table: str = TABLE,
+        log: bool | str = False,
         _planted: Iterable[FenceBug | str] = (),
         _between_check_and_write: Hook | None = None,
     ) -> None:
         import threading
 
-        self._sql = _Statements(table)
+        self._sql = _Statements(table, log_name(log, "table"))
         self._connect = connection if callable(connection) else self._pooled
         self._conninfo = connection if isinstance(connection, str) else None
         self._idle: list[psycopg.Connection] = []
@@ -246,22 +310,32 @@ class BlockingPostgresFence:
     @contextlib.contextmanager
     def transaction(self, resource: str, writer_id: int, epoch: int) -> Iterator[psycopg.Connection]:
         """As PostgresFence.transaction."""
-        with self._transaction(resource, writer_id, epoch, _KEEP) as conn:
+        with self._transaction(resource, writer_id, epoch, _KEEP) as (conn, _):
             yield conn
 
-    def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> None:
-        with self._transaction(resource, writer_id, epoch, bytes(value)):
+    def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> int | None:
+        with self._transaction(resource, writer_id, epoch, bytes(value)) as (_, seq):
             pass
+        return seq
+
+    def read_log(self, after_seq: int = 0, limit: int = 1000) -> list[AcceptedWrite]:
+        """As PostgresFence.read_log."""
+        check_read_log(after_seq, limit)
+        if self._sql.log is None:
+            raise no_log(self)
+        self._ensure_table()
+        with self._connect() as conn, conn.transaction():
+            return [_accepted(row) for row in conn.execute(self._sql.read_log, (after_seq, limit)).fetchall()]
 
     def read(self, resource: str) -> FenceState:
         self._ensure_table()
         with self._connect() as conn, conn.transaction():
             return _state(conn.execute(self._sql.read, (resource,)).fetchone())
 
-    def claim(self, conn: psycopg.Connection, resource: str, writer_id: int, epoch: int) -> None:
+    def claim(self, conn: psycopg.Connection, resource: str, writer_id: int, epoch: int) -> int | None:
         """As PostgresFence.claim."""
         self._ensure_table()
-        self._claim(conn, resource, writer_id, epoch, _KEEP)
+        return self._claim(conn, resource, writer_id, epoch, _KEEP)
 
     def close(self) -> None:
         with self._idle_lock:
@@ -270,7 +344,9 @@ class BlockingPostgresFence:
             conn.close()
 
     @contextlib.contextmanager
-    def _transaction(self, resource: str, writer_id: int, epoch: int, value: object) -> Iterator[psycopg.Connection]:
+    def _transaction(
+        self, resource: str, writer_id: int, epoch: int, value: object
+    ) -> Iterator[tuple[psycopg.Connection, int | None]]:
         check_claim(resource, writer_id, epoch)
         self._ensure_table()
         with self._connect() as conn:
@@ -281,19 +357,24 @@ class BlockingPostgresFence:
                 self._pause(resource, writer_id, epoch)
                 with conn.transaction():
                     conn.execute(*self._sql.upsert(resource, writer_id, epoch, value))
-                    yield conn
+                    yield conn, self._append(conn, resource, writer_id, epoch, value)
                 return
             with conn.transaction():
-                self._claim(conn, resource, writer_id, epoch, value)
-                yield conn
+                yield conn, self._claim(conn, resource, writer_id, epoch, value)
 
-    def _claim(self, conn: psycopg.Connection, resource: str, writer_id: int, epoch: int, value: object) -> None:
+    def _claim(self, conn: psycopg.Connection, resource: str, writer_id: int, epoch: int, value: object) -> int | None:
         check_claim(resource, writer_id, epoch)
         conn.execute(self._sql.insert, (resource,))
         highest, owner = conn.execute(self._sql.lock, (resource,)).fetchone()
         judge(resource, writer_id, epoch, highest, owner, self._planted)
         self._pause(resource, writer_id, epoch)
         conn.execute(*self._sql.update(resource, writer_id, epoch, value))
+        return self._append(conn, resource, writer_id, epoch, value)
+
+    def _append(self, conn: psycopg.Connection, resource: str, writer_id: int, epoch: int, value: object) -> int | None:
+        if self._sql.log is None:
+            return None
+        return conn.execute(*self._sql.appended(resource, writer_id, epoch, value)).fetchone()[0]
 
     def _ensure_table(self) -> None:
         if self._table_ready:
@@ -302,6 +383,9 @@ class BlockingPostgresFence:
             if conn.execute(self._sql.exists).fetchone()[0] is None:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK_KEY,))
                 conn.execute(self._sql.create)
+            if self._sql.log is not None and conn.execute(self._sql.log_exists).fetchone()[0] is None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK_KEY,))
+                conn.execute(self._sql.create_log)
         self._table_ready = True
 
     def _pause(self, resource: str, writer_id: int, epoch: int) -> None:

@@ -7,6 +7,11 @@ writers, in this process or another, are decided one at a time.
         await tx.execute("UPDATE jobs SET last_run = ? WHERE name = 'nightly'", (now,))
 
 BlockingSqliteFence is the same without asyncio; SqliteFence runs it in a thread.
+
+With `log=True` every accepted claim also appends a row to a log table (default bullyproof_fence_log:
+seq, resource, epoch, writer, value, unix_ns) in the same transaction; `write` returns the row's seq
+and `read_log` reads the log back (AcceptedWrite). Writers hold the database's write lock, so seqs
+rise in the order writes were decided.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,12 +29,16 @@ from typing import Any, TypeVar
 from node.client.fencing.base import (
     NEVER_WRITTEN,
     TABLE,
+    AcceptedWrite,
     FenceBug,
     FenceState,
     Hook,
     check_claim,
     check_identifier,
+    check_read_log,
     judge,
+    log_name,
+    no_log,
     planted_bugs,
 )
 
@@ -42,6 +52,7 @@ class BlockingSqliteFence:
     The fence record is a table (`table`, default bullyproof_fence: resource, epoch, writer, value)
     created in that database on first use. `timeout_s` is how long a writer waits for another's
     transaction to end (sqlite3's busy timeout) before sqlite3.OperationalError("database is locked").
+    `log`: True (or a table name) to keep a log of the accepted writes as well (see the module's doc).
     """
 
     def __init__(
@@ -50,11 +61,14 @@ class BlockingSqliteFence:
         *,
         table: str = TABLE,
         timeout_s: float = 5.0,
+        log: bool | str = False,
         _planted: Iterable[FenceBug | str] = (),
         _between_check_and_write: Hook | None = None,
     ) -> None:
         self.path = Path(path)
         self.table = check_identifier(table, "table")
+        log = log_name(log, "table")
+        self.log = None if log is None else check_identifier(log, "log table")
         self.timeout_s = timeout_s
         self._planted = planted_bugs(_planted)
         self._hook = _between_check_and_write
@@ -74,10 +88,31 @@ class BlockingSqliteFence:
         subclass of FencingRefused) on entry if the epoch is not current, having changed nothing."""
         yield from self._transaction(resource, writer_id, epoch, _KEEP)
 
-    def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> None:
-        """Record `value` in the resource's fence record, if the epoch is current (else as transaction)."""
-        for _ in self._transaction(resource, writer_id, epoch, bytes(value)):
+    def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> int | None:
+        """Record `value` in the resource's fence record, if the epoch is current (else as transaction);
+        returns its seq in the log of accepted writes (None without `log`)."""
+        seq: list[int | None] = []
+        for _ in self._transaction(resource, writer_id, epoch, bytes(value), seq):
             pass
+        return seq[0]
+
+    def read_log(self, after_seq: int = 0, limit: int = 1000) -> list[AcceptedWrite]:
+        """The log's accepted writes with seq above `after_seq`, in seq order, at most `limit` of them."""
+        check_read_log(after_seq, limit)
+        if self.log is None:
+            raise no_log(self)
+        with contextlib.closing(self.connect()) as conn:
+            try:
+                rows = conn.execute(
+                    f'SELECT seq, resource, epoch, writer, value, unix_ns FROM "{self.log}"'
+                    " WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+        return [AcceptedWrite(s, r, e, w, None if v is None else bytes(v), t) for s, r, e, w, v, t in rows]
 
     def read(self, resource: str) -> FenceState:
         with contextlib.closing(self.connect()) as conn:
@@ -91,17 +126,21 @@ class BlockingSqliteFence:
                 raise
         return NEVER_WRITTEN if row is None else FenceState(row[0], row[1], None if row[2] is None else bytes(row[2]))
 
-    def claim(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int) -> None:
+    def claim(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int) -> int | None:
         """Check and claim the fence inside a transaction you opened on `conn` (BEGIN IMMEDIATE, so the
-        write lock is yours from the start), before your own write. On StaleEpoch or EpochTaken roll it back."""
-        self._claim(conn, resource, writer_id, epoch, _KEEP)
+        write lock is yours from the start), before your own write. On StaleEpoch or EpochTaken roll it back.
+        Returns the claim's seq in the log of accepted writes (None without `log`)."""
+        return self._claim(conn, resource, writer_id, epoch, _KEEP)
 
     def close(self) -> None:
         """Nothing to close: each transaction has its own connection."""
 
     # ---- inside -----------------------------------------------------------------------------------
 
-    def _transaction(self, resource: str, writer_id: int, epoch: int, value: object) -> Iterator[sqlite3.Connection]:
+    def _transaction(
+        self, resource: str, writer_id: int, epoch: int, value: object, seq: list[int | None] | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        """The fenced transaction; its claim's seq in the log (or None) is appended to `seq`."""
         check_claim(resource, writer_id, epoch)
         with contextlib.closing(self.connect()) as conn:
             try:
@@ -110,10 +149,12 @@ class BlockingSqliteFence:
                     judge(resource, writer_id, epoch, highest, owner, self._planted)
                     self._pause(resource, writer_id, epoch)
                     conn.execute("BEGIN IMMEDIATE")
-                    self._record(conn, resource, writer_id, epoch, value)
+                    claimed = self._record(conn, resource, writer_id, epoch, value)
                 else:
                     conn.execute("BEGIN IMMEDIATE")
-                    self._claim(conn, resource, writer_id, epoch, value)
+                    claimed = self._claim(conn, resource, writer_id, epoch, value)
+                if seq is not None:
+                    seq.append(claimed)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
@@ -121,12 +162,12 @@ class BlockingSqliteFence:
                     conn.execute("ROLLBACK")
                 raise
 
-    def _claim(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int, value: object) -> None:
+    def _claim(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int, value: object) -> int | None:
         check_claim(resource, writer_id, epoch)
         highest, owner = self._current(conn, resource)
         judge(resource, writer_id, epoch, highest, owner, self._planted)
         self._pause(resource, writer_id, epoch)
-        self._record(conn, resource, writer_id, epoch, value)
+        return self._record(conn, resource, writer_id, epoch, value)
 
     def _current(self, conn: sqlite3.Connection, resource: str) -> tuple[int, int]:
         query = f'SELECT epoch, writer FROM "{self.table}" WHERE resource = ?'
@@ -144,7 +185,8 @@ class BlockingSqliteFence:
             row = conn.execute(query, (resource,)).fetchone()
         return (row[0], row[1]) if row else (0, 0)
 
-    def _record(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int, value: object) -> None:
+    def _record(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int, value: object) -> int | None:
+        """Claim the record (and set its value unless _KEEP); append to the log: its seq, or None."""
         if value is _KEEP:
             conn.execute(
                 f'INSERT INTO "{self.table}" (resource, epoch, writer) VALUES (?, ?, ?) ON CONFLICT (resource)'
@@ -158,6 +200,17 @@ class BlockingSqliteFence:
                 " value = excluded.value",
                 (resource, epoch, writer_id, value),
             )
+        if self.log is None:
+            return None
+        conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{self.log}" (seq INTEGER PRIMARY KEY AUTOINCREMENT,'
+            " resource TEXT NOT NULL, epoch INTEGER NOT NULL, writer INTEGER NOT NULL, value BLOB,"
+            " unix_ns INTEGER NOT NULL)"
+        )
+        return conn.execute(
+            f'INSERT INTO "{self.log}" (resource, epoch, writer, value, unix_ns) VALUES (?, ?, ?, ?, ?)',
+            (resource, epoch, writer_id, None if value is _KEEP else value, time.time_ns()),
+        ).lastrowid
 
     def _pause(self, resource: str, writer_id: int, epoch: int) -> None:
         if self._hook is not None:
@@ -193,11 +246,14 @@ class SqliteFence:
     def __repr__(self) -> str:
         return f"SqliteFence({str(self.blocking.path)!r})"
 
-    async def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> None:
-        await asyncio.to_thread(self.blocking.write, resource, writer_id, epoch, value)
+    async def write(self, resource: str, writer_id: int, epoch: int, value: bytes) -> int | None:
+        return await asyncio.to_thread(self.blocking.write, resource, writer_id, epoch, value)
 
     async def read(self, resource: str) -> FenceState:
         return await asyncio.to_thread(self.blocking.read, resource)
+
+    async def read_log(self, after_seq: int = 0, limit: int = 1000) -> list[AcceptedWrite]:
+        return await asyncio.to_thread(self.blocking.read_log, after_seq, limit)
 
     async def apply(self, resource: str, writer_id: int, epoch: int, fn: Callable[[sqlite3.Connection], T]) -> T:
         """fn(connection) in a fenced transaction, all in one worker thread: the check and claim, then
@@ -245,8 +301,8 @@ class SqliteFence:
         finally:
             thread.shutdown(wait=False)
 
-    async def claim(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int) -> None:
-        await asyncio.to_thread(self.blocking.claim, conn, resource, writer_id, epoch)
+    async def claim(self, conn: sqlite3.Connection, resource: str, writer_id: int, epoch: int) -> int | None:
+        return await asyncio.to_thread(self.blocking.claim, conn, resource, writer_id, epoch)
 
     async def close(self) -> None:
         self.blocking.close()
