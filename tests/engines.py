@@ -181,7 +181,7 @@ class Podman(Engine):
 
 
 class Docker(Engine):
-    """The test's own dockerd, driven by `docker compose`: the README's commands as a user types them
+    """The test's own dockerd, driven by `docker compose`: docs/compose.md's commands as a user types them
     (`docker compose up -d --build` builds both images, Docker runs the healthchecks)."""
 
     name = "docker"

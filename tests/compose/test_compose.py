@@ -6,7 +6,7 @@ The compose file is rendered by the same generator as the committed one (only th
 the image tag and the build context differ, so that runs never collide), and every fault goes
 through the `bullyproof ... --compose` CLI a user would type, in the file's directory: the container
 engine for process faults, the published Toxiproxy API for network faults. On Docker the commands
-are README's, word for word (`docker compose up -d --build`, `docker compose restart node3`,
+are docs/compose.md's, word for word (`docker compose up -d --build`, `docker compose restart node3`,
 `docker compose down -v`). Each step's wall time is printed.
 
 Each engine's API server is the test's own, stopped by pid afterwards: `podman system service` on a
@@ -249,7 +249,7 @@ def up_and_healthy(project: Project) -> None:
     wanted = {"store", "toxiproxy", *(f"node{i}" for i in range(1, NODES + SPARES + 1))}
     with HealthPump(project, wanted) as pump:
         # The certs copy first; store and toxiproxy healthy before the nodes (Docker: `up -d --build`,
-        # README's line, so both images are built again, from the cache).
+        # docs/compose.md's line, so both images are built again, from the cache).
         project.compose(*project.engine.up, timeout_s=1500)
         wait_for(lambda: pump.healthy >= wanted, AGREE_TIMEOUT_S, 0.2, what=f"every service healthy ({sorted(wanted)})")
 
@@ -415,7 +415,7 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     after_log = steps.run("restart of the store", restart_store)
     assert after_log[: len(logged)] == logged
 
-    # README's `docker compose restart node3`: a stop and a start of the same container, whose promise
+    # docs/compose.md's `docker compose restart node3`: a stop and a start of the same container, whose promise
     # comes back from its volume.
     before = get_status(clients(record)[3], 2.0)
     assert not isinstance(before, str) and before.promised_epoch > 0, before
