@@ -6,10 +6,11 @@ API server, started for the test and stopped by pid:
 * Docker Engine (Debian's docker.io: dockerd 20.10, overlay2, runc), driven by the Docker Compose CLI
   plugin (`docker compose`, .ci/install-compose-plugin): the test's own dockerd, with its own socket
   and exec root in a short temporary directory, and a data root kept under .tools/docker, so the base
-  images loaded into it and the classic builder's cache survive between runs. Only one dockerd uses
-  that data root at a time (a lock beside it; its pidfile there too, so dockerd itself refuses to
-  start while one from an earlier run is still alive). Its bridge (docker0) and iptables rules are the
-  engine's own; only 127.0.0.1 is published.
+  images loaded into it and the classic builder's cache survive between runs. Its bridge (docker0),
+  address pools and iptables chains are the engine's defaults, which two dockerds on one machine
+  would share: so one such test runs at a time on the machine (a lock in /run/lock), none where a
+  system dockerd already answers, and dockerd's pidfile sits beside the data root, so it refuses to
+  start while one from an earlier, killed run is still alive. Only 127.0.0.1 is published.
 
 No registry is reachable: .ci/install-containers builds the base images with podman, and the Docker
 variant loads them into its dockerd (`podman save | docker load`) whenever podman's differ.
@@ -42,7 +43,9 @@ GO_IMAGE = next(
 SETUP_HINT = "make containers (.ci/install-containers, as root on Debian) sets them up"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-DOCKERD_LOCK_WAIT_S = 900.0  # another test run's dockerd on the same data root
+DOCKERD_LOCK_WAIT_S = 900.0  # another test run's dockerd on this machine
+DOCKERD_LOCK = Path("/run/lock" if Path("/run/lock").is_dir() else tempfile.gettempdir()) / "bullyproof-dockerd.lock"
+SYSTEM_DOCKER_SOCKET = Path("/var/run/docker.sock")
 
 
 class Unavailable(Exception):
@@ -219,6 +222,15 @@ class Docker(Engine):
             )
         if os.geteuid() != 0:
             raise Unavailable("not root, so this test cannot start its own dockerd")
+        if SYSTEM_DOCKER_SOCKET.exists():
+            system = subprocess.run(
+                ["docker", "--host", f"unix://{SYSTEM_DOCKER_SOCKET}", "version"], capture_output=True, timeout=30
+            )
+            if system.returncode == 0:
+                raise Unavailable(
+                    f"a dockerd already answers on {SYSTEM_DOCKER_SOCKET}; this test starts its own, whose bridge "
+                    "and address pools would clash with it"
+                )
         for image in (PYTHON_IMAGE, GO_IMAGE):
             if subprocess.run(["podman", "image", "exists", image]).returncode != 0:
                 raise AssertionError(f"image {image} is missing: run .ci/install-containers (make containers)")
@@ -239,7 +251,7 @@ class Docker(Engine):
         return self
 
     def _take_lock(self) -> None:
-        self.lock = os.open(self.home / "dockerd.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        self.lock = os.open(DOCKERD_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
         deadline = time.monotonic() + DOCKERD_LOCK_WAIT_S
         while True:
             try:
@@ -250,7 +262,7 @@ class Docker(Engine):
                     os.close(self.lock)
                     self.lock = None
                     raise RuntimeError(
-                        f"another test run's dockerd kept {self.home} for {DOCKERD_LOCK_WAIT_S:.0f} s"
+                        f"another test run's dockerd held {DOCKERD_LOCK} for {DOCKERD_LOCK_WAIT_S:.0f} s"
                     ) from None
                 time.sleep(1)
 
