@@ -26,8 +26,9 @@ browser:
 databases:
 	bash .ci/install-databases
 
-# Containers for the compose test: podman, docker-compose, and base images built here (no registry is
-# reachable). Idempotent; where containers cannot be set up it says why, and the compose test skips.
+# Containers for the compose test: podman with docker-compose, Docker Engine with the Compose CLI plugin
+# (built with Go), and base images built here (no registry is reachable). Idempotent; where containers
+# cannot be set up it says why, and the compose test skips.
 containers: tools
 	bash .ci/install-containers
 

@@ -1,16 +1,20 @@
-"""docker-compose.yml, for real: build, up, leader, failover, partition, restart, down, in containers.
+"""docker-compose.yml, for real: build, up, leader, failover, partition, restart, down, in containers,
+on each engine (tests/engines.py): podman driven by Debian's docker-compose 1.29, and Docker Engine
+driven by the Docker Compose CLI plugin. Where one cannot run here, its variant skips and says why.
 
 The compose file is rendered by the same generator as the committed one (only the published ports,
 the image tag and the build context differ, so that runs never collide), and every fault goes
-through the `bullyproof ... --compose FILE` CLI a user would type: the container engine for process
-faults, the published Toxiproxy API for network faults. Each step's wall time is printed.
+through the `bullyproof ... --compose` CLI a user would type, in the file's directory: the container
+engine for process faults, the published Toxiproxy API for network faults. On Docker the commands
+are docs/compose.md's, word for word (`docker compose up -d --build`, `docker compose restart node3`,
+`docker compose down -v`). Each step's wall time is printed.
 
-Debian's docker-compose drives podman over podman's Docker-compatible API socket: the test starts its
-own `podman system service` on a private socket (by pid, stopped afterwards). Podman schedules
-healthchecks with systemd timers; these machines have no systemd, so `HealthPump` runs them
-(`podman healthcheck run`) as those timers would while compose waits on `service_healthy`. Every
-name the test creates starts with bp-test-<pid>: the compose project (its containers, network and
-volumes) and the image tag.
+Each engine's API server is the test's own, stopped by pid afterwards: `podman system service` on a
+private socket, or a dockerd on its own socket and data root. Podman schedules healthchecks with
+systemd timers; these machines have no systemd, so `HealthPump` runs them (`podman healthcheck run`)
+as those timers would while compose waits on `service_healthy`; Docker runs its own. Every name the
+test creates starts with bp-test-<pid>: the compose project (its containers, network and volumes) and
+the image tag.
 
 Mutual TLS is on, as in the committed file: the fixture makes certs/ beside the compose file as
 `bullyproof compose` does, the certs service copies each process's own files into its volume, and the
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -53,106 +56,31 @@ from node.launcher.compose import (
 from node.launcher.ports import free_port
 from node.observer import get_status, views_of
 from node.tls import make_cluster_certs
+from tests.engines import Docker, Engine, Podman, Unavailable
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
-ENGINE = "podman"
-COMPOSE = "docker-compose"
 TOXIPROXY_IMAGE = f"bullyproof-toxiproxy:{TOXIPROXY_VERSION}"
-SETUP_HINT = "make containers (.ci/install-containers, as root on Debian) sets them up"
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
-def containers_unavailable() -> str | None:
-    """Why containers cannot run on this machine, or None if they can."""
-    unavailable = ROOT / ".tools" / "containers-unavailable"  # .ci/install-containers says why it could not
-    if unavailable.exists():
-        return f"containers are not set up here: {unavailable.read_text().strip()} (.ci/install-containers)"
-    for tool in (ENGINE, COMPOSE):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed, so containers cannot run here ({SETUP_HINT})"
-    if subprocess.run([ENGINE, "image", "exists", TOXIPROXY_IMAGE]).returncode != 0:
-        return None  # podman works but the set-up did not finish: that is a failure, not a skip (see setup_error)
-    probe = subprocess.run(
-        [ENGINE, "run", "--rm", "--network", "none", TOXIPROXY_IMAGE, "-version"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if probe.returncode != 0:
-        return f"containers cannot run here: `{ENGINE} run` failed: {_last_line(probe.stderr)} ({SETUP_HINT})"
-    return None
-
-
-def setup_error() -> str | None:
-    for image in ("python:3.11-slim", TOXIPROXY_IMAGE):
-        if subprocess.run([ENGINE, "image", "exists", image]).returncode != 0:
-            return f"image {image} is missing: run .ci/install-containers (make containers)"
-    return None
-
-
-class ApiService:
-    """`podman system service` on a private unix socket: the Docker API docker-compose talks to."""
-
-    def __init__(self, directory: Path) -> None:
-        self.socket = directory / "podman.sock"
-        self.log = directory / "podman-service.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ApiService:
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [ENGINE, "system", "service", "--time=0", f"unix://{self.socket}"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while not self.socket.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"podman system service did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        return self
-
-    @property
-    def docker_host(self) -> str:
-        return f"unix://{self.socket}"
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
 
 
 @dataclass
 class Project:
-    """One compose project: its file, its name, and the environment compose and the CLI run with."""
+    """One compose project: its file, its name, its engine, and the environment they all run with."""
 
     name: str
     file: Path
-    api: ApiService
+    engine: Engine
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "DOCKER_HOST": self.api.docker_host,
-            "COMPOSE_PROJECT_NAME": self.name,
-            "BULLYPROOF_CONTAINER_ENGINE": ENGINE,
-        }
+        return {**self.engine.env, "COMPOSE_PROJECT_NAME": self.name}
 
     def compose(self, *args: str, timeout_s: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The compose CLI as a user types it in the file's directory (the project's name from the
+        environment): `docker compose up -d --build`, `docker-compose restart store`, ..."""
         done = subprocess.run(
-            [COMPOSE, "--no-ansi", "-f", str(self.file), "-p", self.name, *args],
+            [*self.engine.compose_cli, *args],
             env=self.env,
             cwd=self.file.parent,
             capture_output=True,
@@ -161,26 +89,25 @@ class Project:
         )
         if check and done.returncode != 0:
             raise AssertionError(
-                f"{COMPOSE} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+                f"{' '.join(self.engine.compose_cli)} {' '.join(args)} failed ({done.returncode}):\n"
+                f"{done.stdout}\n{done.stderr}"
             )
         return done
 
+    def run(self, *args: str, timeout_s: float = 120) -> str:
+        """The engine's own CLI (podman ..., docker ...); its output."""
+        return self.engine.run(*args, timeout_s=timeout_s).stdout
+
     def containers(self, stopped_too: bool = True) -> dict[str, str]:
         """service -> container id, for every container of the project (or only the running ones)."""
-        out = subprocess.run(
-            [
-                ENGINE,
-                "ps",
-                *(["-a"] if stopped_too else []),
-                "--filter",
-                f"label=com.docker.compose.project={self.name}",
-                "--format",
-                '{{.ID}} {{index .Labels "com.docker.compose.service"}}',
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        out = self.run(
+            "ps",
+            *(["-a"] if stopped_too else []),
+            "--filter",
+            f"label=com.docker.compose.project={self.name}",
+            "--format",
+            "{{.ID}} " + self.engine.label("com.docker.compose.service"),
+        )
         return {service: cid for cid, service in (line.split() for line in out.splitlines() if line.strip())}
 
     def leftovers(self) -> dict[str, list[str]]:
@@ -188,8 +115,7 @@ class Project:
         label = f"label=com.docker.compose.project={self.name}"
 
         def names(*cmd: str) -> list[str]:
-            out = subprocess.run([ENGINE, *cmd], capture_output=True, text=True, check=True).stdout
-            return [line for line in out.split() if line]
+            return [line for line in self.run(*cmd).split() if line]
 
         return {
             "containers": names("ps", "-a", "--filter", label, "--format", "{{.Names}}"),
@@ -199,8 +125,9 @@ class Project:
 
 
 class HealthPump:
-    """Runs the healthcheck of every `wanted` container not yet healthy once a second (podman without
-    systemd never schedules them) and remembers which passed, until stopped."""
+    """Once a second until stopped, asks the engine which of the `wanted` containers not yet seen
+    healthy are healthy now, and remembers them (podman runs their healthchecks then, as systemd's
+    timers would; Docker runs its own and reports them)."""
 
     def __init__(self, project: Project, wanted: set[str], interval_s: float = 1.0) -> None:
         self.project = project
@@ -220,33 +147,35 @@ class HealthPump:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            checks = {
-                service: subprocess.Popen(
-                    [ENGINE, "healthcheck", "run", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
-                for service, cid in self.project.containers().items()
-                if service in self.wanted and service not in self.healthy
-            }
-            for service, check in checks.items():
-                if check.wait() == 0:
-                    self.healthy.add(service)
+            try:
+                pending = {
+                    cid: service
+                    for service, cid in self.project.containers().items()
+                    if service in self.wanted and service not in self.healthy
+                }
+                self.healthy |= {pending[cid] for cid in self.project.engine.healthy(list(pending))}
+            except AssertionError as error:  # a container going away as we ask: ask again
+                print(f"health pump: {error}", flush=True)
             self._stop.wait(self.interval_s)
 
 
-@pytest.fixture(scope="module")
-def api_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiService]:
-    reason = containers_unavailable()
-    if reason:
-        print(f"\ncompose test skipped: {reason}", flush=True)
-        pytest.skip(reason)
-    error = setup_error()
-    if error:
-        pytest.fail(error)
-    service = ApiService(tmp_path_factory.mktemp("podman")).start()
+@pytest.fixture(scope="module", params=["podman", "docker"])
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """The engine's own API server, for this module's test; skips, saying why, where it cannot run."""
     try:
-        yield service
+        if request.param == "podman":
+            started: Engine = Podman(tmp_path_factory.mktemp("podman"), TOXIPROXY_IMAGE).start()
+        else:
+            started = Docker().start()
+    except Unavailable as reason:
+        print(f"\ncompose test on {request.param} skipped: {reason}", flush=True)
+        pytest.skip(str(reason))
+    except AssertionError as error:  # containers can run, but the set-up did not finish
+        pytest.fail(str(error))
+    try:
+        yield started
     finally:
-        service.stop()
+        started.stop()
 
 
 NODES = 5
@@ -255,7 +184,7 @@ AGREE_TIMEOUT_S = 60.0  # containers start slower than processes, and the machin
 
 
 @pytest.fixture(scope="module")
-def project(api_service: ApiService, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+def project(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     name = f"bp-test-{os.getpid()}"
     directory = tmp_path_factory.mktemp("compose")
     ids = list(range(1, NODES + SPARES + 1))
@@ -270,20 +199,16 @@ def project(api_service: ApiService, tmp_path_factory: pytest.TempPathFactory) -
     )
     write_files(cc, directory / "docker-compose.yml")
     assert ensure_certs(cc, directory / "docker-compose.yml")  # as `bullyproof compose` does: certs/ beside the file
-    proj = Project(name, directory / "docker-compose.yml", api_service)
+    proj = Project(name, directory / "docker-compose.yml", engine)
     try:
         yield proj
     finally:
-        subprocess.run(
-            ["docker-compose", "--no-ansi", "-f", str(proj.file), "-p", name, "down", "-v", "--timeout", "5"],
-            env=proj.env,
-            cwd=directory,
-            capture_output=True,
-            timeout=300,
-        )
-        subprocess.run([ENGINE, "rmi", f"bullyproof:{name}"], capture_output=True, timeout=120)  # layers stay cached
+        proj.compose("down", "-v", "--timeout", "5", timeout_s=300, check=False)
+        # The tag only: the layers stay as the next build's cache (Docker's classic builder keeps its cache
+        # in the parent images, which a plain rmi would delete with it).
+        engine.run("rmi", *(["--no-prune"] if engine.name == "docker" else []), f"bullyproof:{name}", check=False)
         # Each build leaves its untagged build stage behind as the next build's cache; a day's worth is plenty.
-        subprocess.run([ENGINE, "image", "prune", "--force", "--filter", "until=24h"], capture_output=True, timeout=300)
+        engine.run("image", "prune", "--force", "--filter", "until=24h", timeout_s=300, check=False)
 
 
 class Steps:
@@ -323,7 +248,9 @@ def clients(record: dict[str, Any], exclude: set[int] = frozenset()) -> dict[int
 def up_and_healthy(project: Project) -> None:
     wanted = {"store", "toxiproxy", *(f"node{i}" for i in range(1, NODES + SPARES + 1))}
     with HealthPump(project, wanted) as pump:
-        project.compose("up", "-d")  # the certs copy first; store and toxiproxy healthy before the nodes
+        # The certs copy first; store and toxiproxy healthy before the nodes (Docker: `up -d --build`,
+        # docs/compose.md's line, so both images are built again, from the cache).
+        project.compose(*project.engine.up, timeout_s=1500)
         wait_for(lambda: pump.healthy >= wanted, AGREE_TIMEOUT_S, 0.2, what=f"every service healthy ({sorted(wanted)})")
 
 
@@ -332,8 +259,9 @@ def ask_every_node(project: Project, record: dict[str, Any]) -> tuple[int, int]:
 
     def agreed() -> dict[str, Any] | None:
         done = subprocess.run(
-            [sys.executable, "-m", "node.cli", "leader", "--compose", str(project.file)],
+            [sys.executable, "-m", "node.cli", "leader", "--compose"],
             env={**project.env, "PYTHONPATH": str(ROOT)},
+            cwd=project.file.parent,
             capture_output=True,
             text=True,
             timeout=60,
@@ -355,22 +283,24 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     record = read_compose_file(project.file)
 
     # Before `up`: one clear line, for the engine too.
-    err = bullyproof(project, "leader", "--compose", str(project.file), expect=2).stderr
+    err = bullyproof(project, "leader", "--compose", expect=2).stderr
     assert "is not up" in err and len(err.strip().splitlines()) == 1, err
-    err = bullyproof(project, "kill", "3", "--compose", str(project.file), expect=2).stderr
-    assert f"{ENGINE}: no container of service node3" in err, err
+    err = bullyproof(project, "kill", "3", "--compose", expect=2).stderr
+    assert f"{project.engine.name}: no container of service node3" in err, err
 
-    steps.run("build", project.compose, "build", CERTS_SERVICE, timeout_s=1500)  # the first service to run the image
-    image = f"bullyproof:{project.name}"
-    check_image(image, project.env)
-
+    if "--build" not in project.engine.up:  # docker-compose on podman: the image first (Toxiproxy's is the set-up's)
+        steps.run("build", project.compose, "build", CERTS_SERVICE, timeout_s=1500)  # the first service to run it
+    # On Docker, `up -d --build` builds both images first.
     steps.run("without certs/: nothing starts, one line says why", up_without_certificates, project)
+    check_image(f"bullyproof:{project.name}", project)
     steps.run("up to healthy", up_and_healthy, project)
-    networks = {service: _networks(cid) for service, cid in project.containers().items()}
+    networks = {service: _networks(project, cid) for service, cid in project.containers().items()}
     assert networks.pop(CERTS_SERVICE) in ((), ("none",)), networks  # the one-shot copy has no network at all
     assert set(networks.values()) == {(f"{project.name}_default",)}, networks  # only the project's own network
     steps.run("mutual TLS on every published port", check_tls, project, record)
     steps.run("first agreed leader", ask_every_node, project, record)
+    status = json.loads(bullyproof(project, "status", "--compose").stdout)
+    assert {k: v["node_id"] for k, v in status.items()} == {str(i): i for i in range(1, NODES + SPARES + 1)}, status
     # Bully: the highest id leads, at once or (if its container started late) after its preemption hold-down.
     leader, epoch = steps.run(
         "highest id leads",
@@ -383,7 +313,7 @@ def test_compose_cluster_in_containers(project: Project) -> None:
 
     # Failover: kill the leader's container.
     def failover() -> tuple[int, int]:
-        bullyproof(project, "kill", str(leader), "--compose", str(project.file))
+        bullyproof(project, "kill", str(leader), "--compose")
         return wait_for_agreement(
             clients(record), AGREE_TIMEOUT_S, exclude={leader}, differs_from=(leader, epoch), interval_s=0.05
         )
@@ -394,7 +324,7 @@ def test_compose_cluster_in_containers(project: Project) -> None:
 
     # Crash-restart it: it rejoins, and after its hold-down the highest id leads again.
     def rejoin() -> tuple[int, int]:
-        bullyproof(project, "restart", str(leader), "--compose", str(project.file))
+        bullyproof(project, "restart", str(leader), "--compose")
         return wait_for(lambda: _agreed_on(record, leader), AGREE_TIMEOUT_S, 0.1, what=f"node {leader} to lead again")
 
     leader, epoch = steps.run("restart of the killed leader, leading again", rejoin)
@@ -412,7 +342,6 @@ def test_compose_cluster_in_containers(project: Project) -> None:
             "/",
             ",".join(map(str, majority)),
             "--compose",
-            str(project.file),
         )
         wait_for(
             lambda: _role(record, leader) not in (None, pb.ROLE_LEADER),
@@ -428,7 +357,7 @@ def test_compose_cluster_in_containers(project: Project) -> None:
         "partition: majority elects", wait_for_agreement, clients(record, exclude=set(minority)), AGREE_TIMEOUT_S
     )
     assert side_leader in majority and side_epoch > epoch
-    bullyproof(project, "chaos", "heal", "--compose", str(project.file))
+    bullyproof(project, "chaos", "heal", "--compose")
     leader, epoch = steps.run(
         "heal: all agree, highest leads",
         wait_for,
@@ -446,7 +375,7 @@ def test_compose_cluster_in_containers(project: Project) -> None:
 
     def restart_follower() -> pb.NodeStatus:
         t0 = time.monotonic()
-        bullyproof(project, "restart", str(follower), "--compose", str(project.file))
+        bullyproof(project, "restart", str(follower), "--compose")
 
         def fresh() -> pb.NodeStatus | None:
             st = get_status(clients(record)[follower], 1.0)
@@ -456,7 +385,7 @@ def test_compose_cluster_in_containers(project: Project) -> None:
 
     steps.run("restart of a follower", restart_follower)
     # Its boot line says which promise it read back from its volume (a lost volume would read epoch 0).
-    boots = _boot_promises(project.containers()[f"node{follower}"])
+    boots = _boot_promises(project, project.containers()[f"node{follower}"])
     assert len(boots) == 2, boots  # the same container: started by `up`, then by `restart`
     assert boots[-1]["epoch"] >= before.promised_epoch > 0 and boots[-1]["leader_id"], boots
     if boots[-1]["epoch"] == before.promised_epoch:
@@ -465,9 +394,9 @@ def test_compose_cluster_in_containers(project: Project) -> None:
 
     # Pause a follower's container (the cgroup freezer): it answers nothing until resumed.
     def pause_and_resume() -> None:
-        bullyproof(project, "pause", "3", "--compose", str(project.file))
+        bullyproof(project, "pause", "3", "--compose")
         assert views_of({3: clients(record)[3]}, 0.3)[3] is None
-        bullyproof(project, "resume", "3", "--compose", str(project.file))
+        bullyproof(project, "resume", "3", "--compose")
         wait_for_agreement(clients(record), AGREE_TIMEOUT_S)
 
     steps.run("pause and resume a follower", pause_and_resume)
@@ -486,14 +415,29 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     after_log = steps.run("restart of the store", restart_store)
     assert after_log[: len(logged)] == logged
 
+    # docs/compose.md's `docker compose restart node3`: a stop and a start of the same container, whose promise
+    # comes back from its volume.
+    before = get_status(clients(record)[3], 2.0)
+    assert not isinstance(before, str) and before.promised_epoch > 0, before
+    steps.run("compose restart node3", project.compose, "restart", "node3")
+    node3 = project.containers()["node3"]
+    boots = wait_for(
+        lambda: (b := _boot_promises(project, node3)) and len(b) >= 2 and b,
+        AGREE_TIMEOUT_S,
+        0.2,
+        what="node 3's second boot line",
+    )
+    assert len(boots) == 2 and boots[-1]["epoch"] >= before.promised_epoch, boots
+    wait_for_agreement(clients(record), AGREE_TIMEOUT_S)
+
     # Grow through the protocol: the spare joins as a learner and is promoted; then shrink back.
     spare = NODES + SPARES
 
     def grow_and_shrink() -> None:
-        grown = json.loads(bullyproof(project, "member", "add", str(spare), "--compose", str(project.file)).stdout)
+        grown = json.loads(bullyproof(project, "member", "add", str(spare), "--compose").stdout)
         assert grown["configuration"]["voters"] == list(range(1, spare + 1)), grown
         wait_for_agreement(clients(record), AGREE_TIMEOUT_S)
-        shrunk = json.loads(bullyproof(project, "member", "remove", str(spare), "--compose", str(project.file)).stdout)
+        shrunk = json.loads(bullyproof(project, "member", "remove", str(spare), "--compose").stdout)
         assert shrunk["configuration"]["voters"] == list(range(1, NODES + 1)), shrunk
 
     steps.run("member add and remove through the protocol", grow_and_shrink)
@@ -502,7 +446,7 @@ def test_compose_cluster_in_containers(project: Project) -> None:
     steps.run("rotate certificates without a restart", rotate_certificates, project, record)
     wait_for_agreement(clients(record), AGREE_TIMEOUT_S)  # and the cluster agrees on as before
 
-    steps.run("down -v", project.compose, "down", "-v", "--timeout", "5")
+    steps.run(" ".join(project.engine.down), project.compose, *project.engine.down)
     assert project.leftovers() == {"containers": [], "volumes": [], "networks": []}
     print("compose steps (s): " + json.dumps({k: round(v, 1) for k, v in steps.seconds.items()}), flush=True)
 
@@ -514,12 +458,13 @@ def up_without_certificates(project: Project) -> None:
     away = certs.with_name("certs.away")
     certs.rename(away)
     try:
-        done = project.compose("up", "-d", check=False)
+        done = project.compose(*project.engine.up, check=False, timeout_s=1500)
         assert done.returncode != 0, done
         containers = project.containers()
-        # docker-compose 1.29's words for a dependency that did not complete successfully:
-        assert f'Container "{containers[CERTS_SERVICE][:12]}" exited with code 2' in done.stderr, done.stderr
-        logs = subprocess.run([ENGINE, "logs", containers[CERTS_SERVICE]], capture_output=True, text=True, check=True)
+        assert CERTS_SERVICE in containers, f"no certs container: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        # compose's words for a dependency that did not complete successfully (exit 2)
+        assert project.engine.certs_failed(done, containers[CERTS_SERVICE]), (done.stdout, done.stderr)
+        logs = project.engine.run("logs", containers[CERTS_SERVICE])
         assert (logs.stdout + logs.stderr).strip() == (
             "bullyproof: error: no ca.pem in /host-certs: make the certificates "
             "first (bullyproof certs init --nodes N --dir DIR, or bullyproof "
@@ -539,12 +484,7 @@ def check_tls(project: Project, record: dict[str, Any]) -> None:
     image's user) and never the CA's; the published ports refuse plaintext and another CA's
     certificate, and answer the cluster's read-only client as the CLI would."""
     containers = project.containers()
-    exit_code = subprocess.run(
-        [ENGINE, "inspect", "--format", "{{.State.ExitCode}}", containers[CERTS_SERVICE]],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    exit_code = project.run("inspect", "--format", "{{.State.ExitCode}}", containers[CERTS_SERVICE]).strip()
     assert exit_code == "0", exit_code
     script = (
         "import os, json\n"
@@ -552,18 +492,12 @@ def check_tls(project: Project, record: dict[str, Any]) -> None:
         " for n in sorted(os.listdir('/certs'))}))\n"
     )
     for service, holder in [("store", "store"), ("node1", "node-1"), (f"node{NODES}", f"node-{NODES}")]:
-        done = subprocess.run(
-            [ENGINE, "exec", containers[service], "python3", "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        assert json.loads(done.stdout) == {
+        out = project.run("exec", containers[service], "python3", "-c", script, timeout_s=60)
+        assert json.loads(out) == {
             "ca.pem": ["0o644", 10001],
             f"{holder}.key": ["0o600", 10001],
             f"{holder}.pem": ["0o644", 10001],
-        }, (service, done.stdout)
+        }, (service, out)
 
     node, store = record["nodes"][0]["client_address"], record["store"]["address"]
     for address in (node, store):
@@ -629,7 +563,7 @@ def rotate_certificates(project: Project, record: dict[str, Any]) -> None:
     )
 
 
-def check_image(image: str, env: dict[str, str]) -> None:
+def check_image(image: str, project: Project) -> None:
     """Non-root, no build tools, and exactly the pinned dependencies (requirements.lock) plus the project."""
     script = (
         "import importlib.metadata as m, os, shutil\n"
@@ -637,14 +571,8 @@ def check_image(image: str, env: dict[str, str]) -> None:
         "print(sorted(t for t in ('pip', 'pip3', 'gcc', 'cc', 'make', 'apt-get') if shutil.which(t) and t != 'apt-get'))\n"
         "print('\\n'.join(sorted(f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions())))\n"
     )
-    done = subprocess.run(
-        [ENGINE, "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    uid, tools, *installed = done.stdout.splitlines()
+    out = project.run("run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", script)
+    uid, tools, *installed = out.splitlines()
     assert uid == "10001"
     assert tools == "[]", f"build tools in the final image: {tools}"
     lock = sorted(
@@ -653,12 +581,7 @@ def check_image(image: str, env: dict[str, str]) -> None:
         if line and not line.startswith("#")
     )
     assert [p for p in installed if not p.startswith("bullyproof==")] == lock
-    toxiproxy_user = subprocess.run(
-        [ENGINE, "image", "inspect", "--format", "{{.Config.User}}", f"bullyproof-toxiproxy:{TOXIPROXY_VERSION}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    toxiproxy_user = project.run("image", "inspect", "--format", "{{.Config.User}}", TOXIPROXY_IMAGE).strip()
     assert toxiproxy_user and not toxiproxy_user.startswith(("0", "root")), toxiproxy_user
 
 
@@ -672,20 +595,17 @@ def _agreed_on(record: dict[str, Any], node: int) -> tuple[int, int] | None:
     return agreed if agreed and agreed[0] == node else None
 
 
-def _boot_promises(container: str) -> list[dict[str, int]]:
+def _boot_promises(project: Project, container: str) -> list[dict[str, int]]:
     """The promise each start of the node in `container` loaded (its JSON "boot" log lines)."""
-    out = subprocess.run([ENGINE, "logs", container], capture_output=True, text=True, check=True).stdout
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    logs = project.engine.run("logs", container)
+    lines = [json.loads(line) for line in (logs.stdout + logs.stderr).splitlines() if line.startswith("{")]
     return [line["promise"] for line in lines if line.get("msg") == "boot"]
 
 
-def _networks(container: str) -> tuple[str, ...]:
-    out = subprocess.run(
-        [ENGINE, "inspect", "--format", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}", container],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+def _networks(project: Project, container: str) -> tuple[str, ...]:
+    out = project.run(
+        "inspect", "--format", "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}", container
+    )
     return tuple(sorted(out.split()))
 
 
