@@ -5,9 +5,9 @@ RPC or field is fuzzed without new code. Each RPC gets BULLYPROOF_FUZZ_REQUESTS 
 default; batches of 100, sent at once), and they must have covered the request type
 (protofuzz.coverage_goals): every field set and unset, every hinted value and some other value of a
 hinted field, unknown fields. Over ten seeds, 5,000 requests met every goal at least 177 times
-(10,000 were the default before; they bought no coverage these lack). For every request: the processes are alive afterwards, and
-the status is OK or one that says what was wrong (never UNKNOWN, INTERNAL, or a hang). Beyond that,
-per kind of RPC:
+(10,000 were the default before; they bought no coverage these lack). For every request: the
+processes are alive afterwards, and the status is OK or one that says what was wrong (never UNKNOWN,
+INTERNAL, or a hang). Beyond that, per kind of RPC:
 
 * Peer: every message goes to a "noisy" cluster, valid ones too: a message from a fake sender can
   move a node today (no authentication yet; mTLS will refuse it), so there the cluster is judged

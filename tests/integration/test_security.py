@@ -218,12 +218,12 @@ def test_a_node_refuses_to_start_without_usable_certificates(secure, extra, word
 
 def test_the_health_command_takes_certificates(secure):
     address = secure.spec.node(1).client_address
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "node.cli", "health", address, *a],  # noqa: E731
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+
+    def run(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "node.cli", "health", address, *a], capture_output=True, text=True, timeout=30
+        )
+
     ok = run("--certs", str(certs(secure)))
     assert ok.returncode == 0 and ok.stdout.strip() == "SERVING", ok.stderr
     plain = run("--insecure")
