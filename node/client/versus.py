@@ -16,6 +16,8 @@ Parts (each can be skipped with --skip):
 * sizes: quorum failover as n grows, at the first setting, a third of the kills per point.
 * query: GetLeader on a leader and a follower under ghz (a Go load generator, its own process).
 * suite: the chaos suite's wall time, `pytest tests/chaos -n 0` against `-n 2` (long).
+* false-alarms: nothing killed; etcd and bullyproof at once, every link slowed and stalled through one
+  Toxiproxy: leader changes and time without an agreed leader (node.client.false_alarms).
 
 The tools come from the set-up step (the CLI hands in chaos.tools, which installs etcd-server with
 apt-get and ghz with `go install` at a pinned version); --quick skips those not installed.
@@ -48,7 +50,7 @@ from typing import Any
 import grpc
 
 from node.channels import observer_channel
-from node.client import grpc_floor
+from node.client import false_alarms, grpc_floor
 from node.client.bench import failover_samples, kill_loop, summary_ms
 from node.core import mode_names
 from node.launcher.cluster import (
@@ -65,7 +67,7 @@ from node.launcher.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "proto" / "bullyproof" / "v1" / "bullyproof.proto"
-PARTS = ("failover", "cold-start", "idle", "sizes", "query", "suite")
+PARTS = ("failover", "cold-start", "idle", "sizes", "query", "suite", false_alarms.PART)
 DEFAULT_SETTINGS = ((100, 500), (100, 1000), (50, 500))
 DEFAULT_SIZES = (3, 5, 9, 15, 25)
 NODES = 5
@@ -878,6 +880,7 @@ def markdown(result: dict) -> str:
                     f"| `{s['command']}` | **{s['seconds']:.0f} s** | {s['summary']} (exit {s['exit_code']}) |"
                 )
         lines.append("")
+    lines += false_alarms.markdown(result)
     skipped = [f"{k} ({v['skipped']})" for k, v in result.items() if isinstance(v, dict) and "skipped" in v]
     if skipped:
         lines += ["Not measured in this run: " + "; ".join(skipped) + ".", ""]
@@ -994,6 +997,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"parts to leave out: {', '.join(PARTS)}, or etcd (bullyproof only)",
     )
     p.add_argument("--skip-suite", action="store_true", help="same as --skip suite (the chaos suite takes long)")
+    false_alarms.add_arguments(p)
     return p
 
 
@@ -1016,8 +1020,8 @@ def setup(tools: ModuleType, want_etcd: bool, want_ghz: bool, want_toxiproxy: bo
     return found
 
 
-def main(argv: list[str], tools: ModuleType) -> int:
-    """`tools`: chaos.tools, handed in by the CLI (node/ never imports chaos/ itself)."""
+def main(argv: list[str], tools: ModuleType, toxiproxy: ModuleType | None = None) -> int:
+    """`tools`, `toxiproxy`: chaos.tools and chaos.toxiproxy, handed in by the CLI (node/ never imports chaos/)."""
     args = build_parser().parse_args(argv)
     q = args.quick
     kills = args.kills or (3 if q else 30)
@@ -1033,9 +1037,9 @@ def main(argv: list[str], tools: ModuleType) -> int:
     try:
         found = setup(
             tools,
-            want_etcd="etcd" not in skip and bool({"failover", "cold-start", "idle"} - skip),
+            want_etcd="etcd" not in skip and bool({"failover", "cold-start", "idle", false_alarms.PART} - skip),
             want_ghz="query" not in skip,
-            want_toxiproxy="cold-start" not in skip,
+            want_toxiproxy=bool({"cold-start", false_alarms.PART} - skip),
             quick=q,
         )
     except tools.ToolInstallError as exc:
@@ -1069,6 +1073,11 @@ def main(argv: list[str], tools: ModuleType) -> int:
         {"skipped": reasons["query"]}
         if "query" in reasons
         else guarded("query", lambda: bench_query(found["ghz"], requests, args.concurrency))
+    )
+    result["false_alarms"] = (
+        {"skipped": reasons.get(false_alarms.PART, "no Toxiproxy client handed in")}
+        if false_alarms.PART in reasons or toxiproxy is None
+        else guarded(false_alarms.PART, lambda: false_alarms.bench(args, q, etcd, toxiproxy))
     )
     if q and "suite" not in args.skip and not args.skip_suite:
         reasons["suite"] = "--quick"
