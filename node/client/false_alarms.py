@@ -238,6 +238,7 @@ def tally(polls: Sequence[Poll], start_s: float, end_s: float, before: tuple[int
 # ---- the systems --------------------------------------------------------------------------------
 
 
+STEPDOWN_REASON = re.compile(r'"reason": "([a-z_]+)"')
 ETCD_STATUS = "/etcdserverpb.Maintenance/Status"
 ETCD_ELECTION_LINES = {
     "elections_started": re.compile(r"became (?:pre-)?candidate at term"),
@@ -322,6 +323,16 @@ class Ours:
             out["elections_started"] += st.elections_started
             out["elections_won"] += st.elections_won + st.handovers_won
             out["stepdowns"] += st.stepdowns
+        # Why leaders stepped down, from the nodes' own histories (cumulative, like the counters).
+        for n in self.cluster.spec.nodes:
+            with contextlib.suppress(OSError):
+                with open(self.cluster.dir / f"node-{n.id}" / "events.jsonl") as events:
+                    for line in events:
+                        if '"kind": "view"' in line and '"role": "follower"' in line:
+                            reason = STEPDOWN_REASON.search(line)
+                            if reason and reason.group(1) != "boot":
+                                key = f"stepdowns_{reason.group(1)}"
+                                out[key] = out.get(key, 0) + 1
         return out
 
 
@@ -553,7 +564,7 @@ def measure(
         polls = [x for x in p.polls if x.t_s < end]
         row = tally(polls, start, end, before[s.name].leader).as_dict()
         after = s.counters()
-        row["own_counters"] = {k: after[k] - counters[s.name].get(k, 0) for k in after}
+        row["own_counters"] = {k: after[k] - counters[s.name].get(k, 0) for k in sorted(after)}
         row["stalls_added"] = sum(n for proxy, n in stalls.added.items() if proxy in s.proxies)
         out["systems"][s.name] = row
         log(
