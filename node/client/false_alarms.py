@@ -50,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -267,14 +267,16 @@ class System(Protocol):
 
 
 class Ours:
-    def __init__(self, mode: str, directory: Path) -> None:
-        self.name = mode
+    def __init__(self, mode: str, directory: Path, name: str = "", env: dict[str, str] | None = None) -> None:
+        self.name = name or mode
         spec = local_spec(NODES, mode, HEARTBEAT_MS, ELECTION_MS)
-        self.listen = {f"{mode}->{n.id}": f"127.0.0.1:{free_port()}" for n in spec.nodes}
-        self.proxies = {f"{mode}->{n.id}": n.peer_address for n in spec.nodes}
+        self.listen = {f"{self.name}->{n.id}": f"127.0.0.1:{free_port()}" for n in spec.nodes}
+        self.proxies = {f"{self.name}->{n.id}": n.peer_address for n in spec.nodes}
         # Every node dials every peer at that peer's proxy; the store directly.
-        dial = {a.id: {b.id: self.listen[f"{mode}->{b.id}"] for b in spec.nodes if b.id != a.id} for a in spec.nodes}
-        self.cluster = LocalCluster(with_dial(spec, dial, {}), directory)
+        dial = {
+            a.id: {b.id: self.listen[f"{self.name}->{b.id}"] for b in spec.nodes if b.id != a.id} for a in spec.nodes
+        }
+        self.cluster = LocalCluster(with_dial(spec, dial, {}), directory, env=env)
         self.stubs: dict[int, Any] = {}
         self.channels: list[grpc.Channel] = []
 
@@ -583,8 +585,10 @@ def run(
     seconds: float,
     poll_ms: int = 50,
     seed: int | None = None,
+    extra: Sequence[Callable[[Path], System]] = (),
 ) -> dict[str, Any]:
-    """Every system at once through one Toxiproxy server, each link setting in turn."""
+    """Every system at once through one Toxiproxy server, each link setting in turn (`extra`: more
+    systems, made in the run's directory: a variant of a mode, say)."""
     seed = random.SystemRandom().randrange(2**32) if seed is None else seed
     out: dict[str, Any] = {
         "nodes": NODES,
@@ -594,7 +598,7 @@ def run(
         "poll_ms": poll_ms,
         "stall_toxicity": STALL_TOXICITY,
         "seed": seed,
-        "systems": (["etcd"] if etcd is not None else []) + list(modes),
+        "systems": (["etcd"] if etcd is not None else []) + list(modes),  # and `extra`'s, below
         "settings": [],
     }
     with tempfile.TemporaryDirectory(prefix="bullyproof-bench-false-alarms-") as tmp:
@@ -607,6 +611,7 @@ def run(
             if etcd is not None:
                 systems.append(Etcd(etcd, root / "etcd"))
             systems += [Ours(mode, root / mode) for mode in modes]
+            systems += [make(root) for make in extra]
             for s in systems:
                 for name, upstream in s.proxies.items():
                     api.create_proxy(name, s.listen[name], upstream)
@@ -615,6 +620,7 @@ def run(
             for s in systems:
                 s.wait_agreed(60)
                 s.open()
+            out["systems"] = [s.name for s in systems]
             out["toxiproxy"] = api.version()
             for i, setting in enumerate(links):
                 log(f"false alarms: {', '.join(s.name for s in systems)} at once, {setting.label}, {seconds:.0f} s")
@@ -648,6 +654,10 @@ def failover_at(result: dict, name: str, heartbeat_ms: int, election_ms: int) ->
     return "–"
 
 
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f} ms"
+
+
 def markdown(result: dict) -> list[str]:
     fa = result.get("false_alarms")
     if not isinstance(fa, dict) or "skipped" in fa:
@@ -678,23 +688,41 @@ def markdown(result: dict) -> list[str]:
         f"log lines). Failover: from this run's failover part at {hb} / {et} ms (median / p99, no link faults). "
         f"Seed {fa['seed']}.",
         "",
-        "| system | link setting | minutes | leader changes | per hour | no agreed leader: total | longest "
-        "| elections started / won | failover at "
+        "| system | link setting | minutes | leader changes (to another node) | per hour | no agreed leader: total "
+        "| longest | elections started / won | stepdowns (why) | failover at "
         f"{hb} / {et} ms | load before → after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for st in fa["settings"]:
         for name, row in st["systems"].items():
             own = row.get("own_counters", {})
             who = "etcd" if name == "etcd" else f"bullyproof {name}"
+            why = ", ".join(f"{k.removeprefix('stepdowns_')} {v}" for k, v in own.items() if k.startswith("stepdowns_"))
             lines.append(
-                f"| {who} | {st['label']} | {row['minutes']:.1f} | **{row['leader_changes']}** | "
-                f"{row['leader_changes_per_hour']} | {row['unagreed_s']:.2f} s | {row['unagreed_longest_ms']:.0f} ms | "
+                f"| {who} | {st['label']} | {row['minutes']:.1f} | **{row['leader_changes']}** "
+                f"({row['other_leader_changes']}) | {row['leader_changes_per_hour']} | {row['unagreed_s']:.2f} s | "
+                f"{row['unagreed_longest_ms']:.0f} ms | "
                 f"{own.get('elections_started', '–')} / {own.get('elections_won', '–')} | "
-                f"{failover_at(result, name, hb, et)} | "
+                f"{own.get('stepdowns', '–')}{f' ({why})' if why else ''} | {failover_at(result, name, hb, et)} | "
                 f"{st['loadavg_before'][0]:.2f} → {st['loadavg_after'][0]:.2f} |"
             )
     lines.append("")
+    lines += [
+        "Stalls applied: "
+        + "; ".join(
+            f"{st['label']}: {sum(r.get('stalls_added', 0) for r in st['systems'].values())} "
+            f"(stood {_ms(st.get('stall_windows_mean_ms'))} on average, {st.get('stall_api_errors', 0)} API errors)"
+            for st in fa["settings"]
+        )
+        + ". Load average (1, 5, 15 min) before → after each window: "
+        + "; ".join(
+            f"{st['label']}: {' '.join(f'{x:.2f}' for x in st['loadavg_before'])} → "
+            f"{' '.join(f'{x:.2f}' for x in st['loadavg_after'])}"
+            for st in fa["settings"]
+        )
+        + ".",
+        "",
+    ]
     unanswered = [
         f"{name} at {st['label']}: {row['unanswered_polls']} of {row['polls']}"
         for st in fa["settings"]

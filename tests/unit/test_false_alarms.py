@@ -114,7 +114,7 @@ def test_etcd_agreement_needs_one_leader_one_term_and_the_leader_among_them() ->
 
 def test_the_report_shows_each_system_and_the_failover_beside_it() -> None:
     row = tally([Poll(0.0, A1), Poll(60.0, None), Poll(60.4, B3)], 0.0, 120.0, before=A1).as_dict()
-    row["own_counters"] = {"elections_started": 3, "elections_won": 1}
+    row["own_counters"] = {"elections_started": 3, "elections_won": 1, "stepdowns": 1, "stepdowns_lease_expired": 1}
     etcd = tally([Poll(0.0, A1)], 0.0, 120.0, before=A1).as_dict()
     result = {
         "failover": [
@@ -143,7 +143,8 @@ def test_the_report_shows_each_system_and_the_failover_beside_it() -> None:
         },
     }
     md = "\n".join(markdown(result))
-    assert "| bullyproof quorum | 20±15 ms, 1 % loss | 2.0 | **1** | 30.0 | 0.40 s | 400 ms | 3 / 1 |" in md
-    assert "440 / 480 ms (0.88 ET) | 4.00 → 4.50 |" in md
-    assert "| etcd | 20±15 ms, 1 % loss | 2.0 | **0** | 0.0 | 0.00 s | 0 ms | – / – | – |" in md
+    assert "| bullyproof quorum | 20±15 ms, 1 % loss | 2.0 | **1** (1) | 30.0 | 0.40 s | 400 ms | 3 / 1 |" in md
+    assert "| 1 (lease_expired 1) | 440 / 480 ms (0.88 ET) | 4.00 → 4.50 |" in md
+    assert "| etcd | 20±15 ms, 1 % loss | 2.0 | **0** (0) | 0.0 | 0.00 s | 0 ms | – / – | – | – |" in md
+    assert "20±15 ms, 1 % loss: 4.00 4.00 4.00 → 4.50 4.10 4.00" in md
     assert markdown({"false_alarms": {"skipped": "--skip"}}) == []
