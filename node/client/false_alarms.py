@@ -697,7 +697,9 @@ def markdown(result: dict) -> list[str]:
         for name, row in st["systems"].items():
             own = row.get("own_counters", {})
             who = "etcd" if name == "etcd" else f"bullyproof {name}"
-            why = ", ".join(f"{k.removeprefix('stepdowns_')} {v}" for k, v in own.items() if k.startswith("stepdowns_"))
+            why = ", ".join(
+                f"{k.removeprefix('stepdowns_')} {v}" for k, v in own.items() if k.startswith("stepdowns_") and v
+            )
             lines.append(
                 f"| {who} | {st['label']} | {row['minutes']:.1f} | **{row['leader_changes']}** "
                 f"({row['other_leader_changes']}) | {row['leader_changes_per_hour']} | {row['unagreed_s']:.2f} s | "
