@@ -64,6 +64,7 @@ from node.launcher.cluster import (
     wait_for,
 )
 from node.launcher.ports import free_port
+from node.launcher.stopping import stop_on_signals
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "proto" / "bullyproof" / "v1" / "bullyproof.proto"
@@ -1023,6 +1024,7 @@ def setup(tools: ModuleType, want_etcd: bool, want_ghz: bool, want_toxiproxy: bo
 def main(argv: list[str], tools: ModuleType, toxiproxy: ModuleType | None = None) -> int:
     """`tools`, `toxiproxy`: chaos.tools and chaos.toxiproxy, handed in by the CLI (node/ never imports chaos/)."""
     args = build_parser().parse_args(argv)
+    stop_on_signals()  # SIGTERM too unwinds through each part's clean-up: no cluster, etcd or Toxiproxy left behind
     q = args.quick
     kills = args.kills or (3 if q else 30)
     settings = args.settings or (list(DEFAULT_SETTINGS[:1]) if q else list(DEFAULT_SETTINGS))
