@@ -1108,9 +1108,9 @@ def main(argv: list[str] | None = None) -> int:
             return showdown_main(argv[1:])
         if argv[:1] == ["bench"]:
             from bench.versus import main as bench_main
-            from chaos import tools  # composition root: the benchmark's set-up installs etcd and ghz
+            from chaos import tools, toxiproxy  # composition root: the set-up installs etcd and ghz
 
-            return bench_main(argv[1:], tools)
+            return bench_main(argv[1:], tools, toxiproxy)
         if argv[:1] == ["sim"]:
             from node.sim.cli import main as sim_main
 

@@ -150,6 +150,17 @@ class PeerTransport:
         for p in self.peers.values():
             await p.channel.close()
 
+    def deadline_s(self, msg: Message) -> float:
+        """How long a request may wait for its answer: one heartbeat interval, but a heartbeat as long
+        as the lease. Its ack is worth having until then (the lease counts from the round's send, and
+        the core forgets rounds older than a lease), and dropping acks after one interval lost the
+        leader over and over on links whose round trip is near it (bench/false_alarms.py). No mode
+        acts on a heartbeat that failed, so waiting longer delays nothing but the link's metrics."""
+        if msg.type != MsgType.HEARTBEAT:
+            return self.rpc_timeout_s
+        lease_s = self.node.elector.timing.leader_lease_ticks * self.node.settings.tick_ms / 1000
+        return max(self.rpc_timeout_s, lease_s)
+
     async def send(self, msg: Message) -> None:
         """One request to a peer; its reply (an ack on the same call) goes to the elector."""
         node = self.node
@@ -170,7 +181,7 @@ class PeerTransport:
         self._count_sent(msg)
         try:
             request = message_to_pb(msg, self.node.settings.tick_ms, self.configuration)
-            reply = await getattr(peer.stub, RPC_NAME[msg.type])(request, timeout=self.rpc_timeout_s)
+            reply = await getattr(peer.stub, RPC_NAME[msg.type])(request, timeout=self.deadline_s(msg))
         except grpc.aio.AioRpcError as exc:
             node.metrics.rpc_failed(exc.code().name, msg.dst)
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "member list" in (exc.details() or ""):
