@@ -585,7 +585,8 @@ def markdown(result: dict) -> str:
             "ET = election timeout; with 30 kills p99 is the worst kill (nearest rank). "
             '"vs etcd": ours over etcd\'s, from the same run.',
             "",
-            "| heartbeat / ET | system | kills | min | median | p90 | p99 | max | median / ET | p99 / ET | median vs etcd | p99 vs etcd |",
+            "| heartbeat / ET | system | kills | min | median | p90 | p99 | max | median / ET | p99 / ET | "
+            "median vs etcd | p99 vs etcd |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         notes = []
@@ -603,7 +604,8 @@ def markdown(result: dict) -> str:
                     continue
                 ratio = s.get("over_etcd", {})
                 lines.append(
-                    f"| {setting} | {who} | {s['kills']} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | {s['p90_ms']:.0f} | "
+                    f"| {setting} | {who} | {s['kills']} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | "
+                    f"{s['p90_ms']:.0f} | "
                     f"{s['p99_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['p99_over_et']:.2f} | "
                     f"{_fmt(ratio.get('median'), ' ×')} | {_fmt(ratio.get('p99'), ' ×')} |"
                 )
@@ -624,20 +626,22 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {name} | failed: {s['error'][:80]} | | | |")
             else:
                 lines.append(
-                    f"| `{s['command']}` | {s['runs']} | {s['min_ms']:.0f} ms | **{s['median_ms']:.0f} ms** | {s['worst_ms']:.0f} ms |"
+                    f"| `{s['command']}` | {s['runs']} | {s['min_ms']:.0f} ms | **{s['median_ms']:.0f} ms** | "
+                    f"{s['worst_ms']:.0f} ms |"
                 )
         lines.append("")
     idle = result["idle"]
     if isinstance(idle, dict) and "skipped" not in idle:
         lines += [
-            f"## Idle cost per member: {idle['seconds']:.0f} s of a settled cluster at {idle['heartbeat_interval_ms']} / "
-            f"{idle['election_timeout_ms']} ms",
+            f"## Idle cost per member: {idle['seconds']:.0f} s of a settled cluster at "
+            f"{idle['heartbeat_interval_ms']} / {idle['election_timeout_ms']} ms",
             "",
             "CPU is utime + stime from /proc over the window, in % of one core. RSS counts shared pages in every "
             "process; PSS splits them. bullyproof's fenced store (written by the leader every 100 ms) is listed apart. "
             "etcd and the rows without a note run plaintext; `cluster up` runs mutual TLS (its row says so).",
             "",
-            "| system | CPU mean | CPU leader | CPU followers | RSS mean | RSS max | PSS mean | store CPU | store RSS |",
+            "| system | CPU mean | CPU leader | CPU followers | RSS mean | RSS max | PSS mean | store CPU | "
+            "store RSS |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, s in idle.items():
@@ -650,8 +654,10 @@ def markdown(result: dict) -> str:
             store = s["per_process"].get("store", {})
             lines.append(
                 f"| {who} | **{s['cpu_percent_mean']} %** | {_fmt(s.get('leader_cpu_percent'), ' %')} | "
-                f"{_fmt(s.get('followers_cpu_percent_mean'), ' %')} | **{s['rss_mb_mean']} MB** | {s['rss_mb_max']} MB | "
-                f"{_fmt(s.get('pss_mb_mean'), ' MB')} | {_fmt(store.get('cpu_percent'), ' %')} | {_fmt(store.get('rss_mb'), ' MB')} |"
+                f"{_fmt(s.get('followers_cpu_percent_mean'), ' %')} | **{s['rss_mb_mean']} MB** | "
+                f"{s['rss_mb_max']} MB | "
+                f"{_fmt(s.get('pss_mb_mean'), ' MB')} | {_fmt(store.get('cpu_percent'), ' %')} | "
+                f"{_fmt(store.get('rss_mb'), ' MB')} |"
             )
         lines.append("")
         floor = idle.get("grpc_floor", {})
@@ -662,7 +668,8 @@ def markdown(result: dict) -> str:
                 "(bench/grpc_floor.py). An idle follower receives and answers one heartbeat per interval, so it "
                 "cannot cost less than the server column.",
                 "",
-                "| Python gRPC alone | server CPU (a follower's floor) | per message | sender CPU (a leader's, per follower) | per message | echoes |",
+                "| Python gRPC alone | server CPU (a follower's floor) | per message | "
+                "sender CPU (a leader's, per follower) | per message | echoes |",
                 "|---|---|---|---|---|---|",
             ]
             for kind, f in floor.items():
@@ -688,8 +695,10 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {s['n']} | failed: {s.get('error', '')[:100]} | | | | | | |")
             else:
                 lines.append(
-                    f"| {s['n']} | {s['kills']}{' (then timed out)' if 'error' in s else ''} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | "
-                    f"{s['p90_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['cold_start_ms']:.0f} ms |"
+                    f"| {s['n']} | {s['kills']}{' (then timed out)' if 'error' in s else ''} | {s['min_ms']:.0f} | "
+                    f"**{s['median_ms']:.0f}** | "
+                    f"{s['p90_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | "
+                    f"{s['cold_start_ms']:.0f} ms |"
                 )
         lines.append("")
     q = result["query"]
@@ -706,7 +715,8 @@ def markdown(result: dict) -> str:
                 s = q[role]
                 lines.append(
                     f"| {role.split('_')[0]} | {s['requests']} | {s['concurrency']} | **{s['throughput_per_s']}/s** | "
-                    f"{_fmt(s.get('p50_ms'), ' ms')} | {_fmt(s.get('p90_ms'), ' ms')} | {_fmt(s.get('p99_ms'), ' ms')} | "
+                    f"{_fmt(s.get('p50_ms'), ' ms')} | {_fmt(s.get('p90_ms'), ' ms')} | "
+                    f"{_fmt(s.get('p99_ms'), ' ms')} | "
                     f"{s['slowest_ms']} ms | {', '.join(f'{k} {v}' for k, v in s['status_codes'].items())} |"
                 )
         lines.append("")
