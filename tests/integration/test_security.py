@@ -440,7 +440,8 @@ def test_a_link_cut_at_connect_is_not_called_a_refused_handshake(secure, plainte
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await writer.write(LeaseToken(1, 1), "k", b"v")
             assert not isinstance(info.value, HandshakeRefused)
-            assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "Socket closed" in (info.value.details() or "")
+            # ("Socket closed" mostly; a busy machine may see the reset first, which was never mistaken)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
     try:
         asyncio.run(write())
