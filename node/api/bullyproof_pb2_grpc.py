@@ -558,7 +558,7 @@ class LeadershipServicer:
         after_seq is older than the buffer. INVALID_ARGUMENT for a kind that is not one of the node's
         (kinds) or an after_seq past its last event (a restarted node counts from 1 again: pass its
         incarnation and a stream of another incarnation starts at its oldest event instead).
-        RESOURCE_EXHAUSTED past 64 streams at once on one node.
+        RESOURCE_EXHAUSTED past 256 streams at once on one node.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

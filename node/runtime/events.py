@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 EVENT_KINDS = ("view", "grant", "release", "message", "membership", "write", "process")
 KEEP_EVENTS = 10_000  # the recent events a node holds for WatchEvents readers that resume (after_seq)
 SUBSCRIBER_EVENTS = 1024  # how far one reader may fall behind before it loses the oldest it has not read
-MAX_SUBSCRIBERS = 64  # WatchEvents streams at once
+MAX_SUBSCRIBERS = 256  # WatchEvents streams at once (each holds at most KEEP_EVENTS references)
 KEEP_EVENTS_ENV = "BULLYPROOF_KEEP_EVENTS"  # tests: a smaller buffer, to see a too-old after_seq
 
 

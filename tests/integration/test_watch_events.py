@@ -175,3 +175,30 @@ def test_any_certificate_of_the_cluster_ca_may_read_and_strangers_may_not(make_c
         assert r.events.get(timeout=10) is None and r.error.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         r.close()
+
+
+def test_streams_are_capped_and_a_cancelled_one_is_released(make_cluster):
+    from node.launcher.cluster import wait_for
+    from node.runtime.events import MAX_SUBSCRIBERS
+
+    cluster = make_cluster(3)
+    cluster.wait_for_agreement(timeout_s=15)
+    with grpc.insecure_channel(cluster.spec.node(1).client_address) as ch:
+        stub = pb_grpc.LeadershipStub(ch)
+        streams = [stub.WatchEvents(pb.WatchEventsRequest(), timeout=60) for _ in range(MAX_SUBSCRIBERS)]
+        for s in streams:
+            assert next(s).seq == 1
+        with pytest.raises(grpc.RpcError) as info:
+            next(stub.WatchEvents(pb.WatchEventsRequest(), timeout=5))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"already serves {MAX_SUBSCRIBERS} event streams" in info.value.details()
+        for s in streams:
+            s.cancel()
+
+        def opens() -> bool:
+            try:
+                return next(stub.WatchEvents(pb.WatchEventsRequest(), timeout=5)).seq == 1
+            except grpc.RpcError:
+                return False
+
+        wait_for(opens, 10, 0.1, "a new stream once the cancelled ones are released")

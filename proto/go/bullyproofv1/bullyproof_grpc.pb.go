@@ -484,7 +484,7 @@ type LeadershipClient interface {
 	// after_seq is older than the buffer. INVALID_ARGUMENT for a kind that is not one of the node's
 	// (kinds) or an after_seq past its last event (a restarted node counts from 1 again: pass its
 	// incarnation and a stream of another incarnation starts at its oldest event instead).
-	// RESOURCE_EXHAUSTED past 64 streams at once on one node.
+	// RESOURCE_EXHAUSTED past 256 streams at once on one node.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeEvent], error)
 }
 
@@ -625,7 +625,7 @@ type LeadershipServer interface {
 	// after_seq is older than the buffer. INVALID_ARGUMENT for a kind that is not one of the node's
 	// (kinds) or an after_seq past its last event (a restarted node counts from 1 again: pass its
 	// incarnation and a stream of another incarnation starts at its oldest event instead).
-	// RESOURCE_EXHAUSTED past 64 streams at once on one node.
+	// RESOURCE_EXHAUSTED past 256 streams at once on one node.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[NodeEvent]) error
 	mustEmbedUnimplementedLeadershipServer()
 }
