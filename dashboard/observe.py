@@ -247,6 +247,10 @@ class RemoteObserver(Observer):
                     event = json.loads(ev.json)
                     # The node's monotonic clock is its host's: place the event on ours by its unix time.
                     event["t_ns"] = ev.unix_ns - (time.time_ns() - time.monotonic_ns())
+                    if ev.missed:  # the stream says so: the page's log says so too
+                        self.pending.append(
+                            {"t_ns": event["t_ns"] - 1, "kind": "gap", "node": node, "missed": ev.missed}
+                        )
                     self.pending.append(event)
             except grpc.aio.AioRpcError:
                 pass
