@@ -1,6 +1,6 @@
 """Argument types the command lines share (argparse `type=`): the CLI and the simulator's commands.
 
-Below every command line: plain standard library, so node/sim's parsers need not import node/cli.py
+Below every command line: plain standard library, so node/sim's parsers need not import node/cli/
 (which imports them).
 """
 
