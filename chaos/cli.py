@@ -8,13 +8,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from node.argtypes import DEFAULT_COMPOSE_FILE
 from node.config import ConfigError
 from node.core import DEFAULT_MODE, PlantedBug, mode_names
 from node.faults import FAULTS, PARAM_TYPES, REAL, SIM, Param, cli_commands
 
 from .faults import DEFAULT_COMPOSE_DIR, DEFAULT_DIR, PARSERS, network_fault
 
-DEFAULT_COMPOSE_FILE = "docker-compose.yml"
 WORLDS = {REAL: "real processes", SIM: "the simulator"}
 
 

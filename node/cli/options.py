@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from node.argtypes import positive
+from node.argtypes import DEFAULT_COMPOSE_FILE, DEFAULT_RUN_DIR, positive
 from node.config import DEFAULT_TIMING
 from node.core import REGISTRY
 
-DEFAULT_DIR = "runs/local"
-DEFAULT_COMPOSE_FILE = "docker-compose.yml"
+DEFAULT_DIR = DEFAULT_RUN_DIR
+__all__ = ["DEFAULT_COMPOSE_FILE", "DEFAULT_DIR", "cluster_source", "dashboard_args", "mode_option_arg", "timing_args"]
 DASHBOARD_PORT = 8040  # dashboard.server.DEFAULT_PORT (not imported: the parser must not load the web server)
 
 
