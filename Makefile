@@ -35,9 +35,11 @@ containers: tools
 cluster: setup tools
 	$(BIN)/bullyproof cluster up
 
-# Generated code and compose file must match their sources, and imports the layers in pyproject.toml
+# Format and lint (ruff), generated code and compose file match their sources, imports keep the layers in pyproject.toml
 # ([tool.importlinter]; `python .ci/imports.py` counts cycles and upward imports); then every test, in parallel.
 check: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(BIN)/python proto/gen.py --check
 	$(BIN)/lint-imports
 	$(BIN)/bullyproof compose --check

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from node.channels import observer_channel
+from node.config import DEFAULT_TIMING
 from node.launcher.cluster import (
     pid_alive,
     signal_pid,
@@ -86,8 +87,8 @@ class EtcdCluster:
     etcd: Path
     directory: Path
     n: int = 5
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 500
+    heartbeat_interval_ms: int = DEFAULT_TIMING.heartbeat_interval_ms
+    election_timeout_ms: int = DEFAULT_TIMING.election_timeout_ms
     members: list[EtcdMember] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -46,6 +46,7 @@ import grpc
 from bench.versus import PROTO
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
+from node.config import DEFAULT_TIMING
 from node.history import read_history
 from node.launcher.cluster import LocalCluster, local_spec, pid_alive, read_cluster_file
 
@@ -461,8 +462,8 @@ def run(
                     )
             return {
                 "nodes": nodes,
-                "heartbeat_interval_ms": 100,
-                "election_timeout_ms": 500,
+                "heartbeat_interval_ms": DEFAULT_TIMING.heartbeat_interval_ms,
+                "election_timeout_ms": DEFAULT_TIMING.election_timeout_ms,
                 "follower_promise_ms": 400,
                 "seconds_per_phase": seconds,
                 "cpus": os.cpu_count(),

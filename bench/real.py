@@ -45,6 +45,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import client_channel, observer_channel
+from node.config import DEFAULT_TIMING
 from node.core import DEFAULT_MODE, mode_names
 from node.launcher.cluster import LocalCluster, local_spec, process_fault
 from node.observer import get_status
@@ -363,8 +364,8 @@ def bench_messages(
     trials: int = 3,
     modes: tuple[str, ...] | None = None,
     sim_rows: list[dict] | None = None,
-    heartbeat_interval_ms: int = 100,
-    election_timeout_ms: int = 500,
+    heartbeat_interval_ms: int = DEFAULT_TIMING.heartbeat_interval_ms,
+    election_timeout_ms: int = DEFAULT_TIMING.election_timeout_ms,
     progress: bool = True,
 ) -> list[dict]:
     """Every mode at every size; each row with the simulator's typical count beside it (if given)."""
@@ -506,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--mode", choices=mode_names(), default=DEFAULT_MODE)
-    parser.add_argument("--election-timeout-ms", type=int, default=500)
-    parser.add_argument("--heartbeat-interval-ms", type=int, default=100)
+    parser.add_argument("--election-timeout-ms", type=int, default=DEFAULT_TIMING.election_timeout_ms)
+    parser.add_argument("--heartbeat-interval-ms", type=int, default=DEFAULT_TIMING.heartbeat_interval_ms)
     parser.add_argument("--what", choices=["failover", "query", "watch", "messages", "figure16"], default="failover")
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--sizes", default=",".join(map(str, MESSAGE_SIZES)), help="messages: membership sizes")

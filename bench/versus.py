@@ -50,6 +50,7 @@ import grpc
 from bench import false_alarms, grpc_floor
 from bench.etcd import EtcdCluster
 from bench.real import failover_samples, kill_loop, summary_ms
+from node.config import DEFAULT_TIMING
 from node.core import mode_names
 from node.launcher.cluster import (
     LocalCluster,
@@ -340,8 +341,8 @@ def bench_idle(
     seconds: float,
     settle_s: float,
     etcd: Path | None,
-    heartbeat_ms: int = 100,
-    election_ms: int = 500,
+    heartbeat_ms: int = DEFAULT_TIMING.heartbeat_interval_ms,
+    election_ms: int = DEFAULT_TIMING.election_timeout_ms,
 ) -> dict:
     out: dict[str, Any] = {
         "heartbeat_interval_ms": heartbeat_ms,
@@ -389,7 +390,7 @@ def bench_idle(
     return out
 
 
-def bench_grpc_floor(seconds: float, settle_s: float, heartbeat_ms: int = 100) -> dict:
+def bench_grpc_floor(seconds: float, settle_s: float, heartbeat_ms: int = DEFAULT_TIMING.heartbeat_interval_ms) -> dict:
     """bench.grpc_floor, unary and stream: a bare Python gRPC echo at one message per heartbeat."""
     out: dict[str, Any] = {}
     for kind in grpc_floor.KINDS:

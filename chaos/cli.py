@@ -8,13 +8,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from node.argtypes import DEFAULT_COMPOSE_FILE
 from node.config import ConfigError
 from node.core import DEFAULT_MODE, PlantedBug, mode_names
 from node.faults import FAULTS, PARAM_TYPES, REAL, SIM, Param, cli_commands
 
 from .faults import DEFAULT_COMPOSE_DIR, DEFAULT_DIR, PARSERS, network_fault
 
-DEFAULT_COMPOSE_FILE = "docker-compose.yml"
 WORLDS = {REAL: "real processes", SIM: "the simulator"}
 
 
@@ -98,11 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from .scenarios import DEFAULT_TIMING, DESCRIPTIONS, FAULTS_USED, INSTANTS, SCENARIOS, TIMINGS, WORLDS_OF
+    from .scenarios import DESCRIPTIONS, FAULTS_USED, INSTANTS, SCENARIO_DEFAULT_TIMING, SCENARIOS, TIMINGS, WORLDS_OF
 
     if args.action == "list":
         for name in SCENARIOS:
-            own = f" ({TIMINGS[name].describe()})" if TIMINGS[name] != DEFAULT_TIMING else ""
+            own = f" ({TIMINGS[name].describe()})" if TIMINGS[name] != SCENARIO_DEFAULT_TIMING else ""
             print(f"{name:28s}{DESCRIPTIONS[name]}{own}" if args.describe else name)
             if args.describe and name in INSTANTS:
                 print(f"{'':28s}instant: {INSTANTS[name].description}")

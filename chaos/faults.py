@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from node.argtypes import DEFAULT_RUN_DIR
 from node.config import ConfigError
 from node.faults import FAULTS, cli_commands
 
 if TYPE_CHECKING:
     from .harness import ChaosCluster
 
-DEFAULT_DIR = "runs/local"
+DEFAULT_DIR = DEFAULT_RUN_DIR
 DEFAULT_COMPOSE_DIR = "runs/compose"
 
 

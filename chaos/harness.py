@@ -26,9 +26,7 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
 from node.config import (
-    DEFAULT_ELECTION_TIMEOUT_MS,
-    DEFAULT_HEARTBEAT_INTERVAL_MS,
-    DEFAULT_PREEMPT_HOLD_DOWN_MS,
+    DEFAULT_TIMING,
     PLANTED_BUGS_ENV,
     ConfigError,
 )
@@ -78,14 +76,14 @@ class ChaosCluster:
     directory: Path
     nodes: int = 5
     mode: str = "quorum"
-    heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
-    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
+    heartbeat_interval_ms: int = DEFAULT_TIMING.heartbeat_interval_ms
+    election_timeout_ms: int = DEFAULT_TIMING.election_timeout_ms
     planted_bugs: frozenset[PlantedBug] = frozenset()
     seed: int = 0
     scenario: str = "manual"
     direct: bool = False  # skip Toxiproxy: nodes dial each other directly
     preempt_hold_down_ms: int = (
-        DEFAULT_PREEMPT_HOLD_DOWN_MS  # quorum: how long a higher node acks before it takes over (0 = never)
+        DEFAULT_TIMING.preempt_hold_down_ms  # quorum: how long a higher node acks before it takes over (0 = never)
     )
     mode_options: tuple[str, ...] = ()  # the mode's switches, e.g. raft's no-pre-vote
     insecure: bool = False  # plaintext, no certificates (otherwise mutual TLS with certificates in DIR/certs)

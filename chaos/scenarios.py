@@ -30,7 +30,7 @@ import grpc
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import observer_channel
-from node.config import DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PREEMPT_HOLD_DOWN_MS
+from node.config import DEFAULT_TIMING
 from node.core import MsgType, mode_info
 from node.faults import FAULTS, REAL, SIM, WORLDS, ScenarioWorld
 from node.history import (
@@ -91,16 +91,18 @@ class ScenarioTiming:
     cluster defaults; a scenario that lines faults up against heartbeat rounds declares its own.
     """
 
-    heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
-    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
-    preempt_hold_down_ms: int = DEFAULT_PREEMPT_HOLD_DOWN_MS  # 0 = a higher node never takes over from a lower leader
+    heartbeat_interval_ms: int = DEFAULT_TIMING.heartbeat_interval_ms
+    election_timeout_ms: int = DEFAULT_TIMING.election_timeout_ms
+    preempt_hold_down_ms: int = (
+        DEFAULT_TIMING.preempt_hold_down_ms
+    )  # 0 = a higher node never takes over from a lower leader
 
     def describe(self) -> str:
         hold = "no preemption" if not self.preempt_hold_down_ms else f"preempt hold-down {self.preempt_hold_down_ms} ms"
         return f"heartbeat {self.heartbeat_interval_ms} ms, election timeout {self.election_timeout_ms} ms, {hold}"
 
 
-DEFAULT_TIMING = ScenarioTiming()
+SCENARIO_DEFAULT_TIMING = ScenarioTiming()
 
 Events = Sequence[Mapping[str, Any]]
 
@@ -144,7 +146,7 @@ def scenario(
     name: str,
     description: str,
     faults: tuple[str, ...],
-    timing: ScenarioTiming = DEFAULT_TIMING,
+    timing: ScenarioTiming = SCENARIO_DEFAULT_TIMING,
     instant: Instant | None = None,
     spares: int = 0,
     worlds: frozenset[str] = frozenset(WORLDS),

@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from node.config import ConfigError
+from node.config import DEFAULT_TIMING, ConfigError
 from node.core import mode_names
 
 from .checkers import availability, check_no_overlap
@@ -45,8 +45,8 @@ SHORT_NAMES = {
 DEFAULT_SCENARIOS = tuple(SHORT_NAMES)
 PROPERTIES = ("P1", "P2", "P3", "P3g", "P4", "P5", "P6")
 SAFETY = ("P1", "P2", "P3", "P3g", "P5", "P6")
-BENCH_HEARTBEAT_INTERVAL_MS = 100
-BENCH_ELECTION_TIMEOUT_MS = 500
+BENCH_HEARTBEAT_INTERVAL_MS = DEFAULT_TIMING.heartbeat_interval_ms  # the failover benchmark runs at the defaults
+BENCH_ELECTION_TIMEOUT_MS = DEFAULT_TIMING.election_timeout_ms
 DEFAULT_OUT = "results/showdown"
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from node.config import DEFAULT_TICK_MS
+from node.config import DEFAULT_TIMING
 from node.core import PlantedBug, Timing
 from node.sim.network import Network
 from node.sim.target import SimTarget
@@ -22,7 +22,7 @@ from node.sim.target import SimTarget
 from .runner import RECOVERY_BOUND_ELECTION_TIMEOUTS
 from .scenarios import SCENARIOS, SPARES, TIMINGS, WORLDS_OF, Context, InstantResult, judge_instant
 
-TICK_MS = DEFAULT_TICK_MS  # the runtime's default tick, and the explorer's
+TICK_MS = DEFAULT_TIMING.tick_ms  # the runtime's default tick, and the explorer's
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.api import bullyproof_pb2 as pb
+from node.config import DEFAULT_TIMING
 from node.launcher.cluster import ROLE_NAME
 from node.observer import agreed_leader
 from node.store.db import CLAIM_KEY_PREFIX
@@ -160,7 +161,12 @@ def _ms(t_ns: int, origin_ns: int) -> float:
 
 class Model:
     def __init__(
-        self, nodes: dict[int, str], origin_ns: int, election_timeout_ms: int = 500, mode: str = "", source: str = ""
+        self,
+        nodes: dict[int, str],
+        origin_ns: int,
+        election_timeout_ms: int = DEFAULT_TIMING.election_timeout_ms,
+        mode: str = "",
+        source: str = "",
     ) -> None:
         self.nodes = {nid: NodeState(nid, addr) for nid, addr in sorted(nodes.items())}
         self.origin_ns = origin_ns

@@ -45,7 +45,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from node.config import ConfigError
+from node.config import DEFAULT_TIMING, ConfigError
 from node.launcher.cluster import read_cluster_file
 
 from .actions import act, controls_html
@@ -145,7 +145,7 @@ class Dashboard:
         self.model = Model(
             {n["id"]: n["client_address"] for n in data["nodes"]},
             self.origin_ns,
-            data.get("election_timeout_ms", 500),
+            data.get("election_timeout_ms", DEFAULT_TIMING.election_timeout_ms),
             data.get("mode", ""),
             label,
         )

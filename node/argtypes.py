@@ -1,12 +1,16 @@
-"""Argument types the command lines share (argparse `type=`): the CLI and the simulator's commands.
+"""Argument types the command lines share (argparse `type=`): the CLI and the simulator's commands;
+and where their commands find a cluster by default (the CLI's and chaos/'s --dir and --compose).
 
-Below every command line: plain standard library, so node/sim's parsers need not import node/cli.py
+Below every command line: plain standard library, so node/sim's parsers need not import node/cli/
 (which imports them).
 """
 
 from __future__ import annotations
 
 import argparse
+
+DEFAULT_RUN_DIR = "runs/local"  # a local cluster's run directory (`cluster up --dir`)
+DEFAULT_COMPOSE_FILE = "docker-compose.yml"  # a compose cluster's file (`--compose`, `bullyproof compose`)
 
 
 def positive(text: str) -> int:

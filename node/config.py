@@ -8,18 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing, check_mode_options, mode_info
+from node.timing import DEFAULT_TIMING, TimingDefaults
 from node.tls import Identity, Tls, TlsError, check_holder
+
+__all__ = ["DEFAULT_TIMING", "TimingDefaults"]  # the runtime's default timing (node/timing.py), read from here
 
 # Planted bugs exist to prove the checkers work. Only a test harness sets this variable; no config
 # file, flag default or compose service can switch a bug on without it.
 PLANTED_BUGS_ENV = "BULLYPROOF_TEST_ONLY_PLANTED_BUGS"
-
-# The runtime's default timing, the one place it is spelled: the node's flags, the cluster descriptions,
-# the chaos harness and scenarios, and the simulator's "runtime timing" all read these.
-DEFAULT_TICK_MS = 10
-DEFAULT_HEARTBEAT_INTERVAL_MS = 100
-DEFAULT_ELECTION_TIMEOUT_MS = 500
-DEFAULT_PREEMPT_HOLD_DOWN_MS = 3000  # quorum: how long a higher node acks before it takes over (0 = never)
 
 
 class ConfigError(ValueError):
@@ -105,7 +101,9 @@ def parse_planted_bugs(names: list[str], environ: dict[str, str] | None = None) 
 MAX_ELECTION_TIMEOUT_MS = 10 * 60 * 1000
 
 
-def check_timings(heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int = DEFAULT_TICK_MS) -> Timing:
+def check_timings(
+    heartbeat_interval_ms: int, election_timeout_ms: int, tick_ms: int = DEFAULT_TIMING.tick_ms
+) -> Timing:
     if heartbeat_interval_ms <= 0 or election_timeout_ms <= 0:
         raise ConfigError("--heartbeat-interval-ms and --election-timeout-ms must be positive")
     if election_timeout_ms > MAX_ELECTION_TIMEOUT_MS:
@@ -143,12 +141,12 @@ class NodeSettings:
     peers: dict[int, str]  # id -> address this node dials for that peer (maybe a proxy)
     mode: Mode
     state_dir: Path
-    heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
-    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
-    tick_ms: int = DEFAULT_TICK_MS
+    heartbeat_interval_ms: int = DEFAULT_TIMING.heartbeat_interval_ms
+    election_timeout_ms: int = DEFAULT_TIMING.election_timeout_ms
+    tick_ms: int = DEFAULT_TIMING.tick_ms
     store: str | None = None
-    write_period_ms: int = 100
-    preempt_hold_down_ms: int = DEFAULT_PREEMPT_HOLD_DOWN_MS
+    write_period_ms: int = DEFAULT_TIMING.write_period_ms
+    preempt_hold_down_ms: int = DEFAULT_TIMING.preempt_hold_down_ms
     events_path: Path | None = None
     metrics_listen: str | None = None  # HOST:PORT for Prometheus /metrics over HTTP; None = no server
     planted_bugs: frozenset[PlantedBug] = field(default_factory=frozenset)

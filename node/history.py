@@ -3,8 +3,9 @@
 One module for every reader of a history: the simulator (node/sim, times in global ticks), the chaos
 checkers and reports (chaos/, a recorded JSON-lines file, times in CLOCK_MONOTONIC nanoseconds), the
 CLI and launcher (live answers from the nodes), and the dashboard. It sits below all of them and
-imports nothing from node/ or chaos/, so the simulator and the checkers cannot drift apart on what
-"two leaders", "agreed" or "a majority's promise" mean: both judge with the functions of part 4.
+imports nothing from node/ or chaos/ (but node/timing.py, the default timing: plain constants), so
+the simulator and the checkers cannot drift apart on what "two leaders", "agreed" or "a majority's
+promise" mean: both judge with the functions of part 4.
 
 Part 1, the recorded history: every event has ``t_ns`` (CLOCK_MONOTONIC nanoseconds; all processes
 share one host, so times from different processes are comparable) and ``kind``. The TypedDicts are
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, get_origin, get_type_hints
+
+from node.timing import DEFAULT_TIMING  # plain constants: what a history without a meta event ran at
 
 KINDS = frozenset(
     {
@@ -1014,7 +1017,7 @@ def recorded_tolerance(ordered: Sequence[Mapping[str, Any]], promises: bool) -> 
     def longest_ms(field: str, default: int) -> int:
         return max([int(meta.get(field, default)), *(int(e[field]) for e in starts if field in e)])
 
-    et_ns = longest_ms("election_timeout_ms", 500) * 1_000_000
+    et_ns = longest_ms("election_timeout_ms", DEFAULT_TIMING.election_timeout_ms) * 1_000_000
     latency_ms = max(
         (
             int(e["detail"].get("latency", 0)) + int(e["detail"].get("jitter", 0))
@@ -1030,7 +1033,7 @@ def recorded_tolerance(ordered: Sequence[Mapping[str, Any]], promises: bool) -> 
             paused_at[e["node"]] = e["t_ns"]
         elif e["kind"] == "process" and e["node"] in paused_at:
             longest_pause_ns = max(longest_pause_ns, e["t_ns"] - paused_at.pop(e["node"]))
-    hb_ns = longest_ms("heartbeat_interval_ms", 100) * 1_000_000
+    hb_ns = longest_ms("heartbeat_interval_ms", DEFAULT_TIMING.heartbeat_interval_ms) * 1_000_000
     transit_ns = latency_ms * 1_000_000 + longest_pause_ns + hb_ns + et_ns
     horizon_ns = et_ns * 7 // 10 if promises else 2 * et_ns
     return AnswerTolerance(transit_ns, horizon_ns)

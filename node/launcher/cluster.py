@@ -25,7 +25,7 @@ from typing import Any
 
 from node.api import bullyproof_pb2 as pb
 from node.channels import dial_as
-from node.config import ConfigError
+from node.config import DEFAULT_TIMING, ConfigError
 from node.core import check_mode_options, mode_info, mode_names
 from node.launcher.ports import free_port
 from node.launcher.stopping import signals_held
@@ -55,10 +55,10 @@ class ClusterSpec:
     nodes: tuple[NodeSpec, ...]
     store_address: str
     mode: str = "quorum"
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 500
-    write_period_ms: int = 100
-    preempt_hold_down_ms: int = 3000
+    heartbeat_interval_ms: int = DEFAULT_TIMING.heartbeat_interval_ms
+    election_timeout_ms: int = DEFAULT_TIMING.election_timeout_ms
+    write_period_ms: int = DEFAULT_TIMING.write_period_ms
+    preempt_hold_down_ms: int = DEFAULT_TIMING.preempt_hold_down_ms
     # Where each node dials the store (a proxy per node in chaos runs); defaults to store_address.
     store_dial: dict[int, str] = field(default_factory=dict)
     mode_options: tuple[str, ...] = ()  # the mode's switches (`--mode-option`), e.g. raft's no-pre-vote
@@ -157,8 +157,8 @@ def check_cluster_size(n: int) -> None:
 def local_spec(
     n: int,
     mode: str = "quorum",
-    heartbeat_interval_ms: int = 100,
-    election_timeout_ms: int = 500,
+    heartbeat_interval_ms: int = DEFAULT_TIMING.heartbeat_interval_ms,
+    election_timeout_ms: int = DEFAULT_TIMING.election_timeout_ms,
     host: str = "127.0.0.1",
     certs_dir: str | None = None,
     spares: int = 0,
@@ -615,7 +615,10 @@ def retimed_argv(argv: list[str], timing_ms: dict[str, int]) -> list[str]:
         else:
             out += [flag, str(value)]
     current = {flag: int(out[out.index(flag) + 1]) for flag in TIMING_FLAGS if flag in out}
-    check_timings(current.get("--heartbeat-interval-ms", 100), current.get("--election-timeout-ms", 500))
+    check_timings(
+        current.get("--heartbeat-interval-ms", DEFAULT_TIMING.heartbeat_interval_ms),
+        current.get("--election-timeout-ms", DEFAULT_TIMING.election_timeout_ms),
+    )
     return out
 
 

@@ -236,7 +236,8 @@ def cmd_figure16(args: argparse.Namespace) -> int:
         print("election timeout  trials  median  p90    worst  (ms without a leader; 5 raft nodes, leader crashed)")
         for r in rows:
             print(
-                f"{r['range_ms']:>16}  {r['trials']:6d}  {r['median_ms']!s:>6}  {r['p90_ms']!s:>5}  {r['worst_ms']!s:>6}"
+                f"{r['range_ms']:>16}  {r['trials']:6d}  {r['median_ms']!s:>6}  "
+                f"{r['p90_ms']!s:>5}  {r['worst_ms']!s:>6}"
                 + (f"  ({r['failed']} without a leader)" if r["failed"] else "")
             )
     return 0

@@ -20,10 +20,12 @@ from node.core import CLOCK_DRIFT_BOUND, Mode, PlantedBug, Timing, mode_info
 from node.faults import schedule_spellings
 from node.sim.schedule import Command, Schedule, retimed_timing
 from node.sim.world import HOLD_KINDS
+from node.timing import DEFAULT_TIMING
 
 BEYOND_DRIFT = 0.25  # `--drift beyond`: far outside the bound, to show that the checker sees it
 
-# Hold-down preemption in ticks (10 ms each): the runtime default (3000 ms), shorter, and off.
+# Hold-down preemption in ticks (10 ms each): the runtime default (3000 ms), shorter, and off
+# (spelled out: the draw is part of every seed's schedule).
 HOLD_DOWN_CHOICES_TICKS = (300, 300, 60, 20, 0, 0)
 SIZE_CHOICES = (1, 2, 3, 3, 4, 4, 5, 5, 6, 7)
 
@@ -62,7 +64,7 @@ FAULT_KINDS = DRAW_ORDER + tuple(
 )
 # The instants most faults wait for; any other instant of the mode is drawn too, less often.
 COMMON_TRIGGERS = ("ack", "lease-end", "deadline", "leader", "candidate")
-TICK_MS = 10
+TICK_MS = DEFAULT_TIMING.tick_ms
 # Mixed timings: how often a schedule has them, and the election timeouts drawn (times the schedule's).
 MIXED_TIMINGS_SHARE = 0.3
 TIMEOUT_FACTORS = (0.6, 0.8, 1.5, 2.0)
@@ -70,12 +72,11 @@ TIMEOUT_FACTORS = (0.6, 0.8, 1.5, 2.0)
 MEMBERSHIP_SHARE = 0.3
 
 
-def runtime_timing(hold_down_ticks: int = 300) -> Timing:
-    """The runtime's defaults (node.config: heartbeat 100 ms, election timeout 500 ms, 10 ms ticks)."""
-    from node.config import DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS
-
+def runtime_timing(hold_down_ticks: int = DEFAULT_TIMING.preempt_hold_down_ms // TICK_MS) -> Timing:
+    """The runtime's defaults (node.timing.DEFAULT_TIMING: heartbeat, election timeout, hold-down), in
+    the simulator's ticks, which are the runtime's default tick."""
     return Timing.from_ms(
-        DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_ELECTION_TIMEOUT_MS, TICK_MS, hold_down_ticks * TICK_MS
+        DEFAULT_TIMING.heartbeat_interval_ms, DEFAULT_TIMING.election_timeout_ms, TICK_MS, hold_down_ticks * TICK_MS
     )
 
 

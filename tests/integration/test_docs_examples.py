@@ -207,21 +207,9 @@ def program(cmd: Command) -> str:
 
 def delegated_parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     """The subcommands whose arguments node.cli.main hands, whole, to another module's parser."""
-    from bench.versus import build_parser as bench_parser
-    from chaos.cli import build_fence_parser as fence_parser
-    from chaos.cli import build_parser as chaos_parser
-    from chaos.showdown import build_parser as showdown_parser
-    from node.sim.cli import build_parser as sim_parser
-    from node.store.server import build_parser as store_parser
+    from node.cli import DELEGATED
 
-    return {
-        "store": store_parser,
-        "chaos": chaos_parser,
-        "fence": fence_parser,
-        "showdown": showdown_parser,
-        "bench": bench_parser,
-        "sim": sim_parser,
-    }
+    return {name: command.parser for name, command in DELEGATED.items()}
 
 
 def subcommands_taking_the_rest(parser: argparse.ArgumentParser) -> set[str]:
