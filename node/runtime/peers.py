@@ -41,6 +41,21 @@ from node.runtime.wire import (
 )
 from node.tls import node_name
 
+# Requests whose acks build a lease: a leader's heartbeat rounds and a candidate's Coordinator round.
+LEASE_ROUNDS = frozenset({MsgType.HEARTBEAT, MsgType.COORDINATOR})
+
+
+def ack_deadline_s(msg: Message, rpc_timeout_s: float, lease_s: float) -> float:
+    """How long a request may wait for its answer: one heartbeat interval (`rpc_timeout_s`), but a
+    request whose ack builds a lease, as long as the lease. Such an ack is worth having until then:
+    the lease counts from the round's send (a late ack extends nothing a prompt one could not), and
+    dropping acks after one interval lost the leader over and over on links whose round trip is near
+    it (bench/false_alarms.py). No mode acts on such a request failing, so waiting longer delays
+    nothing but the link's metrics. A resigning heartbeat gets no ack: it keeps the short deadline."""
+    if msg.type not in LEASE_ROUNDS or msg.resigning:
+        return rpc_timeout_s
+    return max(rpc_timeout_s, lease_s)
+
 
 def is_election_traffic(msg: Message) -> bool:
     """Recorded as "message" events: every request but a plain heartbeat (the lease's rhythm, ten a
@@ -151,15 +166,9 @@ class PeerTransport:
             await p.channel.close()
 
     def deadline_s(self, msg: Message) -> float:
-        """How long a request may wait for its answer: one heartbeat interval, but a heartbeat as long
-        as the lease. Its ack is worth having until then (the lease counts from the round's send, and
-        the core forgets rounds older than a lease), and dropping acks after one interval lost the
-        leader over and over on links whose round trip is near it (bench/false_alarms.py). No mode
-        acts on a heartbeat that failed, so waiting longer delays nothing but the link's metrics."""
-        if msg.type != MsgType.HEARTBEAT:
-            return self.rpc_timeout_s
+        """How long `msg` may wait for its answer (see ack_deadline_s)."""
         lease_s = self.node.elector.timing.leader_lease_ticks * self.node.settings.tick_ms / 1000
-        return max(self.rpc_timeout_s, lease_s)
+        return ack_deadline_s(msg, self.rpc_timeout_s, lease_s)
 
     async def send(self, msg: Message) -> None:
         """One request to a peer; its reply (an ack on the same call) goes to the elector."""

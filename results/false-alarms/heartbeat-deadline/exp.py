@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from chaos import toxiproxy
-from node.client import false_alarms as fa
-from node.client.bench import failover_samples, summary_ms
+from bench import false_alarms as fa
+from bench.real import failover_samples, summary_ms
 from node.launcher.cluster import LocalCluster, local_spec
 
 env = {**os.environ, "BULLYPROOF_EXP_HB_DEADLINE_MS": "350"}
