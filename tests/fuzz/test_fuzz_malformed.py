@@ -1,9 +1,10 @@
 """Request bodies that are not valid protobuf, for every RPC: INVALID_ARGUMENT, never UNKNOWN.
 
 protofuzz.malformed() damages well-formed encodings (cut short, bytes flipped or inserted, invalid
-UTF-8 in a string field, wire types that do not exist). A body that still parses (a cut at a field
-boundary) is an ordinary request and may get any precise status; one that does not parse must get
-INVALID_ARGUMENT. gRPC's asyncio server answers UNKNOWN (and logs a traceback per request) unless
+UTF-8 in a string field, wire types that do not exist). A body over the servers' size limit
+(node.channels.MAX_RECEIVE_BYTES) gets RESOURCE_EXHAUSTED before anything reads it; one that still
+parses (a cut at a field boundary) is an ordinary request and may get any precise status; one that
+does not parse must get INVALID_ARGUMENT. gRPC's asyncio server answers UNKNOWN (and logs a traceback per request) unless
 node.guard.DecodeGuard is installed, which node.channels.server() does on every server.
 """
 
@@ -19,6 +20,8 @@ from google.protobuf.descriptor import MethodDescriptor
 from hypothesis import given, seed
 from hypothesis import strategies as st
 from test_fuzz_rpcs import MEMBERS, METHODS, fuzz_settings, handover_allowed, mode_for
+
+from node.channels import MAX_RECEIVE_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +57,10 @@ def test_malformed_requests_get_invalid_argument(method: MethodDescriptor, reque
         outcomes = callers[target].send(bodies)
         stats.add(outcomes)
         for body, o in zip(bodies, outcomes):
-            if pf.parses(method.input_type, body):
+            if len(body) > MAX_RECEIVE_BYTES:  # refused before anyone reads it, parsing or not
+                stats.notes["over the size limit"] += 1
+                assert o.code == "RESOURCE_EXHAUSTED", describe(method, body, o)
+            elif pf.parses(method.input_type, body):
                 stats.notes["still parsed"] += 1
                 assert allowed_if_parsed(body, o) or o.code in PRECISE, describe(method, body, o)
             else:
