@@ -4,8 +4,9 @@ protofuzz.malformed() damages well-formed encodings (cut short, bytes flipped or
 UTF-8 in a string field, wire types that do not exist). A body over the servers' size limit
 (node.channels.MAX_RECEIVE_BYTES) gets RESOURCE_EXHAUSTED before anything reads it; one that still
 parses (a cut at a field boundary) is an ordinary request and may get any precise status; one that
-does not parse must get INVALID_ARGUMENT. gRPC's asyncio server answers UNKNOWN (and logs a traceback per request) unless
-node.guard.DecodeGuard is installed, which node.channels.server() does on every server.
+does not parse must get INVALID_ARGUMENT. gRPC's asyncio server answers UNKNOWN (and logs a traceback
+per request) unless node.guard.DecodeGuard is installed, which node.channels.server() does on every
+server.
 """
 
 from __future__ import annotations
