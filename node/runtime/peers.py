@@ -102,8 +102,12 @@ def _failure(exc: grpc.aio.AioRpcError) -> SendFailed:
 
 class HeartbeatStream:
     """One open Peer/Heartbeats call to a peer: heartbeats written in order, their acks read in the same
-    order. Broken (the peer refused a message, the connection went, or a sender cancelled it) it stays
-    broken: the next heartbeat opens a new one."""
+    order. An ack that comes after its sender stopped waiting is dropped (as a late unary reply is) and
+    the stream goes on. Broken (the peer refused a message, the connection went, a write did not finish
+    in time, or MAX_UNANSWERED heartbeats wait for acks) it stays broken: the next heartbeat opens a new
+    one."""
+
+    MAX_UNANSWERED = 8  # about an election timeout of heartbeats at the default timings
 
     def __init__(self, stub: pb_grpc.PeerStub) -> None:
         self.call = stub.Heartbeats()
@@ -118,6 +122,10 @@ class HeartbeatStream:
             raise self.broken
         answer: asyncio.Future[pb.PeerReply] = asyncio.get_running_loop().create_future()
         async with self.lock:
+            if self.broken is not None:
+                raise self.broken
+            # Queued before the write: its ack cannot be read before it is waited for. Every entry is a
+            # message written (a write that fails breaks the stream), so acks and entries stay aligned.
             self.pending.append(answer)
             try:
                 await self.call.write(request)
@@ -125,6 +133,11 @@ class HeartbeatStream:
                 self._break(_failure(exc))
             except asyncio.InvalidStateError:  # the call ended between the check and the write
                 self._break(self.broken or SendFailed(grpc.StatusCode.UNAVAILABLE, "heartbeat stream ended"))
+            except asyncio.CancelledError:  # the sender's time ran out mid-write: stalled, or never started
+                self._break(SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "heartbeat stream stalled"))
+                raise
+        if len(self.pending) > self.MAX_UNANSWERED:  # acks stopped coming: start afresh next time
+            self._break(SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "heartbeat stream: no acks"))
         return await answer
 
     async def _read(self) -> None:
@@ -293,8 +306,8 @@ class PeerTransport:
 
     async def _stream_heartbeat(self, peer: PeerState, request: pb.PeerMessage) -> pb.PeerReply:
         """A heartbeat on the peer's stream, its ack within the timeout a unary call has (one heartbeat
-        interval). No ack in time: the stream is cancelled (as a unary deadline cancels its call; an ack
-        still on its way is dropped with it) and the heartbeat fails; the next one opens a new stream."""
+        interval), or it fails (an ack still on its way is dropped when it comes, as a late unary reply
+        is). Writing counts against that time too: a stalled link never blocks the sender."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.rpc_timeout_s
         stream = peer.heartbeat_stream()
@@ -302,7 +315,6 @@ class PeerTransport:
             async with asyncio.timeout_at(deadline):
                 return await stream.exchange(request)
         except TimeoutError:
-            stream.close()
             raise SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "no ack on the heartbeat stream in time") from None
         except SendFailed as failed:
             if failed.code != grpc.StatusCode.UNIMPLEMENTED:

@@ -14,7 +14,7 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.runtime.peers import PeerState, PeerTransport, SendFailed
+from node.runtime.peers import HeartbeatStream, PeerState, PeerTransport, SendFailed
 
 TIMEOUT_S = 0.2
 
@@ -36,7 +36,9 @@ class Receiver(pb_grpc.PeerServicer):
     async def Heartbeats(self, requests, context):  # noqa: N802
         self.streams += 1
         async for req in requests:
-            if self.behaviour == "mute" and req.round == 1:
+            if self.behaviour == "late" and req.round == 1:
+                await asyncio.sleep(1.5 * TIMEOUT_S)
+            if self.behaviour == "mute" and self.streams == 1 and req.round >= 1:
                 await asyncio.sleep(3600)
             if self.behaviour == "refuse":
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "member list differs")
@@ -96,17 +98,34 @@ def test_acks_come_back_in_order_on_one_stream() -> None:
     asyncio.run(with_server(receiver, body))
 
 
-def test_a_mute_receiver_fails_the_heartbeat_in_time_and_the_next_reopens() -> None:
-    receiver = Receiver("mute")
+def test_a_late_ack_fails_its_heartbeat_and_is_dropped_when_it_comes() -> None:
+    receiver = Receiver("late")
 
     async def body(peer, beat):
         assert (await beat(0)).ack.round == 0
         t0 = time.monotonic()
         with pytest.raises(SendFailed) as failed:
-            await beat(1)  # never answered
+            await beat(1)
         assert failed.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - t0 < TIMEOUT_S + 0.15
-        assert (await beat(2)).ack.round == 2  # a new stream
+        assert (await beat(2)).ack.round == 2  # the late ack for 1 came first, and was dropped
+        assert receiver.streams == 1
+
+    asyncio.run(with_server(receiver, body))
+
+
+def test_a_mute_receiver_fails_each_heartbeat_in_time_until_the_stream_is_replaced() -> None:
+    receiver = Receiver("mute")
+
+    async def body(peer, beat):
+        assert (await beat(0)).ack.round == 0
+        for r in range(1, HeartbeatStream.MAX_UNANSWERED + 2):
+            t0 = time.monotonic()
+            with pytest.raises(SendFailed) as failed:
+                await beat(r)  # never answered
+            assert failed.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - t0 < TIMEOUT_S + 0.15
+        assert (await beat(100)).ack.round == 100  # a new stream
         assert receiver.streams == 2
 
     asyncio.run(with_server(receiver, body))
