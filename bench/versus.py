@@ -16,6 +16,8 @@ Parts (each can be skipped with --skip):
 * sizes: quorum failover as n grows, at the first setting, a third of the kills per point.
 * query: GetLeader on a leader and a follower under ghz (a Go load generator, its own process).
 * suite: the chaos suite's wall time, `pytest tests/chaos -n 0` against `-n 2` (long).
+* false-alarms: nothing killed; etcd and bullyproof at once, every link slowed and stalled through one
+  Toxiproxy: leader changes and time without an agreed leader (bench.false_alarms).
 
 The tools come from the set-up step (the CLI hands in chaos.tools, which installs etcd-server with
 apt-get and ghz with `go install` at a pinned version); --quick skips those not installed.
@@ -33,39 +35,33 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import grpc
 
-from bench import grpc_floor
+from bench import false_alarms, grpc_floor
+from bench.etcd import EtcdCluster
 from bench.real import failover_samples, kill_loop, summary_ms
-from node.channels import observer_channel
 from node.core import mode_names
 from node.launcher.cluster import (
     LocalCluster,
     local_spec,
-    pid_alive,
     read_cluster_file,
-    signal_pid,
-    spawn,
     stop_pids,
-    wait_for,
 )
-from node.launcher.ports import free_port
+from node.launcher.stopping import stop_on_signals
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO = ROOT / "proto" / "bullyproof" / "v1" / "bullyproof.proto"
-PARTS = ("failover", "cold-start", "idle", "sizes", "query", "suite")
+PARTS = ("failover", "cold-start", "idle", "sizes", "query", "suite", false_alarms.PART)
 DEFAULT_SETTINGS = ((100, 500), (100, 1000), (50, 500))
 DEFAULT_SIZES = (3, 5, 9, 15, 25)
 NODES = 5
@@ -76,159 +72,6 @@ def log(text: str) -> None:
 
 
 # ---- etcd ---------------------------------------------------------------------------------------
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return value, i
-
-
-def proto_fields(buf: bytes) -> dict[int, Any]:
-    """The last value of each field of a protobuf message (varints and length-delimited only)."""
-    out: dict[int, Any] = {}
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            out[number], i = _varint(buf, i)
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            out[number], i = buf[i : i + size], i + size
-        elif wire == 1:
-            out[number], i = int.from_bytes(buf[i : i + 8], "little"), i + 8
-        elif wire == 5:
-            out[number], i = int.from_bytes(buf[i : i + 4], "little"), i + 4
-        else:
-            raise ValueError(f"unexpected wire type {wire}")
-    return out
-
-
-def etcd_status(address: str, timeout_s: float = 0.2) -> tuple[int, int] | None:
-    """(member id, the leader it knows or 0) from etcd's Maintenance.Status; None if it did not answer.
-
-    etcdserverpb.StatusResponse: header = 1 (ResponseHeader: member_id = 2), leader = 4. Decoded by
-    hand, so the benchmark needs no etcd stubs; asked like our nodes, on a fresh channel each time.
-    """
-    try:
-        with observer_channel(address) as ch:
-            raw = ch.unary_unary("/etcdserverpb.Maintenance/Status")(b"", timeout=timeout_s)
-    except grpc.RpcError:
-        return None
-    reply = proto_fields(raw)
-    return proto_fields(reply.get(1, b"")).get(2, 0), reply.get(4, 0)
-
-
-@dataclass
-class EtcdMember:
-    name: str
-    client: str
-    peer: str
-    pid: int = 0
-    member_id: int = 0
-
-
-@dataclass
-class EtcdCluster:
-    """n etcd members on loopback, data in `directory`, at our heartbeat and election timeout."""
-
-    etcd: Path
-    directory: Path
-    n: int = NODES
-    heartbeat_interval_ms: int = 100
-    election_timeout_ms: int = 500
-    members: list[EtcdMember] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.members = [
-            EtcdMember(f"m{i}", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}") for i in range(1, self.n + 1)
-        ]
-
-    def argv(self, m: EtcdMember) -> list[str]:
-        initial = ",".join(f"{x.name}=http://{x.peer}" for x in self.members)
-        return [
-            str(self.etcd),
-            "--name",
-            m.name,
-            "--data-dir",
-            str(self.directory / m.name),
-            "--listen-client-urls",
-            f"http://{m.client}",
-            "--advertise-client-urls",
-            f"http://{m.client}",
-            "--listen-peer-urls",
-            f"http://{m.peer}",
-            "--initial-advertise-peer-urls",
-            f"http://{m.peer}",
-            "--initial-cluster",
-            initial,
-            "--initial-cluster-state",
-            "new",  # ignored once the data dir exists
-            "--initial-cluster-token",
-            "bullyproof-bench",
-            "--heartbeat-interval",
-            str(self.heartbeat_interval_ms),
-            "--election-timeout",
-            str(self.election_timeout_ms),
-            "--logger",
-            "zap",
-            "--log-outputs",
-            "stderr",
-        ]
-
-    def start(self) -> None:
-        for m in self.members:
-            m.pid = spawn(self.argv(m), self.directory / f"{m.name}.log")
-
-    def stop(self) -> None:
-        stop_pids([m.pid for m in self.members if m.pid])
-
-    def pids(self) -> dict[str, int]:
-        return {m.name: m.pid for m in self.members}
-
-    def kill(self, index: int) -> None:
-        signal_pid(self.members[index].pid, signal.SIGKILL)
-
-    def restart(self, index: int) -> None:
-        m = self.members[index]
-        signal_pid(m.pid, signal.SIGKILL)
-        wait_for(lambda: not pid_alive(m.pid), 5.0, what=f"etcd pid {m.pid} to exit")
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(m.pid, os.WNOHANG)
-        m.pid = spawn(self.argv(m), self.directory / f"{m.name}.log")
-
-    def wait_for_agreement(
-        self,
-        timeout_s: float,
-        exclude: frozenset[int] = frozenset(),
-        differs_from: int | None = None,
-        interval_s: float = 0.01,
-        rpc_timeout_s: float = 0.2,
-    ) -> int:
-        """The index of the member every other (not excluded) member names as leader."""
-        asked = [i for i in range(self.n) if i not in exclude]
-
-        def check() -> int | None:
-            leaders = set()
-            for i in asked:
-                st = etcd_status(self.members[i].client, rpc_timeout_s)
-                if st is None:
-                    return None  # every member must answer, as for our nodes
-                self.members[i].member_id = st[0]
-                leaders.add(st[1])
-            if len(leaders) != 1:
-                return None
-            (leader,) = leaders
-            index = next((i for i in asked if self.members[i].member_id == leader), None)
-            return None if index is None or index == differs_from else index + 1  # 0 is falsy
-
-        return wait_for(check, timeout_s, interval_s, what=f"etcd members {asked} to agree on a leader") - 1
 
 
 FAILED_RUNS = ROOT / "runs" / "bench-failures"  # a failed part's cluster directory (logs, events) is kept here
@@ -742,7 +585,8 @@ def markdown(result: dict) -> str:
             "ET = election timeout; with 30 kills p99 is the worst kill (nearest rank). "
             '"vs etcd": ours over etcd\'s, from the same run.',
             "",
-            "| heartbeat / ET | system | kills | min | median | p90 | p99 | max | median / ET | p99 / ET | median vs etcd | p99 vs etcd |",
+            "| heartbeat / ET | system | kills | min | median | p90 | p99 | max | median / ET | p99 / ET | "
+            "median vs etcd | p99 vs etcd |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         notes = []
@@ -760,7 +604,8 @@ def markdown(result: dict) -> str:
                     continue
                 ratio = s.get("over_etcd", {})
                 lines.append(
-                    f"| {setting} | {who} | {s['kills']} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | {s['p90_ms']:.0f} | "
+                    f"| {setting} | {who} | {s['kills']} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | "
+                    f"{s['p90_ms']:.0f} | "
                     f"{s['p99_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['p99_over_et']:.2f} | "
                     f"{_fmt(ratio.get('median'), ' ×')} | {_fmt(ratio.get('p99'), ' ×')} |"
                 )
@@ -781,20 +626,22 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {name} | failed: {s['error'][:80]} | | | |")
             else:
                 lines.append(
-                    f"| `{s['command']}` | {s['runs']} | {s['min_ms']:.0f} ms | **{s['median_ms']:.0f} ms** | {s['worst_ms']:.0f} ms |"
+                    f"| `{s['command']}` | {s['runs']} | {s['min_ms']:.0f} ms | **{s['median_ms']:.0f} ms** | "
+                    f"{s['worst_ms']:.0f} ms |"
                 )
         lines.append("")
     idle = result["idle"]
     if isinstance(idle, dict) and "skipped" not in idle:
         lines += [
-            f"## Idle cost per member: {idle['seconds']:.0f} s of a settled cluster at {idle['heartbeat_interval_ms']} / "
-            f"{idle['election_timeout_ms']} ms",
+            f"## Idle cost per member: {idle['seconds']:.0f} s of a settled cluster at "
+            f"{idle['heartbeat_interval_ms']} / {idle['election_timeout_ms']} ms",
             "",
             "CPU is utime + stime from /proc over the window, in % of one core. RSS counts shared pages in every "
             "process; PSS splits them. bullyproof's fenced store (written by the leader every 100 ms) is listed apart. "
             "etcd and the rows without a note run plaintext; `cluster up` runs mutual TLS (its row says so).",
             "",
-            "| system | CPU mean | CPU leader | CPU followers | RSS mean | RSS max | PSS mean | store CPU | store RSS |",
+            "| system | CPU mean | CPU leader | CPU followers | RSS mean | RSS max | PSS mean | store CPU | "
+            "store RSS |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, s in idle.items():
@@ -807,8 +654,10 @@ def markdown(result: dict) -> str:
             store = s["per_process"].get("store", {})
             lines.append(
                 f"| {who} | **{s['cpu_percent_mean']} %** | {_fmt(s.get('leader_cpu_percent'), ' %')} | "
-                f"{_fmt(s.get('followers_cpu_percent_mean'), ' %')} | **{s['rss_mb_mean']} MB** | {s['rss_mb_max']} MB | "
-                f"{_fmt(s.get('pss_mb_mean'), ' MB')} | {_fmt(store.get('cpu_percent'), ' %')} | {_fmt(store.get('rss_mb'), ' MB')} |"
+                f"{_fmt(s.get('followers_cpu_percent_mean'), ' %')} | **{s['rss_mb_mean']} MB** | "
+                f"{s['rss_mb_max']} MB | "
+                f"{_fmt(s.get('pss_mb_mean'), ' MB')} | {_fmt(store.get('cpu_percent'), ' %')} | "
+                f"{_fmt(store.get('rss_mb'), ' MB')} |"
             )
         lines.append("")
         floor = idle.get("grpc_floor", {})
@@ -819,7 +668,8 @@ def markdown(result: dict) -> str:
                 "(bench/grpc_floor.py). An idle follower receives and answers one heartbeat per interval, so it "
                 "cannot cost less than the server column.",
                 "",
-                "| Python gRPC alone | server CPU (a follower's floor) | per message | sender CPU (a leader's, per follower) | per message | echoes |",
+                "| Python gRPC alone | server CPU (a follower's floor) | per message | "
+                "sender CPU (a leader's, per follower) | per message | echoes |",
                 "|---|---|---|---|---|---|",
             ]
             for kind, f in floor.items():
@@ -845,8 +695,10 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {s['n']} | failed: {s.get('error', '')[:100]} | | | | | | |")
             else:
                 lines.append(
-                    f"| {s['n']} | {s['kills']}{' (then timed out)' if 'error' in s else ''} | {s['min_ms']:.0f} | **{s['median_ms']:.0f}** | "
-                    f"{s['p90_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | {s['cold_start_ms']:.0f} ms |"
+                    f"| {s['n']} | {s['kills']}{' (then timed out)' if 'error' in s else ''} | {s['min_ms']:.0f} | "
+                    f"**{s['median_ms']:.0f}** | "
+                    f"{s['p90_ms']:.0f} | {s['worst_ms']:.0f} | {s['median_over_et']:.2f} | "
+                    f"{s['cold_start_ms']:.0f} ms |"
                 )
         lines.append("")
     q = result["query"]
@@ -863,7 +715,8 @@ def markdown(result: dict) -> str:
                 s = q[role]
                 lines.append(
                     f"| {role.split('_')[0]} | {s['requests']} | {s['concurrency']} | **{s['throughput_per_s']}/s** | "
-                    f"{_fmt(s.get('p50_ms'), ' ms')} | {_fmt(s.get('p90_ms'), ' ms')} | {_fmt(s.get('p99_ms'), ' ms')} | "
+                    f"{_fmt(s.get('p50_ms'), ' ms')} | {_fmt(s.get('p90_ms'), ' ms')} | "
+                    f"{_fmt(s.get('p99_ms'), ' ms')} | "
                     f"{s['slowest_ms']} ms | {', '.join(f'{k} {v}' for k, v in s['status_codes'].items())} |"
                 )
         lines.append("")
@@ -878,6 +731,7 @@ def markdown(result: dict) -> str:
                     f"| `{s['command']}` | **{s['seconds']:.0f} s** | {s['summary']} (exit {s['exit_code']}) |"
                 )
         lines.append("")
+    lines += false_alarms.markdown(result)
     skipped = [f"{k} ({v['skipped']})" for k, v in result.items() if isinstance(v, dict) and "skipped" in v]
     if skipped:
         lines += ["Not measured in this run: " + "; ".join(skipped) + ".", ""]
@@ -994,6 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"parts to leave out: {', '.join(PARTS)}, or etcd (bullyproof only)",
     )
     p.add_argument("--skip-suite", action="store_true", help="same as --skip suite (the chaos suite takes long)")
+    false_alarms.add_arguments(p)
     return p
 
 
@@ -1016,9 +871,10 @@ def setup(tools: ModuleType, want_etcd: bool, want_ghz: bool, want_toxiproxy: bo
     return found
 
 
-def main(argv: list[str], tools: ModuleType) -> int:
-    """`tools`: chaos.tools, handed in by the CLI (node/ never imports chaos/ itself)."""
+def main(argv: list[str], tools: ModuleType, toxiproxy: ModuleType | None = None) -> int:
+    """`tools`, `toxiproxy`: chaos.tools and chaos.toxiproxy, handed in by the CLI (node/ never imports chaos/)."""
     args = build_parser().parse_args(argv)
+    stop_on_signals()  # SIGTERM too unwinds through each part's clean-up: no cluster, etcd or Toxiproxy left behind
     q = args.quick
     kills = args.kills or (3 if q else 30)
     settings = args.settings or (list(DEFAULT_SETTINGS[:1]) if q else list(DEFAULT_SETTINGS))
@@ -1033,9 +889,9 @@ def main(argv: list[str], tools: ModuleType) -> int:
     try:
         found = setup(
             tools,
-            want_etcd="etcd" not in skip and bool({"failover", "cold-start", "idle"} - skip),
+            want_etcd="etcd" not in skip and bool({"failover", "cold-start", "idle", false_alarms.PART} - skip),
             want_ghz="query" not in skip,
-            want_toxiproxy="cold-start" not in skip,
+            want_toxiproxy=bool({"cold-start", false_alarms.PART} - skip),
             quick=q,
         )
     except tools.ToolInstallError as exc:
@@ -1069,6 +925,11 @@ def main(argv: list[str], tools: ModuleType) -> int:
         {"skipped": reasons["query"]}
         if "query" in reasons
         else guarded("query", lambda: bench_query(found["ghz"], requests, args.concurrency))
+    )
+    result["false_alarms"] = (
+        {"skipped": reasons.get(false_alarms.PART, "no Toxiproxy client handed in")}
+        if false_alarms.PART in reasons or toxiproxy is None
+        else guarded(false_alarms.PART, lambda: false_alarms.bench(args, q, etcd, toxiproxy))
     )
     if q and "suite" not in args.skip and not args.skip_suite:
         reasons["suite"] = "--quick"

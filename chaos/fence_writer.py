@@ -11,8 +11,9 @@ and the write (`_between_check_and_write`), after saying so on standard output; 
 that hook, or that does not call it (the check and the write are one script), just writes.
 
 The reader (--reader) reads the resources in a loop, and at once when asked ({"n": 9, "read": "r"}),
-until {"final": true} (or the end of its input); then it reads each resource once more and exits. Before anything it reads each resource once (they must be unwritten) and,
-for the fenced store, its highest epoch (one for all keys), and reports them in its "ready" line.
+until {"final": true} (or the end of its input); then it reads each resource once more and exits.
+Before anything it reads each resource once (they must be unwritten) and, for the fenced store, its
+highest epoch (one for all keys), and reports them in its "ready" line.
 
 Every operation is recorded in the process's own file (--record), one JSON line when it is called and
 one when its outcome is known, each written whole with one write(2) before the process goes on, so a

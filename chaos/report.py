@@ -80,7 +80,8 @@ def text_report(
     lines.append("")
     lines.append(
         f"store: {f.get('accepted', 0)} writes accepted, {f.get('rejected', 0)} rejected "
-        f"({f.get('stale_rejected', 0)} stale epochs fenced off, {f.get('unfenced', 0)} written by a second leader that fencing could not stop)"
+        f"({f.get('stale_rejected', 0)} stale epochs fenced off, "
+        f"{f.get('unfenced', 0)} written by a second leader that fencing could not stop)"
     )
     late = f.get("after_lease_end", 0)
     worst = f" (worst {f.get('after_lease_end_max_ms', 0.0):.1f} ms late)" if late else ""

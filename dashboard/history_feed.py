@@ -1,8 +1,8 @@
 """What the dashboard draws from the recorded history: the one module that imports the history contract.
 
 The names below come from node.history (the history contract: leadership_intervals, the same the
-simulator and the checkers judge by) and chaos.checkers (overlaps, P3's reading of them). Everything here is pure: events in, a picture
-of who led when out.
+simulator and the checkers judge by) and chaos.checkers (overlaps, P3's reading of them). Everything
+here is pure: events in, a picture of who led when out.
 """
 
 from __future__ import annotations

@@ -305,6 +305,16 @@ class Model:
         self.log.append(entry)
         return entry
 
+    def _on_gap(self, ev: dict[str, Any], wall: Any) -> None:
+        """Events a node's WatchEvents stream said this page will never get (dashboard --nodes)."""
+        self._say(
+            ev,
+            wall,
+            f"node {ev['node']}: {ev['missed']} history events lost here (older than the node keeps, "
+            "or this page fell behind); the log and timeline have a gap",
+            level="warn",
+        )
+
     def _on_meta(self, ev: dict[str, Any], wall: Any) -> None:
         if ev.get("scenario") and ev["scenario"] != "manual":
             self._say(

@@ -50,8 +50,14 @@ from node.launcher.cluster import read_cluster_file
 
 from .actions import act, controls_html
 from .model import Model
-from .observe import Observer
+from .observe import Observer, RemoteObserver
 from .runs import ScenarioRun, catalogue
+
+READ_ONLY = (
+    "Read-only: this page watches a cluster by its nodes' client addresses (--nodes), so it has no "
+    "processes to crash or pause and no proxy to cut links with; its faults and scenario runs are "
+    "for a local cluster (--dir)"
+)
 
 DEFAULT_PORT = 8040
 TIMELINE_PERIOD_S = 0.25
@@ -88,13 +94,19 @@ def with_token(url: str, token: str | None) -> str:
 class Dashboard:
     """The cluster being watched, its model, and the scenario run (if any). Lives in the server's loop."""
 
-    def __init__(self, directory: Path) -> None:
-        self.main_dir = Path(directory).resolve()
-        data = read_cluster_file(self.main_dir)  # a clear one-line error now if there is no cluster there
-        self.token = admin_token(data)
+    def __init__(self, directory: Path | None, remote: dict[str, Any] | None = None) -> None:
+        # `remote`: a cluster named by its client addresses (node.launcher.remote), watched read-only.
+        self.remote = remote
+        if remote is None:
+            assert directory is not None
+            self.main_dir: Path | None = Path(directory).resolve()
+            data = read_cluster_file(self.main_dir)  # a clear one-line error now if there is no cluster there
+            self.token = admin_token(data)
+        else:
+            self.main_dir, self.token = None, None
         self.origin_ns = time.monotonic_ns()
         self.generation = 0  # the source changed (cluster <-> scenario run): the page starts over
-        self.watching = self.main_dir
+        self.watching: Path | None = self.main_dir
         self.model: Model | None = None
         self.observer: Observer | None = None
         self.run: ScenarioRun | None = None
@@ -107,7 +119,11 @@ class Dashboard:
 
     async def start(self) -> None:
         self._changed = asyncio.Event()
-        await self.watch(self.main_dir, f"cluster in {self.main_dir}")
+        if self.remote is not None:
+            await self.watch_remote(self.remote)
+        else:
+            assert self.main_dir is not None
+            await self.watch(self.main_dir, f"cluster in {self.main_dir}")
         self._timeline_task = asyncio.ensure_future(self._timeline())
 
     async def stop(self) -> None:
@@ -139,6 +155,15 @@ class Dashboard:
         self.generation += 1
         self.notify()
 
+    async def watch_remote(self, remote: dict[str, Any]) -> None:
+        """Watch the cluster at these addresses: over its client ports only (read-only)."""
+        addresses = {n["id"]: n["client_address"] for n in remote["nodes"]}
+        self.model = Model(addresses, self.origin_ns, 500, "", "cluster at " + ", ".join(addresses.values()))
+        self.observer = RemoteObserver(addresses, self.model, self.notify)
+        await self.observer.start()
+        self.generation += 1
+        self.notify()
+
     def notify(self) -> None:
         assert self._changed is not None
         changed, self._changed = self._changed, asyncio.Event()
@@ -156,7 +181,13 @@ class Dashboard:
 
     # ---- actions -----------------------------------------------------------------------------
 
+    def refuse_if_remote(self) -> None:
+        if self.remote is not None:
+            raise ConfigError(READ_ONLY)
+
     async def act(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.refuse_if_remote()
+        assert self.main_dir is not None
         if self.watching != self.main_dir:
             raise ConfigError("the page is showing a scenario run; go back to the cluster to break it")
         result = await asyncio.to_thread(act, self.main_dir, body)
@@ -165,6 +196,8 @@ class Dashboard:
         return result
 
     async def start_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.refuse_if_remote()
+        assert self.main_dir is not None
         if self.run is not None and self.run.state in ("starting", "running"):
             raise ConfigError(f"scenario {self.run.name} is still running")
         try:
@@ -200,7 +233,7 @@ class Dashboard:
             self._scenario_changed()
 
     async def back_to_cluster(self) -> None:
-        if self.watching != self.main_dir:
+        if self.main_dir is not None and self.watching != self.main_dir:
             await self.watch(self.main_dir, f"cluster in {self.main_dir}")
 
     def _scenario_changed(self) -> None:
@@ -217,6 +250,7 @@ class Dashboard:
             "mode": self.model.mode,
             "nodes": list(self.model.nodes),
             "main": self.watching == self.main_dir,
+            "readonly": READ_ONLY if self.remote is not None else "",
         }
 
     def scenario_json(self) -> dict[str, Any] | None:
@@ -327,8 +361,12 @@ def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
             403,
         )
 
+    def read_only() -> Response | None:
+        """A cluster watched by its addresses has no processes or proxies to act on from here."""
+        return JSONResponse({"ok": False, "error": READ_ONLY}, 403) if dash.remote is not None else None
+
     async def action(request: Request) -> Response:
-        if (no := refused(request)) is not None:
+        if (no := read_only() or refused(request)) is not None:
             return no
         try:
             return JSONResponse({"ok": True, **await dash.act(await json_body(request))})
@@ -341,7 +379,7 @@ def build_app(dash: Dashboard, host: str = "127.0.0.1") -> Starlette:
         return JSONResponse(catalogue())
 
     async def run_scenario(request: Request) -> Response:
-        if (no := refused(request)) is not None:
+        if (no := read_only() or refused(request)) is not None:
             return no
         try:
             return JSONResponse({"ok": True, **await dash.start_run(await json_body(request))})
@@ -442,16 +480,20 @@ def warn_if_exposed(host: str) -> str | None:
     )
 
 
-def serve(directory: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
-    """`bullyproof dashboard`: serve until Ctrl-C."""
-    dash = Dashboard(directory)
+def serve(
+    directory: Path | None, host: str = "127.0.0.1", port: int = DEFAULT_PORT, remote: dict[str, Any] | None = None
+) -> int:
+    """`bullyproof dashboard`: serve until Ctrl-C (`remote`: a cluster by its addresses, read-only)."""
+    dash = Dashboard(directory, remote)
     sock = bind(host, port)
-    if (warning := warn_if_exposed(host)) is not None:
+    if remote is None and (warning := warn_if_exposed(host)) is not None:
         print(warning, flush=True)
-    print(
-        f"dashboard: {with_token(url_of(sock, host), dash.token)}  (cluster in {dash.main_dir}; stop with Ctrl-C)",
-        flush=True,
+    what = (
+        f"cluster in {dash.main_dir}"
+        if remote is None
+        else "read-only, cluster at " + ", ".join(n["client_address"] for n in remote["nodes"])
     )
+    print(f"dashboard: {with_token(url_of(sock, host), dash.token)}  ({what}; stop with Ctrl-C)", flush=True)
     _server(dash, host).run(sockets=[sock])
     return 0
 

@@ -165,7 +165,8 @@ def handshake_refused(exc: grpc.RpcError, address: str, tls: Tls | None) -> str 
                 f"the TLS handshake with {address} failed: its certificate is not signed by {ca}. "
                 f"Check that --certs is this cluster's certificate directory (its ca.pem)"
             )
-        return f"the TLS handshake with {address} failed ({details.rpartition(': ')[2] or details}); check --certs and --insecure"
+        why = details.rpartition(": ")[2] or details
+        return f"the TLS handshake with {address} failed ({why}); check --certs and --insecure"
     if "not in peer certificate" in details:
         return f"{address}'s certificate does not name the server we asked for: check the address and --server-name"
     return None

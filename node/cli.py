@@ -76,10 +76,18 @@ def _dashboard_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     )
 
 
-def _cluster_source(p: argparse.ArgumentParser) -> None:
-    """--dir (a local cluster's run directory) or --compose [FILE] (a compose cluster, from its file)."""
+def _cluster_source(p: argparse.ArgumentParser, by_address: bool = False, compose: bool = True) -> None:
+    """--dir (a local cluster's run directory) or --compose [FILE] (a compose cluster, from its file);
+    `by_address`: or --nodes HOST:PORT,... with --certs/--insecure (node.launcher.remote, read-only)."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--dir", default=DEFAULT_DIR, help=f"local cluster's run directory (default {DEFAULT_DIR})")
+    if by_address:
+        from node.launcher.remote import NODES_HELP
+
+        where.add_argument("--nodes", metavar="HOST:PORT,...", help=NODES_HELP)
+        add_tls_args(p, "client", dialler=True)
+    if not compose:
+        return
     where.add_argument(
         "--compose",
         nargs="?",
@@ -278,14 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("dashboard", help="a live page beside a running cluster: watch it elect, break it from the page")
-    p.add_argument("--dir", default=DEFAULT_DIR)
+    _cluster_source(p, by_address=True, compose=False)
     _dashboard_args(p)
 
     p = sub.add_parser("leader", help="print the current leader and epoch as JSON")
-    _cluster_source(p)
+    _cluster_source(p, by_address=True)
 
     p = sub.add_parser("status", help="print every node's status as JSON")
-    _cluster_source(p)
+    _cluster_source(p, by_address=True)
 
     p = sub.add_parser(
         "resign",
@@ -642,6 +650,13 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboard.server import serve  # composition root: the only node module that reaches into dashboard/
 
+    if args.nodes:
+        from node.launcher.remote import remote_record
+
+        return serve(None, args.host, args.port, remote=remote_record(args, require_answer=False))
+    from node.launcher.remote import refuse_stray_tls_flags
+
+    refuse_stray_tls_flags(args)
     return serve(Path(args.dir), args.host, args.port)
 
 
@@ -677,7 +692,15 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
 
 
 def cluster_record(args: argparse.Namespace) -> dict:
-    """The cluster a command acts on: cluster.json of --dir, or the compose file's x-bullyproof block."""
+    """The cluster a command acts on: cluster.json of --dir, the compose file's x-bullyproof block, or
+    the nodes at --nodes."""
+    if getattr(args, "nodes", None):
+        from node.launcher.remote import remote_record
+
+        return remote_record(args)
+    from node.launcher.remote import refuse_stray_tls_flags
+
+    refuse_stray_tls_flags(args)
     if args.compose:
         from node.launcher.compose import read_compose_file
 
@@ -1108,9 +1131,9 @@ def main(argv: list[str] | None = None) -> int:
             return showdown_main(argv[1:])
         if argv[:1] == ["bench"]:
             from bench.versus import main as bench_main
-            from chaos import tools  # composition root: the benchmark's set-up installs etcd and ghz
+            from chaos import tools, toxiproxy  # composition root: the set-up installs etcd and ghz
 
-            return bench_main(argv[1:], tools)
+            return bench_main(argv[1:], tools, toxiproxy)
         if argv[:1] == ["sim"]:
             from node.sim.cli import main as sim_main
 

@@ -681,7 +681,7 @@ def backed_spans(
             spans_out = _majority_sweep(supporters, len(members) // 2 + 1)
         else:
             spans_out = []
-            for index, (since, voters, previous) in enumerate(eras):
+            for index, (since, _voters, previous) in enumerate(eras):
                 until = eras[index + 1][0] if index + 1 < len(eras) else _FOREVER
                 counting = previous  # joint: the voters before; settled: the same as voters
                 if not counting or since >= until:
@@ -752,15 +752,14 @@ def leadership(
     """Who believed they led which epoch, and when, from a sorted history: the intervals, sorted by
     start, and those of them that ended as their lease ran out (P6 forgives those less).
 
-    An interval opens at a node's view with role leader and closes at the node's next view, at a
-    kill/pause/stop of its process or the start of a new one, or at ``end``; ``lease_end_ns`` on the closing view moves the end
-    earlier. A paused leader that is resumed without reporting a new view still believes it leads
-    (classic Bully does exactly that), so its interval reopens at the resume; a quorum leader whose
-    lease ran out during the pause reports a view with an earlier ``lease_end_ns``, which shrinks the
-    reopened interval to nothing. The simulator sees inside a paused process: its pause event carries
-    ``lease_end_ns`` (when the paused leader's lease ran out, or the end of the pause if it did not),
-    and then the leadership runs on through the pause up to that instant instead (and, if it ran
-    out, reopens at the resume as above: what the node reports next decides).
+    An interval opens at a node's view with role leader and closes at the node's next view, at a kill/pause/stop of its
+    process or the start of a new one, or at ``end``; ``lease_end_ns`` on the closing view moves the end earlier. A
+    paused leader that is resumed without reporting a new view still believes it leads (classic Bully does exactly
+    that), so its interval reopens at the resume; a quorum leader whose lease ran out during the pause reports a view
+    with an earlier ``lease_end_ns``, which shrinks the reopened interval to nothing. The simulator sees inside a paused
+    process: its pause event carries ``lease_end_ns`` (when the paused leader's lease ran out, or the end of the pause
+    if it did not), and then the leadership runs on through the pause up to that instant instead (and, if it ran out,
+    reopens at the resume as above: what the node reports next decides).
 
     ``instant`` is how long one instant lasts: in ticks (the simulator) an announced leadership holds
     at least through the tick it was announced in, even if the lease it came with had already run

@@ -152,7 +152,7 @@ class PostgresServer:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"postgres did not accept connections within {START_TIMEOUT_S} s: {self.log()[-1500:]}"
-                    )
+                    ) from None
                 time.sleep(0.05)
 
     def create_database(self) -> str:

@@ -43,8 +43,12 @@ function connect() {
 
 function onReset(r) {
   state.generation = r.generation;
-  state.main = r.main;
+  state.main = r.main && !r.readonly;
   state.nodes = r.nodes;
+  // A cluster watched by its addresses (--nodes): no buttons at all, and the page says why.
+  document.body.classList.toggle("readonly", !!r.readonly);
+  $("readonly-banner").hidden = !r.readonly;
+  $("readonly-banner").textContent = r.readonly || "";
   state.chosen.clear();
   state.elections.clear();
   state.electionRefs.clear();
@@ -57,9 +61,9 @@ function onReset(r) {
     select.replaceChildren(...r.nodes.map((n) => el("option", { value: String(n), text: "node " + n })));
   }
   if (r.nodes.length > 1) $("link-to").value = String(r.nodes[1]);
-  $("scenario-banner").hidden = r.main;
+  $("scenario-banner").hidden = r.main || !!r.readonly;
   $("scenario-banner-text").textContent = r.main ? "" : "Watching " + r.source + ": its own cluster, started by the run. Actions are off.";
-  for (const b of document.querySelectorAll(".controls button.act, button.fault")) b.disabled = !r.main;
+  for (const b of document.querySelectorAll(".controls button.act, button.fault")) b.disabled = !state.main;
   updateChosen();
 }
 

@@ -105,6 +105,34 @@ class PeerReply(_message.Message):
     ack: Ack
     def __init__(self, ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("after_seq", "kinds", "incarnation")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    incarnation: int
+    def __init__(self, after_seq: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., incarnation: _Optional[int] = ...) -> None: ...
+
+class NodeEvent(_message.Message):
+    __slots__ = ("seq", "kind", "unix_ns", "monotonic_ns", "json", "missed", "incarnation")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    MONOTONIC_NS_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    kind: str
+    unix_ns: int
+    monotonic_ns: int
+    json: str
+    missed: int
+    incarnation: int
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[str] = ..., unix_ns: _Optional[int] = ..., monotonic_ns: _Optional[int] = ..., json: _Optional[str] = ..., missed: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
+
 class MembershipRequest(_message.Message):
     __slots__ = ("action", "node_id", "timeout_ms")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

@@ -167,8 +167,8 @@ class PeerServicer:
         a Heartbeat message exactly as the unary Heartbeat takes it, checked, authenticated and handled in
         order, and answered by one PeerReply (its Ack) in the same order. A message the unary call would
         refuse ends the stream with that status; the sender fails that heartbeat and opens a new stream
-        with its next one. A sender whose ack does not come within one heartbeat interval cancels the
-        stream (as a unary deadline would). Not a message type of node/core: a transport for Heartbeat.
+        with its next one. An ack that does not come within the unary Heartbeat's deadline fails its
+        heartbeat, and is dropped when it comes. Not a message type of node/core: a transport for Heartbeat.
         A node that does not serve it (UNIMPLEMENTED: an older version) gets unary Heartbeat calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -531,6 +531,11 @@ class LeadershipStub:
                 request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.MembershipRequest.SerializeToString,
                 response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.MembershipReply.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/bullyproof.v1.Leadership/WatchEvents',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.NodeEvent.FromString,
+                _registered_method=True)
 
 
 class LeadershipServicer:
@@ -594,6 +599,21 @@ class LeadershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """The node's history events as it records them (the JSON objects of its events file, whether or
+        not it writes one): those with seq > after_seq still in its buffer of recent events (the last
+        10,000), then each new one as it is recorded. Read-only: any certificate of the cluster's CA.
+        Nothing is ever queued without bound: a reader more than 1,024 events behind loses the oldest it
+        has not read, and the next event it gets says how many (missed), as does the first event when
+        after_seq is older than the buffer. INVALID_ARGUMENT for a kind that is not one of the node's
+        (kinds) or an after_seq past its last event (a restarted node counts from 1 again: pass its
+        incarnation and a stream of another incarnation starts at its oldest event instead).
+        RESOURCE_EXHAUSTED past 256 streams at once on one node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -626,6 +646,11 @@ def add_LeadershipServicer_to_server(servicer, server):
                     servicer.ChangeMembership,
                     request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.MembershipRequest.FromString,
                     response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.MembershipReply.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.WatchEventsRequest.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.NodeEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -793,6 +818,33 @@ class Leadership:
             '/bullyproof.v1.Leadership/ChangeMembership',
             bullyproof_dot_v1_dot_bullyproof__pb2.MembershipRequest.SerializeToString,
             bullyproof_dot_v1_dot_bullyproof__pb2.MembershipReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bullyproof.v1.Leadership/WatchEvents',
+            bullyproof_dot_v1_dot_bullyproof__pb2.WatchEventsRequest.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.NodeEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -163,7 +163,8 @@ def _security(tls: Tls | None, insecure: bool) -> Tls | None:
     """Secure by default: a certificate, or an explicit (and logged) insecure=True."""
     if (tls is None) == (not insecure):
         raise ValueError(
-            "give tls=Tls(...) (the cluster's certificates) or insecure=True for a plaintext cluster, not both or neither"
+            "give tls=Tls(...) (the cluster's certificates) or insecure=True for a plaintext cluster, "
+            "not both or neither"
         )
     if insecure:
         log.warning("bullyproof client: insecure=True: plaintext, the server is not authenticated")

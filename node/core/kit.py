@@ -8,9 +8,10 @@ the simulator see. The kit gives every subclass:
   batch, let time catch up (`_advance`: a node that was paused re-checks its lease before it acts),
   run the algorithm's handler and hand back the frozen batch: persist this, then send these.
 * **One `step`.** The configuration check (`_admit`: nothing from another configuration is counted,
-  its epochs included); the epoch check, once (`_check_epoch`); then a dispatch by role: a request goes to the handler every role shares
-  (`REQUESTS`), a reply only to the role waiting for it (`REPLIES[phase]`). A reply that finds its
-  role gone (a candidate that already lost, a leader that stepped down) is dropped there.
+  its epochs included); the epoch check, once (`_check_epoch`); then a dispatch by role: a request
+  goes to the handler every role shares (`REQUESTS`), a reply only to the role waiting for it
+  (`REPLIES[phase]`). A reply that finds its role gone (a candidate that already lost, a leader
+  that stepped down) is dropped there.
 * **Timers.** `next_deadline` from the algorithm's `_timers()`.
 * **The promise** (`_make_promise`): the only way anything reaches the disk; the configuration
   travels inside it.

@@ -184,10 +184,14 @@ class PlantedBug(str, enum.Enum):
     LATE_VOTE_UNTIL_DEADLINE = "late-vote-until-deadline"  # raft: votes count until the campaign deadline, not a lease
     RELEASE_ANY_TERM = "release-any-term"  # raft: a resigning heartbeat releases its sender's promise in any term
     # independent, second batch
-    LATE_BEAT_NAMES_RESIGNED = "late-beat-names-resigned"  # quorum: a heartbeat arriving after its leader's resignation names that leader again
-    PERSIST_NEW_LEADER_ONLY = "persist-new-leader-only"  # quorum: a promise is persisted only when it names another leader, not a newer epoch alone
-    REASSERT_ADOPTS_EPOCH = "reassert-adopts-epoch"  # quorum: a leader takes its reassert's fresh epoch when it asks, not when a majority grants it
-    VOTE_BY_WINDOW = "vote-by-window"  # raft: a vote is checked against whom the node backs now (promised_to), not whom it voted for in the term
+    # quorum: a heartbeat arriving after its leader's resignation names that leader again
+    LATE_BEAT_NAMES_RESIGNED = "late-beat-names-resigned"
+    # quorum: a promise is persisted only when it names another leader, not a newer epoch alone
+    PERSIST_NEW_LEADER_ONLY = "persist-new-leader-only"
+    # quorum: a leader takes its reassert's fresh epoch when it asks, not when a majority grants it
+    REASSERT_ADOPTS_EPOCH = "reassert-adopts-epoch"
+    # raft: a vote is checked against whom the node backs now (promised_to), not whom it voted for in the term
+    VOTE_BY_WINDOW = "vote-by-window"
     LEASE_FROM_WIN = "lease-from-win"  # raft: a new leader's lease counts from its win, not from its RequestVote round
     PERSIST_BEFORE_SELF_VOTE = (
         "persist-before-self-vote"  # raft: a candidate persists its new term before it records its own vote

@@ -300,7 +300,8 @@ def read_cluster_file(directory: Path) -> dict[str, Any]:
         return data
     except FileNotFoundError:
         raise ConfigError(
-            f"no cluster at {directory}: {path} does not exist (start one with: bullyproof cluster up --dir {directory})"
+            f"no cluster at {directory}: {path} does not exist "
+            f"(start one with: bullyproof cluster up --dir {directory})"
         ) from None
     except NotADirectoryError:
         raise ConfigError(f"no cluster at {directory}: it is not a directory") from None
@@ -453,7 +454,8 @@ class LocalCluster:
             alive = _recorded_alive(old, run_pids(self.dir))
             if alive:
                 raise ConfigError(
-                    f"a cluster is already running in {self.dir} (pids {alive}); stop it with: bullyproof cluster down --dir {self.dir}"
+                    f"a cluster is already running in {self.dir} (pids {alive}); "
+                    f"stop it with: bullyproof cluster down --dir {self.dir}"
                 )
         self.owns_dir = True  # from here on, stop() stops whatever runs for this directory
         # Only now: a refused start must not reissue the running cluster's certificates (its servers

@@ -11,6 +11,7 @@ from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
 from node.channels import require
 from node.core import Membership, MembershipRefused, Role, mode_info
+from node.runtime.events import EVENT_KINDS, Event, SubscribeRefused
 from node.runtime.port import LeadershipNode
 from node.runtime.wire import membership_to_pb
 from node.tls import ADMIN
@@ -182,6 +183,52 @@ class LeadershipServicer(pb_grpc.LeadershipServicer):
         await self._refuse_if_failed(context)
         async for info in self.node.observe.watch():
             yield info
+
+    async def WatchEvents(self, request, context):
+        """Read-only, as GetStatus: the TLS handshake already checked the caller's CA."""
+        await self._refuse_if_failed(context)
+        node = self.node
+        unknown = sorted({k for k in request.kinds if k not in EVENT_KINDS})
+        if unknown:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"kinds: {', '.join(repr(k) for k in unknown)} not a kind of event a node records "
+                f"({', '.join(EVENT_KINDS)})",
+            )
+        if request.incarnation < 0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"incarnation must be 0 or a node's start time in unix ns, got {request.incarnation}",
+            )
+        try:
+            sub = node.events.subscribe(request.after_seq, request.kinds, request.incarnation)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except SubscribeRefused as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        incarnation = node.events.incarnation
+
+        def message(event: Event, missed: int) -> pb.NodeEvent:
+            return pb.NodeEvent(
+                seq=event.seq,
+                kind=event.kind,
+                unix_ns=event.unix_ns,
+                monotonic_ns=event.monotonic_ns,
+                json=event.json,
+                missed=missed,
+                incarnation=incarnation,
+            )
+
+        try:
+            while not node.stopping.is_set():
+                batch = sub.take()
+                if not batch:
+                    await node.observe.until_changed_or_stopping(sub.ready)
+                    continue
+                for event, missed in batch:
+                    yield message(event, missed)
+        finally:
+            node.events.unsubscribe(sub)
 
     async def _require_admin(self, context, rpc: str) -> None:
         """An admin, or the node's own certificate (the service beside node N acts as node N and may

@@ -43,7 +43,7 @@ from node.core import (
 )
 from node.runtime.clock import LEASE_CLOCK_NAME, ClockPair, lease_clock_ns
 from node.runtime.duty import LeaderDuty
-from node.runtime.events import EventLog, route_logging
+from node.runtime.events import EventLog, keep_events, route_logging
 from node.runtime.joining import SelfJoin
 from node.runtime.leadership import Handover, LeadershipServicer
 from node.runtime.metrics import NodeMetrics
@@ -75,7 +75,7 @@ class NodeRuntime:
         # Seeded per node and boot, so a run's randomness is reproducible from its log line.
         seed = hash((settings.node_id, self.t0.lease_ns)) & 0xFFFFFFFF
         self.elector = make_elector(settings.mode, config, self.promises.load(), random.Random(seed), self.now())
-        self.events = EventLog(self.id, settings.events_path)
+        self.events = EventLog(self.id, settings.events_path, keep=keep_events())
         # In modes whose acks are promises, what this node promises goes into the history (P3g):
         # "grant" (acks: peers.py; votes for itself: apply) and "release".
         self.records_promises = mode_info(settings.mode).promises

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
@@ -104,12 +105,11 @@ class HeartbeatStream:
     """One open Peer/Heartbeats call to a peer: heartbeats written in order, their acks read in the same
     order. An ack that comes after its sender stopped waiting is dropped (as a late unary reply is) and
     the stream goes on. Broken (the peer refused a message, the connection went, a write did not finish
-    in time, or MAX_UNANSWERED heartbeats wait for acks) it stays broken: the next heartbeat opens a new
+    in time, or more than `max_unanswered` heartbeats wait for acks) it stays broken: the next heartbeat opens a new
     one."""
 
-    MAX_UNANSWERED = 8  # about an election timeout of heartbeats at the default timings
-
-    def __init__(self, stub: pb_grpc.PeerStub) -> None:
+    def __init__(self, stub: pb_grpc.PeerStub, max_unanswered: int) -> None:
+        self.max_unanswered = max_unanswered
         self.call = stub.Heartbeats()
         self.pending: deque[asyncio.Future[pb.PeerReply]] = deque()  # one per request written, in order
         self.lock = asyncio.Lock()  # one write at a time (gRPC takes one outstanding message per call)
@@ -136,7 +136,7 @@ class HeartbeatStream:
             except asyncio.CancelledError:  # the sender's time ran out mid-write: stalled, or never started
                 self._break(SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "heartbeat stream stalled"))
                 raise
-        if len(self.pending) > self.MAX_UNANSWERED:  # acks stopped coming: start afresh next time
+        if len(self.pending) > self.max_unanswered:  # acks stopped coming: start afresh next time
             self._break(SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "heartbeat stream: no acks"))
         return await answer
 
@@ -181,9 +181,9 @@ class PeerState:
     heartbeats: HeartbeatStream | None = None  # the open heartbeat stream to it, if any
     unary_heartbeats: bool = False  # it does not serve Peer/Heartbeats (an older version): unary calls
 
-    def heartbeat_stream(self) -> HeartbeatStream:
+    def heartbeat_stream(self, max_unanswered: int) -> HeartbeatStream:
         if self.heartbeats is None or self.heartbeats.broken is not None:
-            self.heartbeats = HeartbeatStream(self.stub)
+            self.heartbeats = HeartbeatStream(self.stub, max_unanswered)
         return self.heartbeats
 
     def close_heartbeats(self) -> None:
@@ -248,6 +248,17 @@ class PeerTransport:
             p.close_heartbeats()
             await p.channel.close()
 
+    def deadline_s(self, msg: Message) -> float:
+        """How long a request may wait for its answer: one heartbeat interval, but a heartbeat as long
+        as the lease. Its ack is worth having until then (the lease counts from the round's send, and
+        the core forgets rounds older than a lease), and dropping acks after one interval lost the
+        leader over and over on links whose round trip is near it (bench/false_alarms.py). No mode
+        acts on a heartbeat that failed, so waiting longer delays nothing but the link's metrics."""
+        if msg.type != MsgType.HEARTBEAT:
+            return self.rpc_timeout_s
+        lease_s = self.node.elector.timing.leader_lease_ticks * self.node.settings.tick_ms / 1000
+        return max(self.rpc_timeout_s, lease_s)
+
     async def send(self, msg: Message) -> None:
         """One request to a peer; its reply (an ack on the same call) goes to the elector."""
         node = self.node
@@ -269,9 +280,9 @@ class PeerTransport:
         request = message_to_pb(msg, self.node.settings.tick_ms, self.configuration)
         try:
             if msg.type == MsgType.HEARTBEAT and not peer.unary_heartbeats:
-                reply = await self._stream_heartbeat(peer, request)
+                reply = await self._stream_heartbeat(peer, request, self.deadline_s(msg))
             else:
-                reply = await self._unary(peer, RPC_NAME[msg.type], request)
+                reply = await self._unary(peer, RPC_NAME[msg.type], request, self.deadline_s(msg))
         except SendFailed as failed:
             node.metrics.rpc_failed(failed.code.name, msg.dst)
             if failed.code == grpc.StatusCode.FAILED_PRECONDITION and "member list" in failed.details:
@@ -298,19 +309,20 @@ class PeerTransport:
                 self._count_received(answer)
                 node.apply(node.elector.step(node.now(), answer))
 
-    async def _unary(self, peer: PeerState, rpc: str, request: pb.PeerMessage) -> pb.PeerReply:
+    async def _unary(self, peer: PeerState, rpc: str, request: pb.PeerMessage, timeout_s: float) -> pb.PeerReply:
         try:
-            return await getattr(peer.stub, rpc)(request, timeout=self.rpc_timeout_s)
+            return await getattr(peer.stub, rpc)(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise _failure(exc) from None
 
-    async def _stream_heartbeat(self, peer: PeerState, request: pb.PeerMessage) -> pb.PeerReply:
-        """A heartbeat on the peer's stream, its ack within the timeout a unary call has (one heartbeat
-        interval), or it fails (an ack still on its way is dropped when it comes, as a late unary reply
+    async def _stream_heartbeat(self, peer: PeerState, request: pb.PeerMessage, timeout_s: float) -> pb.PeerReply:
+        """A heartbeat on the peer's stream, its ack within the deadline a unary Heartbeat has
+        (deadline_s: the lease), or it fails (an ack still on its way is dropped when it comes, as a late unary reply
         is). Writing counts against that time too: a stalled link never blocks the sender."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.rpc_timeout_s
-        stream = peer.heartbeat_stream()
+        deadline = loop.time() + timeout_s
+        # As many heartbeats as fit in that time may wait for their acks at once (a slow link), twice.
+        stream = peer.heartbeat_stream(2 * math.ceil(timeout_s / self.rpc_timeout_s) + 2)
         try:
             async with asyncio.timeout_at(deadline):
                 return await stream.exchange(request)
@@ -324,7 +336,7 @@ class PeerTransport:
         peer.close_heartbeats()
         async with asyncio.timeout_at(deadline):  # what is left of this heartbeat's time
             try:
-                return await self._unary(peer, "Heartbeat", request)
+                return await self._unary(peer, "Heartbeat", request, timeout_s)
             except TimeoutError:
                 raise SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "no ack in time") from None
 

@@ -109,9 +109,12 @@ class ObserveNode(Node, Protocol):
 
 @runtime_checkable
 class LeadershipNode(Node, Protocol):
-    """leadership.Handover and LeadershipServicer: resign, transfer, membership changes, the service."""
+    """leadership.Handover and LeadershipServicer: resign, transfer, membership changes, the service,
+    and its WatchEvents stream of the history events."""
 
+    events: EventLog
     failed: PersistError | None
+    stopping: asyncio.Event
     transport: Links
     observe: Views
 

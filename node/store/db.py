@@ -155,7 +155,8 @@ class FencedStoreDB:
         with self._lock:
             reason = None if self.accept_stale else decide(self.highest_epoch, self.owner_id, writer_id, epoch)
             cur = self._conn.execute(
-                "INSERT INTO log (writer_id, epoch, key, value, accepted, reason, recorded_unix_ns, recorded_monotonic_ns)"
+                "INSERT INTO log (writer_id, epoch, key, value, accepted, reason, recorded_unix_ns, "
+                "recorded_monotonic_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     writer_id,

@@ -26,7 +26,8 @@ MEASURE = """old => {
   const agreed = document.getElementById('agreed');
   window.__crash = {};
   document.addEventListener('click', e => {
-    if (e.target.dataset && e.target.dataset.act === 'crash' && window.__crash.click === undefined) window.__crash.click = performance.now();
+    const crash = e.target.dataset && e.target.dataset.act === 'crash';
+    if (crash && window.__crash.click === undefined) window.__crash.click = performance.now();
   }, {capture: true, once: true});
   const watcher = new MutationObserver(() => {
     const now = agreed.dataset.leader;
@@ -34,7 +35,8 @@ MEASURE = """old => {
       window.__crash.leader = Number(now);
       window.__crash.ms = performance.now() - window.__crash.click;
       // From the new leader's latest streamed view (its node's clock) to the agreement shown here (same host).
-      window.__crash.push_ms = Date.now() - Number(document.querySelector(`.tile[data-node='${now}']`).dataset.viewUnixMs);
+      const tile = document.querySelector(`.tile[data-node='${now}']`);
+      window.__crash.push_ms = Date.now() - Number(tile.dataset.viewUnixMs);
       watcher.disconnect();
     }
   });

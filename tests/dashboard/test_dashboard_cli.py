@@ -26,7 +26,8 @@ def test_a_directory_without_a_cluster_is_named(tmp_path):
     out = cli("dashboard", "--dir", str(tmp_path / "nothing"))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        f"bullyproof: error: no cluster at {tmp_path / 'nothing'}: {tmp_path / 'nothing' / 'cluster.json'} does not exist "
+        f"bullyproof: error: no cluster at {tmp_path / 'nothing'}: "
+        f"{tmp_path / 'nothing' / 'cluster.json'} does not exist "
         f"(start one with: bullyproof cluster up --dir {tmp_path / 'nothing'})"
     ]
 

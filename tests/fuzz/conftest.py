@@ -125,7 +125,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     tr = terminalreporter
     tr.section(f"fuzzing counts (run seed {next(iter(rows.values()))['seed']}; replay: BULLYPROOF_FUZZ_SEED=<seed>)")
     total = 0
-    for (nodeid, _), row in sorted(rows.items(), key=lambda kv: kv[1]["rpc"]):
+    for (_nodeid, _), row in sorted(rows.items(), key=lambda kv: kv[1]["rpc"]):
         total += row["requests"]
         codes = ", ".join(f"{k} {v}" for k, v in row["codes"].items())
         notes = f"; {row['notes']}" if row.get("notes") else ""

@@ -129,7 +129,8 @@ def describe(method: MethodDescriptor, body: bytes, outcome: Outcome) -> str:
         text = str(parsed).replace("\n", " ") or "(empty)"
     except Exception as exc:  # noqa: BLE001 - the bytes may be malformed on purpose
         text = f"(does not parse: {exc})"
-    return f"{method.containing_service.name}.{method.name}({text}) bytes={body[:200]!r} -> {outcome.code}: {outcome.details[:300]}"
+    call = f"{method.containing_service.name}.{method.name}({text}) bytes={body[:200]!r}"
+    return f"{call} -> {outcome.code}: {outcome.details[:300]}"
 
 
 def seed_for(run_seed: int, name: str) -> int:

@@ -177,8 +177,8 @@ def test_a_stop_signal_at_any_instant_of_the_start_up_stops_everything(tmp_path,
             assert instant != "agreed"
             assert status == 128 + getattr(signal, f"SIG{sig}"), out
             assert (
-                last
-                == f"bullyproof: SIG{sig} before the cluster was up: stopped everything it had started in {run.directory}"
+                last == f"bullyproof: SIG{sig} before the cluster was up: "
+                f"stopped everything it had started in {run.directory}"
             )
     finally:
         stop_leftovers(run)

@@ -502,7 +502,12 @@ def test_shell_commands_run_or_check_out(docs_cluster: DocsCluster, tmp_path: Pa
             if "--compose" in args:
                 unchecked.append(f"{cmd.where}: `{cmd.text}`: parsed, not run (needs a compose cluster)")
                 continue
-            foreign = [a for a in args if re.fullmatch(r"[\w.-]+:\d+", a) and a not in docs_cluster.client_addresses()]
+            foreign = [  # HOST:PORT, and each of --nodes [ID=]HOST:PORT,...
+                part
+                for a in args
+                for part in (p.rpartition("=")[2] for p in a.split(","))
+                if re.fullmatch(r"[\w.-]+:\d+", part) and part not in docs_cluster.client_addresses()
+            ]
             if foreign:
                 unchecked.append(
                     f"{cmd.where}: `{cmd.text}`: parsed, not run ({foreign[0]} is no test cluster's address)"

@@ -106,7 +106,7 @@ def test_grpcurl_shows_the_status_code_of_a_refused_call(running):
     """The peer port has no reflection (it serves peers only): grpcurl reads the .proto instead."""
     cluster, leader, _, certs = running
     proto = ["-import-path", str(ROOT / "proto"), "-proto", "bullyproof/v1/bullyproof.proto"]
-    body = '{"senderId": 1, "receiverId": %d, "epoch": "1"}' % leader
+    body = f'{{"senderId": 1, "receiverId": {leader}, "epoch": "1"}}'
     peer = cluster.spec.node(leader).peer_address
     for holder, words in [("client", "needs a certificate of kind node"), ("node-2", "certificate names node 2")]:
         done = grpcurl(

@@ -218,12 +218,12 @@ def test_a_node_refuses_to_start_without_usable_certificates(secure, extra, word
 
 def test_the_health_command_takes_certificates(secure):
     address = secure.spec.node(1).client_address
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "node.cli", "health", address, *a],  # noqa: E731
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+
+    def run(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "node.cli", "health", address, *a], capture_output=True, text=True, timeout=30
+        )
+
     ok = run("--certs", str(certs(secure)))
     assert ok.returncode == 0 and ok.stdout.strip() == "SERVING", ok.stderr
     plain = run("--insecure")
@@ -440,7 +440,8 @@ def test_a_link_cut_at_connect_is_not_called_a_refused_handshake(secure, plainte
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await writer.write(LeaseToken(1, 1), "k", b"v")
             assert not isinstance(info.value, HandshakeRefused)
-            assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "Socket closed" in (info.value.details() or "")
+            # ("Socket closed" mostly; a busy machine may see the reset first, which was never mistaken)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
     try:
         asyncio.run(write())

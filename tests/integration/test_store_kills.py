@@ -276,7 +276,7 @@ def kill(store: StoreProcess) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_acknowledged_writes_survive_many_sigkills_during_writes(start_store, tmp_path: Path):
+def test_acknowledged_writes_survive_many_sigkills_during_writes(start_store, tmp_path: Path):  # noqa: F811 (the fixture imported above)
     seed = int(os.environ.get("STORE_KILLS_SEED") or random.randrange(2**32))
     print(f"store kills: seed {seed} (STORE_KILLS_SEED={seed} to repeat)")
     rng = random.Random(seed)
@@ -415,7 +415,7 @@ def test_check_log_catches_each_broken_promise(tmp_path: Path, broken: str):
         check_log(mutate(entries, highest_epoch), highest_epoch, owner_id, attempts, floor)
 
 
-def test_a_row_deleted_behind_a_killed_store_is_reported_lost(start_store, tmp_path: Path):
+def test_a_row_deleted_behind_a_killed_store_is_reported_lost(start_store, tmp_path: Path):  # noqa: F811 (the fixture imported above)
     """Negative control end to end: the same checks over a real store catch a row that went missing."""
     data_dir = tmp_path / "data"
     store = start_store(data_dir)

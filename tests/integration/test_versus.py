@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.versus import PARTS, etcd_failover, proto_fields
+from bench.etcd import proto_fields
+from bench.versus import PARTS, etcd_failover
 from chaos.tools import ETCD_BINARY, etcd_installed, ghz_installed
 
 pytestmark = pytest.mark.integration
@@ -41,13 +42,17 @@ def test_quick_bench_reports_every_part_for_bullyproof(tmp_path: Path) -> None:
         "1",
         "--requests",
         "200",
+        "--false-alarm-s",
+        "3",
+        "--false-alarm-links",
+        "20/15/1",
         "--out",
         str(out),
     ]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "bench.json").read_text())
-    assert {"machine", "failover", "cold_start", "idle", "sizes", "query", "suite"} <= set(result)
+    assert {"machine", "failover", "cold_start", "idle", "sizes", "query", "suite", "false_alarms"} <= set(result)
     assert result["etcd"] == {"skipped": "--skip etcd"} and result["suite"] == {"skipped": "--quick"}
     assert result["machine"]["nproc"] >= 1 and result["machine"]["python"]
 
@@ -82,10 +87,25 @@ def test_quick_bench_reports_every_part_for_bullyproof(tmp_path: Path) -> None:
             assert result["query"][role]["throughput_per_s"] > 0
     else:
         assert "skipped" in result["query"]
+    fa = result["false_alarms"]
+    assert "error" not in fa, fa
+    assert fa["systems"] == ["quorum"] and fa["seconds_per_setting"] == 3  # no etcd: --skip etcd
+    (setting,) = fa["settings"]
+    assert setting["link"] == {
+        "latency_ms": 20,
+        "jitter_ms": 15,
+        "loss_percent": 1.0,
+        "stall_ms": 240,
+        "stalls_per_connection_direction_per_s": pytest.approx(0.1),
+    }
+    row = setting["systems"]["quorum"]
+    assert row["polls"] > 0 and row["leader_changes"] >= 0 and row["unagreed_s"] >= 0
+    assert "elections_started" in row["own_counters"] and len(setting["loadavg_before"]) == 3
     md = (out / "bench.md").read_text()
     assert "| 100 / 500 ms | bullyproof quorum | 2 |" in md and "Not measured in this run: " in md
     assert "| unary | **" in md and "| stream | **" in md
-    assert set(PARTS) >= {"failover", "cold-start", "idle", "sizes", "query", "suite"}
+    assert "## False alarms" in md and "| bullyproof quorum | 20±15 ms, 1 % loss | 0.1 |" in md
+    assert set(PARTS) >= {"failover", "cold-start", "idle", "sizes", "query", "suite", "false-alarms"}
 
 
 def test_etcd_status_is_decoded_from_the_wire() -> None:

@@ -311,3 +311,10 @@ def test_a_node_on_another_member_list_is_flagged_on_its_tile():
     )
     tile = m.nodes_json(T0)["tiles"][0]
     assert tile["warning"] == "another member list than node(s) 2" and tile["warning_detail"] == why
+
+
+def test_a_gap_a_nodes_event_stream_reported_is_a_warning_in_the_log():
+    m = model()
+    feed(m, {"t_ns": 5_000_000, "kind": "gap", "node": 2, "missed": 37})
+    entry = list(m.log)[-1]
+    assert entry["level"] == "warn" and entry["text"].startswith("node 2: 37 history events lost here")

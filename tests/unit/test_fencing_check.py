@@ -364,7 +364,7 @@ def correct_history(rng: random.Random, resource: str, n_ops: int = 40, writers:
         planned.append((effect, i, client, call, ret, max(1, era + rng.randint(-2, 0))))
     state = (0, 0, "")
     ops: list[tuple[int, Op]] = []
-    for effect, i, client, call, ret, epoch in sorted(planned):
+    for _effect, i, client, call, ret, epoch in sorted(planned):
         unknown = rng.random() < 0.1
         if client < 100:
             highest, owner, _ = state

@@ -14,9 +14,10 @@ import pytest
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
-from node.runtime.peers import HeartbeatStream, PeerState, PeerTransport, SendFailed
+from node.runtime.peers import PeerState, PeerTransport, SendFailed
 
 TIMEOUT_S = 0.2
+MAX_UNANSWERED = 4  # 2 * ceil(TIMEOUT_S / rpc_timeout_s) + 2, as PeerTransport counts
 
 
 def ack(req: pb.PeerMessage) -> pb.PeerReply:
@@ -72,12 +73,12 @@ async def with_server(servicer, body) -> None:
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     peer = PeerState(f"127.0.0.1:{port}", channel, pb_grpc.PeerStub(channel))
-    sender = SimpleNamespace(rpc_timeout_s=TIMEOUT_S)
-    sender._unary = lambda p, rpc, request: PeerTransport._unary(sender, p, rpc, request)
+    sender = SimpleNamespace(rpc_timeout_s=TIMEOUT_S)  # the lease as long as the interval here
+    sender._unary = lambda p, rpc, request, timeout_s: PeerTransport._unary(sender, p, rpc, request, timeout_s)
 
     async def beat(round_: int) -> pb.PeerReply:
         request = pb.PeerMessage(sender_id=1, receiver_id=2, round=round_)
-        return await PeerTransport._stream_heartbeat(sender, peer, request)
+        return await PeerTransport._stream_heartbeat(sender, peer, request, TIMEOUT_S)
 
     try:
         await body(peer, beat)
@@ -119,7 +120,7 @@ def test_a_mute_receiver_fails_each_heartbeat_in_time_until_the_stream_is_replac
 
     async def body(peer, beat):
         assert (await beat(0)).ack.round == 0
-        for r in range(1, HeartbeatStream.MAX_UNANSWERED + 2):
+        for r in range(1, MAX_UNANSWERED + 2):
             t0 = time.monotonic()
             with pytest.raises(SendFailed) as failed:
                 await beat(r)  # never answered

@@ -451,8 +451,9 @@ SCENARIOS = [
         marks=pytest.mark.xfail(
             strict=True,
             reason=(
-                "judged by events this was P3 (88 ticks); the one judge reads the paused leader's own view, whose lease "
-                "ended during the pause, and it did nothing as leader after: no violation. Open: is this bug unsafe at all?"
+                "judged by events this was P3 (88 ticks); the one judge reads the paused leader's own view, "
+                "whose lease ended during the pause, and it did nothing as leader after: no violation. "
+                "Open: is this bug unsafe at all?"
             ),
         ),
     ),

@@ -60,7 +60,7 @@ def test_a_reply_for_a_role_the_node_does_not_hold_is_dropped(mode: str) -> None
 
 
 def test_the_registry_asks_the_elector_what_it_can_do() -> None:
-    for name, info in REGISTRY.items():
+    for info in REGISTRY.values():
         assert issubclass(info.factory, ElectorKit)
         assert info.transfers == info.factory.TRANSFERS
         assert info.membership_changes == info.factory.CHANGES_MEMBERSHIP

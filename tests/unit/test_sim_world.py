@@ -127,7 +127,8 @@ crash T
 
 
 def test_an_unknown_instant_gets_a_clear_error() -> None:
-    script = f"@nodes 3\n@mode quorum\n@seed 1\n@timing {' '.join(f'{k}={v}' for k, v in TIMING.__dict__.items())}\nuntil no-such-thing * 5\n"
+    timing = " ".join(f"{k}={v}" for k, v in TIMING.__dict__.items())
+    script = f"@nodes 3\n@mode quorum\n@seed 1\n@timing {timing}\nuntil no-such-thing * 5\n"
     with pytest.raises(ValueError, match="no instant 'no-such-thing'.*known: .*ack"):
         Runner(Schedule.from_script(script))
 

@@ -141,6 +141,6 @@ def test_the_configuration_is_saved_with_the_promise_and_a_corrupt_one_refused(t
         '{"voters": [1], "learners": [], "previous": [], "index": "0", "term": 0}',
         '{"voters": [1], "learners": [1], "previous": [], "index": 0, "term": 0}',
     ):
-        (tmp_path / PROMISE_FILE).write_text('{"epoch": 2, "leader_id": 3, "configuration": %s}' % bad)
+        (tmp_path / PROMISE_FILE).write_text(f'{{"epoch": 2, "leader_id": 3, "configuration": {bad}}}')
         with pytest.raises(StateError, match="corrupt configuration"):
             PromiseStore(tmp_path).load()

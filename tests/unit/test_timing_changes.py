@@ -148,7 +148,7 @@ def test_mixed_timings_are_drawn_apart_and_leave_the_rest_of_each_schedule_alone
     assert any(s.retimed for s in mixed) and any(c[0] == "retime" for s in mixed for c in s.commands)
     for s in mixed:
         assert Schedule.from_script(s.to_script()) == s
-        for node, timeout in s.retimed:
+        for _node, timeout in s.retimed:
             assert s.timing_with(timeout).election_timeout_ticks == timeout  # one node.config accepts
     # The same seeds with the drawing of mixed timings switched off: every other command is the same.
     share = swarm.MIXED_TIMINGS_SHARE

@@ -177,7 +177,7 @@ func (x MembershipRequest_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MembershipRequest_Action.Descriptor instead.
 func (MembershipRequest_Action) EnumDescriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{4, 0}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type PeerMessage struct {
@@ -595,6 +595,169 @@ func (x *PeerReply) GetAck() *Ack {
 	return nil
 }
 
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Events with seq > after_seq (0: from the oldest the node still holds).
+	AfterSeq uint64 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// Only events of these kinds (empty: every kind): view, grant, release, message, membership,
+	// write, process. A leader's followers grant ten times a second each: filter them out if unwanted.
+	Kinds []string `protobuf:"bytes,2,rep,name=kinds,proto3" json:"kinds,omitempty"`
+	// The incarnation of the node that after_seq counts in (NodeEvent.incarnation; 0: whichever runs).
+	// If the node runs another incarnation (it restarted), after_seq is ignored.
+	Incarnation   int64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WatchEventsRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *WatchEventsRequest) GetKinds() []string {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *WatchEventsRequest) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+type NodeEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This event's number in the node's incarnation: 1, 2, 3, ... with no gaps across kinds.
+	Seq  uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// When the node recorded it: unix time, and the node's CLOCK_MONOTONIC (the events file's t_ns).
+	UnixNs      int64 `protobuf:"varint,3,opt,name=unix_ns,json=unixNs,proto3" json:"unix_ns,omitempty"`
+	MonotonicNs int64 `protobuf:"varint,4,opt,name=monotonic_ns,json=monotonicNs,proto3" json:"monotonic_ns,omitempty"`
+	// The event as the events file holds it: one JSON object with t_ns, kind, node and its fields.
+	Json string `protobuf:"bytes,5,opt,name=json,proto3" json:"json,omitempty"`
+	// Events (of the kinds asked for; of any kind before the oldest the node holds) this stream lost
+	// just before this one: older than the node's buffer, or dropped because the reader fell behind.
+	Missed uint64 `protobuf:"varint,6,opt,name=missed,proto3" json:"missed,omitempty"`
+	// When this node process started, unix nanoseconds: seq counts from 1 again in a new incarnation.
+	Incarnation   int64 `protobuf:"varint,7,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeEvent) Reset() {
+	*x = NodeEvent{}
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeEvent) ProtoMessage() {}
+
+func (x *NodeEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
+func (*NodeEvent) Descriptor() ([]byte, []int) {
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NodeEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *NodeEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *NodeEvent) GetUnixNs() int64 {
+	if x != nil {
+		return x.UnixNs
+	}
+	return 0
+}
+
+func (x *NodeEvent) GetMonotonicNs() int64 {
+	if x != nil {
+		return x.MonotonicNs
+	}
+	return 0
+}
+
+func (x *NodeEvent) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+func (x *NodeEvent) GetMissed() uint64 {
+	if x != nil {
+		return x.Missed
+	}
+	return 0
+}
+
+func (x *NodeEvent) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 type MembershipRequest struct {
 	state  protoimpl.MessageState   `protogen:"open.v1"`
 	Action MembershipRequest_Action `protobuf:"varint,1,opt,name=action,proto3,enum=bullyproof.v1.MembershipRequest_Action" json:"action,omitempty"`
@@ -607,7 +770,7 @@ type MembershipRequest struct {
 
 func (x *MembershipRequest) Reset() {
 	*x = MembershipRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[4]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +782,7 @@ func (x *MembershipRequest) String() string {
 func (*MembershipRequest) ProtoMessage() {}
 
 func (x *MembershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[4]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +795,7 @@ func (x *MembershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipRequest.ProtoReflect.Descriptor instead.
 func (*MembershipRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{4}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MembershipRequest) GetAction() MembershipRequest_Action {
@@ -667,7 +830,7 @@ type MembershipReply struct {
 
 func (x *MembershipReply) Reset() {
 	*x = MembershipReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[5]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +842,7 @@ func (x *MembershipReply) String() string {
 func (*MembershipReply) ProtoMessage() {}
 
 func (x *MembershipReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[5]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +855,7 @@ func (x *MembershipReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipReply.ProtoReflect.Descriptor instead.
 func (*MembershipReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{5}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MembershipReply) GetConfiguration() *Configuration {
@@ -717,7 +880,7 @@ type WatchLeaderRequest struct {
 
 func (x *WatchLeaderRequest) Reset() {
 	*x = WatchLeaderRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[6]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +892,7 @@ func (x *WatchLeaderRequest) String() string {
 func (*WatchLeaderRequest) ProtoMessage() {}
 
 func (x *WatchLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[6]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +905,7 @@ func (x *WatchLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchLeaderRequest.ProtoReflect.Descriptor instead.
 func (*WatchLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{6}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{8}
 }
 
 type ResignRequest struct {
@@ -753,7 +916,7 @@ type ResignRequest struct {
 
 func (x *ResignRequest) Reset() {
 	*x = ResignRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[7]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +928,7 @@ func (x *ResignRequest) String() string {
 func (*ResignRequest) ProtoMessage() {}
 
 func (x *ResignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[7]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +941,7 @@ func (x *ResignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignRequest.ProtoReflect.Descriptor instead.
 func (*ResignRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{7}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{9}
 }
 
 type ResignReply struct {
@@ -791,7 +954,7 @@ type ResignReply struct {
 
 func (x *ResignReply) Reset() {
 	*x = ResignReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[8]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +966,7 @@ func (x *ResignReply) String() string {
 func (*ResignReply) ProtoMessage() {}
 
 func (x *ResignReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[8]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +979,7 @@ func (x *ResignReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignReply.ProtoReflect.Descriptor instead.
 func (*ResignReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{8}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResignReply) GetEpoch() uint64 {
@@ -837,7 +1000,7 @@ type TransferRequest struct {
 
 func (x *TransferRequest) Reset() {
 	*x = TransferRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[9]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1012,7 @@ func (x *TransferRequest) String() string {
 func (*TransferRequest) ProtoMessage() {}
 
 func (x *TransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[9]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1025,7 @@ func (x *TransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferRequest.ProtoReflect.Descriptor instead.
 func (*TransferRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{9}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferRequest) GetTargetId() uint32 {
@@ -889,7 +1052,7 @@ type TransferReply struct {
 
 func (x *TransferReply) Reset() {
 	*x = TransferReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[10]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1064,7 @@ func (x *TransferReply) String() string {
 func (*TransferReply) ProtoMessage() {}
 
 func (x *TransferReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[10]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1077,7 @@ func (x *TransferReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferReply.ProtoReflect.Descriptor instead.
 func (*TransferReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{10}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferReply) GetLeaderId() uint32 {
@@ -939,7 +1102,7 @@ type GetLeaderRequest struct {
 
 func (x *GetLeaderRequest) Reset() {
 	*x = GetLeaderRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[11]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1114,7 @@ func (x *GetLeaderRequest) String() string {
 func (*GetLeaderRequest) ProtoMessage() {}
 
 func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[11]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1127,7 @@ func (x *GetLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaderRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{11}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{13}
 }
 
 type LeaderInfo struct {
@@ -990,7 +1153,7 @@ type LeaderInfo struct {
 
 func (x *LeaderInfo) Reset() {
 	*x = LeaderInfo{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[12]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1165,7 @@ func (x *LeaderInfo) String() string {
 func (*LeaderInfo) ProtoMessage() {}
 
 func (x *LeaderInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[12]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1178,7 @@ func (x *LeaderInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderInfo.ProtoReflect.Descriptor instead.
 func (*LeaderInfo) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{12}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeaderInfo) GetKnown() bool {
@@ -1082,7 +1245,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[13]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1257,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[13]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1270,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{13}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{15}
 }
 
 type PeerView struct {
@@ -1127,7 +1290,7 @@ type PeerView struct {
 
 func (x *PeerView) Reset() {
 	*x = PeerView{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[14]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1302,7 @@ func (x *PeerView) String() string {
 func (*PeerView) ProtoMessage() {}
 
 func (x *PeerView) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[14]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1315,7 @@ func (x *PeerView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerView.ProtoReflect.Descriptor instead.
 func (*PeerView) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{14}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PeerView) GetId() uint32 {
@@ -1230,7 +1393,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[15]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1405,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[15]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1418,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{15}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeStatus) GetNodeId() uint32 {
@@ -1417,7 +1580,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[16]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1592,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[16]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1605,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{16}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WriteRequest) GetWriterId() uint32 {
@@ -1488,7 +1651,7 @@ type WriteReply struct {
 
 func (x *WriteReply) Reset() {
 	*x = WriteReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[17]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1663,7 @@ func (x *WriteReply) String() string {
 func (*WriteReply) ProtoMessage() {}
 
 func (x *WriteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[17]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1676,7 @@ func (x *WriteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteReply.ProtoReflect.Descriptor instead.
 func (*WriteReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{17}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WriteReply) GetAccepted() bool {
@@ -1555,7 +1718,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[18]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1730,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[18]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1743,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{18}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -1615,7 +1778,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[19]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1790,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[19]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1803,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{19}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LogEntry) GetSeq() uint64 {
@@ -1717,7 +1880,7 @@ type ReadLogReply struct {
 
 func (x *ReadLogReply) Reset() {
 	*x = ReadLogReply{}
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[20]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1892,7 @@ func (x *ReadLogReply) String() string {
 func (*ReadLogReply) ProtoMessage() {}
 
 func (x *ReadLogReply) ProtoReflect() protoreflect.Message {
-	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[20]
+	mi := &file_bullyproof_v1_bullyproof_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1905,7 @@ func (x *ReadLogReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogReply.ProtoReflect.Descriptor instead.
 func (*ReadLogReply) Descriptor() ([]byte, []int) {
-	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{20}
+	return file_bullyproof_v1_bullyproof_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadLogReply) GetEntries() []*LogEntry {
@@ -1806,7 +1969,19 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\rconfiguration\x18\b \x01(\v2\x1c.bullyproof.v1.ConfigurationR\rconfiguration\x12\x18\n" +
 	"\arefusal\x18\t \x01(\tR\arefusal\"1\n" +
 	"\tPeerReply\x12$\n" +
-	"\x03ack\x18\x01 \x01(\v2\x12.bullyproof.v1.AckR\x03ack\"\xd1\x01\n" +
+	"\x03ack\x18\x01 \x01(\v2\x12.bullyproof.v1.AckR\x03ack\"i\n" +
+	"\x12WatchEventsRequest\x12\x1b\n" +
+	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\x12\x14\n" +
+	"\x05kinds\x18\x02 \x03(\tR\x05kinds\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x03R\vincarnation\"\xbb\x01\n" +
+	"\tNodeEvent\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x17\n" +
+	"\aunix_ns\x18\x03 \x01(\x03R\x06unixNs\x12!\n" +
+	"\fmonotonic_ns\x18\x04 \x01(\x03R\vmonotonicNs\x12\x12\n" +
+	"\x04json\x18\x05 \x01(\tR\x04json\x12\x16\n" +
+	"\x06missed\x18\x06 \x01(\x04R\x06missed\x12 \n" +
+	"\vincarnation\x18\a \x01(\x03R\vincarnation\"\xd1\x01\n" +
 	"\x11MembershipRequest\x12?\n" +
 	"\x06action\x18\x01 \x01(\x0e2'.bullyproof.v1.MembershipRequest.ActionR\x06action\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\rR\x06nodeId\x12\x1d\n" +
@@ -1932,7 +2107,7 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\fRingElection\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12G\n" +
 	"\x0fRingCoordinator\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12F\n" +
 	"\n" +
-	"Heartbeats\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply(\x010\x012\xdb\x03\n" +
+	"Heartbeats\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply(\x010\x012\xa9\x04\n" +
 	"\n" +
 	"Leadership\x12G\n" +
 	"\tGetLeader\x12\x1f.bullyproof.v1.GetLeaderRequest\x1a\x19.bullyproof.v1.LeaderInfo\x12G\n" +
@@ -1940,7 +2115,8 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\vWatchLeader\x12!.bullyproof.v1.WatchLeaderRequest\x1a\x19.bullyproof.v1.LeaderInfo0\x01\x12B\n" +
 	"\x06Resign\x12\x1c.bullyproof.v1.ResignRequest\x1a\x1a.bullyproof.v1.ResignReply\x12R\n" +
 	"\x12TransferLeadership\x12\x1e.bullyproof.v1.TransferRequest\x1a\x1c.bullyproof.v1.TransferReply\x12T\n" +
-	"\x10ChangeMembership\x12 .bullyproof.v1.MembershipRequest\x1a\x1e.bullyproof.v1.MembershipReply2\x95\x01\n" +
+	"\x10ChangeMembership\x12 .bullyproof.v1.MembershipRequest\x1a\x1e.bullyproof.v1.MembershipReply\x12L\n" +
+	"\vWatchEvents\x12!.bullyproof.v1.WatchEventsRequest\x1a\x18.bullyproof.v1.NodeEvent0\x012\x95\x01\n" +
 	"\vFencedStore\x12?\n" +
 	"\x05Write\x12\x1b.bullyproof.v1.WriteRequest\x1a\x19.bullyproof.v1.WriteReply\x12E\n" +
 	"\aReadLog\x12\x1d.bullyproof.v1.ReadLogRequest\x1a\x1b.bullyproof.v1.ReadLogReplyb\x06proto3"
@@ -1958,7 +2134,7 @@ func file_bullyproof_v1_bullyproof_proto_rawDescGZIP() []byte {
 }
 
 var file_bullyproof_v1_bullyproof_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_bullyproof_v1_bullyproof_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_bullyproof_v1_bullyproof_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_bullyproof_v1_bullyproof_proto_goTypes = []any{
 	(Role)(0),                     // 0: bullyproof.v1.Role
 	(Mode)(0),                     // 1: bullyproof.v1.Mode
@@ -1967,25 +2143,27 @@ var file_bullyproof_v1_bullyproof_proto_goTypes = []any{
 	(*Configuration)(nil),         // 4: bullyproof.v1.Configuration
 	(*Ack)(nil),                   // 5: bullyproof.v1.Ack
 	(*PeerReply)(nil),             // 6: bullyproof.v1.PeerReply
-	(*MembershipRequest)(nil),     // 7: bullyproof.v1.MembershipRequest
-	(*MembershipReply)(nil),       // 8: bullyproof.v1.MembershipReply
-	(*WatchLeaderRequest)(nil),    // 9: bullyproof.v1.WatchLeaderRequest
-	(*ResignRequest)(nil),         // 10: bullyproof.v1.ResignRequest
-	(*ResignReply)(nil),           // 11: bullyproof.v1.ResignReply
-	(*TransferRequest)(nil),       // 12: bullyproof.v1.TransferRequest
-	(*TransferReply)(nil),         // 13: bullyproof.v1.TransferReply
-	(*GetLeaderRequest)(nil),      // 14: bullyproof.v1.GetLeaderRequest
-	(*LeaderInfo)(nil),            // 15: bullyproof.v1.LeaderInfo
-	(*GetStatusRequest)(nil),      // 16: bullyproof.v1.GetStatusRequest
-	(*PeerView)(nil),              // 17: bullyproof.v1.PeerView
-	(*NodeStatus)(nil),            // 18: bullyproof.v1.NodeStatus
-	(*WriteRequest)(nil),          // 19: bullyproof.v1.WriteRequest
-	(*WriteReply)(nil),            // 20: bullyproof.v1.WriteReply
-	(*ReadLogRequest)(nil),        // 21: bullyproof.v1.ReadLogRequest
-	(*LogEntry)(nil),              // 22: bullyproof.v1.LogEntry
-	(*ReadLogReply)(nil),          // 23: bullyproof.v1.ReadLogReply
-	nil,                           // 24: bullyproof.v1.NodeStatus.MessagesSentEntry
-	nil,                           // 25: bullyproof.v1.NodeStatus.MessagesReceivedEntry
+	(*WatchEventsRequest)(nil),    // 7: bullyproof.v1.WatchEventsRequest
+	(*NodeEvent)(nil),             // 8: bullyproof.v1.NodeEvent
+	(*MembershipRequest)(nil),     // 9: bullyproof.v1.MembershipRequest
+	(*MembershipReply)(nil),       // 10: bullyproof.v1.MembershipReply
+	(*WatchLeaderRequest)(nil),    // 11: bullyproof.v1.WatchLeaderRequest
+	(*ResignRequest)(nil),         // 12: bullyproof.v1.ResignRequest
+	(*ResignReply)(nil),           // 13: bullyproof.v1.ResignReply
+	(*TransferRequest)(nil),       // 14: bullyproof.v1.TransferRequest
+	(*TransferReply)(nil),         // 15: bullyproof.v1.TransferReply
+	(*GetLeaderRequest)(nil),      // 16: bullyproof.v1.GetLeaderRequest
+	(*LeaderInfo)(nil),            // 17: bullyproof.v1.LeaderInfo
+	(*GetStatusRequest)(nil),      // 18: bullyproof.v1.GetStatusRequest
+	(*PeerView)(nil),              // 19: bullyproof.v1.PeerView
+	(*NodeStatus)(nil),            // 20: bullyproof.v1.NodeStatus
+	(*WriteRequest)(nil),          // 21: bullyproof.v1.WriteRequest
+	(*WriteReply)(nil),            // 22: bullyproof.v1.WriteReply
+	(*ReadLogRequest)(nil),        // 23: bullyproof.v1.ReadLogRequest
+	(*LogEntry)(nil),              // 24: bullyproof.v1.LogEntry
+	(*ReadLogReply)(nil),          // 25: bullyproof.v1.ReadLogReply
+	nil,                           // 26: bullyproof.v1.NodeStatus.MessagesSentEntry
+	nil,                           // 27: bullyproof.v1.NodeStatus.MessagesReceivedEntry
 }
 var file_bullyproof_v1_bullyproof_proto_depIdxs = []int32{
 	4,  // 0: bullyproof.v1.PeerMessage.configuration:type_name -> bullyproof.v1.Configuration
@@ -1996,11 +2174,11 @@ var file_bullyproof_v1_bullyproof_proto_depIdxs = []int32{
 	0,  // 5: bullyproof.v1.LeaderInfo.role:type_name -> bullyproof.v1.Role
 	0,  // 6: bullyproof.v1.NodeStatus.role:type_name -> bullyproof.v1.Role
 	1,  // 7: bullyproof.v1.NodeStatus.mode:type_name -> bullyproof.v1.Mode
-	17, // 8: bullyproof.v1.NodeStatus.peers:type_name -> bullyproof.v1.PeerView
-	24, // 9: bullyproof.v1.NodeStatus.messages_sent:type_name -> bullyproof.v1.NodeStatus.MessagesSentEntry
-	25, // 10: bullyproof.v1.NodeStatus.messages_received:type_name -> bullyproof.v1.NodeStatus.MessagesReceivedEntry
+	19, // 8: bullyproof.v1.NodeStatus.peers:type_name -> bullyproof.v1.PeerView
+	26, // 9: bullyproof.v1.NodeStatus.messages_sent:type_name -> bullyproof.v1.NodeStatus.MessagesSentEntry
+	27, // 10: bullyproof.v1.NodeStatus.messages_received:type_name -> bullyproof.v1.NodeStatus.MessagesReceivedEntry
 	4,  // 11: bullyproof.v1.NodeStatus.configuration:type_name -> bullyproof.v1.Configuration
-	22, // 12: bullyproof.v1.ReadLogReply.entries:type_name -> bullyproof.v1.LogEntry
+	24, // 12: bullyproof.v1.ReadLogReply.entries:type_name -> bullyproof.v1.LogEntry
 	3,  // 13: bullyproof.v1.Peer.Election:input_type -> bullyproof.v1.PeerMessage
 	3,  // 14: bullyproof.v1.Peer.Alive:input_type -> bullyproof.v1.PeerMessage
 	3,  // 15: bullyproof.v1.Peer.Coordinator:input_type -> bullyproof.v1.PeerMessage
@@ -2010,33 +2188,35 @@ var file_bullyproof_v1_bullyproof_proto_depIdxs = []int32{
 	3,  // 19: bullyproof.v1.Peer.RingElection:input_type -> bullyproof.v1.PeerMessage
 	3,  // 20: bullyproof.v1.Peer.RingCoordinator:input_type -> bullyproof.v1.PeerMessage
 	3,  // 21: bullyproof.v1.Peer.Heartbeats:input_type -> bullyproof.v1.PeerMessage
-	14, // 22: bullyproof.v1.Leadership.GetLeader:input_type -> bullyproof.v1.GetLeaderRequest
-	16, // 23: bullyproof.v1.Leadership.GetStatus:input_type -> bullyproof.v1.GetStatusRequest
-	9,  // 24: bullyproof.v1.Leadership.WatchLeader:input_type -> bullyproof.v1.WatchLeaderRequest
-	10, // 25: bullyproof.v1.Leadership.Resign:input_type -> bullyproof.v1.ResignRequest
-	12, // 26: bullyproof.v1.Leadership.TransferLeadership:input_type -> bullyproof.v1.TransferRequest
-	7,  // 27: bullyproof.v1.Leadership.ChangeMembership:input_type -> bullyproof.v1.MembershipRequest
-	19, // 28: bullyproof.v1.FencedStore.Write:input_type -> bullyproof.v1.WriteRequest
-	21, // 29: bullyproof.v1.FencedStore.ReadLog:input_type -> bullyproof.v1.ReadLogRequest
-	6,  // 30: bullyproof.v1.Peer.Election:output_type -> bullyproof.v1.PeerReply
-	6,  // 31: bullyproof.v1.Peer.Alive:output_type -> bullyproof.v1.PeerReply
-	6,  // 32: bullyproof.v1.Peer.Coordinator:output_type -> bullyproof.v1.PeerReply
-	6,  // 33: bullyproof.v1.Peer.Heartbeat:output_type -> bullyproof.v1.PeerReply
-	6,  // 34: bullyproof.v1.Peer.PreVote:output_type -> bullyproof.v1.PeerReply
-	6,  // 35: bullyproof.v1.Peer.RequestVote:output_type -> bullyproof.v1.PeerReply
-	6,  // 36: bullyproof.v1.Peer.RingElection:output_type -> bullyproof.v1.PeerReply
-	6,  // 37: bullyproof.v1.Peer.RingCoordinator:output_type -> bullyproof.v1.PeerReply
-	6,  // 38: bullyproof.v1.Peer.Heartbeats:output_type -> bullyproof.v1.PeerReply
-	15, // 39: bullyproof.v1.Leadership.GetLeader:output_type -> bullyproof.v1.LeaderInfo
-	18, // 40: bullyproof.v1.Leadership.GetStatus:output_type -> bullyproof.v1.NodeStatus
-	15, // 41: bullyproof.v1.Leadership.WatchLeader:output_type -> bullyproof.v1.LeaderInfo
-	11, // 42: bullyproof.v1.Leadership.Resign:output_type -> bullyproof.v1.ResignReply
-	13, // 43: bullyproof.v1.Leadership.TransferLeadership:output_type -> bullyproof.v1.TransferReply
-	8,  // 44: bullyproof.v1.Leadership.ChangeMembership:output_type -> bullyproof.v1.MembershipReply
-	20, // 45: bullyproof.v1.FencedStore.Write:output_type -> bullyproof.v1.WriteReply
-	23, // 46: bullyproof.v1.FencedStore.ReadLog:output_type -> bullyproof.v1.ReadLogReply
-	30, // [30:47] is the sub-list for method output_type
-	13, // [13:30] is the sub-list for method input_type
+	16, // 22: bullyproof.v1.Leadership.GetLeader:input_type -> bullyproof.v1.GetLeaderRequest
+	18, // 23: bullyproof.v1.Leadership.GetStatus:input_type -> bullyproof.v1.GetStatusRequest
+	11, // 24: bullyproof.v1.Leadership.WatchLeader:input_type -> bullyproof.v1.WatchLeaderRequest
+	12, // 25: bullyproof.v1.Leadership.Resign:input_type -> bullyproof.v1.ResignRequest
+	14, // 26: bullyproof.v1.Leadership.TransferLeadership:input_type -> bullyproof.v1.TransferRequest
+	9,  // 27: bullyproof.v1.Leadership.ChangeMembership:input_type -> bullyproof.v1.MembershipRequest
+	7,  // 28: bullyproof.v1.Leadership.WatchEvents:input_type -> bullyproof.v1.WatchEventsRequest
+	21, // 29: bullyproof.v1.FencedStore.Write:input_type -> bullyproof.v1.WriteRequest
+	23, // 30: bullyproof.v1.FencedStore.ReadLog:input_type -> bullyproof.v1.ReadLogRequest
+	6,  // 31: bullyproof.v1.Peer.Election:output_type -> bullyproof.v1.PeerReply
+	6,  // 32: bullyproof.v1.Peer.Alive:output_type -> bullyproof.v1.PeerReply
+	6,  // 33: bullyproof.v1.Peer.Coordinator:output_type -> bullyproof.v1.PeerReply
+	6,  // 34: bullyproof.v1.Peer.Heartbeat:output_type -> bullyproof.v1.PeerReply
+	6,  // 35: bullyproof.v1.Peer.PreVote:output_type -> bullyproof.v1.PeerReply
+	6,  // 36: bullyproof.v1.Peer.RequestVote:output_type -> bullyproof.v1.PeerReply
+	6,  // 37: bullyproof.v1.Peer.RingElection:output_type -> bullyproof.v1.PeerReply
+	6,  // 38: bullyproof.v1.Peer.RingCoordinator:output_type -> bullyproof.v1.PeerReply
+	6,  // 39: bullyproof.v1.Peer.Heartbeats:output_type -> bullyproof.v1.PeerReply
+	17, // 40: bullyproof.v1.Leadership.GetLeader:output_type -> bullyproof.v1.LeaderInfo
+	20, // 41: bullyproof.v1.Leadership.GetStatus:output_type -> bullyproof.v1.NodeStatus
+	17, // 42: bullyproof.v1.Leadership.WatchLeader:output_type -> bullyproof.v1.LeaderInfo
+	13, // 43: bullyproof.v1.Leadership.Resign:output_type -> bullyproof.v1.ResignReply
+	15, // 44: bullyproof.v1.Leadership.TransferLeadership:output_type -> bullyproof.v1.TransferReply
+	10, // 45: bullyproof.v1.Leadership.ChangeMembership:output_type -> bullyproof.v1.MembershipReply
+	8,  // 46: bullyproof.v1.Leadership.WatchEvents:output_type -> bullyproof.v1.NodeEvent
+	22, // 47: bullyproof.v1.FencedStore.Write:output_type -> bullyproof.v1.WriteReply
+	25, // 48: bullyproof.v1.FencedStore.ReadLog:output_type -> bullyproof.v1.ReadLogReply
+	31, // [31:49] is the sub-list for method output_type
+	13, // [13:31] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -2053,7 +2233,7 @@ func file_bullyproof_v1_bullyproof_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bullyproof_v1_bullyproof_proto_rawDesc), len(file_bullyproof_v1_bullyproof_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -71,8 +71,8 @@ type PeerClient interface {
 	// a Heartbeat message exactly as the unary Heartbeat takes it, checked, authenticated and handled in
 	// order, and answered by one PeerReply (its Ack) in the same order. A message the unary call would
 	// refuse ends the stream with that status; the sender fails that heartbeat and opens a new stream
-	// with its next one. A sender whose ack does not come within one heartbeat interval cancels the
-	// stream (as a unary deadline would). Not a message type of node/core: a transport for Heartbeat.
+	// with its next one. An ack that does not come within the unary Heartbeat's deadline fails its
+	// heartbeat, and is dropped when it comes. Not a message type of node/core: a transport for Heartbeat.
 	// A node that does not serve it (UNIMPLEMENTED: an older version) gets unary Heartbeat calls.
 	Heartbeats(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PeerMessage, PeerReply], error)
 }
@@ -216,8 +216,8 @@ type PeerServer interface {
 	// a Heartbeat message exactly as the unary Heartbeat takes it, checked, authenticated and handled in
 	// order, and answered by one PeerReply (its Ack) in the same order. A message the unary call would
 	// refuse ends the stream with that status; the sender fails that heartbeat and opens a new stream
-	// with its next one. A sender whose ack does not come within one heartbeat interval cancels the
-	// stream (as a unary deadline would). Not a message type of node/core: a transport for Heartbeat.
+	// with its next one. An ack that does not come within the unary Heartbeat's deadline fails its
+	// heartbeat, and is dropped when it comes. Not a message type of node/core: a transport for Heartbeat.
 	// A node that does not serve it (UNIMPLEMENTED: an older version) gets unary Heartbeat calls.
 	Heartbeats(grpc.BidiStreamingServer[PeerMessage, PeerReply]) error
 	mustEmbedUnimplementedPeerServer()
@@ -487,6 +487,7 @@ const (
 	Leadership_Resign_FullMethodName             = "/bullyproof.v1.Leadership/Resign"
 	Leadership_TransferLeadership_FullMethodName = "/bullyproof.v1.Leadership/TransferLeadership"
 	Leadership_ChangeMembership_FullMethodName   = "/bullyproof.v1.Leadership/ChangeMembership"
+	Leadership_WatchEvents_FullMethodName        = "/bullyproof.v1.Leadership/WatchEvents"
 )
 
 // LeadershipClient is the client API for Leadership service.
@@ -522,6 +523,16 @@ type LeadershipClient interface {
 	// once the change (and for an add, the promotion) is agreed by a majority of the voters before and
 	// after; DEADLINE_EXCEEDED if not within timeout_ms (the change may still complete: read GetStatus).
 	ChangeMembership(ctx context.Context, in *MembershipRequest, opts ...grpc.CallOption) (*MembershipReply, error)
+	// The node's history events as it records them (the JSON objects of its events file, whether or
+	// not it writes one): those with seq > after_seq still in its buffer of recent events (the last
+	// 10,000), then each new one as it is recorded. Read-only: any certificate of the cluster's CA.
+	// Nothing is ever queued without bound: a reader more than 1,024 events behind loses the oldest it
+	// has not read, and the next event it gets says how many (missed), as does the first event when
+	// after_seq is older than the buffer. INVALID_ARGUMENT for a kind that is not one of the node's
+	// (kinds) or an after_seq past its last event (a restarted node counts from 1 again: pass its
+	// incarnation and a stream of another incarnation starts at its oldest event instead).
+	// RESOURCE_EXHAUSTED past 256 streams at once on one node.
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeEvent], error)
 }
 
 type leadershipClient struct {
@@ -601,6 +612,25 @@ func (c *leadershipClient) ChangeMembership(ctx context.Context, in *MembershipR
 	return out, nil
 }
 
+func (c *leadershipClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Leadership_ServiceDesc.Streams[1], Leadership_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, NodeEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Leadership_WatchEventsClient = grpc.ServerStreamingClient[NodeEvent]
+
 // LeadershipServer is the server API for Leadership service.
 // All implementations must embed UnimplementedLeadershipServer
 // for forward compatibility.
@@ -634,6 +664,16 @@ type LeadershipServer interface {
 	// once the change (and for an add, the promotion) is agreed by a majority of the voters before and
 	// after; DEADLINE_EXCEEDED if not within timeout_ms (the change may still complete: read GetStatus).
 	ChangeMembership(context.Context, *MembershipRequest) (*MembershipReply, error)
+	// The node's history events as it records them (the JSON objects of its events file, whether or
+	// not it writes one): those with seq > after_seq still in its buffer of recent events (the last
+	// 10,000), then each new one as it is recorded. Read-only: any certificate of the cluster's CA.
+	// Nothing is ever queued without bound: a reader more than 1,024 events behind loses the oldest it
+	// has not read, and the next event it gets says how many (missed), as does the first event when
+	// after_seq is older than the buffer. INVALID_ARGUMENT for a kind that is not one of the node's
+	// (kinds) or an after_seq past its last event (a restarted node counts from 1 again: pass its
+	// incarnation and a stream of another incarnation starts at its oldest event instead).
+	// RESOURCE_EXHAUSTED past 256 streams at once on one node.
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[NodeEvent]) error
 	mustEmbedUnimplementedLeadershipServer()
 }
 
@@ -661,6 +701,9 @@ func (UnimplementedLeadershipServer) TransferLeadership(context.Context, *Transf
 }
 func (UnimplementedLeadershipServer) ChangeMembership(context.Context, *MembershipRequest) (*MembershipReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ChangeMembership not implemented")
+}
+func (UnimplementedLeadershipServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[NodeEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
 }
 func (UnimplementedLeadershipServer) mustEmbedUnimplementedLeadershipServer() {}
 func (UnimplementedLeadershipServer) testEmbeddedByValue()                    {}
@@ -784,6 +827,17 @@ func _Leadership_ChangeMembership_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Leadership_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(LeadershipServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, NodeEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Leadership_WatchEventsServer = grpc.ServerStreamingServer[NodeEvent]
+
 // Leadership_ServiceDesc is the grpc.ServiceDesc for Leadership service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -816,6 +870,11 @@ var Leadership_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchLeader",
 			Handler:       _Leadership_WatchLeader_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _Leadership_WatchEvents_Handler,
 			ServerStreams: true,
 		},
 	},
