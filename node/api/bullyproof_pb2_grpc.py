@@ -85,6 +85,11 @@ class PeerStub:
                 request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
                 response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
                 _registered_method=True)
+        self.Heartbeats = channel.stream_stream(
+                '/bullyproof.v1.Peer/Heartbeats',
+                request_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+                response_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -157,6 +162,19 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeats(self, request_iterator, context):
+        """Heartbeats on one long-lived call per directed link (as etcd streams its messages): each request is
+        a Heartbeat message exactly as the unary Heartbeat takes it, checked, authenticated and handled in
+        order, and answered by one PeerReply (its Ack) in the same order. A message the unary call would
+        refuse ends the stream with that status; the sender fails that heartbeat and opens a new stream
+        with its next one. An ack that does not come within the unary Heartbeat's deadline fails its
+        heartbeat, and is dropped when it comes. Not a message type of node/core: a transport for Heartbeat.
+        A node that does not serve it (UNIMPLEMENTED: an older version) gets unary Heartbeat calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +215,11 @@ def add_PeerServicer_to_server(servicer, server):
             ),
             'RingCoordinator': grpc.unary_unary_rpc_method_handler(
                     servicer.RingCoordinator,
+                    request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.FromString,
+                    response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.SerializeToString,
+            ),
+            'Heartbeats': grpc.stream_stream_rpc_method_handler(
+                    servicer.Heartbeats,
                     request_deserializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.FromString,
                     response_serializer=bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.SerializeToString,
             ),
@@ -426,6 +449,33 @@ class Peer:
             request,
             target,
             '/bullyproof.v1.Peer/RingCoordinator',
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
+            bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeats(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/bullyproof.v1.Peer/Heartbeats',
             bullyproof_dot_v1_dot_bullyproof__pb2.PeerMessage.SerializeToString,
             bullyproof_dot_v1_dot_bullyproof__pb2.PeerReply.FromString,
             options,

@@ -24,6 +24,7 @@ that reveals it leaves the node), and every peer message carries its sender's. T
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 def configuration_id(
@@ -41,6 +42,13 @@ def configuration_id(
         text += "|" + ",".join(map(str, sorted(learners))) + f"|{index}|{term}"
     if previous and tuple(sorted(previous)) != tuple(sorted(members)) or notify:
         text += "|" + ",".join(map(str, sorted(previous))) + "|" + ",".join(map(str, sorted(notify)))
+    return _fnv1a(text)
+
+
+@lru_cache(maxsize=256)
+def _fnv1a(text: str) -> int:
+    """Cached: every peer message and every ack carries a fingerprint that is checked (a byte loop in
+    Python, per heartbeat), and a cluster runs few configurations."""
     h = 0x811C9DC5
     for byte in text.encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF

@@ -65,6 +65,11 @@ class LeaderDuty:
         period_s = node.settings.write_period_ms / 1000
         counter = 0
         while not node.stopping.is_set():
+            changed = node.observe.view_changed  # taken before looking: a change from here on wakes us
+            if node.elector.view(node.now()).role != Role.LEADER:
+                # A follower has nothing to write: no timer every period, only a wake when its role changes.
+                await node.observe.until_changed_or_stopping(changed)
+                continue
             await asyncio.sleep(period_s)
             v = node.elector.view(node.now())  # re-checked right before writing (pauses happen)
             if v.role != Role.LEADER or not v.lease_valid or v.epoch > claimed.answered:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,87 @@ def core_refusal(refuser: int, refused: int, reason: str, refuser_m: Membership,
     return f"node {refuser} refused node {refused}: {why}. {theirs}node {refuser} runs {refuser_m.describe()}"
 
 
+class SendFailed(Exception):
+    """A request that got no answer: a gRPC status (as a unary call would end with), and its details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code, self.details = code, details
+
+
+def _failure(exc: grpc.aio.AioRpcError) -> SendFailed:
+    return SendFailed(exc.code(), exc.details() or "")
+
+
+class HeartbeatStream:
+    """One open Peer/Heartbeats call to a peer: heartbeats written in order, their acks read in the same
+    order. An ack that comes after its sender stopped waiting is dropped (as a late unary reply is) and
+    the stream goes on. Broken (the peer refused a message, the connection went, a write did not finish
+    in time, or more than `max_unanswered` heartbeats wait for acks) it stays broken: the next heartbeat opens a new
+    one."""
+
+    def __init__(self, stub: pb_grpc.PeerStub, max_unanswered: int) -> None:
+        self.max_unanswered = max_unanswered
+        self.call = stub.Heartbeats()
+        self.pending: deque[asyncio.Future[pb.PeerReply]] = deque()  # one per request written, in order
+        self.lock = asyncio.Lock()  # one write at a time (gRPC takes one outstanding message per call)
+        self.broken: SendFailed | None = None
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def exchange(self, request: pb.PeerMessage) -> pb.PeerReply:
+        """Write `request` and wait for its ack (the caller bounds the wait: a stalled link blocks no one)."""
+        if self.broken is not None:
+            raise self.broken
+        answer: asyncio.Future[pb.PeerReply] = asyncio.get_running_loop().create_future()
+        async with self.lock:
+            if self.broken is not None:
+                raise self.broken
+            # Queued before the write: its ack cannot be read before it is waited for. Every entry is a
+            # message written (a write that fails breaks the stream), so acks and entries stay aligned.
+            self.pending.append(answer)
+            try:
+                await self.call.write(request)
+            except grpc.aio.AioRpcError as exc:
+                self._break(_failure(exc))
+            except asyncio.InvalidStateError:  # the call ended between the check and the write
+                self._break(self.broken or SendFailed(grpc.StatusCode.UNAVAILABLE, "heartbeat stream ended"))
+            except asyncio.CancelledError:  # the sender's time ran out mid-write: stalled, or never started
+                self._break(SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "heartbeat stream stalled"))
+                raise
+        if len(self.pending) > self.max_unanswered:  # acks stopped coming: start afresh next time
+            self._break(SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "heartbeat stream: no acks"))
+        return await answer
+
+    async def _read(self) -> None:
+        why = SendFailed(grpc.StatusCode.UNAVAILABLE, "heartbeat stream ended")
+        try:
+            async for reply in self.call:
+                if not self.pending:  # an answer to nothing: the peer does not speak this protocol
+                    why = SendFailed(grpc.StatusCode.INTERNAL, "heartbeat stream: an ack without a heartbeat")
+                    break
+                answer = self.pending.popleft()
+                if not answer.done():  # (done: its sender stopped waiting)
+                    answer.set_result(reply)
+        except grpc.aio.AioRpcError as exc:
+            why = _failure(exc)
+        except asyncio.CancelledError:
+            why = SendFailed(grpc.StatusCode.CANCELLED, "heartbeat stream closed")
+        self._break(why)
+
+    def _break(self, why: SendFailed) -> None:
+        if self.broken is None:
+            self.broken = why
+            self.call.cancel()
+        while self.pending:
+            answer = self.pending.popleft()
+            if not answer.done():
+                answer.set_exception(self.broken)
+
+    def close(self) -> None:
+        self._break(SendFailed(grpc.StatusCode.CANCELLED, "heartbeat stream closed"))
+        self.reader.cancel()
+
+
 @dataclass
 class PeerState:
     address: str
@@ -111,6 +193,18 @@ class PeerState:
     last_heard_ns: int = 0
     reachable: bool = True
     configuration_refusal: str = ""  # the last refusal between us because we run different member lists
+    heartbeats: HeartbeatStream | None = None  # the open heartbeat stream to it, if any
+    unary_heartbeats: bool = False  # it does not serve Peer/Heartbeats (an older version): unary calls
+
+    def heartbeat_stream(self, max_unanswered: int) -> HeartbeatStream:
+        if self.heartbeats is None or self.heartbeats.broken is not None:
+            self.heartbeats = HeartbeatStream(self.stub, max_unanswered)
+        return self.heartbeats
+
+    def close_heartbeats(self) -> None:
+        if self.heartbeats is not None:
+            self.heartbeats.close()
+            self.heartbeats = None
 
 
 class PeerTransport:
@@ -157,12 +251,16 @@ class PeerTransport:
             new = channel.get_state(try_to_connect=False)
             if state == ready and new != ready:
                 self.node.metrics.peer_disconnected(pid)
+                peer = self.peers.get(pid)
+                if peer is not None:  # it may come back upgraded: try its heartbeat stream again
+                    peer.unary_heartbeats = False
             state = new
 
     async def close(self) -> None:
         for task in self.link_watchers:
             task.cancel()
         for p in self.peers.values():
+            p.close_heartbeats()
             await p.channel.close()
 
     def deadline_s(self, msg: Message) -> float:
@@ -188,16 +286,19 @@ class PeerTransport:
             node.apply(node.elector.send_failed(node.now(), msg))
             return
         self._count_sent(msg)
+        request = message_to_pb(msg, self.node.settings.tick_ms, self.configuration)
         try:
-            request = message_to_pb(msg, self.node.settings.tick_ms, self.configuration)
-            reply = await getattr(peer.stub, RPC_NAME[msg.type])(request, timeout=self.deadline_s(msg))
-        except grpc.aio.AioRpcError as exc:
-            node.metrics.rpc_failed(exc.code().name, msg.dst)
-            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "member list" in (exc.details() or ""):
-                self.configuration_refused(msg.dst, exc.details() or "")
+            if msg.type == MsgType.HEARTBEAT and not peer.unary_heartbeats:
+                reply = await self._stream_heartbeat(peer, request, self.deadline_s(msg))
+            else:
+                reply = await self._unary(peer, RPC_NAME[msg.type], request, self.deadline_s(msg))
+        except SendFailed as failed:
+            node.metrics.rpc_failed(failed.code.name, msg.dst)
+            if failed.code == grpc.StatusCode.FAILED_PRECONDITION and "member list" in failed.details:
+                self.configuration_refused(msg.dst, failed.details)
             peer.reachable = False
             if is_election_traffic(msg):  # not delivered, or no answer: the receiver recorded nothing
-                self.messages.record(**_message_fields(msg), error=exc.code().name)
+                self.messages.record(**_message_fields(msg), error=failed.code.name)
             node.apply(node.elector.send_failed(node.now(), msg))
             return
         peer.reachable = True
@@ -216,6 +317,37 @@ class PeerTransport:
             if answer is not None:
                 self._count_received(answer)
                 node.apply(node.elector.step(node.now(), answer))
+
+    async def _unary(self, peer: PeerState, rpc: str, request: pb.PeerMessage, timeout_s: float) -> pb.PeerReply:
+        try:
+            return await getattr(peer.stub, rpc)(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _failure(exc) from None
+
+    async def _stream_heartbeat(self, peer: PeerState, request: pb.PeerMessage, timeout_s: float) -> pb.PeerReply:
+        """A heartbeat on the peer's stream, its ack within the deadline a unary Heartbeat has
+        (deadline_s: the lease), or it fails (an ack still on its way is dropped when it comes, as a late unary reply
+        is). Writing counts against that time too: a stalled link never blocks the sender."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # As many heartbeats as fit in that time may wait for their acks at once (a slow link), twice.
+        stream = peer.heartbeat_stream(2 * math.ceil(timeout_s / self.rpc_timeout_s) + 2)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await stream.exchange(request)
+        except TimeoutError:
+            raise SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "no ack on the heartbeat stream in time") from None
+        except SendFailed as failed:
+            if failed.code != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        # An older node without the stream: unary heartbeats to it (until its connection goes and comes).
+        peer.unary_heartbeats = True
+        peer.close_heartbeats()
+        async with asyncio.timeout_at(deadline):  # what is left of this heartbeat's time
+            try:
+                return await self._unary(peer, "Heartbeat", request, timeout_s)
+            except TimeoutError:
+                raise SendFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "no ack in time") from None
 
     async def handle(self, rpc: str, req: pb.PeerMessage, context: grpc.aio.ServicerContext) -> pb.PeerReply:
         """An inbound peer request: validate, step the elector, answer on the same call."""
@@ -340,5 +472,16 @@ def _peer_rpc(rpc: str) -> Callable[..., Any]:
     return handle
 
 
-for _rpc in pb.DESCRIPTOR.services_by_name["Peer"].methods_by_name:
-    setattr(PeerServicer, _rpc, _peer_rpc(_rpc))
+async def _heartbeats(
+    self: PeerServicer, requests: AsyncIterator[pb.PeerMessage], context: grpc.aio.ServicerContext
+) -> AsyncIterator[pb.PeerReply]:
+    """Peer/Heartbeats: each message handled as a unary Heartbeat is, in order; a refusal ends the
+    stream with the status the unary call would end with (abort)."""
+    async for req in requests:
+        yield await self.transport.handle("Heartbeat", req, context)
+
+
+for _method in pb.DESCRIPTOR.services_by_name["Peer"].methods:
+    if not _method.client_streaming:  # Heartbeats: a transport for Heartbeat, below
+        setattr(PeerServicer, _method.name, _peer_rpc(_method.name))
+PeerServicer.Heartbeats = _heartbeats  # type: ignore[method-assign]

@@ -95,6 +95,11 @@ def test_a_member_cannot_speak_for_another_and_nothing_changes(secure):
                 getattr(stub, rpc)(forged, timeout=2)
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, rpc
             assert "certificate names node 1" in info.value.details()
+        # The heartbeat stream checks every message as the unary call does: a forged one ends it.
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.Heartbeats(iter([forged]), timeout=2))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "certificate names node 1" in info.value.details()
     after = status(secure, 2)
     assert (after.epoch, after.promised_epoch, after.promised_to, after.leader_id) == (
         before.epoch,
@@ -110,6 +115,8 @@ def test_only_node_certificates_may_send_peer_messages(secure, holder):
     msg = pb.PeerMessage(sender_id=2, receiver_id=1, epoch=1)
     with channel(target.peer_address, as_holder(secure, holder), node_name(1)) as ch:
         assert code_of(lambda: pb_grpc.PeerStub(ch).Heartbeat(msg, timeout=2)) == grpc.StatusCode.PERMISSION_DENIED
+        stream = lambda: list(pb_grpc.PeerStub(ch).Heartbeats(iter([msg]), timeout=2))  # noqa: E731
+        assert code_of(stream) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_strangers_are_refused_at_the_handshake(secure, tmp_path):

@@ -2096,7 +2096,7 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\fMODE_CLASSIC\x10\x01\x12\x0f\n" +
 	"\vMODE_QUORUM\x10\x02\x12\r\n" +
 	"\tMODE_RING\x10\x03\x12\r\n" +
-	"\tMODE_RAFT\x10\x042\xa4\x04\n" +
+	"\tMODE_RAFT\x10\x042\xec\x04\n" +
 	"\x04Peer\x12@\n" +
 	"\bElection\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12=\n" +
 	"\x05Alive\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12C\n" +
@@ -2105,7 +2105,9 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\aPreVote\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12C\n" +
 	"\vRequestVote\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12D\n" +
 	"\fRingElection\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12G\n" +
-	"\x0fRingCoordinator\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply2\xa9\x04\n" +
+	"\x0fRingCoordinator\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply\x12F\n" +
+	"\n" +
+	"Heartbeats\x12\x1a.bullyproof.v1.PeerMessage\x1a\x18.bullyproof.v1.PeerReply(\x010\x012\xa9\x04\n" +
 	"\n" +
 	"Leadership\x12G\n" +
 	"\tGetLeader\x12\x1f.bullyproof.v1.GetLeaderRequest\x1a\x19.bullyproof.v1.LeaderInfo\x12G\n" +
@@ -2185,34 +2187,36 @@ var file_bullyproof_v1_bullyproof_proto_depIdxs = []int32{
 	3,  // 18: bullyproof.v1.Peer.RequestVote:input_type -> bullyproof.v1.PeerMessage
 	3,  // 19: bullyproof.v1.Peer.RingElection:input_type -> bullyproof.v1.PeerMessage
 	3,  // 20: bullyproof.v1.Peer.RingCoordinator:input_type -> bullyproof.v1.PeerMessage
-	16, // 21: bullyproof.v1.Leadership.GetLeader:input_type -> bullyproof.v1.GetLeaderRequest
-	18, // 22: bullyproof.v1.Leadership.GetStatus:input_type -> bullyproof.v1.GetStatusRequest
-	11, // 23: bullyproof.v1.Leadership.WatchLeader:input_type -> bullyproof.v1.WatchLeaderRequest
-	12, // 24: bullyproof.v1.Leadership.Resign:input_type -> bullyproof.v1.ResignRequest
-	14, // 25: bullyproof.v1.Leadership.TransferLeadership:input_type -> bullyproof.v1.TransferRequest
-	9,  // 26: bullyproof.v1.Leadership.ChangeMembership:input_type -> bullyproof.v1.MembershipRequest
-	7,  // 27: bullyproof.v1.Leadership.WatchEvents:input_type -> bullyproof.v1.WatchEventsRequest
-	21, // 28: bullyproof.v1.FencedStore.Write:input_type -> bullyproof.v1.WriteRequest
-	23, // 29: bullyproof.v1.FencedStore.ReadLog:input_type -> bullyproof.v1.ReadLogRequest
-	6,  // 30: bullyproof.v1.Peer.Election:output_type -> bullyproof.v1.PeerReply
-	6,  // 31: bullyproof.v1.Peer.Alive:output_type -> bullyproof.v1.PeerReply
-	6,  // 32: bullyproof.v1.Peer.Coordinator:output_type -> bullyproof.v1.PeerReply
-	6,  // 33: bullyproof.v1.Peer.Heartbeat:output_type -> bullyproof.v1.PeerReply
-	6,  // 34: bullyproof.v1.Peer.PreVote:output_type -> bullyproof.v1.PeerReply
-	6,  // 35: bullyproof.v1.Peer.RequestVote:output_type -> bullyproof.v1.PeerReply
-	6,  // 36: bullyproof.v1.Peer.RingElection:output_type -> bullyproof.v1.PeerReply
-	6,  // 37: bullyproof.v1.Peer.RingCoordinator:output_type -> bullyproof.v1.PeerReply
-	17, // 38: bullyproof.v1.Leadership.GetLeader:output_type -> bullyproof.v1.LeaderInfo
-	20, // 39: bullyproof.v1.Leadership.GetStatus:output_type -> bullyproof.v1.NodeStatus
-	17, // 40: bullyproof.v1.Leadership.WatchLeader:output_type -> bullyproof.v1.LeaderInfo
-	13, // 41: bullyproof.v1.Leadership.Resign:output_type -> bullyproof.v1.ResignReply
-	15, // 42: bullyproof.v1.Leadership.TransferLeadership:output_type -> bullyproof.v1.TransferReply
-	10, // 43: bullyproof.v1.Leadership.ChangeMembership:output_type -> bullyproof.v1.MembershipReply
-	8,  // 44: bullyproof.v1.Leadership.WatchEvents:output_type -> bullyproof.v1.NodeEvent
-	22, // 45: bullyproof.v1.FencedStore.Write:output_type -> bullyproof.v1.WriteReply
-	25, // 46: bullyproof.v1.FencedStore.ReadLog:output_type -> bullyproof.v1.ReadLogReply
-	30, // [30:47] is the sub-list for method output_type
-	13, // [13:30] is the sub-list for method input_type
+	3,  // 21: bullyproof.v1.Peer.Heartbeats:input_type -> bullyproof.v1.PeerMessage
+	16, // 22: bullyproof.v1.Leadership.GetLeader:input_type -> bullyproof.v1.GetLeaderRequest
+	18, // 23: bullyproof.v1.Leadership.GetStatus:input_type -> bullyproof.v1.GetStatusRequest
+	11, // 24: bullyproof.v1.Leadership.WatchLeader:input_type -> bullyproof.v1.WatchLeaderRequest
+	12, // 25: bullyproof.v1.Leadership.Resign:input_type -> bullyproof.v1.ResignRequest
+	14, // 26: bullyproof.v1.Leadership.TransferLeadership:input_type -> bullyproof.v1.TransferRequest
+	9,  // 27: bullyproof.v1.Leadership.ChangeMembership:input_type -> bullyproof.v1.MembershipRequest
+	7,  // 28: bullyproof.v1.Leadership.WatchEvents:input_type -> bullyproof.v1.WatchEventsRequest
+	21, // 29: bullyproof.v1.FencedStore.Write:input_type -> bullyproof.v1.WriteRequest
+	23, // 30: bullyproof.v1.FencedStore.ReadLog:input_type -> bullyproof.v1.ReadLogRequest
+	6,  // 31: bullyproof.v1.Peer.Election:output_type -> bullyproof.v1.PeerReply
+	6,  // 32: bullyproof.v1.Peer.Alive:output_type -> bullyproof.v1.PeerReply
+	6,  // 33: bullyproof.v1.Peer.Coordinator:output_type -> bullyproof.v1.PeerReply
+	6,  // 34: bullyproof.v1.Peer.Heartbeat:output_type -> bullyproof.v1.PeerReply
+	6,  // 35: bullyproof.v1.Peer.PreVote:output_type -> bullyproof.v1.PeerReply
+	6,  // 36: bullyproof.v1.Peer.RequestVote:output_type -> bullyproof.v1.PeerReply
+	6,  // 37: bullyproof.v1.Peer.RingElection:output_type -> bullyproof.v1.PeerReply
+	6,  // 38: bullyproof.v1.Peer.RingCoordinator:output_type -> bullyproof.v1.PeerReply
+	6,  // 39: bullyproof.v1.Peer.Heartbeats:output_type -> bullyproof.v1.PeerReply
+	17, // 40: bullyproof.v1.Leadership.GetLeader:output_type -> bullyproof.v1.LeaderInfo
+	20, // 41: bullyproof.v1.Leadership.GetStatus:output_type -> bullyproof.v1.NodeStatus
+	17, // 42: bullyproof.v1.Leadership.WatchLeader:output_type -> bullyproof.v1.LeaderInfo
+	13, // 43: bullyproof.v1.Leadership.Resign:output_type -> bullyproof.v1.ResignReply
+	15, // 44: bullyproof.v1.Leadership.TransferLeadership:output_type -> bullyproof.v1.TransferReply
+	10, // 45: bullyproof.v1.Leadership.ChangeMembership:output_type -> bullyproof.v1.MembershipReply
+	8,  // 46: bullyproof.v1.Leadership.WatchEvents:output_type -> bullyproof.v1.NodeEvent
+	22, // 47: bullyproof.v1.FencedStore.Write:output_type -> bullyproof.v1.WriteReply
+	25, // 48: bullyproof.v1.FencedStore.ReadLog:output_type -> bullyproof.v1.ReadLogReply
+	31, // [31:49] is the sub-list for method output_type
+	13, // [13:31] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name

@@ -30,6 +30,7 @@ const (
 	Peer_RequestVote_FullMethodName     = "/bullyproof.v1.Peer/RequestVote"
 	Peer_RingElection_FullMethodName    = "/bullyproof.v1.Peer/RingElection"
 	Peer_RingCoordinator_FullMethodName = "/bullyproof.v1.Peer/RingCoordinator"
+	Peer_Heartbeats_FullMethodName      = "/bullyproof.v1.Peer/Heartbeats"
 )
 
 // PeerClient is the client API for Peer service.
@@ -66,6 +67,14 @@ type PeerClient interface {
 	RingElection(ctx context.Context, in *PeerMessage, opts ...grpc.CallOption) (*PeerReply, error)
 	// Ring: the elected coordinator (initiator names it), circulated once around the ring.
 	RingCoordinator(ctx context.Context, in *PeerMessage, opts ...grpc.CallOption) (*PeerReply, error)
+	// Heartbeats on one long-lived call per directed link (as etcd streams its messages): each request is
+	// a Heartbeat message exactly as the unary Heartbeat takes it, checked, authenticated and handled in
+	// order, and answered by one PeerReply (its Ack) in the same order. A message the unary call would
+	// refuse ends the stream with that status; the sender fails that heartbeat and opens a new stream
+	// with its next one. An ack that does not come within the unary Heartbeat's deadline fails its
+	// heartbeat, and is dropped when it comes. Not a message type of node/core: a transport for Heartbeat.
+	// A node that does not serve it (UNIMPLEMENTED: an older version) gets unary Heartbeat calls.
+	Heartbeats(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PeerMessage, PeerReply], error)
 }
 
 type peerClient struct {
@@ -156,6 +165,19 @@ func (c *peerClient) RingCoordinator(ctx context.Context, in *PeerMessage, opts 
 	return out, nil
 }
 
+func (c *peerClient) Heartbeats(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PeerMessage, PeerReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[0], Peer_Heartbeats_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PeerMessage, PeerReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_HeartbeatsClient = grpc.BidiStreamingClient[PeerMessage, PeerReply]
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -190,6 +212,14 @@ type PeerServer interface {
 	RingElection(context.Context, *PeerMessage) (*PeerReply, error)
 	// Ring: the elected coordinator (initiator names it), circulated once around the ring.
 	RingCoordinator(context.Context, *PeerMessage) (*PeerReply, error)
+	// Heartbeats on one long-lived call per directed link (as etcd streams its messages): each request is
+	// a Heartbeat message exactly as the unary Heartbeat takes it, checked, authenticated and handled in
+	// order, and answered by one PeerReply (its Ack) in the same order. A message the unary call would
+	// refuse ends the stream with that status; the sender fails that heartbeat and opens a new stream
+	// with its next one. An ack that does not come within the unary Heartbeat's deadline fails its
+	// heartbeat, and is dropped when it comes. Not a message type of node/core: a transport for Heartbeat.
+	// A node that does not serve it (UNIMPLEMENTED: an older version) gets unary Heartbeat calls.
+	Heartbeats(grpc.BidiStreamingServer[PeerMessage, PeerReply]) error
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -223,6 +253,9 @@ func (UnimplementedPeerServer) RingElection(context.Context, *PeerMessage) (*Pee
 }
 func (UnimplementedPeerServer) RingCoordinator(context.Context, *PeerMessage) (*PeerReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method RingCoordinator not implemented")
+}
+func (UnimplementedPeerServer) Heartbeats(grpc.BidiStreamingServer[PeerMessage, PeerReply]) error {
+	return status.Error(codes.Unimplemented, "method Heartbeats not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -389,6 +422,13 @@ func _Peer_RingCoordinator_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Heartbeats_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerServer).Heartbeats(&grpc.GenericServerStream[PeerMessage, PeerReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_HeartbeatsServer = grpc.BidiStreamingServer[PeerMessage, PeerReply]
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -429,7 +469,14 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Peer_RingCoordinator_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Heartbeats",
+			Handler:       _Peer_Heartbeats_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "bullyproof/v1/bullyproof.proto",
 }
 
