@@ -311,6 +311,7 @@ class NodeRuntime:
                 await asyncio.wait(pending, timeout=self.transport.rpc_timeout_s * 2)
         self.events.log("shutting down", self.epoch())
         self.events.record("process", action="stop", pid=os.getpid())
+        self.transport.closing = True
         for task in list(self.tasks):
             task.cancel()
         metrics_stopped = asyncio.ensure_future(asyncio.to_thread(self.metrics.stop))

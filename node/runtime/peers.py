@@ -126,7 +126,8 @@ class HeartbeatStream:
     def __init__(self, stub: pb_grpc.PeerStub, max_unanswered: int) -> None:
         self.max_unanswered = max_unanswered
         self.call = stub.Heartbeats()
-        self.pending: deque[asyncio.Future[pb.PeerReply]] = deque()  # one per request written, in order
+        # One per request written, in order: its round (an ack must echo it) and its answer.
+        self.pending: deque[tuple[int, asyncio.Future[pb.PeerReply]]] = deque()
         self.lock = asyncio.Lock()  # one write at a time (gRPC takes one outstanding message per call)
         self.broken: SendFailed | None = None
         self.reader = asyncio.ensure_future(self._read())
@@ -141,7 +142,7 @@ class HeartbeatStream:
                 raise self.broken
             # Queued before the write: its ack cannot be read before it is waited for. Every entry is a
             # message written (a write that fails breaks the stream), so acks and entries stay aligned.
-            self.pending.append(answer)
+            self.pending.append((request.round, answer))
             try:
                 await self.call.write(request)
             except grpc.aio.AioRpcError as exc:
@@ -162,7 +163,13 @@ class HeartbeatStream:
                 if not self.pending:  # an answer to nothing: the peer does not speak this protocol
                     why = SendFailed(grpc.StatusCode.INTERNAL, "heartbeat stream: an ack without a heartbeat")
                     break
-                answer = self.pending.popleft()
+                round_, answer = self.pending.popleft()
+                if reply.HasField("ack") and reply.ack.round != round_:
+                    # Out of step with what we wrote (a reply skipped or doubled): every later ack would
+                    # land on the wrong heartbeat and be dropped. Start afresh.
+                    why = SendFailed(grpc.StatusCode.INTERNAL, "heartbeat stream: an ack out of step")
+                    self.pending.appendleft((round_, answer))
+                    break
                 if not answer.done():  # (done: its sender stopped waiting)
                     answer.set_result(reply)
         except grpc.aio.AioRpcError as exc:
@@ -176,7 +183,7 @@ class HeartbeatStream:
             self.broken = why
             self.call.cancel()
         while self.pending:
-            answer = self.pending.popleft()
+            _, answer = self.pending.popleft()
             if not answer.done():
                 answer.set_exception(self.broken)
 
@@ -218,6 +225,7 @@ class PeerTransport:
         self.messages = MessageLog(node.events)  # election traffic, for people (the dashboard)
         self.link_watchers: list[asyncio.Task] = []
         self.unaddressed: set[int] = set()  # configuration members without an address (logged once each)
+        self.closing = False  # the node is stopping: inbound heartbeat streams end at their next message
 
     def connect(self) -> None:
         for pid in self.node.settings.peers:
@@ -476,9 +484,15 @@ async def _heartbeats(
     self: PeerServicer, requests: AsyncIterator[pb.PeerMessage], context: grpc.aio.ServicerContext
 ) -> AsyncIterator[pb.PeerReply]:
     """Peer/Heartbeats: each message handled as a unary Heartbeat is, in order; a refusal ends the
-    stream with the status the unary call would end with (abort)."""
+    stream with the status the unary call would end with (abort). Only nodes may open one (each message
+    is checked again for the node it claims to be from), and a stopping node ends them, so its server's
+    grace is not spent waiting on streams that never end on their own."""
+    transport = self.transport
+    await require(context, transport.node.settings.tls is not None, ("node",), "Peer/Heartbeats")
     async for req in requests:
-        yield await self.transport.handle("Heartbeat", req, context)
+        if transport.closing:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {transport.node.id} is stopping")
+        yield await transport.handle("Heartbeat", req, context)
 
 
 for _method in pb.DESCRIPTOR.services_by_name["Peer"].methods:

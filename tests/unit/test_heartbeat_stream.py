@@ -153,3 +153,47 @@ def test_an_older_node_gets_unary_heartbeats() -> None:
 
     old = OldReceiver()
     asyncio.run(with_server(old, body))
+
+
+class _Skipper(Receiver):
+    """Answers an empty reply to odd rounds (as handle() does for a resigning heartbeat), or skips
+    round 1 altogether (a receiver out of step)."""
+
+    async def Heartbeats(self, requests, context):  # noqa: N802 (the RPC's name)
+        self.streams += 1
+        async for req in requests:
+            if self.behaviour == "empty" and req.round % 2:
+                yield pb.PeerReply()
+                continue
+            if self.behaviour == "skip" and req.round == 1:
+                continue
+            yield ack(req)
+
+
+def test_empty_replies_keep_acks_in_step() -> None:
+    async def body(peer, beat):
+        for r in range(6):
+            reply = await beat(r)
+            assert reply.HasField("ack") == (r % 2 == 0)
+            if r % 2 == 0:
+                assert reply.ack.round == r
+
+    asyncio.run(with_server(_Skipper("empty"), body))
+
+
+def test_an_ack_out_of_step_breaks_the_stream_and_the_next_heartbeat_opens_a_new_one() -> None:
+    """Without the round check every later ack would land one heartbeat behind and be dropped, and the
+    stream, never over its cap, would never be replaced: a leader that could not renew its lease."""
+    receiver = _Skipper("skip")
+    rounds: list[int | str] = []
+
+    async def body(peer, beat):
+        for r in range(6):
+            try:
+                rounds.append((await beat(r)).ack.round)
+            except Exception as exc:  # noqa: BLE001 (what failed is the point)
+                rounds.append(type(exc).__name__)
+
+    asyncio.run(with_server(receiver, body))
+    assert rounds[0] == 0 and rounds[1] == "SendFailed"  # skipped: no ack in time
+    assert rounds[-1] == 5 and receiver.streams >= 2, (rounds, receiver.streams)
