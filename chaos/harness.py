@@ -10,12 +10,11 @@ the store's log into one history for the checkers.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from node.config import (
     ConfigError,
 )
 from node.core import PlantedBug
+from node.faults import DroppedLinks
 from node.history import HistoryWriter, sort_events
 from node.launcher.cluster import (
     PROCESS_ACTIONS,
@@ -70,7 +70,7 @@ def wire_links(spec: ClusterSpec, api: Toxiproxy) -> tuple[ClusterSpec, dict[str
 
 
 @dataclass
-class ChaosCluster:
+class ChaosCluster(DroppedLinks):
     """Toxiproxy + store + N nodes, all started and stopped by this object (by pid)."""
 
     directory: Path
@@ -309,7 +309,8 @@ class ChaosCluster:
     def _links(self, pairs: Iterable[tuple[int | str, int | str]]) -> list[str]:
         return [link_name(a, b) for a, b in pairs]
 
-    # The network faults of node.faults.FaultTarget (the simulator's node/sim/target.py does the same).
+    # The network faults of node.faults.FaultTarget: cut, partition, one_way, blackhole and reachability
+    # come from node.faults.DroppedLinks (as in the simulator's node/sim/target.py), over this _drop.
 
     def _drop(self, fault: str, pairs: Iterable[tuple[int, int]], detail: dict[str, Any]) -> None:
         """Silently drop everything on the given directed links (timeout toxic 0, both streams)."""
@@ -317,27 +318,6 @@ class ChaosCluster:
         for link in self._links(pairs):
             for stream in ("upstream", "downstream"):
                 self._toxic(fault, link, "timeout", {"timeout": 0}, stream)
-
-    def cut(self, links: Iterable[tuple[int, int]], fault: str = "cut") -> None:
-        links = list(links)
-        self._drop(fault, links, {"links": [link_name(a, b) for a, b in links]})
-
-    def partition(self, groups: list[list[int]], fault: str = "partition") -> None:
-        pairs = [(a, b) for g1, g2 in itertools.permutations(groups, 2) for a in g1 for b in g2]
-        self._drop(fault, pairs, {"groups": groups})
-
-    def one_way(self, src: int, dsts: Iterable[int], fault: str = "one-way") -> None:
-        dsts = list(dsts)
-        self._drop(fault, [(src, d) for d in dsts], {"from": src, "to": dsts})
-
-    def blackhole(self, node: int, fault: str = "blackhole") -> None:
-        others = [n for n in self.ids if n != node]
-        self._drop(fault, [(node, o) for o in others] + [(o, node) for o in others], {"node": node})
-
-    def reachability(self, allowed: Mapping[int, set[int]], fault: str = "reachability") -> None:
-        """Cut every directed peer link a->b where b is not in allowed[a] (bridge, ring)."""
-        pairs = [(a, b) for a in self.ids for b in self.ids if a != b and b not in allowed[a]]
-        self._drop(fault, pairs, {"allowed": {str(k): sorted(v) for k, v in allowed.items()}})
 
     def latency(
         self, links: Iterable[tuple[int, int]], latency_ms: int, jitter_ms: int = 0, fault: str = "latency"

@@ -467,6 +467,38 @@ def catalogue(kinds: Iterable[FaultKind]) -> list[dict[str, Any]]:
 Link = tuple[int, int]
 
 
+class DroppedLinks:
+    """The faults that silently drop directed links, written once for both worlds: each says which
+    links and what to record, and the world's own `_drop(fault, links, detail)` cuts them (Toxiproxy's
+    timeout toxic, the simulator's dropped links). Needs `ids`, the members."""
+
+    ids: Sequence[int]
+
+    def _drop(self, fault: str, links: list[Link], detail: Mapping[str, object]) -> None:
+        raise NotImplementedError
+
+    def cut(self, links: Iterable[Link], fault: str = "cut") -> None:
+        links = list(links)
+        self._drop(fault, links, {"links": [f"{a}->{b}" for a, b in links]})
+
+    def partition(self, groups: list[list[int]], fault: str = "partition") -> None:
+        pairs = [(a, b) for g in groups for h in groups if g is not h for a in g for b in h]
+        self._drop(fault, pairs, {"groups": groups})
+
+    def one_way(self, src: int, dsts: Iterable[int], fault: str = "one-way") -> None:
+        dsts = list(dsts)
+        self._drop(fault, [(src, d) for d in dsts], {"from": src, "to": dsts})
+
+    def blackhole(self, node: int, fault: str = "blackhole") -> None:
+        others = [n for n in self.ids if n != node]
+        self._drop(fault, [(node, o) for o in others] + [(o, node) for o in others], {"node": node})
+
+    def reachability(self, allowed: Mapping[int, set[int]], fault: str = "reachability") -> None:
+        """Cut every directed link a->b where b is not in allowed[a] (bridge, ring)."""
+        pairs = [(a, b) for a in self.ids for b in self.ids if a != b and b not in allowed[a]]
+        self._drop(fault, pairs, {"allowed": {str(k): sorted(v) for k, v in allowed.items()}})
+
+
 @runtime_checkable
 class FaultTarget(Protocol):
     """The faults both worlds can do (FAULTS kinds whose worlds are both), in the registry's units.

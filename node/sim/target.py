@@ -22,13 +22,13 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 
 from node.core import MembershipRefused, Timing
-from node.faults import ActiveFaults, Link, all_links
+from node.faults import ActiveFaults, DroppedLinks, Link, all_links
 from node.sim.network import Network
 
 PAUSE_FOREVER_TICKS = 10**12  # a pause lasts until `resume`, as a SIGSTOP does
 
 
-class SimTarget:
+class SimTarget(DroppedLinks):
     """node.faults.ScenarioWorld over a simulated Network whose ticks last `tick_ms`."""
 
     def __init__(self, net: Network, tick_ms: int, heartbeat_interval_ms: int, election_timeout_ms: int) -> None:
@@ -96,26 +96,6 @@ class SimTarget:
         links = list(links)
         self.net.drop_links(links, fault, detail)
         self.active.add(fault, links)
-
-    def cut(self, links: Iterable[Link], fault: str = "cut") -> None:
-        links = list(links)
-        self._drop(fault, links, {"links": [f"{a}->{b}" for a, b in links]})
-
-    def partition(self, groups: list[list[int]], fault: str = "partition") -> None:
-        pairs = [(a, b) for g in groups for h in groups if g is not h for a in g for b in h]
-        self._drop(fault, pairs, {"groups": groups})
-
-    def one_way(self, src: int, dsts: Iterable[int], fault: str = "one-way") -> None:
-        dsts = list(dsts)
-        self._drop(fault, [(src, d) for d in dsts], {"from": src, "to": dsts})
-
-    def blackhole(self, node: int, fault: str = "blackhole") -> None:
-        others = [n for n in self.ids if n != node]
-        self._drop(fault, [(node, o) for o in others] + [(o, node) for o in others], {"node": node})
-
-    def reachability(self, allowed: Mapping[int, set[int]], fault: str = "reachability") -> None:
-        pairs = [(a, b) for a in self.ids for b in self.ids if a != b and b not in allowed[a]]
-        self._drop(fault, pairs, {"allowed": {str(k): sorted(v) for k, v in allowed.items()}})
 
     def latency(self, links: Iterable[Link], latency_ms: int, jitter_ms: int = 0, fault: str = "latency") -> None:
         links = list(links)
