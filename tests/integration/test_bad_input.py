@@ -7,6 +7,7 @@ import sys
 
 import grpc
 import pytest
+from lone_node import lone_node_argv
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
@@ -295,19 +296,6 @@ def test_corrupt_promise_file_refuses_to_start(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "promise.json").write_text("{not json")
-    result = cli(
-        "node",
-        "--insecure",
-        "--id",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--client-listen",
-        "127.0.0.1:0",
-        "--peers",
-        "2=127.0.0.1:1",
-        "--state-dir",
-        str(state),
-    )
+    result = subprocess.run(lone_node_argv(state), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "corrupt" in result.stderr
     assert (state / "promise.json").read_text() == "{not json", "the evidence is left as it was"

@@ -7,12 +7,12 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
+from lone_node import lone_node_argv
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.api import bullyproof_pb2 as pb
@@ -245,24 +245,7 @@ def test_every_log_line_is_json_with_node_and_epoch(make_cluster):
 
 
 def start_lone_node(tmp_path, *extra: str) -> subprocess.Popen:
-    argv = [
-        sys.executable,
-        "-m",
-        "node.cli",
-        "node",
-        "--insecure",
-        "--id",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--client-listen",
-        "127.0.0.1:0",
-        "--peers",
-        "2=127.0.0.1:1",
-        "--state-dir",
-        str(tmp_path / "state"),
-        *extra,
-    ]
+    argv = lone_node_argv(tmp_path / "state", *extra)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lone_node import lone_node_argv
 
 from node.api import bullyproof_pb2 as pb
 from node.api import bullyproof_pb2_grpc as pb_grpc
@@ -165,24 +166,7 @@ def test_a_cluster_elects_without_the_node_that_cannot_persist(tmp_path):
 
 
 def run_cli_node(state: Path, timeout_s: float = 30) -> subprocess.CompletedProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "node.cli",
-        "node",
-        "--insecure",
-        "--id",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--client-listen",
-        "127.0.0.1:0",
-        "--peers",
-        "2=127.0.0.1:1",
-        "--state-dir",
-        str(state),
-    ]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(lone_node_argv(state), capture_output=True, text=True, timeout=timeout_s)
 
 
 @pytest.mark.parametrize(
