@@ -152,117 +152,25 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, timeout=60)
 
 
+# A node's command line that is good but for the flag a case changes.
+NODE = "node --insecure --id 1 --listen 127.0.0.1:0 --client-listen 127.0.0.1:0 --peers 2=h:1 --state-dir /tmp/x"
+
+
+def node_with(flag: str, value: str) -> list[str]:
+    args = NODE.split()
+    args[args.index(flag) + 1] = value
+    return args
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
-        (
-            [
-                "node",
-                "--insecure",
-                "--id",
-                "0",
-                "--listen",
-                "127.0.0.1:0",
-                "--client-listen",
-                "127.0.0.1:0",
-                "--peers",
-                "2=h:1",
-                "--state-dir",
-                "/tmp/x",
-            ],
-            "positive",
-        ),
-        (
-            [
-                "node",
-                "--insecure",
-                "--id",
-                "1",
-                "--listen",
-                "127.0.0.1:0",
-                "--client-listen",
-                "127.0.0.1:0",
-                "--peers",
-                "2=nohost",
-                "--state-dir",
-                "/tmp/x",
-            ],
-            "HOST:PORT",
-        ),
-        (
-            [
-                "node",
-                "--insecure",
-                "--id",
-                "1",
-                "--listen",
-                "127.0.0.1:0",
-                "--client-listen",
-                "127.0.0.1:0",
-                "--peers",
-                "1=h:1",
-                "--state-dir",
-                "/tmp/x",
-            ],
-            "own id",
-        ),
-        (
-            [
-                "node",
-                "--insecure",
-                "--id",
-                "1",
-                "--listen",
-                "127.0.0.1:99999",
-                "--client-listen",
-                "127.0.0.1:0",
-                "--peers",
-                "2=h:1",
-                "--state-dir",
-                "/tmp/x",
-            ],
-            "outside 0..65535",
-        ),
-        (
-            [
-                "node",
-                "--insecure",
-                "--id",
-                "1",
-                "--listen",
-                "127.0.0.1:0",
-                "--client-listen",
-                "127.0.0.1:0",
-                "--peers",
-                "2=h:1",
-                "--state-dir",
-                "/tmp/x",
-                "--heartbeat-interval-ms",
-                "300",
-                "--election-timeout-ms",
-                "500",
-            ],
-            "at least 3x",
-        ),
-        (
-            [
-                "node",
-                "--insecure",
-                "--id",
-                "1",
-                "--listen",
-                "127.0.0.1:0",
-                "--client-listen",
-                "127.0.0.1:0",
-                "--peers",
-                "2=h:1",
-                "--state-dir",
-                "/tmp/x",
-                "--planted-bug",
-                "double-ack",
-            ],
-            "test-only",
-        ),
+        (node_with("--id", "0"), "positive"),
+        (node_with("--peers", "2=nohost"), "HOST:PORT"),
+        (node_with("--peers", "1=h:1"), "own id"),
+        (node_with("--listen", "127.0.0.1:99999"), "outside 0..65535"),
+        (NODE.split() + ["--heartbeat-interval-ms", "300", "--election-timeout-ms", "500"], "at least 3x"),
+        (NODE.split() + ["--planted-bug", "double-ack"], "test-only"),
         (
             ["store", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x", "--planted-bug", "stale-store"],
             "test-only",
