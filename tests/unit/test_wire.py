@@ -157,3 +157,24 @@ def test_under_an_address_template_any_node_may_send_and_the_configuration_decid
             check_peer_message("Heartbeat", forged, 1, (1, 2, 3), "quorum", open_membership=True).code.name
             == "PERMISSION_DENIED"
         )
+
+
+def test_a_configuration_is_checked_once_and_answers_as_if_checked_every_time() -> None:
+    from node.core.membership import Membership
+    from node.runtime import wire
+
+    good = Membership((1, 2, 3), (4,), 2, 1, (1, 2), ())
+    bad = wire.membership_to_pb(good)
+    bad.voters.append(1)  # listed twice
+    cases = [(wire.membership_to_pb(good), good.id), (wire.membership_to_pb(good), good.id + 1), (bad, good.id)]
+    for c, fingerprint in cases:
+        for _ in range(2):  # the first answer is computed, the second remembered: both the same
+            problem, membership = wire.checked_configuration(c, fingerprint)
+            assert problem == wire.configuration_problem(c, fingerprint)
+            assert membership == (None if problem else wire.membership_from_pb(c))
+    assert wire.checked_configuration(cases[0][0], good.id) == ("", good)
+    assert wire.checked_configuration(cases[1][0], good.id + 1)[0].startswith("configuration_id")
+    # Configurations nobody runs cannot grow it past its bound.
+    for index in range(3 * wire._CHECKED_MAX):
+        wire.checked_configuration(wire.membership_to_pb(Membership((1, 2, 3), (), index, 1, (), ())), 0)
+    assert len(wire._CHECKED) <= wire._CHECKED_MAX
