@@ -85,6 +85,12 @@ class NodeMetrics:
             "restarted, a reset, a GOAWAY), by peer id; an idle link that stays open adds nothing",
             ("peer",),
         )
+        self.heartbeat_streams_opened = counter(
+            "heartbeat_streams_opened",
+            "heartbeat streams this node opened to a peer, by peer id: one per link while it leads, and "
+            "one more each time a stream broke (a reset, a stall, an ack out of step) or could not open",
+            ("peer",),
+        )
         self.lease_renewals = counter(
             "lease_renewals", "times the leader's lease was extended by a majority-acked round"
         )
@@ -161,6 +167,9 @@ class NodeMetrics:
 
     def peer_disconnected(self, peer: int) -> None:
         self.peer_disconnects.labels(peer=str(peer)).inc()
+
+    def heartbeat_stream_opened(self, peer: int) -> None:
+        self.heartbeat_streams_opened.labels(peer=str(peer)).inc()
 
     # ---- serving -------------------------------------------------------------------------------
 

@@ -212,6 +212,12 @@ def test_idle_peer_links_stay_open(make_cluster):
         nid: sum(s.value for s in m.get("bullyproof_peer_disconnects_total", [])) for nid, m in before.items()
     }
     assert cluster.wait_for_agreement(timeout_s=5) == (leader, epoch)  # no election in between
+    # The leader heartbeats each follower on one stream, opened once and kept through the calm window.
+    opened = [
+        {n["id"]: value(m, "bullyproof_heartbeat_streams_opened_total", peer=str(n["id"])) for n in nodes}
+        for m in (before[leader], after[leader])
+    ]
+    assert opened[0] == opened[1] and all(opened[1][n["id"]] >= 1 for n in nodes if n["id"] != leader), opened
 
     # The counter counts: the leader's busy link to a follower that dies goes down.
     process_fault(cluster.dir, str(follower["id"]), "kill")
