@@ -232,7 +232,7 @@ class PeerView(_message.Message):
     def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., last_heard_ms: _Optional[int] = ..., reachable: _Optional[bool] = ..., configuration_refusal: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "role", "mode", "epoch", "promised_epoch", "promised_to", "has_leader", "leader_id", "lease_valid", "peers", "elections_started", "elections_won", "stepdowns", "messages_sent", "messages_received", "leader_changes", "uptime_ms", "handovers_won", "configuration_id", "configuration", "configuration_agreed")
+    __slots__ = ("node_id", "role", "mode", "epoch", "promised_epoch", "promised_to", "has_leader", "leader_id", "lease_valid", "peers", "elections_started", "elections_won", "stepdowns", "messages_sent", "messages_received", "leader_changes", "uptime_ms", "handovers_won", "configuration_id", "configuration", "configuration_agreed", "heartbeat_interval_ms", "election_timeout_ms")
     class MessagesSentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +268,8 @@ class NodeStatus(_message.Message):
     CONFIGURATION_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_AGREED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    ELECTION_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     role: Role
     mode: Mode
@@ -289,7 +291,9 @@ class NodeStatus(_message.Message):
     configuration_id: int
     configuration: Configuration
     configuration_agreed: bool
-    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., epoch: _Optional[int] = ..., promised_epoch: _Optional[int] = ..., promised_to: _Optional[int] = ..., has_leader: _Optional[bool] = ..., leader_id: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerView, _Mapping]]] = ..., elections_started: _Optional[int] = ..., elections_won: _Optional[int] = ..., stepdowns: _Optional[int] = ..., messages_sent: _Optional[_Mapping[str, int]] = ..., messages_received: _Optional[_Mapping[str, int]] = ..., leader_changes: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., handovers_won: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., configuration_agreed: _Optional[bool] = ...) -> None: ...
+    heartbeat_interval_ms: int
+    election_timeout_ms: int
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., epoch: _Optional[int] = ..., promised_epoch: _Optional[int] = ..., promised_to: _Optional[int] = ..., has_leader: _Optional[bool] = ..., leader_id: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerView, _Mapping]]] = ..., elections_started: _Optional[int] = ..., elections_won: _Optional[int] = ..., stepdowns: _Optional[int] = ..., messages_sent: _Optional[_Mapping[str, int]] = ..., messages_received: _Optional[_Mapping[str, int]] = ..., leader_changes: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., handovers_won: _Optional[int] = ..., configuration_id: _Optional[int] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., configuration_agreed: _Optional[bool] = ..., heartbeat_interval_ms: _Optional[int] = ..., election_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("writer_id", "epoch", "key", "value")

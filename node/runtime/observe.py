@@ -217,4 +217,6 @@ class Observation:
             messages_received=dict(node.transport.received),
             leader_changes=self.leader_changes,
             uptime_ms=int((time.time() - node.started_unix) * 1000),
+            heartbeat_interval_ms=node.settings.heartbeat_interval_ms,
+            election_timeout_ms=node.settings.election_timeout_ms,
         )

@@ -44,6 +44,8 @@ def test_five_nodes_elect_one_leader_all_agree(make_cluster):
     st = status(cluster, leader)
     assert st.role == pb.ROLE_LEADER and st.lease_valid and st.elections_won >= 1
     assert {p.id for p in st.peers} == {1, 2, 3, 4}
+    timing = (cluster.spec.heartbeat_interval_ms, cluster.spec.election_timeout_ms)
+    assert (st.heartbeat_interval_ms, st.election_timeout_ms) == timing  # the timing it runs, as started
 
 
 @pytest.mark.parametrize("mode", mode_names())

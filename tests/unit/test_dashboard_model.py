@@ -318,3 +318,15 @@ def test_a_gap_a_nodes_event_stream_reported_is_a_warning_in_the_log():
     feed(m, {"t_ns": 5_000_000, "kind": "gap", "node": 2, "missed": 37})
     entry = list(m.log)[-1]
     assert entry["level"] == "warn" and entry["text"].startswith("node 2: 37 history events lost here")
+
+
+def test_a_cluster_watched_over_its_client_ports_takes_mode_and_timing_from_the_nodes():
+    """`--nodes` knows only addresses: the mode and the election timeout (which groups an election's
+    events) come from GetStatus, the longest timeout while a rolling change leaves members apart."""
+    m = Model({1: "a:1", 2: "a:2"}, origin_ns=T0, election_timeout_ms=500, mode="", source="remote")
+    m.on_status(1, pb.NodeStatus(node_id=1, mode=pb.MODE_RAFT, heartbeat_interval_ms=200, election_timeout_ms=2000))
+    assert m.mode == "raft" and m.quiet_ns == 2000 * MS
+    m.on_status(2, pb.NodeStatus(node_id=2, mode=pb.MODE_RAFT, election_timeout_ms=1000))
+    assert m.quiet_ns == 2000 * MS  # the longest of what the members run
+    m.on_status(1, pb.NodeStatus(node_id=1, mode=pb.MODE_RAFT))  # an older node says nothing: kept
+    assert m.quiet_ns == 2000 * MS and m.nodes_json(T0)["mode"] == "raft"

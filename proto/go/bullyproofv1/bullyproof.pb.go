@@ -1387,6 +1387,10 @@ type NodeStatus struct {
 	// saw it acknowledged by a majority of its voters and of the voters before (the next change may start).
 	Configuration       *Configuration `protobuf:"bytes,20,opt,name=configuration,proto3" json:"configuration,omitempty"`
 	ConfigurationAgreed bool           `protobuf:"varint,21,opt,name=configuration_agreed,json=configurationAgreed,proto3" json:"configuration_agreed,omitempty"`
+	// The timing this node runs, as it was started (--heartbeat-interval-ms, --election-timeout-ms):
+	// during a rolling change of timing, members differ until every one has restarted.
+	HeartbeatIntervalMs uint32 `protobuf:"varint,22,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	ElectionTimeoutMs   uint32 `protobuf:"varint,23,opt,name=election_timeout_ms,json=electionTimeoutMs,proto3" json:"election_timeout_ms,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -1566,6 +1570,20 @@ func (x *NodeStatus) GetConfigurationAgreed() bool {
 		return x.ConfigurationAgreed
 	}
 	return false
+}
+
+func (x *NodeStatus) GetHeartbeatIntervalMs() uint32 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetElectionTimeoutMs() uint32 {
+	if x != nil {
+		return x.ElectionTimeoutMs
+	}
+	return 0
 }
 
 type WriteRequest struct {
@@ -2024,7 +2042,7 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\"\n" +
 	"\rlast_heard_ms\x18\x03 \x01(\x03R\vlastHeardMs\x12\x1c\n" +
 	"\treachable\x18\x04 \x01(\bR\treachable\x123\n" +
-	"\x15configuration_refusal\x18\x05 \x01(\tR\x14configurationRefusal\"\x92\b\n" +
+	"\x15configuration_refusal\x18\x05 \x01(\tR\x14configurationRefusal\"\xf6\b\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x12'\n" +
@@ -2051,7 +2069,9 @@ const file_bullyproof_v1_bullyproof_proto_rawDesc = "" +
 	"\rhandovers_won\x18\x12 \x01(\x04R\fhandoversWon\x12)\n" +
 	"\x10configuration_id\x18\x13 \x01(\aR\x0fconfigurationId\x12B\n" +
 	"\rconfiguration\x18\x14 \x01(\v2\x1c.bullyproof.v1.ConfigurationR\rconfiguration\x121\n" +
-	"\x14configuration_agreed\x18\x15 \x01(\bR\x13configurationAgreed\x1a?\n" +
+	"\x14configuration_agreed\x18\x15 \x01(\bR\x13configurationAgreed\x122\n" +
+	"\x15heartbeat_interval_ms\x18\x16 \x01(\rR\x13heartbeatIntervalMs\x12.\n" +
+	"\x13election_timeout_ms\x18\x17 \x01(\rR\x11electionTimeoutMs\x1a?\n" +
 	"\x11MessagesSentEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aC\n" +
