@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -336,6 +337,17 @@ def per_member(per_process: dict[str, dict], leader: str | None) -> dict:
     return row
 
 
+IDLE_AS_CLUSTER_UP = "quorum as cluster up runs it"
+
+
+def idle_rows(modes: list[str]) -> list[tuple[str, str, bool]]:
+    """(row name, mode, as `cluster up` runs it): every mode as etcd runs here (plaintext, the election
+    alone: no client writes), and quorum as `cluster up` runs it (mutual TLS, the leader writing the
+    fenced store every write period)."""
+    rows = [(mode, mode, False) for mode in modes]
+    return rows + ([(IDLE_AS_CLUSTER_UP, "quorum", True)] if "quorum" in modes else [])
+
+
 def bench_idle(
     modes: list[str],
     seconds: float,
@@ -344,49 +356,85 @@ def bench_idle(
     heartbeat_ms: int = DEFAULT_TIMING.heartbeat_interval_ms,
     election_ms: int = DEFAULT_TIMING.election_timeout_ms,
 ) -> dict:
+    """Each bullyproof row measured in the same window as a settled etcd cluster that runs throughout:
+    both see the same machine, so a row's ratio to etcd does not depend on what else ran before or
+    after it (idle CPU at 1 % moves by a third between windows on a shared machine). The etcd row is
+    the mean over those windows."""
     out: dict[str, Any] = {
         "heartbeat_interval_ms": heartbeat_ms,
         "election_timeout_ms": election_ms,
         "seconds": seconds,
         "nodes": NODES,
+        "paired_with_etcd": etcd is not None,
     }
-    if etcd is not None:
-        log(f"idle: etcd, {seconds:.0f} s")
+    with contextlib.ExitStack() as stack:
+        etcd_cluster: EtcdCluster | None = None
+        etcd_leader = ""
+        if etcd is not None:
+            log("idle: starting etcd, measured beside every row")
 
-        def measure_etcd() -> dict:
-            with tempfile.TemporaryDirectory(prefix="bullyproof-bench-etcd-") as tmp:
+            def start_etcd() -> dict:
+                nonlocal etcd_cluster, etcd_leader
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bullyproof-bench-etcd-"))
                 cluster = EtcdCluster(etcd, Path(tmp), NODES, heartbeat_ms, election_ms)
                 cluster.start()
-                try:
-                    leader = cluster.wait_for_agreement(30)
-                    time.sleep(settle_s)
-                    return per_member(idle_cost(cluster.pids(), seconds), cluster.members[leader].name)
-                finally:
-                    cluster.stop()
+                stack.callback(cluster.stop)
+                etcd_leader = cluster.members[cluster.wait_for_agreement(30)].name
+                etcd_cluster = cluster
+                return {}
 
-        out["etcd"] = guarded("idle etcd", measure_etcd)
-    # Every mode as etcd runs here (plaintext), and quorum as `cluster up` runs it (mutual TLS).
-    for mode, tls in [(m, False) for m in modes] + ([("quorum", True)] if "quorum" in modes else []):
-        name = f"{mode} (mutual TLS)" if tls else mode
-        log(f"idle: bullyproof {name}, {seconds:.0f} s")
+            started = guarded("idle etcd", start_etcd)
+            if "error" in started:
+                out["etcd"] = started
+        etcd_windows: list[dict] = []
+        for name, mode, as_cluster_up in idle_rows(modes):
+            log(f"idle: bullyproof {name}{' beside etcd' if etcd_cluster else ''}, {seconds:.0f} s")
 
-        def measure(mode: str = mode, tls: bool = tls) -> dict:
-            with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
-                certs = str(Path(tmp) / "certs") if tls else None
-                cluster = LocalCluster(local_spec(NODES, mode, heartbeat_ms, election_ms, certs_dir=certs), Path(tmp))
-                cluster.start()
-                try:
-                    leader, _ = cluster.wait_for_agreement(30, interval_s=0.05)
-                    time.sleep(settle_s)
-                    data = read_cluster_file(cluster.dir)
-                    pids = {f"node-{n['id']}": n["pid"] for n in data["nodes"]} | {"store": data["store"]["pid"]}
-                    return per_member(idle_cost(pids, seconds), f"node-{leader}")
-                finally:
-                    cluster.stop()
+            def measure(mode: str = mode, as_cluster_up: bool = as_cluster_up) -> dict:
+                with tempfile.TemporaryDirectory(prefix="bullyproof-bench-") as tmp:
+                    certs = str(Path(tmp) / "certs") if as_cluster_up else None
+                    spec = replace(
+                        local_spec(NODES, mode, heartbeat_ms, election_ms, certs_dir=certs), leader_writes=as_cluster_up
+                    )
+                    cluster = LocalCluster(spec, Path(tmp))
+                    cluster.start()
+                    try:
+                        leader, _ = cluster.wait_for_agreement(30, interval_s=0.05)
+                        time.sleep(settle_s)
+                        data = read_cluster_file(cluster.dir)
+                        ours = {f"node-{n['id']}": n["pid"] for n in data["nodes"]}
+                        ours |= {"store": data["store"]["pid"]} if as_cluster_up else {}
+                        theirs = etcd_cluster.pids() if etcd_cluster else {}
+                        cost = idle_cost(ours | {f"etcd:{k}": v for k, v in theirs.items()}, seconds)
+                        row = per_member({k: cost[k] for k in ours}, f"node-{leader}")
+                        if etcd_cluster:
+                            beside = per_member({k: cost[f"etcd:{k}"] for k in theirs}, etcd_leader)
+                            etcd_windows.append(beside)
+                            row["etcd_cpu_percent_mean"] = beside["cpu_percent_mean"]
+                            row["vs_etcd"] = round(row["cpu_percent_mean"] / max(beside["cpu_percent_mean"], 0.01), 2)
+                        return row
+                    finally:
+                        cluster.stop()
 
-        out[name] = guarded(f"idle {name}", measure)
+            out[name] = guarded(f"idle {name}", measure)
+        if etcd_windows:
+            out["etcd"] = {**etcd_windows[0], **_mean_of_windows(etcd_windows)}
     # What Python's gRPC alone costs at this heartbeat: the floor under every row above.
     out["grpc_floor"] = bench_grpc_floor(seconds, settle_s, heartbeat_ms)
+    return out
+
+
+def _mean_of_windows(windows: list[dict]) -> dict:
+    """The numbers per_member gives, averaged over several windows of the same cluster."""
+    keys = ("cpu_percent_mean", "leader_cpu_percent", "followers_cpu_percent_mean", "rss_mb_mean", "pss_mb_mean")
+    out: dict[str, Any] = {"windows": len(windows)}
+    for key in keys:
+        values = [w[key] for w in windows if key in w]
+        if values:
+            out[key] = round(statistics.mean(values), 2)
+    for key in ("cpu_percent_max", "rss_mb_max"):
+        out[key] = max(w[key] for w in windows)
+    out["cpu_percent_windows"] = [w["cpu_percent_mean"] for w in windows]
     return out
 
 
@@ -638,23 +686,32 @@ def markdown(result: dict) -> str:
             f"{idle['heartbeat_interval_ms']} / {idle['election_timeout_ms']} ms",
             "",
             "CPU is utime + stime from /proc over the window, in % of one core. RSS counts shared pages in every "
-            "process; PSS splits them. bullyproof's fenced store (written by the leader every 100 ms) is listed apart. "
-            "etcd and the rows without a note run plaintext; `cluster up` runs mutual TLS (its row says so).",
+            "process; PSS splits them. "
+            + (
+                "etcd runs throughout and is measured in the same window as each bullyproof row (its own row is the "
+                "mean over those windows; `etcd beside` is the window's), so `vs etcd` compares one window. "
+                if idle.get("paired_with_etcd")
+                else ""
+            )
+            + "etcd and the mode rows run plaintext and do the election alone (no client writes); "
+            f"`{IDLE_AS_CLUSTER_UP}` runs mutual TLS and its leader writes the fenced store every write period "
+            "(the store process is listed apart).",
             "",
-            "| system | CPU mean | CPU leader | CPU followers | RSS mean | RSS max | PSS mean | store CPU | "
-            "store RSS |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| system | CPU mean | etcd beside | vs etcd | CPU leader | CPU followers | RSS mean | RSS max | "
+            "PSS mean | store CPU | store RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, s in idle.items():
             if not isinstance(s, dict) or name == "grpc_floor":
                 continue
             who = "etcd" if name == "etcd" else f"bullyproof {name}"
             if "error" in s:
-                lines.append(f"| {who} | failed: {s['error'][:80]} | | | | | | | |")
+                lines.append(f"| {who} | failed: {s['error'][:80]} | | | | | | | | | |")
                 continue
             store = s["per_process"].get("store", {})
             lines.append(
-                f"| {who} | **{s['cpu_percent_mean']} %** | {_fmt(s.get('leader_cpu_percent'), ' %')} | "
+                f"| {who} | **{s['cpu_percent_mean']} %** | {_fmt(s.get('etcd_cpu_percent_mean'), ' %')} | "
+                f"{_fmt(s.get('vs_etcd'), ' ×')} | {_fmt(s.get('leader_cpu_percent'), ' %')} | "
                 f"{_fmt(s.get('followers_cpu_percent_mean'), ' %')} | **{s['rss_mb_mean']} MB** | "
                 f"{s['rss_mb_max']} MB | "
                 f"{_fmt(s.get('pss_mb_mean'), ' MB')} | {_fmt(store.get('cpu_percent'), ' %')} | "

@@ -68,6 +68,9 @@ class ClusterSpec:
     # Nodes started outside the configuration (`node --join`), to be added by `bullyproof member add`;
     # the others start as its voters (modes that change membership).
     joining: tuple[int, ...] = ()
+    # The leader's duty writes to the store (`--store`, every write_period_ms). False runs the election
+    # alone, as a service that fences at its own database runs it (the idle benchmark's rows beside etcd).
+    leader_writes: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in mode_names():
@@ -123,10 +126,16 @@ class ClusterSpec:
             str(self.heartbeat_interval_ms),
             "--election-timeout-ms",
             str(self.election_timeout_ms),
-            "--store",
-            self.store_dial.get(node.id, self.store_address),
-            "--write-period-ms",
-            str(self.write_period_ms),
+            *(
+                [
+                    "--store",
+                    self.store_dial.get(node.id, self.store_address),
+                    "--write-period-ms",
+                    str(self.write_period_ms),
+                ]
+                if self.leader_writes
+                else []
+            ),
             "--preempt-hold-down-ms",
             str(self.preempt_hold_down_ms),
         ]

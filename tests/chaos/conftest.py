@@ -44,6 +44,12 @@ def fenced_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
 
 
 @pytest.fixture
+def overloaded() -> Callable[[RunResult], bool]:
+    """Whether a run ended on a machine too busy to hold its timing (the rule run_at_instant skips by)."""
+    return lambda result: result.load_per_core >= OVERLOADED_LOAD_PER_CORE
+
+
+@pytest.fixture
 def run_at_instant(tmp_path: Path) -> Callable[..., RunResult]:
     """run(name, mode, seed, check_each=None, **run_scenario options): the first run, from seed
     upwards, that reached the scenario's instant; ``check_each`` is called on every run, reached or not.

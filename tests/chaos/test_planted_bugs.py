@@ -5,7 +5,8 @@ BULLYPROOF_TEST_ONLY_PLANTED_BUGS=1 (tests/integration/test_bad_input.py shows t
 
 A bug can only be caught where its scenario reached the moment it exists for (the scenario's
 Instant, judged from the history): each case starts at a fixed seed and moves to the next seed
-while a run misses that moment (tests/chaos/conftest.py: how many, and when a miss skips or fails).
+while a run misses that moment (tests/chaos/conftest.py: how many, and when a miss skips or fails),
+or reaches it and misses the bug on an overloaded machine (where the bite can hang on a few ms).
 Every seed is printed with whether it reached the instant; replay with the command shown.
 """
 
@@ -18,6 +19,7 @@ from node.client.fencing import FenceBug
 from node.core import PlantedBug
 
 pytestmark = pytest.mark.chaos
+CATCH_TRIES = 3  # runs that reached the instant, while each missed the bug on an overloaded machine
 
 CASES = [
     # bug, scenario, mode, seed, properties of which at least one must fail
@@ -40,17 +42,27 @@ def test_every_case_names_its_instant():
 
 
 @pytest.mark.parametrize("bug, scenario, mode, seed, expected", CASES, ids=[c[0].value for c in CASES])
-def test_planted_bug_is_caught(bug, scenario, mode, seed, expected, run_at_instant):
+def test_planted_bug_is_caught(bug, scenario, mode, seed, expected, run_at_instant, overloaded):
     print(
         f"\nreplay: BULLYPROOF_TEST_ONLY_PLANTED_BUGS=1 bullyproof chaos run {scenario} --mode {mode} "
         f"--seed SEED --planted-bug {bug.value}  (SEED from {seed}, below)"
     )
-    result = run_at_instant(scenario, mode, seed, planted_bugs=frozenset({bug}))
-    caught = expected & set(result.report.violations)
-    assert caught, (
-        f"{bug.value} went unnoticed in {scenario} at seed {result.seed}, although the run reached "
-        f"its instant: violations {result.report.violations}\n{result.text}"
-    )
+    missed: list[str] = []
+    for _ in range(CATCH_TRIES):
+        result = run_at_instant(scenario, mode, seed, planted_bugs=frozenset({bug}))
+        if expected & set(result.report.violations):
+            return
+        what = (
+            f"{bug.value} went unnoticed in {scenario} at seed {result.seed}, although the run reached "
+            f"its instant: violations {result.report.violations}\n{result.text}"
+        )
+        # Reaching the instant puts the bug in reach; whether it bites can still hang on a few
+        # milliseconds (a restarted node's proposal against the leader's next round). On a machine
+        # with CPU to spare a miss fails at once; an overloaded run is tried again at the next seed.
+        assert overloaded(result), what
+        missed.append(f"seed {result.seed} (load {result.load_per_core:.2f} per core)")
+        seed = result.seed + 1
+    pytest.skip(f"MACHINE OVERLOADED in every run that reached the instant ({', '.join(missed)}), nothing tested")
 
 
 # A fencing adapter's bug, on real databases, judged by the same P2 (chaos.apps writes through every

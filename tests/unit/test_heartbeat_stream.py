@@ -73,7 +73,10 @@ async def with_server(servicer, body) -> None:
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     peer = PeerState(f"127.0.0.1:{port}", channel, pb_grpc.PeerStub(channel))
-    sender = SimpleNamespace(rpc_timeout_s=TIMEOUT_S)  # the lease as long as the interval here
+    opened: list[int] = []  # the peers a stream was opened to (bullyproof_heartbeat_streams_opened_total)
+    metrics = SimpleNamespace(heartbeat_stream_opened=opened.append)
+    sender = SimpleNamespace(rpc_timeout_s=TIMEOUT_S, node=SimpleNamespace(metrics=metrics))  # lease = interval here
+    peer.opened = opened
     sender._unary = lambda p, rpc, request, timeout_s: PeerTransport._unary(sender, p, rpc, request, timeout_s)
 
     async def beat(round_: int) -> pb.PeerReply:
@@ -95,6 +98,7 @@ def test_acks_come_back_in_order_on_one_stream() -> None:
         for r in range(2, 12):
             assert (await beat(r)).ack.round == r
         assert receiver.streams == 1 and receiver.unary == 0
+        assert peer.opened == [2]  # counted once, for the receiver
 
     asyncio.run(with_server(receiver, body))
 
@@ -127,7 +131,7 @@ def test_a_mute_receiver_fails_each_heartbeat_in_time_until_the_stream_is_replac
             assert failed.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - t0 < TIMEOUT_S + 0.15
         assert (await beat(100)).ack.round == 100  # a new stream
-        assert receiver.streams == 2
+        assert receiver.streams == 2 and peer.opened == [2, 2]
 
     asyncio.run(with_server(receiver, body))
 
@@ -141,7 +145,7 @@ def test_a_refusal_ends_the_stream_with_the_unary_status() -> None:
                 await beat(r)
             assert failed.value.code == grpc.StatusCode.FAILED_PRECONDITION
             assert "member list" in failed.value.details
-        assert receiver.streams == 3
+        assert receiver.streams == 3 and len(peer.opened) == 3
 
     asyncio.run(with_server(receiver, body))
 
