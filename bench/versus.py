@@ -11,8 +11,10 @@ Parts (each can be skipped with --skip):
 * cold-start: launch to an agreed leader, 5 nodes: `bullyproof cluster up --detach` through
   Toxiproxy and `--direct` (the CLI started as a process, its exit after it saw agreement), and
   5 etcd members started together.
-* idle: CPU (utime + stime from /proc) and RSS of each process over 10 s of a settled cluster at
-  100 ms heartbeats: every mode's nodes (and its store, apart), and etcd's members.
+* idle: CPU (utime + stime from /proc) and RSS of each process over 30 s of a settled cluster at
+  100 ms heartbeats: every mode's nodes doing the election alone, and quorum as `cluster up` runs it
+  (TLS, store writes; the store apart), each in the same window as etcd's members, which run
+  throughout; and the floor, a bare Python gRPC echo.
 * sizes: quorum failover as n grows, at the first setting, a third of the kills per point.
 * query: GetLeader on a leader and a follower under ghz (a Go load generator, its own process).
 * suite: the chaos suite's wall time, `pytest tests/chaos -n 0` against `-n 2` (long).
@@ -890,7 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--size-kills", type=int, help="kills per size (default a third of --kills, at least 5; --quick 2)")
     p.add_argument("--cold-start-runs", type=int, help="runs per way of starting (default 5; --quick 1)")
-    p.add_argument("--idle-s", type=float, help="idle measuring window (default 10 s; --quick 2 s)")
+    p.add_argument("--idle-s", type=float, help="idle measuring window (default 30 s; --quick 2 s)")
     p.add_argument("--requests", type=int, help="ghz requests per node (default 10000; --quick 500)")
     p.add_argument("--concurrency", type=int, default=50, help="ghz concurrent workers (default 50)")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="results folder (default results/bench)")
@@ -940,7 +942,7 @@ def main(argv: list[str], tools: ModuleType, toxiproxy: ModuleType | None = None
     sizes = args.sizes or ([3, 5] if q else list(DEFAULT_SIZES))
     size_kills = args.size_kills or (2 if q else max(5, kills // 3))
     runs = args.cold_start_runs or (1 if q else 5)
-    idle_s = args.idle_s or (2.0 if q else 10.0)
+    idle_s = args.idle_s or (2.0 if q else 30.0)
     requests = args.requests or (500 if q else 10000)
     skip = set(args.skip) | ({"suite"} if args.skip_suite or q else set())
     t0 = time.monotonic()
