@@ -367,27 +367,27 @@ def bench_idle(
         "election_timeout_ms": election_ms,
         "seconds": seconds,
         "nodes": NODES,
-        "paired_with_etcd": etcd is not None,
+        "paired_with_etcd": False,  # set once etcd runs beside the rows
     }
     with contextlib.ExitStack() as stack:
         etcd_cluster: EtcdCluster | None = None
-        etcd_leader = ""
         if etcd is not None:
             log("idle: starting etcd, measured beside every row")
 
             def start_etcd() -> dict:
-                nonlocal etcd_cluster, etcd_leader
+                nonlocal etcd_cluster
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bullyproof-bench-etcd-"))
                 cluster = EtcdCluster(etcd, Path(tmp), NODES, heartbeat_ms, election_ms)
                 cluster.start()
                 stack.callback(cluster.stop)
-                etcd_leader = cluster.members[cluster.wait_for_agreement(30)].name
+                cluster.wait_for_agreement(30)
                 etcd_cluster = cluster
                 return {}
 
             started = guarded("idle etcd", start_etcd)
             if "error" in started:
                 out["etcd"] = started
+            out["paired_with_etcd"] = etcd_cluster is not None
         etcd_windows: list[dict] = []
         for name, mode, as_cluster_up in idle_rows(modes):
             log(f"idle: bullyproof {name}{' beside etcd' if etcd_cluster else ''}, {seconds:.0f} s")
@@ -407,6 +407,8 @@ def bench_idle(
                         ours = {f"node-{n['id']}": n["pid"] for n in data["nodes"]}
                         ours |= {"store": data["store"]["pid"]} if as_cluster_up else {}
                         theirs = etcd_cluster.pids() if etcd_cluster else {}
+                        # etcd's leader as this window begins (it may have changed since the last one).
+                        etcd_leader = etcd_cluster.members[etcd_cluster.wait_for_agreement(30)].name if theirs else ""
                         cost = idle_cost(ours | {f"etcd:{k}": v for k, v in theirs.items()}, seconds)
                         row = per_member({k: cost[k] for k in ours}, f"node-{leader}")
                         if etcd_cluster:
@@ -421,6 +423,8 @@ def bench_idle(
             out[name] = guarded(f"idle {name}", measure)
         if etcd_windows:
             out["etcd"] = {**etcd_windows[0], **_mean_of_windows(etcd_windows)}
+        elif etcd_cluster is not None:
+            out["etcd"] = {"error": "no bullyproof row ran, so etcd was measured in no window"}
     # What Python's gRPC alone costs at this heartbeat: the floor under every row above.
     out["grpc_floor"] = bench_grpc_floor(seconds, settle_s, heartbeat_ms)
     return out

@@ -215,8 +215,8 @@ class Model:
         if status.election_timeout_ms:  # (0 from an older node) elections group by what the members run
             timeouts = [n.status.election_timeout_ms for n in self.nodes.values() if n.status is not None]
             self.quiet_ns = max(300, *timeouts) * 1_000_000
-        if not self.mode and status.mode:
-            self.mode = pb.Mode.Name(status.mode).removeprefix("MODE_").lower()
+        if not self.mode and status.mode in MODE_NAME:  # (a mode this page does not know: left unsaid)
+            self.mode = MODE_NAME[status.mode]
         if not st.streaming:  # a poll's view may be older than the stream's latest push
             st.info = pb.LeaderInfo(
                 known=status.has_leader,

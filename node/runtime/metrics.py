@@ -88,7 +88,8 @@ class NodeMetrics:
         self.heartbeat_streams_opened = counter(
             "heartbeat_streams_opened",
             "heartbeat streams this node opened to a peer, by peer id: one per link while it leads, and "
-            "one more each time a stream broke (a reset, a stall, an ack out of step) or could not open",
+            "one more each time a stream broke (a reset, a stall, an ack out of step) or could not open "
+            "(an older peer without streams counts one before it gets unary heartbeats)",
             ("peer",),
         )
         self.lease_renewals = counter(

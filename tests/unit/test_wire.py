@@ -174,7 +174,13 @@ def test_a_configuration_is_checked_once_and_answers_as_if_checked_every_time() 
             assert membership == (None if problem else wire.membership_from_pb(c))
     assert wire.checked_configuration(cases[0][0], good.id) == ("", good)
     assert wire.checked_configuration(cases[1][0], good.id + 1)[0].startswith("configuration_id")
-    # Configurations nobody runs cannot grow it past its bound.
+    # Only sound configurations are kept, and never more than the bound.
+    wire._CHECKED.clear()
+    too_long = wire.membership_to_pb(good)
+    too_long.notify.extend(range(10, 10 + wire.MAX_MEMBERS + 1))
+    assert wire.checked_configuration(too_long, good.id)[0].startswith("a configuration lists at most")
+    assert wire.checked_configuration(bad, good.id)[0] and not wire._CHECKED
     for index in range(3 * wire._CHECKED_MAX):
-        wire.checked_configuration(wire.membership_to_pb(Membership((1, 2, 3), (), index, 1, (), ())), 0)
-    assert len(wire._CHECKED) <= wire._CHECKED_MAX
+        m = Membership((1, 2, 3), (), index, 1, (), ())
+        assert wire.checked_configuration(wire.membership_to_pb(m), m.id) == ("", m)
+    assert 0 < len(wire._CHECKED) <= wire._CHECKED_MAX
