@@ -101,11 +101,19 @@ def test_every_splitting_scenario_names_its_instant():
 
 
 @pytest.mark.parametrize("name", SPLITTING)
-def test_classic_mode_splits_its_brain_and_fencing_shows_it(name, run_at_instant, fenced_databases):
+def test_classic_mode_splits_its_brain_and_fencing_shows_it(name, run_until_seen, fenced_databases):
     seed = seed_for(name, "classic")
     print(f"\nreplay with `bullyproof chaos run {name} --mode classic --seed SEED` (SEED from {seed}, below)")
     options = options_for(name, "classic", fenced_databases)
-    result = run_at_instant(name, "classic", seed, **options)
+
+    def refused_nowhere(result) -> str:
+        """With the adapters: the databases that refused none of the deposed leader's writes (its app
+        may not get to write while it is deposed: that hangs on the moment its term ends)."""
+        seen = result.report.fencing["resources"]
+        untouched = [db for db in ADAPTERS if seen[db]["refused"] == 0] if options else []
+        return f"no deposed leader's write reached {', '.join(untouched)}" if untouched else ""
+
+    result = run_until_seen(name, "classic", seed, refused_nowhere, **options)
     report = result.report
     assert report.split_brain, f"classic Bully kept one leader in {name}?\n{result.text}"
     assert {"P1", "P3"} & set(report.violations), result.text

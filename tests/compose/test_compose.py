@@ -366,14 +366,19 @@ def test_compose_cluster_in_containers(project: Project) -> None:
         new_leader, new_epoch = steps.run("failover", failover)
         assert new_leader != leader and new_epoch > epoch
         assert views_of({leader: clients(record)[leader]}, 0.3)[leader] is None  # its container is dead
+        # The tiles follow WatchLeader; the log line comes from the new leader's WatchEvents stream,
+        # which may arrive a moment later: both within the same wait.
         steps.run(
             "dashboard --nodes shows the failover",
             wait_for,
-            lambda: dash.agreed() == new_leader and dash.role(leader) == "unreachable",
+            lambda: (
+                dash.agreed() == new_leader
+                and dash.role(leader) == "unreachable"
+                and any(f"node {new_leader} is the new LEADER" in line["text"] for line in dash.state()["log"])
+            ),
             AGREE_TIMEOUT_S,
             0.2,
         )
-        assert any(f"node {new_leader} is the new LEADER" in line["text"] for line in dash.state()["log"])
     finally:
         dash.stop()
 
