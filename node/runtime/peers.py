@@ -203,11 +203,9 @@ class PeerState:
     heartbeats: HeartbeatStream | None = None  # the open heartbeat stream to it, if any
     unary_heartbeats: bool = False  # it does not serve Peer/Heartbeats (an older version): unary calls
 
-    def heartbeat_stream(self, max_unanswered: int, opened: Callable[[], None]) -> HeartbeatStream:
-        """The open stream, or a new one (`opened` is told) if there is none or it broke."""
+    def heartbeat_stream(self, max_unanswered: int) -> HeartbeatStream:
         if self.heartbeats is None or self.heartbeats.broken is not None:
             self.heartbeats = HeartbeatStream(self.stub, max_unanswered)
-            opened()
         return self.heartbeats
 
     def close_heartbeats(self) -> None:
@@ -341,10 +339,10 @@ class PeerTransport:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         # As many heartbeats as fit in that time may wait for their acks at once (a slow link), twice.
-        stream = peer.heartbeat_stream(
-            2 * math.ceil(timeout_s / self.rpc_timeout_s) + 2,
-            lambda: self.node.metrics.heartbeat_stream_opened(request.receiver_id),
-        )
+        before = peer.heartbeats
+        stream = peer.heartbeat_stream(2 * math.ceil(timeout_s / self.rpc_timeout_s) + 2)
+        if stream is not before:  # none was open, or it broke: a new one
+            self.node.metrics.heartbeat_stream_opened(request.receiver_id)
         try:
             async with asyncio.timeout_at(deadline):
                 return await stream.exchange(request)
